@@ -168,3 +168,27 @@ pub struct Account {
     /// Usage of each window cap, index for index with `limits.window_caps`.
     pub usage: [WindowUsage; 3],
 }
+
+impl Account {
+    /// Describes how an account breaks its flags or has a negative total, if it does.
+    pub fn flag_violation(&self) -> Option<String> {
+        let b = &self.balance;
+        let totals = [b.debits_posted, b.debits_pending, b.credits_posted, b.credits_pending];
+        if totals.iter().any(|t| *t < 0) {
+            return Some(format!("negative total in {b:?}"));
+        }
+        let debits = i128::from(b.debits_posted) + i128::from(b.debits_pending);
+        let credits = i128::from(b.credits_posted) + i128::from(b.credits_pending);
+        if self.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
+            && debits > i128::from(b.credits_posted)
+        {
+            return Some(format!("debits exceed credits: {b:?}"));
+        }
+        if self.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
+            && credits > i128::from(b.debits_posted)
+        {
+            return Some(format!("credits exceed debits: {b:?}"));
+        }
+        None
+    }
+}

@@ -684,7 +684,7 @@ impl Ledger {
             let sum = sums.entry(account.currency).or_default();
             sum.0 += i128::from(b.credits_posted) - i128::from(b.debits_posted);
             sum.1 += i128::from(b.credits_pending) - i128::from(b.debits_pending);
-            if let Some(problem) = flag_violation(account) {
+            if let Some(problem) = account.flag_violation() {
                 violations.push(format!("account {}: {problem}", account.id));
             }
         }
@@ -695,28 +695,6 @@ impl Ledger {
         }
         violations
     }
-}
-
-/// Describes how an account breaks its flags or has a negative total, if it does.
-pub(crate) fn flag_violation(account: &Account) -> Option<String> {
-    let b = &account.balance;
-    let totals = [b.debits_posted, b.debits_pending, b.credits_posted, b.credits_pending];
-    if totals.iter().any(|t| *t < 0) {
-        return Some(format!("negative total in {b:?}"));
-    }
-    let debits = i128::from(b.debits_posted) + i128::from(b.debits_pending);
-    let credits = i128::from(b.credits_posted) + i128::from(b.credits_pending);
-    if account.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        && debits > i128::from(b.credits_posted)
-    {
-        return Some(format!("debits exceed credits: {b:?}"));
-    }
-    if account.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-        && credits > i128::from(b.debits_posted)
-    {
-        return Some(format!("credits exceed debits: {b:?}"));
-    }
-    None
 }
 
 fn closed_status(state: PendingState) -> Status {

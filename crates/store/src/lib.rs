@@ -1,0 +1,148 @@
+//! Storage for the ledger, as narrow traits: [`LedgerStore`] for the one writer of a shard and
+//! [`JournalSource`] for readers such as the audit. Backends live in their own crates
+//! (`citypay-store-sqlite`, `citypay-store-postgres`) and pass one conformance suite.
+
+mod audit;
+mod codec;
+mod row;
+mod url;
+
+use citypay_ledger::{Account, Effects, EventId, JournalRow, OpenPending, PendingState, StoredEvent, Timestamp};
+use rustc_hash::FxHashMap;
+
+pub use audit::{AuditReport, audit};
+pub use codec::{
+    ACCOUNT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, u64_from_column, u64_to_column,
+};
+pub use row::{Migration, OnConflict, ServiceRow, Value};
+pub use url::{DbUrl, DbUrlError};
+
+/// Why storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the writer lock of this database.
+    #[error("the database is already open for writing by {holder}; stop it or send requests through it")]
+    Locked {
+        /// Who holds it (process id, host, since when), as recorded by the holder.
+        holder: String,
+    },
+    /// Another writer took the database over; this one must stop writing.
+    #[error("fenced: writer epoch {ours} was superseded by epoch {current}")]
+    Fenced {
+        /// This writer's epoch.
+        ours: i64,
+        /// The epoch now recorded in the database.
+        current: i64,
+    },
+    /// The database schema is newer than this binary understands.
+    #[error("schema of {component} is at version {found}, newer than this binary's {known}")]
+    SchemaTooNew {
+        /// Which part of the schema.
+        component: String,
+        /// Version found in the database.
+        found: i64,
+        /// Latest version this binary knows.
+        known: i64,
+    },
+    /// A stored row that cannot be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The commit may or may not have reached the disk (the connection broke during COMMIT).
+    #[error("commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// Any other backend error.
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    /// Whether a failed commit might nonetheless be durable, so memory must be reloaded from
+    /// storage rather than rolled back.
+    pub fn may_have_committed(&self) -> bool {
+        matches!(self, StoreError::OutcomeUnknown(_))
+    }
+}
+
+/// Everything a writer needs to rebuild its in-memory state after a restart.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every account.
+    pub accounts: Vec<Account>,
+    /// Every open pending transfer.
+    pub open_pending: Vec<OpenPending>,
+    /// The largest event id stored (transfers and rejections); 0 when empty.
+    pub stored_id_max: EventId,
+    /// Ledger time of the last committed batch.
+    pub last_timestamp: Timestamp,
+    /// Sequence number of the last committed batch; 0 when none.
+    pub last_batch: u64,
+}
+
+/// One batch to commit: the ledger's effects and the service rows of its successful events.
+#[derive(Debug)]
+pub struct BatchWrite<'a> {
+    /// Sequence number of this batch (the previous one plus one).
+    pub batch: u64,
+    /// What the ledger changed.
+    pub effects: &'a Effects,
+    /// Rows of the calling services, written in the same transaction.
+    pub rows: &'a [ServiceRow],
+}
+
+/// The storage of one shard, owned by its single writer.
+pub trait LedgerStore: Send {
+    /// Loads the state the writer rebuilds its memory from.
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+
+    /// Answers for ids the ledger cannot decide from memory: their stored hash, first status
+    /// and pending state. Ids storage does not hold are absent from the map.
+    fn lookup(&mut self, ids: &[EventId]) -> Result<FxHashMap<EventId, StoredEvent>, StoreError>;
+
+    /// Writes a whole batch in one transaction and commits it durably: journal rows, pending
+    /// state changes, each touched account once, rejections, service rows. On error nothing of
+    /// the batch is stored (unless the error says the outcome is unknown).
+    fn commit(&mut self, batch: &BatchWrite<'_>) -> Result<(), StoreError>;
+}
+
+/// A journal row as stored, with the pending state that storage keeps on pending rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredRow {
+    /// The row as the ledger produced it.
+    pub row: JournalRow,
+    /// For pending rows: the current state.
+    pub state: Option<PendingState>,
+    /// The batch that wrote it.
+    pub batch: u64,
+}
+
+/// Read access to a whole journal, for the audit and for reports.
+pub trait JournalSource {
+    /// Every account as stored.
+    fn accounts(&mut self) -> Result<Vec<Account>, StoreError>;
+    /// Calls `visit` with every journal row, in (id, leg) order.
+    fn scan_journal(&mut self, visit: &mut dyn FnMut(StoredRow)) -> Result<(), StoreError>;
+    /// Calls `visit` with the id of every stored rejection.
+    fn scan_rejections(&mut self, visit: &mut dyn FnMut(EventId)) -> Result<(), StoreError>;
+}
+
+/// The 16-byte big-endian form of an event id, so byte order is numeric order.
+pub fn id_to_bytes(id: EventId) -> [u8; 16] {
+    id.to_be_bytes()
+}
+
+/// Inverse of [`id_to_bytes`].
+pub fn id_from_bytes(bytes: &[u8]) -> Result<EventId, StoreError> {
+    let array: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt(format!("event id of {} bytes", bytes.len())))?;
+    Ok(EventId::from_be_bytes(array))
+}
+
+/// The ledger's own schema, for every backend.
+pub const LEDGER_MIGRATIONS: &[Migration] = &[Migration {
+    component: "ledger",
+    version: 1,
+    name: "accounts, journal, rejections, metadata",
+    sqlite: include_str!("schema/ledger_v1.sqlite.sql"),
+    postgres: include_str!("schema/ledger_v1.postgres.sql"),
+}];
