@@ -291,11 +291,14 @@ impl Ledger {
         stored: &FxHashMap<EventId, StoredEvent>,
     ) -> Effects {
         assert!(!self.in_flight, "commit or roll back the previous batch first");
-        assert!(events.len() <= BATCH_EVENTS_MAX, "the shard bounds batches");
         self.in_flight = true;
         // Time never goes backwards, even if the host clock does.
         let now = now.max(self.clock);
         let mut fx = Effects { timestamp: now, ..Effects::default() };
+        if events.len() > BATCH_EVENTS_MAX {
+            fx.outcomes = vec![Outcome::new(Status::BatchTooLarge); events.len()];
+            return fx;
+        }
         fx.outcomes.reserve(events.len());
         self.expire_due(now, &mut fx);
         for event in events {

@@ -44,10 +44,12 @@ pub enum Status {
     InvalidAccount = 18,
     /// The referenced transfer exists but is not pending.
     NotPending = 19,
+    /// The batch holds more events than [`crate::limits::BATCH_EVENTS_MAX`]; none was applied.
+    BatchTooLarge = 20,
 }
 
 impl Status {
-    const ALL: [Status; 20] = [
+    const ALL: [Status; 21] = [
         Status::Ok,
         Status::InsufficientFunds,
         Status::ExceedsDebits,
@@ -68,6 +70,7 @@ impl Status {
         Status::InvalidId,
         Status::InvalidAccount,
         Status::NotPending,
+        Status::BatchTooLarge,
     ];
 
     /// Stable numeric code.
@@ -103,6 +106,7 @@ impl Status {
             Status::InvalidId => "invalid_id",
             Status::InvalidAccount => "invalid_account",
             Status::NotPending => "not_pending",
+            Status::BatchTooLarge => "batch_too_large",
         }
     }
 }

@@ -1,0 +1,380 @@
+//! The single writer of a shard. Clients put commands on a bounded queue; one thread drains up
+//! to a bounded batch, applies it to the in-memory ledger, writes the whole batch in one storage
+//! transaction, commits durably and only then answers. A failed commit takes the batch back out
+//! of memory and answers every command in it with an error. Nothing is acknowledged before it
+//! is durable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use citypay_ledger::limits::BATCH_EVENTS_MAX;
+use citypay_ledger::{Account, AccountId, Event, Ledger, LedgerConfig, Outcome, Status, Timestamp};
+use citypay_store::{BatchWrite, LedgerStore, ServiceRow, StoreError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Where the writer gets the time it hands the ledger.
+pub trait Clock: Send + 'static {
+    /// Now, UTC.
+    fn now(&self) -> Timestamp;
+}
+
+/// The host's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let nanos = since.map(|d| d.as_nanos()).unwrap_or(0);
+        Timestamp(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+}
+
+/// Bounds of a shard.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardConfig {
+    /// Commands that may wait in the queue; senders wait (backpressure) when it is full.
+    pub queue_max: usize,
+    /// Most commands in one batch.
+    pub batch_max: usize,
+    /// Event ids kept in memory for replay checks.
+    pub recent_ids_max: usize,
+    /// How long a client waits for its answer before giving up with "outcome unknown".
+    pub reply_timeout: Duration,
+}
+
+impl ShardConfig {
+    /// Defaults sized for one city on one machine.
+    pub const DEFAULT: ShardConfig = ShardConfig {
+        queue_max: 65_536,
+        batch_max: BATCH_EVENTS_MAX,
+        recent_ids_max: LedgerConfig::DEFAULT.recent_ids_max,
+        reply_timeout: Duration::from_secs(30),
+    };
+}
+
+const _: () = assert!(ShardConfig::DEFAULT.batch_max <= BATCH_EVENTS_MAX);
+const _: () = assert!(ShardConfig::DEFAULT.batch_max <= ShardConfig::DEFAULT.queue_max);
+
+/// One event for the ledger, with the service rows to write if it succeeds.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// The event.
+    pub event: Event,
+    /// Rows committed in the same transaction, only when the event's status is `ok` and it is
+    /// not a replay.
+    pub rows: Vec<ServiceRow>,
+}
+
+impl From<Event> for Command {
+    fn from(event: Event) -> Command {
+        Command { event, rows: Vec::new() }
+    }
+}
+
+/// Why a command got no outcome. In every case retrying with the same id is safe.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The batch could not be committed; nothing of it is stored.
+    #[error("commit failed, nothing was stored: {0}")]
+    CommitFailed(String),
+    /// No answer in time; the command may or may not have been applied.
+    #[error("outcome unknown after {0:?}; retry with the same id")]
+    Timeout(Duration),
+    /// The writer is not running (stopped, fenced by another writer, or crashed).
+    #[error("the shard writer is not running")]
+    Unavailable,
+}
+
+/// The answer to one command.
+pub type Reply = Result<Outcome, SubmitError>;
+
+enum Request {
+    Command(Command, oneshot::Sender<Reply>),
+    Account(AccountId, oneshot::Sender<Option<Account>>),
+    Stop,
+}
+
+/// Counters the writer keeps, readable at any time.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Commands answered with an outcome.
+    pub commands: AtomicU64,
+    /// Commits that failed.
+    pub commit_failures: AtomicU64,
+}
+
+/// A cheap, cloneable way to send commands to a running shard.
+#[derive(Debug, Clone)]
+pub struct ShardHandle {
+    sender: mpsc::Sender<Request>,
+    reply_timeout: Duration,
+}
+
+/// A running shard writer.
+#[derive(Debug)]
+pub struct Shard {
+    handle: ShardHandle,
+    thread: Option<JoinHandle<()>>,
+    stats: Arc<ShardStats>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Command(c, _) => f.debug_tuple("Command").field(&c.event.id()).finish(),
+            Request::Account(id, _) => f.debug_tuple("Account").field(id).finish(),
+            Request::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+impl Shard {
+    /// Loads the ledger from `store`, checks that the books balance, and starts the writer.
+    pub fn start(
+        mut store: Box<dyn LedgerStore>,
+        config: ShardConfig,
+        clock: impl Clock,
+    ) -> Result<Shard, StoreError> {
+        assert!(config.batch_max > 0 && config.batch_max <= BATCH_EVENTS_MAX);
+        assert!(config.queue_max >= config.batch_max);
+        let (ledger, last_batch) = load(store.as_mut(), config)?;
+        let (sender, receiver) = mpsc::channel(config.queue_max);
+        let stats = Arc::new(ShardStats::default());
+        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone() };
+        let thread = std::thread::Builder::new()
+            .name("shard-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        let handle = ShardHandle { sender, reply_timeout: config.reply_timeout };
+        Ok(Shard { handle, thread: Some(thread), stats })
+    }
+
+    /// A handle for sending commands.
+    pub fn handle(&self) -> ShardHandle {
+        self.handle.clone()
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
+    /// Finishes the commands already queued, then stops the writer and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let Some(thread) = self.thread.take() else { return };
+        // A writer that already stopped has dropped its receiver; nothing to tell it then.
+        let _ = self.handle.sender.blocking_send(Request::Stop);
+        let _ = thread.join();
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl ShardHandle {
+    /// Submits one command and waits for its durable outcome, at most the reply timeout.
+    pub async fn submit(&self, command: Command) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        let wait = async {
+            self.sender.send(Request::Command(command, tx)).await.map_err(|_| SubmitError::Unavailable)?;
+            rx.await.map_err(|_| SubmitError::Unavailable)?
+        };
+        match tokio::time::timeout(self.reply_timeout, wait).await {
+            Ok(reply) => reply,
+            Err(_) => Err(SubmitError::Timeout(self.reply_timeout)),
+        }
+    }
+
+    /// Submits one command from a thread that is not async; blocks until the outcome.
+    pub fn submit_blocking(&self, command: Command) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        self.sender.blocking_send(Request::Command(command, tx)).map_err(|_| SubmitError::Unavailable)?;
+        rx.blocking_recv().map_err(|_| SubmitError::Unavailable)?
+    }
+
+    /// An account's committed state, read in order with the commands before it.
+    pub async fn account(&self, id: AccountId) -> Result<Option<Account>, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.sender.send(Request::Account(id, tx)).await.map_err(|_| SubmitError::Unavailable)?;
+        rx.await.map_err(|_| SubmitError::Unavailable)
+    }
+
+    /// Blocking twin of [`ShardHandle::account`].
+    pub fn account_blocking(&self, id: AccountId) -> Result<Option<Account>, SubmitError> {
+        let (tx, rx) = oneshot::channel();
+        self.sender.blocking_send(Request::Account(id, tx)).map_err(|_| SubmitError::Unavailable)?;
+        rx.blocking_recv().map_err(|_| SubmitError::Unavailable)
+    }
+}
+
+/// Rebuilds the ledger from storage and checks the books before serving anything.
+fn load(store: &mut dyn LedgerStore, config: ShardConfig) -> Result<(Ledger, u64), StoreError> {
+    let snapshot = store.load()?;
+    let ledger = Ledger::restore(
+        LedgerConfig { recent_ids_max: config.recent_ids_max },
+        snapshot.accounts,
+        snapshot.open_pending,
+        snapshot.stored_id_max,
+        snapshot.last_timestamp,
+    );
+    let violations = ledger.check_invariants();
+    if !violations.is_empty() {
+        return Err(StoreError::Corrupt(format!("the stored books do not balance: {violations:?}")));
+    }
+    Ok((ledger, snapshot.last_batch))
+}
+
+struct Writer {
+    store: Box<dyn LedgerStore>,
+    ledger: Ledger,
+    last_batch: u64,
+    config: ShardConfig,
+    clock: Box<dyn Clock>,
+    stats: Arc<ShardStats>,
+}
+
+/// One batch being processed: the events moved out of their commands, and where to answer.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    rows: Vec<Vec<ServiceRow>>,
+    replies: Vec<oneshot::Sender<Reply>>,
+    reads: Vec<(AccountId, oneshot::Sender<Option<Account>>)>,
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build();
+        let Ok(runtime) = runtime else { return };
+        let mut batch = Batch::default();
+        loop {
+            let wait = self.ledger.next_deadline().map(|deadline| {
+                let now = self.clock.now();
+                Duration::from_nanos(deadline.0.saturating_sub(now.0))
+            });
+            let first = runtime.block_on(async {
+                match wait {
+                    None => Some(receiver.recv().await),
+                    Some(wait) => tokio::time::timeout(wait, receiver.recv()).await.ok(),
+                }
+            });
+            let mut stop = match first {
+                // Woken by a deadline: run an empty batch so the ledger expires what is due.
+                None => false,
+                Some(None) => true,
+                Some(Some(request)) => batch.push(request),
+            };
+            while !stop && batch.events.len() < self.config.batch_max {
+                match receiver.try_recv() {
+                    Ok(request) => stop = batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if !self.process(&mut batch) || stop {
+                return;
+            }
+        }
+    }
+
+    /// Applies, commits and answers one batch. Returns false when the writer must stop.
+    fn process(&mut self, batch: &mut Batch) -> bool {
+        let keep_running = self.commit_batch(batch);
+        for (id, reply) in batch.reads.drain(..) {
+            let _ = reply.send(self.ledger.account(id).copied());
+        }
+        keep_running
+    }
+
+    fn commit_batch(&mut self, batch: &mut Batch) -> bool {
+        if batch.events.is_empty() && self.ledger.next_deadline().is_none_or(|d| d > self.clock.now()) {
+            return true;
+        }
+        let ids = self.ledger.ids_to_look_up(&batch.events);
+        let stored = match self.store.lookup(&ids) {
+            Ok(stored) => stored,
+            Err(error) => return self.fail(batch, &error),
+        };
+        let effects = self.ledger.apply(&batch.events, self.clock.now(), &stored);
+        let rows: Vec<ServiceRow> = effects
+            .outcomes
+            .iter()
+            .zip(batch.rows.iter_mut())
+            .filter(|(outcome, _)| outcome.status == Status::Ok && !outcome.replay)
+            .flat_map(|(_, rows)| rows.drain(..))
+            .collect();
+        let write = BatchWrite { batch: self.last_batch + 1, effects: &effects, rows: &rows };
+        match self.store.commit(&write) {
+            Ok(()) => {
+                self.last_batch += 1;
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                self.stats.commands.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
+                for (reply, outcome) in batch.replies.drain(..).zip(&effects.outcomes) {
+                    let _ = reply.send(Ok(*outcome));
+                }
+                self.ledger.commit(effects);
+                batch.clear();
+                true
+            }
+            Err(error) => {
+                self.ledger.rollback(effects);
+                if error.may_have_committed() {
+                    // Memory cannot know what the disk has now: reload it from the disk.
+                    match load(self.store.as_mut(), self.config) {
+                        Ok((ledger, last_batch)) => (self.ledger, self.last_batch) = (ledger, last_batch),
+                        Err(reload) => return self.fail(batch, &reload),
+                    }
+                }
+                self.fail(batch, &error)
+            }
+        }
+    }
+
+    /// Answers every command of the batch with an error. Returns false when the error means
+    /// this writer must stop (another writer owns the database).
+    fn fail(&mut self, batch: &mut Batch, error: &StoreError) -> bool {
+        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+        let message = error.to_string();
+        for reply in batch.replies.drain(..) {
+            let _ = reply.send(Err(SubmitError::CommitFailed(message.clone())));
+        }
+        batch.clear();
+        !matches!(error, StoreError::Fenced { .. } | StoreError::Locked { .. } | StoreError::Corrupt(_))
+    }
+}
+
+impl Batch {
+    /// Adds a request; returns true when it asks the writer to stop.
+    fn push(&mut self, request: Request) -> bool {
+        match request {
+            Request::Command(command, reply) => {
+                self.events.push(command.event);
+                self.rows.push(command.rows);
+                self.replies.push(reply);
+                false
+            }
+            Request::Account(id, reply) => {
+                self.reads.push((id, reply));
+                false
+            }
+            Request::Stop => true,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.events.clear();
+        self.rows.clear();
+        self.replies.clear();
+    }
+}

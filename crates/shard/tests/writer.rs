@@ -1,0 +1,229 @@
+//! The writer end to end on the embedded store: concurrent clients, durability across a
+//! restart, injected commit failures, service rows, expiry and the one-writer rule.
+
+use std::path::Path;
+use std::time::Duration;
+
+use citypay_ledger::{
+    AccountFlags, Currency, Event, EventId, Leg, Limits, NewAccount, Status, Transfer,
+};
+use citypay_shard::{Command, Shard, ShardConfig, SubmitError, SystemClock};
+use citypay_store::{Migration, OnConflict, ServiceRow, StoreError, Value, audit};
+use citypay_store_conformance::{CommitFault, FaultyStore};
+use citypay_store_sqlite::SqliteStore;
+
+const CUSTODY: u64 = 1;
+const WALLETS: u64 = 20;
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open_writer(path, &[NOTES]).unwrap()
+}
+
+fn config() -> ShardConfig {
+    ShardConfig { batch_max: 64, queue_max: 256, ..ShardConfig::DEFAULT }
+}
+
+fn account(id: u64, flags: AccountFlags) -> Command {
+    Event::CreateAccount(NewAccount { id, currency: Currency::CNY, flags, code: 1, limits: Limits::NONE }).into()
+}
+
+fn transfer(id: EventId, debit: u64, credit: u64, amount: i64) -> Command {
+    let leg = Leg { debit, credit, amount, currency: Currency::CNY, code: 1, class: 1, user_data: 0 };
+    Event::Transfer(Transfer { id, leg, pending_timeout_s: None }).into()
+}
+
+/// Custody account 1 and wallets 2..=WALLETS+1, each funded with 10,000.
+fn set_up(shard: &Shard) {
+    let handle = shard.handle();
+    assert_eq!(handle.submit_blocking(account(CUSTODY, AccountFlags::NONE)).unwrap().status, Status::Ok);
+    for wallet in 2..WALLETS + 2 {
+        let created = handle.submit_blocking(account(wallet, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS));
+        assert_eq!(created.unwrap().status, Status::Ok);
+        let funded = handle.submit_blocking(transfer(EventId::from(wallet), CUSTODY, wallet, 10_000));
+        assert_eq!(funded.unwrap().status, Status::Ok);
+    }
+}
+
+fn audit_clean(path: &Path) {
+    let mut reader = SqliteStore::open_reader(path).unwrap();
+    let report = audit(&mut reader).unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
+}
+
+#[test]
+fn concurrent_clients_are_batched_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    set_up(&shard);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let handle = shard.handle();
+    let outcomes = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for client in 0..50u128 {
+            let handle = handle.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                for i in 0..40u128 {
+                    let n = client * 40 + i;
+                    let debit = 2 + u64::try_from(n % u128::from(WALLETS)).unwrap();
+                    let credit = 2 + u64::try_from((n * 7 + 3) % u128::from(WALLETS)).unwrap();
+                    let reply = handle.submit(transfer(1_000 + n, debit, credit, 300)).await.unwrap();
+                    statuses.push(reply.status);
+                }
+                statuses
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    });
+    assert_eq!(outcomes.len(), 2_000);
+    assert!(outcomes.iter().all(|s| matches!(s, Status::Ok | Status::InsufficientFunds | Status::SameAccount)));
+    let batches = shard.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(batches < 2_000 + 41, "commands were coalesced into batches ({batches})");
+    let before: Vec<_> = (1..WALLETS + 2).map(|id| handle.account_blocking(id).unwrap().unwrap()).collect();
+    shard.shutdown();
+    audit_clean(&path);
+    // After a restart the same balances come back and every id answers its first result.
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    let handle = shard.handle();
+    let after: Vec<_> = (1..WALLETS + 2).map(|id| handle.account_blocking(id).unwrap().unwrap()).collect();
+    assert_eq!(before, after);
+    let replay = handle.submit_blocking(transfer(1_000, 2, 2 + 3, 300)).unwrap();
+    assert!(replay.replay);
+    assert_eq!(replay.status, outcomes[0]);
+    shard.shutdown();
+}
+
+#[test]
+fn a_refused_commit_is_never_acknowledged_and_memory_matches_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let (store, faults) = FaultyStore::new(open(&path));
+    let shard = Shard::start(Box::new(store), config(), SystemClock).unwrap();
+    set_up(&shard);
+    let handle = shard.handle();
+    faults.lock().unwrap().push(CommitFault::Refuse);
+    let failed = handle.submit_blocking(transfer(500, 2, 3, 1_000));
+    assert!(matches!(failed, Err(SubmitError::CommitFailed(_))), "{failed:?}");
+    assert_eq!(handle.account_blocking(2).unwrap().unwrap().balance.net_posted(), 10_000, "memory rolled back");
+    // The same id goes through once the store is healthy, exactly once.
+    assert_eq!(handle.submit_blocking(transfer(500, 2, 3, 1_000)).unwrap().status, Status::Ok);
+    let again = handle.submit_blocking(transfer(500, 2, 3, 1_000)).unwrap();
+    assert!(again.replay);
+    // A commit that reached the disk but was reported lost: the writer reloads from disk, and
+    // the retry is answered as a replay, so the money moved once.
+    faults.lock().unwrap().push(CommitFault::CommitThenLose);
+    let lost = handle.submit_blocking(transfer(501, 2, 3, 1_000));
+    assert!(matches!(lost, Err(SubmitError::CommitFailed(_))), "{lost:?}");
+    let retry = handle.submit_blocking(transfer(501, 2, 3, 1_000)).unwrap();
+    assert_eq!((retry.status, retry.replay), (Status::Ok, true));
+    let memory = handle.account_blocking(2).unwrap().unwrap();
+    assert_eq!(memory.balance.net_posted(), 8_000);
+    shard.shutdown();
+    let mut reader = SqliteStore::open_reader(&path).unwrap();
+    let disk = citypay_store::JournalSource::accounts(&mut reader).unwrap();
+    assert_eq!(disk.iter().find(|a| a.id == 2), Some(&memory), "memory and disk agree");
+    audit_clean(&path);
+}
+
+const NOTES: Migration = Migration {
+    component: "shard_test",
+    version: 1,
+    name: "notes",
+    sqlite: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+    postgres: "CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL);",
+};
+
+#[test]
+fn service_rows_are_written_only_with_a_successful_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    set_up(&shard);
+    let handle = shard.handle();
+    let note = |id: i64| ServiceRow {
+        table: "notes",
+        key: vec![("id", Value::Int(id))],
+        columns: vec![("body", Value::Text(format!("trade {id}")))],
+        on_conflict: OnConflict::Fail,
+    };
+    let mut paid = transfer(700, 2, 3, 100);
+    paid.rows.push(note(1));
+    let mut refused = transfer(701, 2, 3, 1_000_000);
+    refused.rows.push(note(2));
+    assert_eq!(handle.submit_blocking(paid.clone()).unwrap().status, Status::Ok);
+    assert_eq!(handle.submit_blocking(refused).unwrap().status, Status::InsufficientFunds);
+    // A replay does not write its rows again (OnConflict::Fail would fail the batch).
+    assert!(handle.submit_blocking(paid).unwrap().replay);
+    shard.shutdown();
+    let reader = SqliteStore::open_reader(&path).unwrap();
+    let ids: Vec<i64> = reader
+        .connection()
+        .prepare("SELECT id FROM notes")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ids, vec![1]);
+}
+
+#[test]
+fn pending_transfers_expire_on_time_without_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    set_up(&shard);
+    let handle = shard.handle();
+    let leg = Leg { debit: 2, credit: 3, amount: 4_000, currency: Currency::CNY, code: 1, class: 0, user_data: 0 };
+    let hold = Event::Transfer(Transfer { id: 900, leg, pending_timeout_s: Some(1) });
+    assert_eq!(handle.submit_blocking(hold.into()).unwrap().status, Status::Ok);
+    assert_eq!(handle.account_blocking(2).unwrap().unwrap().balance.debits_pending, 4_000);
+    std::thread::sleep(Duration::from_millis(1_300));
+    assert_eq!(handle.account_blocking(2).unwrap().unwrap().balance.debits_pending, 0);
+    shard.shutdown();
+    audit_clean(&path);
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_holder_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    match SqliteStore::open_writer(&path, &[]) {
+        Err(StoreError::Locked { holder }) => assert!(holder.contains(&std::process::id().to_string())),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    shard.shutdown();
+    assert!(SqliteStore::open_writer(&path, &[]).is_ok());
+}
+
+#[test]
+fn bad_input_gets_a_status_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    set_up(&shard);
+    let handle = shard.handle();
+    let cases = [
+        (transfer(800, 2, 999, 5), Status::AccountNotFound),
+        (transfer(801, 2, 3, 0), Status::InvalidAmount),
+        (transfer(802, 2, 3, -1), Status::InvalidAmount),
+        (transfer(803, CUSTODY, 3, i64::MAX), Status::Overflow),
+        (transfer(0, 2, 3, 5), Status::InvalidId),
+    ];
+    for (command, status) in cases {
+        assert_eq!(handle.submit_blocking(command).unwrap().status, status);
+    }
+    let mut usd = transfer(804, 2, 3, 5);
+    if let Event::Transfer(t) = &mut usd.event {
+        t.leg.currency = Currency::parse("USD").unwrap();
+    }
+    assert_eq!(handle.submit_blocking(usd).unwrap().status, Status::CurrencyMismatch);
+    shard.shutdown();
+    audit_clean(&path);
+}
