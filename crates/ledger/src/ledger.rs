@@ -353,7 +353,7 @@ impl Ledger {
         fx: &mut Effects,
     ) -> Outcome {
         if let Event::CreateAccount(spec) = event {
-            return Outcome::new(self.create_account(spec, now, fx));
+            return self.create_account(spec, now, fx);
         }
         let id = event.id();
         if id == 0 {
@@ -387,19 +387,23 @@ impl Ledger {
         Outcome::new(status)
     }
 
-    fn create_account(&mut self, spec: &NewAccount, now: Timestamp, fx: &mut Effects) -> Status {
+    fn create_account(&mut self, spec: &NewAccount, now: Timestamp, fx: &mut Effects) -> Outcome {
         if spec.id == 0 {
-            return Status::InvalidId;
+            return Outcome::new(Status::InvalidId);
         }
         if let Some(existing) = self.accounts.get(&spec.id) {
             let same = existing.currency == spec.currency
                 && existing.flags == spec.flags
                 && existing.code == spec.code
                 && existing.limits == spec.limits;
-            return if same { Status::Ok } else { Status::ConflictingReplay };
+            return if same {
+                Outcome { status: Status::Ok, replay: true }
+            } else {
+                Outcome::new(Status::ConflictingReplay)
+            };
         }
         if !spec.flags.is_valid() || !spec.limits.is_valid() {
-            return Status::InvalidAccount;
+            return Outcome::new(Status::InvalidAccount);
         }
         self.touch_account(spec.id, fx);
         let account = Account {
@@ -413,7 +417,7 @@ impl Ledger {
             usage: [WindowUsage::default(); 3],
         };
         self.accounts.insert(spec.id, account);
-        Status::Ok
+        Outcome::new(Status::Ok)
     }
 
     fn transfer(&mut self, t: &Transfer, hash: u64, now: Timestamp, fx: &mut Effects) -> Status {

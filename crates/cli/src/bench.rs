@@ -1,0 +1,346 @@
+//! `citypay bench ledger`: many concurrent clients submit single transfers to the shard writer,
+//! which coalesces them into durable batches; optionally against a naive ledger that commits one
+//! SQL transaction per transfer on the same backend, in the same run.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use citypay_ledger::{AccountFlags, Currency, Event, EventId, Leg, Limits, NewAccount, Status, Transfer};
+use citypay_shard::{Command, Shard, ShardConfig, ShardHandle, SystemClock};
+use citypay_store::DbUrl;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Options of `citypay bench ledger`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LedgerBenchArgs {
+    /// Database (sqlite:PATH, a path, or postgres://...); it must be empty. Default: a fresh
+    /// SQLite file in a temporary directory.
+    #[arg(long)]
+    db: Option<DbUrl>,
+    /// Number of wallet accounts.
+    #[arg(long, default_value_t = 10_000)]
+    accounts: u64,
+    /// Number of transfers in the measured run.
+    #[arg(long, default_value_t = 1_000_000)]
+    transfers: u64,
+    /// Every transfer credits the same account (a bus company at rush hour).
+    #[arg(long)]
+    hot: bool,
+    /// Concurrent clients, each submitting one transfer at a time.
+    #[arg(long, default_value_t = 8_192)]
+    clients: usize,
+    /// Offered load in transfers per second (open loop); unlimited when absent.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Also run the naive one-transaction-per-transfer ledger and report the ratio.
+    #[arg(long)]
+    baseline: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Most transfers per batch.
+    #[arg(long, default_value_t = citypay_ledger::limits::BATCH_EVENTS_MAX)]
+    batch_max: usize,
+    /// Threads running the clients (the writer has its own).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct LedgerBenchReport {
+    backend: &'static str,
+    accounts: u64,
+    clients: usize,
+    hot: bool,
+    rate: Option<u64>,
+    transfers: u64,
+    failed: u64,
+    seconds: f64,
+    transfers_per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+    batches: u64,
+    mean_batch: f64,
+    audit_clean: bool,
+    baseline_transfers: Option<u64>,
+    baseline_seconds: Option<f64>,
+    baseline_transfers_per_second: Option<f64>,
+    ratio: Option<f64>,
+}
+
+const FUNDING: i64 = 1_000_000_000_000;
+
+pub(crate) fn run(args: &LedgerBenchArgs) -> anyhow::Result<LedgerBenchReport> {
+    let scratch = tempfile::Builder::new().prefix("citypay-bench").tempdir()?;
+    let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("ledger.db")));
+    let report = measure(args, &db, scratch.path())?;
+    print(&report, args.json)?;
+    Ok(report)
+}
+
+/// `citypay demo`: a short benchmark on a fresh embedded file, with the baseline and the audit.
+pub(crate) fn demo(path: &Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(file));
+    }
+    let args = LedgerBenchArgs {
+        db: Some(DbUrl::Sqlite(path.to_owned())),
+        accounts: 10_000,
+        transfers: 300_000,
+        hot: false,
+        clients: 8_192,
+        rate: None,
+        baseline: true,
+        json: false,
+        batch_max: citypay_ledger::limits::BATCH_EVENTS_MAX,
+        client_threads: 1,
+    };
+    println!("citypay demo: 10,000 wallets, 300,000 transfers from 8,192 concurrent clients, durable on {}", path.display());
+    let scratch = tempfile::Builder::new().prefix("citypay-demo").tempdir()?;
+    let report = measure(&args, args.db.as_ref().expect("set above"), scratch.path())?;
+    print(&report, false)?;
+    println!("\nThe ledger is in {}; check it again with: citypay audit --db {}", path.display(), path.display());
+    Ok(())
+}
+
+fn measure(args: &LedgerBenchArgs, db: &DbUrl, scratch: &Path) -> anyhow::Result<LedgerBenchReport> {
+    if args.accounts < 2 || args.clients == 0 || args.transfers == 0 {
+        bail!("need at least 2 accounts, 1 client and 1 transfer");
+    }
+    let mut store = crate::open::writer(db, &[])?;
+    if !store.load()?.accounts.is_empty() {
+        bail!("{} already holds accounts; the benchmark needs an empty database", db.redacted());
+    }
+    let config = ShardConfig {
+        batch_max: args.batch_max,
+        queue_max: args.batch_max.max(args.clients).max(1 << 16),
+        ..ShardConfig::DEFAULT
+    };
+    let shard = Shard::start(store, config, SystemClock)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.client_threads.max(1))
+        .enable_all()
+        .build()?;
+    runtime.block_on(open_accounts(&shard.handle(), args.accounts))?;
+    let batches_before = shard.stats().batches.load(Ordering::Relaxed);
+    let (histogram, failed, seconds) = runtime.block_on(drive(args, shard.handle()))?;
+    let batches = shard.stats().batches.load(Ordering::Relaxed) - batches_before;
+    shard.shutdown();
+    let mut source = crate::open::reader(db)?;
+    let audit = citypay_store::audit(source.as_mut())?;
+    drop(source);
+    let mut report = LedgerBenchReport {
+        backend: match db {
+            DbUrl::Sqlite(_) => "sqlite",
+            DbUrl::Postgres(_) => "postgres",
+        },
+        accounts: args.accounts,
+        clients: args.clients,
+        hot: args.hot,
+        rate: args.rate,
+        transfers: args.transfers,
+        failed,
+        seconds,
+        transfers_per_second: per_second(args.transfers, seconds),
+        p50_us: histogram.value_at_quantile(0.50),
+        p99_us: histogram.value_at_quantile(0.99),
+        p999_us: histogram.value_at_quantile(0.999),
+        max_us: histogram.max(),
+        batches,
+        mean_batch: ratio_of(args.transfers, batches),
+        audit_clean: audit.is_clean(),
+        baseline_transfers: None,
+        baseline_seconds: None,
+        baseline_transfers_per_second: None,
+        ratio: None,
+    };
+    if !audit.is_clean() {
+        bail!("the audit found violations after the run: {:?}", audit.violations);
+    }
+    if args.baseline {
+        let naive = crate::naive::run(db, scratch, args.accounts, args.hot)?;
+        let naive_tps = per_second(naive.transfers, naive.seconds);
+        report.baseline_transfers = Some(naive.transfers);
+        report.baseline_seconds = Some(naive.seconds);
+        report.baseline_transfers_per_second = Some(naive_tps);
+        report.ratio = Some(report.transfers_per_second / naive_tps);
+    }
+    Ok(report)
+}
+
+#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+fn per_second(count: u64, seconds: f64) -> f64 {
+    if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
+}
+
+#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+fn ratio_of(count: u64, of: u64) -> f64 {
+    if of > 0 { count as f64 / of as f64 } else { 0.0 }
+}
+
+fn wallet_leg(debit: u64, credit: u64, amount: i64) -> Leg {
+    Leg { debit, credit, amount, currency: Currency::CNY, code: 1, class: 1, user_data: 0 }
+}
+
+/// Wallets 1..=n and a custody account n+1 that funds them.
+async fn open_accounts(handle: &ShardHandle, n: u64) -> anyhow::Result<()> {
+    let custody = n + 1;
+    let spec = |id, flags| {
+        Command::from(Event::CreateAccount(NewAccount { id, currency: Currency::CNY, flags, code: 1, limits: Limits::NONE }))
+    };
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.submit(spec(custody, AccountFlags::NONE)).await }
+    }));
+    for id in 1..=n {
+        let handle = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            handle.submit(spec(id, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)).await
+        }));
+    }
+    expect_ok(tasks).await?;
+    let mut tasks = Vec::new();
+    for id in 1..=n {
+        let handle = handle.clone();
+        let funding = Event::Transfer(Transfer {
+            id: EventId::from(id),
+            leg: Leg { class: 0, ..wallet_leg(custody, id, FUNDING) },
+            pending_timeout_s: None,
+        });
+        tasks.push(tokio::spawn(async move { handle.submit(funding.into()).await }));
+    }
+    expect_ok(tasks).await
+}
+
+async fn expect_ok(tasks: Vec<tokio::task::JoinHandle<citypay_shard::Reply>>) -> anyhow::Result<()> {
+    for task in tasks {
+        let outcome = task.await?.context("setting up accounts")?;
+        if outcome.status != Status::Ok {
+            bail!("setting up accounts: {}", outcome.status);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the clients; returns the latency histogram (µs), the count of non-ok outcomes, and the
+/// wall time of the run.
+async fn drive(args: &LedgerBenchArgs, handle: ShardHandle) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(args.transfers, done.clone());
+    let start = tokio::time::Instant::now();
+    let first_id = EventId::from(args.accounts) + 1;
+    let mut tasks = Vec::with_capacity(args.clients);
+    for client in 0..args.clients {
+        let (handle, next, done, failed) = (handle.clone(), next.clone(), done.clone(), failed.clone());
+        let (total, accounts, hot, rate) = (args.transfers, args.accounts, args.hot, args.rate);
+        tasks.push(tokio::spawn(async move {
+            // A plain vector per client: a histogram each would cost more than the clients.
+            let mut latencies_us: Vec<u64> = Vec::new();
+            let mut rng = fastrand::Rng::with_seed(client as u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                let sent = match rate {
+                    Some(rate) => {
+                        let at = start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate.max(1));
+                        tokio::time::sleep_until(at).await;
+                        at
+                    }
+                    None => tokio::time::Instant::now(),
+                };
+                let debit = rng.u64(1..=accounts);
+                let credit = if hot { 1 } else { rng.u64(1..=accounts) };
+                let credit = if credit == debit { debit % accounts + 1 } else { credit };
+                let transfer = Event::Transfer(Transfer {
+                    id: first_id + EventId::from(i),
+                    leg: wallet_leg(debit, credit, rng.i64(1..=1_000)),
+                    pending_timeout_s: None,
+                });
+                let reply = handle.submit(transfer.into()).await;
+                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latencies_us.push(micros.max(1));
+                if !matches!(reply, Ok(o) if o.status == Status::Ok) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            latencies_us
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.push(task.await?);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    for micros in latencies.into_iter().flatten() {
+        histogram.saturating_record(micros);
+    }
+    if let Some(bar) = progress {
+        bar.abort();
+    }
+    Ok((histogram, failed.load(Ordering::Relaxed), seconds))
+}
+
+/// A progress bar on stderr, only when stderr is a terminal.
+fn progress_bar(total: u64, done: Arc<AtomicU64>) -> Option<tokio::task::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} transfers {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(tokio::spawn(async move {
+        loop {
+            bar.set_position(done.load(Ordering::Relaxed));
+            if done.load(Ordering::Relaxed) >= total {
+                bar.finish_and_clear();
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }))
+}
+
+fn print(report: &LedgerBenchReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "{} transfers on {} over {} accounts{} from {} clients: {:.0} transfers/s durable ({:.2} s)",
+        report.transfers,
+        report.backend,
+        report.accounts,
+        if report.hot { ", every one crediting one hot account" } else { "" },
+        report.clients,
+        report.transfers_per_second,
+        report.seconds
+    );
+    println!(
+        "  latency p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; {} batches of {:.0} on average; {} not ok",
+        report.p50_us, report.p99_us, report.p999_us, report.max_us, report.batches, report.mean_batch, report.failed
+    );
+    println!("  audit: {}", if report.audit_clean { "the books are clean" } else { "VIOLATIONS" });
+    if let (Some(tps), Some(ratio)) = (report.baseline_transfers_per_second, report.ratio) {
+        println!("  naive ledger (one SQL transaction per transfer, same backend and durability): {tps:.0} transfers/s; citypay is {ratio:.1}x faster");
+    }
+    Ok(())
+}

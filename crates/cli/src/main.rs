@@ -1,0 +1,75 @@
+//! `citypay`: the one binary. It is the only place that picks a storage backend.
+
+mod audit_cmd;
+mod bench;
+mod crash_child;
+mod naive;
+mod open;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use citypay_store::DbUrl;
+
+/// citypay: a city's payments on one double-entry ledger.
+#[derive(Debug, Parser)]
+#[command(name = "citypay", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+    /// Recomputes the books from the journal and checks them; exits 1 on any violation.
+    Audit {
+        /// Database: sqlite:PATH, a file path, or postgres://...
+        #[arg(long, default_value = "citypay.db")]
+        db: DbUrl,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A writer that takes transfers on stdin, for the crash test.
+    #[command(hide = true)]
+    CrashChild {
+        /// Database.
+        #[arg(long)]
+        db: DbUrl,
+    },
+    /// A short tour: a fresh embedded ledger under load from many clients, against a naive
+    /// one-transaction-per-transfer ledger, then an audit of the books.
+    Demo {
+        /// Where to put the demo database (a fresh file; removed first if it exists).
+        #[arg(long, default_value = "citypay-demo.db")]
+        db: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Durable transfers per second through the shard writer.
+    Ledger(bench::LedgerBenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench { what: BenchCommand::Ledger(args) } => bench::run(&args).map(|_| ExitCode::SUCCESS),
+        Command::Audit { db, json } => audit_cmd::run(&db, json),
+        Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
+        Command::Demo { db } => bench::demo(&db).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The server store: one PostgreSQL database per ledger, written with
+//! `synchronous_commit = on` so a commit is durable before it returns.
+//!
+//! One writer per database, enforced by a session-level advisory lock that the server drops
+//! when the writer's session ends. Each writer also takes a larger fencing epoch in
+//! `writer_lease`, and every commit checks it in its own transaction, so a writer that was
+//! superseded (its session presumed dead, a new writer started) cannot write another batch.
+//! Readers (the audit) see one `REPEATABLE READ` snapshot and take no lock.
+
+mod lease;
+mod migrate;
+mod read;
+mod write;
+
+use citypay_ledger::{Account, EventId, StoredEvent};
+use citypay_store::{
+    BatchWrite, JournalSource, LEDGER_MIGRATIONS, LedgerStore, Migration, Snapshot, StoreError,
+    StoredRow,
+};
+use postgres::{Client, NoTls};
+use rustc_hash::FxHashMap;
+
+/// A PostgreSQL ledger store. Open it with [`PostgresStore::open_writer`] for the shard's
+/// writer or [`PostgresStore::open_reader`] for a consistent read-only view.
+pub struct PostgresStore {
+    client: Client,
+    /// Present on the writer: its epoch and prepared statements.
+    writer: Option<write::Writer>,
+    /// Whether this session holds the writer lock (released on drop).
+    holds_lock: bool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("epoch", &self.epoch())
+            .field("holds_lock", &self.holds_lock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wraps any driver error that is not about the outcome of a COMMIT.
+fn backend(error: postgres::Error) -> StoreError {
+    StoreError::Backend(describe(&error))
+}
+
+/// The driver's error with its causes (its own text is only the kind, as in "db error").
+fn describe(error: &postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}
+
+fn connect(url: &str) -> Result<Client, StoreError> {
+    Client::connect(url, NoTls).map_err(|e| StoreError::Backend(format!("cannot connect: {}", describe(&e))))
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` as its one writer: takes the writer lock (or fails
+    /// with [`StoreError::Locked`]), applies the ledger's migrations and then `extra` (the
+    /// services' own), each at most once, and takes a new fencing epoch.
+    pub fn open_writer(url: &str, extra: &[Migration]) -> Result<PostgresStore, StoreError> {
+        let mut client = connect(url)?;
+        client.batch_execute("SET synchronous_commit = on").map_err(backend)?;
+        lease::acquire(&mut client)?;
+        // From here on, dropping the store releases the lock, on error paths too.
+        let mut store = PostgresStore { client, writer: None, holds_lock: true };
+        migrate::run(&mut store.client, LEDGER_MIGRATIONS)?;
+        migrate::run(&mut store.client, extra)?;
+        let epoch = lease::take_epoch(&mut store.client)?;
+        store.writer = Some(write::Writer::prepare(&mut store.client, epoch)?);
+        Ok(store)
+    }
+
+    /// Connects read-only, inside one `REPEATABLE READ READ ONLY` transaction so every query
+    /// sees the same snapshot even while the writer commits.
+    pub fn open_reader(url: &str) -> Result<PostgresStore, StoreError> {
+        let mut client = connect(url)?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .map_err(backend)?;
+        // The first query fixes the snapshot, and fails if there is no ledger here.
+        client.query_one("SELECT last_batch FROM ledger_meta", &[]).map_err(backend)?;
+        Ok(PostgresStore { client, writer: None, holds_lock: false })
+    }
+
+    /// The fencing epoch this writer took; `None` for a reader.
+    pub fn epoch(&self) -> Option<i64> {
+        self.writer.as_ref().map(|w| w.epoch)
+    }
+
+    /// Direct access for service queries that read their own tables. Leave no transaction
+    /// open: the store runs its own on this connection.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Drop for PostgresStore {
+    /// Releases the writer lock before the connection closes, so a writer opened right after
+    /// this one does not race the server's cleanup of this session.
+    fn drop(&mut self) {
+        // A closed connection has lost the lock already; do not wait on it.
+        if self.holds_lock && !self.client.is_closed() {
+            let _ = lease::release(&mut self.client);
+        }
+    }
+}
+
+impl LedgerStore for PostgresStore {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        read::snapshot(&mut self.client)
+    }
+
+    fn lookup(&mut self, ids: &[EventId]) -> Result<FxHashMap<EventId, StoredEvent>, StoreError> {
+        match &self.writer {
+            Some(writer) => read::lookup(&mut self.client, &writer.statements.lookup, ids),
+            None => read::lookup(&mut self.client, read::LOOKUP, ids),
+        }
+    }
+
+    fn commit(&mut self, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
+        let Some(writer) = &mut self.writer else {
+            return Err(StoreError::Backend("this store was opened read-only".into()));
+        };
+        writer.commit(&mut self.client, batch)
+    }
+}
+
+impl JournalSource for PostgresStore {
+    fn accounts(&mut self) -> Result<Vec<Account>, StoreError> {
+        read::accounts(&mut self.client)
+    }
+
+    fn scan_journal(&mut self, visit: &mut dyn FnMut(StoredRow)) -> Result<(), StoreError> {
+        read::scan_journal(&mut self.client, visit)
+    }
+
+    fn scan_rejections(&mut self, visit: &mut dyn FnMut(EventId)) -> Result<(), StoreError> {
+        read::scan_rejections(&mut self.client, visit)
+    }
+}

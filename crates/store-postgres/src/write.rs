@@ -1,0 +1,306 @@
+//! The writer's commit: one transaction per batch, with one statement per kind of change
+//! (rows passed as arrays and expanded with `unnest`), so a batch costs a handful of round
+//! trips however many events it holds.
+
+use citypay_ledger::{Account, Effects, EventId, JournalKind, JournalRow, PendingState, Rejection, Timestamp};
+use citypay_store::{
+    ACCOUNT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, ServiceRow, StoreError,
+    Value, id_to_bytes, u64_to_column,
+};
+use postgres::types::ToSql;
+use postgres::{Client, Statement, Transaction};
+use rustc_hash::FxHashMap;
+
+use crate::{backend, describe, lease, read};
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+
+const INSERT_JOURNAL: &str = "INSERT INTO transfers (id, leg, kind, debit_account, \
+    credit_account, amount, currency, code, class, user_data, pending_id, deadline, state, \
+    timestamp, batch, hash) \
+    SELECT u.id, u.leg, u.kind, u.debit_account, u.credit_account, u.amount, u.currency, u.code, \
+    u.class, u.user_data, u.pending_id, u.deadline, u.state, u.timestamp, $16::int8, u.hash \
+    FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+    $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::bytea[], $12::int8[], $13::int8[], \
+    $14::int8[], $15::int8[]) AS u(id, leg, kind, debit_account, credit_account, amount, \
+    currency, code, class, user_data, pending_id, deadline, state, timestamp, hash)";
+
+const UPDATE_PENDING: &str = "UPDATE transfers AS t SET state = u.state \
+    FROM unnest($1::bytea[], $2::int8[]) AS u(id, state) \
+    WHERE t.id = u.id AND t.leg = 0 AND t.kind = 1";
+
+const INSERT_REJECTIONS: &str = "INSERT INTO rejections (id, hash, status, timestamp, batch) \
+    SELECT u.id, u.hash, u.status, u.timestamp, $5::int8 \
+    FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[]) AS u(id, hash, status, timestamp)";
+
+const ADVANCE_META: &str =
+    "UPDATE ledger_meta SET last_batch = $1::int8, last_timestamp = $2::int8 WHERE last_batch = $1::int8 - 1";
+
+/// `INSERT INTO accounts (...) SELECT * FROM unnest(...)`, one array per column.
+fn insert_accounts_sql() -> String {
+    let arrays: Vec<String> = ACCOUNT_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("${}::{}[]", i + 1, if *c == "currency" { "text" } else { "int8" }))
+        .collect();
+    format!("INSERT INTO accounts ({}) SELECT * FROM unnest({})", ACCOUNT_COLUMNS.join(", "), arrays.join(", "))
+}
+
+/// `UPDATE accounts ... FROM unnest(...)`: the id and the update columns, one array each.
+fn update_accounts_sql() -> String {
+    let sets: Vec<String> = ACCOUNT_UPDATE_COLUMNS.iter().map(|c| format!("{c} = u.{c}")).collect();
+    let arrays: Vec<String> = (1..=ACCOUNT_UPDATE_COLUMNS.len() + 1).map(|i| format!("${i}::int8[]")).collect();
+    format!(
+        "UPDATE accounts AS a SET {} FROM unnest({}) AS u(id, {}) WHERE a.id = u.id",
+        sets.join(", "),
+        arrays.join(", "),
+        ACCOUNT_UPDATE_COLUMNS.join(", ")
+    )
+}
+
+/// The writer's statements, prepared once per connection.
+pub(crate) struct Statements {
+    /// See [`read::LOOKUP`].
+    pub(crate) lookup: Statement,
+    fence: Statement,
+    journal: Statement,
+    pending: Statement,
+    insert_accounts: Statement,
+    update_accounts: Statement,
+    rejections: Statement,
+    meta: Statement,
+}
+
+/// What only the writer has: its fencing epoch and its prepared statements.
+pub(crate) struct Writer {
+    /// The epoch this writer took; every commit checks it is still the current one.
+    pub(crate) epoch: i64,
+    pub(crate) statements: Statements,
+    /// Prepared upserts of service rows, by SQL text.
+    service: FxHashMap<String, Statement>,
+}
+
+impl Writer {
+    /// Prepares the writer's statements on `client`, whose schema is migrated.
+    pub(crate) fn prepare(client: &mut Client, epoch: i64) -> Result<Writer, StoreError> {
+        let mut prepare = |sql: &str| client.prepare(sql).map_err(backend);
+        let statements = Statements {
+            lookup: prepare(read::LOOKUP)?,
+            fence: prepare(lease::FENCE)?,
+            journal: prepare(INSERT_JOURNAL)?,
+            pending: prepare(UPDATE_PENDING)?,
+            insert_accounts: prepare(&insert_accounts_sql())?,
+            update_accounts: prepare(&update_accounts_sql())?,
+            rejections: prepare(INSERT_REJECTIONS)?,
+            meta: prepare(ADVANCE_META)?,
+        };
+        Ok(Writer { epoch, statements, service: FxHashMap::default() })
+    }
+
+    /// Writes `batch` in one transaction after checking the fence; nothing is stored on error.
+    pub(crate) fn commit(&mut self, client: &mut Client, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
+        // Dropping `tx` on an error path rolls it back.
+        let mut tx = client.transaction().map_err(backend)?;
+        lease::check(&mut tx, &self.statements.fence, self.epoch)?;
+        self.write(&mut tx, batch)?;
+        tx.commit().map_err(commit_failed)
+    }
+
+    fn write(&mut self, tx: &mut Transaction<'_>, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
+        let fx: &Effects = batch.effects;
+        let s = &self.statements;
+        let batch_column = u64_to_column(batch.batch);
+        if !fx.journal.is_empty() {
+            JournalColumns::of(&fx.journal).insert(tx, &s.journal, batch_column)?;
+        }
+        update_pending(tx, &s.pending, fx)?;
+        if !fx.accounts_created.is_empty() {
+            insert_accounts(tx, &s.insert_accounts, &fx.accounts_created)?;
+        }
+        update_accounts(tx, &s.update_accounts, &fx.accounts_updated)?;
+        if !fx.rejections.is_empty() {
+            insert_rejections(tx, &s.rejections, &fx.rejections, batch_column)?;
+        }
+        for row in batch.rows {
+            self.write_service_row(tx, row)?;
+        }
+        advance_meta(tx, &self.statements.meta, batch.batch, fx.timestamp)
+    }
+
+    fn write_service_row(&mut self, tx: &mut Transaction<'_>, row: &ServiceRow) -> Result<(), StoreError> {
+        let (sql, params) = service_row(row);
+        let statement = match self.service.get(&sql) {
+            Some(statement) => statement.clone(),
+            None => {
+                // Statements prepared in a transaction outlive it, even if it rolls back.
+                let statement = tx.prepare(&sql).map_err(backend)?;
+                self.service.insert(sql, statement.clone());
+                statement
+            }
+        };
+        tx.execute(&statement, &params).map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// A COMMIT that failed on the connection (rather than being refused by the server) may have
+/// been applied.
+fn commit_failed(error: postgres::Error) -> StoreError {
+    if error.is_closed() || error.code().is_none() {
+        StoreError::OutcomeUnknown(format!("the connection failed during COMMIT: {}", describe(&error)))
+    } else {
+        backend(error)
+    }
+}
+
+/// The journal rows of a batch as one array per column.
+struct JournalColumns<'a> {
+    id: Vec<Vec<u8>>,
+    leg: Vec<i64>,
+    kind: Vec<i64>,
+    debit: Vec<i64>,
+    credit: Vec<i64>,
+    amount: Vec<i64>,
+    currency: Vec<&'a str>,
+    code: Vec<i64>,
+    class: Vec<i64>,
+    user_data: Vec<i64>,
+    pending_id: Vec<Option<Vec<u8>>>,
+    deadline: Vec<Option<i64>>,
+    state: Vec<Option<i64>>,
+    timestamp: Vec<i64>,
+    hash: Vec<i64>,
+}
+
+impl<'a> JournalColumns<'a> {
+    fn of(rows: &'a [JournalRow]) -> JournalColumns<'a> {
+        let column = |f: &dyn Fn(&JournalRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        JournalColumns {
+            id: rows.iter().map(|r| key(r.id)).collect(),
+            leg: column(&|r| i64::from(r.leg_index)),
+            kind: column(&|r| r.kind as i64),
+            debit: column(&|r| u64_to_column(r.leg.debit)),
+            credit: column(&|r| u64_to_column(r.leg.credit)),
+            amount: column(&|r| r.leg.amount),
+            currency: rows.iter().map(|r| r.leg.currency.code()).collect(),
+            code: column(&|r| i64::from(r.leg.code)),
+            class: column(&|r| i64::from(r.leg.class)),
+            user_data: column(&|r| u64_to_column(r.leg.user_data)),
+            pending_id: rows.iter().map(|r| (r.pending_id != 0).then(|| key(r.pending_id))).collect(),
+            deadline: rows.iter().map(|r| r.deadline.map(|d| u64_to_column(d.0))).collect(),
+            // A pending row starts open; storage keeps its state from then on.
+            state: rows
+                .iter()
+                .map(|r| (r.kind == JournalKind::Pending).then_some(PendingState::Open as i64))
+                .collect(),
+            timestamp: column(&|r| u64_to_column(r.timestamp.0)),
+            hash: column(&|r| u64_to_column(r.hash)),
+        }
+    }
+
+    fn insert(&self, tx: &mut Transaction<'_>, statement: &Statement, batch: i64) -> Result<(), StoreError> {
+        let params: [Param<'_>; 16] = [
+            &self.id, &self.leg, &self.kind, &self.debit, &self.credit, &self.amount, &self.currency,
+            &self.code, &self.class, &self.user_data, &self.pending_id, &self.deadline, &self.state,
+            &self.timestamp, &self.hash, &batch,
+        ];
+        let inserted = tx.execute(statement, &params).map_err(backend)?;
+        expect_rows(inserted, self.id.len(), "journal rows inserted")
+    }
+}
+
+fn update_pending(tx: &mut Transaction<'_>, statement: &Statement, fx: &Effects) -> Result<(), StoreError> {
+    if fx.pending_updates.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Vec<u8>> = fx.pending_updates.iter().map(|u| key(u.pending_id)).collect();
+    let states: Vec<i64> = fx.pending_updates.iter().map(|u| u.state as i64).collect();
+    let updated = tx.execute(statement, &[&ids, &states]).map_err(backend)?;
+    expect_rows(updated, ids.len(), "stored pending transfers updated")
+}
+
+fn insert_accounts(tx: &mut Transaction<'_>, statement: &Statement, accounts: &[Account]) -> Result<(), StoreError> {
+    let rows: Vec<AccountColumns> = accounts.iter().map(AccountColumns::of).collect();
+    let currency: Vec<&str> = rows.iter().map(|c| c.currency.as_str()).collect();
+    let ints: Vec<Vec<Option<i64>>> = (0..25).map(|i| rows.iter().map(|c| c.ints[i]).collect()).collect();
+    // Column order of ACCOUNT_COLUMNS: the id, the currency, then the other integers.
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(ACCOUNT_COLUMNS.len());
+    params.push(&ints[0]);
+    params.push(&currency);
+    params.extend(ints[1..].iter().map(|column| column as Param<'_>));
+    let inserted = tx.execute(statement, &params).map_err(backend)?;
+    expect_rows(inserted, accounts.len(), "accounts inserted")
+}
+
+/// Writes each touched account's balances and window usage; every one must exist.
+fn update_accounts(tx: &mut Transaction<'_>, statement: &Statement, accounts: &[Account]) -> Result<(), StoreError> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = accounts.iter().map(|a| u64_to_column(a.id)).collect();
+    let values: Vec<[i64; 10]> = accounts.iter().map(AccountColumns::update_values).collect();
+    let columns: Vec<Vec<i64>> = (0..10).map(|i| values.iter().map(|v| v[i]).collect()).collect();
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(11);
+    params.push(&ids);
+    params.extend(columns.iter().map(|column| column as Param<'_>));
+    let updated = tx.execute(statement, &params).map_err(backend)?;
+    expect_rows(updated, accounts.len(), "stored accounts updated")
+}
+
+fn insert_rejections(
+    tx: &mut Transaction<'_>,
+    statement: &Statement,
+    rejections: &[Rejection],
+    batch: i64,
+) -> Result<(), StoreError> {
+    let ids: Vec<Vec<u8>> = rejections.iter().map(|r| key(r.id)).collect();
+    let hashes: Vec<i64> = rejections.iter().map(|r| u64_to_column(r.hash)).collect();
+    let statuses: Vec<i64> = rejections.iter().map(|r| i64::from(r.status.code())).collect();
+    let timestamps: Vec<i64> = rejections.iter().map(|r| u64_to_column(r.timestamp.0)).collect();
+    let inserted = tx.execute(statement, &[&ids, &hashes, &statuses, &timestamps, &batch]).map_err(backend)?;
+    expect_rows(inserted, ids.len(), "rejections inserted")
+}
+
+/// Records the batch as the last one; it must follow the stored one.
+fn advance_meta(tx: &mut Transaction<'_>, statement: &Statement, batch: u64, at: Timestamp) -> Result<(), StoreError> {
+    let updated = tx.execute(statement, &[&u64_to_column(batch), &u64_to_column(at.0)]).map_err(backend)?;
+    if updated != 1 {
+        return Err(StoreError::Corrupt(format!("batch {batch} does not follow the stored one")));
+    }
+    Ok(())
+}
+
+/// An event id as a BYTEA parameter.
+pub(crate) fn key(id: EventId) -> Vec<u8> {
+    id_to_bytes(id).to_vec()
+}
+
+fn expect_rows(affected: u64, expected: usize, what: &str) -> Result<(), StoreError> {
+    if usize::try_from(affected).ok() == Some(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(format!("{affected} {what}, expected {expected}")))
+    }
+}
+
+/// The upsert of a service row and its parameters. Every value is bound with an explicit
+/// type (`$n::int8`, `::text`, `::bytea`), which the column's assignment cast converts, and
+/// NULL is written as a literal, so no parameter needs its type guessed from the column.
+fn service_row(row: &ServiceRow) -> (String, Vec<Param<'_>>) {
+    let mut params: Vec<Param<'_>> = Vec::new();
+    let marks: Vec<String> = row
+        .values()
+        .map(|value| {
+            let (param, cast): (Param<'_>, &str) = match value {
+                Value::Null => return "NULL".to_owned(),
+                Value::Int(v) => (v, "int8"),
+                Value::Text(s) => (s, "text"),
+                Value::Blob(b) => (b, "bytea"),
+            };
+            params.push(param);
+            format!("${}::{cast}", params.len())
+        })
+        .collect();
+    let sql = row.upsert_sql(|i| marks.get(i - 1).cloned().unwrap_or_default());
+    (sql, params)
+}
