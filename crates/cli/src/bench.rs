@@ -32,7 +32,7 @@ pub(crate) struct LedgerBenchArgs {
     #[arg(long)]
     hot: bool,
     /// Concurrent clients, each submitting one transfer at a time.
-    #[arg(long, default_value_t = 8_192)]
+    #[arg(long, default_value_t = 4_096)]
     clients: usize,
     /// Offered load in transfers per second (open loop); unlimited when absent.
     #[arg(long)]
@@ -98,14 +98,14 @@ pub(crate) fn demo(path: &Path) -> anyhow::Result<()> {
         accounts: 10_000,
         transfers: 300_000,
         hot: false,
-        clients: 8_192,
+        clients: 4_096,
         rate: None,
         baseline: true,
         json: false,
         batch_max: citypay_ledger::limits::BATCH_EVENTS_MAX,
         client_threads: 1,
     };
-    println!("citypay demo: 10,000 wallets, 300,000 transfers from 8,192 concurrent clients, durable on {}", path.display());
+    println!("citypay demo: 10,000 wallets, 300,000 transfers from 4,096 concurrent clients, durable on {}", path.display());
     let scratch = tempfile::Builder::new().prefix("citypay-demo").tempdir()?;
     let report = measure(&args, args.db.as_ref().expect("set above"), scratch.path())?;
     print(&report, false)?;

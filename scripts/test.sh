@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace, on a fresh Debian machine too: PostgreSQL comes from
+# Debian's packages and runs as a throwaway cluster on a loopback port for the duration.
+# With CI=true a missing PostgreSQL is a failure, never a skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+    echo "test.sh: cargo is not installed" >&2
+    exit 1
+fi
+
+# Tests: fast cluster (no fsync); durability is what the crash test checks, on SQLite.
+CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh cargo test --workspace --no-fail-fast
+
+# Smoke runs of the binary on both backends: the benchmark with its baseline and its audit.
+cargo build -p citypay
+bin=target/debug/citypay
+"$bin" bench ledger --accounts 1000 --transfers 20000 --clients 512 --baseline --json >/dev/null
+CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh bash -c \
+    "$bin bench ledger --db \"\$CITYPAY_TEST_PG\" --accounts 1000 --transfers 20000 --clients 512 --json >/dev/null"
+echo "test.sh: all tests passed"
