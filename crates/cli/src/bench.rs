@@ -173,7 +173,7 @@ fn measure(args: &LedgerBenchArgs, db: &DbUrl, scratch: &Path) -> anyhow::Result
         report.baseline_transfers = Some(naive.transfers);
         report.baseline_seconds = Some(naive.seconds);
         report.baseline_transfers_per_second = Some(naive_tps);
-        report.ratio = Some(report.transfers_per_second / naive_tps);
+        report.ratio = Some(ratio_of_rates(report.transfers_per_second, naive_tps));
     }
     Ok(report)
 }
@@ -186,6 +186,11 @@ fn per_second(count: u64, seconds: f64) -> f64 {
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 fn ratio_of(count: u64, of: u64) -> f64 {
     if of > 0 { count as f64 / of as f64 } else { 0.0 }
+}
+
+#[allow(clippy::float_arithmetic)]
+fn ratio_of_rates(rate: f64, baseline: f64) -> f64 {
+    if baseline > 0.0 { rate / baseline } else { 0.0 }
 }
 
 fn wallet_leg(debit: u64, credit: u64, amount: i64) -> Leg {

@@ -331,10 +331,8 @@ impl Ledger {
             };
         }
         for (id, prior) in undo.pending.into_iter().rev() {
-            if let Some(current) = self.pending.remove(&id) {
-                if let Some(deadline) = current.deadline {
-                    self.deadlines.remove(&(deadline, id));
-                }
+            if let Some(deadline) = self.pending.remove(&id).and_then(|p| p.deadline) {
+                self.deadlines.remove(&(deadline, id));
             }
             if let Some(pending) = prior {
                 if let Some(deadline) = pending.deadline {
@@ -726,10 +724,11 @@ fn window_keys(account: &Account, at: Timestamp) -> [u32; 3] {
 
 /// The debit account's cap usage after `leg`, or the cap it would break.
 fn check_limits(debit: &Account, leg: &Leg, now: Timestamp) -> Result<[WindowUsage; 3], Status> {
-    if let Some(cap) = debit.limits.transfer_cap {
-        if cap.classes & leg.class != 0 && leg.amount > cap.amount_max {
-            return Err(Status::ExceedsTransferCap);
-        }
+    if let Some(cap) = debit.limits.transfer_cap
+        && cap.classes & leg.class != 0
+        && leg.amount > cap.amount_max
+    {
+        return Err(Status::ExceedsTransferCap);
     }
     let mut usage = debit.usage;
     for (slot, cap) in usage.iter_mut().zip(&debit.limits.window_caps) {

@@ -39,10 +39,10 @@ impl Timestamp {
     }
 
     /// Days since 1970-01-01 counted in the city's time zone: the key of a daily window.
-    pub const fn local_day_number(self) -> u32 {
+    pub fn local_day_number(self) -> u32 {
         let days = (self.unix_seconds() + CITY_OFFSET_S) / S_PER_DAY;
-        // u32 days reach past the year 11 million.
-        days as u32
+        // u32 days reach past the year 11 million; u64 nanoseconds end in 2554.
+        u32::try_from(days).unwrap_or(u32::MAX)
     }
 
     /// The calendar date of this instant in the city's time zone.

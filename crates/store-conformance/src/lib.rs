@@ -6,7 +6,7 @@ mod faulty;
 mod suite;
 
 pub use faulty::{CommitFault, FaultyStore};
-pub use suite::{Backend, TestStore, run_all, CASES};
+pub use suite::{Backend, CASES, Case, TestStore, run_all};
 
 /// Generates one `#[test]` per conformance case; `$backend` builds a fresh [`Backend`].
 #[macro_export]

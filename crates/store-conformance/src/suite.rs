@@ -26,8 +26,11 @@ pub trait Backend {
     fn query_i64(&mut self, sql: &str) -> i64;
 }
 
+/// One conformance case.
+pub type Case = fn(&mut dyn Backend);
+
 /// Every case, by name.
-pub const CASES: &[(&str, fn(&mut dyn Backend))] = &[
+pub const CASES: &[(&str, Case)] = &[
     ("round_trip_restores_the_ledger", round_trip_restores_the_ledger),
     ("lookup_answers_for_old_ids", lookup_answers_for_old_ids),
     ("audit_is_clean_and_catches_tampering", audit_is_clean_and_catches_tampering),

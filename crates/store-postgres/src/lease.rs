@@ -44,7 +44,7 @@ pub(crate) fn take_epoch(client: &mut Client) -> Result<i64, StoreError> {
     let row = client
         .query_opt(
             "UPDATE writer_lease SET epoch = epoch + 1, holder = $1 WHERE singleton = 1 RETURNING epoch",
-            &[&holder_description()],
+            &[&citypay_store::writer_description()],
         )
         .map_err(backend)?;
     let row = row.ok_or_else(|| StoreError::Corrupt("writer_lease has no row".into()))?;
@@ -57,14 +57,4 @@ pub(crate) fn check(tx: &mut Transaction<'_>, fence: &Statement, ours: i64) -> R
     let row = row.ok_or_else(|| StoreError::Corrupt("writer_lease has no row".into()))?;
     let current: i64 = row.try_get(0).map_err(backend)?;
     if current == ours { Ok(()) } else { Err(StoreError::Fenced { ours, current }) }
-}
-
-/// The same description as the SQLite store's lock file.
-fn holder_description() -> String {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    format!("citypay pid {} on {} since unix time {since}", std::process::id(), host.trim())
 }

@@ -128,10 +128,10 @@ fn check_not_newer(conn: &Connection, migrations: &[Migration]) -> Result<(), St
                 r.get(0)
             })
             .map_err(backend)?;
-        if let (Some(found), Some(known)) = (found, known) {
-            if found > known {
-                return Err(StoreError::SchemaTooNew { component: component.to_owned(), found, known });
-            }
+        if let (Some(found), Some(known)) = (found, known)
+            && found > known
+        {
+            return Err(StoreError::SchemaTooNew { component: component.to_owned(), found, known });
         }
     }
     Ok(())
@@ -159,12 +159,7 @@ fn acquire_writer_lock(path: &Path) -> Result<File, StoreError> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::Backend(format!("lock: {e}"))),
     }
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let holder = format!("citypay pid {} on {} since unix time {since}", std::process::id(), host.trim());
+    let holder = citypay_store::writer_description();
     let write = file.set_len(0).and_then(|()| file.rewind()).and_then(|()| file.write_all(holder.as_bytes()));
     write.map_err(|e| StoreError::Backend(format!("lock file: {e}")))?;
     Ok(file)

@@ -125,6 +125,17 @@ pub trait JournalSource {
     fn scan_rejections(&mut self, visit: &mut dyn FnMut(EventId)) -> Result<(), StoreError>;
 }
 
+/// How a writer names itself to a second process that it refuses: process id, host and start
+/// time. Both backends record it where a refused writer can read it.
+pub fn writer_description() -> String {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("citypay pid {} on {} since unix time {since}", std::process::id(), host.trim())
+}
+
 /// The 16-byte big-endian form of an event id, so byte order is numeric order.
 pub fn id_to_bytes(id: EventId) -> [u8; 16] {
     id.to_be_bytes()
