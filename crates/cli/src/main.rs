@@ -3,6 +3,7 @@
 mod audit_cmd;
 mod bench;
 mod crash_child;
+mod inspect;
 mod naive;
 mod open;
 
@@ -35,6 +36,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Says what a number or payload is, or exactly why it is invalid (exit 0 valid, 1 invalid).
+    Inspect {
+        #[command(subcommand)]
+        what: inspect::Inspect,
+    },
     /// A writer that takes transfers on stdin, for the crash test.
     #[command(hide = true)]
     CrashChild {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what: BenchCommand::Ledger(args) } => bench::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Audit { db, json } => audit_cmd::run(&db, json),
+        Command::Inspect { what } => Ok(inspect::run(&what)),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
         Command::Demo { db } => bench::demo(&db).map(|_| ExitCode::SUCCESS),
     };

@@ -1,0 +1,148 @@
+//! `citypay inspect`: what a number or payload from a support ticket is, or precisely why it is
+//! invalid. Exit 0 when valid (warnings included), 1 when invalid; clap exits 2 on usage errors.
+//! Personal numbers are printed masked only.
+
+use std::process::ExitCode;
+
+use citypay_identity::{CardNumber, CivilDate, ResidentId, Sex, Uscc};
+use serde_json::{Value, json};
+
+/// What to inspect.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Inspect {
+    /// A PRC resident ID number (GB 11643).
+    Id {
+        /// The 18-character number.
+        number: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A Unified Social Credit Code (GB 32100).
+    Uscc {
+        /// The 18-character code.
+        code: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A bank card number.
+    Card {
+        /// The card number (spaces and dashes allowed).
+        pan: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The verdict on one input.
+struct Finding {
+    kind: &'static str,
+    fields: Vec<(&'static str, Value)>,
+    warnings: Vec<String>,
+    error: Option<String>,
+}
+
+pub(crate) fn run(what: &Inspect) -> ExitCode {
+    let (finding, json) = match what {
+        Inspect::Id { number, json } => (resident_id(number.trim()), *json),
+        Inspect::Uscc { code, json } => (uscc(code.trim()), *json),
+        Inspect::Card { pan, json } => (card(pan.trim()), *json),
+    };
+    print(&finding, json);
+    if finding.error.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// Today in the city's time zone, from the host clock.
+fn today() -> CivilDate {
+    let now = citypay_shard::Clock::now(&citypay_shard::SystemClock);
+    let date = now.local_date();
+    let year = u16::try_from(date.year).unwrap_or(u16::MAX);
+    CivilDate::new(year, date.month, date.day).unwrap_or_else(|| CivilDate::new(2000, 1, 1).expect("a real date"))
+}
+
+fn resident_id(number: &str) -> Finding {
+    match ResidentId::parse(number, today()) {
+        Ok(id) => Finding {
+            kind: "resident_id",
+            fields: vec![
+                ("masked", json!(id.masked())),
+                ("region_code", json!(id.region_code())),
+                ("birth_date", json!(id.birth_date().to_string())),
+                ("sex", json!(if id.sex() == Sex::Male { "male" } else { "female" })),
+            ],
+            warnings: Vec::new(),
+            error: None,
+        },
+        Err(e) => invalid("resident_id", e.to_string()),
+    }
+}
+
+fn uscc(code: &str) -> Finding {
+    match Uscc::parse(code) {
+        Ok(u) => Finding {
+            kind: "uscc",
+            fields: vec![
+                ("code", json!(u.as_str())),
+                ("registration_authority", json!(u.registration_authority().to_string())),
+                ("organization_category", json!(u.organization_category().to_string())),
+                ("region_code", json!(u.region_code())),
+                ("organization_code", json!(u.organization_code())),
+                ("check_character", json!(u.check_character().to_string())),
+            ],
+            warnings: Vec::new(),
+            error: None,
+        },
+        Err(e) => invalid("uscc", e.to_string()),
+    }
+}
+
+fn card(pan: &str) -> Finding {
+    match CardNumber::parse(pan) {
+        Ok(parsed) => Finding {
+            kind: "card",
+            fields: vec![
+                ("masked", json!(parsed.card.masked())),
+                ("brand", json!(parsed.card.brand().to_string())),
+                ("luhn", json!(parsed.card.passes_luhn())),
+            ],
+            warnings: parsed.warnings.iter().map(ToString::to_string).collect(),
+            error: None,
+        },
+        Err(e) => invalid("card", e.to_string()),
+    }
+}
+
+fn invalid(kind: &'static str, error: String) -> Finding {
+    Finding { kind, fields: Vec::new(), warnings: Vec::new(), error: Some(error) }
+}
+
+fn print(finding: &Finding, json: bool) {
+    if json {
+        let fields: serde_json::Map<String, Value> =
+            finding.fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let value = json!({
+            "kind": finding.kind,
+            "valid": finding.error.is_none(),
+            "fields": fields,
+            "warnings": finding.warnings,
+            "error": finding.error,
+        });
+        println!("{value:#}");
+        return;
+    }
+    match &finding.error {
+        Some(error) => println!("invalid {}: {error}", finding.kind.replace('_', " ")),
+        None => {
+            println!("valid {}", finding.kind.replace('_', " "));
+            for (name, value) in &finding.fields {
+                let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                println!("  {name}: {text}");
+            }
+        }
+    }
+    for warning in &finding.warnings {
+        println!("  warning: {warning}");
+    }
+}
