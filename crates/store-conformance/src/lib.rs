@@ -20,11 +20,12 @@ macro_rules! conformance_tests {
             failed_commit_writes_nothing,
             second_writer_is_refused,
             batches_must_follow_in_sequence,
-            newer_schema_is_refused);
+            newer_schema_is_refused,
+            service_reader_sees_committed_rows);
 
         #[test]
         fn every_conformance_case_has_a_test() {
-            assert_eq!($crate::CASES.len(), 8, "add the new case to conformance_tests!");
+            assert_eq!($crate::CASES.len(), 9, "add the new case to conformance_tests!");
         }
     };
     (@cases $backend:expr; $($name:ident),*) => {

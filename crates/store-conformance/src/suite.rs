@@ -6,8 +6,8 @@ use citypay_ledger::{
     NewAccount, Outcome, PostPending, Status, Timestamp, Transfer, VoidPending, Window, WindowCap,
 };
 use citypay_store::{
-    BatchWrite, JournalSource, LedgerStore, Migration, OnConflict, ServiceRow, StoreError, Value,
-    audit,
+    BatchWrite, JournalSource, LedgerStore, Migration, OnConflict, ServiceReader, ServiceRow,
+    StoreError, Value, audit,
 };
 
 /// A store the suite can both write and audit.
@@ -24,6 +24,8 @@ pub trait Backend {
     fn execute(&mut self, sql: &str);
     /// Runs a query that returns one integer.
     fn query_i64(&mut self, sql: &str) -> i64;
+    /// A service reader of the current database.
+    fn reader(&mut self) -> Box<dyn ServiceReader>;
 }
 
 /// One conformance case.
@@ -39,6 +41,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("second_writer_is_refused", second_writer_is_refused),
     ("batches_must_follow_in_sequence", batches_must_follow_in_sequence),
     ("newer_schema_is_refused", newer_schema_is_refused),
+    ("service_reader_sees_committed_rows", service_reader_sees_committed_rows),
 ];
 
 /// Runs every case against `backend`, naming each as it goes.
@@ -312,4 +315,32 @@ fn newer_schema_is_refused(backend: &mut dyn Backend) {
         Err(other) => panic!("expected SchemaTooNew, got {other}"),
         Ok(_) => panic!("opened a database from the future"),
     }
+}
+
+fn service_reader_sees_committed_rows(backend: &mut dyn Backend) {
+    let mut d = Driver::new(backend.fresh(&[NOTES]), 1 << 10);
+    let reader = backend.reader();
+    d.run(&accounts(), &[note(1, "first", OnConflict::Fail), note(2, "second", OnConflict::Fail)]).unwrap();
+    let mut blob_row = note(3, "\u{4e2d}\u{6587} it's", OnConflict::Fail);
+    blob_row.columns[1] = ("n", Value::Int(-7));
+    d.run(&[transfer(10, 1, 2, 5)], &[blob_row]).unwrap();
+    let rows = reader
+        .query("SELECT id, body, n FROM conformance_notes WHERE id >= ?1 AND body <> ?2 ORDER BY id", &[Value::Int(2), Value::Text("?1".into())])
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            vec![Value::Int(2), Value::Text("second".into()), Value::Null],
+            vec![Value::Int(3), Value::Text("\u{4e2d}\u{6587} it's".into()), Value::Int(-7)],
+        ]
+    );
+    // A placeholder used twice, a NULL parameter, a literal with a question mark, bytes.
+    let rows = reader
+        .query("SELECT count(*) FROM conformance_notes WHERE (id = ?1 OR id = ?1 + 1) AND n IS NULL AND ?2 IS NULL AND body <> '?'", &[Value::Int(1), Value::Null])
+        .unwrap();
+    assert_eq!(rows, vec![vec![Value::Int(2)]]);
+    let rows = reader.query("SELECT id FROM transfers WHERE id = ?1", &[Value::Blob(citypay_store::id_to_bytes(10).to_vec())]).unwrap();
+    assert_eq!(rows, vec![vec![Value::Blob(citypay_store::id_to_bytes(10).to_vec())]]);
+    // A bad query is an error, not a panic.
+    assert!(reader.query("SELECT nothing FROM nowhere", &[]).is_err());
 }

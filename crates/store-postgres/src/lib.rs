@@ -10,6 +10,7 @@
 mod lease;
 mod migrate;
 mod read;
+mod reader;
 mod write;
 
 use citypay_ledger::{Account, EventId, StoredEvent};
@@ -19,6 +20,8 @@ use citypay_store::{
 };
 use postgres::{Client, NoTls};
 use rustc_hash::FxHashMap;
+
+pub use reader::PostgresReader;
 
 /// A PostgreSQL ledger store. Open it with [`PostgresStore::open_writer`] for the shard's
 /// writer or [`PostgresStore::open_reader`] for a consistent read-only view.

@@ -46,6 +46,10 @@ impl Backend for PgBackend {
     fn query_i64(&mut self, sql: &str) -> i64 {
         common::client(self.url()).query_one(sql, &[]).unwrap().get(0)
     }
+
+    fn reader(&mut self) -> Box<dyn citypay_store::ServiceReader> {
+        Box::new(citypay_store_postgres::PostgresReader::connect(self.url()).unwrap())
+    }
 }
 
 // Every generated test returns at once (after a notice) when there is no server to test.

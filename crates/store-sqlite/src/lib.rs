@@ -16,6 +16,9 @@ use citypay_store::{
     id_from_bytes, id_to_bytes, u64_from_column, u64_to_column,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::ToSqlOutput};
+
+mod reader;
+pub use reader::SqliteReader;
 use rustc_hash::FxHashMap;
 
 /// A SQLite ledger store. Open it with [`SqliteStore::open_writer`] for the shard's writer or
@@ -28,7 +31,7 @@ pub struct SqliteStore {
     _lock: Option<File>,
 }
 
-fn backend(error: rusqlite::Error) -> StoreError {
+pub(crate) fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
 

@@ -38,6 +38,10 @@ impl Backend for SqliteBackend {
     fn query_i64(&mut self, sql: &str) -> i64 {
         rusqlite::Connection::open(self.path()).unwrap().query_row(sql, [], |r| r.get(0)).unwrap()
     }
+
+    fn reader(&mut self) -> Box<dyn citypay_store::ServiceReader> {
+        Box::new(citypay_store_sqlite::SqliteReader::open(&self.path()).unwrap())
+    }
 }
 
 conformance_tests!(SqliteBackend::new());

@@ -125,6 +125,41 @@ pub trait JournalSource {
     fn scan_rejections(&mut self, visit: &mut dyn FnMut(EventId)) -> Result<(), StoreError>;
 }
 
+/// Read access for services to their own tables, on connections separate from the writer's.
+/// Writes never come through here: they ride on the writer's batches ([`ServiceRow`]).
+pub trait ServiceReader: Send + Sync {
+    /// Runs one read-only query. Placeholders are `?1`, `?2`, ... in every backend (each
+    /// rewrites them to its own form); every column comes back as a [`Value`] (integers,
+    /// text, bytes or NULL; no floats).
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError>;
+}
+
+/// Rewrites the `?N` placeholders of `sql` with `mark(N)`, leaving quoted literals alone.
+pub fn rewrite_placeholders(sql: &str, mark: impl Fn(usize) -> String) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut chars = sql.char_indices().peekable();
+    let mut quoted = false;
+    while let Some((_, c)) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c != '?' || quoted {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
+            digits.push(d);
+            chars.next();
+        }
+        match digits.parse::<usize>() {
+            Ok(n) => out.push_str(&mark(n)),
+            Err(_) => out.push('?'),
+        }
+    }
+    out
+}
+
 /// How a writer names itself to a second process that it refuses: process id, host and start
 /// time. Both backends record it where a refused writer can read it.
 pub fn writer_description() -> String {
@@ -147,6 +182,18 @@ pub fn id_from_bytes(bytes: &[u8]) -> Result<EventId, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt(format!("event id of {} bytes", bytes.len())))?;
     Ok(EventId::from_be_bytes(array))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_rewritten_outside_literals() {
+        let sql = "SELECT a FROM t WHERE b = ?1 AND c = '?2' AND d IN (?2, ?10) AND e = ?";
+        let rewritten = rewrite_placeholders(sql, |n| format!("${n}"));
+        assert_eq!(rewritten, "SELECT a FROM t WHERE b = $1 AND c = '?2' AND d IN ($2, $10) AND e = ?");
+    }
 }
 
 /// The ledger's own schema, for every backend.

@@ -1,0 +1,111 @@
+//! Connections for the services' own queries, pooled, beside the writer's.
+
+use std::sync::Mutex;
+
+use citypay_store::{ServiceReader, StoreError, Value, rewrite_placeholders};
+use postgres::types::{ToSql, Type};
+use postgres::{Client, Row};
+
+use crate::{backend, connect};
+
+/// A small pool of connections to one database for reads. Each query runs on its own
+/// (autocommit), so it sees everything committed before it started.
+pub struct PostgresReader {
+    url: String,
+    idle: Mutex<Vec<Client>>,
+}
+
+impl std::fmt::Debug for PostgresReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresReader").finish_non_exhaustive()
+    }
+}
+
+/// Connections kept idle; more are opened under load and closed after use.
+const IDLE_MAX: usize = 8;
+
+impl PostgresReader {
+    /// A reader of the database at `url`.
+    pub fn connect(url: &str) -> Result<PostgresReader, StoreError> {
+        let reader = PostgresReader { url: url.to_owned(), idle: Mutex::new(Vec::new()) };
+        let client = connect(url)?;
+        reader.give_back(client);
+        Ok(reader)
+    }
+
+    fn take(&self) -> Result<Client, StoreError> {
+        let idle = self.idle.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?.pop();
+        match idle {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => connect(&self.url),
+        }
+    }
+
+    fn give_back(&self, client: Client) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_MAX
+            && !client.is_closed()
+        {
+            idle.push(client);
+        }
+    }
+}
+
+type Param<'a> = &'a (dyn ToSql + Sync);
+
+/// `?N` becomes `$N` with the type of the value bound to it, so PostgreSQL never has to guess
+/// a parameter's type; NULL is written as a literal.
+fn typed_sql<'a>(sql: &str, params: &'a [Value]) -> (String, Vec<Param<'a>>) {
+    let mut bound: Vec<Param<'a>> = Vec::new();
+    let mut numbers = vec![0usize; params.len()];
+    for (i, value) in params.iter().enumerate() {
+        let param: Param<'a> = match value {
+            Value::Null => continue,
+            Value::Int(v) => v,
+            Value::Text(s) => s,
+            Value::Blob(b) => b,
+        };
+        bound.push(param);
+        numbers[i] = bound.len();
+    }
+    let sql = rewrite_placeholders(sql, |n| match params.get(n.wrapping_sub(1)) {
+        Some(Value::Null) => "NULL".to_owned(),
+        Some(Value::Int(_)) => format!("${}::int8", numbers[n - 1]),
+        Some(Value::Text(_)) => format!("${}::text", numbers[n - 1]),
+        Some(Value::Blob(_)) => format!("${}::bytea", numbers[n - 1]),
+        // A placeholder with no value: let the server report it.
+        None => format!("${n}"),
+    });
+    (sql, bound)
+}
+
+fn value(row: &Row, i: usize) -> Result<Value, StoreError> {
+    let ty = row.columns()[i].type_();
+    let value = if *ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(i).map_err(backend)?.map(Value::Int)
+    } else if *ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(i).map_err(backend)?.map(|v| Value::Int(i64::from(v)))
+    } else if *ty == Type::INT2 {
+        row.try_get::<_, Option<i16>>(i).map_err(backend)?.map(|v| Value::Int(i64::from(v)))
+    } else if *ty == Type::BOOL {
+        row.try_get::<_, Option<bool>>(i).map_err(backend)?.map(|v| Value::Int(i64::from(v)))
+    } else if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::NAME {
+        row.try_get::<_, Option<String>>(i).map_err(backend)?.map(Value::Text)
+    } else if *ty == Type::BYTEA {
+        row.try_get::<_, Option<Vec<u8>>>(i).map_err(backend)?.map(Value::Blob)
+    } else {
+        return Err(StoreError::Backend(format!("column {} has type {ty}, not integer, text or bytes", i + 1)));
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
+
+impl ServiceReader for PostgresReader {
+    fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+        let mut client = self.take()?;
+        let (sql, bound) = typed_sql(sql, params);
+        let rows = client.query(sql.as_str(), &bound);
+        self.give_back(client);
+        let rows = rows.map_err(backend)?;
+        rows.iter().map(|row| (0..row.len()).map(|i| value(row, i)).collect()).collect()
+    }
+}
