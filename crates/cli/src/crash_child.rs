@@ -26,9 +26,10 @@ pub(crate) fn run(db: &DbUrl) -> anyhow::Result<()> {
     let handle = shard.handle();
     for line in std::io::stdin().lock().lines() {
         let line = line?;
-        let command = parse(&line)?;
+        let event = parse(&line)?;
         let (handle, acks) = (handle.clone(), acks.clone());
-        let id = command.event.id();
+        let id = event.id();
+        let command = Command::from(event);
         runtime.spawn(async move {
             let line = match handle.submit(command).await {
                 Ok(outcome) => format!("{id} {} {}", outcome.status, outcome.replay),
@@ -44,7 +45,7 @@ pub(crate) fn run(db: &DbUrl) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse(line: &str) -> anyhow::Result<Command> {
+fn parse(line: &str) -> anyhow::Result<Event> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let event = match fields.as_slice() {
         ["ACCOUNT", id] => Event::CreateAccount(NewAccount {
@@ -69,5 +70,5 @@ fn parse(line: &str) -> anyhow::Result<Command> {
         }),
         _ => anyhow::bail!("cannot parse {line:?}"),
     };
-    Ok(event.into())
+    Ok(event)
 }

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use citypay_codes::mpm::{Initiation, Payload, RawPayload, Scheme};
 use citypay_identity::{CardNumber, CivilDate, ResidentId, Sex, Uscc};
 use serde_json::{Value, json};
 
@@ -22,6 +23,14 @@ pub(crate) enum Inspect {
     Uscc {
         /// The 18-character code.
         code: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An EMVCo merchant-presented QR payload (the text inside the QR code).
+    Qr {
+        /// The payload, e.g. `000201010211...6304XXXX`.
+        payload: String,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -49,6 +58,7 @@ pub(crate) fn run(what: &Inspect) -> ExitCode {
         Inspect::Id { number, json } => (resident_id(number.trim()), *json),
         Inspect::Uscc { code, json } => (uscc(code.trim()), *json),
         Inspect::Card { pan, json } => (card(pan.trim()), *json),
+        Inspect::Qr { payload, json } => (qr(payload.trim()), *json),
     };
     print(&finding, json);
     if finding.error.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS }
@@ -114,6 +124,63 @@ fn card(pan: &str) -> Finding {
     }
 }
 
+fn scheme_name(scheme: &Scheme) -> String {
+    match scheme {
+        Scheme::Citypay { merchant_id } => format!("citypay (merchant {merchant_id})"),
+        Scheme::Pix => "Pix".into(),
+        Scheme::PromptPay => "PromptPay".into(),
+        Scheme::PayNow => "PayNow".into(),
+        Scheme::UnionPay => "UnionPay".into(),
+        Scheme::Reserved { id, network } => format!("{network} (ID {id:02})"),
+        Scheme::Other(gui) => format!("other ({gui})"),
+    }
+}
+
+fn qr(text: &str) -> Finding {
+    let payload = match Payload::decode(text) {
+        Ok(payload) => payload,
+        Err(error) => {
+            let mut finding = invalid("qr", error.to_string());
+            // Framing and CRC may still be fine: say whose payload it is.
+            if let Ok(raw) = RawPayload::decode(text) {
+                let schemes: Vec<String> = raw.schemes().iter().map(scheme_name).collect();
+                finding.fields.push(("schemes", json!(schemes)));
+            }
+            return finding;
+        }
+    };
+    let schemes: Vec<String> = payload.schemes().iter().map(scheme_name).collect();
+    let mut fields = vec![
+        ("initiation", json!(match payload.initiation() {
+            Some(Initiation::Static) => "static",
+            Some(Initiation::Dynamic) => "dynamic",
+            None => "unspecified",
+        })),
+        ("schemes", json!(schemes)),
+        ("merchant_category_code", json!(payload.mcc())),
+        ("currency", json!(payload.currency())),
+        ("amount", json!(payload.amount().map(|a| a.as_str().to_owned()))),
+        ("country", json!(payload.country())),
+        ("merchant_name", json!(payload.name())),
+        ("merchant_city", json!(payload.city())),
+        ("crc", json!(payload.raw().crc())),
+    ];
+    if let Some(merchant) = payload.citypay_merchant() {
+        fields.push(("citypay_merchant", json!(merchant)));
+    }
+    if let Some(reference) = payload.additional_data().and_then(|a| a.reference_label.clone()) {
+        fields.push(("reference_label", json!(reference)));
+    }
+    if let Some(language) = payload.language() {
+        fields.push(("alternate_name", json!(format!("{} ({})", language.name, language.preference))));
+    }
+    let mut warnings = Vec::new();
+    if payload.citypay_merchant().is_none() {
+        warnings.push(format!("not a citypay payload ({}): citypay refuses it as \"scheme not accepted\"", schemes.join(", ")));
+    }
+    Finding { kind: "qr", fields, warnings, error: None }
+}
+
 fn invalid(kind: &'static str, error: String) -> Finding {
     Finding { kind, fields: Vec::new(), warnings: Vec::new(), error: Some(error) }
 }
@@ -137,7 +204,12 @@ fn print(finding: &Finding, json: bool) {
         None => {
             println!("valid {}", finding.kind.replace('_', " "));
             for (name, value) in &finding.fields {
-                let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+                let text = match value {
+                    Value::String(text) => text.clone(),
+                    Value::Array(items) => items.iter().map(|i| i.as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>().join(", "),
+                    Value::Null => "none".to_owned(),
+                    other => other.to_string(),
+                };
                 println!("  {name}: {text}");
             }
         }

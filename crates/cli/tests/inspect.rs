@@ -46,3 +46,44 @@ fn invalid_input_exits_1_with_the_reason_and_usage_errors_exit_2() {
     let (code, _) = inspect(&["nothing", "x"]);
     assert_eq!(code, 2);
 }
+
+const EMVCO_EXAMPLE: &str = "00020101021229300012D156000000000510A93FO3230Q31280012D15600000001\
+030812345678520441115802CN5914BEST TRANSPORT6007BEIJING64200002ZH0104最佳运输0202北京540523.72\
+53031565502016233030412340603***0708A60086670902ME91320016A0112233449988770708123456786304A13A";
+
+#[test]
+fn qr_payloads_are_decoded_or_refused_precisely() {
+    let (code, out) = inspect(&["qr", EMVCO_EXAMPLE, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["fields"]["amount"], "23.72");
+    assert_eq!(value["fields"]["crc"], "A13A");
+    assert_eq!(value["fields"]["merchant_name"], "BEST TRANSPORT");
+    assert_eq!(value["warnings"].as_array().unwrap().len(), 1, "not a citypay payload");
+    let (code, out) = inspect(&["qr", &EMVCO_EXAMPLE[..100]]);
+    assert_eq!(code, 1);
+    assert!(out.contains("declares 14 characters but only 4 remain"), "{out}");
+    let wrong_crc = format!("{}A13B", &EMVCO_EXAMPLE[..EMVCO_EXAMPLE.len() - 4]);
+    let (code, out) = inspect(&["qr", &wrong_crc]);
+    assert_eq!(code, 1);
+    assert!(out.contains("A13A"), "{out}");
+    let ours = citypay_codes::mpm::CitypayQr {
+        merchant_id: "m-42".into(),
+        mcc: "5411".into(),
+        currency: "156".into(),
+        country: "CN".into(),
+        name: "Xihu Grocer".into(),
+        city: "Hangzhou".into(),
+        postal_code: None,
+        language: None,
+        charge: citypay_codes::mpm::Charge::Static,
+    }
+    .encode()
+    .unwrap();
+    let (code, out) = inspect(&["qr", &ours, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let value: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(value["fields"]["citypay_merchant"], "m-42");
+    assert_eq!(value["fields"]["initiation"], "static");
+    assert!(value["warnings"].as_array().unwrap().is_empty());
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use citypay_ledger::limits::BATCH_EVENTS_MAX;
 use citypay_ledger::{Account, AccountId, Event, Ledger, LedgerConfig, Outcome, Status, Timestamp};
-use citypay_store::{BatchWrite, LedgerStore, ServiceRow, StoreError};
+use citypay_store::{BatchWrite, LedgerStore, ServiceRow, StoreError, Value};
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 
 /// Where the writer gets the time it hands the ledger.
@@ -58,20 +59,47 @@ impl ShardConfig {
 const _: () = assert!(ShardConfig::DEFAULT.batch_max <= BATCH_EVENTS_MAX);
 const _: () = assert!(ShardConfig::DEFAULT.batch_max <= ShardConfig::DEFAULT.queue_max);
 
-/// One event for the ledger, with the service rows to write if it succeeds.
+/// One unit of work for the writer: an optional ledger event, the guards that must hold for
+/// it to run, and the service rows to write if it succeeds.
 #[derive(Debug, Clone)]
 pub struct Command {
-    /// The event.
-    pub event: Event,
-    /// Rows committed in the same transaction, only when the event's status is `ok` and it is
-    /// not a replay.
+    /// The ledger event; `None` for a command that only writes rows.
+    pub event: Option<Event>,
+    /// Checked in the writer, in order, before the event is applied; if one fails nothing of
+    /// the command is applied and it is answered with [`SubmitError::GuardFailed`].
+    pub guards: Vec<Guard>,
+    /// Rows committed in the same transaction, only when the guards hold and the event (if
+    /// any) is `ok` and not a replay.
     pub rows: Vec<ServiceRow>,
 }
 
 impl From<Event> for Command {
     fn from(event: Event) -> Command {
-        Command { event, rows: Vec::new() }
+        Command { event: Some(event), guards: Vec::new(), rows: Vec::new() }
     }
+}
+
+/// A condition on a service row, checked by the single writer, so it cannot race: against the
+/// committed rows and the rows of earlier commands in the same batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guard {
+    /// No row of `table` has this key (one real-name identity, one wallet).
+    Absent {
+        /// Table name.
+        table: &'static str,
+        /// Key columns and values.
+        key: Vec<(&'static str, Value)>,
+    },
+    /// The row of `table` with this key exists and has these values (compare-and-swap on a
+    /// version column, or a state such as `WAIT_BUYER_PAY`).
+    Matches {
+        /// Table name.
+        table: &'static str,
+        /// Key columns and values.
+        key: Vec<(&'static str, Value)>,
+        /// Columns and the values they must have.
+        expect: Vec<(&'static str, Value)>,
+    },
 }
 
 /// Why a command got no outcome. In every case retrying with the same id is safe.
@@ -86,6 +114,13 @@ pub enum SubmitError {
     /// The writer is not running (stopped, fenced by another writer, or crashed).
     #[error("the shard writer is not running")]
     Unavailable,
+    /// Guard number `guard` of the command did not hold; nothing of it was applied. Read the
+    /// rows again and decide anew.
+    #[error("guard {guard} did not hold; nothing was applied")]
+    GuardFailed {
+        /// Index of the failed guard in [`Command::guards`].
+        guard: usize,
+    },
 }
 
 /// The answer to one command.
@@ -126,7 +161,7 @@ pub struct Shard {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Request::Command(c, _) => f.debug_tuple("Command").field(&c.event.id()).finish(),
+            Request::Command(c, _) => f.debug_tuple("Command").field(&c.event.as_ref().map(Event::id)).finish(),
             Request::Account(id, _) => f.debug_tuple("Account").field(id).finish(),
             Request::Stop => f.write_str("Stop"),
         }
@@ -245,14 +280,16 @@ struct Writer {
     stats: Arc<ShardStats>,
 }
 
-/// One batch being processed: the events moved out of their commands, and where to answer.
+/// One batch being processed: the commands, and where to answer.
 #[derive(Default)]
 struct Batch {
-    events: Vec<Event>,
-    rows: Vec<Vec<ServiceRow>>,
+    commands: Vec<Command>,
     replies: Vec<oneshot::Sender<Reply>>,
     reads: Vec<(AccountId, oneshot::Sender<Option<Account>>)>,
 }
+
+/// A service row's key, for tracking what earlier commands of a batch wrote.
+type RowKey = (&'static str, Vec<(&'static str, Value)>);
 
 impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
@@ -276,7 +313,7 @@ impl Writer {
                 Some(None) => true,
                 Some(Some(request)) => batch.push(request),
             };
-            while !stop && batch.events.len() < self.config.batch_max {
+            while !stop && batch.commands.len() < self.config.batch_max {
                 match receiver.try_recv() {
                     Ok(request) => stop = batch.push(request),
                     Err(_) => break,
@@ -298,21 +335,35 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: &mut Batch) -> bool {
-        if batch.events.is_empty() && self.ledger.next_deadline().is_none_or(|d| d > self.clock.now()) {
+        if batch.commands.is_empty() && self.ledger.next_deadline().is_none_or(|d| d > self.clock.now()) {
             return true;
         }
-        let ids = self.ledger.ids_to_look_up(&batch.events);
+        let verdicts = match self.check_guards(&batch.commands) {
+            Ok(verdicts) => verdicts,
+            Err(error) => return self.fail(batch, &error),
+        };
+        let has_event: Vec<bool> = batch.commands.iter().map(|c| c.event.is_some()).collect();
+        // The events of the commands whose guards held, in order.
+        let events: Vec<Event> = batch
+            .commands
+            .iter_mut()
+            .zip(&verdicts)
+            .filter(|(_, verdict)| verdict.is_none())
+            .filter_map(|(command, _)| command.event.take())
+            .collect();
+        let ids = self.ledger.ids_to_look_up(&events);
         let stored = match self.store.lookup(&ids) {
             Ok(stored) => stored,
             Err(error) => return self.fail(batch, &error),
         };
-        let effects = self.ledger.apply(&batch.events, self.clock.now(), &stored);
-        let rows: Vec<ServiceRow> = effects
-            .outcomes
-            .iter()
-            .zip(batch.rows.iter_mut())
-            .filter(|(outcome, _)| outcome.status == Status::Ok && !outcome.replay)
-            .flat_map(|(_, rows)| rows.drain(..))
+        let effects = self.ledger.apply(&events, self.clock.now(), &stored);
+        let answers = answers(&has_event, &verdicts, &effects.outcomes);
+        let rows: Vec<ServiceRow> = batch
+            .commands
+            .iter_mut()
+            .zip(&answers)
+            .filter(|(_, answer)| matches!(answer, Ok(o) if o.status == Status::Ok && !o.replay))
+            .flat_map(|(command, _)| command.rows.drain(..))
             .collect();
         let write = BatchWrite { batch: self.last_batch + 1, effects: &effects, rows: &rows };
         match self.store.commit(&write) {
@@ -320,8 +371,8 @@ impl Writer {
                 self.last_batch += 1;
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
-                for (reply, outcome) in batch.replies.drain(..).zip(&effects.outcomes) {
-                    let _ = reply.send(Ok(*outcome));
+                for (reply, answer) in batch.replies.drain(..).zip(answers) {
+                    let _ = reply.send(answer);
                 }
                 self.ledger.commit(effects);
                 batch.clear();
@@ -337,6 +388,70 @@ impl Writer {
                     }
                 }
                 self.fail(batch, &error)
+            }
+        }
+    }
+
+    /// For each command, the index of its first guard that does not hold, if any. Rows of
+    /// earlier commands in the batch count as written, even if their event later fails: a
+    /// guard may fail needlessly (the caller retries), never pass wrongly.
+    fn check_guards(&mut self, commands: &[Command]) -> Result<Vec<Option<usize>>, StoreError> {
+        let mut written: FxHashMap<RowKey, Vec<(&'static str, Value)>> = FxHashMap::default();
+        let mut verdicts = Vec::with_capacity(commands.len());
+        for command in commands {
+            let mut verdict = None;
+            for (index, guard) in command.guards.iter().enumerate() {
+                if !self.guard_holds(guard, &written)? {
+                    verdict = Some(index);
+                    break;
+                }
+            }
+            if verdict.is_none() && !command.guards.is_empty() {
+                for row in &command.rows {
+                    let columns = written.entry((row.table, row.key.clone())).or_default();
+                    for (name, value) in &row.columns {
+                        columns.retain(|(n, _)| n != name);
+                        columns.push((name, value.clone()));
+                    }
+                }
+            }
+            verdicts.push(verdict);
+        }
+        Ok(verdicts)
+    }
+
+    fn guard_holds(
+        &mut self,
+        guard: &Guard,
+        written: &FxHashMap<RowKey, Vec<(&'static str, Value)>>,
+    ) -> Result<bool, StoreError> {
+        match guard {
+            Guard::Absent { table, key } => {
+                if written.contains_key(&(*table, key.clone())) {
+                    return Ok(false);
+                }
+                Ok(self.store.read_row(table, key, &[])?.is_none())
+            }
+            Guard::Matches { table, key, expect } => {
+                let in_batch = written.get(&(*table, key.clone()));
+                let names: Vec<&'static str> = expect.iter().map(|(n, _)| *n).collect();
+                let mut stored: Option<Vec<Value>> = None;
+                for (i, (name, want)) in expect.iter().enumerate() {
+                    let from_batch = in_batch.and_then(|cols| cols.iter().find(|(n, _)| n == name));
+                    let have = match from_batch {
+                        Some((_, value)) => Some(value.clone()),
+                        None => {
+                            if stored.is_none() {
+                                stored = Some(self.store.read_row(table, key, &names)?.unwrap_or_default());
+                            }
+                            stored.as_ref().and_then(|row| row.get(i).cloned())
+                        }
+                    };
+                    if have.as_ref() != Some(want) {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
             }
         }
     }
@@ -359,8 +474,7 @@ impl Batch {
     fn push(&mut self, request: Request) -> bool {
         match request {
             Request::Command(command, reply) => {
-                self.events.push(command.event);
-                self.rows.push(command.rows);
+                self.commands.push(command);
                 self.replies.push(reply);
                 false
             }
@@ -373,8 +487,24 @@ impl Batch {
     }
 
     fn clear(&mut self) {
-        self.events.clear();
-        self.rows.clear();
+        self.commands.clear();
         self.replies.clear();
     }
+}
+
+/// Each command's answer: its guard failure, its ledger outcome, or `ok` for a rows-only
+/// command. `outcomes` has one entry per command that reached the ledger, in order.
+fn answers(has_event: &[bool], verdicts: &[Option<usize>], outcomes: &[Outcome]) -> Vec<Reply> {
+    let mut outcomes = outcomes.iter();
+    let answers: Vec<Reply> = has_event
+        .iter()
+        .zip(verdicts)
+        .map(|(has_event, verdict)| match (verdict, has_event) {
+            (Some(guard), _) => Err(SubmitError::GuardFailed { guard: *guard }),
+            (None, true) => Ok(*outcomes.next().expect("one outcome per applied event")),
+            (None, false) => Ok(Outcome::new(Status::Ok)),
+        })
+        .collect();
+    assert!(outcomes.next().is_none(), "every outcome belongs to a command");
+    answers
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use citypay_ledger::{
     AccountFlags, Currency, Event, EventId, Leg, Limits, NewAccount, Status, Transfer,
 };
-use citypay_shard::{Command, Shard, ShardConfig, SubmitError, SystemClock};
+use citypay_shard::{Command, Guard, Shard, ShardConfig, SubmitError, SystemClock};
 use citypay_store::{Migration, OnConflict, ServiceRow, StoreError, Value, audit};
 use citypay_store_conformance::{CommitFault, FaultyStore};
 use citypay_store_sqlite::SqliteStore;
@@ -220,10 +220,79 @@ fn bad_input_gets_a_status_not_a_panic() {
         assert_eq!(handle.submit_blocking(command).unwrap().status, status);
     }
     let mut usd = transfer(804, 2, 3, 5);
-    if let Event::Transfer(t) = &mut usd.event {
+    if let Some(Event::Transfer(t)) = &mut usd.event {
         t.leg.currency = Currency::parse("USD").unwrap();
     }
     assert_eq!(handle.submit_blocking(usd).unwrap().status, Status::CurrencyMismatch);
     shard.shutdown();
+    audit_clean(&path);
+}
+
+fn note_row(id: i64, body: &str) -> ServiceRow {
+    ServiceRow {
+        table: "notes",
+        key: vec![("id", Value::Int(id))],
+        columns: vec![("body", Value::Text(body.into()))],
+        on_conflict: OnConflict::Update,
+    }
+}
+
+fn absent(id: i64) -> Guard {
+    Guard::Absent { table: "notes", key: vec![("id", Value::Int(id))] }
+}
+
+fn body_is(id: i64, body: &str) -> Guard {
+    Guard::Matches { table: "notes", key: vec![("id", Value::Int(id))], expect: vec![("body", Value::Text(body.into()))] }
+}
+
+#[test]
+fn guards_let_exactly_one_of_racing_commands_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    set_up(&shard);
+    let handle = shard.handle();
+    // Many clients race to create row 1 (one identity, one wallet): exactly one wins, and only
+    // the winner's transfer moves money.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let results = runtime.block_on(async {
+        let tasks: Vec<_> = (0..16u128)
+            .map(|i| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let mut command = transfer(2_000 + i, 2, 3, 10);
+                    command.guards.push(absent(1));
+                    command.rows.push(note_row(1, &format!("winner {i}")));
+                    handle.submit(command).await
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    });
+    let winners = results.iter().filter(|r| matches!(r, Ok(o) if o.status == Status::Ok)).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(SubmitError::GuardFailed { guard: 0 }))).count();
+    assert_eq!((winners, refused), (1, 15), "{results:?}");
+    assert_eq!(handle.account_blocking(3).unwrap().unwrap().balance.net_posted(), 10_010);
+    // Compare-and-swap: two updates that both expect the same old body; the second fails, in
+    // the same batch or a later one. A rows-only command needs no ledger event.
+    let winner = (0..16).find(|i| results[*i].is_ok()).unwrap();
+    let old = format!("winner {winner}");
+    let cas = |new: &str| Command { event: None, guards: vec![body_is(1, &old)], rows: vec![note_row(1, new)] };
+    let first = handle.submit_blocking(cas("second"));
+    assert_eq!(first.unwrap().status, Status::Ok);
+    assert_eq!(handle.submit_blocking(cas("third")), Err(SubmitError::GuardFailed { guard: 0 }));
+    // A guard on a row that does not exist fails; a failed guard applies nothing.
+    let mut missing = transfer(3_000, 2, 3, 10);
+    missing.guards.push(body_is(42, "anything"));
+    assert_eq!(handle.submit_blocking(missing), Err(SubmitError::GuardFailed { guard: 0 }));
+    assert_eq!(handle.account_blocking(3).unwrap().unwrap().balance.net_posted(), 10_010);
+    shard.shutdown();
+    let reader = citypay_store_sqlite::SqliteReader::open(&path).unwrap();
+    let rows = citypay_store::ServiceReader::query(&reader, "SELECT body FROM notes WHERE id = ?1", &[Value::Int(1)]).unwrap();
+    assert_eq!(rows, vec![vec![Value::Text("second".into())]]);
     audit_clean(&path);
 }
