@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use citypay_ledger::EventId;
 use citypay_ledger::StoredEvent;
-use citypay_store::{BatchWrite, LedgerStore, Snapshot, StoreError};
+use citypay_store::{BatchWrite, LedgerStore, Snapshot, StoreError, Value};
 use rustc_hash::FxHashMap;
 
 /// How the next commit fails.
@@ -40,6 +40,15 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
 
     fn lookup(&mut self, ids: &[EventId]) -> Result<FxHashMap<EventId, StoredEvent>, StoreError> {
         self.inner.lookup(ids)
+    }
+
+    fn read_row(
+        &mut self,
+        table: &str,
+        key: &[(&'static str, Value)],
+        columns: &[&'static str],
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        self.inner.read_row(table, key, columns)
     }
 
     fn commit(&mut self, batch: &BatchWrite<'_>) -> Result<(), StoreError> {

@@ -343,4 +343,9 @@ fn service_reader_sees_committed_rows(backend: &mut dyn Backend) {
     assert_eq!(rows, vec![vec![Value::Blob(citypay_store::id_to_bytes(10).to_vec())]]);
     // A bad query is an error, not a panic.
     assert!(reader.query("SELECT nothing FROM nowhere", &[]).is_err());
+    // The writer reads single rows for guards.
+    let row = d.store.read_row("conformance_notes", &[("id", Value::Int(3))], &["n", "body"]).unwrap();
+    assert_eq!(row, Some(vec![Value::Int(-7), Value::Text("\u{4e2d}\u{6587} it's".into())]));
+    assert_eq!(d.store.read_row("conformance_notes", &[("id", Value::Int(9))], &["n"]).unwrap(), None);
+    assert_eq!(d.store.read_row("conformance_notes", &[("id", Value::Int(1))], &[]).unwrap(), Some(vec![Value::Int(1)]));
 }

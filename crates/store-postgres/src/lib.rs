@@ -16,7 +16,7 @@ mod write;
 use citypay_ledger::{Account, EventId, StoredEvent};
 use citypay_store::{
     BatchWrite, JournalSource, LEDGER_MIGRATIONS, LedgerStore, Migration, Snapshot, StoreError,
-    StoredRow,
+    StoredRow, Value,
 };
 use postgres::{Client, NoTls};
 use rustc_hash::FxHashMap;
@@ -131,6 +131,17 @@ impl LedgerStore for PostgresStore {
             return Err(StoreError::Backend("this store was opened read-only".into()));
         };
         writer.commit(&mut self.client, batch)
+    }
+
+    fn read_row(
+        &mut self,
+        table: &str,
+        key: &[(&'static str, Value)],
+        columns: &[&'static str],
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        let sql = citypay_store::read_row_sql(table, key, columns);
+        let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
+        Ok(reader::run(&mut self.client, &sql, &values)?.into_iter().next())
     }
 }
 

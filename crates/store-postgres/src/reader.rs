@@ -102,10 +102,15 @@ fn value(row: &Row, i: usize) -> Result<Value, StoreError> {
 impl ServiceReader for PostgresReader {
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
         let mut client = self.take()?;
-        let (sql, bound) = typed_sql(sql, params);
-        let rows = client.query(sql.as_str(), &bound);
+        let rows = run(&mut client, sql, params);
         self.give_back(client);
-        let rows = rows.map_err(backend)?;
-        rows.iter().map(|row| (0..row.len()).map(|i| value(row, i)).collect()).collect()
+        rows
     }
+}
+
+/// Runs one query with `?N` placeholders on `client`.
+pub(crate) fn run(client: &mut Client, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+    let (sql, bound) = typed_sql(sql, params);
+    let rows = client.query(sql.as_str(), &bound).map_err(backend)?;
+    rows.iter().map(|row| (0..row.len()).map(|i| value(row, i)).collect()).collect()
 }

@@ -321,6 +321,17 @@ impl LedgerStore for SqliteStore {
         }
         tx.commit().map_err(backend)
     }
+
+    fn read_row(
+        &mut self,
+        table: &str,
+        key: &[(&'static str, Value)],
+        columns: &[&'static str],
+    ) -> Result<Option<Vec<Value>>, StoreError> {
+        let sql = citypay_store::read_row_sql(table, key, columns);
+        let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
+        Ok(reader::run(&self.conn, &sql, &values)?.into_iter().next())
+    }
 }
 
 fn insert_journal_row(stmt: &mut rusqlite::CachedStatement<'_>, row: &JournalRow, batch: i64) -> Result<(), StoreError> {

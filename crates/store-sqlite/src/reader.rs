@@ -79,7 +79,7 @@ impl ServiceReader for SqliteReader {
     }
 }
 
-fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
+pub(crate) fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(crate::backend)?;
     let columns = stmt.column_count();
     let bound: Vec<_> = params.iter().map(to_sql).collect();

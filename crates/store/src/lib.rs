@@ -102,6 +102,23 @@ pub trait LedgerStore: Send {
     /// state changes, each touched account once, rejections, service rows. On error nothing of
     /// the batch is stored (unless the error says the outcome is unknown).
     fn commit(&mut self, batch: &BatchWrite<'_>) -> Result<(), StoreError>;
+
+    /// The committed values of `columns` in the row of service table `table` whose key
+    /// columns equal `key`; `None` when there is no such row. The writer uses it to check a
+    /// command's guards. Table and column names are the services' constants.
+    fn read_row(
+        &mut self,
+        table: &str,
+        key: &[(&'static str, Value)],
+        columns: &[&'static str],
+    ) -> Result<Option<Vec<Value>>, StoreError>;
+}
+
+/// The `SELECT` of [`LedgerStore::read_row`] with `?N` placeholders for the key values.
+pub fn read_row_sql(table: &str, key: &[(&'static str, Value)], columns: &[&'static str]) -> String {
+    let conditions: Vec<String> = key.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 1)).collect();
+    let columns = if columns.is_empty() { "1".to_owned() } else { columns.join(", ") };
+    format!("SELECT {columns} FROM {table} WHERE {}", conditions.join(" AND "))
 }
 
 /// A journal row as stored, with the pending state that storage keeps on pending rows.

@@ -2,7 +2,7 @@
 //! that create their tables.
 
 /// A column value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Value {
     /// SQL NULL.
     Null,
