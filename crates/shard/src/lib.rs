@@ -71,11 +71,14 @@ pub struct Command {
     /// Rows committed in the same transaction, only when the guards hold and the event (if
     /// any) is `ok` and not a replay.
     pub rows: Vec<ServiceRow>,
+    /// Rows committed whenever the guards hold, whatever the event's status (an idempotency
+    /// record that names the event, so a retry can replay it and get its first answer).
+    pub always_rows: Vec<ServiceRow>,
 }
 
 impl From<Event> for Command {
     fn from(event: Event) -> Command {
-        Command { event: Some(event), guards: Vec::new(), rows: Vec::new() }
+        Command { event: Some(event), guards: Vec::new(), rows: Vec::new(), always_rows: Vec::new() }
     }
 }
 
@@ -358,13 +361,16 @@ impl Writer {
         };
         let effects = self.ledger.apply(&events, self.clock.now(), &stored);
         let answers = answers(&has_event, &verdicts, &effects.outcomes);
-        let rows: Vec<ServiceRow> = batch
-            .commands
-            .iter_mut()
-            .zip(&answers)
-            .filter(|(_, answer)| matches!(answer, Ok(o) if o.status == Status::Ok && !o.replay))
-            .flat_map(|(command, _)| command.rows.drain(..))
-            .collect();
+        let mut rows: Vec<ServiceRow> = Vec::new();
+        for (command, answer) in batch.commands.iter_mut().zip(&answers) {
+            let Ok(outcome) = answer else { continue };
+            if !outcome.replay {
+                rows.append(&mut command.always_rows);
+            }
+            if outcome.status == Status::Ok && !outcome.replay {
+                rows.append(&mut command.rows);
+            }
+        }
         let write = BatchWrite { batch: self.last_batch + 1, effects: &effects, rows: &rows };
         match self.store.commit(&write) {
             Ok(()) => {
@@ -407,7 +413,7 @@ impl Writer {
                 }
             }
             if verdict.is_none() && !command.guards.is_empty() {
-                for row in &command.rows {
+                for row in command.rows.iter().chain(&command.always_rows) {
                     let columns = written.entry((row.table, row.key.clone())).or_default();
                     for (name, value) in &row.columns {
                         columns.retain(|(n, _)| n != name);

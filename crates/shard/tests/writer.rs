@@ -281,7 +281,12 @@ fn guards_let_exactly_one_of_racing_commands_through() {
     // the same batch or a later one. A rows-only command needs no ledger event.
     let winner = (0..16).find(|i| results[*i].is_ok()).unwrap();
     let old = format!("winner {winner}");
-    let cas = |new: &str| Command { event: None, guards: vec![body_is(1, &old)], rows: vec![note_row(1, new)] };
+    let cas = |new: &str| Command {
+        event: None,
+        guards: vec![body_is(1, &old)],
+        rows: vec![note_row(1, new)],
+        always_rows: Vec::new(),
+    };
     let first = handle.submit_blocking(cas("second"));
     assert_eq!(first.unwrap().status, Status::Ok);
     assert_eq!(handle.submit_blocking(cas("third")), Err(SubmitError::GuardFailed { guard: 0 }));
@@ -290,9 +295,19 @@ fn guards_let_exactly_one_of_racing_commands_through() {
     missing.guards.push(body_is(42, "anything"));
     assert_eq!(handle.submit_blocking(missing), Err(SubmitError::GuardFailed { guard: 0 }));
     assert_eq!(handle.account_blocking(3).unwrap().unwrap().balance.net_posted(), 10_010);
+    // An idempotency record is written even when the event is refused, but only once.
+    let mut broke = transfer(3_001, 2, 3, 1_000_000);
+    broke.guards.push(absent(7));
+    broke.always_rows.push(note_row(7, "event 3001"));
+    broke.rows.push(note_row(8, "only on success"));
+    assert_eq!(handle.submit_blocking(broke.clone()).unwrap().status, Status::InsufficientFunds);
+    assert_eq!(handle.submit_blocking(broke), Err(SubmitError::GuardFailed { guard: 0 }));
     shard.shutdown();
     let reader = citypay_store_sqlite::SqliteReader::open(&path).unwrap();
-    let rows = citypay_store::ServiceReader::query(&reader, "SELECT body FROM notes WHERE id = ?1", &[Value::Int(1)]).unwrap();
-    assert_eq!(rows, vec![vec![Value::Text("second".into())]]);
+    let rows = citypay_store::ServiceReader::query(&reader, "SELECT id, body FROM notes WHERE id <> 1 OR body = ?1 ORDER BY id", &[Value::Text("second".into())]).unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![Value::Int(1), Value::Text("second".into())], vec![Value::Int(7), Value::Text("event 3001".into())]]
+    );
     audit_clean(&path);
 }
