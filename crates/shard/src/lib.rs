@@ -291,8 +291,33 @@ struct Batch {
     reads: Vec<(AccountId, oneshot::Sender<Option<Account>>)>,
 }
 
-/// A service row's key, for tracking what earlier commands of a batch wrote.
-type RowKey = (&'static str, Vec<(&'static str, Value)>);
+/// The rows written by earlier commands of a batch, findable by any column value, so a guard
+/// on a unique column (not only the key) sees them.
+#[derive(Default)]
+struct WrittenRows {
+    rows: Vec<(&'static str, Vec<(&'static str, Value)>)>,
+    by_value: FxHashMap<(&'static str, &'static str, Value), Vec<usize>>,
+}
+
+impl WrittenRows {
+    fn add(&mut self, row: &ServiceRow) {
+        let columns: Vec<(&'static str, Value)> = row.key.iter().chain(&row.columns).cloned().collect();
+        let index = self.rows.len();
+        for (name, value) in &columns {
+            self.by_value.entry((row.table, name, value.clone())).or_default().push(index);
+        }
+        self.rows.push((row.table, columns));
+    }
+
+    /// The columns of the latest written row of `table` whose columns include all of `key`.
+    fn latest(&self, table: &'static str, key: &[(&'static str, Value)]) -> Option<&[(&'static str, Value)]> {
+        let (first_name, first_value) = key.first()?;
+        let candidates = self.by_value.get(&(table, *first_name, first_value.clone()))?;
+        candidates.iter().rev().map(|i| &self.rows[*i].1).find(|columns| {
+            key.iter().all(|pair| columns.contains(pair))
+        }).map(Vec::as_slice)
+    }
+}
 
 impl Writer {
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
@@ -402,7 +427,7 @@ impl Writer {
     /// earlier commands in the batch count as written, even if their event later fails: a
     /// guard may fail needlessly (the caller retries), never pass wrongly.
     fn check_guards(&mut self, commands: &[Command]) -> Result<Vec<Option<usize>>, StoreError> {
-        let mut written: FxHashMap<RowKey, Vec<(&'static str, Value)>> = FxHashMap::default();
+        let mut written = WrittenRows::default();
         let mut verdicts = Vec::with_capacity(commands.len());
         for command in commands {
             let mut verdict = None;
@@ -414,11 +439,7 @@ impl Writer {
             }
             if verdict.is_none() && !command.guards.is_empty() {
                 for row in command.rows.iter().chain(&command.always_rows) {
-                    let columns = written.entry((row.table, row.key.clone())).or_default();
-                    for (name, value) in &row.columns {
-                        columns.retain(|(n, _)| n != name);
-                        columns.push((name, value.clone()));
-                    }
+                    written.add(row);
                 }
             }
             verdicts.push(verdict);
@@ -426,20 +447,16 @@ impl Writer {
         Ok(verdicts)
     }
 
-    fn guard_holds(
-        &mut self,
-        guard: &Guard,
-        written: &FxHashMap<RowKey, Vec<(&'static str, Value)>>,
-    ) -> Result<bool, StoreError> {
+    fn guard_holds(&mut self, guard: &Guard, written: &WrittenRows) -> Result<bool, StoreError> {
         match guard {
             Guard::Absent { table, key } => {
-                if written.contains_key(&(*table, key.clone())) {
+                if written.latest(table, key).is_some() {
                     return Ok(false);
                 }
                 Ok(self.store.read_row(table, key, &[])?.is_none())
             }
             Guard::Matches { table, key, expect } => {
-                let in_batch = written.get(&(*table, key.clone()));
+                let in_batch = written.latest(table, key);
                 let names: Vec<&'static str> = expect.iter().map(|(n, _)| *n).collect();
                 let mut stored: Option<Vec<Value>> = None;
                 for (i, (name, want)) in expect.iter().enumerate() {

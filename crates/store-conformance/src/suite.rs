@@ -256,7 +256,17 @@ fn service_rows_commit_with_their_batch(backend: &mut dyn Backend) {
     d.run(&[transfer(10, 1, 2, 5)], &[note(1, "second", OnConflict::Update), note(2, "x", OnConflict::Ignore)])
         .unwrap();
     d.run(&[transfer(11, 1, 2, 5)], &[note(2, "ignored", OnConflict::Ignore)]).unwrap();
+    // A partial update of an existing row, and of a missing one (which stays missing).
+    let partial = |id: i64| ServiceRow {
+        table: "conformance_notes",
+        key: vec![("id", Value::Int(id))],
+        columns: vec![("n", Value::Int(5))],
+        on_conflict: OnConflict::UpdateOnly,
+    };
+    d.run(&[transfer(12, 1, 2, 5)], &[partial(2), partial(77)]).unwrap();
     drop(d);
+    assert_eq!(backend.query_i64("SELECT n FROM conformance_notes WHERE id = 2"), 5);
+    assert_eq!(backend.query_i64("SELECT count(*) FROM conformance_notes WHERE id = 77"), 0);
     assert_eq!(backend.query_i64("SELECT count(*) FROM conformance_notes"), 2);
     assert_eq!(backend.query_i64("SELECT count(*) FROM conformance_notes WHERE body = 'second'"), 1);
     assert_eq!(backend.query_i64("SELECT count(*) FROM conformance_notes WHERE body = 'x'"), 1);

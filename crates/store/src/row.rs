@@ -23,6 +23,9 @@ pub enum OnConflict {
     Ignore,
     /// Overwrite the non-key columns.
     Update,
+    /// Only update an existing row (`UPDATE ... WHERE key`); a missing row stays missing.
+    /// For partial updates of rows a guard has shown to exist.
+    UpdateOnly,
 }
 
 /// One row of a service's own table (a trade's new state, an outbox event, a bill marked
@@ -48,6 +51,13 @@ impl ServiceRow {
         let names: Vec<&str> = self.key.iter().chain(&self.columns).map(|(n, _)| *n).collect();
         let marks: Vec<String> = (1..=names.len()).map(placeholder).collect();
         let keys: Vec<&str> = self.key.iter().map(|(n, _)| *n).collect();
+        if self.on_conflict == OnConflict::UpdateOnly {
+            let (key_marks, column_marks) = marks.split_at(keys.len());
+            let sets: Vec<String> =
+                self.columns.iter().zip(column_marks).map(|((n, _), m)| format!("{n} = {m}")).collect();
+            let wheres: Vec<String> = keys.iter().zip(key_marks).map(|(n, m)| format!("{n} = {m}")).collect();
+            return format!("UPDATE {} SET {} WHERE {}", self.table, sets.join(", "), wheres.join(" AND "));
+        }
         let mut sql = format!(
             "INSERT INTO {} ({}) VALUES ({})",
             self.table,
@@ -60,6 +70,7 @@ impl ServiceRow {
             OnConflict::Update if self.columns.is_empty() => {
                 sql += &format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", "));
             }
+            OnConflict::UpdateOnly => unreachable!("handled above"),
             OnConflict::Update => {
                 let sets: Vec<String> =
                     self.columns.iter().map(|(n, _)| format!("{n} = excluded.{n}")).collect();

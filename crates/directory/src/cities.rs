@@ -1,0 +1,68 @@
+//! Cities: where residents live and merchants trade, each its own unit of onboarding,
+//! measurement and, later, sharding.
+
+use citypay_shard::{Command, Guard};
+use citypay_store::{OnConflict, ServiceRow, Value};
+
+use crate::{Directory, DirectoryError, int, text};
+
+/// A city, by its GB/T 2260 administrative division code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct City {
+    /// GB/T 2260 code (Hangzhou 330100).
+    pub code: u32,
+    /// Name.
+    pub name: String,
+}
+
+/// The cities of the 2017 cashless-city campaigns.
+pub const PRESET_CITIES: &[(u32, &str)] =
+    &[(330100, "Hangzhou"), (420100, "Wuhan"), (350100, "Fuzhou"), (120000, "Tianjin")];
+
+impl Directory {
+    /// Onboards a city.
+    pub async fn onboard_city(&self, code: u32, name: &str) -> Result<City, DirectoryError> {
+        let name = name.trim();
+        if !(100000..=999999).contains(&code) {
+            return Err(DirectoryError::InvalidField { field: "code", message: "a six-digit GB/T 2260 code".into() });
+        }
+        if name.is_empty() || name.chars().count() > 64 {
+            return Err(DirectoryError::InvalidField { field: "name", message: "1 to 64 characters".into() });
+        }
+        let key = vec![("code", Value::Int(i64::from(code)))];
+        let now = i64::try_from(self.now().unix_seconds()).unwrap_or(0);
+        let command = Command {
+            event: None,
+            guards: vec![Guard::Absent { table: "cities", key: key.clone() }],
+            rows: vec![ServiceRow {
+                table: "cities",
+                key,
+                columns: vec![("name", Value::Text(name.to_owned())), ("created_at", Value::Int(now))],
+                on_conflict: OnConflict::Fail,
+            }],
+            always_rows: Vec::new(),
+        };
+        match self.submit(command).await? {
+            Ok(_) => Ok(City { code, name: name.to_owned() }),
+            Err(_) => Err(DirectoryError::CityExists(code)),
+        }
+    }
+
+    /// An onboarded city.
+    pub async fn city(&self, code: u32) -> Result<City, DirectoryError> {
+        let rows = self.query("SELECT code, name FROM cities WHERE code = ?1", vec![Value::Int(i64::from(code))]).await?;
+        let row = rows.first().ok_or(DirectoryError::UnknownCity(code))?;
+        Ok(City { code, name: text(&row[1])? })
+    }
+
+    /// Every onboarded city, by code.
+    pub async fn cities(&self) -> Result<Vec<City>, DirectoryError> {
+        let rows = self.query("SELECT code, name FROM cities ORDER BY code", Vec::new()).await?;
+        rows.iter()
+            .map(|row| {
+                let code = u32::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("city code".into()))?;
+                Ok(City { code, name: text(&row[1])? })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,81 @@
+//! What can go wrong in the directory, with a stable code for the API.
+
+/// A directory failure. `code()` is the machine-readable code the API returns.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The resident ID number is not valid (the message says exactly why).
+    #[error("invalid resident ID number: {0}")]
+    InvalidResidentId(String),
+    /// The Unified Social Credit Code is not valid.
+    #[error("invalid Unified Social Credit Code: {0}")]
+    InvalidUscc(String),
+    /// A field is missing or malformed.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// This real-name identity already has a wallet.
+    #[error("this identity is already registered")]
+    IdentityTaken,
+    /// This mobile number is already registered.
+    #[error("this mobile number is already registered")]
+    MobileTaken,
+    /// A merchant with this USCC is already onboarded.
+    #[error("a merchant with this Unified Social Credit Code is already onboarded")]
+    MerchantExists,
+    /// The username is taken.
+    #[error("this username is already taken")]
+    UsernameTaken,
+    /// The city is not onboarded.
+    #[error("city {0} is not onboarded")]
+    UnknownCity(u32),
+    /// The city is already onboarded.
+    #[error("city {0} is already onboarded")]
+    CityExists(u32),
+    /// Wrong credentials (never says which part was wrong).
+    #[error("wrong credentials")]
+    WrongCredentials,
+    /// The record does not exist (or the caller may not see it).
+    #[error("not found")]
+    NotFound,
+    /// The ledger refused the account (a bug in the caller, or a conflict of ids).
+    #[error("the ledger refused: {0}")]
+    Ledger(citypay_ledger::Status),
+    /// The writer is not available or the commit failed; retrying is safe.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be read.
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl DirectoryError {
+    /// The stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DirectoryError::InvalidResidentId(_) => "invalid_resident_id",
+            DirectoryError::InvalidUscc(_) => "invalid_uscc",
+            DirectoryError::InvalidField { .. } => "invalid_field",
+            DirectoryError::IdentityTaken => "identity_already_registered",
+            DirectoryError::MobileTaken => "mobile_already_registered",
+            DirectoryError::MerchantExists => "merchant_already_onboarded",
+            DirectoryError::UsernameTaken => "username_taken",
+            DirectoryError::UnknownCity(_) => "unknown_city",
+            DirectoryError::CityExists(_) => "city_already_onboarded",
+            DirectoryError::WrongCredentials => "wrong_credentials",
+            DirectoryError::NotFound => "not_found",
+            DirectoryError::Ledger(status) => status.name(),
+            DirectoryError::Unavailable(_) => "unavailable",
+            DirectoryError::Storage(_) => "storage_error",
+        }
+    }
+}
+
+impl From<citypay_store::StoreError> for DirectoryError {
+    fn from(error: citypay_store::StoreError) -> DirectoryError {
+        DirectoryError::Storage(error.to_string())
+    }
+}

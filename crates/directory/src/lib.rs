@@ -1,0 +1,152 @@
+//! Who is who in a city: cities, residents (their real names in the identity vault), merchants,
+//! operators, their ledger accounts, sign-in, and the bank behind top-ups and withdrawals.
+//!
+//! Every write goes through the shard writer as a [`Command`]: a ledger event (opening an
+//! account) with guards that keep identities unique, and the directory's own rows, so a
+//! resident and their wallet appear together or not at all. Reads go through a
+//! [`ServiceReader`].
+
+mod accounts;
+mod bank;
+mod cities;
+mod error;
+mod merchants;
+mod operators;
+mod passwords;
+mod residents;
+mod schema;
+mod tokens;
+
+use std::sync::Arc;
+
+use citypay_shard::{Clock, Command, ShardHandle, SubmitError};
+use citypay_store::{ServiceReader, Value};
+use citypay_vault::{IndexKeys, SealingKeys};
+
+pub use accounts::{AccountKind, BALANCE_PAYMENT, PlatformAccounts, SANDBOX_BANK, account_id, entity_of};
+pub use bank::{BankConnector, BankError, BankReceipt, SandboxBank};
+pub use cities::{City, PRESET_CITIES};
+pub use error::DirectoryError;
+pub use merchants::{Category, Merchant, MerchantCredentials, NewMerchant};
+pub use operators::{Operator, Role};
+pub use passwords::PasswordPolicy;
+pub use residents::{NewResident, Resident};
+pub use schema::MIGRATIONS;
+pub use tokens::{Principal, TokenKeys};
+
+/// The directory's keys: the vault's sealing and index keys and the token key.
+#[derive(Debug)]
+pub struct DirectoryKeys {
+    /// Seals personal data at rest.
+    pub sealing: SealingKeys,
+    /// Blind indexes to find records by ID number or mobile without decrypting.
+    pub index: IndexKeys,
+    /// Signs the residents' and operators' short-lived bearer tokens.
+    pub tokens: TokenKeys,
+}
+
+/// The directory service. Cheap to clone.
+#[derive(Clone)]
+pub struct Directory {
+    shard: ShardHandle,
+    reader: Arc<dyn ServiceReader>,
+    keys: Arc<DirectoryKeys>,
+    clock: Arc<dyn Clock + Sync>,
+    passwords: PasswordPolicy,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// A directory over a running shard (whose store was opened with [`MIGRATIONS`]) and a
+    /// reader of the same database.
+    pub fn new(
+        shard: ShardHandle,
+        reader: Arc<dyn ServiceReader>,
+        keys: DirectoryKeys,
+        clock: Arc<dyn Clock + Sync>,
+        passwords: PasswordPolicy,
+    ) -> Directory {
+        Directory { shard, reader, keys: Arc::new(keys), clock, passwords }
+    }
+
+    /// The shard this directory writes through.
+    pub fn shard(&self) -> &ShardHandle {
+        &self.shard
+    }
+
+    /// Runs a read query off the async threads.
+    pub(crate) async fn query(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, DirectoryError> {
+        let reader = self.reader.clone();
+        let rows = tokio::task::spawn_blocking(move || reader.query(sql, &params)).await;
+        Ok(rows.map_err(|e| DirectoryError::Storage(e.to_string()))??)
+    }
+
+    /// Submits a command; a guard failure is returned as the guard's index.
+    pub(crate) async fn submit(&self, command: Command) -> Result<Result<citypay_ledger::Outcome, usize>, DirectoryError> {
+        match self.shard.submit(command).await {
+            Ok(outcome) => Ok(Ok(outcome)),
+            Err(SubmitError::GuardFailed { guard }) => Ok(Err(guard)),
+            Err(other) => Err(DirectoryError::Unavailable(other.to_string())),
+        }
+    }
+
+    /// Opens the platform's own accounts (custody at the sandbox bank, fee revenue); opening
+    /// them again is a replay.
+    pub async fn open_platform_accounts(&self) -> Result<PlatformAccounts, DirectoryError> {
+        let accounts = PlatformAccounts::CNY;
+        for event in accounts.opening_events() {
+            let outcome = self.submit(event.into()).await?.map_err(|_| DirectoryError::Unavailable("guard".into()))?;
+            if outcome.status != citypay_ledger::Status::Ok {
+                return Err(DirectoryError::Ledger(outcome.status));
+            }
+        }
+        Ok(accounts)
+    }
+
+    pub(crate) fn now(&self) -> citypay_ledger::Timestamp {
+        self.clock.now()
+    }
+}
+
+/// A random id below 2^48 and above 0, for residents, merchants and operators.
+pub(crate) fn random_entity_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    (u64::from_le_bytes(bytes) & ((1 << 48) - 1)).max(1)
+}
+
+/// Random bytes from the OS.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes
+}
+
+/// Reads an integer column.
+pub(crate) fn int(value: &Value) -> Result<i64, DirectoryError> {
+    match value {
+        Value::Int(v) => Ok(*v),
+        other => Err(DirectoryError::Storage(format!("expected an integer, found {other:?}"))),
+    }
+}
+
+/// Reads a text column.
+pub(crate) fn text(value: &Value) -> Result<String, DirectoryError> {
+    match value {
+        Value::Text(v) => Ok(v.clone()),
+        other => Err(DirectoryError::Storage(format!("expected text, found {other:?}"))),
+    }
+}
+
+/// Reads a bytes column.
+pub(crate) fn blob(value: &Value) -> Result<Vec<u8>, DirectoryError> {
+    match value {
+        Value::Blob(v) => Ok(v.clone()),
+        other => Err(DirectoryError::Storage(format!("expected bytes, found {other:?}"))),
+    }
+}

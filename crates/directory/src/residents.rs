@@ -1,0 +1,244 @@
+//! Residents: real-name registration (one identity, one wallet), sign-in, and their records.
+//! The ID number, name and mobile number are sealed in the vault; they are found by blind
+//! index and shown masked.
+
+use citypay_identity::{AccountClass, CivilDate, ResidentId};
+use citypay_ledger::{AccountId, Status};
+use citypay_shard::{Command, Guard};
+use citypay_store::{OnConflict, ServiceRow, Value};
+use citypay_vault::BlindIndex;
+
+use crate::accounts::{AccountKind, account_id, wallet_account};
+use crate::tokens::Principal;
+use crate::{Directory, DirectoryError, blob, int, random_entity_id, text};
+
+/// What a resident registers with.
+#[derive(Clone)]
+pub struct NewResident {
+    /// Home city (GB/T 2260 code).
+    pub city: u32,
+    /// Legal name.
+    pub name: String,
+    /// Mobile number (11 digits, optionally +86).
+    pub mobile: String,
+    /// PRC resident ID number.
+    pub id_number: String,
+    /// Sign-in password.
+    pub password: String,
+    /// PBOC account class, from how the identity was verified.
+    pub class: AccountClass,
+}
+
+impl std::fmt::Debug for NewResident {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewResident").field("city", &self.city).field("class", &self.class).finish_non_exhaustive()
+    }
+}
+
+/// A registered resident, as anyone but the vault sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resident {
+    /// Resident id.
+    pub id: u64,
+    /// Home city.
+    pub city: u32,
+    /// Their wallet's ledger account.
+    pub wallet: AccountId,
+    /// The ID number, masked (`1101**********002X`).
+    pub id_masked: String,
+    /// Account class.
+    pub class: AccountClass,
+}
+
+const ID_KIND: &str = "resident_id";
+const MOBILE_KIND: &str = "mobile";
+/// Tries with a fresh random id when the drawn one is taken (vanishingly rare).
+const ID_ATTEMPTS_MAX: usize = 3;
+
+/// A blind index as stored: key id then digest, so digests under different keys never meet.
+fn index_bytes(index: &BlindIndex) -> Vec<u8> {
+    let mut bytes = index.key_id.0.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&index.digest);
+    bytes
+}
+
+/// Mobile numbers as stored: 11 digits starting with 1, without +86 or separators.
+fn normalize_mobile(mobile: &str) -> Result<String, DirectoryError> {
+    let digits: String = mobile.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    let digits = digits.strip_prefix("+86").unwrap_or(&digits).to_owned();
+    if digits.len() == 11 && digits.starts_with('1') && digits.chars().all(|c| c.is_ascii_digit()) {
+        Ok(digits)
+    } else {
+        Err(DirectoryError::InvalidField { field: "mobile", message: "11 digits starting with 1".into() })
+    }
+}
+
+fn check_name(name: &str) -> Result<String, DirectoryError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(DirectoryError::InvalidField { field: "name", message: "1 to 64 characters".into() });
+    }
+    Ok(name.to_owned())
+}
+
+impl Directory {
+    fn today(&self) -> CivilDate {
+        let date = self.now().local_date();
+        let year = u16::try_from(date.year).unwrap_or(u16::MAX);
+        CivilDate::new(year, date.month, date.day).unwrap_or_else(|| CivilDate::new(2000, 1, 1).expect("a date"))
+    }
+
+    /// Registers a resident under their real name and opens their wallet, atomically. One
+    /// identity (and one mobile number) has one wallet.
+    pub async fn register_resident(&self, new: &NewResident) -> Result<Resident, DirectoryError> {
+        self.city(new.city).await?;
+        let id_number = ResidentId::parse(new.id_number.trim(), self.today())
+            .map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
+        let name = check_name(&new.name)?;
+        let mobile = normalize_mobile(&new.mobile)?;
+        let password_hash = self.passwords.hash(&new.password)?;
+        for _ in 0..ID_ATTEMPTS_MAX {
+            let id = random_entity_id();
+            let command = self.registration(id, new, &id_number, &name, &mobile, &password_hash);
+            let identity_guards = self.keys.index.ids().len();
+            match self.submit(command).await? {
+                Ok(outcome) if outcome.status == Status::Ok => {
+                    return Ok(Resident {
+                        id,
+                        city: new.city,
+                        wallet: account_id(AccountKind::Wallet, id),
+                        id_masked: id_number.masked(),
+                        class: new.class,
+                    });
+                }
+                Ok(outcome) => return Err(DirectoryError::Ledger(outcome.status)),
+                Err(guard) if guard < identity_guards => return Err(DirectoryError::IdentityTaken),
+                Err(guard) if guard < 2 * identity_guards => return Err(DirectoryError::MobileTaken),
+                Err(_) => continue,
+            }
+        }
+        Err(DirectoryError::Unavailable("could not draw a free resident id".into()))
+    }
+
+    fn registration(
+        &self,
+        id: u64,
+        new: &NewResident,
+        id_number: &ResidentId,
+        name: &str,
+        mobile: &str,
+        password_hash: &str,
+    ) -> Command {
+        let index = &self.keys.index;
+        let mut guards: Vec<Guard> = Vec::new();
+        for (kind, column, value) in [(ID_KIND, "identity_index", id_number.normalized()), (MOBILE_KIND, "mobile_index", mobile)] {
+            for candidate in index.candidates(kind, value) {
+                guards.push(Guard::Absent { table: "residents", key: vec![(column, Value::Blob(index_bytes(&candidate)))] });
+            }
+        }
+        let key = vec![("id", Value::Int(i64::try_from(id).unwrap_or(i64::MAX)))];
+        guards.push(Guard::Absent { table: "residents", key: key.clone() });
+        let seal = |field: &str, plain: &str| {
+            let context = format!("resident:{id}:{field}");
+            Value::Blob(self.keys.sealing.seal(plain.as_bytes(), context.as_bytes()).to_bytes())
+        };
+        let wallet = account_id(AccountKind::Wallet, id);
+        let row = ServiceRow {
+            table: "residents",
+            key,
+            columns: vec![
+                ("city_code", Value::Int(i64::from(new.city))),
+                ("identity_index", Value::Blob(index_bytes(&index.index(ID_KIND, id_number.normalized())))),
+                ("mobile_index", Value::Blob(index_bytes(&index.index(MOBILE_KIND, mobile)))),
+                ("id_number_sealed", seal("id_number", id_number.normalized())),
+                ("name_sealed", seal("name", name)),
+                ("mobile_sealed", seal("mobile", mobile)),
+                ("id_masked", Value::Text(id_number.masked())),
+                ("account_class", Value::Text(new.class.code().to_owned())),
+                ("wallet_account", Value::Int(citypay_store::u64_to_column(wallet))),
+                ("password_hash", Value::Text(password_hash.to_owned())),
+                ("created_at", Value::Int(i64::try_from(self.now().unix_seconds()).unwrap_or(0))),
+            ],
+            on_conflict: OnConflict::Fail,
+        };
+        Command { event: Some(wallet_account(id, new.class)), guards, rows: vec![row], always_rows: Vec::new() }
+    }
+
+    /// Signs a resident in with mobile number and password: a bearer token valid `ttl_s`.
+    pub async fn sign_in_resident(&self, mobile: &str, password: &str, ttl_s: u64) -> Result<(Resident, String), DirectoryError> {
+        let mobile = normalize_mobile(mobile).map_err(|_| DirectoryError::WrongCredentials)?;
+        for candidate in self.keys.index.candidates(MOBILE_KIND, &mobile) {
+            let rows = self
+                .query(
+                    "SELECT id, city_code, wallet_account, id_masked, account_class, password_hash FROM residents WHERE mobile_index = ?1",
+                    vec![Value::Blob(index_bytes(&candidate))],
+                )
+                .await?;
+            let Some(row) = rows.first() else { continue };
+            if !self.passwords.verify(password, &text(&row[5])?) {
+                return Err(DirectoryError::WrongCredentials);
+            }
+            let resident = resident_from_row(row)?;
+            let principal = Principal::Resident { id: resident.id, city: resident.city };
+            let token = self.keys.tokens.issue(principal, self.now().unix_seconds() + ttl_s);
+            return Ok((resident, token));
+        }
+        Err(DirectoryError::WrongCredentials)
+    }
+
+    /// A resident's record (masked).
+    pub async fn resident(&self, id: u64) -> Result<Resident, DirectoryError> {
+        let rows = self
+            .query(
+                "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE id = ?1",
+                vec![Value::Int(i64::try_from(id).unwrap_or(-1))],
+            )
+            .await?;
+        resident_from_row(rows.first().ok_or(DirectoryError::NotFound)?)
+    }
+
+    /// The resident whose ID number is `id_number`, found by blind index (a biller addressing
+    /// a bill by ID number), if registered.
+    pub async fn resident_by_id_number(&self, id_number: &str) -> Result<Option<Resident>, DirectoryError> {
+        let id_number = ResidentId::parse(id_number.trim(), self.today())
+            .map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
+        for candidate in self.keys.index.candidates(ID_KIND, id_number.normalized()) {
+            let rows = self
+                .query(
+                    "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE identity_index = ?1",
+                    vec![Value::Blob(index_bytes(&candidate))],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                return resident_from_row(row).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The legal name of a resident, unsealed (for a receipt or a KYC officer; never log it).
+    pub async fn resident_name(&self, id: u64) -> Result<citypay_vault::Secret<String>, DirectoryError> {
+        let rows = self
+            .query("SELECT name_sealed FROM residents WHERE id = ?1", vec![Value::Int(i64::try_from(id).unwrap_or(-1))])
+            .await?;
+        let sealed = blob(&rows.first().ok_or(DirectoryError::NotFound)?[0])?;
+        let sealed = citypay_vault::Sealed::from_bytes(&sealed).map_err(|e| DirectoryError::Storage(e.to_string()))?;
+        let context = format!("resident:{id}:name");
+        let plain = self.keys.sealing.open(&sealed, context.as_bytes()).map_err(|e| DirectoryError::Storage(e.to_string()))?;
+        let name = String::from_utf8(plain.expose().clone()).map_err(|_| DirectoryError::Storage("name is not UTF-8".into()))?;
+        Ok(citypay_vault::Secret::new(name))
+    }
+}
+
+fn resident_from_row(row: &[Value]) -> Result<Resident, DirectoryError> {
+    let id = u64::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("resident id".into()))?;
+    let city = u32::try_from(int(&row[1])?).map_err(|_| DirectoryError::Storage("city code".into()))?;
+    let class = AccountClass::from_code(&text(&row[4])?).ok_or_else(|| DirectoryError::Storage("account class".into()))?;
+    Ok(Resident {
+        id,
+        city,
+        wallet: citypay_store::u64_from_column(int(&row[2])?),
+        id_masked: text(&row[3])?,
+        class,
+    })
+}

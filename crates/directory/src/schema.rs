@@ -1,0 +1,64 @@
+//! The directory's tables.
+
+use citypay_store::Migration;
+
+macro_rules! directory_v1 {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE cities (code BIGINT PRIMARY KEY, name TEXT NOT NULL, created_at BIGINT NOT NULL);
+            CREATE TABLE residents (
+                id BIGINT PRIMARY KEY,
+                city_code BIGINT NOT NULL,
+                identity_index ", $bytes, " NOT NULL UNIQUE,
+                mobile_index ", $bytes, " NOT NULL UNIQUE,
+                id_number_sealed ", $bytes, " NOT NULL,
+                name_sealed ", $bytes, " NOT NULL,
+                mobile_sealed ", $bytes, " NOT NULL,
+                id_masked TEXT NOT NULL,
+                account_class TEXT NOT NULL,
+                wallet_account BIGINT NOT NULL,
+                password_hash TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE merchants (
+                id BIGINT PRIMARY KEY,
+                city_code BIGINT NOT NULL,
+                name TEXT NOT NULL,
+                uscc TEXT NOT NULL UNIQUE,
+                mcc TEXT NOT NULL,
+                category TEXT NOT NULL,
+                settlement_account_sealed ", $bytes, " NOT NULL,
+                settlement_account_masked TEXT NOT NULL,
+                account BIGINT NOT NULL,
+                notify_url TEXT,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE api_keys (
+                key_id TEXT PRIMARY KEY,
+                merchant_id BIGINT NOT NULL,
+                secret_hash ", $bytes, " NOT NULL,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT
+            );
+            CREATE INDEX api_keys_merchant ON api_keys (merchant_id);
+            CREATE TABLE operators (
+                id BIGINT PRIMARY KEY,
+                username TEXT NOT NULL UNIQUE,
+                role TEXT NOT NULL,
+                city_code BIGINT,
+                password_hash TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE platform_accounts (name TEXT PRIMARY KEY, account BIGINT NOT NULL);"
+        )
+    };
+}
+
+/// The directory's migrations, for every backend.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "directory",
+    version: 1,
+    name: "cities, residents, merchants, api keys, operators, platform accounts",
+    sqlite: directory_v1!("BLOB"),
+    postgres: directory_v1!("BYTEA"),
+}];

@@ -1,0 +1,195 @@
+//! The directory end to end on the embedded store: cities, real-name residents, merchants with
+//! API keys, operators; identities stay unique under races and never reach the disk in clear.
+
+use std::sync::Arc;
+
+use citypay_directory::{
+    Category, Directory, DirectoryError, DirectoryKeys, NewMerchant, NewResident, PasswordPolicy, Principal, Role,
+    TokenKeys, account_id, AccountKind, MIGRATIONS,
+};
+use citypay_identity::AccountClass;
+use citypay_ledger::Window;
+use citypay_shard::{Shard, ShardConfig, SystemClock};
+use citypay_store_sqlite::{SqliteReader, SqliteStore};
+use citypay_vault::{IndexKeys, SealingKeys};
+
+const ID_NUMBER: &str = "11010519491231002X";
+const NAME: &str = "Zhang Sanfeng";
+
+struct World {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    shard: Shard,
+    directory: Directory,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.db");
+    let store = SqliteStore::open_writer(&path, MIGRATIONS).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let reader = Arc::new(SqliteReader::open(&path).unwrap());
+    let keys = DirectoryKeys {
+        sealing: SealingKeys::from_config(SealingKeys::generate_config().expose()).unwrap(),
+        index: IndexKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+        tokens: TokenKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+    };
+    let directory = Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), PasswordPolicy::FAST_INSECURE);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(directory.onboard_city(330100, "Hangzhou")).unwrap();
+    World { _dir: dir, path, shard, directory, runtime }
+}
+
+fn resident(id_number: &str, mobile: &str) -> NewResident {
+    NewResident {
+        city: 330100,
+        name: NAME.into(),
+        mobile: mobile.into(),
+        id_number: id_number.into(),
+        password: "correct horse".into(),
+        class: AccountClass::II,
+    }
+}
+
+#[test]
+fn cities_are_onboarded_once() {
+    let w = world();
+    let d = &w.directory;
+    w.runtime.block_on(async {
+        assert!(matches!(d.onboard_city(330100, "Hangzhou").await, Err(DirectoryError::CityExists(330100))));
+        d.onboard_city(120000, "Tianjin").await.unwrap();
+        let codes: Vec<u32> = d.cities().await.unwrap().iter().map(|c| c.code).collect();
+        assert_eq!(codes, vec![120000, 330100]);
+        assert!(matches!(d.city(420100).await, Err(DirectoryError::UnknownCity(420100))));
+        assert!(matches!(d.onboard_city(12, "x").await, Err(DirectoryError::InvalidField { .. })));
+    });
+}
+
+#[test]
+fn residents_register_once_under_their_real_name() {
+    let w = world();
+    let d = &w.directory;
+    w.runtime.block_on(async {
+        let r = d.register_resident(&resident(ID_NUMBER, "13800138000")).await.unwrap();
+        assert_eq!(r.id_masked, "1101**********002X");
+        assert_eq!(r.wallet, account_id(AccountKind::Wallet, r.id));
+        // The wallet exists in the ledger with the class II balance-payment cap.
+        let wallet = d.shard().account(r.wallet).await.unwrap().unwrap();
+        let cap = wallet.limits.window_caps[0].unwrap();
+        assert_eq!((cap.window, cap.amount_max), (Window::Year, 10_000_000));
+        // Same identity (lower-case x), another mobile: refused. Same mobile: refused.
+        let again = d.register_resident(&resident("11010519491231002x", "13900139000")).await;
+        assert!(matches!(again, Err(DirectoryError::IdentityTaken)), "{again:?}");
+        let same_mobile = d.register_resident(&resident("440524188001010014", "+86 138-0013-8000")).await;
+        assert!(matches!(same_mobile, Err(DirectoryError::MobileTaken)), "{same_mobile:?}");
+        // Bad input says why.
+        match d.register_resident(&resident("110105194912310021", "13700137000")).await {
+            Err(DirectoryError::InvalidResidentId(why)) => assert!(why.contains("check character"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(d.register_resident(&resident(ID_NUMBER, "2380013800")).await, Err(DirectoryError::InvalidField { field: "mobile", .. })));
+        let mut weak = resident("440524188001010014", "13700137000");
+        weak.password = "short".into();
+        assert!(matches!(d.register_resident(&weak).await, Err(DirectoryError::InvalidField { field: "password", .. })));
+        // Sign-in, tokens, lookups.
+        let (me, token) = d.sign_in_resident("13800138000", "correct horse", 600).await.unwrap();
+        assert_eq!(me, r);
+        assert_eq!(d.verify_token(&token), Some(Principal::Resident { id: r.id, city: 330100 }));
+        assert!(matches!(d.sign_in_resident("13800138000", "wrong horse!", 600).await, Err(DirectoryError::WrongCredentials)));
+        assert!(matches!(d.sign_in_resident("13100131000", "correct horse", 600).await, Err(DirectoryError::WrongCredentials)));
+        assert_eq!(d.resident_by_id_number(ID_NUMBER).await.unwrap(), Some(r.clone()));
+        assert_eq!(d.resident_by_id_number("440524188001010014").await.unwrap(), None);
+        assert_eq!(d.resident_name(r.id).await.unwrap().expose(), NAME);
+        assert_eq!(d.resident(r.id).await.unwrap(), r);
+    });
+    w.shard.shutdown();
+    // Neither the ID number, nor the name, nor the mobile number is on disk in clear.
+    let mut bytes = std::fs::read(&w.path).unwrap();
+    bytes.extend(std::fs::read(w.path.with_extension("db-wal")).unwrap_or_default());
+    let text = String::from_utf8_lossy(&bytes);
+    for secret in [ID_NUMBER, "11010519491231002", NAME, "13800138000"] {
+        assert!(!text.contains(secret), "{secret} is stored in clear");
+    }
+    let mut reader = SqliteStore::open_reader(&w.path).unwrap();
+    assert!(citypay_store::audit(&mut reader).unwrap().is_clean());
+}
+
+#[test]
+fn racing_registrations_of_one_identity_open_one_wallet() {
+    let w = world();
+    let results = w.runtime.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let d = w.directory.clone();
+                tokio::spawn(async move { d.register_resident(&resident(ID_NUMBER, &format!("1380013800{i}"))).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    });
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    let taken = results.iter().filter(|r| matches!(r, Err(DirectoryError::IdentityTaken))).count();
+    assert_eq!((winners, taken), (1, 7), "{results:?}");
+}
+
+fn shop() -> NewMerchant {
+    NewMerchant {
+        city: 330100,
+        name: "Xihu Grocer".into(),
+        uscc: "91350100M000100Y43".into(),
+        mcc: "5411".into(),
+        category: Category::Retail,
+        settlement_account: "6222020200112233446".into(),
+        notify_url: Some("http://127.0.0.1:9/notify".into()),
+    }
+}
+
+#[test]
+fn merchants_have_one_onboarding_and_rotatable_api_keys() {
+    let w = world();
+    let d = &w.directory;
+    w.runtime.block_on(async {
+        let (m, first) = d.onboard_merchant(&shop()).await.unwrap();
+        assert_eq!(m.settlement_account_masked, "***************3446");
+        assert_eq!(d.merchant(m.id).await.unwrap(), m);
+        assert!(d.shard().account(m.account).await.unwrap().is_some());
+        assert!(matches!(d.onboard_merchant(&shop()).await, Err(DirectoryError::MerchantExists)));
+        let mut bad = shop();
+        bad.uscc = "91350100M000100Y44".into();
+        assert!(matches!(d.onboard_merchant(&bad).await, Err(DirectoryError::InvalidUscc(_))));
+        assert_eq!(d.authenticate_api_key(&first.key_id, first.secret.expose()).await.unwrap(), m.id);
+        assert!(d.authenticate_api_key(&first.key_id, "sk_wrong").await.is_err());
+        assert!(d.authenticate_api_key("mk_unknown", first.secret.expose()).await.is_err());
+        let second = d.issue_api_key(m.id).await.unwrap();
+        assert_eq!(d.authenticate_api_key(&second.key_id, second.secret.expose()).await.unwrap(), m.id);
+        d.revoke_api_key(m.id, &first.key_id).await.unwrap();
+        assert!(d.authenticate_api_key(&first.key_id, first.secret.expose()).await.is_err());
+        assert!(d.authenticate_api_key(&second.key_id, second.secret.expose()).await.is_ok());
+        // Another merchant cannot revoke this merchant's key.
+        assert!(matches!(d.revoke_api_key(m.id + 1, &second.key_id).await, Err(DirectoryError::NotFound)));
+        assert!(format!("{second:?}").contains("***") && !format!("{second:?}").contains(second.secret.expose()));
+    });
+}
+
+#[test]
+fn operators_sign_in_with_their_role() {
+    let w = world();
+    let d = &w.directory;
+    w.runtime.block_on(async {
+        let root = d.create_operator("root", "platform secret", Role::PlatformOperator, None).await.unwrap();
+        assert!(matches!(d.create_operator("root", "another secret", Role::PlatformOperator, None).await, Err(DirectoryError::UsernameTaken)));
+        assert!(d.create_operator("hz", "city secret!", Role::CityOperator, None).await.is_err());
+        assert!(matches!(d.create_operator("wh", "city secret!", Role::CityOperator, Some(420100)).await, Err(DirectoryError::UnknownCity(_))));
+        let hz = d.create_operator("hz", "city secret!", Role::CityOperator, Some(330100)).await.unwrap();
+        let (_, token) = d.sign_in_operator("root", "platform secret", 60).await.unwrap();
+        assert_eq!(d.verify_token(&token), Some(Principal::Operator { id: root.id, role: Role::PlatformOperator, city: None }));
+        let (_, token) = d.sign_in_operator("hz", "city secret!", 60).await.unwrap();
+        assert_eq!(d.verify_token(&token), Some(Principal::Operator { id: hz.id, role: Role::CityOperator, city: Some(330100) }));
+        assert!(d.sign_in_operator("hz", "wrong", 60).await.is_err());
+        assert_eq!(d.open_platform_accounts().await.unwrap(), d.open_platform_accounts().await.unwrap());
+    });
+}
