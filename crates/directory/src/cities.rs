@@ -50,14 +50,14 @@ impl Directory {
 
     /// An onboarded city.
     pub async fn city(&self, code: u32) -> Result<City, DirectoryError> {
-        let rows = self.query("SELECT code, name FROM cities WHERE code = ?1", vec![Value::Int(i64::from(code))]).await?;
+        let rows = self.read("SELECT code, name FROM cities WHERE code = ?1", vec![Value::Int(i64::from(code))]).await?;
         let row = rows.first().ok_or(DirectoryError::UnknownCity(code))?;
         Ok(City { code, name: text(&row[1])? })
     }
 
     /// Every onboarded city, by code.
     pub async fn cities(&self) -> Result<Vec<City>, DirectoryError> {
-        let rows = self.query("SELECT code, name FROM cities ORDER BY code", Vec::new()).await?;
+        let rows = self.read("SELECT code, name FROM cities ORDER BY code", Vec::new()).await?;
         rows.iter()
             .map(|row| {
                 let code = u32::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("city code".into()))?;

@@ -79,8 +79,8 @@ impl Directory {
         &self.shard
     }
 
-    /// Runs a read query off the async threads.
-    pub(crate) async fn query(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, DirectoryError> {
+    /// Runs a read query (`?N` placeholders) off the async threads.
+    pub async fn read(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, DirectoryError> {
         let reader = self.reader.clone();
         let rows = tokio::task::spawn_blocking(move || reader.query(sql, &params)).await;
         Ok(rows.map_err(|e| DirectoryError::Storage(e.to_string()))??)
@@ -106,6 +106,32 @@ impl Directory {
             }
         }
         Ok(accounts)
+    }
+
+    /// Seals personal data for another service's table; `context` names the record and field.
+    pub fn seal(&self, plaintext: &[u8], context: &str) -> Vec<u8> {
+        self.keys.sealing.seal(plaintext, context.as_bytes()).to_bytes()
+    }
+
+    /// Unseals what [`Directory::seal`] sealed under the same context.
+    pub fn unseal(&self, sealed: &[u8], context: &str) -> Result<citypay_vault::Secret<Vec<u8>>, DirectoryError> {
+        let sealed = citypay_vault::Sealed::from_bytes(sealed).map_err(|e| DirectoryError::Storage(e.to_string()))?;
+        self.keys.sealing.open(&sealed, context.as_bytes()).map_err(|e| DirectoryError::Storage(e.to_string()))
+    }
+
+    /// The blind index of a normalised value under the active key, as stored (key id first).
+    pub fn blind_index(&self, kind: &str, normalized: &str) -> Vec<u8> {
+        residents::index_bytes(&self.keys.index.index(kind, normalized))
+    }
+
+    /// The blind index under every key, for lookups while keys rotate.
+    pub fn blind_index_candidates(&self, kind: &str, normalized: &str) -> Vec<Vec<u8>> {
+        self.keys.index.candidates(kind, normalized).iter().map(residents::index_bytes).collect()
+    }
+
+    /// The clock the directory reads.
+    pub fn clock(&self) -> &Arc<dyn Clock + Sync> {
+        &self.clock
     }
 
     pub(crate) fn now(&self) -> citypay_ledger::Timestamp {

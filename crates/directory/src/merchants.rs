@@ -264,7 +264,7 @@ impl Directory {
     /// matches (compared in constant time).
     pub async fn authenticate_api_key(&self, key_id: &str, secret: &str) -> Result<u64, DirectoryError> {
         let rows = self
-            .query(
+            .read(
                 "SELECT merchant_id, secret_hash FROM api_keys WHERE key_id = ?1 AND revoked_at IS NULL",
                 vec![Value::Text(key_id.to_owned())],
             )
@@ -280,7 +280,7 @@ impl Directory {
     /// A merchant's record.
     pub async fn merchant(&self, id: u64) -> Result<Merchant, DirectoryError> {
         let rows = self
-            .query(
+            .read(
                 "SELECT id, city_code, name, uscc, mcc, category, account, settlement_account_masked, notify_url FROM merchants WHERE id = ?1",
                 vec![Value::Int(i64::try_from(id).unwrap_or(-1))],
             )

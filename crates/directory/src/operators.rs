@@ -96,7 +96,7 @@ impl Directory {
     /// Signs an operator in: a bearer token valid for `ttl_s` seconds.
     pub async fn sign_in_operator(&self, username: &str, password: &str, ttl_s: u64) -> Result<(Operator, String), DirectoryError> {
         let rows = self
-            .query(
+            .read(
                 "SELECT id, role, city_code, password_hash FROM operators WHERE username = ?1",
                 vec![Value::Text(username.trim().to_owned())],
             )

@@ -56,7 +56,7 @@ const MOBILE_KIND: &str = "mobile";
 const ID_ATTEMPTS_MAX: usize = 3;
 
 /// A blind index as stored: key id then digest, so digests under different keys never meet.
-fn index_bytes(index: &BlindIndex) -> Vec<u8> {
+pub(crate) fn index_bytes(index: &BlindIndex) -> Vec<u8> {
     let mut bytes = index.key_id.0.to_be_bytes().to_vec();
     bytes.extend_from_slice(&index.digest);
     bytes
@@ -169,7 +169,7 @@ impl Directory {
         let mobile = normalize_mobile(mobile).map_err(|_| DirectoryError::WrongCredentials)?;
         for candidate in self.keys.index.candidates(MOBILE_KIND, &mobile) {
             let rows = self
-                .query(
+                .read(
                     "SELECT id, city_code, wallet_account, id_masked, account_class, password_hash FROM residents WHERE mobile_index = ?1",
                     vec![Value::Blob(index_bytes(&candidate))],
                 )
@@ -189,7 +189,7 @@ impl Directory {
     /// A resident's record (masked).
     pub async fn resident(&self, id: u64) -> Result<Resident, DirectoryError> {
         let rows = self
-            .query(
+            .read(
                 "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE id = ?1",
                 vec![Value::Int(i64::try_from(id).unwrap_or(-1))],
             )
@@ -204,7 +204,7 @@ impl Directory {
             .map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
         for candidate in self.keys.index.candidates(ID_KIND, id_number.normalized()) {
             let rows = self
-                .query(
+                .read(
                     "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE identity_index = ?1",
                     vec![Value::Blob(index_bytes(&candidate))],
                 )
@@ -219,7 +219,7 @@ impl Directory {
     /// The legal name of a resident, unsealed (for a receipt or a KYC officer; never log it).
     pub async fn resident_name(&self, id: u64) -> Result<citypay_vault::Secret<String>, DirectoryError> {
         let rows = self
-            .query("SELECT name_sealed FROM residents WHERE id = ?1", vec![Value::Int(i64::try_from(id).unwrap_or(-1))])
+            .read("SELECT name_sealed FROM residents WHERE id = ?1", vec![Value::Int(i64::try_from(id).unwrap_or(-1))])
             .await?;
         let sealed = blob(&rows.first().ok_or(DirectoryError::NotFound)?[0])?;
         let sealed = citypay_vault::Sealed::from_bytes(&sealed).map_err(|e| DirectoryError::Storage(e.to_string()))?;

@@ -1,0 +1,340 @@
+//! The resident's wallet: linked bank cards, top-ups and withdrawals through the bank
+//! connector, and the balance. Every movement is a balanced ledger transfer against the bank's
+//! custody account: a top-up debits custody and credits the wallet; a withdrawal holds the
+//! money (a pending transfer), asks the bank to pay out, then posts or voids the hold.
+//!
+//! Idempotency: a request is keyed by the caller's scope and `Idempotency-Key`. Its ledger ids
+//! and the bank reference derive from that key, so a retry never moves money twice, even when
+//! the first attempt died between the bank and the ledger; the same key with another body is
+//! refused as a conflict.
+
+use std::sync::Arc;
+
+use citypay_directory::{BankConnector, BankError, Directory, DirectoryError, Resident};
+use citypay_identity::{CardNumber, CardWarning};
+use citypay_ledger::{Account, Currency, Event, EventId, Leg, PostPending, Status, Transfer, VoidPending};
+use citypay_shard::{Command, SubmitError};
+use citypay_store::{Migration, OnConflict, ServiceRow, Value};
+use sha2::{Digest, Sha256};
+
+/// The wallet's tables.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "wallet",
+    version: 1,
+    name: "linked cards and request records",
+    sqlite: "CREATE TABLE cards (id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, card_index BLOB NOT NULL,
+        card_sealed BLOB NOT NULL, masked TEXT NOT NULL, brand TEXT NOT NULL, luhn_warning BIGINT NOT NULL,
+        created_at BIGINT NOT NULL, UNIQUE (resident_id, card_index));
+        CREATE TABLE wallet_requests (scope TEXT NOT NULL, idem_key TEXT NOT NULL, fingerprint BLOB NOT NULL,
+        kind TEXT NOT NULL, amount BIGINT NOT NULL, card_id BIGINT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, idem_key));",
+    postgres: "CREATE TABLE cards (id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, card_index BYTEA NOT NULL,
+        card_sealed BYTEA NOT NULL, masked TEXT NOT NULL, brand TEXT NOT NULL, luhn_warning BIGINT NOT NULL,
+        created_at BIGINT NOT NULL, UNIQUE (resident_id, card_index));
+        CREATE TABLE wallet_requests (scope TEXT NOT NULL, idem_key TEXT NOT NULL, fingerprint BYTEA NOT NULL,
+        kind TEXT NOT NULL, amount BIGINT NOT NULL, card_id BIGINT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, idem_key));",
+}];
+
+/// Ledger transfer codes of wallet movements.
+pub mod codes {
+    /// A top-up from a bank card.
+    pub const TOP_UP: u16 = 10;
+    /// A withdrawal to a bank card.
+    pub const WITHDRAWAL: u16 = 11;
+}
+
+/// Withdrawal holds never expire by themselves: the bank may have paid out, so only its answer
+/// (post) or refusal (void) closes a hold. A retry with the same key finishes an interrupted
+/// one; a sweeper that asks the bank about old open holds is still to be built.
+const WITHDRAWAL_HOLD_S: u32 = 0;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    /// From the directory (unknown resident, storage, ...).
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// The card number is not valid.
+    #[error("invalid card number: {0}")]
+    InvalidCard(String),
+    /// Not a card of this resident.
+    #[error("card not found")]
+    CardNotFound,
+    /// Zero, negative or too large.
+    #[error("invalid amount: {0}")]
+    InvalidAmount(String),
+    /// The bank refused.
+    #[error("the bank refused: {0}")]
+    Bank(#[from] BankError),
+    /// The ledger refused (insufficient funds, a cap, ...).
+    #[error("refused: {0}")]
+    Refused(Status),
+    /// The idempotency key was used before with another request.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
+    /// The writer is unavailable; retrying with the same key is safe.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl WalletError {
+    /// The stable snake_case code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WalletError::Directory(e) => e.code(),
+            WalletError::InvalidCard(_) => "invalid_card",
+            WalletError::CardNotFound => "card_not_found",
+            WalletError::InvalidAmount(_) => "invalid_amount",
+            WalletError::Bank(BankError::Declined) => "card_declined",
+            WalletError::Bank(BankError::OverLimit) => "bank_limit_exceeded",
+            WalletError::Bank(BankError::Unavailable) => "bank_unavailable",
+            WalletError::Refused(status) => status.name(),
+            WalletError::KeyReused => "idempotency_key_reused",
+            WalletError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A linked card, as the resident sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Card {
+    /// Card id.
+    pub id: u64,
+    /// `622202*********3446`.
+    pub masked: String,
+    /// Network.
+    pub brand: String,
+    /// A UnionPay number that fails Luhn was accepted with a warning.
+    pub luhn_warning: bool,
+}
+
+/// The answer to a top-up or withdrawal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Movement {
+    /// The amount moved, in fen.
+    pub amount: i64,
+    /// The wallet's balance afterwards.
+    pub balance: i64,
+    /// Whether this answer repeats an earlier request with the same key.
+    pub replay: bool,
+}
+
+/// The wallet service.
+#[derive(Clone)]
+pub struct Wallet {
+    directory: Directory,
+    bank: Arc<dyn BankConnector>,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet").finish_non_exhaustive()
+    }
+}
+
+/// An id derived from the request's scope, key and purpose: the same on every retry.
+fn derived_id(scope: &str, key: &str, purpose: &str) -> EventId {
+    let digest = Sha256::digest(format!("{scope}\u{0}{key}\u{0}{purpose}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    EventId::from_be_bytes(bytes).max(1)
+}
+
+fn check_amount(amount: i64) -> Result<(), WalletError> {
+    // 50,000 yuan per movement is far above any top-up a resident makes at once.
+    if amount <= 0 || amount > 5_000_000 {
+        return Err(WalletError::InvalidAmount("between 1 fen and 50,000 yuan".into()));
+    }
+    Ok(())
+}
+
+fn cny_leg(debit: u64, credit: u64, amount: i64, code: u16, user_data: u64) -> Leg {
+    Leg { debit, credit, amount, currency: Currency::CNY, code, class: 0, user_data }
+}
+
+impl Wallet {
+    /// The wallet service over the directory and a bank.
+    pub fn new(directory: Directory, bank: Arc<dyn BankConnector>) -> Wallet {
+        Wallet { directory, bank }
+    }
+
+    /// The wallet's ledger account.
+    pub async fn account(&self, resident: &Resident) -> Result<Account, WalletError> {
+        let account = self.directory.shard().account(resident.wallet).await;
+        account.map_err(|e| WalletError::Unavailable(e.to_string()))?.ok_or(WalletError::Directory(DirectoryError::NotFound))
+    }
+
+    /// Links a bank card to a resident (once per card).
+    pub async fn link_card(&self, resident: &Resident, pan: &str) -> Result<Card, WalletError> {
+        let parsed = CardNumber::parse(pan).map_err(|e| WalletError::InvalidCard(e.to_string()))?;
+        let card = &parsed.card;
+        let index = self.directory.blind_index("card", card.digits());
+        let existing = self.card_by_index(resident.id, &index).await?;
+        if let Some(existing) = existing {
+            return Ok(existing);
+        }
+        // The same card linked again gets the same id (48 bits, so it fits every column).
+        let id = u64::try_from(derived_id(&resident.id.to_string(), card.digits(), "card") >> 80).unwrap_or(1);
+        let warning = parsed.warnings.contains(&CardWarning::UnionPayLuhn);
+        let linked = Card { id, masked: card.masked(), brand: card.brand().to_string(), luhn_warning: warning };
+        let row = ServiceRow {
+            table: "cards",
+            key: vec![("id", Value::Int(i64::try_from(id).unwrap_or(i64::MAX)))],
+            columns: vec![
+                ("resident_id", Value::Int(i64::try_from(resident.id).unwrap_or(-1))),
+                ("card_index", Value::Blob(index)),
+                ("card_sealed", Value::Blob(self.directory.seal(card.digits().as_bytes(), &format!("card:{id}")))),
+                ("masked", Value::Text(linked.masked.clone())),
+                ("brand", Value::Text(linked.brand.clone())),
+                ("luhn_warning", Value::Int(i64::from(warning))),
+                ("created_at", Value::Int(0)),
+            ],
+            on_conflict: OnConflict::Ignore,
+        };
+        let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
+        self.directory.shard().submit(command).await.map_err(|e| WalletError::Unavailable(e.to_string()))?;
+        Ok(linked)
+    }
+
+    async fn card_by_index(&self, resident: u64, index: &[u8]) -> Result<Option<Card>, WalletError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT id, masked, brand, luhn_warning FROM cards WHERE resident_id = ?1 AND card_index = ?2",
+                vec![Value::Int(i64::try_from(resident).unwrap_or(-1)), Value::Blob(index.to_vec())],
+            )
+            .await?;
+        rows.first().map(|row| card_from_row(row)).transpose()
+    }
+
+    /// The resident's linked cards.
+    pub async fn cards(&self, resident: &Resident) -> Result<Vec<Card>, WalletError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT id, masked, brand, luhn_warning FROM cards WHERE resident_id = ?1 ORDER BY id",
+                vec![Value::Int(i64::try_from(resident.id).unwrap_or(-1))],
+            )
+            .await?;
+        rows.iter().map(|row| card_from_row(row)).collect()
+    }
+
+    /// The card's number, unsealed, if it is this resident's.
+    async fn card_number(&self, resident: &Resident, card_id: u64) -> Result<CardNumber, WalletError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT card_sealed FROM cards WHERE id = ?1 AND resident_id = ?2",
+                vec![Value::Int(i64::try_from(card_id).unwrap_or(-1)), Value::Int(i64::try_from(resident.id).unwrap_or(-1))],
+            )
+            .await?;
+        let Some(Value::Blob(sealed)) = rows.first().and_then(|row| row.first()) else {
+            return Err(WalletError::CardNotFound);
+        };
+        let digits = self.directory.unseal(sealed, &format!("card:{card_id}"))?;
+        let digits = String::from_utf8_lossy(digits.expose()).into_owned();
+        Ok(CardNumber::parse(&digits).map_err(|e| WalletError::InvalidCard(e.to_string()))?.card)
+    }
+
+    /// Records the request under its key, or says it was seen: `Ok(true)` for a retry of the
+    /// same request, `Err(KeyReused)` for another request under the same key.
+    async fn remember(&self, scope: &str, key: &str, kind: &str, amount: i64, card_id: u64) -> Result<(bool, ServiceRow), WalletError> {
+        let fingerprint = Sha256::digest(format!("{kind}\u{0}{amount}\u{0}{card_id}").as_bytes()).to_vec();
+        let rows = self
+            .directory
+            .read(
+                "SELECT fingerprint FROM wallet_requests WHERE scope = ?1 AND idem_key = ?2",
+                vec![Value::Text(scope.to_owned()), Value::Text(key.to_owned())],
+            )
+            .await?;
+        let seen = match rows.first().and_then(|row| row.first()) {
+            Some(Value::Blob(stored)) if *stored == fingerprint => true,
+            Some(_) => return Err(WalletError::KeyReused),
+            None => false,
+        };
+        let row = ServiceRow {
+            table: "wallet_requests",
+            key: vec![("scope", Value::Text(scope.to_owned())), ("idem_key", Value::Text(key.to_owned()))],
+            columns: vec![
+                ("fingerprint", Value::Blob(fingerprint)),
+                ("kind", Value::Text(kind.to_owned())),
+                ("amount", Value::Int(amount)),
+                ("card_id", Value::Int(i64::try_from(card_id).unwrap_or(-1))),
+                ("created_at", Value::Int(0)),
+            ],
+            on_conflict: OnConflict::Ignore,
+        };
+        Ok((seen, row))
+    }
+
+    async fn submit(&self, event: Event, always_rows: Vec<ServiceRow>) -> Result<citypay_ledger::Outcome, WalletError> {
+        let command = Command { event: Some(event), guards: Vec::new(), rows: Vec::new(), always_rows };
+        match self.directory.shard().submit(command).await {
+            Ok(outcome) => Ok(outcome),
+            Err(SubmitError::GuardFailed { .. }) => Err(WalletError::Unavailable("unexpected guard".into())),
+            Err(other) => Err(WalletError::Unavailable(other.to_string())),
+        }
+    }
+
+    /// Tops the wallet up from one of the resident's cards.
+    pub async fn top_up(&self, resident: &Resident, card_id: u64, amount: i64, idempotency_key: &str) -> Result<Movement, WalletError> {
+        check_amount(amount)?;
+        let scope = format!("resident:{}", resident.id);
+        let (seen, record) = self.remember(&scope, idempotency_key, "top_up", amount, card_id).await?;
+        let card = self.card_number(resident, card_id).await?;
+        let id = derived_id(&scope, idempotency_key, "top_up");
+        // The bank is idempotent by reference: a retry after a crash here is not a second debit.
+        self.bank.debit_card(&card, amount, &format!("{id:032x}"))?;
+        let custody = self.bank.custody_account();
+        let leg = cny_leg(custody, resident.wallet, amount, codes::TOP_UP, card_id);
+        let outcome = self.submit(Event::Transfer(Transfer { id, leg, pending_timeout_s: None }), vec![record]).await?;
+        if outcome.status != Status::Ok {
+            return Err(WalletError::Refused(outcome.status));
+        }
+        let balance = self.account(resident).await?.balance.net_posted();
+        Ok(Movement { amount, balance, replay: seen || outcome.replay })
+    }
+
+    /// Withdraws to one of the resident's cards: hold, pay out, then post (or void the hold
+    /// when the bank refuses).
+    pub async fn withdraw(&self, resident: &Resident, card_id: u64, amount: i64, idempotency_key: &str) -> Result<Movement, WalletError> {
+        check_amount(amount)?;
+        let scope = format!("resident:{}", resident.id);
+        let (seen, record) = self.remember(&scope, idempotency_key, "withdraw", amount, card_id).await?;
+        let card = self.card_number(resident, card_id).await?;
+        let hold_id = derived_id(&scope, idempotency_key, "withdraw");
+        let custody = self.bank.custody_account();
+        let leg = cny_leg(resident.wallet, custody, amount, codes::WITHDRAWAL, card_id);
+        let hold = Event::Transfer(Transfer { id: hold_id, leg, pending_timeout_s: Some(WITHDRAWAL_HOLD_S) });
+        let held = self.submit(hold, vec![record]).await?;
+        if held.status != Status::Ok {
+            return Err(WalletError::Refused(held.status));
+        }
+        let paid = self.bank.credit_account(card.digits(), amount, &format!("{hold_id:032x}"));
+        let close = match &paid {
+            Ok(_) => Event::PostPending(PostPending { id: derived_id(&scope, idempotency_key, "withdraw-post"), pending_id: hold_id, amount: None }),
+            Err(_) => Event::VoidPending(VoidPending { id: derived_id(&scope, idempotency_key, "withdraw-void"), pending_id: hold_id }),
+        };
+        let closed = self.submit(close, Vec::new()).await?;
+        paid?;
+        if closed.status != Status::Ok {
+            return Err(WalletError::Refused(closed.status));
+        }
+        let balance = self.account(resident).await?.balance.net_posted();
+        Ok(Movement { amount, balance, replay: seen || held.replay })
+    }
+}
+
+fn card_from_row(row: &[Value]) -> Result<Card, WalletError> {
+    let storage = |what: &str| WalletError::Directory(DirectoryError::Storage(what.into()));
+    match row {
+        [Value::Int(id), Value::Text(masked), Value::Text(brand), Value::Int(warning)] => Ok(Card {
+            id: u64::try_from(*id).map_err(|_| storage("card id"))?,
+            masked: masked.clone(),
+            brand: brand.clone(),
+            luhn_warning: *warning != 0,
+        }),
+        _ => Err(storage("card row")),
+    }
+}

@@ -1,0 +1,158 @@
+//! Top-ups and withdrawals through the sandbox bank, on the embedded store: every movement is
+//! balanced against custody, retries never move money twice, refusals move nothing.
+
+use std::sync::Arc;
+
+use citypay_directory::{
+    Directory, DirectoryKeys, NewResident, PasswordPolicy, PlatformAccounts, Resident, SandboxBank, TokenKeys,
+};
+use citypay_identity::AccountClass;
+use citypay_shard::{Shard, ShardConfig, SystemClock};
+use citypay_store::Migration;
+use citypay_store_sqlite::{SqliteReader, SqliteStore};
+use citypay_vault::{IndexKeys, SealingKeys};
+use citypay_wallet::{Wallet, WalletError};
+
+struct World {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    shard: Shard,
+    directory: Directory,
+    wallet: Wallet,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.db");
+    let migrations: Vec<Migration> = citypay_directory::MIGRATIONS.iter().chain(citypay_wallet::MIGRATIONS).copied().collect();
+    let store = SqliteStore::open_writer(&path, &migrations).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let keys = DirectoryKeys {
+        sealing: SealingKeys::from_config(SealingKeys::generate_config().expose()).unwrap(),
+        index: IndexKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+        tokens: TokenKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+    };
+    let reader = Arc::new(SqliteReader::open(&path).unwrap());
+    let directory = Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), PasswordPolicy::FAST_INSECURE);
+    let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        directory.onboard_city(330100, "Hangzhou").await.unwrap();
+        directory.open_platform_accounts().await.unwrap();
+    });
+    World { _dir: dir, path, shard, directory, wallet, runtime }
+}
+
+fn register(w: &World, id_number: &str, mobile: &str) -> Resident {
+    let new = NewResident {
+        city: 330100,
+        name: "Li Si".into(),
+        mobile: mobile.into(),
+        id_number: id_number.into(),
+        password: "correct horse".into(),
+        class: AccountClass::II,
+    };
+    w.runtime.block_on(w.directory.register_resident(&new)).unwrap()
+}
+
+/// Custody mirrors the wallets: the books balance and custody holds exactly the wallets' money.
+fn check_books(w: &World, wallets: &[&Resident]) {
+    w.runtime.block_on(async {
+        let custody = w.directory.shard().account(PlatformAccounts::CNY.sandbox_custody).await.unwrap().unwrap();
+        let mut held = 0;
+        for r in wallets {
+            held += w.wallet.account(r).await.unwrap().balance.net_posted();
+        }
+        assert_eq!(-custody.balance.net_posted(), held, "custody equals client money");
+    });
+}
+
+#[test]
+fn top_ups_and_withdrawals_move_money_once() {
+    let w = world();
+    let me = register(&w, "11010519491231002X", "13800138000");
+    let card = w.runtime.block_on(w.wallet.link_card(&me, "6222 0202 0011 2233 446")).unwrap();
+    assert_eq!(card.masked, "622202*********3446");
+    assert!(!card.luhn_warning);
+    // Linking the same card again gives the same card.
+    assert_eq!(w.runtime.block_on(w.wallet.link_card(&me, "6222020200112233446")).unwrap(), card);
+    w.runtime.block_on(async {
+        let first = w.wallet.top_up(&me, card.id, 10_000, "key-1").await.unwrap();
+        assert_eq!((first.balance, first.replay), (10_000, false));
+        // A retry with the same key answers the first result and moves nothing.
+        let again = w.wallet.top_up(&me, card.id, 10_000, "key-1").await.unwrap();
+        assert_eq!((again.balance, again.replay), (10_000, true));
+        // The same key with another amount is a conflict.
+        assert!(matches!(w.wallet.top_up(&me, card.id, 9_999, "key-1").await, Err(WalletError::KeyReused)));
+        let out = w.wallet.withdraw(&me, card.id, 2_500, "key-2").await.unwrap();
+        assert_eq!(out.balance, 7_500);
+        assert!(w.wallet.withdraw(&me, card.id, 2_500, "key-2").await.unwrap().replay);
+        assert_eq!(w.wallet.account(&me).await.unwrap().balance.net_posted(), 7_500);
+        // More than the balance is refused by the ledger, and nothing moves.
+        match w.wallet.withdraw(&me, card.id, 7_501, "key-3").await {
+            Err(WalletError::Refused(status)) => assert_eq!(status.name(), "insufficient_funds"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(w.wallet.account(&me).await.unwrap().balance.debits_pending, 0);
+        assert!(matches!(w.wallet.top_up(&me, card.id, 0, "key-4").await, Err(WalletError::InvalidAmount(_))));
+        assert!(matches!(w.wallet.top_up(&me, 12345, 100, "key-5").await, Err(WalletError::CardNotFound)));
+    });
+    check_books(&w, &[&me]);
+}
+
+#[test]
+fn bank_refusals_move_nothing() {
+    let w = world();
+    let me = register(&w, "11010519491231002X", "13800138000");
+    // The sandbox declines cards ending in 0002 and cannot pay accounts ending in 0009.
+    let declined = w.runtime.block_on(w.wallet.link_card(&me, "4000000000000002")).unwrap();
+    let unpayable = w.runtime.block_on(w.wallet.link_card(&me, "6200000000000009")).unwrap();
+    let good = w.runtime.block_on(w.wallet.link_card(&me, "4111111111111111")).unwrap();
+    w.runtime.block_on(async {
+        assert!(matches!(w.wallet.top_up(&me, declined.id, 1_000, "a").await, Err(WalletError::Bank(_))));
+        assert_eq!(w.wallet.account(&me).await.unwrap().balance.net_posted(), 0);
+        w.wallet.top_up(&me, good.id, 5_000, "b").await.unwrap();
+        // The payout fails, so the hold is voided and the money stays in the wallet.
+        assert!(matches!(w.wallet.withdraw(&me, unpayable.id, 1_000, "c").await, Err(WalletError::Bank(_))));
+        let account = w.wallet.account(&me).await.unwrap();
+        assert_eq!((account.balance.net_posted(), account.balance.debits_pending), (5_000, 0));
+        assert!(matches!(w.wallet.link_card(&me, "4111111111111112").await, Err(WalletError::InvalidCard(_))));
+        // A UnionPay number that fails Luhn links with a warning.
+        assert!(w.wallet.link_card(&me, "6222020200112233441").await.unwrap().luhn_warning);
+        assert_eq!(w.wallet.cards(&me).await.unwrap().len(), 4);
+    });
+    check_books(&w, &[&me]);
+    w.shard.shutdown();
+    let mut reader = SqliteStore::open_reader(&w.path).unwrap();
+    let report = citypay_store::audit(&mut reader).unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
+    // Card numbers are sealed, never stored in clear.
+    let bytes = std::fs::read(&w.path).unwrap();
+    let wal = std::fs::read(w.path.with_extension("db-wal")).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes) + String::from_utf8_lossy(&wal);
+    assert!(!text.contains("4111111111111111"));
+}
+
+#[test]
+fn racing_retries_of_one_top_up_credit_it_once() {
+    let w = world();
+    let me = register(&w, "11010519491231002X", "13800138000");
+    let card = w.runtime.block_on(w.wallet.link_card(&me, "4111111111111111")).unwrap();
+    let results = w.runtime.block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (wallet, me) = (w.wallet.clone(), me.clone());
+                tokio::spawn(async move { wallet.top_up(&me, card.id, 3_000, "same-key").await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap().unwrap());
+        }
+        results
+    });
+    assert_eq!(results.iter().filter(|m| !m.replay).count(), 1, "{results:?}");
+    assert_eq!(w.runtime.block_on(w.wallet.account(&me)).unwrap().balance.net_posted(), 3_000);
+    check_books(&w, &[&me]);
+}
