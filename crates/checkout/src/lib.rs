@@ -1,0 +1,735 @@
+//! Paying a shop. A trade is keyed by the merchant's own order number (`out_trade_no`) and
+//! follows the states merchants know from Alipay: `WAIT_BUYER_PAY`, `TRADE_SUCCESS`,
+//! `TRADE_CLOSED`, `TRADE_FINISHED`. A resident pays by scanning the merchant's EMVCo QR code
+//! or by showing a one-time payment code; merchants refund, close and cancel; cash sales are
+//! recorded too. Every change of a trade writes an event to the outbox in the same transaction.
+//!
+//! Exactly once: a trade's payment is a ledger entry whose id derives from the trade, so two
+//! payers racing for one trade cannot both pay (the second is a conflicting replay), and a
+//! payer's retry is a replay. Trade rows change only under a compare-and-swap guard on their
+//! version, checked by the single writer; refunds can never exceed what was paid.
+
+mod schema;
+mod trade;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use citypay_codes::mpm::{Charge, CitypayQr, Payload};
+use citypay_codes::payment_code::PaymentCode;
+use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Resident, Secret};
+use citypay_ledger::{Currency, Entry, Event, EventId, Leg, Status, Transfer};
+use citypay_shard::{Command, Guard, SubmitError};
+use citypay_store::{OnConflict, ServiceRow, Value};
+use sha2::{Digest, Sha256};
+
+pub use schema::MIGRATIONS;
+pub use trade::{Method, Trade, TradeStatus};
+
+/// Ledger transfer codes of checkout movements.
+pub mod codes {
+    /// A payment to a merchant.
+    pub const PAYMENT: u16 = 20;
+    /// A refund from a merchant.
+    pub const REFUND: u16 = 21;
+}
+
+/// Unpaid trades close themselves after this long unless the merchant says otherwise.
+pub const DEFAULT_TIMEOUT_S: u64 = 15 * 60;
+/// Failed payment codes a device may send before it is locked until re-enrolment.
+pub const DEVICE_FAILURES_MAX: i64 = 5;
+/// Failed payment codes one merchant may send per minute.
+pub const MERCHANT_FAILURES_PER_MINUTE_MAX: u32 = 20;
+/// Past time steps (30 s each) a payment code stays valid for, beside the current one.
+const CODE_WINDOW_STEPS: u32 = 2;
+/// Times a compare-and-swap on a trade is retried when another change won the race.
+const CAS_ATTEMPTS_MAX: usize = 8;
+
+/// What went wrong, with a stable code for the API.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// From the directory.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// A field is missing or malformed.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The QR payload is malformed (the message says exactly how).
+    #[error("invalid QR payload: {0}")]
+    InvalidQr(String),
+    /// A well-formed payload of another scheme (Pix, PromptPay, UnionPay, ...).
+    #[error("scheme not accepted: {0}")]
+    SchemeNotAccepted(String),
+    /// No such trade for this merchant.
+    #[error("trade not found")]
+    TradeNotFound,
+    /// The order number was used with a different trade.
+    #[error("out_trade_no was used for a different trade")]
+    OutTradeNoReused,
+    /// Someone else paid this trade.
+    #[error("the trade is already paid")]
+    AlreadyPaid,
+    /// The trade is closed (timed out, closed, cancelled or fully refunded).
+    #[error("the trade is closed")]
+    TradeClosed,
+    /// The trade is not paid, so it cannot be refunded.
+    #[error("the trade is not paid")]
+    NotPaid,
+    /// The refund would exceed what was paid.
+    #[error("refunds would exceed the amount paid")]
+    RefundExceedsPaid,
+    /// The refund request number was used with a different amount.
+    #[error("out_request_no was used for a different refund")]
+    RefundRequestReused,
+    /// The payment code is malformed, unknown or wrong.
+    #[error("invalid payment code: {0}")]
+    InvalidCode(String),
+    /// The payment code was used already.
+    #[error("this payment code was used already")]
+    CodeUsed,
+    /// The device sent too many wrong codes; it must enrol again.
+    #[error("this payment device is locked after too many wrong codes")]
+    DeviceLocked,
+    /// The merchant sent too many wrong codes recently.
+    #[error("too many wrong payment codes; try again in a minute")]
+    TooManyAttempts,
+    /// The ledger refused (insufficient funds, a cap, ...).
+    #[error("refused: {0}")]
+    Refused(Status),
+    /// Unavailable; retrying with the same keys is safe.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl CheckoutError {
+    /// The stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CheckoutError::Directory(e) => e.code(),
+            CheckoutError::InvalidField { .. } => "invalid_field",
+            CheckoutError::InvalidQr(_) => "invalid_qr",
+            CheckoutError::SchemeNotAccepted(_) => "scheme_not_accepted",
+            CheckoutError::TradeNotFound => "trade_not_found",
+            CheckoutError::OutTradeNoReused => "out_trade_no_reused",
+            CheckoutError::AlreadyPaid => "trade_already_paid",
+            CheckoutError::TradeClosed => "trade_closed",
+            CheckoutError::NotPaid => "trade_not_paid",
+            CheckoutError::RefundExceedsPaid => "refund_exceeds_paid",
+            CheckoutError::RefundRequestReused => "out_request_no_reused",
+            CheckoutError::InvalidCode(_) => "invalid_payment_code",
+            CheckoutError::CodeUsed => "payment_code_used",
+            CheckoutError::DeviceLocked => "payment_device_locked",
+            CheckoutError::TooManyAttempts => "too_many_attempts",
+            CheckoutError::Refused(status) => status.name(),
+            CheckoutError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A trade as the merchant asks for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTrade {
+    /// The merchant's order number: 1 to 64 letters, digits or underscores, unique per merchant.
+    pub out_trade_no: String,
+    /// Amount in fen.
+    pub amount: i64,
+    /// What is sold (1 to 256 characters).
+    pub subject: String,
+    /// Seconds until an unpaid trade closes itself (default 15 minutes).
+    pub timeout_s: Option<u64>,
+}
+
+/// The checkout service.
+#[derive(Clone)]
+pub struct Checkout {
+    directory: Directory,
+    /// Wrong codes per merchant in the current minute (per server; a shared limiter would be
+    /// needed with several API servers).
+    failures: Arc<Mutex<HashMap<u64, (u64, u32)>>>,
+}
+
+impl std::fmt::Debug for Checkout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkout").finish_non_exhaustive()
+    }
+}
+
+fn derived_id(parts: &[&str]) -> EventId {
+    let digest = Sha256::digest(parts.join("\u{0}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    EventId::from_be_bytes(bytes).max(1)
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    u64::from_le_bytes(bytes)
+}
+
+fn int(v: i64) -> Value {
+    Value::Int(v)
+}
+
+fn uint(v: u64) -> Value {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn check_new_trade(new: &NewTrade) -> Result<(), CheckoutError> {
+    let no = &new.out_trade_no;
+    if no.is_empty() || no.len() > 64 || !no.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(CheckoutError::InvalidField { field: "out_trade_no", message: "1 to 64 letters, digits or _".into() });
+    }
+    // Alipay's range: 0.01 to 100,000,000 yuan.
+    if new.amount <= 0 || new.amount > 10_000_000_000 {
+        return Err(CheckoutError::InvalidField { field: "amount", message: "between 1 fen and 100,000,000 yuan".into() });
+    }
+    let subject_chars = new.subject.chars().count();
+    if subject_chars == 0 || subject_chars > 256 || new.subject.chars().any(char::is_control) {
+        return Err(CheckoutError::InvalidField { field: "subject", message: "1 to 256 characters".into() });
+    }
+    if new.timeout_s.is_some_and(|t| t == 0 || t > 2 * 3600) {
+        return Err(CheckoutError::InvalidField { field: "timeout_s", message: "1 second to 2 hours".into() });
+    }
+    Ok(())
+}
+
+impl Checkout {
+    /// The checkout service over the directory.
+    pub fn new(directory: Directory) -> Checkout {
+        Checkout { directory, failures: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    fn now_s(&self) -> u64 {
+        self.directory.clock().now().unix_seconds()
+    }
+
+    async fn submit(&self, command: Command) -> Result<Result<citypay_ledger::Outcome, usize>, CheckoutError> {
+        match self.directory.shard().submit(command).await {
+            Ok(outcome) => Ok(Ok(outcome)),
+            Err(SubmitError::GuardFailed { guard }) => Ok(Err(guard)),
+            Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
+        }
+    }
+
+    /// Creates a trade waiting for payment and the dynamic QR payload to show for it.
+    /// Idempotent by `out_trade_no`: the same trade again returns it.
+    pub async fn create_trade(&self, merchant_id: u64, new: &NewTrade) -> Result<(Trade, String), CheckoutError> {
+        check_new_trade(new)?;
+        let merchant = self.directory.merchant(merchant_id).await?;
+        let now = self.now_s();
+        let trade = Trade::new(random_u64() >> 1, &merchant, new, Method::Qr, now);
+        let command = Command {
+            event: None,
+            guards: vec![trade.absent_guard()],
+            rows: vec![trade.row(OnConflict::Fail), self.outbox_row(&trade, now)],
+            always_rows: Vec::new(),
+        };
+        let trade = match self.submit(command).await? {
+            Ok(_) => trade,
+            Err(_) => self.existing_same(merchant_id, new).await?,
+        };
+        let payload = self.qr(merchant_id, Self::dynamic_charge(&trade)).await?;
+        Ok((trade, payload))
+    }
+
+    /// The EMVCo payload of a merchant's QR: dynamic for one trade (its amount, and its trade
+    /// number as the reference label), static for the counter sticker.
+    async fn qr(&self, merchant_id: u64, charge: Charge) -> Result<String, CheckoutError> {
+        let merchant = self.directory.merchant(merchant_id).await?;
+        let city = self.directory.city(merchant.city).await?;
+        // EMVCo limits: name 25 characters, city 15.
+        let qr = CitypayQr {
+            merchant_id: merchant.id.to_string(),
+            mcc: merchant.mcc.clone(),
+            currency: "156".into(),
+            country: "CN".into(),
+            name: merchant.name.chars().take(25).collect(),
+            city: city.name.chars().take(15).collect(),
+            postal_code: None,
+            language: None,
+            charge,
+        };
+        qr.encode().map_err(|e| CheckoutError::InvalidField { field: "qr", message: e.to_string() })
+    }
+
+    fn dynamic_charge(trade: &Trade) -> Charge {
+        Charge::Dynamic { amount_minor: u64::try_from(trade.amount).unwrap_or(0), order_number: trade.id.to_string() }
+    }
+
+    /// The merchant's static counter QR (no amount: the payer types it).
+    pub async fn static_qr(&self, merchant_id: u64) -> Result<String, CheckoutError> {
+        self.qr(merchant_id, Charge::Static).await
+    }
+
+    /// The trade `out_trade_no` of this merchant, if it has the same terms as `new`.
+    async fn existing_same(&self, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
+        let trade = self.trade(merchant_id, &new.out_trade_no).await?;
+        if trade.amount != new.amount || trade.subject != new.subject {
+            return Err(CheckoutError::OutTradeNoReused);
+        }
+        Ok(trade)
+    }
+
+    /// A merchant's trade by its order number (another merchant's trades are not found).
+    pub async fn trade(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
+        let rows = self
+            .directory
+            .read(trade::SELECT_BY_MERCHANT, vec![uint(merchant_id), Value::Text(out_trade_no.to_owned())])
+            .await?;
+        let trade = rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)?;
+        self.expired_closed(trade).await
+    }
+
+    async fn trade_by_id(&self, id: u64) -> Result<Trade, CheckoutError> {
+        let rows = self.directory.read(trade::SELECT_BY_ID, vec![uint(id)]).await?;
+        rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)
+    }
+
+    /// An unpaid trade past its time closes itself when it is next seen.
+    async fn expired_closed(&self, trade: Trade) -> Result<Trade, CheckoutError> {
+        if trade.status == TradeStatus::WaitBuyerPay && trade.expires_at <= self.now_s() {
+            return self.close_trade(&trade).await;
+        }
+        Ok(trade)
+    }
+
+    fn outbox_row(&self, trade: &Trade, now: u64) -> ServiceRow {
+        let event_id = (u128::from(self.directory.clock().now().0) << 64) | u128::from(random_u64());
+        let body = serde_json::json!({
+            "event_id": format!("{event_id:032x}"),
+            "type": "trade.status_changed",
+            "trade": {
+                "trade_no": trade.id.to_string(),
+                "out_trade_no": trade.out_trade_no,
+                "status": trade.status.code(),
+                "amount": trade.amount,
+                "refunded": trade.refunded,
+                "currency": "CNY",
+            },
+            "created_at": now,
+        });
+        ServiceRow {
+            table: "outbox",
+            key: vec![("id", Value::Blob(event_id.to_be_bytes().to_vec()))],
+            columns: vec![
+                ("merchant_id", uint(trade.merchant_id)),
+                ("trade_id", uint(trade.id)),
+                ("kind", Value::Text("trade.status_changed".into())),
+                ("body", Value::Text(body.to_string())),
+                ("created_at", uint(now)),
+                ("attempts", int(0)),
+                ("next_attempt_at", uint(now)),
+                ("delivered_at", Value::Null),
+            ],
+            on_conflict: OnConflict::Fail,
+        }
+    }
+
+    fn payment_event(&self, trade: &Trade, wallet: u64, merchant_account: u64) -> Event {
+        // An entry, so the settlement issue's fee leg joins the same all-or-nothing movement.
+        let leg = Leg {
+            debit: wallet,
+            credit: merchant_account,
+            amount: trade.amount,
+            currency: Currency::CNY,
+            code: codes::PAYMENT,
+            class: BALANCE_PAYMENT,
+            user_data: trade.id,
+        };
+        Event::Entry(Entry { id: derived_id(&["trade", &trade.id.to_string(), "pay"]), legs: vec![leg] })
+    }
+
+    /// Pays the trade a scanned QR payload names, from the resident's wallet. A static QR needs
+    /// the amount the resident typed.
+    pub async fn pay_qr(&self, payer: &Resident, payload: &str, typed_amount: Option<i64>) -> Result<Trade, CheckoutError> {
+        let payload = Payload::decode(payload).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+        let Some(merchant) = payload.citypay_merchant() else {
+            let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
+            return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
+        };
+        let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
+        let reference = payload.additional_data().and_then(|a| a.reference_label.clone());
+        match (reference, typed_amount) {
+            (Some(reference), _) => {
+                let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
+                let trade = self.trade_by_id(id).await?;
+                let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
+                if trade.merchant_id != merchant_id || qr_amount != Some(trade.amount) {
+                    return Err(CheckoutError::InvalidQr("the payload does not match its order".into()));
+                }
+                self.pay_waiting(payer, self.expired_closed(trade).await?).await
+            }
+            (None, Some(amount)) => {
+                let new = NewTrade {
+                    out_trade_no: format!("S{:x}", random_u64()),
+                    amount,
+                    subject: "counter payment".into(),
+                    timeout_s: None,
+                };
+                check_new_trade(&new)?;
+                let (trade, _) = self.create_trade(merchant_id, &new).await?;
+                self.pay_waiting(payer, trade).await
+            }
+            (None, None) => Err(CheckoutError::InvalidField { field: "amount", message: "a static QR needs the amount".into() }),
+        }
+    }
+
+    async fn pay_waiting(&self, payer: &Resident, trade: Trade) -> Result<Trade, CheckoutError> {
+        match trade.status {
+            TradeStatus::WaitBuyerPay => {}
+            TradeStatus::TradeSuccess | TradeStatus::TradeFinished if trade.payer_resident == Some(payer.id) => return Ok(trade),
+            TradeStatus::TradeSuccess | TradeStatus::TradeFinished => return Err(CheckoutError::AlreadyPaid),
+            TradeStatus::TradeClosed => return Err(CheckoutError::TradeClosed),
+        }
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let now = self.now_s();
+        let paid = trade.paid(payer.id, now);
+        let command = Command {
+            event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
+            guards: vec![trade.version_guard()],
+            rows: vec![paid.row(OnConflict::UpdateOnly), self.outbox_row(&paid, now)],
+            always_rows: Vec::new(),
+        };
+        match self.submit(command).await? {
+            Ok(outcome) if outcome.status == Status::Ok => Ok(paid),
+            Ok(outcome) if outcome.status == Status::ConflictingReplay => Err(CheckoutError::AlreadyPaid),
+            Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            // The trade changed meanwhile: paid (by this payer, or another), or closed.
+            Err(_) => {
+                let now_trade = self.trade_by_id(trade.id).await?;
+                if now_trade.status == TradeStatus::WaitBuyerPay {
+                    return Err(CheckoutError::Unavailable("the trade changed; retry".into()));
+                }
+                Box::pin(self.pay_waiting(payer, now_trade)).await
+            }
+        }
+    }
+
+    /// Enrols a payment device for a resident: its slot and the secret it derives codes from
+    /// (shown once; stored sealed).
+    pub async fn enroll_device(&self, resident: &Resident) -> Result<(u32, Secret<Vec<u8>>), CheckoutError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS random source works");
+        for _ in 0..3 {
+            let slot = u32::try_from(random_u64() % u64::from(citypay_codes::payment_code::DEVICE_LIMIT)).unwrap_or(1).max(1);
+            let row = ServiceRow {
+                table: "payment_devices",
+                key: vec![("id", Value::Int(i64::from(slot)))],
+                columns: vec![
+                    ("resident_id", uint(resident.id)),
+                    ("secret_sealed", Value::Blob(self.directory.seal(&secret, &format!("device:{slot}")))),
+                    ("last_step", int(0)),
+                    ("failures", int(0)),
+                    ("created_at", uint(self.now_s())),
+                ],
+                on_conflict: OnConflict::Fail,
+            };
+            let command = Command {
+                event: None,
+                guards: vec![Guard::Absent { table: "payment_devices", key: row.key.clone() }],
+                rows: vec![row],
+                always_rows: Vec::new(),
+            };
+            if self.submit(command).await?.is_ok() {
+                return Ok((slot, Secret::new(secret.to_vec())));
+            }
+        }
+        Err(CheckoutError::Unavailable("no free device slot drawn; retry".into()))
+    }
+
+    fn note_failure(&self, merchant_id: u64) -> Result<(), CheckoutError> {
+        let minute = self.now_s() / 60;
+        let mut failures = self.failures.lock().map_err(|_| CheckoutError::Unavailable("limiter".into()))?;
+        let entry = failures.entry(merchant_id).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    fn too_many_failures(&self, merchant_id: u64) -> bool {
+        let minute = self.now_s() / 60;
+        let failures = self.failures.lock();
+        failures.is_ok_and(|f| f.get(&merchant_id).is_some_and(|(m, n)| *m == minute && *n >= MERCHANT_FAILURES_PER_MINUTE_MAX))
+    }
+
+    /// The merchant scans a resident's payment code at the till and charges `new.amount`.
+    /// Idempotent by `out_trade_no`; a code works once.
+    pub async fn pay_with_code(&self, merchant_id: u64, new: &NewTrade, code: &str) -> Result<Trade, CheckoutError> {
+        check_new_trade(new)?;
+        if let Ok(existing) = self.trade(merchant_id, &new.out_trade_no).await {
+            return match existing.status {
+                _ if existing.amount != new.amount => Err(CheckoutError::OutTradeNoReused),
+                TradeStatus::TradeSuccess | TradeStatus::TradeFinished => Ok(existing),
+                TradeStatus::TradeClosed => Err(CheckoutError::TradeClosed),
+                TradeStatus::WaitBuyerPay => Err(CheckoutError::OutTradeNoReused),
+            };
+        }
+        if self.too_many_failures(merchant_id) {
+            return Err(CheckoutError::TooManyAttempts);
+        }
+        let parsed = PaymentCode::parse(code.trim()).map_err(|e| CheckoutError::InvalidCode(e.to_string()))?;
+        let device = self.device(parsed.device).await?;
+        let Some(device) = device else {
+            self.note_failure(merchant_id)?;
+            return Err(CheckoutError::InvalidCode("unknown device".into()));
+        };
+        if device.failures >= DEVICE_FAILURES_MAX {
+            return Err(CheckoutError::DeviceLocked);
+        }
+        let secret = self.directory.unseal(&device.secret_sealed, &format!("device:{}", parsed.device))?;
+        let Some(step) = PaymentCode::verify(&parsed, secret.expose(), self.now_s(), CODE_WINDOW_STEPS) else {
+            self.note_failure(merchant_id)?;
+            self.count_device_failure(parsed.device, device.failures).await?;
+            return Err(CheckoutError::InvalidCode("wrong or expired code".into()));
+        };
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if step <= device.last_step {
+            return Err(CheckoutError::CodeUsed);
+        }
+        let payer = self.directory.resident(device.resident_id).await?;
+        let merchant = self.directory.merchant(merchant_id).await?;
+        let now = self.now_s();
+        let trade = Trade::new(random_u64() >> 1, &merchant, new, Method::PaymentCode, now).paid(payer.id, now);
+        let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
+        let command = Command {
+            event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
+            guards: vec![
+                trade.absent_guard(),
+                Guard::Matches { table: "payment_devices", key: device_key.clone(), expect: vec![("last_step", int(device.last_step))] },
+            ],
+            rows: vec![trade.row(OnConflict::Fail), self.outbox_row(&trade, now)],
+            // The code is spent even when the wallet cannot pay: it never works twice.
+            always_rows: vec![ServiceRow {
+                table: "payment_devices",
+                key: device_key,
+                columns: vec![("last_step", int(step)), ("failures", int(0))],
+                on_conflict: OnConflict::UpdateOnly,
+            }],
+        };
+        match self.submit(command).await? {
+            Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
+            Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            Err(0) => self.trade(merchant_id, &new.out_trade_no).await,
+            Err(_) => Err(CheckoutError::CodeUsed),
+        }
+    }
+
+    async fn count_device_failure(&self, device: u32, failures: i64) -> Result<(), CheckoutError> {
+        let key = vec![("id", Value::Int(i64::from(device)))];
+        let command = Command {
+            event: None,
+            guards: vec![Guard::Matches { table: "payment_devices", key: key.clone(), expect: vec![("failures", int(failures))] }],
+            rows: vec![ServiceRow {
+                table: "payment_devices",
+                key,
+                columns: vec![("failures", int(failures + 1))],
+                on_conflict: OnConflict::UpdateOnly,
+            }],
+            always_rows: Vec::new(),
+        };
+        // Losing the race means another failure was counted: enough.
+        self.submit(command).await?.ok();
+        Ok(())
+    }
+
+    async fn device(&self, slot: u32) -> Result<Option<Device>, CheckoutError> {
+        let rows = self
+            .directory
+            .read("SELECT resident_id, secret_sealed, last_step, failures FROM payment_devices WHERE id = ?1", vec![Value::Int(i64::from(slot))])
+            .await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        match row.as_slice() {
+            [Value::Int(resident), Value::Blob(sealed), Value::Int(last_step), Value::Int(failures)] => Ok(Some(Device {
+                resident_id: u64::try_from(*resident).map_err(|_| DirectoryError::Storage("resident id".into()))?,
+                secret_sealed: sealed.clone(),
+                last_step: *last_step,
+                failures: *failures,
+            })),
+            _ => Err(DirectoryError::Storage("payment device row".into()).into()),
+        }
+    }
+
+    /// Refunds part or all of a paid trade. Keyed by `out_request_no` (unique per trade): the
+    /// same request again answers the first result; refunds never exceed what was paid.
+    pub async fn refund(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str, amount: i64) -> Result<Trade, CheckoutError> {
+        let no = out_request_no;
+        if no.is_empty() || no.len() > 64 || !no.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(CheckoutError::InvalidField { field: "out_request_no", message: "1 to 64 letters, digits or _".into() });
+        }
+        if amount <= 0 {
+            return Err(CheckoutError::InvalidField { field: "amount", message: "greater than zero".into() });
+        }
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let trade = self.trade(merchant_id, out_trade_no).await?;
+            if let Some(previous) = self.refund_amount(trade.id, no).await? {
+                return if previous == amount { Ok(trade) } else { Err(CheckoutError::RefundRequestReused) };
+            }
+            if !matches!(trade.status, TradeStatus::TradeSuccess) {
+                return Err(if trade.status == TradeStatus::WaitBuyerPay { CheckoutError::NotPaid } else { CheckoutError::TradeClosed });
+            }
+            if trade.refunded + amount > trade.amount {
+                return Err(CheckoutError::RefundExceedsPaid);
+            }
+            match self.try_refund(&trade, no, amount).await? {
+                Some(result) => return result,
+                None => continue,
+            }
+        }
+        Err(CheckoutError::Unavailable("the trade kept changing; retry".into()))
+    }
+
+    async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64) -> Result<Option<Result<Trade, CheckoutError>>, CheckoutError> {
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
+        let wallet = self.directory.resident(payer).await?.wallet;
+        let now = self.now_s();
+        let after = trade.refunded_by(amount);
+        let leg = Leg {
+            debit: merchant.account,
+            credit: wallet,
+            amount,
+            currency: Currency::CNY,
+            code: codes::REFUND,
+            class: 0,
+            user_data: trade.id,
+        };
+        let id = derived_id(&["trade", &trade.id.to_string(), "refund", out_request_no]);
+        let refund_key = vec![("trade_id", uint(trade.id)), ("out_request_no", Value::Text(out_request_no.to_owned()))];
+        let command = Command {
+            event: Some(Event::Transfer(Transfer { id, leg, pending_timeout_s: None })),
+            guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_key.clone() }],
+            rows: vec![
+                after.row(OnConflict::UpdateOnly),
+                ServiceRow {
+                    table: "refunds",
+                    key: refund_key,
+                    columns: vec![("amount", int(amount)), ("created_at", uint(now))],
+                    on_conflict: OnConflict::Fail,
+                },
+                self.outbox_row(&after, now),
+            ],
+            always_rows: Vec::new(),
+        };
+        Ok(match self.submit(command).await? {
+            Ok(outcome) if outcome.status == Status::Ok => Some(Ok(after)),
+            Ok(outcome) => Some(Err(CheckoutError::Refused(outcome.status))),
+            Err(_) => None,
+        })
+    }
+
+    async fn refund_amount(&self, trade_id: u64, out_request_no: &str) -> Result<Option<i64>, CheckoutError> {
+        let rows = self
+            .directory
+            .read("SELECT amount FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2", vec![uint(trade_id), Value::Text(out_request_no.to_owned())])
+            .await?;
+        Ok(rows.first().and_then(|row| match row.first() {
+            Some(Value::Int(a)) => Some(*a),
+            _ => None,
+        }))
+    }
+
+    /// Closes an unpaid trade.
+    pub async fn close(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
+        let trade = self.trade(merchant_id, out_trade_no).await?;
+        match trade.status {
+            TradeStatus::WaitBuyerPay => self.close_trade(&trade).await,
+            TradeStatus::TradeClosed => Ok(trade),
+            _ => Err(CheckoutError::AlreadyPaid),
+        }
+    }
+
+    async fn close_trade(&self, trade: &Trade) -> Result<Trade, CheckoutError> {
+        let closed = trade.closed();
+        let now = self.now_s();
+        let command = Command {
+            event: None,
+            guards: vec![trade.version_guard()],
+            rows: vec![closed.row(OnConflict::UpdateOnly), self.outbox_row(&closed, now)],
+            always_rows: Vec::new(),
+        };
+        match self.submit(command).await? {
+            Ok(_) => Ok(closed),
+            // Paid or closed meanwhile: report what it is now.
+            Err(_) => self.trade_by_id(trade.id).await,
+        }
+    }
+
+    /// Cancels a trade: closes it if unpaid, refunds what remains if paid.
+    pub async fn cancel(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
+        let trade = self.trade(merchant_id, out_trade_no).await?;
+        match trade.status {
+            TradeStatus::WaitBuyerPay => self.close(merchant_id, out_trade_no).await,
+            TradeStatus::TradeSuccess => {
+                let remaining = trade.amount - trade.refunded;
+                self.refund(merchant_id, out_trade_no, "cancel", remaining).await
+            }
+            TradeStatus::TradeClosed | TradeStatus::TradeFinished => Ok(trade),
+        }
+    }
+
+    /// Records a sale paid in cash at the counter: counted for the city, no wallet moves.
+    pub async fn record_cash_sale(&self, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
+        check_new_trade(new)?;
+        let merchant = self.directory.merchant(merchant_id).await?;
+        let now = self.now_s();
+        let trade = Trade::new(random_u64() >> 1, &merchant, new, Method::Cash, now).paid_in_cash(now);
+        let command = Command {
+            event: None,
+            guards: vec![trade.absent_guard()],
+            rows: vec![trade.row(OnConflict::Fail), self.outbox_row(&trade, now)],
+            always_rows: Vec::new(),
+        };
+        match self.submit(command).await? {
+            Ok(_) => Ok(trade),
+            Err(_) => self.existing_same(merchant_id, new).await,
+        }
+    }
+
+    /// Closes unpaid trades whose time is up (a sweeper calls it); returns how many.
+    pub async fn close_expired(&self, limit: usize) -> Result<usize, CheckoutError> {
+        let rows = self
+            .directory
+            .read(trade::SELECT_EXPIRED, vec![uint(self.now_s()), uint(u64::try_from(limit).unwrap_or(100))])
+            .await?;
+        let mut closed = 0;
+        for row in &rows {
+            let trade = Trade::from_row(row)?;
+            if self.close_trade(&trade).await?.status == TradeStatus::TradeClosed {
+                closed += 1;
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Undelivered outbox events of a merchant, oldest first: (event id, body).
+    pub async fn pending_events(&self, merchant_id: u64, limit: u64) -> Result<Vec<(Vec<u8>, String)>, CheckoutError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT id, body FROM outbox WHERE merchant_id = ?1 AND delivered_at IS NULL ORDER BY id LIMIT ?2",
+                vec![uint(merchant_id), uint(limit)],
+            )
+            .await?;
+        rows.into_iter()
+            .map(|row| match row.as_slice() {
+                [Value::Blob(id), Value::Text(body)] => Ok((id.clone(), body.clone())),
+                _ => Err(DirectoryError::Storage("outbox row".into()).into()),
+            })
+            .collect()
+    }
+}
+
+struct Device {
+    resident_id: u64,
+    secret_sealed: Vec<u8>,
+    last_step: i64,
+    failures: i64,
+}

@@ -1,0 +1,62 @@
+//! The checkout's tables.
+
+use citypay_store::Migration;
+
+macro_rules! checkout_v1 {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE trades (
+                id BIGINT PRIMARY KEY,
+                merchant_id BIGINT NOT NULL,
+                city_code BIGINT NOT NULL,
+                out_trade_no TEXT NOT NULL,
+                amount BIGINT NOT NULL,
+                subject TEXT NOT NULL,
+                status TEXT NOT NULL,
+                method TEXT NOT NULL,
+                payer_resident BIGINT,
+                refunded BIGINT NOT NULL,
+                version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                paid_at BIGINT,
+                UNIQUE (merchant_id, out_trade_no)
+            );
+            CREATE TABLE refunds (
+                trade_id BIGINT NOT NULL,
+                out_request_no TEXT NOT NULL,
+                amount BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (trade_id, out_request_no)
+            );
+            CREATE TABLE payment_devices (
+                id BIGINT PRIMARY KEY,
+                resident_id BIGINT NOT NULL,
+                secret_sealed ", $bytes, " NOT NULL,
+                last_step BIGINT NOT NULL,
+                failures BIGINT NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE outbox (
+                id ", $bytes, " PRIMARY KEY,
+                merchant_id BIGINT NOT NULL,
+                trade_id BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                body TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                attempts BIGINT NOT NULL,
+                next_attempt_at BIGINT NOT NULL,
+                delivered_at BIGINT
+            );"
+        )
+    };
+}
+
+/// The checkout's migrations, for every backend.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "checkout",
+    version: 1,
+    name: "trades, refunds, payment devices, outbox",
+    sqlite: checkout_v1!("BLOB"),
+    postgres: checkout_v1!("BYTEA"),
+}];

@@ -1,0 +1,238 @@
+//! A trade and its row.
+
+use citypay_directory::{DirectoryError, Merchant};
+use citypay_shard::Guard;
+use citypay_store::{OnConflict, ServiceRow, Value};
+
+use crate::{CheckoutError, DEFAULT_TIMEOUT_S, NewTrade};
+
+/// Where a trade stands (Alipay's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TradeStatus {
+    /// Created, waiting for the buyer.
+    WaitBuyerPay,
+    /// Paid, still refundable (also after partial refunds).
+    TradeSuccess,
+    /// Closed unpaid (timeout, close, cancel) or fully refunded.
+    TradeClosed,
+    /// Paid and no longer refundable.
+    TradeFinished,
+}
+
+impl TradeStatus {
+    /// The wire name.
+    pub const fn code(self) -> &'static str {
+        match self {
+            TradeStatus::WaitBuyerPay => "WAIT_BUYER_PAY",
+            TradeStatus::TradeSuccess => "TRADE_SUCCESS",
+            TradeStatus::TradeClosed => "TRADE_CLOSED",
+            TradeStatus::TradeFinished => "TRADE_FINISHED",
+        }
+    }
+
+    /// Inverse of [`TradeStatus::code`].
+    pub fn from_code(code: &str) -> Option<TradeStatus> {
+        [TradeStatus::WaitBuyerPay, TradeStatus::TradeSuccess, TradeStatus::TradeClosed, TradeStatus::TradeFinished]
+            .into_iter()
+            .find(|s| s.code() == code)
+    }
+}
+
+/// How a trade is paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    /// The resident scanned the merchant's QR code.
+    Qr,
+    /// The merchant scanned the resident's payment code.
+    PaymentCode,
+    /// Cash at the counter; no wallet moves.
+    Cash,
+}
+
+impl Method {
+    /// Stable code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Method::Qr => "qr",
+            Method::PaymentCode => "payment_code",
+            Method::Cash => "cash",
+        }
+    }
+
+    /// Inverse of [`Method::code`].
+    pub fn from_code(code: &str) -> Option<Method> {
+        [Method::Qr, Method::PaymentCode, Method::Cash].into_iter().find(|m| m.code() == code)
+    }
+}
+
+/// A trade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trade {
+    /// citypay's trade number.
+    pub id: u64,
+    /// The merchant.
+    pub merchant_id: u64,
+    /// Where it happened.
+    pub city: u32,
+    /// The merchant's order number.
+    pub out_trade_no: String,
+    /// Amount in fen.
+    pub amount: i64,
+    /// What was sold.
+    pub subject: String,
+    /// Where it stands.
+    pub status: TradeStatus,
+    /// How it is paid.
+    pub method: Method,
+    /// Who paid (not for cash).
+    pub payer_resident: Option<u64>,
+    /// Refunded so far, in fen.
+    pub refunded: i64,
+    /// Bumped by every change: the compare-and-swap guard.
+    pub version: i64,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// When an unpaid trade closes itself (unix seconds).
+    pub expires_at: u64,
+    /// When it was paid (unix seconds).
+    pub paid_at: Option<u64>,
+}
+
+/// `SELECT` every column of `trades`, then `$tail`.
+macro_rules! select_trades {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, merchant_id, city_code, out_trade_no, amount, subject, status, method, ",
+            "payer_resident, refunded, version, created_at, expires_at, paid_at FROM trades ",
+            $tail
+        )
+    };
+}
+
+pub(crate) const SELECT_BY_MERCHANT: &str = select_trades!("WHERE merchant_id = ?1 AND out_trade_no = ?2");
+pub(crate) const SELECT_BY_ID: &str = select_trades!("WHERE id = ?1");
+pub(crate) const SELECT_EXPIRED: &str =
+    select_trades!("WHERE status = 'WAIT_BUYER_PAY' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2");
+
+fn uint(v: u64) -> Value {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn opt(v: Option<u64>) -> Value {
+    v.map_or(Value::Null, uint)
+}
+
+impl Trade {
+    pub(crate) fn new(id: u64, merchant: &Merchant, new: &NewTrade, method: Method, now: u64) -> Trade {
+        Trade {
+            id: id.max(1),
+            merchant_id: merchant.id,
+            city: merchant.city,
+            out_trade_no: new.out_trade_no.clone(),
+            amount: new.amount,
+            subject: new.subject.clone(),
+            status: TradeStatus::WaitBuyerPay,
+            method,
+            payer_resident: None,
+            refunded: 0,
+            version: 1,
+            created_at: now,
+            expires_at: now + new.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
+            paid_at: None,
+        }
+    }
+
+    pub(crate) fn paid(&self, payer: u64, now: u64) -> Trade {
+        Trade {
+            status: TradeStatus::TradeSuccess,
+            payer_resident: Some(payer),
+            paid_at: Some(now),
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn paid_in_cash(&self, now: u64) -> Trade {
+        Trade { status: TradeStatus::TradeSuccess, paid_at: Some(now), ..self.clone() }
+    }
+
+    pub(crate) fn refunded_by(&self, amount: i64) -> Trade {
+        let refunded = self.refunded + amount;
+        let status = if refunded == self.amount { TradeStatus::TradeClosed } else { self.status };
+        Trade { refunded, status, version: self.version + 1, ..self.clone() }
+    }
+
+    pub(crate) fn closed(&self) -> Trade {
+        Trade { status: TradeStatus::TradeClosed, version: self.version + 1, ..self.clone() }
+    }
+
+    /// No trade of this merchant has this order number yet.
+    pub(crate) fn absent_guard(&self) -> Guard {
+        Guard::Absent {
+            table: "trades",
+            key: vec![("merchant_id", uint(self.merchant_id)), ("out_trade_no", Value::Text(self.out_trade_no.clone()))],
+        }
+    }
+
+    /// The trade has not changed since it was read.
+    pub(crate) fn version_guard(&self) -> Guard {
+        Guard::Matches { table: "trades", key: vec![("id", uint(self.id))], expect: vec![("version", Value::Int(self.version))] }
+    }
+
+    pub(crate) fn row(&self, on_conflict: OnConflict) -> ServiceRow {
+        ServiceRow {
+            table: "trades",
+            key: vec![("id", uint(self.id))],
+            columns: vec![
+                ("merchant_id", uint(self.merchant_id)),
+                ("city_code", Value::Int(i64::from(self.city))),
+                ("out_trade_no", Value::Text(self.out_trade_no.clone())),
+                ("amount", Value::Int(self.amount)),
+                ("subject", Value::Text(self.subject.clone())),
+                ("status", Value::Text(self.status.code().to_owned())),
+                ("method", Value::Text(self.method.code().to_owned())),
+                ("payer_resident", opt(self.payer_resident)),
+                ("refunded", Value::Int(self.refunded)),
+                ("version", Value::Int(self.version)),
+                ("created_at", uint(self.created_at)),
+                ("expires_at", uint(self.expires_at)),
+                ("paid_at", opt(self.paid_at)),
+            ],
+            on_conflict,
+        }
+    }
+
+    pub(crate) fn from_row(row: &[Value]) -> Result<Trade, CheckoutError> {
+        let bad = |what: &str| CheckoutError::Directory(DirectoryError::Storage(format!("trade row: {what}")));
+        let int = |i: usize| match row.get(i) {
+            Some(Value::Int(v)) => Ok(*v),
+            _ => Err(bad("integer")),
+        };
+        let uint = |i: usize| int(i).and_then(|v| u64::try_from(v).map_err(|_| bad("negative")));
+        let text = |i: usize| match row.get(i) {
+            Some(Value::Text(v)) => Ok(v.clone()),
+            _ => Err(bad("text")),
+        };
+        let optional = |i: usize| match row.get(i) {
+            Some(Value::Null) => Ok(None),
+            _ => uint(i).map(Some),
+        };
+        Ok(Trade {
+            id: uint(0)?,
+            merchant_id: uint(1)?,
+            city: u32::try_from(uint(2)?).map_err(|_| bad("city"))?,
+            out_trade_no: text(3)?,
+            amount: int(4)?,
+            subject: text(5)?,
+            status: TradeStatus::from_code(&text(6)?).ok_or_else(|| bad("status"))?,
+            method: Method::from_code(&text(7)?).ok_or_else(|| bad("method"))?,
+            payer_resident: optional(8)?,
+            refunded: int(9)?,
+            version: int(10)?,
+            created_at: uint(11)?,
+            expires_at: uint(12)?,
+            paid_at: optional(13)?,
+        })
+    }
+}
+

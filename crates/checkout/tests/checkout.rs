@@ -1,0 +1,319 @@
+//! Paying shops end to end at the service level, on the embedded store: QR and payment codes,
+//! races, refunds, close and cancel, cash, expiry, isolation, limits; the books balance after.
+
+use std::sync::Arc;
+
+use citypay_checkout::{Checkout, CheckoutError, Method, NewTrade, TradeStatus};
+use citypay_codes::payment_code::PaymentCode;
+use citypay_directory::{
+    Category, Directory, DirectoryKeys, NewMerchant, NewResident, PasswordPolicy, PlatformAccounts, Resident,
+    SandboxBank, TokenKeys,
+};
+use citypay_identity::AccountClass;
+use citypay_shard::{Shard, ShardConfig, SystemClock};
+use citypay_store::Migration;
+use citypay_store_sqlite::{SqliteReader, SqliteStore};
+use citypay_vault::{IndexKeys, SealingKeys};
+use citypay_wallet::Wallet;
+
+struct World {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    shard: Shard,
+    directory: Directory,
+    wallet: Wallet,
+    checkout: Checkout,
+    rt: tokio::runtime::Runtime,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.db");
+    let migrations: Vec<Migration> = citypay_directory::MIGRATIONS
+        .iter()
+        .chain(citypay_wallet::MIGRATIONS)
+        .chain(citypay_checkout::MIGRATIONS)
+        .copied()
+        .collect();
+    let store = SqliteStore::open_writer(&path, &migrations).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let keys = DirectoryKeys {
+        sealing: SealingKeys::from_config(SealingKeys::generate_config().expose()).unwrap(),
+        index: IndexKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+        tokens: TokenKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+    };
+    let reader = Arc::new(SqliteReader::open(&path).unwrap());
+    let directory = Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), PasswordPolicy::FAST_INSECURE);
+    let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
+    let checkout = Checkout::new(directory.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        directory.onboard_city(330100, "Hangzhou").await.unwrap();
+        directory.open_platform_accounts().await.unwrap();
+    });
+    World { _dir: dir, path, shard, directory, wallet, checkout, rt }
+}
+
+/// A resident with `yuan` in their wallet.
+fn resident(w: &World, id_number: &str, mobile: &str, class: AccountClass, yuan: i64) -> Resident {
+    w.rt.block_on(async {
+        let new = NewResident {
+            city: 330100,
+            name: "Wang Wu".into(),
+            mobile: mobile.into(),
+            id_number: id_number.into(),
+            password: "correct horse".into(),
+            class,
+        };
+        let r = w.directory.register_resident(&new).await.unwrap();
+        let card = w.wallet.link_card(&r, "4111111111111111").await.unwrap();
+        if yuan > 0 {
+            w.wallet.top_up(&r, card.id, yuan * 100, &format!("fund-{mobile}")).await.unwrap();
+        }
+        r
+    })
+}
+
+fn merchant(w: &World, uscc: &str) -> (u64, u64) {
+    let (m, _) = w
+        .rt
+        .block_on(w.directory.onboard_merchant(&NewMerchant {
+            city: 330100,
+            name: "West Lake Noodles".into(),
+            uscc: uscc.into(),
+            mcc: "5812".into(),
+            category: Category::Restaurant,
+            settlement_account: "6222020200112233446".into(),
+            notify_url: None,
+        }))
+        .unwrap();
+    (m.id, m.account)
+}
+
+fn order(no: &str, fen: i64) -> NewTrade {
+    NewTrade { out_trade_no: no.into(), amount: fen, subject: "beef noodles".into(), timeout_s: None }
+}
+
+async fn bal(d: &Directory, account: u64) -> i64 {
+    d.shard().account(account).await.unwrap().unwrap().balance.net_posted()
+}
+
+/// The books balance, and custody holds exactly the wallets' and merchants' money.
+fn check_books(w: &World, accounts: &[u64]) {
+    w.rt.block_on(async {
+        let mut held = 0;
+        for a in accounts {
+            held += bal(&w.directory, *a).await;
+        }
+        let custody = bal(&w.directory, PlatformAccounts::CNY.sandbox_custody).await;
+        assert_eq!(-custody, held, "custody equals client money");
+    });
+}
+
+fn audit_clean(w: World) {
+    w.shard.shutdown();
+    let mut reader = SqliteStore::open_reader(&w.path).unwrap();
+    let report = citypay_store::audit(&mut reader).unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
+}
+
+const ALICE: (&str, &str) = ("11010519491231002X", "13800138000");
+const BOB: (&str, &str) = ("440524188001010014", "13900139000");
+const SHOP_A: &str = "91350100M000100Y43";
+const SHOP_B: &str = "91110000600037341L";
+
+#[test]
+fn qr_payments_refunds_close_and_cancel() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    let bob = resident(&w, BOB.0, BOB.1, AccountClass::II, 100);
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let d = &w.directory;
+        let (trade, payload) = c.create_trade(shop, &order("T1", 2_372)).await.unwrap();
+        assert_eq!(trade.status, TradeStatus::WaitBuyerPay);
+        // Creating it again is idempotent; another amount under the same number is refused.
+        assert_eq!(c.create_trade(shop, &order("T1", 2_372)).await.unwrap().0, trade);
+        assert!(matches!(c.create_trade(shop, &order("T1", 1)).await, Err(CheckoutError::OutTradeNoReused)));
+        let paid = c.pay_qr(&alice, &payload, None).await.unwrap();
+        assert_eq!((paid.status, paid.payer_resident), (TradeStatus::TradeSuccess, Some(alice.id)));
+        // Alice's retry answers the same; Bob cannot pay it again.
+        assert_eq!(c.pay_qr(&alice, &payload, None).await.unwrap().id, trade.id);
+        assert!(matches!(c.pay_qr(&bob, &payload, None).await, Err(CheckoutError::AlreadyPaid)));
+        assert_eq!(bal(d, alice.wallet).await, 10_000 - 2_372);
+        assert_eq!(bal(d, shop_account).await, 2_372);
+        // Two partial refunds, a replay, a reused number, and one too many.
+        c.refund(shop, "T1", "R1", 1_000).await.unwrap();
+        let after = c.refund(shop, "T1", "R2", 372).await.unwrap();
+        assert_eq!((after.refunded, after.status), (1_372, TradeStatus::TradeSuccess));
+        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_372);
+        assert!(matches!(c.refund(shop, "T1", "R1", 999).await, Err(CheckoutError::RefundRequestReused)));
+        assert!(matches!(c.refund(shop, "T1", "R3", 1_001).await, Err(CheckoutError::RefundExceedsPaid)));
+        // Cancel refunds the rest and closes the trade.
+        let cancelled = c.cancel(shop, "T1").await.unwrap();
+        assert_eq!((cancelled.refunded, cancelled.status), (2_372, TradeStatus::TradeClosed));
+        assert_eq!(bal(d, alice.wallet).await, 10_000);
+        // An unpaid trade closes, and cannot be paid after.
+        let (_, payload) = c.create_trade(shop, &order("T2", 500)).await.unwrap();
+        assert_eq!(c.close(shop, "T2").await.unwrap().status, TradeStatus::TradeClosed);
+        assert!(matches!(c.pay_qr(&bob, &payload, None).await, Err(CheckoutError::TradeClosed)));
+        assert!(matches!(c.refund(shop, "T2", "R1", 1).await, Err(CheckoutError::TradeClosed)));
+        // A static counter QR with the amount the payer typed.
+        let sticker = c.static_qr(shop).await.unwrap();
+        let counter = c.pay_qr(&bob, &sticker, Some(1_500)).await.unwrap();
+        assert_eq!((counter.amount, counter.method), (1_500, Method::Qr));
+        assert!(matches!(c.pay_qr(&bob, &sticker, None).await, Err(CheckoutError::InvalidField { .. })));
+        // More than the wallet holds: refused, trade still waiting.
+        let (_, payload) = c.create_trade(shop, &order("T3", 1_000_000)).await.unwrap();
+        match c.pay_qr(&bob, &payload, None).await {
+            Err(CheckoutError::Refused(status)) => assert_eq!(status.name(), "insufficient_funds"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.trade(shop, "T3").await.unwrap().status, TradeStatus::WaitBuyerPay);
+        // Cash at the counter is recorded; no wallet moves.
+        let cash = c.record_cash_sale(shop, &order("C1", 800)).await.unwrap();
+        assert_eq!((cash.method, cash.status, cash.payer_resident), (Method::Cash, TradeStatus::TradeSuccess, None));
+        // Every change wrote an outbox event.
+        assert!(c.pending_events(shop, 100).await.unwrap().len() >= 8);
+    });
+    check_books(&w, &[alice.wallet, bob.wallet, shop_account]);
+    audit_clean(w);
+}
+
+#[test]
+fn qr_payloads_of_other_schemes_and_bad_ones_are_refused() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 10);
+    w.rt.block_on(async {
+        let pix = "00020126580014br.gov.bcb.pix0136123e4567-e12b-12d1-a456-4266554400005204000053039865802BR5913Fulano de Tal6008BRASILIA62070503***63041D3D";
+        assert!(matches!(w.checkout.pay_qr(&alice, pix, Some(100)).await, Err(CheckoutError::SchemeNotAccepted(_))));
+        assert!(matches!(w.checkout.pay_qr(&alice, &pix[..40], Some(100)).await, Err(CheckoutError::InvalidQr(_))));
+    });
+}
+
+#[test]
+fn racing_payers_pay_a_trade_once_and_racing_refunds_never_exceed_it() {
+    let w = world();
+    let payers: Vec<Resident> = (0..6)
+        .map(|i| {
+            let body = format!("11010519900101{:03}", 100 + i);
+            let id = format!("{body}{}", citypay_identity::resident_id::check_character(&body).unwrap());
+            resident(&w, &id, &format!("1380000000{i}"), AccountClass::III, 100)
+        })
+        .collect();
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    let (_, payload) = w.rt.block_on(w.checkout.create_trade(shop, &order("RACE", 5_000))).unwrap();
+    let results = w.rt.block_on(async {
+        let tasks: Vec<_> = payers
+            .iter()
+            .map(|p| {
+                let (c, p, payload) = (w.checkout.clone(), p.clone(), payload.clone());
+                tokio::spawn(async move { c.pay_qr(&p, &payload, None).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        results
+    });
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(CheckoutError::AlreadyPaid))));
+    assert_eq!(w.rt.block_on(bal(&w.directory, shop_account)), 5_000);
+    // Ten refund requests of 1,000 race for a 5,000 trade: exactly five succeed.
+    let refunds = w.rt.block_on(async {
+        let tasks: Vec<_> = (0..10)
+            .map(|i| {
+                let c = w.checkout.clone();
+                tokio::spawn(async move { c.refund(shop, "RACE", &format!("R{i}"), 1_000).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        results
+    });
+    assert_eq!(refunds.iter().filter(|r| r.is_ok()).count(), 5, "{refunds:?}");
+    assert_eq!(w.rt.block_on(bal(&w.directory, shop_account)), 0);
+    let accounts: Vec<u64> = payers.iter().map(|p| p.wallet).chain([shop_account]).collect();
+    check_books(&w, &accounts);
+    audit_clean(w);
+}
+
+#[test]
+fn payment_codes_work_once_and_guessing_is_limited() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    let (other_shop, _) = merchant(&w, SHOP_B);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let (slot, secret) = c.enroll_device(&alice).await.unwrap();
+        let now = citypay_shard::Clock::now(&SystemClock).unix_seconds();
+        let code = PaymentCode::generate(slot, secret.expose(), now);
+        let paid = c.pay_with_code(shop, &order("P1", 1_234), &code).await.unwrap();
+        assert_eq!((paid.method, paid.payer_resident), (Method::PaymentCode, Some(alice.id)));
+        // The till retries the same order: the same answer, no second payment.
+        assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &code).await.unwrap().id, paid.id);
+        // The same code for another order is refused.
+        assert!(matches!(c.pay_with_code(shop, &order("P2", 100), &code).await, Err(CheckoutError::CodeUsed)));
+        assert_eq!(bal(&w.directory, shop_account).await, 1_234);
+        // Merchant isolation: another merchant does not see, refund or close this trade.
+        assert!(matches!(c.trade(other_shop, "P1").await, Err(CheckoutError::TradeNotFound)));
+        assert!(matches!(c.refund(other_shop, "P1", "R1", 1).await, Err(CheckoutError::TradeNotFound)));
+        assert!(matches!(c.close(other_shop, "P1").await, Err(CheckoutError::TradeNotFound)));
+        // Wrong codes: counted per device (locked after 5) and per merchant (20 a minute).
+        let wrong = format!("{}{:08}{:08}", citypay_codes::payment_code::PREFIX, slot, 0);
+        for i in 0..5 {
+            let r = c.pay_with_code(other_shop, &order(&format!("G{i}"), 100), &wrong).await;
+            assert!(matches!(r, Err(CheckoutError::InvalidCode(_))), "{r:?}");
+        }
+        let fresh = PaymentCode::generate(slot, secret.expose(), now + 30);
+        assert!(matches!(c.pay_with_code(other_shop, &order("G9", 100), &fresh).await, Err(CheckoutError::DeviceLocked)));
+        for i in 0..20 {
+            let unknown = format!("{}{:08}{:08}", citypay_codes::payment_code::PREFIX, (slot + 1 + i) % 99_999_999, 0);
+            let _ = c.pay_with_code(shop, &order(&format!("U{i}"), 100), &unknown).await;
+        }
+        assert!(matches!(c.pay_with_code(shop, &order("U99", 100), &wrong).await, Err(CheckoutError::TooManyAttempts)));
+    });
+    check_books(&w, &[alice.wallet, shop_account]);
+    audit_clean(w);
+}
+
+#[test]
+fn account_class_caps_limit_balance_payments() {
+    let w = world();
+    // Class I: 1,000 yuan of balance payments since opening.
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::I, 2_000);
+    let (shop, _) = merchant(&w, SHOP_A);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let (_, payload) = c.create_trade(shop, &order("BIG", 100_001)).await.unwrap();
+        match c.pay_qr(&alice, &payload, None).await {
+            Err(CheckoutError::Refused(status)) => assert_eq!(status.name(), "exceeds_window_cap"),
+            other => panic!("{other:?}"),
+        }
+        let (_, payload) = c.create_trade(shop, &order("OK", 100_000)).await.unwrap();
+        c.pay_qr(&alice, &payload, None).await.unwrap();
+    });
+}
+
+#[test]
+fn unpaid_trades_close_themselves_when_their_time_is_up() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 10);
+    let (shop, _) = merchant(&w, SHOP_A);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let mut quick = order("Q1", 100);
+        quick.timeout_s = Some(1);
+        let (_, payload) = c.create_trade(shop, &quick).await.unwrap();
+        c.create_trade(shop, &NewTrade { out_trade_no: "Q2".into(), ..quick.clone() }).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+        assert!(matches!(c.pay_qr(&alice, &payload, None).await, Err(CheckoutError::TradeClosed)));
+        assert_eq!(c.close_expired(100).await.unwrap(), 1, "the sweeper closes the other");
+        assert_eq!(c.trade(shop, "Q2").await.unwrap().status, TradeStatus::TradeClosed);
+    });
+}
