@@ -9,6 +9,7 @@
 //! payer's retry is a replay. Trade rows change only under a compare-and-swap guard on their
 //! version, checked by the single writer; refunds can never exceed what was paid.
 
+pub mod notify;
 mod schema;
 mod trade;
 

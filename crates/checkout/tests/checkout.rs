@@ -317,3 +317,65 @@ fn unpaid_trades_close_themselves_when_their_time_is_up() {
         assert_eq!(c.trade(shop, "Q2").await.unwrap().status, TradeStatus::TradeClosed);
     });
 }
+
+/// Records what the dispatcher posts and answers with a scripted status.
+#[derive(Clone, Default)]
+struct Recorder {
+    posts: Arc<std::sync::Mutex<Vec<(String, Vec<(&'static str, String)>, String)>>>,
+    statuses: Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl citypay_checkout::notify::Deliver for Recorder {
+    fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: String) -> impl std::future::Future<Output = Result<u16, String>> + Send {
+        self.posts.lock().unwrap().push((url.to_owned(), headers, body));
+        let status = self.statuses.lock().unwrap().pop().unwrap_or(200);
+        async move { Ok(status) }
+    }
+}
+
+#[test]
+fn notifications_are_signed_retried_and_stop_at_2xx() {
+    use citypay_checkout::notify::{Dispatcher, signature};
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    w.rt.block_on(async {
+        let (m, credentials) = w
+            .directory
+            .onboard_merchant(&NewMerchant {
+                city: 330100,
+                name: "Notified Shop".into(),
+                uscc: SHOP_A.into(),
+                mcc: "5411".into(),
+                category: Category::Retail,
+                settlement_account: "6222020200112233446".into(),
+                notify_url: Some("http://127.0.0.1:9/hook".into()),
+            })
+            .await
+            .unwrap();
+        let (_, payload) = w.checkout.create_trade(m.id, &order("N1", 700)).await.unwrap();
+        w.checkout.pay_qr(&alice, &payload, None).await.unwrap();
+        let recorder = Recorder::default();
+        // The first post of each event fails with 500, the retry (later) succeeds.
+        recorder.statuses.lock().unwrap().extend([200, 200, 500, 500]);
+        let dispatcher = Dispatcher::new(w.directory.clone(), recorder.clone(), vec![0, 0]);
+        let first = dispatcher.run_once(100).await.unwrap();
+        assert_eq!((first.delivered, first.retried), (0, 2), "{first:?}");
+        let second = dispatcher.run_once(100).await.unwrap();
+        assert_eq!((second.delivered, second.retried), (2, 0), "{second:?}");
+        assert_eq!(dispatcher.run_once(100).await.unwrap().delivered, 0, "delivered events are not sent again");
+        let posts = recorder.posts.lock().unwrap().clone();
+        assert_eq!(posts.len(), 4);
+        let secret = credentials.webhook_secret.unwrap();
+        for (url, headers, body) in &posts {
+            assert_eq!(url, "http://127.0.0.1:9/hook");
+            let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone()).unwrap();
+            let sig = header("citypay-signature");
+            let t: u64 = sig.trim_start_matches("t=").split(',').next().unwrap().parse().unwrap();
+            assert_eq!(sig, signature(secret.expose(), t, body), "signed with the merchant's secret");
+            let event: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(event["event_id"], header("citypay-event-id"));
+        }
+        // The same event is posted again with the same id after a failure (dedup by id).
+        assert_eq!(posts[0].2, posts[2].2);
+    });
+}

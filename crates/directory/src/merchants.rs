@@ -117,6 +117,8 @@ pub struct MerchantCredentials {
     pub key_id: String,
     /// The secret, for the `Authorization` header.
     pub secret: Secret<String>,
+    /// At onboarding: the secret that signs the merchant's notifications (HMAC-SHA256).
+    pub webhook_secret: Option<Secret<String>>,
 }
 
 fn secret_hash(secret: &str) -> Vec<u8> {
@@ -188,7 +190,15 @@ impl Directory {
             ],
             on_conflict: OnConflict::Fail,
         };
-        let (credentials, key_row) = self.new_api_key(id);
+        let (mut credentials, key_row) = self.new_api_key(id);
+        let webhook_secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let webhook_context = format!("merchant:{id}:webhook_secret");
+        let mut row = row;
+        row.columns.push((
+            "webhook_secret_sealed",
+            Value::Blob(self.keys.sealing.seal(webhook_secret.as_bytes(), webhook_context.as_bytes()).to_bytes()),
+        ));
+        credentials.webhook_secret = Some(Secret::new(webhook_secret));
         let command = Command {
             event: Some(merchant_account(id)),
             guards: vec![
@@ -220,7 +230,7 @@ impl Directory {
             ],
             on_conflict: OnConflict::Fail,
         };
-        (MerchantCredentials { key_id, secret: Secret::new(secret) }, row)
+        (MerchantCredentials { key_id, secret: Secret::new(secret), webhook_secret: None }, row)
     }
 
     /// Issues another API key for a merchant (rotation: both work until the old is revoked).
@@ -275,6 +285,17 @@ impl Directory {
             return Err(DirectoryError::WrongCredentials);
         }
         u64::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("merchant id".into()))
+    }
+
+    /// The secret that signs a merchant's notifications, unsealed (never log it).
+    pub async fn webhook_secret(&self, merchant: u64) -> Result<Secret<String>, DirectoryError> {
+        let rows = self
+            .read("SELECT webhook_secret_sealed FROM merchants WHERE id = ?1", vec![Value::Int(i64::try_from(merchant).unwrap_or(-1))])
+            .await?;
+        let sealed = blob(&rows.first().ok_or(DirectoryError::NotFound)?[0])?;
+        let plain = self.unseal(&sealed, &format!("merchant:{merchant}:webhook_secret"))?;
+        let secret = String::from_utf8(plain.expose().clone()).map_err(|_| DirectoryError::Storage("webhook secret".into()))?;
+        Ok(Secret::new(secret))
     }
 
     /// A merchant's record.

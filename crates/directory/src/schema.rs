@@ -55,10 +55,19 @@ macro_rules! directory_v1 {
 }
 
 /// The directory's migrations, for every backend.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "directory",
-    version: 1,
-    name: "cities, residents, merchants, api keys, operators, platform accounts",
-    sqlite: directory_v1!("BLOB"),
-    postgres: directory_v1!("BYTEA"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "directory",
+        version: 1,
+        name: "cities, residents, merchants, api keys, operators, platform accounts",
+        sqlite: directory_v1!("BLOB"),
+        postgres: directory_v1!("BYTEA"),
+    },
+    Migration {
+        component: "directory",
+        version: 2,
+        name: "merchants' webhook signing secret",
+        sqlite: "ALTER TABLE merchants ADD COLUMN webhook_secret_sealed BLOB;",
+        postgres: "ALTER TABLE merchants ADD COLUMN webhook_secret_sealed BYTEA;",
+    },
+];
