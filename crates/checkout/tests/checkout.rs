@@ -318,10 +318,13 @@ fn unpaid_trades_close_themselves_when_their_time_is_up() {
     });
 }
 
+/// One recorded post: URL, headers, body.
+type Post = (String, Vec<(&'static str, String)>, String);
+
 /// Records what the dispatcher posts and answers with a scripted status.
 #[derive(Clone, Default)]
 struct Recorder {
-    posts: Arc<std::sync::Mutex<Vec<(String, Vec<(&'static str, String)>, String)>>>,
+    posts: Arc<std::sync::Mutex<Vec<Post>>>,
     statuses: Arc<std::sync::Mutex<Vec<u16>>>,
 }
 
