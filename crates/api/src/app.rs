@@ -1,0 +1,241 @@
+//! [`Api`]: the router builder that puts the public routes, the documented service routes and
+//! the middleware together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Response, header};
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
+use axum::{Extension, Router};
+use citypay_api_types::{ErrorBody, Health, Money};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::OpenApi as OpenApiDoc;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::json::AppJson;
+use crate::metrics::{self as api_metrics, Metrics, MetricsError};
+use crate::trace;
+
+/// The settings of an [`Api`]. There is no `Default`: the binary decides.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The version `/health` and the OpenAPI document report.
+    pub version: String,
+    /// The largest request body an extractor buffers; bigger is 413 `body_too_large`. A route
+    /// that needs more sets its own `DefaultBodyLimit`.
+    pub body_limit_bytes: usize,
+    /// How long a request may run before it is answered 503 `timeout`.
+    pub request_timeout: Duration,
+}
+
+impl ApiConfig {
+    /// A payment API's settings: bodies up to 64 KiB, requests up to 10 seconds.
+    pub fn new(version: impl Into<String>) -> Self {
+        let version = version.into();
+        Self {
+            version,
+            body_limit_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The base OpenAPI document: info and the shared schemas.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "citypay",
+        description = "City payments over one double-entry ledger. Errors are \
+            `{\"error\": {\"code\", \"message\"}}`; amounts are integer minor units with an ISO \
+            4217 currency; mutating calls take an `Idempotency-Key`; lists page with cursors."
+    ),
+    components(schemas(ErrorBody, Money)),
+    tags((name = "operations", description = "Health, metrics and this document."))
+)]
+struct BaseDoc;
+
+/// Builds citypay's router.
+///
+/// It starts with the public routes (`/health`, `/metrics`, `/openapi.json`); service crates
+/// add theirs with [`Api::routes`], each an [`OpenApiRouter`] whose handlers carry
+/// `#[utoipa::path]`, so every documented operation is a real route and the other way round.
+/// A service router brings its own state (`with_state`) and its own authentication layer
+/// (`layer`), which then guards only its routes.
+///
+/// [`Api::into_router`] adds, around every route: a request id (`x-request-id`), a tracing
+/// span that records method, route template, status, latency and request id and nothing
+/// else, Prometheus metrics, a JSON 500 for panics, the body-size limit, the request timeout,
+/// `Cache-Control: no-store`, and JSON answers for unknown paths (404) and methods (405).
+pub struct Api {
+    config: ApiConfig,
+    routes: OpenApiRouter,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let paths: Vec<&String> = self.routes.get_openapi().paths.paths.keys().collect();
+        f.debug_struct("Api")
+            .field("config", &self.config)
+            .field("paths", &paths)
+            .finish()
+    }
+}
+
+impl Api {
+    /// An API with only the public routes. Installs the metrics recorder on first use.
+    pub fn new(config: ApiConfig) -> Result<Self, MetricsError> {
+        let metrics = Metrics::install()?;
+        let mut doc = BaseDoc::openapi();
+        doc.info.version.clone_from(&config.version);
+        let health = HealthState(Arc::new(Health {
+            status: "ok".into(),
+            version: config.version.clone(),
+        }));
+        let routes = OpenApiRouter::with_openapi(doc)
+            .merge(
+                OpenApiRouter::new()
+                    .routes(routes!(health_check))
+                    .with_state(health),
+            )
+            .merge(
+                OpenApiRouter::new()
+                    .routes(routes!(api_metrics::scrape))
+                    .with_state(metrics),
+            )
+            .merge(OpenApiRouter::new().routes(routes!(openapi_json)));
+        Ok(Self { config, routes })
+    }
+
+    /// Adds documented routes. Overlapping paths and methods panic, as in axum.
+    #[must_use]
+    pub fn routes(mut self, routes: OpenApiRouter) -> Self {
+        self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// The OpenAPI 3.1 document of every route added so far.
+    pub fn openapi(&self) -> OpenApiDoc {
+        self.routes.get_openapi().clone()
+    }
+
+    /// The finished router, ready for [`serve`](crate::serve).
+    pub fn into_router(self) -> Router {
+        let (router, doc) = self.routes.split_for_parts();
+        let spec = serde_json::to_vec(&doc).unwrap_or_else(|error| {
+            tracing::error!(%error, "cannot serialize the OpenAPI document");
+            b"{}".to_vec()
+        });
+        let spec = OpenApiJson(Bytes::from(spec));
+        let router = router
+            .fallback(unknown_path)
+            .method_not_allowed_fallback(unknown_method)
+            .layer(Extension(spec));
+        with_middleware(router, &self.config)
+    }
+}
+
+/// Wraps every route, fallbacks included. The first layer listed sees the request first.
+fn with_middleware(router: Router, config: &ApiConfig) -> Router {
+    let no_store = HeaderValue::from_static("no-store");
+    let nosniff = HeaderValue::from_static("nosniff");
+    let sensitive = [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+    ];
+    let trace = TraceLayer::new_for_http()
+        .make_span_with(trace::request_span)
+        .on_request(())
+        .on_response(trace::record_response)
+        .on_failure(());
+    let stack = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
+        .layer(middleware::map_request(trace::keep_only_uuid_request_ids))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(middleware::from_fn(api_metrics::track))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            no_store,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            nosniff,
+        ))
+        .layer(middleware::from_fn_with_state(
+            config.request_timeout,
+            enforce_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes));
+    router.layer(stack)
+}
+
+/// Answers 503 `timeout` when the handler runs past the deadline (and drops it).
+async fn enforce_timeout(
+    State(limit): State<Duration>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_elapsed) => ApiError::timeout().into_response(),
+    }
+}
+
+/// The panic payload can hold anything the handler had, so it is neither logged nor sent.
+fn panic_response(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    ApiError::internal(&"a handler panicked").into_response()
+}
+
+async fn unknown_path() -> ApiError {
+    ApiError::not_found("no route for this path")
+}
+
+async fn unknown_method() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+#[derive(Debug, Clone)]
+struct HealthState(Arc<Health>);
+
+/// The serialized OpenAPI document, made once when the router is built.
+#[derive(Debug, Clone)]
+struct OpenApiJson(Bytes);
+
+/// Liveness: answers while the process serves requests. Public.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    responses((status = OK, description = "The process serves requests.", body = Health))
+)]
+async fn health_check(State(HealthState(health)): State<HealthState>) -> AppJson<Health> {
+    AppJson(Health::clone(&health))
+}
+
+/// This OpenAPI document. Public.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    responses((status = OK, description = "The OpenAPI 3.1 document of every route.", body = Object))
+)]
+async fn openapi_json(
+    Extension(OpenApiJson(spec)): Extension<OpenApiJson>,
+) -> axum::response::Response {
+    let content_type = HeaderValue::from_static("application/json");
+    ([(header::CONTENT_TYPE, content_type)], spec).into_response()
+}

@@ -1,0 +1,83 @@
+//! What every route gets: JSON 404/405, timeout, panics, request ids, response headers.
+
+use axum::http::StatusCode;
+use citypay_api_types::Health;
+
+use crate::support::{app, assert_error, body_json, get, request, send};
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_json_errors() {
+    let response = get(app(), "/no/such/path").await;
+    assert_error(response, StatusCode::NOT_FOUND, "not_found").await;
+    let response = send(app(), request("POST", "/health", &[], "")).await;
+    assert_eq!(response.headers()["allow"], "GET,HEAD");
+    assert_error(
+        response,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn health_answers_ok_with_the_version() {
+    let response = get(app(), "/health").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let health: Health = body_json(response).await;
+    assert_eq!(
+        health,
+        Health {
+            status: "ok".into(),
+            version: "9.9.9-test".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_as_503_json() {
+    let response = get(app(), "/test/slow").await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "timeout").await;
+}
+
+#[tokio::test]
+async fn panics_become_500_json() {
+    let response = send(app(), request("DELETE", "/test/panic", &[], "")).await;
+    let body = assert_error(response, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    assert!(!body.error.message.contains("6222"));
+}
+
+#[tokio::test]
+async fn a_request_id_is_made_or_a_uuid_one_propagated() {
+    let response = get(app(), "/health").await;
+    let made = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(made.len(), 36, "{made}");
+
+    let uuid = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+    let response = send(
+        app(),
+        request("GET", "/health", &[("x-request-id", uuid)], ""),
+    )
+    .await;
+    assert_eq!(response.headers()["x-request-id"], uuid);
+
+    let personal = "11010519491231002X";
+    let response = send(
+        app(),
+        request("GET", "/health", &[("x-request-id", personal)], ""),
+    )
+    .await;
+    let replaced = response.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(replaced, personal);
+    assert_eq!(replaced.len(), 36);
+}
+
+#[tokio::test]
+async fn responses_are_not_cached_or_sniffed() {
+    let response = get(app(), "/no/such/path").await;
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+}
