@@ -347,8 +347,9 @@ impl Checkout {
     }
 
     /// Pays the trade a scanned QR payload names, from the resident's wallet. A static QR needs
-    /// the amount the resident typed.
-    pub async fn pay_qr(&self, payer: &Resident, payload: &str, typed_amount: Option<i64>) -> Result<Trade, CheckoutError> {
+    /// the amount the resident typed; its trade's number derives from the payer's idempotency
+    /// key, so a retry pays it once.
+    pub async fn pay_qr(&self, payer: &Resident, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Trade, CheckoutError> {
         let payload = Payload::decode(payload).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
         let Some(merchant) = payload.citypay_merchant() else {
             let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
@@ -367,8 +368,10 @@ impl Checkout {
                 self.pay_waiting(payer, self.expired_closed(trade).await?).await
             }
             (None, Some(amount)) => {
+                let digest = Sha256::digest(format!("{}\u{0}{idempotency_key}", payer.id).as_bytes());
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
                 let new = NewTrade {
-                    out_trade_no: format!("S{:x}", random_u64()),
+                    out_trade_no: format!("S{hex}"),
                     amount,
                     subject: "counter payment".into(),
                     timeout_s: None,

@@ -136,11 +136,11 @@ fn qr_payments_refunds_close_and_cancel() {
         // Creating it again is idempotent; another amount under the same number is refused.
         assert_eq!(c.create_trade(shop, &order("T1", 2_372)).await.unwrap().0, trade);
         assert!(matches!(c.create_trade(shop, &order("T1", 1)).await, Err(CheckoutError::OutTradeNoReused)));
-        let paid = c.pay_qr(&alice, &payload, None).await.unwrap();
+        let paid = c.pay_qr(&alice, &payload, None, "k").await.unwrap();
         assert_eq!((paid.status, paid.payer_resident), (TradeStatus::TradeSuccess, Some(alice.id)));
         // Alice's retry answers the same; Bob cannot pay it again.
-        assert_eq!(c.pay_qr(&alice, &payload, None).await.unwrap().id, trade.id);
-        assert!(matches!(c.pay_qr(&bob, &payload, None).await, Err(CheckoutError::AlreadyPaid)));
+        assert_eq!(c.pay_qr(&alice, &payload, None, "k").await.unwrap().id, trade.id);
+        assert!(matches!(c.pay_qr(&bob, &payload, None, "k").await, Err(CheckoutError::AlreadyPaid)));
         assert_eq!(bal(d, alice.wallet).await, 10_000 - 2_372);
         assert_eq!(bal(d, shop_account).await, 2_372);
         // Two partial refunds, a replay, a reused number, and one too many.
@@ -157,16 +157,16 @@ fn qr_payments_refunds_close_and_cancel() {
         // An unpaid trade closes, and cannot be paid after.
         let (_, payload) = c.create_trade(shop, &order("T2", 500)).await.unwrap();
         assert_eq!(c.close(shop, "T2").await.unwrap().status, TradeStatus::TradeClosed);
-        assert!(matches!(c.pay_qr(&bob, &payload, None).await, Err(CheckoutError::TradeClosed)));
+        assert!(matches!(c.pay_qr(&bob, &payload, None, "k").await, Err(CheckoutError::TradeClosed)));
         assert!(matches!(c.refund(shop, "T2", "R1", 1).await, Err(CheckoutError::TradeClosed)));
         // A static counter QR with the amount the payer typed.
         let sticker = c.static_qr(shop).await.unwrap();
-        let counter = c.pay_qr(&bob, &sticker, Some(1_500)).await.unwrap();
+        let counter = c.pay_qr(&bob, &sticker, Some(1_500), "sticker-1").await.unwrap();
         assert_eq!((counter.amount, counter.method), (1_500, Method::Qr));
-        assert!(matches!(c.pay_qr(&bob, &sticker, None).await, Err(CheckoutError::InvalidField { .. })));
+        assert!(matches!(c.pay_qr(&bob, &sticker, None, "k").await, Err(CheckoutError::InvalidField { .. })));
         // More than the wallet holds: refused, trade still waiting.
         let (_, payload) = c.create_trade(shop, &order("T3", 1_000_000)).await.unwrap();
-        match c.pay_qr(&bob, &payload, None).await {
+        match c.pay_qr(&bob, &payload, None, "k").await {
             Err(CheckoutError::Refused(status)) => assert_eq!(status.name(), "insufficient_funds"),
             other => panic!("{other:?}"),
         }
@@ -187,8 +187,8 @@ fn qr_payloads_of_other_schemes_and_bad_ones_are_refused() {
     let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 10);
     w.rt.block_on(async {
         let pix = "00020126580014br.gov.bcb.pix0136123e4567-e12b-12d1-a456-4266554400005204000053039865802BR5913Fulano de Tal6008BRASILIA62070503***63041D3D";
-        assert!(matches!(w.checkout.pay_qr(&alice, pix, Some(100)).await, Err(CheckoutError::SchemeNotAccepted(_))));
-        assert!(matches!(w.checkout.pay_qr(&alice, &pix[..40], Some(100)).await, Err(CheckoutError::InvalidQr(_))));
+        assert!(matches!(w.checkout.pay_qr(&alice, pix, Some(100), "k").await, Err(CheckoutError::SchemeNotAccepted(_))));
+        assert!(matches!(w.checkout.pay_qr(&alice, &pix[..40], Some(100), "k").await, Err(CheckoutError::InvalidQr(_))));
     });
 }
 
@@ -209,7 +209,7 @@ fn racing_payers_pay_a_trade_once_and_racing_refunds_never_exceed_it() {
             .iter()
             .map(|p| {
                 let (c, p, payload) = (w.checkout.clone(), p.clone(), payload.clone());
-                tokio::spawn(async move { c.pay_qr(&p, &payload, None).await })
+                tokio::spawn(async move { c.pay_qr(&p, &payload, None, "k").await })
             })
             .collect();
         let mut results = Vec::new();
@@ -291,12 +291,12 @@ fn account_class_caps_limit_balance_payments() {
     w.rt.block_on(async {
         let c = &w.checkout;
         let (_, payload) = c.create_trade(shop, &order("BIG", 100_001)).await.unwrap();
-        match c.pay_qr(&alice, &payload, None).await {
+        match c.pay_qr(&alice, &payload, None, "k").await {
             Err(CheckoutError::Refused(status)) => assert_eq!(status.name(), "exceeds_window_cap"),
             other => panic!("{other:?}"),
         }
         let (_, payload) = c.create_trade(shop, &order("OK", 100_000)).await.unwrap();
-        c.pay_qr(&alice, &payload, None).await.unwrap();
+        c.pay_qr(&alice, &payload, None, "k").await.unwrap();
     });
 }
 
@@ -312,7 +312,7 @@ fn unpaid_trades_close_themselves_when_their_time_is_up() {
         let (_, payload) = c.create_trade(shop, &quick).await.unwrap();
         c.create_trade(shop, &NewTrade { out_trade_no: "Q2".into(), ..quick.clone() }).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
-        assert!(matches!(c.pay_qr(&alice, &payload, None).await, Err(CheckoutError::TradeClosed)));
+        assert!(matches!(c.pay_qr(&alice, &payload, None, "k").await, Err(CheckoutError::TradeClosed)));
         assert_eq!(c.close_expired(100).await.unwrap(), 1, "the sweeper closes the other");
         assert_eq!(c.trade(shop, "Q2").await.unwrap().status, TradeStatus::TradeClosed);
     });
@@ -356,7 +356,7 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
             .await
             .unwrap();
         let (_, payload) = w.checkout.create_trade(m.id, &order("N1", 700)).await.unwrap();
-        w.checkout.pay_qr(&alice, &payload, None).await.unwrap();
+        w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
         let recorder = Recorder::default();
         // The first post of each event fails with 500, the retry (later) succeeds.
         recorder.statuses.lock().unwrap().extend([200, 200, 500, 500]);
