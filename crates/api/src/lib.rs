@@ -18,6 +18,7 @@ mod idempotency;
 mod json;
 mod metrics;
 mod pagination;
+pub mod routes;
 mod serve;
 mod trace;
 

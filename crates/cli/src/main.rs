@@ -1,11 +1,14 @@
 //! `citypay`: the one binary. It is the only place that picks a storage backend.
 
+mod admin;
 mod audit_cmd;
 mod bench;
+mod city;
 mod crash_child;
 mod inspect;
 mod naive;
 mod open;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -35,6 +38,23 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Serves the HTTP API (and delivers notifications, closes expired trades).
+    Serve {
+        /// Database: sqlite:PATH, a file path, or postgres://...
+        #[arg(long, default_value = "citypay.db")]
+        db: DbUrl,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Key file (default: beside the database, created on first use).
+        #[arg(long)]
+        keys: Option<std::path::PathBuf>,
+    },
+    /// Administration: operators and cities.
+    Admin {
+        #[command(subcommand)]
+        what: admin::Admin,
     },
     /// Says what a number or payload is, or exactly why it is invalid (exit 0 valid, 1 invalid).
     Inspect {
@@ -68,6 +88,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what: BenchCommand::Ledger(args) } => bench::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Audit { db, json } => audit_cmd::run(&db, json),
+        Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
+        Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Inspect { what } => Ok(inspect::run(&what)),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
         Command::Demo { db } => bench::demo(&db).map(|_| ExitCode::SUCCESS),

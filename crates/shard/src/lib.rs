@@ -209,8 +209,10 @@ impl Shard {
 
     fn stop(&mut self) {
         let Some(thread) = self.thread.take() else { return };
-        // A writer that already stopped has dropped its receiver; nothing to tell it then.
-        let _ = self.handle.sender.blocking_send(Request::Stop);
+        // Sent from a plain thread so that stopping works from async code too. A writer that
+        // already stopped has dropped its receiver; nothing to tell it then.
+        let sender = self.handle.sender.clone();
+        let _ = std::thread::spawn(move || sender.blocking_send(Request::Stop)).join();
         let _ = thread.join();
     }
 }

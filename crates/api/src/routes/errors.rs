@@ -1,0 +1,74 @@
+//! Service errors as HTTP answers: the status that fits, the service's stable code.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use citypay_checkout::CheckoutError;
+use citypay_directory::DirectoryError;
+use citypay_wallet::WalletError;
+
+use crate::ApiError;
+
+const RETRY: Duration = Duration::from_secs(1);
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> ApiError {
+        let status = match &e {
+            DirectoryError::InvalidResidentId(_) | DirectoryError::InvalidUscc(_) | DirectoryError::InvalidField { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            DirectoryError::IdentityTaken
+            | DirectoryError::MobileTaken
+            | DirectoryError::MerchantExists
+            | DirectoryError::UsernameTaken
+            | DirectoryError::CityExists(_) => StatusCode::CONFLICT,
+            DirectoryError::UnknownCity(_) | DirectoryError::NotFound => StatusCode::NOT_FOUND,
+            DirectoryError::WrongCredentials => StatusCode::UNAUTHORIZED,
+            DirectoryError::Ledger(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            DirectoryError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
+            DirectoryError::Storage(_) => return ApiError::internal(&e),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<WalletError> for ApiError {
+    fn from(e: WalletError) -> ApiError {
+        let status = match e {
+            WalletError::Directory(inner) => return ApiError::from(inner),
+            WalletError::InvalidCard(_) | WalletError::InvalidAmount(_) | WalletError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            WalletError::Bank(citypay_directory::BankError::Unavailable) | WalletError::Unavailable(_) => {
+                return ApiError::unavailable(e.to_string(), RETRY);
+            }
+            WalletError::Bank(_) => StatusCode::PAYMENT_REQUIRED,
+            WalletError::CardNotFound => StatusCode::NOT_FOUND,
+            WalletError::KeyReused => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<CheckoutError> for ApiError {
+    fn from(e: CheckoutError) -> ApiError {
+        let status = match e {
+            CheckoutError::Directory(inner) => return ApiError::from(inner),
+            CheckoutError::InvalidField { .. }
+            | CheckoutError::InvalidQr(_)
+            | CheckoutError::SchemeNotAccepted(_)
+            | CheckoutError::InvalidCode(_)
+            | CheckoutError::CodeUsed
+            | CheckoutError::RefundExceedsPaid
+            | CheckoutError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            CheckoutError::TradeNotFound => StatusCode::NOT_FOUND,
+            CheckoutError::OutTradeNoReused
+            | CheckoutError::RefundRequestReused
+            | CheckoutError::AlreadyPaid
+            | CheckoutError::TradeClosed
+            | CheckoutError::NotPaid => StatusCode::CONFLICT,
+            CheckoutError::DeviceLocked => StatusCode::FORBIDDEN,
+            CheckoutError::TooManyAttempts => return ApiError::too_many_requests(Duration::from_secs(60)),
+            CheckoutError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,70 @@
+//! citypay's business routes: a thin translation from HTTP to the services. Every route but
+//! registration and sign-in is authenticated (see [`auth`]); every mutating route takes an
+//! `Idempotency-Key` whose first answer is kept and replayed (see [`replay`]).
+
+mod auth;
+mod errors;
+mod operators;
+mod replay;
+mod residents;
+mod trades;
+
+use citypay_checkout::Checkout;
+use citypay_directory::Directory;
+use citypay_store::Migration;
+use citypay_wallet::Wallet;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
+
+/// What the handlers share.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Cities, residents, merchants, operators, sign-in.
+    pub directory: Directory,
+    /// Cards, top-ups, withdrawals.
+    pub wallet: Wallet,
+    /// Trades and payments.
+    pub checkout: Checkout,
+    /// How long a resident's or operator's token lives, in seconds.
+    pub token_ttl_s: u64,
+}
+
+/// The API's own table: the first answer to each idempotency key.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "api",
+    version: 1,
+    name: "idempotency keys and their first answers",
+    sqlite: "CREATE TABLE idempotency_keys (scope TEXT NOT NULL, idem_key TEXT NOT NULL,
+        fingerprint BLOB NOT NULL, status BIGINT NOT NULL, body TEXT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, idem_key));",
+    postgres: "CREATE TABLE idempotency_keys (scope TEXT NOT NULL, idem_key TEXT NOT NULL,
+        fingerprint BYTEA NOT NULL, status BIGINT NOT NULL, body TEXT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (scope, idem_key));",
+}];
+
+/// Every business route, documented, bound to `state`.
+pub fn business_routes(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
+        .routes(routes!(residents::register))
+        .routes(routes!(residents::sign_in))
+        .routes(routes!(residents::wallet))
+        .routes(routes!(residents::link_card))
+        .routes(routes!(residents::top_up))
+        .routes(routes!(residents::withdraw))
+        .routes(routes!(residents::enroll_device))
+        .routes(routes!(residents::pay_qr))
+        .routes(routes!(operators::sign_in))
+        .routes(routes!(operators::onboard_city))
+        .routes(routes!(operators::onboard_merchant))
+        .routes(routes!(trades::create))
+        .routes(routes!(trades::get))
+        .routes(routes!(trades::pay_with_code))
+        .routes(routes!(trades::refund))
+        .routes(routes!(trades::close))
+        .routes(routes!(trades::cancel))
+        .routes(routes!(trades::cash_sale))
+        .routes(routes!(trades::static_qr))
+        .with_state(state)
+}

@@ -1,0 +1,265 @@
+//! Residents: registration, sign-in, the wallet, payment devices, paying by QR.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use citypay_api_types::{ErrorBody, Money};
+use citypay_directory::NewResident;
+use citypay_identity::AccountClass;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::auth::{Caller, ResidentCaller};
+use super::replay::once;
+use super::trades::TradeView;
+use super::AppState;
+use crate::{ApiError, AppJson, IdempotencyKey, Idempotent};
+
+/// The only currency so far.
+pub(crate) fn cny(amount: &Money) -> Result<i64, ApiError> {
+    amount.validate_positive()?;
+    if amount.currency != "CNY" {
+        return Err(ApiError::unprocessable("currency_not_supported", "only CNY is supported"));
+    }
+    Ok(amount.amount)
+}
+
+pub(crate) fn money(fen: i64) -> Money {
+    Money::new(fen, "CNY")
+}
+
+/// Registration under a real name.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterRequest {
+    /// Home city, GB/T 2260 code (Hangzhou 330100).
+    city: u32,
+    /// Legal name.
+    name: String,
+    /// Mobile number, 11 digits.
+    mobile: String,
+    /// PRC resident ID number (18 characters).
+    id_number: String,
+    /// Password, at least 8 characters.
+    password: String,
+    /// PBOC account class from how the identity was verified: `I`, `II` or `III`.
+    account_class: String,
+}
+
+/// A registered resident.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ResidentView {
+    resident_id: String,
+    city: u32,
+    id_masked: String,
+    account_class: String,
+}
+
+/// Registers a resident and opens their wallet.
+#[utoipa::path(post, path = "/v1/residents", tag = "residents", params(IdempotencyKey), request_body = RegisterRequest,
+    responses((status = CREATED, body = ResidentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<RegisterRequest>) -> Result<Response, ApiError> {
+    let body = request.body;
+    // Registration is public: its keys are scoped by the mobile number it registers.
+    let scope = Caller::Anonymous(hex(&Sha256::digest(body.mobile.trim().as_bytes())[..16]));
+    let class = AccountClass::from_code(&body.account_class)
+        .ok_or_else(|| ApiError::unprocessable("invalid_field", "account_class must be I, II or III"))?;
+    let new = NewResident {
+        city: body.city,
+        name: body.name,
+        mobile: body.mobile,
+        id_number: body.id_number,
+        password: body.password,
+        class,
+    };
+    once(&state, &scope, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let r = state.directory.register_resident(&new).await?;
+        Ok(ResidentView {
+            resident_id: r.id.to_string(),
+            city: r.city,
+            id_masked: r.id_masked,
+            account_class: r.class.code().to_owned(),
+        })
+    })
+    .await
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignInRequest {
+    /// Mobile number.
+    mobile: String,
+    /// Password.
+    password: String,
+}
+
+/// A bearer token.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Session {
+    /// `Authorization: Bearer <token>`.
+    pub(crate) token: String,
+    /// Always `Bearer`.
+    pub(crate) token_type: String,
+    /// Seconds until it expires.
+    pub(crate) expires_in: u64,
+}
+
+/// Signs a resident in.
+#[utoipa::path(post, path = "/v1/sessions", tag = "residents", request_body = SignInRequest,
+    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody)))]
+pub(crate) async fn sign_in(State(state): State<AppState>, AppJson(body): AppJson<SignInRequest>) -> Result<AppJson<Session>, ApiError> {
+    let (_, token) = state.directory.sign_in_resident(&body.mobile, &body.password, state.token_ttl_s).await?;
+    Ok(AppJson(Session { token, token_type: "Bearer".into(), expires_in: state.token_ttl_s }))
+}
+
+/// A wallet's balances.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct WalletView {
+    /// Posted balance.
+    balance: Money,
+    /// What can be spent now (posted minus held).
+    available: Money,
+    /// Held by pending transfers.
+    held: Money,
+    /// PBOC account class.
+    account_class: String,
+}
+
+/// The caller's wallet.
+#[utoipa::path(get, path = "/v1/wallet", tag = "wallet", responses((status = OK, body = WalletView), (status = UNAUTHORIZED, body = ErrorBody)))]
+pub(crate) async fn wallet(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<WalletView>, ApiError> {
+    let account = state.wallet.account(&me).await?;
+    Ok(AppJson(WalletView {
+        balance: money(account.balance.net_posted()),
+        available: money(account.balance.available()),
+        held: money(account.balance.debits_pending),
+        account_class: me.class.code().to_owned(),
+    }))
+}
+
+/// A card to link.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkCardRequest {
+    /// The card number (spaces allowed).
+    card_number: String,
+}
+
+/// A linked card.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct CardView {
+    card_id: String,
+    masked: String,
+    brand: String,
+    /// Present when a UnionPay number that fails the Luhn check was accepted.
+    warnings: Vec<String>,
+}
+
+/// Links a bank card to the caller's wallet.
+#[utoipa::path(post, path = "/v1/wallet/cards", tag = "wallet", params(IdempotencyKey), request_body = LinkCardRequest,
+    responses((status = CREATED, body = CardView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn link_card(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkCardRequest>) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let card = state.wallet.link_card(&me, &request.body.card_number).await?;
+        let warnings = if card.luhn_warning { vec!["unionpay_luhn".to_owned()] } else { Vec::new() };
+        Ok(CardView { card_id: card.id.to_string(), masked: card.masked, brand: card.brand, warnings })
+    })
+    .await
+}
+
+/// Money between a card and the wallet.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MovementRequest {
+    /// A linked card's id.
+    card_id: String,
+    /// How much.
+    amount: Money,
+}
+
+/// A completed movement.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct MovementView {
+    amount: Money,
+    balance: Money,
+}
+
+fn card_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse().map_err(|_| ApiError::unprocessable("invalid_field", "card_id is not a card id"))
+}
+
+/// Tops the wallet up from a linked card.
+#[utoipa::path(post, path = "/v1/wallet/top-ups", tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
+    responses((status = CREATED, body = MovementView), (status = PAYMENT_REQUIRED, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn top_up(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<MovementRequest>) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    let key = request.key.as_str().to_owned();
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let amount = cny(&request.body.amount)?;
+        let m = state.wallet.top_up(&me, card_id(&request.body.card_id)?, amount, &key).await?;
+        Ok(MovementView { amount: money(m.amount), balance: money(m.balance) })
+    })
+    .await
+}
+
+/// Withdraws from the wallet to a linked card.
+#[utoipa::path(post, path = "/v1/wallet/withdrawals", tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
+    responses((status = CREATED, body = MovementView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn withdraw(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<MovementRequest>) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    let key = request.key.as_str().to_owned();
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let amount = cny(&request.body.amount)?;
+        let m = state.wallet.withdraw(&me, card_id(&request.body.card_id)?, amount, &key).await?;
+        Ok(MovementView { amount: money(m.amount), balance: money(m.balance) })
+    })
+    .await
+}
+
+/// An enrolled payment device: the slot and the secret its codes derive from.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct DeviceView {
+    /// The device's slot (8 digits inside every code).
+    device: u32,
+    /// The secret, hex; shown once, never again.
+    secret: String,
+}
+
+/// Enrols a payment device for customer-presented codes. The answer holds a secret, so it is
+/// not kept for replay: a retry enrols another device.
+#[utoipa::path(post, path = "/v1/payment-devices", tag = "wallet", responses((status = CREATED, body = DeviceView)))]
+pub(crate) async fn enroll_device(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<Response, ApiError> {
+    let (device, secret) = state.checkout.enroll_device(&me).await?;
+    Ok((StatusCode::CREATED, AppJson(DeviceView { device, secret: hex(secret.expose()) })).into_response())
+}
+
+/// A scanned merchant QR code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PayQrRequest {
+    /// The text inside the QR code.
+    payload: String,
+    /// For a static (counter) QR: the amount the payer typed.
+    amount: Option<Money>,
+}
+
+/// Pays the merchant a scanned QR code names.
+#[utoipa::path(post, path = "/v1/payments/qr", tag = "payments", params(IdempotencyKey), request_body = PayQrRequest,
+    responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn pay_qr(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<PayQrRequest>) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    let key = request.key.as_str().to_owned();
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::OK, async {
+        let typed = request.body.amount.as_ref().map(cny).transpose()?;
+        let trade = state.checkout.pay_qr(&me, &request.body.payload, typed, &key).await?;
+        Ok(TradeView::from(&trade))
+    })
+    .await
+}

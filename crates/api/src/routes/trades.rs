@@ -1,0 +1,170 @@
+//! Merchants' trades: create (with its QR), query, charge a payment code, refund, close,
+//! cancel, record cash. Trades are keyed by the merchant's `out_trade_no`, refunds by their
+//! `out_request_no`; both are the idempotency keys of these calls.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use citypay_api_types::{ErrorBody, Money};
+use citypay_checkout::{NewTrade, Trade};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::MerchantCaller;
+use super::residents::{cny, money};
+use super::AppState;
+use crate::{ApiError, AppJson};
+
+/// A trade as merchants see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct TradeView {
+    /// citypay's trade number.
+    trade_no: String,
+    /// The merchant's order number.
+    out_trade_no: String,
+    /// WAIT_BUYER_PAY, TRADE_SUCCESS, TRADE_CLOSED or TRADE_FINISHED.
+    status: String,
+    /// qr, payment_code or cash.
+    method: String,
+    amount: Money,
+    refunded: Money,
+    subject: String,
+    /// Unix seconds.
+    created_at: u64,
+    /// Unix seconds; absent until paid.
+    paid_at: Option<u64>,
+}
+
+impl From<&Trade> for TradeView {
+    fn from(t: &Trade) -> TradeView {
+        TradeView {
+            trade_no: t.id.to_string(),
+            out_trade_no: t.out_trade_no.clone(),
+            status: t.status.code().to_owned(),
+            method: t.method.code().to_owned(),
+            amount: money(t.amount),
+            refunded: money(t.refunded),
+            subject: t.subject.clone(),
+            created_at: t.created_at,
+            paid_at: t.paid_at,
+        }
+    }
+}
+
+/// A new trade.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TradeRequest {
+    /// Unique per merchant: 1 to 64 letters, digits or `_`.
+    out_trade_no: String,
+    amount: Money,
+    subject: String,
+    /// Seconds until an unpaid trade closes itself (default 900).
+    timeout_s: Option<u64>,
+}
+
+impl TradeRequest {
+    fn new_trade(&self) -> Result<NewTrade, ApiError> {
+        Ok(NewTrade {
+            out_trade_no: self.out_trade_no.clone(),
+            amount: cny(&self.amount)?,
+            subject: self.subject.clone(),
+            timeout_s: self.timeout_s,
+        })
+    }
+}
+
+/// A created trade and its dynamic QR payload.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct CreatedTrade {
+    trade: TradeView,
+    /// EMVCo merchant-presented payload to render as a QR code.
+    qr_payload: String,
+}
+
+/// Creates a trade waiting for payment, with its QR payload.
+#[utoipa::path(post, path = "/v1/trades", tag = "trades", request_body = TradeRequest,
+    responses((status = CREATED, body = CreatedTrade), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn create(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<TradeRequest>) -> Result<Response, ApiError> {
+    let (trade, qr_payload) = state.checkout.create_trade(merchant, &body.new_trade()?).await?;
+    Ok((StatusCode::CREATED, AppJson(CreatedTrade { trade: TradeView::from(&trade), qr_payload })).into_response())
+}
+
+/// A trade of the calling merchant.
+#[utoipa::path(get, path = "/v1/trades/{out_trade_no}", tag = "trades", params(("out_trade_no" = String, Path)),
+    responses((status = OK, body = TradeView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn get(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
+    let trade = state.checkout.trade(merchant, &out_trade_no).await?;
+    Ok(AppJson(TradeView::from(&trade)))
+}
+
+/// A trade charged to a customer's payment code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CodePaymentRequest {
+    out_trade_no: String,
+    amount: Money,
+    subject: String,
+    /// The 18-digit code the customer shows.
+    auth_code: String,
+}
+
+/// Charges a customer's payment code at the till (the merchant scans it).
+#[utoipa::path(post, path = "/v1/trades/pay", tag = "trades", request_body = CodePaymentRequest,
+    responses((status = OK, body = TradeView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
+pub(crate) async fn pay_with_code(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<CodePaymentRequest>) -> Result<AppJson<TradeView>, ApiError> {
+    let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None };
+    let trade = state.checkout.pay_with_code(merchant, &new, &body.auth_code).await?;
+    Ok(AppJson(TradeView::from(&trade)))
+}
+
+/// A refund of part or all of a trade.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefundRequest {
+    /// Unique per trade: the refund's idempotency key.
+    out_request_no: String,
+    amount: Money,
+}
+
+/// Refunds part or all of a paid trade; never more than was paid.
+#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/refunds", tag = "trades", params(("out_trade_no" = String, Path)), request_body = RefundRequest,
+    responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn refund(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>, AppJson(body): AppJson<RefundRequest>) -> Result<AppJson<TradeView>, ApiError> {
+    let trade = state.checkout.refund(merchant, &out_trade_no, &body.out_request_no, cny(&body.amount)?).await?;
+    Ok(AppJson(TradeView::from(&trade)))
+}
+
+/// Closes an unpaid trade.
+#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/close", tag = "trades", params(("out_trade_no" = String, Path)),
+    responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn close(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
+    Ok(AppJson(TradeView::from(&state.checkout.close(merchant, &out_trade_no).await?)))
+}
+
+/// Cancels a trade: closes it if unpaid, refunds it in full if paid.
+#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/cancel", tag = "trades", params(("out_trade_no" = String, Path)),
+    responses((status = OK, body = TradeView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn cancel(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
+    Ok(AppJson(TradeView::from(&state.checkout.cancel(merchant, &out_trade_no).await?)))
+}
+
+/// Records a sale paid in cash at the counter.
+#[utoipa::path(post, path = "/v1/cash-sales", tag = "trades", request_body = TradeRequest,
+    responses((status = CREATED, body = TradeView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn cash_sale(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<TradeRequest>) -> Result<Response, ApiError> {
+    let trade = state.checkout.record_cash_sale(merchant, &body.new_trade()?).await?;
+    Ok((StatusCode::CREATED, AppJson(TradeView::from(&trade))).into_response())
+}
+
+/// The merchant's static counter QR.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct StaticQr {
+    qr_payload: String,
+}
+
+/// The calling merchant's static counter QR payload (the payer types the amount).
+#[utoipa::path(get, path = "/v1/merchant/qr", tag = "trades", responses((status = OK, body = StaticQr)))]
+pub(crate) async fn static_qr(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller) -> Result<AppJson<StaticQr>, ApiError> {
+    Ok(AppJson(StaticQr { qr_payload: state.checkout.static_qr(merchant).await? }))
+}

@@ -1,0 +1,82 @@
+//! `citypay admin`: what only the command line does, such as creating the first platform
+//! operator. It opens the database as its writer, so run it while the server is stopped.
+
+use std::path::PathBuf;
+
+use citypay_directory::{PasswordPolicy, Role};
+use citypay_store::DbUrl;
+
+/// Administrative commands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Admin {
+    /// Creates an operator; the password comes from CITYPAY_OPERATOR_PASSWORD or stdin.
+    CreateOperator {
+        /// Database.
+        #[arg(long, default_value = "citypay.db")]
+        db: DbUrl,
+        /// Key file (default: beside the database).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Sign-in name.
+        #[arg(long)]
+        username: String,
+        /// `platform` or `city`.
+        #[arg(long, default_value = "platform")]
+        role: String,
+        /// The city of a city operator (GB/T 2260 code).
+        #[arg(long)]
+        city: Option<u32>,
+    },
+    /// Onboards a city (GB/T 2260 code and name).
+    OnboardCity {
+        /// Database.
+        #[arg(long, default_value = "citypay.db")]
+        db: DbUrl,
+        /// Key file (default: beside the database).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// GB/T 2260 code, e.g. 330100.
+        #[arg(long)]
+        code: u32,
+        /// Name, e.g. Hangzhou.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+fn password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("CITYPAY_OPERATOR_PASSWORD") {
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match command {
+        Admin::CreateOperator { db, keys, username, role, city } => {
+            let role = Role::from_code(role).ok_or_else(|| anyhow::anyhow!("role must be platform or city"))?;
+            let password = password()?;
+            let keys = crate::city::load_keys(&keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db)))?;
+            runtime.block_on(async {
+                let city_state = crate::city::open(db, keys, PasswordPolicy::PRODUCTION).await?;
+                let operator = city_state.state.directory.create_operator(username, &password, role, *city).await?;
+                println!("operator {} ({}) created", operator.username, operator.role.code());
+                city_state.shard.shutdown();
+                anyhow::Ok(())
+            })
+        }
+        Admin::OnboardCity { db, keys, code, name } => {
+            let keys = crate::city::load_keys(&keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db)))?;
+            runtime.block_on(async {
+                let city_state = crate::city::open(db, keys, PasswordPolicy::PRODUCTION).await?;
+                let city = city_state.state.directory.onboard_city(*code, name).await?;
+                println!("city {} ({}) onboarded", city.name, city.code);
+                city_state.shard.shutdown();
+                anyhow::Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `citypay serve`: the HTTP API over a city, with the background jobs it needs (notifications
+//! and the closing of expired trades).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use citypay_api::routes::business_routes;
+use citypay_api::{Api, ApiConfig};
+use citypay_checkout::notify::{DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
+use citypay_directory::PasswordPolicy;
+use citypay_store::DbUrl;
+
+/// Posts notifications over HTTP.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpDeliver(reqwest::Client);
+
+impl HttpDeliver {
+    pub(crate) fn new() -> anyhow::Result<HttpDeliver> {
+        Ok(HttpDeliver(reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?))
+    }
+}
+
+impl Deliver for HttpDeliver {
+    fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: String) -> impl Future<Output = Result<u16, String>> + Send {
+        let mut request = self.0.post(url).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.map(|r| r.status().as_u16()).map_err(|e| e.to_string()) }
+    }
+}
+
+pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_target(false).init();
+    let keys_path = keys.unwrap_or_else(|| crate::city::default_keys_path(db));
+    let keys = crate::city::load_keys(&keys_path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let city = crate::city::open(db, keys, PasswordPolicy::PRODUCTION).await?;
+        let state = city.state.clone();
+        let dispatcher = Dispatcher::new(state.directory.clone(), HttpDeliver::new()?, DEFAULT_SCHEDULE_S.to_vec());
+        let checkout = state.checkout.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = dispatcher.run_once(200).await {
+                    tracing::warn!(%error, "notification dispatch failed");
+                }
+                if let Err(error) = checkout.close_expired(500).await {
+                    tracing::warn!(%error, "closing expired trades failed");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state));
+        eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json)", db.redacted());
+        citypay_api::serve(addr, api.into_router()).await?;
+        city.shard.shutdown();
+        anyhow::Ok(())
+    })
+}
