@@ -32,7 +32,7 @@ impl Deliver for HttpDeliver {
 }
 
 pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_target(false).init();
+    tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     let keys_path = keys.unwrap_or_else(|| crate::city::default_keys_path(db));
     let keys = crate::city::load_keys(&keys_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

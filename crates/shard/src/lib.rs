@@ -212,7 +212,7 @@ impl Shard {
         // Sent from a plain thread so that stopping works from async code too. A writer that
         // already stopped has dropped its receiver; nothing to tell it then.
         let sender = self.handle.sender.clone();
-        let _ = std::thread::spawn(move || sender.blocking_send(Request::Stop)).join();
+        let _ = std::thread::spawn(move || sender.blocking_send(Request::Stop).is_ok()).join();
         let _ = thread.join();
     }
 }
