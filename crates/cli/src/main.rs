@@ -3,6 +3,7 @@
 mod admin;
 mod audit_cmd;
 mod bench;
+mod bench_payments;
 mod city;
 mod crash_child;
 mod inspect;
@@ -81,12 +82,15 @@ enum Command {
 enum BenchCommand {
     /// Durable transfers per second through the shard writer.
     Ledger(bench::LedgerBenchArgs),
+    /// Payment-code payments per second over HTTP, against the server's no-op endpoint.
+    Payments(bench_payments::PaymentsBenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { what: BenchCommand::Ledger(args) } => bench::run(&args).map(|_| ExitCode::SUCCESS),
+        Command::Bench { what: BenchCommand::Payments(args) } => bench_payments::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, json } => audit_cmd::run(&db, json),
         Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),

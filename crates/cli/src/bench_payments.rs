@@ -1,0 +1,276 @@
+//! `citypay bench payments`: residents pay shops with payment codes over HTTP on loopback, one
+//! request per payment as at a real till (the merchant submits code and amount), through the
+//! real server in this process: real sockets, JSON, API-key authentication, durable commits. In
+//! the same run the same generator measures the server's no-op endpoint, as the HTTP ceiling.
+//! Every resident has an enrolled device and pays at most twice (the current and the next
+//! 30-second code), so codes stay valid and unused without touching the clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use citypay_api::routes::{AppState, business_routes};
+use citypay_api::{Api, ApiConfig};
+use citypay_codes::payment_code::PaymentCode;
+use citypay_directory::{Category, NewMerchant, NewResident, PasswordPolicy};
+use citypay_identity::AccountClass;
+use citypay_store::DbUrl;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Options of `citypay bench payments`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PaymentsBenchArgs {
+    /// Database (must be new); default: a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    db: Option<DbUrl>,
+    /// Payments to make (at most twice the residents).
+    #[arg(long, default_value_t = 20_000)]
+    payments: u64,
+    /// Merchants.
+    #[arg(long, default_value_t = 50)]
+    merchants: u64,
+    /// Concurrent HTTP clients (tills).
+    #[arg(long, default_value_t = 64)]
+    clients: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct PaymentsBenchReport {
+    payments: u64,
+    failed: u64,
+    seconds: f64,
+    payments_per_second: f64,
+    p50_us: u64,
+    p99_us: u64,
+    noop_requests: u64,
+    noop_requests_per_second: f64,
+    noop_p99_us: u64,
+    payments_vs_noop: f64,
+    audit_clean: bool,
+}
+
+struct Payer {
+    device: u32,
+    secret: Vec<u8>,
+}
+
+pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::Builder::new().prefix("citypay-bench-payments").tempdir()?;
+    let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
+    let keys = crate::city::load_keys(&scratch.path().join("keys"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let city = crate::city::open(&db, keys, PasswordPolicy::FAST_INSECURE).await?;
+        let state = city.state.clone();
+        let residents = args.payments.div_ceil(2).max(1);
+        eprintln!("setting up {} merchants and {residents} residents with devices...", args.merchants);
+        let (merchants, payers) = set_up(&state, args.merchants, residents).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(citypay_api::serve_until(listener, api.into_router(), async move {
+            let _ = stopped.await;
+        }));
+        let base = format!("http://{addr}");
+        let payments = drive_payments(&base, &merchants, payers, args).await?;
+        let noop = drive_noop(&base, args.clients, payments.0.len().max(1_000) as u64).await?;
+        let _ = stop.send(());
+        server.await??;
+        city.shard.shutdown();
+        let mut source = crate::open::reader(&db)?;
+        let audit = citypay_store::audit(source.as_mut())?;
+        anyhow::Ok(report(payments, noop, audit.is_clean()))
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} payment-code payments over HTTP: {:.0}/s (p50 {} µs, p99 {} µs), {} failed; no-op endpoint {:.0}/s (p99 {} µs); payments are {:.0}% of the no-op rate; audit {}",
+            report.payments,
+            report.payments_per_second,
+            report.p50_us,
+            report.p99_us,
+            report.failed,
+            report.noop_requests_per_second,
+            report.noop_p99_us,
+            report.payments_vs_noop * 100.0,
+            if report.audit_clean { "clean" } else { "VIOLATIONS" }
+        );
+    }
+    Ok(())
+}
+
+#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+fn report(payments: (Vec<u64>, u64, f64), noop: (Vec<u64>, f64), audit_clean: bool) -> PaymentsBenchReport {
+    let histogram = |values: &[u64]| {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        for v in values {
+            h.saturating_record((*v).max(1));
+        }
+        h
+    };
+    let (latencies, failed, seconds) = payments;
+    let ok = latencies.len() as u64;
+    let h = histogram(&latencies);
+    let n = histogram(&noop.0);
+    let pps = if seconds > 0.0 { ok as f64 / seconds } else { 0.0 };
+    let nps = if noop.1 > 0.0 { noop.0.len() as f64 / noop.1 } else { 0.0 };
+    PaymentsBenchReport {
+        payments: ok,
+        failed,
+        seconds,
+        payments_per_second: pps,
+        p50_us: h.value_at_quantile(0.5),
+        p99_us: h.value_at_quantile(0.99),
+        noop_requests: noop.0.len() as u64,
+        noop_requests_per_second: nps,
+        noop_p99_us: n.value_at_quantile(0.99),
+        payments_vs_noop: if nps > 0.0 { pps / nps } else { 0.0 },
+        audit_clean,
+    }
+}
+
+/// Merchants (their API keys) and residents with money and an enrolled device.
+async fn set_up(state: &AppState, merchants: u64, residents: u64) -> anyhow::Result<(Vec<(u64, String)>, Vec<Payer>)> {
+    let d = &state.directory;
+    d.onboard_city(330100, "Hangzhou").await?;
+    let mut keys = Vec::new();
+    for i in 0..merchants {
+        let organization = format!("MA{:06}", i);
+        let org_check = citypay_identity::uscc::organization_check_character(&organization).context("org code")?;
+        let body = format!("91330100{organization}{org_check}");
+        let code = format!("{body}{}", citypay_identity::uscc::check_character(&body).context("uscc")?);
+        let (m, credentials) = d
+            .onboard_merchant(&NewMerchant {
+                city: 330100,
+                name: format!("Shop {i}"),
+                uscc: code,
+                mcc: "5411".into(),
+                category: Category::Retail,
+                settlement_account: "6222020200112233446".into(),
+                notify_url: None,
+            })
+            .await?;
+        keys.push((m.id, format!("ApiKey {}:{}", credentials.key_id, credentials.secret.expose())));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut payers = Vec::new();
+    for i in 0..residents {
+        let state = state.clone();
+        tasks.spawn(async move { enrol(&state, i).await });
+        while tasks.len() >= 256 {
+            payers.push(tasks.join_next().await.context("task")???);
+        }
+    }
+    while let Some(payer) = tasks.join_next().await {
+        payers.push(payer??);
+    }
+    Ok((keys, payers))
+}
+
+async fn enrol(state: &AppState, i: u64) -> anyhow::Result<Payer> {
+    // Region 330106, born on 1 January of 1950..1999, sequence 000..999: 50,000 identities.
+    let body = format!("330106{}0101{:03}", 1950 + (i / 1_000) % 50, i % 1_000);
+    let id = format!("{body}{}", citypay_identity::resident_id::check_character(&body).context("check")?);
+    let resident = state
+        .directory
+        .register_resident(&NewResident {
+            city: 330100,
+            name: format!("Resident {i}"),
+            mobile: format!("13{:09}", i),
+            id_number: id,
+            password: "bench password".into(),
+            class: AccountClass::III,
+        })
+        .await?;
+    let card = state.wallet.link_card(&resident, "4111111111111111").await?;
+    state.wallet.top_up(&resident, card.id, 1_000_000, "bench").await?;
+    let (device, secret) = state.checkout.enroll_device(&resident).await?;
+    Ok(Payer { device, secret: secret.expose().clone() })
+}
+
+/// Each client takes the next resident and pays twice with them, with the code of this step and
+/// then of the next, so no two requests race for one device.
+async fn drive_payments(base: &str, merchants: &[(u64, String)], payers: Vec<Payer>, args: &PaymentsBenchArgs) -> anyhow::Result<(Vec<u64>, u64, f64)> {
+    let payers = Arc::new(payers);
+    let merchants = Arc::new(merchants.to_vec());
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let total = (args.payments.div_ceil(2)).min(payers.len() as u64);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.clients {
+        let (payers, merchants, next, failed, base) = (payers.clone(), merchants.clone(), next.clone(), failed.clone(), base.to_owned());
+        tasks.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            loop {
+                let p = next.fetch_add(1, Ordering::Relaxed);
+                if p >= total {
+                    return latencies;
+                }
+                let payer = &payers[usize::try_from(p).unwrap_or(0)];
+                for step in 0..2u64 {
+                    let i = 2 * p + step;
+                    let (_, key) = &merchants[usize::try_from(i).unwrap_or(0) % merchants.len()];
+                    let code = PaymentCode::generate(payer.device, &payer.secret, now + 30 * step);
+                    let body = serde_json::json!({
+                        "out_trade_no": format!("B{i}"),
+                        "amount": {"amount": 100 + i64::try_from(i % 900).unwrap_or(0), "currency": "CNY"},
+                        "subject": "bench",
+                        "auth_code": code,
+                    });
+                    let sent = Instant::now();
+                    let response = client.post(format!("{base}/v1/trades/pay")).header("authorization", key).json(&body).send().await;
+                    if matches!(&response, Ok(r) if r.status().is_success()) {
+                        latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done?);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    if latencies.is_empty() {
+        bail!("no payment succeeded");
+    }
+    Ok((latencies, failed.load(Ordering::Relaxed), seconds))
+}
+
+async fn drive_noop(base: &str, clients: u64, requests: u64) -> anyhow::Result<(Vec<u64>, f64)> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (next, url) = (next.clone(), format!("{base}/health"));
+        tasks.spawn(async move {
+            let client = reqwest::Client::new();
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < requests {
+                let sent = Instant::now();
+                if client.get(&url).send().await.is_ok() {
+                    latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+                }
+            }
+            latencies
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done?);
+    }
+    Ok((latencies, start.elapsed().as_secs_f64()))
+}
