@@ -60,6 +60,7 @@ struct Payer {
     secret: Vec<u8>,
 }
 
+#[allow(clippy::float_arithmetic)]
 pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("citypay-bench-payments").tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));

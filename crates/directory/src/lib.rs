@@ -82,6 +82,9 @@ impl Directory {
 
     /// Runs a read query (`?N` placeholders) off the async threads.
     pub async fn read(&self, sql: &'static str, params: Vec<Value>) -> Result<Vec<Vec<Value>>, DirectoryError> {
+        if !self.reader.may_block() {
+            return Ok(self.reader.query(sql, &params)?);
+        }
         let reader = self.reader.clone();
         let rows = tokio::task::spawn_blocking(move || reader.query(sql, &params)).await;
         Ok(rows.map_err(|e| DirectoryError::Storage(e.to_string()))??)

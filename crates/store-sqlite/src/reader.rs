@@ -77,6 +77,10 @@ impl ServiceReader for SqliteReader {
         self.give_back(conn);
         rows
     }
+
+    fn may_block(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) fn run(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {

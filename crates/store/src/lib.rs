@@ -149,6 +149,13 @@ pub trait ServiceReader: Send + Sync {
     /// rewrites them to its own form); every column comes back as a [`Value`] (integers,
     /// text, bytes or NULL; no floats).
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError>;
+
+    /// Whether a query may wait on the network, so async callers should run it on a blocking
+    /// thread. Local reads from the page cache return in microseconds, cheaper than the
+    /// hand-off to another thread.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// Rewrites the `?N` placeholders of `sql` with `mark(N)`, leaving quoted literals alone.
