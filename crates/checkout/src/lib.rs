@@ -287,6 +287,17 @@ impl Checkout {
         self.expired_closed(trade).await
     }
 
+    /// A page of a merchant's trades, newest first, after the (created_at, id) of the last
+    /// trade of the previous page.
+    pub async fn trades(&self, merchant_id: u64, after: Option<(u64, u64)>, limit: u32) -> Result<Vec<Trade>, CheckoutError> {
+        let (created_at, id) = after.unwrap_or((u64::MAX >> 1, u64::MAX >> 1));
+        let rows = self
+            .directory
+            .read(trade::SELECT_PAGE, vec![uint(merchant_id), uint(created_at), uint(id), Value::Int(i64::from(limit))])
+            .await?;
+        rows.iter().map(|row| Trade::from_row(row)).collect()
+    }
+
     async fn trade_by_id(&self, id: u64) -> Result<Trade, CheckoutError> {
         let rows = self.directory.read(trade::SELECT_BY_ID, vec![uint(id)]).await?;
         rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)

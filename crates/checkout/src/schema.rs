@@ -53,10 +53,19 @@ macro_rules! checkout_v1 {
 }
 
 /// The checkout's migrations, for every backend.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "checkout",
-    version: 1,
-    name: "trades, refunds, payment devices, outbox",
-    sqlite: checkout_v1!("BLOB"),
-    postgres: checkout_v1!("BYTEA"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "checkout",
+        version: 1,
+        name: "trades, refunds, payment devices, outbox",
+        sqlite: checkout_v1!("BLOB"),
+        postgres: checkout_v1!("BYTEA"),
+    },
+    Migration {
+        component: "checkout",
+        version: 2,
+        name: "a merchant's trades, newest first",
+        sqlite: "CREATE INDEX trades_by_merchant ON trades (merchant_id, created_at, id);",
+        postgres: "CREATE INDEX trades_by_merchant ON trades (merchant_id, created_at, id);",
+    },
+];

@@ -111,6 +111,9 @@ macro_rules! select_trades {
 
 pub(crate) const SELECT_BY_MERCHANT: &str = select_trades!("WHERE merchant_id = ?1 AND out_trade_no = ?2");
 pub(crate) const SELECT_BY_ID: &str = select_trades!("WHERE id = ?1");
+pub(crate) const SELECT_PAGE: &str = select_trades!(
+    "WHERE merchant_id = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC LIMIT ?4"
+);
 pub(crate) const SELECT_EXPIRED: &str =
     select_trades!("WHERE status = 'WAIT_BUYER_PAY' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2");
 

@@ -251,12 +251,40 @@ async fn a_city_pays_through_the_api() {
     let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(&resident), None, None).await;
     assert_eq!(wallet["balance"]["amount"], 10_000 - 1_500);
 
+    // The merchant lists its trades a page at a time; the other merchant sees none of them.
+    let mut seen = Vec::new();
+    let mut path = "/v1/trades?limit=2".to_owned();
+    loop {
+        let (status, page, _) = api.call("GET", &path, Some(&shop_key), None, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        seen.extend(page["items"].as_array().unwrap().iter().map(|t| t["out_trade_no"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/trades?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, vec!["C1", "P1", "T1", "T2"]);
+    let (_, other_page, _) = api.call("GET", "/v1/trades", Some(&other_key), None, None).await;
+    assert_eq!(other_page["items"], json!([]));
+    assert_eq!(api.call("GET", "/v1/trades?cursor=garbage", Some(&shop_key), None, None).await.0, StatusCode::BAD_REQUEST);
+
+    // Key rotation: a second key works; once the first is revoked it is refused.
+    let (status, second, _) = api.call("POST", "/v1/api-keys", Some(&shop_key), None, None).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let second_key = format!("ApiKey {}:{}", second["api_key_id"].as_str().unwrap(), second["api_key_secret"].as_str().unwrap());
+    let first_id = shop["api_key_id"].as_str().unwrap();
+    assert_eq!(api.call("POST", &format!("/v1/api-keys/{first_id}/revoke"), Some(&other_key), None, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.call("POST", &format!("/v1/api-keys/{first_id}/revoke"), Some(&second_key), None, None).await.0, StatusCode::OK);
+    assert_eq!(api.call("GET", "/v1/trades/T1", Some(&shop_key), None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.call("GET", "/v1/trades/T1", Some(&second_key), None, None).await.0, StatusCode::OK);
+
     // Every documented route is a real route: without credentials it answers 401/4xx, never
     // the router's own 404 or 405.
     let (_, spec, _) = api.call("GET", "/openapi.json", None, None, None).await;
     for (path, methods) in spec["paths"].as_object().unwrap() {
         for method in methods.as_object().unwrap().keys() {
-            let concrete = path.replace("{out_trade_no}", "T1");
+            let concrete = path.replace("{out_trade_no}", "T1").replace("{key_id}", "mk_x");
             let (status, body, _) = api.call(&method.to_uppercase(), &concrete, None, None, Some(json!({}))).await;
             let code = body["error"]["code"].as_str().unwrap_or("");
             assert!(!matches!(code, "not_found" | "method_not_allowed"), "{method} {path}: {status} {body}");

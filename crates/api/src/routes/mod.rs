@@ -66,5 +66,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(trades::cancel))
         .routes(routes!(trades::cash_sale))
         .routes(routes!(trades::static_qr))
+        .routes(routes!(trades::list))
+        .routes(routes!(trades::issue_key))
+        .routes(routes!(trades::revoke_key))
         .with_state(state)
 }

@@ -168,3 +168,54 @@ pub(crate) struct StaticQr {
 pub(crate) async fn static_qr(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller) -> Result<AppJson<StaticQr>, ApiError> {
     Ok(AppJson(StaticQr { qr_payload: state.checkout.static_qr(merchant).await? }))
 }
+
+/// The calling merchant's trades, newest first, a page at a time.
+#[utoipa::path(get, path = "/v1/trades", tag = "trades", params(crate::PageQuery),
+    responses((status = OK, body = citypay_api_types::Page<TradeView>), (status = BAD_REQUEST, body = ErrorBody)))]
+pub(crate) async fn list(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, page: crate::PageRequest) -> Result<AppJson<citypay_api_types::Page<TradeView>>, ApiError> {
+    let after = match &page.cursor {
+        Some(cursor) => {
+            let created_at = u64::try_from(cursor.sort_key).map_err(|_| ApiError::bad_request("invalid_cursor", "cursor out of range"))?;
+            let id = cursor.id.parse().map_err(|_| ApiError::bad_request("invalid_cursor", "cursor out of range"))?;
+            Some((created_at, id))
+        }
+        None => None,
+    };
+    let trades = state.checkout.trades(merchant, after, page.limit).await?;
+    let next_cursor = (trades.len() == usize::try_from(page.limit).unwrap_or(usize::MAX))
+        .then(|| trades.last())
+        .flatten()
+        .map(|t| crate::Cursor::new(i64::try_from(t.created_at).unwrap_or(i64::MAX), t.id.to_string()).encode());
+    Ok(AppJson(citypay_api_types::Page { items: trades.iter().map(TradeView::from).collect(), next_cursor }))
+}
+
+/// A new API key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ApiKeyView {
+    api_key_id: String,
+    /// Shown once.
+    api_key_secret: String,
+}
+
+/// Issues another API key for the calling merchant (rotation: both work until the old one is
+/// revoked). The answer holds a secret, so it is not kept for replay.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "merchants", responses((status = CREATED, body = ApiKeyView)))]
+pub(crate) async fn issue_key(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller) -> Result<Response, ApiError> {
+    let credentials = state.directory.issue_api_key(merchant).await?;
+    let view = ApiKeyView { api_key_id: credentials.key_id, api_key_secret: credentials.secret.expose().clone() };
+    Ok((StatusCode::CREATED, AppJson(view)).into_response())
+}
+
+/// A revoked key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RevokedKey {
+    revoked: String,
+}
+
+/// Revokes one of the calling merchant's API keys.
+#[utoipa::path(post, path = "/v1/api-keys/{key_id}/revoke", tag = "merchants", params(("key_id" = String, Path)),
+    responses((status = OK, body = RevokedKey), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn revoke_key(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(key_id): Path<String>) -> Result<AppJson<RevokedKey>, ApiError> {
+    state.directory.revoke_api_key(merchant, &key_id).await?;
+    Ok(AppJson(RevokedKey { revoked: key_id }))
+}
