@@ -32,7 +32,14 @@ impl Deliver for HttpDeliver {
 }
 
 pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    // Structured (JSON, one object per line) for log collectors; readable text on a terminal.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr);
+    if terminal {
+        logs.init();
+    } else {
+        logs.json().flatten_event(true).with_current_span(true).init();
+    }
     let keys_path = keys.unwrap_or_else(|| crate::city::default_keys_path(db));
     let keys = crate::city::load_keys(&keys_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -311,6 +311,11 @@ async fn a_city_pays_through_the_api() {
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("/v1/payments/qr"), "the server logged its requests: {logs}");
+    let requests: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        requests.iter().any(|r| r["span"]["route"] == "/v1/payments/qr" && r["span"]["status"] == 200),
+        "request logs are JSON objects with the route and status: {logs}"
+    );
     for secret in [ID_NUMBER, "11010519491231002", CARD, "correct horse", shop["api_key_secret"].as_str().unwrap(), webhook_secret] {
         assert!(!logs.contains(secret), "the logs contain a secret");
     }
