@@ -87,14 +87,21 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// Opens the database as its writer and assembles the services.
+/// Opens the database as its writer and assembles the services. Storage is opened on a
+/// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
+/// an async task.
 pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, passwords: PasswordPolicy) -> anyhow::Result<City> {
-    let store = crate::open::writer(db, &migrations())?;
-    let shard = Shard::start(store, ShardConfig::DEFAULT, SystemClock)?;
-    let reader: Arc<dyn ServiceReader> = match db {
-        DbUrl::Sqlite(path) => Arc::new(SqliteReader::open(path)?),
-        DbUrl::Postgres(url) => Arc::new(PostgresReader::connect(url)?),
-    };
+    let db = db.clone();
+    let (shard, reader) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Shard, Arc<dyn ServiceReader>)> {
+        let store = crate::open::writer(&db, &migrations())?;
+        let shard = Shard::start(store, ShardConfig::DEFAULT, SystemClock)?;
+        let reader: Arc<dyn ServiceReader> = match &db {
+            DbUrl::Sqlite(path) => Arc::new(SqliteReader::open(path)?),
+            DbUrl::Postgres(url) => Arc::new(PostgresReader::connect(url)?),
+        };
+        Ok((shard, reader))
+    })
+    .await??;
     let directory = Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), passwords);
     directory.open_platform_accounts().await?;
     let state = AppState {

@@ -51,6 +51,17 @@ impl PostgresReader {
     }
 }
 
+impl Drop for PostgresReader {
+    /// The synchronous client blocks on its own runtime when it closes, which panics inside an
+    /// async task: close the idle connections on a plain thread instead.
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
+
 type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// `?N` becomes `$N` with the type of the value bound to it, so PostgreSQL never has to guess
