@@ -167,6 +167,12 @@ fn derived_id(parts: &[&str]) -> EventId {
     EventId::from_be_bytes(bytes).max(1)
 }
 
+/// `text` cut to `max` characters if it is printable ASCII, else `None`.
+fn ascii_field(text: &str, max: usize) -> Option<String> {
+    let printable = !text.is_empty() && text.bytes().all(|b| (0x20..=0x7E).contains(&b));
+    printable.then(|| text.chars().take(max).collect())
+}
+
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the OS random source works");
@@ -240,20 +246,28 @@ impl Checkout {
     }
 
     /// The EMVCo payload of a merchant's QR: dynamic for one trade (its amount, and its trade
-    /// number as the reference label), static for the counter sticker.
+    /// number as the reference label), static for the counter sticker. EMVCo's name and city
+    /// fields are ASCII; a Chinese name goes in the alternate-language template (64) instead.
     async fn qr(&self, merchant_id: u64, charge: Charge) -> Result<String, CheckoutError> {
         let merchant = self.directory.merchant(merchant_id).await?;
         let city = self.directory.city(merchant.city).await?;
-        // EMVCo limits: name 25 characters, city 15.
+        let name = ascii_field(&merchant.name, 25).unwrap_or_else(|| format!("MERCHANT {}", merchant.id));
+        let city_ascii = ascii_field(&city.name, 15).unwrap_or_else(|| "CN".to_owned());
+        let needs_language = !merchant.name.is_ascii() || !city.name.is_ascii();
+        let language = needs_language.then(|| citypay_codes::mpm::LanguageTemplate {
+            preference: "ZH".into(),
+            name: merchant.name.chars().take(25).collect(),
+            city: Some(city.name.chars().take(15).collect()),
+        });
         let qr = CitypayQr {
             merchant_id: merchant.id.to_string(),
             mcc: merchant.mcc.clone(),
             currency: "156".into(),
             country: "CN".into(),
-            name: merchant.name.chars().take(25).collect(),
-            city: city.name.chars().take(15).collect(),
+            name,
+            city: city_ascii,
             postal_code: None,
-            language: None,
+            language,
             charge,
         };
         qr.encode().map_err(|e| CheckoutError::InvalidField { field: "qr", message: e.to_string() })

@@ -182,6 +182,34 @@ fn qr_payments_refunds_close_and_cancel() {
 }
 
 #[test]
+fn a_chinese_merchant_name_goes_in_the_language_template() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 10);
+    w.rt.block_on(async {
+        w.directory.onboard_city(350100, "福州").await.unwrap();
+        let (m, _) = w
+            .directory
+            .onboard_merchant(&NewMerchant {
+                city: 350100,
+                name: "西湖面馆".into(),
+                uscc: SHOP_A.into(),
+                mcc: "5812".into(),
+                category: Category::Restaurant,
+                settlement_account: "6222020200112233446".into(),
+                notify_url: None,
+            })
+            .await
+            .unwrap();
+        let (_, payload) = w.checkout.create_trade(m.id, &order("Z1", 300)).await.unwrap();
+        let decoded = citypay_codes::mpm::Payload::decode(&payload).unwrap();
+        let language = decoded.language().unwrap();
+        assert_eq!((language.name.as_str(), language.city.as_deref()), ("西湖面馆", Some("福州")));
+        assert!(decoded.name().is_ascii());
+        w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
+    });
+}
+
+#[test]
 fn qr_payloads_of_other_schemes_and_bad_ones_are_refused() {
     let w = world();
     let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 10);

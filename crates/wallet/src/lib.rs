@@ -159,6 +159,10 @@ impl Wallet {
         Wallet { directory, bank }
     }
 
+    fn now_s(&self) -> i64 {
+        i64::try_from(self.directory.clock().now().unix_seconds()).unwrap_or(i64::MAX)
+    }
+
     /// The wallet's ledger account.
     pub async fn account(&self, resident: &Resident) -> Result<Account, WalletError> {
         let account = self.directory.shard().account(resident.wallet).await;
@@ -188,7 +192,7 @@ impl Wallet {
                 ("masked", Value::Text(linked.masked.clone())),
                 ("brand", Value::Text(linked.brand.clone())),
                 ("luhn_warning", Value::Int(i64::from(warning))),
-                ("created_at", Value::Int(0)),
+                ("created_at", Value::Int(self.now_s())),
             ],
             on_conflict: OnConflict::Ignore,
         };
@@ -261,7 +265,7 @@ impl Wallet {
                 ("kind", Value::Text(kind.to_owned())),
                 ("amount", Value::Int(amount)),
                 ("card_id", Value::Int(i64::try_from(card_id).unwrap_or(-1))),
-                ("created_at", Value::Int(0)),
+                ("created_at", Value::Int(self.now_s())),
             ],
             on_conflict: OnConflict::Ignore,
         };
