@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use citypay_codes::mpm::{Charge, CitypayQr, Payload};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Resident, Secret};
-use citypay_ledger::{Currency, Entry, Event, EventId, Leg, Status, Transfer};
+use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Resident, Secret, derived_event_id, random_bytes};
+use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 use sha2::{Digest, Sha256};
@@ -160,13 +160,6 @@ impl std::fmt::Debug for Checkout {
     }
 }
 
-fn derived_id(parts: &[&str]) -> EventId {
-    let digest = Sha256::digest(parts.join("\u{0}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    EventId::from_be_bytes(bytes).max(1)
-}
-
 /// `text` cut to `max` characters if it is printable ASCII, else `None`.
 fn ascii_field(text: &str, max: usize) -> Option<String> {
     let printable = !text.is_empty() && text.bytes().all(|b| (0x20..=0x7E).contains(&b));
@@ -174,9 +167,7 @@ fn ascii_field(text: &str, max: usize) -> Option<String> {
 }
 
 fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    u64::from_le_bytes(bytes)
+    u64::from_le_bytes(random_bytes())
 }
 
 fn int(v: i64) -> Value {
@@ -368,7 +359,7 @@ impl Checkout {
             class: BALANCE_PAYMENT,
             user_data: trade.id,
         };
-        Event::Entry(Entry { id: derived_id(&["trade", &trade.id.to_string(), "pay"]), legs: vec![leg] })
+        Event::Entry(Entry { id: derived_event_id(&["trade", &trade.id.to_string(), "pay"]), legs: vec![leg] })
     }
 
     /// Pays the trade a scanned QR payload names, from the resident's wallet. A static QR needs
@@ -443,8 +434,7 @@ impl Checkout {
     /// Enrols a payment device for a resident: its slot and the secret it derives codes from
     /// (shown once; stored sealed).
     pub async fn enroll_device(&self, resident: &Resident) -> Result<(u32, Secret<Vec<u8>>), CheckoutError> {
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).expect("the OS random source works");
+        let secret: [u8; 32] = random_bytes();
         for _ in 0..3 {
             let slot = u32::try_from(random_u64() % u64::from(citypay_codes::payment_code::DEVICE_LIMIT)).unwrap_or(1).max(1);
             let row = ServiceRow {
@@ -630,7 +620,7 @@ impl Checkout {
             class: 0,
             user_data: trade.id,
         };
-        let id = derived_id(&["trade", &trade.id.to_string(), "refund", out_request_no]);
+        let id = derived_event_id(&["trade", &trade.id.to_string(), "refund", out_request_no]);
         let refund_key = vec![("trade_id", uint(trade.id)), ("out_request_no", Value::Text(out_request_no.to_owned()))];
         let command = Command {
             event: Some(Event::Transfer(Transfer { id, leg, pending_timeout_s: None })),

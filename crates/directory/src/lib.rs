@@ -145,13 +145,22 @@ impl Directory {
 
 /// A random id below 2^48 and above 0, for residents, merchants and operators.
 pub(crate) fn random_entity_id() -> u64 {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    (u64::from_le_bytes(bytes) & ((1 << 48) - 1)).max(1)
+    (u64::from_le_bytes(random_bytes()) & ((1 << 48) - 1)).max(1)
 }
 
-/// Random bytes from the OS.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+/// A ledger event id derived from a request's parts (scope, key, purpose; or a trade and what
+/// happens to it): the same on every retry, so a retry is a replay, never a second movement.
+pub fn derived_event_id(parts: &[&str]) -> citypay_ledger::EventId {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(parts.join("\u{0}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    citypay_ledger::EventId::from_be_bytes(bytes).max(1)
+}
+
+/// Random bytes from the OS. A failing OS random source is fatal: nothing here can be keyed
+/// or sealed without it.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the OS random source works");
     bytes
