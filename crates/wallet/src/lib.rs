@@ -44,10 +44,10 @@ pub mod codes {
     pub const WITHDRAWAL: u16 = 11;
 }
 
-/// Withdrawal holds never expire by themselves: the bank may have paid out, so only its answer
+/// Holds never expire by themselves (0): the bank may have moved the money, so only its answer
 /// (post) or refusal (void) closes a hold. A retry with the same key finishes an interrupted
 /// one; a sweeper that asks the bank about old open holds is still to be built.
-const WITHDRAWAL_HOLD_S: u32 = 0;
+const HOLD_TIMEOUT_S: u32 = 0;
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -135,10 +135,7 @@ impl std::fmt::Debug for Wallet {
 
 /// An id derived from the request's scope, key and purpose: the same on every retry.
 fn derived_id(scope: &str, key: &str, purpose: &str) -> EventId {
-    let digest = Sha256::digest(format!("{scope}\u{0}{key}\u{0}{purpose}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    EventId::from_be_bytes(bytes).max(1)
+    citypay_directory::derived_event_id(&[scope, key, purpose])
 }
 
 fn check_amount(amount: i64) -> Result<(), WalletError> {
@@ -281,53 +278,68 @@ impl Wallet {
         }
     }
 
-    /// Tops the wallet up from one of the resident's cards.
+    /// Tops the wallet up from one of the resident's cards: the ledger holds the credit first
+    /// (so nothing it would refuse reaches the bank), the bank debits the card, then the hold
+    /// is posted (or voided when the bank refuses).
     pub async fn top_up(&self, resident: &Resident, card_id: u64, amount: i64, idempotency_key: &str) -> Result<Movement, WalletError> {
-        check_amount(amount)?;
-        let scope = format!("resident:{}", resident.id);
-        let (seen, record) = self.remember(&scope, idempotency_key, "top_up", amount, card_id).await?;
-        let card = self.card_number(resident, card_id).await?;
-        let id = derived_id(&scope, idempotency_key, "top_up");
-        // The bank is idempotent by reference: a retry after a crash here is not a second debit.
-        self.bank.debit_card(&card, amount, &format!("{id:032x}"))?;
         let custody = self.bank.custody_account();
         let leg = cny_leg(custody, resident.wallet, amount, codes::TOP_UP, card_id);
-        let outcome = self.submit(Event::Transfer(Transfer { id, leg, pending_timeout_s: None }), vec![record]).await?;
-        if outcome.status != Status::Ok {
-            return Err(WalletError::Refused(outcome.status));
-        }
-        let balance = self.account(resident).await?.balance.net_posted();
-        Ok(Movement { amount, balance, replay: seen || outcome.replay })
+        let request = Request { resident, card_id, amount, key: idempotency_key, kind: "top_up" };
+        self.through_bank(request, leg, |bank, card, reference| bank.debit_card(card, amount, reference)).await
     }
 
     /// Withdraws to one of the resident's cards: hold, pay out, then post (or void the hold
     /// when the bank refuses).
     pub async fn withdraw(&self, resident: &Resident, card_id: u64, amount: i64, idempotency_key: &str) -> Result<Movement, WalletError> {
-        check_amount(amount)?;
-        let scope = format!("resident:{}", resident.id);
-        let (seen, record) = self.remember(&scope, idempotency_key, "withdraw", amount, card_id).await?;
-        let card = self.card_number(resident, card_id).await?;
-        let hold_id = derived_id(&scope, idempotency_key, "withdraw");
         let custody = self.bank.custody_account();
         let leg = cny_leg(resident.wallet, custody, amount, codes::WITHDRAWAL, card_id);
-        let hold = Event::Transfer(Transfer { id: hold_id, leg, pending_timeout_s: Some(WITHDRAWAL_HOLD_S) });
+        let request = Request { resident, card_id, amount, key: idempotency_key, kind: "withdraw" };
+        self.through_bank(request, leg, |bank, card, reference| bank.credit_account(card.digits(), amount, reference)).await
+    }
+
+    /// The one path of money between a card and a wallet: hold `leg` as a pending transfer,
+    /// ask the bank, then post the hold or void it. Every id and the bank reference derive
+    /// from the idempotency key, so a retry (even after a crash between the steps) replays.
+    /// Holds never expire by themselves: the bank may have moved the money.
+    async fn through_bank(
+        &self,
+        request: Request<'_>,
+        leg: Leg,
+        bank_call: impl FnOnce(&dyn BankConnector, &CardNumber, &str) -> Result<citypay_directory::BankReceipt, BankError>,
+    ) -> Result<Movement, WalletError> {
+        let Request { resident, card_id, amount, key, kind } = request;
+        check_amount(amount)?;
+        let scope = format!("resident:{}", resident.id);
+        let (seen, record) = self.remember(&scope, key, kind, amount, card_id).await?;
+        let card = self.card_number(resident, card_id).await?;
+        let hold_id = derived_id(&scope, key, kind);
+        let hold = Event::Transfer(Transfer { id: hold_id, leg, pending_timeout_s: Some(HOLD_TIMEOUT_S) });
         let held = self.submit(hold, vec![record]).await?;
         if held.status != Status::Ok {
             return Err(WalletError::Refused(held.status));
         }
-        let paid = self.bank.credit_account(card.digits(), amount, &format!("{hold_id:032x}"));
-        let close = match &paid {
-            Ok(_) => Event::PostPending(PostPending { id: derived_id(&scope, idempotency_key, "withdraw-post"), pending_id: hold_id, amount: None }),
-            Err(_) => Event::VoidPending(VoidPending { id: derived_id(&scope, idempotency_key, "withdraw-void"), pending_id: hold_id }),
+        let answer = bank_call(self.bank.as_ref(), &card, &format!("{hold_id:032x}"));
+        let close = match &answer {
+            Ok(_) => Event::PostPending(PostPending { id: derived_id(&scope, key, &format!("{kind}-post")), pending_id: hold_id, amount: None }),
+            Err(_) => Event::VoidPending(VoidPending { id: derived_id(&scope, key, &format!("{kind}-void")), pending_id: hold_id }),
         };
         let closed = self.submit(close, Vec::new()).await?;
-        paid?;
+        answer?;
         if closed.status != Status::Ok {
             return Err(WalletError::Refused(closed.status));
         }
         let balance = self.account(resident).await?.balance.net_posted();
         Ok(Movement { amount, balance, replay: seen || held.replay })
     }
+}
+
+/// What a top-up or withdrawal asks for.
+struct Request<'a> {
+    resident: &'a Resident,
+    card_id: u64,
+    amount: i64,
+    key: &'a str,
+    kind: &'static str,
 }
 
 fn card_from_row(row: &[Value]) -> Result<Card, WalletError> {

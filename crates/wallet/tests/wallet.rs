@@ -112,6 +112,7 @@ fn bank_refusals_move_nothing() {
     w.runtime.block_on(async {
         assert!(matches!(w.wallet.top_up(&me, declined.id, 1_000, "a").await, Err(WalletError::Bank(_))));
         assert_eq!(w.wallet.account(&me).await.unwrap().balance.net_posted(), 0);
+        assert_eq!(w.wallet.account(&me).await.unwrap().balance.credits_pending, 0, "the hold was voided");
         w.wallet.top_up(&me, good.id, 5_000, "b").await.unwrap();
         // The payout fails, so the hold is voided and the money stays in the wallet.
         assert!(matches!(w.wallet.withdraw(&me, unpayable.id, 1_000, "c").await, Err(WalletError::Bank(_))));
