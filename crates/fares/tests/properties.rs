@@ -82,20 +82,5 @@ proptest! {
 }
 
 fn shipped_files() -> Vec<(&'static str, &'static str)> {
-    macro_rules! file {
-        ($name:literal) => {
-            ($name, include_str!(concat!("../feeds/tianjin/", $name)))
-        };
-    }
-    vec![
-        file!("networks.txt"),
-        file!("routes.txt"),
-        file!("stops.txt"),
-        file!("route_stops.txt"),
-        file!("fare_media.txt"),
-        file!("fare_products.txt"),
-        file!("fare_leg_rules.txt"),
-        file!("fare_transfer_rules.txt"),
-        file!("fare_caps.txt"),
-    ]
+    Feed::tianjin_files()
 }

@@ -139,8 +139,7 @@ impl LedgerStore for PostgresStore {
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
-        let sql = citypay_store::read_row_sql(table, key, columns);
-        let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
+        let (sql, values) = citypay_store::read_row_query(table, key, columns);
         Ok(reader::run(&mut self.client, &sql, &values)?.into_iter().next())
     }
 }

@@ -114,11 +114,13 @@ pub trait LedgerStore: Send {
     ) -> Result<Option<Vec<Value>>, StoreError>;
 }
 
-/// The `SELECT` of [`LedgerStore::read_row`] with `?N` placeholders for the key values.
-pub fn read_row_sql(table: &str, key: &[(&'static str, Value)], columns: &[&'static str]) -> String {
+/// The `SELECT` of [`LedgerStore::read_row`], with `?N` placeholders, and the key values to
+/// bind to them.
+pub fn read_row_query(table: &str, key: &[(&'static str, Value)], columns: &[&'static str]) -> (String, Vec<Value>) {
     let conditions: Vec<String> = key.iter().enumerate().map(|(i, (c, _))| format!("{c} = ?{}", i + 1)).collect();
     let columns = if columns.is_empty() { "1".to_owned() } else { columns.join(", ") };
-    format!("SELECT {columns} FROM {table} WHERE {}", conditions.join(" AND "))
+    let sql = format!("SELECT {columns} FROM {table} WHERE {}", conditions.join(" AND "));
+    (sql, key.iter().map(|(_, v)| v.clone()).collect())
 }
 
 /// A journal row as stored, with the pending state that storage keeps on pending rows.
@@ -208,6 +210,15 @@ pub fn id_from_bytes(bytes: &[u8]) -> Result<EventId, StoreError> {
     Ok(EventId::from_be_bytes(array))
 }
 
+/// The ledger's own schema, for every backend.
+pub const LEDGER_MIGRATIONS: &[Migration] = &[Migration {
+    component: "ledger",
+    version: 1,
+    name: "accounts, journal, rejections, metadata",
+    sqlite: include_str!("schema/ledger_v1.sqlite.sql"),
+    postgres: include_str!("schema/ledger_v1.postgres.sql"),
+}];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,12 +230,3 @@ mod tests {
         assert_eq!(rewritten, "SELECT a FROM t WHERE b = $1 AND c = '?2' AND d IN ($2, $10) AND e = ?");
     }
 }
-
-/// The ledger's own schema, for every backend.
-pub const LEDGER_MIGRATIONS: &[Migration] = &[Migration {
-    component: "ledger",
-    version: 1,
-    name: "accounts, journal, rejections, metadata",
-    sqlite: include_str!("schema/ledger_v1.sqlite.sql"),
-    postgres: include_str!("schema/ledger_v1.postgres.sql"),
-}];
