@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use citypay_codes::mpm::{Charge, CitypayQr, Payload};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Resident, Secret, derived_event_id, random_bytes};
+use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Resident, Secret, derived_event_id};
 use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
@@ -166,10 +166,6 @@ fn ascii_field(text: &str, max: usize) -> Option<String> {
     printable.then(|| text.chars().take(max).collect())
 }
 
-fn random_u64() -> u64 {
-    u64::from_le_bytes(random_bytes())
-}
-
 fn int(v: i64) -> Value {
     Value::Int(v)
 }
@@ -203,6 +199,11 @@ impl Checkout {
         Checkout { directory, failures: Arc::new(Mutex::new(HashMap::new())) }
     }
 
+    /// A new trade's id (below 2^63, so it fits a signed column).
+    fn trade_id(&self, merchant_id: u64, new: &NewTrade) -> u64 {
+        u64::from_le_bytes(self.directory.draw(&["trade", &merchant_id.to_string(), &new.out_trade_no])) >> 1
+    }
+
     fn now_s(&self) -> u64 {
         self.directory.clock().now().unix_seconds()
     }
@@ -221,7 +222,7 @@ impl Checkout {
         check_new_trade(new)?;
         let merchant = self.directory.merchant(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(random_u64() >> 1, &merchant, new, Method::Qr, now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now);
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],
@@ -317,7 +318,10 @@ impl Checkout {
     }
 
     fn outbox_row(&self, trade: &Trade, now: u64) -> ServiceRow {
-        let event_id = (u128::from(self.directory.clock().now().0) << 64) | u128::from(random_u64());
+        // Time first, so the outbox reads in order; then what changed, so each change has one id.
+        let change = [trade.id.to_string(), trade.status.code().to_owned(), trade.refunded.to_string()];
+        let low = u64::from_le_bytes(self.directory.draw(&["outbox", &change[0], &change[1], &change[2]]));
+        let event_id = (u128::from(self.directory.clock().now().0) << 64) | u128::from(low);
         let body = serde_json::json!({
             "event_id": format!("{event_id:032x}"),
             "type": "trade.status_changed",
@@ -434,9 +438,11 @@ impl Checkout {
     /// Enrols a payment device for a resident: its slot and the secret it derives codes from
     /// (shown once; stored sealed).
     pub async fn enroll_device(&self, resident: &Resident) -> Result<(u32, Secret<Vec<u8>>), CheckoutError> {
-        let secret: [u8; 32] = random_bytes();
-        for _ in 0..3 {
-            let slot = u32::try_from(random_u64() % u64::from(citypay_codes::payment_code::DEVICE_LIMIT)).unwrap_or(1).max(1);
+        let resident_text = resident.id.to_string();
+        for attempt in 0..3 {
+            let draw = u64::from_le_bytes(self.directory.draw(&["device-slot", &resident_text, &attempt.to_string()]));
+            let slot = u32::try_from(draw % u64::from(citypay_codes::payment_code::DEVICE_LIMIT)).unwrap_or(1).max(1);
+            let secret: [u8; 32] = self.directory.draw(&["device-secret", &slot.to_string()]);
             let row = ServiceRow {
                 table: "payment_devices",
                 key: vec![("id", Value::Int(i64::from(slot)))],
@@ -516,7 +522,7 @@ impl Checkout {
         let payer = self.directory.resident(device.resident_id).await?;
         let merchant = self.directory.merchant(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(random_u64() >> 1, &merchant, new, Method::PaymentCode, now).paid(payer.id, now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(payer.id, now);
         let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
         let command = Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
@@ -699,7 +705,7 @@ impl Checkout {
         check_new_trade(new)?;
         let merchant = self.directory.merchant(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(random_u64() >> 1, &merchant, new, Method::Cash, now).paid_in_cash(now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Cash, now).paid_in_cash(now);
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],

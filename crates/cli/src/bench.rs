@@ -3,7 +3,7 @@
 //! SQL transaction per transfer on the same backend, in the same run.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -84,33 +84,6 @@ pub(crate) fn run(args: &LedgerBenchArgs) -> anyhow::Result<LedgerBenchReport> {
     let report = measure(args, &db, scratch.path())?;
     print(&report, args.json)?;
     Ok(report)
-}
-
-/// `citypay demo`: a short benchmark on a fresh embedded file, with the baseline and the audit.
-pub(crate) fn demo(path: &Path) -> anyhow::Result<()> {
-    for suffix in ["", "-wal", "-shm", ".lock"] {
-        let mut file = path.as_os_str().to_owned();
-        file.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(file));
-    }
-    let args = LedgerBenchArgs {
-        db: Some(DbUrl::Sqlite(path.to_owned())),
-        accounts: 10_000,
-        transfers: 300_000,
-        hot: false,
-        clients: 4_096,
-        rate: None,
-        baseline: true,
-        json: false,
-        batch_max: citypay_ledger::limits::BATCH_EVENTS_MAX,
-        client_threads: 1,
-    };
-    println!("citypay demo: 10,000 wallets, 300,000 transfers from 4,096 concurrent clients, durable on {}", path.display());
-    let scratch = tempfile::Builder::new().prefix("citypay-demo").tempdir()?;
-    let report = measure(&args, args.db.as_ref().expect("set above"), scratch.path())?;
-    print(&report, false)?;
-    println!("\nThe ledger is in {}; check it again with: citypay audit --db {}", path.display(), path.display());
-    Ok(())
 }
 
 fn measure(args: &LedgerBenchArgs, db: &DbUrl, scratch: &Path) -> anyhow::Result<LedgerBenchReport> {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use citypay_api::routes::AppState;
 use citypay_checkout::Checkout;
 use citypay_directory::{Directory, DirectoryKeys, PasswordPolicy, SandboxBank, TokenKeys};
-use citypay_shard::{Shard, ShardConfig, SystemClock};
+use citypay_shard::{Clock, Shard, ShardConfig, SystemClock};
 use citypay_store::{DbUrl, Migration, ServiceReader};
 use citypay_store_postgres::PostgresReader;
 use citypay_store_sqlite::SqliteReader;
@@ -91,10 +91,22 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
 /// an async task.
 pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, passwords: PasswordPolicy) -> anyhow::Result<City> {
+    open_with(db, keys, passwords, Arc::new(SystemClock), None).await
+}
+
+/// [`open`] with a given clock and, for seeded simulations, a seed for ids and secrets.
+pub(crate) async fn open_with(
+    db: &DbUrl,
+    keys: DirectoryKeys,
+    passwords: PasswordPolicy,
+    clock: Arc<dyn Clock + Sync>,
+    seed: Option<[u8; 32]>,
+) -> anyhow::Result<City> {
     let db = db.clone();
+    let shard_clock = clock.clone();
     let (shard, reader) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Shard, Arc<dyn ServiceReader>)> {
         let store = crate::open::writer(&db, &migrations())?;
-        let shard = Shard::start(store, ShardConfig::DEFAULT, SystemClock)?;
+        let shard = Shard::start(store, ShardConfig::DEFAULT, shard_clock)?;
         let reader: Arc<dyn ServiceReader> = match &db {
             DbUrl::Sqlite(path) => Arc::new(SqliteReader::open(path)?),
             DbUrl::Postgres(url) => Arc::new(PostgresReader::connect(url)?),
@@ -102,7 +114,10 @@ pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, passwords: PasswordPol
         Ok((shard, reader))
     })
     .await??;
-    let directory = Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), passwords);
+    let mut directory = Directory::new(shard.handle(), reader, keys, clock, passwords);
+    if let Some(seed) = seed {
+        directory = directory.seeded(seed);
+    }
     directory.open_platform_accounts().await?;
     let state = AppState {
         wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),

@@ -10,6 +10,7 @@ mod inspect;
 mod naive;
 mod open;
 mod serve;
+mod simulate;
 
 use std::process::ExitCode;
 
@@ -62,6 +63,8 @@ enum Command {
         #[command(subcommand)]
         what: inspect::Inspect,
     },
+    /// Simulates cashless cities day by day on a fresh database and writes the dashboard.
+    Simulate(simulate::SimulateArgs),
     /// A writer that takes transfers on stdin, for the crash test.
     #[command(hide = true)]
     CrashChild {
@@ -69,12 +72,12 @@ enum Command {
         #[arg(long)]
         db: DbUrl,
     },
-    /// A short tour: a fresh embedded ledger under load from many clients, against a naive
-    /// one-transaction-per-transfer ledger, then an audit of the books.
+    /// The tour: the four preset cities simulated for one day, the books audited, and the
+    /// dashboard written to a report directory.
     Demo {
-        /// Where to put the demo database (a fresh file; removed first if it exists).
-        #[arg(long, default_value = "citypay-demo.db")]
-        db: std::path::PathBuf,
+        /// Where to write the report (removed first if it exists).
+        #[arg(long, default_value = "citypay-demo")]
+        report: std::path::PathBuf,
     },
 }
 
@@ -96,7 +99,8 @@ fn main() -> ExitCode {
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Inspect { what } => Ok(inspect::run(&what)),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
-        Command::Demo { db } => bench::demo(&db).map(|_| ExitCode::SUCCESS),
+        Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Demo { report } => simulate::demo(report).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -54,6 +54,15 @@ pub struct Directory {
     keys: Arc<DirectoryKeys>,
     clock: Arc<dyn Clock + Sync>,
     passwords: PasswordPolicy,
+    entropy: Entropy,
+}
+
+/// Where new ids and secrets come from: the OS, or (in a seeded simulation only) a keyed hash
+/// of the seed and what the value is for, so the same seed builds the same city.
+#[derive(Clone)]
+enum Entropy {
+    Os,
+    Seeded(Arc<[u8; 32]>),
 }
 
 impl std::fmt::Debug for Directory {
@@ -72,7 +81,43 @@ impl Directory {
         clock: Arc<dyn Clock + Sync>,
         passwords: PasswordPolicy,
     ) -> Directory {
-        Directory { shard, reader, keys: Arc::new(keys), clock, passwords }
+        Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os }
+    }
+
+    /// The same directory drawing ids and secrets from `seed` instead of the OS. For seeded
+    /// simulations only: anyone who knows the seed knows every secret drawn from it.
+    #[must_use]
+    pub fn seeded(mut self, seed: [u8; 32]) -> Directory {
+        self.entropy = Entropy::Seeded(Arc::new(seed));
+        self
+    }
+
+    /// `N` fresh bytes for what `purpose` names (its parts identify the value, e.g. a kind and
+    /// a natural key): random, or derived from the seed and `purpose` when seeded.
+    pub fn draw<const N: usize>(&self, purpose: &[&str]) -> [u8; N] {
+        match &self.entropy {
+            Entropy::Os => random_bytes(),
+            Entropy::Seeded(seed) => {
+                use hmac::{KeyInit, Mac};
+                let mut bytes = [0u8; N];
+                for (counter, chunk) in (0u32..).zip(bytes.chunks_mut(32)) {
+                    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(seed.as_slice()).expect("HMAC takes any key length");
+                    mac.update(&counter.to_be_bytes());
+                    for part in purpose {
+                        mac.update(part.as_bytes());
+                        mac.update(&[0]);
+                    }
+                    let digest = mac.finalize().into_bytes();
+                    chunk.copy_from_slice(&digest[..chunk.len()]);
+                }
+                bytes
+            }
+        }
+    }
+
+    /// A new id below 2^48 and above 0, for residents, merchants and operators.
+    pub(crate) fn entity_id(&self, purpose: &[&str]) -> u64 {
+        (u64::from_le_bytes(self.draw(purpose)) & ((1 << 48) - 1)).max(1)
     }
 
     /// The shard this directory writes through.
@@ -141,11 +186,6 @@ impl Directory {
     pub(crate) fn now(&self) -> citypay_ledger::Timestamp {
         self.clock.now()
     }
-}
-
-/// A random id below 2^48 and above 0, for residents, merchants and operators.
-pub(crate) fn random_entity_id() -> u64 {
-    (u64::from_le_bytes(random_bytes()) & ((1 << 48) - 1)).max(1)
 }
 
 /// A ledger event id derived from a request's parts (scope, key, purpose; or a trade and what

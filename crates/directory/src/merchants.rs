@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::accounts::{AccountKind, account_id, merchant_account};
-use crate::{Directory, DirectoryError, blob, int, random_bytes, random_entity_id, text};
+use crate::{Directory, DirectoryError, blob, int, text};
 
 /// What a merchant or biller does, for fees and for the city's statistics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,7 +158,7 @@ impl Directory {
     pub async fn onboard_merchant(&self, new: &NewMerchant) -> Result<(Merchant, MerchantCredentials), DirectoryError> {
         let uscc = check_new(new)?;
         self.city(new.city).await?;
-        let id = random_entity_id();
+        let id = self.entity_id(&["merchant", uscc.as_str()]);
         let key = vec![("id", Value::Int(i64::try_from(id).unwrap_or(i64::MAX)))];
         let context = format!("merchant:{id}:settlement_account");
         let sealed = self.keys.sealing.seal(new.settlement_account.as_bytes(), context.as_bytes()).to_bytes();
@@ -190,8 +190,8 @@ impl Directory {
             ],
             on_conflict: OnConflict::Fail,
         };
-        let (mut credentials, key_row) = self.new_api_key(id);
-        let webhook_secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+        let (mut credentials, key_row) = self.new_api_key(id, "first");
+        let webhook_secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(self.draw::<32>(&["webhook-secret", uscc.as_str()])));
         let webhook_context = format!("merchant:{id}:webhook_secret");
         let mut row = row;
         row.columns.push((
@@ -216,9 +216,11 @@ impl Directory {
         }
     }
 
-    fn new_api_key(&self, merchant: u64) -> (MerchantCredentials, ServiceRow) {
-        let key_id = format!("mk_{}", URL_SAFE_NO_PAD.encode(random_bytes::<12>()));
-        let secret = format!("sk_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+    /// A new API key; `nth` tells a seeded draw which of the merchant's keys this is.
+    fn new_api_key(&self, merchant: u64, nth: &str) -> (MerchantCredentials, ServiceRow) {
+        let merchant_text = merchant.to_string();
+        let key_id = format!("mk_{}", URL_SAFE_NO_PAD.encode(self.draw::<12>(&["api-key-id", &merchant_text, nth])));
+        let secret = format!("sk_{}", URL_SAFE_NO_PAD.encode(self.draw::<32>(&["api-key-secret", &merchant_text, nth])));
         let row = ServiceRow {
             table: "api_keys",
             key: vec![("key_id", Value::Text(key_id.clone()))],
@@ -236,7 +238,7 @@ impl Directory {
     /// Issues another API key for a merchant (rotation: both work until the old is revoked).
     pub async fn issue_api_key(&self, merchant: u64) -> Result<MerchantCredentials, DirectoryError> {
         self.merchant(merchant).await?;
-        let (credentials, row) = self.new_api_key(merchant);
+        let (credentials, row) = self.new_api_key(merchant, &self.now().0.to_string());
         let command = Command {
             event: None,
             guards: vec![Guard::Absent { table: "api_keys", key: row.key.clone() }],

@@ -4,7 +4,7 @@ use citypay_shard::{Command, Guard};
 use citypay_store::{OnConflict, ServiceRow, Value};
 
 use crate::tokens::Principal;
-use crate::{Directory, DirectoryError, int, random_entity_id, text};
+use crate::{Directory, DirectoryError, int, text};
 
 /// What an operator may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl Directory {
             (Role::PlatformOperator, _) => None,
         };
         let hash = self.passwords.hash(password)?;
-        let id = random_entity_id();
+        let id = self.entity_id(&["operator", username]);
         let row = ServiceRow {
             table: "operators",
             key: vec![("id", Value::Int(i64::try_from(id).unwrap_or(i64::MAX)))],

@@ -10,7 +10,7 @@ use citypay_vault::BlindIndex;
 
 use crate::accounts::{AccountKind, account_id, wallet_account};
 use crate::tokens::Principal;
-use crate::{Directory, DirectoryError, blob, int, random_entity_id, text};
+use crate::{Directory, DirectoryError, blob, int, text};
 
 /// What a resident registers with.
 #[derive(Clone)]
@@ -97,8 +97,8 @@ impl Directory {
         let name = check_name(&new.name)?;
         let mobile = normalize_mobile(&new.mobile)?;
         let password_hash = self.passwords.hash(&new.password)?;
-        for _ in 0..ID_ATTEMPTS_MAX {
-            let id = random_entity_id();
+        for attempt in 0..ID_ATTEMPTS_MAX {
+            let id = self.entity_id(&["resident", id_number.normalized(), &attempt.to_string()]);
             let command = self.registration(id, new, &id_number, &name, &mobile, &password_hash);
             let identity_guards = self.keys.index.ids().len();
             match self.submit(command).await? {

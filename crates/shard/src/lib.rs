@@ -33,6 +33,35 @@ impl Clock for SystemClock {
     }
 }
 
+impl<C: Clock + Sync + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
+/// A clock that moves only when told: for simulations and tests, so that a run replays
+/// exactly from its seed. Clones share the same time.
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    /// A clock showing `start`.
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock(Arc::new(AtomicU64::new(start.0)))
+    }
+
+    /// Sets the time; it never goes back (an earlier time is ignored).
+    pub fn set(&self, to: Timestamp) {
+        self.0.fetch_max(to.0, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
 /// Bounds of a shard.
 #[derive(Debug, Clone, Copy)]
 pub struct ShardConfig {

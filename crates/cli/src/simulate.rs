@@ -1,0 +1,329 @@
+//! `citypay simulate`: a seeded cashless-city simulation on a fresh database, an audit of the
+//! books after every day, and the report (summary JSON and the dashboard page).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use citypay_checkout::Checkout;
+use citypay_dashboard::{Report, ReportDay};
+use citypay_directory::{PasswordPolicy, SandboxBank};
+use citypay_shard::ManualClock;
+use citypay_sim::{Progress, Services, SimConfig, Simulation, Tally};
+use citypay_store::{DbUrl, Value};
+use citypay_wallet::Wallet;
+use serde::Serialize;
+use sha2::Digest;
+
+/// Options of `citypay simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SimulateArgs {
+    /// A preset city (Hangzhou, Wuhan, Fuzhou, Tianjin); repeat for several. Default: all four.
+    #[arg(long = "city")]
+    cities: Vec<String>,
+    /// Simulated residents over all cities, split by population.
+    #[arg(long, default_value_t = 20_000)]
+    residents: u64,
+    /// Days to simulate.
+    #[arg(long, default_value_t = 1)]
+    days: u32,
+    /// The seed: the same seed builds the same city and the same books.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Database (must hold no data). Default: a fresh embedded database in the report directory.
+    #[arg(long)]
+    db: Option<DbUrl>,
+    /// Where to write the report (`index.html`, `summary.json`).
+    #[arg(long, default_value = "citypay-report")]
+    report: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl SimulateArgs {
+    /// The demo's run: the four preset cities for one day.
+    pub(crate) fn demo(report: PathBuf) -> SimulateArgs {
+        SimulateArgs { cities: Vec::new(), residents: 20_000, days: 1, seed: 42, db: None, report, json: false }
+    }
+}
+
+/// The end-of-day audit.
+#[derive(Debug, Serialize)]
+struct DayAudit {
+    day: u32,
+    date: String,
+    clean: bool,
+    accounts: usize,
+    journal_rows: usize,
+    violations: Vec<String>,
+}
+
+/// How long things took; the only part of the summary that differs between runs.
+#[derive(Debug, Serialize)]
+struct Timing {
+    setup_seconds: f64,
+    seconds: f64,
+    transactions_per_second: f64,
+    audit_seconds: f64,
+}
+
+/// What a run prints and writes as `summary.json`.
+#[derive(Debug, Serialize)]
+struct Summary {
+    seed: u64,
+    days: u32,
+    cities: Vec<SummaryCity>,
+    /// Payments (phone and cash), refunds and top-ups made during the simulated days.
+    transactions: u64,
+    /// Seconds the simulated days took (set-up excluded; see `timing`).
+    seconds: f64,
+    set_up: Tally,
+    simulated: Tally,
+    audits: Vec<DayAudit>,
+    /// SHA-256 over every account's balances, in id order: equal runs have equal books.
+    books_digest: String,
+    report: String,
+    timing: Timing,
+}
+
+#[derive(Debug, Serialize)]
+struct SummaryCity {
+    name: String,
+    code: u32,
+    simulated_residents: u64,
+    population: u64,
+}
+
+/// A progress bar on a terminal; nothing otherwise.
+struct Bars {
+    bar: Mutex<Option<indicatif::ProgressBar>>,
+    visible: bool,
+}
+
+impl Progress for Bars {
+    fn start(&self, phase: &str, total: u64) {
+        if !self.visible {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>28} [{bar:40}] {pos}/{len} {per_sec}") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(phase.to_owned());
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(bar);
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Ok(slot) = self.bar.lock()
+            && let Some(bar) = slot.as_ref()
+        {
+            bar.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(bar) = slot.take()
+        {
+            bar.finish();
+        }
+    }
+}
+
+#[allow(clippy::float_arithmetic)]
+pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    let cities: Vec<&'static citypay_sim::CityPreset> = if args.cities.is_empty() {
+        citypay_sim::PRESETS.iter().collect()
+    } else {
+        args.cities
+            .iter()
+            .map(|name| citypay_sim::preset(name).with_context(|| format!("no preset city {name:?}; the presets are Hangzhou, Wuhan, Fuzhou, Tianjin")))
+            .collect::<anyhow::Result<_>>()?
+    };
+    if args.days == 0 {
+        bail!("--days must be at least 1");
+    }
+    if args.residents < u64::try_from(cities.len()).unwrap_or(1) {
+        bail!("--residents must be at least one per city");
+    }
+    std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
+    let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(args.report.join("city.db")));
+    let keys = crate::city::load_keys(&crate::city::default_keys_path(&db))?;
+    let clock = ManualClock::new(citypay_ledger::Timestamp::from_unix_seconds(Simulation::day_start(1) - 7_200));
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(&sha2::Sha256::digest(format!("citypay simulate {}", args.seed).as_bytes()));
+    let bars = Bars { bar: Mutex::new(None), visible: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let summary = runtime.block_on(async {
+        let city = crate::city::open_with(&db, keys, PasswordPolicy::FAST_INSECURE, Arc::new(clock.clone()), Some(seed)).await?;
+        let directory = city.state.directory.clone();
+        let already = directory.read("SELECT COUNT(*) FROM residents", Vec::new()).await?;
+        if already.first().and_then(|r| r.first()) != Some(&Value::Int(0)) {
+            bail!("{} already holds residents; simulate needs a fresh database (pass another --db or --report)", db.redacted());
+        }
+        let services = Services {
+            wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),
+            checkout: Checkout::new(directory.clone()),
+            directory: directory.clone(),
+            clock: clock.clone(),
+        };
+        let config = SimConfig { cities: cities.clone(), residents: args.residents, days: args.days, seed: args.seed };
+        let mut simulation = Simulation::new(services, config);
+        if !args.json {
+            eprintln!(
+                "simulating {} for {} day(s) with {} residents, seed {}",
+                cities.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
+                args.days,
+                args.residents,
+                args.seed
+            );
+        }
+        let started = Instant::now();
+        let set_up = simulation.set_up(&bars).await?;
+        let setup_seconds = started.elapsed().as_secs_f64();
+        let mut simulated = Tally::default();
+        let mut seconds = 0.0;
+        let mut audit_seconds = 0.0;
+        let mut audits = Vec::new();
+        let mut report = Report {
+            title: "citypay: how the cities pay".into(),
+            subtitle: format!(
+                "Simulation, seed {}, {} day(s) from {}, {} simulated residents",
+                args.seed,
+                args.days,
+                Simulation::date(1),
+                citypay_dashboard::thousands(args.residents)
+            ),
+            residents: cities.iter().zip(simulation.residents_per_city()).map(|(c, n)| (c.name.to_owned(), *n)).collect(),
+            ..Report::default()
+        };
+        for day in 1..=args.days {
+            let started = Instant::now();
+            let tally = simulation.run_day(day, &bars).await?;
+            seconds += started.elapsed().as_secs_f64();
+            simulated.merge(&tally);
+            let started = Instant::now();
+            audits.push(audit_day(&db, day).await?);
+            audit_seconds += started.elapsed().as_secs_f64();
+            let from = Simulation::day_start(day);
+            let stats = citypay_dashboard::collect(&directory, from, from + 86_400, None).await?;
+            report.days.push(ReportDay { date: Simulation::date(day), cities: stats });
+        }
+        let books_digest = books_digest(&directory).await?;
+        let transactions = simulated.transactions();
+        let summary = Summary {
+            seed: args.seed,
+            days: args.days,
+            cities: cities
+                .iter()
+                .zip(simulation.residents_per_city())
+                .map(|(c, n)| SummaryCity { name: c.name.to_owned(), code: c.code, simulated_residents: *n, population: c.population })
+                .collect(),
+            transactions,
+            seconds,
+            set_up,
+            simulated,
+            audits,
+            books_digest,
+            report: args.report.join("index.html").display().to_string(),
+            timing: Timing {
+                setup_seconds,
+                seconds,
+                transactions_per_second: if seconds > 0.0 { transactions as f64 / seconds } else { 0.0 },
+                audit_seconds,
+            },
+        };
+        write_report(&args.report, &report, &summary)?;
+        drop(city);
+        anyhow::Ok(summary)
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    if summary.audits.iter().any(|a| !a.clean) {
+        bail!("the audit found violations");
+    }
+    Ok(())
+}
+
+/// `citypay demo`: a fresh report directory, then [`run`] with the demo's settings.
+pub(crate) fn demo(report: PathBuf) -> anyhow::Result<()> {
+    if report.join("city.db").exists() {
+        std::fs::remove_dir_all(&report).with_context(|| format!("removing the previous demo in {}", report.display()))?;
+    }
+    run(&SimulateArgs::demo(report.clone()))?;
+    println!("open {} in a browser to see the dashboard", report.join("index.html").display());
+    Ok(())
+}
+
+async fn audit_day(db: &DbUrl, day: u32) -> anyhow::Result<DayAudit> {
+    let db = db.clone();
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<citypay_store::AuditReport> {
+        let mut source = crate::open::reader(&db)?;
+        Ok(citypay_store::audit(source.as_mut())?)
+    })
+    .await??;
+    Ok(DayAudit {
+        day,
+        date: Simulation::date(day),
+        clean: report.is_clean(),
+        accounts: report.accounts,
+        journal_rows: report.journal_rows,
+        violations: report.violations.iter().map(ToString::to_string).collect(),
+    })
+}
+
+async fn books_digest(directory: &citypay_directory::Directory) -> anyhow::Result<String> {
+    let rows = directory
+        .read("SELECT id, debits_posted, debits_pending, credits_posted, credits_pending FROM accounts ORDER BY id", Vec::new())
+        .await?;
+    let mut hash = sha2::Sha256::new();
+    for row in rows {
+        for value in row {
+            if let Value::Int(v) = value {
+                hash.update(v.to_le_bytes());
+            }
+        }
+    }
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_report(dir: &Path, report: &Report, summary: &Summary) -> anyhow::Result<()> {
+    std::fs::write(dir.join("index.html"), citypay_dashboard::render(report))?;
+    std::fs::write(dir.join("summary.json"), serde_json::to_string_pretty(summary)?)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    Ok(())
+}
+
+fn print_summary(summary: &Summary) {
+    use citypay_dashboard::{thousands, yuan};
+    println!("seed {}, {} day(s), {} transactions in {:.1} s ({:.0}/s; set-up {:.1} s)",
+        summary.seed, summary.days, thousands(summary.transactions), summary.seconds, summary.timing.transactions_per_second, summary.timing.setup_seconds);
+    for city in &summary.cities {
+        let payments = summary.simulated.payments.get(&city.name);
+        let mut mobile = citypay_dashboard::Counter::default();
+        let mut cash = citypay_dashboard::Counter::default();
+        for methods in payments.into_iter().flat_map(|c| c.values()) {
+            for (method, counter) in methods {
+                if method == "cash" { cash.merge(*counter) } else { mobile.merge(*counter) }
+            }
+        }
+        let registered = summary.set_up.registrations.get(&city.name).copied().unwrap_or(0)
+            + summary.simulated.registrations.get(&city.name).copied().unwrap_or(0);
+        println!(
+            "  {:<9} {:>7} residents ({:>7} real-name): {:>8} phone payments ({:>14} yuan), {:>7} cash ({:>12} yuan)",
+            city.name, thousands(city.simulated_residents), thousands(registered), thousands(mobile.count), yuan(mobile.amount), thousands(cash.count), yuan(cash.amount)
+        );
+    }
+    for audit in &summary.audits {
+        println!("audit after {}: {} ({} accounts, {} journal rows)", audit.date, if audit.clean { "clean" } else { "VIOLATIONS" }, audit.accounts, audit.journal_rows);
+    }
+    println!("books digest {}", summary.books_digest);
+    println!("the dashboard: {}", summary.report);
+}

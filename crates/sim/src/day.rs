@@ -1,0 +1,328 @@
+//! A simulated day: what each person does and when (drawn from the seed), and doing it
+//! through the services.
+
+use std::sync::Arc;
+
+use citypay_checkout::{CheckoutError, NewTrade};
+use citypay_codes::payment_code::PaymentCode;
+use citypay_directory::Category;
+use citypay_wallet::WalletError;
+
+use crate::tally::Outcome;
+use crate::world::{BusinessKind, Person, Registration, rng_for, tag};
+use crate::{Account, Context, SimError, service};
+
+/// Length of a slot: the clock's step, and the most often one person acts.
+pub(crate) const SLOT_SECONDS: u64 = 300;
+const SLOTS: u16 = 288;
+
+/// Relative weight of each hour of the day, per kind of visit.
+const SHOP_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 1, 3, 5, 4, 4, 5, 7, 5, 4, 4, 5, 7, 9, 9, 7, 4, 2, 1];
+const MEAL_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 1, 4, 3, 1, 1, 8, 12, 5, 1, 1, 1, 4, 10, 8, 3, 1, 1, 0];
+const OFFICE_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 0, 0, 9, 10, 9, 6, 2, 5, 8, 7, 5, 2, 0, 0, 0, 0, 0, 0];
+const SIGN_UP_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 3, 2, 2, 2, 2, 2, 3, 4, 4, 3, 2, 1];
+
+/// How a purchase is paid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tender {
+    Cash,
+    /// The merchant scans the person's payment code.
+    Code,
+    /// The person scans the QR code of a trade the till just created.
+    DynamicQr,
+    /// The person scans the counter sticker and types the amount.
+    StaticQr,
+}
+
+/// Something a person does.
+#[derive(Clone, Debug)]
+pub(crate) enum Action {
+    Register,
+    Purchase { kind: BusinessKind, business: usize, amount: i64, tender: Tender, number: u32 },
+    /// The merchant refunds (part of) an earlier payment of this person.
+    Refund { kind: BusinessKind, business: usize, amount: i64, number: u32 },
+}
+
+/// An action at its slot.
+#[derive(Clone, Debug)]
+pub(crate) struct Planned {
+    pub(crate) slot: u16,
+    pub(crate) person: usize,
+    pub(crate) action: Action,
+}
+
+fn minute_in(rng: &mut fastrand::Rng, hours: &[u32; 24]) -> u32 {
+    let total: u32 = hours.iter().sum();
+    let mut pick = rng.u32(0..total);
+    for (hour, weight) in (0u32..).zip(hours) {
+        if pick < *weight {
+            return hour * 60 + rng.u32(0..60);
+        }
+        pick -= weight;
+    }
+    12 * 60
+}
+
+/// Successes in `n` tries of `per_mille`.
+fn binomial(rng: &mut fastrand::Rng, n: u32, per_mille: u32) -> u32 {
+    (0..n).filter(|_| rng.u32(0..1000) < per_mille).count().try_into().unwrap_or(0)
+}
+
+/// Everyone's actions of day `day`, in slot order. Each person's draws come from their own
+/// generator, so the plan does not depend on the order people are visited in.
+pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<Planned> {
+    let mut planned = Vec::new();
+    for (index, person) in people.iter().enumerate() {
+        let preset = context.cities[person.city];
+        let mut rng = rng_for(context.seed, &[tag::DAY, u64::from(day), u64::from(preset.code), person.index]);
+        let mut actions: Vec<(u32, Action)> = Vec::new();
+        let registered_from = match person.registration {
+            Registration::Before => Some(0),
+            Registration::OnDay(d) if d < day => Some(0),
+            Registration::OnDay(d) if d == day => {
+                let minute = minute_in(&mut rng, &SIGN_UP_HOURS);
+                actions.push((minute, Action::Register));
+                Some(minute + 1)
+            }
+            Registration::OnDay(_) | Registration::Never => None,
+        };
+        let businesses = &context.businesses[person.city];
+        let mut number = 0;
+        let mut visit = |rng: &mut fastrand::Rng, kind: BusinessKind, minute: u32, amount: i64, actions: &mut Vec<(u32, Action)>| {
+            let Some(list) = businesses.get(&kind).filter(|l| !l.is_empty()) else { return };
+            let business = rng.usize(..list.len());
+            let can_pay_by_phone = registered_from.is_some_and(|from| minute >= from);
+            let tender = if !can_pay_by_phone || rng.u32(0..1000) < person.cash_per_mille {
+                Tender::Cash
+            } else if person.shows_code {
+                Tender::Code
+            } else if kind == BusinessKind::Restaurant && rng.bool() {
+                Tender::StaticQr
+            } else {
+                Tender::DynamicQr
+            };
+            number += 1;
+            actions.push((minute, Action::Purchase { kind, business, amount, tender, number }));
+            // A few shop purchases come back, in full or in part, later that day.
+            let refundable = matches!(tender, Tender::Code | Tender::DynamicQr) && kind == BusinessKind::Shop;
+            if refundable && rng.u32(0..1000) < 25 {
+                let later = minute + 30 + rng.u32(0..150);
+                let refund = if rng.bool() { amount } else { amount / 2 };
+                actions.push((later, Action::Refund { kind, business, amount: refund, number }));
+            }
+        };
+        for _ in 0..binomial(&mut rng, 4, 400) {
+            let minute = minute_in(&mut rng, &SHOP_HOURS);
+            let amount = if rng.u32(0..10) < 8 { rng.i64(300..6_000) } else { rng.i64(6_000..50_000) };
+            visit(&mut rng, BusinessKind::Shop, minute, amount, &mut actions);
+        }
+        for _ in 0..binomial(&mut rng, 2, 400) {
+            let minute = minute_in(&mut rng, &MEAL_HOURS);
+            let amount = rng.i64(1_500..12_000);
+            visit(&mut rng, BusinessKind::Restaurant, minute, amount, &mut actions);
+        }
+        if rng.u32(0..1000) < 15 {
+            let minute = minute_in(&mut rng, &OFFICE_HOURS);
+            let amount = rng.i64(2_000..80_000);
+            visit(&mut rng, BusinessKind::Hospital, minute, amount, &mut actions);
+        }
+        // One action per slot, in the order drawn by time; what no longer fits the day is dropped.
+        actions.sort_by_key(|(minute, _)| *minute);
+        let mut next_free = 0u16;
+        for (minute, action) in actions {
+            let wanted = u16::try_from(u64::from(minute) * 60 / SLOT_SECONDS).unwrap_or(SLOTS);
+            let slot = wanted.max(next_free);
+            if slot >= SLOTS {
+                break;
+            }
+            next_free = slot + 1;
+            planned.push(Planned { slot, person: index, action });
+        }
+    }
+    planned.sort_by_key(|p| p.slot);
+    planned
+}
+
+fn fatal(code: &'static str) -> bool {
+    code == "unavailable"
+}
+
+fn wallet_outcome(what: &'static str, error: &WalletError) -> Result<Outcome, SimError> {
+    if fatal(error.code()) {
+        return Err(service(what, error));
+    }
+    Ok(Outcome::Refused { what, code: error.code() })
+}
+
+fn checkout_outcome(what: &'static str, error: &CheckoutError) -> Result<Outcome, SimError> {
+    if fatal(error.code()) {
+        return Err(service(what, error));
+    }
+    Ok(Outcome::Refused { what, code: error.code() })
+}
+
+/// Registers a person: a real-name wallet, a linked card, a phone for payment codes if they
+/// use them, and a first top-up.
+pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let services = &context.services;
+    let preset = context.cities[person.city];
+    let mut outcomes = Vec::new();
+    let resident = match services.directory.register_resident(&person.new_resident(preset, context.seed)).await {
+        Ok(resident) => resident,
+        Err(e) if fatal(e.code()) => return (None, vec![Err(service("registering", &e))]),
+        Err(e) => return (None, vec![Ok(Outcome::Refused { what: "register", code: e.code() })]),
+    };
+    outcomes.push(Ok(Outcome::Registered));
+    let card = match services.wallet.link_card(&resident, &person.card_number()).await {
+        Ok(card) => card.id,
+        Err(e) => {
+            outcomes.push(wallet_outcome("link card", &e));
+            return (None, outcomes);
+        }
+    };
+    let device = if person.shows_code {
+        match services.checkout.enroll_device(&resident).await {
+            Ok((slot, secret)) => Some((slot, Arc::from(secret.expose().as_slice()))),
+            Err(e) => {
+                outcomes.push(checkout_outcome("enrol device", &e));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut account = Account { resident, card, device, balance: 0 };
+    let first = 10_000 * (2 + rng_for(context.seed, &[tag::PERSON, u64::from(preset.code), person.index, 2]).i64(0..9));
+    outcomes.push(top_up(context, &mut account, first, "first").await);
+    (Some(account), outcomes)
+}
+
+async fn top_up(context: &Context, account: &mut Account, amount: i64, key: &str) -> Result<Outcome, SimError> {
+    let key = format!("sim-top-up-{key}");
+    match context.services.wallet.top_up(&account.resident, account.card, amount, &key).await {
+        Ok(movement) => {
+            account.balance += movement.amount;
+            Ok(Outcome::TopUp { amount: movement.amount })
+        }
+        Err(e) => wallet_outcome("top up", &e),
+    }
+}
+
+/// Does one planned action of `person` and returns their wallet as it is afterwards.
+pub(crate) async fn act(
+    context: &Context,
+    person: &Person,
+    account: Option<Account>,
+    action: Action,
+    day: u32,
+) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    match action {
+        Action::Register => register(context, person).await,
+        Action::Purchase { kind, business, amount, tender, number } => {
+            let mut account = account;
+            let mut outcomes = Vec::new();
+            let merchant = &context.businesses[person.city][&kind][business];
+            let category = category_code(kind);
+            let out_trade_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
+            let new = NewTrade { out_trade_no, amount, subject: subject(kind).to_owned(), timeout_s: None };
+            let paid_by_phone = match (tender, account.as_mut()) {
+                (Tender::Cash, _) | (_, None) => false,
+                (tender, Some(account)) => {
+                    if account.balance < amount {
+                        // Top up to a round hundred yuan above what is needed.
+                        let needed = amount - account.balance + 20_000;
+                        let top = (needed + 9_999) / 10_000 * 10_000;
+                        outcomes.push(top_up(context, account, top, &format!("d{day}n{number}")).await);
+                    }
+                    let result = pay(context, account, merchant, &new, tender).await;
+                    match result {
+                        Ok(()) => {
+                            account.balance -= amount;
+                            outcomes.push(Ok(Outcome::Payment { category, method: method_code(tender), amount }));
+                            true
+                        }
+                        Err(e) => {
+                            outcomes.push(checkout_outcome("pay", &e));
+                            false
+                        }
+                    }
+                }
+            };
+            // Whoever cannot or will not pay by phone pays cash: the till always takes it.
+            if !paid_by_phone {
+                let cash = NewTrade { out_trade_no: format!("{}x", new.out_trade_no), ..new };
+                match context.services.checkout.record_cash_sale(merchant.id, &cash).await {
+                    Ok(_) => outcomes.push(Ok(Outcome::Payment { category, method: "cash", amount })),
+                    Err(e) => outcomes.push(checkout_outcome("cash sale", &e)),
+                }
+            }
+            (account, outcomes)
+        }
+        Action::Refund { kind, business, amount, number } => {
+            let mut account = account;
+            let merchant = &context.businesses[person.city][&kind][business];
+            let out_trade_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
+            let outcome = match context.services.checkout.refund(merchant.id, &out_trade_no, "r1", amount).await {
+                Ok(_) => {
+                    if let Some(account) = account.as_mut() {
+                        account.balance += amount;
+                    }
+                    Ok(Outcome::Refund { amount })
+                }
+                Err(e) => checkout_outcome("refund", &e),
+            };
+            (account, vec![outcome])
+        }
+    }
+}
+
+async fn pay(
+    context: &Context,
+    account: &Account,
+    merchant: &crate::Business,
+    new: &NewTrade,
+    tender: Tender,
+) -> Result<(), CheckoutError> {
+    let checkout = &context.services.checkout;
+    let key = format!("sim-pay-{}", new.out_trade_no);
+    match tender {
+        Tender::Code => {
+            let Some((device, secret)) = &account.device else {
+                return Err(CheckoutError::InvalidCode("no enrolled phone".into()));
+            };
+            let now = context.services.directory.clock().now().unix_seconds();
+            let code = PaymentCode::generate(*device, secret, now);
+            checkout.pay_with_code(merchant.id, new, &code).await.map(|_| ())
+        }
+        Tender::DynamicQr => {
+            let (_, payload) = checkout.create_trade(merchant.id, new).await?;
+            checkout.pay_qr(&account.resident, &payload, None, &key).await.map(|_| ())
+        }
+        Tender::StaticQr => checkout.pay_qr(&account.resident, &merchant.static_qr, Some(new.amount), &key).await.map(|_| ()),
+        Tender::Cash => Ok(()),
+    }
+}
+
+fn category_code(kind: BusinessKind) -> &'static str {
+    match kind {
+        BusinessKind::Shop => Category::Retail.code(),
+        BusinessKind::Restaurant => Category::Restaurant.code(),
+        BusinessKind::Hospital => Category::Hospital.code(),
+    }
+}
+
+fn method_code(tender: Tender) -> &'static str {
+    match tender {
+        Tender::Code => "payment_code",
+        Tender::DynamicQr | Tender::StaticQr => "qr",
+        Tender::Cash => "cash",
+    }
+}
+
+fn subject(kind: BusinessKind) -> &'static str {
+    match kind {
+        BusinessKind::Shop => "购物",
+        BusinessKind::Restaurant => "餐饮",
+        BusinessKind::Hospital => "挂号及药费",
+    }
+}

@@ -1,0 +1,92 @@
+//! Counting what a simulation did.
+
+use std::collections::BTreeMap;
+
+use citypay_dashboard::Counter;
+use serde::Serialize;
+
+/// What happened, per city (by name). Sums only, so it does not depend on the order in
+/// which concurrent actions finished.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Successful payments: city → category → method (`qr`, `payment_code`, `cash`).
+    pub payments: BTreeMap<String, BTreeMap<String, BTreeMap<String, Counter>>>,
+    /// Refunds: city → counter.
+    pub refunds: BTreeMap<String, Counter>,
+    /// Top-ups from bank cards: city → counter.
+    pub top_ups: BTreeMap<String, Counter>,
+    /// New real-name wallets: city → count.
+    pub registrations: BTreeMap<String, u64>,
+    /// Refused actions: city → "what: error code" → count.
+    pub refused: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+/// The outcome of one step of a simulated action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Payment { category: &'static str, method: &'static str, amount: i64 },
+    Refund { amount: i64 },
+    TopUp { amount: i64 },
+    Registered,
+    Refused { what: &'static str, code: &'static str },
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, city: &str, outcome: Outcome) {
+        match outcome {
+            Outcome::Payment { category, method, amount } => self
+                .payments
+                .entry(city.to_owned())
+                .or_default()
+                .entry(category.to_owned())
+                .or_default()
+                .entry(method.to_owned())
+                .or_default()
+                .add(amount),
+            Outcome::Refund { amount } => self.refunds.entry(city.to_owned()).or_default().add(amount),
+            Outcome::TopUp { amount } => self.top_ups.entry(city.to_owned()).or_default().add(amount),
+            Outcome::Registered => *self.registrations.entry(city.to_owned()).or_default() += 1,
+            Outcome::Refused { what, code } => {
+                *self.refused.entry(city.to_owned()).or_default().entry(format!("{what}: {code}")).or_default() += 1;
+            }
+        }
+    }
+
+    /// Adds another tally to this one.
+    pub fn merge(&mut self, other: &Tally) {
+        for (city, categories) in &other.payments {
+            for (category, methods) in categories {
+                for (method, counter) in methods {
+                    self.payments
+                        .entry(city.clone())
+                        .or_default()
+                        .entry(category.clone())
+                        .or_default()
+                        .entry(method.clone())
+                        .or_default()
+                        .merge(*counter);
+                }
+            }
+        }
+        for (city, counter) in &other.refunds {
+            self.refunds.entry(city.clone()).or_default().merge(*counter);
+        }
+        for (city, counter) in &other.top_ups {
+            self.top_ups.entry(city.clone()).or_default().merge(*counter);
+        }
+        for (city, n) in &other.registrations {
+            *self.registrations.entry(city.clone()).or_default() += n;
+        }
+        for (city, codes) in &other.refused {
+            for (code, n) in codes {
+                *self.refused.entry(city.clone()).or_default().entry(code.clone()).or_default() += n;
+            }
+        }
+    }
+
+    /// Money movements and cash sales recorded: payments, refunds and top-ups.
+    pub fn transactions(&self) -> u64 {
+        let payments: u64 = self.payments.values().flat_map(|c| c.values()).flat_map(|m| m.values()).map(|c| c.count).sum();
+        payments + self.refunds.values().map(|c| c.count).sum::<u64>() + self.top_ups.values().map(|c| c.count).sum::<u64>()
+    }
+}
