@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use citypay_codes::mpm::{Charge, CitypayQr, Payload};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Resident, Secret, derived_event_id};
+use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Merchant, Resident, Secret, derived_event_id};
 use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
@@ -226,7 +226,7 @@ impl Checkout {
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],
-            rows: vec![trade.row(OnConflict::Fail), self.outbox_row(&trade, now)],
+            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
             always_rows: Vec::new(),
         };
         let trade = match self.submit(command).await? {
@@ -317,7 +317,10 @@ impl Checkout {
         Ok(trade)
     }
 
-    fn outbox_row(&self, trade: &Trade, now: u64) -> ServiceRow {
+    /// The notification of a trade change, for a merchant with a notification URL (there is
+    /// nothing to deliver to one without).
+    fn outbox_row(&self, merchant: &Merchant, trade: &Trade, now: u64) -> Option<ServiceRow> {
+        merchant.notify_url.as_ref()?;
         // Time first, so the outbox reads in order; then what changed, so each change has one id.
         let change = [trade.id.to_string(), trade.status.code().to_owned(), trade.refunded.to_string()];
         let low = u64::from_le_bytes(self.directory.draw(&["outbox", &change[0], &change[1], &change[2]]));
@@ -335,7 +338,7 @@ impl Checkout {
             },
             "created_at": now,
         });
-        ServiceRow {
+        Some(ServiceRow {
             table: "outbox",
             key: vec![("id", Value::Blob(event_id.to_be_bytes().to_vec()))],
             columns: vec![
@@ -349,7 +352,7 @@ impl Checkout {
                 ("delivered_at", Value::Null),
             ],
             on_conflict: OnConflict::Fail,
-        }
+        })
     }
 
     fn payment_event(&self, trade: &Trade, wallet: u64, merchant_account: u64) -> Event {
@@ -417,7 +420,7 @@ impl Checkout {
         let command = Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
             guards: vec![trade.version_guard()],
-            rows: vec![paid.row(OnConflict::UpdateOnly), self.outbox_row(&paid, now)],
+            rows: [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &paid, now)).collect(),
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {
@@ -530,7 +533,7 @@ impl Checkout {
                 trade.absent_guard(),
                 Guard::Matches { table: "payment_devices", key: device_key.clone(), expect: vec![("last_step", int(device.last_step))] },
             ],
-            rows: vec![trade.row(OnConflict::Fail), self.outbox_row(&trade, now)],
+            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
             // The code is spent even when the wallet cannot pay: it never works twice.
             always_rows: vec![ServiceRow {
                 table: "payment_devices",
@@ -631,7 +634,7 @@ impl Checkout {
         let command = Command {
             event: Some(Event::Transfer(Transfer { id, leg, pending_timeout_s: None })),
             guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_key.clone() }],
-            rows: vec![
+            rows: [
                 after.row(OnConflict::UpdateOnly),
                 ServiceRow {
                     table: "refunds",
@@ -639,8 +642,10 @@ impl Checkout {
                     columns: vec![("amount", int(amount)), ("created_at", uint(now))],
                     on_conflict: OnConflict::Fail,
                 },
-                self.outbox_row(&after, now),
-            ],
+            ]
+            .into_iter()
+            .chain(self.outbox_row(&merchant, &after, now))
+            .collect(),
             always_rows: Vec::new(),
         };
         Ok(match self.submit(command).await? {
@@ -672,12 +677,13 @@ impl Checkout {
     }
 
     async fn close_trade(&self, trade: &Trade) -> Result<Trade, CheckoutError> {
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
         let closed = trade.closed();
         let now = self.now_s();
         let command = Command {
             event: None,
             guards: vec![trade.version_guard()],
-            rows: vec![closed.row(OnConflict::UpdateOnly), self.outbox_row(&closed, now)],
+            rows: [closed.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &closed, now)).collect(),
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {
@@ -709,7 +715,7 @@ impl Checkout {
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],
-            rows: vec![trade.row(OnConflict::Fail), self.outbox_row(&trade, now)],
+            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {

@@ -84,7 +84,7 @@ fn merchant(w: &World, uscc: &str) -> (u64, u64) {
             mcc: "5812".into(),
             category: Category::Restaurant,
             settlement_account: "6222020200112233446".into(),
-            notify_url: None,
+            notify_url: Some("https://noodles.example/notify".into()),
         }))
         .unwrap();
     (m.id, m.account)
@@ -206,6 +206,8 @@ fn a_chinese_merchant_name_goes_in_the_language_template() {
         assert_eq!((language.name.as_str(), language.city.as_deref()), ("西湖面馆", Some("福州")));
         assert!(decoded.name().is_ascii());
         w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        // Without a notification URL there is nothing to deliver, so nothing is queued.
+        assert!(w.checkout.pending_events(m.id, 100).await.unwrap().is_empty());
     });
 }
 

@@ -91,19 +91,20 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 /// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
 /// an async task.
 pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, passwords: PasswordPolicy) -> anyhow::Result<City> {
-    open_with(db, keys, passwords, Arc::new(SystemClock), None).await
+    open_with(db, keys, passwords, Arc::new(SystemClock), Arc::new(SystemClock), None).await
 }
 
-/// [`open`] with a given clock and, for seeded simulations, a seed for ids and secrets.
+/// [`open`] with the writer's and the services' clocks and, for seeded simulations, a seed
+/// for ids and secrets.
 pub(crate) async fn open_with(
     db: &DbUrl,
     keys: DirectoryKeys,
     passwords: PasswordPolicy,
+    shard_clock: Arc<dyn Clock + Sync>,
     clock: Arc<dyn Clock + Sync>,
     seed: Option<[u8; 32]>,
 ) -> anyhow::Result<City> {
     let db = db.clone();
-    let shard_clock = clock.clone();
     let (shard, reader) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Shard, Arc<dyn ServiceReader>)> {
         let store = crate::open::writer(&db, &migrations())?;
         let shard = Shard::start(store, ShardConfig::DEFAULT, shard_clock)?;

@@ -10,7 +10,7 @@ use citypay_checkout::Checkout;
 use citypay_dashboard::{Report, ReportDay};
 use citypay_directory::{PasswordPolicy, SandboxBank};
 use citypay_shard::ManualClock;
-use citypay_sim::{Progress, Services, SimConfig, Simulation, Tally};
+use citypay_sim::{ActionClock, Progress, Services, SimConfig, Simulation, Tally};
 use citypay_store::{DbUrl, Value};
 use citypay_wallet::Wallet;
 use serde::Serialize;
@@ -159,7 +159,14 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let bars = Bars { bar: Mutex::new(None), visible: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(async {
-        let city = crate::city::open_with(&db, keys, PasswordPolicy::FAST_INSECURE, Arc::new(clock.clone()), Some(seed)).await?;
+        let city = crate::city::open_with(
+            &db,
+            keys,
+            PasswordPolicy::FAST_INSECURE,
+            Arc::new(clock.clone()),
+            Arc::new(ActionClock::new(clock.clone())),
+            Some(seed),
+        ).await?;
         let directory = city.state.directory.clone();
         let already = directory.read("SELECT COUNT(*) FROM residents", Vec::new()).await?;
         if already.first().and_then(|r| r.first()) != Some(&Value::Int(0)) {

@@ -12,7 +12,7 @@ use crate::tally::Outcome;
 use crate::world::{BusinessKind, Person, Registration, rng_for, tag};
 use crate::{Account, Context, SimError, service};
 
-/// Length of a slot: the clock's step, and the most often one person acts.
+/// Length of a slot: the most often one person acts (more than a payment code's 30 seconds).
 pub(crate) const SLOT_SECONDS: u64 = 300;
 const SLOTS: u16 = 288;
 
@@ -47,8 +47,26 @@ pub(crate) enum Action {
 #[derive(Clone, Debug)]
 pub(crate) struct Planned {
     pub(crate) slot: u16,
-    pub(crate) person: usize,
     pub(crate) action: Action,
+}
+
+/// Lives one person's day: their actions in order, each at its own time.
+pub(crate) async fn live(
+    context: &Context,
+    person: &Person,
+    account: Option<Account>,
+    actions: Vec<Planned>,
+    day: u32,
+) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let mut account = account;
+    let mut outcomes = Vec::new();
+    for planned in actions {
+        let at = crate::day_start(day) + u64::from(planned.slot) * SLOT_SECONDS;
+        let (after, done) = crate::clock::at(at, act(context, person, account, planned.action, day)).await;
+        account = after;
+        outcomes.extend(done);
+    }
+    (account, outcomes)
 }
 
 fn minute_in(rng: &mut fastrand::Rng, hours: &[u32; 24]) -> u32 {
@@ -68,11 +86,13 @@ fn binomial(rng: &mut fastrand::Rng, n: u32, per_mille: u32) -> u32 {
     (0..n).filter(|_| rng.u32(0..1000) < per_mille).count().try_into().unwrap_or(0)
 }
 
-/// Everyone's actions of day `day`, in slot order. Each person's draws come from their own
-/// generator, so the plan does not depend on the order people are visited in.
-pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<Planned> {
-    let mut planned = Vec::new();
+/// Each person's actions of day `day`, in time order (people without any are left out). Each
+/// person's draws come from their own generator, so the plan does not depend on the order
+/// people are visited in.
+pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize, Vec<Planned>)> {
+    let mut everyone = Vec::new();
     for (index, person) in people.iter().enumerate() {
+        let mut planned = Vec::new();
         let preset = context.cities[person.city];
         let mut rng = rng_for(context.seed, &[tag::DAY, u64::from(day), u64::from(preset.code), person.index]);
         let mut actions: Vec<(u32, Action)> = Vec::new();
@@ -136,11 +156,13 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<Planne
                 break;
             }
             next_free = slot + 1;
-            planned.push(Planned { slot, person: index, action });
+            planned.push(Planned { slot, action });
+        }
+        if !planned.is_empty() {
+            everyone.push((index, planned));
         }
     }
-    planned.sort_by_key(|p| p.slot);
-    planned
+    everyone
 }
 
 fn fatal(code: &'static str) -> bool {

@@ -3,13 +3,15 @@
 //! checkout): registrations, top-ups, payment-code and QR payments, cash at the counter,
 //! refunds.
 //!
-//! Replays are exact. Ids and secrets come from the seed (a seeded [`Directory`]), the clock is
-//! a [`ManualClock`] that moves in five-minute slots, and a person acts at most once per slot,
-//! with their own actions in order. So no outcome depends on how the writer batched the
-//! concurrent actions of a slot: a wallet is only touched by its owner's actions (and refunds
-//! of its owner's payments), and a merchant's balance only grows until a refund of a payment it
-//! already holds.
+//! Replays are exact. Ids and secrets come from the seed (a seeded [`Directory`]). Each person's
+//! day is planned in five-minute slots and lived in order by one task; the services read the
+//! time from an [`ActionClock`], which answers the planned time of the action asking, while the
+//! writer's [`ManualClock`] shows the day. People live their days concurrently, and no outcome
+//! depends on how the writer batched them: a wallet is only touched by its owner's actions (and
+//! refunds of its owner's payments), a merchant's balance only shrinks by a refund of a payment
+//! it already holds, and the ledger's day windows are the day's.
 
+mod clock;
 mod day;
 mod presets;
 mod tally;
@@ -23,6 +25,7 @@ use citypay_directory::{Directory, DirectoryError, Resident};
 use citypay_shard::ManualClock;
 use citypay_wallet::Wallet;
 
+pub use clock::ActionClock;
 pub use presets::{CityPreset, PRESETS, preset, split_residents};
 pub use citypay_dashboard::Counter;
 pub use tally::Tally;
@@ -32,13 +35,13 @@ use world::{BusinessKind, Person, Registration};
 /// The services a simulation drives, over one clock it controls.
 #[derive(Clone, Debug)]
 pub struct Services {
-    /// Built with [`Directory::seeded`] for exact replays.
+    /// Built with [`Directory::seeded`] for exact replays, over an [`ActionClock`] of `clock`.
     pub directory: Directory,
     /// Top-ups.
     pub wallet: Wallet,
     /// Payments and refunds.
     pub checkout: Checkout,
-    /// The clock the shard and the directory read.
+    /// The writer's clock: the simulation sets it to the day being simulated.
     pub clock: ManualClock,
 }
 
@@ -58,8 +61,8 @@ pub struct SimConfig {
 /// The first simulated day: 2017-08-01, the first day of the "No Cash City Week".
 pub const START_DATE: (i64, i64, i64) = (2017, 8, 1);
 
-/// Most actions in flight at once during set-up.
-const SETUP_WAVE: usize = 4_096;
+/// Most people acting at once.
+const PEOPLE_IN_FLIGHT: usize = 2_048;
 
 /// Where the simulation reports progress (a progress bar, or nothing).
 pub trait Progress: Send + Sync {
@@ -191,66 +194,64 @@ impl Simulation {
         let before: Vec<usize> =
             (0..self.people.len()).filter(|i| self.people[*i].registration == Registration::Before).collect();
         progress.start("registering residents", u64::try_from(before.len()).unwrap_or(0));
-        let mut tally = Tally::default();
-        for wave in before.chunks(SETUP_WAVE) {
-            let mut tasks = tokio::task::JoinSet::new();
-            for &index in wave {
-                let context = self.context.clone();
-                let person = self.people[index].clone();
-                tasks.spawn(async move { (index, day::register(&context, &person).await) });
-            }
-            while let Some(joined) = tasks.join_next().await {
-                let (index, (account, outcomes)) = joined.map_err(|e| SimError::Task(e.to_string()))?;
-                let city = self.context.cities[self.people[index].city].name;
-                for outcome in outcomes {
-                    tally.add(city, outcome?);
-                }
-                self.accounts[index] = account;
-                progress.advance(1);
-            }
-        }
+        let at = day_start(1) - 3_600;
+        let jobs: Vec<_> = before.into_iter().map(|index| (index, self.context.clone(), self.people[index].clone())).collect();
+        let tally = self
+            .run_people(jobs, progress, |(index, context, person)| async move {
+                (index, None, clock::at(at, day::register(&context, &person)).await)
+            })
+            .await?;
         progress.finish();
         Ok(tally)
     }
 
-    /// Runs day `day` (1-based) slot by slot and returns what happened.
+    /// Runs day `day` (1-based): everyone lives their planned day, concurrently.
     pub async fn run_day(&mut self, day: u32, progress: &dyn Progress) -> Result<Tally, SimError> {
+        self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day)));
         let plan = day::plan(&self.context, &self.people, day);
-        progress.start(&format!("day {day}"), u64::try_from(plan.len()).unwrap_or(0));
-        let mut tally = Tally::default();
-        let mut start = 0;
-        while start < plan.len() {
-            let slot = plan[start].slot;
-            let end = start + plan[start..].iter().take_while(|a| a.slot == slot).count();
-            let now = day_start(day) + u64::from(slot) * day::SLOT_SECONDS;
-            self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(now));
-            let mut tasks = tokio::task::JoinSet::new();
-            for planned in &plan[start..end] {
-                let index = planned.person;
-                let context = self.context.clone();
-                let person = self.people[index].clone();
-                let account = self.accounts[index].take();
-                let action = planned.action.clone();
-                tasks.spawn(async move {
-                    let (account, outcomes) = day::act(&context, &person, account, action, day).await;
-                    (index, account, outcomes)
-                });
-            }
-            while let Some(joined) = tasks.join_next().await {
-                let (index, account, outcomes) = joined.map_err(|e| SimError::Task(e.to_string()))?;
-                let city = self.context.cities[self.people[index].city].name;
-                for outcome in outcomes {
-                    tally.add(city, outcome?);
-                }
-                self.accounts[index] = account;
-            }
-            progress.advance(u64::try_from(end - start).unwrap_or(0));
-            start = end;
-        }
+        progress.start(&format!("day {day}"), plan.iter().map(|(_, a)| u64::try_from(a.len()).unwrap_or(0)).sum());
+        let jobs: Vec<_> = plan
+            .into_iter()
+            .map(|(index, actions)| (index, self.context.clone(), self.people[index].clone(), self.accounts[index].take(), actions))
+            .collect();
+        let tally = self
+            .run_people(jobs, progress, move |(index, context, person, account, actions)| async move {
+                let count = u64::try_from(actions.len()).unwrap_or(0);
+                (index, Some(count), day::live(&context, &person, account, actions, day).await)
+            })
+            .await?;
         progress.finish();
-        // Close the day: the clock moves to the last second of it.
+        // The day is over: the writer's clock moves to its last second.
         self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day + 1) - 1));
         Ok(tally)
+    }
+
+    /// Runs one task per job, at most [`PEOPLE_IN_FLIGHT`] at once; each answers its person,
+    /// how many steps it did (one when `None`), their wallet afterwards and the outcomes.
+    async fn run_people<J, F, Fut>(&mut self, jobs: Vec<J>, progress: &dyn Progress, mut start: F) -> Result<Tally, SimError>
+    where
+        F: FnMut(J) -> Fut,
+        Fut: std::future::Future<Output = (usize, Option<u64>, (Option<Account>, Vec<Result<tally::Outcome, SimError>>))>
+            + Send
+            + 'static,
+    {
+        let mut tally = Tally::default();
+        let mut jobs = jobs.into_iter();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.len() < PEOPLE_IN_FLIGHT {
+                let Some(job) = jobs.next() else { break };
+                tasks.spawn(start(job));
+            }
+            let Some(joined) = tasks.join_next().await else { return Ok(tally) };
+            let (index, steps, (account, outcomes)) = joined.map_err(|e| SimError::Task(e.to_string()))?;
+            let city = self.context.cities[self.people[index].city].name;
+            for outcome in outcomes {
+                tally.add(city, outcome?);
+            }
+            self.accounts[index] = account;
+            progress.advance(steps.unwrap_or(1));
+        }
     }
 
     /// Unix seconds of the start (local midnight) of day `day`.
