@@ -45,7 +45,7 @@ pub(crate) struct SimulateArgs {
 impl SimulateArgs {
     /// The demo's run: the four preset cities for one day.
     pub(crate) fn demo(report: PathBuf) -> SimulateArgs {
-        SimulateArgs { cities: Vec::new(), residents: 20_000, days: 1, seed: 42, db: None, report, json: false }
+        SimulateArgs { cities: Vec::new(), residents: 50_000, days: 1, seed: 42, db: None, report, json: false }
     }
 }
 

@@ -1,0 +1,89 @@
+//! `citypay simulate` through the real binary: the same seed gives the same summary and the
+//! same books, the books are clean after every day, the dashboard's numbers (read from the
+//! database) agree with what the simulation counted, and a used database is refused.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn simulate(dir: &Path, args: &[&str]) -> (i32, Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
+        .arg("simulate")
+        .args(["--report", dir.to_str().unwrap(), "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let summary = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (output.status.code().unwrap(), summary, stderr)
+}
+
+/// The summary without what may differ between equal runs: timings and the report's path.
+fn outcome(summary: &Value) -> Value {
+    let mut summary = summary.clone();
+    let object = summary.as_object_mut().unwrap();
+    for key in ["timing", "seconds", "report"] {
+        object.remove(key);
+    }
+    summary
+}
+
+#[test]
+fn the_same_seed_gives_the_same_city_and_books() {
+    let scratch = tempfile::tempdir().unwrap();
+    let args = ["--residents", "900", "--days", "2", "--seed", "7"];
+    let (code, first, stderr) = simulate(&scratch.path().join("a"), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, second, stderr) = simulate(&scratch.path().join("b"), &args);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(outcome(&first), outcome(&second));
+    assert!(first["transactions"].as_u64().unwrap() > 1_000, "{first}");
+    let audits = first["audits"].as_array().unwrap();
+    assert_eq!(audits.len(), 2);
+    assert!(audits.iter().all(|a| a["clean"] == true), "{audits:?}");
+    // Some of every kind of thing happened.
+    let tianjin = &first["simulated"]["payments"]["Tianjin"];
+    for (category, method) in [("retail", "cash"), ("retail", "qr"), ("retail", "payment_code"), ("restaurant", "qr")] {
+        assert!(tianjin[category][method]["count"].as_u64().unwrap() > 0, "{category} {method}: {tianjin}");
+    }
+    assert!(first["simulated"]["refunds"]["Tianjin"]["count"].as_u64().unwrap() > 0);
+    assert!(first["simulated"]["registrations"]["Tianjin"].as_u64().unwrap() > 0, "people register during the days");
+
+    let (code, other, _) = simulate(&scratch.path().join("c"), &["--residents", "900", "--days", "2", "--seed", "8"]);
+    assert_eq!(code, 0);
+    assert_ne!(other["books_digest"], first["books_digest"], "another seed, another city");
+}
+
+#[test]
+fn the_report_shows_what_the_simulation_did() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("report");
+    let (code, summary, stderr) = simulate(&dir, &["--residents", "600", "--city", "Hangzhou", "--city", "Tianjin"]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let cities = report["days"][0]["cities"].as_array().unwrap();
+    assert_eq!(cities.len(), 2);
+    for city in cities {
+        let name = city["city"].as_str().unwrap();
+        // Payments read back from the trades table equal the payments the simulation made.
+        let counted = &summary["simulated"]["payments"][name];
+        for (category, methods) in counted.as_object().unwrap() {
+            for (method, counter) in methods.as_object().unwrap() {
+                assert_eq!(&city["payments"][category][method], counter, "{name} {category} {method}");
+            }
+        }
+        assert_eq!(city["refunds"], summary["simulated"]["refunds"][name], "{name} refunds");
+        let registered = summary["set_up"]["registrations"][name].as_u64().unwrap_or(0)
+            + summary["simulated"]["registrations"][name].as_u64().unwrap_or(0);
+        assert_eq!(city["real_name_residents"].as_u64().unwrap(), registered, "{name}");
+    }
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(html.contains("Hangzhou") && html.contains("id=\"chart-methods\""));
+
+    // The database now holds a city: a second run on it is refused, and changes nothing.
+    let db = format!("sqlite:{}", dir.join("city.db").display());
+    let (code, _, stderr) = simulate(&scratch.path().join("again"), &["--residents", "600", "--db", &db]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("fresh database"), "{stderr}");
+}
