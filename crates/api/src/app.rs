@@ -80,6 +80,7 @@ struct BaseDoc;
 pub struct Api {
     config: ApiConfig,
     routes: OpenApiRouter,
+    pages: Router,
 }
 
 impl std::fmt::Debug for Api {
@@ -114,13 +115,20 @@ impl Api {
                     .with_state(metrics),
             )
             .merge(OpenApiRouter::new().routes(routes!(openapi_json)));
-        Ok(Self { config, routes })
+        Ok(Self { config, routes, pages: Router::new() })
     }
 
     /// Adds documented routes. Overlapping paths and methods panic, as in axum.
     #[must_use]
     pub fn routes(mut self, routes: OpenApiRouter) -> Self {
         self.routes = self.routes.merge(routes);
+        self
+    }
+
+    /// Adds pages that are not part of the JSON API (HTML), behind the same middleware.
+    #[must_use]
+    pub fn pages(mut self, pages: Router) -> Self {
+        self.pages = self.pages.merge(pages);
         self
     }
 
@@ -138,6 +146,7 @@ impl Api {
         });
         let spec = OpenApiJson(Bytes::from(spec));
         let router = router
+            .merge(self.pages)
             .fallback(unknown_path)
             .method_not_allowed_fallback(unknown_method)
             .layer(Extension(spec));

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use citypay_api::routes::business_routes;
+use citypay_api::routes::{business_routes, dashboard_pages};
 use citypay_api::{Api, ApiConfig};
 use citypay_checkout::notify::{DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
 use citypay_directory::PasswordPolicy;
@@ -59,8 +59,8 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state));
-        eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json)", db.redacted());
+        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(dashboard_pages(state));
+        eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
         citypay_api::serve(addr, api.into_router()).await?;
         city.shard.shutdown();
         anyhow::Ok(())

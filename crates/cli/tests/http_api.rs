@@ -355,3 +355,98 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
         assert!(!logs.contains(secret), "the logs contain a secret");
     }
 }
+
+/// The live dashboard over a simulated day: operators sign in with the form and get a cookie;
+/// the page shows the day's numbers as the simulation counted them; a city operator sees only
+/// their city, also as JSON; nobody else sees anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_dashboard_shows_a_simulated_day_to_operators() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report");
+    let output = Command::new(BIN)
+        .args(["simulate", "--residents", "600", "--city", "Hangzhou", "--city", "Tianjin", "--json", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let target = Target { db: report.join("city.db").display().to_string(), keys: report.join("city.db.keys") };
+    admin(&target, &["create-operator", "--username", "root"]);
+    admin(&target, &["create-operator", "--username", "tianjin", "--role", "city", "--city", "120000"]);
+    let server = start(&target, &dir.path().join("server.log")).await;
+    let api = &server.base;
+    let client = Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // Signed out: sent to the sign-in form; a wrong password stays there.
+    let response = client.get(format!("{api}/dashboard")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/dashboard/sign-in");
+    let form = |user: &str, password: &str| format!("username={user}&password={}", password.replace(' ', "+"));
+    let sign_in = |body: String| {
+        client
+            .post(format!("{api}/dashboard/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(sign_in(form("root", "wrong password")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let forged = client.get(format!("{api}/dashboard")).header("cookie", "citypay_dashboard=forged").send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::SEE_OTHER);
+
+    // The platform operator sees both cities, with the simulation's numbers.
+    let response = sign_in(form("root", "operator secret")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Path=/dashboard"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = client.get(format!("{api}/dashboard?date=2017-08-01")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = page.text().await.unwrap();
+    for city in ["Hangzhou", "Tianjin"] {
+        let payments: u64 = summary["simulated"]["payments"][city]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|methods| methods.as_object().unwrap().values())
+            .map(|counter| counter["count"].as_u64().unwrap())
+            .sum();
+        let cell = format!("<td class=\"name\">{city}</td><td data-metric=\"payments\" data-value=\"{payments}\">");
+        assert!(html.contains(&cell), "{city}: {payments} payments not on the page");
+    }
+    assert!(html.contains("http-equiv=\"refresh\""), "the live page reloads itself");
+    let bad_date = client.get(format!("{api}/dashboard?date=2017-02-30")).header("cookie", &session).send().await.unwrap();
+    assert_eq!(bad_date.status(), StatusCode::BAD_REQUEST);
+
+    // A city operator's page and JSON hold only their city.
+    let response = sign_in(form("tianjin", "operator secret")).await.unwrap();
+    let session = response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let html = client.get(format!("{api}/dashboard?date=2017-08-01")).header("cookie", &session).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("Tianjin") && !html.contains("Hangzhou"));
+    let token = client
+        .post(format!("{api}/v1/operator-sessions"))
+        .json(&json!({"username": "tianjin", "password": "operator secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stats: Value = client
+        .get(format!("{api}/v1/city-stats?date=2017-08-01"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cities = stats["days"][0]["cities"].as_array().unwrap();
+    assert_eq!(cities.len(), 1);
+    assert_eq!(cities[0]["payments"], summary["simulated"]["payments"]["Tianjin"]);
+    let anonymous = client.get(format!("{api}/v1/city-stats")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}

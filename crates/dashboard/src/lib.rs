@@ -2,6 +2,7 @@
 //! built from them, and its page (static for a simulation's report directory, reloading
 //! itself when served live).
 
+pub mod dates;
 mod report;
 mod stats;
 

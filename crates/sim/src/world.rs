@@ -5,6 +5,8 @@
 use citypay_directory::{Category, NewMerchant, NewResident};
 use citypay_identity::AccountClass;
 
+use citypay_dashboard::dates::{civil_from_days, days_from_civil};
+
 use crate::presets::CityPreset;
 
 /// A generator for one purpose, seeded from the run's seed and the parts that name it.
@@ -116,30 +118,9 @@ pub(crate) fn resident_id_number(city_code: u32, index: u64) -> String {
     format!("{first17}{check}")
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// Unix seconds of local (UTC+8) midnight on a civil date.
 pub(crate) fn local_midnight_unix(y: i64, m: i64, d: i64) -> u64 {
-    u64::try_from(days_from_civil(y, m, d) * 86_400 - 8 * 3_600).unwrap_or(0)
+    citypay_dashboard::dates::local_midnight(y, m, d)
 }
 
 /// The civil date `n` days after `(y, m, d)`.

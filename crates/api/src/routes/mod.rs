@@ -3,6 +3,7 @@
 //! `Idempotency-Key` whose first answer is kept and replayed (see [`replay`]).
 
 mod auth;
+mod dashboard;
 mod errors;
 mod operators;
 mod replay;
@@ -17,6 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
+pub use dashboard::dashboard_pages;
 
 /// What the handlers share.
 #[derive(Clone, Debug)]
@@ -58,6 +60,7 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(operators::sign_in))
         .routes(routes!(operators::onboard_city))
         .routes(routes!(operators::onboard_merchant))
+        .routes(routes!(dashboard::city_stats))
         .routes(routes!(trades::create))
         .routes(routes!(trades::get))
         .routes(routes!(trades::pay_with_code))

@@ -1,0 +1,70 @@
+//! Local (Asia/Shanghai, UTC+8 without daylight saving) calendar days, in integer arithmetic
+//! (Howard Hinnant's civil-date algorithms).
+
+/// Seconds east of UTC of Asia/Shanghai.
+const OFFSET_S: i64 = 8 * 3_600;
+
+/// Days from 1970-01-01 to a civil date.
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+/// The civil date `days` after 1970-01-01.
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Unix seconds of local midnight starting a civil date (0 before 1970).
+pub fn local_midnight(y: i64, m: i64, d: i64) -> u64 {
+    u64::try_from(days_from_civil(y, m, d) * 86_400 - OFFSET_S).unwrap_or(0)
+}
+
+/// The local civil date at a Unix time.
+pub fn local_date(unix_s: u64) -> (i64, i64, i64) {
+    civil_from_days((i64::try_from(unix_s).unwrap_or(i64::MAX) + OFFSET_S).div_euclid(86_400))
+}
+
+/// `YYYY-MM-DD`.
+pub fn format_date((y, m, d): (i64, i64, i64)) -> String {
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Parses `YYYY-MM-DD` (a real date of 1970–9999).
+pub fn parse_date(text: &str) -> Option<(i64, i64, i64)> {
+    let mut parts = text.split('-');
+    let (y, m, d) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    if parts.next().is_some() || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    (civil_from_days(days_from_civil(y, m, d)) == (y, m, d)).then_some((y, m, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip_and_days_start_at_beijing_midnight() {
+        assert_eq!(civil_from_days(days_from_civil(2017, 8, 1)), (2017, 8, 1));
+        assert_eq!(civil_from_days(days_from_civil(2016, 2, 28) + 1), (2016, 2, 29));
+        assert_eq!(local_midnight(2017, 8, 1), 1_501_516_800);
+        // 2017-07-31 20:00 UTC is already 1 August in Beijing.
+        assert_eq!(local_date(1_501_531_200), (2017, 8, 1));
+        assert_eq!(parse_date("2017-08-01"), Some((2017, 8, 1)));
+        assert_eq!(parse_date("2017-02-29"), None);
+        assert_eq!(parse_date("2017-8-1-2"), None);
+        assert_eq!(format_date((2017, 8, 1)), "2017-08-01");
+    }
+}
