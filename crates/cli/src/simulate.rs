@@ -67,6 +67,9 @@ struct Timing {
     seconds: f64,
     transactions_per_second: f64,
     audit_seconds: f64,
+    /// Writer batches (durable commits) and commands over the whole run, set-up included.
+    writer_batches: u64,
+    writer_commands: u64,
 }
 
 /// What a run prints and writes as `summary.json`.
@@ -242,6 +245,8 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 seconds,
                 transactions_per_second: if seconds > 0.0 { transactions as f64 / seconds } else { 0.0 },
                 audit_seconds,
+                writer_batches: city.shard.stats().batches.load(std::sync::atomic::Ordering::Relaxed),
+                writer_commands: city.shard.stats().commands.load(std::sync::atomic::Ordering::Relaxed),
             },
         };
         write_report(&args.report, &report, &summary)?;

@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a commit is on
 //! disk before it returns. One writer per file, enforced by an exclusive lock on `PATH.lock`
-//! that also records who holds it; readers (the audit) need no lock.
+//! that also records who holds it; readers (the audit) need no lock. The WAL is checkpointed by
+//! a background connection, not by the writer's commits.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -17,6 +18,7 @@ use citypay_store::{
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::ToSqlOutput};
 
+mod checkpoint;
 mod reader;
 pub use reader::SqliteReader;
 use rustc_hash::FxHashMap;
@@ -27,6 +29,8 @@ use rustc_hash::FxHashMap;
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// The writer's background checkpoints; stopped before the lock is released.
+    _checkpointer: Option<checkpoint::Checkpointer>,
     /// Held for as long as the store lives; dropping it (or dying) releases the writer lock.
     _lock: Option<File>,
 }
@@ -51,7 +55,7 @@ impl SqliteStore {
              PRAGMA synchronous = FULL;
              PRAGMA cache_size = -262144;
              PRAGMA temp_store = MEMORY;
-             PRAGMA wal_autocheckpoint = 8192;
+             PRAGMA wal_autocheckpoint = 65536;
              PRAGMA busy_timeout = 5000;",
         )
         .map_err(backend)?;
@@ -59,9 +63,10 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend(format!("journal_mode is {mode}, WAL is required")));
         }
-        let mut store = SqliteStore { conn, path: path.to_owned(), _lock: Some(lock) };
+        let mut store = SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: Some(lock) };
         store.migrate(LEDGER_MIGRATIONS)?;
         store.migrate(extra)?;
+        store._checkpointer = Some(checkpoint::Checkpointer::start(path)?);
         Ok(store)
     }
 
@@ -76,7 +81,7 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA busy_timeout = 5000; BEGIN;").map_err(backend)?;
         conn.query_row("SELECT count(*) FROM ledger_meta", [], |r| r.get::<_, i64>(0))
             .map_err(backend)?;
-        Ok(SqliteStore { conn, path: path.to_owned(), _lock: None })
+        Ok(SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: None })
     }
 
     /// The database file.
