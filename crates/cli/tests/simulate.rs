@@ -87,3 +87,27 @@ fn the_report_shows_what_the_simulation_did() {
     assert_ne!(code, 0);
     assert!(stderr.contains("fresh database"), "{stderr}");
 }
+
+/// The same seed on PostgreSQL gives the same summary and the same books as on SQLite.
+/// Skipped without `CITYPAY_TEST_PG`, except under CI.
+#[test]
+fn the_same_seed_gives_the_same_books_on_postgres() {
+    let Ok(server) = std::env::var("CITYPAY_TEST_PG") else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CITYPAY_TEST_PG is not set and CI=true: run through scripts/with-postgres.sh");
+        eprintln!("skipping: CITYPAY_TEST_PG not set (run through scripts/with-postgres.sh)");
+        return;
+    };
+    let name = format!("citypay_sim_{}", std::process::id());
+    let mut client = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+    client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (base, _) = server.rsplit_once('/').expect("CITYPAY_TEST_PG names a database");
+    let db = format!("{base}/{name}");
+    let scratch = tempfile::tempdir().unwrap();
+    let args = ["--residents", "800", "--seed", "11", "--city", "Fuzhou", "--city", "Wuhan"];
+    let (code, on_sqlite, stderr) = simulate(&scratch.path().join("sqlite"), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let with_db: Vec<&str> = args.iter().copied().chain(["--db", db.as_str()]).collect();
+    let (code, on_postgres, stderr) = simulate(&scratch.path().join("postgres"), &with_db);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(outcome(&on_postgres), outcome(&on_sqlite));
+}
