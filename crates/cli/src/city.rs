@@ -21,6 +21,7 @@ pub(crate) fn migrations() -> Vec<Migration> {
         .iter()
         .chain(citypay_wallet::MIGRATIONS)
         .chain(citypay_checkout::MIGRATIONS)
+        .chain(citypay_transit::MIGRATIONS)
         .chain(citypay_api::routes::MIGRATIONS)
         .copied()
         .collect()

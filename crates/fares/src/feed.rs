@@ -164,7 +164,25 @@ impl Feed {
         ]
     }
 
-    /// The medium with this id, if the feed defines it.
+    /// The type of the medium `id`, if the feed defines it.
+    pub fn medium_kind(&self, id: &str) -> Option<MediaType> {
+        self.media.get(id).map(|m| m.kind)
+    }
+
+    /// Every route: its id, its network and whether that network needs a tap-out (gates).
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &str, bool)> {
+        self.routes.iter().filter_map(|(id, route)| {
+            let network = route.network_id.as_deref()?;
+            Some((id.as_str(), network, self.networks.get(network).copied().unwrap_or(false)))
+        })
+    }
+
+    /// The stops of a route in order (`route_stops.txt`), empty for an unknown route.
+    pub fn route_stops(&self, route_id: &str) -> &[String] {
+        self.routes.get(route_id).map_or(&[], |r| r.stops.as_slice())
+    }
+
+    /// The medium `id`, if the feed has it.
     pub fn medium(&self, id: &str) -> Option<&Medium> {
         self.media.get(id)
     }

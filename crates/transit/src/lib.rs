@@ -1,0 +1,592 @@
+//! Transit: riders show offline-verifiable ride codes, validators accept them offline and
+//! upload the taps later, and the fare run debits each rider's service day afterwards.
+//!
+//! - A rider enrols a device key and gets a platform-signed [`Credential`] (the `ride` crate's
+//!   format) naming an opaque account reference, not their wallet.
+//! - A transit operator (a merchant of category `transit`) registers validators: a route and
+//!   stop of the fare feed and the device's Ed25519 key, which signs its uploads.
+//! - Uploads are idempotent per (validator, sequence); a code already seen on another tap is
+//!   stored flagged and not fared.
+//! - [`Transit::fare_day`] prices every rider's taps of a closed service day with the GTFS-Fares
+//!   engine and moves the difference between what the day is due and what was charged, with a
+//!   ledger id derived from (rider, day, amount due): a re-run, or one after late taps, never
+//!   charges a trip twice, and a late tap that lowers the day's fare is refunded. A wallet that
+//!   cannot pay gets an arrears record, which puts the rider on the deny list that validators
+//!   download until [`Transit::pay_arrears`] settles it.
+
+mod schema;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use citypay_directory::{BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, derived_event_id};
+use citypay_fares::Feed;
+use citypay_ledger::{Currency, Event, Leg, Status, Transfer};
+use citypay_ride::{Credential, CredentialTerms, PlatformKey, PlatformKeyring};
+use citypay_shard::{Command, Guard, SubmitError};
+use citypay_store::{OnConflict, ServiceRow, Value};
+
+pub use schema::MIGRATIONS;
+
+/// Ledger transfer codes of transit movements.
+pub mod codes {
+    /// A rider's fares of a service day (or the part not charged before).
+    pub const FARE: u16 = 30;
+    /// Back to the rider: a late tap lowered the day's fare.
+    pub const FARE_REFUND: u16 = 31;
+    /// Arrears paid.
+    pub const ARREARS: u16 = 32;
+}
+
+/// How long a ride credential is valid.
+pub const CREDENTIAL_TTL_S: u32 = 24 * 3600;
+/// The deferred-debit ceiling written in a credential, in fen.
+pub const CREDENTIAL_CEILING_FEN: u32 = 5_000;
+/// The fare medium of ride codes in the feed.
+pub const RIDE_CODE_MEDIUM: &str = "ride_code";
+/// A service day is fared this long after it ends, so late uploads are in.
+pub const FARE_CUTOFF_S: i64 = 2 * 3600;
+
+/// Why a transit request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransitError {
+    /// From the directory.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// A field is invalid.
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The merchant is not a transit operator.
+    #[error("only transit operators register validators")]
+    NotTransitOperator,
+    /// No such validator.
+    #[error("unknown validator")]
+    UnknownValidator,
+    /// The rider owes fares: no credential until the arrears are paid.
+    #[error("the rider has unpaid fares")]
+    InArrears,
+    /// The service day is not over yet (with the cut-off for late uploads).
+    #[error("service day {0} is not closed yet")]
+    DayNotClosed(i64),
+    /// The ledger refused a movement.
+    #[error("refused: {}", .0.name())]
+    Refused(Status),
+    /// The writer is unavailable; retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl TransitError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TransitError::Directory(e) => e.code(),
+            TransitError::InvalidField { .. } => "invalid_field",
+            TransitError::NotTransitOperator => "not_transit_operator",
+            TransitError::UnknownValidator => "unknown_validator",
+            TransitError::InArrears => "in_arrears",
+            TransitError::DayNotClosed(_) => "day_not_closed",
+            TransitError::Refused(status) => status.name(),
+            TransitError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// A registered validator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidatorInfo {
+    /// Its id (what its taps carry).
+    pub id: u32,
+    /// The transit operator (merchant) it belongs to.
+    pub operator: u64,
+    /// Route (bus line or metro line) of the feed.
+    pub route_id: String,
+    /// Stop (metro station, or the bus line's first stop) of the feed.
+    pub stop_id: String,
+}
+
+/// What an upload did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    /// New taps stored.
+    pub stored: u64,
+    /// Taps this validator had uploaded before (a retried upload).
+    pub already: u64,
+    /// New taps whose code had been used on another tap: stored, flagged, not fared.
+    pub flagged: u64,
+}
+
+/// What a fare run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FareRun {
+    /// Riders with taps that day.
+    pub riders: u64,
+    /// Trips priced.
+    pub trips: u64,
+    /// Fen charged now (net of refunds of earlier charges).
+    pub charged: i64,
+    /// Riders whose wallet could not pay: now in arrears.
+    pub arrears: u64,
+    /// Fen of the new arrears.
+    pub arrears_amount: i64,
+    /// Riders whose day was already charged as due (a re-run).
+    pub unchanged: u64,
+}
+
+/// The transit service. Cheap to clone.
+#[derive(Clone)]
+pub struct Transit {
+    directory: Directory,
+    feed: Arc<Feed>,
+    key: Arc<PlatformKey>,
+}
+
+impl std::fmt::Debug for Transit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transit").field("key_id", &self.key.key_id()).finish_non_exhaustive()
+    }
+}
+
+fn int(v: i64) -> Value {
+    Value::Int(v)
+}
+
+fn uint(v: u64) -> Value {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn get_int(row: &[Value], i: usize) -> Result<i64, TransitError> {
+    match row.get(i) {
+        Some(Value::Int(v)) => Ok(*v),
+        Some(Value::Null) => Ok(0),
+        _ => Err(DirectoryError::Storage(format!("transit row column {i}: expected an integer")).into()),
+    }
+}
+
+fn get_text(row: &[Value], i: usize) -> Result<String, TransitError> {
+    match row.get(i) {
+        Some(Value::Text(t)) => Ok(t.clone()),
+        _ => Err(DirectoryError::Storage(format!("transit row column {i}: expected text")).into()),
+    }
+}
+
+fn get_blob(row: &[Value], i: usize) -> Result<Vec<u8>, TransitError> {
+    match row.get(i) {
+        Some(Value::Blob(b)) => Ok(b.clone()),
+        _ => Err(DirectoryError::Storage(format!("transit row column {i}: expected bytes")).into()),
+    }
+}
+
+/// A tap as stored, in the fare engine's terms.
+struct StoredTap {
+    account_ref: u64,
+    validator: u64,
+    tap: citypay_fares::Tap,
+}
+
+impl Transit {
+    /// The transit service over the directory, pricing with `feed` and signing credentials
+    /// with `key`.
+    pub fn new(directory: Directory, feed: Feed, key: PlatformKey) -> Transit {
+        Transit { directory, feed: Arc::new(feed), key: Arc::new(key) }
+    }
+
+    /// The platform keys validators need (the public half of the signing key).
+    pub fn keyring(&self) -> PlatformKeyring {
+        let mut keyring = PlatformKeyring::new();
+        keyring.insert(self.key.public());
+        keyring
+    }
+
+    /// The fare feed.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    fn now_s(&self) -> u64 {
+        self.directory.clock().now().unix_seconds()
+    }
+
+    async fn submit(&self, command: Command) -> Result<Result<citypay_ledger::Outcome, usize>, TransitError> {
+        match self.directory.shard().submit(command).await {
+            Ok(outcome) => Ok(Ok(outcome)),
+            Err(SubmitError::GuardFailed { guard }) => Ok(Err(guard)),
+            Err(other) => Err(TransitError::Unavailable(other.to_string())),
+        }
+    }
+
+    /// The rider's opaque account reference, created on first use.
+    pub async fn account_ref(&self, resident: &Resident) -> Result<u64, TransitError> {
+        let rows = self
+            .directory
+            .read("SELECT account_ref FROM ride_accounts WHERE resident_id = ?1", vec![uint(resident.id)])
+            .await?;
+        if let Some(row) = rows.first() {
+            return Ok(u64::try_from(get_int(row, 0)?).unwrap_or(0));
+        }
+        let drawn = u64::from_le_bytes(self.directory.draw(&["ride-account", &resident.id.to_string()])) >> 1;
+        let account_ref = drawn.max(1);
+        let row = ServiceRow {
+            table: "ride_accounts",
+            key: vec![("account_ref", uint(account_ref))],
+            columns: vec![("resident_id", uint(resident.id)), ("created_at", uint(self.now_s()))],
+            on_conflict: OnConflict::Fail,
+        };
+        let command = Command {
+            event: None,
+            guards: vec![
+                Guard::Absent { table: "ride_accounts", key: vec![("resident_id", uint(resident.id))] },
+                Guard::Absent { table: "ride_accounts", key: row.key.clone() },
+            ],
+            rows: vec![row],
+            always_rows: Vec::new(),
+        };
+        match self.submit(command).await? {
+            Ok(_) => Ok(account_ref),
+            // Created meanwhile by another request: read it.
+            Err(0) => Box::pin(self.account_ref(resident)).await,
+            Err(_) => Err(TransitError::Unavailable("account reference taken; retry".into())),
+        }
+    }
+
+    /// Issues a ride credential for the rider device's public key: valid for a day from now,
+    /// refused while the rider is in arrears.
+    pub async fn issue_credential(&self, resident: &Resident, rider_key: [u8; 32]) -> Result<Credential, TransitError> {
+        let account_ref = self.account_ref(resident).await?;
+        if self.in_arrears(account_ref).await? {
+            return Err(TransitError::InArrears);
+        }
+        let now = u32::try_from(self.now_s()).map_err(|_| TransitError::Unavailable("clock beyond 2106".into()))?;
+        let terms = CredentialTerms {
+            rider_key,
+            account_ref,
+            valid_from: now,
+            valid_until: now.saturating_add(CREDENTIAL_TTL_S),
+            ceiling_fen: CREDENTIAL_CEILING_FEN,
+        };
+        citypay_ride::issue_credential(&self.key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
+    }
+
+    async fn in_arrears(&self, account_ref: u64) -> Result<bool, TransitError> {
+        let rows = self
+            .directory
+            .read("SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND paid_at IS NULL", vec![uint(account_ref)])
+            .await?;
+        Ok(rows.first().map(|r| get_int(r, 0)).transpose()?.unwrap_or(0) > 0)
+    }
+
+    /// Registers a validator of transit operator `operator` at a route and stop of the feed,
+    /// with the Ed25519 key its device signs uploads with.
+    pub async fn register_validator(&self, operator: u64, route_id: &str, stop_id: &str, device_key: [u8; 32]) -> Result<ValidatorInfo, TransitError> {
+        if self.directory.merchant(operator).await?.category != Category::Transit {
+            return Err(TransitError::NotTransitOperator);
+        }
+        let stops = self.feed.route_stops(route_id);
+        if stops.is_empty() {
+            return Err(TransitError::InvalidField { field: "route_id", message: format!("no route {route_id:?} in the fare feed") });
+        }
+        if !stops.iter().any(|s| s == stop_id) {
+            return Err(TransitError::InvalidField { field: "stop_id", message: format!("route {route_id} does not stop at {stop_id:?}") });
+        }
+        let key_text: String = device_key.iter().map(|b| format!("{b:02x}")).collect();
+        for attempt in 0..3u8 {
+            let drawn: [u8; 4] = self.directory.draw(&["validator", &key_text, &attempt.to_string()]);
+            let id = u32::from_le_bytes(drawn).max(1);
+            let row = ServiceRow {
+                table: "validators",
+                key: vec![("id", int(i64::from(id)))],
+                columns: vec![
+                    ("operator_id", uint(operator)),
+                    ("route_id", Value::Text(route_id.to_owned())),
+                    ("stop_id", Value::Text(stop_id.to_owned())),
+                    ("device_key", Value::Blob(device_key.to_vec())),
+                    ("created_at", uint(self.now_s())),
+                ],
+                on_conflict: OnConflict::Fail,
+            };
+            let command = Command { event: None, guards: vec![Guard::Absent { table: "validators", key: row.key.clone() }], rows: vec![row], always_rows: Vec::new() };
+            if self.submit(command).await?.is_ok() {
+                return Ok(ValidatorInfo { id, operator, route_id: route_id.to_owned(), stop_id: stop_id.to_owned() });
+            }
+        }
+        Err(TransitError::Unavailable("no free validator id drawn; retry".into()))
+    }
+
+    /// A validator and its device key.
+    pub async fn validator(&self, id: u32) -> Result<(ValidatorInfo, [u8; 32]), TransitError> {
+        let rows = self
+            .directory
+            .read("SELECT operator_id, route_id, stop_id, device_key FROM validators WHERE id = ?1", vec![int(i64::from(id))])
+            .await?;
+        let row = rows.first().ok_or(TransitError::UnknownValidator)?;
+        let key: [u8; 32] = get_blob(row, 3)?.try_into().map_err(|_| DirectoryError::Storage("device key".into()))?;
+        let info = ValidatorInfo {
+            id,
+            operator: u64::try_from(get_int(row, 0)?).unwrap_or(0),
+            route_id: get_text(row, 1)?,
+            stop_id: get_text(row, 2)?,
+        };
+        Ok((info, key))
+    }
+
+    /// Stores a validator's taps. The caller has authenticated the device (its signature over
+    /// the upload). Idempotent per (validator, sequence).
+    pub async fn upload_taps(&self, validator: &ValidatorInfo, taps: &[citypay_ride::Tap]) -> Result<UploadReport, TransitError> {
+        let mut report = UploadReport::default();
+        let now = self.now_s();
+        for tap in taps {
+            if tap.validator_id != validator.id {
+                return Err(TransitError::InvalidField { field: "validator_id", message: "a tap of another validator".into() });
+            }
+            let key = vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))];
+            let code_key = vec![("code_hash", Value::Blob(tap.code_hash.to_vec()))];
+            let row = |flagged: bool| ServiceRow {
+                table: "taps",
+                key: key.clone(),
+                columns: vec![
+                    ("account_ref", uint(tap.account_ref)),
+                    ("route_id", Value::Text(validator.route_id.clone())),
+                    ("stop_id", Value::Text(validator.stop_id.clone())),
+                    ("direction", Value::Text(match tap.direction {
+                        citypay_ride::Direction::In => "in".into(),
+                        citypay_ride::Direction::Out => "out".into(),
+                    })),
+                    ("at", int(i64::from(tap.time))),
+                    ("service_day", int(citypay_fares::service_day(i64::from(tap.time)))),
+                    ("code_hash", Value::Blob(tap.code_hash.to_vec())),
+                    ("flagged", int(i64::from(flagged))),
+                    ("uploaded_at", uint(now)),
+                ],
+                on_conflict: OnConflict::Fail,
+            };
+            let code_row = ServiceRow {
+                table: "tap_codes",
+                key: code_key.clone(),
+                columns: vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))],
+                on_conflict: OnConflict::Fail,
+            };
+            let first = Command {
+                event: None,
+                guards: vec![Guard::Absent { table: "taps", key: key.clone() }, Guard::Absent { table: "tap_codes", key: code_key }],
+                rows: vec![row(false), code_row],
+                always_rows: Vec::new(),
+            };
+            match self.submit(first).await? {
+                Ok(_) => report.stored += 1,
+                Err(0) => report.already += 1,
+                Err(_) => {
+                    // The code was used on another tap: keep this one, flagged.
+                    let flagged = Command {
+                        event: None,
+                        guards: vec![Guard::Absent { table: "taps", key: key.clone() }],
+                        rows: vec![row(true)],
+                        always_rows: Vec::new(),
+                    };
+                    match self.submit(flagged).await? {
+                        Ok(_) => report.flagged += 1,
+                        Err(_) => report.already += 1,
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Prices and debits every rider's taps of `service_day` (see [`citypay_fares::service_day`]),
+    /// once the day and its cut-off for late uploads are over.
+    pub async fn fare_day(&self, service_day: i64) -> Result<FareRun, TransitError> {
+        let day_end = (service_day + 1) * 86_400 + citypay_fares::SERVICE_DAY_START_S - citypay_fares::UTC_OFFSET_S;
+        if i64::try_from(self.now_s()).unwrap_or(i64::MAX) < day_end + FARE_CUTOFF_S {
+            return Err(TransitError::DayNotClosed(service_day));
+        }
+        let rows = self
+            .directory
+            .read(
+                "SELECT account_ref, validator_id, route_id, stop_id, direction, at FROM taps
+                 WHERE service_day = ?1 AND flagged = 0 ORDER BY account_ref, at, validator_id, sequence",
+                vec![int(service_day)],
+            )
+            .await?;
+        let mut riders: BTreeMap<u64, Vec<StoredTap>> = BTreeMap::new();
+        for row in &rows {
+            let direction = match get_text(row, 4)?.as_str() {
+                "out" => citypay_fares::Direction::Out,
+                _ => citypay_fares::Direction::In,
+            };
+            let account_ref = u64::try_from(get_int(row, 0)?).unwrap_or(0);
+            let tap = citypay_fares::Tap::new(&get_text(row, 3)?, &get_text(row, 2)?, get_int(row, 5)?, direction, RIDE_CODE_MEDIUM);
+            riders.entry(account_ref).or_default().push(StoredTap { account_ref, validator: u64::try_from(get_int(row, 1)?).unwrap_or(0), tap });
+        }
+        let mut run = FareRun::default();
+        for (account_ref, taps) in riders {
+            run.riders += 1;
+            let fares = citypay_fares::fare_day(&self.feed, &taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>());
+            run.trips += u64::try_from(fares.trips.len()).unwrap_or(0);
+            let first_validator = taps.first().map_or(0, |t| t.validator);
+            debug_assert!(taps.iter().all(|t| t.account_ref == account_ref));
+            let operator = self.validator(u32::try_from(first_validator).unwrap_or(0)).await?.0.operator;
+            let trips = i64::try_from(fares.trips.len()).unwrap_or(0);
+            self.charge_day(account_ref, service_day, operator, trips, fares.total_fen, &mut run).await?;
+        }
+        Ok(run)
+    }
+
+    /// Moves what `account_ref`'s day is due minus what was charged before.
+    async fn charge_day(&self, account_ref: u64, service_day: i64, operator: u64, trips: i64, due: i64, run: &mut FareRun) -> Result<(), TransitError> {
+        let key = vec![("account_ref", uint(account_ref)), ("service_day", int(service_day))];
+        let existing = self
+            .directory
+            .read("SELECT due, charged FROM transit_charges WHERE account_ref = ?1 AND service_day = ?2", vec![uint(account_ref), int(service_day)])
+            .await?;
+        let (old_due, charged) = match existing.first() {
+            Some(row) => (Some(get_int(row, 0)?), get_int(row, 1)?),
+            None => (None, 0),
+        };
+        let arrears_open = !self
+            .directory
+            .read("SELECT amount FROM arrears WHERE account_ref = ?1 AND service_day = ?2 AND paid_at IS NULL", vec![uint(account_ref), int(service_day)])
+            .await?
+            .is_empty();
+        if old_due == Some(due) {
+            run.unchanged += 1;
+            return Ok(());
+        }
+        let delta = due - charged;
+        let resident = self.resident_of(account_ref).await?;
+        let merchant = self.directory.merchant(operator).await?;
+        let now = self.now_s();
+        let charge_row = |charged_now: i64| ServiceRow {
+            table: "transit_charges",
+            key: key.clone(),
+            columns: vec![
+                ("operator_id", uint(operator)),
+                ("trips", int(trips)),
+                ("due", int(due)),
+                ("charged", int(charged_now)),
+                ("updated_at", uint(now)),
+            ],
+            on_conflict: OnConflict::Update,
+        };
+        let guard = match old_due {
+            None => Guard::Absent { table: "transit_charges", key: key.clone() },
+            Some(old) => Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("due", int(old)), ("charged", int(charged))] },
+        };
+        let id = derived_event_id(&["transit-day", &account_ref.to_string(), &service_day.to_string(), &due.to_string()]);
+        let event = match delta {
+            0 => None,
+            d if d > 0 => Some(Event::Transfer(Transfer {
+                id,
+                leg: Leg { debit: resident.wallet, credit: merchant.account, amount: d, currency: Currency::CNY, code: codes::FARE, class: BALANCE_PAYMENT, user_data: account_ref },
+                pending_timeout_s: None,
+            })),
+            d => Some(Event::Transfer(Transfer {
+                id,
+                leg: Leg { debit: merchant.account, credit: resident.wallet, amount: -d, currency: Currency::CNY, code: codes::FARE_REFUND, class: 0, user_data: account_ref },
+                pending_timeout_s: None,
+            })),
+        };
+        let mut rows = vec![charge_row(due)];
+        if arrears_open {
+            // Charged in full now: what was owed for the day is settled with it.
+            rows.push(ServiceRow { table: "arrears", key: key.clone(), columns: vec![("paid_at", uint(now))], on_conflict: OnConflict::UpdateOnly });
+        }
+        let command = Command { event, guards: vec![guard.clone()], rows, always_rows: Vec::new() };
+        match self.submit(command).await? {
+            Ok(outcome) if outcome.status == Status::Ok => {
+                run.charged += delta;
+                Ok(())
+            }
+            Ok(outcome) if delta > 0 && outcome.status != Status::Ok => {
+                // The wallet cannot pay: the day is recorded as due, the difference as arrears.
+                let arrears = ServiceRow {
+                    table: "arrears",
+                    key: key.clone(),
+                    columns: vec![("operator_id", uint(operator)), ("amount", int(delta)), ("created_at", uint(now)), ("paid_at", Value::Null)],
+                    on_conflict: OnConflict::Update,
+                };
+                let record = Command { event: None, guards: vec![guard], rows: vec![charge_row(charged), arrears], always_rows: Vec::new() };
+                match self.submit(record).await? {
+                    Ok(_) => {
+                        run.arrears += 1;
+                        run.arrears_amount += delta;
+                        Ok(())
+                    }
+                    Err(_) => Err(TransitError::Unavailable("the rider's day changed meanwhile; run again".into())),
+                }
+            }
+            Ok(outcome) => Err(TransitError::Refused(outcome.status)),
+            Err(_) => Err(TransitError::Unavailable("the rider's day changed meanwhile; run again".into())),
+        }
+    }
+
+    async fn resident_of(&self, account_ref: u64) -> Result<Resident, TransitError> {
+        let rows = self.directory.read("SELECT resident_id FROM ride_accounts WHERE account_ref = ?1", vec![uint(account_ref)]).await?;
+        let id = rows.first().map(|r| get_int(r, 0)).transpose()?.ok_or_else(|| DirectoryError::Storage("a tap of an unknown ride account".into()))?;
+        Ok(self.directory.resident(u64::try_from(id).unwrap_or(0)).await?)
+    }
+
+    /// Account references in arrears: validators refuse their codes.
+    pub async fn deny_list(&self) -> Result<Vec<u64>, TransitError> {
+        let rows = self.directory.read("SELECT DISTINCT account_ref FROM arrears WHERE paid_at IS NULL ORDER BY account_ref", Vec::new()).await?;
+        rows.iter().map(|r| Ok(u64::try_from(get_int(r, 0)?).unwrap_or(0))).collect()
+    }
+
+    /// Pays every open arrears of the rider from their wallet; returns the fen paid.
+    pub async fn pay_arrears(&self, resident: &Resident) -> Result<i64, TransitError> {
+        let account_ref = self.account_ref(resident).await?;
+        let open = self
+            .directory
+            .read(
+                "SELECT a.service_day, a.operator_id, a.amount, c.charged, c.due FROM arrears a
+                 JOIN transit_charges c ON c.account_ref = a.account_ref AND c.service_day = a.service_day
+                 WHERE a.account_ref = ?1 AND a.paid_at IS NULL ORDER BY a.service_day",
+                vec![uint(account_ref)],
+            )
+            .await?;
+        let mut paid = 0;
+        for row in &open {
+            let (day, operator, amount, charged, due) = (get_int(row, 0)?, get_int(row, 1)?, get_int(row, 2)?, get_int(row, 3)?, get_int(row, 4)?);
+            let merchant = self.directory.merchant(u64::try_from(operator).unwrap_or(0)).await?;
+            let key = vec![("account_ref", uint(account_ref)), ("service_day", int(day))];
+            let now = self.now_s();
+            let command = Command {
+                event: Some(Event::Transfer(Transfer {
+                    id: derived_event_id(&["transit-arrears", &account_ref.to_string(), &day.to_string(), &due.to_string()]),
+                    leg: Leg { debit: resident.wallet, credit: merchant.account, amount, currency: Currency::CNY, code: codes::ARREARS, class: BALANCE_PAYMENT, user_data: account_ref },
+                    pending_timeout_s: None,
+                })),
+                guards: vec![Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("charged", int(charged))] }],
+                rows: vec![
+                    ServiceRow { table: "transit_charges", key: key.clone(), columns: vec![("charged", int(charged + amount)), ("updated_at", uint(now))], on_conflict: OnConflict::UpdateOnly },
+                    ServiceRow { table: "arrears", key, columns: vec![("paid_at", uint(now))], on_conflict: OnConflict::UpdateOnly },
+                ],
+                always_rows: Vec::new(),
+            };
+            match self.submit(command).await? {
+                Ok(outcome) if outcome.status == Status::Ok => paid += amount,
+                Ok(outcome) => return Err(TransitError::Refused(outcome.status)),
+                Err(_) => return Err(TransitError::Unavailable("the arrears changed meanwhile; retry".into())),
+            }
+        }
+        Ok(paid)
+    }
+
+    /// An operator's trips and fare revenue of a service day (fares charged, net of refunds,
+    /// plus arrears still owed).
+    pub async fn revenue(&self, operator: u64, service_day: i64) -> Result<(u64, i64), TransitError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT CAST(COALESCE(SUM(trips), 0) AS BIGINT), CAST(COALESCE(SUM(due), 0) AS BIGINT) FROM transit_charges WHERE operator_id = ?1 AND service_day = ?2",
+                vec![uint(operator), int(service_day)],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| DirectoryError::Storage("no sum".into()))?;
+        Ok((u64::try_from(get_int(row, 0)?).unwrap_or(0), get_int(row, 1)?))
+    }
+}

@@ -1,0 +1,71 @@
+//! Transit's tables.
+
+use citypay_store::Migration;
+
+macro_rules! transit_v1 {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE ride_accounts (
+                account_ref BIGINT PRIMARY KEY,
+                resident_id BIGINT NOT NULL UNIQUE,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE validators (
+                id BIGINT PRIMARY KEY,
+                operator_id BIGINT NOT NULL,
+                route_id TEXT NOT NULL,
+                stop_id TEXT NOT NULL,
+                device_key ", $bytes, " NOT NULL,
+                created_at BIGINT NOT NULL
+            );
+            CREATE TABLE taps (
+                validator_id BIGINT NOT NULL,
+                sequence BIGINT NOT NULL,
+                account_ref BIGINT NOT NULL,
+                route_id TEXT NOT NULL,
+                stop_id TEXT NOT NULL,
+                direction TEXT NOT NULL,
+                at BIGINT NOT NULL,
+                service_day BIGINT NOT NULL,
+                code_hash ", $bytes, " NOT NULL,
+                flagged BIGINT NOT NULL,
+                uploaded_at BIGINT NOT NULL,
+                PRIMARY KEY (validator_id, sequence)
+            );
+            CREATE INDEX taps_by_day ON taps (service_day, account_ref);
+            CREATE TABLE tap_codes (
+                code_hash ", $bytes, " PRIMARY KEY,
+                validator_id BIGINT NOT NULL,
+                sequence BIGINT NOT NULL
+            );
+            CREATE TABLE transit_charges (
+                account_ref BIGINT NOT NULL,
+                service_day BIGINT NOT NULL,
+                operator_id BIGINT NOT NULL,
+                trips BIGINT NOT NULL,
+                due BIGINT NOT NULL,
+                charged BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (account_ref, service_day)
+            );
+            CREATE TABLE arrears (
+                account_ref BIGINT NOT NULL,
+                service_day BIGINT NOT NULL,
+                operator_id BIGINT NOT NULL,
+                amount BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                paid_at BIGINT,
+                PRIMARY KEY (account_ref, service_day)
+            );"
+        )
+    };
+}
+
+/// Transit's migrations, for every backend.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "transit",
+    version: 1,
+    name: "ride accounts, validators, taps, charges per rider and service day, arrears",
+    sqlite: transit_v1!("BLOB"),
+    postgres: transit_v1!("BYTEA"),
+}];

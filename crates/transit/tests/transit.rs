@@ -1,0 +1,241 @@
+//! Transit end to end at the service level, on the embedded store: credentials, offline
+//! validation, idempotent uploads, duplicate codes flagged, the fare run (re-run, late taps),
+//! arrears and the deny list; the books balance after.
+
+use std::sync::Arc;
+
+use citypay_directory::{
+    Category, Directory, DirectoryKeys, NewMerchant, NewResident, PasswordPolicy, PlatformAccounts, Resident, SandboxBank, TokenKeys,
+};
+use citypay_identity::AccountClass;
+use citypay_ledger::Timestamp;
+use citypay_ride::{Gate, PlatformKey, Policy, RiderDevice, RiderKey, Validator, Validity};
+use citypay_shard::{ManualClock, Shard, ShardConfig};
+use citypay_store::{Migration, Value};
+use citypay_store_sqlite::{SqliteReader, SqliteStore};
+use citypay_transit::{Transit, TransitError, ValidatorInfo};
+use citypay_vault::{IndexKeys, SealingKeys};
+use citypay_wallet::Wallet;
+
+/// 2025-03-03 07:00 in Tianjin.
+const MORNING: u64 = 1_740_956_400;
+
+struct World {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    shard: Shard,
+    clock: ManualClock,
+    directory: Directory,
+    wallet: Wallet,
+    transit: Transit,
+    rt: tokio::runtime::Runtime,
+}
+
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.db");
+    let migrations: Vec<Migration> =
+        citypay_directory::MIGRATIONS.iter().chain(citypay_wallet::MIGRATIONS).chain(citypay_transit::MIGRATIONS).copied().collect();
+    let store = SqliteStore::open_writer(&path, &migrations).unwrap();
+    let clock = ManualClock::new(Timestamp::from_unix_seconds(MORNING));
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, clock.clone()).unwrap();
+    let keys = DirectoryKeys {
+        sealing: SealingKeys::from_config(SealingKeys::generate_config().expose()).unwrap(),
+        index: IndexKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+        tokens: TokenKeys::from_config(IndexKeys::generate_config().expose()).unwrap(),
+    };
+    let reader = Arc::new(SqliteReader::open(&path).unwrap());
+    let directory = Directory::new(shard.handle(), reader, keys, Arc::new(clock.clone()), PasswordPolicy::FAST_INSECURE);
+    let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
+    let key = PlatformKey::from_seed(1, [7; 32], Validity::new(0, u32::MAX).unwrap());
+    let transit = Transit::new(directory.clone(), citypay_fares::Feed::tianjin(), key);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        directory.onboard_city(120000, "Tianjin").await.unwrap();
+        directory.open_platform_accounts().await.unwrap();
+    });
+    World { _dir: dir, path, shard, clock, directory, wallet, transit, rt }
+}
+
+fn resident(w: &World, id_number: &str, mobile: &str, yuan: i64) -> (Resident, u64) {
+    w.rt.block_on(async {
+        let new = NewResident {
+            city: 120000,
+            name: "Zhang San".into(),
+            mobile: mobile.into(),
+            id_number: id_number.into(),
+            password: "correct horse".into(),
+            class: AccountClass::II,
+        };
+        let r = w.directory.register_resident(&new).await.unwrap();
+        let card = w.wallet.link_card(&r, "4111111111111111").await.unwrap();
+        if yuan > 0 {
+            w.wallet.top_up(&r, card.id, yuan * 100, &format!("fund-{mobile}")).await.unwrap();
+        }
+        (r, card.id)
+    })
+}
+
+fn balance(w: &World, account: u64) -> i64 {
+    w.rt.block_on(async {
+        let rows = w
+            .directory
+            .read(
+                "SELECT credits_posted - debits_posted FROM accounts WHERE id = ?1",
+                vec![Value::Int(citypay_store::u64_to_column(account))],
+            )
+            .await
+            .unwrap();
+        match rows.first().and_then(|r| r.first()) {
+            Some(Value::Int(v)) => *v,
+            _ => 0,
+        }
+    })
+}
+
+fn device(w: &World, resident: &Resident, seed: u8) -> RiderDevice {
+    let key = RiderKey::from_seed([seed; 32]);
+    let credential = w.rt.block_on(w.transit.issue_credential(resident, key.public_bytes())).unwrap();
+    RiderDevice::new(key, credential)
+}
+
+fn gate(v: &ValidatorInfo, direction: citypay_ride::Direction) -> Gate {
+    Gate { validator_id: v.id, stop_or_route: 0, direction }
+}
+
+const ALICE: (&str, &str) = ("11010519491231002X", "13800138000");
+const BOB: (&str, &str) = ("440524188001010014", "13900139000");
+
+#[test]
+fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
+    let w = world();
+    let (alice, _) = resident(&w, ALICE.0, ALICE.1, 100);
+    let (bob, bob_card) = resident(&w, BOB.0, BOB.1, 0);
+    let (operator, operator_account) = w.rt.block_on(async {
+        let (m, _) = w
+            .directory
+            .onboard_merchant(&NewMerchant {
+                city: 120000,
+                name: "天津公交地铁".into(),
+                uscc: "91350100M000100Y43".into(),
+                mcc: "4111".into(),
+                category: Category::Transit,
+                settlement_account: "6222020200112233446".into(),
+                notify_url: None,
+            })
+            .await
+            .unwrap();
+        (m.id, m.account)
+    });
+    let register = |route: &str, stop: &str, seed: u8| {
+        w.rt.block_on(w.transit.register_validator(operator, route, stop, RiderKey::from_seed([seed; 32]).public_bytes())).unwrap()
+    };
+    let bus = register("824", "B_XIZHAN", 100);
+    let gate_in = register("M1", "M1_LIUYUAN", 101);
+    let gate_out = register("M1", "M1_XIBEIJIAO", 102);
+    // Only stops of the feed, only transit operators.
+    assert!(matches!(
+        w.rt.block_on(w.transit.register_validator(operator, "M1", "B_XIZHAN", [9; 32])),
+        Err(TransitError::InvalidField { field: "stop_id", .. })
+    ));
+
+    // Validators work offline with the platform keys only.
+    let mut bus_device = Validator::new(w.transit.keyring(), Policy::default());
+    let mut in_device = Validator::new(w.transit.keyring(), Policy::default());
+    let mut out_device = Validator::new(w.transit.keyring(), Policy::default());
+    let mut alice_phone = device(&w, &alice, 1);
+    let mut bob_phone = device(&w, &bob, 2);
+    let t0 = u32::try_from(MORNING + 3_600).unwrap();
+    let in_ = citypay_ride::Direction::In;
+    let out = citypay_ride::Direction::Out;
+    bus_device.validate(&alice_phone.next_code(t0).encode(), t0, gate(&bus, in_)).unwrap();
+    in_device.validate(&alice_phone.next_code(t0 + 1_800).encode(), t0 + 1_800, gate(&gate_in, in_)).unwrap();
+    out_device.validate(&alice_phone.next_code(t0 + 2_800).encode(), t0 + 2_800, gate(&gate_out, out)).unwrap();
+    let bob_code = bob_phone.next_code(t0 + 60).encode();
+    bus_device.validate(&bob_code, t0 + 60, gate(&bus, in_)).unwrap();
+    // The same code shown at the metro gate too (a copied screenshot): the gate does not know.
+    in_device.validate(&bob_code, t0 + 61, gate(&gate_in, in_)).unwrap();
+
+    let bus_taps = bus_device.drain_taps();
+    let in_taps = in_device.drain_taps();
+    let out_taps = out_device.drain_taps();
+    w.rt.block_on(async {
+        let t = &w.transit;
+        assert_eq!(t.upload_taps(&bus, &bus_taps).await.unwrap().stored, 2);
+        let report = t.upload_taps(&gate_in, &in_taps).await.unwrap();
+        assert_eq!((report.stored, report.flagged), (1, 1), "the copied code is flagged");
+        t.upload_taps(&gate_out, &out_taps).await.unwrap();
+        // A retried upload stores nothing twice; taps of another validator are refused.
+        assert_eq!(t.upload_taps(&bus, &bus_taps).await.unwrap().already, 2);
+        assert!(t.upload_taps(&gate_in, &bus_taps).await.is_err());
+    });
+
+    let day = citypay_fares::service_day(i64::from(t0));
+    assert!(matches!(w.rt.block_on(w.transit.fare_day(day)), Err(TransitError::DayNotClosed(_))));
+    w.clock.set(Timestamp::from_unix_seconds(MORNING + 24 * 3_600));
+    let alice_before = balance(&w, alice.wallet);
+    let run = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    // Alice's day, priced by the fare engine from the same taps.
+    let expected = citypay_fares::fare_day(
+        w.transit.feed(),
+        &[
+            citypay_fares::Tap::new("B_XIZHAN", "824", i64::from(t0), citypay_fares::Direction::In, "ride_code"),
+            citypay_fares::Tap::new("M1_LIUYUAN", "M1", i64::from(t0) + 1_800, citypay_fares::Direction::In, "ride_code"),
+            citypay_fares::Tap::new("M1_XIBEIJIAO", "M1", i64::from(t0) + 2_800, citypay_fares::Direction::Out, "ride_code"),
+        ],
+    )
+    .total_fen;
+    assert!(expected > 0);
+    assert_eq!(alice_before - balance(&w, alice.wallet), expected);
+    assert_eq!((run.riders, run.arrears, run.arrears_amount), (2, 1, 200), "Bob's bus fare is owed");
+    assert_eq!(run.charged, expected);
+
+    // Bob is denied until he pays; he cannot get a new credential meanwhile.
+    w.rt.block_on(async {
+        let bob_ref = w.transit.account_ref(&bob).await.unwrap();
+        assert_eq!(w.transit.deny_list().await.unwrap(), vec![bob_ref]);
+        assert!(matches!(w.transit.issue_credential(&bob, [5; 32]).await, Err(TransitError::InArrears)));
+    });
+    let mut denied = Validator::new(w.transit.keyring(), Policy::default());
+    for account in w.rt.block_on(w.transit.deny_list()).unwrap() {
+        denied.deny_account(account);
+    }
+    let later = t0 + 24 * 3_600;
+    assert!(denied.validate(&bob_phone.next_code(later).encode(), later, gate(&bus, in_)).is_err());
+
+    // A re-run charges nothing more.
+    let again = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    assert_eq!((again.charged, again.unchanged, again.arrears), (0, 2, 0));
+
+    // A late tap (uploaded after the run) changes Alice's day: only the difference moves.
+    let mut late_bus = Validator::new(w.transit.keyring(), Policy::default());
+    let t_late = t0 + 5 * 3_600;
+    late_bus.validate(&alice_phone.next_code(t_late).encode(), t_late, gate(&bus, in_)).unwrap();
+    let mut late_taps = late_bus.drain_taps();
+    late_taps[0].sequence = 100; // this device's own numbering continues after the first upload
+    w.rt.block_on(w.transit.upload_taps(&bus, &late_taps)).unwrap();
+    let before_late = balance(&w, alice.wallet);
+    let rerun = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    assert_eq!(rerun.charged, 200, "one more bus ride");
+    assert_eq!(before_late - balance(&w, alice.wallet), 200);
+
+    // Bob tops up and pays: off the deny list, a new credential is issued.
+    w.rt.block_on(async {
+        w.wallet.top_up(&bob, bob_card, 1_000, "bob-1").await.unwrap();
+        assert_eq!(w.transit.pay_arrears(&bob).await.unwrap(), 200);
+        assert!(w.transit.deny_list().await.unwrap().is_empty());
+        w.transit.issue_credential(&bob, [5; 32]).await.unwrap();
+        assert_eq!(w.transit.pay_arrears(&bob).await.unwrap(), 0, "nothing left to pay");
+        let (trips, revenue) = w.transit.revenue(operator, day).await.unwrap();
+        assert_eq!(revenue, expected + 200 + 200);
+        assert!(trips >= 3);
+    });
+    assert_eq!(balance(&w, operator_account), expected + 200 + 200);
+    // The books: client money equals custody.
+    let held = balance(&w, alice.wallet) + balance(&w, bob.wallet) + balance(&w, operator_account);
+    assert_eq!(-balance(&w, PlatformAccounts::CNY.sandbox_custody), held);
+    w.shard.shutdown();
+    let mut reader = SqliteStore::open_reader(&w.path).unwrap();
+    let report = citypay_store::audit(&mut reader).unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
+}
