@@ -56,6 +56,11 @@ pub struct CityStats {
     pub merchants_paid_by_phone: u64,
     /// Merchants that recorded a cash sale in the window.
     pub merchants_taking_cash: u64,
+    /// Transit trips by ride code of the service days in the window (fared the morning after;
+    /// their fares are the payments of category `transit`, method `ride_code`).
+    pub transit_trips: u64,
+    /// Riders who travelled by ride code in the window.
+    pub transit_riders: u64,
 }
 
 impl CityStats {
@@ -121,6 +126,8 @@ impl CityStats {
         self.active_payers = self.active_payers.max(later.active_payers);
         self.merchants_paid_by_phone = self.merchants_paid_by_phone.max(later.merchants_paid_by_phone);
         self.merchants_taking_cash = self.merchants_taking_cash.max(later.merchants_taking_cash);
+        self.transit_trips += later.transit_trips;
+        self.transit_riders = self.transit_riders.max(later.transit_riders);
     }
 }
 
@@ -148,6 +155,10 @@ const MERCHANTS: &str = "SELECT city_code, COUNT(*) FROM merchants WHERE created
 const ACCEPTING: &str = "SELECT city_code, CASE WHEN method = 'cash' THEN 1 ELSE 0 END, COUNT(DISTINCT merchant_id)
     FROM trades WHERE paid_at >= ?1 AND paid_at < ?2
     GROUP BY city_code, CASE WHEN method = 'cash' THEN 1 ELSE 0 END";
+
+const TRANSIT: &str = "SELECT r.city_code, COUNT(*), CAST(SUM(c.trips) AS BIGINT), CAST(SUM(c.due) AS BIGINT)
+    FROM transit_charges c JOIN ride_accounts a ON a.account_ref = c.account_ref JOIN residents r ON r.id = a.resident_id
+    WHERE c.service_day >= ?1 AND c.service_day < ?2 GROUP BY r.city_code";
 
 fn int(value: &Value) -> Result<i64, DirectoryError> {
     match value {
@@ -218,6 +229,18 @@ pub async fn collect(directory: &Directory, from: u64, to: u64, only: Option<u32
                 city.merchants_paid_by_phone = uint(&row[2])?;
             } else {
                 city.merchants_taking_cash = uint(&row[2])?;
+            }
+        }
+    }
+    // Service days are numbered by their local date (a service day starts at 04:00).
+    let local_day = |t: u64| Value::Int(i64::try_from((t + 8 * 3_600) / 86_400).unwrap_or(i64::MAX));
+    for row in directory.read(TRANSIT, vec![local_day(from), local_day(to)]).await? {
+        if let Some(city) = cities.get_mut(&code(&row[0])?) {
+            city.transit_riders = uint(&row[1])?;
+            city.transit_trips = uint(&row[2])?;
+            let fares = Counter { count: city.transit_trips, amount: int(&row[3])? };
+            if fares.count > 0 {
+                city.payments.entry("transit".into()).or_default().insert("ride_code".into(), fares);
             }
         }
     }

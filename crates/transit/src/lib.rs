@@ -121,9 +121,26 @@ pub struct UploadReport {
     pub flagged: u64,
 }
 
+/// One rider's service day, as the fare run left it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RiderDay {
+    /// The rider's account reference.
+    pub account_ref: u64,
+    /// Trips priced (a chain of legs joined by transfers is one trip).
+    pub trips: u64,
+    /// Legs (bus boardings, metro rides gate to gate).
+    pub legs: u64,
+    /// What the day costs, in fen.
+    pub due: i64,
+    /// Part of it is owed: the wallet could not pay.
+    pub in_arrears: bool,
+}
+
 /// What a fare run did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FareRun {
+    /// Every rider's day.
+    pub days: Vec<RiderDay>,
     /// Riders with taps that day.
     pub riders: u64,
     /// Trips priced.
@@ -182,9 +199,28 @@ fn get_blob(row: &[Value], i: usize) -> Result<Vec<u8>, TransitError> {
     }
 }
 
+/// Riders fared at once by a fare run.
+const RIDERS_IN_FLIGHT: usize = 4_096;
+
+/// What storing one tap did.
+enum Stored {
+    New,
+    Already,
+    Flagged,
+}
+
+/// What charging one rider's day did.
+enum Charged {
+    /// Fen moved (negative: refunded).
+    Moved(i64),
+    /// The wallet could not pay this many fen.
+    Arrears(i64),
+    /// Already charged as due.
+    Unchanged,
+}
+
 /// A tap as stored, in the fare engine's terms.
 struct StoredTap {
-    account_ref: u64,
     validator: u64,
     tap: citypay_fares::Tap,
 }
@@ -272,6 +308,14 @@ impl Transit {
         citypay_ride::issue_credential(&self.key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
     }
 
+    async fn in_arrears_on(&self, account_ref: u64, service_day: i64) -> Result<bool, TransitError> {
+        let rows = self
+            .directory
+            .read("SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND service_day = ?2 AND paid_at IS NULL", vec![uint(account_ref), int(service_day)])
+            .await?;
+        Ok(rows.first().map(|r| get_int(r, 0)).transpose()?.unwrap_or(0) > 0)
+    }
+
     async fn in_arrears(&self, account_ref: u64) -> Result<bool, TransitError> {
         let rows = self
             .directory
@@ -335,66 +379,79 @@ impl Transit {
     }
 
     /// Stores a validator's taps. The caller has authenticated the device (its signature over
-    /// the upload). Idempotent per (validator, sequence).
+    /// the upload). Idempotent per (validator, sequence); the taps are stored concurrently.
     pub async fn upload_taps(&self, validator: &ValidatorInfo, taps: &[citypay_ride::Tap]) -> Result<UploadReport, TransitError> {
-        let mut report = UploadReport::default();
-        let now = self.now_s();
+        if taps.iter().any(|t| t.validator_id != validator.id) {
+            return Err(TransitError::InvalidField { field: "validator_id", message: "a tap of another validator".into() });
+        }
+        let mut tasks = tokio::task::JoinSet::new();
         for tap in taps {
-            if tap.validator_id != validator.id {
-                return Err(TransitError::InvalidField { field: "validator_id", message: "a tap of another validator".into() });
-            }
-            let key = vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))];
-            let code_key = vec![("code_hash", Value::Blob(tap.code_hash.to_vec()))];
-            let row = |flagged: bool| ServiceRow {
-                table: "taps",
-                key: key.clone(),
-                columns: vec![
-                    ("account_ref", uint(tap.account_ref)),
-                    ("route_id", Value::Text(validator.route_id.clone())),
-                    ("stop_id", Value::Text(validator.stop_id.clone())),
-                    ("direction", Value::Text(match tap.direction {
-                        citypay_ride::Direction::In => "in".into(),
-                        citypay_ride::Direction::Out => "out".into(),
-                    })),
-                    ("at", int(i64::from(tap.time))),
-                    ("service_day", int(citypay_fares::service_day(i64::from(tap.time)))),
-                    ("code_hash", Value::Blob(tap.code_hash.to_vec())),
-                    ("flagged", int(i64::from(flagged))),
-                    ("uploaded_at", uint(now)),
-                ],
-                on_conflict: OnConflict::Fail,
-            };
-            let code_row = ServiceRow {
-                table: "tap_codes",
-                key: code_key.clone(),
-                columns: vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))],
-                on_conflict: OnConflict::Fail,
-            };
-            let first = Command {
-                event: None,
-                guards: vec![Guard::Absent { table: "taps", key: key.clone() }, Guard::Absent { table: "tap_codes", key: code_key }],
-                rows: vec![row(false), code_row],
-                always_rows: Vec::new(),
-            };
-            match self.submit(first).await? {
-                Ok(_) => report.stored += 1,
-                Err(0) => report.already += 1,
-                Err(_) => {
-                    // The code was used on another tap: keep this one, flagged.
-                    let flagged = Command {
-                        event: None,
-                        guards: vec![Guard::Absent { table: "taps", key: key.clone() }],
-                        rows: vec![row(true)],
-                        always_rows: Vec::new(),
-                    };
-                    match self.submit(flagged).await? {
-                        Ok(_) => report.flagged += 1,
-                        Err(_) => report.already += 1,
-                    }
-                }
+            let (this, validator, tap) = (self.clone(), validator.clone(), *tap);
+            tasks.spawn(async move { this.store_tap(&validator, &tap).await });
+        }
+        let mut report = UploadReport::default();
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(|e| TransitError::Unavailable(e.to_string()))?? {
+                Stored::New => report.stored += 1,
+                Stored::Already => report.already += 1,
+                Stored::Flagged => report.flagged += 1,
             }
         }
         Ok(report)
+    }
+
+    async fn store_tap(&self, validator: &ValidatorInfo, tap: &citypay_ride::Tap) -> Result<Stored, TransitError> {
+        let now = self.now_s();
+        let key = vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))];
+        let code_key = vec![("code_hash", Value::Blob(tap.code_hash.to_vec()))];
+        let row = |flagged: bool| ServiceRow {
+            table: "taps",
+            key: key.clone(),
+            columns: vec![
+                ("account_ref", uint(tap.account_ref)),
+                ("route_id", Value::Text(validator.route_id.clone())),
+                ("stop_id", Value::Text(validator.stop_id.clone())),
+                ("direction", Value::Text(match tap.direction {
+                    citypay_ride::Direction::In => "in".into(),
+                    citypay_ride::Direction::Out => "out".into(),
+                })),
+                ("at", int(i64::from(tap.time))),
+                ("service_day", int(citypay_fares::service_day(i64::from(tap.time)))),
+                ("code_hash", Value::Blob(tap.code_hash.to_vec())),
+                ("flagged", int(i64::from(flagged))),
+                ("uploaded_at", uint(now)),
+            ],
+            on_conflict: OnConflict::Fail,
+        };
+        let code_row = ServiceRow {
+            table: "tap_codes",
+            key: code_key.clone(),
+            columns: vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))],
+            on_conflict: OnConflict::Fail,
+        };
+        let first = Command {
+            event: None,
+            guards: vec![Guard::Absent { table: "taps", key: key.clone() }, Guard::Absent { table: "tap_codes", key: code_key }],
+            rows: vec![row(false), code_row],
+            always_rows: Vec::new(),
+        };
+        Ok(match self.submit(first).await? {
+            Ok(_) => Stored::New,
+            Err(0) => Stored::Already,
+            Err(_) => {
+                // The code was used on another tap: keep this one, flagged.
+                let flagged = Command {
+                    event: None,
+                    guards: vec![Guard::Absent { table: "taps", key: key.clone() }],
+                    rows: vec![row(true)],
+                    always_rows: Vec::new(),
+                };
+                match self.submit(flagged).await? {
+                    Ok(_) => Stored::Flagged,
+                    Err(_) => Stored::Already,
+                }
+            }
+        })
     }
 
     /// Prices and debits every rider's taps of `service_day` (see [`citypay_fares::service_day`]),
@@ -420,24 +477,54 @@ impl Transit {
             };
             let account_ref = u64::try_from(get_int(row, 0)?).unwrap_or(0);
             let tap = citypay_fares::Tap::new(&get_text(row, 3)?, &get_text(row, 2)?, get_int(row, 5)?, direction, RIDE_CODE_MEDIUM);
-            riders.entry(account_ref).or_default().push(StoredTap { account_ref, validator: u64::try_from(get_int(row, 1)?).unwrap_or(0), tap });
+            riders.entry(account_ref).or_default().push(StoredTap { validator: u64::try_from(get_int(row, 1)?).unwrap_or(0), tap });
         }
         let mut run = FareRun::default();
-        for (account_ref, taps) in riders {
+        let mut riders = riders.into_iter();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            while tasks.len() < RIDERS_IN_FLIGHT {
+                let Some((account_ref, taps)) = riders.next() else { break };
+                let this = self.clone();
+                tasks.spawn(async move { this.fare_rider(account_ref, service_day, taps).await });
+            }
+            let Some(joined) = tasks.join_next().await else { break };
+            let (day, charged) = joined.map_err(|e| TransitError::Unavailable(e.to_string()))??;
             run.riders += 1;
-            let fares = citypay_fares::fare_day(&self.feed, &taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>());
-            run.trips += u64::try_from(fares.trips.len()).unwrap_or(0);
-            let first_validator = taps.first().map_or(0, |t| t.validator);
-            debug_assert!(taps.iter().all(|t| t.account_ref == account_ref));
-            let operator = self.validator(u32::try_from(first_validator).unwrap_or(0)).await?.0.operator;
-            let trips = i64::try_from(fares.trips.len()).unwrap_or(0);
-            self.charge_day(account_ref, service_day, operator, trips, fares.total_fen, &mut run).await?;
+            run.trips += day.trips;
+            match charged {
+                Charged::Moved(fen) => run.charged += fen,
+                Charged::Arrears(fen) => {
+                    run.arrears += 1;
+                    run.arrears_amount += fen;
+                }
+                Charged::Unchanged => run.unchanged += 1,
+            }
+            run.days.push(day);
         }
+        run.days.sort_by_key(|d| d.account_ref);
         Ok(run)
     }
 
+    async fn fare_rider(&self, account_ref: u64, service_day: i64, taps: Vec<StoredTap>) -> Result<(RiderDay, Charged), TransitError> {
+        let fares = citypay_fares::fare_day(&self.feed, &taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>());
+        let first_validator = taps.first().map_or(0, |t| t.validator);
+        let operator = self.validator(u32::try_from(first_validator).unwrap_or(0)).await?.0.operator;
+        let trips = i64::try_from(fares.trips.len()).unwrap_or(0);
+        let charged = self.charge_day(account_ref, service_day, operator, trips, fares.total_fen).await?;
+        let in_arrears = matches!(charged, Charged::Arrears(_)) || self.in_arrears_on(account_ref, service_day).await?;
+        let day = RiderDay {
+            account_ref,
+            trips: u64::try_from(trips).unwrap_or(0),
+            legs: fares.trips.iter().map(|t| u64::try_from(t.legs.len()).unwrap_or(0)).sum(),
+            due: fares.total_fen,
+            in_arrears,
+        };
+        Ok((day, charged))
+    }
+
     /// Moves what `account_ref`'s day is due minus what was charged before.
-    async fn charge_day(&self, account_ref: u64, service_day: i64, operator: u64, trips: i64, due: i64, run: &mut FareRun) -> Result<(), TransitError> {
+    async fn charge_day(&self, account_ref: u64, service_day: i64, operator: u64, trips: i64, due: i64) -> Result<Charged, TransitError> {
         let key = vec![("account_ref", uint(account_ref)), ("service_day", int(service_day))];
         let existing = self
             .directory
@@ -453,8 +540,7 @@ impl Transit {
             .await?
             .is_empty();
         if old_due == Some(due) {
-            run.unchanged += 1;
-            return Ok(());
+            return Ok(Charged::Unchanged);
         }
         let delta = due - charged;
         let resident = self.resident_of(account_ref).await?;
@@ -497,10 +583,7 @@ impl Transit {
         }
         let command = Command { event, guards: vec![guard.clone()], rows, always_rows: Vec::new() };
         match self.submit(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => {
-                run.charged += delta;
-                Ok(())
-            }
+            Ok(outcome) if outcome.status == Status::Ok => Ok(Charged::Moved(delta)),
             Ok(outcome) if delta > 0 && outcome.status != Status::Ok => {
                 // The wallet cannot pay: the day is recorded as due, the difference as arrears.
                 let arrears = ServiceRow {
@@ -511,11 +594,7 @@ impl Transit {
                 };
                 let record = Command { event: None, guards: vec![guard], rows: vec![charge_row(charged), arrears], always_rows: Vec::new() };
                 match self.submit(record).await? {
-                    Ok(_) => {
-                        run.arrears += 1;
-                        run.arrears_amount += delta;
-                        Ok(())
-                    }
+                    Ok(_) => Ok(Charged::Arrears(delta)),
                     Err(_) => Err(TransitError::Unavailable("the rider's day changed meanwhile; run again".into())),
                 }
             }
