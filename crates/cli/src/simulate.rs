@@ -178,6 +178,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let services = Services {
             wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),
             checkout: Checkout::new(directory.clone()),
+            transit: citypay_transit::Transit::new(directory.clone(), citypay_fares::Feed::tianjin(), ride_key(&directory)?),
             directory: directory.clone(),
             clock: clock.clone(),
         };
@@ -262,6 +263,12 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         bail!("the audit found violations");
     }
     Ok(())
+}
+
+/// The platform's ride-code signing key of a simulation, drawn from its seed.
+fn ride_key(directory: &citypay_directory::Directory) -> anyhow::Result<citypay_ride::PlatformKey> {
+    let validity = citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(citypay_ride::PlatformKey::from_seed(1, directory.draw(&["ride-platform-key"]), validity))
 }
 
 /// `citypay demo`: a fresh report directory, then [`run`] with the demo's settings.

@@ -44,11 +44,13 @@ fn the_same_seed_gives_the_same_city_and_books() {
     assert!(audits.iter().all(|a| a["clean"] == true), "{audits:?}");
     // Some of every kind of thing happened.
     let tianjin = &first["simulated"]["payments"]["Tianjin"];
-    for (category, method) in [("retail", "cash"), ("retail", "qr"), ("retail", "payment_code"), ("restaurant", "qr")] {
+    let kinds = [("retail", "cash"), ("retail", "qr"), ("retail", "payment_code"), ("restaurant", "qr"), ("transit", "ride_code"), ("transit", "cash")];
+    for (category, method) in kinds {
         assert!(tianjin[category][method]["count"].as_u64().unwrap() > 0, "{category} {method}: {tianjin}");
     }
     assert!(first["simulated"]["refunds"]["Tianjin"]["count"].as_u64().unwrap() > 0);
     assert!(first["simulated"]["registrations"]["Tianjin"].as_u64().unwrap() > 0, "people register during the days");
+    assert!(first["simulated"]["rides"]["Tianjin"].as_u64().unwrap() > 0, "ride codes validated offline");
 
     let (code, other, _) = simulate(&scratch.path().join("c"), &["--residents", "900", "--days", "2", "--seed", "8"]);
     assert_eq!(code, 0);

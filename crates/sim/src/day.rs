@@ -9,6 +9,7 @@ use citypay_directory::Category;
 use citypay_wallet::WalletError;
 
 use crate::tally::Outcome;
+use crate::transit::RideLeg;
 use crate::world::{BusinessKind, Person, Registration, rng_for, tag};
 use crate::{Account, Context, SimError, service};
 
@@ -20,6 +21,8 @@ const SLOTS: u16 = 288;
 const SHOP_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 1, 3, 5, 4, 4, 5, 7, 5, 4, 4, 5, 7, 9, 9, 7, 4, 2, 1];
 const MEAL_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 1, 4, 3, 1, 1, 8, 12, 5, 1, 1, 1, 4, 10, 8, 3, 1, 1, 0];
 const OFFICE_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 0, 0, 9, 10, 9, 6, 2, 5, 8, 7, 5, 2, 0, 0, 0, 0, 0, 0];
+const MORNING_RUSH: [u32; 24] = [0, 0, 0, 0, 0, 0, 3, 10, 8, 3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+const EVENING_RUSH: [u32; 24] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 8, 10, 5, 2, 1, 0, 0];
 const SIGN_UP_HOURS: [u32; 24] = [0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 2, 3, 2, 2, 2, 2, 2, 3, 4, 4, 3, 2, 1];
 
 /// How a purchase is paid.
@@ -41,6 +44,8 @@ pub(crate) enum Action {
     Purchase { kind: BusinessKind, business: usize, amount: i64, tender: Tender, number: u32 },
     /// The merchant refunds (part of) an earlier payment of this person.
     Refund { kind: BusinessKind, business: usize, amount: i64, number: u32 },
+    /// To work or back, by bus and metro: by ride code, or with cash.
+    Journey { legs: Vec<RideLeg>, by_phone: bool, number: u32 },
 }
 
 /// An action at its slot.
@@ -146,6 +151,47 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize
             let amount = rng.i64(2_000..80_000);
             visit(&mut rng, BusinessKind::Hospital, minute, amount, &mut actions);
         }
+        if person.commutes {
+            let network = &context.transit[person.city];
+            let legs = match rng.u32(0..100) {
+                _ if network.metro.is_empty() && network.buses.is_empty() => Vec::new(),
+                0..40 if !network.buses.is_empty() => vec![RideLeg::Bus { line: rng.usize(..network.buses.len()) }],
+                roll if !network.metro.is_empty() => {
+                    let line = rng.usize(..network.metro.len());
+                    let stations = network.metro[line].validators.len();
+                    let from = rng.usize(..stations);
+                    let mut to = rng.usize(..stations);
+                    if to == from {
+                        to = (from + 1 + rng.usize(..stations - 1)) % stations;
+                    }
+                    let metro = RideLeg::Metro { line, from, to };
+                    match roll {
+                        80.. if !network.buses.is_empty() => vec![RideLeg::Bus { line: rng.usize(..network.buses.len()) }, metro],
+                        _ => vec![metro],
+                    }
+                }
+                _ => vec![RideLeg::Bus { line: rng.usize(..network.buses.len().max(1)) }],
+            };
+            for (rush, chance) in [(&MORNING_RUSH, 800), (&EVENING_RUSH, 750)] {
+                if legs.is_empty() || rng.u32(0..1000) >= chance {
+                    continue;
+                }
+                let minute = minute_in(&mut rng, rush);
+                let can_pay_by_phone = registered_from.is_some_and(|from| minute >= from);
+                let by_phone = can_pay_by_phone && rng.u32(0..1000) >= person.cash_per_mille;
+                // The way back takes the same legs in reverse.
+                let legs: Vec<RideLeg> = if std::ptr::eq(rush, &EVENING_RUSH) {
+                    legs.iter().rev().map(|leg| match *leg {
+                        RideLeg::Metro { line, from, to } => RideLeg::Metro { line, from: to, to: from },
+                        bus => bus,
+                    }).collect()
+                } else {
+                    legs.clone()
+                };
+                number += 1;
+                actions.push((minute, Action::Journey { legs, by_phone, number }));
+            }
+        }
         // One action per slot, in the order drawn by time; what no longer fits the day is dropped.
         actions.sort_by_key(|(minute, _)| *minute);
         let mut next_free = 0u16;
@@ -213,13 +259,16 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
     } else {
         None
     };
-    let mut account = Account { resident, card, device, balance: 0 };
+    let mut account = Account { resident, card, device, balance: 0, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
     let first = 10_000 * (2 + rng_for(context.seed, &[tag::PERSON, u64::from(preset.code), person.index, 2]).i64(0..9));
     outcomes.push(top_up(context, &mut account, first, "first").await);
+    if person.commutes {
+        outcomes.push(crate::transit::enrol(context, &mut account, preset, person.index).await);
+    }
     (Some(account), outcomes)
 }
 
-async fn top_up(context: &Context, account: &mut Account, amount: i64, key: &str) -> Result<Outcome, SimError> {
+pub(crate) async fn top_up(context: &Context, account: &mut Account, amount: i64, key: &str) -> Result<Outcome, SimError> {
     let key = format!("sim-top-up-{key}");
     match context.services.wallet.top_up(&account.resident, account.card, amount, &key).await {
         Ok(movement) => {
@@ -278,6 +327,13 @@ pub(crate) async fn act(
                     Err(e) => outcomes.push(checkout_outcome("cash sale", &e)),
                 }
             }
+            (account, outcomes)
+        }
+        Action::Journey { legs, by_phone, number } => {
+            let mut account = account;
+            let now = context.services.directory.clock().now().unix_seconds();
+            let prefix = format!("d{day}c{}p{}j{number}", person.city, person.index);
+            let outcomes = crate::transit::journey(context, person.city, &mut account, by_phone, &legs, now, &prefix).await;
             (account, outcomes)
         }
         Action::Refund { kind, business, amount, number } => {

@@ -15,6 +15,7 @@ mod clock;
 mod day;
 mod presets;
 mod tally;
+mod transit;
 mod world;
 
 use std::collections::HashMap;
@@ -41,6 +42,8 @@ pub struct Services {
     pub wallet: Wallet,
     /// Payments and refunds.
     pub checkout: Checkout,
+    /// Ride credentials, taps, fares.
+    pub transit: citypay_transit::Transit,
     /// The writer's clock: the simulation sets it to the day being simulated.
     pub clock: ManualClock,
 }
@@ -109,13 +112,20 @@ struct Business {
 }
 
 /// A registered person's wallet, as the simulation knows it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Account {
     resident: Resident,
     card: u64,
     device: Option<(u32, Arc<[u8]>)>,
-    /// What the wallet should hold: only its owner's actions change it.
+    /// What the wallet should hold: only its owner's actions change it (and the fare run).
     balance: i64,
+    /// The phone's ride-code app, for commuters.
+    rider: Option<citypay_ride::RiderDevice>,
+    rider_seed: Option<[u8; 32]>,
+    /// When the ride credential expires.
+    ride_until: u32,
+    /// The ride account reference (0: none).
+    account_ref: u64,
 }
 
 /// What every action of a run can see.
@@ -125,6 +135,9 @@ struct Context {
     seed: u64,
     cities: Vec<&'static CityPreset>,
     businesses: Vec<HashMap<BusinessKind, Vec<Business>>>,
+    transit: Vec<transit::CityTransit>,
+    /// The deny list the validators were last given.
+    denied: std::sync::Mutex<Vec<u64>>,
 }
 
 /// A simulation in progress.
@@ -145,8 +158,15 @@ impl Simulation {
         for (city, (preset, count)) in config.cities.iter().zip(&residents_per_city).enumerate() {
             people.extend((0..*count).map(|index| Person::draw(config.seed, city, preset, index, config.days)));
         }
-        let accounts = vec![None; people.len()];
-        let context = Arc::new(Context { services, seed: config.seed, cities: config.cities.clone(), businesses: Vec::new() });
+        let accounts = (0..people.len()).map(|_| None).collect();
+        let context = Arc::new(Context {
+            services,
+            seed: config.seed,
+            cities: config.cities.clone(),
+            businesses: Vec::new(),
+            transit: Vec::new(),
+            denied: std::sync::Mutex::new(Vec::new()),
+        });
         Simulation { context, config, people, accounts, residents_per_city }
     }
 
@@ -190,7 +210,13 @@ impl Simulation {
             progress.finish();
             businesses.push(by_kind);
         }
-        Arc::get_mut(&mut self.context).expect("no action runs during set-up").businesses = businesses;
+        let mut networks = Vec::new();
+        for (city, preset) in self.config.cities.iter().enumerate() {
+            networks.push(transit::build(&self.context, city, preset).await?);
+        }
+        let context = Arc::get_mut(&mut self.context).expect("no action runs during set-up");
+        context.businesses = businesses;
+        context.transit = networks;
 
         let before: Vec<usize> =
             (0..self.people.len()).filter(|i| self.people[*i].registration == Registration::Before).collect();
@@ -209,6 +235,7 @@ impl Simulation {
     /// Runs day `day` (1-based): everyone lives their planned day, concurrently.
     pub async fn run_day(&mut self, day: u32, progress: &dyn Progress) -> Result<Tally, SimError> {
         self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day)));
+        clock::at(day_start(day) + 5 * 3_600, transit::download_deny_list(&self.context)).await?;
         let plan = day::plan(&self.context, &self.people, day);
         progress.start(&format!("day {day}"), plan.iter().map(|(_, a)| u64::try_from(a.len()).unwrap_or(0)).sum());
         let jobs: Vec<_> = plan
@@ -222,9 +249,38 @@ impl Simulation {
             })
             .await?;
         progress.finish();
-        // The day is over: the writer's clock moves to its last second.
-        self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day + 1) - 1));
+        let mut tally = tally;
+        self.close_transit_day(day, &mut tally).await?;
         Ok(tally)
+    }
+
+    /// At night the validators upload their taps; the next morning, after the cut-off for late
+    /// uploads, the fare run debits every rider's day.
+    async fn close_transit_day(&mut self, day: u32, tally: &mut Tally) -> Result<(), SimError> {
+        clock::at(day_start(day + 1) - 60, transit::upload_taps(&self.context)).await?;
+        let fare_time = day_start(day + 1) + 6 * 3_600 + 60;
+        self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(fare_time));
+        let service_day = i64::try_from((day_start(day) + 8 * 3_600) / 86_400).unwrap_or(0);
+        let run = clock::at(fare_time, self.context.services.transit.fare_day(service_day))
+            .await
+            .map_err(|e| service("the fare run", &e))?;
+        let riders: HashMap<u64, usize> = self
+            .accounts
+            .iter()
+            .enumerate()
+            .filter_map(|(index, account)| account.as_ref().filter(|a| a.account_ref != 0).map(|a| (a.account_ref, index)))
+            .collect();
+        for rider in &run.days {
+            let Some(&index) = riders.get(&rider.account_ref) else { continue };
+            let city = self.context.cities[self.people[index].city].name;
+            tally.add(city, tally::Outcome::Fares { count: rider.trips, amount: rider.due });
+            if rider.in_arrears {
+                tally.add(city, tally::Outcome::Refused { what: "fares", code: "in_arrears" });
+            } else if let Some(account) = self.accounts[index].as_mut() {
+                account.balance -= rider.due;
+            }
+        }
+        Ok(())
     }
 
     /// Runs one task per job, at most [`PEOPLE_IN_FLIGHT`] at once; each answers its person,

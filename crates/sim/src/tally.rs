@@ -19,6 +19,12 @@ pub struct Tally {
     pub registrations: BTreeMap<String, u64>,
     /// Refused actions: city → "what: error code" → count.
     pub refused: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Bus boardings and metro rides by ride code, validated offline: city → count.
+    pub rides: BTreeMap<String, u64>,
+    /// Riders with a ride credential (enrolled phones): city → count.
+    pub riders_enrolled: BTreeMap<String, u64>,
+    /// Arrears paid: city → counter.
+    pub arrears_paid: BTreeMap<String, Counter>,
 }
 
 /// The outcome of one step of a simulated action.
@@ -29,6 +35,11 @@ pub(crate) enum Outcome {
     TopUp { amount: i64 },
     Registered,
     Refused { what: &'static str, code: &'static str },
+    Ride,
+    Enrolled,
+    ArrearsPaid { amount: i64 },
+    /// A rider's fared day: `count` trips costing `amount`.
+    Fares { count: u64, amount: i64 },
 }
 
 impl Tally {
@@ -46,6 +57,18 @@ impl Tally {
             Outcome::Refund { amount } => self.refunds.entry(city.to_owned()).or_default().add(amount),
             Outcome::TopUp { amount } => self.top_ups.entry(city.to_owned()).or_default().add(amount),
             Outcome::Registered => *self.registrations.entry(city.to_owned()).or_default() += 1,
+            Outcome::Ride => *self.rides.entry(city.to_owned()).or_default() += 1,
+            Outcome::Enrolled => *self.riders_enrolled.entry(city.to_owned()).or_default() += 1,
+            Outcome::ArrearsPaid { amount } => self.arrears_paid.entry(city.to_owned()).or_default().add(amount),
+            Outcome::Fares { count, amount } => self
+                .payments
+                .entry(city.to_owned())
+                .or_default()
+                .entry("transit".to_owned())
+                .or_default()
+                .entry("ride_code".to_owned())
+                .or_default()
+                .merge(Counter { count, amount }),
             Outcome::Refused { what, code } => {
                 *self.refused.entry(city.to_owned()).or_default().entry(format!("{what}: {code}")).or_default() += 1;
             }
@@ -77,6 +100,15 @@ impl Tally {
         for (city, n) in &other.registrations {
             *self.registrations.entry(city.clone()).or_default() += n;
         }
+        for (city, n) in &other.rides {
+            *self.rides.entry(city.clone()).or_default() += n;
+        }
+        for (city, n) in &other.riders_enrolled {
+            *self.riders_enrolled.entry(city.clone()).or_default() += n;
+        }
+        for (city, counter) in &other.arrears_paid {
+            self.arrears_paid.entry(city.clone()).or_default().merge(*counter);
+        }
         for (city, codes) in &other.refused {
             for (code, n) in codes {
                 *self.refused.entry(city.clone()).or_default().entry(code.clone()).or_default() += n;
@@ -84,7 +116,8 @@ impl Tally {
         }
     }
 
-    /// Money movements and cash sales recorded: payments, refunds and top-ups.
+    /// Money movements and cash sales recorded: payments (shop, cash, and fared ride-code trips),
+    /// refunds and top-ups.
     pub fn transactions(&self) -> u64 {
         let payments: u64 = self.payments.values().flat_map(|c| c.values()).flat_map(|m| m.values()).map(|c| c.count).sum();
         payments + self.refunds.values().map(|c| c.count).sum::<u64>() + self.top_ups.values().map(|c| c.count).sum::<u64>()

@@ -2,13 +2,12 @@
 //! of the fare feed's lines, riders' phones showing ride codes, validators checking them
 //! offline and uploading the taps at night, and the fare run the morning after.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 use citypay_checkout::NewTrade;
 use citypay_directory::{Category, NewMerchant};
 use citypay_ride::{Direction, Gate, Policy, RiderDevice, RiderKey, Validator};
-use citypay_transit::{Transit, TransitError, ValidatorInfo};
+use citypay_transit::{TransitError, ValidatorInfo};
 
 use crate::presets::CityPreset;
 use crate::tally::Outcome;
@@ -30,7 +29,6 @@ pub(crate) struct SimValidator {
 /// A line of the feed and the validators along it, in stop order.
 #[derive(Debug)]
 pub(crate) struct Line {
-    pub(crate) gated: bool,
     pub(crate) validators: Vec<usize>,
 }
 
@@ -67,7 +65,7 @@ pub(crate) async fn build(context: &Context, city: usize, preset: &CityPreset) -
     let routes: Vec<(String, bool)> = transit.feed().routes().map(|(route, _, gated)| (route.to_owned(), gated)).collect();
     for (route, gated) in routes {
         let stops: Vec<String> = transit.feed().route_stops(&route).to_vec();
-        let mut line = Line { gated, validators: Vec::new() };
+        let mut line = Line { validators: Vec::new() };
         for stop in &stops {
             let key = RiderKey::from_seed(seed_bytes(context.seed, &[3, u64::from(preset.code), out.validators.len() as u64]));
             let info = transit
@@ -94,7 +92,9 @@ fn seed_bytes(seed: u64, parts: &[u64]) -> [u8; 32] {
 
 /// A phone for a registered commuter: a key from the seed and a credential for it.
 pub(crate) async fn enrol(context: &Context, account: &mut Account, city: &CityPreset, index: u64) -> Result<Outcome, SimError> {
-    let key = RiderKey::from_seed(seed_bytes(context.seed, &[4, u64::from(city.code), index]));
+    let seed = seed_bytes(context.seed, &[4, u64::from(city.code), index]);
+    let key = RiderKey::from_seed(seed);
+    account.rider_seed = Some(seed);
     match context.services.transit.issue_credential(&account.resident, key.public_bytes()).await {
         Ok(credential) => {
             account.ride_until = credential.terms.valid_until;
@@ -227,15 +227,21 @@ fn tap(validator: &SimValidator, device: &mut RiderDevice, t: u32, direction: Di
 /// Gives every validator of every city the current deny list (they download it each morning).
 pub(crate) async fn download_deny_list(context: &Context) -> Result<(), SimError> {
     let denied = context.services.transit.deny_list().await.map_err(|e| service("the deny list", &e))?;
+    let Ok(mut before) = context.denied.lock() else { return Ok(()) };
     for city in &context.transit {
         for validator in &city.validators {
             if let Ok(mut device) = validator.device.lock() {
+                // Riders who paid since the last list travel again.
+                for account in before.iter().filter(|a| !denied.contains(a)) {
+                    device.allow_account(*account);
+                }
                 for account in &denied {
                     device.deny_account(*account);
                 }
             }
         }
     }
+    *before = denied;
     Ok(())
 }
 
@@ -257,6 +263,3 @@ pub(crate) async fn upload_taps(context: &Context) -> Result<u64, SimError> {
     }
     Ok(stored)
 }
-
-/// Riders by account reference: (person index, city).
-pub(crate) type Riders = HashMap<u64, usize>;

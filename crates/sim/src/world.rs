@@ -47,6 +47,8 @@ pub(crate) struct Person {
     pub(crate) cash_per_mille: u32,
     /// Shows a payment code at the till; otherwise scans the merchant's QR code.
     pub(crate) shows_code: bool,
+    /// Goes to work and back by bus or metro.
+    pub(crate) commutes: bool,
 }
 
 /// Per thousand real-name users, how many register during the simulated days rather than before.
@@ -72,7 +74,8 @@ impl Person {
         };
         // One in ten prefers cash most of the time; the others now and then.
         let cash_per_mille = if rng.u32(0..10) == 0 { 800 } else { 40 };
-        Person { city, index, registration, class, cash_per_mille, shows_code: rng.bool() }
+        let shows_code = rng.bool();
+        Person { city, index, registration, class, cash_per_mille, shows_code, commutes: rng.u32(0..100) < 55 }
     }
 
     /// What this person registers with: a valid resident ID of the city, a unique mobile.
@@ -188,6 +191,15 @@ pub(crate) fn businesses(residents: u64) -> Vec<(BusinessKind, u64)> {
         (BusinessKind::Restaurant, (trade * 2 / 5).max(1)),
         (BusinessKind::Hospital, (residents / 5_000).max(1)),
     ]
+}
+
+/// The USCC of a city's transit operator (a company, organisation body 99 + city).
+pub(crate) fn transit_uscc(preset: &CityPreset, city: usize) -> String {
+    let body = format!("99{:06}", city % 1_000_000);
+    let organization_check = citypay_identity::uscc::organization_check_character(&body).unwrap_or('0');
+    let first17 = format!("91{:06}{body}{organization_check}", preset.code + 2);
+    let check = citypay_identity::uscc::check_character(&first17).unwrap_or('0');
+    format!("{first17}{check}")
 }
 
 /// What the `index`-th business of a kind onboards with.
