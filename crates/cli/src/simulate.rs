@@ -70,6 +70,8 @@ struct Timing {
     /// Writer batches (durable commits) and commands over the whole run, set-up included.
     writer_batches: u64,
     writer_commands: u64,
+    /// Seconds of the simulated days by phase: planning, people's days, tap uploads, fare runs.
+    phases: std::collections::BTreeMap<&'static str, f64>,
 }
 
 /// What a run prints and writes as `summary.json`.
@@ -248,6 +250,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
                 audit_seconds,
                 writer_batches: city.shard.stats().batches.load(std::sync::atomic::Ordering::Relaxed),
                 writer_commands: city.shard.stats().commands.load(std::sync::atomic::Ordering::Relaxed),
+                phases: simulation.phase_seconds().clone(),
             },
         };
         write_report(&args.report, &report, &summary)?;

@@ -148,6 +148,8 @@ pub struct Simulation {
     people: Vec<Person>,
     accounts: Vec<Option<Account>>,
     residents_per_city: Vec<u64>,
+    /// Wall-clock seconds per phase (people's days, tap uploads, fare runs), for reports.
+    phase_seconds: std::collections::BTreeMap<&'static str, f64>,
 }
 
 impl Simulation {
@@ -167,7 +169,17 @@ impl Simulation {
             transit: Vec::new(),
             denied: std::sync::Mutex::new(Vec::new()),
         });
-        Simulation { context, config, people, accounts, residents_per_city }
+        Simulation { context, config, people, accounts, residents_per_city, phase_seconds: std::collections::BTreeMap::new() }
+    }
+
+    /// Wall-clock seconds spent per phase so far (not part of any outcome).
+    pub fn phase_seconds(&self) -> &std::collections::BTreeMap<&'static str, f64> {
+        &self.phase_seconds
+    }
+
+    #[allow(clippy::float_arithmetic)]
+    fn timed(&mut self, phase: &'static str, started: std::time::Instant) {
+        *self.phase_seconds.entry(phase).or_default() += started.elapsed().as_secs_f64();
     }
 
     /// Simulated residents per city, in the order of the configuration.
@@ -236,7 +248,10 @@ impl Simulation {
     pub async fn run_day(&mut self, day: u32, progress: &dyn Progress) -> Result<Tally, SimError> {
         self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day)));
         clock::at(day_start(day) + 5 * 3_600, transit::download_deny_list(&self.context)).await?;
+        let started = std::time::Instant::now();
         let plan = day::plan(&self.context, &self.people, day);
+        self.timed("plan", started);
+        let started = std::time::Instant::now();
         progress.start(&format!("day {day}"), plan.iter().map(|(_, a)| u64::try_from(a.len()).unwrap_or(0)).sum());
         let jobs: Vec<_> = plan
             .into_iter()
@@ -249,6 +264,7 @@ impl Simulation {
             })
             .await?;
         progress.finish();
+        self.timed("people", started);
         let mut tally = tally;
         self.close_transit_day(day, &mut tally).await?;
         Ok(tally)
@@ -257,13 +273,17 @@ impl Simulation {
     /// At night the validators upload their taps; the next morning, after the cut-off for late
     /// uploads, the fare run debits every rider's day.
     async fn close_transit_day(&mut self, day: u32, tally: &mut Tally) -> Result<(), SimError> {
+        let started = std::time::Instant::now();
         clock::at(day_start(day + 1) - 60, transit::upload_taps(&self.context)).await?;
+        self.timed("tap_upload", started);
+        let started = std::time::Instant::now();
         let fare_time = day_start(day + 1) + 6 * 3_600 + 60;
         self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(fare_time));
         let service_day = i64::try_from((day_start(day) + 8 * 3_600) / 86_400).unwrap_or(0);
         let run = clock::at(fare_time, self.context.services.transit.fare_day(service_day))
             .await
             .map_err(|e| service("the fare run", &e))?;
+        self.timed("fare_run", started);
         let riders: HashMap<u64, usize> = self
             .accounts
             .iter()

@@ -117,9 +117,10 @@ pub struct UploadReport {
     pub stored: u64,
     /// Taps this validator had uploaded before (a retried upload).
     pub already: u64,
-    /// New taps whose code had been used on another tap: stored, flagged, not fared.
-    pub flagged: u64,
 }
+
+/// Most taps written by one command.
+const UPLOAD_ROWS_MAX: usize = 1_000;
 
 /// One rider's service day, as the fare run left it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +154,8 @@ pub struct FareRun {
     pub arrears_amount: i64,
     /// Riders whose day was already charged as due (a re-run).
     pub unchanged: u64,
+    /// Taps with a code already used on an earlier tap: flagged, not fared.
+    pub duplicates: u64,
 }
 
 /// The transit service. Cheap to clone.
@@ -201,13 +204,6 @@ fn get_blob(row: &[Value], i: usize) -> Result<Vec<u8>, TransitError> {
 
 /// Riders fared at once by a fare run.
 const RIDERS_IN_FLIGHT: usize = 4_096;
-
-/// What storing one tap did.
-enum Stored {
-    New,
-    Already,
-    Flagged,
-}
 
 /// What charging one rider's day did.
 enum Charged {
@@ -379,34 +375,45 @@ impl Transit {
     }
 
     /// Stores a validator's taps. The caller has authenticated the device (its signature over
-    /// the upload). Idempotent per (validator, sequence); the taps are stored concurrently.
+    /// the upload). Idempotent per (validator, sequence): taps already stored are skipped, the
+    /// new ones are written together. A code used on two taps is found by the fare run.
     pub async fn upload_taps(&self, validator: &ValidatorInfo, taps: &[citypay_ride::Tap]) -> Result<UploadReport, TransitError> {
         if taps.iter().any(|t| t.validator_id != validator.id) {
             return Err(TransitError::InvalidField { field: "validator_id", message: "a tap of another validator".into() });
         }
-        let mut tasks = tokio::task::JoinSet::new();
-        for tap in taps {
-            let (this, validator, tap) = (self.clone(), validator.clone(), *tap);
-            tasks.spawn(async move { this.store_tap(&validator, &tap).await });
+        let (Some(low), Some(high)) = (taps.iter().map(|t| t.sequence).min(), taps.iter().map(|t| t.sequence).max()) else {
+            return Ok(UploadReport::default());
+        };
+        let stored: std::collections::HashSet<i64> = self
+            .directory
+            .read(
+                "SELECT sequence FROM taps WHERE validator_id = ?1 AND sequence >= ?2 AND sequence <= ?3",
+                vec![int(i64::from(validator.id)), uint(low), uint(high)],
+            )
+            .await?
+            .iter()
+            .map(|row| get_int(row, 0))
+            .collect::<Result<_, _>>()?;
+        let mut seen = std::collections::HashSet::new();
+        let new: Vec<&citypay_ride::Tap> = taps
+            .iter()
+            .filter(|t| !stored.contains(&i64::try_from(t.sequence).unwrap_or(i64::MAX)) && seen.insert(t.sequence))
+            .collect();
+        let now = self.now_s();
+        for chunk in new.chunks(UPLOAD_ROWS_MAX) {
+            let rows = chunk.iter().map(|tap| self.tap_row(validator, tap, now)).collect();
+            // Ignore: a concurrent upload of the same taps wrote them first.
+            let command = Command { event: None, guards: Vec::new(), rows, always_rows: Vec::new() };
+            self.submit(command).await?.map_err(|_| TransitError::Unavailable("tap upload".into()))?;
         }
-        let mut report = UploadReport::default();
-        while let Some(joined) = tasks.join_next().await {
-            match joined.map_err(|e| TransitError::Unavailable(e.to_string()))?? {
-                Stored::New => report.stored += 1,
-                Stored::Already => report.already += 1,
-                Stored::Flagged => report.flagged += 1,
-            }
-        }
-        Ok(report)
+        let stored = u64::try_from(new.len()).unwrap_or(0);
+        Ok(UploadReport { stored, already: u64::try_from(taps.len()).unwrap_or(0) - stored })
     }
 
-    async fn store_tap(&self, validator: &ValidatorInfo, tap: &citypay_ride::Tap) -> Result<Stored, TransitError> {
-        let now = self.now_s();
-        let key = vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))];
-        let code_key = vec![("code_hash", Value::Blob(tap.code_hash.to_vec()))];
-        let row = |flagged: bool| ServiceRow {
+    fn tap_row(&self, validator: &ValidatorInfo, tap: &citypay_ride::Tap, now: u64) -> ServiceRow {
+        ServiceRow {
             table: "taps",
-            key: key.clone(),
+            key: vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))],
             columns: vec![
                 ("account_ref", uint(tap.account_ref)),
                 ("route_id", Value::Text(validator.route_id.clone())),
@@ -418,40 +425,11 @@ impl Transit {
                 ("at", int(i64::from(tap.time))),
                 ("service_day", int(citypay_fares::service_day(i64::from(tap.time)))),
                 ("code_hash", Value::Blob(tap.code_hash.to_vec())),
-                ("flagged", int(i64::from(flagged))),
+                ("flagged", int(0)),
                 ("uploaded_at", uint(now)),
             ],
-            on_conflict: OnConflict::Fail,
-        };
-        let code_row = ServiceRow {
-            table: "tap_codes",
-            key: code_key.clone(),
-            columns: vec![("validator_id", int(i64::from(validator.id))), ("sequence", uint(tap.sequence))],
-            on_conflict: OnConflict::Fail,
-        };
-        let first = Command {
-            event: None,
-            guards: vec![Guard::Absent { table: "taps", key: key.clone() }, Guard::Absent { table: "tap_codes", key: code_key }],
-            rows: vec![row(false), code_row],
-            always_rows: Vec::new(),
-        };
-        Ok(match self.submit(first).await? {
-            Ok(_) => Stored::New,
-            Err(0) => Stored::Already,
-            Err(_) => {
-                // The code was used on another tap: keep this one, flagged.
-                let flagged = Command {
-                    event: None,
-                    guards: vec![Guard::Absent { table: "taps", key: key.clone() }],
-                    rows: vec![row(true)],
-                    always_rows: Vec::new(),
-                };
-                match self.submit(flagged).await? {
-                    Ok(_) => Stored::Flagged,
-                    Err(_) => Stored::Already,
-                }
-            }
-        })
+            on_conflict: OnConflict::Ignore,
+        }
     }
 
     /// Prices and debits every rider's taps of `service_day` (see [`citypay_fares::service_day`]),
@@ -464,13 +442,31 @@ impl Transit {
         let rows = self
             .directory
             .read(
-                "SELECT account_ref, validator_id, route_id, stop_id, direction, at FROM taps
-                 WHERE service_day = ?1 AND flagged = 0 ORDER BY account_ref, at, validator_id, sequence",
+                "SELECT account_ref, validator_id, route_id, stop_id, direction, at, code_hash, sequence, flagged FROM taps
+                 WHERE service_day = ?1 ORDER BY account_ref, at, validator_id, sequence",
                 vec![int(service_day)],
             )
             .await?;
+        // A code is good for one tap: the first (by time, validator, sequence) counts, the others
+        // are copies (a screenshot shown at another gate) and are flagged, never fared.
+        let mut first_use: std::collections::HashMap<Vec<u8>, (i64, i64, i64)> = std::collections::HashMap::new();
+        for row in &rows {
+            let at = (get_int(row, 5)?, get_int(row, 1)?, get_int(row, 7)?);
+            let entry = first_use.entry(get_blob(row, 6)?).or_insert(at);
+            *entry = (*entry).min(at);
+        }
+        let mut run = FareRun::default();
+        let mut copies = Vec::new();
         let mut riders: BTreeMap<u64, Vec<StoredTap>> = BTreeMap::new();
         for row in &rows {
+            let at = (get_int(row, 5)?, get_int(row, 1)?, get_int(row, 7)?);
+            if first_use.get(&get_blob(row, 6)?) != Some(&at) {
+                run.duplicates += 1;
+                if get_int(row, 8)? == 0 {
+                    copies.push(at);
+                }
+                continue;
+            }
             let direction = match get_text(row, 4)?.as_str() {
                 "out" => citypay_fares::Direction::Out,
                 _ => citypay_fares::Direction::In,
@@ -479,7 +475,19 @@ impl Transit {
             let tap = citypay_fares::Tap::new(&get_text(row, 3)?, &get_text(row, 2)?, get_int(row, 5)?, direction, RIDE_CODE_MEDIUM);
             riders.entry(account_ref).or_default().push(StoredTap { validator: u64::try_from(get_int(row, 1)?).unwrap_or(0), tap });
         }
-        let mut run = FareRun::default();
+        for chunk in copies.chunks(UPLOAD_ROWS_MAX) {
+            let rows = chunk
+                .iter()
+                .map(|(_, validator, sequence)| ServiceRow {
+                    table: "taps",
+                    key: vec![("validator_id", int(*validator)), ("sequence", int(*sequence))],
+                    columns: vec![("flagged", int(1))],
+                    on_conflict: OnConflict::UpdateOnly,
+                })
+                .collect();
+            let command = Command { event: None, guards: Vec::new(), rows, always_rows: Vec::new() };
+            self.submit(command).await?.map_err(|_| TransitError::Unavailable("flagging copied codes".into()))?;
+        }
         let mut riders = riders.into_iter();
         let mut tasks = tokio::task::JoinSet::new();
         loop {

@@ -33,11 +33,6 @@ macro_rules! transit_v1 {
                 PRIMARY KEY (validator_id, sequence)
             );
             CREATE INDEX taps_by_day ON taps (service_day, account_ref);
-            CREATE TABLE tap_codes (
-                code_hash ", $bytes, " PRIMARY KEY,
-                validator_id BIGINT NOT NULL,
-                sequence BIGINT NOT NULL
-            );
             CREATE TABLE transit_charges (
                 account_ref BIGINT NOT NULL,
                 service_day BIGINT NOT NULL,
