@@ -88,11 +88,42 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
+/// The platform's ride-code signing key: `CITYPAY_RIDE_KEY` (64 hex digits, the Ed25519 seed)
+/// when set, else the `ride=` line of the key file beside the other keys, added on first use.
+pub(crate) fn load_ride_key(path: &Path) -> anyhow::Result<citypay_ride::PlatformKey> {
+    let seed = match std::env::var("CITYPAY_RIDE_KEY") {
+        Ok(hex) => hex,
+        Err(_) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            match text.lines().find_map(|l| l.strip_prefix("ride=")) {
+                Some(hex) => hex.to_owned(),
+                None => {
+                    use std::io::Write;
+                    let hex: String = citypay_directory::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut file = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .mode(0o600)
+                        .open(path)
+                        .with_context(|| format!("adding the ride key to {}", path.display()))?;
+                    writeln!(file, "ride={hex}")?;
+                    hex
+                }
+            }
+        }
+    };
+    let bytes: Vec<u8> = (0..seed.len() / 2).filter_map(|i| u8::from_str_radix(seed.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("the ride key must be 64 hex digits"))?;
+    let validity = citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(citypay_ride::PlatformKey::from_seed(1, seed, validity))
+}
+
 /// Opens the database as its writer and assembles the services. Storage is opened on a
 /// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
 /// an async task.
-pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, passwords: PasswordPolicy) -> anyhow::Result<City> {
-    open_with(db, keys, passwords, Arc::new(SystemClock), Arc::new(SystemClock), None).await
+pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, ride_key: citypay_ride::PlatformKey, passwords: PasswordPolicy) -> anyhow::Result<City> {
+    open_with(db, keys, ride_key, passwords, Arc::new(SystemClock), Arc::new(SystemClock), None).await
 }
 
 /// [`open`] with the writer's and the services' clocks and, for seeded simulations, a seed
@@ -100,6 +131,7 @@ pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, passwords: PasswordPol
 pub(crate) async fn open_with(
     db: &DbUrl,
     keys: DirectoryKeys,
+    ride_key: citypay_ride::PlatformKey,
     passwords: PasswordPolicy,
     shard_clock: Arc<dyn Clock + Sync>,
     clock: Arc<dyn Clock + Sync>,
@@ -124,6 +156,7 @@ pub(crate) async fn open_with(
     let state = AppState {
         wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),
         checkout: Checkout::new(directory.clone()),
+        transit: citypay_transit::Transit::new(directory.clone(), citypay_fares::Feed::tianjin(), ride_key),
         directory,
         token_ttl_s: 3_600,
     };

@@ -167,6 +167,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let city = crate::city::open_with(
             &db,
             keys,
+            ride_key(args.seed)?,
             PasswordPolicy::FAST_INSECURE,
             Arc::new(clock.clone()),
             Arc::new(ActionClock::new(clock.clone())),
@@ -180,7 +181,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let services = Services {
             wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),
             checkout: Checkout::new(directory.clone()),
-            transit: citypay_transit::Transit::new(directory.clone(), citypay_fares::Feed::tianjin(), ride_key(&directory)?),
+            transit: city.state.transit.clone(),
             directory: directory.clone(),
             clock: clock.clone(),
         };
@@ -269,9 +270,11 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 }
 
 /// The platform's ride-code signing key of a simulation, drawn from its seed.
-fn ride_key(directory: &citypay_directory::Directory) -> anyhow::Result<citypay_ride::PlatformKey> {
+fn ride_key(seed: u64) -> anyhow::Result<citypay_ride::PlatformKey> {
     let validity = citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(citypay_ride::PlatformKey::from_seed(1, directory.draw(&["ride-platform-key"]), validity))
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&sha2::Sha256::digest(format!("citypay simulate ride key {seed}").as_bytes()));
+    Ok(citypay_ride::PlatformKey::from_seed(1, key, validity))
 }
 
 /// `citypay demo`: a fresh report directory, then [`run`] with the demo's settings.

@@ -225,3 +225,60 @@ impl RiderKey {
         &self.signing
     }
 }
+
+/// Domain-separation prefix of what a validator device signs when it talks to the platform.
+pub const DEVICE_SIGNING_TAG: &[u8] = b"citypay-validator/v1\n";
+
+/// A validator device's key: authenticates its uploads and downloads to the platform.
+pub struct DeviceKey {
+    signing: SigningKey,
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceKey").field("public", &self.public_bytes()).finish_non_exhaustive()
+    }
+}
+
+impl DeviceKey {
+    /// Derives a device key from a 32-byte Ed25519 seed.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        Self { signing: SigningKey::from_bytes(&seed) }
+    }
+
+    /// The 32 public-key bytes, registered with the platform.
+    pub fn public_bytes(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
+    /// Signs `message` (prefixed with [`DEVICE_SIGNING_TAG`]).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        let mut tagged = DEVICE_SIGNING_TAG.to_vec();
+        tagged.extend_from_slice(message);
+        self.signing.sign(&tagged).to_bytes()
+    }
+}
+
+/// Whether `signature` is the device key `public`'s signature of `message` (as
+/// [`DeviceKey::sign`] makes it).
+pub fn verify_device_signature(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    let Ok(key) = VerifyingKey::from_bytes(public) else { return false };
+    let mut tagged = DEVICE_SIGNING_TAG.to_vec();
+    tagged.extend_from_slice(message);
+    key.verify_strict(&tagged, &ed25519_dalek::Signature::from_bytes(signature)).is_ok()
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn device_signatures_verify_and_bind_the_message() {
+        let key = DeviceKey::from_seed([3; 32]);
+        let signature = key.sign(b"POST /v1/validators/1/taps\n100\n{}");
+        assert!(verify_device_signature(&key.public_bytes(), b"POST /v1/validators/1/taps\n100\n{}", &signature));
+        assert!(!verify_device_signature(&key.public_bytes(), b"POST /v1/validators/2/taps\n100\n{}", &signature));
+        assert!(!verify_device_signature(&DeviceKey::from_seed([4; 32]).public_bytes(), b"POST /v1/validators/1/taps\n100\n{}", &signature));
+    }
+}

@@ -73,6 +73,7 @@ pub use credential::{
     IssueError, issue_credential,
 };
 pub use keys::{
-    KeyError, PlatformKey, PlatformKeyring, PlatformPublicKey, RiderKey, UnixTime, Validity,
+    DEVICE_SIGNING_TAG, DeviceKey, KeyError, PlatformKey, PlatformKeyring, PlatformPublicKey, RiderKey, UnixTime, Validity,
+    verify_device_signature,
 };
 pub use validator::{Direction, Gate, Policy, Refusal, Tap, Validator};

@@ -9,6 +9,7 @@ mod operators;
 mod replay;
 mod residents;
 mod trades;
+mod transit;
 
 use citypay_checkout::Checkout;
 use citypay_directory::Directory;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub wallet: Wallet,
     /// Trades and payments.
     pub checkout: Checkout,
+    /// Ride credentials, validators, taps, fares.
+    pub transit: citypay_transit::Transit,
     /// How long a resident's or operator's token lives, in seconds.
     pub token_ttl_s: u64,
 }
@@ -72,5 +75,12 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(trades::list))
         .routes(routes!(trades::issue_key))
         .routes(routes!(trades::revoke_key))
+        .routes(routes!(transit::issue_credential))
+        .routes(routes!(transit::pay_arrears))
+        .routes(routes!(transit::register_validator))
+        .routes(routes!(transit::upload_taps))
+        .routes(routes!(transit::deny_list))
+        .routes(routes!(transit::fare_run))
+        .routes(routes!(transit::revenue))
         .with_state(state)
 }

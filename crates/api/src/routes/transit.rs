@@ -1,0 +1,350 @@
+//! Transit over HTTP: riders get ride credentials and pay arrears, transit operators register
+//! validators and see their revenue, validator devices upload taps and download the deny list
+//! (authenticated by their own keys), platform operators run the fares of a closed day.
+//!
+//! A validator signs each call with its device key: `Authorization: Validator
+//! <id>:<unix seconds>:<signature hex>`, the signature over `"<METHOD> <path>\n<unix
+//! seconds>\n<body>"` (see `citypay_ride::DeviceKey::sign`), within five minutes of the
+//! platform's clock. A replayed upload is harmless: uploads are idempotent per (validator,
+//! sequence).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use citypay_api_types::{ErrorBody, Money};
+use citypay_directory::Role;
+use citypay_transit::TransitError;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
+use super::replay::once;
+use crate::{ApiError, AppJson, Idempotent, IdempotencyKey};
+
+const CLOCK_SKEW_S: u64 = 300;
+
+impl From<TransitError> for ApiError {
+    fn from(e: TransitError) -> ApiError {
+        let (code, message) = (e.code(), e.to_string());
+        let status = match e {
+            TransitError::Directory(inner) => return ApiError::from(inner),
+            TransitError::InvalidField { .. } | TransitError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            TransitError::NotTransitOperator => StatusCode::FORBIDDEN,
+            TransitError::UnknownValidator => StatusCode::NOT_FOUND,
+            TransitError::InArrears | TransitError::DayNotClosed(_) => StatusCode::CONFLICT,
+            TransitError::Unavailable(_) => return ApiError::unavailable(message, std::time::Duration::from_secs(1)),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex<const N: usize>(text: &str, field: &'static str) -> Result<[u8; N], ApiError> {
+    let bad = || ApiError::bad_request("invalid_field", format!("{field}: {} hex digits", 2 * N));
+    if text.len() != 2 * N {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// A rider device's public key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialRequest {
+    /// Ed25519 public key of the rider's device, 64 hex digits.
+    rider_key: String,
+}
+
+/// A platform-signed ride credential.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct CredentialView {
+    /// The encoded credential (118 bytes, hex): the device puts it in every ride code.
+    credential: String,
+    /// The opaque account reference in it.
+    account_ref: String,
+    /// Unix seconds after which validators refuse it.
+    valid_until: u32,
+    /// The deferred-debit ceiling.
+    ceiling: Money,
+}
+
+/// Issues a ride credential for the caller's device key (refused while fares are owed).
+#[utoipa::path(post, path = "/v1/ride-credentials", tag = "transit", params(IdempotencyKey), request_body = CredentialRequest,
+    responses((status = CREATED, body = CredentialView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn issue_credential(
+    State(state): State<AppState>,
+    ResidentCaller(me): ResidentCaller,
+    request: Idempotent<CredentialRequest>,
+) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let key = unhex::<32>(&request.body.rider_key, "rider_key")?;
+        let credential = state.transit.issue_credential(&me, key).await?;
+        Ok(CredentialView {
+            credential: hex(&credential.to_bytes()),
+            account_ref: credential.terms.account_ref.to_string(),
+            valid_until: credential.terms.valid_until,
+            ceiling: Money::new(i64::from(credential.terms.ceiling_fen), "CNY"),
+        })
+    })
+    .await
+}
+
+/// Arrears paid.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ArrearsPaid {
+    /// What was paid from the wallet.
+    paid: Money,
+}
+
+/// Pays every fare the caller owes from their wallet, which lifts the deny list.
+#[utoipa::path(post, path = "/v1/transit/arrears-payments", tag = "transit", params(IdempotencyKey),
+    responses((status = OK, body = ArrearsPaid), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn pay_arrears(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, key: IdempotencyKey) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    // No body: the fingerprint is the route's.
+    let fingerprint = crate::request_fingerprint(&Method::POST, "/v1/transit/arrears-payments", b"");
+    once(&state, &caller, &key, fingerprint, StatusCode::OK, async {
+        let paid = state.transit.pay_arrears(&me).await?;
+        Ok(ArrearsPaid { paid: Money::new(paid, "CNY") })
+    })
+    .await
+}
+
+/// A validator to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ValidatorRequest {
+    /// Route of the fare feed (bus line, metro line).
+    route_id: String,
+    /// Stop of that route (metro station; a bus's first stop).
+    stop_id: String,
+    /// The device's Ed25519 public key, 64 hex digits.
+    device_key: String,
+}
+
+/// A registered validator.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ValidatorView {
+    /// What its taps carry and its calls name.
+    validator_id: u32,
+    /// Route.
+    route_id: String,
+    /// Stop.
+    stop_id: String,
+}
+
+/// Registers a validator of the calling transit operator.
+#[utoipa::path(post, path = "/v1/validators", tag = "transit", params(IdempotencyKey), request_body = ValidatorRequest,
+    responses((status = CREATED, body = ValidatorView), (status = FORBIDDEN, body = ErrorBody)))]
+pub(crate) async fn register_validator(
+    State(state): State<AppState>,
+    MerchantCaller(merchant): MerchantCaller,
+    request: Idempotent<ValidatorRequest>,
+) -> Result<Response, ApiError> {
+    let caller = Caller::Merchant(merchant);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let key = unhex::<32>(&request.body.device_key, "device_key")?;
+        let v = state.transit.register_validator(merchant, &request.body.route_id, &request.body.stop_id, key).await?;
+        Ok(ValidatorView { validator_id: v.id, route_id: v.route_id, stop_id: v.stop_id })
+    })
+    .await
+}
+
+/// Checks a validator's signed call; answers the validator.
+async fn authenticate_device(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    id: u32,
+    body: &[u8],
+) -> Result<citypay_transit::ValidatorInfo, ApiError> {
+    let denied = || ApiError::unauthorized("expected Authorization: Validator <id>:<unix seconds>:<signature>");
+    let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or_else(denied)?;
+    let credentials = value.strip_prefix("Validator ").ok_or_else(denied)?;
+    let mut parts = credentials.splitn(3, ':');
+    let (Some(claimed), Some(time), Some(signature)) = (parts.next(), parts.next(), parts.next()) else { return Err(denied()) };
+    let time: u64 = time.parse().map_err(|_| denied())?;
+    if claimed != id.to_string() {
+        return Err(ApiError::forbidden("a validator speaks only for itself"));
+    }
+    let now = state.directory.clock().now().unix_seconds();
+    if time.abs_diff(now) > CLOCK_SKEW_S {
+        return Err(ApiError::unauthorized("the signed time is more than five minutes off"));
+    }
+    let signature = unhex::<64>(signature, "signature").map_err(|_| denied())?;
+    let (info, key) = state.transit.validator(id).await.map_err(|_| ApiError::unauthorized("unknown validator"))?;
+    let mut message = format!("{method} {path}\n{time}\n").into_bytes();
+    message.extend_from_slice(body);
+    if !citypay_ride::verify_device_signature(&key, &message, &signature) {
+        return Err(ApiError::unauthorized("the signature does not verify"));
+    }
+    Ok(info)
+}
+
+/// One tap as a validator recorded it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TapView {
+    /// The device's sequence number.
+    sequence: u64,
+    /// The credential's account reference.
+    account_ref: String,
+    /// `in` or `out`.
+    direction: String,
+    /// Unix seconds, validator clock.
+    time: u32,
+    /// SHA-256 of the code, 64 hex digits.
+    code_hash: String,
+}
+
+/// A batch of taps.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TapUpload {
+    /// The taps.
+    taps: Vec<TapView>,
+}
+
+/// What an upload stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct UploadView {
+    /// New taps.
+    stored: u64,
+    /// Taps uploaded before.
+    already: u64,
+}
+
+/// Uploads a validator's taps (signed by the device; idempotent per sequence number).
+#[utoipa::path(post, path = "/v1/validators/{id}/taps", tag = "transit", request_body = TapUpload,
+    params(("id" = u32, Path, description = "The validator")),
+    responses((status = OK, body = UploadView), (status = UNAUTHORIZED, body = ErrorBody)))]
+pub(crate) async fn upload_taps(
+    State(state): State<AppState>,
+    Path(id): Path<u32>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<AppJson<UploadView>, ApiError> {
+    let info = authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/taps"), id, &body).await?;
+    let upload: TapUpload =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a tap upload: {e}")))?;
+    let taps = upload
+        .taps
+        .iter()
+        .map(|t| {
+            Ok(citypay_ride::Tap {
+                validator_id: id,
+                sequence: t.sequence,
+                stop_or_route: 0,
+                direction: match t.direction.as_str() {
+                    "in" => citypay_ride::Direction::In,
+                    "out" => citypay_ride::Direction::Out,
+                    _ => return Err(ApiError::bad_request("invalid_field", "direction: in or out")),
+                },
+                time: t.time,
+                account_ref: t.account_ref.parse().map_err(|_| ApiError::bad_request("invalid_field", "account_ref: a number"))?,
+                code_hash: unhex::<32>(&t.code_hash, "code_hash")?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let report = state.transit.upload_taps(&info, &taps).await?;
+    Ok(AppJson(UploadView { stored: report.stored, already: report.already }))
+}
+
+/// Account references validators must refuse.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct DenyList {
+    /// Riders in arrears.
+    accounts: Vec<String>,
+}
+
+/// The deny list, for a validator (signed by the device, empty body).
+#[utoipa::path(get, path = "/v1/validators/{id}/deny-list", tag = "transit",
+    params(("id" = u32, Path, description = "The validator")),
+    responses((status = OK, body = DenyList), (status = UNAUTHORIZED, body = ErrorBody)))]
+pub(crate) async fn deny_list(State(state): State<AppState>, Path(id): Path<u32>, method: Method, headers: HeaderMap) -> Result<AppJson<DenyList>, ApiError> {
+    authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/deny-list"), id, b"").await?;
+    let accounts = state.transit.deny_list().await?.iter().map(ToString::to_string).collect();
+    Ok(AppJson(DenyList { accounts }))
+}
+
+/// A day to fare.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FareRunRequest {
+    /// The service day, `YYYY-MM-DD` (it runs from 04:00 to 04:00).
+    date: String,
+}
+
+/// What a fare run did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct FareRunView {
+    riders: u64,
+    trips: u64,
+    charged: Money,
+    riders_in_arrears: u64,
+    arrears: Money,
+    unchanged: u64,
+    duplicate_codes: u64,
+}
+
+fn service_day(date: &str) -> Result<i64, ApiError> {
+    let (y, m, d) = citypay_dashboard::dates::parse_date(date).ok_or_else(|| ApiError::bad_request("invalid_field", "date: YYYY-MM-DD"))?;
+    Ok(citypay_dashboard::dates::days_from_civil(y, m, d))
+}
+
+/// Fares a closed service day (platform operators). Re-running it moves only what changed.
+#[utoipa::path(post, path = "/v1/transit/fare-runs", tag = "transit", params(IdempotencyKey), request_body = FareRunRequest,
+    responses((status = OK, body = FareRunView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn fare_run(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<FareRunRequest>) -> Result<Response, ApiError> {
+    if operator.role != Role::PlatformOperator {
+        return Err(ApiError::forbidden("only platform operators run fares"));
+    }
+    let caller = Caller::Operator(operator.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::OK, async {
+        let run = state.transit.fare_day(service_day(&request.body.date)?).await?;
+        Ok(FareRunView {
+            riders: run.riders,
+            trips: run.trips,
+            charged: Money::new(run.charged, "CNY"),
+            riders_in_arrears: run.arrears,
+            arrears: Money::new(run.arrears_amount, "CNY"),
+            unchanged: run.unchanged,
+            duplicate_codes: run.duplicates,
+        })
+    })
+    .await
+}
+
+/// A service day.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct DateQuery {
+    /// `YYYY-MM-DD`.
+    date: String,
+}
+
+/// An operator's fared trips and fares of a service day.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RevenueView {
+    trips: u64,
+    fares: Money,
+}
+
+/// The calling transit operator's trips and fare revenue of a service day.
+#[utoipa::path(get, path = "/v1/transit/revenue", tag = "transit", params(DateQuery),
+    responses((status = OK, body = RevenueView)))]
+pub(crate) async fn revenue(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Query(query): Query<DateQuery>) -> Result<AppJson<RevenueView>, ApiError> {
+    let (trips, fares) = state.transit.revenue(merchant, service_day(&query.date)?).await?;
+    Ok(AppJson(RevenueView { trips, fares: Money::new(fares, "CNY") }))
+}
