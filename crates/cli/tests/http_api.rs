@@ -450,3 +450,137 @@ async fn the_live_dashboard_shows_a_simulated_day_to_operators() {
     let anonymous = client.get(format!("{api}/v1/city-stats")).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Transit through the real server: a transit operator registers a validator, a rider gets a
+/// credential, the validator checks a code offline and uploads the tap signed with its device
+/// key (a wrong signature, a stale time or another validator's id are refused), downloads the
+/// deny list, and an open service day cannot be fared yet. (Fares and arrears over closed days
+/// are tested at the service level, where the clock can move.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transit_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    admin(&target, &["onboard-city", "--code", "120000", "--name", "Tianjin"]);
+    admin(&target, &["create-operator", "--username", "root"]);
+    let server = start(&target, &dir.path().join("serve.log")).await;
+    let api = Api { client: Client::new(), base: server.base.clone() };
+    let (_, session, _) = api.call("POST", "/v1/operator-sessions", None, None, Some(json!({"username": "root", "password": "operator secret"}))).await;
+    let operator = format!("Bearer {}", session["token"].as_str().unwrap());
+    let (status, transit_operator, _) = api
+        .call("POST", "/v1/merchants", Some(&operator), Some("m-1"), Some(json!({"city": 120000, "name": "天津地铁", "uscc": "91350100M000100Y43",
+            "mcc": "4111", "category": "transit", "settlement_account": "6222020200112233446"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{transit_operator}");
+    let operator_key = format!("ApiKey {}:{}", transit_operator["api_key_id"].as_str().unwrap(), transit_operator["api_key_secret"].as_str().unwrap());
+
+    let device = citypay_ride::DeviceKey::from_seed([8; 32]);
+    let (status, validator, _) = api
+        .call("POST", "/v1/validators", Some(&operator_key), Some("v-1"),
+            Some(json!({"route_id": "824", "stop_id": "B_XIZHAN", "device_key": hex(&device.public_bytes())})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{validator}");
+    let id = u32::try_from(validator["validator_id"].as_u64().unwrap()).unwrap();
+    let (status, body, _) = api
+        .call("POST", "/v1/validators", Some(&operator_key), Some("v-2"), Some(json!({"route_id": "824", "stop_id": "M1_XIZHAN", "device_key": hex(&[1; 32])})))
+        .await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field")));
+
+    let registration = json!({"city": 120000, "name": "Li Lei", "mobile": "13800138000", "id_number": ID_NUMBER, "password": "correct horse", "account_class": "II"});
+    api.call("POST", "/v1/residents", None, Some("reg-1"), Some(registration)).await;
+    let (_, session, _) = api.call("POST", "/v1/sessions", None, None, Some(json!({"mobile": "13800138000", "password": "correct horse"}))).await;
+    let resident = format!("Bearer {}", session["token"].as_str().unwrap());
+    let rider = citypay_ride::RiderKey::from_seed([9; 32]);
+    let (status, issued, _) = api
+        .call("POST", "/v1/ride-credentials", Some(&resident), Some("cred-1"), Some(json!({"rider_key": hex(&rider.public_bytes())})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let bytes: Vec<u8> = (0..issued["credential"].as_str().unwrap().len() / 2)
+        .map(|i| u8::from_str_radix(&issued["credential"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let credential = citypay_ride::Credential::from_bytes(&bytes).unwrap();
+    assert_eq!(credential.terms.account_ref.to_string(), issued["account_ref"].as_str().unwrap());
+
+    // The bus validator checks the code offline with the platform key it was given.
+    let now = u32::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
+    let keys_path = format!("/v1/validators/{id}/ride-keys");
+    let signature = device.sign(format!("GET {keys_path}\n{now}\n").as_bytes());
+    let keys: Value = api
+        .client
+        .get(format!("{}{keys_path}", api.base))
+        .header("authorization", format!("Validator {id}:{now}:{}", hex(&signature)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &keys["keys"][0];
+    let public: [u8; 32] = (0..32).map(|i| u8::from_str_radix(&key["public_key"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<_>>().try_into().unwrap();
+    let validity = citypay_ride::Validity::new(u32::try_from(key["not_before"].as_u64().unwrap()).unwrap(), u32::try_from(key["not_after"].as_u64().unwrap()).unwrap()).unwrap();
+    let mut keyring = citypay_ride::PlatformKeyring::new();
+    keyring.insert(citypay_ride::PlatformPublicKey::from_bytes(u16::try_from(key["key_id"].as_u64().unwrap()).unwrap(), public, validity).unwrap());
+    let mut bus = citypay_ride::Validator::new(keyring, citypay_ride::Policy::default());
+    let mut phone = citypay_ride::RiderDevice::new(rider, credential);
+    let gate = citypay_ride::Gate { validator_id: id, stop_or_route: 0, direction: citypay_ride::Direction::In };
+    let tap = bus.validate(&phone.next_code(now).encode(), now, gate).unwrap();
+
+    // Upload, signed by the device.
+    let body = json!({"taps": [{"sequence": tap.sequence, "account_ref": tap.account_ref.to_string(), "direction": "in",
+        "time": tap.time, "code_hash": hex(&tap.code_hash)}]})
+    .to_string();
+    let path = format!("/v1/validators/{id}/taps");
+    let signed = |path: &str, time: u64, body: &str, key: &citypay_ride::DeviceKey| {
+        let signature = key.sign(format!("POST {path}\n{time}\n{body}").as_bytes());
+        format!("Validator {id}:{time}:{}", hex(&signature))
+    };
+    let post = |authorization: String| {
+        api.client.post(format!("{}{path}", api.base)).header("authorization", authorization).header("content-type", "application/json").body(body.clone()).send()
+    };
+    let time = u64::from(now);
+    let answer = post(signed(&path, time, &body, &device)).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.json::<Value>().await.unwrap(), json!({"stored": 1, "already": 0}));
+    let again = post(signed(&path, time, &body, &device)).await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(again, json!({"stored": 0, "already": 1}), "a replayed upload stores nothing twice");
+    for refused in [
+        signed(&path, time, &body, &citypay_ride::DeviceKey::from_seed([7; 32])),
+        signed(&path, time - 3_600, &body, &device),
+        signed(&path, time, "{\"taps\": []}", &device),
+        format!("Validator {}:{time}:00", id + 1),
+    ] {
+        let status = post(refused).await.unwrap().status();
+        assert!(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN, "{status}");
+    }
+
+    // The deny list, also signed; nobody owes anything yet.
+    let deny_path = format!("/v1/validators/{id}/deny-list");
+    let signature = device.sign(format!("GET {deny_path}\n{time}\n").as_bytes());
+    let list: Value = api
+        .client
+        .get(format!("{}{deny_path}", api.base))
+        .header("authorization", format!("Validator {id}:{time}:{}", hex(&signature)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list, json!({"accounts": []}));
+
+    // Today cannot be fared before it is over; only platform operators run fares.
+    let today = {
+        let days = (i64::from(now) + 8 * 3_600) / 86_400;
+        let (y, m, d) = citypay_dashboard::dates::civil_from_days(days);
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    let (status, body, _) = api.call("POST", "/v1/transit/fare-runs", Some(&operator), Some("run-1"), Some(json!({"date": today}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("day_not_closed")), "{body}");
+    let (status, _, _) = api.call("POST", "/v1/transit/fare-runs", Some(&resident), Some("run-2"), Some(json!({"date": today}))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, revenue, _) = api.call("GET", &format!("/v1/transit/revenue?date={today}"), Some(&operator_key), None, None).await;
+    assert_eq!((status, revenue["trips"].as_u64()), (StatusCode::OK, Some(0)), "{revenue}");
+}

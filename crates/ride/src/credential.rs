@@ -109,6 +109,13 @@ impl Credential {
         out
     }
 
+    /// Decodes [`Credential::to_bytes`] (layout only; the signature is the validator's to check).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let mut r = Reader::new(bytes);
+        let credential = Self::read(&mut r)?;
+        r.is_empty().then_some(credential)
+    }
+
     pub(crate) fn read(r: &mut Reader<'_>) -> Option<Self> {
         let terms = CredentialTerms {
             rider_key: r.array()?,

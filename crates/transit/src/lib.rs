@@ -235,6 +235,11 @@ impl Transit {
         keyring
     }
 
+    /// The public half of the platform's signing key, for validators.
+    pub fn platform_public_key(&self) -> citypay_ride::PlatformPublicKey {
+        self.key.public()
+    }
+
     /// The fare feed.
     pub fn feed(&self) -> &Feed {
         &self.feed

@@ -80,6 +80,7 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(transit::register_validator))
         .routes(routes!(transit::upload_taps))
         .routes(routes!(transit::deny_list))
+        .routes(routes!(transit::ride_keys))
         .routes(routes!(transit::fare_run))
         .routes(routes!(transit::revenue))
         .with_state(state)

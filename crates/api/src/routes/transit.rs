@@ -279,6 +279,41 @@ pub(crate) async fn deny_list(State(state): State<AppState>, Path(id): Path<u32>
     Ok(AppJson(DenyList { accounts }))
 }
 
+/// A platform public key, for validators to check credentials offline.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RideKeyView {
+    key_id: u16,
+    /// Ed25519 public key, 64 hex digits.
+    public_key: String,
+    /// Unix seconds: credentials issued from then on may carry it...
+    not_before: u32,
+    /// ...until then.
+    not_after: u32,
+}
+
+/// The platform keys that sign ride credentials.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RideKeys {
+    keys: Vec<RideKeyView>,
+}
+
+/// The platform's credential-signing public keys, for a validator (signed by the device).
+#[utoipa::path(get, path = "/v1/validators/{id}/ride-keys", tag = "transit",
+    params(("id" = u32, Path, description = "The validator")),
+    responses((status = OK, body = RideKeys), (status = UNAUTHORIZED, body = ErrorBody)))]
+pub(crate) async fn ride_keys(State(state): State<AppState>, Path(id): Path<u32>, method: Method, headers: HeaderMap) -> Result<AppJson<RideKeys>, ApiError> {
+    authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/ride-keys"), id, b"").await?;
+    let key = state.transit.platform_public_key();
+    Ok(AppJson(RideKeys {
+        keys: vec![RideKeyView {
+            key_id: key.key_id(),
+            public_key: hex(&key.to_bytes()),
+            not_before: key.validity().not_before,
+            not_after: key.validity().not_after,
+        }],
+    }))
+}
+
 /// A day to fare.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
