@@ -4,6 +4,7 @@ mod admin;
 mod audit_cmd;
 mod bench;
 mod bench_payments;
+mod bench_transit;
 mod city;
 mod crash_child;
 mod inspect;
@@ -87,6 +88,9 @@ enum BenchCommand {
     Ledger(bench::LedgerBenchArgs),
     /// Payment-code payments per second over HTTP, against the server's no-op endpoint.
     Payments(bench_payments::PaymentsBenchArgs),
+    /// Ride-code verifications per second on one core, and the morning rush: taps uploaded,
+    /// fared and debited through the durable ledger.
+    Transit(bench_transit::TransitBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what: BenchCommand::Ledger(args) } => bench::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Payments(args) } => bench_payments::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, json } => audit_cmd::run(&db, json),
         Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
