@@ -12,6 +12,7 @@ mod naive;
 mod open;
 mod serve;
 mod simulate;
+mod transit_cmd;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,11 @@ enum Command {
         /// Key file (default: beside the database, created on first use).
         #[arg(long)]
         keys: Option<std::path::PathBuf>,
+    },
+    /// Transit: a ride code as a picture, an offline validator, the fare run of a day.
+    Transit {
+        #[command(subcommand)]
+        what: transit_cmd::Transit,
     },
     /// Administration: operators and cities.
     Admin {
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
         Command::Audit { db, json } => audit_cmd::run(&db, json),
         Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
+        Command::Transit { what } => transit_cmd::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Inspect { what } => Ok(inspect::run(&what)),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),

@@ -239,3 +239,56 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
     let report = citypay_store::audit(&mut reader).unwrap();
     assert!(report.is_clean(), "{:?}", report.violations);
 }
+
+#[test]
+fn taps_uploaded_in_pieces_out_of_order_and_twice_are_fared_once() {
+    let w = world();
+    let (alice, _) = resident(&w, ALICE.0, ALICE.1, 100);
+    let (operator, operator_account) = w.rt.block_on(async {
+        let (m, _) = w
+            .directory
+            .onboard_merchant(&NewMerchant {
+                city: 120000,
+                name: "天津公交".into(),
+                uscc: "91350100M000100Y43".into(),
+                mcc: "4111".into(),
+                category: Category::Transit,
+                settlement_account: "6222020200112233446".into(),
+                notify_url: None,
+            })
+            .await
+            .unwrap();
+        (m.id, m.account)
+    });
+    let bus = w.rt.block_on(w.transit.register_validator(operator, "824", "B_XIZHAN", [3; 32])).unwrap();
+    let mut device = Validator::new(w.transit.keyring(), Policy::default());
+    let mut phone = device_for(&w, &alice);
+    let t0 = u32::try_from(MORNING + 3_600).unwrap();
+    // Six boardings through the day: 12 yuan, under the 15-yuan daily cap.
+    for i in 0..6 {
+        let t = t0 + i * 7_200;
+        device.validate(&phone.next_code(t).encode(), t, gate(&bus, citypay_ride::Direction::In)).unwrap();
+    }
+    let taps = device.drain_taps();
+    w.rt.block_on(async {
+        // Later taps first, then everything again, then the first ones.
+        assert_eq!(w.transit.upload_taps(&bus, &taps[3..]).await.unwrap().stored, 3);
+        let again = w.transit.upload_taps(&bus, &taps).await.unwrap();
+        assert_eq!((again.stored, again.already), (3, 3));
+        assert_eq!(w.transit.upload_taps(&bus, &taps[..2]).await.unwrap().already, 2);
+    });
+    w.clock.set(Timestamp::from_unix_seconds(MORNING + 24 * 3_600));
+    let day = citypay_fares::service_day(i64::from(t0));
+    let before = balance(&w, alice.wallet);
+    let run = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    assert_eq!((run.trips, run.charged), (6, 1_200));
+    let rerun = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    assert_eq!(rerun.charged, 0);
+    assert_eq!(before - balance(&w, alice.wallet), 1_200);
+    assert_eq!(balance(&w, operator_account), 1_200);
+    assert_eq!(-balance(&w, PlatformAccounts::CNY.sandbox_custody), balance(&w, alice.wallet) + balance(&w, operator_account));
+}
+
+fn device_for(w: &World, resident: &Resident) -> RiderDevice {
+    device(w, resident, 1)
+}

@@ -1,0 +1,144 @@
+//! `citypay transit`: a demo rider's ride code as a picture, a simulated validator checking
+//! codes offline, and the fare run of a closed service day.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use citypay_directory::PasswordPolicy;
+use citypay_ride::{CredentialTerms, Gate, PlatformKeyring, Policy, RiderDevice, RiderKey, Validator};
+use citypay_shard::SystemClock;
+use citypay_store::DbUrl;
+
+/// Transit subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Transit {
+    /// Writes a demo rider's ride code as an SVG picture (QR version 10, level M), signed with
+    /// the platform key of the key file.
+    RideCode {
+        /// Where to write the SVG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Key file holding the platform's ride key (created with one if missing).
+        #[arg(long, default_value = "citypay.db.keys")]
+        keys: PathBuf,
+    },
+    /// A validator at a gate, offline: checks a run of demo codes (good ones, a replay, a forged
+    /// credential, an expired one, another rider's signature, a stale one, a denied rider) with
+    /// only the platform's public key, and prints each decision and its time.
+    Validator {
+        /// Key file holding the platform's ride key.
+        #[arg(long, default_value = "citypay.db.keys")]
+        keys: PathBuf,
+    },
+    /// Fares a closed service day: every rider's taps priced and debited (a re-run moves only
+    /// what changed).
+    FareRun {
+        /// Database.
+        #[arg(long, default_value = "citypay.db")]
+        db: DbUrl,
+        /// Key file (default: beside the database).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// The service day, `YYYY-MM-DD`.
+        #[arg(long)]
+        date: String,
+    },
+}
+
+fn now() -> u32 {
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    u32::try_from(seconds).unwrap_or(u32::MAX)
+}
+
+fn demo_device(platform: &citypay_ride::PlatformKey, seed: u8, account_ref: u64, valid_from: u32, valid_until: u32) -> anyhow::Result<RiderDevice> {
+    let key = RiderKey::from_seed([seed; 32]);
+    let terms = CredentialTerms { rider_key: key.public_bytes(), account_ref, valid_from, valid_until, ceiling_fen: citypay_transit::CREDENTIAL_CEILING_FEN };
+    let credential = citypay_ride::issue_credential(platform, terms).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(RiderDevice::new(key, credential))
+}
+
+pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
+    match command {
+        Transit::RideCode { out, keys } => {
+            let platform = crate::city::load_ride_key(keys)?;
+            let t = now();
+            let mut device = demo_device(&platform, 1, 1, t, t + citypay_transit::CREDENTIAL_TTL_S)?;
+            let code = device.next_code(t);
+            let svg = citypay_ride::render_svg(&code).map_err(|e| anyhow::anyhow!("{e}"))?;
+            std::fs::write(out, svg).with_context(|| format!("writing {}", out.display()))?;
+            let version = code.qr().map(|qr| citypay_ride::qr_version_number(&qr)).unwrap_or(0);
+            println!("{}: a {}-byte ride code, QR version {version} at level M, valid for 60 s", out.display(), code.encode().len());
+            Ok(())
+        }
+        Transit::Validator { keys } => validator_demo(keys),
+        Transit::FareRun { db, keys, date } => {
+            let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
+            let directory_keys = crate::city::load_keys(&keys_path)?;
+            let ride_key = crate::city::load_ride_key(&keys_path)?;
+            let (y, m, d) = citypay_dashboard::dates::parse_date(date).context("--date: YYYY-MM-DD")?;
+            let day = citypay_dashboard::dates::days_from_civil(y, m, d);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let city = crate::city::open_with(db, directory_keys, ride_key, PasswordPolicy::PRODUCTION, Arc::new(SystemClock), Arc::new(SystemClock), None).await?;
+                let run = city.state.transit.fare_day(day).await?;
+                println!(
+                    "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
+                    run.riders, run.trips, run.charged, run.arrears, run.arrears_amount, run.unchanged, run.duplicates
+                );
+                city.shard.shutdown();
+                anyhow::Ok(())
+            })
+        }
+    }
+}
+
+fn validator_demo(keys: &std::path::Path) -> anyhow::Result<()> {
+    let platform = crate::city::load_ride_key(keys)?;
+    let mut keyring = PlatformKeyring::new();
+    keyring.insert(platform.public());
+    let mut validator = Validator::new(keyring, Policy::default());
+    validator.deny_account(666);
+    let t = now();
+    let day = citypay_transit::CREDENTIAL_TTL_S;
+    let mut alice = demo_device(&platform, 1, 1, t, t + day)?;
+    let mut bob = demo_device(&platform, 2, 2, t, t + day)?;
+    let mut expired = demo_device(&platform, 3, 3, t - 2 * day, t - day)?;
+    let mut denied = demo_device(&platform, 4, 666, t, t + day)?;
+    let forger = citypay_ride::PlatformKey::from_seed(1, [99; 32], citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let mut forged = demo_device(&forger, 5, 5, t, t + day)?;
+    let first = alice.next_code(t).encode();
+    let mut tampered = bob.next_code(t).encode();
+    // Another rider's signature: Bob's code with Alice's credential in it.
+    tampered[1..119].copy_from_slice(&first[1..119]);
+    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+        ("Alice boards", first.clone(), t),
+        ("Alice's code again (replay)", first, t + 1),
+        ("Bob boards", bob.next_code(t + 2).encode(), t + 2),
+        ("Alice's next code", alice.next_code(t + 600).encode(), t + 600),
+        ("an expired credential", expired.next_code(t).encode(), t),
+        ("a credential the platform never signed", forged.next_code(t).encode(), t),
+        ("Bob's code carrying Alice's credential", tampered, t),
+        ("a code shown ten minutes late", bob.next_code(t).encode(), t + 600),
+        ("a rider on the deny list", denied.next_code(t).encode(), t),
+    ];
+    let gate = Gate { validator_id: 1, stop_or_route: 1, direction: citypay_ride::Direction::In };
+    let mut refused = 0;
+    for (what, code, at) in cases {
+        let started = std::time::Instant::now();
+        let decision = validator.validate(&code, at, gate);
+        let micros = started.elapsed().as_micros();
+        match decision {
+            Ok(tap) => println!("ACCEPT  {what:<42} tap #{} ({micros} µs)", tap.sequence),
+            Err(refusal) => {
+                refused += 1;
+                println!("REFUSE  {what:<42} {refusal} ({micros} µs)");
+            }
+        }
+    }
+    println!("{} taps queued for upload; {} signature checks", validator.pending_taps().len(), validator.signature_checks());
+    if refused != 6 {
+        bail!("expected 6 refusals, got {refused}");
+    }
+    Ok(())
+}
