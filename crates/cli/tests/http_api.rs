@@ -583,4 +583,6 @@ async fn transit_through_the_api() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, revenue, _) = api.call("GET", &format!("/v1/transit/revenue?date={today}"), Some(&operator_key), None, None).await;
     assert_eq!((status, revenue["trips"].as_u64()), (StatusCode::OK, Some(0)), "{revenue}");
+    let (status, _, _) = api.call("GET", &format!("/v1/transit/my-day?date={today}"), Some(&resident), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not fared yet");
 }

@@ -668,6 +668,23 @@ impl Transit {
         Ok(paid)
     }
 
+    /// A rider's fared service day: (trips, due, charged, still owed), if they travelled.
+    pub async fn rider_day(&self, resident: &Resident, service_day: i64) -> Result<Option<(u64, i64, i64, i64)>, TransitError> {
+        let account_ref = self.account_ref(resident).await?;
+        let rows = self
+            .directory
+            .read(
+                "SELECT c.trips, c.due, c.charged, COALESCE(a.amount, 0) FROM transit_charges c
+                 LEFT JOIN arrears a ON a.account_ref = c.account_ref AND a.service_day = c.service_day AND a.paid_at IS NULL
+                 WHERE c.account_ref = ?1 AND c.service_day = ?2",
+                vec![uint(account_ref), int(service_day)],
+            )
+            .await?;
+        rows.first()
+            .map(|row| Ok((u64::try_from(get_int(row, 0)?).unwrap_or(0), get_int(row, 1)?, get_int(row, 2)?, get_int(row, 3)?)))
+            .transpose()
+    }
+
     /// An operator's trips and fare revenue of a service day (fares charged, net of refunds,
     /// plus arrears still owed).
     pub async fn revenue(&self, operator: u64, service_day: i64) -> Result<(u64, i64), TransitError> {

@@ -83,5 +83,6 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(transit::ride_keys))
         .routes(routes!(transit::fare_run))
         .routes(routes!(transit::revenue))
+        .routes(routes!(transit::my_day))
         .with_state(state)
 }

@@ -369,6 +369,36 @@ pub(crate) struct DateQuery {
     date: String,
 }
 
+/// A rider's fared day.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RiderDayView {
+    date: String,
+    /// Trips (legs joined by transfers count once).
+    trips: u64,
+    /// What the day's fares came to.
+    fares: Money,
+    /// Taken from the wallet so far.
+    charged: Money,
+    /// Still owed (arrears).
+    owed: Money,
+}
+
+/// The caller's fared trips of a service day (404 when they did not travel or it is not fared
+/// yet).
+#[utoipa::path(get, path = "/v1/transit/my-day", tag = "transit", params(DateQuery),
+    responses((status = OK, body = RiderDayView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn my_day(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<DateQuery>) -> Result<AppJson<RiderDayView>, ApiError> {
+    let day = state.transit.rider_day(&me, service_day(&query.date)?).await?;
+    let (trips, due, charged, owed) = day.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no fared trips that day"))?;
+    Ok(AppJson(RiderDayView {
+        date: query.date,
+        trips,
+        fares: Money::new(due, "CNY"),
+        charged: Money::new(charged, "CNY"),
+        owed: Money::new(owed, "CNY"),
+    }))
+}
+
 /// An operator's fared trips and fares of a service day.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct RevenueView {
