@@ -455,6 +455,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A GET by validator `id`, signed with its device key at `now`.
+async fn signed_get(api: &Api, device: &citypay_ride::DeviceKey, id: u32, path: &str, now: u32) -> Value {
+    let signature = device.sign(format!("GET {path}\n{now}\n").as_bytes());
+    let request = api.client.get(format!("{}{path}", api.base)).header("authorization", format!("Validator {id}:{now}:{}", hex(&signature)));
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Transit through the real server: a transit operator registers a validator, a rider gets a
 /// credential, the validator checks a code offline and uploads the tap signed with its device
 /// key (a wrong signature, a stale time or another validator's id are refused), downloads the
@@ -506,18 +513,7 @@ async fn transit_through_the_api() {
 
     // The bus validator checks the code offline with the platform key it was given.
     let now = u32::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
-    let keys_path = format!("/v1/validators/{id}/ride-keys");
-    let signature = device.sign(format!("GET {keys_path}\n{now}\n").as_bytes());
-    let keys: Value = api
-        .client
-        .get(format!("{}{keys_path}", api.base))
-        .header("authorization", format!("Validator {id}:{now}:{}", hex(&signature)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = signed_get(&api, &device, id, &format!("/v1/validators/{id}/ride-keys"), now).await;
     let key = &keys["keys"][0];
     let public: [u8; 32] = (0..32).map(|i| u8::from_str_radix(&key["public_key"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<_>>().try_into().unwrap();
     let validity = citypay_ride::Validity::new(u32::try_from(key["not_before"].as_u64().unwrap()).unwrap(), u32::try_from(key["not_after"].as_u64().unwrap()).unwrap()).unwrap();
@@ -557,18 +553,7 @@ async fn transit_through_the_api() {
     }
 
     // The deny list, also signed; nobody owes anything yet.
-    let deny_path = format!("/v1/validators/{id}/deny-list");
-    let signature = device.sign(format!("GET {deny_path}\n{time}\n").as_bytes());
-    let list: Value = api
-        .client
-        .get(format!("{}{deny_path}", api.base))
-        .header("authorization", format!("Validator {id}:{time}:{}", hex(&signature)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = signed_get(&api, &device, id, &format!("/v1/validators/{id}/deny-list"), now).await;
     assert_eq!(list, json!({"accounts": []}));
 
     // Today cannot be fared before it is over; only platform operators run fares.

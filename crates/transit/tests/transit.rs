@@ -76,6 +76,26 @@ fn resident(w: &World, id_number: &str, mobile: &str, yuan: i64) -> (Resident, u
     })
 }
 
+/// The city's transit operator: (merchant id, its account).
+fn transit_operator(w: &World) -> (u64, u64) {
+    w.rt.block_on(async {
+        let (m, _) = w
+            .directory
+            .onboard_merchant(&NewMerchant {
+                city: 120000,
+                name: "天津公交地铁".into(),
+                uscc: "91350100M000100Y43".into(),
+                mcc: "4111".into(),
+                category: Category::Transit,
+                settlement_account: "6222020200112233446".into(),
+                notify_url: None,
+            })
+            .await
+            .unwrap();
+        (m.id, m.account)
+    })
+}
+
 fn balance(w: &World, account: u64) -> i64 {
     w.rt.block_on(async {
         let rows = w
@@ -111,22 +131,7 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
     let w = world();
     let (alice, _) = resident(&w, ALICE.0, ALICE.1, 100);
     let (bob, bob_card) = resident(&w, BOB.0, BOB.1, 0);
-    let (operator, operator_account) = w.rt.block_on(async {
-        let (m, _) = w
-            .directory
-            .onboard_merchant(&NewMerchant {
-                city: 120000,
-                name: "天津公交地铁".into(),
-                uscc: "91350100M000100Y43".into(),
-                mcc: "4111".into(),
-                category: Category::Transit,
-                settlement_account: "6222020200112233446".into(),
-                notify_url: None,
-            })
-            .await
-            .unwrap();
-        (m.id, m.account)
-    });
+    let (operator, operator_account) = transit_operator(&w);
     let register = |route: &str, stop: &str, seed: u8| {
         w.rt.block_on(w.transit.register_validator(operator, route, stop, RiderKey::from_seed([seed; 32]).public_bytes())).unwrap()
     };
@@ -244,22 +249,7 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
 fn taps_uploaded_in_pieces_out_of_order_and_twice_are_fared_once() {
     let w = world();
     let (alice, _) = resident(&w, ALICE.0, ALICE.1, 100);
-    let (operator, operator_account) = w.rt.block_on(async {
-        let (m, _) = w
-            .directory
-            .onboard_merchant(&NewMerchant {
-                city: 120000,
-                name: "天津公交".into(),
-                uscc: "91350100M000100Y43".into(),
-                mcc: "4111".into(),
-                category: Category::Transit,
-                settlement_account: "6222020200112233446".into(),
-                notify_url: None,
-            })
-            .await
-            .unwrap();
-        (m.id, m.account)
-    });
+    let (operator, operator_account) = transit_operator(&w);
     let bus = w.rt.block_on(w.transit.register_validator(operator, "824", "B_XIZHAN", [3; 32])).unwrap();
     let mut device = Validator::new(w.transit.keyring(), Policy::default());
     let mut phone = device_for(&w, &alice);
