@@ -61,7 +61,7 @@ pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
             let password = password()?;
             let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
             let keys = crate::city::load_keys(&keys_path)?;
-            let ride_key = crate::city::load_ride_key(&keys_path)?;
+            let ride_key = crate::city::load_ride_keys(&keys_path)?;
             runtime.block_on(async {
                 let city_state = crate::city::open(db, keys, ride_key, PasswordPolicy::PRODUCTION).await?;
                 let operator = city_state.state.directory.create_operator(username, &password, role, *city).await?;
@@ -73,7 +73,7 @@ pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
         Admin::OnboardCity { db, keys, code, name } => {
             let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
             let keys = crate::city::load_keys(&keys_path)?;
-            let ride_key = crate::city::load_ride_key(&keys_path)?;
+            let ride_key = crate::city::load_ride_keys(&keys_path)?;
             runtime.block_on(async {
                 let city_state = crate::city::open(db, keys, ride_key, PasswordPolicy::PRODUCTION).await?;
                 let city = city_state.state.directory.onboard_city(*code, name).await?;

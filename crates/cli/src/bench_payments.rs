@@ -65,7 +65,7 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("citypay-bench-payments").tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
     let keys = crate::city::load_keys(&scratch.path().join("keys"))?;
-    let ride_key = crate::city::load_ride_key(&scratch.path().join("keys"))?;
+    let ride_key = crate::city::load_ride_keys(&scratch.path().join("keys"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         let city = crate::city::open(&db, keys, ride_key, PasswordPolicy::FAST_INSECURE).await?;

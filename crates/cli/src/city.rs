@@ -88,42 +88,134 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// The platform's ride-code signing key: `CITYPAY_RIDE_KEY` (64 hex digits, the Ed25519 seed)
-/// when set, else the `ride=` line of the key file beside the other keys, added on first use.
-pub(crate) fn load_ride_key(path: &Path) -> anyhow::Result<citypay_ride::PlatformKey> {
-    let seed = match std::env::var("CITYPAY_RIDE_KEY") {
-        Ok(hex) => hex,
-        Err(_) => {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            match text.lines().find_map(|l| l.strip_prefix("ride=")) {
-                Some(hex) => hex.to_owned(),
-                None => {
-                    use std::io::Write;
-                    let hex: String = citypay_directory::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut file = std::fs::OpenOptions::new()
-                        .append(true)
-                        .create(true)
-                        .mode(0o600)
-                        .open(path)
-                        .with_context(|| format!("adding the ride key to {}", path.display()))?;
-                    writeln!(file, "ride={hex}")?;
-                    hex
-                }
-            }
+/// The platform's ride-code signing keys and the revoked key ids.
+#[derive(Debug)]
+pub(crate) struct RideKeys {
+    pub(crate) keys: Vec<citypay_ride::PlatformKey>,
+    pub(crate) revoked: Vec<u16>,
+}
+
+impl RideKeys {
+    /// The key that signs now (the newest).
+    pub(crate) fn newest(&self) -> anyhow::Result<&citypay_ride::PlatformKey> {
+        self.keys.iter().max_by_key(|k| k.key_id()).context("no ride key")
+    }
+}
+
+fn parse_seed(hex: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes: Vec<u8> = (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
+    bytes.try_into().map_err(|_| anyhow::anyhow!("a ride key must be 64 hex digits"))
+}
+
+fn hex32(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn forever() -> anyhow::Result<citypay_ride::Validity> {
+    citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The platform's ride keys: `CITYPAY_RIDE_KEY` (64 hex digits, one key) when set, else the
+/// key file's lines `ride=SEED` (key 1, valid forever; added on first use) and, after
+/// rotations, `ride.ID=NOT_BEFORE:NOT_AFTER:SEED`, with `ride.revoked=ID,ID`.
+pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<RideKeys> {
+    if let Ok(seed) = std::env::var("CITYPAY_RIDE_KEY") {
+        return Ok(RideKeys { keys: vec![citypay_ride::PlatformKey::from_seed(1, parse_seed(&seed)?, forever()?)], revoked: Vec::new() });
+    }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut keys = Vec::new();
+    let mut revoked = Vec::new();
+    for line in text.lines() {
+        if let Some(seed) = line.strip_prefix("ride=") {
+            keys.push(citypay_ride::PlatformKey::from_seed(1, parse_seed(seed)?, forever()?));
+        } else if let Some(ids) = line.strip_prefix("ride.revoked=") {
+            revoked = ids.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>().context("ride.revoked")?;
+        } else if let Some((id, rest)) = line.strip_prefix("ride.").and_then(|l| l.split_once('=')) {
+            let mut parts = rest.splitn(3, ':');
+            let (Some(from), Some(until), Some(seed)) = (parts.next(), parts.next(), parts.next()) else { anyhow::bail!("ride.{id}: NOT_BEFORE:NOT_AFTER:SEED") };
+            let validity = citypay_ride::Validity::new(from.parse()?, until.parse()?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            keys.push(citypay_ride::PlatformKey::from_seed(id.parse().context("ride key id")?, parse_seed(seed)?, validity));
         }
-    };
-    let bytes: Vec<u8> = (0..seed.len() / 2).filter_map(|i| u8::from_str_radix(seed.get(2 * i..2 * i + 2)?, 16).ok()).collect();
-    let seed: [u8; 32] = bytes.try_into().map_err(|_| anyhow::anyhow!("the ride key must be 64 hex digits"))?;
-    let validity = citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(citypay_ride::PlatformKey::from_seed(1, seed, validity))
+    }
+    if keys.is_empty() {
+        let seed = citypay_directory::random_bytes::<32>();
+        append_private(path, &format!("ride={}\n", hex32(&seed))).with_context(|| format!("adding the ride key to {}", path.display()))?;
+        keys.push(citypay_ride::PlatformKey::from_seed(1, seed, forever()?));
+    }
+    Ok(RideKeys { keys, revoked })
+}
+
+fn append_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Rotates the ride key: a new key signs from `now`; the previous one keeps verifying for
+/// `overlap_s` more seconds (credentials it signed live a day at most). Rewrites the key file's
+/// ride lines; the other lines stay as they are. Answers the new key id.
+pub(crate) fn rotate_ride_key(path: &Path, now: u32, overlap_s: u32) -> anyhow::Result<u16> {
+    let current = load_ride_keys(path)?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let seeds = ride_seeds(&text)?;
+    let newest = current.newest()?.key_id();
+    let next = newest.checked_add(1).context("no ride key id left")?;
+    let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with("ride=") && !(l.starts_with("ride.") && !l.starts_with("ride.revoked="))).map(str::to_owned).collect();
+    for key in &current.keys {
+        let validity = key.validity();
+        let until = if key.key_id() == newest { validity.not_after.min(now.saturating_add(overlap_s)) } else { validity.not_after };
+        let seed = seeds.get(&key.key_id()).context("a ride key without its seed")?;
+        lines.push(format!("ride.{}={}:{}:{}", key.key_id(), validity.not_before, until, seed));
+    }
+    lines.push(format!("ride.{next}={now}:{}:{}", u32::MAX, hex32(&citypay_directory::random_bytes::<32>())));
+    let temporary = path.with_extension("rotating");
+    let _ = std::fs::remove_file(&temporary);
+    append_private(&temporary, &(lines.join("\n") + "\n"))?;
+    std::fs::rename(&temporary, path)?;
+    Ok(next)
+}
+
+/// Revokes ride key `id`: validators refuse what it signed from their next download.
+pub(crate) fn revoke_ride_key(path: &Path, id: u16) -> anyhow::Result<()> {
+    let current = load_ride_keys(path)?;
+    if !current.keys.iter().any(|k| k.key_id() == id) {
+        anyhow::bail!("no ride key {id}");
+    }
+    let mut revoked = current.revoked;
+    if !revoked.contains(&id) {
+        revoked.push(id);
+    }
+    let text = std::fs::read_to_string(path)?;
+    let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with("ride.revoked=")).map(str::to_owned).collect();
+    lines.push(format!("ride.revoked={}", revoked.iter().map(u16::to_string).collect::<Vec<_>>().join(",")));
+    let temporary = path.with_extension("revoking");
+    let _ = std::fs::remove_file(&temporary);
+    append_private(&temporary, &(lines.join("\n") + "\n"))?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}
+
+/// The seed (hex) of every ride key line, by key id.
+fn ride_seeds(text: &str) -> anyhow::Result<std::collections::HashMap<u16, String>> {
+    let mut seeds = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(seed) = line.strip_prefix("ride=") {
+            seeds.insert(1, seed.to_owned());
+        } else if let Some((id, rest)) = line.strip_prefix("ride.").and_then(|l| l.split_once('='))
+            && id != "revoked"
+        {
+            seeds.insert(id.parse()?, rest.rsplit(':').next().unwrap_or_default().to_owned());
+        }
+    }
+    Ok(seeds)
 }
 
 /// Opens the database as its writer and assembles the services. Storage is opened on a
 /// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
 /// an async task.
-pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, ride_key: citypay_ride::PlatformKey, passwords: PasswordPolicy) -> anyhow::Result<City> {
-    open_with(db, keys, ride_key, passwords, Arc::new(SystemClock), Arc::new(SystemClock), None).await
+pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, ride_keys: RideKeys, passwords: PasswordPolicy) -> anyhow::Result<City> {
+    open_with(db, keys, ride_keys, passwords, Arc::new(SystemClock), Arc::new(SystemClock), None).await
 }
 
 /// [`open`] with the writer's and the services' clocks and, for seeded simulations, a seed
@@ -131,7 +223,7 @@ pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, ride_key: citypay_ride
 pub(crate) async fn open_with(
     db: &DbUrl,
     keys: DirectoryKeys,
-    ride_key: citypay_ride::PlatformKey,
+    ride_keys: RideKeys,
     passwords: PasswordPolicy,
     shard_clock: Arc<dyn Clock + Sync>,
     clock: Arc<dyn Clock + Sync>,
@@ -156,9 +248,33 @@ pub(crate) async fn open_with(
     let state = AppState {
         wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),
         checkout: Checkout::new(directory.clone()),
-        transit: citypay_transit::Transit::new(directory.clone(), citypay_fares::Feed::tianjin(), ride_key),
+        transit: citypay_transit::Transit::with_keys(directory.clone(), citypay_fares::Feed::tianjin(), ride_keys.keys, ride_keys.revoked),
         directory,
         token_ttl_s: 3_600,
     };
     Ok(City { shard, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ride_keys_rotate_with_an_overlap_and_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(&path, "sealing=x\n").unwrap();
+        let first = load_ride_keys(&path).unwrap();
+        assert_eq!((first.keys.len(), first.newest().unwrap().key_id()), (1, 1));
+        assert_eq!(rotate_ride_key(&path, 1_000, 86_400).unwrap(), 2);
+        let rotated = load_ride_keys(&path).unwrap();
+        let old = rotated.keys.iter().find(|k| k.key_id() == 1).unwrap();
+        assert_eq!(old.validity().not_after, 87_400, "the old key verifies for the overlap");
+        assert_eq!(old.public().to_bytes(), first.keys[0].public().to_bytes(), "the same key, with a shorter validity");
+        assert_eq!(rotated.newest().unwrap().validity().not_before, 1_000);
+        revoke_ride_key(&path, 1).unwrap();
+        assert_eq!(load_ride_keys(&path).unwrap().revoked, vec![1]);
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with("sealing=x\n"), "other keys untouched");
+        assert!(revoke_ride_key(&path, 9).is_err());
+    }
 }

@@ -42,7 +42,7 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
     }
     let keys_path = keys.unwrap_or_else(|| crate::city::default_keys_path(db));
     let keys = crate::city::load_keys(&keys_path)?;
-    let ride_key = crate::city::load_ride_key(&keys_path)?;
+    let ride_key = crate::city::load_ride_keys(&keys_path)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         let city = crate::city::open(db, keys, ride_key, PasswordPolicy::PRODUCTION).await?;

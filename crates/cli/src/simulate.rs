@@ -167,7 +167,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let city = crate::city::open_with(
             &db,
             keys,
-            ride_key(args.seed)?,
+            crate::city::RideKeys { keys: vec![ride_key(args.seed)?], revoked: Vec::new() },
             PasswordPolicy::FAST_INSECURE,
             Arc::new(clock.clone()),
             Arc::new(ActionClock::new(clock.clone())),

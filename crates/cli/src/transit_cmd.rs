@@ -31,6 +31,26 @@ pub(crate) enum Transit {
         #[arg(long, default_value = "citypay.db.keys")]
         keys: PathBuf,
     },
+    /// Rotates the platform's ride key: a new key signs from now on; the previous one still
+    /// verifies during the overlap (credentials live a day, so a day or more).
+    RotateKey {
+        /// Key file.
+        #[arg(long, default_value = "citypay.db.keys")]
+        keys: PathBuf,
+        /// Hours the previous key keeps verifying.
+        #[arg(long, default_value_t = 48)]
+        overlap_hours: u32,
+    },
+    /// Revokes a ride key: validators refuse every credential it signed from their next
+    /// download of the ride keys.
+    RevokeKey {
+        /// Key file.
+        #[arg(long, default_value = "citypay.db.keys")]
+        keys: PathBuf,
+        /// The key id.
+        #[arg(long)]
+        id: u16,
+    },
     /// Fares a closed service day: every rider's taps priced and debited (a re-run moves only
     /// what changed).
     FareRun {
@@ -61,9 +81,10 @@ fn demo_device(platform: &citypay_ride::PlatformKey, seed: u8, account_ref: u64,
 pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
     match command {
         Transit::RideCode { out, keys } => {
-            let platform = crate::city::load_ride_key(keys)?;
+            let ride_keys = crate::city::load_ride_keys(keys)?;
+            let platform = ride_keys.newest()?;
             let t = now();
-            let mut device = demo_device(&platform, 1, 1, t, t + citypay_transit::CREDENTIAL_TTL_S)?;
+            let mut device = demo_device(platform, 1, 1, t, t + citypay_transit::CREDENTIAL_TTL_S)?;
             let code = device.next_code(t);
             let svg = citypay_ride::render_svg(&code).map_err(|e| anyhow::anyhow!("{e}"))?;
             std::fs::write(out, svg).with_context(|| format!("writing {}", out.display()))?;
@@ -72,10 +93,20 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
             Ok(())
         }
         Transit::Validator { keys } => validator_demo(keys),
+        Transit::RotateKey { keys, overlap_hours } => {
+            let id = crate::city::rotate_ride_key(keys, now(), overlap_hours.saturating_mul(3_600))?;
+            println!("ride key {id} signs from now on; the previous key verifies for {overlap_hours} more hours; restart the server to use it");
+            Ok(())
+        }
+        Transit::RevokeKey { keys, id } => {
+            crate::city::revoke_ride_key(keys, *id)?;
+            println!("ride key {id} revoked; restart the server; validators refuse it from their next download");
+            Ok(())
+        }
         Transit::FareRun { db, keys, date } => {
             let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
             let directory_keys = crate::city::load_keys(&keys_path)?;
-            let ride_key = crate::city::load_ride_key(&keys_path)?;
+            let ride_key = crate::city::load_ride_keys(&keys_path)?;
             let (y, m, d) = citypay_dashboard::dates::parse_date(date).context("--date: YYYY-MM-DD")?;
             let day = citypay_dashboard::dates::days_from_civil(y, m, d);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -94,17 +125,23 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
 }
 
 fn validator_demo(keys: &std::path::Path) -> anyhow::Result<()> {
-    let platform = crate::city::load_ride_key(keys)?;
+    let ride_keys = crate::city::load_ride_keys(keys)?;
+    let platform = ride_keys.newest()?;
     let mut keyring = PlatformKeyring::new();
-    keyring.insert(platform.public());
+    for key in &ride_keys.keys {
+        keyring.insert(key.public());
+    }
     let mut validator = Validator::new(keyring, Policy::default());
+    for id in &ride_keys.revoked {
+        validator.revoke_key(*id);
+    }
     validator.deny_account(666);
     let t = now();
     let day = citypay_transit::CREDENTIAL_TTL_S;
-    let mut alice = demo_device(&platform, 1, 1, t, t + day)?;
-    let mut bob = demo_device(&platform, 2, 2, t, t + day)?;
-    let mut expired = demo_device(&platform, 3, 3, t - 2 * day, t - day)?;
-    let mut denied = demo_device(&platform, 4, 666, t, t + day)?;
+    let mut alice = demo_device(platform, 1, 1, t, t + day)?;
+    let mut bob = demo_device(platform, 2, 2, t, t + day)?;
+    let mut expired = demo_device(platform, 3, 3, t, t + day)?;
+    let mut denied = demo_device(platform, 4, 666, t, t + day)?;
     let forger = citypay_ride::PlatformKey::from_seed(1, [99; 32], citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))?);
     let mut forged = demo_device(&forger, 5, 5, t, t + day)?;
     let first = alice.next_code(t).encode();
@@ -116,7 +153,7 @@ fn validator_demo(keys: &std::path::Path) -> anyhow::Result<()> {
         ("Alice's code again (replay)", first, t + 1),
         ("Bob boards", bob.next_code(t + 2).encode(), t + 2),
         ("Alice's next code", alice.next_code(t + 600).encode(), t + 600),
-        ("an expired credential", expired.next_code(t).encode(), t),
+        ("a credential two days old", expired.next_code(t + 2 * day).encode(), t + 2 * day),
         ("a credential the platform never signed", forged.next_code(t).encode(), t),
         ("Bob's code carrying Alice's credential", tampered, t),
         ("a code shown ten minutes late", bob.next_code(t).encode(), t + 600),

@@ -514,6 +514,7 @@ async fn transit_through_the_api() {
     // The bus validator checks the code offline with the platform key it was given.
     let now = u32::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
     let keys = signed_get(&api, &device, id, &format!("/v1/validators/{id}/ride-keys"), now).await;
+    assert_eq!(keys["revoked"], json!([]), "{keys}");
     let key = &keys["keys"][0];
     let public: [u8; 32] = (0..32).map(|i| u8::from_str_radix(&key["public_key"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<_>>().try_into().unwrap();
     let validity = citypay_ride::Validity::new(u32::try_from(key["not_before"].as_u64().unwrap()).unwrap(), u32::try_from(key["not_after"].as_u64().unwrap()).unwrap()).unwrap();

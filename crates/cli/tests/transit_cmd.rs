@@ -24,4 +24,16 @@ fn a_ride_code_is_a_qr_picture_and_the_validator_decides_offline() {
     for reason in ["code already used", "credential expired", "bad credential signature", "bad code signature", "code is stale", "denied"] {
         assert!(text.contains(reason), "{reason}: {text}");
     }
+
+    // Rotate, then revoke the old key: the new key signs and validators accept its codes.
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_citypay")).arg("transit").args(args).args(["--keys", keys.to_str().unwrap()]).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(run(&["rotate-key"]).contains("ride key 2 signs"));
+    run(&["revoke-key", "--id", "1"]);
+    assert_eq!(run(&["validator"]).lines().filter(|l| l.starts_with("ACCEPT")).count(), 3);
+    let file = std::fs::read_to_string(&keys).unwrap();
+    assert!(file.contains("ride.2=") && file.contains("ride.revoked=1"), "{file}");
 }

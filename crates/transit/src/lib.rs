@@ -163,12 +163,16 @@ pub struct FareRun {
 pub struct Transit {
     directory: Directory,
     feed: Arc<Feed>,
-    key: Arc<PlatformKey>,
+    /// The platform's credential-signing keys, oldest first; the newest valid one signs.
+    keys: Arc<Vec<PlatformKey>>,
+    /// Key ids validators must refuse.
+    revoked: Arc<Vec<u16>>,
 }
 
 impl std::fmt::Debug for Transit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transit").field("key_id", &self.key.key_id()).finish_non_exhaustive()
+        let ids: Vec<u16> = self.keys.iter().map(PlatformKey::key_id).collect();
+        f.debug_struct("Transit").field("key_ids", &ids).field("revoked", &self.revoked).finish_non_exhaustive()
     }
 }
 
@@ -225,19 +229,39 @@ impl Transit {
     /// The transit service over the directory, pricing with `feed` and signing credentials
     /// with `key`.
     pub fn new(directory: Directory, feed: Feed, key: PlatformKey) -> Transit {
-        Transit { directory, feed: Arc::new(feed), key: Arc::new(key) }
+        Transit::with_keys(directory, feed, vec![key], Vec::new())
     }
 
-    /// The platform keys validators need (the public half of the signing key).
+    /// The transit service with several platform keys (a rotation: the newest key valid now
+    /// signs, the older ones still verify until their validity ends) and the ids of revoked
+    /// keys, which validators refuse.
+    pub fn with_keys(directory: Directory, feed: Feed, mut keys: Vec<PlatformKey>, revoked: Vec<u16>) -> Transit {
+        keys.sort_by_key(PlatformKey::key_id);
+        Transit { directory, feed: Arc::new(feed), keys: Arc::new(keys), revoked: Arc::new(revoked) }
+    }
+
+    /// The platform keys validators need (public halves, revoked ones left out).
     pub fn keyring(&self) -> PlatformKeyring {
         let mut keyring = PlatformKeyring::new();
-        keyring.insert(self.key.public());
+        for key in self.keys.iter().filter(|k| !self.revoked.contains(&k.key_id())) {
+            keyring.insert(key.public());
+        }
         keyring
     }
 
-    /// The public half of the platform's signing key, for validators.
-    pub fn platform_public_key(&self) -> citypay_ride::PlatformPublicKey {
-        self.key.public()
+    /// Every platform public key, for validators.
+    pub fn platform_public_keys(&self) -> Vec<citypay_ride::PlatformPublicKey> {
+        self.keys.iter().map(PlatformKey::public).collect()
+    }
+
+    /// Ids of revoked platform keys: validators refuse the credentials they signed.
+    pub fn revoked_keys(&self) -> &[u16] {
+        &self.revoked
+    }
+
+    /// The key that signs at `now`: the newest valid, unrevoked one.
+    fn signing_key(&self, now: u32) -> Option<&PlatformKey> {
+        self.keys.iter().rev().find(|k| k.validity().contains(now) && !self.revoked.contains(&k.key_id()))
     }
 
     /// The fare feed.
@@ -299,14 +323,16 @@ impl Transit {
             return Err(TransitError::InArrears);
         }
         let now = u32::try_from(self.now_s()).map_err(|_| TransitError::Unavailable("clock beyond 2106".into()))?;
+        let key = self.signing_key(now).ok_or_else(|| TransitError::Unavailable("no platform ride key is valid now".into()))?;
         let terms = CredentialTerms {
             rider_key,
             account_ref,
             valid_from: now,
-            valid_until: now.saturating_add(CREDENTIAL_TTL_S),
+            // Never beyond the signing key: validators refuse what an expired key signed.
+            valid_until: now.saturating_add(CREDENTIAL_TTL_S).min(key.validity().not_after),
             ceiling_fen: CREDENTIAL_CEILING_FEN,
         };
-        citypay_ride::issue_credential(&self.key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
+        citypay_ride::issue_credential(key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
     }
 
     async fn in_arrears_on(&self, account_ref: u64, service_day: i64) -> Result<bool, TransitError> {

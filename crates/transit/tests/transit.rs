@@ -283,3 +283,25 @@ fn taps_uploaded_in_pieces_out_of_order_and_twice_are_fared_once() {
 fn device_for(w: &World, resident: &Resident) -> RiderDevice {
     device(w, resident, 1)
 }
+
+#[test]
+fn the_newest_valid_key_signs_and_revoked_keys_leave_the_keyring() {
+    let w = world();
+    let (alice, _) = resident(&w, ALICE.0, ALICE.1, 0);
+    let now = u32::try_from(MORNING).unwrap();
+    let keys = || {
+        vec![
+            PlatformKey::from_seed(1, [7; 32], Validity::new(0, now + 3_600).unwrap()),
+            PlatformKey::from_seed(2, [8; 32], Validity::new(now - 60, u32::MAX).unwrap()),
+        ]
+    };
+    let rotated = Transit::with_keys(w.directory.clone(), citypay_fares::Feed::tianjin(), keys(), Vec::new());
+    let credential = w.rt.block_on(rotated.issue_credential(&alice, [5; 32])).unwrap();
+    assert_eq!(credential.key_id, 2, "the newest key signs");
+    assert_eq!(rotated.keyring().len(), 2, "both verify during the overlap");
+    let revoked = Transit::with_keys(w.directory.clone(), citypay_fares::Feed::tianjin(), keys(), vec![2]);
+    let credential = w.rt.block_on(revoked.issue_credential(&alice, [5; 32])).unwrap();
+    assert_eq!(credential.key_id, 1, "a revoked key never signs");
+    assert_eq!(credential.terms.valid_until, now + 3_600, "a credential never outlives its key");
+    assert_eq!((revoked.keyring().len(), revoked.revoked_keys()), (1, &[2u16][..]));
+}

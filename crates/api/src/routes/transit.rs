@@ -291,27 +291,33 @@ pub(crate) struct RideKeyView {
     not_after: u32,
 }
 
-/// The platform keys that sign ride credentials.
+/// The platform keys that sign ride credentials, and the revocation list.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct RideKeys {
     keys: Vec<RideKeyView>,
+    /// Key ids to refuse, whatever their validity.
+    revoked: Vec<u16>,
 }
 
-/// The platform's credential-signing public keys, for a validator (signed by the device).
+/// The platform's credential-signing public keys and the revoked key ids, for a validator
+/// (signed by the device).
 #[utoipa::path(get, path = "/v1/validators/{id}/ride-keys", tag = "transit",
     params(("id" = u32, Path, description = "The validator")),
     responses((status = OK, body = RideKeys), (status = UNAUTHORIZED, body = ErrorBody)))]
 pub(crate) async fn ride_keys(State(state): State<AppState>, Path(id): Path<u32>, method: Method, headers: HeaderMap) -> Result<AppJson<RideKeys>, ApiError> {
     authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/ride-keys"), id, b"").await?;
-    let key = state.transit.platform_public_key();
-    Ok(AppJson(RideKeys {
-        keys: vec![RideKeyView {
+    let keys = state
+        .transit
+        .platform_public_keys()
+        .iter()
+        .map(|key| RideKeyView {
             key_id: key.key_id(),
             public_key: hex(&key.to_bytes()),
             not_before: key.validity().not_before,
             not_after: key.validity().not_after,
-        }],
-    }))
+        })
+        .collect();
+    Ok(AppJson(RideKeys { keys, revoked: state.transit.revoked_keys().to_vec() }))
 }
 
 /// A day to fare.
