@@ -711,6 +711,28 @@ impl Transit {
             .transpose()
     }
 
+    /// A rider's trips of a service day, priced from their uploaded taps as the fare run
+    /// prices them: (fare in fen, how it was reached) per trip, in time order.
+    pub async fn rider_trips(&self, resident: &Resident, service_day: i64) -> Result<Vec<(i64, String)>, TransitError> {
+        let account_ref = self.account_ref(resident).await?;
+        let rows = self
+            .directory
+            .read(
+                "SELECT route_id, stop_id, direction, at FROM taps
+                 WHERE service_day = ?1 AND account_ref = ?2 AND flagged = 0 ORDER BY at, validator_id, sequence",
+                vec![int(service_day), uint(account_ref)],
+            )
+            .await?;
+        let taps = rows
+            .iter()
+            .map(|row| {
+                let direction = if get_text(row, 2)? == "out" { citypay_fares::Direction::Out } else { citypay_fares::Direction::In };
+                Ok(citypay_fares::Tap::new(&get_text(row, 1)?, &get_text(row, 0)?, get_int(row, 3)?, direction, RIDE_CODE_MEDIUM))
+            })
+            .collect::<Result<Vec<_>, TransitError>>()?;
+        Ok(citypay_fares::fare_day(&self.feed, &taps).trips.into_iter().map(|t| (t.charged_fen, t.reason)).collect())
+    }
+
     /// An operator's trips and fare revenue of a service day (fares charged, net of refunds,
     /// plus arrears still owed).
     pub async fn revenue(&self, operator: u64, service_day: i64) -> Result<(u64, i64), TransitError> {

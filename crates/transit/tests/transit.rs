@@ -275,6 +275,9 @@ fn taps_uploaded_in_pieces_out_of_order_and_twice_are_fared_once() {
     let rerun = w.rt.block_on(w.transit.fare_day(day)).unwrap();
     assert_eq!(rerun.charged, 0);
     assert_eq!(w.rt.block_on(w.transit.rider_day(&alice, day)).unwrap(), Some((6, 1_200, 1_200, 0)));
+    let trips = w.rt.block_on(w.transit.rider_trips(&alice, day)).unwrap();
+    assert_eq!(trips.len(), 6);
+    assert!(trips.iter().all(|(fen, reason)| *fen == 200 && !reason.is_empty()), "{trips:?}");
     assert_eq!(before - balance(&w, alice.wallet), 1_200);
     assert_eq!(balance(&w, operator_account), 1_200);
     assert_eq!(-balance(&w, PlatformAccounts::CNY.sandbox_custody), balance(&w, alice.wallet) + balance(&w, operator_account));

@@ -387,6 +387,15 @@ pub(crate) struct RiderDayView {
     charged: Money,
     /// Still owed (arrears).
     owed: Money,
+    /// Each trip: its fare and how it was reached (transfers, discounts, the daily cap).
+    trip_fares: Vec<TripView>,
+}
+
+/// One trip of a rider's day.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct TripView {
+    fare: Money,
+    reason: String,
 }
 
 /// The caller's fared trips of a service day (404 when they did not travel or it is not fared
@@ -394,14 +403,23 @@ pub(crate) struct RiderDayView {
 #[utoipa::path(get, path = "/v1/transit/my-day", tag = "transit", params(DateQuery),
     responses((status = OK, body = RiderDayView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn my_day(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<DateQuery>) -> Result<AppJson<RiderDayView>, ApiError> {
-    let day = state.transit.rider_day(&me, service_day(&query.date)?).await?;
-    let (trips, due, charged, owed) = day.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no fared trips that day"))?;
+    let day = service_day(&query.date)?;
+    let fared = state.transit.rider_day(&me, day).await?;
+    let (trips, due, charged, owed) = fared.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no fared trips that day"))?;
+    let trip_fares = state
+        .transit
+        .rider_trips(&me, day)
+        .await?
+        .into_iter()
+        .map(|(fen, reason)| TripView { fare: Money::new(fen, "CNY"), reason })
+        .collect();
     Ok(AppJson(RiderDayView {
         date: query.date,
         trips,
         fares: Money::new(due, "CNY"),
         charged: Money::new(charged, "CNY"),
         owed: Money::new(owed, "CNY"),
+        trip_fares,
     }))
 }
 
