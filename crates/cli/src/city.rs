@@ -161,7 +161,9 @@ pub(crate) fn rotate_ride_key(path: &Path, now: u32, overlap_s: u32) -> anyhow::
     let seeds = ride_seeds(&text)?;
     let newest = current.newest()?.key_id();
     let next = newest.checked_add(1).context("no ride key id left")?;
-    let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with("ride=") && !(l.starts_with("ride.") && !l.starts_with("ride.revoked="))).map(str::to_owned).collect();
+    // Every line but the ride keys (rewritten below) stays; the revocation list stays too.
+    let is_ride_key = |l: &str| l.starts_with("ride=") || (l.starts_with("ride.") && !l.starts_with("ride.revoked="));
+    let mut lines: Vec<String> = text.lines().filter(|l| !is_ride_key(l)).map(str::to_owned).collect();
     for key in &current.keys {
         let validity = key.validity();
         let until = if key.key_id() == newest { validity.not_after.min(now.saturating_add(overlap_s)) } else { validity.not_after };

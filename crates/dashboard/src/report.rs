@@ -82,7 +82,7 @@ impl Report {
                     city: city.city.clone(),
                     mobile_payments: mobile,
                     residents,
-                    mobile_payments_per_resident_milli: if residents == 0 { 0 } else { mobile * 1000 / residents },
+                    mobile_payments_per_resident_milli: (mobile * 1000).checked_div(residents).unwrap_or(0),
                     cashless_share_by_count_bp: city.cashless_share_by_count_bp(),
                     cashless_share_by_value_bp: city.cashless_share_by_value_bp(),
                 }
@@ -119,7 +119,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -261,8 +261,11 @@ const LABEL_WIDTH: u64 = 110;
 const BAR_HEIGHT: u64 = 26;
 const ROW_HEIGHT: u64 = 38;
 
-/// A horizontal stacked bar per city; `segments` gives (key, color, value) per city.
-fn stacked_bars(html: &mut String, id: &str, rows: &[(String, Vec<(String, &'static str, u64)>)], unit: &dyn Fn(u64) -> String) {
+/// One chart row: a city and its segments (key, color, value).
+type BarRow = (String, Vec<(String, &'static str, u64)>);
+
+/// A horizontal stacked bar per city.
+fn stacked_bars(html: &mut String, id: &str, rows: &[BarRow], unit: &dyn Fn(u64) -> String) {
     let max = rows.iter().map(|(_, s)| s.iter().map(|(_, _, v)| v).sum::<u64>()).max().unwrap_or(0).max(1);
     let height = ROW_HEIGHT * u64::try_from(rows.len()).unwrap_or(0) + 16;
     let plot = CHART_WIDTH - LABEL_WIDTH - 140;
@@ -291,7 +294,7 @@ fn stacked_bars(html: &mut String, id: &str, rows: &[(String, Vec<(String, &'sta
 }
 
 fn method_chart(html: &mut String, totals: &[CityStats]) {
-    let rows: Vec<(String, Vec<(String, &'static str, u64)>)> = totals
+    let rows: Vec<BarRow> = totals
         .iter()
         .map(|city| {
             let methods = city.by_method();
@@ -306,7 +309,7 @@ fn method_chart(html: &mut String, totals: &[CityStats]) {
 }
 
 fn category_chart(html: &mut String, totals: &[CityStats]) {
-    let rows: Vec<(String, Vec<(String, &'static str, u64)>)> = totals
+    let rows: Vec<BarRow> = totals
         .iter()
         .map(|city| {
             let segments = city
