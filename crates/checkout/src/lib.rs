@@ -392,9 +392,8 @@ impl Checkout {
             }
             (None, Some(amount)) => {
                 let digest = Sha256::digest(format!("{}\u{0}{idempotency_key}", payer.id).as_bytes());
-                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
                 let new = NewTrade {
-                    out_trade_no: format!("S{hex}"),
+                    out_trade_no: format!("S{}", citypay_directory::hex::encode(&digest[..12])),
                     amount,
                     subject: "counter payment".into(),
                     timeout_s: None,

@@ -34,7 +34,7 @@ pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
 fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(message);
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    citypay_directory::hex::encode(&mac.finalize().into_bytes())
 }
 
 /// What one pass of the dispatcher did.
@@ -110,7 +110,7 @@ impl<D: Deliver> Dispatcher<D> {
             return self.record(&due, Some(now), due.attempts, GIVEN_UP_AT).await;
         };
         let secret = self.directory.webhook_secret(due.merchant).await?;
-        let event_id: String = due.id.iter().map(|b| format!("{b:02x}")).collect();
+        let event_id = citypay_directory::hex::encode(&due.id);
         let headers = vec![
             ("content-type", "application/json".to_owned()),
             ("citypay-event-id", event_id),

@@ -103,12 +103,11 @@ impl RideKeys {
 }
 
 fn parse_seed(hex: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes: Vec<u8> = (0..hex.len() / 2).filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()).collect();
-    bytes.try_into().map_err(|_| anyhow::anyhow!("a ride key must be 64 hex digits"))
+    citypay_vault::hex::decode(hex).context("a ride key must be 64 hex digits")
 }
 
 fn hex32(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    citypay_vault::hex::encode(bytes)
 }
 
 fn forever() -> anyhow::Result<citypay_ride::Validity> {

@@ -316,7 +316,7 @@ async fn books_digest(directory: &citypay_directory::Directory) -> anyhow::Resul
             }
         }
     }
-    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(citypay_directory::hex::encode(&hash.finalize()))
 }
 
 fn write_report(dir: &Path, report: &Report, summary: &Summary) -> anyhow::Result<()> {

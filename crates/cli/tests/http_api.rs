@@ -452,7 +452,7 @@ async fn the_live_dashboard_shows_a_simulated_day_to_operators() {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    citypay_vault::hex::encode(bytes)
 }
 
 /// A GET by validator `id`, signed with its device key at `now`.
@@ -505,9 +505,7 @@ async fn transit_through_the_api() {
         .call("POST", "/v1/ride-credentials", Some(&resident), Some("cred-1"), Some(json!({"rider_key": hex(&rider.public_bytes())})))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{issued}");
-    let bytes: Vec<u8> = (0..issued["credential"].as_str().unwrap().len() / 2)
-        .map(|i| u8::from_str_radix(&issued["credential"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
+    let bytes: [u8; 118] = citypay_vault::hex::decode(issued["credential"].as_str().unwrap()).unwrap();
     let credential = citypay_ride::Credential::from_bytes(&bytes).unwrap();
     assert_eq!(credential.terms.account_ref.to_string(), issued["account_ref"].as_str().unwrap());
 
@@ -516,7 +514,7 @@ async fn transit_through_the_api() {
     let keys = signed_get(&api, &device, id, &format!("/v1/validators/{id}/ride-keys"), now).await;
     assert_eq!(keys["revoked"], json!([]), "{keys}");
     let key = &keys["keys"][0];
-    let public: [u8; 32] = (0..32).map(|i| u8::from_str_radix(&key["public_key"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<_>>().try_into().unwrap();
+    let public: [u8; 32] = citypay_vault::hex::decode(key["public_key"].as_str().unwrap()).unwrap();
     let validity = citypay_ride::Validity::new(u32::try_from(key["not_before"].as_u64().unwrap()).unwrap(), u32::try_from(key["not_after"].as_u64().unwrap()).unwrap()).unwrap();
     let mut keyring = citypay_ride::PlatformKeyring::new();
     keyring.insert(citypay_ride::PlatformPublicKey::from_bytes(u16::try_from(key["key_id"].as_u64().unwrap()).unwrap(), public, validity).unwrap());

@@ -45,7 +45,8 @@ pub fn format_date((y, m, d): (i64, i64, i64)) -> String {
 pub fn parse_date(text: &str) -> Option<(i64, i64, i64)> {
     let mut parts = text.split('-');
     let (y, m, d) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-    if parts.next().is_some() || !(1970..=9999).contains(&y) {
+    // Ranges first: the arithmetic below must never see a huge month or day.
+    if parts.next().is_some() || !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     (civil_from_days(days_from_civil(y, m, d)) == (y, m, d)).then_some((y, m, d))
@@ -65,6 +66,8 @@ mod tests {
         assert_eq!(parse_date("2017-08-01"), Some((2017, 8, 1)));
         assert_eq!(parse_date("2017-02-29"), None);
         assert_eq!(parse_date("2017-8-1-2"), None);
+        assert_eq!(parse_date("2017-99999999999999999-01"), None);
+        assert_eq!(parse_date("2017-01-9223372036854775807"), None);
         assert_eq!(format_date((2017, 8, 1)), "2017-08-01");
     }
 }

@@ -33,7 +33,7 @@ pub use passwords::PasswordPolicy;
 pub use residents::{NewResident, Resident};
 pub use schema::MIGRATIONS;
 pub use tokens::{Principal, TokenKeys};
-pub use citypay_vault::Secret;
+pub use citypay_vault::{Secret, hex};
 
 /// The directory's keys: the vault's sealing and index keys and the token key.
 #[derive(Debug)]

@@ -364,7 +364,7 @@ impl Transit {
         if !stops.iter().any(|s| s == stop_id) {
             return Err(TransitError::InvalidField { field: "stop_id", message: format!("route {route_id} does not stop at {stop_id:?}") });
         }
-        let key_text: String = device_key.iter().map(|b| format!("{b:02x}")).collect();
+        let key_text = citypay_directory::hex::encode(&device_key);
         for attempt in 0..3u8 {
             let drawn: [u8; 4] = self.directory.draw(&["validator", &key_text, &attempt.to_string()]);
             let id = u32::from_le_bytes(drawn).max(1);

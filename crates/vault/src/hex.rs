@@ -3,7 +3,7 @@
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends the lower-case hex of `bytes` to `out`.
-pub(crate) fn encode_into(bytes: &[u8], out: &mut String) {
+pub fn encode_into(bytes: &[u8], out: &mut String) {
     for byte in bytes {
         out.push(char::from(DIGITS[usize::from(byte >> 4)]));
         out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
@@ -11,7 +11,7 @@ pub(crate) fn encode_into(bytes: &[u8], out: &mut String) {
 }
 
 /// The lower-case hex of `bytes`.
-pub(crate) fn encode(bytes: &[u8]) -> String {
+pub fn encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     encode_into(bytes, &mut out);
     out
@@ -19,7 +19,7 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
 
 /// Decodes `text` (either case) into `out`, which must be exactly half its length.
 /// Returns `false`, leaving `out` partly written, when `text` is not valid hex of that length.
-pub(crate) fn decode_into(text: &str, out: &mut [u8]) -> bool {
+pub fn decode_into(text: &str, out: &mut [u8]) -> bool {
     let text = text.as_bytes();
     if text.len() != out.len() * 2 {
         return false;
@@ -31,6 +31,12 @@ pub(crate) fn decode_into(text: &str, out: &mut [u8]) -> bool {
         }
     }
     true
+}
+
+/// Decodes exactly `N` bytes of hex, or `None`.
+pub fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    decode_into(text, &mut out).then_some(out)
 }
 
 fn nibble(digit: u8) -> Option<u8> {
@@ -64,5 +70,7 @@ mod tests {
         assert!(!decode_into("000", &mut out));
         assert!(!decode_into("000000", &mut out));
         assert!(!decode_into("00é0", &mut out));
+        assert_eq!(decode::<2>("0aFF"), Some([0x0a, 0xff]));
+        assert_eq!(decode::<2>("0aF"), None);
     }
 }

@@ -56,7 +56,7 @@
 
 mod config;
 mod error;
-mod hex;
+pub mod hex;
 mod index;
 mod seal;
 mod secret;

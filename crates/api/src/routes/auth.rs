@@ -5,7 +5,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use citypay_directory::{Principal, Resident, Role};
+use citypay_directory::{DirectoryError, Principal, Resident, Role};
 
 use super::AppState;
 use crate::ApiError;
@@ -78,7 +78,11 @@ impl FromRequestParts<AppState> for ResidentCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match principal(parts, state)? {
             Principal::Resident { id, .. } => {
-                let resident = state.directory.resident(id).await.map_err(|_| ApiError::unauthorized("unknown resident"))?;
+                let resident = state.directory.resident(id).await.map_err(|e| match e {
+                    DirectoryError::NotFound => ApiError::unauthorized("unknown resident"),
+                    // Storage trouble is not the caller's fault: 503 or 500, never "sign in again".
+                    other => ApiError::from(other),
+                })?;
                 Ok(ResidentCaller(resident))
             }
             Principal::Operator { .. } => Err(ApiError::forbidden("residents only")),
@@ -107,7 +111,10 @@ impl FromRequestParts<AppState> for MerchantCaller {
             .directory
             .authenticate_api_key(key_id, secret)
             .await
-            .map_err(|_| ApiError::unauthorized("unknown or revoked API key"))?;
+            .map_err(|e| match e {
+                DirectoryError::WrongCredentials => ApiError::unauthorized("unknown or revoked API key"),
+                other => ApiError::from(other),
+            })?;
         Ok(MerchantCaller(merchant))
     }
 }

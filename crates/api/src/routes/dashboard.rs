@@ -141,7 +141,10 @@ async fn sign_in(State(state): State<AppState>, Form(form): Form<SignInForm>) ->
             let cookie = format!("{COOKIE_NAME}={token}; Path=/dashboard; Max-Age={}; HttpOnly; SameSite=Strict", state.token_ttl_s);
             redirect("/dashboard", Some(cookie))
         }
-        Err(_) => html(StatusCode::UNAUTHORIZED, sign_in_form(Some("Wrong operator name or password."))),
+        Err(citypay_directory::DirectoryError::WrongCredentials) => {
+            html(StatusCode::UNAUTHORIZED, sign_in_form(Some("Wrong operator name or password.")))
+        }
+        Err(other) => axum::response::IntoResponse::into_response(ApiError::from(other)),
     }
 }
 

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use citypay_api_types::{ErrorBody, Money};
+use citypay_directory::hex;
 use citypay_directory::NewResident;
 use citypay_identity::AccountClass;
 use serde::{Deserialize, Serialize};
@@ -62,7 +63,7 @@ pub(crate) struct ResidentView {
 pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<RegisterRequest>) -> Result<Response, ApiError> {
     let body = request.body;
     // Registration is public: its keys are scoped by the mobile number it registers.
-    let scope = Caller::Anonymous(hex(&Sha256::digest(body.mobile.trim().as_bytes())[..16]));
+    let scope = Caller::Anonymous(hex::encode(&Sha256::digest(body.mobile.trim().as_bytes())[..16]));
     let class = AccountClass::from_code(&body.account_class)
         .ok_or_else(|| ApiError::unprocessable("invalid_field", "account_class must be I, II or III"))?;
     let new = NewResident {
@@ -83,10 +84,6 @@ pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<
         })
     })
     .await
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Credentials.
@@ -237,7 +234,7 @@ pub(crate) struct DeviceView {
 #[utoipa::path(post, path = "/v1/payment-devices", tag = "wallet", responses((status = CREATED, body = DeviceView)))]
 pub(crate) async fn enroll_device(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<Response, ApiError> {
     let (device, secret) = state.checkout.enroll_device(&me).await?;
-    Ok((StatusCode::CREATED, AppJson(DeviceView { device, secret: hex(secret.expose()) })).into_response())
+    Ok((StatusCode::CREATED, AppJson(DeviceView { device, secret: hex::encode(secret.expose()) })).into_response())
 }
 
 /// A scanned merchant QR code.

@@ -13,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use citypay_api_types::{ErrorBody, Money};
-use citypay_directory::Role;
+use citypay_directory::{Role, hex};
 use citypay_transit::TransitError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -40,20 +40,8 @@ impl From<TransitError> for ApiError {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex<const N: usize>(text: &str, field: &'static str) -> Result<[u8; N], ApiError> {
-    let bad = || ApiError::bad_request("invalid_field", format!("{field}: {} hex digits", 2 * N));
-    if text.len() != 2 * N {
-        return Err(bad());
-    }
-    let mut out = [0u8; N];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    hex::decode(text).ok_or_else(|| ApiError::bad_request("invalid_field", format!("{field}: {} hex digits", 2 * N)))
 }
 
 /// A rider device's public key.
@@ -90,7 +78,7 @@ pub(crate) async fn issue_credential(
         let key = unhex::<32>(&request.body.rider_key, "rider_key")?;
         let credential = state.transit.issue_credential(&me, key).await?;
         Ok(CredentialView {
-            credential: hex(&credential.to_bytes()),
+            credential: hex::encode(&credential.to_bytes()),
             account_ref: credential.terms.account_ref.to_string(),
             valid_until: credential.terms.valid_until,
             ceiling: Money::new(i64::from(credential.terms.ceiling_fen), "CNY"),
@@ -183,7 +171,10 @@ async fn authenticate_device(
         return Err(ApiError::unauthorized("the signed time is more than five minutes off"));
     }
     let signature = unhex::<64>(signature, "signature").map_err(|_| denied())?;
-    let (info, key) = state.transit.validator(id).await.map_err(|_| ApiError::unauthorized("unknown validator"))?;
+    let (info, key) = state.transit.validator(id).await.map_err(|e| match e {
+        TransitError::UnknownValidator => ApiError::unauthorized("unknown validator"),
+        other => ApiError::from(other),
+    })?;
     let mut message = format!("{method} {path}\n{time}\n").into_bytes();
     message.extend_from_slice(body);
     if !citypay_ride::verify_device_signature(&key, &message, &signature) {
@@ -312,7 +303,7 @@ pub(crate) async fn ride_keys(State(state): State<AppState>, Path(id): Path<u32>
         .iter()
         .map(|key| RideKeyView {
             key_id: key.key_id(),
-            public_key: hex(&key.to_bytes()),
+            public_key: hex::encode(&key.to_bytes()),
             not_before: key.validity().not_before,
             not_after: key.validity().not_after,
         })
