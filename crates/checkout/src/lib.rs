@@ -602,7 +602,7 @@ impl Checkout {
             if !matches!(trade.status, TradeStatus::TradeSuccess) {
                 return Err(if trade.status == TradeStatus::WaitBuyerPay { CheckoutError::NotPaid } else { CheckoutError::TradeClosed });
             }
-            if trade.refunded + amount > trade.amount {
+            if amount > trade.amount - trade.refunded {
                 return Err(CheckoutError::RefundExceedsPaid);
             }
             match self.try_refund(&trade, no, amount).await? {

@@ -150,6 +150,7 @@ fn qr_payments_refunds_close_and_cancel() {
         assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_372);
         assert!(matches!(c.refund(shop, "T1", "R1", 999).await, Err(CheckoutError::RefundRequestReused)));
         assert!(matches!(c.refund(shop, "T1", "R3", 1_001).await, Err(CheckoutError::RefundExceedsPaid)));
+        assert!(matches!(c.refund(shop, "T1", "R4", i64::MAX).await, Err(CheckoutError::RefundExceedsPaid)), "no overflow");
         // Cancel refunds the rest and closes the trade.
         let cancelled = c.cancel(shop, "T1").await.unwrap();
         assert_eq!((cancelled.refunded, cancelled.status), (2_372, TradeStatus::TradeClosed));

@@ -29,6 +29,22 @@ pub enum BankError {
     Unavailable,
 }
 
+impl BankError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            BankError::Declined => "card_declined",
+            BankError::OverLimit => "bank_limit_exceeded",
+            BankError::Unavailable => "bank_unavailable",
+        }
+    }
+
+    /// Inverse of [`BankError::code`].
+    pub fn from_code(code: &str) -> Option<BankError> {
+        [BankError::Declined, BankError::OverLimit, BankError::Unavailable].into_iter().find(|e| e.code() == code)
+    }
+}
+
 /// A bank the platform holds custody money at.
 pub trait BankConnector: Send + Sync {
     /// The ledger account mirroring the platform's custody account at this bank.

@@ -18,23 +18,37 @@ use citypay_store::{Migration, OnConflict, ServiceRow, Value};
 use sha2::{Digest, Sha256};
 
 /// The wallet's tables.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "wallet",
-    version: 1,
-    name: "linked cards and request records",
-    sqlite: "CREATE TABLE cards (id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, card_index BLOB NOT NULL,
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "wallet",
+        version: 1,
+        name: "linked cards and request records",
+        sqlite: "CREATE TABLE cards (id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, card_index BLOB NOT NULL,
         card_sealed BLOB NOT NULL, masked TEXT NOT NULL, brand TEXT NOT NULL, luhn_warning BIGINT NOT NULL,
         created_at BIGINT NOT NULL, UNIQUE (resident_id, card_index));
         CREATE TABLE wallet_requests (scope TEXT NOT NULL, idem_key TEXT NOT NULL, fingerprint BLOB NOT NULL,
         kind TEXT NOT NULL, amount BIGINT NOT NULL, card_id BIGINT NOT NULL, created_at BIGINT NOT NULL,
         PRIMARY KEY (scope, idem_key));",
-    postgres: "CREATE TABLE cards (id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, card_index BYTEA NOT NULL,
+        postgres: "CREATE TABLE cards (id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, card_index BYTEA NOT NULL,
         card_sealed BYTEA NOT NULL, masked TEXT NOT NULL, brand TEXT NOT NULL, luhn_warning BIGINT NOT NULL,
         created_at BIGINT NOT NULL, UNIQUE (resident_id, card_index));
         CREATE TABLE wallet_requests (scope TEXT NOT NULL, idem_key TEXT NOT NULL, fingerprint BYTEA NOT NULL,
         kind TEXT NOT NULL, amount BIGINT NOT NULL, card_id BIGINT NOT NULL, created_at BIGINT NOT NULL,
         PRIMARY KEY (scope, idem_key));",
-}];
+    },
+    // How the bank answered a request, once its hold is closed: a retry answers from it
+    // instead of asking the bank again about a hold that is already posted or voided.
+    Migration {
+        component: "wallet",
+        version: 2,
+        name: "the bank's answer on each request",
+        sqlite: "ALTER TABLE wallet_requests ADD COLUMN outcome TEXT;",
+        postgres: "ALTER TABLE wallet_requests ADD COLUMN outcome TEXT;",
+    },
+];
+
+/// What a request's `outcome` holds once the bank accepted it.
+const POSTED: &str = "posted";
 
 /// Ledger transfer codes of wallet movements.
 pub mod codes {
@@ -86,9 +100,7 @@ impl WalletError {
             WalletError::InvalidCard(_) => "invalid_card",
             WalletError::CardNotFound => "card_not_found",
             WalletError::InvalidAmount(_) => "invalid_amount",
-            WalletError::Bank(BankError::Declined) => "card_declined",
-            WalletError::Bank(BankError::OverLimit) => "bank_limit_exceeded",
-            WalletError::Bank(BankError::Unavailable) => "bank_unavailable",
+            WalletError::Bank(e) => e.code(),
             WalletError::Refused(status) => status.name(),
             WalletError::KeyReused => "idempotency_key_reused",
             WalletError::Unavailable(_) => "unavailable",
@@ -238,21 +250,24 @@ impl Wallet {
         Ok(CardNumber::parse(&digits).map_err(|e| WalletError::InvalidCard(e.to_string()))?.card)
     }
 
-    /// Records the request under its key, or says it was seen: `Ok(true)` for a retry of the
-    /// same request, `Err(KeyReused)` for another request under the same key.
-    async fn remember(&self, scope: &str, key: &str, kind: &str, amount: i64, card_id: u64) -> Result<(bool, ServiceRow), WalletError> {
+    /// Records the request under its key, or says it was seen: `Ok((true, outcome))` for a
+    /// retry of the same request (with the bank's answer once its hold was closed),
+    /// `Err(KeyReused)` for another request under the same key.
+    async fn remember(&self, scope: &str, key: &str, kind: &str, amount: i64, card_id: u64) -> Result<(bool, Option<String>, ServiceRow), WalletError> {
         let fingerprint = Sha256::digest(format!("{kind}\u{0}{amount}\u{0}{card_id}").as_bytes()).to_vec();
         let rows = self
             .directory
             .read(
-                "SELECT fingerprint FROM wallet_requests WHERE scope = ?1 AND idem_key = ?2",
+                "SELECT fingerprint, outcome FROM wallet_requests WHERE scope = ?1 AND idem_key = ?2",
                 vec![Value::Text(scope.to_owned()), Value::Text(key.to_owned())],
             )
             .await?;
-        let seen = match rows.first().and_then(|row| row.first()) {
-            Some(Value::Blob(stored)) if *stored == fingerprint => true,
+        let (seen, outcome) = match rows.first().map(Vec::as_slice) {
+            Some([Value::Blob(stored), outcome]) if *stored == fingerprint => {
+                (true, if let Value::Text(t) = outcome { Some(t.clone()) } else { None })
+            }
             Some(_) => return Err(WalletError::KeyReused),
-            None => false,
+            None => (false, None),
         };
         let row = ServiceRow {
             table: "wallet_requests",
@@ -266,7 +281,7 @@ impl Wallet {
             ],
             on_conflict: OnConflict::Ignore,
         };
-        Ok((seen, row))
+        Ok((seen, outcome, row))
     }
 
     async fn submit(&self, event: Event, always_rows: Vec<ServiceRow>) -> Result<citypay_ledger::Outcome, WalletError> {
@@ -310,7 +325,17 @@ impl Wallet {
         let Request { resident, card_id, amount, key, kind } = request;
         check_amount(amount)?;
         let scope = format!("resident:{}", resident.id);
-        let (seen, record) = self.remember(&scope, key, kind, amount, card_id).await?;
+        let (seen, outcome, record) = self.remember(&scope, key, kind, amount, card_id).await?;
+        // A retry of a request whose hold is closed answers as the bank did, without asking
+        // it again: the hold is posted or voided, so the bank must not move money anew.
+        match outcome.as_deref() {
+            Some(POSTED) => {
+                let balance = self.account(resident).await?.balance.net_posted();
+                return Ok(Movement { amount, balance, replay: true });
+            }
+            Some(code) => return Err(BankError::from_code(code).map_or_else(|| WalletError::Unavailable(code.to_owned()), WalletError::Bank)),
+            None => {}
+        }
         let card = self.card_number(resident, card_id).await?;
         let hold_id = derived_id(&scope, key, kind);
         let hold = Event::Transfer(Transfer { id: hold_id, leg, pending_timeout_s: Some(HOLD_TIMEOUT_S) });
@@ -323,7 +348,13 @@ impl Wallet {
             Ok(_) => Event::PostPending(PostPending { id: derived_id(&scope, key, &format!("{kind}-post")), pending_id: hold_id, amount: None }),
             Err(_) => Event::VoidPending(VoidPending { id: derived_id(&scope, key, &format!("{kind}-void")), pending_id: hold_id }),
         };
-        let closed = self.submit(close, Vec::new()).await?;
+        let outcome = ServiceRow {
+            table: "wallet_requests",
+            key: vec![("scope", Value::Text(scope.clone())), ("idem_key", Value::Text(key.to_owned()))],
+            columns: vec![("outcome", Value::Text(answer.as_ref().map_or_else(BankError::code, |_| POSTED).to_owned()))],
+            on_conflict: OnConflict::UpdateOnly,
+        };
+        let closed = self.submit(close, vec![outcome]).await?;
         answer?;
         if closed.status != Status::Ok {
             return Err(WalletError::Refused(closed.status));

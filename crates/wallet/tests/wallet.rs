@@ -23,6 +23,10 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(Arc::new(SandboxBank))
+}
+
+fn world_with(bank: Arc<dyn citypay_directory::BankConnector>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("city.db");
     let migrations: Vec<Migration> = citypay_directory::MIGRATIONS.iter().chain(citypay_wallet::MIGRATIONS).copied().collect();
@@ -35,7 +39,7 @@ fn world() -> World {
     };
     let reader = Arc::new(SqliteReader::open(&path).unwrap());
     let directory = Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), PasswordPolicy::FAST_INSECURE);
-    let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
+    let wallet = Wallet::new(directory.clone(), bank);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         directory.onboard_city(330100, "Hangzhou").await.unwrap();
@@ -155,5 +159,55 @@ fn racing_retries_of_one_top_up_credit_it_once() {
     });
     assert_eq!(results.iter().filter(|m| !m.replay).count(), 1, "{results:?}");
     assert_eq!(w.runtime.block_on(w.wallet.account(&me)).unwrap().balance.net_posted(), 3_000);
+    check_books(&w, &[&me]);
+}
+
+/// A bank that is unreachable for the first call, then works, and counts its calls.
+#[derive(Default)]
+struct FlakyBank {
+    calls: std::sync::atomic::AtomicU32,
+}
+
+impl citypay_directory::BankConnector for FlakyBank {
+    fn custody_account(&self) -> u64 {
+        PlatformAccounts::CNY.sandbox_custody
+    }
+
+    fn debit_card(
+        &self,
+        _: &citypay_identity::CardNumber,
+        _: i64,
+        reference: &str,
+    ) -> Result<citypay_directory::BankReceipt, citypay_directory::BankError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            return Err(citypay_directory::BankError::Unavailable);
+        }
+        Ok(citypay_directory::BankReceipt { bank_reference: reference.to_owned() })
+    }
+
+    fn credit_account(&self, _: &str, _: i64, reference: &str) -> Result<citypay_directory::BankReceipt, citypay_directory::BankError> {
+        Ok(citypay_directory::BankReceipt { bank_reference: reference.to_owned() })
+    }
+}
+
+#[test]
+fn a_retry_after_the_bank_failed_answers_the_failure_without_asking_the_bank_again() {
+    let bank = Arc::new(FlakyBank::default());
+    let w = world_with(bank.clone());
+    let me = register(&w, "11010519491231002X", "13800138000");
+    let card = w.runtime.block_on(w.wallet.link_card(&me, "4111111111111111")).unwrap();
+    w.runtime.block_on(async {
+        let first = w.wallet.top_up(&me, card.id, 1_000, "t1").await;
+        assert!(matches!(first, Err(WalletError::Bank(citypay_directory::BankError::Unavailable))));
+        // The hold is voided; the same key must not make the bank move money that the ledger
+        // would then refuse to post.
+        let again = w.wallet.top_up(&me, card.id, 1_000, "t1").await;
+        assert!(matches!(again, Err(WalletError::Bank(citypay_directory::BankError::Unavailable))), "{again:?}");
+        assert_eq!(bank.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A new key is a new request: it goes through, once.
+        assert_eq!(w.wallet.top_up(&me, card.id, 1_000, "t2").await.unwrap().balance, 1_000);
+        assert!(w.wallet.top_up(&me, card.id, 1_000, "t2").await.unwrap().replay);
+        assert_eq!(bank.calls.load(std::sync::atomic::Ordering::SeqCst), 2, "a retry after success does not call the bank");
+    });
     check_books(&w, &[&me]);
 }
