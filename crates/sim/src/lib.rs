@@ -296,8 +296,9 @@ impl Simulation {
             tally.add(city, tally::Outcome::Fares { count: rider.trips, amount: rider.due });
             if rider.in_arrears {
                 tally.add(city, tally::Outcome::Refused { what: "fares", code: "in_arrears" });
-            } else if let Some(account) = self.accounts[index].as_mut() {
-                account.balance -= rider.due;
+            }
+            if let Some(account) = self.accounts[index].as_mut() {
+                account.balance -= rider.moved;
             }
         }
         Ok(())

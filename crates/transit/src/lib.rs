@@ -16,10 +16,9 @@
 
 mod schema;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use citypay_directory::{BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, derived_event_id};
+use citypay_directory::{AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, derived_event_id};
 use citypay_fares::Feed;
 use citypay_ledger::{Currency, Event, Leg, Status, Transfer};
 use citypay_ride::{Credential, CredentialTerms, PlatformKey, PlatformKeyring};
@@ -133,6 +132,8 @@ pub struct RiderDay {
     pub legs: u64,
     /// What the day costs, in fen.
     pub due: i64,
+    /// What this run moved for it (negative: refunded; 0 when already charged or owed).
+    pub moved: i64,
     /// Part of it is owed: the wallet could not pay.
     pub in_arrears: bool,
 }
@@ -156,6 +157,8 @@ pub struct FareRun {
     pub unchanged: u64,
     /// Taps with a code already used on an earlier tap: flagged, not fared.
     pub duplicates: u64,
+    /// Riders whose day could not be charged this time (the next run retries them).
+    pub failed: u64,
 }
 
 /// The transit service. Cheap to clone.
@@ -219,10 +222,64 @@ enum Charged {
     Unchanged,
 }
 
-/// A tap as stored, in the fare engine's terms.
-struct StoredTap {
-    validator: u64,
-    tap: citypay_fares::Tap,
+/// A service day's taps, with each rider's resident and each validator's operator.
+const DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.direction, t.at, t.code_hash, t.validator_id,
+        t.sequence, t.flagged, r.resident_id, v.operator_id
+    FROM taps t JOIN ride_accounts r ON r.account_ref = t.account_ref JOIN validators v ON v.id = t.validator_id
+    WHERE t.service_day = ?1 ORDER BY t.account_ref, t.at, t.validator_id, t.sequence";
+
+/// [`DAY_TAPS`] for one rider.
+const RIDER_DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.direction, t.at, t.code_hash, t.validator_id,
+        t.sequence, t.flagged, r.resident_id, v.operator_id
+    FROM taps t JOIN ride_accounts r ON r.account_ref = t.account_ref JOIN validators v ON v.id = t.validator_id
+    WHERE t.service_day = ?1 AND t.account_ref = ?2 ORDER BY t.at, t.validator_id, t.sequence";
+
+/// One rider's taps of a day, in the fare engine's terms.
+struct RiderTaps {
+    account_ref: u64,
+    resident: u64,
+    /// The operator of the rider's first tap, who is credited the day.
+    operator: u64,
+    taps: Vec<citypay_fares::Tap>,
+}
+
+/// What the fare run charges for one rider's day.
+struct DayCharge {
+    account_ref: u64,
+    resident: u64,
+    operator: u64,
+    service_day: i64,
+    trips: i64,
+    due: i64,
+}
+
+/// Groups [`DAY_TAPS`] rows (ordered by rider, then time) by rider. A code is good for one
+/// tap: its first use counts; later ones are copies (a screenshot shown at another gate),
+/// answered as (validator, sequence, already flagged) and never fared. A code belongs to one rider, so
+/// the first row seen with it is its first use.
+fn riders_of(rows: &[Vec<Value>]) -> Result<(Vec<RiderTaps>, Vec<(i64, i64, bool)>), TransitError> {
+    let mut riders: Vec<RiderTaps> = Vec::new();
+    let mut copies = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for row in rows {
+        if !seen.insert(get_blob(row, 5)?) {
+            copies.push((get_int(row, 6)?, get_int(row, 7)?, get_int(row, 8)? != 0));
+            continue;
+        }
+        let account_ref = u64::try_from(get_int(row, 0)?).unwrap_or(0);
+        let direction = if get_text(row, 3)? == "out" { citypay_fares::Direction::Out } else { citypay_fares::Direction::In };
+        let tap = citypay_fares::Tap::new(&get_text(row, 2)?, &get_text(row, 1)?, get_int(row, 4)?, direction, RIDE_CODE_MEDIUM);
+        match riders.last_mut() {
+            Some(rider) if rider.account_ref == account_ref => rider.taps.push(tap),
+            _ => riders.push(RiderTaps {
+                account_ref,
+                resident: u64::try_from(get_int(row, 9)?).unwrap_or(0),
+                operator: u64::try_from(get_int(row, 10)?).unwrap_or(0),
+                taps: vec![tap],
+            }),
+        }
+    }
+    Ok((riders, copies))
 }
 
 impl Transit {
@@ -335,14 +392,6 @@ impl Transit {
         citypay_ride::issue_credential(key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
     }
 
-    async fn in_arrears_on(&self, account_ref: u64, service_day: i64) -> Result<bool, TransitError> {
-        let rows = self
-            .directory
-            .read("SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND service_day = ?2 AND paid_at IS NULL", vec![uint(account_ref), int(service_day)])
-            .await?;
-        Ok(rows.first().map(|r| get_int(r, 0)).transpose()?.unwrap_or(0) > 0)
-    }
-
     async fn in_arrears(&self, account_ref: u64) -> Result<bool, TransitError> {
         let rows = self
             .directory
@@ -412,6 +461,10 @@ impl Transit {
         if taps.iter().any(|t| t.validator_id != validator.id) {
             return Err(TransitError::InvalidField { field: "validator_id", message: "a tap of another validator".into() });
         }
+        // Both are stored in signed 64-bit columns.
+        if taps.iter().any(|t| i64::try_from(t.sequence).is_err() || i64::try_from(t.account_ref).is_err()) {
+            return Err(TransitError::InvalidField { field: "sequence", message: "sequence and account_ref fit in 63 bits".into() });
+        }
         let (Some(low), Some(high)) = (taps.iter().map(|t| t.sequence).min(), taps.iter().map(|t| t.sequence).max()) else {
             return Ok(UploadReport::default());
         };
@@ -470,65 +523,26 @@ impl Transit {
         if i64::try_from(self.now_s()).unwrap_or(i64::MAX) < day_end + FARE_CUTOFF_S {
             return Err(TransitError::DayNotClosed(service_day));
         }
-        let rows = self
-            .directory
-            .read(
-                "SELECT account_ref, validator_id, route_id, stop_id, direction, at, code_hash, sequence, flagged FROM taps
-                 WHERE service_day = ?1 ORDER BY account_ref, at, validator_id, sequence",
-                vec![int(service_day)],
-            )
-            .await?;
-        // A code is good for one tap: the first (by time, validator, sequence) counts, the others
-        // are copies (a screenshot shown at another gate) and are flagged, never fared.
-        let mut first_use: std::collections::HashMap<Vec<u8>, (i64, i64, i64)> = std::collections::HashMap::new();
-        for row in &rows {
-            let at = (get_int(row, 5)?, get_int(row, 1)?, get_int(row, 7)?);
-            let entry = first_use.entry(get_blob(row, 6)?).or_insert(at);
-            *entry = (*entry).min(at);
-        }
+        let rows = self.directory.read(DAY_TAPS, vec![int(service_day)]).await?;
         let mut run = FareRun::default();
-        let mut copies = Vec::new();
-        let mut riders: BTreeMap<u64, Vec<StoredTap>> = BTreeMap::new();
-        for row in &rows {
-            let at = (get_int(row, 5)?, get_int(row, 1)?, get_int(row, 7)?);
-            if first_use.get(&get_blob(row, 6)?) != Some(&at) {
-                run.duplicates += 1;
-                if get_int(row, 8)? == 0 {
-                    copies.push(at);
-                }
-                continue;
-            }
-            let direction = match get_text(row, 4)?.as_str() {
-                "out" => citypay_fares::Direction::Out,
-                _ => citypay_fares::Direction::In,
-            };
-            let account_ref = u64::try_from(get_int(row, 0)?).unwrap_or(0);
-            let tap = citypay_fares::Tap::new(&get_text(row, 3)?, &get_text(row, 2)?, get_int(row, 5)?, direction, RIDE_CODE_MEDIUM);
-            riders.entry(account_ref).or_default().push(StoredTap { validator: u64::try_from(get_int(row, 1)?).unwrap_or(0), tap });
-        }
-        for chunk in copies.chunks(UPLOAD_ROWS_MAX) {
-            let rows = chunk
-                .iter()
-                .map(|(_, validator, sequence)| ServiceRow {
-                    table: "taps",
-                    key: vec![("validator_id", int(*validator)), ("sequence", int(*sequence))],
-                    columns: vec![("flagged", int(1))],
-                    on_conflict: OnConflict::UpdateOnly,
-                })
-                .collect();
-            let command = Command { event: None, guards: Vec::new(), rows, always_rows: Vec::new() };
-            self.submit(command).await?.map_err(|_| TransitError::Unavailable("flagging copied codes".into()))?;
-        }
+        let (riders, copies) = riders_of(&rows)?;
+        run.duplicates = u64::try_from(copies.len()).unwrap_or(0);
+        self.flag_copies(&copies).await?;
         let mut riders = riders.into_iter();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             while tasks.len() < RIDERS_IN_FLIGHT {
-                let Some((account_ref, taps)) = riders.next() else { break };
+                let Some(rider) = riders.next() else { break };
                 let this = self.clone();
-                tasks.spawn(async move { this.fare_rider(account_ref, service_day, taps).await });
+                tasks.spawn(async move { this.fare_rider(service_day, rider).await });
             }
             let Some(joined) = tasks.join_next().await else { break };
-            let (day, charged) = joined.map_err(|e| TransitError::Unavailable(e.to_string()))??;
+            // One rider's failure (a conflicting run, storage trouble) must not stop the others;
+            // the next run picks that rider up again.
+            let Ok(Ok((day, charged))) = joined else {
+                run.failed += 1;
+                continue;
+            };
             run.riders += 1;
             run.trips += day.trips;
             match charged {
@@ -545,107 +559,118 @@ impl Transit {
         Ok(run)
     }
 
-    async fn fare_rider(&self, account_ref: u64, service_day: i64, taps: Vec<StoredTap>) -> Result<(RiderDay, Charged), TransitError> {
-        let fares = citypay_fares::fare_day(&self.feed, &taps.iter().map(|t| t.tap.clone()).collect::<Vec<_>>());
-        let first_validator = taps.first().map_or(0, |t| t.validator);
-        let operator = self.validator(u32::try_from(first_validator).unwrap_or(0)).await?.0.operator;
+    /// Marks copied codes' taps (they are never fared).
+    async fn flag_copies(&self, copies: &[(i64, i64, bool)]) -> Result<(), TransitError> {
+        let unflagged: Vec<&(i64, i64, bool)> = copies.iter().filter(|(_, _, flagged)| !flagged).collect();
+        for chunk in unflagged.chunks(UPLOAD_ROWS_MAX) {
+            let rows = chunk
+                .iter()
+                .map(|(validator, sequence, _)| ServiceRow {
+                    table: "taps",
+                    key: vec![("validator_id", int(*validator)), ("sequence", int(*sequence))],
+                    columns: vec![("flagged", int(1))],
+                    on_conflict: OnConflict::UpdateOnly,
+                })
+                .collect();
+            let command = Command { event: None, guards: Vec::new(), rows, always_rows: Vec::new() };
+            self.submit(command).await?.map_err(|_| TransitError::Unavailable("flagging copied codes".into()))?;
+        }
+        Ok(())
+    }
+
+    async fn fare_rider(&self, service_day: i64, rider: RiderTaps) -> Result<(RiderDay, Charged), TransitError> {
+        let fares = citypay_fares::fare_day(&self.feed, &rider.taps);
         let trips = i64::try_from(fares.trips.len()).unwrap_or(0);
-        let charged = self.charge_day(account_ref, service_day, operator, trips, fares.total_fen).await?;
-        let in_arrears = matches!(charged, Charged::Arrears(_)) || self.in_arrears_on(account_ref, service_day).await?;
+        let charge = DayCharge { account_ref: rider.account_ref, resident: rider.resident, operator: rider.operator, service_day, trips, due: fares.total_fen };
+        let (charged, in_arrears) = self.charge_day(&charge).await?;
         let day = RiderDay {
-            account_ref,
+            account_ref: rider.account_ref,
             trips: u64::try_from(trips).unwrap_or(0),
             legs: fares.trips.iter().map(|t| u64::try_from(t.legs.len()).unwrap_or(0)).sum(),
             due: fares.total_fen,
+            moved: if let Charged::Moved(fen) = charged { fen } else { 0 },
             in_arrears,
         };
         Ok((day, charged))
     }
 
-    /// Moves what `account_ref`'s day is due minus what was charged before.
-    async fn charge_day(&self, account_ref: u64, service_day: i64, operator: u64, trips: i64, due: i64) -> Result<Charged, TransitError> {
-        let key = vec![("account_ref", uint(account_ref)), ("service_day", int(service_day))];
+    /// Moves what a rider's day is due minus what was charged before. Every write to the day's
+    /// row raises its revision, and the ledger id derives from the revision it creates, so a
+    /// due that returns to an earlier value is a new movement, never a replay of an old one.
+    /// Answers what it did and whether fares of the day are still owed.
+    async fn charge_day(&self, c: &DayCharge) -> Result<(Charged, bool), TransitError> {
+        let key = vec![("account_ref", uint(c.account_ref)), ("service_day", int(c.service_day))];
         let existing = self
             .directory
-            .read("SELECT due, charged FROM transit_charges WHERE account_ref = ?1 AND service_day = ?2", vec![uint(account_ref), int(service_day)])
+            .read(
+                "SELECT c.due, c.charged, c.revision, a.amount FROM transit_charges c
+                 LEFT JOIN arrears a ON a.account_ref = c.account_ref AND a.service_day = c.service_day AND a.paid_at IS NULL
+                 WHERE c.account_ref = ?1 AND c.service_day = ?2",
+                vec![uint(c.account_ref), int(c.service_day)],
+            )
             .await?;
-        let (old_due, charged) = match existing.first() {
-            Some(row) => (Some(get_int(row, 0)?), get_int(row, 1)?),
-            None => (None, 0),
+        let (old_due, charged, revision, arrears_open) = match existing.first() {
+            Some(row) => (Some(get_int(row, 0)?), get_int(row, 1)?, get_int(row, 2)?, !matches!(row.get(3), Some(Value::Null) | None)),
+            None => (None, 0, 0, false),
         };
-        let arrears_open = !self
-            .directory
-            .read("SELECT amount FROM arrears WHERE account_ref = ?1 AND service_day = ?2 AND paid_at IS NULL", vec![uint(account_ref), int(service_day)])
-            .await?
-            .is_empty();
-        if old_due == Some(due) {
-            return Ok(Charged::Unchanged);
+        if old_due == Some(c.due) {
+            return Ok((Charged::Unchanged, arrears_open));
         }
-        let delta = due - charged;
-        let resident = self.resident_of(account_ref).await?;
-        let merchant = self.directory.merchant(operator).await?;
+        let delta = c.due - charged;
+        let wallet = account_id(AccountKind::Wallet, c.resident);
+        let operator_account = account_id(AccountKind::Merchant, c.operator);
         let now = self.now_s();
         let charge_row = |charged_now: i64| ServiceRow {
             table: "transit_charges",
             key: key.clone(),
             columns: vec![
-                ("operator_id", uint(operator)),
-                ("trips", int(trips)),
-                ("due", int(due)),
+                ("operator_id", uint(c.operator)),
+                ("trips", int(c.trips)),
+                ("due", int(c.due)),
                 ("charged", int(charged_now)),
+                ("revision", int(revision + 1)),
                 ("updated_at", uint(now)),
             ],
             on_conflict: OnConflict::Update,
         };
         let guard = match old_due {
             None => Guard::Absent { table: "transit_charges", key: key.clone() },
-            Some(old) => Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("due", int(old)), ("charged", int(charged))] },
+            Some(_) => Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] },
         };
-        let id = derived_event_id(&["transit-day", &account_ref.to_string(), &service_day.to_string(), &due.to_string()]);
+        let id = derived_event_id(&["transit-day", &c.account_ref.to_string(), &c.service_day.to_string(), &(revision + 1).to_string()]);
+        let leg = |debit, credit, amount, code, class| Leg { debit, credit, amount, currency: Currency::CNY, code, class, user_data: c.account_ref };
         let event = match delta {
             0 => None,
-            d if d > 0 => Some(Event::Transfer(Transfer {
-                id,
-                leg: Leg { debit: resident.wallet, credit: merchant.account, amount: d, currency: Currency::CNY, code: codes::FARE, class: BALANCE_PAYMENT, user_data: account_ref },
-                pending_timeout_s: None,
-            })),
-            d => Some(Event::Transfer(Transfer {
-                id,
-                leg: Leg { debit: merchant.account, credit: resident.wallet, amount: -d, currency: Currency::CNY, code: codes::FARE_REFUND, class: 0, user_data: account_ref },
-                pending_timeout_s: None,
-            })),
+            d if d > 0 => Some(Event::Transfer(Transfer { id, leg: leg(wallet, operator_account, d, codes::FARE, BALANCE_PAYMENT), pending_timeout_s: None })),
+            d => Some(Event::Transfer(Transfer { id, leg: leg(operator_account, wallet, -d, codes::FARE_REFUND, 0), pending_timeout_s: None })),
         };
-        let mut rows = vec![charge_row(due)];
+        let mut rows = vec![charge_row(c.due)];
         if arrears_open {
             // Charged in full now: what was owed for the day is settled with it.
             rows.push(ServiceRow { table: "arrears", key: key.clone(), columns: vec![("paid_at", uint(now))], on_conflict: OnConflict::UpdateOnly });
         }
         let command = Command { event, guards: vec![guard.clone()], rows, always_rows: Vec::new() };
+        let changed = || TransitError::Unavailable("the rider's day changed meanwhile; run again".into());
         match self.submit(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Ok(Charged::Moved(delta)),
-            Ok(outcome) if delta > 0 && outcome.status != Status::Ok => {
-                // The wallet cannot pay: the day is recorded as due, the difference as arrears.
+            Ok(outcome) if outcome.status == Status::Ok => Ok((Charged::Moved(delta), false)),
+            // Only a wallet that cannot pay makes arrears; any other refusal is an error.
+            Ok(outcome) if delta > 0 && matches!(outcome.status, Status::InsufficientFunds | Status::ExceedsTransferCap | Status::ExceedsWindowCap) => {
+                // The day is recorded as due, the difference as arrears.
                 let arrears = ServiceRow {
                     table: "arrears",
                     key: key.clone(),
-                    columns: vec![("operator_id", uint(operator)), ("amount", int(delta)), ("created_at", uint(now)), ("paid_at", Value::Null)],
+                    columns: vec![("operator_id", uint(c.operator)), ("amount", int(delta)), ("created_at", uint(now)), ("paid_at", Value::Null)],
                     on_conflict: OnConflict::Update,
                 };
                 let record = Command { event: None, guards: vec![guard], rows: vec![charge_row(charged), arrears], always_rows: Vec::new() };
                 match self.submit(record).await? {
-                    Ok(_) => Ok(Charged::Arrears(delta)),
-                    Err(_) => Err(TransitError::Unavailable("the rider's day changed meanwhile; run again".into())),
+                    Ok(_) => Ok((Charged::Arrears(delta), true)),
+                    Err(_) => Err(changed()),
                 }
             }
             Ok(outcome) => Err(TransitError::Refused(outcome.status)),
-            Err(_) => Err(TransitError::Unavailable("the rider's day changed meanwhile; run again".into())),
+            Err(_) => Err(changed()),
         }
-    }
-
-    async fn resident_of(&self, account_ref: u64) -> Result<Resident, TransitError> {
-        let rows = self.directory.read("SELECT resident_id FROM ride_accounts WHERE account_ref = ?1", vec![uint(account_ref)]).await?;
-        let id = rows.first().map(|r| get_int(r, 0)).transpose()?.ok_or_else(|| DirectoryError::Storage("a tap of an unknown ride account".into()))?;
-        Ok(self.directory.resident(u64::try_from(id).unwrap_or(0)).await?)
     }
 
     /// Account references in arrears: validators refuse their codes.
@@ -660,7 +685,7 @@ impl Transit {
         let open = self
             .directory
             .read(
-                "SELECT a.service_day, a.operator_id, a.amount, c.charged, c.due FROM arrears a
+                "SELECT a.service_day, a.operator_id, a.amount, c.charged, c.revision FROM arrears a
                  JOIN transit_charges c ON c.account_ref = a.account_ref AND c.service_day = a.service_day
                  WHERE a.account_ref = ?1 AND a.paid_at IS NULL ORDER BY a.service_day",
                 vec![uint(account_ref)],
@@ -668,19 +693,26 @@ impl Transit {
             .await?;
         let mut paid = 0;
         for row in &open {
-            let (day, operator, amount, charged, due) = (get_int(row, 0)?, get_int(row, 1)?, get_int(row, 2)?, get_int(row, 3)?, get_int(row, 4)?);
-            let merchant = self.directory.merchant(u64::try_from(operator).unwrap_or(0)).await?;
+            let (day, operator, amount, charged, revision) = (get_int(row, 0)?, get_int(row, 1)?, get_int(row, 2)?, get_int(row, 3)?, get_int(row, 4)?);
+            let operator_account = account_id(AccountKind::Merchant, u64::try_from(operator).unwrap_or(0));
             let key = vec![("account_ref", uint(account_ref)), ("service_day", int(day))];
             let now = self.now_s();
             let command = Command {
                 event: Some(Event::Transfer(Transfer {
-                    id: derived_event_id(&["transit-arrears", &account_ref.to_string(), &day.to_string(), &due.to_string()]),
-                    leg: Leg { debit: resident.wallet, credit: merchant.account, amount, currency: Currency::CNY, code: codes::ARREARS, class: BALANCE_PAYMENT, user_data: account_ref },
+                    id: derived_event_id(&["transit-arrears", &account_ref.to_string(), &day.to_string(), &(revision + 1).to_string()]),
+                    leg: Leg { debit: resident.wallet, credit: operator_account, amount, currency: Currency::CNY, code: codes::ARREARS, class: BALANCE_PAYMENT, user_data: account_ref },
                     pending_timeout_s: None,
                 })),
-                guards: vec![Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("charged", int(charged))] }],
+                // The revision: a fare run that changed the day meanwhile (and the arrears
+                // with it) makes this payment fail rather than pay a stale amount.
+                guards: vec![Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] }],
                 rows: vec![
-                    ServiceRow { table: "transit_charges", key: key.clone(), columns: vec![("charged", int(charged + amount)), ("updated_at", uint(now))], on_conflict: OnConflict::UpdateOnly },
+                    ServiceRow {
+                        table: "transit_charges",
+                        key: key.clone(),
+                        columns: vec![("charged", int(charged + amount)), ("revision", int(revision + 1)), ("updated_at", uint(now))],
+                        on_conflict: OnConflict::UpdateOnly,
+                    },
                     ServiceRow { table: "arrears", key, columns: vec![("paid_at", uint(now))], on_conflict: OnConflict::UpdateOnly },
                 ],
                 always_rows: Vec::new(),
@@ -694,9 +726,18 @@ impl Transit {
         Ok(paid)
     }
 
+    /// The rider's account reference, if they have one (a read; never creates it).
+    async fn existing_account_ref(&self, resident: &Resident) -> Result<Option<u64>, TransitError> {
+        let rows = self
+            .directory
+            .read("SELECT account_ref FROM ride_accounts WHERE resident_id = ?1", vec![uint(resident.id)])
+            .await?;
+        rows.first().map(|row| Ok(u64::try_from(get_int(row, 0)?).unwrap_or(0))).transpose()
+    }
+
     /// A rider's fared service day: (trips, due, charged, still owed), if they travelled.
     pub async fn rider_day(&self, resident: &Resident, service_day: i64) -> Result<Option<(u64, i64, i64, i64)>, TransitError> {
-        let account_ref = self.account_ref(resident).await?;
+        let Some(account_ref) = self.existing_account_ref(resident).await? else { return Ok(None) };
         let rows = self
             .directory
             .read(
@@ -714,22 +755,10 @@ impl Transit {
     /// A rider's trips of a service day, priced from their uploaded taps as the fare run
     /// prices them: (fare in fen, how it was reached) per trip, in time order.
     pub async fn rider_trips(&self, resident: &Resident, service_day: i64) -> Result<Vec<(i64, String)>, TransitError> {
-        let account_ref = self.account_ref(resident).await?;
-        let rows = self
-            .directory
-            .read(
-                "SELECT route_id, stop_id, direction, at FROM taps
-                 WHERE service_day = ?1 AND account_ref = ?2 AND flagged = 0 ORDER BY at, validator_id, sequence",
-                vec![int(service_day), uint(account_ref)],
-            )
-            .await?;
-        let taps = rows
-            .iter()
-            .map(|row| {
-                let direction = if get_text(row, 2)? == "out" { citypay_fares::Direction::Out } else { citypay_fares::Direction::In };
-                Ok(citypay_fares::Tap::new(&get_text(row, 1)?, &get_text(row, 0)?, get_int(row, 3)?, direction, RIDE_CODE_MEDIUM))
-            })
-            .collect::<Result<Vec<_>, TransitError>>()?;
+        let Some(account_ref) = self.existing_account_ref(resident).await? else { return Ok(Vec::new()) };
+        let rows = self.directory.read(RIDER_DAY_TAPS, vec![int(service_day), uint(account_ref)]).await?;
+        let (riders, _) = riders_of(&rows)?;
+        let taps = riders.into_iter().next().map(|r| r.taps).unwrap_or_default();
         Ok(citypay_fares::fare_day(&self.feed, &taps).trips.into_iter().map(|t| (t.charged_fen, t.reason)).collect())
     }
 

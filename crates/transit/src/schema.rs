@@ -40,6 +40,7 @@ macro_rules! transit_v1 {
                 trips BIGINT NOT NULL,
                 due BIGINT NOT NULL,
                 charged BIGINT NOT NULL,
+                revision BIGINT NOT NULL,
                 updated_at BIGINT NOT NULL,
                 PRIMARY KEY (account_ref, service_day)
             );
