@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use citypay_codes::mpm::{Charge, CitypayQr, Payload};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, Merchant, Resident, Secret, derived_event_id};
+use citypay_directory::{AccountKind, BALANCE_PAYMENT, Directory, DirectoryError, Merchant, Resident, Secret, account_id, derived_event_id};
 use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
@@ -521,13 +521,14 @@ impl Checkout {
         if step <= device.last_step {
             return Err(CheckoutError::CodeUsed);
         }
-        let payer = self.directory.resident(device.resident_id).await?;
+        // The device names the payer; their wallet's id follows from it, no read needed.
+        let payer_wallet = account_id(AccountKind::Wallet, device.resident_id);
         let merchant = self.directory.merchant(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(payer.id, now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now);
         let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
         let command = Command {
-            event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
+            event: Some(self.payment_event(&trade, payer_wallet, merchant.account)),
             guards: vec![
                 trade.absent_guard(),
                 Guard::Matches { table: "payment_devices", key: device_key.clone(), expect: vec![("last_step", int(device.last_step))] },

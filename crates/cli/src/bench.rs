@@ -44,7 +44,8 @@ pub(crate) struct LedgerBenchArgs {
     #[arg(long)]
     json: bool,
     /// Most transfers per batch.
-    #[arg(long, default_value_t = citypay_ledger::limits::BATCH_EVENTS_MAX)]
+    #[arg(long, default_value_t = citypay_ledger::limits::BATCH_EVENTS_MAX,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=citypay_ledger::limits::BATCH_EVENTS_MAX as u64))]
     batch_max: usize,
     /// Threads running the clients (the writer has its own).
     #[arg(long, default_value_t = 1)]

@@ -29,7 +29,7 @@ pub(crate) struct PaymentsBenchArgs {
     #[arg(long, default_value_t = 20_000)]
     payments: u64,
     /// Merchants.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     merchants: u64,
     /// Concurrent HTTP clients (tills).
     #[arg(long, default_value_t = 64)]

@@ -121,7 +121,12 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<RideKeys> {
     if let Ok(seed) = std::env::var("CITYPAY_RIDE_KEY") {
         return Ok(RideKeys { keys: vec![citypay_ride::PlatformKey::from_seed(1, parse_seed(&seed)?, forever()?)], revoked: Vec::new() });
     }
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // A missing file is a new one; any other read error must not be taken for "no keys".
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let mut keys = Vec::new();
     let mut revoked = Vec::new();
     for line in text.lines() {
@@ -170,10 +175,7 @@ pub(crate) fn rotate_ride_key(path: &Path, now: u32, overlap_s: u32) -> anyhow::
         lines.push(format!("ride.{}={}:{}:{}", key.key_id(), validity.not_before, until, seed));
     }
     lines.push(format!("ride.{next}={now}:{}:{}", u32::MAX, hex32(&citypay_directory::random_bytes::<32>())));
-    let temporary = path.with_extension("rotating");
-    let _ = std::fs::remove_file(&temporary);
-    append_private(&temporary, &(lines.join("\n") + "\n"))?;
-    std::fs::rename(&temporary, path)?;
+    replace_key_file(path, &lines)?;
     Ok(next)
 }
 
@@ -190,11 +192,20 @@ pub(crate) fn revoke_ride_key(path: &Path, id: u16) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)?;
     let mut lines: Vec<String> = text.lines().filter(|l| !l.starts_with("ride.revoked=")).map(str::to_owned).collect();
     lines.push(format!("ride.revoked={}", revoked.iter().map(u16::to_string).collect::<Vec<_>>().join(",")));
-    let temporary = path.with_extension("revoking");
+    replace_key_file(path, &lines)
+}
+
+/// Replaces the key file with `lines`, all or nothing: a private temporary file, synced to
+/// disk, then renamed over it (the file also holds the sealing keys).
+fn replace_key_file(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("replacing");
     let _ = std::fs::remove_file(&temporary);
-    append_private(&temporary, &(lines.join("\n") + "\n"))?;
-    std::fs::rename(&temporary, path)?;
-    Ok(())
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+    file.write_all((lines.join("\n") + "\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 /// The seed (hex) of every ride key line, by key id.

@@ -6,13 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use citypay_checkout::Checkout;
 use citypay_dashboard::{Report, ReportDay};
-use citypay_directory::{PasswordPolicy, SandboxBank};
+use citypay_directory::PasswordPolicy;
 use citypay_shard::ManualClock;
 use citypay_sim::{ActionClock, Progress, Services, SimConfig, Simulation, Tally};
 use citypay_store::{DbUrl, Value};
-use citypay_wallet::Wallet;
 use serde::Serialize;
 use sha2::Digest;
 
@@ -179,8 +177,8 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             bail!("{} already holds residents; simulate needs a fresh database (pass another --db or --report)", db.redacted());
         }
         let services = Services {
-            wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),
-            checkout: Checkout::new(directory.clone()),
+            wallet: city.state.wallet.clone(),
+            checkout: city.state.checkout.clone(),
             transit: city.state.transit.clone(),
             directory: directory.clone(),
             clock: clock.clone(),
