@@ -137,8 +137,10 @@ pub enum Guard {
 /// Why a command got no outcome. In every case retrying with the same id is safe.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SubmitError {
-    /// The batch could not be committed; nothing of it is stored.
-    #[error("commit failed, nothing was stored: {0}")]
+    /// The batch could not be committed, or the store lost the answer to its commit (the
+    /// writer then reloads from storage). Either way a retry with the same ids answers the
+    /// first result, so nothing moves twice.
+    #[error("commit failed; retry with the same id: {0}")]
     CommitFailed(String),
     /// No answer in time; the command may or may not have been applied.
     #[error("outcome unknown after {0:?}; retry with the same id")]
@@ -446,7 +448,12 @@ impl Writer {
                     // Memory cannot know what the disk has now: reload it from the disk.
                     match load(self.store.as_mut(), self.config) {
                         Ok((ledger, last_batch)) => (self.ledger, self.last_batch) = (ledger, last_batch),
-                        Err(reload) => return self.fail(batch, &reload),
+                        Err(reload) => {
+                            // Memory and disk may disagree and the disk cannot say how: stop
+                            // rather than go on from a guess.
+                            self.fail(batch, &reload);
+                            return false;
+                        }
                     }
                 }
                 self.fail(batch, &error)
