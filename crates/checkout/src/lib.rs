@@ -399,10 +399,31 @@ impl Checkout {
                     timeout_s: None,
                 };
                 check_new_trade(&new)?;
-                let (trade, _) = self.create_trade(merchant_id, &new).await?;
-                self.pay_waiting(payer, trade).await
+                self.pay_counter(payer, merchant_id, &new).await
             }
             (None, None) => Err(CheckoutError::InvalidField { field: "amount", message: "a static QR needs the amount".into() }),
+        }
+    }
+
+    /// A counter (static QR) payment: the trade is created paid, in one command, as a code
+    /// payment is. A retry finds the trade its first attempt created.
+    async fn pay_counter(&self, payer: &Resident, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
+        let merchant = self.directory.merchant(merchant_id).await?;
+        let now = self.now_s();
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now);
+        let command = Command {
+            event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
+            guards: vec![trade.absent_guard()],
+            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
+            always_rows: Vec::new(),
+        };
+        match self.submit(command).await? {
+            Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
+            Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            Err(_) => {
+                let existing = self.existing_same(merchant_id, new).await?;
+                self.pay_waiting(payer, self.expired_closed(existing).await?).await
+            }
         }
     }
 
