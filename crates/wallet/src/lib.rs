@@ -337,16 +337,20 @@ impl Wallet {
             None => {}
         }
         let card = self.card_number(resident, card_id).await?;
-        let hold_id = derived_id(&scope, key, kind);
+        // Ids derive from the key alone, not the kind: a top-up and a withdrawal racing under
+        // one key meet in the ledger as a conflicting replay, and only the first moves money.
+        let hold_id = derived_id(&scope, key, "hold");
         let hold = Event::Transfer(Transfer { id: hold_id, leg, pending_timeout_s: Some(HOLD_TIMEOUT_S) });
         let held = self.submit(hold, vec![record]).await?;
-        if held.status != Status::Ok {
-            return Err(WalletError::Refused(held.status));
+        match held.status {
+            Status::Ok => {}
+            Status::ConflictingReplay => return Err(WalletError::KeyReused),
+            status => return Err(WalletError::Refused(status)),
         }
         let answer = bank_call(self.bank.as_ref(), &card, &format!("{hold_id:032x}"));
         let close = match &answer {
-            Ok(_) => Event::PostPending(PostPending { id: derived_id(&scope, key, &format!("{kind}-post")), pending_id: hold_id, amount: None }),
-            Err(_) => Event::VoidPending(VoidPending { id: derived_id(&scope, key, &format!("{kind}-void")), pending_id: hold_id }),
+            Ok(_) => Event::PostPending(PostPending { id: derived_id(&scope, key, "post"), pending_id: hold_id, amount: None }),
+            Err(_) => Event::VoidPending(VoidPending { id: derived_id(&scope, key, "void"), pending_id: hold_id }),
         };
         let outcome = ServiceRow {
             table: "wallet_requests",
