@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use citypay_directory::{Directory, DirectoryError};
+use citypay_directory::{Directory, DirectoryError, int_at, text_at};
 use citypay_store::Value;
 use serde::{Deserialize, Serialize};
 
@@ -160,27 +160,12 @@ const TRANSIT: &str = "SELECT r.city_code, COUNT(*), CAST(SUM(c.trips) AS BIGINT
     FROM transit_charges c JOIN ride_accounts a ON a.account_ref = c.account_ref JOIN residents r ON r.id = a.resident_id
     WHERE c.service_day >= ?1 AND c.service_day < ?2 GROUP BY r.city_code";
 
-fn int(value: &Value) -> Result<i64, DirectoryError> {
-    match value {
-        Value::Int(v) => Ok(*v),
-        Value::Null => Ok(0),
-        other => Err(DirectoryError::Storage(format!("expected an integer, found {other:?}"))),
-    }
+fn uint(row: &[Value], i: usize) -> Result<u64, DirectoryError> {
+    u64::try_from(int_at(row, i)?).map_err(|_| DirectoryError::Storage("negative count".into()))
 }
 
-fn uint(value: &Value) -> Result<u64, DirectoryError> {
-    u64::try_from(int(value)?).map_err(|_| DirectoryError::Storage("negative count".into()))
-}
-
-fn text(value: &Value) -> Result<String, DirectoryError> {
-    match value {
-        Value::Text(t) => Ok(t.clone()),
-        other => Err(DirectoryError::Storage(format!("expected text, found {other:?}"))),
-    }
-}
-
-fn code(value: &Value) -> Result<u32, DirectoryError> {
-    u32::try_from(int(value)?).map_err(|_| DirectoryError::Storage("city code".into()))
+fn code(row: &[Value], i: usize) -> Result<u32, DirectoryError> {
+    u32::try_from(int_at(row, i)?).map_err(|_| DirectoryError::Storage("city code".into()))
 }
 
 /// Every onboarded city's statistics for `[from, to)` (Unix seconds), in city-code order;
@@ -196,49 +181,49 @@ pub async fn collect(directory: &Directory, from: u64, to: u64, only: Option<u32
         .map(|c| (c.code, CityStats { city_code: c.code, city: c.name, ..CityStats::default() }))
         .collect();
     for row in directory.read(PAYMENTS, window()).await? {
-        if let Some(city) = cities.get_mut(&code(&row[0])?) {
-            let counter = Counter { count: uint(&row[3])?, amount: int(&row[4])? };
-            city.payments.entry(text(&row[1])?).or_default().insert(text(&row[2])?, counter);
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            let counter = Counter { count: uint(&row, 3)?, amount: int_at(&row, 4)? };
+            city.payments.entry(text_at(&row, 1)?).or_default().insert(text_at(&row, 2)?, counter);
         }
     }
     for row in directory.read(REFUNDS, window()).await? {
-        if let Some(city) = cities.get_mut(&code(&row[0])?) {
-            city.refunds = Counter { count: uint(&row[1])?, amount: int(&row[2])? };
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            city.refunds = Counter { count: uint(&row, 1)?, amount: int_at(&row, 2)? };
         }
     }
     for row in directory.read(RESIDENTS, end()).await? {
-        if let Some(city) = cities.get_mut(&code(&row[0])?) {
-            let n = uint(&row[2])?;
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            let n = uint(&row, 2)?;
             city.real_name_residents += n;
-            city.residents_by_class.insert(text(&row[1])?, n);
+            city.residents_by_class.insert(text_at(&row, 1)?, n);
         }
     }
     for row in directory.read(ACTIVE, window()).await? {
-        if let Some(city) = cities.get_mut(&code(&row[0])?) {
-            city.active_payers = uint(&row[1])?;
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            city.active_payers = uint(&row, 1)?;
         }
     }
     for row in directory.read(MERCHANTS, end()).await? {
-        if let Some(city) = cities.get_mut(&code(&row[0])?) {
-            city.merchants = uint(&row[1])?;
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            city.merchants = uint(&row, 1)?;
         }
     }
     for row in directory.read(ACCEPTING, window()).await? {
-        if let Some(city) = cities.get_mut(&code(&row[0])?) {
-            if int(&row[1])? == 0 {
-                city.merchants_paid_by_phone = uint(&row[2])?;
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            if int_at(&row, 1)? == 0 {
+                city.merchants_paid_by_phone = uint(&row, 2)?;
             } else {
-                city.merchants_taking_cash = uint(&row[2])?;
+                city.merchants_taking_cash = uint(&row, 2)?;
             }
         }
     }
     // Service days are numbered by their local date (a service day starts at 04:00).
     let local_day = |t: u64| Value::Int(i64::try_from((t + 8 * 3_600) / 86_400).unwrap_or(i64::MAX));
     for row in directory.read(TRANSIT, vec![local_day(from), local_day(to)]).await? {
-        if let Some(city) = cities.get_mut(&code(&row[0])?) {
-            city.transit_riders = uint(&row[1])?;
-            city.transit_trips = uint(&row[2])?;
-            let fares = Counter { count: city.transit_trips, amount: int(&row[3])? };
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            city.transit_riders = uint(&row, 1)?;
+            city.transit_trips = uint(&row, 2)?;
+            let fares = Counter { count: city.transit_trips, amount: int_at(&row, 3)? };
             if fares.count > 0 {
                 city.payments.entry("transit".into()).or_default().insert("ride_code".into(), fares);
             }

@@ -206,6 +206,21 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// Column `i` of a row read with [`Directory::read`], as an integer.
+pub fn int_at(row: &[Value], i: usize) -> Result<i64, DirectoryError> {
+    int(row.get(i).ok_or_else(|| DirectoryError::Storage(format!("no column {i}")))?)
+}
+
+/// Column `i` of a row, as text.
+pub fn text_at(row: &[Value], i: usize) -> Result<String, DirectoryError> {
+    text(row.get(i).ok_or_else(|| DirectoryError::Storage(format!("no column {i}")))?)
+}
+
+/// Column `i` of a row, as bytes.
+pub fn blob_at(row: &[Value], i: usize) -> Result<Vec<u8>, DirectoryError> {
+    blob(row.get(i).ok_or_else(|| DirectoryError::Storage(format!("no column {i}")))?)
+}
+
 /// Reads an integer column.
 pub(crate) fn int(value: &Value) -> Result<i64, DirectoryError> {
     match value {

@@ -18,7 +18,9 @@ mod schema;
 
 use std::sync::Arc;
 
-use citypay_directory::{AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, derived_event_id};
+use citypay_directory::{
+    AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, blob_at, derived_event_id, int_at, text_at,
+};
 use citypay_fares::Feed;
 use citypay_ledger::{Currency, Event, Leg, Status, Transfer};
 use citypay_ride::{Credential, CredentialTerms, PlatformKey, PlatformKeyring};
@@ -187,28 +189,6 @@ fn uint(v: u64) -> Value {
     Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-fn get_int(row: &[Value], i: usize) -> Result<i64, TransitError> {
-    match row.get(i) {
-        Some(Value::Int(v)) => Ok(*v),
-        Some(Value::Null) => Ok(0),
-        _ => Err(DirectoryError::Storage(format!("transit row column {i}: expected an integer")).into()),
-    }
-}
-
-fn get_text(row: &[Value], i: usize) -> Result<String, TransitError> {
-    match row.get(i) {
-        Some(Value::Text(t)) => Ok(t.clone()),
-        _ => Err(DirectoryError::Storage(format!("transit row column {i}: expected text")).into()),
-    }
-}
-
-fn get_blob(row: &[Value], i: usize) -> Result<Vec<u8>, TransitError> {
-    match row.get(i) {
-        Some(Value::Blob(b)) => Ok(b.clone()),
-        _ => Err(DirectoryError::Storage(format!("transit row column {i}: expected bytes")).into()),
-    }
-}
-
 /// Riders fared at once by a fare run.
 const RIDERS_IN_FLIGHT: usize = 4_096;
 
@@ -262,19 +242,19 @@ fn riders_of(rows: &[Vec<Value>]) -> Result<(Vec<RiderTaps>, Vec<(i64, i64, bool
     let mut copies = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for row in rows {
-        if !seen.insert(get_blob(row, 5)?) {
-            copies.push((get_int(row, 6)?, get_int(row, 7)?, get_int(row, 8)? != 0));
+        if !seen.insert(blob_at(row, 5)?) {
+            copies.push((int_at(row, 6)?, int_at(row, 7)?, int_at(row, 8)? != 0));
             continue;
         }
-        let account_ref = u64::try_from(get_int(row, 0)?).unwrap_or(0);
-        let direction = if get_text(row, 3)? == "out" { citypay_fares::Direction::Out } else { citypay_fares::Direction::In };
-        let tap = citypay_fares::Tap::new(&get_text(row, 2)?, &get_text(row, 1)?, get_int(row, 4)?, direction, RIDE_CODE_MEDIUM);
+        let account_ref = u64::try_from(int_at(row, 0)?).unwrap_or(0);
+        let direction = if text_at(row, 3)? == "out" { citypay_fares::Direction::Out } else { citypay_fares::Direction::In };
+        let tap = citypay_fares::Tap::new(&text_at(row, 2)?, &text_at(row, 1)?, int_at(row, 4)?, direction, RIDE_CODE_MEDIUM);
         match riders.last_mut() {
             Some(rider) if rider.account_ref == account_ref => rider.taps.push(tap),
             _ => riders.push(RiderTaps {
                 account_ref,
-                resident: u64::try_from(get_int(row, 9)?).unwrap_or(0),
-                operator: u64::try_from(get_int(row, 10)?).unwrap_or(0),
+                resident: u64::try_from(int_at(row, 9)?).unwrap_or(0),
+                operator: u64::try_from(int_at(row, 10)?).unwrap_or(0),
                 taps: vec![tap],
             }),
         }
@@ -345,7 +325,7 @@ impl Transit {
             .read("SELECT account_ref FROM ride_accounts WHERE resident_id = ?1", vec![uint(resident.id)])
             .await?;
         if let Some(row) = rows.first() {
-            return Ok(u64::try_from(get_int(row, 0)?).unwrap_or(0));
+            return Ok(u64::try_from(int_at(row, 0)?).unwrap_or(0));
         }
         let drawn = u64::from_le_bytes(self.directory.draw(&["ride-account", &resident.id.to_string()])) >> 1;
         let account_ref = drawn.max(1);
@@ -397,7 +377,7 @@ impl Transit {
             .directory
             .read("SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND paid_at IS NULL", vec![uint(account_ref)])
             .await?;
-        Ok(rows.first().map(|r| get_int(r, 0)).transpose()?.unwrap_or(0) > 0)
+        Ok(rows.first().map(|r| int_at(r, 0)).transpose()?.unwrap_or(0) > 0)
     }
 
     /// Registers a validator of transit operator `operator` at a route and stop of the feed,
@@ -444,12 +424,12 @@ impl Transit {
             .read("SELECT operator_id, route_id, stop_id, device_key FROM validators WHERE id = ?1", vec![int(i64::from(id))])
             .await?;
         let row = rows.first().ok_or(TransitError::UnknownValidator)?;
-        let key: [u8; 32] = get_blob(row, 3)?.try_into().map_err(|_| DirectoryError::Storage("device key".into()))?;
+        let key: [u8; 32] = blob_at(row, 3)?.try_into().map_err(|_| DirectoryError::Storage("device key".into()))?;
         let info = ValidatorInfo {
             id,
-            operator: u64::try_from(get_int(row, 0)?).unwrap_or(0),
-            route_id: get_text(row, 1)?,
-            stop_id: get_text(row, 2)?,
+            operator: u64::try_from(int_at(row, 0)?).unwrap_or(0),
+            route_id: text_at(row, 1)?,
+            stop_id: text_at(row, 2)?,
         };
         Ok((info, key))
     }
@@ -476,7 +456,7 @@ impl Transit {
             )
             .await?
             .iter()
-            .map(|row| get_int(row, 0))
+            .map(|row| int_at(row, 0))
             .collect::<Result<_, _>>()?;
         let mut seen = std::collections::HashSet::new();
         let new: Vec<&citypay_ride::Tap> = taps
@@ -610,7 +590,7 @@ impl Transit {
             )
             .await?;
         let (old_due, charged, revision, arrears_open) = match existing.first() {
-            Some(row) => (Some(get_int(row, 0)?), get_int(row, 1)?, get_int(row, 2)?, !matches!(row.get(3), Some(Value::Null) | None)),
+            Some(row) => (Some(int_at(row, 0)?), int_at(row, 1)?, int_at(row, 2)?, !matches!(row.get(3), Some(Value::Null) | None)),
             None => (None, 0, 0, false),
         };
         if old_due == Some(c.due) {
@@ -676,7 +656,7 @@ impl Transit {
     /// Account references in arrears: validators refuse their codes.
     pub async fn deny_list(&self) -> Result<Vec<u64>, TransitError> {
         let rows = self.directory.read("SELECT DISTINCT account_ref FROM arrears WHERE paid_at IS NULL ORDER BY account_ref", Vec::new()).await?;
-        rows.iter().map(|r| Ok(u64::try_from(get_int(r, 0)?).unwrap_or(0))).collect()
+        rows.iter().map(|r| Ok(u64::try_from(int_at(r, 0)?).unwrap_or(0))).collect()
     }
 
     /// Pays every open arrears of the rider from their wallet; returns the fen paid.
@@ -693,7 +673,7 @@ impl Transit {
             .await?;
         let mut paid = 0;
         for row in &open {
-            let (day, operator, amount, charged, revision) = (get_int(row, 0)?, get_int(row, 1)?, get_int(row, 2)?, get_int(row, 3)?, get_int(row, 4)?);
+            let (day, operator, amount, charged, revision) = (int_at(row, 0)?, int_at(row, 1)?, int_at(row, 2)?, int_at(row, 3)?, int_at(row, 4)?);
             let operator_account = account_id(AccountKind::Merchant, u64::try_from(operator).unwrap_or(0));
             let key = vec![("account_ref", uint(account_ref)), ("service_day", int(day))];
             let now = self.now_s();
@@ -732,7 +712,7 @@ impl Transit {
             .directory
             .read("SELECT account_ref FROM ride_accounts WHERE resident_id = ?1", vec![uint(resident.id)])
             .await?;
-        rows.first().map(|row| Ok(u64::try_from(get_int(row, 0)?).unwrap_or(0))).transpose()
+        rows.first().map(|row| Ok(u64::try_from(int_at(row, 0)?).unwrap_or(0))).transpose()
     }
 
     /// A rider's fared service day: (trips, due, charged, still owed), if they travelled.
@@ -748,7 +728,7 @@ impl Transit {
             )
             .await?;
         rows.first()
-            .map(|row| Ok((u64::try_from(get_int(row, 0)?).unwrap_or(0), get_int(row, 1)?, get_int(row, 2)?, get_int(row, 3)?)))
+            .map(|row| Ok((u64::try_from(int_at(row, 0)?).unwrap_or(0), int_at(row, 1)?, int_at(row, 2)?, int_at(row, 3)?)))
             .transpose()
     }
 
@@ -773,6 +753,6 @@ impl Transit {
             )
             .await?;
         let row = rows.first().ok_or_else(|| DirectoryError::Storage("no sum".into()))?;
-        Ok((u64::try_from(get_int(row, 0)?).unwrap_or(0), get_int(row, 1)?))
+        Ok((u64::try_from(int_at(row, 0)?).unwrap_or(0), int_at(row, 1)?))
     }
 }
