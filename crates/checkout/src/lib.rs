@@ -638,7 +638,7 @@ impl Checkout {
     async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64) -> Result<Option<Result<Trade, CheckoutError>>, CheckoutError> {
         let merchant = self.directory.merchant(trade.merchant_id).await?;
         let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
-        let wallet = self.directory.resident(payer).await?.wallet;
+        let wallet = account_id(AccountKind::Wallet, payer);
         let now = self.now_s();
         let after = trade.refunded_by(amount);
         let leg = Leg {
@@ -751,14 +751,25 @@ impl Checkout {
             .directory
             .read(trade::SELECT_EXPIRED, vec![uint(self.now_s()), uint(u64::try_from(limit).unwrap_or(100))])
             .await?;
+        // One trade that cannot be closed now must not keep the others open: the next sweep
+        // tries it again. The error is answered only when nothing could be closed.
         let mut closed = 0;
+        let mut first_error = None;
         for row in &rows {
-            let trade = Trade::from_row(row)?;
-            if self.close_trade(&trade).await?.status == TradeStatus::TradeClosed {
-                closed += 1;
+            let result = match Trade::from_row(row) {
+                Ok(trade) => self.close_trade(&trade).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(trade) if trade.status == TradeStatus::TradeClosed => closed += 1,
+                Ok(_) => {}
+                Err(e) => first_error = first_error.or(Some(e)),
             }
         }
-        Ok(closed)
+        match first_error {
+            Some(e) if closed == 0 => Err(e),
+            _ => Ok(closed),
+        }
     }
 
     /// Undelivered outbox events of a merchant, oldest first: (event id, body).
