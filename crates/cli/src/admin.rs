@@ -59,11 +59,8 @@ pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
         Admin::CreateOperator { db, keys, username, role, city } => {
             let role = Role::from_code(role).ok_or_else(|| anyhow::anyhow!("role must be platform or city"))?;
             let password = password()?;
-            let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
-            let keys = crate::city::load_keys(&keys_path)?;
-            let ride_key = crate::city::load_ride_keys(&keys_path)?;
             runtime.block_on(async {
-                let city_state = crate::city::open(db, keys, ride_key, PasswordPolicy::PRODUCTION).await?;
+                let city_state = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
                 let operator = city_state.state.directory.create_operator(username, &password, role, *city).await?;
                 println!("operator {} ({}) created", operator.username, operator.role.code());
                 city_state.shard.shutdown();
@@ -71,11 +68,8 @@ pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
             })
         }
         Admin::OnboardCity { db, keys, code, name } => {
-            let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
-            let keys = crate::city::load_keys(&keys_path)?;
-            let ride_key = crate::city::load_ride_keys(&keys_path)?;
             runtime.block_on(async {
-                let city_state = crate::city::open(db, keys, ride_key, PasswordPolicy::PRODUCTION).await?;
+                let city_state = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
                 let city = city_state.state.directory.onboard_city(*code, name).await?;
                 println!("city {} ({}) onboarded", city.name, city.code);
                 city_state.shard.shutdown();

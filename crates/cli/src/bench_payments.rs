@@ -64,11 +64,10 @@ struct Payer {
 pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("citypay-bench-payments").tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
-    let keys = crate::city::load_keys(&scratch.path().join("keys"))?;
-    let ride_key = crate::city::load_ride_keys(&scratch.path().join("keys"))?;
+    let keys = scratch.path().join("keys");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let city = crate::city::open(&db, keys, ride_key, PasswordPolicy::FAST_INSECURE).await?;
+        let city = crate::city::open_from_files(&db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
         let state = city.state.clone();
         let residents = args.payments.div_ceil(2).max(1);
         eprintln!("setting up {} merchants and {residents} residents with devices...", args.merchants);

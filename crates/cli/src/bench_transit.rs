@@ -64,8 +64,7 @@ pub(crate) fn run(args: &TransitBenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("citypay-bench-transit").tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
     let keys_path = scratch.path().join("keys");
-    let keys = crate::city::load_keys(&keys_path)?;
-    let ride_key = crate::city::load_ride_keys(&keys_path)?;
+    let (keys, ride_key) = crate::city::load_city_keys(&db, Some(&keys_path))?;
     let clock = ManualClock::new(citypay_ledger::Timestamp::from_unix_seconds(DAY_START - 3_600));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let riders = args.taps / 4;

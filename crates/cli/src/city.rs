@@ -223,6 +223,18 @@ fn ride_seeds(text: &str) -> anyhow::Result<std::collections::HashMap<u16, Strin
     Ok(seeds)
 }
 
+/// A city's keys from `keys` (default: beside the database): the directory's and the ride keys.
+pub(crate) fn load_city_keys(db: &DbUrl, keys: Option<&Path>) -> anyhow::Result<(DirectoryKeys, RideKeys)> {
+    let path = keys.map_or_else(|| default_keys_path(db), Path::to_path_buf);
+    Ok((load_keys(&path)?, load_ride_keys(&path)?))
+}
+
+/// [`open`] with the keys read from `keys` (default: beside the database).
+pub(crate) async fn open_from_files(db: &DbUrl, keys: Option<&Path>, passwords: PasswordPolicy) -> anyhow::Result<City> {
+    let (directory_keys, ride_keys) = load_city_keys(db, keys)?;
+    open(db, directory_keys, ride_keys, passwords).await
+}
+
 /// Opens the database as its writer and assembles the services. Storage is opened on a
 /// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
 /// an async task.

@@ -40,12 +40,10 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
     } else {
         logs.json().flatten_event(true).with_current_span(true).init();
     }
-    let keys_path = keys.unwrap_or_else(|| crate::city::default_keys_path(db));
-    let keys = crate::city::load_keys(&keys_path)?;
-    let ride_key = crate::city::load_ride_keys(&keys_path)?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let city = crate::city::open(db, keys, ride_key, PasswordPolicy::PRODUCTION).await?;
+        let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
         let state = city.state.clone();
         let dispatcher = Dispatcher::new(state.directory.clone(), HttpDeliver::new()?, DEFAULT_SCHEDULE_S.to_vec());
         let checkout = state.checkout.clone();

@@ -2,12 +2,10 @@
 //! codes offline, and the fare run of a closed service day.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use citypay_directory::PasswordPolicy;
 use citypay_ride::{CredentialTerms, Gate, PlatformKeyring, Policy, RiderDevice, RiderKey, Validator};
-use citypay_shard::SystemClock;
 use citypay_store::DbUrl;
 
 /// Transit subcommands.
@@ -104,14 +102,12 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
             Ok(())
         }
         Transit::FareRun { db, keys, date } => {
-            let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
-            let directory_keys = crate::city::load_keys(&keys_path)?;
-            let ride_key = crate::city::load_ride_keys(&keys_path)?;
+
             let (y, m, d) = citypay_dashboard::dates::parse_date(date).context("--date: YYYY-MM-DD")?;
             let day = citypay_dashboard::dates::days_from_civil(y, m, d);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
-                let city = crate::city::open_with(db, directory_keys, ride_key, PasswordPolicy::PRODUCTION, Arc::new(SystemClock), Arc::new(SystemClock), None).await?;
+                let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
                 let run = city.state.transit.fare_day(day).await?;
                 println!(
                     "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",

@@ -5,6 +5,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use citypay_checkout::CheckoutError;
 use citypay_directory::DirectoryError;
+use citypay_transit::TransitError;
 use citypay_wallet::WalletError;
 
 use crate::ApiError;
@@ -70,5 +71,20 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
         };
         ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<TransitError> for ApiError {
+    fn from(e: TransitError) -> ApiError {
+        let (code, message) = (e.code(), e.to_string());
+        let status = match e {
+            TransitError::Directory(inner) => return ApiError::from(inner),
+            TransitError::InvalidField { .. } | TransitError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            TransitError::NotTransitOperator => StatusCode::FORBIDDEN,
+            TransitError::UnknownValidator => StatusCode::NOT_FOUND,
+            TransitError::InArrears | TransitError::DayNotClosed(_) => StatusCode::CONFLICT,
+            TransitError::Unavailable(_) => return ApiError::unavailable(message, RETRY),
+        };
+        ApiError::new(status, code, message)
     }
 }

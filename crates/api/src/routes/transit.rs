@@ -19,26 +19,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::residents::money;
 use super::auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
 use super::replay::once;
 use crate::{ApiError, AppJson, Idempotent, IdempotencyKey};
 
 const CLOCK_SKEW_S: u64 = 300;
-
-impl From<TransitError> for ApiError {
-    fn from(e: TransitError) -> ApiError {
-        let (code, message) = (e.code(), e.to_string());
-        let status = match e {
-            TransitError::Directory(inner) => return ApiError::from(inner),
-            TransitError::InvalidField { .. } | TransitError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            TransitError::NotTransitOperator => StatusCode::FORBIDDEN,
-            TransitError::UnknownValidator => StatusCode::NOT_FOUND,
-            TransitError::InArrears | TransitError::DayNotClosed(_) => StatusCode::CONFLICT,
-            TransitError::Unavailable(_) => return ApiError::unavailable(message, std::time::Duration::from_secs(1)),
-        };
-        ApiError::new(status, code, message)
-    }
-}
 
 fn unhex<const N: usize>(text: &str, field: &'static str) -> Result<[u8; N], ApiError> {
     hex::decode(text).ok_or_else(|| ApiError::bad_request("invalid_field", format!("{field}: {} hex digits", 2 * N)))
@@ -81,7 +67,7 @@ pub(crate) async fn issue_credential(
             credential: hex::encode(&credential.to_bytes()),
             account_ref: credential.terms.account_ref.to_string(),
             valid_until: credential.terms.valid_until,
-            ceiling: Money::new(i64::from(credential.terms.ceiling_fen), "CNY"),
+            ceiling: money(i64::from(credential.terms.ceiling_fen)),
         })
     })
     .await
@@ -103,7 +89,7 @@ pub(crate) async fn pay_arrears(State(state): State<AppState>, ResidentCaller(me
     let fingerprint = crate::request_fingerprint(&Method::POST, "/v1/transit/arrears-payments", b"");
     once(&state, &caller, &key, fingerprint, StatusCode::OK, async {
         let paid = state.transit.pay_arrears(&me).await?;
-        Ok(ArrearsPaid { paid: Money::new(paid, "CNY") })
+        Ok(ArrearsPaid { paid: money(paid) })
     })
     .await
 }
@@ -349,9 +335,9 @@ pub(crate) async fn fare_run(State(state): State<AppState>, operator: OperatorCa
         Ok(FareRunView {
             riders: run.riders,
             trips: run.trips,
-            charged: Money::new(run.charged, "CNY"),
+            charged: money(run.charged),
             riders_in_arrears: run.arrears,
-            arrears: Money::new(run.arrears_amount, "CNY"),
+            arrears: money(run.arrears_amount),
             unchanged: run.unchanged,
             duplicate_codes: run.duplicates,
         })
@@ -402,14 +388,14 @@ pub(crate) async fn my_day(State(state): State<AppState>, ResidentCaller(me): Re
         .rider_trips(&me, day)
         .await?
         .into_iter()
-        .map(|(fen, reason)| TripView { fare: Money::new(fen, "CNY"), reason })
+        .map(|(fen, reason)| TripView { fare: money(fen), reason })
         .collect();
     Ok(AppJson(RiderDayView {
         date: query.date,
         trips,
-        fares: Money::new(due, "CNY"),
-        charged: Money::new(charged, "CNY"),
-        owed: Money::new(owed, "CNY"),
+        fares: money(due),
+        charged: money(charged),
+        owed: money(owed),
         trip_fares,
     }))
 }
@@ -426,5 +412,5 @@ pub(crate) struct RevenueView {
     responses((status = OK, body = RevenueView)))]
 pub(crate) async fn revenue(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Query(query): Query<DateQuery>) -> Result<AppJson<RevenueView>, ApiError> {
     let (trips, fares) = state.transit.revenue(merchant, service_day(&query.date)?).await?;
-    Ok(AppJson(RevenueView { trips, fares: Money::new(fares, "CNY") }))
+    Ok(AppJson(RevenueView { trips, fares: money(fares) }))
 }
