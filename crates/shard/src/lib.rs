@@ -463,8 +463,16 @@ impl Writer {
 
     /// For each command, the index of its first guard that does not hold, if any. Rows of
     /// earlier commands in the batch count as written, even if their event later fails: a
-    /// guard may fail needlessly (the caller retries), never pass wrongly.
+    /// guard may fail needlessly (the caller retries), never pass wrongly. Only rows of tables
+    /// that some guard of the batch reads are tracked, commands with no guards included.
     fn check_guards(&mut self, commands: &[Command]) -> Result<Vec<Option<usize>>, StoreError> {
+        let guarded: rustc_hash::FxHashSet<&'static str> = commands
+            .iter()
+            .flat_map(|c| &c.guards)
+            .map(|g| match g {
+                Guard::Absent { table, .. } | Guard::Matches { table, .. } => *table,
+            })
+            .collect();
         let mut written = WrittenRows::default();
         let mut verdicts = Vec::with_capacity(commands.len());
         for command in commands {
@@ -475,8 +483,8 @@ impl Writer {
                     break;
                 }
             }
-            if verdict.is_none() && !command.guards.is_empty() {
-                for row in command.rows.iter().chain(&command.always_rows) {
+            if verdict.is_none() {
+                for row in command.rows.iter().chain(&command.always_rows).filter(|r| guarded.contains(r.table)) {
                     written.add(row);
                 }
             }

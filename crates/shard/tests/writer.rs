@@ -311,3 +311,23 @@ fn guards_let_exactly_one_of_racing_commands_through() {
     );
     audit_clean(&path);
 }
+
+#[test]
+fn a_guard_sees_the_rows_of_an_unguarded_command_earlier_in_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    set_up(&shard);
+    let handle = shard.handle();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Sent back to back, so they usually share a batch; in a later batch the guard reads the
+    // committed row instead. Either way the second must see the first's row.
+    let (first, second) = runtime.block_on(async {
+        let unguarded = Command { event: None, guards: Vec::new(), rows: vec![note_row(7, "first")], always_rows: Vec::new() };
+        let guarded = Command { event: None, guards: vec![absent(7)], rows: vec![note_row(7, "second")], always_rows: Vec::new() };
+        tokio::join!(handle.submit(unguarded), handle.submit(guarded))
+    });
+    assert!(first.is_ok(), "{first:?}");
+    assert!(matches!(second, Err(SubmitError::GuardFailed { guard: 0 })), "{second:?}");
+    shard.shutdown();
+}
