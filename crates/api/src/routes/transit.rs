@@ -8,7 +8,6 @@
 //! platform's clock. A replayed upload is harmless: uploads are idempotent per (validator,
 //! sequence).
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -209,13 +208,14 @@ pub(crate) struct UploadView {
 pub(crate) async fn upload_taps(
     State(state): State<AppState>,
     Path(id): Path<u32>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Result<AppJson<UploadView>, ApiError> {
+    let (method, headers) = (request.method().clone(), request.headers().clone());
+    // The framework's body handling: JSON content type, the size limit, errors that never
+    // quote the values sent. The signature covers the bytes exactly as received.
+    let body = crate::json::json_body_bytes(request, &state).await?;
     let info = authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/taps"), id, &body).await?;
-    let upload: TapUpload =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a tap upload: {e}")))?;
+    let upload: TapUpload = crate::json::parse_json(&body)?;
     let taps = upload
         .taps
         .iter()
