@@ -13,17 +13,10 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
 }
 
-/// The civil date `days` after 1970-01-01.
+/// The civil date `days` after 1970-01-01 (the ledger's calendar).
 pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let date = citypay_ledger::civil_from_days(days);
+    (i64::from(date.year), i64::from(date.month), i64::from(date.day))
 }
 
 /// Unix seconds of local midnight starting a civil date (0 before 1970).
@@ -33,7 +26,8 @@ pub fn local_midnight(y: i64, m: i64, d: i64) -> u64 {
 
 /// The local civil date at a Unix time.
 pub fn local_date(unix_s: u64) -> (i64, i64, i64) {
-    civil_from_days((i64::try_from(unix_s).unwrap_or(i64::MAX) + OFFSET_S).div_euclid(86_400))
+    let date = citypay_ledger::Timestamp::from_unix_seconds(unix_s).local_date();
+    (i64::from(date.year), i64::from(date.month), i64::from(date.day))
 }
 
 /// `YYYY-MM-DD`.

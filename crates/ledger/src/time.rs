@@ -51,8 +51,9 @@ impl Timestamp {
     }
 }
 
-/// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day number.
-fn civil_from_days(days: i64) -> LocalDate {
+/// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day number (days
+/// since 1970-01-01).
+pub fn civil_from_days(days: i64) -> LocalDate {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -339,14 +339,13 @@ impl Simulation {
 
     /// The date of day `day`, `YYYY-MM-DD`.
     pub fn date(day: u32) -> String {
-        let (y, m, d) = world::add_days(START_DATE, i64::from(day) - 1);
-        format!("{y:04}-{m:02}-{d:02}")
+        citypay_dashboard::dates::format_date(world::add_days(START_DATE, i64::from(day) - 1))
     }
 }
 
 fn day_start(day: u32) -> u64 {
     let (y, m, d) = world::add_days(START_DATE, i64::from(day) - 1);
-    world::local_midnight_unix(y, m, d)
+    citypay_dashboard::dates::local_midnight(y, m, d)
 }
 
 fn service(action: &'static str, error: &dyn std::fmt::Display) -> SimError {

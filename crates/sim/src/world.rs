@@ -121,11 +121,6 @@ pub(crate) fn resident_id_number(city_code: u32, index: u64) -> String {
     format!("{first17}{check}")
 }
 
-/// Unix seconds of local (UTC+8) midnight on a civil date.
-pub(crate) fn local_midnight_unix(y: i64, m: i64, d: i64) -> u64 {
-    citypay_dashboard::dates::local_midnight(y, m, d)
-}
-
 /// The civil date `n` days after `(y, m, d)`.
 pub(crate) fn add_days((y, m, d): (i64, i64, i64), n: i64) -> (i64, i64, i64) {
     civil_from_days(days_from_civil(y, m, d) + n)
@@ -250,7 +245,7 @@ mod tests {
         assert_eq!(add_days((2016, 2, 28), 1), (2016, 2, 29));
         assert_eq!(add_days((2017, 12, 31), 1), (2018, 1, 1));
         // 2017-08-01 00:00 in Beijing is 2017-07-31 16:00 UTC.
-        assert_eq!(local_midnight_unix(2017, 8, 1), 1_501_516_800);
+        assert_eq!(citypay_dashboard::dates::local_midnight(2017, 8, 1), 1_501_516_800);
     }
 
     #[test]
