@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 
 use citypay_codes::mpm::{Charge, CitypayQr, Payload};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::{AccountKind, BALANCE_PAYMENT, Directory, DirectoryError, Merchant, Resident, Secret, account_id, derived_event_id};
-use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
+use citypay_directory::{AccountKind, BALANCE_PAYMENT, Directory, DirectoryError, Merchant, PlatformAccounts, Resident, Secret, account_id, derived_event_id};
+use citypay_ledger::{Currency, Entry, Event, Leg, Status};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 use sha2::{Digest, Sha256};
@@ -33,6 +33,10 @@ pub mod codes {
     pub const PAYMENT: u16 = 20;
     /// A refund from a merchant.
     pub const REFUND: u16 = 21;
+    /// The platform's fee on a payment.
+    pub const FEE: u16 = 22;
+    /// The part of a fee a refund gives back.
+    pub const FEE_RETURNED: u16 = 23;
 }
 
 /// Unpaid trades close themselves after this long unless the merchant says otherwise.
@@ -355,9 +359,10 @@ impl Checkout {
         })
     }
 
+    /// The payment: the amount from the wallet to the merchant, and the fee from the merchant
+    /// to the platform's fee revenue, in one all-or-nothing entry.
     fn payment_event(&self, trade: &Trade, wallet: u64, merchant_account: u64) -> Event {
-        // An entry, so the settlement issue's fee leg joins the same all-or-nothing movement.
-        let leg = Leg {
+        let mut legs = vec![Leg {
             debit: wallet,
             credit: merchant_account,
             amount: trade.amount,
@@ -365,8 +370,19 @@ impl Checkout {
             code: codes::PAYMENT,
             class: BALANCE_PAYMENT,
             user_data: trade.id,
-        };
-        Event::Entry(Entry { id: derived_event_id(&["trade", &trade.id.to_string(), "pay"]), legs: vec![leg] })
+        }];
+        if trade.fee > 0 {
+            legs.push(Leg {
+                debit: merchant_account,
+                credit: PlatformAccounts::CNY.fee_revenue,
+                amount: trade.fee,
+                currency: Currency::CNY,
+                code: codes::FEE,
+                class: 0,
+                user_data: trade.id,
+            });
+        }
+        Event::Entry(Entry { id: derived_event_id(&["trade", &trade.id.to_string(), "pay"]), legs })
     }
 
     /// Pays the trade a scanned QR payload names, from the resident's wallet. A static QR needs
@@ -641,7 +657,7 @@ impl Checkout {
         let wallet = account_id(AccountKind::Wallet, payer);
         let now = self.now_s();
         let after = trade.refunded_by(amount);
-        let leg = Leg {
+        let mut legs = vec![Leg {
             debit: merchant.account,
             credit: wallet,
             amount,
@@ -649,11 +665,25 @@ impl Checkout {
             code: codes::REFUND,
             class: 0,
             user_data: trade.id,
-        };
+        }];
+        let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
+        // The fee comes back first, so a merchant holding only the net of the payment can
+        // still refund all of it.
+        if fee_back > 0 {
+            legs.insert(0, Leg {
+                debit: PlatformAccounts::CNY.fee_revenue,
+                credit: merchant.account,
+                amount: fee_back,
+                currency: Currency::CNY,
+                code: codes::FEE_RETURNED,
+                class: 0,
+                user_data: trade.id,
+            });
+        }
         let id = derived_event_id(&["trade", &trade.id.to_string(), "refund", out_request_no]);
         let refund_key = vec![("trade_id", uint(trade.id)), ("out_request_no", Value::Text(out_request_no.to_owned()))];
         let command = Command {
-            event: Some(Event::Transfer(Transfer { id, leg, pending_timeout_s: None })),
+            event: Some(Event::Entry(Entry { id, legs })),
             guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_key.clone() }],
             rows: [
                 after.row(OnConflict::UpdateOnly),

@@ -79,4 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "CREATE INDEX trades_waiting ON trades (expires_at) WHERE status = 'WAIT_BUYER_PAY';
             CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL;",
     },
+    Migration {
+        component: "checkout",
+        version: 4,
+        name: "the fee charged on each trade",
+        sqlite: "ALTER TABLE trades ADD COLUMN fee BIGINT NOT NULL DEFAULT 0;",
+        postgres: "ALTER TABLE trades ADD COLUMN fee BIGINT NOT NULL DEFAULT 0;",
+    },
 ];

@@ -86,6 +86,8 @@ pub struct Trade {
     pub method: Method,
     /// Who paid (not for cash).
     pub payer_resident: Option<u64>,
+    /// The platform's fee, in fen (kept, so refunds give back the fee that was charged).
+    pub fee: i64,
     /// Refunded so far, in fen.
     pub refunded: i64,
     /// Bumped by every change: the compare-and-swap guard.
@@ -103,7 +105,7 @@ macro_rules! select_trades {
     ($tail:literal) => {
         concat!(
             "SELECT id, merchant_id, city_code, out_trade_no, amount, subject, status, method, ",
-            "payer_resident, refunded, version, created_at, expires_at, paid_at FROM trades ",
+            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee FROM trades ",
             $tail
         )
     };
@@ -137,6 +139,7 @@ impl Trade {
             status: TradeStatus::WaitBuyerPay,
             method,
             payer_resident: None,
+            fee: if method == Method::Cash { 0 } else { citypay_directory::fee_for(new.amount, merchant.fee_rate_bp) },
             refunded: 0,
             version: 1,
             created_at: now,
@@ -200,6 +203,7 @@ impl Trade {
                 ("created_at", uint(self.created_at)),
                 ("expires_at", uint(self.expires_at)),
                 ("paid_at", opt(self.paid_at)),
+                ("fee", Value::Int(self.fee)),
             ],
             on_conflict,
         }
@@ -235,6 +239,7 @@ impl Trade {
             created_at: uint(11)?,
             expires_at: uint(12)?,
             paid_at: optional(13)?,
+            fee: int(14)?,
         })
     }
 }

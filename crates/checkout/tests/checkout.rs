@@ -98,10 +98,11 @@ async fn bal(d: &Directory, account: u64) -> i64 {
     d.shard().account(account).await.unwrap().unwrap().balance.net_posted()
 }
 
-/// The books balance, and custody holds exactly the wallets' and merchants' money.
+/// The books balance, and custody holds exactly the wallets' and merchants' money and the
+/// platform's fees.
 fn check_books(w: &World, accounts: &[u64]) {
     w.rt.block_on(async {
-        let mut held = 0;
+        let mut held = bal(&w.directory, PlatformAccounts::CNY.fee_revenue).await;
         for a in accounts {
             held += bal(&w.directory, *a).await;
         }
@@ -142,12 +143,17 @@ fn qr_payments_refunds_close_and_cancel() {
         assert_eq!(c.pay_qr(&alice, &payload, None, "k").await.unwrap().id, trade.id);
         assert!(matches!(c.pay_qr(&bob, &payload, None, "k").await, Err(CheckoutError::AlreadyPaid)));
         assert_eq!(bal(d, alice.wallet).await, 10_000 - 2_372);
-        assert_eq!(bal(d, shop_account).await, 2_372);
+        // A restaurant pays 0.6%: 14.232 fen rounds to 14; the shop is credited the net.
+        assert_eq!(paid.fee, 14);
+        assert_eq!(bal(d, shop_account).await, 2_372 - 14);
+        assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14);
         // Two partial refunds, a replay, a reused number, and one too many.
         c.refund(shop, "T1", "R1", 1_000).await.unwrap();
         let after = c.refund(shop, "T1", "R2", 372).await.unwrap();
         assert_eq!((after.refunded, after.status), (1_372, TradeStatus::TradeSuccess));
         assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_372);
+        // The fee comes back in proportion, rounded down: floor(14 * 1372 / 2372) = 8.
+        assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14 - 8);
         assert!(matches!(c.refund(shop, "T1", "R1", 999).await, Err(CheckoutError::RefundRequestReused)));
         assert!(matches!(c.refund(shop, "T1", "R3", 1_001).await, Err(CheckoutError::RefundExceedsPaid)));
         assert!(matches!(c.refund(shop, "T1", "R4", i64::MAX).await, Err(CheckoutError::RefundExceedsPaid)), "no overflow");
@@ -155,6 +161,9 @@ fn qr_payments_refunds_close_and_cancel() {
         let cancelled = c.cancel(shop, "T1").await.unwrap();
         assert_eq!((cancelled.refunded, cancelled.status), (2_372, TradeStatus::TradeClosed));
         assert_eq!(bal(d, alice.wallet).await, 10_000);
+        // All of the fee came back, and the shop holds nothing of the trade.
+        assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 0);
+        assert_eq!(bal(d, shop_account).await, 0);
         // An unpaid trade closes, and cannot be paid after.
         let (_, payload) = c.create_trade(shop, &order("T2", 500)).await.unwrap();
         assert_eq!(c.close(shop, "T2").await.unwrap().status, TradeStatus::TradeClosed);
@@ -251,7 +260,8 @@ fn racing_payers_pay_a_trade_once_and_racing_refunds_never_exceed_it() {
     });
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(r, Err(CheckoutError::AlreadyPaid))));
-    assert_eq!(w.rt.block_on(bal(&w.directory, shop_account)), 5_000);
+    // The net of 0.6%: 5,000 less 30 fen.
+    assert_eq!(w.rt.block_on(bal(&w.directory, shop_account)), 5_000 - 30);
     // Ten refund requests of 1,000 race for a 5,000 trade: exactly five succeed.
     let refunds = w.rt.block_on(async {
         let tasks: Vec<_> = (0..10)
@@ -290,7 +300,7 @@ fn payment_codes_work_once_and_guessing_is_limited() {
         assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &code).await.unwrap().id, paid.id);
         // The same code for another order is refused.
         assert!(matches!(c.pay_with_code(shop, &order("P2", 100), &code).await, Err(CheckoutError::CodeUsed)));
-        assert_eq!(bal(&w.directory, shop_account).await, 1_234);
+        assert_eq!(bal(&w.directory, shop_account).await, 1_234 - 7);
         // Merchant isolation: another merchant does not see, refund or close this trade.
         assert!(matches!(c.trade(other_shop, "P1").await, Err(CheckoutError::TradeNotFound)));
         assert!(matches!(c.refund(other_shop, "P1", "R1", 1).await, Err(CheckoutError::TradeNotFound)));

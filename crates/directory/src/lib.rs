@@ -10,6 +10,7 @@ mod accounts;
 mod bank;
 mod cities;
 mod error;
+mod fees;
 mod merchants;
 mod operators;
 mod passwords;
@@ -27,6 +28,7 @@ pub use accounts::{AccountKind, BALANCE_PAYMENT, PlatformAccounts, SANDBOX_BANK,
 pub use bank::{BankConnector, BankError, BankReceipt, SandboxBank};
 pub use cities::{City, PRESET_CITIES};
 pub use error::DirectoryError;
+pub use fees::{RATE_MAX_BP, fee_for, fee_returned};
 pub use merchants::{Category, Merchant, MerchantCredentials, NewMerchant};
 pub use operators::{Operator, Role};
 pub use passwords::PasswordPolicy;

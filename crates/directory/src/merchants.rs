@@ -108,6 +108,8 @@ pub struct Merchant {
     pub settlement_account_masked: String,
     /// Notification URL.
     pub notify_url: Option<String>,
+    /// Its category's fee rate now, in basis points.
+    pub fee_rate_bp: u32,
 }
 
 /// An API key as issued: shown once; only a hash of the secret is stored.
@@ -158,6 +160,7 @@ impl Directory {
     pub async fn onboard_merchant(&self, new: &NewMerchant) -> Result<(Merchant, MerchantCredentials), DirectoryError> {
         let uscc = check_new(new)?;
         self.city(new.city).await?;
+        let fee_rate_bp = self.fee_rate(new.category).await?;
         let id = self.entity_id(&["merchant", uscc.as_str()]);
         let key = vec![("id", Value::Int(i64::try_from(id).unwrap_or(i64::MAX)))];
         let context = format!("merchant:{id}:settlement_account");
@@ -172,6 +175,7 @@ impl Directory {
             account: account_id(AccountKind::Merchant, id),
             settlement_account_masked: mask_account(&new.settlement_account),
             notify_url: new.notify_url.clone(),
+            fee_rate_bp,
         };
         let row = ServiceRow {
             table: "merchants",
@@ -304,7 +308,9 @@ impl Directory {
     pub async fn merchant(&self, id: u64) -> Result<Merchant, DirectoryError> {
         let rows = self
             .read(
-                "SELECT id, city_code, name, uscc, mcc, category, account, settlement_account_masked, notify_url FROM merchants WHERE id = ?1",
+                "SELECT id, city_code, name, uscc, mcc, category, account, settlement_account_masked, notify_url,
+                    COALESCE((SELECT rate_bp FROM fee_rates WHERE fee_rates.category = merchants.category), 0)
+                 FROM merchants WHERE id = ?1",
                 vec![Value::Int(i64::try_from(id).unwrap_or(-1))],
             )
             .await?;
@@ -322,6 +328,7 @@ impl Directory {
                 Value::Null => None,
                 v => Some(text(v)?),
             },
+            fee_rate_bp: u32::try_from(int(&row[9])?).map_err(|_| DirectoryError::Storage("fee rate".into()))?,
         })
     }
 }

@@ -70,4 +70,17 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE merchants ADD COLUMN webhook_secret_sealed BLOB;",
         postgres: "ALTER TABLE merchants ADD COLUMN webhook_secret_sealed BYTEA;",
     },
+    Migration {
+        component: "directory",
+        version: 3,
+        name: "fee rates per merchant category",
+        sqlite: FEE_RATES_V3,
+        postgres: FEE_RATES_V3,
+    },
 ];
+
+/// Card acquiring's usual 0.6% for shops and restaurants; public services are fee-free.
+const FEE_RATES_V3: &str = "CREATE TABLE fee_rates (category TEXT PRIMARY KEY, rate_bp BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+    INSERT INTO fee_rates (category, rate_bp, updated_at) VALUES
+        ('retail', 60, 0), ('restaurant', 60, 0), ('other', 60, 0), ('transit', 0, 0),
+        ('hospital', 0, 0), ('school', 0, 0), ('social_security', 0, 0), ('utility', 0, 0);";
