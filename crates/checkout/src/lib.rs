@@ -29,14 +29,7 @@ pub use trade::{Method, Trade, TradeStatus};
 
 /// Ledger transfer codes of checkout movements.
 pub mod codes {
-    /// A payment to a merchant.
-    pub const PAYMENT: u16 = 20;
-    /// A refund from a merchant.
-    pub const REFUND: u16 = 21;
-    /// The platform's fee on a payment.
-    pub const FEE: u16 = 22;
-    /// The part of a fee a refund gives back.
-    pub const FEE_RETURNED: u16 = 23;
+    pub use citypay_directory::transfer_codes::{FEE, FEE_RETURNED, PAYMENT, REFUND};
 }
 
 /// Unpaid trades close themselves after this long unless the merchant says otherwise.

@@ -4,13 +4,9 @@
 /// Seconds east of UTC of Asia/Shanghai.
 const OFFSET_S: i64 = 8 * 3_600;
 
-/// Days from 1970-01-01 to a civil date.
+/// Days from 1970-01-01 to a civil date (the ledger's calendar).
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+    citypay_ledger::days_from_civil(y, m, d)
 }
 
 /// The civil date `days` after 1970-01-01 (the ledger's calendar).
@@ -37,13 +33,7 @@ pub fn format_date((y, m, d): (i64, i64, i64)) -> String {
 
 /// Parses `YYYY-MM-DD` (a real date of 1970–9999).
 pub fn parse_date(text: &str) -> Option<(i64, i64, i64)> {
-    let mut parts = text.split('-');
-    let (y, m, d) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
-    // Ranges first: the arithmetic below must never see a huge month or day.
-    if parts.next().is_some() || !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    (civil_from_days(days_from_civil(y, m, d)) == (y, m, d)).then_some((y, m, d))
+    citypay_ledger::LocalDate::parse(text).map(|d| (i64::from(d.year), i64::from(d.month), i64::from(d.day)))
 }
 
 #[cfg(test)]

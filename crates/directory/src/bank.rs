@@ -58,15 +58,24 @@ pub trait BankConnector: Send + Sync {
     /// Pays `amount_fen` from the custody account to a bank account (a withdrawal or a
     /// settlement payout).
     fn credit_account(&self, account_number: &str, amount_fen: i64, reference: &str) -> Result<BankReceipt, BankError>;
+
+    /// Pays a merchant's settlement from the custody account to its business account. Banks
+    /// allow businesses larger single movements than people; by default it is a credit like
+    /// any other.
+    fn pay_merchant(&self, account_number: &str, amount_fen: i64, reference: &str) -> Result<BankReceipt, BankError> {
+        self.credit_account(account_number, amount_fen, reference)
+    }
 }
 
 /// The built-in sandbox bank. Test cases: a card whose number ends in `0002` is declined;
 /// an account number ending in `0009` is unavailable; any movement above 5,000,000 fen
-/// (50,000 yuan) is over limit.
+/// (50,000 yuan) is over limit, except a merchant's settlement, whose limit is 10,000,000,000
+/// fen (100 million yuan).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SandboxBank;
 
 const SANDBOX_LIMIT_FEN: i64 = 5_000_000;
+const SANDBOX_SETTLEMENT_LIMIT_FEN: i64 = 10_000_000_000;
 
 impl BankConnector for SandboxBank {
     fn custody_account(&self) -> AccountId {
@@ -91,5 +100,15 @@ impl BankConnector for SandboxBank {
             return Err(BankError::Unavailable);
         }
         Ok(BankReceipt { bank_reference: format!("SBX-C-{reference}") })
+    }
+
+    fn pay_merchant(&self, account_number: &str, amount_fen: i64, reference: &str) -> Result<BankReceipt, BankError> {
+        if amount_fen > SANDBOX_SETTLEMENT_LIMIT_FEN {
+            return Err(BankError::OverLimit);
+        }
+        if account_number.ends_with("0009") {
+            return Err(BankError::Unavailable);
+        }
+        Ok(BankReceipt { bank_reference: format!("SBX-S-{reference}") })
     }
 }

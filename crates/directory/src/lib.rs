@@ -17,6 +17,7 @@ mod passwords;
 mod residents;
 mod schema;
 mod tokens;
+pub mod transfer_codes;
 
 use std::sync::Arc;
 

@@ -295,13 +295,20 @@ impl Directory {
 
     /// The secret that signs a merchant's notifications, unsealed (never log it).
     pub async fn webhook_secret(&self, merchant: u64) -> Result<Secret<String>, DirectoryError> {
-        let rows = self
-            .read("SELECT webhook_secret_sealed FROM merchants WHERE id = ?1", vec![Value::Int(i64::try_from(merchant).unwrap_or(-1))])
-            .await?;
-        let sealed = blob(&rows.first().ok_or(DirectoryError::NotFound)?[0])?;
-        let plain = self.unseal(&sealed, &format!("merchant:{merchant}:webhook_secret"))?;
-        let secret = String::from_utf8(plain.expose().clone()).map_err(|_| DirectoryError::Storage("webhook secret".into()))?;
-        Ok(Secret::new(secret))
+        self.unsealed_text(merchant, "SELECT webhook_secret_sealed FROM merchants WHERE id = ?1", "webhook_secret").await
+    }
+
+    /// The bank account a merchant's settlements are paid to, unsealed (never log it).
+    pub async fn settlement_account(&self, merchant: u64) -> Result<Secret<String>, DirectoryError> {
+        self.unsealed_text(merchant, "SELECT settlement_account_sealed FROM merchants WHERE id = ?1", "settlement_account").await
+    }
+
+    async fn unsealed_text(&self, merchant: u64, sql: &'static str, field: &str) -> Result<Secret<String>, DirectoryError> {
+        let rows = self.read(sql, vec![Value::Int(i64::try_from(merchant).unwrap_or(-1))]).await?;
+        let sealed = blob(rows.first().and_then(|r| r.first()).ok_or(DirectoryError::NotFound)?)?;
+        let plain = self.unseal(&sealed, &format!("merchant:{merchant}:{field}"))?;
+        let text = String::from_utf8(plain.expose().clone()).map_err(|_| DirectoryError::Storage(field.to_owned()))?;
+        Ok(Secret::new(text))
     }
 
     /// A merchant's record.

@@ -23,4 +23,4 @@ pub use ledger::{
     PendingUpdate, Rejection, StoredEvent,
 };
 pub use status::{Outcome, Status};
-pub use time::{LocalDate, Timestamp, civil_from_days};
+pub use time::{LocalDate, Timestamp, civil_from_days, days_from_civil};

@@ -70,6 +70,51 @@ pub fn civil_from_days(days: i64) -> LocalDate {
     }
 }
 
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+impl LocalDate {
+    /// Parses `YYYY-MM-DD`: a real date of 1970–9999.
+    pub fn parse(text: &str) -> Option<LocalDate> {
+        let mut parts = text.split('-');
+        let (y, m, d): (i64, i64, i64) = (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+        // Ranges first: the arithmetic must never see a huge month or day.
+        if parts.next().is_some() || !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        let date = civil_from_days(days_from_civil(y, m, d));
+        (i64::from(date.year) == y && i64::from(date.month) == m && i64::from(date.day) == d).then_some(date)
+    }
+
+    /// Days since 1970-01-01.
+    pub fn day_number(self) -> i64 {
+        days_from_civil(i64::from(self.year), i64::from(self.month), i64::from(self.day))
+    }
+
+    /// The instant this day starts in the city (local midnight).
+    pub fn start(self) -> Timestamp {
+        let seconds = self.day_number() * S_PER_DAY as i64 - CITY_OFFSET_S as i64;
+        Timestamp::from_unix_seconds(u64::try_from(seconds).unwrap_or(0))
+    }
+
+    /// The next day.
+    pub fn next(self) -> LocalDate {
+        civil_from_days(self.day_number() + 1)
+    }
+}
+
+impl std::fmt::Display for LocalDate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +136,18 @@ mod tests {
         // A leap day.
         let leap = Timestamp::from_unix_seconds(1_709_136_000); // 2024-02-28T16:00:00Z
         assert_eq!(leap.local_date(), LocalDate { year: 2024, month: 2, day: 29 });
+    }
+
+    #[test]
+    fn dates_parse_print_and_start_at_shanghai_midnight() {
+        let date = LocalDate::parse("2017-08-01").unwrap();
+        assert_eq!(date.to_string(), "2017-08-01");
+        assert_eq!(date.start(), Timestamp::from_unix_seconds(1_501_516_800));
+        assert_eq!(date.start().local_date(), date);
+        assert_eq!(Timestamp(date.start().0 - 1).local_date(), civil_from_days(date.day_number() - 1));
+        assert_eq!(LocalDate::parse("2016-02-28").unwrap().next().to_string(), "2016-02-29");
+        for bad in ["2017-02-29", "2017-8-1-2", "2017-99999999999999999-01", "2017-01-9223372036854775807", "1969-12-31", ""] {
+            assert_eq!(LocalDate::parse(bad), None, "{bad}");
+        }
     }
 }

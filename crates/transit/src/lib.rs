@@ -31,12 +31,7 @@ pub use schema::MIGRATIONS;
 
 /// Ledger transfer codes of transit movements.
 pub mod codes {
-    /// A rider's fares of a service day (or the part not charged before).
-    pub const FARE: u16 = 30;
-    /// Back to the rider: a late tap lowered the day's fare.
-    pub const FARE_REFUND: u16 = 31;
-    /// Arrears paid.
-    pub const ARREARS: u16 = 32;
+    pub use citypay_directory::transfer_codes::{ARREARS, FARE, FARE_REFUND};
 }
 
 /// How long a ride credential is valid.

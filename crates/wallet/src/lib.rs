@@ -52,10 +52,7 @@ const POSTED: &str = "posted";
 
 /// Ledger transfer codes of wallet movements.
 pub mod codes {
-    /// A top-up from a bank card.
-    pub const TOP_UP: u16 = 10;
-    /// A withdrawal to a bank card.
-    pub const WITHDRAWAL: u16 = 11;
+    pub use citypay_directory::transfer_codes::{TOP_UP, WITHDRAWAL};
 }
 
 /// Holds never expire by themselves (0): the bank may have moved the money, so only its answer
