@@ -22,6 +22,7 @@ pub(crate) fn migrations() -> Vec<Migration> {
         .chain(citypay_wallet::MIGRATIONS)
         .chain(citypay_checkout::MIGRATIONS)
         .chain(citypay_transit::MIGRATIONS)
+        .chain(citypay_settlement::MIGRATIONS)
         .chain(citypay_api::routes::MIGRATIONS)
         .copied()
         .collect()
@@ -269,8 +270,10 @@ pub(crate) async fn open_with(
         directory = directory.seeded(seed);
     }
     directory.open_platform_accounts().await?;
+    let bank: Arc<dyn citypay_directory::BankConnector> = Arc::new(SandboxBank);
     let state = AppState {
-        wallet: Wallet::new(directory.clone(), Arc::new(SandboxBank)),
+        wallet: Wallet::new(directory.clone(), bank.clone()),
+        settlement: citypay_settlement::Settlement::new(directory.clone(), bank),
         checkout: Checkout::new(directory.clone()),
         transit: citypay_transit::Transit::with_keys(directory.clone(), citypay_fares::Feed::tianjin(), ride_keys.keys, ride_keys.revoked),
         directory,

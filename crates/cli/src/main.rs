@@ -11,6 +11,7 @@ mod inspect;
 mod naive;
 mod open;
 mod serve;
+mod settle_cmd;
 mod simulate;
 mod transit_cmd;
 
@@ -70,6 +71,9 @@ enum Command {
         #[command(subcommand)]
         what: inspect::Inspect,
     },
+    /// Pays each merchant's balance of a closed day to its bank account (idempotent: a re-run
+    /// pays nothing twice and retries what the bank refused).
+    Settle(settle_cmd::SettleArgs),
     /// Simulates cashless cities day by day on a fresh database and writes the dashboard.
     Simulate(simulate::SimulateArgs),
     /// A writer that takes transfers on stdin, for the crash test.
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
         Command::Transit { what } => transit_cmd::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Inspect { what } => Ok(inspect::run(&what)),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
+        Command::Settle(args) => settle_cmd::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Demo { report } => simulate::demo(report).map(|()| ExitCode::SUCCESS),
     };

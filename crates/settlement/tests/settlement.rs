@@ -54,9 +54,21 @@ fn ties_out(file: &SettlementFile) {
     assert_eq!(body, file.closing_balance, "the CSV's opening and lines add up to its closing balance:\n{csv}");
 }
 
+const MIGRATIONS: &[&[citypay_store::Migration]] = &[citypay_checkout::MIGRATIONS, citypay_settlement::MIGRATIONS];
+
 #[test]
 fn a_day_settles_to_the_exact_payouts_once_and_the_files_tie_out() {
-    let city = TestCity::new(&[citypay_checkout::MIGRATIONS, citypay_settlement::MIGRATIONS]);
+    a_day_settles(TestCity::new(MIGRATIONS));
+}
+
+#[test]
+fn a_day_settles_the_same_on_postgres() {
+    if let Some(city) = TestCity::postgres(MIGRATIONS) {
+        a_day_settles(city);
+    }
+}
+
+fn a_day_settles(city: TestCity) {
     let bank = Arc::new(FlakyBank { account: "6222020200112230017", down: AtomicBool::new(true) });
     let checkout = Checkout::new(city.directory.clone());
     let settlement = Settlement::new(city.directory.clone(), bank.clone());

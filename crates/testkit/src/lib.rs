@@ -1,6 +1,6 @@
-//! A city for the services' tests: a fresh embedded database with the migrations a test names,
-//! a shard and a directory on one manual clock, and helpers for residents with money and for
-//! merchants. Every service test used to build this by hand.
+//! A city for the services' tests: a fresh database with the migrations a test names (embedded,
+//! or a new PostgreSQL database on the server `CITYPAY_TEST_PG` names), a shard and a directory
+//! on one manual clock, and helpers for residents with money and for merchants.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use citypay_directory::{
 use citypay_identity::AccountClass;
 use citypay_ledger::Timestamp;
 use citypay_shard::{ManualClock, Shard, ShardConfig};
-use citypay_store::Migration;
+use citypay_store::{JournalSource, LedgerStore, Migration, ServiceReader};
+use citypay_store_postgres::{PostgresReader, PostgresStore};
 use citypay_store_sqlite::{SqliteReader, SqliteStore};
 use citypay_vault::{IndexKeys, SealingKeys};
 use citypay_wallet::Wallet;
@@ -22,8 +23,8 @@ pub const START: Timestamp = Timestamp::from_unix_seconds(1_795_482_000);
 /// A test city.
 pub struct TestCity {
     _dir: tempfile::TempDir,
-    /// The database file.
-    pub path: PathBuf,
+    /// The database.
+    pub db: Backend,
     /// The writer.
     pub shard: Shard,
     /// The directory (Hangzhou, 330100, is onboarded).
@@ -38,29 +39,71 @@ pub struct TestCity {
 
 impl std::fmt::Debug for TestCity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TestCity").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("TestCity").field("db", &self.db).finish_non_exhaustive()
     }
 }
 
 impl TestCity {
-    /// A city with the directory's and wallet's tables and those of `migrations`.
+    /// A city on a fresh embedded database with the directory's and wallet's tables and those
+    /// of `migrations`.
     pub fn new(migrations: &[&[Migration]]) -> TestCity {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("city.db");
+        TestCity::on(Backend::Sqlite(path), dir, migrations)
+    }
+
+    /// The same on a fresh PostgreSQL database of the server in `CITYPAY_TEST_PG`; `None`
+    /// without it (a failure instead under `CI=true`).
+    pub fn postgres(migrations: &[&[Migration]]) -> Option<TestCity> {
+        let Ok(server) = std::env::var("CITYPAY_TEST_PG") else {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CITYPAY_TEST_PG is not set and CI=true: run through scripts/with-postgres.sh");
+            eprintln!("skipping PostgreSQL: CITYPAY_TEST_PG not set (run through scripts/with-postgres.sh)");
+            return None;
+        };
+        static DATABASES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!("citypay_kit_{}_{}", std::process::id(), DATABASES.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let admin = server.clone();
+        let create = format!("CREATE DATABASE {name}");
+        // The client runs its own runtime: not inside one of ours.
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls).expect("the server answers");
+            client.batch_execute(&create).expect("a fresh database");
+        })
+        .join()
+        .expect("creating the database");
+        let (base, _) = server.rsplit_once('/').expect("CITYPAY_TEST_PG names a database");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Some(TestCity::on(Backend::Postgres(format!("{base}/{name}")), dir, migrations))
+    }
+
+    fn on(db: Backend, dir: tempfile::TempDir, migrations: &[&[Migration]]) -> TestCity {
         let all: Vec<Migration> = [citypay_directory::MIGRATIONS, citypay_wallet::MIGRATIONS]
             .iter()
             .chain(migrations)
             .flat_map(|m| m.iter().copied())
             .collect();
-        let store = SqliteStore::open_writer(&path, &all).expect("the store opens");
+        let opened = db.clone();
+        let (store, reader) = std::thread::spawn(move || -> (Box<dyn LedgerStore>, Arc<dyn ServiceReader>) {
+            match &opened {
+                Backend::Sqlite(path) => (
+                    Box::new(SqliteStore::open_writer(path, &all).expect("the store opens")),
+                    Arc::new(SqliteReader::open(path).expect("a reader")),
+                ),
+                Backend::Postgres(url) => (
+                    Box::new(PostgresStore::open_writer(url, &all).expect("the store opens")),
+                    Arc::new(PostgresReader::connect(url).expect("a reader")),
+                ),
+            }
+        })
+        .join()
+        .expect("opening the database");
         let clock = ManualClock::new(START);
-        let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, clock.clone()).expect("the shard starts");
+        let shard = Shard::start(store, ShardConfig::DEFAULT, clock.clone()).expect("the shard starts");
         let keys = DirectoryKeys {
             sealing: SealingKeys::from_config(SealingKeys::generate_config().expose()).expect("sealing keys"),
             index: IndexKeys::from_config(IndexKeys::generate_config().expose()).expect("index keys"),
             tokens: TokenKeys::from_config(IndexKeys::generate_config().expose()).expect("token keys"),
         };
-        let reader = Arc::new(SqliteReader::open(&path).expect("a reader"));
         let directory = Directory::new(shard.handle(), reader, keys, Arc::new(clock.clone()), PasswordPolicy::FAST_INSECURE);
         let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
@@ -68,7 +111,7 @@ impl TestCity {
             directory.onboard_city(330100, "Hangzhou").await.expect("the city");
             directory.open_platform_accounts().await.expect("the platform's accounts");
         });
-        TestCity { _dir: dir, path, shard, directory, wallet, clock, rt }
+        TestCity { _dir: dir, db, shard, directory, wallet, clock, rt }
     }
 
     /// Moves the clock forward by `seconds`.
@@ -124,8 +167,25 @@ impl TestCity {
         let custody = self.rt.block_on(self.balance(PlatformAccounts::CNY.sandbox_custody));
         assert!(custody <= 0, "custody mirrors money held: {custody}");
         self.shard.shutdown();
-        let mut reader = SqliteStore::open_reader(&self.path).expect("a reader");
-        let report = citypay_store::audit(&mut reader).expect("the audit runs");
+        let db = self.db.clone();
+        let report = std::thread::spawn(move || {
+            let mut reader: Box<dyn JournalSource> = match &db {
+                Backend::Sqlite(path) => Box::new(SqliteStore::open_reader(path).expect("a reader")),
+                Backend::Postgres(url) => Box::new(PostgresStore::open_reader(url).expect("a reader")),
+            };
+            citypay_store::audit(reader.as_mut()).expect("the audit runs")
+        })
+        .join()
+        .expect("auditing");
         assert!(report.is_clean(), "{:?}", report.violations);
     }
+}
+
+/// Where a test city's database lives.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// An embedded database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database URL.
+    Postgres(String),
 }

@@ -32,6 +32,8 @@ pub struct AppState {
     pub checkout: Checkout,
     /// Ride credentials, validators, taps, fares.
     pub transit: citypay_transit::Transit,
+    /// Merchants' daily payouts and settlement files.
+    pub settlement: citypay_settlement::Settlement,
     /// How long a resident's or operator's token lives, in seconds.
     pub token_ttl_s: u64,
 }

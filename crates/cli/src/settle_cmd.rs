@@ -1,0 +1,72 @@
+//! `citypay settle`: the settlement run of a closed day, and each paid merchant's file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use citypay_directory::PasswordPolicy;
+use citypay_ledger::LocalDate;
+use citypay_store::DbUrl;
+
+/// Pays each merchant's balance of a closed day to its bank account.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SettleArgs {
+    /// Database: sqlite:PATH, a file path, or postgres://...
+    #[arg(long, default_value = "citypay.db")]
+    db: DbUrl,
+    /// Key file (default: beside the database).
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// The day to settle, `YYYY-MM-DD` (it must have ended in Asia/Shanghai).
+    #[arg(long)]
+    date: String,
+    /// Also write each merchant's settlement file of the day here (`MERCHANT-DATE.csv`).
+    #[arg(long)]
+    files: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: &SettleArgs) -> anyhow::Result<()> {
+    let date = LocalDate::parse(&args.date).context("--date: a date as YYYY-MM-DD")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let city = crate::city::open_from_files(&args.db, args.keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+        let result = settle(&city, date, args.files.as_deref(), args.json).await;
+        city.shard.shutdown();
+        result
+    })
+}
+
+async fn settle(city: &crate::city::City, date: LocalDate, files: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let settlement = &city.state.settlement;
+    let started = std::time::Instant::now();
+    let run = settlement.settle(date).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(dir) = files {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for payout in settlement.payouts(date).await? {
+            let file = settlement.file(payout.merchant_id, date).await?;
+            let path = dir.join(format!("{}-{date}.csv", payout.merchant_id));
+            std::fs::write(&path, file.to_csv()).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if json {
+        let out = serde_json::json!({
+            "date": date.to_string(),
+            "paid": run.paid,
+            "paid_amount": run.paid_amount,
+            "carried": run.carried,
+            "failed": run.failed,
+            "already_settled": run.already_settled,
+            "seconds": seconds,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{date}: {} merchants paid, {} fen; {} carried forward; {} refused by the bank (retried next run); {} already settled",
+            run.paid, run.paid_amount, run.carried, run.failed, run.already_settled
+        );
+    }
+    Ok(())
+}
