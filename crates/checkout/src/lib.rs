@@ -4,10 +4,10 @@
 //! or by showing a one-time payment code; merchants refund, close and cancel; cash sales are
 //! recorded too. Every change of a trade writes an event to the outbox in the same transaction.
 //!
-//! Exactly once: a trade's payment is a ledger entry whose id derives from the trade, so two
-//! payers racing for one trade cannot both pay (the second is a conflicting replay), and a
-//! payer's retry is a replay. Trade rows change only under a compare-and-swap guard on their
-//! version, checked by the single writer; refunds can never exceed what was paid.
+//! Exactly once: a trade's payment commits only under a guard checked by the single writer (the
+//! trade is new, or its version is unchanged), so two payers racing for one trade cannot both
+//! pay, and a retry finds the trade its first attempt paid. Entry ids derive from the trade,
+//! the payer and the attempt. Refunds can never exceed what was paid.
 
 pub mod notify;
 mod schema;
@@ -40,6 +40,8 @@ pub const DEVICE_FAILURES_MAX: i64 = 5;
 pub const MERCHANT_FAILURES_PER_MINUTE_MAX: u32 = 20;
 /// Past time steps (30 s each) a payment code stays valid for, beside the current one.
 const CODE_WINDOW_STEPS: u32 = 2;
+/// Refused payments of one trade by one payer that a new attempt steps over.
+const REFUSALS_MAX: u32 = 64;
 /// Times a compare-and-swap on a trade is retried when another change won the race.
 const CAS_ATTEMPTS_MAX: usize = 8;
 
@@ -213,6 +215,20 @@ impl Checkout {
         }
     }
 
+    /// Submits a payment command, numbering its entry by attempt. The trade's guards make a
+    /// payment happen once; the ledger answers a refused id again with its first refusal, and
+    /// a refusal (the wallet was short) must not stop a later payment, so a replayed refusal
+    /// moves on to the next number (the same numbers on every run, so replays stay exact).
+    async fn submit_payment(&self, command: impl Fn(u32) -> Command) -> Result<Result<citypay_ledger::Outcome, usize>, CheckoutError> {
+        for attempt in 0..REFUSALS_MAX {
+            match self.submit(command(attempt)).await? {
+                Ok(outcome) if outcome.replay && outcome.status != Status::Ok => continue,
+                answer => return Ok(answer),
+            }
+        }
+        Err(CheckoutError::Unavailable("too many refused attempts at this trade; retry later".into()))
+    }
+
     /// Creates a trade waiting for payment and the dynamic QR payload to show for it.
     /// Idempotent by `out_trade_no`: the same trade again returns it.
     pub async fn create_trade(&self, merchant_id: u64, new: &NewTrade) -> Result<(Trade, String), CheckoutError> {
@@ -354,7 +370,7 @@ impl Checkout {
 
     /// The payment: the amount from the wallet to the merchant, and the fee from the merchant
     /// to the platform's fee revenue, in one all-or-nothing entry.
-    fn payment_event(&self, trade: &Trade, wallet: u64, merchant_account: u64) -> Event {
+    fn payment_event(&self, trade: &Trade, wallet: u64, merchant_account: u64, attempt: u32) -> Event {
         let mut legs = vec![Leg {
             debit: wallet,
             credit: merchant_account,
@@ -375,7 +391,8 @@ impl Checkout {
                 user_data: trade.id,
             });
         }
-        Event::Entry(Entry { id: derived_event_id(&["trade", &trade.id.to_string(), "pay"]), legs })
+        let id = derived_event_id(&["trade", &trade.id.to_string(), "pay", &wallet.to_string(), &attempt.to_string()]);
+        Event::Entry(Entry { id, legs })
     }
 
     /// Pays the trade a scanned QR payload names, from the resident's wallet. A static QR needs
@@ -420,13 +437,14 @@ impl Checkout {
         let merchant = self.directory.merchant(merchant_id).await?;
         let now = self.now_s();
         let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now);
-        let command = Command {
-            event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
+        let rows: Vec<ServiceRow> = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect();
+        let command = |attempt| Command {
+            event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
             guards: vec![trade.absent_guard()],
-            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
+            rows: rows.clone(),
             always_rows: Vec::new(),
         };
-        match self.submit(command).await? {
+        match self.submit_payment(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
             Err(_) => {
@@ -446,13 +464,14 @@ impl Checkout {
         let merchant = self.directory.merchant(trade.merchant_id).await?;
         let now = self.now_s();
         let paid = trade.paid(payer.id, now);
-        let command = Command {
-            event: Some(self.payment_event(&trade, payer.wallet, merchant.account)),
+        let rows: Vec<ServiceRow> = [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &paid, now)).collect();
+        let command = |attempt| Command {
+            event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
             guards: vec![trade.version_guard()],
-            rows: [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &paid, now)).collect(),
+            rows: rows.clone(),
             always_rows: Vec::new(),
         };
-        match self.submit(command).await? {
+        match self.submit_payment(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(paid),
             Ok(outcome) if outcome.status == Status::ConflictingReplay => Err(CheckoutError::AlreadyPaid),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
@@ -557,8 +576,10 @@ impl Checkout {
         let now = self.now_s();
         let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now);
         let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
+        // Each code is a new attempt (a refused one is spent too), so its step numbers the entry.
+        let attempt = u32::try_from(step).unwrap_or(u32::MAX);
         let command = Command {
-            event: Some(self.payment_event(&trade, payer_wallet, merchant.account)),
+            event: Some(self.payment_event(&trade, payer_wallet, merchant.account, attempt)),
             guards: vec![
                 trade.absent_guard(),
                 Guard::Matches { table: "payment_devices", key: device_key.clone(), expect: vec![("last_step", int(device.last_step))] },

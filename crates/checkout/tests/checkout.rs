@@ -181,6 +181,10 @@ fn qr_payments_refunds_close_and_cancel() {
             other => panic!("{other:?}"),
         }
         assert_eq!(c.trade(shop, "T3").await.unwrap().status, TradeStatus::WaitBuyerPay);
+        // Topped up, Bob pays it after all: a refusal does not stick to the trade.
+        let card = w.wallet.link_card(&bob, "4111111111111111").await.unwrap();
+        w.wallet.top_up(&bob, card.id, 1_000_000, "more").await.unwrap();
+        assert_eq!(c.pay_qr(&bob, &payload, None, "k").await.unwrap().status, TradeStatus::TradeSuccess);
         // Cash at the counter is recorded; no wallet moves.
         let cash = c.record_cash_sale(shop, &order("C1", 800)).await.unwrap();
         assert_eq!((cash.method, cash.status, cash.payer_resident), (Method::Cash, TradeStatus::TradeSuccess, None));

@@ -19,6 +19,9 @@ pub enum AccountKind {
     Custody = 3,
     /// The platform's fee revenue, per currency (owner: ISO 4217 numeric code).
     FeeRevenue = 4,
+    /// A city's medical-insurance fund, the part of hospital bills it pays (owner: the city's
+    /// code). Funded by the insurance bureau's deposits; never below zero.
+    InsuranceFund = 5,
 }
 
 /// Ledger transfer class of balance payments (a wallet paying a shop or a bill). The PBOC

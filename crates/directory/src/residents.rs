@@ -216,6 +216,27 @@ impl Directory {
         Ok(None)
     }
 
+    /// The blind index under which a PRC ID number is found (as residents store it, under the
+    /// active key) and the number masked: how a bill addressed by ID number names its payer
+    /// without keeping the number.
+    pub fn id_number_key(&self, id_number: &str) -> Result<(Vec<u8>, String), DirectoryError> {
+        let id_number = ResidentId::parse(id_number.trim(), self.today())
+            .map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
+        Ok((index_bytes(&self.keys.index.index(ID_KIND, id_number.normalized())), id_number.masked()))
+    }
+
+    /// Every blind index of a resident's own ID number (one per index key, while keys rotate):
+    /// what bills addressed to them are found by.
+    pub async fn resident_id_keys(&self, id: u64) -> Result<Vec<Vec<u8>>, DirectoryError> {
+        let rows = self
+            .read("SELECT id_number_sealed FROM residents WHERE id = ?1", vec![Value::Int(i64::try_from(id).unwrap_or(-1))])
+            .await?;
+        let sealed = blob(&rows.first().ok_or(DirectoryError::NotFound)?[0])?;
+        let plain = self.unseal(&sealed, &format!("resident:{id}:id_number"))?;
+        let normalized = std::str::from_utf8(plain.expose()).map_err(|_| DirectoryError::Storage("ID number".into()))?;
+        Ok(self.keys.index.candidates(ID_KIND, normalized).iter().map(index_bytes).collect())
+    }
+
     /// The legal name of a resident, unsealed (for a receipt or a KYC officer; never log it).
     pub async fn resident_name(&self, id: u64) -> Result<citypay_vault::Secret<String>, DirectoryError> {
         let rows = self

@@ -1,0 +1,77 @@
+//! The bills' tables.
+
+use citypay_store::Migration;
+
+macro_rules! bills_v1 {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE bills (
+                id BIGINT PRIMARY KEY,
+                biller_id BIGINT NOT NULL,
+                city_code BIGINT NOT NULL,
+                category TEXT NOT NULL,
+                out_bill_no TEXT NOT NULL,
+                payer_kind TEXT NOT NULL,
+                payer_key ", $bytes, " NOT NULL,
+                payer_masked TEXT NOT NULL,
+                title TEXT NOT NULL,
+                items TEXT NOT NULL,
+                pick_items BIGINT NOT NULL,
+                total BIGINT NOT NULL,
+                insured BIGINT NOT NULL,
+                due_at BIGINT NOT NULL,
+                late_allowed BIGINT NOT NULL,
+                status TEXT NOT NULL,
+                paid_items BIGINT NOT NULL,
+                paid_amount BIGINT NOT NULL,
+                version BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                UNIQUE (biller_id, out_bill_no)
+            );
+            CREATE INDEX bills_by_payer ON bills (payer_key, created_at);
+            CREATE TABLE bill_payments (
+                id BIGINT PRIMARY KEY,
+                bill_id BIGINT NOT NULL,
+                biller_id BIGINT NOT NULL,
+                payer_resident BIGINT,
+                method TEXT NOT NULL,
+                items BIGINT NOT NULL,
+                amount BIGINT NOT NULL,
+                insured BIGINT NOT NULL,
+                fee BIGINT NOT NULL,
+                paid_at BIGINT NOT NULL,
+                receipt TEXT NOT NULL,
+                signature ", $bytes, " NOT NULL
+            );
+            CREATE INDEX bill_payments_by_biller ON bill_payments (biller_id, paid_at);
+            CREATE INDEX bill_payments_by_payer ON bill_payments (payer_resident, paid_at);
+            CREATE TABLE payer_links (
+                resident_id BIGINT NOT NULL,
+                payer_key ", $bytes, " NOT NULL,
+                payer_kind TEXT NOT NULL,
+                payer_masked TEXT NOT NULL,
+                label TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (resident_id, payer_key)
+            );
+            CREATE TABLE contribution_windows (
+                city_code BIGINT NOT NULL,
+                year BIGINT NOT NULL,
+                bureau_id BIGINT NOT NULL,
+                amount BIGINT NOT NULL,
+                opens_at BIGINT NOT NULL,
+                closes_at BIGINT NOT NULL,
+                PRIMARY KEY (city_code, year)
+            );"
+        )
+    };
+}
+
+/// The bills' migrations, for every backend.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    component: "bills",
+    version: 1,
+    name: "bills, their payments and receipts, payers' family links, contribution windows",
+    sqlite: bills_v1!("BLOB"),
+    postgres: bills_v1!("BYTEA"),
+}];
