@@ -22,6 +22,7 @@ pub(crate) fn migrations() -> Vec<Migration> {
         .chain(citypay_wallet::MIGRATIONS)
         .chain(citypay_checkout::MIGRATIONS)
         .chain(citypay_transit::MIGRATIONS)
+        .chain(citypay_bills::MIGRATIONS)
         .chain(citypay_settlement::MIGRATIONS)
         .chain(citypay_api::routes::MIGRATIONS)
         .copied()
@@ -89,14 +90,16 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     file.write_all(text.as_bytes())
 }
 
-/// The platform's ride-code signing keys and the revoked key ids.
+/// The platform's signing keys: the ride-code keys with the revoked key ids, and the seed of
+/// the key that signs receipts.
 #[derive(Debug)]
-pub(crate) struct RideKeys {
+pub(crate) struct SigningKeys {
     pub(crate) keys: Vec<citypay_ride::PlatformKey>,
     pub(crate) revoked: Vec<u16>,
+    pub(crate) receipt: [u8; 32],
 }
 
-impl RideKeys {
+impl SigningKeys {
     /// The key that signs now (the newest).
     pub(crate) fn newest(&self) -> anyhow::Result<&citypay_ride::PlatformKey> {
         self.keys.iter().max_by_key(|k| k.key_id()).context("no ride key")
@@ -115,12 +118,14 @@ fn forever() -> anyhow::Result<citypay_ride::Validity> {
     citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The platform's ride keys: `CITYPAY_RIDE_KEY` (64 hex digits, one key) when set, else the
-/// key file's lines `ride=SEED` (key 1, valid forever; added on first use) and, after
-/// rotations, `ride.ID=NOT_BEFORE:NOT_AFTER:SEED`, with `ride.revoked=ID,ID`.
-pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<RideKeys> {
-    if let Ok(seed) = std::env::var("CITYPAY_RIDE_KEY") {
-        return Ok(RideKeys { keys: vec![citypay_ride::PlatformKey::from_seed(1, parse_seed(&seed)?, forever()?)], revoked: Vec::new() });
+/// The platform's signing keys. Ride keys: `CITYPAY_RIDE_KEY` (64 hex digits, one key) when
+/// set, else the key file's lines `ride=SEED` (key 1, valid forever; added on first use) and,
+/// after rotations, `ride.ID=NOT_BEFORE:NOT_AFTER:SEED`, with `ride.revoked=ID,ID`. The receipt
+/// key: `CITYPAY_RECEIPT_KEY`, else the line `receipt=SEED` (added on first use).
+pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
+    if let (Ok(seed), Ok(receipt)) = (std::env::var("CITYPAY_RIDE_KEY"), std::env::var("CITYPAY_RECEIPT_KEY")) {
+        let keys = vec![citypay_ride::PlatformKey::from_seed(1, parse_seed(&seed)?, forever()?)];
+        return Ok(SigningKeys { keys, revoked: Vec::new(), receipt: parse_seed(&receipt)? });
     }
     // A missing file is a new one; any other read error must not be taken for "no keys".
     let text = match std::fs::read_to_string(path) {
@@ -130,8 +135,11 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<RideKeys> {
     };
     let mut keys = Vec::new();
     let mut revoked = Vec::new();
+    let mut receipt = None;
     for line in text.lines() {
-        if let Some(seed) = line.strip_prefix("ride=") {
+        if let Some(seed) = line.strip_prefix("receipt=") {
+            receipt = Some(parse_seed(seed)?);
+        } else if let Some(seed) = line.strip_prefix("ride=") {
             keys.push(citypay_ride::PlatformKey::from_seed(1, parse_seed(seed)?, forever()?));
         } else if let Some(ids) = line.strip_prefix("ride.revoked=") {
             revoked = ids.split(',').filter(|s| !s.is_empty()).map(str::parse).collect::<Result<_, _>>().context("ride.revoked")?;
@@ -147,7 +155,15 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<RideKeys> {
         append_private(path, &format!("ride={}\n", hex32(&seed))).with_context(|| format!("adding the ride key to {}", path.display()))?;
         keys.push(citypay_ride::PlatformKey::from_seed(1, seed, forever()?));
     }
-    Ok(RideKeys { keys, revoked })
+    let receipt = match receipt {
+        Some(seed) => seed,
+        None => {
+            let seed = citypay_directory::random_bytes::<32>();
+            append_private(path, &format!("receipt={}\n", hex32(&seed))).with_context(|| format!("adding the receipt key to {}", path.display()))?;
+            seed
+        }
+    };
+    Ok(SigningKeys { keys, revoked, receipt })
 }
 
 fn append_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -225,7 +241,7 @@ fn ride_seeds(text: &str) -> anyhow::Result<std::collections::HashMap<u16, Strin
 }
 
 /// A city's keys from `keys` (default: beside the database): the directory's and the ride keys.
-pub(crate) fn load_city_keys(db: &DbUrl, keys: Option<&Path>) -> anyhow::Result<(DirectoryKeys, RideKeys)> {
+pub(crate) fn load_city_keys(db: &DbUrl, keys: Option<&Path>) -> anyhow::Result<(DirectoryKeys, SigningKeys)> {
     let path = keys.map_or_else(|| default_keys_path(db), Path::to_path_buf);
     Ok((load_keys(&path)?, load_ride_keys(&path)?))
 }
@@ -239,7 +255,7 @@ pub(crate) async fn open_from_files(db: &DbUrl, keys: Option<&Path>, passwords: 
 /// Opens the database as its writer and assembles the services. Storage is opened on a
 /// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
 /// an async task.
-pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, ride_keys: RideKeys, passwords: PasswordPolicy) -> anyhow::Result<City> {
+pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, ride_keys: SigningKeys, passwords: PasswordPolicy) -> anyhow::Result<City> {
     open_with(db, keys, ride_keys, passwords, Arc::new(SystemClock), Arc::new(SystemClock), None).await
 }
 
@@ -248,7 +264,7 @@ pub(crate) async fn open(db: &DbUrl, keys: DirectoryKeys, ride_keys: RideKeys, p
 pub(crate) async fn open_with(
     db: &DbUrl,
     keys: DirectoryKeys,
-    ride_keys: RideKeys,
+    ride_keys: SigningKeys,
     passwords: PasswordPolicy,
     shard_clock: Arc<dyn Clock + Sync>,
     clock: Arc<dyn Clock + Sync>,
@@ -271,9 +287,11 @@ pub(crate) async fn open_with(
     }
     directory.open_platform_accounts().await?;
     let bank: Arc<dyn citypay_directory::BankConnector> = Arc::new(SandboxBank);
+    let receipt_signer = citypay_bills::ReceiptSigner::from_seed(1, ride_keys.receipt);
     let state = AppState {
         wallet: Wallet::new(directory.clone(), bank.clone()),
         settlement: citypay_settlement::Settlement::new(directory.clone(), bank),
+        bills: citypay_bills::Bills::new(directory.clone(), receipt_signer),
         checkout: Checkout::new(directory.clone()),
         transit: citypay_transit::Transit::with_keys(directory.clone(), citypay_fares::Feed::tianjin(), ride_keys.keys, ride_keys.revoked),
         directory,
@@ -294,6 +312,7 @@ mod tests {
         let first = load_ride_keys(&path).unwrap();
         assert_eq!((first.keys.len(), first.newest().unwrap().key_id()), (1, 1));
         assert_eq!(rotate_ride_key(&path, 1_000, 86_400).unwrap(), 2);
+        assert_eq!(load_ride_keys(&path).unwrap().receipt, first.receipt, "the receipt key is kept");
         let rotated = load_ride_keys(&path).unwrap();
         let old = rotated.keys.iter().find(|k| k.key_id() == 1).unwrap();
         assert_eq!(old.validity().not_after, 87_400, "the old key verifies for the overlap");

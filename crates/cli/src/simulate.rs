@@ -165,7 +165,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let city = crate::city::open_with(
             &db,
             keys,
-            crate::city::RideKeys { keys: vec![ride_key(args.seed)?], revoked: Vec::new() },
+            crate::city::SigningKeys { keys: vec![ride_key(args.seed)?], revoked: Vec::new(), receipt: seed_key("receipt", args.seed) },
             PasswordPolicy::FAST_INSECURE,
             Arc::new(clock.clone()),
             Arc::new(ActionClock::new(clock.clone())),
@@ -270,9 +270,14 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
 /// The platform's ride-code signing key of a simulation, drawn from its seed.
 fn ride_key(seed: u64) -> anyhow::Result<citypay_ride::PlatformKey> {
     let validity = citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(citypay_ride::PlatformKey::from_seed(1, seed_key("ride", seed), validity))
+}
+
+/// A simulation's key for `purpose`, from its seed (the run is public: so are its keys).
+fn seed_key(purpose: &str, seed: u64) -> [u8; 32] {
     let mut key = [0u8; 32];
-    key.copy_from_slice(&sha2::Sha256::digest(format!("citypay simulate ride key {seed}").as_bytes()));
-    Ok(citypay_ride::PlatformKey::from_seed(1, key, validity))
+    key.copy_from_slice(&sha2::Sha256::digest(format!("citypay simulate {purpose} key {seed}").as_bytes()));
+    key
 }
 
 /// `citypay demo`: a fresh report directory, then [`run`] with the demo's settings.

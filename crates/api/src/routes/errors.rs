@@ -88,3 +88,28 @@ impl From<TransitError> for ApiError {
         ApiError::new(status, code, message)
     }
 }
+
+impl From<citypay_bills::BillError> for ApiError {
+    fn from(e: citypay_bills::BillError) -> ApiError {
+        use citypay_bills::BillError;
+        let status = match e {
+            BillError::Directory(inner) => return ApiError::from(inner),
+            BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            BillError::BillNotFound => StatusCode::NOT_FOUND,
+            BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed => StatusCode::CONFLICT,
+            BillError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<citypay_settlement::SettlementError> for ApiError {
+    fn from(e: citypay_settlement::SettlementError) -> ApiError {
+        use citypay_settlement::SettlementError;
+        match e {
+            SettlementError::Directory(inner) => ApiError::from(inner),
+            SettlementError::DayNotClosed(_) => ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string()),
+            SettlementError::Unavailable(_) => ApiError::unavailable(e.to_string(), RETRY),
+        }
+    }
+}

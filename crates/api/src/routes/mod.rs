@@ -3,6 +3,7 @@
 //! `Idempotency-Key` whose first answer is kept and replayed (see [`replay`]).
 
 mod auth;
+mod bills;
 mod dashboard;
 mod errors;
 mod operators;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub checkout: Checkout,
     /// Ride credentials, validators, taps, fares.
     pub transit: citypay_transit::Transit,
+    /// Bills, their payments and receipts; insurance funds; contribution windows.
+    pub bills: citypay_bills::Bills,
     /// Merchants' daily payouts and settlement files.
     pub settlement: citypay_settlement::Settlement,
     /// How long a resident's or operator's token lives, in seconds.
@@ -86,5 +89,19 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(transit::fare_run))
         .routes(routes!(transit::revenue))
         .routes(routes!(transit::my_day))
+        .routes(routes!(bills::issue))
+        .routes(routes!(bills::get))
+        .routes(routes!(bills::pay_cash))
+        .routes(routes!(bills::my_bills))
+        .routes(routes!(bills::pay))
+        .routes(routes!(bills::link_payer))
+        .routes(routes!(bills::contribute))
+        .routes(routes!(bills::receipt))
+        .routes(routes!(bills::receipt_keys))
+        .routes(routes!(bills::reconciliation_file))
+        .routes(routes!(bills::settlement_file))
+        .routes(routes!(bills::settle))
+        .routes(routes!(bills::fund_deposit))
+        .routes(routes!(bills::open_window))
         .with_state(state)
 }

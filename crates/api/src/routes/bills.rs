@@ -1,0 +1,487 @@
+//! Bills over HTTP. Billers (merchants' API keys) issue bills keyed by their own `out_bill_no`,
+//! record cash paid at the counter, and download their reconciliation and settlement files.
+//! Residents list the bills of their own ID number and of family members they linked, pay
+//! them (in full or by items), pay social-security contributions, and fetch their receipts.
+//! Operators run settlement, fund a city's medical-insurance fund and open contribution
+//! windows. The receipt keys are public: anyone holding a receipt can check it.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use citypay_api_types::{ErrorBody, Money};
+use citypay_bills::{Bill, BillPayment, Item, NewBill, Payer, PayerKind, Receipt};
+use citypay_directory::Role;
+use citypay_ledger::LocalDate;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
+use super::replay::once;
+use super::residents::{cny, money};
+use crate::{ApiError, AppJson, Idempotent};
+
+fn date(text: &str) -> Result<LocalDate, ApiError> {
+    LocalDate::parse(text).ok_or_else(|| ApiError::bad_request("invalid_field", "date: YYYY-MM-DD"))
+}
+
+fn payer_kind(code: &str) -> Result<PayerKind, ApiError> {
+    PayerKind::from_code(code).ok_or_else(|| ApiError::bad_request("invalid_field", "payer_kind: id_number, student_number or account_number"))
+}
+
+fn csv(body: String) -> Response {
+    ([(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
+}
+
+/// One line of a bill.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ItemView {
+    /// What it is for.
+    name: String,
+    amount: Money,
+}
+
+/// A bill.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct BillView {
+    /// citypay's bill number.
+    bill_no: String,
+    /// The biller's reference.
+    out_bill_no: String,
+    /// The biller (a merchant id).
+    biller_id: String,
+    /// hospital, school, social_security, utility, ...
+    category: String,
+    /// id_number, student_number or account_number.
+    payer_kind: String,
+    /// The payer's identifier, masked.
+    payer: String,
+    title: String,
+    items: Vec<ItemView>,
+    /// Whether the payer picks items (indexes from 0).
+    pick_items: bool,
+    total: Money,
+    /// The medical-insurance fund's part.
+    insured: Money,
+    paid: Money,
+    /// Indexes of the items paid.
+    paid_items: Vec<usize>,
+    /// open, partly_paid or paid.
+    status: String,
+    /// Unix seconds.
+    due_at: u64,
+    late_allowed: bool,
+}
+
+impl From<&Bill> for BillView {
+    fn from(b: &Bill) -> BillView {
+        BillView {
+            bill_no: b.id.to_string(),
+            out_bill_no: b.out_bill_no.clone(),
+            biller_id: b.biller_id.to_string(),
+            category: b.category.code().to_owned(),
+            payer_kind: b.payer_kind.code().to_owned(),
+            payer: b.payer_masked.clone(),
+            title: b.title.clone(),
+            items: b.items.iter().map(|i| ItemView { name: i.name.clone(), amount: money(i.amount) }).collect(),
+            pick_items: b.pick_items,
+            total: money(b.total),
+            insured: money(b.insured),
+            paid: money(b.paid_amount),
+            paid_items: (0..b.items.len()).filter(|i| b.paid_items & (1 << i) != 0).collect(),
+            status: b.status.code().to_owned(),
+            due_at: b.due_at,
+            late_allowed: b.late_allowed,
+        }
+    }
+}
+
+/// A bill to issue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BillRequest {
+    /// Unique per biller: 1 to 64 letters, digits, `-` or `_`.
+    out_bill_no: String,
+    /// id_number, student_number or account_number.
+    payer_kind: String,
+    /// The payer's PRC ID number, student number or account number.
+    payer: String,
+    title: String,
+    /// 1 to 32 items.
+    items: Vec<ItemView>,
+    /// The payer picks which items to pay (default: all are due together).
+    #[serde(default)]
+    pick_items: bool,
+    /// The medical-insurance fund's part (hospital bills only).
+    insured: Option<Money>,
+    /// Unix seconds.
+    due_at: u64,
+    /// May be paid after `due_at` (default no).
+    #[serde(default)]
+    late_allowed: bool,
+}
+
+/// Issues a bill (idempotent by `out_bill_no`).
+#[utoipa::path(post, path = "/v1/bills", tag = "bills", request_body = BillRequest,
+    responses((status = CREATED, body = BillView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, AppJson(body): AppJson<BillRequest>) -> Result<Response, ApiError> {
+    let items = body.items.iter().map(|i| Ok(Item { name: i.name.clone(), amount: cny(&i.amount)? })).collect::<Result<Vec<_>, ApiError>>()?;
+    let new = NewBill {
+        out_bill_no: body.out_bill_no,
+        payer: Payer { kind: payer_kind(&body.payer_kind)?, identifier: body.payer },
+        title: body.title,
+        items,
+        pick_items: body.pick_items,
+        insured: body.insured.as_ref().map(cny).transpose()?.unwrap_or(0),
+        due_at: body.due_at,
+        late_allowed: body.late_allowed,
+    };
+    let bill = state.bills.issue(biller, &new).await?;
+    Ok((StatusCode::CREATED, AppJson(BillView::from(&bill))).into_response())
+}
+
+/// A bill of the calling biller.
+#[utoipa::path(get, path = "/v1/bills/{out_bill_no}", tag = "bills", params(("out_bill_no" = String, Path)),
+    responses((status = OK, body = BillView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn get(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(out_bill_no): Path<String>) -> Result<AppJson<BillView>, ApiError> {
+    Ok(AppJson(BillView::from(&state.bills.bill(biller, &out_bill_no).await?)))
+}
+
+/// A payment and its receipt.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct PaymentView {
+    /// The receipt's number.
+    receipt_no: String,
+    bill: BillView,
+    /// Paid, the fund's part included.
+    amount: Money,
+    /// The medical-insurance fund's part.
+    insured: Money,
+    /// wallet or cash.
+    method: String,
+    /// Unix seconds.
+    paid_at: u64,
+    receipt: ReceiptView,
+}
+
+/// An electronic receipt: the signed text, byte for byte, and its Ed25519 signature.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ReceiptView {
+    receipt_no: String,
+    /// The receipt (JSON), exactly as signed.
+    text: String,
+    /// Base64 Ed25519 signature of `text` under the key its `key_id` names.
+    signature: String,
+}
+
+impl From<&Receipt> for ReceiptView {
+    fn from(r: &Receipt) -> ReceiptView {
+        ReceiptView { receipt_no: r.number.clone(), text: r.text.clone(), signature: r.signature_base64() }
+    }
+}
+
+impl From<&BillPayment> for PaymentView {
+    fn from(p: &BillPayment) -> PaymentView {
+        PaymentView {
+            receipt_no: p.id.to_string(),
+            bill: BillView::from(&p.bill),
+            amount: money(p.amount),
+            insured: money(p.insured),
+            method: p.method.code().to_owned(),
+            paid_at: p.paid_at,
+            receipt: ReceiptView::from(&p.receipt),
+        }
+    }
+}
+
+/// Cash paid at the counter.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CashRequest {
+    /// Exactly what is outstanding.
+    amount: Money,
+}
+
+/// Records cash paid at the biller's counter against a bill.
+#[utoipa::path(post, path = "/v1/bills/{out_bill_no}/cash-payments", tag = "bills", params(("out_bill_no" = String, Path), crate::IdempotencyKey),
+    request_body = CashRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn pay_cash(
+    State(state): State<AppState>,
+    MerchantCaller(biller): MerchantCaller,
+    Path(out_bill_no): Path<String>,
+    request: Idempotent<CashRequest>,
+) -> Result<Response, ApiError> {
+    let caller = Caller::Merchant(biller);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let payment = state.bills.pay_cash(biller, &out_bill_no, cny(&request.body.amount)?).await?;
+        Ok(PaymentView::from(&payment))
+    })
+    .await
+}
+
+/// A resident's bills.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct BillList {
+    bills: Vec<BillView>,
+}
+
+/// How many.
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct ListQuery {
+    /// At most 100 (default 50).
+    limit: Option<u32>,
+}
+
+/// The bills addressed to the caller and to the family members they linked, newest first.
+#[utoipa::path(get, path = "/v1/my/bills", tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
+pub(crate) async fn my_bills(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<ListQuery>) -> Result<AppJson<BillList>, ApiError> {
+    let bills = state.bills.bills_of(&me, query.limit.unwrap_or(50)).await?;
+    Ok(AppJson(BillList { bills: bills.iter().map(BillView::from).collect() }))
+}
+
+/// A payment of a bill.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PayRequest {
+    /// Item indexes to pay, when the bill lets the payer pick; absent: everything outstanding.
+    items: Option<Vec<usize>>,
+}
+
+/// Pays one of the caller's (or a linked family member's) bills from the wallet.
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
+    request_body = PayRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn pay(
+    State(state): State<AppState>,
+    ResidentCaller(me): ResidentCaller,
+    Path(bill_no): Path<String>,
+    request: Idempotent<PayRequest>,
+) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let bill_id = bill_no.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "bill not found"))?;
+        let payment = state.bills.pay(&me, bill_id, request.body.items.as_deref()).await?;
+        Ok(PaymentView::from(&payment))
+    })
+    .await
+}
+
+/// A family member whose bills the caller sees and pays.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LinkRequest {
+    /// id_number, student_number or account_number.
+    payer_kind: String,
+    /// Their ID number, or a student or account number at `biller_id`.
+    payer: String,
+    /// The school or utility a student or account number belongs to.
+    biller_id: Option<String>,
+    /// A name for the link (`mother`, `son`, `home`).
+    label: String,
+}
+
+/// A linked family member.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkView {
+    /// Their identifier, masked.
+    payer: String,
+    label: String,
+}
+
+/// Links a family member's bills to the caller.
+#[utoipa::path(post, path = "/v1/my/payer-links", tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
+    responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkRequest>) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let body = &request.body;
+        let biller = body
+            .biller_id
+            .as_deref()
+            .map(|b| b.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_field", "biller_id: a merchant id")))
+            .transpose()?;
+        let payer = Payer { kind: payer_kind(&body.payer_kind)?, identifier: body.payer.clone() };
+        let masked = state.bills.link_payer(&me, &payer, biller, &body.label).await?;
+        Ok(LinkView { payer: masked, label: body.label.clone() })
+    })
+    .await
+}
+
+/// A social-security contribution.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContributionRequest {
+    /// The city the insured person is enrolled in.
+    city: u32,
+    /// The insured person's PRC ID number: the caller's own, or a relative's.
+    id_number: String,
+    /// The contribution year.
+    year: u16,
+}
+
+/// Pays a year's social-security contribution for oneself or a relative, within the city's
+/// window.
+#[utoipa::path(post, path = "/v1/social-security/contributions", tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
+    responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<ContributionRequest>) -> Result<Response, ApiError> {
+    let caller = Caller::Resident(me.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let body = &request.body;
+        let payment = state.bills.contribute(&me, body.city, &body.id_number, body.year).await?;
+        Ok(PaymentView::from(&payment))
+    })
+    .await
+}
+
+/// One of the caller's receipts (they paid it, or the bill is theirs or a linked relative's).
+#[utoipa::path(get, path = "/v1/receipts/{receipt_no}", tag = "bills", params(("receipt_no" = String, Path)),
+    responses((status = OK, body = ReceiptView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn receipt(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(number): Path<String>) -> Result<AppJson<ReceiptView>, ApiError> {
+    let number = number.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "receipt not found"))?;
+    Ok(AppJson(ReceiptView::from(&state.bills.receipt_for(&me, number).await?)))
+}
+
+/// A receipt-signing public key.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ReceiptKeyView {
+    key_id: u32,
+    /// Ed25519 public key, 64 hex digits.
+    public_key: String,
+}
+
+/// The keys receipts are signed with (public: anyone holding a receipt may check it).
+#[utoipa::path(get, path = "/v1/receipt-keys", tag = "bills", responses((status = OK, body = Vec<ReceiptKeyView>)))]
+pub(crate) async fn receipt_keys(State(state): State<AppState>) -> AppJson<Vec<ReceiptKeyView>> {
+    let key = state.bills.receipt_key();
+    AppJson(vec![ReceiptKeyView { key_id: key.key_id, public_key: citypay_directory::hex::encode(&key.bytes) }])
+}
+
+/// A biller's reconciliation file of a day: each payment of its bills, with what settles.
+#[utoipa::path(get, path = "/v1/reconciliation-files/{date}", tag = "bills", params(("date" = String, Path, description = "YYYY-MM-DD")),
+    responses((status = OK, content_type = "text/csv", body = String)))]
+pub(crate) async fn reconciliation_file(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
+    Ok(csv(state.bills.reconciliation(biller, date(&day)?).await?))
+}
+
+/// A merchant's settlement file of a day: opening balance, every movement, closing balance,
+/// the payout.
+#[utoipa::path(get, path = "/v1/settlement-files/{date}", tag = "settlement", params(("date" = String, Path, description = "YYYY-MM-DD")),
+    responses((status = OK, content_type = "text/csv", body = String)))]
+pub(crate) async fn settlement_file(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
+    Ok(csv(state.settlement.file(merchant, date(&day)?).await?.to_csv()))
+}
+
+/// A day to settle.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SettlementRunRequest {
+    /// `YYYY-MM-DD`, a day that has ended.
+    date: String,
+}
+
+/// What a settlement run did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct SettlementRunView {
+    paid: usize,
+    paid_amount: Money,
+    carried: usize,
+    failed: usize,
+    already_settled: usize,
+}
+
+fn platform_only(operator: &OperatorCaller, what: &str) -> Result<(), ApiError> {
+    if operator.role != Role::PlatformOperator {
+        return Err(ApiError::forbidden(format!("only platform operators {what}")));
+    }
+    Ok(())
+}
+
+/// Pays each merchant's balance of a closed day (platform operators). A re-run pays nothing
+/// twice and retries what the bank refused.
+#[utoipa::path(post, path = "/v1/settlement-runs", tag = "settlement", params(crate::IdempotencyKey), request_body = SettlementRunRequest,
+    responses((status = OK, body = SettlementRunView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn settle(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<SettlementRunRequest>) -> Result<Response, ApiError> {
+    platform_only(&operator, "run settlement")?;
+    let caller = Caller::Operator(operator.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::OK, async {
+        let run = state.settlement.settle(date(&request.body.date)?).await?;
+        Ok(SettlementRunView {
+            paid: run.paid,
+            paid_amount: money(run.paid_amount),
+            carried: run.carried,
+            failed: run.failed,
+            already_settled: run.already_settled,
+        })
+    })
+    .await
+}
+
+/// The insurance bureau's deposit into a city's medical-insurance fund.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FundDepositRequest {
+    amount: Money,
+    /// The bureau's transfer reference (the deposit's idempotency key).
+    reference: String,
+}
+
+/// A fund's balance.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct FundView {
+    city: u32,
+    balance: Money,
+}
+
+fn operator_of(operator: &OperatorCaller, city: u32) -> Result<(), ApiError> {
+    match operator.role {
+        Role::PlatformOperator => Ok(()),
+        Role::CityOperator if operator.city == Some(city) => Ok(()),
+        Role::CityOperator => Err(ApiError::forbidden("a city operator acts for their own city only")),
+    }
+}
+
+/// Records the insurance bureau's deposit for a city's fund (opened on first use).
+#[utoipa::path(post, path = "/v1/insurance-funds/{city}/deposits", tag = "bills", params(("city" = u32, Path)), request_body = FundDepositRequest,
+    responses((status = OK, body = FundView), (status = FORBIDDEN, body = ErrorBody)))]
+pub(crate) async fn fund_deposit(State(state): State<AppState>, operator: OperatorCaller, Path(city): Path<u32>, AppJson(body): AppJson<FundDepositRequest>) -> Result<AppJson<FundView>, ApiError> {
+    platform_only(&operator, "record insurance deposits")?;
+    let fund = state.bills.open_insurance_fund(city).await?;
+    state.bills.deposit_to_fund(city, cny(&body.amount)?, &body.reference).await?;
+    let balance = state.directory.shard().account(fund).await.ok().flatten().map_or(0, |a| a.balance.net_posted());
+    Ok(AppJson(FundView { city, balance: money(balance) }))
+}
+
+/// A contribution window.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WindowRequest {
+    city: u32,
+    year: u16,
+    /// The city's social-security bureau (a merchant id).
+    bureau_id: String,
+    /// The contribution per person.
+    amount: Money,
+    /// Unix seconds.
+    opens_at: u64,
+    /// Unix seconds.
+    closes_at: u64,
+}
+
+/// Opens (or changes) a city's social-security contribution window for a year.
+#[utoipa::path(post, path = "/v1/contribution-windows", tag = "bills", request_body = WindowRequest,
+    responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorBody)))]
+pub(crate) async fn open_window(State(state): State<AppState>, operator: OperatorCaller, AppJson(body): AppJson<WindowRequest>) -> Result<StatusCode, ApiError> {
+    operator_of(&operator, body.city)?;
+    let bureau_id = body.bureau_id.parse().map_err(|_| ApiError::bad_request("invalid_field", "bureau_id: a merchant id"))?;
+    let window = citypay_bills::ContributionWindow {
+        city: body.city,
+        year: body.year,
+        bureau_id,
+        amount: cny(&body.amount)?,
+        opens_at: body.opens_at,
+        closes_at: body.closes_at,
+    };
+    state.bills.open_contribution_window(window).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
