@@ -570,3 +570,178 @@ async fn transit_through_the_api() {
     let (status, _, _) = api.call("GET", &format!("/v1/transit/my-day?date={today}"), Some(&resident), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not fared yet");
 }
+
+/// Bills end to end through the server: a hospital bill with the insurance fund's part (all
+/// or nothing), tuition by chosen items for a linked child, a bill of a linked relative, two
+/// payers racing for one bill, late payment refused, cash at the counter, a social-security
+/// contribution by proxy, signed receipts checked with the published key, the biller's files;
+/// the books are clean after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bills_through_the_api() {
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    const MOTHER: &str = "330106195203150045";
+    const BOB: &str = "440524188001010014";
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
+    admin(&target, &["create-operator", "--username", "root", "--role", "platform"]);
+    let log = dir.path().join("serve.log");
+    let server = start(&target, &log).await;
+    let api = Api { client: Client::new(), base: server.base.clone() };
+    let (_, session, _) = api.call("POST", "/v1/operator-sessions", None, None, Some(json!({"username": "root", "password": "operator secret"}))).await;
+    let operator = format!("Bearer {}", session["token"].as_str().unwrap());
+    let mut billers = Vec::new();
+    for (uscc, category) in [("91350100M000100Y43", "hospital"), ("12330100470001235F", "school"), ("11330100002345678T", "social_security"), ("91110000600037341L", "utility")] {
+        let body = json!({"city": 330100, "name": format!("{category} biller"), "uscc": uscc, "mcc": "8062", "category": category,
+                          "settlement_account": "6222020200112233446"});
+        let (status, merchant, _) = api.call("POST", "/v1/merchants", Some(&operator), None, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{merchant}");
+        let key = format!("ApiKey {}:{}", merchant["api_key_id"].as_str().unwrap(), merchant["api_key_secret"].as_str().unwrap());
+        billers.push((merchant["merchant_id"].as_str().map(str::to_owned).unwrap_or_else(|| merchant["merchant_id"].to_string()), key));
+    }
+    let [(_, hospital), (school_id, school), (bureau_id, _), (utility_id, utility)] = <[(String, String); 4]>::try_from(billers).unwrap();
+    let mut residents = Vec::new();
+    for (id_number, mobile, fen) in [(ID_NUMBER, "13800138000", 500_000), (BOB, "13900139000", 1_000)] {
+        let registration = json!({"city": 330100, "name": "Li Lei", "mobile": mobile, "id_number": id_number, "password": "correct horse", "account_class": "II"});
+        assert_eq!(api.call("POST", "/v1/residents", None, Some(mobile), Some(registration)).await.0, StatusCode::CREATED);
+        let (_, session, _) = api.call("POST", "/v1/sessions", None, None, Some(json!({"mobile": mobile, "password": "correct horse"}))).await;
+        let token = format!("Bearer {}", session["token"].as_str().unwrap());
+        let (_, card, _) = api.call("POST", "/v1/wallet/cards", Some(&token), Some("card"), Some(json!({"card_number": CARD}))).await;
+        let top_up = json!({"card_id": card["card_id"], "amount": {"amount": fen, "currency": "CNY"}});
+        assert_eq!(api.call("POST", "/v1/wallet/top-ups", Some(&token), Some("top"), Some(top_up)).await.0, StatusCode::CREATED);
+        residents.push(token);
+    }
+    let [alice, bob] = <[String; 2]>::try_from(residents).unwrap();
+    let balance = |token: &str| {
+        let token = token.to_owned();
+        let api = &api;
+        async move { api.call("GET", "/v1/wallet", Some(&token), None, None).await.1["balance"]["amount"].as_i64().unwrap() }
+    };
+    let cny = |fen: i64| json!({"amount": fen, "currency": "CNY"});
+    let due = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 30 * 86_400;
+    let bill = |no: &str, kind: &str, payer: &str, items: &[(&str, i64)], insured: i64, pick: bool| {
+        json!({"out_bill_no": no, "payer_kind": kind, "payer": payer, "title": format!("bill {no}"),
+               "items": items.iter().map(|(n, a)| json!({"name": n, "amount": cny(*a)})).collect::<Vec<_>>(),
+               "pick_items": pick, "insured": cny(insured), "due_at": due})
+    };
+
+    // A hospital bill of 170.00, 100.00 of it insured. The fund is short: nothing moves.
+    let deposit = |amount: i64, reference: &str| json!({"amount": cny(amount), "reference": reference});
+    let (status, fund, _) = api.call("POST", "/v1/insurance-funds/330100/deposits", Some(&operator), None, Some(deposit(5_000, "NHSA-1"))).await;
+    assert_eq!((status, fund["balance"]["amount"].as_i64()), (StatusCode::OK, Some(5_000)), "{fund}");
+    let h1 = bill("H-1", "id_number", ID_NUMBER, &[("consultation", 5_000), ("medicine", 12_000)], 10_000, false);
+    let (status, visit, _) = api.call("POST", "/v1/bills", Some(&hospital), None, Some(h1)).await;
+    assert_eq!((status, visit["payer"].as_str()), (StatusCode::CREATED, Some("1101**********002X")), "{visit}");
+    let (_, mine, _) = api.call("GET", "/v1/my/bills", Some(&alice), None, None).await;
+    assert_eq!(mine["bills"][0]["bill_no"], visit["bill_no"]);
+    let pay_path = |bill: &Value| format!("/v1/my/bills/{}/payments", bill["bill_no"].as_str().unwrap_or_else(|| panic!("{bill}")));
+    let (status, refused, _) = api.call("POST", &pay_path(&visit), Some(&alice), Some("pay-h1"), Some(json!({}))).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("insufficient_funds")));
+    assert_eq!(balance(&alice).await, 500_000);
+    api.call("POST", "/v1/insurance-funds/330100/deposits", Some(&operator), None, Some(deposit(200_000, "NHSA-2"))).await;
+    let (status, paid, _) = api.call("POST", &pay_path(&visit), Some(&alice), Some("pay-h1b"), Some(json!({}))).await;
+    assert_eq!((status, paid["insured"]["amount"].as_i64()), (StatusCode::CREATED, Some(10_000)), "{paid}");
+    assert_eq!(balance(&alice).await, 500_000 - 7_000);
+    let (status, again, replayed) = api.call("POST", &pay_path(&visit), Some(&alice), Some("pay-h1b"), Some(json!({}))).await;
+    assert_eq!((status, replayed, &again["receipt_no"]), (StatusCode::CREATED, true, &paid["receipt_no"]));
+    // The receipt verifies with the published key; an altered one does not.
+    let (status, keys, _) = api.call("GET", "/v1/receipt-keys", None, None, None).await;
+    assert_eq!(status, StatusCode::OK, "public");
+    let public: [u8; 32] = (0..32).map(|i| u8::from_str_radix(&keys[0]["public_key"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()).collect::<Vec<_>>().try_into().unwrap();
+    let key = VerifyingKey::from_bytes(&public).unwrap();
+    let (_, receipt, _) = api.call("GET", &format!("/v1/receipts/{}", paid["receipt_no"].as_str().unwrap()), Some(&alice), None, None).await;
+    use base64::Engine;
+    let signature = base64::engine::general_purpose::STANDARD.decode(receipt["signature"].as_str().unwrap()).unwrap();
+    let signature = Signature::from_slice(&signature).unwrap();
+    let text = receipt["text"].as_str().unwrap();
+    assert!(key.verify(text.as_bytes(), &signature).is_ok());
+    assert!(key.verify(text.replace("17000", "17001").as_bytes(), &signature).is_err());
+    assert_eq!(api.call("GET", &format!("/v1/receipts/{}", paid["receipt_no"].as_str().unwrap()), Some(&bob), None, None).await.0, StatusCode::NOT_FOUND);
+    // Bob's wallet is short: the fund's part of his bill does not move either.
+    let (_, bobs, _) = api.call("POST", "/v1/bills", Some(&hospital), None, Some(bill("H-2", "id_number", BOB, &[("x-ray", 30_000)], 20_000, false))).await;
+    assert_eq!(api.call("POST", &pay_path(&bobs), Some(&bob), Some("pay-h2"), Some(json!({}))).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, fund, _) = api.call("POST", "/v1/insurance-funds/330100/deposits", Some(&operator), None, Some(deposit(200_000, "NHSA-2"))).await;
+    assert_eq!(fund["balance"]["amount"].as_i64(), Some(205_000 - 10_000), "the deposit counted once, bob's part never moved");
+
+    // Tuition for alice's son, by items, once she links his student number.
+    let t1 = bill("T-1", "student_number", "S2026001", &[("tuition", 300_000), ("books", 20_000)], 0, true);
+    let (_, tuition, _) = api.call("POST", "/v1/bills", Some(&school), None, Some(t1)).await;
+    assert_eq!(api.call("POST", &pay_path(&tuition), Some(&alice), Some("pay-t1"), Some(json!({"items": [1]}))).await.0, StatusCode::NOT_FOUND);
+    let link = json!({"payer_kind": "student_number", "payer": "S2026001", "biller_id": school_id, "label": "son"});
+    assert_eq!(api.call("POST", "/v1/my/payer-links", Some(&alice), Some("link-son"), Some(link)).await.0, StatusCode::CREATED);
+    let (status, books, _) = api.call("POST", &pay_path(&tuition), Some(&alice), Some("pay-t1b"), Some(json!({"items": [1]}))).await;
+    assert_eq!((status, books["bill"]["status"].as_str(), books["amount"]["amount"].as_i64()), (StatusCode::CREATED, Some("partly_paid"), Some(20_000)), "{books}");
+
+    // Her mother's hospital bill, paid by alice once linked.
+    let (_, mothers, _) = api.call("POST", "/v1/bills", Some(&hospital), None, Some(bill("H-4", "id_number", MOTHER, &[("checkup", 8_000)], 0, false))).await;
+    let link = json!({"payer_kind": "id_number", "payer": MOTHER, "label": "mother"});
+    let (_, linked, _) = api.call("POST", "/v1/my/payer-links", Some(&alice), Some("link-mother"), Some(link)).await;
+    assert_eq!(linked["payer"], "3301**********0045");
+    assert_eq!(api.call("POST", &pay_path(&mothers), Some(&alice), Some("pay-h4"), Some(json!({}))).await.0, StatusCode::CREATED);
+
+    // Two payers race for one water bill: one wins, the other is told, no money moves for it.
+    let (_, water, _) = api.call("POST", "/v1/bills", Some(&utility), None, Some(bill("W-1", "account_number", "ACC-778899", &[("water", 800)], 0, false))).await;
+    for (token, key) in [(&alice, "link-w-a"), (&bob, "link-w-b")] {
+        let link = json!({"payer_kind": "account_number", "payer": "ACC-778899", "biller_id": utility_id, "label": "home"});
+        assert_eq!(api.call("POST", "/v1/my/payer-links", Some(token), Some(key), Some(link)).await.0, StatusCode::CREATED);
+    }
+    let before = balance(&alice).await + balance(&bob).await;
+    let path = pay_path(&water);
+    let (a, b) = tokio::join!(
+        api.call("POST", &path, Some(&alice), Some("race-a"), Some(json!({}))),
+        api.call("POST", &path, Some(&bob), Some("race-b"), Some(json!({})))
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::CONFLICT], "{a:?} {b:?}");
+    let loser = if a.0 == StatusCode::CONFLICT { &a.1 } else { &b.1 };
+    assert_eq!(loser["error"]["code"], "bill_already_paid");
+    assert_eq!(balance(&alice).await + balance(&bob).await, before - 800);
+
+    // Late payment is refused when the biller does not allow it.
+    let mut late = bill("W-2", "account_number", "ACC-778899", &[("water", 500)], 0, false);
+    late["due_at"] = json!(1_000_000_000);
+    let (_, late, _) = api.call("POST", "/v1/bills", Some(&utility), None, Some(late)).await;
+    let (status, body, _) = api.call("POST", &pay_path(&late), Some(&alice), Some("pay-late"), Some(json!({}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("bill_overdue")));
+
+    // Cash at the counter, then the bill cannot be paid again.
+    let (_, counter, _) = api.call("POST", "/v1/bills", Some(&hospital), None, Some(bill("H-3", "id_number", ID_NUMBER, &[("dressing", 2_500)], 0, false))).await;
+    let (status, cash, _) = api.call("POST", "/v1/bills/H-3/cash-payments", Some(&hospital), Some("cash-1"), Some(json!({"amount": cny(2_500)}))).await;
+    assert_eq!((status, cash["method"].as_str()), (StatusCode::CREATED, Some("cash")), "{cash}");
+    assert_eq!(api.call("POST", &pay_path(&counter), Some(&alice), Some("pay-h3"), Some(json!({}))).await.0, StatusCode::CONFLICT);
+
+    // A social-security contribution for her mother, by proxy; once a year.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let window = json!({"city": 330100, "year": 2027, "bureau_id": bureau_id, "amount": cny(38_000), "opens_at": now - 60, "closes_at": now + 86_400});
+    assert_eq!(api.call("POST", "/v1/contribution-windows", Some(&operator), None, Some(window)).await.0, StatusCode::NO_CONTENT);
+    let contribution = json!({"city": 330100, "id_number": MOTHER, "year": 2027});
+    let (status, paid, _) = api.call("POST", "/v1/social-security/contributions", Some(&alice), Some("ss-1"), Some(contribution.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{paid}");
+    assert_eq!(api.call("POST", "/v1/social-security/contributions", Some(&bob), Some("ss-2"), Some(contribution)).await.0, StatusCode::CONFLICT);
+
+    // The hospital's files of today: its reconciliation file and its settlement file agree
+    // with what was paid through the platform; the day cannot be settled before it ends.
+    let today = citypay_ledger::Timestamp::from_unix_seconds(now).local_date().to_string();
+    let file = |path: String, key: &str| {
+        let request = api.client.get(format!("{}{path}", api.base)).header("authorization", key).send();
+        async move { request.await.unwrap().text().await.unwrap() }
+    };
+    let reconciliation = file(format!("/v1/reconciliation-files/{today}"), &hospital).await;
+    let settled: i64 = reconciliation.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap()).sum();
+    assert_eq!(settled, 17_000 + 8_000, "{reconciliation}");
+    let settlement = file(format!("/v1/settlement-files/{today}"), &hospital).await;
+    let closing = settlement.lines().find(|l| l.contains("closing_balance")).unwrap().rsplit(',').next().unwrap().parse::<i64>().unwrap();
+    assert_eq!(closing, settled, "{settlement}");
+    let run = json!({"date": today});
+    let (status, body, _) = api.call("POST", "/v1/settlement-runs", Some(&operator), Some("settle-today"), Some(run)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("day_not_closed")));
+
+    drop(server);
+    let audit = Command::new(BIN).args(["audit", "--db", &target.db]).output().unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    for secret in [ID_NUMBER, MOTHER, BOB, "S2026001", "ACC-778899"] {
+        assert!(!logs.contains(secret), "the logs contain a payer's identifier");
+    }
+}

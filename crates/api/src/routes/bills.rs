@@ -134,7 +134,8 @@ pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller):
         title: body.title,
         items,
         pick_items: body.pick_items,
-        insured: body.insured.as_ref().map(cny).transpose()?.unwrap_or(0),
+        // Zero insured is no insured part.
+        insured: body.insured.as_ref().filter(|m| m.amount != 0).map(cny).transpose()?.unwrap_or(0),
         due_at: body.due_at,
         late_allowed: body.late_allowed,
     };
