@@ -4,6 +4,7 @@ mod admin;
 mod audit_cmd;
 mod bench;
 mod bench_payments;
+mod bench_settlement;
 mod bench_transit;
 mod city;
 mod crash_child;
@@ -101,6 +102,9 @@ enum BenchCommand {
     /// Ride-code verifications per second on one core, and the morning rush: taps uploaded,
     /// fared and debited through the durable ledger.
     Transit(bench_transit::TransitBenchArgs),
+    /// A day of a million payments across ten thousand merchants settled through the durable
+    /// ledger and the bank; a resident's bills listed with a million bills in the store.
+    Settlement(bench_settlement::SettlementBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Ledger(args) } => bench::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Payments(args) } => bench_payments::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, json } => audit_cmd::run(&db, json),
         Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
