@@ -1,12 +1,78 @@
-//! `citypay audit`.
+//! `citypay audit`: the books recomputed from the journal; the journal's seals checked with the
+//! key and the head kept outside the database; custody reconciled with the money held against
+//! it.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use citypay_store::DbUrl;
+use anyhow::Context;
+use citypay_directory::AccountKind;
+use citypay_shard::seal::{SealCheck, SealKey};
+use citypay_store::{DbUrl, ServiceReader};
 
-pub(crate) fn run(db: &DbUrl, json: bool) -> anyhow::Result<ExitCode> {
+/// Custody against the money held in it, from the stored balances (posted), in fen.
+#[derive(Debug, Default, serde::Serialize)]
+struct Custody {
+    /// What the platform's custody accounts at the banks hold (the negated balance of their
+    /// mirrors in the ledger).
+    custody: i128,
+    /// Residents' wallets.
+    wallets: i128,
+    /// Merchants' balances not yet settled.
+    merchants: i128,
+    /// Cities' medical-insurance funds.
+    insurance_funds: i128,
+    /// The platform's own fees, still in custody.
+    fees: i128,
+    /// Custody less everything held against it: zero when they agree.
+    difference: i128,
+}
+
+fn custody(accounts: &[citypay_ledger::Account]) -> Custody {
+    let mut c = Custody::default();
+    for account in accounts {
+        let net = i128::from(account.balance.net_posted());
+        match account.code {
+            code if code == AccountKind::Custody.code() => c.custody -= net,
+            code if code == AccountKind::Wallet.code() => c.wallets += net,
+            code if code == AccountKind::Merchant.code() => c.merchants += net,
+            code if code == AccountKind::InsuranceFund.code() => c.insurance_funds += net,
+            code if code == AccountKind::FeeRevenue.code() => c.fees += net,
+            _ => {}
+        }
+    }
+    c.difference = c.custody - (c.wallets + c.merchants + c.insurance_funds + c.fees);
+    c
+}
+
+/// What the seal check found: `None` when there is no key to check with.
+fn seals(db: &DbUrl, keys: &Path, source: &mut dyn citypay_store::JournalSource) -> anyhow::Result<Option<(usize, Vec<String>)>> {
+    let Some(key) = crate::city::journal_key(keys)? else { return Ok(None) };
+    let key = SealKey::new(key);
+    let head_path = crate::city::seal_head_path(keys);
+    let reader: Box<dyn ServiceReader> = match db {
+        DbUrl::Sqlite(path) => Box::new(citypay_store_sqlite::SqliteReader::open(path)?),
+        DbUrl::Postgres(url) => Box::new(citypay_store_postgres::PostgresReader::connect(url)?),
+    };
+    let stored = crate::city::stored_seals(reader.as_ref(), false).context("reading the journal's seals")?;
+    let mut check = SealCheck::default();
+    source.scan_journal(&mut |row| check.add(&key, row.batch, &row.row))?;
+    let head = crate::city::read_seal_head(&head_path)?;
+    Ok(Some((stored.len(), check.verify(&key, &stored, head.as_ref()))))
+}
+
+pub(crate) fn run(db: &DbUrl, keys: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
     let mut source = crate::open::reader(db)?;
-    let report = citypay_store::audit(source.as_mut())?;
+    let mut report = citypay_store::audit(source.as_mut())?;
+    let custody = custody(&source.accounts()?);
+    if custody.difference != 0 {
+        report.violations.push(format!("custody holds {} fen but {} fen is held against it", custody.custody, custody.custody - custody.difference));
+    }
+    let key_path = keys.map_or_else(|| crate::city::default_keys_path(db), Path::to_path_buf);
+    let sealed = seals(db, &key_path, source.as_mut())?;
+    if let Some((_, problems)) = &sealed {
+        report.violations.extend(problems.iter().cloned());
+    }
     if json {
         let value = serde_json::json!({
             "clean": report.is_clean(),
@@ -14,19 +80,23 @@ pub(crate) fn run(db: &DbUrl, json: bool) -> anyhow::Result<ExitCode> {
             "journal_rows": report.journal_rows,
             "rejections": report.rejections,
             "currency_sums": report.currency_sums.iter().map(|(c, s)| (c.clone(), s.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            "custody": custody,
+            "sealed_batches": sealed.as_ref().map(|(n, _)| *n),
             "violations": report.violations,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
-        println!(
-            "{}: {} accounts, {} journal rows, {} rejections",
-            db.redacted(),
-            report.accounts,
-            report.journal_rows,
-            report.rejections
-        );
+        println!("{}: {} accounts, {} journal rows, {} rejections", db.redacted(), report.accounts, report.journal_rows, report.rejections);
         for (currency, sum) in &report.currency_sums {
             println!("  {currency}: balances sum to {sum}");
+        }
+        println!(
+            "  custody {} fen = wallets {} + merchants {} + insurance funds {} + fees {} (difference {})",
+            custody.custody, custody.wallets, custody.merchants, custody.insurance_funds, custody.fees, custody.difference
+        );
+        match &sealed {
+            Some((n, _)) => println!("  journal seals: {n} batches checked against the key and the head"),
+            None => println!("  journal seals: not checked (no key file at {})", key_path.display()),
         }
         if report.is_clean() {
             println!("the books are clean");

@@ -233,8 +233,9 @@ async fn pay(shard: &ShardHandle, merchants: &[u64], wallets: &[u64], count: u64
     let mut tasks = tokio::task::JoinSet::new();
     let mut expected = 0;
     for i in 0..count {
-        let merchant = merchants[usize::try_from(i % merchants.len() as u64)?];
-        let wallet = wallets[usize::try_from(i / merchants.len() as u64 % wallets.len() as u64)?];
+        // Every payer pays about as often, and every merchant is paid about as often.
+        let wallet = wallets[usize::try_from(i % wallets.len() as u64)?];
+        let merchant = merchants[usize::try_from((i + i / wallets.len() as u64) % merchants.len() as u64)?];
         let amount = 500 + i64::try_from(i.wrapping_mul(7_919) % 9_500)?;
         let fee = citypay_directory::fee_for(amount, 60);
         expected += amount - fee;

@@ -21,6 +21,7 @@ pub(crate) fn migrations() -> Vec<Migration> {
         .iter()
         .chain(citypay_wallet::MIGRATIONS)
         .chain(citypay_checkout::MIGRATIONS)
+        .chain(citypay_shard::seal::MIGRATIONS)
         .chain(citypay_transit::MIGRATIONS)
         .chain(citypay_bills::MIGRATIONS)
         .chain(citypay_settlement::MIGRATIONS)
@@ -97,6 +98,10 @@ pub(crate) struct SigningKeys {
     pub(crate) keys: Vec<citypay_ride::PlatformKey>,
     pub(crate) revoked: Vec<u16>,
     pub(crate) receipt: [u8; 32],
+    /// Seals the journal (see `citypay_shard::seal`); `None` leaves it unsealed.
+    pub(crate) journal: Option<[u8; 32]>,
+    /// Where the newest seal is kept, outside the database.
+    pub(crate) head: Option<PathBuf>,
 }
 
 impl SigningKeys {
@@ -121,11 +126,16 @@ fn forever() -> anyhow::Result<citypay_ride::Validity> {
 /// The platform's signing keys. Ride keys: `CITYPAY_RIDE_KEY` (64 hex digits, one key) when
 /// set, else the key file's lines `ride=SEED` (key 1, valid forever; added on first use) and,
 /// after rotations, `ride.ID=NOT_BEFORE:NOT_AFTER:SEED`, with `ride.revoked=ID,ID`. The receipt
-/// key: `CITYPAY_RECEIPT_KEY`, else the line `receipt=SEED` (added on first use).
+/// key: `CITYPAY_RECEIPT_KEY`, else the line `receipt=SEED` (added on first use). The journal
+/// seal key: `CITYPAY_JOURNAL_KEY`, else the line `journal=SEED` (added on first use); the
+/// newest seal goes to the file beside the key file ([`seal_head_path`]).
 pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
-    if let (Ok(seed), Ok(receipt)) = (std::env::var("CITYPAY_RIDE_KEY"), std::env::var("CITYPAY_RECEIPT_KEY")) {
+    let head = Some(seal_head_path(path));
+    if let (Ok(seed), Ok(receipt), Ok(journal)) =
+        (std::env::var("CITYPAY_RIDE_KEY"), std::env::var("CITYPAY_RECEIPT_KEY"), std::env::var("CITYPAY_JOURNAL_KEY"))
+    {
         let keys = vec![citypay_ride::PlatformKey::from_seed(1, parse_seed(&seed)?, forever()?)];
-        return Ok(SigningKeys { keys, revoked: Vec::new(), receipt: parse_seed(&receipt)? });
+        return Ok(SigningKeys { keys, revoked: Vec::new(), receipt: parse_seed(&receipt)?, journal: Some(parse_seed(&journal)?), head });
     }
     // A missing file is a new one; any other read error must not be taken for "no keys".
     let text = match std::fs::read_to_string(path) {
@@ -136,9 +146,12 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
     let mut keys = Vec::new();
     let mut revoked = Vec::new();
     let mut receipt = None;
+    let mut journal = None;
     for line in text.lines() {
         if let Some(seed) = line.strip_prefix("receipt=") {
             receipt = Some(parse_seed(seed)?);
+        } else if let Some(seed) = line.strip_prefix("journal=") {
+            journal = Some(parse_seed(seed)?);
         } else if let Some(seed) = line.strip_prefix("ride=") {
             keys.push(citypay_ride::PlatformKey::from_seed(1, parse_seed(seed)?, forever()?));
         } else if let Some(ids) = line.strip_prefix("ride.revoked=") {
@@ -155,15 +168,90 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
         append_private(path, &format!("ride={}\n", hex32(&seed))).with_context(|| format!("adding the ride key to {}", path.display()))?;
         keys.push(citypay_ride::PlatformKey::from_seed(1, seed, forever()?));
     }
-    let receipt = match receipt {
-        Some(seed) => seed,
-        None => {
-            let seed = citypay_directory::random_bytes::<32>();
-            append_private(path, &format!("receipt={}\n", hex32(&seed))).with_context(|| format!("adding the receipt key to {}", path.display()))?;
-            seed
+    let added = |name: &str, found: Option<[u8; 32]>| -> anyhow::Result<[u8; 32]> {
+        if let Some(seed) = found {
+            return Ok(seed);
         }
+        let seed = citypay_directory::random_bytes::<32>();
+        append_private(path, &format!("{name}={}\n", hex32(&seed))).with_context(|| format!("adding the {name} key to {}", path.display()))?;
+        Ok(seed)
     };
-    Ok(SigningKeys { keys, revoked, receipt })
+    let receipt = added("receipt", receipt)?;
+    let journal = added("journal", journal)?;
+    Ok(SigningKeys { keys, revoked, receipt, journal: Some(journal), head })
+}
+
+/// The journal's seal key, read only (`CITYPAY_JOURNAL_KEY`, else the key file's `journal=`
+/// line), for the audit, which must not add keys.
+pub(crate) fn journal_key(keys: &Path) -> anyhow::Result<Option<[u8; 32]>> {
+    if let Ok(seed) = std::env::var("CITYPAY_JOURNAL_KEY") {
+        return parse_seed(&seed).map(Some);
+    }
+    let text = match std::fs::read_to_string(keys) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", keys.display())),
+    };
+    text.lines().find_map(|l| l.strip_prefix("journal=")).map(parse_seed).transpose()
+}
+
+/// The file beside the key file that holds the journal's newest seal.
+pub(crate) fn seal_head_path(keys: &Path) -> PathBuf {
+    let mut path = keys.as_os_str().to_owned();
+    path.push(".head");
+    PathBuf::from(path)
+}
+
+/// Keeps the newest seal in a file: `BATCH ROWS MAC` (hex), replaced whole after every batch
+/// (written, then renamed over the old one). Not synced: after a power cut it may name an
+/// earlier batch than the database holds, never a later one.
+struct HeadFile {
+    path: PathBuf,
+    temporary: PathBuf,
+}
+
+impl citypay_shard::seal::SealHead for HeadFile {
+    fn sealed(&mut self, seal: &citypay_shard::seal::Seal) {
+        let text = format!("{} {} {}\n", seal.batch, seal.rows, citypay_vault::hex::encode(&seal.mac));
+        // A head that cannot be written is reported by the audit as a mismatch, never silently
+        // trusted; the batch itself is committed already.
+        if std::fs::write(&self.temporary, text).is_ok() {
+            let _ = std::fs::rename(&self.temporary, &self.path);
+        }
+    }
+}
+
+/// The seal in a head file, if there is one.
+pub(crate) fn read_seal_head(path: &Path) -> anyhow::Result<Option<citypay_shard::seal::Seal>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(batch), Some(rows), Some(mac)) = (parts.next(), parts.next(), parts.next()) else { anyhow::bail!("{}: BATCH ROWS MAC", path.display()) };
+    Ok(Some(citypay_shard::seal::Seal { batch: batch.parse()?, rows: rows.parse()?, mac: citypay_vault::hex::decode(mac).context("the head's MAC")? }))
+}
+
+/// The newest seal stored in the database, if any.
+pub(crate) fn stored_seals(reader: &dyn ServiceReader, newest_only: bool) -> anyhow::Result<Vec<citypay_shard::seal::Seal>> {
+    let sql = if newest_only {
+        "SELECT batch, rows, mac FROM journal_seals ORDER BY batch DESC LIMIT 1"
+    } else {
+        "SELECT batch, rows, mac FROM journal_seals ORDER BY batch"
+    };
+    reader
+        .query(sql, &[])?
+        .iter()
+        .map(|row| match row.as_slice() {
+            [citypay_store::Value::Int(batch), citypay_store::Value::Int(rows), citypay_store::Value::Blob(mac)] => Ok(citypay_shard::seal::Seal {
+                batch: u64::try_from(*batch)?,
+                rows: u64::try_from(*rows)?,
+                mac: mac.as_slice().try_into().context("a seal's MAC")?,
+            }),
+            _ => anyhow::bail!("a journal seal row"),
+        })
+        .collect()
 }
 
 fn append_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -271,12 +359,21 @@ pub(crate) async fn open_with(
     seed: Option<[u8; 32]>,
 ) -> anyhow::Result<City> {
     let db = db.clone();
+    let (journal, head) = (ride_keys.journal, ride_keys.head.clone());
     let (shard, reader) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Shard, Arc<dyn ServiceReader>)> {
         let store = crate::open::writer(&db, &migrations())?;
-        let shard = Shard::start(store, ShardConfig::DEFAULT, shard_clock)?;
         let reader: Arc<dyn ServiceReader> = match &db {
             DbUrl::Sqlite(path) => Arc::new(SqliteReader::open(path)?),
             DbUrl::Postgres(url) => Arc::new(PostgresReader::connect(url)?),
+        };
+        let shard = match (journal, head) {
+            (Some(key), Some(path)) => {
+                let last = stored_seals(reader.as_ref(), true)?.pop();
+                let temporary = path.with_extension("head-new");
+                let sealer = citypay_shard::seal::Sealer::new(citypay_shard::seal::SealKey::new(key), last, Box::new(HeadFile { path, temporary }));
+                Shard::start_sealed(store, ShardConfig::DEFAULT, shard_clock, sealer)?
+            }
+            _ => Shard::start(store, ShardConfig::DEFAULT, shard_clock)?,
         };
         Ok((shard, reader))
     })

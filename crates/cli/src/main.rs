@@ -41,6 +41,10 @@ enum Command {
         /// Database: sqlite:PATH, a file path, or postgres://...
         #[arg(long, default_value = "citypay.db")]
         db: DbUrl,
+        /// Key file holding the journal's seal key (default: beside the database); its seal
+        /// head is the file beside it.
+        #[arg(long)]
+        keys: Option<std::path::PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -114,7 +118,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Payments(args) } => bench_payments::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Audit { db, json } => audit_cmd::run(&db, json),
+        Command::Audit { db, keys, json } => audit_cmd::run(&db, keys.as_deref(), json),
         Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Transit { what } => transit_cmd::run(&what).map(|()| ExitCode::SUCCESS),

@@ -155,7 +155,11 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(args.report.join("city.db")));
-    let keys = crate::city::load_keys(&crate::city::default_keys_path(&db))?;
+    let key_file = crate::city::default_keys_path(&db);
+    let keys = crate::city::load_keys(&key_file)?;
+    // The ride and receipt keys come from the seed, so runs replay exactly; the journal's seal
+    // key and head live beside the database, as `citypay audit` expects.
+    let stored = crate::city::load_ride_keys(&key_file)?;
     let clock = ManualClock::new(citypay_ledger::Timestamp::from_unix_seconds(Simulation::day_start(1) - 7_200));
     let mut seed = [0u8; 32];
     seed.copy_from_slice(&sha2::Sha256::digest(format!("citypay simulate {}", args.seed).as_bytes()));
@@ -165,7 +169,13 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let city = crate::city::open_with(
             &db,
             keys,
-            crate::city::SigningKeys { keys: vec![ride_key(args.seed)?], revoked: Vec::new(), receipt: seed_key("receipt", args.seed) },
+            crate::city::SigningKeys {
+                keys: vec![ride_key(args.seed)?],
+                revoked: Vec::new(),
+                receipt: seed_key("receipt", args.seed),
+                journal: stored.journal,
+                head: stored.head,
+            },
             PasswordPolicy::FAST_INSECURE,
             Arc::new(clock.clone()),
             Arc::new(ActionClock::new(clock.clone())),

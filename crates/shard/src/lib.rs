@@ -4,6 +4,8 @@
 //! of memory and answers every command in it with an error. Nothing is acknowledged before it
 //! is durable.
 
+
+pub mod seal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -204,17 +206,28 @@ impl std::fmt::Debug for Request {
 
 impl Shard {
     /// Loads the ledger from `store`, checks that the books balance, and starts the writer.
-    pub fn start(
+    pub fn start(store: Box<dyn LedgerStore>, config: ShardConfig, clock: impl Clock) -> Result<Shard, StoreError> {
+        Shard::start_with(store, config, clock, None)
+    }
+
+    /// [`Shard::start`] sealing every batch's journal rows (see [`seal`]): the seal's row is
+    /// committed with the batch, then handed to the sealer's head.
+    pub fn start_sealed(store: Box<dyn LedgerStore>, config: ShardConfig, clock: impl Clock, sealer: seal::Sealer) -> Result<Shard, StoreError> {
+        Shard::start_with(store, config, clock, Some(sealer))
+    }
+
+    fn start_with(
         mut store: Box<dyn LedgerStore>,
         config: ShardConfig,
         clock: impl Clock,
+        sealer: Option<seal::Sealer>,
     ) -> Result<Shard, StoreError> {
         assert!(config.batch_max > 0 && config.batch_max <= BATCH_EVENTS_MAX);
         assert!(config.queue_max >= config.batch_max);
         let (ledger, last_batch) = load(store.as_mut(), config)?;
         let (sender, receiver) = mpsc::channel(config.queue_max);
         let stats = Arc::new(ShardStats::default());
-        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone() };
+        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone(), sealer };
         let thread = std::thread::Builder::new()
             .name("shard-writer".into())
             .spawn(move || writer.run(receiver))
@@ -314,6 +327,7 @@ struct Writer {
     config: ShardConfig,
     clock: Box<dyn Clock>,
     stats: Arc<ShardStats>,
+    sealer: Option<seal::Sealer>,
 }
 
 /// One batch being processed: the commands, and where to answer.
@@ -429,10 +443,14 @@ impl Writer {
                 rows.append(&mut command.rows);
             }
         }
-        let write = BatchWrite { batch: self.last_batch + 1, effects: &effects, rows: &rows };
+        let batch_number = self.last_batch + 1;
+        let seal = self.sealer.as_ref().map(|s| s.key.seal_rows(&s.previous_mac(), batch_number, &effects.journal));
+        rows.extend(seal.as_ref().map(seal::seal_row));
+        let write = BatchWrite { batch: batch_number, effects: &effects, rows: &rows };
         match self.store.commit(&write) {
             Ok(()) => {
                 self.last_batch += 1;
+                self.sealed(seal);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
                 for (reply, answer) in batch.replies.drain(..).zip(answers) {
@@ -447,7 +465,13 @@ impl Writer {
                 if error.may_have_committed() {
                     // Memory cannot know what the disk has now: reload it from the disk.
                     match load(self.store.as_mut(), self.config) {
-                        Ok((ledger, last_batch)) => (self.ledger, self.last_batch) = (ledger, last_batch),
+                        Ok((ledger, last_batch)) => {
+                            (self.ledger, self.last_batch) = (ledger, last_batch);
+                            // The batch did commit after all: its seal is the newest.
+                            if last_batch == batch_number {
+                                self.sealed(seal);
+                            }
+                        }
                         Err(reload) => {
                             // Memory and disk may disagree and the disk cannot say how: stop
                             // rather than go on from a guess.
@@ -458,6 +482,14 @@ impl Writer {
                 }
                 self.fail(batch, &error)
             }
+        }
+    }
+
+    /// A committed batch's seal becomes the one the next chains to, and the head.
+    fn sealed(&mut self, seal: Option<seal::Seal>) {
+        if let (Some(sealer), Some(seal)) = (self.sealer.as_mut(), seal) {
+            sealer.last = Some(seal);
+            sealer.head.sealed(&seal);
         }
     }
 
