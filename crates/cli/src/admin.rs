@@ -42,6 +42,22 @@ pub(crate) enum Admin {
         #[arg(long)]
         name: String,
     },
+    /// Sets a merchant category's fee rate (payments from now on pay it); without --rate-bp,
+    /// lists every category's rate.
+    FeeRate {
+        /// Database.
+        #[arg(long, default_value = "citypay.db")]
+        db: DbUrl,
+        /// Key file (default: beside the database).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// retail, restaurant, transit, hospital, school, social_security, utility or other.
+        #[arg(long)]
+        category: Option<String>,
+        /// Basis points of each payment (60 is 0.6%); at most 1,000.
+        #[arg(long, requires = "category")]
+        rate_bp: Option<u32>,
+    },
 }
 
 fn password() -> anyhow::Result<String> {
@@ -67,6 +83,23 @@ pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Admin::FeeRate { db, keys, category, rate_bp } => runtime.block_on(async {
+            let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+            let directory = &city.state.directory;
+            let result = async {
+                if let (Some(category), Some(rate)) = (category, rate_bp) {
+                    let category = citypay_directory::Category::from_code(category).ok_or_else(|| anyhow::anyhow!("unknown category {category}"))?;
+                    directory.set_fee_rate(category, *rate).await?;
+                }
+                for (category, rate) in directory.fee_rates().await? {
+                    println!("{}: {rate} bp", category.code());
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            city.shard.shutdown();
+            result
+        }),
         Admin::OnboardCity { db, keys, code, name } => {
             runtime.block_on(async {
                 let city_state = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;

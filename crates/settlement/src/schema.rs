@@ -14,7 +14,7 @@ const SETTLEMENT_V1: &str = "CREATE TABLE payouts (
         PRIMARY KEY (merchant_id, day)
     );
     CREATE INDEX payouts_by_day ON payouts (day);
-    CREATE INDEX transfers_by_time ON transfers (timestamp, kind, code, debit_account, credit_account, amount, user_data);";
+    CREATE INDEX transfers_by_time ON transfers (timestamp);";
 
 /// Settlement's migrations, for every backend. The journal index grows at its right edge only
 /// (timestamps rise), so the writer pays little for it; settlement reads a day's movements
