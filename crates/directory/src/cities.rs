@@ -48,11 +48,18 @@ impl Directory {
         }
     }
 
-    /// An onboarded city.
+    /// An onboarded city (cities never change once onboarded, so each is read once).
     pub async fn city(&self, code: u32) -> Result<City, DirectoryError> {
+        if let Some(city) = self.cities.read().ok().and_then(|c| c.get(&code).cloned()) {
+            return Ok(city);
+        }
         let rows = self.read("SELECT code, name FROM cities WHERE code = ?1", vec![Value::Int(i64::from(code))]).await?;
         let row = rows.first().ok_or(DirectoryError::UnknownCity(code))?;
-        Ok(City { code, name: text(&row[1])? })
+        let city = City { code, name: text(&row[1])? };
+        if let Ok(mut cities) = self.cities.write() {
+            cities.insert(code, city.clone());
+        }
+        Ok(city)
     }
 
     /// Every onboarded city, by code.

@@ -47,6 +47,7 @@ impl Directory {
         };
         let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
         self.submit(command).await?.map_err(|_| DirectoryError::Unavailable("guard".into()))?;
+        self.forget_merchants();
         Ok(())
     }
 

@@ -68,6 +68,9 @@ impl Category {
     }
 }
 
+/// How long a merchant's record is served from the cache.
+pub const MERCHANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a merchant is onboarded with.
 #[derive(Clone, Debug)]
 pub struct NewMerchant {
@@ -311,8 +314,29 @@ impl Directory {
         Ok(Secret::new(text))
     }
 
-    /// A merchant's record.
+    /// A merchant's record, from a cache kept for [`MERCHANT_CACHE_TTL`] (so a fee-rate change
+    /// reaches other servers within it; this server's cache is cleared at once).
     pub async fn merchant(&self, id: u64) -> Result<Merchant, DirectoryError> {
+        if let Ok(cache) = self.merchants.read()
+            && let Some((merchant, read_at)) = cache.get(&id)
+            && read_at.elapsed() < MERCHANT_CACHE_TTL
+        {
+            return Ok(merchant.clone());
+        }
+        let merchant = self.merchant_uncached(id).await?;
+        if let Ok(mut cache) = self.merchants.write() {
+            cache.insert(id, (merchant.clone(), std::time::Instant::now()));
+        }
+        Ok(merchant)
+    }
+
+    pub(crate) fn forget_merchants(&self) {
+        if let Ok(mut cache) = self.merchants.write() {
+            cache.clear();
+        }
+    }
+
+    async fn merchant_uncached(&self, id: u64) -> Result<Merchant, DirectoryError> {
         let rows = self
             .read(
                 "SELECT id, city_code, name, uscc, mcc, category, account, settlement_account_masked, notify_url,
