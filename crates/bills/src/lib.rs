@@ -64,8 +64,8 @@ pub enum BillError {
     /// Past its due date, and late payment is not allowed.
     #[error("the bill is past its due date and cannot be paid late")]
     Overdue,
-    /// Cash at the counter must pay exactly what is outstanding.
-    #[error("cash must pay exactly the {0} fen outstanding")]
+    /// Cash at the counter must pay exactly what the payer owes.
+    #[error("cash must pay exactly the {0} fen the payer owes")]
     AmountMismatch(i64),
     /// No contribution window is open for that city and year.
     #[error("the contribution window is not open")]
@@ -500,7 +500,7 @@ impl Bills {
         // (the wallet was short) must not stop a later payment, so a replayed refusal moves on
         // to the next number. The numbers are the same on every run, so replays stay exact.
         for attempt in 0..REFUSALS_MAX {
-            let event = payer.map(|p| self.payment_entry(bill, &biller, p, amount, insured, fee, attempt));
+            let event = self.payment_entry(bill, &biller, payer, amount, insured, fee, attempt);
             let command = Command { event, guards: vec![bill.version_guard()], rows: rows.clone(), always_rows: Vec::new() };
             return Ok(match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => Some(Ok(payment)),
@@ -512,13 +512,16 @@ impl Bills {
         Err(BillError::Unavailable("too many refused attempts at this bill; retry later".into()))
     }
 
-    /// The payment's entry: the payer's part from the wallet, the fund's part from the city's
-    /// insurance fund, the fee to the platform; all or nothing.
+    /// The payment's entry: the payer's part from the wallet (none for cash), the fund's part
+    /// from the city's insurance fund, the fee to the platform; all or nothing. `None` when
+    /// nothing moves in the ledger (cash for a bill without an insured part).
     #[allow(clippy::too_many_arguments)]
-    fn payment_entry(&self, bill: &Bill, biller: &Merchant, payer: &Resident, amount: i64, insured: i64, fee: i64, attempt: u32) -> Event {
+    fn payment_entry(&self, bill: &Bill, biller: &Merchant, payer: Option<&Resident>, amount: i64, insured: i64, fee: i64, attempt: u32) -> Option<Event> {
         let leg = |debit, credit, amount, code, class| Leg { debit, credit, amount, currency: Currency::CNY, code, class, user_data: bill.id };
         let mut legs = Vec::new();
-        if amount - insured > 0 {
+        if let Some(payer) = payer
+            && amount - insured > 0
+        {
             legs.push(leg(payer.wallet, biller.account, amount - insured, transfer_codes::BILL, BALANCE_PAYMENT));
         }
         if insured > 0 {
@@ -527,8 +530,12 @@ impl Bills {
         if fee > 0 {
             legs.push(leg(biller.account, PlatformAccounts::CNY.fee_revenue, fee, transfer_codes::FEE, 0));
         }
-        let id = derived_event_id(&["bill", &bill.id.to_string(), "pay", &bill.version.to_string(), &payer.id.to_string(), &amount.to_string(), &attempt.to_string()]);
-        Event::Entry(Entry { id, legs })
+        if legs.is_empty() {
+            return None;
+        }
+        let who = payer.map_or_else(|| "cash".to_owned(), |p| p.id.to_string());
+        let id = derived_event_id(&["bill", &bill.id.to_string(), "pay", &bill.version.to_string(), &who, &amount.to_string(), &attempt.to_string()]);
+        Some(Event::Entry(Entry { id, legs }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -555,19 +562,18 @@ impl Bills {
         Receipt { number: id.to_string(), text, signature }
     }
 
-    /// Records cash paid at the biller's counter: it must be exactly what is outstanding. No
-    /// wallet moves; the bill is paid and a receipt issued.
+    /// Records cash paid at the biller's counter: exactly what the payer owes (what is
+    /// outstanding less the insurance fund's part, which the fund pays in the ledger as it
+    /// would for a payment by phone). No wallet moves; the bill is paid and a receipt issued.
     pub async fn pay_cash(&self, biller_id: u64, out_bill_no: &str, amount: i64) -> Result<BillPayment, BillError> {
         for _ in 0..CAS_ATTEMPTS_MAX {
             let bill = self.bill(biller_id, out_bill_no).await?;
             if bill.status == BillStatus::Paid {
                 return Err(BillError::AlreadyPaid);
             }
-            if bill.insured > 0 {
-                return Err(BillError::InvalidField { field: "amount", message: "an insured bill is paid through the platform".into() });
-            }
-            if amount != bill.outstanding() {
-                return Err(BillError::AmountMismatch(bill.outstanding()));
+            let owed = bill.outstanding() - if bill.paid_items == 0 { bill.insured } else { 0 };
+            if amount != owed {
+                return Err(BillError::AmountMismatch(owed));
             }
             let mask = bill.all_items() & !bill.paid_items;
             if let Some(result) = self.try_pay(&bill, None, mask).await? {
@@ -617,7 +623,8 @@ impl Bills {
     }
 
     /// A biller's reconciliation file of a day (CSV): every payment of its bills, by receipt,
-    /// with what the platform settles for it (cash never passes through the platform).
+    /// with what the platform settles for it (cash stays at the counter; an insured part of a
+    /// bill paid in cash still comes from the fund through the platform).
     pub async fn reconciliation(&self, biller_id: u64, date: LocalDate) -> Result<String, BillError> {
         let (start, close) = (date.start().unix_seconds(), date.next().start().unix_seconds());
         let rows = self
@@ -632,7 +639,8 @@ impl Bills {
         for row in &rows {
             let method = text_at(row, 3)?;
             let (amount, insured, fee) = (int_at(row, 4)?, int_at(row, 5)?, int_at(row, 6)?);
-            let settled = if method == "cash" { 0 } else { amount - fee };
+            // Cash stays at the counter; the insurance fund's part comes through the platform.
+            let settled = if method == "cash" { insured } else { amount - fee };
             csv.push_str(&format!(
                 "{},{},{},{method},{amount},{insured},{},{fee},{settled}\n",
                 int_at(row, 0)?,
