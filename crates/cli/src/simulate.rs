@@ -155,7 +155,11 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(args.report.join("city.db")));
-    let key_file = crate::city::default_keys_path(&db);
+    // The keys live with the report: beside an embedded database, else in the report directory.
+    let key_file = match &db {
+        DbUrl::Sqlite(_) => crate::city::default_keys_path(&db),
+        DbUrl::Postgres(_) => args.report.join("citypay.keys"),
+    };
     let keys = crate::city::load_keys(&key_file)?;
     // The ride and receipt keys come from the seed, so runs replay exactly; the journal's seal
     // key and head live beside the database, as `citypay audit` expects.
@@ -190,6 +194,8 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             wallet: city.state.wallet.clone(),
             checkout: city.state.checkout.clone(),
             transit: city.state.transit.clone(),
+            bills: city.state.bills.clone(),
+            settlement: city.state.settlement.clone(),
             directory: directory.clone(),
             clock: clock.clone(),
         };

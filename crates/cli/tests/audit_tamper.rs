@@ -87,8 +87,8 @@ fn the_audit_catches_tampering_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let original = format!("{base}/{name}");
     simulate(dir.path(), Some(&original));
-    // With PostgreSQL the key file is ./citypay.keys of the simulation's directory.
-    let keys = dir.path().join("citypay.keys");
+    // With PostgreSQL the key file is in the report directory.
+    let keys = dir.path().join("report").join("citypay.keys");
     let (clean, output) = audit(&original, &keys);
     assert!(clean && output.contains("journal seals:"), "{output}");
     for (i, (what, sql, expected)) in TAMPERINGS.iter().enumerate() {

@@ -342,7 +342,7 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
 
     drop(server);
     // The books are clean, and the logs hold no ID number, card number or secret.
-    let audit = Command::new(BIN).args(["audit", "--db", &target.db]).output().unwrap();
+    let audit = Command::new(BIN).args(["audit", "--db", &target.db, "--keys"]).arg(&target.keys).output().unwrap();
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("/v1/payments/qr"), "the server logged its requests: {logs}");
@@ -738,7 +738,7 @@ async fn bills_through_the_api() {
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("day_not_closed")));
 
     drop(server);
-    let audit = Command::new(BIN).args(["audit", "--db", &target.db]).output().unwrap();
+    let audit = Command::new(BIN).args(["audit", "--db", &target.db, "--keys"]).arg(&target.keys).output().unwrap();
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stdout));
     let logs = std::fs::read_to_string(&log).unwrap();
     for secret in [ID_NUMBER, MOTHER, BOB, "S2026001", "ACC-778899"] {

@@ -330,7 +330,7 @@ fn city_table(html: &mut String, totals: &[CityStats]) {
     html.push_str(
         "<table id=\"cities\"><tr><th class=\"name\">city</th><th>payments</th><th>volume (yuan)</th><th>by phone</th><th>cash</th>\
          <th>refunds</th><th>real-name residents</th><th>class I / II / III</th><th>active payers</th><th>transit trips</th>\
-         <th>merchants</th><th>paid by phone</th><th>took cash</th></tr>",
+         <th>bills paid</th><th>settled (yuan)</th><th>merchants</th><th>paid by phone</th><th>took cash</th></tr>",
     );
     for city in totals {
         let name = escape(&city.city);
@@ -342,7 +342,8 @@ fn city_table(html: &mut String, totals: &[CityStats]) {
             "<tr data-city=\"{name}\"><td class=\"name\">{name}</td><td data-metric=\"payments\" data-value=\"{}\">{}</td>\
              <td data-metric=\"volume\" data-value=\"{}\">{}</td><td data-metric=\"mobile\" data-value=\"{}\">{}</td><td>{}</td>\
              <td>{} ({})</td><td data-metric=\"real_name_residents\" data-value=\"{}\">{}</td><td>{} / {} / {}</td><td>{}</td>\
-             <td data-metric=\"transit_trips\" data-value=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td data-metric=\"transit_trips\" data-value=\"{}\">{}</td><td data-metric=\"bills_paid\" data-value=\"{}\">{}</td>\
+             <td data-metric=\"settled\" data-value=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             total.count,
             thousands(total.count),
             total.amount,
@@ -360,6 +361,10 @@ fn city_table(html: &mut String, totals: &[CityStats]) {
             thousands(city.active_payers),
             city.transit_trips,
             thousands(city.transit_trips),
+            city.bills_paid.count,
+            thousands(city.bills_paid.count),
+            city.settled.amount,
+            yuan(city.settled.amount),
             thousands(city.merchants),
             thousands(city.merchants_paid_by_phone),
             thousands(city.merchants_taking_cash),

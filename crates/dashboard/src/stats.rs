@@ -1,5 +1,6 @@
 //! The numbers: per city, over a window of time, read from the services' own tables (trades,
-//! refunds, residents, merchants), so the dashboard shows what the books show.
+//! refunds, bills and their payments, transit charges, payouts, residents, merchants), so the
+//! dashboard shows what the books show.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +62,11 @@ pub struct CityStats {
     pub transit_trips: u64,
     /// Riders who travelled by ride code in the window.
     pub transit_riders: u64,
+    /// Bills paid in the window, by phone or in cash (their payments are also counted in
+    /// `payments`, method `bill` or `cash`; the amount includes the insurance fund's part).
+    pub bills_paid: Counter,
+    /// Merchants' payouts of the days in the window (settled the morning after).
+    pub settled: Counter,
 }
 
 impl CityStats {
@@ -128,6 +134,8 @@ impl CityStats {
         self.merchants_taking_cash = self.merchants_taking_cash.max(later.merchants_taking_cash);
         self.transit_trips += later.transit_trips;
         self.transit_riders = self.transit_riders.max(later.transit_riders);
+        self.bills_paid.merge(later.bills_paid);
+        self.settled.merge(later.settled);
     }
 }
 
@@ -149,12 +157,28 @@ const REFUNDS: &str = "SELECT t.city_code, COUNT(*), CAST(SUM(r.amount) AS BIGIN
     GROUP BY t.city_code";
 const RESIDENTS: &str = "SELECT city_code, account_class, COUNT(*) FROM residents WHERE created_at < ?1
     GROUP BY city_code, account_class";
-const ACTIVE: &str = "SELECT city_code, COUNT(DISTINCT payer_resident) FROM trades
-    WHERE paid_at >= ?1 AND paid_at < ?2 AND payer_resident IS NOT NULL GROUP BY city_code";
+const ACTIVE: &str = "SELECT city_code, COUNT(DISTINCT payer) FROM (
+        SELECT city_code, payer_resident AS payer FROM trades WHERE paid_at >= ?1 AND paid_at < ?2 AND payer_resident IS NOT NULL
+        UNION ALL
+        SELECT b.city_code, p.payer_resident FROM bill_payments p JOIN bills b ON b.id = p.bill_id
+         WHERE p.paid_at >= ?1 AND p.paid_at < ?2 AND p.payer_resident IS NOT NULL
+    ) paying GROUP BY city_code";
 const MERCHANTS: &str = "SELECT city_code, COUNT(*) FROM merchants WHERE created_at < ?1 GROUP BY city_code";
-const ACCEPTING: &str = "SELECT city_code, CASE WHEN method = 'cash' THEN 1 ELSE 0 END, COUNT(DISTINCT merchant_id)
-    FROM trades WHERE paid_at >= ?1 AND paid_at < ?2
-    GROUP BY city_code, CASE WHEN method = 'cash' THEN 1 ELSE 0 END";
+const ACCEPTING: &str = "SELECT city_code, cash, COUNT(DISTINCT merchant) FROM (
+        SELECT city_code, CASE WHEN method = 'cash' THEN 1 ELSE 0 END AS cash, merchant_id AS merchant FROM trades
+         WHERE paid_at >= ?1 AND paid_at < ?2
+        UNION ALL
+        SELECT b.city_code, CASE WHEN p.method = 'cash' THEN 1 ELSE 0 END, p.biller_id FROM bill_payments p JOIN bills b ON b.id = p.bill_id
+         WHERE p.paid_at >= ?1 AND p.paid_at < ?2
+    ) taking GROUP BY city_code, cash";
+
+const BILLS: &str = "SELECT b.city_code, b.category, CASE WHEN p.method = 'cash' THEN 'cash' ELSE 'bill' END, COUNT(*), CAST(SUM(p.amount) AS BIGINT)
+    FROM bill_payments p JOIN bills b ON b.id = p.bill_id
+    WHERE p.paid_at >= ?1 AND p.paid_at < ?2
+    GROUP BY b.city_code, b.category, CASE WHEN p.method = 'cash' THEN 'cash' ELSE 'bill' END";
+const SETTLED: &str = "SELECT m.city_code, COUNT(*), CAST(SUM(p.amount) AS BIGINT)
+    FROM payouts p JOIN merchants m ON m.id = p.merchant_id
+    WHERE p.day >= ?1 AND p.day < ?2 AND p.status = 'paid' GROUP BY m.city_code";
 
 const TRANSIT: &str = "SELECT r.city_code, COUNT(*), CAST(SUM(c.trips) AS BIGINT), CAST(SUM(c.due) AS BIGINT)
     FROM transit_charges c JOIN ride_accounts a ON a.account_ref = c.account_ref JOIN residents r ON r.id = a.resident_id
@@ -217,8 +241,20 @@ pub async fn collect(directory: &Directory, from: u64, to: u64, only: Option<u32
             }
         }
     }
-    // Service days are numbered by their local date (a service day starts at 04:00).
+    for row in directory.read(BILLS, window()).await? {
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            let counter = Counter { count: uint(&row, 3)?, amount: int_at(&row, 4)? };
+            city.payments.entry(text_at(&row, 1)?).or_default().entry(text_at(&row, 2)?).or_default().merge(counter);
+            city.bills_paid.merge(counter);
+        }
+    }
+    // Service and settlement days are numbered by their local date.
     let local_day = |t: u64| Value::Int(i64::try_from((t + 8 * 3_600) / 86_400).unwrap_or(i64::MAX));
+    for row in directory.read(SETTLED, vec![local_day(from), local_day(to)]).await? {
+        if let Some(city) = cities.get_mut(&code(&row, 0)?) {
+            city.settled = Counter { count: uint(&row, 1)?, amount: int_at(&row, 2)? };
+        }
+    }
     for row in directory.read(TRANSIT, vec![local_day(from), local_day(to)]).await? {
         if let Some(city) = cities.get_mut(&code(&row, 0)?) {
             city.transit_riders = uint(&row, 1)?;

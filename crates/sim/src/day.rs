@@ -1,6 +1,7 @@
 //! A simulated day: what each person does and when (drawn from the seed), and doing it
 //! through the services.
 
+use citypay_bills::{BillError, Item, NewBill, Payer, PayerKind};
 use std::sync::Arc;
 
 use citypay_checkout::{CheckoutError, NewTrade};
@@ -289,6 +290,9 @@ pub(crate) async fn act(
 ) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
     match action {
         Action::Register => register(context, person).await,
+        Action::Purchase { kind: BusinessKind::Hospital, business, amount, tender, number } => {
+            hospital_visit(context, person, account, business, amount, tender, day, number).await
+        }
         Action::Purchase { kind, business, amount, tender, number } => {
             let mut account = account;
             let mut outcomes = Vec::new();
@@ -352,6 +356,83 @@ pub(crate) async fn act(
             (account, vec![outcome])
         }
     }
+}
+
+/// A hospital visit: the hospital bills the patient by ID number (a registration fee and the
+/// medicine, half of which the city's insurance fund pays); the patient pays their part from
+/// the wallet, or in cash at the counter.
+#[allow(clippy::too_many_arguments)]
+async fn hospital_visit(
+    context: &Context,
+    person: &Person,
+    account: Option<Account>,
+    business: usize,
+    amount: i64,
+    tender: Tender,
+    day: u32,
+    number: u32,
+) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let mut account = account;
+    let mut outcomes = Vec::new();
+    let bills = &context.services.bills;
+    let hospital = &context.businesses[person.city][&BusinessKind::Hospital][business];
+    let preset = context.cities[person.city];
+    let registration = 1_000.min(amount / 2);
+    let medicine = amount - registration;
+    let insured = medicine / 2;
+    let out_bill_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
+    let now = context.services.directory.clock().now().unix_seconds();
+    let new = NewBill {
+        out_bill_no: out_bill_no.clone(),
+        payer: Payer { kind: PayerKind::IdNumber, identifier: crate::world::resident_id_number(preset.code, person.index) },
+        title: "门诊".into(),
+        items: vec![Item { name: "挂号费".into(), amount: registration }, Item { name: "药费".into(), amount: medicine }],
+        pick_items: false,
+        insured,
+        due_at: now + 30 * 86_400,
+        late_allowed: true,
+    };
+    let bill = match bills.issue(hospital.id, &new).await {
+        Ok(bill) => bill,
+        Err(e) => return (account, vec![bill_outcome("issue a bill", &e)]),
+    };
+    let category = Category::Hospital.code();
+    let own_part = amount - insured;
+    let paid_by_phone = match (tender, account.as_mut()) {
+        (Tender::Cash, _) | (_, None) => false,
+        (_, Some(account)) => {
+            if account.balance < own_part {
+                let needed = own_part - account.balance + 20_000;
+                let top = (needed + 9_999) / 10_000 * 10_000;
+                outcomes.push(top_up(context, account, top, &format!("d{day}n{number}")).await);
+            }
+            match bills.pay(&account.resident, bill.id, None).await {
+                Ok(_) => {
+                    account.balance -= own_part;
+                    outcomes.push(Ok(Outcome::BillPaid { category, method: "bill", amount }));
+                    true
+                }
+                Err(e) => {
+                    outcomes.push(bill_outcome("pay a bill", &e));
+                    false
+                }
+            }
+        }
+    };
+    if !paid_by_phone {
+        match bills.pay_cash(hospital.id, &out_bill_no, own_part).await {
+            Ok(_) => outcomes.push(Ok(Outcome::BillPaid { category, method: "cash", amount })),
+            Err(e) => outcomes.push(bill_outcome("pay a bill in cash", &e)),
+        }
+    }
+    (account, outcomes)
+}
+
+fn bill_outcome(what: &'static str, error: &BillError) -> Result<Outcome, SimError> {
+    if fatal(error.code()) {
+        return Err(service(what, error));
+    }
+    Ok(Outcome::Refused { what, code: error.code() })
 }
 
 async fn pay(

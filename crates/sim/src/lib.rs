@@ -44,6 +44,10 @@ pub struct Services {
     pub checkout: Checkout,
     /// Ride credentials, taps, fares.
     pub transit: citypay_transit::Transit,
+    /// Hospital bills and the insurance funds.
+    pub bills: citypay_bills::Bills,
+    /// The merchants' payouts of each day.
+    pub settlement: citypay_settlement::Settlement,
     /// The writer's clock: the simulation sets it to the day being simulated.
     pub clock: ManualClock,
 }
@@ -222,6 +226,13 @@ impl Simulation {
             progress.finish();
             businesses.push(by_kind);
         }
+        // Each city's medical-insurance fund, funded by the bureau for the whole run: about
+        // twenty yuan a resident a day (hospital bills' insured parts come out of it).
+        for (preset, residents) in self.config.cities.iter().zip(&self.residents_per_city) {
+            services.bills.open_insurance_fund(preset.code).await.map_err(|e| service("opening an insurance fund", &e))?;
+            let amount = i64::try_from(*residents).unwrap_or(0).saturating_mul(2_000).saturating_mul(i64::from(self.config.days)).max(1);
+            services.bills.deposit_to_fund(preset.code, amount, &format!("sim-fund-{}", preset.code)).await.map_err(|e| service("funding an insurance fund", &e))?;
+        }
         let mut networks = Vec::new();
         for (city, preset) in self.config.cities.iter().enumerate() {
             networks.push(transit::build(&self.context, city, preset).await?);
@@ -267,7 +278,35 @@ impl Simulation {
         self.timed("people", started);
         let mut tally = tally;
         self.close_transit_day(day, &mut tally).await?;
+        self.settle_day(day, &mut tally).await?;
         Ok(tally)
+    }
+
+    /// After the fare run, every merchant's day is paid out to its bank account.
+    async fn settle_day(&mut self, day: u32, tally: &mut Tally) -> Result<(), SimError> {
+        let started = std::time::Instant::now();
+        let at = day_start(day + 1) + 6 * 3_600 + 30 * 60;
+        self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(at));
+        let (y, m, d) = world::add_days(START_DATE, i64::from(day) - 1);
+        let date = citypay_ledger::LocalDate::parse(&citypay_dashboard::dates::format_date((y, m, d))).ok_or_else(|| service("the settlement date", &"not a date"))?;
+        let settlement = &self.context.services.settlement;
+        clock::at(at, settlement.settle(date)).await.map_err(|e| service("the settlement run", &e))?;
+        let payouts = settlement.payouts(date).await.map_err(|e| service("reading payouts", &e))?;
+        let city_of: HashMap<u64, &str> = self
+            .context
+            .businesses
+            .iter()
+            .zip(&self.context.cities)
+            .flat_map(|(kinds, preset)| kinds.values().flatten().map(move |b| (b.id, preset.name)))
+            .chain(self.context.transit.iter().zip(&self.context.cities).map(|(network, preset)| (network.operator, preset.name)))
+            .collect();
+        for payout in payouts.iter().filter(|p| p.status == citypay_settlement::PayoutStatus::Paid) {
+            if let Some(city) = city_of.get(&payout.merchant_id) {
+                tally.add(city, tally::Outcome::Settled { amount: payout.amount });
+            }
+        }
+        self.timed("settlement", started);
+        Ok(())
     }
 
     /// At night the validators upload their taps; the next morning, after the cut-off for late

@@ -25,6 +25,11 @@ pub struct Tally {
     pub riders_enrolled: BTreeMap<String, u64>,
     /// Arrears paid: city → counter.
     pub arrears_paid: BTreeMap<String, Counter>,
+    /// Bills paid (by phone or in cash; the amount includes the insurance fund's part):
+    /// city → counter. Their payments are in `payments` too.
+    pub bills_paid: BTreeMap<String, Counter>,
+    /// Merchants' payouts: city → counter.
+    pub settled: BTreeMap<String, Counter>,
 }
 
 /// The outcome of one step of a simulated action.
@@ -40,6 +45,10 @@ pub(crate) enum Outcome {
     ArrearsPaid { amount: i64 },
     /// A rider's fared day: `count` trips costing `amount`.
     Fares { count: u64, amount: i64 },
+    /// A bill paid by `method` (`bill` by phone, or `cash`).
+    BillPaid { category: &'static str, method: &'static str, amount: i64 },
+    /// A merchant's payout.
+    Settled { amount: i64 },
 }
 
 impl Tally {
@@ -69,6 +78,11 @@ impl Tally {
                 .entry("ride_code".to_owned())
                 .or_default()
                 .merge(Counter { count, amount }),
+            Outcome::BillPaid { category, method, amount } => {
+                self.bills_paid.entry(city.to_owned()).or_default().add(amount);
+                self.add(city, Outcome::Payment { category, method, amount });
+            }
+            Outcome::Settled { amount } => self.settled.entry(city.to_owned()).or_default().add(amount),
             Outcome::Refused { what, code } => {
                 *self.refused.entry(city.to_owned()).or_default().entry(format!("{what}: {code}")).or_default() += 1;
             }
@@ -108,6 +122,12 @@ impl Tally {
         }
         for (city, counter) in &other.arrears_paid {
             self.arrears_paid.entry(city.clone()).or_default().merge(*counter);
+        }
+        for (city, counter) in &other.bills_paid {
+            self.bills_paid.entry(city.clone()).or_default().merge(*counter);
+        }
+        for (city, counter) in &other.settled {
+            self.settled.entry(city.clone()).or_default().merge(*counter);
         }
         for (city, codes) in &other.refused {
             for (code, n) in codes {
