@@ -19,6 +19,11 @@ mod transit_cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The writer and the services allocate small rows and values by the million; mimalloc's
+/// per-thread free lists cost less than glibc's arenas for that (measured with the simulation).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use citypay_store::DbUrl;
 
 /// citypay: a city's payments on one double-entry ledger.
