@@ -31,6 +31,13 @@ pub use schema::MIGRATIONS;
 
 /// Items a bill may have.
 pub const ITEMS_MAX: usize = 32;
+/// The most of a bill the insurance fund pays: the patient always pays a part, and confirms
+/// the claim by paying it from the phone.
+pub const INSURED_SHARE_MAX_PERCENT: i64 = 90;
+/// The most the fund pays on one bill, in fen (100,000 yuan).
+pub const INSURED_MAX_FEN: i64 = 10_000_000;
+/// Who may issue bills.
+pub const BILLER_CATEGORIES: [Category; 4] = [Category::Hospital, Category::School, Category::SocialSecurity, Category::Utility];
 /// Bills listed at once.
 pub const LIST_MAX: u32 = 100;
 /// Refused payments of one bill by one payer that a new attempt steps over.
@@ -64,8 +71,8 @@ pub enum BillError {
     /// Past its due date, and late payment is not allowed.
     #[error("the bill is past its due date and cannot be paid late")]
     Overdue,
-    /// Cash at the counter must pay exactly what the payer owes.
-    #[error("cash must pay exactly the {0} fen the payer owes")]
+    /// Cash at the counter must pay exactly what is outstanding.
+    #[error("cash must pay exactly the {0} fen outstanding")]
     AmountMismatch(i64),
     /// No contribution window is open for that city and year.
     #[error("the contribution window is not open")]
@@ -93,6 +100,20 @@ impl BillError {
             BillError::Refused(status) => status.name(),
             BillError::Unavailable(_) => "unavailable",
         }
+    }
+}
+
+/// The blind indexes a resident's bills are found by.
+struct PayerKeys {
+    /// Their own ID number's (one per index key).
+    own: Vec<Vec<u8>>,
+    /// The family members' they linked.
+    linked: Vec<Vec<u8>>,
+}
+
+impl PayerKeys {
+    fn contains(&self, key: &[u8]) -> bool {
+        self.own.iter().chain(&self.linked).any(|k| k.as_slice() == key)
     }
 }
 
@@ -286,8 +307,14 @@ impl Bills {
             return Err(BillError::InvalidField { field: "items", message: "at most 100,000,000 yuan in all".into() });
         }
         let biller = self.directory.merchant(biller_id).await?;
-        if new.insured < 0 || new.insured > total {
-            return Err(BillError::InvalidField { field: "insured", message: "between 0 and the bill's total".into() });
+        if !BILLER_CATEGORIES.contains(&biller.category) {
+            return Err(BillError::InvalidField { field: "biller", message: "only hospitals, schools, the social-security bureau and utilities issue bills".into() });
+        }
+        if new.insured < 0 || new.insured * 100 > total * INSURED_SHARE_MAX_PERCENT || new.insured > INSURED_MAX_FEN {
+            return Err(BillError::InvalidField {
+                field: "insured",
+                message: format!("at most {INSURED_SHARE_MAX_PERCENT}% of the bill and {} yuan", INSURED_MAX_FEN / 100),
+            });
         }
         if new.insured > 0 && (biller.category != Category::Hospital || new.pick_items) {
             return Err(BillError::InvalidField { field: "insured", message: "only hospital bills whose items are all due together".into() });
@@ -343,13 +370,11 @@ impl Bills {
 
     /// The payer keys a resident may see and pay bills of: their own ID number's, and those of
     /// the family members they linked.
-    async fn keys_of(&self, resident: &Resident) -> Result<Vec<Vec<u8>>, BillError> {
-        let mut keys = self.directory.resident_id_keys(resident.id).await?;
+    async fn keys_of(&self, resident: &Resident) -> Result<PayerKeys, BillError> {
+        let own = self.directory.resident_id_keys(resident.id).await?;
         let rows = self.directory.read("SELECT payer_key FROM payer_links WHERE resident_id = ?1", vec![uint(resident.id)]).await?;
-        for row in &rows {
-            keys.push(citypay_directory::blob_at(row, 0)?);
-        }
-        Ok(keys)
+        let linked = rows.iter().map(|row| citypay_directory::blob_at(row, 0)).collect::<Result<_, _>>()?;
+        Ok(PayerKeys { own, linked })
     }
 
     /// Links a family member's bills to a resident: a relative's ID number, or a child's
@@ -382,13 +407,17 @@ impl Bills {
     }
 
     /// The bills addressed to a resident and to the family members they linked, newest first.
+    /// A linked member's bills show what is due but not what it is for: a link needs no consent
+    /// yet, so it must not reveal a relative's hospital items.
     pub async fn bills_of(&self, resident: &Resident, limit: u32) -> Result<Vec<Bill>, BillError> {
         let limit = limit.clamp(1, LIST_MAX);
+        let keys = self.keys_of(resident).await?;
         let mut bills = Vec::new();
-        for key in self.keys_of(resident).await? {
+        for (key, own) in keys.own.into_iter().map(|k| (k, true)).chain(keys.linked.into_iter().map(|k| (k, false))) {
             let rows = self.directory.read(bill::SELECT_BY_PAYER, vec![Value::Blob(key), Value::Int(i64::from(limit))]).await?;
             for row in &rows {
-                bills.push(Bill::from_row(row)?);
+                let bill = Bill::from_row(row)?;
+                bills.push(if own { bill } else { bill.redacted() });
             }
         }
         bills.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
@@ -562,18 +591,20 @@ impl Bills {
         Receipt { number: id.to_string(), text, signature }
     }
 
-    /// Records cash paid at the biller's counter: exactly what the payer owes (what is
-    /// outstanding less the insurance fund's part, which the fund pays in the ledger as it
-    /// would for a payment by phone). No wallet moves; the bill is paid and a receipt issued.
+    /// Records cash paid at the biller's counter: exactly what is outstanding. No wallet moves;
+    /// the bill is paid and a receipt issued. A bill with an insured part is paid from the
+    /// phone, where the patient confirms the claim: a biller alone never moves the fund.
     pub async fn pay_cash(&self, biller_id: u64, out_bill_no: &str, amount: i64) -> Result<BillPayment, BillError> {
         for _ in 0..CAS_ATTEMPTS_MAX {
             let bill = self.bill(biller_id, out_bill_no).await?;
             if bill.status == BillStatus::Paid {
                 return Err(BillError::AlreadyPaid);
             }
-            let owed = bill.outstanding() - if bill.paid_items == 0 { bill.insured } else { 0 };
-            if amount != owed {
-                return Err(BillError::AmountMismatch(owed));
+            if bill.insured > 0 {
+                return Err(BillError::InvalidField { field: "amount", message: "an insured bill is paid from the patient's phone".into() });
+            }
+            if amount != bill.outstanding() {
+                return Err(BillError::AmountMismatch(bill.outstanding()));
             }
             let mask = bill.all_items() & !bill.paid_items;
             if let Some(result) = self.try_pay(&bill, None, mask).await? {
@@ -606,8 +637,7 @@ impl Bills {
         })
     }
 
-    /// A receipt a resident may see: they paid it, or the bill is theirs or a linked family
-    /// member's.
+    /// A receipt a resident may see: they paid it, or the bill is their own.
     pub async fn receipt_for(&self, resident: &Resident, number: u64) -> Result<Receipt, BillError> {
         let payment = self.payment(number).await?;
         let payer = self
@@ -616,15 +646,14 @@ impl Bills {
             .await?
             .first()
             .and_then(|row| int_at(row, 0).ok());
-        if payer != Some(resident.id as i64) && !self.keys_of(resident).await?.contains(&payment.bill.payer_key) {
+        if payer != Some(resident.id as i64) && !self.keys_of(resident).await?.own.contains(&payment.bill.payer_key) {
             return Err(BillError::BillNotFound);
         }
         Ok(payment.receipt)
     }
 
     /// A biller's reconciliation file of a day (CSV): every payment of its bills, by receipt,
-    /// with what the platform settles for it (cash stays at the counter; an insured part of a
-    /// bill paid in cash still comes from the fund through the platform).
+    /// with what the platform settles for it (cash stays at the counter).
     pub async fn reconciliation(&self, biller_id: u64, date: LocalDate) -> Result<String, BillError> {
         let (start, close) = (date.start().unix_seconds(), date.next().start().unix_seconds());
         let rows = self
@@ -639,8 +668,8 @@ impl Bills {
         for row in &rows {
             let method = text_at(row, 3)?;
             let (amount, insured, fee) = (int_at(row, 4)?, int_at(row, 5)?, int_at(row, 6)?);
-            // Cash stays at the counter; the insurance fund's part comes through the platform.
-            let settled = if method == "cash" { insured } else { amount - fee };
+            // Cash stays at the counter.
+            let settled = if method == "cash" { 0 } else { amount - fee };
             csv.push_str(&format!(
                 "{},{},{},{method},{amount},{insured},{},{fee},{settled}\n",
                 int_at(row, 0)?,

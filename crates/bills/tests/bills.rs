@@ -107,6 +107,8 @@ fn residents_pay_their_bills(city: TestCity) {
         bills.link_payer(&alice, &Payer { kind: PayerKind::StudentNumber, identifier: "S2026001".into() }, Some(school), "son").await.unwrap();
         let listed = bills.bills_of(&alice, 10).await.unwrap();
         assert_eq!(listed.iter().map(|b| b.id).collect::<Vec<_>>(), vec![tuition.id, visit.id], "newest first: hers and her son's");
+        assert_eq!((listed[0].title.as_str(), listed[0].items[1].name.as_str()), ("school bill", "item 2"), "a linked bill shows what is due, not what for");
+        assert_eq!(listed[1].title, visit.title, "her own bill in full");
         assert!(bills.bills_of(&bob, 10).await.unwrap().iter().all(|b| b.id == bobs.id));
         let books = bills.pay(&alice, tuition.id, Some(&[1])).await.unwrap();
         assert_eq!((books.amount, books.bill.status), (20_000, BillStatus::PartlyPaid));
@@ -145,14 +147,15 @@ fn residents_pay_their_bills(city: TestCity) {
         verify_receipt(&cash.receipt.text, &cash.receipt.signature, &keys).unwrap();
         assert!(matches!(bills.pay(&alice, counter.id, None).await, Err(BillError::AlreadyPaid)));
         assert!(matches!(bills.pay_cash(hospital, "H-3", 2_500).await, Err(BillError::AlreadyPaid)));
-        // An insured bill paid in cash: the patient's part at the counter, the fund's part in
-        // the ledger.
-        bills.issue(hospital, &bill("H-5", by_id(ALICE), &[("ward", 10_000)], 4_000, false)).await.unwrap();
-        assert!(matches!(bills.pay_cash(hospital, "H-5", 10_000).await, Err(BillError::AmountMismatch(6_000))));
+        // A biller alone never moves the fund: an insured bill is not paid in cash, and the
+        // fund's share is capped. Only public-service billers issue bills.
         let fund_before = city.balance(fund).await;
-        let insured_cash = bills.pay_cash(hospital, "H-5", 6_000).await.unwrap();
-        assert_eq!((insured_cash.insured, insured_cash.method), (4_000, PaidBy::Cash));
-        assert_eq!(city.balance(fund).await, fund_before - 4_000);
+        bills.issue(hospital, &bill("H-5", by_id(ALICE), &[("ward", 10_000)], 4_000, false)).await.unwrap();
+        assert!(matches!(bills.pay_cash(hospital, "H-5", 6_000).await, Err(BillError::InvalidField { .. })));
+        assert_eq!(city.balance(fund).await, fund_before);
+        assert!(matches!(bills.issue(hospital, &bill("H-6", by_id(ALICE), &[("ward", 10_000)], 9_001, false)).await, Err(BillError::InvalidField { .. })));
+        let shop = city.merchant("91330100MA27XL0E96", Category::Retail, "6222020200112233487").await;
+        assert!(matches!(bills.issue(shop, &bill("S-1", by_id(ALICE), &[("goods", 100)], 0, false)).await, Err(BillError::InvalidField { field: "biller", .. })));
 
         // Social security: a window for 2027; alice pays for herself and, by proxy, her mother.
         let window = ContributionWindow { city: 330100, year: 2027, bureau_id: bureau, amount: 38_000, opens_at: START.unix_seconds() - 60, closes_at: START.unix_seconds() + 86_400 };
@@ -173,11 +176,11 @@ fn residents_pay_their_bills(city: TestCity) {
         let day = LocalDate::parse("2026-11-24").unwrap();
         settlement.settle(day).await.unwrap();
         let payout = settlement.payout(hospital, day).await.unwrap().unwrap();
-        assert_eq!((payout.status, payout.amount), (PayoutStatus::Paid, 17_000 + 4_000));
+        assert_eq!((payout.status, payout.amount), (PayoutStatus::Paid, 17_000));
         let reconciliation = bills.reconciliation(hospital, day).await.unwrap();
         let settled: i64 = reconciliation.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap()).sum();
         assert_eq!(settled, payout.amount, "{reconciliation}");
-        assert_eq!(reconciliation.lines().count(), 4, "the wallet payment and the two in cash:\n{reconciliation}");
+        assert_eq!(reconciliation.lines().count(), 3, "the wallet payment and the cash one:\n{reconciliation}");
         let file = settlement.file(hospital, day).await.unwrap();
         assert_eq!(file.closing_balance, payout.amount);
         for biller in [school, bureau, utility] {

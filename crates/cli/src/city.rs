@@ -202,7 +202,8 @@ pub(crate) fn seal_head_path(keys: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Keeps the newest seal in a file: `BATCH ROWS MAC` (hex), replaced whole after every batch
+/// Keeps the newest seal in a file: `BATCH ROWS MAC FIRST` (MAC in hex; FIRST the first sealed
+/// batch), replaced whole after every batch
 /// (written, then renamed over the old one). Not synced: after a power cut it may name an
 /// earlier batch than the database holds, never a later one.
 struct HeadFile {
@@ -211,8 +212,8 @@ struct HeadFile {
 }
 
 impl citypay_shard::seal::SealHead for HeadFile {
-    fn sealed(&mut self, seal: &citypay_shard::seal::Seal) {
-        let text = format!("{} {} {}\n", seal.batch, seal.rows, citypay_vault::hex::encode(&seal.mac));
+    fn sealed(&mut self, seal: &citypay_shard::seal::Seal, first: u64) {
+        let text = format!("{} {} {} {first}\n", seal.batch, seal.rows, citypay_vault::hex::encode(&seal.mac));
         // A head that cannot be written is reported by the audit as a mismatch, never silently
         // trusted; the batch itself is committed already.
         if std::fs::write(&self.temporary, text).is_ok() {
@@ -221,24 +222,34 @@ impl citypay_shard::seal::SealHead for HeadFile {
     }
 }
 
-/// The seal in a head file, if there is one.
-pub(crate) fn read_seal_head(path: &Path) -> anyhow::Result<Option<citypay_shard::seal::Seal>> {
+/// The head in a head file, if there is one.
+pub(crate) fn read_seal_head(path: &Path) -> anyhow::Result<Option<citypay_shard::seal::Head>> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let mut parts = text.split_whitespace();
-    let (Some(batch), Some(rows), Some(mac)) = (parts.next(), parts.next(), parts.next()) else { anyhow::bail!("{}: BATCH ROWS MAC", path.display()) };
-    Ok(Some(citypay_shard::seal::Seal { batch: batch.parse()?, rows: rows.parse()?, mac: citypay_vault::hex::decode(mac).context("the head's MAC")? }))
+    let (Some(batch), Some(rows), Some(mac), Some(first)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("{}: BATCH ROWS MAC FIRST", path.display())
+    };
+    let seal = citypay_shard::seal::Seal { batch: batch.parse()?, rows: rows.parse()?, mac: citypay_vault::hex::decode(mac).context("the head's MAC")? };
+    Ok(Some(citypay_shard::seal::Head { seal, first: first.parse()? }))
 }
 
-/// The newest seal stored in the database, if any.
-pub(crate) fn stored_seals(reader: &dyn ServiceReader, newest_only: bool) -> anyhow::Result<Vec<citypay_shard::seal::Seal>> {
-    let sql = if newest_only {
-        "SELECT batch, rows, mac FROM journal_seals ORDER BY batch DESC LIMIT 1"
-    } else {
-        "SELECT batch, rows, mac FROM journal_seals ORDER BY batch"
+/// Which of the database's journal seals to read.
+pub(crate) enum Seals {
+    All,
+    Newest,
+    Oldest,
+}
+
+/// Journal seals stored in the database, by batch.
+pub(crate) fn stored_seals(reader: &dyn ServiceReader, which: Seals) -> anyhow::Result<Vec<citypay_shard::seal::Seal>> {
+    let sql = match which {
+        Seals::All => "SELECT batch, rows, mac FROM journal_seals ORDER BY batch",
+        Seals::Newest => "SELECT batch, rows, mac FROM journal_seals ORDER BY batch DESC LIMIT 1",
+        Seals::Oldest => "SELECT batch, rows, mac FROM journal_seals ORDER BY batch LIMIT 1",
     };
     reader
         .query(sql, &[])?
@@ -368,9 +379,11 @@ pub(crate) async fn open_with(
         };
         let shard = match (journal, head) {
             (Some(key), Some(path)) => {
-                let last = stored_seals(reader.as_ref(), true)?.pop();
+                let last = stored_seals(reader.as_ref(), Seals::Newest)?.pop();
+                let first = stored_seals(reader.as_ref(), Seals::Oldest)?.pop().map(|s| s.batch);
                 let temporary = path.with_extension("head-new");
-                let sealer = citypay_shard::seal::Sealer::new(citypay_shard::seal::SealKey::new(key), last, Box::new(HeadFile { path, temporary }));
+                let head = Box::new(HeadFile { path, temporary });
+                let sealer = citypay_shard::seal::Sealer::new(citypay_shard::seal::SealKey::new(key), last, first, head);
                 Shard::start_sealed(store, ShardConfig::DEFAULT, shard_clock, sealer)?
             }
             _ => Shard::start(store, ShardConfig::DEFAULT, shard_clock)?,

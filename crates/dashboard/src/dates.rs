@@ -31,7 +31,7 @@ pub fn format_date((y, m, d): (i64, i64, i64)) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Parses `YYYY-MM-DD` (a real date of 1970–9999).
+/// Parses `YYYY-MM-DD` (a real date of 1970–2500).
 pub fn parse_date(text: &str) -> Option<(i64, i64, i64)> {
     citypay_ledger::LocalDate::parse(text).map(|d| (i64::from(d.year), i64::from(d.month), i64::from(d.day)))
 }

@@ -488,8 +488,7 @@ impl Writer {
     /// A committed batch's seal becomes the one the next chains to, and the head.
     fn sealed(&mut self, seal: Option<seal::Seal>) {
         if let (Some(sealer), Some(seal)) = (self.sealer.as_mut(), seal) {
-            sealer.last = Some(seal);
-            sealer.head.sealed(&seal);
+            sealer.committed(seal);
         }
     }
 

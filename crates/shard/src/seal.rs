@@ -48,10 +48,20 @@ pub struct Seal {
     pub mac: [u8; 32],
 }
 
-/// Where the newest seal is kept outside the database (a file beside it, a log).
+/// Where the newest seal is kept outside the database (a file beside it, a log), with the
+/// first sealed batch, so that neither end of the chain can be cut off unnoticed.
 pub trait SealHead: Send {
-    /// Called after each batch commits, with its seal.
-    fn sealed(&mut self, seal: &Seal);
+    /// Called after each batch commits, with its seal and the first sealed batch.
+    fn sealed(&mut self, seal: &Seal, first: u64);
+}
+
+/// The head as kept outside the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The newest seal.
+    pub seal: Seal,
+    /// The first sealed batch (batches before it predate sealing).
+    pub first: u64,
 }
 
 impl SealKey {
@@ -120,6 +130,7 @@ pub(crate) fn seal_row(seal: &Seal) -> ServiceRow {
 pub struct Sealer {
     pub(crate) key: SealKey,
     pub(crate) last: Option<Seal>,
+    pub(crate) first: Option<u64>,
     pub(crate) head: Box<dyn SealHead>,
 }
 
@@ -130,9 +141,16 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// Seals with `key` after `last`, the newest seal in the database (none in a new one).
-    pub fn new(key: SealKey, last: Option<Seal>, head: Box<dyn SealHead>) -> Sealer {
-        Sealer { key, last, head }
+    /// Seals with `key` after `last`, the newest seal in the database, whose first sealed
+    /// batch is `first` (neither in a database not sealed yet).
+    pub fn new(key: SealKey, last: Option<Seal>, first: Option<u64>, head: Box<dyn SealHead>) -> Sealer {
+        Sealer { key, last, first, head }
+    }
+
+    pub(crate) fn committed(&mut self, seal: Seal) {
+        let first = *self.first.get_or_insert(seal.batch);
+        self.last = Some(seal);
+        self.head.sealed(&seal, first);
     }
 
     pub(crate) fn previous_mac(&self) -> [u8; 32] {
@@ -155,11 +173,21 @@ impl SealCheck {
     }
 
     /// Checks the stored seals (by batch, ascending) against the rows counted and the head
-    /// kept outside the database; answers what is wrong, one line each.
-    pub fn verify(&self, key: &SealKey, seals: &[Seal], head: Option<&Seal>) -> Vec<String> {
+    /// kept outside the database; answers what is wrong, one line each. Seals of batches after
+    /// the newest row counted and the head are left out: they committed after the journal was
+    /// read (read the head first, then the journal, then the seals).
+    pub fn verify(&self, key: &SealKey, seals: &[Seal], head: Option<&Head>) -> Vec<String> {
         let mut problems = Vec::new();
+        let newest_row = self.batches.keys().copied().max().unwrap_or(0);
+        let horizon = newest_row.max(head.map_or(0, |h| h.seal.batch));
+        let seals: Vec<&Seal> = seals.iter().filter(|s| s.batch <= horizon).collect();
+        let first = head.map(|h| h.first).or_else(|| seals.first().map(|s| s.batch)).unwrap_or(u64::MAX);
+        if let (Some(head), Some(stored)) = (head, seals.first())
+            && stored.batch != head.first
+        {
+            problems.push(format!("the journal's seals begin at batch {} but sealing began at batch {}", stored.batch, head.first));
+        }
         let mut previous = [0u8; 32];
-        let first = seals.first().map_or(u64::MAX, |s| s.batch);
         for (i, seal) in seals.iter().enumerate() {
             if i > 0 && seal.batch != seals[i - 1].batch + 1 {
                 problems.push(format!("journal seals skip from batch {} to {}", seals[i - 1].batch, seal.batch));
@@ -175,24 +203,33 @@ impl SealCheck {
             previous = seal.mac;
         }
         let sealed: rustc_hash::FxHashSet<u64> = seals.iter().map(|s| s.batch).collect();
-        let mut unsealed: Vec<u64> = self.batches.keys().copied().filter(|b| *b >= first && !sealed.contains(b)).collect();
+        // Batches are numbered from 1, so a row of batch 0 was never written by a writer.
+        let mut unsealed: Vec<u64> = self.batches.keys().copied().filter(|b| (*b >= first || *b == 0) && !sealed.contains(b)).collect();
         unsealed.sort_unstable();
         if let Some(b) = unsealed.first() {
             problems.push(format!("journal rows of {} batches have no seal (first: batch {b})", unsealed.len()));
         }
         match (head, seals.last()) {
-            (Some(head), Some(last)) if head.batch > last.batch => problems.push(format!(
+            (Some(head), Some(last)) if head.seal.batch > last.batch => problems.push(format!(
                 "the journal ends at batch {} but the head kept outside the database is batch {}: its tail was cut off",
-                last.batch, head.batch
+                last.batch, head.seal.batch
             )),
-            (Some(head), None) => problems.push(format!("the journal has no seals but the head kept outside the database is batch {}", head.batch)),
-            (Some(head), Some(_)) => match seals.iter().find(|s| s.batch == head.batch) {
-                Some(stored) if stored.mac == head.mac => {}
-                _ => problems.push(format!("batch {}: the seal differs from the head kept outside the database", head.batch)),
+            (Some(head), None) => {
+                problems.push(format!("the journal has no seals but the head kept outside the database is batch {}", head.seal.batch));
+            }
+            (Some(head), Some(_)) => match seals.iter().find(|s| s.batch == head.seal.batch) {
+                Some(stored) if stored.mac == head.seal.mac => {}
+                _ => problems.push(format!("batch {}: the seal differs from the head kept outside the database", head.seal.batch)),
             },
-            (None, _) => {}
+            (None, Some(_)) => problems.push("the journal is sealed but no head is kept outside the database".to_owned()),
+            (None, None) => {}
         }
         problems
+    }
+
+    /// Rows of batches before sealing began: they cannot be checked.
+    pub fn unsealed_before(&self, first: u64) -> u64 {
+        self.batches.iter().filter(|(b, _)| **b > 0 && **b < first).map(|(_, (rows, _))| rows).sum()
     }
 }
 
@@ -225,23 +262,32 @@ mod tests {
             previous = seal.mac;
             seals.push(seal);
         }
-        let check = |stored: &[(u64, JournalRow)], seals: &[Seal], head: Option<&Seal>| {
+        let check = |stored: &[(u64, JournalRow)], seals: &[Seal], head: Option<&Head>| {
             let mut check = SealCheck::default();
             for (batch, row) in stored {
                 check.add(&key, *batch, row);
             }
             check.verify(&key, seals, head)
         };
+        let head = Head { seal: seals[2], first: 1 };
         let stored = vec![(2, row(3, 300)), (1, row(2, 200)), (1, row(1, 100))];
-        assert!(check(&stored, &seals, seals.last()).is_empty(), "any order of rows verifies");
+        assert!(check(&stored, &seals, Some(&head)).is_empty(), "any order of rows verifies");
         let edited = vec![(2, row(3, 301)), (1, row(2, 200)), (1, row(1, 100))];
-        assert_eq!(check(&edited, &seals, seals.last()).len(), 1);
+        assert_eq!(check(&edited, &seals, Some(&head)).len(), 1);
         let deleted = vec![(2, row(3, 300)), (1, row(1, 100))];
-        assert_eq!(check(&deleted, &seals, seals.last()).len(), 1);
+        assert_eq!(check(&deleted, &seals, Some(&head)).len(), 1);
         let cut = &seals[..1];
-        assert!(check(&stored[1..], cut, seals.last()).iter().any(|p| p.contains("cut off")));
+        assert!(check(&stored[1..], cut, Some(&head)).iter().any(|p| p.contains("cut off")));
+        let early_cut = &seals[1..];
+        assert!(check(&stored[..1], early_cut, Some(&head)).iter().any(|p| p.contains("begin at batch 2")));
+        let inserted = vec![(2, row(3, 300)), (1, row(2, 200)), (1, row(1, 100)), (0, row(9, 900))];
+        assert!(check(&inserted, &seals, Some(&head)).iter().any(|p| p.contains("no seal")), "a row of batch 0 is never a writer's");
         let other = SealKey::new([4; 32]);
         let forged: Vec<Seal> = seals.iter().map(|s| Seal { mac: other.seal(&[0; 32], s.batch, s.rows, 0).mac, ..*s }).collect();
-        assert!(!check(&stored, &forged, None).is_empty(), "seals made without the key do not verify");
+        assert!(!check(&stored, &forged, Some(&head)).is_empty(), "seals made without the key do not verify");
+        // A batch that committed after the journal was read is not held against it.
+        let later = key.seal_rows(&seals[2].mac, 4, &[row(4, 400)]);
+        let with_later: Vec<Seal> = seals.iter().copied().chain([later]).collect();
+        assert!(check(&stored, &with_later, Some(&head)).is_empty());
     }
 }

@@ -303,11 +303,8 @@ pub(crate) async fn act(
             let paid_by_phone = match (tender, account.as_mut()) {
                 (Tender::Cash, _) | (_, None) => false,
                 (tender, Some(account)) => {
-                    if account.balance < amount {
-                        // Top up to a round hundred yuan above what is needed.
-                        let needed = amount - account.balance + 20_000;
-                        let top = (needed + 9_999) / 10_000 * 10_000;
-                        outcomes.push(top_up(context, account, top, &format!("d{day}n{number}")).await);
+                    if let Some(topped) = top_up_for(context, account, amount, &format!("d{day}n{number}")).await {
+                        outcomes.push(topped);
                     }
                     let result = pay(context, account, merchant, &new, tender).await;
                     match result {
@@ -359,8 +356,8 @@ pub(crate) async fn act(
 }
 
 /// A hospital visit: the hospital bills the patient by ID number (a registration fee and the
-/// medicine, half of which the city's insurance fund pays); the patient pays their part from
-/// the wallet, or in cash at the counter.
+/// medicine); a patient paying from the wallet claims half the medicine from the city's
+/// insurance fund, one paying cash at the counter pays it all.
 #[allow(clippy::too_many_arguments)]
 async fn hospital_visit(
     context: &Context,
@@ -379,7 +376,9 @@ async fn hospital_visit(
     let preset = context.cities[person.city];
     let registration = 1_000.min(amount / 2);
     let medicine = amount - registration;
-    let insured = medicine / 2;
+    // The fund's part is claimed from the patient's phone; at the counter they pay it all.
+    let by_phone = tender != Tender::Cash && account.is_some();
+    let insured = if by_phone { medicine / 2 } else { 0 };
     let out_bill_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
     let now = context.services.directory.clock().now().unix_seconds();
     let new = NewBill {
@@ -401,10 +400,8 @@ async fn hospital_visit(
     let paid_by_phone = match (tender, account.as_mut()) {
         (Tender::Cash, _) | (_, None) => false,
         (_, Some(account)) => {
-            if account.balance < own_part {
-                let needed = own_part - account.balance + 20_000;
-                let top = (needed + 9_999) / 10_000 * 10_000;
-                outcomes.push(top_up(context, account, top, &format!("d{day}n{number}")).await);
+            if let Some(topped) = top_up_for(context, account, own_part, &format!("d{day}n{number}")).await {
+                outcomes.push(topped);
             }
             match bills.pay(&account.resident, bill.id, None).await {
                 Ok(_) => {
@@ -426,6 +423,16 @@ async fn hospital_visit(
         }
     }
     (account, outcomes)
+}
+
+/// Tops the wallet up before paying `amount` when it holds less: to a round hundred yuan
+/// above what is needed.
+async fn top_up_for(context: &Context, account: &mut Account, amount: i64, key: &str) -> Option<Result<Outcome, SimError>> {
+    if account.balance >= amount {
+        return None;
+    }
+    let needed = amount - account.balance + 20_000;
+    Some(top_up(context, account, (needed + 9_999) / 10_000 * 10_000, key).await)
 }
 
 fn bill_outcome(what: &'static str, error: &BillError) -> Result<Outcome, SimError> {
