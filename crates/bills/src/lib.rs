@@ -21,7 +21,7 @@ use citypay_directory::{
     text_at, transfer_codes,
 };
 use citypay_ledger::{AccountFlags, Currency, Entry, Event, Leg, Limits, LocalDate, NewAccount, Status, Timestamp, Transfer};
-use citypay_shard::{Command, SubmitError};
+use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 
 pub use bill::{Bill, BillStatus, Item, PayerKind};
@@ -493,6 +493,18 @@ impl Bills {
 
     /// One attempt: `None` when the bill changed meanwhile.
     async fn try_pay(&self, bill: &Bill, payer: Option<&Resident>, mask: u64) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
+        self.try_pay_with(bill, payer, mask, Vec::new(), Vec::new()).await
+    }
+
+    /// [`Bills::try_pay`] with more guards and rows in the same command.
+    async fn try_pay_with(
+        &self,
+        bill: &Bill,
+        payer: Option<&Resident>,
+        mask: u64,
+        guards: Vec<Guard>,
+        extra_rows: Vec<ServiceRow>,
+    ) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
         let biller = self.directory.merchant(bill.biller_id).await?;
         let amount = bill.amount_of(mask);
         let whole = mask | bill.paid_items == bill.all_items() && bill.paid_items == 0;
@@ -522,7 +534,8 @@ impl Bills {
             ],
             on_conflict: OnConflict::Fail,
         };
-        let rows = vec![after.payment_row(), payment_row];
+        let rows: Vec<ServiceRow> = [after.payment_row(), payment_row].into_iter().chain(extra_rows).collect();
+        let guards: Vec<Guard> = [bill.version_guard()].into_iter().chain(guards).collect();
         let payment = BillPayment { id: payment_id, bill: after, items: mask, amount, insured, fee, method, paid_at: now, receipt };
         // The version guard makes a payment happen once. The entry's id is numbered by attempt:
         // the ledger answers a refused id again with its first refusal (a replay), and a refusal
@@ -530,7 +543,7 @@ impl Bills {
         // to the next number. The numbers are the same on every run, so replays stay exact.
         for attempt in 0..REFUSALS_MAX {
             let event = self.payment_entry(bill, &biller, payer, amount, insured, fee, attempt);
-            let command = Command { event, guards: vec![bill.version_guard()], rows: rows.clone(), always_rows: Vec::new() };
+            let command = Command { event, guards: guards.clone(), rows: rows.clone(), always_rows: Vec::new() };
             return Ok(match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => Some(Ok(payment)),
                 Ok(outcome) if outcome.replay => continue,
@@ -784,6 +797,7 @@ impl Bills {
             return Err(BillError::WindowClosed);
         }
         let (key, _) = self.directory.id_number_key(insured_id_number)?;
+        let keys = self.directory.id_number_keys(insured_id_number)?;
         // The bureau's reference names the person without their number: a blind index.
         let person = citypay_directory::hex::encode(&key[key.len().saturating_sub(10)..]);
         let new = NewBill {
@@ -796,18 +810,39 @@ impl Bills {
             due_at: window.closes_at,
             late_allowed: false,
         };
-        let bill = self.issue(window.bureau_id, &new).await?;
-        let mut bill = bill;
+        // Once per person, city and year, whichever bureau bill or index key it was paid
+        // under: a row per contribution, absent under every key of the person's number.
+        let contribution_key = |k: &Vec<u8>| vec![("city_code", Value::Int(i64::from(city))), ("year", Value::Int(i64::from(year))), ("person_key", Value::Blob(k.clone()))];
         for _ in 0..CAS_ATTEMPTS_MAX {
+            for k in &keys {
+                let rows = self
+                    .directory
+                    .read("SELECT bill_id FROM contributions WHERE city_code = ?1 AND year = ?2 AND person_key = ?3", contribution_key(k).into_iter().map(|(_, v)| v).collect())
+                    .await?;
+                if let Some(row) = rows.first() {
+                    let bill = self.bill_by_id(u64::try_from(int_at(row, 0)?).unwrap_or(0)).await?;
+                    return match self.paid_before(&bill, payer, 0).await {
+                        Ok(Some(done)) => Ok(done),
+                        _ => Err(BillError::AlreadyPaid),
+                    };
+                }
+            }
+            let bill = match self.issue(window.bureau_id, &new).await {
+                Ok(bill) => bill,
+                // The window's amount changed since this person's bill was made: it is theirs.
+                Err(BillError::OutBillNoReused) => self.bill(window.bureau_id, &new.out_bill_no).await?,
+                Err(e) => return Err(e),
+            };
             if bill.status == BillStatus::Paid {
                 return match self.paid_before(&bill, payer, 0).await {
                     Ok(Some(done)) => Ok(done),
                     _ => Err(BillError::AlreadyPaid),
                 };
             }
-            match self.try_pay(&bill, Some(payer), bill.all_items()).await? {
-                Some(result) => return result,
-                None => bill = self.bill_by_id(bill.id).await?,
+            let guards = keys.iter().map(|k| Guard::Absent { table: "contributions", key: contribution_key(k) }).collect();
+            let row = ServiceRow { table: "contributions", key: contribution_key(&key), columns: vec![("bill_id", uint(bill.id))], on_conflict: OnConflict::Fail };
+            if let Some(result) = self.try_pay_with(&bill, Some(payer), bill.all_items() & !bill.paid_items, guards, vec![row]).await? {
+                return result;
             }
         }
         Err(BillError::Unavailable("the bill kept changing; retry".into()))

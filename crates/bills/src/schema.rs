@@ -68,10 +68,21 @@ macro_rules! bills_v1 {
 }
 
 /// The bills' migrations, for every backend.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "bills",
-    version: 1,
-    name: "bills, their payments and receipts, payers' family links, contribution windows",
-    sqlite: bills_v1!("BLOB"),
-    postgres: bills_v1!("BYTEA"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "bills",
+        version: 1,
+        name: "bills, their payments and receipts, payers' family links, contribution windows",
+        sqlite: bills_v1!("BLOB"),
+        postgres: bills_v1!("BYTEA"),
+    },
+    Migration {
+        component: "bills",
+        version: 2,
+        name: "one social-security contribution per person, city and year",
+        sqlite: "CREATE TABLE contributions (city_code BIGINT NOT NULL, year BIGINT NOT NULL, person_key BLOB NOT NULL, bill_id BIGINT NOT NULL,
+            PRIMARY KEY (city_code, year, person_key));",
+        postgres: "CREATE TABLE contributions (city_code BIGINT NOT NULL, year BIGINT NOT NULL, person_key BYTEA NOT NULL, bill_id BIGINT NOT NULL,
+            PRIMARY KEY (city_code, year, person_key));",
+    },
+];

@@ -167,6 +167,10 @@ fn residents_pay_their_bills(city: TestCity) {
         assert!(proxy.receipt.text.contains("3301**********0045"), "{}", proxy.receipt.text);
         assert_eq!(bills.contribute(&alice, 330100, ALICES_MOTHER, 2027).await.unwrap().id, proxy.id, "a retry");
         assert!(matches!(bills.contribute(&bob, 330100, ALICES_MOTHER, 2027).await, Err(BillError::AlreadyPaid)), "once a year");
+        // The bureau raises the year's amount: who paid has paid.
+        bills.open_contribution_window(ContributionWindow { amount: 40_000, ..window }).await.unwrap();
+        assert!(matches!(bills.contribute(&bob, 330100, ALICES_MOTHER, 2027).await, Err(BillError::AlreadyPaid)));
+        assert_eq!(bills.contribute(&alice, 330100, ALICES_MOTHER, 2027).await.unwrap().id, proxy.id, "a retry still answers the payment");
         assert!(matches!(bills.contribute(&alice, 330100, ALICES_SON, 2028).await, Err(BillError::WindowClosed)));
         assert_eq!(bills.receipts_of(&alice, 20).await.unwrap().len(), 7);
 

@@ -225,6 +225,13 @@ impl Directory {
         Ok((index_bytes(&self.keys.index.index(ID_KIND, id_number.normalized())), id_number.masked()))
     }
 
+    /// The blind indexes of a PRC ID number under every index key (while keys rotate).
+    pub fn id_number_keys(&self, id_number: &str) -> Result<Vec<Vec<u8>>, DirectoryError> {
+        let id_number = ResidentId::parse(id_number.trim(), self.today())
+            .map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
+        Ok(self.keys.index.candidates(ID_KIND, id_number.normalized()).iter().map(index_bytes).collect())
+    }
+
     /// Every blind index of a resident's own ID number (one per index key, while keys rotate):
     /// what bills addressed to them are found by.
     pub async fn resident_id_keys(&self, id: u64) -> Result<Vec<Vec<u8>>, DirectoryError> {
