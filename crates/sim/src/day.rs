@@ -47,6 +47,8 @@ pub(crate) enum Action {
     Refund { kind: BusinessKind, business: usize, amount: i64, number: u32 },
     /// To work or back, by bus and metro: by ride code, or with cash.
     Journey { legs: Vec<RideLeg>, by_phone: bool, number: u32 },
+    /// The year's social-security contribution, for oneself or (by proxy) a relative.
+    Contribute { for_relative: bool },
 }
 
 /// An action at its slot.
@@ -151,6 +153,13 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize
             let minute = minute_in(&mut rng, &OFFICE_HOURS);
             let amount = rng.i64(2_000..80_000);
             visit(&mut rng, BusinessKind::Hospital, minute, amount, &mut actions);
+        }
+        // Contributions are paid from the phone, in office hours, a few a day.
+        if rng.u32(0..1000) < 3 {
+            let minute = minute_in(&mut rng, &OFFICE_HOURS);
+            if registered_from.is_some_and(|from| minute >= from) {
+                actions.push((minute, Action::Contribute { for_relative: rng.u32(0..10) < 3 }));
+            }
         }
         if person.commutes {
             let network = &context.transit[person.city];
@@ -337,6 +346,7 @@ pub(crate) async fn act(
             let outcomes = crate::transit::journey(context, person.city, &mut account, by_phone, &legs, now, &prefix).await;
             (account, outcomes)
         }
+        Action::Contribute { for_relative } => contribute(context, person, account, for_relative, day).await,
         Action::Refund { kind, business, amount, number } => {
             let mut account = account;
             let merchant = &context.businesses[person.city][&kind][business];
@@ -435,6 +445,26 @@ async fn top_up_for(context: &Context, account: &mut Account, amount: i64, key: 
     Some(top_up(context, account, (needed + 9_999) / 10_000 * 10_000, key).await)
 }
 
+/// A social-security contribution of the simulated year, from the wallet: one's own, or a
+/// relative's (the next person of the city).
+async fn contribute(context: &Context, person: &Person, account: Option<Account>, for_relative: bool, day: u32) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let Some(mut account) = account else { return (None, Vec::new()) };
+    let preset = context.cities[person.city];
+    let mut outcomes = Vec::new();
+    let insured = crate::world::resident_id_number(preset.code, person.index + u64::from(for_relative));
+    if let Some(topped) = top_up_for(context, &mut account, crate::CONTRIBUTION_FEN, &format!("d{day}ss")).await {
+        outcomes.push(topped);
+    }
+    match context.services.bills.contribute(&account.resident, preset.code, &insured, crate::CONTRIBUTION_YEAR).await {
+        Ok(payment) => {
+            account.balance -= payment.amount;
+            outcomes.push(Ok(Outcome::BillPaid { category: Category::SocialSecurity.code(), method: "bill", amount: payment.amount }));
+        }
+        Err(e) => outcomes.push(bill_outcome("contribute", &e)),
+    }
+    (Some(account), outcomes)
+}
+
 fn bill_outcome(what: &'static str, error: &BillError) -> Result<Outcome, SimError> {
     if fatal(error.code()) {
         return Err(service(what, error));
@@ -474,6 +504,7 @@ fn category_code(kind: BusinessKind) -> &'static str {
         BusinessKind::Shop => Category::Retail.code(),
         BusinessKind::Restaurant => Category::Restaurant.code(),
         BusinessKind::Hospital => Category::Hospital.code(),
+        BusinessKind::Bureau => Category::SocialSecurity.code(),
     }
 }
 
@@ -490,5 +521,6 @@ fn subject(kind: BusinessKind) -> &'static str {
         BusinessKind::Shop => "购物",
         BusinessKind::Restaurant => "餐饮",
         BusinessKind::Hospital => "挂号及药费",
+        BusinessKind::Bureau => "社会保险费",
     }
 }

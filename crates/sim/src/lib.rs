@@ -65,6 +65,11 @@ pub struct SimConfig {
     pub seed: u64,
 }
 
+/// The year of the social-security contributions residents pay, and what one costs: 180 yuan,
+/// the 2017 residents' medical insurance of many cities. The window is the rest of the year.
+pub(crate) const CONTRIBUTION_YEAR: u16 = 2017;
+pub(crate) const CONTRIBUTION_FEN: i64 = 18_000;
+
 /// The first simulated day: 2017-08-01, the first day of the "No Cash City Week".
 pub const START_DATE: (i64, i64, i64) = (2017, 8, 1);
 
@@ -232,6 +237,18 @@ impl Simulation {
             services.bills.open_insurance_fund(preset.code).await.map_err(|e| service("opening an insurance fund", &e))?;
             let amount = i64::try_from(*residents).unwrap_or(0).saturating_mul(2_000).saturating_mul(i64::from(self.config.days)).max(1);
             services.bills.deposit_to_fund(preset.code, amount, &format!("sim-fund-{}", preset.code)).await.map_err(|e| service("funding an insurance fund", &e))?;
+        }
+        for (preset, kinds) in self.config.cities.iter().zip(&businesses) {
+            let Some(bureau) = kinds.get(&BusinessKind::Bureau).and_then(|b| b.first()) else { continue };
+            let window = citypay_bills::ContributionWindow {
+                city: preset.code,
+                year: CONTRIBUTION_YEAR,
+                bureau_id: bureau.id,
+                amount: CONTRIBUTION_FEN,
+                opens_at: day_start(1) - 86_400,
+                closes_at: citypay_dashboard::dates::local_midnight(i64::from(CONTRIBUTION_YEAR) + 1, 1, 1),
+            };
+            services.bills.open_contribution_window(window).await.map_err(|e| service("opening a contribution window", &e))?;
         }
         let mut networks = Vec::new();
         for (city, preset) in self.config.cities.iter().enumerate() {

@@ -132,6 +132,8 @@ pub(crate) enum BusinessKind {
     Shop,
     Restaurant,
     Hospital,
+    /// The city's social-security bureau, which collects contributions.
+    Bureau,
 }
 
 impl BusinessKind {
@@ -140,6 +142,7 @@ impl BusinessKind {
             BusinessKind::Shop => Category::Retail,
             BusinessKind::Restaurant => Category::Restaurant,
             BusinessKind::Hospital => Category::Hospital,
+            BusinessKind::Bureau => Category::SocialSecurity,
         }
     }
 
@@ -148,6 +151,7 @@ impl BusinessKind {
             BusinessKind::Shop => "5411",
             BusinessKind::Restaurant => "5812",
             BusinessKind::Hospital => "8062",
+            BusinessKind::Bureau => "9311",
         }
     }
 
@@ -156,13 +160,15 @@ impl BusinessKind {
             BusinessKind::Shop => "便利店",
             BusinessKind::Restaurant => "餐馆",
             BusinessKind::Hospital => "人民医院",
+            BusinessKind::Bureau => "社会保险事业管理局",
         }
     }
 
-    /// Registration authority and category of the USCC: companies (9, 1) and public
-    /// institutions (1, 2).
+    /// Registration authority and category of the USCC: companies (9, 1), public
+    /// institutions (1, 2) and government bodies (1, 1).
     fn uscc_prefix(self) -> &'static str {
         match self {
+            BusinessKind::Bureau => "11",
             BusinessKind::Hospital => "12",
             BusinessKind::Shop | BusinessKind::Restaurant => "91",
         }
@@ -173,18 +179,20 @@ impl BusinessKind {
             BusinessKind::Shop => 1,
             BusinessKind::Restaurant => 2,
             BusinessKind::Hospital => 3,
+            BusinessKind::Bureau => 4,
         }
     }
 }
 
 /// How many of each business a city of `residents` simulated residents has: a shop or
-/// restaurant per 150 residents, a hospital per 5,000.
+/// restaurant per 150 residents, a hospital per 5,000, one social-security bureau.
 pub(crate) fn businesses(residents: u64) -> Vec<(BusinessKind, u64)> {
     let trade = (residents / 150).max(2);
     vec![
         (BusinessKind::Shop, (trade * 3 / 5).max(1)),
         (BusinessKind::Restaurant, (trade * 2 / 5).max(1)),
         (BusinessKind::Hospital, (residents / 5_000).max(1)),
+        (BusinessKind::Bureau, 1),
     ]
 }
 
