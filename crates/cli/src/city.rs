@@ -202,18 +202,25 @@ pub(crate) fn seal_head_path(keys: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Keeps the newest seal in a file: `BATCH ROWS MAC FIRST` (MAC in hex; FIRST the first sealed
-/// batch), replaced whole after every batch
+/// Keeps the newest seal in a file: `BATCH ROWS MAC FIRST CHECK` (MAC in hex; FIRST the first
+/// sealed batch; CHECK the key's check value, in hex), replaced whole after every batch
 /// (written, then renamed over the old one). Not synced: after a power cut it may name an
 /// earlier batch than the database holds, never a later one.
 struct HeadFile {
     path: PathBuf,
     temporary: PathBuf,
+    key_check: [u8; 8],
 }
 
 impl citypay_shard::seal::SealHead for HeadFile {
     fn sealed(&mut self, seal: &citypay_shard::seal::Seal, first: u64) {
-        let text = format!("{} {} {} {first}\n", seal.batch, seal.rows, citypay_vault::hex::encode(&seal.mac));
+        let text = format!(
+            "{} {} {} {first} {}\n",
+            seal.batch,
+            seal.rows,
+            citypay_vault::hex::encode(&seal.mac),
+            citypay_vault::hex::encode(&self.key_check)
+        );
         // A head that cannot be written is reported by the audit as a mismatch, never silently
         // trusted; the batch itself is committed already.
         if std::fs::write(&self.temporary, text).is_ok() {
@@ -230,11 +237,11 @@ pub(crate) fn read_seal_head(path: &Path) -> anyhow::Result<Option<citypay_shard
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let mut parts = text.split_whitespace();
-    let (Some(batch), Some(rows), Some(mac), Some(first)) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        anyhow::bail!("{}: BATCH ROWS MAC FIRST", path.display())
+    let (Some(batch), Some(rows), Some(mac), Some(first), Some(check)) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("{}: BATCH ROWS MAC FIRST CHECK", path.display())
     };
     let seal = citypay_shard::seal::Seal { batch: batch.parse()?, rows: rows.parse()?, mac: citypay_vault::hex::decode(mac).context("the head's MAC")? };
-    Ok(Some(citypay_shard::seal::Head { seal, first: first.parse()? }))
+    Ok(Some(citypay_shard::seal::Head { seal, first: first.parse()?, key_check: citypay_vault::hex::decode(check).context("the head's key check")? }))
 }
 
 /// Which of the database's journal seals to read.
@@ -381,9 +388,17 @@ pub(crate) async fn open_with(
             (Some(key), Some(path)) => {
                 let last = stored_seals(reader.as_ref(), Seals::Newest)?.pop();
                 let first = stored_seals(reader.as_ref(), Seals::Oldest)?.pop().map(|s| s.batch);
+                let key = citypay_shard::seal::SealKey::new(key);
+                // Never seal under another key than the journal's: a key file that lost its
+                // journal key would make every later seal fail the audit.
+                if let Some(head) = read_seal_head(&path)?
+                    && head.key_check != key.check_value()
+                {
+                    anyhow::bail!("the key file's journal key is not the one that sealed this database ({}): restore the key file", path.display());
+                }
                 let temporary = path.with_extension("head-new");
-                let head = Box::new(HeadFile { path, temporary });
-                let sealer = citypay_shard::seal::Sealer::new(citypay_shard::seal::SealKey::new(key), last, first, head);
+                let head = Box::new(HeadFile { path, temporary, key_check: key.check_value() });
+                let sealer = citypay_shard::seal::Sealer::new(key, last, first, head);
                 Shard::start_sealed(store, ShardConfig::DEFAULT, shard_clock, sealer)?
             }
             _ => Shard::start(store, ShardConfig::DEFAULT, shard_clock)?,

@@ -69,6 +69,17 @@ fn the_audit_catches_tampering_on_sqlite() {
         assert!(!clean, "{what} went unnoticed:\n{output}");
         assert!(output.contains(expected), "{what}: expected '{expected}' in:\n{output}");
     }
+    // A key file whose journal key was replaced is told from the one that sealed the journal,
+    // by the audit and by the server, which refuses to seal under it.
+    let other_keys = dir.path().join("other.keys");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let replaced: String = text.lines().map(|l| if l.starts_with("journal=") { format!("journal={}\n", "ab".repeat(32)) } else { format!("{l}\n") }).collect();
+    std::fs::write(&other_keys, replaced).unwrap();
+    std::fs::copy(report.join("city.db.keys.head"), dir.path().join("other.keys.head")).unwrap();
+    let (clean, output) = audit(&report.join("city.db").display().to_string(), &other_keys);
+    assert!(!clean && output.contains("not the one"), "{output}");
+    let serve = Command::new(BIN).args(["admin", "onboard-city", "--code", "420100", "--name", "Wuhan", "--db"]).arg(report.join("city.db")).arg("--keys").arg(&other_keys).output().unwrap();
+    assert!(!serve.status.success() && String::from_utf8_lossy(&serve.stderr).contains("restore the key file"), "{}", String::from_utf8_lossy(&serve.stderr));
 }
 
 /// The same on PostgreSQL (skipped without `CITYPAY_TEST_PG`, except under CI): each

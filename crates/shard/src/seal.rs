@@ -62,12 +62,26 @@ pub struct Head {
     pub seal: Seal,
     /// The first sealed batch (batches before it predate sealing).
     pub first: u64,
+    /// The sealing key's [`SealKey::check_value`].
+    pub key_check: [u8; 8],
 }
 
 impl SealKey {
     /// The key from its 32 bytes.
     pub fn new(bytes: [u8; 32]) -> SealKey {
         SealKey(bytes)
+    }
+
+    /// A short value that tells this key from another without revealing it: kept with the head,
+    /// so a key file that lost its key (and got a new one) is caught before anything is sealed
+    /// under the wrong key.
+    pub fn check_value(&self) -> [u8; 8] {
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(b"citypay journal seal key check");
+        let digest = mac.finalize().into_bytes();
+        let mut check = [0u8; 8];
+        check.copy_from_slice(&digest[..8]);
+        check
     }
 
     /// A row's tag.
@@ -178,6 +192,12 @@ impl SealCheck {
     /// read (read the head first, then the journal, then the seals).
     pub fn verify(&self, key: &SealKey, seals: &[Seal], head: Option<&Head>) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(head) = head
+            && head.key_check != key.check_value()
+        {
+            problems.push("the journal key is not the one that sealed the journal (see the head kept outside the database)".to_owned());
+            return problems;
+        }
         let newest_row = self.batches.keys().copied().max().unwrap_or(0);
         let horizon = newest_row.max(head.map_or(0, |h| h.seal.batch));
         let seals: Vec<&Seal> = seals.iter().filter(|s| s.batch <= horizon).collect();
@@ -269,7 +289,7 @@ mod tests {
             }
             check.verify(&key, seals, head)
         };
-        let head = Head { seal: seals[2], first: 1 };
+        let head = Head { seal: seals[2], first: 1, key_check: key.check_value() };
         let stored = vec![(2, row(3, 300)), (1, row(2, 200)), (1, row(1, 100))];
         assert!(check(&stored, &seals, Some(&head)).is_empty(), "any order of rows verifies");
         let edited = vec![(2, row(3, 301)), (1, row(2, 200)), (1, row(1, 100))];
@@ -285,6 +305,8 @@ mod tests {
         let other = SealKey::new([4; 32]);
         let forged: Vec<Seal> = seals.iter().map(|s| Seal { mac: other.seal(&[0; 32], s.batch, s.rows, 0).mac, ..*s }).collect();
         assert!(!check(&stored, &forged, Some(&head)).is_empty(), "seals made without the key do not verify");
+        let wrong_key = Head { key_check: other.check_value(), ..head };
+        assert!(check(&stored, &seals, Some(&wrong_key)).iter().any(|p| p.contains("not the one")));
         // A batch that committed after the journal was read is not held against it.
         let later = key.seal_rows(&seals[2].mac, 4, &[row(4, 400)]);
         let with_later: Vec<Seal> = seals.iter().copied().chain([later]).collect();

@@ -35,6 +35,7 @@ struct PendingRow {
     credit: AccountId,
     amount: i64,
     state: Option<PendingState>,
+    deadline: Option<citypay_ledger::Timestamp>,
 }
 
 /// Recomputes every account's balances from the journal and checks: they equal the stored
@@ -89,6 +90,7 @@ pub fn audit(source: &mut dyn JournalSource) -> Result<AuditReport, StoreError> 
                     credit: row.leg.credit,
                     amount: row.leg.amount,
                     state: stored.state,
+                    deadline: row.deadline,
                 };
                 if stored.state == Some(PendingState::Open) {
                     let debit = computed.entry(row.leg.debit).or_default();
@@ -110,6 +112,13 @@ pub fn audit(source: &mut dyn JournalSource) -> Result<AuditReport, StoreError> 
     })?;
     report.journal_rows = rows;
     check_resolutions(&pendings, &resolutions, &mut report.violations);
+    // Expiry writes no row of its own: an expired hold must at least have had a deadline (a
+    // hold that only the bank's answer closes never expires).
+    for (id, pending) in &pendings {
+        if pending.state == Some(PendingState::Expired) && pending.deadline.is_none() {
+            report.violations.push(format!("pending transfer {id} is expired but had no deadline"));
+        }
+    }
     let mut rejections = 0usize;
     let violations = &mut report.violations;
     source.scan_rejections(&mut |id| {
@@ -178,5 +187,59 @@ fn check_resolutions(
         if closed_by_row && !resolved.contains_key(id) {
             violations.push(format!("pending transfer {id} is {:?} but no row did that", pending.state));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use citypay_ledger::{Account, AccountFlags, Currency, JournalKind, JournalRow, Leg, Limits, PendingState, Timestamp};
+
+    use super::*;
+
+    /// A journal held in memory.
+    struct Journal {
+        accounts: Vec<Account>,
+        rows: Vec<StoredRow>,
+    }
+
+    impl JournalSource for Journal {
+        fn accounts(&mut self) -> Result<Vec<Account>, StoreError> {
+            Ok(self.accounts.clone())
+        }
+        fn scan_journal(&mut self, visit: &mut dyn FnMut(StoredRow)) -> Result<(), StoreError> {
+            self.rows.iter().for_each(|r| visit(*r));
+            Ok(())
+        }
+        fn scan_rejections(&mut self, _: &mut dyn FnMut(EventId)) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn account(id: u64) -> Account {
+        Account {
+            id,
+            currency: Currency::CNY,
+            flags: AccountFlags::NONE,
+            code: 0,
+            limits: Limits::NONE,
+            opened_at: Timestamp(0),
+            balance: Balance::default(),
+            usage: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_hold_without_a_deadline_never_expires() {
+        let leg = Leg { debit: 1, credit: 2, amount: 500, currency: Currency::CNY, code: 50, class: 0, user_data: 0 };
+        let hold = |deadline| StoredRow {
+            row: JournalRow { id: 7, leg_index: 0, kind: JournalKind::Pending, leg, pending_id: 0, deadline, timestamp: Timestamp(10), hash: 1 },
+            state: Some(PendingState::Expired),
+            batch: 1,
+        };
+        let mut journal = Journal { accounts: vec![account(1), account(2)], rows: vec![hold(None)] };
+        let report = audit(&mut journal).unwrap();
+        assert!(report.violations.iter().any(|v| v.contains("expired but had no deadline")), "{:?}", report.violations);
+        journal.rows = vec![hold(Some(Timestamp(20)))];
+        assert!(audit(&mut journal).unwrap().is_clean());
     }
 }
