@@ -49,6 +49,8 @@ pub(crate) enum Action {
     Journey { legs: Vec<RideLeg>, by_phone: bool, number: u32 },
     /// The year's social-security contribution, for oneself or (by proxy) a relative.
     Contribute { for_relative: bool },
+    /// A parent pays the child's tuition bill: one item, or all that is left.
+    PayTuition { item: Option<usize> },
 }
 
 /// An action at its slot.
@@ -159,6 +161,14 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize
             let minute = minute_in(&mut rng, &OFFICE_HOURS);
             if registered_from.is_some_and(|from| minute >= from) {
                 actions.push((minute, Action::Contribute { for_relative: rng.u32(0..10) < 3 }));
+            }
+        }
+        // Parents pay the term's tuition over the first weeks, an item or all at once.
+        if crate::world::is_parent(context.seed, preset, person.index) && rng.u32(0..1000) < 20 {
+            let minute = minute_in(&mut rng, &OFFICE_HOURS);
+            if registered_from.is_some_and(|from| minute >= from) {
+                let item = rng.bool().then(|| rng.usize(..crate::TUITION_ITEMS.len()));
+                actions.push((minute, Action::PayTuition { item }));
             }
         }
         if person.commutes {
@@ -347,6 +357,7 @@ pub(crate) async fn act(
             (account, outcomes)
         }
         Action::Contribute { for_relative } => contribute(context, person, account, for_relative, day).await,
+        Action::PayTuition { item } => pay_tuition(context, person, account, item, day).await,
         Action::Refund { kind, business, amount, number } => {
             let mut account = account;
             let merchant = &context.businesses[person.city][&kind][business];
@@ -465,6 +476,27 @@ async fn contribute(context: &Context, person: &Person, account: Option<Account>
     (Some(account), outcomes)
 }
 
+/// A parent pays their child's tuition bill (linked at set-up) from the wallet.
+async fn pay_tuition(context: &Context, person: &Person, account: Option<Account>, item: Option<usize>, day: u32) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let Some(mut account) = account else { return (None, Vec::new()) };
+    let bill = context.tuition.lock().ok().and_then(|bills| bills.get(&(person.city, person.index)).copied());
+    let Some(bill) = bill else { return (Some(account), Vec::new()) };
+    let mut outcomes = Vec::new();
+    let most: i64 = crate::TUITION_ITEMS.iter().map(|(_, fen)| fen).sum();
+    if let Some(topped) = top_up_for(context, &mut account, most, &format!("d{day}t")).await {
+        outcomes.push(topped);
+    }
+    let items = item.map(|i| [i]);
+    match context.services.bills.pay(&account.resident, bill, items.as_ref().map(|i| i.as_slice())).await {
+        Ok(payment) => {
+            account.balance -= payment.amount;
+            outcomes.push(Ok(Outcome::BillPaid { category: Category::School.code(), method: "bill", amount: payment.amount }));
+        }
+        Err(e) => outcomes.push(bill_outcome("pay tuition", &e)),
+    }
+    (Some(account), outcomes)
+}
+
 fn bill_outcome(what: &'static str, error: &BillError) -> Result<Outcome, SimError> {
     if fatal(error.code()) {
         return Err(service(what, error));
@@ -505,6 +537,7 @@ fn category_code(kind: BusinessKind) -> &'static str {
         BusinessKind::Restaurant => Category::Restaurant.code(),
         BusinessKind::Hospital => Category::Hospital.code(),
         BusinessKind::Bureau => Category::SocialSecurity.code(),
+        BusinessKind::School => Category::School.code(),
     }
 }
 
@@ -522,5 +555,6 @@ fn subject(kind: BusinessKind) -> &'static str {
         BusinessKind::Restaurant => "餐饮",
         BusinessKind::Hospital => "挂号及药费",
         BusinessKind::Bureau => "社会保险费",
+        BusinessKind::School => "学费",
     }
 }

@@ -70,6 +70,9 @@ pub struct SimConfig {
 pub(crate) const CONTRIBUTION_YEAR: u16 = 2017;
 pub(crate) const CONTRIBUTION_FEN: i64 = 18_000;
 
+/// A term's tuition bill: the parent picks which items to pay.
+pub(crate) const TUITION_ITEMS: [(&str, i64); 3] = [("学费", 150_000), ("书本费", 30_000), ("校服费", 20_000)];
+
 /// The first simulated day: 2017-08-01, the first day of the "No Cash City Week".
 pub const START_DATE: (i64, i64, i64) = (2017, 8, 1);
 
@@ -147,6 +150,8 @@ struct Context {
     transit: Vec<transit::CityTransit>,
     /// The deny list the validators were last given.
     denied: std::sync::Mutex<Vec<u64>>,
+    /// Each parent's child's tuition bill: (city, person) → bill.
+    tuition: std::sync::Mutex<HashMap<(usize, u64), u64>>,
 }
 
 /// A simulation in progress.
@@ -177,6 +182,7 @@ impl Simulation {
             businesses: Vec::new(),
             transit: Vec::new(),
             denied: std::sync::Mutex::new(Vec::new()),
+            tuition: std::sync::Mutex::new(HashMap::new()),
         });
         Simulation { context, config, people, accounts, residents_per_city, phase_seconds: std::collections::BTreeMap::new() }
     }
@@ -269,7 +275,52 @@ impl Simulation {
             })
             .await?;
         progress.finish();
+        clock::at(at, self.bill_tuition()).await?;
         Ok(tally)
+    }
+
+    /// Each school bills the term's tuition to its pupils by student number, and each parent
+    /// with a wallet links their child's number.
+    async fn bill_tuition(&self) -> Result<(), SimError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, person) in self.people.iter().enumerate() {
+            let preset = self.context.cities[person.city];
+            let Some(account) = self.accounts[index].as_ref() else { continue };
+            let Some(schools) = self.context.businesses[person.city].get(&BusinessKind::School).filter(|s| !s.is_empty()) else { continue };
+            if !world::is_parent(self.context.seed, preset, person.index) {
+                continue;
+            }
+            let school = schools[usize::try_from(person.index).unwrap_or(0) % schools.len()].id;
+            let (context, resident, key) = (self.context.clone(), account.resident.clone(), (person.city, person.index));
+            let payer = citypay_bills::Payer { kind: citypay_bills::PayerKind::StudentNumber, identifier: world::student_number(preset, person.index) };
+            let due_at = day_start(1) + 30 * 86_400;
+            tasks.spawn(async move {
+                let bills = &context.services.bills;
+                let new = citypay_bills::NewBill {
+                    out_bill_no: format!("T{CONTRIBUTION_YEAR}-{}-{}", preset.code, key.1),
+                    payer: payer.clone(),
+                    title: format!("{CONTRIBUTION_YEAR}秋季学期"),
+                    items: TUITION_ITEMS.iter().map(|(name, fen)| citypay_bills::Item { name: (*name).into(), amount: *fen }).collect(),
+                    pick_items: true,
+                    insured: 0,
+                    due_at,
+                    late_allowed: true,
+                };
+                let bill = bills.issue(school, &new).await.map_err(|e| service("billing tuition", &e))?;
+                bills.link_payer(&resident, &payer, Some(school), "孩子").await.map_err(|e| service("linking a child", &e))?;
+                if let Ok(mut tuition) = context.tuition.lock() {
+                    tuition.insert(key, bill.id);
+                }
+                Ok::<(), SimError>(())
+            });
+            while tasks.len() >= 512 {
+                tasks.join_next().await.map(|r| r.map_err(|e| SimError::Task(e.to_string()))).transpose()?.transpose()?;
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(|e| SimError::Task(e.to_string()))??;
+        }
+        Ok(())
     }
 
     /// Runs day `day` (1-based): everyone lives their planned day, concurrently.

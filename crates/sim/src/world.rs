@@ -23,6 +23,21 @@ pub(crate) fn rng_for(seed: u64, parts: &[u64]) -> fastrand::Rng {
 pub(crate) mod tag {
     pub(crate) const PERSON: u64 = 1;
     pub(crate) const DAY: u64 = 2;
+    pub(crate) const PARENT: u64 = 3;
+}
+
+/// Per hundred people, how many have a child at school.
+const PARENTS_PER_CENT: u32 = 15;
+
+/// Whether the `index`-th person of a city has a child at school (drawn apart from the
+/// person, so adding it changed no one else).
+pub(crate) fn is_parent(seed: u64, preset: &CityPreset, index: u64) -> bool {
+    rng_for(seed, &[tag::PARENT, u64::from(preset.code), index]).u32(0..100) < PARENTS_PER_CENT
+}
+
+/// The school's number of that person's child.
+pub(crate) fn student_number(preset: &CityPreset, index: u64) -> String {
+    format!("S{}{index:08}", preset.code)
 }
 
 /// When a person opens a real-name wallet.
@@ -134,6 +149,8 @@ pub(crate) enum BusinessKind {
     Hospital,
     /// The city's social-security bureau, which collects contributions.
     Bureau,
+    /// Schools, which bill tuition by student number.
+    School,
 }
 
 impl BusinessKind {
@@ -143,6 +160,7 @@ impl BusinessKind {
             BusinessKind::Restaurant => Category::Restaurant,
             BusinessKind::Hospital => Category::Hospital,
             BusinessKind::Bureau => Category::SocialSecurity,
+            BusinessKind::School => Category::School,
         }
     }
 
@@ -152,6 +170,7 @@ impl BusinessKind {
             BusinessKind::Restaurant => "5812",
             BusinessKind::Hospital => "8062",
             BusinessKind::Bureau => "9311",
+            BusinessKind::School => "8211",
         }
     }
 
@@ -161,6 +180,7 @@ impl BusinessKind {
             BusinessKind::Restaurant => "餐馆",
             BusinessKind::Hospital => "人民医院",
             BusinessKind::Bureau => "社会保险事业管理局",
+            BusinessKind::School => "中学",
         }
     }
 
@@ -169,7 +189,7 @@ impl BusinessKind {
     fn uscc_prefix(self) -> &'static str {
         match self {
             BusinessKind::Bureau => "11",
-            BusinessKind::Hospital => "12",
+            BusinessKind::Hospital | BusinessKind::School => "12",
             BusinessKind::Shop | BusinessKind::Restaurant => "91",
         }
     }
@@ -180,12 +200,14 @@ impl BusinessKind {
             BusinessKind::Restaurant => 2,
             BusinessKind::Hospital => 3,
             BusinessKind::Bureau => 4,
+            BusinessKind::School => 5,
         }
     }
 }
 
 /// How many of each business a city of `residents` simulated residents has: a shop or
-/// restaurant per 150 residents, a hospital per 5,000, one social-security bureau.
+/// restaurant per 150 residents, a hospital per 5,000, a school per 3,000, one social-security
+/// bureau.
 pub(crate) fn businesses(residents: u64) -> Vec<(BusinessKind, u64)> {
     let trade = (residents / 150).max(2);
     vec![
@@ -193,6 +215,7 @@ pub(crate) fn businesses(residents: u64) -> Vec<(BusinessKind, u64)> {
         (BusinessKind::Restaurant, (trade * 2 / 5).max(1)),
         (BusinessKind::Hospital, (residents / 5_000).max(1)),
         (BusinessKind::Bureau, 1),
+        (BusinessKind::School, (residents / 3_000).max(1)),
     ]
 }
 
