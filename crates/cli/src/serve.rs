@@ -47,8 +47,16 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
         let state = city.state.clone();
         let dispatcher = Dispatcher::new(state.directory.clone(), HttpDeliver::new()?, DEFAULT_SCHEDULE_S.to_vec());
         let checkout = state.checkout.clone();
+        let wallet = state.wallet.clone();
         tokio::spawn(async move {
+            let mut tick = 0u64;
             loop {
+                tick += 1;
+                if tick % 60 == 0
+                    && let Err(error) = wallet.finish_interrupted(200).await
+                {
+                    tracing::warn!(%error, "finishing interrupted top-ups and withdrawals failed");
+                }
                 if let Err(error) = dispatcher.run_once(200).await {
                     tracing::warn!(%error, "notification dispatch failed");
                 }

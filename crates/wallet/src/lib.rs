@@ -45,10 +45,24 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE wallet_requests ADD COLUMN outcome TEXT;",
         postgres: "ALTER TABLE wallet_requests ADD COLUMN outcome TEXT;",
     },
+    // The sweeper finishes requests a crash or a lost client left open: only those are indexed.
+    Migration {
+        component: "wallet",
+        version: 3,
+        name: "requests without the bank's answer, by age",
+        sqlite: "CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
+        postgres: "CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
+    },
 ];
 
 /// What a request's `outcome` holds once the bank accepted it.
 const POSTED: &str = "posted";
+/// What it holds when the ledger refused the hold, so the bank was never asked (a retry
+/// replays the ledger's refusal).
+const HOLD_REFUSED: &str = "hold_refused";
+/// Requests without an answer for this long are finished by the sweeper: their client has
+/// had time to retry.
+pub const SWEEP_AFTER_S: i64 = 300;
 
 /// Ledger transfer codes of wallet movements.
 pub mod codes {
@@ -326,12 +340,12 @@ impl Wallet {
         // A retry of a request whose hold is closed answers as the bank did, without asking
         // it again: the hold is posted or voided, so the bank must not move money anew.
         match outcome.as_deref() {
+            Some(HOLD_REFUSED) | None => {}
             Some(POSTED) => {
                 let balance = self.account(resident).await?.balance.net_posted();
                 return Ok(Movement { amount, balance, replay: true });
             }
             Some(code) => return Err(BankError::from_code(code).map_or_else(|| WalletError::Unavailable(code.to_owned()), WalletError::Bank)),
-            None => {}
         }
         let card = self.card_number(resident, card_id).await?;
         // Ids derive from the key alone, not the kind: a top-up and a withdrawal racing under
@@ -362,6 +376,53 @@ impl Wallet {
         }
         let balance = self.account(resident).await?.balance.net_posted();
         Ok(Movement { amount, balance, replay: seen || held.replay })
+    }
+}
+
+impl Wallet {
+    /// Finishes top-ups and withdrawals that a crash, or a client that never retried, left
+    /// without the bank's answer for [`SWEEP_AFTER_S`]: each is retried under its own key, so
+    /// the bank (which dedupes by the reference) answers once and the hold is posted or voided.
+    /// Answers how many were finished.
+    pub async fn finish_interrupted(&self, limit: u32) -> Result<usize, WalletError> {
+        let cutoff = self.now_s() - SWEEP_AFTER_S;
+        let rows = self
+            .directory
+            .read(
+                "SELECT scope, idem_key, kind, amount, card_id FROM wallet_requests WHERE outcome IS NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+                vec![Value::Int(cutoff), Value::Int(i64::from(limit))],
+            )
+            .await?;
+        let mut finished = 0;
+        for row in &rows {
+            let [Value::Text(scope), Value::Text(key), Value::Text(kind), Value::Int(amount), Value::Int(card)] = row.as_slice() else {
+                return Err(WalletError::Directory(DirectoryError::Storage("wallet request row".into())));
+            };
+            let Some(resident) = scope.strip_prefix("resident:").and_then(|id| id.parse().ok()) else { continue };
+            let resident = self.directory.resident(resident).await?;
+            let card = u64::try_from(*card).unwrap_or(0);
+            let result = match kind.as_str() {
+                "withdraw" => self.withdraw(&resident, card, *amount, key).await,
+                _ => self.top_up(&resident, card, *amount, key).await,
+            };
+            match result {
+                Ok(_) | Err(WalletError::Bank(_)) => finished += 1,
+                // The ledger refused the hold: the bank was never asked; remember that.
+                Err(WalletError::Refused(_)) => {
+                    let row = ServiceRow {
+                        table: "wallet_requests",
+                        key: vec![("scope", Value::Text(scope.clone())), ("idem_key", Value::Text(key.clone()))],
+                        columns: vec![("outcome", Value::Text(HOLD_REFUSED.to_owned()))],
+                        on_conflict: OnConflict::UpdateOnly,
+                    };
+                    let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
+                    self.directory.shard().submit(command).await.map_err(|e| WalletError::Unavailable(e.to_string()))?;
+                    finished += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(finished)
     }
 }
 

@@ -211,3 +211,52 @@ fn a_retry_after_the_bank_failed_answers_the_failure_without_asking_the_bank_aga
     });
     check_books(&w, &[&me]);
 }
+
+/// A bank that fails the way a crash does: the task dies after the ledger held the money and
+/// before the bank's answer was recorded.
+struct CrashingBank;
+
+impl citypay_directory::BankConnector for CrashingBank {
+    fn custody_account(&self) -> u64 {
+        SandboxBank.custody_account()
+    }
+    fn debit_card(&self, _: &citypay_identity::CardNumber, _: i64, _: &str) -> Result<citypay_directory::BankReceipt, citypay_directory::BankError> {
+        panic!("the process died here")
+    }
+    fn credit_account(&self, _: &str, _: i64, _: &str) -> Result<citypay_directory::BankReceipt, citypay_directory::BankError> {
+        panic!("the process died here")
+    }
+}
+
+#[test]
+fn the_sweeper_finishes_requests_a_crash_left_open() {
+    let city = citypay_testkit::TestCity::new(&[]);
+    let crashing = Wallet::new(city.directory.clone(), Arc::new(CrashingBank));
+    let (alice, card) = city.rt.block_on(async {
+        let alice = city.resident("11010519491231002X", "13800138000", 0).await;
+        let card = city.wallet.link_card(&alice, "6222020200112233446").await.unwrap();
+        (alice, card.id)
+    });
+    // The top-up dies between the hold and the bank's answer; a withdrawal beyond the balance
+    // is refused by the ledger before the bank is asked.
+    let died = {
+        let (crashing, alice) = (crashing.clone(), alice.clone());
+        city.rt.block_on(city.rt.spawn(async move { crashing.top_up(&alice, card, 5_000, "crash-1").await }))
+    };
+    assert!(died.is_err(), "the task died");
+    assert!(matches!(city.rt.block_on(city.wallet.withdraw(&alice, card, 9_999, "too-much")), Err(WalletError::Refused(_))));
+    city.rt.block_on(async {
+        assert_eq!(city.balance(alice.wallet).await, 0, "the held top-up is not in the balance");
+        assert_eq!(city.wallet.finish_interrupted(100).await.unwrap(), 0, "too young to sweep: the client may still retry");
+    });
+    city.advance(citypay_wallet::SWEEP_AFTER_S as u64 + 1);
+    city.rt.block_on(async {
+        assert_eq!(city.wallet.finish_interrupted(100).await.unwrap(), 2);
+        assert_eq!(city.balance(alice.wallet).await, 5_000, "the bank was asked again under the same reference, and the hold posted");
+        assert_eq!(city.wallet.finish_interrupted(100).await.unwrap(), 0, "nothing left to finish");
+        // The client's own retry answers the same, and moves nothing more.
+        assert_eq!(city.wallet.top_up(&alice, card, 5_000, "crash-1").await.unwrap().balance, 5_000);
+        assert!(matches!(city.wallet.withdraw(&alice, card, 9_999, "too-much").await, Err(WalletError::Refused(_))));
+    });
+    city.assert_books_balance();
+}
