@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Response, header};
+use axum::http::{HeaderValue, Response, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::{Extension, Router};
@@ -188,8 +188,30 @@ fn with_middleware(router: Router, config: &ApiConfig) -> Router {
             config.request_timeout,
             enforce_timeout,
         ))
-        .layer(DefaultBodyLimit::max(config.body_limit_bytes));
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(middleware::map_response(rejections_as_json));
     router.layer(stack)
+}
+
+/// The framework's own rejections (a path parameter or query string that does not parse)
+/// answer in plain text; clients get the one JSON error shape instead. Their text is dropped:
+/// it can quote what was sent.
+async fn rejections_as_json(response: axum::response::Response) -> axum::response::Response {
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !plain || !response.status().is_client_error() {
+        return response;
+    }
+    let (code, message) = match response.status() {
+        StatusCode::BAD_REQUEST => ("invalid_request", "the path or the query string is malformed"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the body is over the limit"),
+        _ => ("invalid_request", "the request is malformed"),
+    };
+    ApiError::new(response.status(), code, message).into_response()
 }
 
 /// Answers 503 `timeout` when the handler runs past the deadline (and drops it).

@@ -20,6 +20,17 @@ async fn unknown_paths_and_methods_are_json_errors() {
 }
 
 #[tokio::test]
+async fn malformed_paths_and_queries_are_json_errors_that_quote_nothing() {
+    let response = get(app(), "/test/numbers/12").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for path in ["/test/numbers/6222021234567890123", "/test/numbers/1?x=6222021234567890123"] {
+        let response = get(app(), path).await;
+        let body = assert_error(response, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert!(!format!("{body:?}").contains("6222021234567890123"), "{body:?}");
+    }
+}
+
+#[tokio::test]
 async fn health_answers_ok_with_the_version() {
     let response = get(app(), "/health").await;
     assert_eq!(response.status(), StatusCode::OK);

@@ -113,6 +113,13 @@ async fn echo(AppJson(item): AppJson<Item>) -> AppJson<Item> {
     AppJson(item)
 }
 
+/// Takes a number in the path and a number in the query (axum's own extractors).
+#[utoipa::path(get, path = "/test/numbers/{n}", params(("n" = u32, Path, description = "a number")),
+    responses((status = OK, description = "The sum."), (status = BAD_REQUEST, description = "Not numbers.", body = ErrorBody)))]
+async fn numbers(axum::extract::Path(n): axum::extract::Path<u32>, axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, u32>>) -> String {
+    (n + q.values().sum::<u32>()).to_string()
+}
+
 /// Runs past the deadline.
 #[utoipa::path(get, path = "/test/slow", responses((status = OK, description = "Too late.")))]
 async fn slow() -> &'static str {
@@ -136,6 +143,7 @@ pub(crate) fn test_routes() -> OpenApiRouter {
         .routes(routes!(pay))
         .routes(routes!(list))
         .routes(routes!(echo))
+        .routes(routes!(numbers))
         .routes(routes!(slow))
         .routes(routes!(panics))
 }
