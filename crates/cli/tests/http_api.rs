@@ -304,6 +304,14 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
     assert_eq!(other_page["items"], json!([]));
     assert_eq!(api.call("GET", "/v1/trades?cursor=garbage", Some(&shop_key), None, None).await.0, StatusCode::BAD_REQUEST);
 
+    // A merchant that lost its keys gets a new one from an operator; a resident cannot.
+    let other_id = other["merchant_id"].as_str().unwrap();
+    let (status, recovered, _) = api.call("POST", &format!("/v1/merchants/{other_id}/api-keys"), Some(&operator), None, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{recovered}");
+    let recovered_key = format!("ApiKey {}:{}", recovered["api_key_id"].as_str().unwrap(), recovered["api_key_secret"].as_str().unwrap());
+    assert_eq!(api.call("GET", "/v1/trades", Some(&recovered_key), None, None).await.0, StatusCode::OK);
+    assert_eq!(api.call("POST", &format!("/v1/merchants/{other_id}/api-keys"), Some(&resident), None, None).await.0, StatusCode::FORBIDDEN);
+
     // Key rotation: a second key works; once the first is revoked it is refused.
     let (status, second, _) = api.call("POST", "/v1/api-keys", Some(&shop_key), None, None).await;
     assert_eq!(status, StatusCode::CREATED);

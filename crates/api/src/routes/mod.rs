@@ -68,6 +68,7 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(operators::sign_in))
         .routes(routes!(operators::onboard_city))
         .routes(routes!(operators::onboard_merchant))
+        .routes(routes!(operators::issue_merchant_key))
         .routes(routes!(dashboard::city_stats))
         .routes(routes!(trades::create))
         .routes(routes!(trades::get))

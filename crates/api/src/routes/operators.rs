@@ -115,3 +115,26 @@ pub(crate) async fn onboard_merchant(State(state): State<AppState>, operator: Op
     };
     Ok((StatusCode::CREATED, AppJson(view)).into_response())
 }
+
+/// Issues a new API key to a merchant whose onboarding answer (with its first key) was lost,
+/// or who lost every key (platform operators, or the operators of its city). The answer holds
+/// a secret, so it is not kept for replay; the merchant's other keys keep working until it
+/// revokes them.
+#[utoipa::path(post, path = "/v1/merchants/{merchant_id}/api-keys", tag = "operators", params(("merchant_id" = String, Path)),
+    responses((status = CREATED, body = super::trades::ApiKeyView), (status = FORBIDDEN, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn issue_merchant_key(
+    State(state): State<AppState>,
+    operator: OperatorCaller,
+    axum::extract::Path(merchant_id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such merchant");
+    let id: u64 = merchant_id.parse().map_err(|_| not_found())?;
+    let merchant = state.directory.merchant(id).await.map_err(|_| not_found())?;
+    if operator.role != Role::PlatformOperator && operator.city != Some(merchant.city) {
+        // Another city's merchant is not shown to exist.
+        return Err(not_found());
+    }
+    let credentials = state.directory.issue_api_key(id).await?;
+    let view = super::trades::ApiKeyView::new(credentials.key_id, credentials.secret.expose().clone());
+    Ok((StatusCode::CREATED, AppJson(view)).into_response())
+}

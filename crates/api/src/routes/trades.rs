@@ -197,12 +197,18 @@ pub(crate) struct ApiKeyView {
     api_key_secret: String,
 }
 
+impl ApiKeyView {
+    pub(crate) fn new(api_key_id: String, api_key_secret: String) -> ApiKeyView {
+        ApiKeyView { api_key_id, api_key_secret }
+    }
+}
+
 /// Issues another API key for the calling merchant (rotation: both work until the old one is
 /// revoked). The answer holds a secret, so it is not kept for replay.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "merchants", responses((status = CREATED, body = ApiKeyView)))]
 pub(crate) async fn issue_key(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller) -> Result<Response, ApiError> {
     let credentials = state.directory.issue_api_key(merchant).await?;
-    let view = ApiKeyView { api_key_id: credentials.key_id, api_key_secret: credentials.secret.expose().clone() };
+    let view = ApiKeyView::new(credentials.key_id, credentials.secret.expose().clone());
     Ok((StatusCode::CREATED, AppJson(view)).into_response())
 }
 
