@@ -341,28 +341,42 @@ struct Batch {
 /// The rows written by earlier commands of a batch, findable by any column value, so a guard
 /// on a unique column (not only the key) sees them.
 #[derive(Default)]
-struct WrittenRows {
-    rows: Vec<(&'static str, Vec<(&'static str, Value)>)>,
-    by_value: FxHashMap<(&'static str, &'static str, Value), Vec<usize>>,
+struct WrittenRows<'a> {
+    rows: Vec<&'a ServiceRow>,
+    /// Only the columns some guard of the batch looks rows up by (its key's first column).
+    by_value: FxHashMap<(&'static str, &'static str, &'a Value), Vec<usize>>,
+    looked_up: rustc_hash::FxHashSet<(&'static str, &'static str)>,
 }
 
-impl WrittenRows {
-    fn add(&mut self, row: &ServiceRow) {
-        let columns: Vec<(&'static str, Value)> = row.key.iter().chain(&row.columns).cloned().collect();
-        let index = self.rows.len();
-        for (name, value) in &columns {
-            self.by_value.entry((row.table, name, value.clone())).or_default().push(index);
-        }
-        self.rows.push((row.table, columns));
+impl<'a> WrittenRows<'a> {
+    fn new(commands: &[Command]) -> WrittenRows<'a> {
+        let looked_up = commands
+            .iter()
+            .flat_map(|c| &c.guards)
+            .filter_map(|g| match g {
+                Guard::Absent { table, key } | Guard::Matches { table, key, .. } => key.first().map(|(name, _)| (*table, *name)),
+            })
+            .collect();
+        WrittenRows { rows: Vec::new(), by_value: FxHashMap::default(), looked_up }
     }
 
-    /// The columns of the latest written row of `table` whose columns include all of `key`.
-    fn latest(&self, table: &'static str, key: &[(&'static str, Value)]) -> Option<&[(&'static str, Value)]> {
+    fn add(&mut self, row: &'a ServiceRow) {
+        let index = self.rows.len();
+        for (name, value) in row.key.iter().chain(&row.columns) {
+            if self.looked_up.contains(&(row.table, *name)) {
+                self.by_value.entry((row.table, name, value)).or_default().push(index);
+            }
+        }
+        self.rows.push(row);
+    }
+
+    /// The latest written row of `table` whose columns include all of `key`.
+    fn latest(&self, table: &'static str, key: &[(&'static str, Value)]) -> Option<&'a ServiceRow> {
         let (first_name, first_value) = key.first()?;
-        let candidates = self.by_value.get(&(table, *first_name, first_value.clone()))?;
-        candidates.iter().rev().map(|i| &self.rows[*i].1).find(|columns| {
-            key.iter().all(|pair| columns.contains(pair))
-        }).map(Vec::as_slice)
+        let candidates = self.by_value.get(&(table, *first_name, first_value))?;
+        candidates.iter().rev().map(|i| self.rows[*i]).find(|row| {
+            key.iter().all(|(name, value)| row.key.iter().chain(&row.columns).any(|(n, v)| n == name && v == value))
+        })
     }
 }
 
@@ -504,7 +518,7 @@ impl Writer {
                 Guard::Absent { table, .. } | Guard::Matches { table, .. } => *table,
             })
             .collect();
-        let mut written = WrittenRows::default();
+        let mut written = WrittenRows::new(commands);
         let mut verdicts = Vec::with_capacity(commands.len());
         for command in commands {
             let mut verdict = None;
@@ -534,10 +548,11 @@ impl Writer {
             }
             Guard::Matches { table, key, expect } => {
                 let in_batch = written.latest(table, key);
+                let in_batch: Option<Vec<&(&'static str, Value)>> = in_batch.map(|row| row.key.iter().chain(&row.columns).collect());
                 let names: Vec<&'static str> = expect.iter().map(|(n, _)| *n).collect();
                 let mut stored: Option<Vec<Value>> = None;
                 for (i, (name, want)) in expect.iter().enumerate() {
-                    let from_batch = in_batch.and_then(|cols| cols.iter().find(|(n, _)| n == name));
+                    let from_batch = in_batch.as_ref().and_then(|cols| cols.iter().find(|(n, _)| n == name));
                     let have = match from_batch {
                         Some((_, value)) => Some(value.clone()),
                         None => {
