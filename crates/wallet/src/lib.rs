@@ -13,7 +13,7 @@ use std::sync::Arc;
 use citypay_directory::{BankConnector, BankError, Directory, DirectoryError, Resident};
 use citypay_identity::{CardNumber, CardWarning};
 use citypay_ledger::{Account, Currency, Event, EventId, Leg, PostPending, Status, Transfer, VoidPending};
-use citypay_shard::{Command, SubmitError};
+use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{Migration, OnConflict, ServiceRow, Value};
 use sha2::{Digest, Sha256};
 
@@ -53,6 +53,17 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
         postgres: "CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
     },
+    // One attempt of a request talks to the bank at a time: it claims the request until
+    // `claimed_until`, under a compare-and-swap on `attempt`.
+    Migration {
+        component: "wallet",
+        version: 4,
+        name: "the attempt that holds a request, and until when",
+        sqlite: "ALTER TABLE wallet_requests ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;
+            ALTER TABLE wallet_requests ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0;",
+        postgres: "ALTER TABLE wallet_requests ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;
+            ALTER TABLE wallet_requests ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0;",
+    },
 ];
 
 /// What a request's `outcome` holds once the bank accepted it.
@@ -63,6 +74,8 @@ const HOLD_REFUSED: &str = "hold_refused";
 /// Requests without an answer for this long are finished by the sweeper: their client has
 /// had time to retry.
 pub const SWEEP_AFTER_S: i64 = 300;
+/// How long an attempt holds its request: longer than any bank call, shorter than the sweep.
+const CLAIM_S: i64 = 120;
 
 /// Ledger transfer codes of wallet movements.
 pub mod codes {
@@ -264,21 +277,21 @@ impl Wallet {
     /// Records the request under its key, or says it was seen: `Ok((true, outcome))` for a
     /// retry of the same request (with the bank's answer once its hold was closed),
     /// `Err(KeyReused)` for another request under the same key.
-    async fn remember(&self, scope: &str, key: &str, kind: &str, amount: i64, card_id: u64) -> Result<(bool, Option<String>, ServiceRow), WalletError> {
+    async fn remember(&self, scope: &str, key: &str, kind: &str, amount: i64, card_id: u64) -> Result<(Option<Claim>, Option<String>, ServiceRow), WalletError> {
         let fingerprint = Sha256::digest(format!("{kind}\u{0}{amount}\u{0}{card_id}").as_bytes()).to_vec();
         let rows = self
             .directory
             .read(
-                "SELECT fingerprint, outcome FROM wallet_requests WHERE scope = ?1 AND idem_key = ?2",
+                "SELECT fingerprint, outcome, attempt, claimed_until FROM wallet_requests WHERE scope = ?1 AND idem_key = ?2",
                 vec![Value::Text(scope.to_owned()), Value::Text(key.to_owned())],
             )
             .await?;
         let (seen, outcome) = match rows.first().map(Vec::as_slice) {
-            Some([Value::Blob(stored), outcome]) if *stored == fingerprint => {
-                (true, if let Value::Text(t) = outcome { Some(t.clone()) } else { None })
+            Some([Value::Blob(stored), outcome, Value::Int(attempt), Value::Int(claimed_until)]) if *stored == fingerprint => {
+                (Some(Claim { attempt: *attempt, claimed_until: *claimed_until }), if let Value::Text(t) = outcome { Some(t.clone()) } else { None })
             }
             Some(_) => return Err(WalletError::KeyReused),
-            None => (false, None),
+            None => (None, None),
         };
         let row = ServiceRow {
             table: "wallet_requests",
@@ -289,17 +302,50 @@ impl Wallet {
                 ("amount", Value::Int(amount)),
                 ("card_id", Value::Int(i64::try_from(card_id).unwrap_or(-1))),
                 ("created_at", Value::Int(self.now_s())),
+                ("attempt", Value::Int(1)),
+                ("claimed_until", Value::Int(self.now_s() + CLAIM_S)),
             ],
             on_conflict: OnConflict::Ignore,
         };
         Ok((seen, outcome, row))
     }
 
-    async fn submit(&self, event: Event, always_rows: Vec<ServiceRow>) -> Result<citypay_ledger::Outcome, WalletError> {
-        let command = Command { event: Some(event), guards: Vec::new(), rows: Vec::new(), always_rows };
+    /// Records that the ledger refused a request's hold (the bank was never asked), which also
+    /// releases the request for retries.
+    async fn mark_hold_refused(&self, request_key: &[(&'static str, Value)]) -> Result<(), WalletError> {
+        let row = ServiceRow {
+            table: "wallet_requests",
+            key: request_key.to_vec(),
+            columns: vec![("outcome", Value::Text(HOLD_REFUSED.to_owned())), ("claimed_until", Value::Int(0))],
+            on_conflict: OnConflict::UpdateOnly,
+        };
+        self.submit(Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() }).await.map(|_| ())
+    }
+
+    /// Claims a request seen before for this attempt: refused while another attempt holds it.
+    async fn claim(&self, request_key: &[(&'static str, Value)], seen: Claim) -> Result<(), WalletError> {
+        if seen.claimed_until > self.now_s() {
+            return Err(WalletError::Unavailable("another attempt of this request is under way; retry in a minute".into()));
+        }
+        let row = ServiceRow {
+            table: "wallet_requests",
+            key: request_key.to_vec(),
+            columns: vec![("attempt", Value::Int(seen.attempt + 1)), ("claimed_until", Value::Int(self.now_s() + CLAIM_S))],
+            on_conflict: OnConflict::UpdateOnly,
+        };
+        let guard = Guard::Matches { table: "wallet_requests", key: request_key.to_vec(), expect: vec![("attempt", Value::Int(seen.attempt))] };
+        let command = Command { event: None, guards: vec![guard], rows: vec![row], always_rows: Vec::new() };
+        match self.directory.shard().submit(command).await {
+            Ok(_) => Ok(()),
+            Err(SubmitError::GuardFailed { .. }) => Err(WalletError::Unavailable("another attempt of this request is under way; retry in a minute".into())),
+            Err(other) => Err(WalletError::Unavailable(other.to_string())),
+        }
+    }
+
+    async fn submit(&self, command: Command) -> Result<citypay_ledger::Outcome, WalletError> {
         match self.directory.shard().submit(command).await {
             Ok(outcome) => Ok(outcome),
-            Err(SubmitError::GuardFailed { .. }) => Err(WalletError::Unavailable("unexpected guard".into())),
+            Err(SubmitError::GuardFailed { .. }) => Err(WalletError::Unavailable("another attempt of this request is under way; retry in a minute".into())),
             Err(other) => Err(WalletError::Unavailable(other.to_string())),
         }
     }
@@ -337,6 +383,7 @@ impl Wallet {
         check_amount(amount)?;
         let scope = format!("resident:{}", resident.id);
         let (seen, outcome, record) = self.remember(&scope, key, kind, amount, card_id).await?;
+        let request_key = vec![("scope", Value::Text(scope.clone())), ("idem_key", Value::Text(key.to_owned()))];
         // A retry of a request whose hold is closed answers as the bank did, without asking
         // it again: the hold is posted or voided, so the bank must not move money anew.
         match outcome.as_deref() {
@@ -352,11 +399,34 @@ impl Wallet {
         // one key meet in the ledger as a conflicting replay, and only the first moves money.
         let hold_id = derived_id(&scope, key, "hold");
         let hold = Event::Transfer(Transfer { id: hold_id, leg, pending_timeout_s: Some(HOLD_TIMEOUT_S) });
-        let held = self.submit(hold, vec![record]).await?;
+        // Only one attempt talks to the bank at a time: two that got different answers for
+        // one reference (one timed out) must not both close the hold. A first attempt claims
+        // the request by recording it; a retry claims it once no other attempt holds it.
+        let hold_command = match seen {
+            None => Command {
+                event: Some(hold),
+                guards: vec![Guard::Absent { table: "wallet_requests", key: request_key.clone() }],
+                rows: Vec::new(),
+                always_rows: vec![record],
+            },
+            Some(claim) => {
+                // A refused hold replays its refusal: the bank is not asked, nothing to claim.
+                if outcome.as_deref() != Some(HOLD_REFUSED) {
+                    self.claim(&request_key, claim).await?;
+                }
+                Command { event: Some(hold), guards: Vec::new(), rows: Vec::new(), always_rows: Vec::new() }
+            }
+        };
+        let held = self.submit(hold_command).await?;
         match held.status {
             Status::Ok => {}
             Status::ConflictingReplay => return Err(WalletError::KeyReused),
-            status => return Err(WalletError::Refused(status)),
+            status => {
+                if outcome.is_none() {
+                    self.mark_hold_refused(&request_key).await?;
+                }
+                return Err(WalletError::Refused(status));
+            }
         }
         let answer = bank_call(self.bank.as_ref(), &card, &format!("{hold_id:032x}"));
         let close = match &answer {
@@ -365,17 +435,21 @@ impl Wallet {
         };
         let outcome = ServiceRow {
             table: "wallet_requests",
-            key: vec![("scope", Value::Text(scope.clone())), ("idem_key", Value::Text(key.to_owned()))],
-            columns: vec![("outcome", Value::Text(answer.as_ref().map_or_else(BankError::code, |_| POSTED).to_owned()))],
+            key: request_key,
+            columns: vec![
+                ("outcome", Value::Text(answer.as_ref().map_or_else(BankError::code, |_| POSTED).to_owned())),
+                ("claimed_until", Value::Int(0)),
+            ],
             on_conflict: OnConflict::UpdateOnly,
         };
-        let closed = self.submit(close, vec![outcome]).await?;
+        // The answer is kept only with a close that took effect.
+        let closed = self.submit(Command { event: Some(close), guards: Vec::new(), rows: vec![outcome], always_rows: Vec::new() }).await?;
         answer?;
         if closed.status != Status::Ok {
-            return Err(WalletError::Refused(closed.status));
+            return Err(WalletError::Unavailable(format!("closing the hold: {}", closed.status.name())));
         }
         let balance = self.account(resident).await?.balance.net_posted();
-        Ok(Movement { amount, balance, replay: seen || held.replay })
+        Ok(Movement { amount, balance, replay: seen.is_some() || held.replay })
     }
 }
 
@@ -389,7 +463,7 @@ impl Wallet {
         let rows = self
             .directory
             .read(
-                "SELECT scope, idem_key, kind, amount, card_id FROM wallet_requests WHERE outcome IS NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2",
+                "SELECT scope, idem_key, kind, amount, card_id FROM wallet_requests WHERE outcome IS NULL AND created_at < ?1 ORDER BY attempt, created_at LIMIT ?2",
                 vec![Value::Int(cutoff), Value::Int(i64::from(limit))],
             )
             .await?;
@@ -399,7 +473,9 @@ impl Wallet {
                 return Err(WalletError::Directory(DirectoryError::Storage("wallet request row".into())));
             };
             let Some(resident) = scope.strip_prefix("resident:").and_then(|id| id.parse().ok()) else { continue };
-            let resident = self.directory.resident(resident).await?;
+            // One request that cannot be finished now must not hold up the others: it is
+            // tried again next time (behind them: each attempt counts).
+            let Ok(resident) = self.directory.resident(resident).await else { continue };
             let card = u64::try_from(*card).unwrap_or(0);
             let result = match kind.as_str() {
                 "withdraw" => self.withdraw(&resident, card, *amount, key).await,
@@ -407,23 +483,20 @@ impl Wallet {
             };
             match result {
                 Ok(_) | Err(WalletError::Bank(_)) => finished += 1,
-                // The ledger refused the hold: the bank was never asked; remember that.
-                Err(WalletError::Refused(_)) => {
-                    let row = ServiceRow {
-                        table: "wallet_requests",
-                        key: vec![("scope", Value::Text(scope.clone())), ("idem_key", Value::Text(key.clone()))],
-                        columns: vec![("outcome", Value::Text(HOLD_REFUSED.to_owned()))],
-                        on_conflict: OnConflict::UpdateOnly,
-                    };
-                    let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
-                    self.directory.shard().submit(command).await.map_err(|e| WalletError::Unavailable(e.to_string()))?;
-                    finished += 1;
-                }
-                Err(e) => return Err(e),
+                // The ledger refused the hold (recorded by `through_bank`): the bank was never asked.
+                Err(WalletError::Refused(_)) => finished += 1,
+                Err(_) => {}
             }
         }
         Ok(finished)
     }
+}
+
+/// Which attempt of a request holds it, and until when.
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    attempt: i64,
+    claimed_until: i64,
 }
 
 /// What a top-up or withdrawal asks for.
