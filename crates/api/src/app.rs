@@ -207,7 +207,7 @@ async fn rejections_as_json(response: axum::response::Response) -> axum::respons
     }
     let (code, message) = match response.status() {
         StatusCode::BAD_REQUEST => ("invalid_request", "the path or the query string is malformed"),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "the body is not of the content type this route takes"),
         StatusCode::PAYLOAD_TOO_LARGE => ("body_too_large", "the body is over the limit"),
         _ => ("invalid_request", "the request is malformed"),
     };
