@@ -310,7 +310,8 @@ impl Bills {
         if !BILLER_CATEGORIES.contains(&biller.category) {
             return Err(BillError::InvalidField { field: "biller", message: "only hospitals, schools, the social-security bureau and utilities issue bills".into() });
         }
-        if new.insured < 0 || new.insured * 100 > total * INSURED_SHARE_MAX_PERCENT || new.insured > INSURED_MAX_FEN {
+        // The cap first: it bounds `insured` before it is multiplied.
+        if !(0..=INSURED_MAX_FEN).contains(&new.insured) || new.insured * 100 > total * INSURED_SHARE_MAX_PERCENT {
             return Err(BillError::InvalidField {
                 field: "insured",
                 message: format!("at most {INSURED_SHARE_MAX_PERCENT}% of the bill and {} yuan", INSURED_MAX_FEN / 100),
@@ -576,7 +577,10 @@ impl Bills {
             return None;
         }
         let who = payer.map_or_else(|| "cash".to_owned(), |p| p.id.to_string());
-        let id = derived_event_id(&["bill", &bill.id.to_string(), "pay", &bill.version.to_string(), &who, &amount.to_string(), &attempt.to_string()]);
+        // Everything the entry moves is in its id: a refused attempt's id is never reused for
+        // other terms (a changed fee rate), which the ledger would answer as a conflict.
+        let terms = [amount, insured, fee].map(|v| v.to_string());
+        let id = derived_event_id(&["bill", &bill.id.to_string(), "pay", &bill.version.to_string(), &who, &terms[0], &terms[1], &terms[2], &attempt.to_string()]);
         Some(Event::Entry(Entry { id, legs }))
     }
 

@@ -154,6 +154,7 @@ fn residents_pay_their_bills(city: TestCity) {
         assert!(matches!(bills.pay_cash(hospital, "H-5", 6_000).await, Err(BillError::InvalidField { .. })));
         assert_eq!(city.balance(fund).await, fund_before);
         assert!(matches!(bills.issue(hospital, &bill("H-6", by_id(ALICE), &[("ward", 10_000)], 9_001, false)).await, Err(BillError::InvalidField { .. })));
+        assert!(matches!(bills.issue(hospital, &bill("H-7", by_id(ALICE), &[("ward", 10_000)], i64::MAX, false)).await, Err(BillError::InvalidField { .. })), "no overflow");
         let shop = city.merchant("91330100MA27XL0E96", Category::Retail, "6222020200112233487").await;
         assert!(matches!(bills.issue(shop, &bill("S-1", by_id(ALICE), &[("goods", 100)], 0, false)).await, Err(BillError::InvalidField { field: "biller", .. })));
 
