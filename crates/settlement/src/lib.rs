@@ -264,11 +264,20 @@ impl Settlement {
             // Only the bank's answer closes it: it may have paid.
             pending_timeout_s: Some(0),
         };
-        let command = Command { event: Some(Event::Transfer(hold)), guards: vec![guard], rows: vec![self.row(&pending)], always_rows: Vec::new() };
+        let command = Command { event: Some(Event::Transfer(hold)), guards: vec![guard.clone()], rows: vec![self.row(&pending)], always_rows: Vec::new() };
         match self.submit(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => self.call_bank(pending).await,
-            // The balance moved since it was read (a refund): the next run sees the new one.
-            Ok(outcome) => Err(SettlementError::Unavailable(format!("payout hold refused: {}", outcome.status.name()))),
+            // The balance moved since it was read (a refund). The attempt is recorded as
+            // failed, so the next run holds the new balance under a new id; the same id would
+            // only replay this refusal.
+            Ok(outcome) => {
+                let failed = Payout { status: PayoutStatus::Failed, error: Some(outcome.status.name().to_owned()), ..pending };
+                let record = Command { event: None, guards: vec![guard], rows: vec![self.row(&failed)], always_rows: Vec::new() };
+                match self.submit(record).await? {
+                    Ok(_) => Ok(failed),
+                    Err(_) => self.payout(merchant, date).await?.ok_or_else(|| SettlementError::Unavailable("payout changed".into())),
+                }
+            }
             Err(_) => self.payout(merchant, date).await?.ok_or_else(|| SettlementError::Unavailable("payout changed".into())),
         }
     }
