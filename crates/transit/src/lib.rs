@@ -315,12 +315,8 @@ impl Transit {
 
     /// The rider's opaque account reference, created on first use.
     pub async fn account_ref(&self, resident: &Resident) -> Result<u64, TransitError> {
-        let rows = self
-            .directory
-            .read("SELECT account_ref FROM ride_accounts WHERE resident_id = ?1", vec![uint(resident.id)])
-            .await?;
-        if let Some(row) = rows.first() {
-            return Ok(u64::try_from(int_at(row, 0)?).unwrap_or(0));
+        if let Some(existing) = self.existing_account_ref(resident).await? {
+            return Ok(existing);
         }
         let drawn = u64::from_le_bytes(self.directory.draw(&["ride-account", &resident.id.to_string()])) >> 1;
         let account_ref = drawn.max(1);
@@ -578,28 +574,37 @@ impl Transit {
         let existing = self
             .directory
             .read(
-                "SELECT c.due, c.charged, c.revision, a.amount FROM transit_charges c
+                "SELECT c.due, c.charged, c.revision, a.amount, c.operator_id FROM transit_charges c
                  LEFT JOIN arrears a ON a.account_ref = c.account_ref AND a.service_day = c.service_day AND a.paid_at IS NULL
                  WHERE c.account_ref = ?1 AND c.service_day = ?2",
                 vec![uint(c.account_ref), int(c.service_day)],
             )
             .await?;
-        let (old_due, charged, revision, arrears_open) = match existing.first() {
-            Some(row) => (Some(int_at(row, 0)?), int_at(row, 1)?, int_at(row, 2)?, !matches!(row.get(3), Some(Value::Null) | None)),
-            None => (None, 0, 0, false),
+        let (old_due, charged, revision, arrears_open, charged_operator) = match existing.first() {
+            Some(row) => (
+                Some(int_at(row, 0)?),
+                int_at(row, 1)?,
+                int_at(row, 2)?,
+                !matches!(row.get(3), Some(Value::Null) | None),
+                Some(u64::try_from(int_at(row, 4)?).unwrap_or(c.operator)),
+            ),
+            None => (None, 0, 0, false, None),
         };
+        // Once a day is charged, its differences go to and come from the operator that was
+        // paid, even if a late tap of another operator now comes first.
+        let operator = charged_operator.unwrap_or(c.operator);
         if old_due == Some(c.due) {
             return Ok((Charged::Unchanged, arrears_open));
         }
         let delta = c.due - charged;
         let wallet = account_id(AccountKind::Wallet, c.resident);
-        let operator_account = account_id(AccountKind::Merchant, c.operator);
+        let operator_account = account_id(AccountKind::Merchant, operator);
         let now = self.now_s();
         let charge_row = |charged_now: i64| ServiceRow {
             table: "transit_charges",
             key: key.clone(),
             columns: vec![
-                ("operator_id", uint(c.operator)),
+                ("operator_id", uint(operator)),
                 ("trips", int(c.trips)),
                 ("due", int(c.due)),
                 ("charged", int(charged_now)),
@@ -634,7 +639,7 @@ impl Transit {
                 let arrears = ServiceRow {
                     table: "arrears",
                     key: key.clone(),
-                    columns: vec![("operator_id", uint(c.operator)), ("amount", int(delta)), ("created_at", uint(now)), ("paid_at", Value::Null)],
+                    columns: vec![("operator_id", uint(operator)), ("amount", int(delta)), ("created_at", uint(now)), ("paid_at", Value::Null)],
                     on_conflict: OnConflict::Update,
                 };
                 let record = Command { event: None, guards: vec![guard], rows: vec![charge_row(charged), arrears], always_rows: Vec::new() };
