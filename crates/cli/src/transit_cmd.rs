@@ -102,9 +102,7 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
             Ok(())
         }
         Transit::FareRun { db, keys, date } => {
-
-            let (y, m, d) = citypay_dashboard::dates::parse_date(date).context("--date: YYYY-MM-DD")?;
-            let day = citypay_dashboard::dates::days_from_civil(y, m, d);
+            let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async {
                 let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
@@ -114,6 +112,9 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
                     run.riders, run.trips, run.charged, run.arrears, run.arrears_amount, run.unchanged, run.duplicates
                 );
                 city.shard.shutdown();
+                if run.failed > 0 {
+                    anyhow::bail!("{} riders could not be fared; run the day again (it moves nothing twice)", run.failed);
+                }
                 anyhow::Ok(())
             })
         }

@@ -22,7 +22,7 @@ use super::replay::once;
 use super::residents::{cny, money};
 use crate::{ApiError, AppJson, Idempotent};
 
-fn date(text: &str) -> Result<LocalDate, ApiError> {
+pub(crate) fn date(text: &str) -> Result<LocalDate, ApiError> {
     LocalDate::parse(text).ok_or_else(|| ApiError::bad_request("invalid_field", "date: YYYY-MM-DD"))
 }
 

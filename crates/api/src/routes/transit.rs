@@ -317,9 +317,9 @@ pub(crate) struct FareRunView {
     duplicate_codes: u64,
 }
 
+/// A service day's number (its local date's).
 fn service_day(date: &str) -> Result<i64, ApiError> {
-    let (y, m, d) = citypay_dashboard::dates::parse_date(date).ok_or_else(|| ApiError::bad_request("invalid_field", "date: YYYY-MM-DD"))?;
-    Ok(citypay_dashboard::dates::days_from_civil(y, m, d))
+    super::bills::date(date).map(citypay_ledger::LocalDate::day_number)
 }
 
 /// Fares a closed service day (platform operators). Re-running it moves only what changed.
@@ -332,6 +332,10 @@ pub(crate) async fn fare_run(State(state): State<AppState>, operator: OperatorCa
     let caller = Caller::Operator(operator.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::OK, async {
         let run = state.transit.fare_day(service_day(&request.body.date)?).await?;
+        // Not kept for replay: a run again fares those riders (and moves nothing twice).
+        if run.failed > 0 {
+            return Err(ApiError::unavailable(format!("{} riders could not be fared; run the day again", run.failed), std::time::Duration::from_secs(60)));
+        }
         Ok(FareRunView {
             riders: run.riders,
             trips: run.trips,
