@@ -596,7 +596,8 @@ impl Checkout {
         match self.submit(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
-            Err(0) => self.trade(merchant_id, &new.out_trade_no).await,
+            // Another request made this order meanwhile: it is this one only on the same terms.
+            Err(0) => self.existing_same(merchant_id, new).await,
             Err(_) => Err(CheckoutError::CodeUsed),
         }
     }
