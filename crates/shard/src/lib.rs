@@ -361,6 +361,9 @@ impl<'a> WrittenRows<'a> {
     }
 
     fn add(&mut self, row: &'a ServiceRow) {
+        if !self.looked_up.iter().any(|(table, _)| *table == row.table) {
+            return;
+        }
         let index = self.rows.len();
         for (name, value) in row.key.iter().chain(&row.columns) {
             if self.looked_up.contains(&(row.table, *name)) {
@@ -464,12 +467,14 @@ impl Writer {
         match self.store.commit(&write) {
             Ok(()) => {
                 self.last_batch += 1;
-                self.sealed(seal);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
                 for (reply, answer) in batch.replies.drain(..).zip(answers) {
                     let _ = reply.send(answer);
                 }
+                // The head outside the database may lag a batch (the audit allows that); the
+                // answers need not wait for it.
+                self.sealed(seal);
                 self.ledger.commit(effects);
                 batch.clear();
                 true
@@ -511,13 +516,6 @@ impl Writer {
     /// guard may fail needlessly (the caller retries), never pass wrongly. Only rows of tables
     /// that some guard of the batch reads are tracked, commands with no guards included.
     fn check_guards(&mut self, commands: &[Command]) -> Result<Vec<Option<usize>>, StoreError> {
-        let guarded: rustc_hash::FxHashSet<&'static str> = commands
-            .iter()
-            .flat_map(|c| &c.guards)
-            .map(|g| match g {
-                Guard::Absent { table, .. } | Guard::Matches { table, .. } => *table,
-            })
-            .collect();
         let mut written = WrittenRows::new(commands);
         let mut verdicts = Vec::with_capacity(commands.len());
         for command in commands {
@@ -529,7 +527,7 @@ impl Writer {
                 }
             }
             if verdict.is_none() {
-                for row in command.rows.iter().chain(&command.always_rows).filter(|r| guarded.contains(r.table)) {
+                for row in command.rows.iter().chain(&command.always_rows) {
                     written.add(row);
                 }
             }
