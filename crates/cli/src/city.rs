@@ -184,7 +184,9 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
 /// The journal's seal key, read only (`CITYPAY_JOURNAL_KEY`, else the key file's `journal=`
 /// line), for the audit, which must not add keys.
 pub(crate) fn journal_key(keys: &Path) -> anyhow::Result<Option<[u8; 32]>> {
-    if let Ok(seed) = std::env::var("CITYPAY_JOURNAL_KEY") {
+    // The environment counts as the writer counts it: only with all three signing keys set.
+    let from_env = ["CITYPAY_RIDE_KEY", "CITYPAY_RECEIPT_KEY"].iter().all(|name| std::env::var(name).is_ok());
+    if let (true, Ok(seed)) = (from_env, std::env::var("CITYPAY_JOURNAL_KEY")) {
         return parse_seed(&seed).map(Some);
     }
     let text = match std::fs::read_to_string(keys) {
