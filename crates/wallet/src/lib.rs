@@ -50,8 +50,12 @@ pub const MIGRATIONS: &[Migration] = &[
         component: "wallet",
         version: 3,
         name: "requests without the bank's answer, by age",
-        sqlite: "CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
-        postgres: "CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
+        // Requests from before the answer was recorded (their holds had other ids) are never
+        // retried by the sweeper: a retry would be a new hold and a new bank reference.
+        sqlite: "UPDATE wallet_requests SET outcome = 'legacy' WHERE outcome IS NULL;
+            CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
+        postgres: "UPDATE wallet_requests SET outcome = 'legacy' WHERE outcome IS NULL;
+            CREATE INDEX wallet_requests_open ON wallet_requests (created_at) WHERE outcome IS NULL;",
     },
     // One attempt of a request talks to the bank at a time: it claims the request until
     // `claimed_until`, under a compare-and-swap on `attempt`.
