@@ -67,7 +67,7 @@ pub(crate) async fn build(context: &Context, city: usize, preset: &CityPreset) -
         let stops: Vec<String> = transit.feed().route_stops(&route).to_vec();
         let mut line = Line { validators: Vec::new() };
         for stop in &stops {
-            let key = RiderKey::from_seed(seed_bytes(context.seed, &[3, u64::from(preset.code), out.validators.len() as u64]));
+            let key = RiderKey::from_seed(seed_bytes(context.seed, &[crate::world::tag::VALIDATOR_KEY, u64::from(preset.code), out.validators.len() as u64]));
             let info = transit
                 .register_validator(merchant.id, &route, stop, key.public_bytes())
                 .await
@@ -92,7 +92,7 @@ fn seed_bytes(seed: u64, parts: &[u64]) -> [u8; 32] {
 
 /// A phone for a registered commuter: a key from the seed and a credential for it.
 pub(crate) async fn enrol(context: &Context, account: &mut Account, city: &CityPreset, index: u64) -> Result<Outcome, SimError> {
-    let seed = seed_bytes(context.seed, &[4, u64::from(city.code), index]);
+    let seed = seed_bytes(context.seed, &[crate::world::tag::RIDER_KEY, u64::from(city.code), index]);
     let key = RiderKey::from_seed(seed);
     account.rider_seed = Some(seed);
     match context.services.transit.issue_credential(&account.resident, key.public_bytes()).await {

@@ -23,7 +23,9 @@ pub(crate) fn rng_for(seed: u64, parts: &[u64]) -> fastrand::Rng {
 pub(crate) mod tag {
     pub(crate) const PERSON: u64 = 1;
     pub(crate) const DAY: u64 = 2;
-    pub(crate) const PARENT: u64 = 3;
+    pub(crate) const VALIDATOR_KEY: u64 = 3;
+    pub(crate) const RIDER_KEY: u64 = 4;
+    pub(crate) const PARENT: u64 = 5;
 }
 
 /// Per hundred people, how many have a child at school.
