@@ -422,27 +422,45 @@ impl Bills {
             }
         }
         bills.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        // A key both one's own and linked (one's own number linked) lists its bills once, in full.
+        bills.dedup_by_key(|b| b.id);
         bills.truncate(limit as usize);
         Ok(bills)
     }
 
-    /// A bill a resident may see (theirs or a linked family member's); else not found.
+    /// A bill a resident may see (theirs, or a linked family member's, redacted); else not found.
     pub async fn bill_for(&self, resident: &Resident, bill_id: u64) -> Result<Bill, BillError> {
+        let (bill, redact) = self.seen_by(resident, bill_id).await?;
+        Ok(if redact { bill.redacted() } else { bill })
+    }
+
+    /// A bill in full, and whether `resident` may see it only redacted (a linked member's).
+    async fn seen_by(&self, resident: &Resident, bill_id: u64) -> Result<(Bill, bool), BillError> {
         let bill = self.bill_by_id(bill_id).await?;
-        if !self.keys_of(resident).await?.contains(&bill.payer_key) {
+        let keys = self.keys_of(resident).await?;
+        if !keys.contains(&bill.payer_key) {
             return Err(BillError::BillNotFound);
         }
-        Ok(bill)
+        let redact = !keys.own.contains(&bill.payer_key);
+        Ok((bill, redact))
     }
 
     /// Pays a bill from the resident's wallet: all of it, or (when the payer picks) the items
     /// `items` names (indexes). The fund's part of a hospital bill moves in the same entry.
+    /// A linked family member's bill is paid without learning what it is for: the answer and
+    /// the receipt show it redacted.
     pub async fn pay(&self, payer: &Resident, bill_id: u64, items: Option<&[usize]>) -> Result<BillPayment, BillError> {
-        let mut bill = self.bill_for(payer, bill_id).await?;
+        let (mut bill, redact) = self.seen_by(payer, bill_id).await?;
+        let shown = |mut payment: BillPayment| {
+            if redact {
+                payment.bill = payment.bill.redacted();
+            }
+            payment
+        };
         for _ in 0..CAS_ATTEMPTS_MAX {
             let mask = self.chosen(&bill, items)?;
             if let Some(done) = self.paid_before(&bill, payer, mask).await? {
-                return Ok(done);
+                return Ok(shown(done));
             }
             if bill.paid_items & mask != 0 {
                 return Err(BillError::AlreadyPaid);
@@ -450,8 +468,8 @@ impl Bills {
             if !bill.late_allowed && self.now_s() > bill.due_at {
                 return Err(BillError::Overdue);
             }
-            match self.try_pay(&bill, Some(payer), mask).await? {
-                Some(result) => return result,
+            match self.try_pay_with(&bill, Some(payer), mask, redact, Vec::new(), Vec::new()).await? {
+                Some(result) => return result.map(shown),
                 None => bill = self.bill_by_id(bill_id).await?,
             }
         }
@@ -494,7 +512,7 @@ impl Bills {
 
     /// One attempt: `None` when the bill changed meanwhile.
     async fn try_pay(&self, bill: &Bill, payer: Option<&Resident>, mask: u64) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
-        self.try_pay_with(bill, payer, mask, Vec::new(), Vec::new()).await
+        self.try_pay_with(bill, payer, mask, false, Vec::new(), Vec::new()).await
     }
 
     /// [`Bills::try_pay`] with more guards and rows in the same command.
@@ -503,6 +521,7 @@ impl Bills {
         bill: &Bill,
         payer: Option<&Resident>,
         mask: u64,
+        redact: bool,
         guards: Vec<Guard>,
         extra_rows: Vec<ServiceRow>,
     ) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
@@ -515,7 +534,7 @@ impl Bills {
         let after = bill.paid(mask);
         let now = self.now_s();
         let payment_id = derived_id(&["bill-payment", &bill.id.to_string(), &bill.version.to_string()]);
-        let receipt = self.receipt(payment_id, &biller, &after, mask, amount, insured, method, now);
+        let receipt = self.receipt(payment_id, &biller, &if redact { after.redacted() } else { after.clone() }, mask, amount, insured, method, now);
 
         let payment_row = ServiceRow {
             table: "bill_payments",
@@ -845,7 +864,7 @@ impl Bills {
             }
             let guards = keys.iter().map(|k| Guard::Absent { table: "contributions", key: contribution_key(k) }).collect();
             let row = ServiceRow { table: "contributions", key: contribution_key(&key), columns: vec![("bill_id", uint(bill.id))], on_conflict: OnConflict::Fail };
-            if let Some(result) = self.try_pay_with(&bill, Some(payer), bill.all_items() & !bill.paid_items, guards, vec![row]).await? {
+            if let Some(result) = self.try_pay_with(&bill, Some(payer), bill.all_items() & !bill.paid_items, false, guards, vec![row]).await? {
                 return result;
             }
         }

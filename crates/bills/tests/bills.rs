@@ -111,6 +111,7 @@ fn residents_pay_their_bills(city: TestCity) {
         assert_eq!(listed[1].title, visit.title, "her own bill in full");
         assert!(bills.bills_of(&bob, 10).await.unwrap().iter().all(|b| b.id == bobs.id));
         let books = bills.pay(&alice, tuition.id, Some(&[1])).await.unwrap();
+        assert!(books.bill.items.iter().all(|i| i.name.starts_with("item ")) && !books.receipt.text.contains("books"), "paid without learning what for");
         assert_eq!((books.amount, books.bill.status), (20_000, BillStatus::PartlyPaid));
         assert_eq!(bills.pay(&alice, tuition.id, Some(&[1])).await.unwrap().id, books.id, "a retry is the same payment");
         assert!(matches!(bills.pay(&alice, tuition.id, Some(&[1, 2])).await, Err(BillError::AlreadyPaid)));
