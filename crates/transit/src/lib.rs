@@ -8,21 +8,23 @@
 //! - Uploads are idempotent per (validator, sequence); a code already seen on another tap is
 //!   stored flagged and not fared.
 //! - [`Transit::fare_day`] prices every rider's taps of a closed service day with the GTFS-Fares
-//!   engine and moves the difference between what the day is due and what was charged, with a
-//!   ledger id derived from (rider, day, amount due): a re-run, or one after late taps, never
+//!   engine and moves, for each operator whose lines the rider used, the difference between
+//!   what its legs are due (after transfers and the cap) and what it was paid, with a ledger id
+//!   derived from (rider, day, revision of the day): a re-run, or one after late taps, never
 //!   charges a trip twice, and a late tap that lowers the day's fare is refunded. A wallet that
 //!   cannot pay gets an arrears record, which puts the rider on the deny list that validators
 //!   download until [`Transit::pay_arrears`] settles it.
 
 mod schema;
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use citypay_directory::{
     AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, blob_at, derived_event_id, int_at, text_at,
 };
 use citypay_fares::Feed;
-use citypay_ledger::{Currency, Event, Leg, Status, Transfer};
+use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
 use citypay_ride::{Credential, CredentialTerms, PlatformKey, PlatformKeyring};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
@@ -213,19 +215,77 @@ const RIDER_DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.dir
 struct RiderTaps {
     account_ref: u64,
     resident: u64,
-    /// The operator of the rider's first tap, who is credited the day.
-    operator: u64,
     taps: Vec<citypay_fares::Tap>,
+    /// The operator of each tap's validator, in the order of `taps`.
+    operators: Vec<u64>,
+}
+
+impl RiderTaps {
+    /// Each operator's part of the day: the legs that began at its validators and what they
+    /// were charged after transfers and the cap. The parts add up to the day's total.
+    fn shares(&self, fares: &citypay_fares::DayFares) -> BTreeMap<u64, Share> {
+        let operator_of: HashMap<(i64, &str, &str), u64> =
+            self.taps.iter().zip(&self.operators).map(|(t, op)| ((t.time_unix_s, t.route_id.as_str(), t.stop_id.as_str()), *op)).collect();
+        let mut shares: BTreeMap<u64, Share> = BTreeMap::new();
+        for leg in fares.trips.iter().flat_map(|t| &t.legs) {
+            let tap = &leg.tap_in;
+            let operator = operator_of.get(&(tap.time_unix_s, tap.route_id.as_str(), tap.stop_id.as_str())).copied().unwrap_or(self.operators[0]);
+            let share = shares.entry(operator).or_default();
+            share.legs += 1;
+            share.due += leg.charged_fen;
+        }
+        shares
+    }
+}
+
+/// An operator's part of a rider's day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Share {
+    /// Legs begun on its lines.
+    legs: i64,
+    /// Their fares, in fen.
+    due: i64,
+    /// What it has been paid for them, in fen.
+    charged: i64,
 }
 
 /// What the fare run charges for one rider's day.
 struct DayCharge {
     account_ref: u64,
     resident: u64,
-    operator: u64,
     service_day: i64,
     trips: i64,
     due: i64,
+    /// Per operator (only `legs` and `due` are set).
+    shares: BTreeMap<u64, Share>,
+}
+
+/// The legs that bring each operator from what it was paid to what it is due: refunds first,
+/// so a wallet short of the new charges can still take back an old one.
+fn movement_legs(wallet: u64, account_ref: u64, shares: &BTreeMap<u64, Share>, charge_code: u16) -> Vec<Leg> {
+    let leg = |debit, credit, amount, code, class| Leg { debit, credit, amount, currency: Currency::CNY, code, class, user_data: account_ref };
+    let accounts = shares.iter().map(|(operator, share)| (account_id(AccountKind::Merchant, *operator), share.due - share.charged));
+    let refunds = accounts.clone().filter(|(_, d)| *d < 0).map(|(op, d)| leg(op, wallet, -d, codes::FARE_REFUND, 0));
+    let charges = accounts.filter(|(_, d)| *d > 0).map(|(op, d)| leg(wallet, op, d, charge_code, BALANCE_PAYMENT));
+    refunds.chain(charges).collect()
+}
+
+/// One transfer for one leg, an all-or-nothing entry for several.
+fn movement(id: citypay_ledger::EventId, mut legs: Vec<Leg>) -> Option<Event> {
+    match legs.len() {
+        0 => None,
+        1 => legs.pop().map(|leg| Event::Transfer(Transfer { id, leg, pending_timeout_s: None })),
+        _ => Some(Event::Entry(Entry { id, legs })),
+    }
+}
+
+fn share_row(account_ref: u64, service_day: i64, operator: u64, share: &Share) -> ServiceRow {
+    ServiceRow {
+        table: "transit_shares",
+        key: vec![("account_ref", uint(account_ref)), ("service_day", int(service_day)), ("operator_id", uint(operator))],
+        columns: vec![("legs", int(share.legs)), ("due", int(share.due)), ("charged", int(share.charged))],
+        on_conflict: OnConflict::Update,
+    }
 }
 
 /// Groups [`DAY_TAPS`] rows (ordered by rider, then time) by rider. A code is good for one
@@ -242,15 +302,19 @@ fn riders_of(rows: &[Vec<Value>]) -> Result<(Vec<RiderTaps>, Vec<(i64, i64, bool
             continue;
         }
         let account_ref = u64::try_from(int_at(row, 0)?).unwrap_or(0);
+        let operator = u64::try_from(int_at(row, 10)?).unwrap_or(0);
         let direction = if text_at(row, 3)? == "out" { citypay_fares::Direction::Out } else { citypay_fares::Direction::In };
         let tap = citypay_fares::Tap::new(&text_at(row, 2)?, &text_at(row, 1)?, int_at(row, 4)?, direction, RIDE_CODE_MEDIUM);
         match riders.last_mut() {
-            Some(rider) if rider.account_ref == account_ref => rider.taps.push(tap),
+            Some(rider) if rider.account_ref == account_ref => {
+                rider.taps.push(tap);
+                rider.operators.push(operator);
+            }
             _ => riders.push(RiderTaps {
                 account_ref,
                 resident: u64::try_from(int_at(row, 9)?).unwrap_or(0),
-                operator: u64::try_from(int_at(row, 10)?).unwrap_or(0),
                 taps: vec![tap],
+                operators: vec![operator],
             }),
         }
     }
@@ -552,7 +616,8 @@ impl Transit {
     async fn fare_rider(&self, service_day: i64, rider: RiderTaps) -> Result<(RiderDay, Charged), TransitError> {
         let fares = citypay_fares::fare_day(&self.feed, &rider.taps);
         let trips = i64::try_from(fares.trips.len()).unwrap_or(0);
-        let charge = DayCharge { account_ref: rider.account_ref, resident: rider.resident, operator: rider.operator, service_day, trips, due: fares.total_fen };
+        let shares = rider.shares(&fares);
+        let charge = DayCharge { account_ref: rider.account_ref, resident: rider.resident, service_day, trips, due: fares.total_fen, shares };
         let (charged, in_arrears) = self.charge_day(&charge).await?;
         let day = RiderDay {
             account_ref: rider.account_ref,
@@ -565,66 +630,78 @@ impl Transit {
         Ok((day, charged))
     }
 
-    /// Moves what a rider's day is due minus what was charged before. Every write to the day's
-    /// row raises its revision, and the ledger id derives from the revision it creates, so a
-    /// due that returns to an earlier value is a new movement, never a replay of an old one.
-    /// Answers what it did and whether fares of the day are still owed.
+    /// Moves, for each operator of a rider's day, what its legs are due minus what it was paid
+    /// before. Every write to the day's row raises its revision, and the ledger id derives
+    /// from the revision it creates, so a due that returns to an earlier value is a new
+    /// movement, never a replay of an old one. Answers what it did and whether fares of the
+    /// day are still owed.
     async fn charge_day(&self, c: &DayCharge) -> Result<(Charged, bool), TransitError> {
         let key = vec![("account_ref", uint(c.account_ref)), ("service_day", int(c.service_day))];
         let existing = self
             .directory
             .read(
-                "SELECT c.due, c.charged, c.revision, a.amount, c.operator_id FROM transit_charges c
+                "SELECT c.charged, c.revision, a.amount, s.operator_id, s.legs, s.due, s.charged FROM transit_charges c
                  LEFT JOIN arrears a ON a.account_ref = c.account_ref AND a.service_day = c.service_day AND a.paid_at IS NULL
+                 LEFT JOIN transit_shares s ON s.account_ref = c.account_ref AND s.service_day = c.service_day
                  WHERE c.account_ref = ?1 AND c.service_day = ?2",
                 vec![uint(c.account_ref), int(c.service_day)],
             )
             .await?;
-        let (old_due, charged, revision, arrears_open, charged_operator) = match existing.first() {
-            Some(row) => (
-                Some(int_at(row, 0)?),
-                int_at(row, 1)?,
-                int_at(row, 2)?,
-                !matches!(row.get(3), Some(Value::Null) | None),
-                Some(u64::try_from(int_at(row, 4)?).unwrap_or(c.operator)),
-            ),
-            None => (None, 0, 0, false, None),
+        let (charged, revision, arrears_open) = match existing.first() {
+            Some(row) => (int_at(row, 0)?, int_at(row, 1)?, !matches!(row.get(2), Some(Value::Null) | None)),
+            None => (0, 0, false),
         };
-        // Once a day is charged, its differences go to and come from the operator that was
-        // paid, even if a late tap of another operator now comes first.
-        let operator = charged_operator.unwrap_or(c.operator);
-        if old_due == Some(c.due) {
+        let mut shares = BTreeMap::new();
+        for row in existing.iter().filter(|row| !matches!(row.get(3), Some(Value::Null) | None)) {
+            let share = Share { legs: int_at(row, 4)?, due: int_at(row, 5)?, charged: int_at(row, 6)? };
+            shares.insert(u64::try_from(int_at(row, 3)?).unwrap_or(0), share);
+        }
+        let due_before: BTreeMap<u64, (i64, i64)> = shares.iter().filter(|(_, s)| s.due != 0 || s.legs != 0).map(|(op, s)| (*op, (s.legs, s.due))).collect();
+        let due_now: BTreeMap<u64, (i64, i64)> = c.shares.iter().map(|(op, s)| (*op, (s.legs, s.due))).collect();
+        if !existing.is_empty() && due_before == due_now {
             return Ok((Charged::Unchanged, arrears_open));
+        }
+        // An operator no longer in the day is due nothing: what it was paid goes back.
+        for share in shares.values_mut() {
+            *share = Share { legs: 0, due: 0, charged: share.charged };
+        }
+        for (operator, share) in &c.shares {
+            let before = shares.entry(*operator).or_default();
+            *before = Share { charged: before.charged, ..*share };
         }
         let delta = c.due - charged;
         let wallet = account_id(AccountKind::Wallet, c.resident);
-        let operator_account = account_id(AccountKind::Merchant, operator);
         let now = self.now_s();
-        let charge_row = |charged_now: i64| ServiceRow {
-            table: "transit_charges",
-            key: key.clone(),
-            columns: vec![
-                ("operator_id", uint(operator)),
-                ("trips", int(c.trips)),
-                ("due", int(c.due)),
-                ("charged", int(charged_now)),
-                ("revision", int(revision + 1)),
-                ("updated_at", uint(now)),
-            ],
-            on_conflict: OnConflict::Update,
+        // The operator of the day's first leg, for the day's row and its arrears.
+        let first_operator = c.shares.keys().next().or_else(|| shares.keys().next()).copied().unwrap_or(0);
+        let rows_at = |paid: bool| {
+            let charge_row = ServiceRow {
+                table: "transit_charges",
+                key: key.clone(),
+                columns: vec![
+                    ("operator_id", uint(first_operator)),
+                    ("trips", int(c.trips)),
+                    ("due", int(c.due)),
+                    ("charged", int(if paid { c.due } else { charged })),
+                    ("revision", int(revision + 1)),
+                    ("updated_at", uint(now)),
+                ],
+                on_conflict: OnConflict::Update,
+            };
+            let mut rows = vec![charge_row];
+            for (operator, share) in &shares {
+                let share = if paid { Share { charged: share.due, ..*share } } else { *share };
+                rows.push(share_row(c.account_ref, c.service_day, *operator, &share));
+            }
+            rows
         };
-        let guard = match old_due {
+        let guard = match existing.first() {
             None => Guard::Absent { table: "transit_charges", key: key.clone() },
             Some(_) => Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] },
         };
         let id = derived_event_id(&["transit-day", &c.account_ref.to_string(), &c.service_day.to_string(), &(revision + 1).to_string()]);
-        let leg = |debit, credit, amount, code, class| Leg { debit, credit, amount, currency: Currency::CNY, code, class, user_data: c.account_ref };
-        let event = match delta {
-            0 => None,
-            d if d > 0 => Some(Event::Transfer(Transfer { id, leg: leg(wallet, operator_account, d, codes::FARE, BALANCE_PAYMENT), pending_timeout_s: None })),
-            d => Some(Event::Transfer(Transfer { id, leg: leg(operator_account, wallet, -d, codes::FARE_REFUND, 0), pending_timeout_s: None })),
-        };
-        let mut rows = vec![charge_row(c.due)];
+        let event = movement(id, movement_legs(wallet, c.account_ref, &shares, codes::FARE));
+        let mut rows = rows_at(true);
         if arrears_open {
             // Charged in full now: what was owed for the day is settled with it.
             rows.push(ServiceRow { table: "arrears", key: key.clone(), columns: vec![("paid_at", uint(now))], on_conflict: OnConflict::UpdateOnly });
@@ -635,14 +712,17 @@ impl Transit {
             Ok(outcome) if outcome.status == Status::Ok => Ok((Charged::Moved(delta), false)),
             // Only a wallet that cannot pay makes arrears; any other refusal is an error.
             Ok(outcome) if delta > 0 && matches!(outcome.status, Status::InsufficientFunds | Status::ExceedsTransferCap | Status::ExceedsWindowCap) => {
-                // The day is recorded as due, the difference as arrears.
+                // The day is recorded as due, the difference as arrears; nothing moves, not
+                // even an operator's refund, until the arrears are paid.
                 let arrears = ServiceRow {
                     table: "arrears",
                     key: key.clone(),
-                    columns: vec![("operator_id", uint(operator)), ("amount", int(delta)), ("created_at", uint(now)), ("paid_at", Value::Null)],
+                    columns: vec![("operator_id", uint(first_operator)), ("amount", int(delta)), ("created_at", uint(now)), ("paid_at", Value::Null)],
                     on_conflict: OnConflict::Update,
                 };
-                let record = Command { event: None, guards: vec![guard], rows: vec![charge_row(charged), arrears], always_rows: Vec::new() };
+                let mut rows = rows_at(false);
+                rows.push(arrears);
+                let record = Command { event: None, guards: vec![guard], rows, always_rows: Vec::new() };
                 match self.submit(record).await? {
                     Ok(_) => Ok((Charged::Arrears(delta), true)),
                     Err(_) => Err(changed()),
@@ -659,42 +739,47 @@ impl Transit {
         rows.iter().map(|r| Ok(u64::try_from(int_at(r, 0)?).unwrap_or(0))).collect()
     }
 
-    /// Pays every open arrears of the rider from their wallet; returns the fen paid.
+    /// Pays every open arrears of the rider from their wallet, each operator its part;
+    /// returns the fen paid.
     pub async fn pay_arrears(&self, resident: &Resident) -> Result<i64, TransitError> {
         let account_ref = self.account_ref(resident).await?;
         let open = self
             .directory
             .read(
-                "SELECT a.service_day, a.operator_id, a.amount, c.charged, c.revision FROM arrears a
+                "SELECT a.service_day, a.amount, c.due, c.revision, s.operator_id, s.legs, s.due, s.charged FROM arrears a
                  JOIN transit_charges c ON c.account_ref = a.account_ref AND c.service_day = a.service_day
-                 WHERE a.account_ref = ?1 AND a.paid_at IS NULL ORDER BY a.service_day",
+                 JOIN transit_shares s ON s.account_ref = a.account_ref AND s.service_day = a.service_day
+                 WHERE a.account_ref = ?1 AND a.paid_at IS NULL ORDER BY a.service_day, s.operator_id",
                 vec![uint(account_ref)],
             )
             .await?;
-        let mut paid = 0;
+        let mut days: BTreeMap<i64, (i64, i64, i64, BTreeMap<u64, Share>)> = BTreeMap::new();
         for row in &open {
-            let (day, operator, amount, charged, revision) = (int_at(row, 0)?, int_at(row, 1)?, int_at(row, 2)?, int_at(row, 3)?, int_at(row, 4)?);
-            let operator_account = account_id(AccountKind::Merchant, u64::try_from(operator).unwrap_or(0));
+            let day = days.entry(int_at(row, 0)?).or_insert((int_at(row, 1)?, int_at(row, 2)?, int_at(row, 3)?, BTreeMap::new()));
+            let share = Share { legs: int_at(row, 5)?, due: int_at(row, 6)?, charged: int_at(row, 7)? };
+            day.3.insert(u64::try_from(int_at(row, 4)?).unwrap_or(0), share);
+        }
+        let mut paid = 0;
+        for (day, (amount, due, revision, shares)) in days {
             let key = vec![("account_ref", uint(account_ref)), ("service_day", int(day))];
             let now = self.now_s();
+            let id = derived_event_id(&["transit-arrears", &account_ref.to_string(), &day.to_string(), &(revision + 1).to_string()]);
+            let mut rows = vec![
+                ServiceRow {
+                    table: "transit_charges",
+                    key: key.clone(),
+                    columns: vec![("charged", int(due)), ("revision", int(revision + 1)), ("updated_at", uint(now))],
+                    on_conflict: OnConflict::UpdateOnly,
+                },
+                ServiceRow { table: "arrears", key: key.clone(), columns: vec![("paid_at", uint(now))], on_conflict: OnConflict::UpdateOnly },
+            ];
+            rows.extend(shares.iter().map(|(operator, share)| share_row(account_ref, day, *operator, &Share { charged: share.due, ..*share })));
             let command = Command {
-                event: Some(Event::Transfer(Transfer {
-                    id: derived_event_id(&["transit-arrears", &account_ref.to_string(), &day.to_string(), &(revision + 1).to_string()]),
-                    leg: Leg { debit: resident.wallet, credit: operator_account, amount, currency: Currency::CNY, code: codes::ARREARS, class: BALANCE_PAYMENT, user_data: account_ref },
-                    pending_timeout_s: None,
-                })),
+                event: movement(id, movement_legs(resident.wallet, account_ref, &shares, codes::ARREARS)),
                 // The revision: a fare run that changed the day meanwhile (and the arrears
                 // with it) makes this payment fail rather than pay a stale amount.
-                guards: vec![Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] }],
-                rows: vec![
-                    ServiceRow {
-                        table: "transit_charges",
-                        key: key.clone(),
-                        columns: vec![("charged", int(charged + amount)), ("revision", int(revision + 1)), ("updated_at", uint(now))],
-                        on_conflict: OnConflict::UpdateOnly,
-                    },
-                    ServiceRow { table: "arrears", key, columns: vec![("paid_at", uint(now))], on_conflict: OnConflict::UpdateOnly },
-                ],
+                guards: vec![Guard::Matches { table: "transit_charges", key, expect: vec![("revision", int(revision))] }],
+                rows,
                 always_rows: Vec::new(),
             };
             match self.submit(command).await? {
@@ -742,13 +827,13 @@ impl Transit {
         Ok(citypay_fares::fare_day(&self.feed, &taps).trips.into_iter().map(|t| (t.charged_fen, t.reason)).collect())
     }
 
-    /// An operator's trips and fare revenue of a service day (fares charged, net of refunds,
-    /// plus arrears still owed).
+    /// An operator's legs and fare revenue of a service day: the legs begun on its lines and
+    /// their fares after transfers and the cap (charged, plus arrears still owed).
     pub async fn revenue(&self, operator: u64, service_day: i64) -> Result<(u64, i64), TransitError> {
         let rows = self
             .directory
             .read(
-                "SELECT CAST(COALESCE(SUM(trips), 0) AS BIGINT), CAST(COALESCE(SUM(due), 0) AS BIGINT) FROM transit_charges WHERE operator_id = ?1 AND service_day = ?2",
+                "SELECT CAST(COALESCE(SUM(legs), 0) AS BIGINT), CAST(COALESCE(SUM(due), 0) AS BIGINT) FROM transit_shares WHERE operator_id = ?1 AND service_day = ?2",
                 vec![uint(operator), int(service_day)],
             )
             .await?;

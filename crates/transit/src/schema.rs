@@ -57,11 +57,29 @@ macro_rules! transit_v1 {
     };
 }
 
+/// Each operator's part of a rider's day; days fared before it were wholly the first
+/// operator's, so they become one part each.
+const TRANSIT_V2: &str = "CREATE TABLE transit_shares (
+        account_ref BIGINT NOT NULL,
+        service_day BIGINT NOT NULL,
+        operator_id BIGINT NOT NULL,
+        legs BIGINT NOT NULL,
+        due BIGINT NOT NULL,
+        charged BIGINT NOT NULL,
+        PRIMARY KEY (account_ref, service_day, operator_id)
+    );
+    CREATE INDEX transit_shares_by_operator ON transit_shares (operator_id, service_day);
+    INSERT INTO transit_shares (account_ref, service_day, operator_id, legs, due, charged)
+        SELECT account_ref, service_day, operator_id, trips, due, charged FROM transit_charges;";
+
 /// Transit's migrations, for every backend.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    component: "transit",
-    version: 1,
-    name: "ride accounts, validators, taps, charges per rider and service day, arrears",
-    sqlite: transit_v1!("BLOB"),
-    postgres: transit_v1!("BYTEA"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "transit",
+        version: 1,
+        name: "ride accounts, validators, taps, charges per rider and service day, arrears",
+        sqlite: transit_v1!("BLOB"),
+        postgres: transit_v1!("BYTEA"),
+    },
+    Migration { component: "transit", version: 2, name: "each operator's part of a rider's day", sqlite: TRANSIT_V2, postgres: TRANSIT_V2 },
+];

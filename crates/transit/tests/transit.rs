@@ -78,13 +78,25 @@ fn resident(w: &World, id_number: &str, mobile: &str, yuan: i64) -> (Resident, u
 
 /// The city's transit operator: (merchant id, its account).
 fn transit_operator(w: &World) -> (u64, u64) {
+    operator_named(w, "天津公交地铁", "91350100M000100Y43")
+}
+
+/// A second operator (the metro company, when the first runs the buses).
+fn metro_operator(w: &World) -> (u64, u64) {
+    let organization = "MA000027";
+    let body = format!("91120000{organization}{}", citypay_identity::uscc::organization_check_character(organization).unwrap());
+    let uscc = format!("{body}{}", citypay_identity::uscc::check_character(&body).unwrap());
+    operator_named(w, "天津轨道交通", &uscc)
+}
+
+fn operator_named(w: &World, name: &str, uscc: &str) -> (u64, u64) {
     w.rt.block_on(async {
         let (m, _) = w
             .directory
             .onboard_merchant(&NewMerchant {
                 city: 120000,
-                name: "天津公交地铁".into(),
-                uscc: "91350100M000100Y43".into(),
+                name: name.into(),
+                uscc: uscc.into(),
                 mcc: "4111".into(),
                 category: Category::Transit,
                 settlement_account: "6222020200112233446".into(),
@@ -307,4 +319,61 @@ fn the_newest_valid_key_signs_and_revoked_keys_leave_the_keyring() {
     assert_eq!(credential.key_id, 1, "a revoked key never signs");
     assert_eq!(credential.terms.valid_until, now + 3_600, "a credential never outlives its key");
     assert_eq!((revoked.keyring().len(), revoked.revoked_keys()), (1, &[2u16][..]));
+}
+
+#[test]
+fn each_operator_is_paid_for_its_own_legs_and_arrears_are_split_the_same_way() {
+    let w = world();
+    let (alice, _) = resident(&w, ALICE.0, ALICE.1, 100);
+    let (bob, bob_card) = resident(&w, BOB.0, BOB.1, 0);
+    let (buses, bus_account) = transit_operator(&w);
+    let (metro, metro_account) = metro_operator(&w);
+    let bus = w.rt.block_on(w.transit.register_validator(buses, "824", "B_XIZHAN", [3; 32])).unwrap();
+    let gate_in = w.rt.block_on(w.transit.register_validator(metro, "M1", "M1_LIUYUAN", [4; 32])).unwrap();
+    let gate_out = w.rt.block_on(w.transit.register_validator(metro, "M1", "M1_XIBEIJIAO", [5; 32])).unwrap();
+    let mut devices = [&bus, &gate_in, &gate_out].map(|_| Validator::new(w.transit.keyring(), Policy::default()));
+    let (in_, out) = (citypay_ride::Direction::In, citypay_ride::Direction::Out);
+    let t0 = u32::try_from(MORNING + 3_600).unwrap();
+    // Bus, then the metro within 90 minutes: the transfer's yuan off comes off the metro leg.
+    for (phone, shift) in [(&mut device(&w, &alice, 1), 0), (&mut device(&w, &bob, 2), 5)] {
+        let t = t0 + shift;
+        devices[0].validate(&phone.next_code(t).encode(), t, gate(&bus, in_)).unwrap();
+        devices[1].validate(&phone.next_code(t + 1_800).encode(), t + 1_800, gate(&gate_in, in_)).unwrap();
+        devices[2].validate(&phone.next_code(t + 2_800).encode(), t + 2_800, gate(&gate_out, out)).unwrap();
+    }
+    let legs = [
+        citypay_fares::Tap::new("B_XIZHAN", "824", i64::from(t0), citypay_fares::Direction::In, "ride_code"),
+        citypay_fares::Tap::new("M1_LIUYUAN", "M1", i64::from(t0) + 1_800, citypay_fares::Direction::In, "ride_code"),
+        citypay_fares::Tap::new("M1_XIBEIJIAO", "M1", i64::from(t0) + 2_800, citypay_fares::Direction::Out, "ride_code"),
+    ];
+    let priced = citypay_fares::fare_day(w.transit.feed(), &legs);
+    let legs: Vec<&citypay_fares::Leg> = priced.trips.iter().flat_map(|t| &t.legs).collect();
+    let (bus_fare, metro_fare) = (legs[0].charged_fen, legs[1].charged_fen);
+    assert_eq!((bus_fare, legs[1].transfer_fen), (200, 100), "the transfer discount is on the metro leg");
+    w.rt.block_on(async {
+        for (validator, device) in [&bus, &gate_in, &gate_out].into_iter().zip(devices.iter_mut()) {
+            w.transit.upload_taps(validator, &device.drain_taps()).await.unwrap();
+        }
+    });
+    w.clock.set(Timestamp::from_unix_seconds(MORNING + 24 * 3_600));
+    let day = citypay_fares::service_day(i64::from(t0));
+    let run = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    assert_eq!((run.charged, run.arrears, run.arrears_amount), (bus_fare + metro_fare, 1, bus_fare + metro_fare));
+    assert_eq!((balance(&w, bus_account), balance(&w, metro_account)), (bus_fare, metro_fare), "Alice paid each operator its leg");
+    w.rt.block_on(async {
+        // Revenue counts what is due, Bob's owed legs included.
+        assert_eq!(w.transit.revenue(buses, day).await.unwrap(), (2, 2 * bus_fare));
+        assert_eq!(w.transit.revenue(metro, day).await.unwrap(), (2, 2 * metro_fare));
+        w.wallet.top_up(&bob, bob_card, 1_000, "bob-1").await.unwrap();
+        assert_eq!(w.transit.pay_arrears(&bob).await.unwrap(), bus_fare + metro_fare);
+    });
+    assert_eq!((balance(&w, bus_account), balance(&w, metro_account)), (2 * bus_fare, 2 * metro_fare), "Bob's arrears reach both");
+    // A re-run moves nothing; the books balance.
+    assert_eq!(w.rt.block_on(w.transit.fare_day(day)).unwrap().charged, 0);
+    let held = balance(&w, alice.wallet) + balance(&w, bob.wallet) + balance(&w, bus_account) + balance(&w, metro_account);
+    assert_eq!(-balance(&w, PlatformAccounts::CNY.sandbox_custody), held);
+    w.shard.shutdown();
+    let mut reader = SqliteStore::open_reader(&w.path).unwrap();
+    let report = citypay_store::audit(&mut reader).unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
 }
