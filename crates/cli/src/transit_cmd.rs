@@ -62,6 +62,25 @@ pub(crate) enum Transit {
         #[arg(long)]
         date: String,
     },
+    /// A transit operator's service day: its legs, each priced as the fare run prices it, and
+    /// its fare revenue once fared.
+    Legs {
+        /// Database.
+        #[arg(long, default_value = "citypay.db")]
+        db: DbUrl,
+        /// Key file (default: beside the database).
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// The service day, `YYYY-MM-DD`.
+        #[arg(long)]
+        date: String,
+        /// The operator's merchant id.
+        #[arg(long)]
+        operator: u64,
+        /// Most legs to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 fn now() -> u32 {
@@ -78,6 +97,23 @@ fn demo_device(platform: &citypay_ride::PlatformKey, seed: u8, account_ref: u64,
 
 pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
     match command {
+        Transit::Legs { db, keys, date, operator, limit } => {
+            let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(async {
+                let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+                let transit = &city.state.transit;
+                let legs = transit.operator_legs(*operator, day, None, *limit).await?;
+                let (fared, revenue) = transit.revenue(*operator, day).await?;
+                city.shard.shutdown();
+                for leg in &legs {
+                    let to = leg.to_stop.as_deref().unwrap_or(if leg.tap_out_missing { "(no tap-out)" } else { "-" });
+                    println!("rider {:>20}  {:<6} {:<16} → {:<16} {}", leg.account_ref, leg.route_id, leg.from_stop, to, citypay_fares::format_fen(leg.fare_fen));
+                }
+                println!("{date}: {} legs listed; fared {fared} legs, {} yuan of fares", legs.len(), citypay_fares::format_fen(revenue));
+                anyhow::Ok(())
+            })
+        }
         Transit::RideCode { out, keys } => {
             let ride_keys = crate::city::load_ride_keys(keys)?;
             let platform = ride_keys.newest()?;

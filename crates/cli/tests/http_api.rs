@@ -574,9 +574,51 @@ async fn transit_through_the_api() {
     let (status, _, _) = api.call("POST", "/v1/transit/fare-runs", Some(&resident), Some("run-2"), Some(json!({"date": today}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, revenue, _) = api.call("GET", &format!("/v1/transit/revenue?date={today}"), Some(&operator_key), None, None).await;
-    assert_eq!((status, revenue["trips"].as_u64()), (StatusCode::OK, Some(0)), "{revenue}");
+    assert_eq!((status, revenue["legs"].as_u64()), (StatusCode::OK, Some(0)), "{revenue}");
+    // Today's legs are priced as they stand, before the fare run.
+    let (status, legs, _) = api.call("GET", &format!("/v1/transit/legs?date={today}&limit=10"), Some(&operator_key), None, None).await;
+    assert_eq!((status, legs["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{legs}");
     let (status, _, _) = api.call("GET", &format!("/v1/transit/my-day?date={today}"), Some(&resident), None, None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "not fared yet");
+
+    // A bus ride two days ago, uploaded late: its day is closed, so it is fared now. The
+    // wallet is empty, so the fare is owed and the rider denied until it is paid.
+    let past = now - 2 * 86_400;
+    let day = {
+        let (y, m, d) = citypay_dashboard::dates::civil_from_days(citypay_fares::service_day(i64::from(past)));
+        format!("{y:04}-{m:02}-{d:02}")
+    };
+    let late = json!({"taps": [{"sequence": tap.sequence + 1, "account_ref": tap.account_ref.to_string(), "direction": "in",
+        "time": past, "code_hash": hex(&[3; 32])}]})
+    .to_string();
+    let signature = device.sign(format!("POST {path}\n{time}\n{late}").as_bytes());
+    let answer = api.client.post(format!("{}{path}", api.base)).header("authorization", format!("Validator {id}:{time}:{}", hex(&signature)))
+        .header("content-type", "application/json").body(late).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let (status, run, _) = api.call("POST", "/v1/transit/fare-runs", Some(&operator), Some("run-3"), Some(json!({"date": day}))).await;
+    assert_eq!((status, run["riders_in_arrears"].as_u64(), run["arrears"]["amount"].as_i64()), (StatusCode::OK, Some(1), Some(200)), "{run}");
+    let list = signed_get(&api, &device, id, &format!("/v1/validators/{id}/deny-list"), now).await;
+    assert_eq!(list, json!({"accounts": [tap.account_ref.to_string()]}));
+    let (_, my_day, _) = api.call("GET", &format!("/v1/transit/my-day?date={day}"), Some(&resident), None, None).await;
+    assert_eq!((my_day["trips"].as_u64(), my_day["owed"]["amount"].as_i64()), (Some(1), Some(200)), "{my_day}");
+    // The operator sees the leg and the fare it is due.
+    let (_, revenue, _) = api.call("GET", &format!("/v1/transit/revenue?date={day}"), Some(&operator_key), None, None).await;
+    assert_eq!(revenue, json!({"legs": 1, "fares": {"amount": 200, "currency": "CNY"}}));
+    let (_, legs, _) = api.call("GET", &format!("/v1/transit/legs?date={day}"), Some(&operator_key), None, None).await;
+    assert_eq!(legs["items"][0]["route_id"], "824", "{legs}");
+    assert_eq!((legs["items"][0]["fare"]["amount"].as_i64(), legs["next_cursor"].is_null()), (Some(200), true), "{legs}");
+    // Top up, pay what is owed: off the deny list, and the fare has left the wallet.
+    let (_, card, _) = api.call("POST", "/v1/wallet/cards", Some(&resident), Some("card-1"), Some(json!({"card_number": CARD}))).await;
+    let top_up = json!({"card_id": card["card_id"], "amount": {"amount": 1_000, "currency": "CNY"}});
+    assert_eq!(api.call("POST", "/v1/wallet/top-ups", Some(&resident), Some("top-1"), Some(top_up)).await.0, StatusCode::CREATED);
+    let (status, paid, _) = api.call("POST", "/v1/transit/arrears-payments", Some(&resident), Some("arrears-1"), None).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(&resident), None, None).await;
+    assert_eq!(wallet["balance"]["amount"].as_i64(), Some(800));
+    let list = signed_get(&api, &device, id, &format!("/v1/validators/{id}/deny-list"), now).await;
+    assert_eq!(list, json!({"accounts": []}));
+    let (status, body, _) = api.call("GET", &format!("/v1/transit/legs?date={day}"), Some(&resident), None, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
 }
 
 /// Bills end to end through the server: a hospital bill with the insurance fund's part (all

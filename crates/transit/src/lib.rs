@@ -211,6 +211,39 @@ const RIDER_DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.dir
     FROM taps t JOIN ride_accounts r ON r.account_ref = t.account_ref JOIN validators v ON v.id = t.validator_id
     WHERE t.service_day = ?1 AND t.account_ref = ?2 ORDER BY t.at, t.validator_id, t.sequence";
 
+/// The day's taps of the riders (after a cursor) who tapped at an operator's validators.
+const OPERATOR_RIDERS: &str = "SELECT DISTINCT t.account_ref FROM taps t JOIN validators v ON v.id = t.validator_id
+    WHERE t.service_day = ?1 AND v.operator_id = ?2 AND t.account_ref >= ?3 ORDER BY t.account_ref LIMIT ?4";
+
+/// [`DAY_TAPS`] for a range of riders.
+const RIDERS_DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.direction, t.at, t.code_hash, t.validator_id,
+        t.sequence, t.flagged, r.resident_id, v.operator_id
+    FROM taps t JOIN ride_accounts r ON r.account_ref = t.account_ref JOIN validators v ON v.id = t.validator_id
+    WHERE t.service_day = ?1 AND t.account_ref >= ?2 AND t.account_ref <= ?3 ORDER BY t.account_ref, t.at, t.validator_id, t.sequence";
+
+/// A leg on an operator's lines, as the fare run prices it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorLeg {
+    /// The rider's opaque account reference.
+    pub account_ref: u64,
+    /// The route (bus or metro line).
+    pub route_id: String,
+    /// Where the rider boarded or entered.
+    pub from_stop: String,
+    /// When, in Unix seconds.
+    pub from_time: i64,
+    /// Where they left the metro (none for a bus, or a missing tap-out).
+    pub to_stop: Option<String>,
+    /// When they left.
+    pub to_time: Option<i64>,
+    /// Charged the line's maximum: no tap-out by the end of the service day.
+    pub tap_out_missing: bool,
+    /// The fare before discounts, in fen.
+    pub base_fen: i64,
+    /// The leg's fare after transfers, discounts and the daily cap, in fen: the operator's due.
+    pub fare_fen: i64,
+}
+
 /// One rider's taps of a day, in the fare engine's terms.
 struct RiderTaps {
     account_ref: u64,
@@ -224,17 +257,25 @@ impl RiderTaps {
     /// Each operator's part of the day: the legs that began at its validators and what they
     /// were charged after transfers and the cap. The parts add up to the day's total.
     fn shares(&self, fares: &citypay_fares::DayFares) -> BTreeMap<u64, Share> {
-        let operator_of: HashMap<(i64, &str, &str), u64> =
-            self.taps.iter().zip(&self.operators).map(|(t, op)| ((t.time_unix_s, t.route_id.as_str(), t.stop_id.as_str()), *op)).collect();
+        let operator_of = self.operator_of();
         let mut shares: BTreeMap<u64, Share> = BTreeMap::new();
         for leg in fares.trips.iter().flat_map(|t| &t.legs) {
-            let tap = &leg.tap_in;
-            let operator = operator_of.get(&(tap.time_unix_s, tap.route_id.as_str(), tap.stop_id.as_str())).copied().unwrap_or(self.operators[0]);
-            let share = shares.entry(operator).or_default();
+            let share = shares.entry(operator_of(&leg.tap_in)).or_default();
             share.legs += 1;
             share.due += leg.charged_fen;
         }
         shares
+    }
+}
+
+impl RiderTaps {
+    /// The operator of the validator that made a tap (the fare engine's legs carry copies of
+    /// the taps, without the validator).
+    fn operator_of(&self) -> impl Fn(&citypay_fares::Tap) -> u64 + '_ {
+        let operators: HashMap<(i64, &str, &str), u64> =
+            self.taps.iter().zip(&self.operators).map(|(t, op)| ((t.time_unix_s, t.route_id.as_str(), t.stop_id.as_str()), *op)).collect();
+        let first = self.operators.first().copied().unwrap_or(0);
+        move |tap| operators.get(&(tap.time_unix_s, tap.route_id.as_str(), tap.stop_id.as_str())).copied().unwrap_or(first)
     }
 }
 
@@ -825,6 +866,51 @@ impl Transit {
         let (riders, _) = riders_of(&rows)?;
         let taps = riders.into_iter().next().map(|r| r.taps).unwrap_or_default();
         Ok(citypay_fares::fare_day(&self.feed, &taps).trips.into_iter().map(|t| (t.charged_fen, t.reason)).collect())
+    }
+
+    /// The legs begun on an operator's lines on a service day, priced as the fare run prices
+    /// them, ordered by rider then time: at most `limit`, after `after` (a rider's account
+    /// reference and the time of the last leg seen).
+    pub async fn operator_legs(&self, operator: u64, service_day: i64, after: Option<(u64, i64)>, limit: usize) -> Result<Vec<OperatorLeg>, TransitError> {
+        let (from_rider, after_time) = after.unwrap_or((0, i64::MIN));
+        let mut legs = Vec::new();
+        let mut next_rider = from_rider;
+        while legs.len() < limit {
+            let wanted = limit - legs.len();
+            let riders = self.directory.read(OPERATOR_RIDERS, vec![int(service_day), uint(operator), uint(next_rider), uint(wanted as u64)]).await?;
+            let (Some(first), Some(last)) = (riders.first(), riders.last()) else { break };
+            let (first, last) = (int_at(first, 0)?, int_at(last, 0)?);
+            let rows = self.directory.read(RIDERS_DAY_TAPS, vec![int(service_day), int(first), int(last)]).await?;
+            let (day_riders, _) = riders_of(&rows)?;
+            for rider in &day_riders {
+                let fares = citypay_fares::fare_day(&self.feed, &rider.taps);
+                let operator_of = rider.operator_of();
+                for leg in fares.trips.iter().flat_map(|t| &t.legs) {
+                    let tap = &leg.tap_in;
+                    let skip = rider.account_ref == from_rider && tap.time_unix_s <= after_time;
+                    if skip || operator_of(tap) != operator {
+                        continue;
+                    }
+                    legs.push(OperatorLeg {
+                        account_ref: rider.account_ref,
+                        route_id: tap.route_id.clone(),
+                        from_stop: tap.stop_id.clone(),
+                        from_time: tap.time_unix_s,
+                        to_stop: leg.tap_out.as_ref().map(|t| t.stop_id.clone()),
+                        to_time: leg.tap_out.as_ref().map(|t| t.time_unix_s),
+                        tap_out_missing: leg.tap_out_missing,
+                        base_fen: leg.base_fen,
+                        fare_fen: leg.charged_fen,
+                    });
+                }
+            }
+            if riders.len() < wanted {
+                break;
+            }
+            next_rider = u64::try_from(last).unwrap_or(u64::MAX).saturating_add(1);
+        }
+        legs.truncate(limit);
+        Ok(legs)
     }
 
     /// An operator's legs and fare revenue of a service day: the legs begun on its lines and

@@ -364,6 +364,16 @@ fn each_operator_is_paid_for_its_own_legs_and_arrears_are_split_the_same_way() {
         // Revenue counts what is due, Bob's owed legs included.
         assert_eq!(w.transit.revenue(buses, day).await.unwrap(), (2, 2 * bus_fare));
         assert_eq!(w.transit.revenue(metro, day).await.unwrap(), (2, 2 * metro_fare));
+        // Each operator lists its own legs, a page at a time.
+        let metro_legs = w.transit.operator_legs(metro, day, None, 10).await.unwrap();
+        assert_eq!(metro_legs.len(), 2);
+        assert!(metro_legs.iter().all(|l| l.route_id == "M1" && l.to_stop.as_deref() == Some("M1_XIBEIJIAO") && l.fare_fen == metro_fare), "{metro_legs:?}");
+        let first = w.transit.operator_legs(buses, day, None, 1).await.unwrap();
+        let cursor = (first[0].account_ref, first[0].from_time);
+        let second = w.transit.operator_legs(buses, day, Some(cursor), 1).await.unwrap();
+        assert_eq!(w.transit.operator_legs(buses, day, Some((second[0].account_ref, second[0].from_time)), 1).await.unwrap(), vec![]);
+        assert_ne!(first[0].account_ref, second[0].account_ref);
+        assert!([&first[0], &second[0]].iter().all(|l| l.route_id == "824" && l.to_stop.is_none() && l.fare_fen == bus_fare));
         w.wallet.top_up(&bob, bob_card, 1_000, "bob-1").await.unwrap();
         assert_eq!(w.transit.pay_arrears(&bob).await.unwrap(), bus_fare + metro_fare);
     });

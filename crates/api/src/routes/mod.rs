@@ -89,6 +89,7 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(transit::ride_keys))
         .routes(routes!(transit::fare_run))
         .routes(routes!(transit::revenue))
+        .routes(routes!(transit::operator_legs))
         .routes(routes!(transit::my_day))
         .routes(routes!(bills::issue))
         .routes(routes!(bills::get))

@@ -404,17 +404,73 @@ pub(crate) async fn my_day(State(state): State<AppState>, ResidentCaller(me): Re
     }))
 }
 
-/// An operator's fared trips and fares of a service day.
+/// An operator's fared legs and fares of a service day.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct RevenueView {
-    trips: u64,
+    /// Legs begun on the operator's lines (a bus boarding, a metro ride gate to gate).
+    legs: u64,
+    /// Their fares after transfers, discounts and the daily cap: charged, plus arrears owed.
     fares: Money,
 }
 
-/// The calling transit operator's trips and fare revenue of a service day.
+/// The calling transit operator's legs and fare revenue of a fared service day.
 #[utoipa::path(get, path = "/v1/transit/revenue", tag = "transit", params(DateQuery),
     responses((status = OK, body = RevenueView)))]
 pub(crate) async fn revenue(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Query(query): Query<DateQuery>) -> Result<AppJson<RevenueView>, ApiError> {
-    let (trips, fares) = state.transit.revenue(merchant, service_day(&query.date)?).await?;
-    Ok(AppJson(RevenueView { trips, fares: money(fares) }))
+    let (legs, fares) = state.transit.revenue(merchant, service_day(&query.date)?).await?;
+    Ok(AppJson(RevenueView { legs, fares: money(fares) }))
+}
+
+/// A leg on the operator's lines.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct OperatorLegView {
+    /// The rider's opaque account reference (not their wallet or name).
+    account_ref: String,
+    route_id: String,
+    from_stop: String,
+    /// Unix seconds.
+    from_time: i64,
+    /// Where the rider left the metro; `null` for a bus, or with no tap-out.
+    to_stop: Option<String>,
+    to_time: Option<i64>,
+    /// No tap-out by the end of the service day: charged the line's maximum.
+    tap_out_missing: bool,
+    /// The fare before discounts.
+    base_fare: Money,
+    /// The leg's fare after transfers, discounts and the daily cap: what the operator is due.
+    fare: Money,
+}
+
+/// The legs begun on the calling transit operator's lines on a service day, priced as the
+/// fare run prices them, by rider then time, a page at a time.
+#[utoipa::path(get, path = "/v1/transit/legs", tag = "transit", params(DateQuery, crate::PageQuery),
+    responses((status = OK, body = citypay_api_types::Page<OperatorLegView>), (status = BAD_REQUEST, body = ErrorBody)))]
+pub(crate) async fn operator_legs(
+    State(state): State<AppState>,
+    MerchantCaller(merchant): MerchantCaller,
+    Query(query): Query<DateQuery>,
+    page: crate::PageRequest,
+) -> Result<AppJson<citypay_api_types::Page<OperatorLegView>>, ApiError> {
+    let after = match &page.cursor {
+        Some(cursor) => Some((cursor.id.parse().map_err(|_| ApiError::bad_request("invalid_cursor", "cursor out of range"))?, cursor.sort_key)),
+        None => None,
+    };
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    let legs = state.transit.operator_legs(merchant, service_day(&query.date)?, after, limit).await?;
+    let next_cursor = (legs.len() == limit).then(|| legs.last()).flatten().map(|l| crate::Cursor::new(l.from_time, l.account_ref.to_string()).encode());
+    let items = legs
+        .into_iter()
+        .map(|l| OperatorLegView {
+            account_ref: l.account_ref.to_string(),
+            route_id: l.route_id,
+            from_stop: l.from_stop,
+            from_time: l.from_time,
+            to_stop: l.to_stop,
+            to_time: l.to_time,
+            tap_out_missing: l.tap_out_missing,
+            base_fare: money(l.base_fen),
+            fare: money(l.fare_fen),
+        })
+        .collect();
+    Ok(AppJson(citypay_api_types::Page { items, next_cursor }))
 }
