@@ -497,7 +497,7 @@ async fn transit_through_the_api() {
         .call("POST", "/v1/validators", Some(&operator_key), Some("v-1"),
             Some(json!({"route_id": "824", "stop_id": "B_XIZHAN", "device_key": hex(&device.public_bytes())})))
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{validator}");
+    assert_eq!((status, validator["fare_estimate"]["amount"].as_i64()), (StatusCode::CREATED, Some(200)), "{validator}");
     let id = u32::try_from(validator["validator_id"].as_u64().unwrap()).unwrap();
     let (status, body, _) = api
         .call("POST", "/v1/validators", Some(&operator_key), Some("v-2"), Some(json!({"route_id": "824", "stop_id": "M1_XIZHAN", "device_key": hex(&[1; 32])})))
@@ -516,6 +516,7 @@ async fn transit_through_the_api() {
     let bytes: [u8; 118] = citypay_vault::hex::decode(issued["credential"].as_str().unwrap()).unwrap();
     let credential = citypay_ride::Credential::from_bytes(&bytes).unwrap();
     assert_eq!(credential.terms.account_ref.to_string(), issued["account_ref"].as_str().unwrap());
+    assert_eq!(issued["ceiling"]["amount"].as_i64(), Some(500), "an empty wallet gets one ride of credit");
 
     // The bus validator checks the code offline with the platform key it was given.
     let now = u32::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()).unwrap();
@@ -526,7 +527,8 @@ async fn transit_through_the_api() {
     let validity = citypay_ride::Validity::new(u32::try_from(key["not_before"].as_u64().unwrap()).unwrap(), u32::try_from(key["not_after"].as_u64().unwrap()).unwrap()).unwrap();
     let mut keyring = citypay_ride::PlatformKeyring::new();
     keyring.insert(citypay_ride::PlatformPublicKey::from_bytes(u16::try_from(key["key_id"].as_u64().unwrap()).unwrap(), public, validity).unwrap());
-    let mut bus = citypay_ride::Validator::new(keyring, citypay_ride::Policy::default());
+    let policy = citypay_ride::Policy { fare_estimate_fen: 200, ..citypay_ride::Policy::default() };
+    let mut bus = citypay_ride::Validator::new(keyring, policy);
     let mut phone = citypay_ride::RiderDevice::new(rider, credential);
     let gate = citypay_ride::Gate { validator_id: id, stop_or_route: 0, direction: citypay_ride::Direction::In };
     let tap = bus.validate(&phone.next_code(now).encode(), now, gate).unwrap();

@@ -163,6 +163,11 @@ impl RiderDevice {
         }
     }
 
+    /// The credential the device holds.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
     /// Replaces the credential (the platform refreshes it before it expires).
     pub fn set_credential(&mut self, credential: Credential) {
         self.credential = credential;

@@ -79,6 +79,13 @@ pub enum Refusal {
     /// This validator has already accepted this code.
     #[error("code already used")]
     Replayed,
+    /// The taps this validator accepted under the credential, at its fare estimate, would go
+    /// over the credential's deferred-debit ceiling.
+    #[error("the credential's spending ceiling of {ceiling_fen} fen is reached on this validator")]
+    CeilingReached {
+        /// The credential's ceiling.
+        ceiling_fen: u32,
+    },
 }
 
 /// Travel direction at the scan point.
@@ -131,8 +138,13 @@ pub struct Policy {
     /// How many accepted code hashes are remembered for replay detection (oldest evicted first).
     /// Size it above the taps expected within `max_age_s + max_ahead_s`.
     pub seen_capacity: usize,
-    /// How many verified credentials are cached (oldest evicted first).
+    /// How many verified credentials are cached (oldest evicted first); as many credentials'
+    /// spending are counted.
     pub cache_capacity: usize,
+    /// The most one boarding or gate entry here can cost, in fen (the platform's fare estimate
+    /// for this route and stop); 0 counts nothing. Entries are counted per credential, and
+    /// one that would take the count over the credential's ceiling is refused.
+    pub fare_estimate_fen: u32,
 }
 
 impl Default for Policy {
@@ -142,6 +154,7 @@ impl Default for Policy {
             max_ahead_s: 10,
             seen_capacity: 8192,
             cache_capacity: 4096,
+            fare_estimate_fen: 0,
         }
     }
 }
@@ -226,6 +239,9 @@ pub struct Validator {
     seen: BoundedSet,
     credential_cache: BoundedSet,
     policy: Policy,
+    /// Fare estimates of the entries accepted per credential (by its hash), oldest first out.
+    spent: HashMap<[u8; 32], u32>,
+    spent_order: VecDeque<[u8; 32]>,
     sequences: HashMap<u32, u64>,
     signature_checks: u64,
     taps: Vec<Tap>,
@@ -241,6 +257,8 @@ impl Validator {
             seen: BoundedSet::new(policy.seen_capacity),
             credential_cache: BoundedSet::new(policy.cache_capacity),
             policy,
+            spent: HashMap::new(),
+            spent_order: VecDeque::new(),
             sequences: HashMap::new(),
             signature_checks: 0,
             taps: Vec::new(),
@@ -434,8 +452,33 @@ impl Validator {
         if self.seen.contains(&code_hash) {
             return Err(Refusal::Replayed);
         }
+        self.spend(p, gate)?;
         self.seen.insert(code_hash);
         Ok(self.record(gate, now, p.code.credential.terms.account_ref, code_hash))
+    }
+
+    /// Counts an entry's fare estimate against the credential's ceiling (exits cost nothing
+    /// more: the entry was counted at its line's dearest fare).
+    fn spend(&mut self, p: &Pending, gate: Gate) -> Result<(), Refusal> {
+        let estimate = self.policy.fare_estimate_fen;
+        if estimate == 0 || gate.direction == Direction::Out {
+            return Ok(());
+        }
+        let ceiling_fen = p.code.credential.terms.ceiling_fen;
+        let spent = self.spent.get(&p.credential_hash).copied().unwrap_or(0);
+        let total = spent.saturating_add(estimate);
+        if total > ceiling_fen {
+            return Err(Refusal::CeilingReached { ceiling_fen });
+        }
+        if self.spent.insert(p.credential_hash, total).is_none() {
+            self.spent_order.push_back(p.credential_hash);
+            while self.spent_order.len() > self.policy.cache_capacity.max(1) {
+                if let Some(old) = self.spent_order.pop_front() {
+                    self.spent.remove(&old);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn record(&mut self, gate: Gate, now: UnixTime, account_ref: u64, code_hash: [u8; 32]) -> Tap {

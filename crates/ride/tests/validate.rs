@@ -480,3 +480,40 @@ fn batch_falls_back_to_find_a_bad_credential() {
     assert_eq!(results[0], Err(Refusal::BadCredentialSignature));
     assert_eq!(results[1].map(|t| t.sequence), Ok(1));
 }
+
+#[test]
+fn entries_beyond_the_credentials_ceiling_are_refused() {
+    let w = world();
+    let policy = Policy {
+        fare_estimate_fen: 200,
+        ..Policy::default()
+    };
+    let mut ring = PlatformKeyring::new();
+    ring.insert(w.key.public());
+    let mut v = Validator::new(ring, policy);
+    let low = issue_credential(
+        &w.key,
+        citypay_ride::CredentialTerms {
+            ceiling_fen: 500,
+            ..terms(&w.rider, ACCOUNT, T0)
+        },
+    )
+    .unwrap();
+    let code = |counter: u32| RideCode::sign(low, &w.rider, T0 + 100, counter).encode();
+    let exit = Gate {
+        direction: Direction::Out,
+        ..GATE
+    };
+    assert!(v.validate(&code(1), T0 + 100, GATE).is_ok());
+    assert!(v.validate(&code(2), T0 + 100, GATE).is_ok());
+    // Exits cost nothing more; a third entry (600 fen) would pass the 500-fen ceiling.
+    assert!(v.validate(&code(3), T0 + 100, exit).is_ok());
+    assert_eq!(
+        v.validate(&code(4), T0 + 100, GATE),
+        Err(Refusal::CeilingReached { ceiling_fen: 500 })
+    );
+    // The refused code was not used up, and another credential has its own count.
+    assert_eq!(v.pending_taps().len(), 3);
+    let other = RideCode::sign(w.credential, &w.rider, T0 + 100, 5).encode();
+    assert!(v.validate(&other, T0 + 100, GATE).is_ok());
+}

@@ -73,7 +73,8 @@ pub(crate) async fn build(context: &Context, city: usize, preset: &CityPreset) -
                 .await
                 .map_err(|e| service("registering a validator", &e))?;
             line.validators.push(out.validators.len());
-            out.validators.push(SimValidator { info, device: Mutex::new(Validator::new(transit.keyring(), Policy::default())) });
+            let policy = Policy { fare_estimate_fen: transit.fare_estimate(&route, stop), ..Policy::default() };
+            out.validators.push(SimValidator { info, device: Mutex::new(Validator::new(transit.keyring(), policy)) });
             if !gated {
                 break; // a bus has one validator, at the door
             }

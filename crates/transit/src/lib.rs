@@ -38,8 +38,12 @@ pub mod codes {
 
 /// How long a ride credential is valid.
 pub const CREDENTIAL_TTL_S: u32 = 24 * 3600;
-/// The deferred-debit ceiling written in a credential, in fen.
+/// The highest deferred-debit ceiling written in a credential, in fen: a funded wallet's.
 pub const CREDENTIAL_CEILING_FEN: u32 = 5_000;
+/// The credit the platform extends beyond a wallet's balance, in fen: one ride at the dearest
+/// fare. A credential's ceiling is the wallet's available balance, at least this, at most
+/// [`CREDENTIAL_CEILING_FEN`]; validators refuse entries beyond it.
+pub const CREDENTIAL_CREDIT_FEN: u32 = 500;
 /// The fare medium of ride codes in the feed.
 pub const RIDE_CODE_MEDIUM: &str = "ride_code";
 /// A service day is fared this long after it ends, so late uploads are in.
@@ -457,13 +461,16 @@ impl Transit {
         }
         let now = u32::try_from(self.now_s()).map_err(|_| TransitError::Unavailable("clock beyond 2106".into()))?;
         let key = self.signing_key(now).ok_or_else(|| TransitError::Unavailable("no platform ride key is valid now".into()))?;
+        let wallet = self.directory.shard().account(resident.wallet).await.map_err(|e| TransitError::Unavailable(e.to_string()))?;
+        let available = wallet.map_or(0, |account| account.balance.available());
+        let ceiling_fen = u32::try_from(available.clamp(i64::from(CREDENTIAL_CREDIT_FEN), i64::from(CREDENTIAL_CEILING_FEN))).unwrap_or(CREDENTIAL_CREDIT_FEN);
         let terms = CredentialTerms {
             rider_key,
             account_ref,
             valid_from: now,
             // Never beyond the signing key: validators refuse what an expired key signed.
             valid_until: now.saturating_add(CREDENTIAL_TTL_S).min(key.validity().not_after),
-            ceiling_fen: CREDENTIAL_CEILING_FEN,
+            ceiling_fen,
         };
         citypay_ride::issue_credential(key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
     }
@@ -511,6 +518,14 @@ impl Transit {
             }
         }
         Err(TransitError::Unavailable("no free validator id drawn; retry".into()))
+    }
+
+    /// The most an entry at `stop_id` on `route_id` can cost with a ride code, in fen: a bus
+    /// line's fare, or the metro line's dearest fare from that station (what a missing tap-out
+    /// is charged). Validators count it against the credential's ceiling.
+    pub fn fare_estimate(&self, route_id: &str, stop_id: &str) -> u32 {
+        let entry = citypay_fares::Tap::new(stop_id, route_id, 12 * 3_600, citypay_fares::Direction::In, RIDE_CODE_MEDIUM);
+        u32::try_from(citypay_fares::fare_day(&self.feed, &[entry]).total_fen).unwrap_or(0)
     }
 
     /// A validator and its device key.

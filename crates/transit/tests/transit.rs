@@ -162,6 +162,12 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
     let mut out_device = Validator::new(w.transit.keyring(), Policy::default());
     let mut alice_phone = device(&w, &alice, 1);
     let mut bob_phone = device(&w, &bob, 2);
+    // The credit a credential carries follows the wallet: Alice's 100 yuan get the full
+    // ceiling, Bob's empty wallet one ride at the dearest fare.
+    assert_eq!(alice_phone.credential().terms.ceiling_fen, citypay_transit::CREDENTIAL_CEILING_FEN);
+    assert_eq!(bob_phone.credential().terms.ceiling_fen, citypay_transit::CREDENTIAL_CREDIT_FEN);
+    assert_eq!(w.transit.fare_estimate("824", "B_XIZHAN"), 200, "a bus line's flat fare");
+    assert_eq!(w.transit.fare_estimate("M1", "M1_LIUYUAN"), 500, "the line's dearest fare from the station");
     let t0 = u32::try_from(MORNING + 3_600).unwrap();
     let in_ = citypay_ride::Direction::In;
     let out = citypay_ride::Direction::Out;

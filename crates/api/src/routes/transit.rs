@@ -114,6 +114,9 @@ pub(crate) struct ValidatorView {
     route_id: String,
     /// Stop.
     stop_id: String,
+    /// The most an entry here can cost: the device counts it against each credential's
+    /// ceiling (its `Policy::fare_estimate_fen`).
+    fare_estimate: Money,
 }
 
 /// Registers a validator of the calling transit operator.
@@ -128,7 +131,8 @@ pub(crate) async fn register_validator(
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
         let key = unhex::<32>(&request.body.device_key, "device_key")?;
         let v = state.transit.register_validator(merchant, &request.body.route_id, &request.body.stop_id, key).await?;
-        Ok(ValidatorView { validator_id: v.id, route_id: v.route_id, stop_id: v.stop_id })
+        let fare_estimate = money(i64::from(state.transit.fare_estimate(&v.route_id, &v.stop_id)));
+        Ok(ValidatorView { validator_id: v.id, route_id: v.route_id, stop_id: v.stop_id, fare_estimate })
     })
     .await
 }
