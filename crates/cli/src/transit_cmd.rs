@@ -11,10 +11,10 @@ use citypay_store::DbUrl;
 /// Transit subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Transit {
-    /// Writes a demo rider's ride code as an SVG picture (QR version 10, level M), signed with
-    /// the platform key of the key file.
+    /// Writes a demo rider's ride code as a picture (QR version 10, level M), signed with the
+    /// platform key of the key file: PNG when the file name ends in `.png`, else SVG.
     RideCode {
-        /// Where to write the SVG.
+        /// Where to write the picture.
         #[arg(long)]
         out: PathBuf,
         /// Key file holding the platform's ride key (created with one if missing).
@@ -120,8 +120,9 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
             let t = now();
             let mut device = demo_device(platform, 1, 1, t, t + citypay_transit::CREDENTIAL_TTL_S)?;
             let code = device.next_code(t);
-            let svg = citypay_ride::render_svg(&code).map_err(|e| anyhow::anyhow!("{e}"))?;
-            std::fs::write(out, svg).with_context(|| format!("writing {}", out.display()))?;
+            let png = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+            let picture = if png { citypay_ride::render_png(&code) } else { citypay_ride::render_svg(&code).map(String::into_bytes) };
+            std::fs::write(out, picture.map_err(|e| anyhow::anyhow!("{e}"))?).with_context(|| format!("writing {}", out.display()))?;
             let version = code.qr().map(|qr| citypay_ride::qr_version_number(&qr)).unwrap_or(0);
             println!("{}: a {}-byte ride code, QR version {version} at level M, valid for 60 s", out.display(), code.encode().len());
             Ok(())

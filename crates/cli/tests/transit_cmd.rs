@@ -16,6 +16,13 @@ fn a_ride_code_is_a_qr_picture_and_the_validator_decides_offline() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("QR version 10 at level M"));
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.contains("<svg") && picture.len() > 10_000, "{} bytes", picture.len());
+    let png = dir.path().join("ride.png");
+    let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
+        .args(["transit", "ride-code", "--out", png.to_str().unwrap(), "--keys", keys.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG picture");
 
     let output = Command::new(env!("CARGO_BIN_EXE_citypay")).args(["transit", "validator", "--keys", keys.to_str().unwrap()]).output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

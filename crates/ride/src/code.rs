@@ -145,6 +145,41 @@ pub fn render_svg(code: &RideCode) -> Result<String, QrError> {
         .build())
 }
 
+/// Pixels per QR module in [`render_png`]: 65 modules of a version-10 code with its quiet zone
+/// make a 520-pixel picture, sharp on a phone screen.
+pub const PNG_MODULE_PX: usize = 8;
+
+/// Renders a ride code as a grayscale PNG QR code (level M, a 4-module quiet zone,
+/// [`PNG_MODULE_PX`] pixels per module).
+pub fn render_png(code: &RideCode) -> Result<Vec<u8>, QrError> {
+    let qr = code.qr()?;
+    let (modules, quiet) = (qr.width(), 4);
+    let side = (modules + 2 * quiet) * PNG_MODULE_PX;
+    let colors = qr.to_colors();
+    let mut pixels = vec![255u8; side * side];
+    for (i, color) in colors.iter().enumerate() {
+        if *color != qrcode::Color::Dark {
+            continue;
+        }
+        let (x, y) = ((i % modules + quiet) * PNG_MODULE_PX, (i / modules + quiet) * PNG_MODULE_PX);
+        for row in pixels[y * side..].chunks_mut(side).take(PNG_MODULE_PX) {
+            row[x..x + PNG_MODULE_PX].fill(0);
+        }
+    }
+    let side = u32::try_from(side).map_err(|e| QrError::Encode(e.to_string()))?;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let write = |encoder: png::Encoder<'_, &mut Vec<u8>>| -> Result<(), png::EncodingError> {
+        let mut writer = encoder.write_header()?;
+        writer.write_image_data(&pixels)?;
+        writer.finish()
+    };
+    write(encoder).map_err(|e| QrError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
 /// A rider device: holds the key and current credential, and makes codes with a rising counter.
 #[derive(Debug)]
 pub struct RiderDevice {

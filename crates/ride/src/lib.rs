@@ -66,7 +66,7 @@ mod wire;
 
 pub use code::{
     CODE_LEN, CODE_SIGNING_TAG, CODE_VERSION, QrError, RideCode, RiderDevice, qr_version_number,
-    render_svg,
+    render_png, render_svg, PNG_MODULE_PX,
 };
 pub use credential::{
     CREDENTIAL_BODY_LEN, CREDENTIAL_LEN, CREDENTIAL_SIGNING_TAG, Credential, CredentialTerms,

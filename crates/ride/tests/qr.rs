@@ -69,3 +69,24 @@ fn renders_svg() {
     assert!(svg.contains("<svg"), "{}", &svg[..svg.len().min(200)]);
     assert!(svg.contains("</svg>"));
 }
+
+/// The PNG picture is a real QR code: a QR reader gets the ride code's bytes back from its
+/// pixels.
+#[test]
+fn png_reads_back_as_the_ride_code() {
+    let code = sample_code();
+    let png_bytes = citypay_ride::render_png(&code).unwrap();
+    assert!(png_bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes)).read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    let modules = usize::try_from(qr_version_number(&code.qr().unwrap())).unwrap() * 4 + 17;
+    let side = (modules + 8) * citypay_ride::PNG_MODULE_PX;
+    assert_eq!((frame.width as usize, frame.height as usize), (side, side));
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| pixels[y * side + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1);
+    let mut decoded = Vec::new();
+    grids[0].decode_to(&mut decoded).unwrap();
+    assert_eq!(decoded, code.encode());
+}
