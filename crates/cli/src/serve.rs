@@ -66,10 +66,33 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
+        reload_ride_keys_on_hangup(state.transit.clone(), keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db)));
         let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(dashboard_pages(state));
         eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
         citypay_api::serve(addr, api.into_router()).await?;
         city.shard.shutdown();
         anyhow::Ok(())
     })
+}
+
+/// On SIGHUP, reads the ride keys again from the key file (after `citypay transit rotate-key`
+/// or `revoke-key`): the new key signs from the next credential, and validators get the new
+/// set and revocations at their next download. A file that cannot be read leaves the old keys.
+fn reload_ride_keys_on_hangup(transit: citypay_transit::Transit, path: PathBuf) {
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("no SIGHUP handler: ride keys reload only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match crate::city::load_ride_keys(&path) {
+                Ok(loaded) => {
+                    let key_ids: Vec<u16> = loaded.keys.iter().map(citypay_ride::PlatformKey::key_id).collect();
+                    tracing::info!(?key_ids, revoked = ?loaded.revoked, "ride keys reloaded");
+                    transit.set_keys(loaded.keys, loaded.revoked);
+                }
+                Err(error) => tracing::warn!(%error, "reloading the ride keys failed; the previous keys stay"),
+            }
+        }
+    });
 }

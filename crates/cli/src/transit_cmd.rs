@@ -130,12 +130,12 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
         Transit::Validator { keys } => validator_demo(keys),
         Transit::RotateKey { keys, overlap_hours } => {
             let id = crate::city::rotate_ride_key(keys, now(), overlap_hours.saturating_mul(3_600))?;
-            println!("ride key {id} signs from now on; the previous key verifies for {overlap_hours} more hours; restart the server to use it");
+            println!("ride key {id} signs from now on; the previous key verifies for {overlap_hours} more hours; send the server SIGHUP (or restart it) to use it");
             Ok(())
         }
         Transit::RevokeKey { keys, id } => {
             crate::city::revoke_ride_key(keys, *id)?;
-            println!("ride key {id} revoked; restart the server; validators refuse it from their next download");
+            println!("ride key {id} revoked; send the server SIGHUP (or restart it); validators refuse it from their next download");
             Ok(())
         }
         Transit::FareRun { db, keys, date } => {

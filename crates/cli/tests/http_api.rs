@@ -509,6 +509,7 @@ async fn transit_through_the_api() {
     let (_, session, _) = api.call("POST", "/v1/sessions", None, None, Some(json!({"mobile": "13800138000", "password": "correct horse"}))).await;
     let resident = format!("Bearer {}", session["token"].as_str().unwrap());
     let rider = citypay_ride::RiderKey::from_seed([9; 32]);
+    let rider_after = citypay_ride::RiderKey::from_seed([10; 32]);
     let (status, issued, _) = api
         .call("POST", "/v1/ride-credentials", Some(&resident), Some("cred-1"), Some(json!({"rider_key": hex(&rider.public_bytes())})))
         .await;
@@ -621,6 +622,28 @@ async fn transit_through_the_api() {
     assert_eq!(list, json!({"accounts": []}));
     let (status, body, _) = api.call("GET", &format!("/v1/transit/legs?date={day}"), Some(&resident), None, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // A key rotated in the key file reaches the running server on SIGHUP: validators get
+    // both keys, and the new one signs the next credential.
+    let rotated = Command::new(BIN).args(["transit", "rotate-key", "--keys"]).arg(&target.keys).output().unwrap();
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys = signed_get(&api, &device, id, &format!("/v1/validators/{id}/ride-keys"), now).await;
+        if keys["keys"].as_array().map(Vec::len) == Some(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the keys were not reloaded: {keys}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, issued, _) = api
+        .call("POST", "/v1/ride-credentials", Some(&resident), Some("cred-2"), Some(json!({"rider_key": hex(&rider_after.public_bytes())})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let bytes: [u8; 118] = citypay_vault::hex::decode(issued["credential"].as_str().unwrap()).unwrap();
+    assert_eq!(citypay_ride::Credential::from_bytes(&bytes).unwrap().key_id, 2, "the rotated key signs");
+    assert_eq!(issued["ceiling"]["amount"].as_i64(), Some(800), "the ceiling follows the wallet");
 }
 
 /// Bills end to end through the server: a hospital bill with the insurance fund's part (all

@@ -18,7 +18,7 @@
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use citypay_directory::{
     AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, blob_at, derived_event_id, int_at, text_at,
@@ -164,21 +164,26 @@ pub struct FareRun {
     pub failed: u64,
 }
 
-/// The transit service. Cheap to clone.
+/// The platform's credential-signing keys, oldest first, and the ids of revoked ones.
+struct RideKeys {
+    keys: Vec<PlatformKey>,
+    revoked: Vec<u16>,
+}
+
+/// The transit service. Cheap to clone; clones share the keys, so a reload reaches them all.
 #[derive(Clone)]
 pub struct Transit {
     directory: Directory,
     feed: Arc<Feed>,
-    /// The platform's credential-signing keys, oldest first; the newest valid one signs.
-    keys: Arc<Vec<PlatformKey>>,
-    /// Key ids validators must refuse.
-    revoked: Arc<Vec<u16>>,
+    /// Replaced whole by [`Transit::set_keys`]; readers take the current set.
+    keys: Arc<RwLock<Arc<RideKeys>>>,
 }
 
 impl std::fmt::Debug for Transit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<u16> = self.keys.iter().map(PlatformKey::key_id).collect();
-        f.debug_struct("Transit").field("key_ids", &ids).field("revoked", &self.revoked).finish_non_exhaustive()
+        let keys = self.ride_keys();
+        let ids: Vec<u16> = keys.keys.iter().map(PlatformKey::key_id).collect();
+        f.debug_struct("Transit").field("key_ids", &ids).field("revoked", &keys.revoked).finish_non_exhaustive()
     }
 }
 
@@ -376,15 +381,31 @@ impl Transit {
     /// The transit service with several platform keys (a rotation: the newest key valid now
     /// signs, the older ones still verify until their validity ends) and the ids of revoked
     /// keys, which validators refuse.
-    pub fn with_keys(directory: Directory, feed: Feed, mut keys: Vec<PlatformKey>, revoked: Vec<u16>) -> Transit {
+    pub fn with_keys(directory: Directory, feed: Feed, keys: Vec<PlatformKey>, revoked: Vec<u16>) -> Transit {
+        let transit = Transit { directory, feed: Arc::new(feed), keys: Arc::new(RwLock::new(Arc::new(RideKeys { keys: Vec::new(), revoked: Vec::new() }))) };
+        transit.set_keys(keys, revoked);
+        transit
+    }
+
+    /// Replaces the platform keys and the revocations, without a restart (a rotation or a
+    /// revocation in the key file, reloaded): credentials are signed with the new set from
+    /// the next request, and validators get it at their next download.
+    pub fn set_keys(&self, mut keys: Vec<PlatformKey>, revoked: Vec<u16>) {
         keys.sort_by_key(PlatformKey::key_id);
-        Transit { directory, feed: Arc::new(feed), keys: Arc::new(keys), revoked: Arc::new(revoked) }
+        let new = Arc::new(RideKeys { keys, revoked });
+        // A writer that panicked left a whole set behind (it only ever swaps the pointer).
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = new;
+    }
+
+    fn ride_keys(&self) -> Arc<RideKeys> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The platform keys validators need (public halves, revoked ones left out).
     pub fn keyring(&self) -> PlatformKeyring {
+        let keys = self.ride_keys();
         let mut keyring = PlatformKeyring::new();
-        for key in self.keys.iter().filter(|k| !self.revoked.contains(&k.key_id())) {
+        for key in keys.keys.iter().filter(|k| !keys.revoked.contains(&k.key_id())) {
             keyring.insert(key.public());
         }
         keyring
@@ -392,17 +413,12 @@ impl Transit {
 
     /// Every platform public key, for validators.
     pub fn platform_public_keys(&self) -> Vec<citypay_ride::PlatformPublicKey> {
-        self.keys.iter().map(PlatformKey::public).collect()
+        self.ride_keys().keys.iter().map(PlatformKey::public).collect()
     }
 
     /// Ids of revoked platform keys: validators refuse the credentials they signed.
-    pub fn revoked_keys(&self) -> &[u16] {
-        &self.revoked
-    }
-
-    /// The key that signs at `now`: the newest valid, unrevoked one.
-    fn signing_key(&self, now: u32) -> Option<&PlatformKey> {
-        self.keys.iter().rev().find(|k| k.validity().contains(now) && !self.revoked.contains(&k.key_id()))
+    pub fn revoked_keys(&self) -> Vec<u16> {
+        self.ride_keys().revoked.clone()
     }
 
     /// The fare feed.
@@ -460,7 +476,10 @@ impl Transit {
             return Err(TransitError::InArrears);
         }
         let now = u32::try_from(self.now_s()).map_err(|_| TransitError::Unavailable("clock beyond 2106".into()))?;
-        let key = self.signing_key(now).ok_or_else(|| TransitError::Unavailable("no platform ride key is valid now".into()))?;
+        let keys = self.ride_keys();
+        // The newest valid, unrevoked key signs.
+        let key = keys.keys.iter().rev().find(|k| k.validity().contains(now) && !keys.revoked.contains(&k.key_id()));
+        let key = key.ok_or_else(|| TransitError::Unavailable("no platform ride key is valid now".into()))?;
         let wallet = self.directory.shard().account(resident.wallet).await.map_err(|e| TransitError::Unavailable(e.to_string()))?;
         let available = wallet.map_or(0, |account| account.balance.available());
         let ceiling_fen = u32::try_from(available.clamp(i64::from(CREDENTIAL_CREDIT_FEN), i64::from(CREDENTIAL_CEILING_FEN))).unwrap_or(CREDENTIAL_CREDIT_FEN);

@@ -324,7 +324,12 @@ fn the_newest_valid_key_signs_and_revoked_keys_leave_the_keyring() {
     let credential = w.rt.block_on(revoked.issue_credential(&alice, [5; 32])).unwrap();
     assert_eq!(credential.key_id, 1, "a revoked key never signs");
     assert_eq!(credential.terms.valid_until, now + 3_600, "a credential never outlives its key");
-    assert_eq!((revoked.keyring().len(), revoked.revoked_keys()), (1, &[2u16][..]));
+    assert_eq!((revoked.keyring().len(), revoked.revoked_keys()), (1, vec![2u16]));
+    // Reloaded without a restart: every clone signs with the new set.
+    let clone = rotated.clone();
+    rotated.set_keys(keys(), vec![2]);
+    assert_eq!(w.rt.block_on(clone.issue_credential(&alice, [5; 32])).unwrap().key_id, 1);
+    assert_eq!(clone.revoked_keys(), vec![2]);
 }
 
 #[test]

@@ -298,7 +298,7 @@ pub(crate) async fn ride_keys(State(state): State<AppState>, Path(id): Path<u32>
             not_after: key.validity().not_after,
         })
         .collect();
-    Ok(AppJson(RideKeys { keys, revoked: state.transit.revoked_keys().to_vec() }))
+    Ok(AppJson(RideKeys { keys, revoked: state.transit.revoked_keys() }))
 }
 
 /// A day to fare.
