@@ -30,8 +30,17 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Database (must hold no data). Default: a fresh embedded database in the report directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     db: Option<DbUrl>,
+    /// Drive a running `citypay serve` over its HTTP API instead (its live dashboard shows the
+    /// city), as the platform operator `--operator` whose password is in
+    /// CITYPAY_OPERATOR_PASSWORD. Days are lived now, back to back; journeys, contributions and
+    /// tuition are left out (the fare run and settlement are the server operator's).
+    #[arg(long)]
+    server: Option<String>,
+    /// The platform operator who onboards the cities and businesses on `--server`.
+    #[arg(long, default_value = "root", requires = "server")]
+    operator: String,
     /// Where to write the report (`index.html`, `summary.json`).
     #[arg(long, default_value = "citypay-report")]
     report: PathBuf,
@@ -43,7 +52,7 @@ pub(crate) struct SimulateArgs {
 impl SimulateArgs {
     /// The demo's run: the four preset cities for one day.
     pub(crate) fn demo(report: PathBuf) -> SimulateArgs {
-        SimulateArgs { cities: Vec::new(), residents: 50_000, days: 1, seed: 42, db: None, report, json: false }
+        SimulateArgs { cities: Vec::new(), residents: 50_000, days: 1, seed: 42, db: None, server: None, operator: "root".into(), report, json: false }
     }
 }
 
@@ -152,6 +161,9 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     if args.residents < u64::try_from(cities.len()).unwrap_or(1) {
         bail!("--residents must be at least one per city");
+    }
+    if let Some(server) = &args.server {
+        return run_on_server(args, server, cities);
     }
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(args.report.join("city.db")));
@@ -279,6 +291,58 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     }
     if summary.audits.iter().any(|a| !a.clean) {
         bail!("the audit found violations");
+    }
+    Ok(())
+}
+
+/// What `simulate --server` prints.
+#[derive(Debug, Serialize)]
+struct ServerSummary {
+    server: String,
+    seed: u64,
+    days: u32,
+    cities: Vec<String>,
+    /// Payments (phone and cash), refunds and top-ups made during the days.
+    transactions: u64,
+    seconds: f64,
+    #[serde(flatten)]
+    run: citypay_sim::ServerRun,
+    /// Where the server shows the city.
+    dashboard: String,
+}
+
+/// `simulate --server`: the same people and plans, each action a call of the server's API.
+#[allow(clippy::float_arithmetic)]
+fn run_on_server(args: &SimulateArgs, server: &str, cities: Vec<&'static citypay_sim::CityPreset>) -> anyhow::Result<()> {
+    let password = std::env::var("CITYPAY_OPERATOR_PASSWORD").context("--server needs the operator's password in CITYPAY_OPERATOR_PASSWORD")?;
+    let target = citypay_sim::ServerTarget { base: server.trim_end_matches('/').to_owned(), username: args.operator.clone(), password };
+    let config = SimConfig { cities: cities.clone(), residents: args.residents, days: args.days, seed: args.seed };
+    let bars = Bars { bar: Mutex::new(None), visible: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let started = Instant::now();
+    let run = runtime.block_on(citypay_sim::drive_server(&target, &config, &bars))?;
+    let summary = ServerSummary {
+        server: target.base.clone(),
+        seed: args.seed,
+        days: args.days,
+        cities: cities.iter().map(|c| c.name.to_owned()).collect(),
+        transactions: run.simulated.transactions(),
+        seconds: started.elapsed().as_secs_f64(),
+        run,
+        dashboard: format!("{}/dashboard", target.base),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{} transactions on {} for {} in {:.1} s; skipped (the server's own runs): {:?}",
+            summary.transactions,
+            summary.server,
+            summary.cities.join(", "),
+            summary.seconds,
+            summary.run.skipped
+        );
+        println!("The city is on the server's dashboard: {} (sign in as an operator)", summary.dashboard);
     }
     Ok(())
 }

@@ -459,6 +459,47 @@ async fn the_live_dashboard_shows_a_simulated_day_to_operators() {
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// `simulate --server` drives a running server through its API: the server's own statistics
+/// (what its live dashboard shows) hold exactly the payments the simulation made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulation_drives_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    admin(&target, &["create-operator", "--username", "root"]);
+    let server = start(&target, &dir.path().join("serve.log")).await;
+    let simulate = |seed: &str| {
+        Command::new(BIN)
+            .args(["simulate", "--server", &server.base, "--residents", "400", "--city", "Hangzhou", "--city", "Tianjin", "--seed", seed, "--json"])
+            .env("CITYPAY_OPERATOR_PASSWORD", "operator secret")
+            .output()
+            .unwrap()
+    };
+    let output = simulate("5");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(summary["transactions"].as_u64().unwrap() > 100, "{summary}");
+    assert!(summary["skipped"]["journey"].as_u64().unwrap() > 0, "journeys are the server's fare run's: {summary}");
+    assert_eq!(summary["simulated"]["refused"], json!({}), "{summary}");
+
+    let api = Api { client: Client::new(), base: server.base.clone() };
+    let (_, session, _) = api.call("POST", "/v1/operator-sessions", None, None, Some(json!({"username": "root", "password": "operator secret"}))).await;
+    let operator = format!("Bearer {}", session["token"].as_str().unwrap());
+    let (status, stats, _) = api.call("GET", "/v1/city-stats", Some(&operator), None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let cities = stats["days"][0]["cities"].as_array().unwrap();
+    for city in ["Hangzhou", "Tianjin"] {
+        let shown = cities.iter().find(|c| c["city"] == city).unwrap_or_else(|| panic!("{city} not in {stats}"));
+        assert_eq!(shown["payments"], summary["simulated"]["payments"][city], "{city}");
+        let registered = summary["set_up"]["registrations"][city].as_u64().unwrap() + summary["simulated"]["registrations"][city].as_u64().unwrap_or(0);
+        assert_eq!(shown["real_name_residents"].as_u64(), Some(registered), "{city}");
+    }
+    // Another seed is another population on the same server; the same seed again is refused.
+    assert!(simulate("6").status.success());
+    let again = simulate("5");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds this seed's city"));
+}
+
 fn hex(bytes: &[u8]) -> String {
     citypay_vault::hex::encode(bytes)
 }

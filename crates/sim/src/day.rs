@@ -53,6 +53,23 @@ pub(crate) enum Action {
     PayTuition { item: Option<usize> },
 }
 
+/// What a day's plan draws from besides the people: the run's seed and, per city, how many
+/// businesses of each kind and which transit lines there are.
+#[derive(Debug)]
+pub(crate) struct Shape<'a> {
+    pub(crate) seed: u64,
+    pub(crate) cities: &'a [&'static crate::CityPreset],
+    pub(crate) businesses: Vec<std::collections::HashMap<BusinessKind, usize>>,
+    pub(crate) lines: Vec<Lines>,
+}
+
+/// A city's transit lines: how many bus lines, and the stations of each metro line.
+#[derive(Debug, Default)]
+pub(crate) struct Lines {
+    pub(crate) buses: usize,
+    pub(crate) metro: Vec<usize>,
+}
+
 /// An action at its slot.
 #[derive(Clone, Debug)]
 pub(crate) struct Planned {
@@ -99,12 +116,12 @@ fn binomial(rng: &mut fastrand::Rng, n: u32, per_mille: u32) -> u32 {
 /// Each person's actions of day `day`, in time order (people without any are left out). Each
 /// person's draws come from their own generator, so the plan does not depend on the order
 /// people are visited in.
-pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize, Vec<Planned>)> {
+pub(crate) fn plan(shape: &Shape<'_>, people: &[Person], day: u32) -> Vec<(usize, Vec<Planned>)> {
     let mut everyone = Vec::new();
     for (index, person) in people.iter().enumerate() {
         let mut planned = Vec::new();
-        let preset = context.cities[person.city];
-        let mut rng = rng_for(context.seed, &[tag::DAY, u64::from(day), u64::from(preset.code), person.index]);
+        let preset = shape.cities[person.city];
+        let mut rng = rng_for(shape.seed, &[tag::DAY, u64::from(day), u64::from(preset.code), person.index]);
         let mut actions: Vec<(u32, Action)> = Vec::new();
         let registered_from = match person.registration {
             Registration::Before => Some(0),
@@ -116,11 +133,11 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize
             }
             Registration::OnDay(_) | Registration::Never => None,
         };
-        let businesses = &context.businesses[person.city];
+        let businesses = &shape.businesses[person.city];
         let mut number = 0;
         let mut visit = |rng: &mut fastrand::Rng, kind: BusinessKind, minute: u32, amount: i64, actions: &mut Vec<(u32, Action)>| {
-            let Some(list) = businesses.get(&kind).filter(|l| !l.is_empty()) else { return };
-            let business = rng.usize(..list.len());
+            let Some(&count) = businesses.get(&kind).filter(|n| **n > 0) else { return };
+            let business = rng.usize(..count);
             let can_pay_by_phone = registered_from.is_some_and(|from| minute >= from);
             let tender = if !can_pay_by_phone || rng.u32(0..1000) < person.cash_per_mille {
                 Tender::Cash
@@ -164,7 +181,7 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize
             }
         }
         // Parents pay the term's tuition over the first weeks, an item or all at once.
-        if crate::world::is_parent(context.seed, preset, person.index) && rng.u32(0..1000) < 20 {
+        if crate::world::is_parent(shape.seed, preset, person.index) && rng.u32(0..1000) < 20 {
             let minute = minute_in(&mut rng, &OFFICE_HOURS);
             if registered_from.is_some_and(|from| minute >= from) {
                 let item = rng.bool().then(|| rng.usize(..crate::TUITION_ITEMS.len()));
@@ -172,13 +189,13 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize
             }
         }
         if person.commutes {
-            let network = &context.transit[person.city];
+            let network = &shape.lines[person.city];
             let legs = match rng.u32(0..100) {
-                _ if network.metro.is_empty() && network.buses.is_empty() => Vec::new(),
-                0..40 if !network.buses.is_empty() => vec![RideLeg::Bus { line: rng.usize(..network.buses.len()) }],
+                _ if network.metro.is_empty() && network.buses == 0 => Vec::new(),
+                0..40 if network.buses > 0 => vec![RideLeg::Bus { line: rng.usize(..network.buses) }],
                 roll if !network.metro.is_empty() => {
                     let line = rng.usize(..network.metro.len());
-                    let stations = network.metro[line].validators.len();
+                    let stations = network.metro[line];
                     let from = rng.usize(..stations);
                     let mut to = rng.usize(..stations);
                     if to == from {
@@ -186,11 +203,11 @@ pub(crate) fn plan(context: &Context, people: &[Person], day: u32) -> Vec<(usize
                     }
                     let metro = RideLeg::Metro { line, from, to };
                     match roll {
-                        80.. if !network.buses.is_empty() => vec![RideLeg::Bus { line: rng.usize(..network.buses.len()) }, metro],
+                        80.. if network.buses > 0 => vec![RideLeg::Bus { line: rng.usize(..network.buses) }, metro],
                         _ => vec![metro],
                     }
                 }
-                _ => vec![RideLeg::Bus { line: rng.usize(..network.buses.len().max(1)) }],
+                _ => vec![RideLeg::Bus { line: rng.usize(..network.buses.max(1)) }],
             };
             for (rush, chance) in [(&MORNING_RUSH, 800), (&EVENING_RUSH, 750)] {
                 if legs.is_empty() || rng.u32(0..1000) >= chance {
@@ -531,7 +548,7 @@ async fn pay(
     }
 }
 
-fn category_code(kind: BusinessKind) -> &'static str {
+pub(crate) fn category_code(kind: BusinessKind) -> &'static str {
     match kind {
         BusinessKind::Shop => Category::Retail.code(),
         BusinessKind::Restaurant => Category::Restaurant.code(),
@@ -541,7 +558,7 @@ fn category_code(kind: BusinessKind) -> &'static str {
     }
 }
 
-fn method_code(tender: Tender) -> &'static str {
+pub(crate) fn method_code(tender: Tender) -> &'static str {
     match tender {
         Tender::Code => "payment_code",
         Tender::DynamicQr | Tender::StaticQr => "qr",
@@ -549,7 +566,7 @@ fn method_code(tender: Tender) -> &'static str {
     }
 }
 
-fn subject(kind: BusinessKind) -> &'static str {
+pub(crate) fn subject(kind: BusinessKind) -> &'static str {
     match kind {
         BusinessKind::Shop => "购物",
         BusinessKind::Restaurant => "餐饮",

@@ -14,6 +14,7 @@
 mod clock;
 mod day;
 mod presets;
+mod server;
 mod tally;
 mod transit;
 mod world;
@@ -29,6 +30,7 @@ use citypay_wallet::Wallet;
 pub use clock::ActionClock;
 pub use presets::{CityPreset, PRESETS, preset, split_residents};
 pub use citypay_dashboard::Counter;
+pub use server::{ServerRun, ServerTarget, drive as drive_server};
 pub use tally::Tally;
 
 use world::{BusinessKind, Person, Registration};
@@ -328,7 +330,18 @@ impl Simulation {
         self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day)));
         clock::at(day_start(day) + 5 * 3_600, transit::download_deny_list(&self.context)).await?;
         let started = std::time::Instant::now();
-        let plan = day::plan(&self.context, &self.people, day);
+        let shape = day::Shape {
+            seed: self.context.seed,
+            cities: &self.context.cities,
+            businesses: self.context.businesses.iter().map(|kinds| kinds.iter().map(|(kind, list)| (*kind, list.len())).collect()).collect(),
+            lines: self
+                .context
+                .transit
+                .iter()
+                .map(|network| day::Lines { buses: network.buses.len(), metro: network.metro.iter().map(|line| line.validators.len()).collect() })
+                .collect(),
+        };
+        let plan = day::plan(&shape, &self.people, day);
         self.timed("plan", started);
         let started = std::time::Instant::now();
         progress.start(&format!("day {day}"), plan.iter().map(|(_, a)| u64::try_from(a.len()).unwrap_or(0)).sum());
