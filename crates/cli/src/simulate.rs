@@ -41,6 +41,10 @@ pub(crate) struct SimulateArgs {
     /// The platform operator who onboards the cities and businesses on `--server`.
     #[arg(long, default_value = "root", requires = "server")]
     operator: String,
+    /// Continue the simulation that `--report` holds (its database, seed, cities and
+    /// residents, from its `summary.json`): `--days` more days after its last.
+    #[arg(long = "continue", conflicts_with_all = ["server", "seed", "residents", "cities"])]
+    continue_run: bool,
     /// Where to write the report (`index.html`, `summary.json`).
     #[arg(long, default_value = "citypay-report")]
     report: PathBuf,
@@ -52,7 +56,7 @@ pub(crate) struct SimulateArgs {
 impl SimulateArgs {
     /// The demo's run: the four preset cities for one day.
     pub(crate) fn demo(report: PathBuf) -> SimulateArgs {
-        SimulateArgs { cities: Vec::new(), residents: 50_000, days: 1, seed: 42, db: None, server: None, operator: "root".into(), report, json: false }
+        SimulateArgs { cities: Vec::new(), residents: 50_000, days: 1, seed: 42, db: None, server: None, operator: "root".into(), continue_run: false, report, json: false }
     }
 }
 
@@ -85,7 +89,9 @@ struct Timing {
 #[derive(Debug, Serialize)]
 struct Summary {
     seed: u64,
+    /// Days this run simulated: `first_day` to `first_day + days - 1`.
     days: u32,
+    first_day: u32,
     cities: Vec<SummaryCity>,
     /// Payments (phone and cash), refunds and top-ups made during the simulated days.
     transactions: u64,
@@ -148,6 +154,29 @@ impl Progress for Bars {
 
 #[allow(clippy::float_arithmetic)]
 pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    if args.continue_run {
+        let path = args.report.join("summary.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("--continue reads the earlier run's {}", path.display()))?;
+        let earlier: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a summary", path.display()))?;
+        let number = |field: &str| earlier[field].as_u64().with_context(|| format!("{}: no {field}", path.display()));
+        let through = u32::try_from(number("first_day").unwrap_or(1) + number("days")? - 1)?;
+        let cities = earlier["cities"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let continued = SimulateArgs {
+            cities: cities.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect(),
+            residents: cities.iter().filter_map(|c| c["simulated_residents"].as_u64()).sum(),
+            seed: number("seed")?,
+            continue_run: false,
+            ..args.clone()
+        };
+        return simulate(&continued, through);
+    }
+    simulate(args, 0)
+}
+
+/// Runs the simulation; `through` days were simulated on the database before (0: it must be
+/// fresh).
+#[allow(clippy::float_arithmetic, clippy::too_many_lines)]
+fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
     let cities: Vec<&'static citypay_sim::CityPreset> = if args.cities.is_empty() {
         citypay_sim::PRESETS.iter().collect()
     } else {
@@ -176,7 +205,8 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     // The ride and receipt keys come from the seed, so runs replay exactly; the journal's seal
     // key and head live beside the database, as `citypay audit` expects.
     let stored = crate::city::load_ride_keys(&key_file)?;
-    let clock = ManualClock::new(citypay_ledger::Timestamp::from_unix_seconds(Simulation::day_start(1) - 7_200));
+    let first_day = through + 1;
+    let clock = ManualClock::new(citypay_ledger::Timestamp::from_unix_seconds(Simulation::day_start(first_day) - 7_200));
     let mut seed = [0u8; 32];
     seed.copy_from_slice(&sha2::Sha256::digest(format!("citypay simulate {}", args.seed).as_bytes()));
     let bars = Bars { bar: Mutex::new(None), visible: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json };
@@ -199,8 +229,12 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         ).await?;
         let directory = city.state.directory.clone();
         let already = directory.read("SELECT COUNT(*) FROM residents", Vec::new()).await?;
-        if already.first().and_then(|r| r.first()) != Some(&Value::Int(0)) {
-            bail!("{} already holds residents; simulate needs a fresh database (pass another --db or --report)", db.redacted());
+        let fresh = already.first().and_then(|r| r.first()) == Some(&Value::Int(0));
+        if !fresh && through == 0 {
+            bail!("{} already holds residents; simulate needs a fresh database (pass another --db or --report, or --continue)", db.redacted());
+        }
+        if fresh && through > 0 {
+            bail!("{} holds no simulated city to continue", db.redacted());
         }
         let services = Services {
             wallet: city.state.wallet.clone(),
@@ -211,7 +245,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             directory: directory.clone(),
             clock: clock.clone(),
         };
-        let config = SimConfig { cities: cities.clone(), residents: args.residents, days: args.days, seed: args.seed };
+        let config = SimConfig { cities: cities.clone(), residents: args.residents, days: args.days, seed: args.seed, continues_after: through };
         let mut simulation = Simulation::new(services, config);
         if !args.json {
             eprintln!(
@@ -234,14 +268,20 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
             subtitle: format!(
                 "Simulation, seed {}, {} day(s) from {}, {} simulated residents",
                 args.seed,
-                args.days,
+                through + args.days,
                 Simulation::date(1),
                 citypay_dashboard::thousands(args.residents)
             ),
             residents: cities.iter().zip(simulation.residents_per_city()).map(|(c, n)| (c.name.to_owned(), *n)).collect(),
             ..Report::default()
         };
-        for day in 1..=args.days {
+        // The report shows the earlier run's days too, read back from the database.
+        for day in 1..first_day {
+            let from = Simulation::day_start(day);
+            let stats = citypay_dashboard::collect(&directory, from, from + 86_400, None).await?;
+            report.days.push(ReportDay { date: Simulation::date(day), cities: stats });
+        }
+        for day in first_day..first_day + args.days {
             let started = Instant::now();
             let tally = simulation.run_day(day, &bars).await?;
             seconds += started.elapsed().as_secs_f64();
@@ -258,6 +298,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let summary = Summary {
             seed: args.seed,
             days: args.days,
+            first_day,
             cities: cities
                 .iter()
                 .zip(simulation.residents_per_city())
@@ -316,7 +357,7 @@ struct ServerSummary {
 fn run_on_server(args: &SimulateArgs, server: &str, cities: Vec<&'static citypay_sim::CityPreset>) -> anyhow::Result<()> {
     let password = std::env::var("CITYPAY_OPERATOR_PASSWORD").context("--server needs the operator's password in CITYPAY_OPERATOR_PASSWORD")?;
     let target = citypay_sim::ServerTarget { base: server.trim_end_matches('/').to_owned(), username: args.operator.clone(), password };
-    let config = SimConfig { cities: cities.clone(), residents: args.residents, days: args.days, seed: args.seed };
+    let config = SimConfig { cities: cities.clone(), residents: args.residents, days: args.days, seed: args.seed, continues_after: 0 };
     let bars = Bars { bar: Mutex::new(None), visible: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let started = Instant::now();

@@ -82,12 +82,38 @@ fn the_report_shows_what_the_simulation_did() {
     }
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     assert!(html.contains("Hangzhou") && html.contains("id=\"chart-methods\""));
+    let first_day_payments = cities[0]["payments"].clone();
 
     // The database now holds a city: a second run on it is refused, and changes nothing.
     let db = format!("sqlite:{}", dir.join("city.db").display());
     let (code, _, stderr) = simulate(&scratch.path().join("again"), &["--residents", "600", "--db", &db]);
     assert_ne!(code, 0);
     assert!(stderr.contains("fresh database"), "{stderr}");
+
+    // Told to continue, it lives the next day of the same city on the same database: the
+    // report holds both days, the books are clean after it.
+    let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
+        .args(["simulate", "--continue", "--days", "1", "--json", "--report", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let next: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((next["first_day"].as_u64(), next["days"].as_u64(), next["seed"].as_u64()), (Some(2), Some(1), summary["seed"].as_u64()));
+    assert_eq!(next["audits"][0]["date"], "2017-08-02");
+    assert!(next["audits"].as_array().unwrap().iter().all(|a| a["clean"] == true), "{}", next["audits"]);
+    assert!(next["transactions"].as_u64().unwrap() > summary["transactions"].as_u64().unwrap() / 2, "a day like the first");
+    assert_eq!(next["simulated"]["registrations"], serde_json::json!({}), "everyone who registers did so in the first run");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let dates: Vec<&str> = report["days"].as_array().unwrap().iter().map(|d| d["date"].as_str().unwrap()).collect();
+    assert_eq!(dates, ["2017-08-01", "2017-08-02"]);
+    // The first day as the report shows it is unchanged by the second.
+    assert_eq!(report["days"][0]["cities"][0]["payments"], first_day_payments);
+    // What to continue comes from the report; a seed of its own is refused.
+    let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
+        .args(["simulate", "--continue", "--seed", "9", "--report", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
 }
 
 /// The same seed on PostgreSQL gives the same summary and the same books as on SQLite.

@@ -285,6 +285,14 @@ impl Validator {
         self.denied.remove(&account_ref);
     }
 
+    /// Continues a device's tap numbering after `sequence` (a replaced or restored device
+    /// picks up where the platform's last upload from it ended, so no new tap reuses a number
+    /// the platform already holds).
+    pub fn continue_sequence(&mut self, validator_id: u32, sequence: u64) {
+        let next = self.sequences.entry(validator_id).or_insert(0);
+        *next = (*next).max(sequence);
+    }
+
     /// Ed25519 signatures checked so far (a batch counts each signature in it).
     pub fn signature_checks(&self) -> u64 {
         self.signature_checks

@@ -305,6 +305,46 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
     (Some(account), outcomes)
 }
 
+/// Picks up a wallet an earlier run opened: the resident found by ID number, the card as
+/// linked, a phone enrolled anew for payment codes (the old phone's secret was not kept), the
+/// balance from the ledger, and a ride credential for commuters.
+pub(crate) async fn adopt(context: &Context, person: &Person) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let services = &context.services;
+    let preset = context.cities[person.city];
+    let id_number = crate::world::resident_id_number(preset.code, person.index);
+    let resident = match services.directory.resident_by_id_number(&id_number).await {
+        Ok(Some(resident)) => resident,
+        // Their registration was refused in the first run: they still pay cash.
+        Ok(None) => return (None, Vec::new()),
+        Err(e) => return (None, vec![Err(service("finding a resident", &e))]),
+    };
+    let mut outcomes = Vec::new();
+    let card = match services.wallet.link_card(&resident, &person.card_number()).await {
+        Ok(card) => card.id,
+        Err(e) => return (None, vec![wallet_outcome("link card", &e)]),
+    };
+    let balance = match services.wallet.account(&resident).await {
+        Ok(account) => account.balance.net_posted(),
+        Err(e) => return (None, vec![wallet_outcome("read the wallet", &e)]),
+    };
+    let device = if person.shows_code {
+        match services.checkout.enroll_device(&resident).await {
+            Ok((slot, secret)) => Some((slot, Arc::from(secret.expose().as_slice()))),
+            Err(e) => {
+                outcomes.push(checkout_outcome("enrol device", &e));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut account = Account { resident, card, device, balance, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
+    if person.commutes {
+        outcomes.push(crate::transit::enrol(context, &mut account, preset, person.index).await);
+    }
+    (Some(account), outcomes)
+}
+
 pub(crate) async fn top_up(context: &Context, account: &mut Account, amount: i64, key: &str) -> Result<Outcome, SimError> {
     let key = format!("sim-top-up-{key}");
     match context.services.wallet.top_up(&account.resident, account.card, amount, &key).await {

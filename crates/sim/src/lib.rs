@@ -65,6 +65,11 @@ pub struct SimConfig {
     pub days: u32,
     /// The seed.
     pub seed: u64,
+    /// Days already simulated on the database by an earlier run of the same seed, cities and
+    /// residents (0: a fresh database). The run picks up that city: it finds the businesses,
+    /// validators and wallets instead of creating them, and lives days `continues_after + 1`
+    /// onwards.
+    pub continues_after: u32,
 }
 
 /// The year of the social-security contributions residents pay, and what one costs: 180 yuan,
@@ -173,8 +178,10 @@ impl Simulation {
     pub fn new(services: Services, config: SimConfig) -> Simulation {
         let residents_per_city = split_residents(&config.cities, config.residents);
         let mut people = Vec::new();
+        // People are drawn as the first run drew them (over its days).
+        let drawn_days = if config.continues_after > 0 { config.continues_after } else { config.days };
         for (city, (preset, count)) in config.cities.iter().zip(&residents_per_city).enumerate() {
-            people.extend((0..*count).map(|index| Person::draw(config.seed, city, preset, index, config.days)));
+            people.extend((0..*count).map(|index| Person::draw(config.seed, city, preset, index, drawn_days)));
         }
         let accounts = (0..people.len()).map(|_| None).collect();
         let context = Arc::new(Context {
@@ -212,9 +219,13 @@ impl Simulation {
     /// The evening before day 1: onboards the cities and their businesses and registers the
     /// residents who already have a real-name wallet (each links a card, enrols a phone if
     /// they pay with codes, and tops up).
+    ///
+    /// A continued run (see [`SimConfig::continues_after`]) finds what the first run created,
+    /// and picks up every wallet it opened (cards as linked, phones enrolled anew).
     pub async fn set_up(&mut self, progress: &dyn Progress) -> Result<Tally, SimError> {
         let services = &self.context.services;
-        services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(1) - 3_600));
+        let first_day = self.config.continues_after + 1;
+        services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(first_day) - 3_600));
         let mut businesses = Vec::new();
         for (city, (preset, residents)) in self.config.cities.iter().zip(&self.residents_per_city).enumerate() {
             match services.directory.onboard_city(preset.code, preset.name).await {
@@ -228,10 +239,9 @@ impl Simulation {
                 let mut list = Vec::new();
                 for index in 0..count {
                     let new = world::new_merchant(preset, city, kind, index);
-                    let (merchant, _) =
-                        services.directory.onboard_merchant(&new).await.map_err(|e| service("onboarding a merchant", &e))?;
-                    let static_qr = services.checkout.static_qr(merchant.id).await.map_err(|e| service("a static QR", &e))?;
-                    list.push(Business { id: merchant.id, static_qr: static_qr.into() });
+                    let id = onboard_or_find(&services.directory, &new).await?;
+                    let static_qr = services.checkout.static_qr(id).await.map_err(|e| service("a static QR", &e))?;
+                    list.push(Business { id, static_qr: static_qr.into() });
                     progress.advance(1);
                 }
                 by_kind.insert(kind, list);
@@ -244,7 +254,9 @@ impl Simulation {
         for (preset, residents) in self.config.cities.iter().zip(&self.residents_per_city) {
             services.bills.open_insurance_fund(preset.code).await.map_err(|e| service("opening an insurance fund", &e))?;
             let amount = i64::try_from(*residents).unwrap_or(0).saturating_mul(2_000).saturating_mul(i64::from(self.config.days)).max(1);
-            services.bills.deposit_to_fund(preset.code, amount, &format!("sim-fund-{}", preset.code)).await.map_err(|e| service("funding an insurance fund", &e))?;
+            // Each run's deposit covers its own days.
+            let reference = if first_day == 1 { format!("sim-fund-{}", preset.code) } else { format!("sim-fund-{}-{first_day}", preset.code) };
+            services.bills.deposit_to_fund(preset.code, amount, &reference).await.map_err(|e| service("funding an insurance fund", &e))?;
         }
         for (preset, kinds) in self.config.cities.iter().zip(&businesses) {
             let Some(bureau) = kinds.get(&BusinessKind::Bureau).and_then(|b| b.first()) else { continue };
@@ -266,24 +278,27 @@ impl Simulation {
         context.businesses = businesses;
         context.transit = networks;
 
-        let before: Vec<usize> =
-            (0..self.people.len()).filter(|i| self.people[*i].registration == Registration::Before).collect();
-        progress.start("registering residents", u64::try_from(before.len()).unwrap_or(0));
-        let at = day_start(1) - 3_600;
+        let at = day_start(first_day) - 3_600;
+        let continuing = first_day > 1;
+        // A continued run picks up everyone the first run registered, on the eve or during it.
+        let wanted = |r: Registration| if continuing { r != Registration::Never } else { r == Registration::Before };
+        let before: Vec<usize> = (0..self.people.len()).filter(|i| wanted(self.people[*i].registration)).collect();
+        progress.start(if continuing { "picking up residents" } else { "registering residents" }, u64::try_from(before.len()).unwrap_or(0));
         let jobs: Vec<_> = before.into_iter().map(|index| (index, self.context.clone(), self.people[index].clone())).collect();
         let tally = self
-            .run_people(jobs, progress, |(index, context, person)| async move {
-                (index, None, clock::at(at, day::register(&context, &person)).await)
+            .run_people(jobs, progress, move |(index, context, person)| async move {
+                let done = if continuing { clock::at(at, day::adopt(&context, &person)).await } else { clock::at(at, day::register(&context, &person)).await };
+                (index, None, done)
             })
             .await?;
         progress.finish();
-        clock::at(at, self.bill_tuition()).await?;
+        clock::at(at, self.bill_tuition(continuing)).await?;
         Ok(tally)
     }
 
     /// Each school bills the term's tuition to its pupils by student number, and each parent
     /// with a wallet links their child's number.
-    async fn bill_tuition(&self) -> Result<(), SimError> {
+    async fn bill_tuition(&self, continuing: bool) -> Result<(), SimError> {
         let mut tasks = tokio::task::JoinSet::new();
         for (index, person) in self.people.iter().enumerate() {
             let preset = self.context.cities[person.city];
@@ -308,7 +323,16 @@ impl Simulation {
                     due_at,
                     late_allowed: true,
                 };
-                let bill = bills.issue(school, &new).await.map_err(|e| service("billing tuition", &e))?;
+                // A continued run finds the bill the first run issued (none for a parent who
+                // registered during it: the school bills them now).
+                let bill = match continuing {
+                    true => match bills.bill(school, &new.out_bill_no).await {
+                        Err(citypay_bills::BillError::BillNotFound) => bills.issue(school, &new).await,
+                        found => found,
+                    },
+                    false => bills.issue(school, &new).await,
+                };
+                let bill = bill.map_err(|e| service("billing tuition", &e))?;
                 bills.link_payer(&resident, &payer, Some(school), "孩子").await.map_err(|e| service("linking a child", &e))?;
                 if let Ok(mut tuition) = context.tuition.lock() {
                     tuition.insert(key, bill.id);
@@ -466,6 +490,22 @@ impl Simulation {
 fn day_start(day: u32) -> u64 {
     let (y, m, d) = world::add_days(START_DATE, i64::from(day) - 1);
     citypay_dashboard::dates::local_midnight(y, m, d)
+}
+
+/// Onboards a business, or finds it by its USCC when a continued run meets it again.
+pub(crate) async fn onboard_or_find(directory: &Directory, new: &citypay_directory::NewMerchant) -> Result<u64, SimError> {
+    match directory.onboard_merchant(new).await {
+        Ok((merchant, _)) => Ok(merchant.id),
+        Err(DirectoryError::MerchantExists) => {
+            let rows = directory
+                .read("SELECT id FROM merchants WHERE uscc = ?1", vec![citypay_store::Value::Text(new.uscc.clone())])
+                .await
+                .map_err(|e| service("finding a merchant", &e))?;
+            let id = rows.first().map(|row| citypay_directory::int_at(row, 0)).transpose().map_err(|e| service("finding a merchant", &e))?;
+            id.and_then(|id| u64::try_from(id).ok()).ok_or_else(|| service("finding a merchant", &new.uscc))
+        }
+        Err(e) => Err(service("onboarding a merchant", &e)),
+    }
 }
 
 fn service(action: &'static str, error: &dyn std::fmt::Display) -> SimError {

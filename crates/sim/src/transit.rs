@@ -60,21 +60,28 @@ pub(crate) async fn build(context: &Context, city: usize, preset: &CityPreset) -
         uscc: crate::world::transit_uscc(preset, city),
         ..new
     };
-    let (merchant, _) = services.directory.onboard_merchant(&operator).await.map_err(|e| service("onboarding a transit operator", &e))?;
-    let mut out = CityTransit { operator: merchant.id, buses: Vec::new(), metro: Vec::new(), validators: Vec::new() };
+    let operator_id = crate::onboard_or_find(&services.directory, &operator).await?;
+    let mut out = CityTransit { operator: operator_id, buses: Vec::new(), metro: Vec::new(), validators: Vec::new() };
     let routes: Vec<(String, bool)> = transit.feed().routes().map(|(route, _, gated)| (route.to_owned(), gated)).collect();
     for (route, gated) in routes {
         let stops: Vec<String> = transit.feed().route_stops(&route).to_vec();
         let mut line = Line { validators: Vec::new() };
         for stop in &stops {
             let key = RiderKey::from_seed(seed_bytes(context.seed, &[crate::world::tag::VALIDATOR_KEY, u64::from(preset.code), out.validators.len() as u64]));
-            let info = transit
-                .register_validator(merchant.id, &route, stop, key.public_bytes())
-                .await
-                .map_err(|e| service("registering a validator", &e))?;
+            // A continued run finds the validators of the first and numbers on from its taps.
+            let found = transit.validator_by_device_key(key.public_bytes()).await.map_err(|e| service("finding a validator", &e))?;
+            let (info, uploaded) = match found {
+                Some(found) => found,
+                None => {
+                    let info = transit.register_validator(operator_id, &route, stop, key.public_bytes()).await;
+                    (info.map_err(|e| service("registering a validator", &e))?, 0)
+                }
+            };
             line.validators.push(out.validators.len());
             let policy = Policy { fare_estimate_fen: transit.fare_estimate(&route, stop), ..Policy::default() };
-            out.validators.push(SimValidator { info, device: Mutex::new(Validator::new(transit.keyring(), policy)) });
+            let mut device = Validator::new(transit.keyring(), policy);
+            device.continue_sequence(info.id, uploaded);
+            out.validators.push(SimValidator { info, device: Mutex::new(device) });
             if !gated {
                 break; // a bus has one validator, at the door
             }

@@ -547,6 +547,27 @@ impl Transit {
         u32::try_from(citypay_fares::fare_day(&self.feed, &[entry]).total_fen).unwrap_or(0)
     }
 
+    /// The validator registered with a device key, if any (a device set up again finds its
+    /// registration), and the last tap sequence number uploaded from it (0: none).
+    pub async fn validator_by_device_key(&self, device_key: [u8; 32]) -> Result<Option<(ValidatorInfo, u64)>, TransitError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT v.id, v.operator_id, v.route_id, v.stop_id, COALESCE((SELECT MAX(t.sequence) FROM taps t WHERE t.validator_id = v.id), 0)
+                 FROM validators v WHERE v.device_key = ?1",
+                vec![Value::Blob(device_key.to_vec())],
+            )
+            .await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let info = ValidatorInfo {
+            id: u32::try_from(int_at(row, 0)?).unwrap_or(0),
+            operator: u64::try_from(int_at(row, 1)?).unwrap_or(0),
+            route_id: text_at(row, 2)?,
+            stop_id: text_at(row, 3)?,
+        };
+        Ok(Some((info, u64::try_from(int_at(row, 4)?).unwrap_or(0))))
+    }
+
     /// A validator and its device key.
     pub async fn validator(&self, id: u32) -> Result<(ValidatorInfo, [u8; 32]), TransitError> {
         let rows = self
