@@ -472,16 +472,25 @@ impl Transit {
     /// refused while the rider is in arrears.
     pub async fn issue_credential(&self, resident: &Resident, rider_key: [u8; 32]) -> Result<Credential, TransitError> {
         let account_ref = self.account_ref(resident).await?;
-        if self.in_arrears(account_ref).await? {
+        // One read: whether the rider owes fares, and what the wallet can spend now.
+        let rows = self
+            .directory
+            .read(
+                "SELECT (SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND paid_at IS NULL),
+                        (SELECT credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?2)",
+                vec![uint(account_ref), Value::Int(citypay_store::u64_to_column(resident.wallet))],
+            )
+            .await?;
+        let row = rows.first().ok_or_else(|| DirectoryError::Storage("no answer".into()))?;
+        if int_at(row, 0)? > 0 {
             return Err(TransitError::InArrears);
         }
+        let available = if matches!(row.get(1), Some(Value::Null) | None) { 0 } else { int_at(row, 1)? };
         let now = u32::try_from(self.now_s()).map_err(|_| TransitError::Unavailable("clock beyond 2106".into()))?;
         let keys = self.ride_keys();
         // The newest valid, unrevoked key signs.
         let key = keys.keys.iter().rev().find(|k| k.validity().contains(now) && !keys.revoked.contains(&k.key_id()));
         let key = key.ok_or_else(|| TransitError::Unavailable("no platform ride key is valid now".into()))?;
-        let wallet = self.directory.shard().account(resident.wallet).await.map_err(|e| TransitError::Unavailable(e.to_string()))?;
-        let available = wallet.map_or(0, |account| account.balance.available());
         let ceiling_fen = u32::try_from(available.clamp(i64::from(CREDENTIAL_CREDIT_FEN), i64::from(CREDENTIAL_CEILING_FEN))).unwrap_or(CREDENTIAL_CREDIT_FEN);
         let terms = CredentialTerms {
             rider_key,
@@ -492,14 +501,6 @@ impl Transit {
             ceiling_fen,
         };
         citypay_ride::issue_credential(key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
-    }
-
-    async fn in_arrears(&self, account_ref: u64) -> Result<bool, TransitError> {
-        let rows = self
-            .directory
-            .read("SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND paid_at IS NULL", vec![uint(account_ref)])
-            .await?;
-        Ok(rows.first().map(|r| int_at(r, 0)).transpose()?.unwrap_or(0) > 0)
     }
 
     /// Registers a validator of transit operator `operator` at a route and stop of the feed,
