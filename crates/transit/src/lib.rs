@@ -41,7 +41,7 @@ pub const CREDENTIAL_TTL_S: u32 = 24 * 3600;
 /// The highest deferred-debit ceiling written in a credential, in fen: a funded wallet's.
 pub const CREDENTIAL_CEILING_FEN: u32 = 5_000;
 /// The credit the platform extends beyond a wallet's balance, in fen: one ride at the dearest
-/// fare. A credential's ceiling is the wallet's available balance, at least this, at most
+/// fare of the shipped feed. A credential's ceiling is the wallet's available balance, at least this, at most
 /// [`CREDENTIAL_CEILING_FEN`]; validators refuse entries beyond it.
 pub const CREDENTIAL_CREDIT_FEN: u32 = 500;
 /// The fare medium of ride codes in the feed.
@@ -224,11 +224,13 @@ const RIDER_DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.dir
 const OPERATOR_RIDERS: &str = "SELECT DISTINCT t.account_ref FROM taps t JOIN validators v ON v.id = t.validator_id
     WHERE t.service_day = ?1 AND v.operator_id = ?2 AND t.account_ref >= ?3 ORDER BY t.account_ref LIMIT ?4";
 
-/// [`DAY_TAPS`] for a range of riders.
+/// [`DAY_TAPS`] for the riders of [`OPERATOR_RIDERS`]: all their taps, whichever operator's.
 const RIDERS_DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.direction, t.at, t.code_hash, t.validator_id,
         t.sequence, t.flagged, r.resident_id, v.operator_id
     FROM taps t JOIN ride_accounts r ON r.account_ref = t.account_ref JOIN validators v ON v.id = t.validator_id
-    WHERE t.service_day = ?1 AND t.account_ref >= ?2 AND t.account_ref <= ?3 ORDER BY t.account_ref, t.at, t.validator_id, t.sequence";
+    WHERE t.service_day = ?1 AND t.account_ref IN (SELECT DISTINCT t2.account_ref FROM taps t2 JOIN validators v2 ON v2.id = t2.validator_id
+        WHERE t2.service_day = ?1 AND v2.operator_id = ?2 AND t2.account_ref >= ?3 ORDER BY t2.account_ref LIMIT ?4)
+    ORDER BY t.account_ref, t.at, t.validator_id, t.sequence";
 
 /// A leg on an operator's lines, as the fare run prices it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -769,7 +771,8 @@ impl Transit {
         let delta = c.due - charged;
         let wallet = account_id(AccountKind::Wallet, c.resident);
         let now = self.now_s();
-        // The operator of the day's first leg, for the day's row and its arrears.
+        // One operator named on the day's row and its arrears (the lowest id; each operator's
+        // part is in `transit_shares`).
         let first_operator = c.shares.keys().next().or_else(|| shares.keys().next()).copied().unwrap_or(0);
         let rows_at = |paid: bool| {
             let charge_row = ServiceRow {
@@ -807,8 +810,9 @@ impl Transit {
         let changed = || TransitError::Unavailable("the rider's day changed meanwhile; run again".into());
         match self.submit(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok((Charged::Moved(delta), false)),
-            // Only a wallet that cannot pay makes arrears; any other refusal is an error.
-            Ok(outcome) if delta > 0 && matches!(outcome.status, Status::InsufficientFunds | Status::ExceedsTransferCap | Status::ExceedsWindowCap) => {
+            // Only a wallet that cannot pay makes arrears; any other refusal is an error (an
+            // operator already paid out cannot give back a refund leg: that is not the rider's).
+            Ok(outcome) if delta > 0 && self.wallet_refused(outcome.status, wallet, &shares).await? => {
                 // The day is recorded as due, the difference as arrears; nothing moves, not
                 // even an operator's refund, until the arrears are paid.
                 let arrears = ServiceRow {
@@ -827,6 +831,25 @@ impl Transit {
             }
             Ok(outcome) => Err(TransitError::Refused(outcome.status)),
             Err(_) => Err(changed()),
+        }
+    }
+
+    /// Whether a refused fare movement was the wallet's doing: over its caps (operators have
+    /// none), or short of funds even with the refunds in the same entry credited first.
+    async fn wallet_refused(&self, status: Status, wallet: u64, shares: &BTreeMap<u64, Share>) -> Result<bool, TransitError> {
+        match status {
+            Status::ExceedsTransferCap | Status::ExceedsWindowCap => Ok(true),
+            Status::InsufficientFunds => {
+                let charges: i64 = shares.values().map(|s| (s.due - s.charged).max(0)).sum();
+                let refunds: i64 = shares.values().map(|s| (s.charged - s.due).max(0)).sum();
+                let rows = self
+                    .directory
+                    .read("SELECT credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?1", vec![Value::Int(citypay_store::u64_to_column(wallet))])
+                    .await?;
+                let available = rows.first().map(|row| int_at(row, 0)).transpose()?.unwrap_or(0);
+                Ok(available + refunds < charges)
+            }
+            _ => Ok(false),
         }
     }
 
@@ -933,10 +956,11 @@ impl Transit {
         let mut next_rider = from_rider;
         while legs.len() < limit {
             let wanted = limit - legs.len();
-            let riders = self.directory.read(OPERATOR_RIDERS, vec![int(service_day), uint(operator), uint(next_rider), uint(wanted as u64)]).await?;
-            let (Some(first), Some(last)) = (riders.first(), riders.last()) else { break };
-            let (first, last) = (int_at(first, 0)?, int_at(last, 0)?);
-            let rows = self.directory.read(RIDERS_DAY_TAPS, vec![int(service_day), int(first), int(last)]).await?;
+            let page = vec![int(service_day), uint(operator), uint(next_rider), uint(wanted as u64)];
+            let riders = self.directory.read(OPERATOR_RIDERS, page.clone()).await?;
+            let Some(last) = riders.last() else { break };
+            let last = int_at(last, 0)?;
+            let rows = self.directory.read(RIDERS_DAY_TAPS, page).await?;
             let (day_riders, _) = riders_of(&rows)?;
             for rider in &day_riders {
                 let fares = citypay_fares::fare_day(&self.feed, &rider.taps);

@@ -398,3 +398,54 @@ fn each_operator_is_paid_for_its_own_legs_and_arrears_are_split_the_same_way() {
     let report = citypay_store::audit(&mut reader).unwrap();
     assert!(report.is_clean(), "{:?}", report.violations);
 }
+
+#[test]
+fn an_operator_short_of_a_refund_does_not_put_the_rider_in_arrears() {
+    let w = world();
+    let (alice, _) = resident(&w, ALICE.0, ALICE.1, 100);
+    let (buses, _) = transit_operator(&w);
+    let (metro, metro_account) = metro_operator(&w);
+    let bus = w.rt.block_on(w.transit.register_validator(buses, "824", "B_XIZHAN", [3; 32])).unwrap();
+    let gate_in = w.rt.block_on(w.transit.register_validator(metro, "M1", "M1_LIUYUAN", [4; 32])).unwrap();
+    let gate_out = w.rt.block_on(w.transit.register_validator(metro, "M1", "M1_XIBEIJIAO", [5; 32])).unwrap();
+    let mut phone = device(&w, &alice, 1);
+    let (in_, out) = (citypay_ride::Direction::In, citypay_ride::Direction::Out);
+    let t0 = u32::try_from(MORNING + 3_600).unwrap();
+    let mut metro_in = Validator::new(w.transit.keyring(), Policy::default());
+    let mut metro_out = Validator::new(w.transit.keyring(), Policy::default());
+    metro_in.validate(&phone.next_code(t0 + 1_800).encode(), t0 + 1_800, gate(&gate_in, in_)).unwrap();
+    metro_out.validate(&phone.next_code(t0 + 2_800).encode(), t0 + 2_800, gate(&gate_out, out)).unwrap();
+    w.rt.block_on(async {
+        w.transit.upload_taps(&gate_in, &metro_in.drain_taps()).await.unwrap();
+        w.transit.upload_taps(&gate_out, &metro_out.drain_taps()).await.unwrap();
+    });
+    w.clock.set(Timestamp::from_unix_seconds(MORNING + 24 * 3_600));
+    let day = citypay_fares::service_day(i64::from(t0));
+    let metro_fare = w.rt.block_on(w.transit.fare_day(day)).unwrap().charged;
+    // The metro company's money is paid out to its bank.
+    w.rt.block_on(async {
+        let payout = citypay_ledger::Transfer {
+            id: 77,
+            leg: citypay_ledger::Leg {
+                debit: metro_account,
+                credit: PlatformAccounts::CNY.sandbox_custody,
+                amount: metro_fare,
+                currency: citypay_ledger::Currency::CNY,
+                code: 1,
+                class: 0,
+                user_data: 0,
+            },
+            pending_timeout_s: None,
+        };
+        let outcome = w.directory.shard().submit(citypay_ledger::Event::Transfer(payout).into()).await.unwrap();
+        assert_eq!(outcome.status, citypay_ledger::Status::Ok);
+    });
+    // A bus boarding before the metro, uploaded late: the bus is due its fare, and the metro
+    // leg gets the transfer's yuan off, which the metro company can no longer give back.
+    let mut late = Validator::new(w.transit.keyring(), Policy::default());
+    late.validate(&phone.next_code(t0).encode(), t0, gate(&bus, in_)).unwrap();
+    w.rt.block_on(w.transit.upload_taps(&bus, &late.drain_taps())).unwrap();
+    let run = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    assert_eq!((run.failed, run.arrears), (1, 0), "the operator's shortfall is an error, not the rider's debt");
+    assert!(w.rt.block_on(w.transit.deny_list()).unwrap().is_empty());
+}
