@@ -143,6 +143,34 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
+    let Parsed { mut keys, revoked, receipt, journal } = parse_key_file(&text)?;
+    if keys.is_empty() {
+        let seed = citypay_directory::random_bytes::<32>();
+        append_private(path, &format!("ride={}\n", hex32(&seed))).with_context(|| format!("adding the ride key to {}", path.display()))?;
+        keys.push(citypay_ride::PlatformKey::from_seed(1, seed, forever()?));
+    }
+    let added = |name: &str, found: Option<[u8; 32]>| -> anyhow::Result<[u8; 32]> {
+        if let Some(seed) = found {
+            return Ok(seed);
+        }
+        let seed = citypay_directory::random_bytes::<32>();
+        append_private(path, &format!("{name}={}\n", hex32(&seed))).with_context(|| format!("adding the {name} key to {}", path.display()))?;
+        Ok(seed)
+    };
+    let receipt = added("receipt", receipt)?;
+    let journal = added("journal", journal)?;
+    Ok(SigningKeys { keys, revoked, receipt, journal: Some(journal), head })
+}
+
+/// The signing keys a key file holds, as written.
+struct Parsed {
+    keys: Vec<citypay_ride::PlatformKey>,
+    revoked: Vec<u16>,
+    receipt: Option<[u8; 32]>,
+    journal: Option<[u8; 32]>,
+}
+
+fn parse_key_file(text: &str) -> anyhow::Result<Parsed> {
     let mut keys = Vec::new();
     let mut revoked = Vec::new();
     let mut receipt = None;
@@ -163,22 +191,21 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
             keys.push(citypay_ride::PlatformKey::from_seed(id.parse().context("ride key id")?, parse_seed(seed)?, validity));
         }
     }
-    if keys.is_empty() {
-        let seed = citypay_directory::random_bytes::<32>();
-        append_private(path, &format!("ride={}\n", hex32(&seed))).with_context(|| format!("adding the ride key to {}", path.display()))?;
-        keys.push(citypay_ride::PlatformKey::from_seed(1, seed, forever()?));
+    Ok(Parsed { keys, revoked, receipt, journal })
+}
+
+/// The ride keys and revocations the key file holds now, for a running server to reload:
+/// read only (nothing is added to the file), and refused unless some key can sign at `now`.
+pub(crate) fn reload_ride_keys(path: &Path, now: u32) -> anyhow::Result<(Vec<citypay_ride::PlatformKey>, Vec<u16>)> {
+    if std::env::var("CITYPAY_RIDE_KEY").is_ok() {
+        anyhow::bail!("the ride key comes from CITYPAY_RIDE_KEY; restart the server to change it");
     }
-    let added = |name: &str, found: Option<[u8; 32]>| -> anyhow::Result<[u8; 32]> {
-        if let Some(seed) = found {
-            return Ok(seed);
-        }
-        let seed = citypay_directory::random_bytes::<32>();
-        append_private(path, &format!("{name}={}\n", hex32(&seed))).with_context(|| format!("adding the {name} key to {}", path.display()))?;
-        Ok(seed)
-    };
-    let receipt = added("receipt", receipt)?;
-    let journal = added("journal", journal)?;
-    Ok(SigningKeys { keys, revoked, receipt, journal: Some(journal), head })
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let Parsed { keys, revoked, .. } = parse_key_file(&text)?;
+    if !keys.iter().any(|k| k.validity().contains(now) && !revoked.contains(&k.key_id())) {
+        anyhow::bail!("{} holds no ride key that can sign now", path.display());
+    }
+    Ok((keys, revoked))
 }
 
 /// The journal's seal key, read only (`CITYPAY_JOURNAL_KEY`, else the key file's `journal=`
@@ -449,5 +476,15 @@ mod tests {
         assert_eq!(load_ride_keys(&path).unwrap().revoked, vec![1]);
         assert!(std::fs::read_to_string(&path).unwrap().starts_with("sealing=x\n"), "other keys untouched");
         assert!(revoke_ride_key(&path, 9).is_err());
+
+        // A running server's reload reads, never writes, and refuses a set that cannot sign.
+        let before = std::fs::read_to_string(&path).unwrap();
+        let (keys, revoked) = reload_ride_keys(&path, 2_000).unwrap();
+        assert_eq!((keys.len(), revoked), (2, vec![1]));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+        revoke_ride_key(&path, 2).unwrap();
+        assert!(reload_ride_keys(&path, 2_000).is_err(), "every key revoked");
+        assert!(reload_ride_keys(&dir.path().join("missing"), 2_000).is_err());
+        assert!(!dir.path().join("missing").exists(), "a missing file is not created");
     }
 }

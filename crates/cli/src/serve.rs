@@ -77,7 +77,8 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
 
 /// On SIGHUP, reads the ride keys again from the key file (after `citypay transit rotate-key`
 /// or `revoke-key`): the new key signs from the next credential, and validators get the new
-/// set and revocations at their next download. A file that cannot be read leaves the old keys.
+/// set and revocations at their next download. A file that cannot be read, or that leaves no
+/// key able to sign, leaves the old keys (and is logged).
 fn reload_ride_keys_on_hangup(transit: citypay_transit::Transit, path: PathBuf) {
     tokio::spawn(async move {
         let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
@@ -85,11 +86,12 @@ fn reload_ride_keys_on_hangup(transit: citypay_transit::Transit, path: PathBuf) 
             return;
         };
         while hangups.recv().await.is_some() {
-            match crate::city::load_ride_keys(&path) {
-                Ok(loaded) => {
-                    let key_ids: Vec<u16> = loaded.keys.iter().map(citypay_ride::PlatformKey::key_id).collect();
-                    tracing::info!(?key_ids, revoked = ?loaded.revoked, "ride keys reloaded");
-                    transit.set_keys(loaded.keys, loaded.revoked);
+            let now = u32::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())).unwrap_or(u32::MAX);
+            match crate::city::reload_ride_keys(&path, now) {
+                Ok((keys, revoked)) => {
+                    let key_ids: Vec<u16> = keys.iter().map(citypay_ride::PlatformKey::key_id).collect();
+                    tracing::info!(?key_ids, ?revoked, "ride keys reloaded");
+                    transit.set_keys(keys, revoked);
                 }
                 Err(error) => tracing::warn!(%error, "reloading the ride keys failed; the previous keys stay"),
             }
