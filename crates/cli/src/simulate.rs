@@ -236,6 +236,18 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
         if fresh && through > 0 {
             bail!("{} holds no simulated city to continue", db.redacted());
         }
+        if through > 0 {
+            // A continued run that stopped part-way left the next day's payments and rides
+            // behind: living that day again would ride and pay twice.
+            let latest = directory
+                .read("SELECT COALESCE((SELECT MAX(created_at) FROM trades), 0), COALESCE((SELECT MAX(at) FROM taps), 0)", Vec::new())
+                .await?;
+            let row = latest.first().context("no answer")?;
+            let lived = citypay_directory::int_at(row, 0)?.max(citypay_directory::int_at(row, 1)?);
+            if u64::try_from(lived).unwrap_or(0) >= Simulation::day_start(first_day) {
+                bail!("{} already holds day {first_day} (a continued run that did not finish?); its report's summary.json is older than the database", db.redacted());
+            }
+        }
         let services = Services {
             wallet: city.state.wallet.clone(),
             checkout: city.state.checkout.clone(),

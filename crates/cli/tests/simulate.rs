@@ -92,6 +92,7 @@ fn the_report_shows_what_the_simulation_did() {
 
     // Told to continue, it lives the next day of the same city on the same database: the
     // report holds both days, the books are clean after it.
+    let first_summary = std::fs::read_to_string(dir.join("summary.json")).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
         .args(["simulate", "--continue", "--days", "1", "--json", "--report", dir.to_str().unwrap()])
         .output()
@@ -108,6 +109,15 @@ fn the_report_shows_what_the_simulation_did() {
     assert_eq!(dates, ["2017-08-01", "2017-08-02"]);
     // The first day as the report shows it is unchanged by the second.
     assert_eq!(report["days"][0]["cities"][0]["payments"], first_day_payments);
+    // A stale summary (as after a continued run that stopped part-way) would live day 2
+    // again: refused.
+    std::fs::write(dir.join("summary.json"), &first_summary).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
+        .args(["simulate", "--continue", "--json", "--report", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already holds day 2"), "{}", String::from_utf8_lossy(&output.stderr));
     // What to continue comes from the report; a seed of its own is refused.
     let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
         .args(["simulate", "--continue", "--seed", "9", "--report", dir.to_str().unwrap()])

@@ -224,8 +224,8 @@ pub async fn drive(target: &ServerTarget, config: &SimConfig, progress: &dyn Pro
     Ok(run)
 }
 
-/// Onboards the `index`-th business of a kind (a replay of the same seed answers the first
-/// onboarding, API key included) and reads its counter QR.
+/// Onboards the `index`-th business of a kind and reads its counter QR. Onboarding is not
+/// replayable (its answer shows the API key once), so a seed's city can be onboarded once.
 async fn onboard(api: &Api, session: &str, preset: &crate::CityPreset, city: usize, kind: BusinessKind, index: u64) -> Result<Merchant, SimError> {
     let new = world::new_merchant(preset, city, kind, index);
     let body = json!({"city": new.city, "name": new.name, "uscc": new.uscc, "mcc": new.mcc, "category": new.category.code(),

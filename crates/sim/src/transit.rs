@@ -147,8 +147,11 @@ async fn renew(context: &Context, account: &mut Account, now: u32, outcomes: &mu
     match issued {
         Ok(credential) => {
             account.ride_until = credential.terms.valid_until;
-            if let Some(device) = account.rider.as_mut() {
-                device.set_credential(credential);
+            account.account_ref = credential.terms.account_ref;
+            match account.rider.as_mut() {
+                Some(device) => device.set_credential(credential),
+                // Refused at enrolment (in arrears, in a continued run): the phone gets it now.
+                None => account.rider = Some(RiderDevice::new(key, credential)),
             }
         }
         Err(e) => outcomes.push(transit_outcome("renew ride credential", &e)),
