@@ -173,6 +173,17 @@ fn uint(v: u64) -> Value {
     Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// The answer to a code payment whose order already exists: the paid order itself when the
+/// amounts agree (a retry), else why the order number cannot be paid again.
+fn answer_existing(existing: Trade, new: &NewTrade) -> Result<Trade, CheckoutError> {
+    match existing.status {
+        _ if existing.amount != new.amount => Err(CheckoutError::OutTradeNoReused),
+        TradeStatus::TradeSuccess | TradeStatus::TradeFinished => Ok(existing),
+        TradeStatus::TradeClosed => Err(CheckoutError::TradeClosed),
+        TradeStatus::WaitBuyerPay => Err(CheckoutError::OutTradeNoReused),
+    }
+}
+
 fn check_new_trade(new: &NewTrade) -> Result<(), CheckoutError> {
     let no = &new.out_trade_no;
     if no.is_empty() || no.len() > 64 || !no.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -540,14 +551,19 @@ impl Checkout {
     /// Idempotent by `out_trade_no`; a code works once.
     pub async fn pay_with_code(&self, merchant_id: u64, new: &NewTrade, code: &str) -> Result<Trade, CheckoutError> {
         check_new_trade(new)?;
-        if let Ok(existing) = self.trade(merchant_id, &new.out_trade_no).await {
-            return match existing.status {
-                _ if existing.amount != new.amount => Err(CheckoutError::OutTradeNoReused),
-                TradeStatus::TradeSuccess | TradeStatus::TradeFinished => Ok(existing),
-                TradeStatus::TradeClosed => Err(CheckoutError::TradeClosed),
-                TradeStatus::WaitBuyerPay => Err(CheckoutError::OutTradeNoReused),
-            };
+        // No read first: a new order (the usual case) goes straight to the writer. A retry of
+        // an order already made fails on the way (its code is spent, or its trade exists) and
+        // is answered from the order.
+        match self.pay_new_code(merchant_id, new, code).await {
+            Ok(trade) => Ok(trade),
+            Err(error) => match self.trade(merchant_id, &new.out_trade_no).await {
+                Ok(existing) => answer_existing(existing, new),
+                Err(_) => Err(error),
+            },
         }
+    }
+
+    async fn pay_new_code(&self, merchant_id: u64, new: &NewTrade, code: &str) -> Result<Trade, CheckoutError> {
         if self.too_many_failures(merchant_id) {
             return Err(CheckoutError::TooManyAttempts);
         }
@@ -596,8 +612,8 @@ impl Checkout {
         match self.submit(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
-            // Another request made this order meanwhile: it is this one only on the same terms.
-            Err(0) => self.existing_same(merchant_id, new).await,
+            // The order exists (made before, or meanwhile): answered from it by the caller.
+            Err(0) => Err(CheckoutError::OutTradeNoReused),
             Err(_) => Err(CheckoutError::CodeUsed),
         }
     }

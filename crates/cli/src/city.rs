@@ -442,7 +442,7 @@ pub(crate) async fn open_with(
     directory.open_platform_accounts().await?;
     let bank: Arc<dyn citypay_directory::BankConnector> = Arc::new(SandboxBank);
     let receipt_signer = citypay_bills::ReceiptSigner::from_seed(1, ride_keys.receipt);
-    let state = AppState {
+    let state = AppState::new(citypay_api::routes::AppServices {
         wallet: Wallet::new(directory.clone(), bank.clone()),
         settlement: citypay_settlement::Settlement::new(directory.clone(), bank),
         bills: citypay_bills::Bills::new(directory.clone(), receipt_signer),
@@ -450,7 +450,7 @@ pub(crate) async fn open_with(
         transit: citypay_transit::Transit::with_keys(directory.clone(), citypay_fares::Feed::tianjin(), ride_keys.keys, ride_keys.revoked),
         directory,
         token_ttl_s: 3_600,
-    };
+    });
     Ok(City { shard, state })
 }
 

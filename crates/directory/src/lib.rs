@@ -30,7 +30,7 @@ pub use bank::{BankConnector, BankError, BankReceipt, SandboxBank};
 pub use cities::{City, PRESET_CITIES};
 pub use error::DirectoryError;
 pub use fees::{RATE_MAX_BP, fee_for, fee_returned};
-pub use merchants::{Category, MERCHANT_CACHE_TTL, Merchant, MerchantCredentials, NewMerchant};
+pub use merchants::{API_KEY_CACHE_TTL, Category, MERCHANT_CACHE_TTL, Merchant, MerchantCredentials, NewMerchant};
 pub use operators::{Operator, Role};
 pub use passwords::PasswordPolicy;
 pub use residents::{NewResident, Resident};
@@ -60,6 +60,8 @@ pub struct Directory {
     entropy: Entropy,
     /// Merchants as recently read: every payment reads its merchant, which rarely changes.
     merchants: Arc<std::sync::RwLock<std::collections::HashMap<u64, (Merchant, std::time::Instant)>>>,
+    /// API keys checked lately: key id → (merchant, secret hash, when read).
+    api_keys: Arc<std::sync::RwLock<std::collections::HashMap<String, (u64, Vec<u8>, std::time::Instant)>>>,
     /// Cities as read (they never change).
     cities: Arc<std::sync::RwLock<std::collections::HashMap<u32, City>>>,
 }
@@ -88,7 +90,7 @@ impl Directory {
         clock: Arc<dyn Clock + Sync>,
         passwords: PasswordPolicy,
     ) -> Directory {
-        Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os, merchants: Arc::default(), cities: Arc::default() }
+        Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os, merchants: Arc::default(), api_keys: Arc::default(), cities: Arc::default() }
     }
 
     /// The same directory drawing ids and secrets from `seed` instead of the OS. For seeded

@@ -68,6 +68,11 @@ impl Category {
     }
 }
 
+/// How long a valid API key is served from the cache.
+pub const API_KEY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most API keys cached; past it, expired entries are dropped.
+const API_KEY_CACHE_MAX: usize = 100_000;
+
 /// How long a merchant's record is served from the cache.
 pub const MERCHANT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -273,27 +278,47 @@ impl Directory {
             }],
             always_rows: Vec::new(),
         };
-        match self.submit(command).await? {
+        let revoked = match self.submit(command).await? {
             Ok(_) => Ok(()),
             Err(_) => Err(DirectoryError::NotFound),
+        };
+        if let Ok(mut cache) = self.api_keys.write() {
+            cache.remove(key_id);
         }
+        revoked
     }
 
     /// The merchant whose API key this is, if the key exists, is not revoked and the secret
     /// matches (compared in constant time).
+    /// A key found valid is served from a cache for [`API_KEY_CACHE_TTL`]: revoking it takes
+    /// effect at once on this server, within that time on the others.
     pub async fn authenticate_api_key(&self, key_id: &str, secret: &str) -> Result<u64, DirectoryError> {
-        let rows = self
-            .read(
-                "SELECT merchant_id, secret_hash FROM api_keys WHERE key_id = ?1 AND revoked_at IS NULL",
-                vec![Value::Text(key_id.to_owned())],
-            )
-            .await?;
-        let row = rows.first().ok_or(DirectoryError::WrongCredentials)?;
-        let stored = blob(&row[1])?;
-        if !bool::from(stored.as_slice().ct_eq(&secret_hash(secret))) {
+        let hash = secret_hash(secret);
+        let cached = self.api_keys.read().ok().and_then(|cache| cache.get(key_id).filter(|(_, _, at)| at.elapsed() < API_KEY_CACHE_TTL).cloned());
+        let (merchant, stored) = match cached {
+            Some((merchant, stored, _)) => (merchant, stored),
+            None => {
+                let rows = self
+                    .read(
+                        "SELECT merchant_id, secret_hash FROM api_keys WHERE key_id = ?1 AND revoked_at IS NULL",
+                        vec![Value::Text(key_id.to_owned())],
+                    )
+                    .await?;
+                let row = rows.first().ok_or(DirectoryError::WrongCredentials)?;
+                let merchant = u64::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("merchant id".into()))?;
+                (merchant, blob(&row[1])?)
+            }
+        };
+        if !bool::from(stored.as_slice().ct_eq(&hash)) {
             return Err(DirectoryError::WrongCredentials);
         }
-        u64::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("merchant id".into()))
+        if let Ok(mut cache) = self.api_keys.write() {
+            if cache.len() >= API_KEY_CACHE_MAX {
+                cache.retain(|_, (_, _, at)| at.elapsed() < API_KEY_CACHE_TTL);
+            }
+            cache.entry(key_id.to_owned()).or_insert_with(|| (merchant, stored, std::time::Instant::now()));
+        }
+        Ok(merchant)
     }
 
     /// The secret that signs a merchant's notifications, unsealed (never log it).

@@ -23,8 +23,8 @@ pub use auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
 pub use dashboard::dashboard_pages;
 
 /// What the handlers share.
-#[derive(Clone, Debug)]
-pub struct AppState {
+#[derive(Debug)]
+pub struct AppServices {
     /// Cities, residents, merchants, operators, sign-in.
     pub directory: Directory,
     /// Cards, top-ups, withdrawals.
@@ -39,6 +39,26 @@ pub struct AppState {
     pub settlement: citypay_settlement::Settlement,
     /// How long a resident's or operator's token lives, in seconds.
     pub token_ttl_s: u64,
+}
+
+/// [`AppServices`] shared by every request: one reference count to raise per request, where
+/// cloning each service would raise one per field.
+#[derive(Clone, Debug)]
+pub struct AppState(std::sync::Arc<AppServices>);
+
+impl AppState {
+    /// The state over `services`.
+    pub fn new(services: AppServices) -> AppState {
+        AppState(std::sync::Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppServices;
+
+    fn deref(&self) -> &AppServices {
+        &self.0
+    }
 }
 
 /// The API's own table: the first answer to each idempotency key.
