@@ -159,41 +159,45 @@ impl Default for Policy {
     }
 }
 
-/// A set of 32-byte hashes with first-in-first-out eviction.
+/// A map from 32-byte hashes with first-in-first-out eviction (a set when `V` is `()`).
 #[derive(Debug, Clone)]
-struct BoundedSet {
-    set: HashSet<[u8; 32]>,
+struct Bounded<V> {
+    map: HashMap<[u8; 32], V>,
     order: VecDeque<[u8; 32]>,
     capacity: usize,
 }
 
-impl BoundedSet {
+impl<V> Bounded<V> {
     fn new(capacity: usize) -> Self {
         Self {
-            set: HashSet::new(),
+            map: HashMap::new(),
             order: VecDeque::new(),
             capacity,
         }
     }
 
     fn contains(&self, h: &[u8; 32]) -> bool {
-        self.set.contains(h)
+        self.map.contains_key(h)
     }
 
-    fn insert(&mut self, h: [u8; 32]) {
-        if self.capacity == 0 || !self.set.insert(h) {
+    fn get(&self, h: &[u8; 32]) -> Option<&V> {
+        self.map.get(h)
+    }
+
+    fn insert(&mut self, h: [u8; 32], value: V) {
+        if self.capacity == 0 || self.map.insert(h, value).is_some() {
             return;
         }
         self.order.push_back(h);
         while self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+                self.map.remove(&old);
             }
         }
     }
 
     fn len(&self) -> usize {
-        self.set.len()
+        self.map.len()
     }
 }
 
@@ -236,8 +240,9 @@ pub struct Validator {
     keyring: PlatformKeyring,
     revoked: HashSet<u16>,
     denied: HashSet<u64>,
-    seen: BoundedSet,
-    credential_cache: BoundedSet,
+    seen: Bounded<()>,
+    /// Credentials verified, by hash, with their rider key already decompressed.
+    credential_cache: Bounded<VerifyingKey>,
     policy: Policy,
     /// Fare estimates of the entries accepted per credential (by its hash), oldest first out.
     spent: HashMap<[u8; 32], u32>,
@@ -254,8 +259,8 @@ impl Validator {
             keyring,
             revoked: HashSet::new(),
             denied: HashSet::new(),
-            seen: BoundedSet::new(policy.seen_capacity),
-            credential_cache: BoundedSet::new(policy.cache_capacity),
+            seen: Bounded::new(policy.seen_capacity),
+            credential_cache: Bounded::new(policy.cache_capacity),
             policy,
             spent: HashMap::new(),
             spent_order: VecDeque::new(),
@@ -350,11 +355,15 @@ impl Validator {
         let code = RideCode::decode(bytes)?;
         let platform_key = self.check_platform_key(&code, now)?;
         self.check_credential_terms(&code, now)?;
-        let rider_key = VerifyingKey::from_bytes(&code.credential.terms.rider_key)
-            .ok()
-            .filter(|k| !k.is_weak())
-            .ok_or(Refusal::BadRiderKey)?;
-        let credential_hash = Sha256::digest(code.credential.to_bytes()).into();
+        let credential_hash: [u8; 32] = Sha256::digest(code.credential.to_bytes()).into();
+        // A credential seen before has its rider key decompressed already.
+        let rider_key = match self.credential_cache.get(&credential_hash) {
+            Some(key) => *key,
+            None => VerifyingKey::from_bytes(&code.credential.terms.rider_key)
+                .ok()
+                .filter(|k| !k.is_weak())
+                .ok_or(Refusal::BadRiderKey)?,
+        };
         Ok(Pending {
             code,
             platform_key,
@@ -410,7 +419,7 @@ impl Validator {
             if !verify(&p.credential_triple()) {
                 return Err(Refusal::BadCredentialSignature);
             }
-            self.credential_cache.insert(p.credential_hash);
+            self.credential_cache.insert(p.credential_hash, p.rider_key);
         }
         self.signature_checks += 1;
         if !verify(&p.code_triple()) {
@@ -422,10 +431,10 @@ impl Validator {
     /// One batch verification of every needed signature; caches the credentials on success.
     fn verify_batch(&mut self, pending: &[&Pending]) -> bool {
         let mut triples = Vec::with_capacity(pending.len() * 2);
-        let mut new_credentials = HashSet::new();
+        let mut new_credentials = HashMap::new();
         for p in pending {
             let cached = self.credential_cache.contains(&p.credential_hash);
-            if !cached && new_credentials.insert(p.credential_hash) {
+            if !cached && new_credentials.insert(p.credential_hash, p.rider_key).is_none() {
                 triples.push(p.credential_triple());
             }
             triples.push(p.code_triple());
@@ -441,7 +450,7 @@ impl Validator {
         if ok {
             new_credentials
                 .into_iter()
-                .for_each(|h| self.credential_cache.insert(h));
+                .for_each(|(h, key)| self.credential_cache.insert(h, key));
         }
         ok
     }
@@ -461,7 +470,7 @@ impl Validator {
             return Err(Refusal::Replayed);
         }
         self.spend(p, gate)?;
-        self.seen.insert(code_hash);
+        self.seen.insert(code_hash, ());
         Ok(self.record(gate, now, p.code.credential.terms.account_ref, code_hash))
     }
 
