@@ -51,10 +51,15 @@ fn free_port() -> u16 {
 }
 
 async fn start(target: &Target, log: &Path) -> Server {
+    start_with(target, log, &[]).await
+}
+
+async fn start_with(target: &Target, log: &Path, env: &[(&str, &Path)]) -> Server {
     let port = free_port();
     let child = Command::new(BIN)
         .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--db", &target.db, "--keys"])
         .arg(&target.keys)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -70,43 +75,59 @@ async fn start(target: &Target, log: &Path) -> Server {
 
 /// A notification receiver on loopback that answers 200 and keeps (headers, body).
 async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+    receiver_with(None).await
+}
+
+/// A notification receiver on loopback, over TLS when given an acceptor.
+async fn receiver_with(tls: Option<tokio_rustls::TlsAcceptor>) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/hook", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let kept = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let Ok((socket, _)) = listener.accept().await else { return };
             let kept = kept.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut data = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    data.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&data).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let head = text[..end].to_lowercase();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        if data.len() >= end + 4 + length {
-                            let body = String::from_utf8_lossy(&data[end + 4..end + 4 + length]).to_string();
-                            kept.lock().unwrap().push((head, body));
-                            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-                            return;
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(socket).await {
+                            answer_one(stream, &kept).await;
                         }
                     }
+                    None => answer_one(socket, &kept).await,
                 }
             });
         }
     });
     (url, seen)
+}
+
+/// Reads one request, keeps (lower-cased head, body), answers 200.
+async fn answer_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut socket: S, kept: &Mutex<Vec<(String, String)>>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = socket.read(&mut buf).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        data.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&data).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = text[..end].to_lowercase();
+            let length: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            if data.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&data[end + 4..end + 4 + length]).to_string();
+                kept.lock().unwrap().push((head, body));
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                let _ = socket.shutdown().await;
+                return;
+            }
+        }
+    }
 }
 
 struct Api {
@@ -457,6 +478,51 @@ async fn the_live_dashboard_shows_a_simulated_day_to_operators() {
     assert_eq!(cities[0]["payments"], summary["simulated"]["payments"]["Tianjin"]);
     let anonymous = client.get(format!("{api}/v1/city-stats")).send().await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A merchant's notification URL may be HTTPS: the certificate is checked against the trusted
+/// roots (here a test CA given in CITYPAY_WEBHOOK_CA), and the signed event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_reach_an_https_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let (hook, seen) = receiver_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
+    assert!(hook.starts_with("https://"));
+
+    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
+    admin(&target, &["create-operator", "--username", "root"]);
+    let server = start_with(&target, &dir.path().join("serve.log"), &[("CITYPAY_WEBHOOK_CA", &ca)]).await;
+    let api = Api { client: Client::new(), base: server.base.clone() };
+    let (_, session, _) = api.call("POST", "/v1/operator-sessions", None, None, Some(json!({"username": "root", "password": "operator secret"}))).await;
+    let operator = format!("Bearer {}", session["token"].as_str().unwrap());
+    let (status, shop, _) = api
+        .call("POST", "/v1/merchants", Some(&operator), None, Some(json!({"city": 330100, "name": "Shop", "uscc": "91350100M000100Y43", "mcc": "5411",
+            "category": "retail", "settlement_account": "6222020200112233446", "notify_url": hook})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{shop}");
+    let key = format!("ApiKey {}:{}", shop["api_key_id"].as_str().unwrap(), shop["api_key_secret"].as_str().unwrap());
+    let sale = json!({"out_trade_no": "cash1", "amount": {"amount": 500, "currency": "CNY"}, "subject": "tea"});
+    assert_eq!(api.call("POST", "/v1/cash-sales", Some(&key), None, Some(sale)).await.0, StatusCode::CREATED);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no notification over HTTPS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (head, body) = seen.lock().unwrap()[0].clone();
+    assert!(body.contains("cash1"), "{body}");
+    let signature = head.lines().find_map(|l| l.strip_prefix("citypay-signature:")).unwrap().trim().to_owned();
+    let t = signature.trim_start_matches("t=").split(',').next().unwrap();
+    assert_eq!(signature, format!("t={t},v1={}", hmac_hex(shop["webhook_secret"].as_str().unwrap(), &format!("{t}.{body}"))));
 }
 
 /// `simulate --server` drives a running server through its API: the server's own statistics
