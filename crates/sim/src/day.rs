@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use citypay_checkout::{CheckoutError, NewTrade};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::Category;
+use citypay_directory::{Category, Resident};
 use citypay_wallet::WalletError;
 
 use crate::tally::Outcome;
@@ -285,17 +285,7 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
             return (None, outcomes);
         }
     };
-    let device = if person.shows_code {
-        match services.checkout.enroll_device(&resident).await {
-            Ok((slot, secret)) => Some((slot, Arc::from(secret.expose().as_slice()))),
-            Err(e) => {
-                outcomes.push(checkout_outcome("enrol device", &e));
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let device = enrol_phone(context, person, &resident, &mut outcomes).await;
     let mut account = Account { resident, card, device, balance: 0, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
     let first = 10_000 * (2 + rng_for(context.seed, &[tag::PERSON, u64::from(preset.code), person.index, 2]).i64(0..9));
     outcomes.push(top_up(context, &mut account, first, "first").await);
@@ -303,6 +293,20 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
         outcomes.push(crate::transit::enrol(context, &mut account, preset, person.index).await);
     }
     (Some(account), outcomes)
+}
+
+/// A phone for payment codes, for those who show one at the till.
+async fn enrol_phone(context: &Context, person: &Person, resident: &Resident, outcomes: &mut Vec<Result<Outcome, SimError>>) -> Option<(u32, Arc<[u8]>)> {
+    if !person.shows_code {
+        return None;
+    }
+    match context.services.checkout.enroll_device(resident).await {
+        Ok((slot, secret)) => Some((slot, Arc::from(secret.expose().as_slice()))),
+        Err(e) => {
+            outcomes.push(checkout_outcome("enrol device", &e));
+            None
+        }
+    }
 }
 
 /// Picks up a wallet an earlier run opened: the resident found by ID number, the card as
@@ -327,17 +331,7 @@ pub(crate) async fn adopt(context: &Context, person: &Person) -> (Option<Account
         Ok(account) => account.balance.net_posted(),
         Err(e) => return (None, vec![wallet_outcome("read the wallet", &e)]),
     };
-    let device = if person.shows_code {
-        match services.checkout.enroll_device(&resident).await {
-            Ok((slot, secret)) => Some((slot, Arc::from(secret.expose().as_slice()))),
-            Err(e) => {
-                outcomes.push(checkout_outcome("enrol device", &e));
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let device = enrol_phone(context, person, &resident, &mut outcomes).await;
     let mut account = Account { resident, card, device, balance, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
     if person.commutes {
         outcomes.push(crate::transit::enrol(context, &mut account, preset, person.index).await);
