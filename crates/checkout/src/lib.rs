@@ -530,14 +530,39 @@ impl Checkout {
         Err(CheckoutError::Unavailable("no free device slot drawn; retry".into()))
     }
 
-    fn note_failure(&self, merchant_id: u64) -> Result<(), CheckoutError> {
+    /// Counts a wrong code against the merchant's budget of this minute. The count is shared
+    /// by every API server through the database (`code_failures`), and each server stops the
+    /// merchant once the shared count reaches the budget, so all servers together let through
+    /// at most the budget plus one more per server. Only wrong codes pay for the shared count;
+    /// good payments never read it.
+    async fn note_failure(&self, merchant_id: u64) -> Result<(), CheckoutError> {
         let minute = self.now_s() / 60;
+        let key = vec![("merchant_id", uint(merchant_id)), ("minute", uint(minute))];
+        let mut shared = 0;
+        // A race with another server's count is retried; past that the local count stands.
+        for _ in 0..3 {
+            let rows = self
+                .directory
+                .read("SELECT failures FROM code_failures WHERE merchant_id = ?1 AND minute = ?2", vec![uint(merchant_id), uint(minute)])
+                .await?;
+            let current = rows.first().map(|row| citypay_directory::int_at(row, 0)).transpose()?;
+            let guard = match current {
+                None => Guard::Absent { table: "code_failures", key: key.clone() },
+                Some(n) => Guard::Matches { table: "code_failures", key: key.clone(), expect: vec![("failures", int(n))] },
+            };
+            let counted = current.unwrap_or(0) + 1;
+            let row = ServiceRow { table: "code_failures", key: key.clone(), columns: vec![("failures", int(counted))], on_conflict: OnConflict::Update };
+            if self.submit(Command { event: None, guards: vec![guard], rows: vec![row], always_rows: Vec::new() }).await?.is_ok() {
+                shared = u32::try_from(counted).unwrap_or(u32::MAX);
+                break;
+            }
+        }
         let mut failures = self.failures.lock().map_err(|_| CheckoutError::Unavailable("limiter".into()))?;
         let entry = failures.entry(merchant_id).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
-        entry.1 += 1;
+        entry.1 = (entry.1 + 1).max(shared);
         Ok(())
     }
 
@@ -570,7 +595,7 @@ impl Checkout {
         let parsed = PaymentCode::parse(code.trim()).map_err(|e| CheckoutError::InvalidCode(e.to_string()))?;
         let device = self.device(parsed.device).await?;
         let Some(device) = device else {
-            self.note_failure(merchant_id)?;
+            self.note_failure(merchant_id).await?;
             return Err(CheckoutError::InvalidCode("unknown device".into()));
         };
         if device.failures >= DEVICE_FAILURES_MAX {
@@ -578,7 +603,7 @@ impl Checkout {
         }
         let secret = self.directory.unseal(&device.secret_sealed, &format!("device:{}", parsed.device))?;
         let Some(step) = PaymentCode::verify(&parsed, secret.expose(), self.now_s(), CODE_WINDOW_STEPS) else {
-            self.note_failure(merchant_id)?;
+            self.note_failure(merchant_id).await?;
             self.count_device_failure(parsed.device, device.failures).await?;
             return Err(CheckoutError::InvalidCode("wrong or expired code".into()));
         };

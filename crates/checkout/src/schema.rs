@@ -86,4 +86,13 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE trades ADD COLUMN fee BIGINT NOT NULL DEFAULT 0;",
         postgres: "ALTER TABLE trades ADD COLUMN fee BIGINT NOT NULL DEFAULT 0;",
     },
+    Migration {
+        component: "checkout",
+        version: 5,
+        name: "wrong payment codes per merchant and minute, shared by every API server",
+        sqlite: "CREATE TABLE code_failures (merchant_id BIGINT NOT NULL, minute BIGINT NOT NULL, failures BIGINT NOT NULL,
+            PRIMARY KEY (merchant_id, minute));",
+        postgres: "CREATE TABLE code_failures (merchant_id BIGINT NOT NULL, minute BIGINT NOT NULL, failures BIGINT NOT NULL,
+            PRIMARY KEY (merchant_id, minute));",
+    },
 ];

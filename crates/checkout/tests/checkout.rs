@@ -322,6 +322,14 @@ fn payment_codes_work_once_and_guessing_is_limited() {
             let _ = c.pay_with_code(shop, &order(&format!("U{i}"), 100), &unknown).await;
         }
         assert!(matches!(c.pay_with_code(shop, &order("U99", 100), &wrong).await, Err(CheckoutError::TooManyAttempts)));
+        // Another API server shares the budget through the database: it lets one more wrong
+        // code through (which tells it the budget is spent), then refuses too.
+        let other_server = citypay_checkout::Checkout::new(w.directory.clone());
+        let unknown = |i: u32| format!("{}{:08}{:08}", citypay_codes::payment_code::PREFIX, (slot + 40 + i) % 99_999_999, 0);
+        let first = other_server.pay_with_code(shop, &order("V0", 100), &unknown(0)).await;
+        assert!(matches!(first, Err(CheckoutError::InvalidCode(_))), "{first:?}");
+        let second = other_server.pay_with_code(shop, &order("V1", 100), &unknown(1)).await;
+        assert!(matches!(second, Err(CheckoutError::TooManyAttempts)), "{second:?}");
     });
     check_books(&w, &[alice.wallet, shop_account]);
     audit_clean(w);
