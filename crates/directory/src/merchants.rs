@@ -290,8 +290,8 @@ impl Directory {
 
     /// The merchant whose API key this is, if the key exists, is not revoked and the secret
     /// matches (compared in constant time).
-    /// A key found valid is served from a cache for [`API_KEY_CACHE_TTL`]: revoking it takes
-    /// effect at once on this server, within that time on the others.
+    /// A key's row is served from a cache for [`API_KEY_CACHE_TTL`] after each read: revoking
+    /// it takes effect at once on this server, within that time on the others.
     pub async fn authenticate_api_key(&self, key_id: &str, secret: &str) -> Result<u64, DirectoryError> {
         let hash = secret_hash(secret);
         let cached = self.api_keys.read().ok().and_then(|cache| cache.get(key_id).filter(|(_, _, at)| at.elapsed() < API_KEY_CACHE_TTL).cloned());
@@ -306,17 +306,19 @@ impl Directory {
                     .await?;
                 let row = rows.first().ok_or(DirectoryError::WrongCredentials)?;
                 let merchant = u64::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("merchant id".into()))?;
-                (merchant, blob(&row[1])?)
+                let stored = blob(&row[1])?;
+                // Kept as read (valid or not: the secret is checked on every call).
+                if let Ok(mut cache) = self.api_keys.write() {
+                    if cache.len() >= API_KEY_CACHE_MAX {
+                        cache.retain(|_, (_, _, at)| at.elapsed() < API_KEY_CACHE_TTL);
+                    }
+                    cache.insert(key_id.to_owned(), (merchant, stored.clone(), std::time::Instant::now()));
+                }
+                (merchant, stored)
             }
         };
         if !bool::from(stored.as_slice().ct_eq(&hash)) {
             return Err(DirectoryError::WrongCredentials);
-        }
-        if let Ok(mut cache) = self.api_keys.write() {
-            if cache.len() >= API_KEY_CACHE_MAX {
-                cache.retain(|_, (_, _, at)| at.elapsed() < API_KEY_CACHE_TTL);
-            }
-            cache.entry(key_id.to_owned()).or_insert_with(|| (merchant, stored, std::time::Instant::now()));
         }
         Ok(merchant)
     }
