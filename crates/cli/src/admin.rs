@@ -1,22 +1,16 @@
 //! `citypay admin`: what only the command line does, such as creating the first platform
 //! operator. It opens the database as its writer, so run it while the server is stopped.
 
-use std::path::PathBuf;
 
-use citypay_directory::{PasswordPolicy, Role};
-use citypay_store::DbUrl;
+use citypay_directory::Role;
 
 /// Administrative commands.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Admin {
     /// Creates an operator; the password comes from CITYPAY_OPERATOR_PASSWORD or stdin.
     CreateOperator {
-        /// Database.
-        #[arg(long, default_value = "citypay.db")]
-        db: DbUrl,
-        /// Key file (default: beside the database).
-        #[arg(long)]
-        keys: Option<PathBuf>,
+        #[command(flatten)]
+        city_db: crate::city::CityArgs,
         /// Sign-in name.
         #[arg(long)]
         username: String,
@@ -29,12 +23,8 @@ pub(crate) enum Admin {
     },
     /// Onboards a city (GB/T 2260 code and name).
     OnboardCity {
-        /// Database.
-        #[arg(long, default_value = "citypay.db")]
-        db: DbUrl,
-        /// Key file (default: beside the database).
-        #[arg(long)]
-        keys: Option<PathBuf>,
+        #[command(flatten)]
+        city_db: crate::city::CityArgs,
         /// GB/T 2260 code, e.g. 330100.
         #[arg(long)]
         code: u32,
@@ -45,12 +35,8 @@ pub(crate) enum Admin {
     /// Sets a merchant category's fee rate (payments from now on pay it); without --rate-bp,
     /// lists every category's rate.
     FeeRate {
-        /// Database.
-        #[arg(long, default_value = "citypay.db")]
-        db: DbUrl,
-        /// Key file (default: beside the database).
-        #[arg(long)]
-        keys: Option<PathBuf>,
+        #[command(flatten)]
+        city_db: crate::city::CityArgs,
         /// retail, restaurant, transit, hospital, school, social_security, utility or other.
         #[arg(long)]
         category: Option<String>,
@@ -70,44 +56,31 @@ fn password() -> anyhow::Result<String> {
 }
 
 pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match command {
-        Admin::CreateOperator { db, keys, username, role, city } => {
+        Admin::CreateOperator { city_db, username, role, city } => {
             let role = Role::from_code(role).ok_or_else(|| anyhow::anyhow!("role must be platform or city"))?;
             let password = password()?;
-            runtime.block_on(async {
-                let city_state = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+            city_db.with_city(async |city_state| {
                 let operator = city_state.state.directory.create_operator(username, &password, role, *city).await?;
                 println!("operator {} ({}) created", operator.username, operator.role.code());
-                city_state.shard.shutdown();
-                anyhow::Ok(())
+                Ok(())
             })
         }
-        Admin::FeeRate { db, keys, category, rate_bp } => runtime.block_on(async {
-            let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+        Admin::FeeRate { city_db, category, rate_bp } => city_db.with_city(async |city| {
             let directory = &city.state.directory;
-            let result = async {
-                if let (Some(category), Some(rate)) = (category, rate_bp) {
-                    let category = citypay_directory::Category::from_code(category).ok_or_else(|| anyhow::anyhow!("unknown category {category}"))?;
-                    directory.set_fee_rate(category, *rate).await?;
-                }
-                for (category, rate) in directory.fee_rates().await? {
-                    println!("{}: {rate} bp", category.code());
-                }
-                anyhow::Ok(())
+            if let (Some(category), Some(rate)) = (category, rate_bp) {
+                let category = citypay_directory::Category::from_code(category).ok_or_else(|| anyhow::anyhow!("unknown category {category}"))?;
+                directory.set_fee_rate(category, *rate).await?;
             }
-            .await;
-            city.shard.shutdown();
-            result
+            for (category, rate) in directory.fee_rates().await? {
+                println!("{}: {rate} bp", category.code());
+            }
+            Ok(())
         }),
-        Admin::OnboardCity { db, keys, code, name } => {
-            runtime.block_on(async {
-                let city_state = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
-                let city = city_state.state.directory.onboard_city(*code, name).await?;
-                println!("city {} ({}) onboarded", city.name, city.code);
-                city_state.shard.shutdown();
-                anyhow::Ok(())
-            })
-        }
+        Admin::OnboardCity { city_db, code, name } => city_db.with_city(async |city_state| {
+            let city = city_state.state.directory.onboard_city(*code, name).await?;
+            println!("city {} ({}) onboarded", city.name, city.code);
+            Ok(())
+        }),
     }
 }

@@ -387,6 +387,31 @@ pub(crate) async fn open_from_files(db: &DbUrl, keys: Option<&Path>, passwords: 
     open(db, directory_keys, ride_keys, passwords).await
 }
 
+/// Where a one-shot command finds its city: the database and its key file.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct CityArgs {
+    /// Database: sqlite:PATH, a file path, or postgres://...
+    #[arg(long, default_value = "citypay.db")]
+    pub(crate) db: DbUrl,
+    /// Key file (default: beside the database).
+    #[arg(long)]
+    pub(crate) keys: Option<PathBuf>,
+}
+
+impl CityArgs {
+    /// Opens the city on a runtime of its own, runs `work` on it, and shuts the writer down
+    /// whatever `work` answered.
+    pub(crate) fn with_city<T>(&self, work: impl AsyncFnOnce(&City) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let city = open_from_files(&self.db, self.keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+            let result = work(&city).await;
+            city.shard.shutdown();
+            result
+        })
+    }
+}
+
 /// Opens the database as its writer and assembles the services. Storage is opened on a
 /// blocking thread: the PostgreSQL client runs its own runtime, which must not start inside
 /// an async task.

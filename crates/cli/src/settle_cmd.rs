@@ -3,19 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use citypay_directory::PasswordPolicy;
 use citypay_ledger::LocalDate;
-use citypay_store::DbUrl;
 
 /// Pays each merchant's balance of a closed day to its bank account.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SettleArgs {
-    /// Database: sqlite:PATH, a file path, or postgres://...
-    #[arg(long, default_value = "citypay.db")]
-    db: DbUrl,
-    /// Key file (default: beside the database).
-    #[arg(long)]
-    keys: Option<PathBuf>,
+    #[command(flatten)]
+    city: crate::city::CityArgs,
     /// The day to settle, `YYYY-MM-DD` (it must have ended in Asia/Shanghai).
     #[arg(long)]
     date: String,
@@ -29,13 +23,7 @@ pub(crate) struct SettleArgs {
 
 pub(crate) fn run(args: &SettleArgs) -> anyhow::Result<()> {
     let date = LocalDate::parse(&args.date).context("--date: a date as YYYY-MM-DD")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let city = crate::city::open_from_files(&args.db, args.keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
-        let result = settle(&city, date, args.files.as_deref(), args.json).await;
-        city.shard.shutdown();
-        result
-    })
+    args.city.with_city(async |city| settle(city, date, args.files.as_deref(), args.json).await)
 }
 
 async fn settle(city: &crate::city::City, date: LocalDate, files: Option<&Path>, json: bool) -> anyhow::Result<()> {

@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use citypay_directory::PasswordPolicy;
 use citypay_ride::{CredentialTerms, Gate, PlatformKeyring, Policy, RiderDevice, RiderKey, Validator};
-use citypay_store::DbUrl;
 
 /// Transit subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -52,12 +50,8 @@ pub(crate) enum Transit {
     /// Fares a closed service day: every rider's taps priced and debited (a re-run moves only
     /// what changed).
     FareRun {
-        /// Database.
-        #[arg(long, default_value = "citypay.db")]
-        db: DbUrl,
-        /// Key file (default: beside the database).
-        #[arg(long)]
-        keys: Option<PathBuf>,
+        #[command(flatten)]
+        city_db: crate::city::CityArgs,
         /// The service day, `YYYY-MM-DD`.
         #[arg(long)]
         date: String,
@@ -65,12 +59,8 @@ pub(crate) enum Transit {
     /// A transit operator's service day: its legs, each priced as the fare run prices it, and
     /// its fare revenue once fared.
     Legs {
-        /// Database.
-        #[arg(long, default_value = "citypay.db")]
-        db: DbUrl,
-        /// Key file (default: beside the database).
-        #[arg(long)]
-        keys: Option<PathBuf>,
+        #[command(flatten)]
+        city_db: crate::city::CityArgs,
         /// The service day, `YYYY-MM-DD`.
         #[arg(long)]
         date: String,
@@ -97,15 +87,12 @@ fn demo_device(platform: &citypay_ride::PlatformKey, seed: u8, account_ref: u64,
 
 pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
     match command {
-        Transit::Legs { db, keys, date, operator, limit } => {
+        Transit::Legs { city_db, date, operator, limit } => {
             let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+            city_db.with_city(async |city| {
                 let transit = &city.state.transit;
                 let legs = transit.operator_legs(*operator, day, None, *limit).await?;
                 let (fared, revenue) = transit.revenue(*operator, day).await?;
-                city.shard.shutdown();
                 for leg in &legs {
                     let to = leg.to_stop.as_deref().unwrap_or(if leg.tap_out_missing { "(no tap-out)" } else { "-" });
                     println!("rider {:>20}  {:<6} {:<16} → {:<16} {}", leg.account_ref, leg.route_id, leg.from_stop, to, citypay_fares::format_fen(leg.fare_fen));
@@ -138,17 +125,14 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
             println!("ride key {id} revoked; send the server SIGHUP (or restart it); validators refuse it from their next download");
             Ok(())
         }
-        Transit::FareRun { db, keys, date } => {
+        Transit::FareRun { city_db, date } => {
             let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(async {
-                let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+            city_db.with_city(async |city| {
                 let run = city.state.transit.fare_day(day).await?;
                 println!(
                     "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
                     run.riders, run.trips, run.charged, run.arrears, run.arrears_amount, run.unchanged, run.duplicates
                 );
-                city.shard.shutdown();
                 if run.failed > 0 {
                     anyhow::bail!("{} riders could not be fared; run the day again (it moves nothing twice)", run.failed);
                 }
