@@ -652,15 +652,24 @@ impl Bills {
 
     /// A payment by its number.
     pub async fn payment(&self, id: u64) -> Result<BillPayment, BillError> {
+        Ok(self.payment_and_payer(id).await?.0)
+    }
+
+    /// A payment and the resident who paid it from their wallet (none for cash).
+    async fn payment_and_payer(&self, id: u64) -> Result<(BillPayment, Option<u64>), BillError> {
         let rows = self
             .directory
-            .read("SELECT bill_id, items, amount, insured, fee, method, paid_at, receipt, signature FROM bill_payments WHERE id = ?1", vec![uint(id)])
+            .read(
+                "SELECT bill_id, items, amount, insured, fee, method, paid_at, receipt, signature, payer_resident FROM bill_payments WHERE id = ?1",
+                vec![uint(id)],
+            )
             .await?;
         let row = rows.first().ok_or(BillError::BillNotFound)?;
+        let payer = int_at(row, 9).ok().and_then(|p| u64::try_from(p).ok());
         let bill = self.bill_by_id(u64::try_from(int_at(row, 0)?).unwrap_or(0)).await?;
         let signature: [u8; 64] =
             citypay_directory::blob_at(row, 8)?.try_into().map_err(|_| DirectoryError::Storage("receipt signature".into()))?;
-        Ok(BillPayment {
+        let payment = BillPayment {
             id,
             bill,
             items: int_at(row, 1)? as u64,
@@ -670,19 +679,14 @@ impl Bills {
             method: if text_at(row, 5)? == "cash" { PaidBy::Cash } else { PaidBy::Wallet },
             paid_at: u64::try_from(int_at(row, 6)?).unwrap_or(0),
             receipt: Receipt { number: id.to_string(), text: text_at(row, 7)?, signature },
-        })
+        };
+        Ok((payment, payer))
     }
 
     /// A receipt a resident may see: they paid it, or the bill is their own.
     pub async fn receipt_for(&self, resident: &Resident, number: u64) -> Result<Receipt, BillError> {
-        let payment = self.payment(number).await?;
-        let payer = self
-            .directory
-            .read("SELECT payer_resident FROM bill_payments WHERE id = ?1", vec![uint(number)])
-            .await?
-            .first()
-            .and_then(|row| int_at(row, 0).ok());
-        if payer != Some(resident.id as i64) && !self.keys_of(resident).await?.own.contains(&payment.bill.payer_key) {
+        let (payment, payer) = self.payment_and_payer(number).await?;
+        if payer != Some(resident.id) && !self.keys_of(resident).await?.own.contains(&payment.bill.payer_key) {
             return Err(BillError::BillNotFound);
         }
         Ok(payment.receipt)

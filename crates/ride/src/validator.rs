@@ -245,8 +245,7 @@ pub struct Validator {
     credential_cache: Bounded<VerifyingKey>,
     policy: Policy,
     /// Fare estimates of the entries accepted per credential (by its hash), oldest first out.
-    spent: HashMap<[u8; 32], u32>,
-    spent_order: VecDeque<[u8; 32]>,
+    spent: Bounded<u32>,
     sequences: HashMap<u32, u64>,
     signature_checks: u64,
     taps: Vec<Tap>,
@@ -262,8 +261,7 @@ impl Validator {
             seen: Bounded::new(policy.seen_capacity),
             credential_cache: Bounded::new(policy.cache_capacity),
             policy,
-            spent: HashMap::new(),
-            spent_order: VecDeque::new(),
+            spent: Bounded::new(policy.cache_capacity.max(1)),
             sequences: HashMap::new(),
             signature_checks: 0,
             taps: Vec::new(),
@@ -487,14 +485,7 @@ impl Validator {
         if total > ceiling_fen {
             return Err(Refusal::CeilingReached { ceiling_fen });
         }
-        if self.spent.insert(p.credential_hash, total).is_none() {
-            self.spent_order.push_back(p.credential_hash);
-            while self.spent_order.len() > self.policy.cache_capacity.max(1) {
-                if let Some(old) = self.spent_order.pop_front() {
-                    self.spent.remove(&old);
-                }
-            }
-        }
+        self.spent.insert(p.credential_hash, total);
         Ok(())
     }
 

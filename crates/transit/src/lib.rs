@@ -547,7 +547,8 @@ impl Transit {
     /// is charged). Validators count it against the credential's ceiling.
     pub fn fare_estimate(&self, route_id: &str, stop_id: &str) -> u32 {
         let entry = citypay_fares::Tap::new(stop_id, route_id, 12 * 3_600, citypay_fares::Direction::In, RIDE_CODE_MEDIUM);
-        u32::try_from(citypay_fares::fare_day(&self.feed, &[entry]).total_fen).unwrap_or(0)
+        // Beyond u32 (never in a real feed) the estimate refuses rather than counts nothing.
+        u32::try_from(citypay_fares::fare_day(&self.feed, &[entry]).total_fen).unwrap_or(u32::MAX)
     }
 
     /// The validator registered with a device key, if any (a device set up again finds its
@@ -755,9 +756,9 @@ impl Transit {
             let share = Share { legs: int_at(row, 4)?, due: int_at(row, 5)?, charged: int_at(row, 6)? };
             shares.insert(u64::try_from(int_at(row, 3)?).unwrap_or(0), share);
         }
-        let due_before: BTreeMap<u64, (i64, i64)> = shares.iter().filter(|(_, s)| s.due != 0 || s.legs != 0).map(|(op, s)| (*op, (s.legs, s.due))).collect();
-        let due_now: BTreeMap<u64, (i64, i64)> = c.shares.iter().map(|(op, s)| (*op, (s.legs, s.due))).collect();
-        if !existing.is_empty() && due_before == due_now {
+        let due_before = shares.iter().filter(|(_, s)| s.due != 0 || s.legs != 0).map(|(op, s)| (*op, s.legs, s.due));
+        let due_now = c.shares.iter().map(|(op, s)| (*op, s.legs, s.due));
+        if !existing.is_empty() && due_before.eq(due_now) {
             return Ok((Charged::Unchanged, arrears_open));
         }
         // An operator no longer in the day is due nothing: what it was paid goes back.
@@ -842,11 +843,9 @@ impl Transit {
             Status::InsufficientFunds => {
                 let charges: i64 = shares.values().map(|s| (s.due - s.charged).max(0)).sum();
                 let refunds: i64 = shares.values().map(|s| (s.charged - s.due).max(0)).sum();
-                let rows = self
-                    .directory
-                    .read("SELECT credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?1", vec![Value::Int(citypay_store::u64_to_column(wallet))])
-                    .await?;
-                let available = rows.first().map(|row| int_at(row, 0)).transpose()?.unwrap_or(0);
+                // From the writer, so it is the balance the refused entry met.
+                let account = self.directory.shard().account(wallet).await.map_err(|e| TransitError::Unavailable(e.to_string()))?;
+                let available = account.map_or(0, |a| a.balance.available());
                 Ok(available + refunds < charges)
             }
             _ => Ok(false),
@@ -862,7 +861,8 @@ impl Transit {
     /// Pays every open arrears of the rider from their wallet, each operator its part;
     /// returns the fen paid.
     pub async fn pay_arrears(&self, resident: &Resident) -> Result<i64, TransitError> {
-        let account_ref = self.account_ref(resident).await?;
+        // Someone who never rode owes nothing (and gets no ride account from asking).
+        let Some(account_ref) = self.existing_account_ref(resident).await? else { return Ok(0) };
         let open = self
             .directory
             .read(

@@ -335,7 +335,7 @@ pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me)
     .await
 }
 
-/// One of the caller's receipts (they paid it, or the bill is theirs or a linked relative's).
+/// One of the caller's receipts (they paid it, or the bill is their own).
 #[utoipa::path(get, path = "/v1/receipts/{receipt_no}", tag = "bills", params(("receipt_no" = String, Path)),
     responses((status = OK, body = ReceiptView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn receipt(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(number): Path<String>) -> Result<AppJson<ReceiptView>, ApiError> {
@@ -449,7 +449,8 @@ pub(crate) async fn fund_deposit(State(state): State<AppState>, operator: Operat
     platform_only(&operator, "record insurance deposits")?;
     let fund = state.bills.open_insurance_fund(city).await?;
     state.bills.deposit_to_fund(city, cny(&body.amount)?, &body.reference).await?;
-    let balance = state.directory.shard().account(fund).await.ok().flatten().map_or(0, |a| a.balance.net_posted());
+    let account = state.directory.shard().account(fund).await.map_err(|e| ApiError::unavailable(e.to_string(), std::time::Duration::from_secs(1)))?;
+    let balance = account.map_or(0, |a| a.balance.net_posted());
     Ok(AppJson(FundView { city, balance: money(balance) }))
 }
 
