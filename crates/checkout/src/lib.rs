@@ -595,17 +595,14 @@ impl Checkout {
         let parsed = PaymentCode::parse(code.trim()).map_err(|e| CheckoutError::InvalidCode(e.to_string()))?;
         let device = self.device(parsed.device).await?;
         let Some(device) = device else {
-            self.note_failure(merchant_id).await?;
-            return Err(CheckoutError::InvalidCode("unknown device".into()));
+            return self.wrong_code(merchant_id, new, None, "unknown device").await;
         };
         if device.failures >= DEVICE_FAILURES_MAX {
             return Err(CheckoutError::DeviceLocked);
         }
         let secret = self.directory.unseal(&device.secret_sealed, &format!("device:{}", parsed.device))?;
         let Some(step) = PaymentCode::verify(&parsed, secret.expose(), self.now_s(), CODE_WINDOW_STEPS) else {
-            self.note_failure(merchant_id).await?;
-            self.count_device_failure(parsed.device, device.failures).await?;
-            return Err(CheckoutError::InvalidCode("wrong or expired code".into()));
+            return self.wrong_code(merchant_id, new, Some((parsed.device, device.failures)), "wrong or expired code").await;
         };
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         if step <= device.last_step {
@@ -641,6 +638,20 @@ impl Checkout {
             Err(0) => Err(CheckoutError::OutTradeNoReused),
             Err(_) => Err(CheckoutError::CodeUsed),
         }
+    }
+
+    /// A code that does not verify: a till retrying an order already paid (its code long
+    /// expired) is answered from the order and counts against nothing; anything else counts
+    /// against the merchant's budget and the device's.
+    async fn wrong_code(&self, merchant_id: u64, new: &NewTrade, device: Option<(u32, i64)>, why: &str) -> Result<Trade, CheckoutError> {
+        if let Ok(existing) = self.trade(merchant_id, &new.out_trade_no).await {
+            return answer_existing(existing, new);
+        }
+        self.note_failure(merchant_id).await?;
+        if let Some((slot, failures)) = device {
+            self.count_device_failure(slot, failures).await?;
+        }
+        Err(CheckoutError::InvalidCode(why.into()))
     }
 
     async fn count_device_failure(&self, device: u32, failures: i64) -> Result<(), CheckoutError> {
