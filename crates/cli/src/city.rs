@@ -123,7 +123,20 @@ fn forever() -> anyhow::Result<citypay_ride::Validity> {
     citypay_ride::Validity::new(0, u32::MAX).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// The platform's signing keys. Ride keys: `CITYPAY_RIDE_KEY` (64 hex digits, one key) when
+/// The signing keys from the environment: `CITYPAY_RIDE_KEY`, `CITYPAY_RECEIPT_KEY` and
+/// `CITYPAY_JOURNAL_KEY` (64 hex digits each), all three or none; some without the others is
+/// an error, never a silent fall back to the key file (which would mint new keys).
+fn env_signing_keys() -> anyhow::Result<Option<[[u8; 32]; 3]>> {
+    const NAMES: [&str; 3] = ["CITYPAY_RIDE_KEY", "CITYPAY_RECEIPT_KEY", "CITYPAY_JOURNAL_KEY"];
+    let found = NAMES.map(|name| std::env::var(name).ok());
+    match found {
+        [None, None, None] => Ok(None),
+        [Some(ride), Some(receipt), Some(journal)] => Ok(Some([parse_seed(&ride)?, parse_seed(&receipt)?, parse_seed(&journal)?])),
+        _ => anyhow::bail!("set all of {} or none of them", NAMES.join(", ")),
+    }
+}
+
+/// The platform's signing keys. Ride keys: `CITYPAY_RIDE_KEY` (see [`env_signing_keys`]) when
 /// set, else the key file's lines `ride=SEED` (key 1, valid forever; added on first use) and,
 /// after rotations, `ride.ID=NOT_BEFORE:NOT_AFTER:SEED`, with `ride.revoked=ID,ID`. The receipt
 /// key: `CITYPAY_RECEIPT_KEY`, else the line `receipt=SEED` (added on first use). The journal
@@ -131,11 +144,9 @@ fn forever() -> anyhow::Result<citypay_ride::Validity> {
 /// newest seal goes to the file beside the key file ([`seal_head_path`]).
 pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
     let head = Some(seal_head_path(path));
-    if let (Ok(seed), Ok(receipt), Ok(journal)) =
-        (std::env::var("CITYPAY_RIDE_KEY"), std::env::var("CITYPAY_RECEIPT_KEY"), std::env::var("CITYPAY_JOURNAL_KEY"))
-    {
-        let keys = vec![citypay_ride::PlatformKey::from_seed(1, parse_seed(&seed)?, forever()?)];
-        return Ok(SigningKeys { keys, revoked: Vec::new(), receipt: parse_seed(&receipt)?, journal: Some(parse_seed(&journal)?), head });
+    if let Some([seed, receipt, journal]) = env_signing_keys()? {
+        let keys = vec![citypay_ride::PlatformKey::from_seed(1, seed, forever()?)];
+        return Ok(SigningKeys { keys, revoked: Vec::new(), receipt, journal: Some(journal), head });
     }
     // A missing file is a new one; any other read error must not be taken for "no keys".
     let text = match std::fs::read_to_string(path) {
@@ -197,7 +208,7 @@ fn parse_key_file(text: &str) -> anyhow::Result<Parsed> {
 /// The ride keys and revocations the key file holds now, for a running server to reload:
 /// read only (nothing is added to the file), and refused unless some key can sign at `now`.
 pub(crate) fn reload_ride_keys(path: &Path, now: u32) -> anyhow::Result<(Vec<citypay_ride::PlatformKey>, Vec<u16>)> {
-    if std::env::var("CITYPAY_RIDE_KEY").is_ok() {
+    if env_signing_keys()?.is_some() {
         anyhow::bail!("the ride key comes from CITYPAY_RIDE_KEY; restart the server to change it");
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -211,10 +222,9 @@ pub(crate) fn reload_ride_keys(path: &Path, now: u32) -> anyhow::Result<(Vec<cit
 /// The journal's seal key, read only (`CITYPAY_JOURNAL_KEY`, else the key file's `journal=`
 /// line), for the audit, which must not add keys.
 pub(crate) fn journal_key(keys: &Path) -> anyhow::Result<Option<[u8; 32]>> {
-    // The environment counts as the writer counts it: only with all three signing keys set.
-    let from_env = ["CITYPAY_RIDE_KEY", "CITYPAY_RECEIPT_KEY"].iter().all(|name| std::env::var(name).is_ok());
-    if let (true, Ok(seed)) = (from_env, std::env::var("CITYPAY_JOURNAL_KEY")) {
-        return parse_seed(&seed).map(Some);
+    // The environment counts as the writer counts it.
+    if let Some([_, _, journal]) = env_signing_keys()? {
+        return Ok(Some(journal));
     }
     let text = match std::fs::read_to_string(keys) {
         Ok(text) => text,
