@@ -46,17 +46,16 @@ fn custody(accounts: &[citypay_ledger::Account]) -> Custody {
 }
 
 /// What the seal check found: `None` when there is no key to check with.
-fn seals(db: &DbUrl, keys: &Path, source: &mut dyn citypay_store::JournalSource) -> anyhow::Result<Option<(usize, Vec<String>)>> {
+/// `head` was read before `source` began its snapshot; the seals are read after it. So a
+/// batch that commits meanwhile is seen in full or not at all (its rows and its seal commit
+/// together, and its head is written after).
+fn seals(db: &DbUrl, keys: &Path, head: Option<citypay_shard::seal::Head>, source: &mut dyn citypay_store::JournalSource) -> anyhow::Result<Option<(usize, Vec<String>)>> {
     let Some(key) = crate::city::journal_key(keys)? else { return Ok(None) };
     let key = SealKey::new(key);
-    let head_path = crate::city::seal_head_path(keys);
     let reader: Box<dyn ServiceReader> = match db {
         DbUrl::Sqlite(path) => Box::new(citypay_store_sqlite::SqliteReader::open(path)?),
         DbUrl::Postgres(url) => Box::new(citypay_store_postgres::PostgresReader::connect(url)?),
     };
-    // The head first, then the journal, then the seals: a batch that commits meanwhile is
-    // seen in full or not at all (its rows and its seal commit together).
-    let head = crate::city::read_seal_head(&head_path)?;
     let mut check = SealCheck::default();
     source.scan_journal(&mut |row| check.add(&key, row.batch, &row.row))?;
     let stored = crate::city::stored_seals(reader.as_ref(), crate::city::Seals::All).context("reading the journal's seals")?;
@@ -73,14 +72,16 @@ fn seals(db: &DbUrl, keys: &Path, source: &mut dyn citypay_store::JournalSource)
 }
 
 pub(crate) fn run(db: &DbUrl, keys: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let key_path = keys.map_or_else(|| crate::city::default_keys_path(db), Path::to_path_buf);
+    // The head before the journal's snapshot begins (see `seals`).
+    let head = crate::city::read_seal_head(&crate::city::seal_head_path(&key_path))?;
     let mut source = crate::open::reader(db)?;
     let mut report = citypay_store::audit(source.as_mut())?;
     let custody = custody(&source.accounts()?);
     if custody.difference != 0 {
         report.violations.push(format!("custody holds {} fen but {} fen is held against it", custody.custody, custody.custody - custody.difference));
     }
-    let key_path = keys.map_or_else(|| crate::city::default_keys_path(db), Path::to_path_buf);
-    let sealed = seals(db, &key_path, source.as_mut())?;
+    let sealed = seals(db, &key_path, head, source.as_mut())?;
     if let Some((_, problems)) = &sealed {
         report.violations.extend(problems.iter().cloned());
     }
