@@ -287,7 +287,7 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
     };
     let device = enrol_phone(context, person, &resident, &mut outcomes).await;
     let mut account = Account { resident, card, device, balance: 0, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
-    let first = 10_000 * (2 + rng_for(context.seed, &[tag::PERSON, u64::from(preset.code), person.index, 2]).i64(0..9));
+    let first = first_top_up(context.seed, preset, person.index);
     outcomes.push(top_up(context, &mut account, first, "first").await);
     if person.commutes {
         outcomes.push(crate::transit::enrol(context, &mut account, preset, person.index).await);
@@ -446,11 +446,8 @@ async fn hospital_visit(
     let bills = &context.services.bills;
     let hospital = &context.businesses[person.city][&BusinessKind::Hospital][business];
     let preset = context.cities[person.city];
-    let registration = 1_000.min(amount / 2);
-    let medicine = amount - registration;
-    // The fund's part is claimed from the patient's phone; at the counter they pay it all.
     let by_phone = tender != Tender::Cash && account.is_some();
-    let insured = if by_phone { medicine / 2 } else { 0 };
+    let (registration, medicine, insured) = visit_parts(amount, by_phone);
     let out_bill_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
     let now = context.services.directory.clock().now().unix_seconds();
     let new = NewBill {
@@ -500,11 +497,29 @@ async fn hospital_visit(
 /// Tops the wallet up before paying `amount` when it holds less: to a round hundred yuan
 /// above what is needed.
 async fn top_up_for(context: &Context, account: &mut Account, amount: i64, key: &str) -> Option<Result<Outcome, SimError>> {
-    if account.balance >= amount {
-        return None;
-    }
-    let needed = amount - account.balance + 20_000;
-    Some(top_up(context, account, (needed + 9_999) / 10_000 * 10_000, key).await)
+    let top = top_up_needed(account.balance, amount)?;
+    Some(top_up(context, account, top, key).await)
+}
+
+/// What a wallet holding `balance` tops up before paying `amount`: nothing when it covers it,
+/// else to a round hundred yuan above what is needed.
+pub(crate) fn top_up_needed(balance: i64, amount: i64) -> Option<i64> {
+    let needed = (balance < amount).then(|| amount - balance + 20_000)?;
+    Some((needed + 9_999) / 10_000 * 10_000)
+}
+
+/// A new wallet's first top-up: 200 to 1,000 yuan, drawn for the person.
+pub(crate) fn first_top_up(seed: u64, preset: &crate::CityPreset, index: u64) -> i64 {
+    10_000 * (2 + rng_for(seed, &[tag::PERSON, u64::from(preset.code), index, 2]).i64(0..9))
+}
+
+/// A hospital visit costing `amount`: (registration fee, medicine, the insurance fund's part).
+/// The fund's part, half the medicine, is claimed only from the patient's phone; at the
+/// counter they pay it all.
+pub(crate) fn visit_parts(amount: i64, by_phone: bool) -> (i64, i64, i64) {
+    let registration = 1_000.min(amount / 2);
+    let medicine = amount - registration;
+    (registration, medicine, if by_phone { medicine / 2 } else { 0 })
 }
 
 /// A social-security contribution of the simulated year, from the wallet: one's own, or a

@@ -253,7 +253,7 @@ impl Simulation {
         // twenty yuan a resident a day (hospital bills' insured parts come out of it).
         for (preset, residents) in self.config.cities.iter().zip(&self.residents_per_city) {
             services.bills.open_insurance_fund(preset.code).await.map_err(|e| service("opening an insurance fund", &e))?;
-            let amount = i64::try_from(*residents).unwrap_or(0).saturating_mul(2_000).saturating_mul(i64::from(self.config.days)).max(1);
+            let amount = fund_deposit(*residents, self.config.days);
             // Each run's deposit covers its own days.
             let reference = if first_day == 1 { format!("sim-fund-{}", preset.code) } else { format!("sim-fund-{}-{first_day}", preset.code) };
             services.bills.deposit_to_fund(preset.code, amount, &reference).await.map_err(|e| service("funding an insurance fund", &e))?;
@@ -490,6 +490,12 @@ impl Simulation {
 fn day_start(day: u32) -> u64 {
     let (y, m, d) = world::add_days(START_DATE, i64::from(day) - 1);
     citypay_dashboard::dates::local_midnight(y, m, d)
+}
+
+/// What the bureau deposits in a city's insurance fund for a run: about twenty yuan a
+/// resident a day.
+pub(crate) fn fund_deposit(residents: u64, days: u32) -> i64 {
+    i64::try_from(residents).unwrap_or(0).saturating_mul(2_000).saturating_mul(i64::from(days)).max(1)
 }
 
 /// Onboards a business, or finds it by its USCC when a continued run meets it again.

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::day::{self, Action, Tender};
 use crate::tally::Outcome;
-use crate::world::{self, BusinessKind, Person, Registration, rng_for, tag};
+use crate::world::{self, BusinessKind, Person, Registration};
 use crate::{Progress, SimConfig, SimError, Tally, service, split_residents};
 
 /// The server to drive, and the platform operator who onboards the cities and businesses.
@@ -180,7 +180,7 @@ pub async fn drive(target: &ServerTarget, config: &SimConfig, progress: &dyn Pro
     for (city, (preset, residents)) in config.cities.iter().zip(&residents_per_city).enumerate() {
         // Onboarded before, by this run or another: fine.
         api.post("/v1/cities", &session, Some(&format!("sim-city-{}", preset.code)), &json!({"code": preset.code, "name": preset.name})).await?;
-        let fund = json!({"amount": money(i64::try_from(*residents).unwrap_or(0).saturating_mul(2_000).saturating_mul(i64::from(config.days)).max(1)),
+        let fund = json!({"amount": money(crate::fund_deposit(*residents, config.days)),
             "reference": format!("sim-{}-fund-{}", config.seed, preset.code)});
         api.post(&format!("/v1/insurance-funds/{}/deposits", preset.code), &session, None, &fund).await?;
         let plan: Vec<(BusinessKind, u64)> = world::businesses(*residents).into_iter().filter(|(kind, _)| KINDS.contains(kind)).collect();
@@ -381,7 +381,7 @@ async fn register(world: &World, person: &Person, outcomes: &mut Vec<Result<Outc
         None
     };
     let mut account = Account { auth, card, device, balance: 0, last_step: 0 };
-    let first = 10_000 * (2 + rng_for(world.seed, &[tag::PERSON, u64::from(preset.code), person.index, 2]).i64(0..9));
+    let first = day::first_top_up(world.seed, preset, person.index);
     outcomes.push(top_up(world, &mut account, first, &key("first-top-up")).await);
     Ok(Some(account))
 }
@@ -399,11 +399,9 @@ async fn top_up(world: &World, account: &mut Account, amount: i64, key: &str) ->
 
 /// Tops the wallet up before paying `amount` when it holds less, as the embedded run does.
 async fn top_up_for(world: &World, account: &mut Account, amount: i64, key: &str, outcomes: &mut Vec<Result<Outcome, SimError>>) {
-    if account.balance >= amount {
-        return;
+    if let Some(top) = day::top_up_needed(account.balance, amount) {
+        outcomes.push(top_up(world, account, top, key).await);
     }
-    let needed = amount - account.balance + 20_000;
-    outcomes.push(top_up(world, account, (needed + 9_999) / 10_000 * 10_000, key).await);
 }
 
 /// A purchase at a till: by phone as planned (a payment code whose 30-second step was
@@ -483,10 +481,8 @@ async fn hospital_visit(
     outcomes: &mut Vec<Result<Outcome, SimError>>,
 ) -> Result<(), SimError> {
     let preset = world.cities[person.city];
-    let registration = 1_000.min(amount / 2);
-    let medicine = amount - registration;
     let by_phone = tender != Tender::Cash && account.is_some();
-    let insured = if by_phone { medicine / 2 } else { 0 };
+    let (registration, medicine, insured) = day::visit_parts(amount, by_phone);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let bill = json!({"out_bill_no": out_bill_no, "payer_kind": "id_number", "payer": world::resident_id_number(preset.code, person.index),
         "title": "门诊", "items": [{"name": "挂号费", "amount": money(registration)}, {"name": "药费", "amount": money(medicine)}],
