@@ -1,6 +1,7 @@
 //! A bill, its items and its row.
 
 use citypay_directory::{Category, DirectoryError, blob_at, int_at, text_at};
+pub(crate) use citypay_directory::uint;
 use citypay_shard::Guard;
 use citypay_store::{OnConflict, ServiceRow, Value};
 use serde::{Deserialize, Serialize};
@@ -129,9 +130,6 @@ pub(crate) const SELECT_BY_ID: &str = select_bills!("WHERE id = ?1");
 pub(crate) const SELECT_BY_BILLER: &str = select_bills!("WHERE biller_id = ?1 AND out_bill_no = ?2");
 pub(crate) const SELECT_BY_PAYER: &str = select_bills!("WHERE payer_key = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2");
 
-pub(crate) fn uint(v: u64) -> Value {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
-}
 
 impl Bill {
     /// Bits of every item.

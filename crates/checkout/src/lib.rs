@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use citypay_codes::mpm::{Charge, CitypayQr, Payload};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::{AccountKind, BALANCE_PAYMENT, Directory, DirectoryError, Merchant, PlatformAccounts, Resident, Secret, account_id, derived_event_id};
+use citypay_directory::{AccountKind, BALANCE_PAYMENT, Directory, DirectoryError, Merchant, PlatformAccounts, Resident, Secret, account_id, derived_event_id, uint};
 use citypay_ledger::{Currency, Entry, Event, Leg, Status};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
@@ -169,9 +169,6 @@ fn int(v: i64) -> Value {
     Value::Int(v)
 }
 
-fn uint(v: u64) -> Value {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
-}
 
 /// The answer to a code payment whose order already exists: the paid order itself when the
 /// amounts agree (a retry), else why the order number cannot be paid again.

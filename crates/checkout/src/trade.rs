@@ -1,6 +1,6 @@
 //! A trade and its row.
 
-use citypay_directory::{DirectoryError, Merchant};
+use citypay_directory::{DirectoryError, Merchant, uint};
 use citypay_shard::Guard;
 use citypay_store::{OnConflict, ServiceRow, Value};
 
@@ -119,9 +119,6 @@ pub(crate) const SELECT_PAGE: &str = select_trades!(
 pub(crate) const SELECT_EXPIRED: &str =
     select_trades!("WHERE status = 'WAIT_BUYER_PAY' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2");
 
-fn uint(v: u64) -> Value {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
-}
 
 fn opt(v: Option<u64>) -> Value {
     v.map_or(Value::Null, uint)

@@ -215,6 +215,12 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// A service id or amount as a column value (ids and amounts stay below 2^63; anything above
+/// is clamped, so it can never alias a small one).
+pub fn uint(v: u64) -> Value {
+    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
 /// Column `i` of a row read with [`Directory::read`], as an integer.
 pub fn int_at(row: &[Value], i: usize) -> Result<i64, DirectoryError> {
     int(row.get(i).ok_or_else(|| DirectoryError::Storage(format!("no column {i}")))?)

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use citypay_directory::{
-    AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, blob_at, derived_event_id, int_at, text_at,
+    AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, blob_at, derived_event_id, int_at, text_at, uint,
 };
 use citypay_fares::Feed;
 use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
@@ -191,9 +191,6 @@ fn int(v: i64) -> Value {
     Value::Int(v)
 }
 
-fn uint(v: u64) -> Value {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
-}
 
 /// Riders fared at once by a fare run.
 const RIDERS_IN_FLIGHT: usize = 4_096;
