@@ -65,12 +65,17 @@ enum Answer {
     Refused(&'static str),
 }
 
-/// Error codes as `&'static str`, as outcomes keep them; there are a few dozen.
+/// Error codes as `&'static str`, as outcomes keep them; the API has a few dozen, and past
+/// [`CODES_MAX`] (a server answering nonsense) they are all "refused".
 fn intern(code: &str) -> &'static str {
+    const CODES_MAX: usize = 256;
     static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
     let Ok(mut codes) = CODES.lock() else { return "refused" };
     if let Some(known) = codes.iter().find(|c| **c == code) {
         return known;
+    }
+    if codes.len() >= CODES_MAX || code.len() > 64 {
+        return "refused";
     }
     let leaked: &'static str = Box::leak(code.to_owned().into_boxed_str());
     codes.push(leaked);
