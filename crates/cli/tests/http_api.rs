@@ -4,7 +4,7 @@
 //! notifications arrive; the books are clean after; the logs hold no personal data.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,66 +12,11 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_citypay");
+mod support;
+use support::{Api, BIN, Target, admin, hmac_hex, start, start_with};
+
 const ID_NUMBER: &str = "11010519491231002X";
 const CARD: &str = "4111111111111111";
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Where the city lives: a database URL and its key file.
-struct Target {
-    db: String,
-    keys: std::path::PathBuf,
-}
-
-fn admin(target: &Target, args: &[&str]) {
-    let status = Command::new(BIN)
-        .arg("admin")
-        .args(args)
-        .args(["--db", &target.db, "--keys"])
-        .arg(&target.keys)
-        .env("CITYPAY_OPERATOR_PASSWORD", "operator secret")
-        .status()
-        .unwrap();
-    assert!(status.success(), "admin {args:?}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn start(target: &Target, log: &Path) -> Server {
-    start_with(target, log, &[]).await
-}
-
-async fn start_with(target: &Target, log: &Path, env: &[(&str, &Path)]) -> Server {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--db", &target.db, "--keys"])
-        .arg(&target.keys)
-        .envs(env.iter().map(|(k, v)| (*k, *v)))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(format!("{base}/health")).await.is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Server { child, base }
-}
 
 /// A notification receiver on loopback that answers 200 and keeps (headers, body).
 async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
@@ -128,42 +73,6 @@ async fn answer_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut
             }
         }
     }
-}
-
-struct Api {
-    client: Client,
-    base: String,
-}
-
-impl Api {
-    async fn call(&self, method: &str, path: &str, auth: Option<&str>, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value, bool) {
-        let url = format!("{}{path}", self.base);
-        let mut request = match method {
-            "GET" => self.client.get(url),
-            _ => self.client.post(url),
-        };
-        if let Some(auth) = auth {
-            request = request.header("authorization", auth);
-        }
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let replayed = response.headers().contains_key("idempotent-replayed");
-        let value = response.json::<Value>().await.unwrap_or(Value::Null);
-        (status, value, replayed)
-    }
-}
-
-fn hmac_hex(key: &str, message: &str) -> String {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(message.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,255 @@
+//! What the end-to-end tests share: a city on disk, `citypay admin`, the real server on a
+//! loopback port, and a small JSON client. Each test binary uses the parts it needs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_citypay");
+pub(crate) const OPERATOR_PASSWORD: &str = "operator secret";
+
+/// A running `citypay serve`, killed when dropped.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the city lives: a database URL and its key file.
+pub(crate) struct Target {
+    pub(crate) db: String,
+    pub(crate) keys: PathBuf,
+}
+
+impl Target {
+    /// A fresh embedded city in `dir`.
+    pub(crate) fn sqlite(dir: &Path) -> Target {
+        Target { db: dir.join("city.db").display().to_string(), keys: dir.join("keys") }
+    }
+
+    /// A fresh database on the PostgreSQL server in `CITYPAY_TEST_PG`, or `None` outside it
+    /// (under `CI=true` a missing server fails instead).
+    pub(crate) fn postgres(dir: &Path, name: &str) -> Option<Target> {
+        let Ok(server) = std::env::var("CITYPAY_TEST_PG") else {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CITYPAY_TEST_PG is not set and CI=true: run through scripts/with-postgres.sh");
+            eprintln!("skipping: CITYPAY_TEST_PG not set (run through scripts/with-postgres.sh)");
+            return None;
+        };
+        let name = format!("{name}_{}", std::process::id());
+        let create = format!("CREATE DATABASE {name}");
+        let admin_url = server.clone();
+        // The synchronous client runs on its own thread: callers may be inside a runtime.
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+            client.batch_execute(&create).unwrap();
+        })
+        .join()
+        .unwrap();
+        let db = match server.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("CITYPAY_TEST_PG has no database part: {server}"),
+        };
+        Some(Target { db, keys: dir.join("keys") })
+    }
+
+    /// `citypay` with `args` then `--db` and `--keys` of this city.
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command.args(args).args(["--db", &self.db, "--keys"]).arg(&self.keys).env("CITYPAY_OPERATOR_PASSWORD", OPERATOR_PASSWORD);
+        command
+    }
+
+    /// `citypay audit` of this city succeeds.
+    pub(crate) fn assert_audit_clean(&self) {
+        let audit = self.command(&["audit"]).output().unwrap();
+        assert!(audit.status.success(), "audit: {}{}", String::from_utf8_lossy(&audit.stdout), String::from_utf8_lossy(&audit.stderr));
+    }
+}
+
+/// `citypay admin ARGS` on the city, which must succeed.
+pub(crate) fn admin(target: &Target, args: &[&str]) {
+    let mut full = vec!["admin"];
+    full.extend_from_slice(args);
+    let status = target.command(&full).status().unwrap();
+    assert!(status.success(), "admin {args:?}");
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub(crate) async fn start(target: &Target, log: &Path) -> Server {
+    start_with(target, log, &[]).await
+}
+
+/// Starts `citypay serve` with extra environment variables and waits for `/health`.
+pub(crate) async fn start_with(target: &Target, log: &Path, env: &[(&str, &Path)]) -> Server {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--db", &target.db, "--keys"])
+        .arg(&target.keys)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{base}/health")).await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server { child, base }
+}
+
+/// A JSON client of one server.
+pub(crate) struct Api {
+    pub(crate) client: Client,
+    pub(crate) base: String,
+}
+
+impl Api {
+    pub(crate) fn new(server: &Server) -> Api {
+        Api { client: Client::new(), base: server.base.clone() }
+    }
+
+    /// One call: `(status, JSON body or Null, whether it was an idempotent replay)`.
+    pub(crate) async fn call(&self, method: &str, path: &str, auth: Option<&str>, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value, bool) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "GET" => self.client.get(url),
+            "DELETE" => self.client.delete(url),
+            "PUT" => self.client.put(url),
+            "PATCH" => self.client.patch(url),
+            _ => self.client.post(url),
+        };
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        let value = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, value, replayed)
+    }
+
+    /// The error code of a body, or "" when it has none.
+    pub(crate) fn code(body: &Value) -> &str {
+        body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Signs in the operator `root` (see [`City::start`]) and returns its `Bearer` header.
+    pub(crate) async fn operator(&self) -> String {
+        let (status, session, _) = self.call("POST", "/v1/operator-sessions", None, None, Some(json!({"username": "root", "password": OPERATOR_PASSWORD}))).await;
+        assert_eq!(status, StatusCode::OK, "{session}");
+        format!("Bearer {}", session["token"].as_str().unwrap())
+    }
+
+    /// Onboards a merchant of `category` in Hangzhou and returns (its record, its `ApiKey` header).
+    pub(crate) async fn merchant(&self, operator: &str, uscc: &str, category: &str, notify_url: Option<&str>) -> (Value, String) {
+        let mcc = match category {
+            "hospital" => "8062",
+            "school" => "8211",
+            "transit" => "4111",
+            "social_security" => "9311",
+            "utility" => "4900",
+            _ => "5812",
+        };
+        let body = json!({"city": 330100, "name": format!("Merchant {uscc}"), "uscc": uscc, "mcc": mcc, "category": category,
+                          "settlement_account": "6222020200112233446", "notify_url": notify_url});
+        let (status, merchant, _) = self.call("POST", "/v1/merchants", Some(operator), None, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{merchant}");
+        let key = format!("ApiKey {}:{}", merchant["api_key_id"].as_str().unwrap(), merchant["api_key_secret"].as_str().unwrap());
+        (merchant, key)
+    }
+
+    /// Registers a resident of Hangzhou and signs them in; returns their `Bearer` header.
+    pub(crate) async fn resident(&self, name: &str, mobile: &str, id_number: &str, password: &str) -> String {
+        let body = json!({"city": 330100, "name": name, "mobile": mobile, "id_number": id_number, "password": password, "account_class": "I"});
+        let (status, me, _) = self.call("POST", "/v1/residents", None, Some(&format!("reg-{mobile}")), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{me}");
+        self.sign_in(mobile, password).await
+    }
+
+    /// Signs a resident in; returns their `Bearer` header.
+    pub(crate) async fn sign_in(&self, mobile: &str, password: &str) -> String {
+        let (status, session, _) = self.call("POST", "/v1/sessions", None, None, Some(json!({"mobile": mobile, "password": password}))).await;
+        assert_eq!(status, StatusCode::OK, "{session}");
+        format!("Bearer {}", session["token"].as_str().unwrap())
+    }
+}
+
+/// A city with Hangzhou onboarded and the platform operator `root`, its server running.
+pub(crate) struct City {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) target: Target,
+    pub(crate) server: Server,
+    pub(crate) api: Api,
+    pub(crate) log: PathBuf,
+}
+
+impl City {
+    /// A fresh embedded city and its server.
+    pub(crate) async fn start() -> City {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::sqlite(dir.path());
+        City::start_on(dir, target).await
+    }
+
+    /// A fresh city on `target` (in `dir`) and its server.
+    pub(crate) async fn start_on(dir: tempfile::TempDir, target: Target) -> City {
+        admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
+        admin(&target, &["create-operator", "--username", "root", "--role", "platform"]);
+        let log = dir.path().join("serve.log");
+        let server = start(&target, &log).await;
+        let api = Api::new(&server);
+        City { dir, target, server, api, log }
+    }
+
+    /// Stops the server, then checks the books and that the log holds none of `secrets`.
+    pub(crate) fn finish(self, secrets: &[&str]) {
+        let City { dir, target, server, log, .. } = self;
+        drop(server);
+        target.assert_audit_clean();
+        let logs = std::fs::read_to_string(&log).unwrap();
+        for secret in secrets {
+            assert!(!logs.contains(secret), "the log holds a secret");
+        }
+        drop(dir);
+    }
+}
+
+pub(crate) fn hmac_hex(key: &str, message: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex to bytes (the API gives secrets in hex).
+pub(crate) fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len() / 2).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap()).collect()
+}
+
+/// The current payment code of an enrolled device (`POST /v1/payment-devices`'s answer).
+pub(crate) fn payment_code(device: &Value) -> String {
+    let secret = unhex(device["secret"].as_str().unwrap());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    citypay_codes::payment_code::PaymentCode::generate(u32::try_from(device["device"].as_u64().unwrap()).unwrap(), &secret, now).to_string()
+}
