@@ -25,6 +25,17 @@ pub struct NewAccount {
     pub limits: Limits,
 }
 
+/// Replaces an existing account's limits (a wallet whose holder was verified further). Idempotent
+/// by state: the same limits again are a replay. Each window cap keeps its usage when its slot
+/// keeps its window; a slot whose window changes starts counting anew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SetLimits {
+    /// The account.
+    pub account: AccountId,
+    /// Its new limits.
+    pub limits: Limits,
+}
+
 /// One movement of `amount` from `debit` to `credit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leg {
@@ -99,10 +110,12 @@ pub enum Event {
     PostPending(PostPending),
     /// Voids a pending transfer.
     VoidPending(VoidPending),
+    /// Replaces an account's limits.
+    SetLimits(SetLimits),
 }
 
 impl Event {
-    /// The idempotency id of the event (an account's id widened, for account creation).
+    /// The idempotency id of the event (an account's id widened, for account creation and limits).
     pub fn id(&self) -> EventId {
         match self {
             Event::CreateAccount(a) => EventId::from(a.id),
@@ -110,6 +123,7 @@ impl Event {
             Event::Entry(e) => e.id,
             Event::PostPending(p) => p.id,
             Event::VoidPending(v) => v.id,
+            Event::SetLimits(s) => EventId::from(s.account),
         }
     }
 
@@ -147,6 +161,10 @@ impl Event {
             }
             Event::VoidPending(v) => {
                 buf.u8(5).u128(v.id).u128(v.pending_id);
+            }
+            Event::SetLimits(s) => {
+                buf.u8(6).u64(s.account);
+                encode_limits(&mut buf, &s.limits);
             }
         }
         buf.finish()

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::account::{Account, AccountFlags, WindowUsage};
-use crate::event::{AccountId, Entry, Event, EventId, Leg, NewAccount, PostPending, Transfer};
+use crate::event::{
+    AccountId, Entry, Event, EventId, Leg, NewAccount, PostPending, SetLimits, Transfer,
+};
 use crate::limits::{BATCH_EVENTS_MAX, ENTRY_LEGS_MAX, EXPIRIES_PER_BATCH_MAX, RECENT_IDS_DEFAULT};
 use crate::recent::RecentIds;
 use crate::{Currency, Outcome, Status, Timestamp};
@@ -165,6 +167,9 @@ pub struct Effects {
     pub accounts_created: Vec<Account>,
     /// Existing accounts this batch touched, in their final state (each once).
     pub accounts_updated: Vec<Account>,
+    /// Those of `accounts_updated` whose limits changed ([`Event::SetLimits`]): a store writes
+    /// their limits too.
+    pub limits_updated: Vec<Account>,
     /// Rejected events to remember.
     pub rejections: Vec<Rejection>,
     /// Ledger time of the batch.
@@ -265,7 +270,7 @@ impl Ledger {
         let mut ids = Vec::new();
         for event in events {
             let id = event.id();
-            let is_account = matches!(event, Event::CreateAccount(_));
+            let is_account = matches!(event, Event::CreateAccount(_) | Event::SetLimits(_));
             if !is_account && self.recent.must_look_up(id) {
                 ids.push(id);
             }
@@ -350,8 +355,10 @@ impl Ledger {
         stored: &FxHashMap<EventId, StoredEvent>,
         fx: &mut Effects,
     ) -> Outcome {
-        if let Event::CreateAccount(spec) = event {
-            return self.create_account(spec, now, fx);
+        match event {
+            Event::CreateAccount(spec) => return self.create_account(spec, now, fx),
+            Event::SetLimits(set) => return self.set_limits(set, fx),
+            _ => {}
         }
         let id = event.id();
         if id == 0 {
@@ -375,7 +382,7 @@ impl Ledger {
                 let as_post = PostPending { id: v.id, pending_id: v.pending_id, amount: None };
                 self.resolve(&as_post, hash, now, stored, fx, PendingState::Voided)
             }
-            Event::CreateAccount(_) => unreachable!("handled above"),
+            Event::CreateAccount(_) | Event::SetLimits(_) => unreachable!("handled above"),
         };
         if status != Status::Ok {
             fx.rejections.push(Rejection { id, hash, status, timestamp: now });
@@ -383,6 +390,31 @@ impl Ledger {
         self.recent.push(id, hash, status);
         fx.undo.recent_pushed += 1;
         Outcome::new(status)
+    }
+
+    /// Replaces an account's limits; like account creation it is idempotent by state and
+    /// leaves no journal row (limits are the account's state, stored with it).
+    fn set_limits(&mut self, set: &SetLimits, fx: &mut Effects) -> Outcome {
+        let Some(existing) = self.accounts.get(&set.account) else {
+            return Outcome::new(Status::AccountNotFound);
+        };
+        if existing.limits == set.limits {
+            return Outcome { status: Status::Ok, replay: true };
+        }
+        if !set.limits.is_valid() {
+            return Outcome::new(Status::InvalidAccount);
+        }
+        let mut account = *existing;
+        for (slot, (old, new)) in account.usage.iter_mut().zip(existing.limits.window_caps.iter().zip(&set.limits.window_caps)) {
+            let same_window = matches!((old, new), (Some(old), Some(new)) if old.window == new.window);
+            if !same_window {
+                *slot = WindowUsage::default();
+            }
+        }
+        account.limits = set.limits;
+        self.touch_account(set.account, fx);
+        self.accounts.insert(set.account, account);
+        Outcome::new(Status::Ok)
     }
 
     fn create_account(&mut self, spec: &NewAccount, now: Timestamp, fx: &mut Effects) -> Outcome {
@@ -673,7 +705,12 @@ impl Ledger {
             let Some(account) = self.accounts.get(id) else { continue };
             match prior {
                 None => fx.accounts_created.push(*account),
-                Some(before) if before != account => fx.accounts_updated.push(*account),
+                Some(before) if before != account => {
+                    if before.limits != account.limits {
+                        fx.limits_updated.push(*account);
+                    }
+                    fx.accounts_updated.push(*account);
+                }
                 Some(_) => {}
             }
         }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use citypay_ledger::{
     Account, AccountFlags, Cap, Currency, Effects, Entry, Event, EventId, JournalKind, Leg, Ledger,
-    LedgerConfig, Limits, NewAccount, PendingState, PostPending, Status, StoredEvent, Timestamp,
+    LedgerConfig, Limits, NewAccount, PendingState, PostPending, SetLimits, Status, StoredEvent, Timestamp,
     Transfer, VoidPending, Window, WindowCap,
 };
 use proptest::prelude::*;
@@ -309,7 +309,7 @@ impl Harness {
         // The model's expectation for every id it has seen committed.
         let mut tentative = self.first.clone();
         for (event, outcome) in events.iter().zip(&fx.outcomes) {
-            if matches!(event, Event::CreateAccount(_)) || outcome.status == Status::BatchTooLarge {
+            if matches!(event, Event::CreateAccount(_) | Event::SetLimits(_)) || outcome.status == Status::BatchTooLarge {
                 continue;
             }
             let hash = event.body_hash();
@@ -423,6 +423,35 @@ fn day_cap_rolls_over_at_local_midnight_and_year_cap_at_new_year() {
     assert_eq!(apply_one(&mut h, Event::VoidPending(VoidPending { id: 14, pending_id: 11 })), Status::Ok);
     assert_eq!(apply_one(&mut h, Event::Transfer(Transfer { id: 15, leg: cny_leg(2, 1, 1, CLASS_PAYMENT), pending_timeout_s: None })), Status::Ok);
     assert_eq!(apply_one(&mut h, Event::VoidPending(VoidPending { id: 16, pending_id: 11 })), Status::AlreadyVoided);
+}
+
+#[test]
+fn raised_limits_keep_the_usage_of_windows_they_keep() {
+    let mut h = Harness::new(1 << 20);
+    let pay = |id, amount| Event::Transfer(Transfer { id, leg: cny_leg(2, 1, amount, CLASS_PAYMENT), pending_timeout_s: None });
+    assert_eq!(apply_one(&mut h, pay(1, 500)), Status::Ok);
+    assert_eq!(apply_one(&mut h, pay(2, 500)), Status::Ok);
+    assert_eq!(apply_one(&mut h, pay(3, 1)), Status::ExceedsWindowCap);
+    // The day cap doubles and the year cap is dropped: the day's 1,000 still count.
+    let raised = Limits {
+        transfer_cap: None,
+        window_caps: [Some(WindowCap { window: Window::Day, classes: CLASS_PAYMENT, amount_max: 2_000 }), None, None],
+    };
+    let set = Event::SetLimits(SetLimits { account: 2, limits: raised });
+    let fx = h.apply(&[set.clone()], false).unwrap();
+    assert_eq!(fx[0], citypay_ledger::Outcome { status: Status::Ok, replay: false });
+    assert_eq!(h.ledger.account(2).unwrap().usage[0].used, 1_000);
+    assert_eq!(h.ledger.account(2).unwrap().usage[1].used, 0);
+    assert_eq!(h.apply(&[set], false).unwrap()[0], citypay_ledger::Outcome { status: Status::Ok, replay: true });
+    assert_eq!(apply_one(&mut h, pay(4, 1_000)), Status::Ok);
+    assert_eq!(apply_one(&mut h, pay(5, 1)), Status::ExceedsWindowCap);
+    // A failed commit restores the old limits; unknown accounts and invalid limits are refused.
+    let lower = Limits { transfer_cap: None, window_caps: [Some(WindowCap { window: Window::Day, classes: CLASS_PAYMENT, amount_max: 10 }), None, None] };
+    h.apply(&[Event::SetLimits(SetLimits { account: 2, limits: lower })], true).unwrap();
+    assert_eq!(h.ledger.account(2).unwrap().limits, raised);
+    assert_eq!(apply_one(&mut h, Event::SetLimits(SetLimits { account: 7, limits: raised })), Status::AccountNotFound);
+    let invalid = Limits { transfer_cap: Some(Cap { classes: 0, amount_max: 1 }), window_caps: [None; 3] };
+    assert_eq!(apply_one(&mut h, Event::SetLimits(SetLimits { account: 2, limits: invalid })), Status::InvalidAccount);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use citypay_ledger::{
     AccountFlags, Cap, Currency, Entry, Event, EventId, Leg, Ledger, LedgerConfig, Limits,
-    NewAccount, Outcome, PostPending, Status, Timestamp, Transfer, VoidPending, Window, WindowCap,
+    NewAccount, Outcome, PostPending, SetLimits, Status, Timestamp, Transfer, VoidPending, Window, WindowCap,
 };
 use citypay_store::{
     BatchWrite, JournalSource, LedgerStore, Migration, OnConflict, ServiceReader, ServiceRow,
@@ -157,6 +157,15 @@ fn write_history(d: &mut Driver) {
     let late = Event::PostPending(PostPending { id: 25, pending_id: 21, amount: None });
     let open = pending(26, 3, 1, 100, 0);
     assert_eq!(d.statuses(&[late, open]), vec![Status::PendingExpired, ok]);
+    // A wallet's limits raised (its year's usage kept) and an account given limits.
+    let raised = Limits {
+        transfer_cap: None,
+        window_caps: [None, Some(WindowCap { window: Window::Year, classes: 1, amount_max: 20_000_000 }), None],
+    };
+    let raise = Event::SetLimits(SetLimits { account: 2, limits: raised });
+    let capped = Event::SetLimits(SetLimits { account: 3, limits: raised });
+    assert_eq!(d.statuses(&[raise, capped]), vec![ok, ok]);
+    assert_eq!(d.ledger.account(2).map(|a| a.usage[1].used), Some(1_030 + 4_000));
     assert!(d.ledger.check_invariants().is_empty());
 }
 

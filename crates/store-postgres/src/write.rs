@@ -4,7 +4,7 @@
 
 use citypay_ledger::{Account, Effects, EventId, JournalKind, JournalRow, PendingState, Rejection, Timestamp};
 use citypay_store::{
-    ACCOUNT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, ServiceRow, StoreError,
+    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, ServiceRow, StoreError,
     Value, id_to_bytes, u64_to_column,
 };
 use postgres::types::ToSql;
@@ -118,6 +118,7 @@ impl Writer {
             insert_accounts(tx, &s.insert_accounts, &fx.accounts_created)?;
         }
         update_accounts(tx, &s.update_accounts, &fx.accounts_updated)?;
+        update_limits(tx, &fx.limits_updated)?;
         if !fx.rejections.is_empty() {
             insert_rejections(tx, &s.rejections, &fx.rejections, batch_column)?;
         }
@@ -245,6 +246,26 @@ fn update_accounts(tx: &mut Transaction<'_>, statement: &Statement, accounts: &[
     params.extend(columns.iter().map(|column| column as Param<'_>));
     let updated = tx.execute(statement, &params).map_err(backend)?;
     expect_rows(updated, accounts.len(), "stored accounts updated")
+}
+
+/// Writes the limits of accounts whose limits changed (rare: a wallet's class was raised), one
+/// statement per account.
+fn update_limits(tx: &mut Transaction<'_>, accounts: &[Account]) -> Result<(), StoreError> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let sets: Vec<String> = ACCOUNT_LIMIT_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 2)).collect();
+    let statement = tx.prepare(&format!("UPDATE accounts SET {} WHERE id = $1", sets.join(", "))).map_err(backend)?;
+    for account in accounts {
+        let id = u64_to_column(account.id);
+        let values = AccountColumns::limit_values(account);
+        let mut params: Vec<Param<'_>> = Vec::with_capacity(12);
+        params.push(&id);
+        params.extend(values.iter().map(|v| v as Param<'_>));
+        let updated = tx.execute(&statement, &params).map_err(backend)?;
+        expect_rows(updated, 1, "account limits updated")?;
+    }
+    Ok(())
 }
 
 fn insert_rejections(

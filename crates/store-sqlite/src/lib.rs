@@ -12,7 +12,7 @@ use citypay_ledger::{
     Timestamp,
 };
 use citypay_store::{
-    ACCOUNT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, JournalSource,
+    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, JournalSource,
     LEDGER_MIGRATIONS, LedgerStore, Migration, ServiceRow, Snapshot, StoreError, StoredRow, Value,
     id_from_bytes, id_to_bytes, u64_from_column, u64_to_column,
 };
@@ -387,6 +387,21 @@ fn write_accounts(tx: &rusqlite::Transaction<'_>, fx: &citypay_ledger::Effects) 
             .map_err(backend)?;
         if changed != 1 {
             return Err(StoreError::Corrupt(format!("account {} not stored", account.id)));
+        }
+    }
+    if !fx.limits_updated.is_empty() {
+        let sets: Vec<String> = ACCOUNT_LIMIT_COLUMNS.iter().enumerate().map(|(i, c)| format!("{c} = ?{}", i + 2)).collect();
+        let sql = format!("UPDATE accounts SET {} WHERE id = ?1", sets.join(", "));
+        let mut update = tx.prepare_cached(&sql).map_err(backend)?;
+        for account in &fx.limits_updated {
+            let v = AccountColumns::limit_values(account);
+            let id = u64_to_column(account.id);
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(12);
+            values.push(&id);
+            values.extend(v.iter().map(|v| v as &dyn rusqlite::ToSql));
+            if update.execute(values.as_slice()).map_err(backend)? != 1 {
+                return Err(StoreError::Corrupt(format!("account {} not stored", account.id)));
+            }
         }
     }
     Ok(())

@@ -22,6 +22,14 @@ pub const ACCOUNT_UPDATE_COLUMNS: [&str; 10] = [
     "cap1_key", "cap1_used", "cap2_key", "cap2_used", "cap3_key", "cap3_used",
 ];
 
+/// The columns of an account's limits, written when they change.
+pub const ACCOUNT_LIMIT_COLUMNS: [&str; 11] = [
+    "transfer_cap_classes", "transfer_cap_max",
+    "cap1_window", "cap1_classes", "cap1_max",
+    "cap2_window", "cap2_classes", "cap2_max",
+    "cap3_window", "cap3_classes", "cap3_max",
+];
+
 /// An account as column values: `currency` and the integer columns (all but `currency`, in
 /// [`ACCOUNT_COLUMNS`] order).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +83,17 @@ impl AccountColumns {
             ints[base + 4] = Some(a.usage[i].used);
         }
         AccountColumns { currency: a.currency.code().to_owned(), ints }
+    }
+
+    /// The values of [`ACCOUNT_LIMIT_COLUMNS`] for `account` (`None` is SQL NULL: no cap).
+    pub fn limit_values(a: &Account) -> [Option<i64>; 11] {
+        let ints = AccountColumns::of(a).ints;
+        let mut values = [None; 11];
+        values[..2].copy_from_slice(&ints[8..10]);
+        for i in 0..3 {
+            values[2 + 3 * i..5 + 3 * i].copy_from_slice(&ints[10 + 5 * i..13 + 5 * i]);
+        }
+        values
     }
 
     /// The values of [`ACCOUNT_UPDATE_COLUMNS`] for `account`.
