@@ -51,7 +51,7 @@ fn bills_are_paid_the_same_on_postgres() {
 
 fn residents_pay_their_bills(city: TestCity) {
     let bills = Bills::new(city.directory.clone(), ReceiptSigner::from_seed(1, [9; 32]));
-    let settlement = Settlement::new(city.directory.clone(), Arc::new(SandboxBank));
+    let settlement = Settlement::new(city.directory.clone(), Arc::new(SandboxBank::new()));
     let keys = [bills.receipt_key()];
     city.rt.block_on(async {
         let hospital = city.merchant("91350100M000100Y43", Category::Hospital, "6222020200112233446").await;

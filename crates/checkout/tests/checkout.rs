@@ -23,6 +23,7 @@ struct World {
     directory: Directory,
     wallet: Wallet,
     checkout: Checkout,
+    bank: SandboxBank,
     rt: tokio::runtime::Runtime,
 }
 
@@ -44,17 +45,19 @@ fn world() -> World {
     };
     let reader = Arc::new(SqliteReader::open(&path).unwrap());
     let directory = Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), PasswordPolicy::FAST_INSECURE);
-    let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
+    let bank = SandboxBank::new();
+    let wallet = Wallet::new(directory.clone(), Arc::new(bank.clone()));
     let checkout = Checkout::new(directory.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         directory.onboard_city(330100, "Hangzhou").await.unwrap();
         directory.open_platform_accounts().await.unwrap();
     });
-    World { _dir: dir, path, shard, directory, wallet, checkout, rt }
+    World { _dir: dir, path, shard, directory, wallet, checkout, bank, rt }
 }
 
-/// A resident with `yuan` in their wallet.
+/// A resident of `class` (reached by linking cards of one, three or five banks) with `yuan` in
+/// their wallet.
 fn resident(w: &World, id_number: &str, mobile: &str, class: AccountClass, yuan: i64) -> Resident {
     w.rt.block_on(async {
         let new = NewResident {
@@ -63,14 +66,19 @@ fn resident(w: &World, id_number: &str, mobile: &str, class: AccountClass, yuan:
             mobile: mobile.into(),
             id_number: id_number.into(),
             password: "correct horse".into(),
-            class,
         };
         let r = w.directory.register_resident(&new).await.unwrap();
-        let card = w.wallet.link_card(&r, "4111111111111111").await.unwrap();
+        let banks = match class {
+            AccountClass::I => 1,
+            AccountClass::II => 3,
+            AccountClass::III => 5,
+        };
+        let (cards, reached) = w.wallet.link_sandbox_cards(&w.bank, &r, banks).await.unwrap();
+        assert_eq!(reached, class);
         if yuan > 0 {
-            w.wallet.top_up(&r, card.id, yuan * 100, &format!("fund-{mobile}")).await.unwrap();
+            w.wallet.top_up(&r, cards[0].id, yuan * 100, &format!("fund-{mobile}")).await.unwrap();
         }
-        r
+        Resident { class, ..r }
     })
 }
 
@@ -182,8 +190,8 @@ fn qr_payments_refunds_close_and_cancel() {
         }
         assert_eq!(c.trade(shop, "T3").await.unwrap().status, TradeStatus::WaitBuyerPay);
         // Topped up, Bob pays it after all: a refusal does not stick to the trade.
-        let card = w.wallet.link_card(&bob, "4111111111111111").await.unwrap();
-        w.wallet.top_up(&bob, card.id, 1_000_000, "more").await.unwrap();
+        let card = w.wallet.cards(&bob).await.unwrap()[0].id;
+        w.wallet.top_up(&bob, card, 1_000_000, "more").await.unwrap();
         assert_eq!(c.pay_qr(&bob, &payload, None, "k").await.unwrap().status, TradeStatus::TradeSuccess);
         // Cash at the counter is recorded; no wallet moves.
         let cash = c.record_cash_sale(shop, &order("C1", 800)).await.unwrap();

@@ -14,7 +14,6 @@ use citypay_api::routes::{AppState, business_routes};
 use citypay_api::{Api, ApiConfig};
 use citypay_codes::payment_code::PaymentCode;
 use citypay_directory::{Category, NewMerchant, NewResident, PasswordPolicy};
-use citypay_identity::AccountClass;
 use citypay_store::DbUrl;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -188,11 +187,10 @@ async fn enrol(state: &AppState, i: u64) -> anyhow::Result<Payer> {
             mobile: format!("13{:09}", i),
             id_number: id,
             password: "bench password".into(),
-            class: AccountClass::III,
         })
         .await?;
-    let card = state.wallet.link_card(&resident, "4111111111111111").await?;
-    state.wallet.top_up(&resident, card.id, 1_000_000, "bench").await?;
+    let card = crate::city::bench_wallet(state, &resident).await?;
+    state.wallet.top_up(&resident, card, 1_000_000, "bench").await?;
     let (device, secret) = state.checkout.enroll_device(&resident).await?;
     Ok(Payer { device, secret: secret.expose().clone() })
 }

@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use citypay_directory::{Category, NewMerchant, NewResident, PasswordPolicy};
-use citypay_identity::AccountClass;
 use citypay_ride::{CredentialTerms, Gate, PlatformKey, PlatformKeyring, Policy, RiderDevice, RiderKey, Validator, Validity};
 use citypay_shard::ManualClock;
 use citypay_store::DbUrl;
@@ -251,11 +250,10 @@ async fn rider(state: &citypay_api::routes::AppState, i: u64) -> anyhow::Result<
             mobile: format!("15{i:09}"),
             id_number: id,
             password: "bench password".into(),
-            class: AccountClass::III,
         })
         .await?;
-    let card = state.wallet.link_card(&resident, "4111111111111111").await?;
-    state.wallet.top_up(&resident, card.id, 10_000, "bench").await?;
+    let card = crate::city::bench_wallet(state, &resident).await?;
+    state.wallet.top_up(&resident, card, 10_000, "bench").await?;
     Ok(state.transit.account_ref(&resident).await?)
 }
 

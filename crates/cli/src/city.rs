@@ -475,7 +475,8 @@ pub(crate) async fn open_with(
         directory = directory.seeded(seed);
     }
     directory.open_platform_accounts().await?;
-    let bank: Arc<dyn citypay_directory::BankConnector> = Arc::new(SandboxBank);
+    let sandbox = SandboxBank::new();
+    let bank: Arc<dyn citypay_directory::BankConnector> = Arc::new(sandbox.clone());
     let receipt_signer = citypay_bills::ReceiptSigner::from_seed(1, ride_keys.receipt);
     let state = AppState::new(citypay_api::routes::AppServices {
         wallet: Wallet::new(directory.clone(), bank.clone()),
@@ -485,8 +486,18 @@ pub(crate) async fn open_with(
         transit: citypay_transit::Transit::with_keys(directory.clone(), citypay_fares::Feed::tianjin(), ride_keys.keys, ride_keys.revoked),
         directory,
         token_ttl_s: 3_600,
+        sandbox_bank: Some(sandbox),
     });
     Ok(City { shard, state })
+}
+
+/// A benchmark's resident made class III (checked at a counter by the set-up, operator 0) with
+/// a card the sandbox bank issued them, linked; answers the card's id.
+pub(crate) async fn bench_wallet(state: &AppState, resident: &citypay_directory::Resident) -> anyhow::Result<u64> {
+    state.directory.record_verification(resident.id, &citypay_directory::Verification::FaceToFace { operator: 0 }).await?;
+    let sandbox = state.sandbox_bank.as_ref().context("benchmarks need the sandbox bank")?;
+    let (cards, _) = state.wallet.link_sandbox_cards(sandbox, resident, 1).await?;
+    Ok(cards[0].id)
 }
 
 #[cfg(test)]

@@ -250,6 +250,7 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
         }
         let services = Services {
             wallet: city.state.wallet.clone(),
+            bank: city.state.sandbox_bank.clone().context("the simulator needs the sandbox bank")?,
             checkout: city.state.checkout.clone(),
             transit: city.state.transit.clone(),
             bills: city.state.bills.clone(),

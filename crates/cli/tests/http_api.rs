@@ -131,7 +131,7 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
 
     // A resident registers; the same key answers the same; another body under it is refused.
     let registration = json!({"city": 330100, "name": "Li Lei", "mobile": "13800138000", "id_number": ID_NUMBER,
-                              "password": "correct horse", "account_class": "II"});
+                              "password": "correct horse"});
     let (status, me, replayed) = api.call("POST", "/v1/residents", None, Some("reg-1"), Some(registration.clone())).await;
     assert_eq!((status, replayed), (StatusCode::CREATED, false), "{me}");
     assert_eq!(me["id_masked"], "1101**********002X");
@@ -154,7 +154,9 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
     assert_eq!(api.call("GET", "/v1/trades/X", Some(&resident), None, None).await.0, StatusCode::FORBIDDEN);
     assert_eq!(api.call("POST", "/v1/cities", Some(&resident), Some("c"), Some(json!({"code": 420100, "name": "Wuhan"}))).await.0, StatusCode::FORBIDDEN);
 
-    // Link a card and top up 100 yuan, twice with the same key: moved once.
+    // Link a card (the bank issued it to Li Lei) and top up 100 yuan, twice with the same key:
+    // moved once.
+    api.issue_card(&operator, CARD, "Li Lei", ID_NUMBER).await;
     let (status, card, _) = api.call("POST", "/v1/wallet/cards", Some(&resident), Some("card-1"), Some(json!({"card_number": CARD}))).await;
     assert_eq!(status, StatusCode::CREATED, "{card}");
     let top_up = json!({"card_id": card["card_id"], "amount": {"amount": 10_000, "currency": "CNY"}});
@@ -520,7 +522,7 @@ async fn transit_through_the_api() {
         .await;
     assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_field")));
 
-    let registration = json!({"city": 120000, "name": "Li Lei", "mobile": "13800138000", "id_number": ID_NUMBER, "password": "correct horse", "account_class": "II"});
+    let registration = json!({"city": 120000, "name": "Li Lei", "mobile": "13800138000", "id_number": ID_NUMBER, "password": "correct horse"});
     api.call("POST", "/v1/residents", None, Some("reg-1"), Some(registration)).await;
     let (_, session, _) = api.call("POST", "/v1/sessions", None, None, Some(json!({"mobile": "13800138000", "password": "correct horse"}))).await;
     let resident = format!("Bearer {}", session["token"].as_str().unwrap());
@@ -627,6 +629,7 @@ async fn transit_through_the_api() {
     assert_eq!(legs["items"][0]["route_id"], "824", "{legs}");
     assert_eq!((legs["items"][0]["fare"]["amount"].as_i64(), legs["next_cursor"].is_null()), (Some(200), true), "{legs}");
     // Top up, pay what is owed: off the deny list, and the fare has left the wallet.
+    api.issue_card(&operator, CARD, "Li Lei", ID_NUMBER).await;
     let (_, card, _) = api.call("POST", "/v1/wallet/cards", Some(&resident), Some("card-1"), Some(json!({"card_number": CARD}))).await;
     let top_up = json!({"card_id": card["card_id"], "amount": {"amount": 1_000, "currency": "CNY"}});
     assert_eq!(api.call("POST", "/v1/wallet/top-ups", Some(&resident), Some("top-1"), Some(top_up)).await.0, StatusCode::CREATED);
@@ -692,12 +695,13 @@ async fn bills_through_the_api() {
     }
     let [(_, hospital), (school_id, school), (bureau_id, _), (utility_id, utility)] = <[(String, String); 4]>::try_from(billers).unwrap();
     let mut residents = Vec::new();
-    for (id_number, mobile, fen) in [(ID_NUMBER, "13800138000", 500_000), (BOB, "13900139000", 1_000)] {
-        let registration = json!({"city": 330100, "name": "Li Lei", "mobile": mobile, "id_number": id_number, "password": "correct horse", "account_class": "II"});
+    for (id_number, mobile, fen, card) in [(ID_NUMBER, "13800138000", 500_000, CARD), (BOB, "13900139000", 1_000, "5555555555554444")] {
+        let registration = json!({"city": 330100, "name": "Li Lei", "mobile": mobile, "id_number": id_number, "password": "correct horse"});
         assert_eq!(api.call("POST", "/v1/residents", None, Some(mobile), Some(registration)).await.0, StatusCode::CREATED);
         let (_, session, _) = api.call("POST", "/v1/sessions", None, None, Some(json!({"mobile": mobile, "password": "correct horse"}))).await;
         let token = format!("Bearer {}", session["token"].as_str().unwrap());
-        let (_, card, _) = api.call("POST", "/v1/wallet/cards", Some(&token), Some("card"), Some(json!({"card_number": CARD}))).await;
+        api.issue_card(&operator, card, "Li Lei", id_number).await;
+        let (_, card, _) = api.call("POST", "/v1/wallet/cards", Some(&token), Some("card"), Some(json!({"card_number": card}))).await;
         let top_up = json!({"card_id": card["card_id"], "amount": {"amount": fen, "currency": "CNY"}});
         assert_eq!(api.call("POST", "/v1/wallet/top-ups", Some(&token), Some("top"), Some(top_up)).await.0, StatusCode::CREATED);
         residents.push(token);

@@ -49,20 +49,28 @@ pub const fn entity_of(account: AccountId) -> u64 {
     account & ((1 << OWNER_BITS) - 1)
 }
 
-/// The account-opening event of a resident's wallet of class `class`.
-pub(crate) fn wallet_account(owner: u64, class: AccountClass) -> Event {
+/// A wallet's limits at account class `class`: its balance payments capped since opening
+/// (class I) in slot 0 and over the year in slot 1. Class I counts its year too, under its own
+/// amount (which its since-opening cap reaches first), so the yearly cap of a later class
+/// keeps counting the year's payments when the class rises.
+pub(crate) fn wallet_limits(class: AccountClass) -> Limits {
     let limit = class.balance_payment_limit();
-    let window = match limit.window {
-        LimitWindow::SinceOpening => Window::Lifetime,
-        LimitWindow::Year => Window::Year,
+    let cap = |window| Some(WindowCap { window, classes: BALANCE_PAYMENT, amount_max: limit.amount_fen });
+    let since_opening = match limit.window {
+        LimitWindow::SinceOpening => cap(Window::Lifetime),
+        LimitWindow::Year => None,
     };
-    let cap = WindowCap { window, classes: BALANCE_PAYMENT, amount_max: limit.amount_fen };
+    Limits { transfer_cap: None, window_caps: [since_opening, cap(Window::Year), None] }
+}
+
+/// The account-opening event of a resident's wallet: every wallet opens at class I.
+pub(crate) fn wallet_account(owner: u64) -> Event {
     Event::CreateAccount(NewAccount {
         id: account_id(AccountKind::Wallet, owner),
         currency: Currency::CNY,
         flags: AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
         code: AccountKind::Wallet.code(),
-        limits: Limits { transfer_cap: None, window_caps: [Some(cap), None, None] },
+        limits: wallet_limits(AccountClass::I),
     })
 }
 

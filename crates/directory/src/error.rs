@@ -38,6 +38,9 @@ pub enum DirectoryError {
     /// Wrong credentials (never says which part was wrong).
     #[error("wrong credentials")]
     WrongCredentials,
+    /// The name given is not the one registered with this ID number.
+    #[error("the name does not match the one registered with this ID number")]
+    IdentityMismatch,
     /// The record does not exist (or the caller may not see it).
     #[error("not found")]
     NotFound,
@@ -66,6 +69,7 @@ impl DirectoryError {
             DirectoryError::UnknownCity(_) => "unknown_city",
             DirectoryError::CityExists(_) => "city_already_onboarded",
             DirectoryError::WrongCredentials => "wrong_credentials",
+            DirectoryError::IdentityMismatch => "identity_mismatch",
             DirectoryError::NotFound => "not_found",
             DirectoryError::Ledger(status) => status.name(),
             DirectoryError::Unavailable(_) => "unavailable",

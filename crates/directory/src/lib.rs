@@ -18,6 +18,7 @@ mod residents;
 mod schema;
 mod tokens;
 pub mod transfer_codes;
+mod verifications;
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ use citypay_store::{ServiceReader, Value};
 use citypay_vault::{IndexKeys, SealingKeys};
 
 pub use accounts::{AccountKind, BALANCE_PAYMENT, PlatformAccounts, SANDBOX_BANK, account_id, entity_of};
-pub use bank::{BankConnector, BankError, BankReceipt, SandboxBank};
+pub use bank::{BankConnector, BankError, BankReceipt, CardHolder, CardIssuedToAnother, HolderConfirmed, SandboxBank};
 pub use cities::{City, PRESET_CITIES};
 pub use error::DirectoryError;
 pub use fees::{RATE_MAX_BP, fee_for, fee_returned};
@@ -36,6 +37,7 @@ pub use passwords::PasswordPolicy;
 pub use residents::{NewResident, Resident};
 pub use schema::MIGRATIONS;
 pub use tokens::{Principal, TokenKeys};
+pub use verifications::Verification;
 pub use citypay_vault::{Secret, hex};
 
 /// The directory's keys: the vault's sealing and index keys and the token key.

@@ -25,13 +25,11 @@ pub struct NewResident {
     pub id_number: String,
     /// Sign-in password.
     pub password: String,
-    /// PBOC account class, from how the identity was verified.
-    pub class: AccountClass,
 }
 
 impl std::fmt::Debug for NewResident {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewResident").field("city", &self.city).field("class", &self.class).finish_non_exhaustive()
+        f.debug_struct("NewResident").field("city", &self.city).finish_non_exhaustive()
     }
 }
 
@@ -82,14 +80,17 @@ fn check_name(name: &str) -> Result<String, DirectoryError> {
 }
 
 impl Directory {
-    fn today(&self) -> CivilDate {
+    /// Today in Asia/Shanghai, by the directory's clock.
+    pub fn today(&self) -> CivilDate {
         let date = self.now().local_date();
         let year = u16::try_from(date.year).unwrap_or(u16::MAX);
         CivilDate::new(year, date.month, date.day).unwrap_or_else(|| CivilDate::new(2000, 1, 1).expect("a date"))
     }
 
-    /// Registers a resident under their real name and opens their wallet, atomically. One
-    /// identity (and one mobile number) has one wallet.
+    /// Registers a resident under their real name and opens their wallet, atomically, at
+    /// account class I: a higher class follows recorded verifications
+    /// ([`Directory::record_verification`]). One identity (and one mobile number) has one
+    /// wallet.
     pub async fn register_resident(&self, new: &NewResident) -> Result<Resident, DirectoryError> {
         self.city(new.city).await?;
         let id_number = ResidentId::parse(new.id_number.trim(), self.today())
@@ -108,7 +109,7 @@ impl Directory {
                         city: new.city,
                         wallet: account_id(AccountKind::Wallet, id),
                         id_masked: id_number.masked(),
-                        class: new.class,
+                        class: AccountClass::I,
                     });
                 }
                 Ok(outcome) => return Err(DirectoryError::Ledger(outcome.status)),
@@ -154,14 +155,14 @@ impl Directory {
                 ("name_sealed", seal("name", name)),
                 ("mobile_sealed", seal("mobile", mobile)),
                 ("id_masked", Value::Text(id_number.masked())),
-                ("account_class", Value::Text(new.class.code().to_owned())),
+                ("account_class", Value::Text(AccountClass::I.code().to_owned())),
                 ("wallet_account", Value::Int(citypay_store::u64_to_column(wallet))),
                 ("password_hash", Value::Text(password_hash.to_owned())),
                 ("created_at", Value::Int(i64::try_from(self.now().unix_seconds()).unwrap_or(0))),
             ],
             on_conflict: OnConflict::Fail,
         };
-        Command { event: Some(wallet_account(id, new.class)), guards, rows: vec![row], always_rows: Vec::new() }
+        Command { event: Some(wallet_account(id)), guards, rows: vec![row], always_rows: Vec::new() }
     }
 
     /// Signs a resident in with mobile number and password: a bearer token valid `ttl_s`.
@@ -242,6 +243,21 @@ impl Directory {
         let plain = self.unseal(&sealed, &format!("resident:{id}:id_number"))?;
         let normalized = std::str::from_utf8(plain.expose()).map_err(|_| DirectoryError::Storage("ID number".into()))?;
         Ok(self.keys.index.candidates(ID_KIND, normalized).iter().map(index_bytes).collect())
+    }
+
+    /// A resident's legal name and ID number, unsealed: what a bank is asked to confirm as a
+    /// card's holder. Personal data: never log it.
+    pub async fn resident_identity(&self, id: u64) -> Result<(citypay_vault::Secret<String>, ResidentId), DirectoryError> {
+        let rows = self
+            .read("SELECT id_number_sealed FROM residents WHERE id = ?1", vec![Value::Int(i64::try_from(id).unwrap_or(-1))])
+            .await?;
+        let sealed = blob(&rows.first().ok_or(DirectoryError::NotFound)?[0])?;
+        let plain = self.unseal(&sealed, &format!("resident:{id}:id_number"))?;
+        let number = std::str::from_utf8(plain.expose()).map_err(|_| DirectoryError::Storage("ID number".into()))?;
+        // Stored numbers were checked at registration; only the check character and the
+        // region are checked again (a birth date in the past stays in the past).
+        let id_number = ResidentId::parse(number, self.today()).map_err(|e| DirectoryError::Storage(e.to_string()))?;
+        Ok((self.resident_name(id).await?, id_number))
     }
 
     /// The legal name of a resident, unsealed (for a receipt or a KYC officer; never log it).

@@ -77,7 +77,26 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: FEE_RATES_V3,
         postgres: FEE_RATES_V3,
     },
+    // Version 4 is another change's; this one only needs the residents table.
+    Migration {
+        component: "directory",
+        version: 5,
+        name: "how each resident's identity was verified",
+        sqlite: VERIFICATIONS_V5,
+        postgres: VERIFICATIONS_V5,
+    },
 ];
+
+/// A resident's verifications: one row per channel and reference (the issuing bank that
+/// confirmed a card, the operator who checked the ID card in person). The account class is
+/// computed from them.
+const VERIFICATIONS_V5: &str = "CREATE TABLE resident_verifications (
+        resident_id BIGINT NOT NULL,
+        channel TEXT NOT NULL,
+        reference TEXT NOT NULL,
+        verified_at BIGINT NOT NULL,
+        PRIMARY KEY (resident_id, channel, reference)
+    );";
 
 /// Card acquiring's usual 0.6% for shops and restaurants; public services are fee-free.
 const FEE_RATES_V3: &str = "CREATE TABLE fee_rates (category TEXT PRIMARY KEY, rate_bp BIGINT NOT NULL, updated_at BIGINT NOT NULL);

@@ -48,7 +48,6 @@ fn resident(id_number: &str, mobile: &str) -> NewResident {
         mobile: mobile.into(),
         id_number: id_number.into(),
         password: "correct horse".into(),
-        class: AccountClass::II,
     }
 }
 
@@ -74,10 +73,25 @@ fn residents_register_once_under_their_real_name() {
         let r = d.register_resident(&resident(ID_NUMBER, "13800138000")).await.unwrap();
         assert_eq!(r.id_masked, "1101**********002X");
         assert_eq!(r.wallet, account_id(AccountKind::Wallet, r.id));
-        // The wallet exists in the ledger with the class II balance-payment cap.
+        // The wallet opens at class I: 1,000 yuan of balance payments since opening (the year
+        // counted too, for a later class's yearly cap).
+        assert_eq!(r.class, AccountClass::I);
         let wallet = d.shard().account(r.wallet).await.unwrap().unwrap();
-        let cap = wallet.limits.window_caps[0].unwrap();
-        assert_eq!((cap.window, cap.amount_max), (Window::Year, 10_000_000));
+        let caps = wallet.limits.window_caps.map(|c| c.map(|c| (c.window, c.amount_max)));
+        assert_eq!(caps, [Some((Window::Lifetime, 100_000)), Some((Window::Year, 100_000)), None]);
+        // An operator checks the ID card in person: the name must be the registered one, a city
+        // operator sees only their city, and the check makes the class III with its caps.
+        assert!(matches!(d.verify_in_person(9, None, ID_NUMBER, "Someone Else").await, Err(DirectoryError::IdentityMismatch)));
+        assert!(matches!(d.verify_in_person(9, Some(120000), ID_NUMBER, NAME).await, Err(DirectoryError::NotFound)));
+        assert!(matches!(d.verify_in_person(9, None, "440524188001010014", NAME).await, Err(DirectoryError::NotFound)));
+        assert_eq!(d.resident(r.id).await.unwrap().class, AccountClass::I);
+        let (verified, class) = d.verify_in_person(9, Some(330100), ID_NUMBER, NAME).await.unwrap();
+        assert_eq!((verified.id, class), (r.id, AccountClass::III));
+        let wallet = d.shard().account(r.wallet).await.unwrap().unwrap();
+        let caps = wallet.limits.window_caps.map(|c| c.map(|c| (c.window, c.amount_max)));
+        assert_eq!(caps, [None, Some((Window::Year, 20_000_000)), None]);
+        let r = d.resident(r.id).await.unwrap();
+        assert_eq!(r.class, AccountClass::III);
         // Same identity (lower-case x), another mobile: refused. Same mobile: refused.
         let again = d.register_resident(&resident("11010519491231002x", "13900139000")).await;
         assert!(matches!(again, Err(DirectoryError::IdentityTaken)), "{again:?}");

@@ -62,6 +62,20 @@ impl AccountClass {
         }
     }
 
+    /// The class that verification earns: class III face to face or through at least five
+    /// external channels, class II through at least three, class I otherwise (a real-name
+    /// registration is where every account starts).
+    #[must_use]
+    pub const fn for_verifications(external_channels: usize, face_to_face: bool) -> Self {
+        if face_to_face || external_channels >= 5 {
+            Self::III
+        } else if external_channels >= 3 {
+            Self::II
+        } else {
+            Self::I
+        }
+    }
+
     /// The stable code: `"I"`, `"II"` or `"III"`.
     #[must_use]
     pub const fn code(self) -> &'static str {
@@ -105,6 +119,16 @@ mod tests {
             AccountClass::III.balance_payment_limit(),
             limit(LimitWindow::Year, 20_000_000)
         );
+    }
+
+    #[test]
+    fn class_follows_verification() {
+        assert_eq!(AccountClass::for_verifications(0, false), AccountClass::I);
+        assert_eq!(AccountClass::for_verifications(2, false), AccountClass::I);
+        assert_eq!(AccountClass::for_verifications(3, false), AccountClass::II);
+        assert_eq!(AccountClass::for_verifications(4, false), AccountClass::II);
+        assert_eq!(AccountClass::for_verifications(5, false), AccountClass::III);
+        assert_eq!(AccountClass::for_verifications(0, true), AccountClass::III);
     }
 
     #[test]

@@ -438,7 +438,7 @@ fn raised_limits_keep_the_usage_of_windows_they_keep() {
         window_caps: [Some(WindowCap { window: Window::Day, classes: CLASS_PAYMENT, amount_max: 2_000 }), None, None],
     };
     let set = Event::SetLimits(SetLimits { account: 2, limits: raised });
-    let fx = h.apply(&[set.clone()], false).unwrap();
+    let fx = h.apply(std::slice::from_ref(&set), false).unwrap();
     assert_eq!(fx[0], citypay_ledger::Outcome { status: Status::Ok, replay: false });
     assert_eq!(h.ledger.account(2).unwrap().usage[0].used, 1_000);
     assert_eq!(h.ledger.account(2).unwrap().usage[1].used, 0);

@@ -20,19 +20,19 @@ struct FlakyBank {
 
 impl BankConnector for FlakyBank {
     fn custody_account(&self) -> AccountId {
-        SandboxBank.custody_account()
+        SandboxBank::new().custody_account()
     }
     fn debit_card(&self, card: &CardNumber, amount: i64, reference: &str) -> Result<BankReceipt, BankError> {
-        SandboxBank.debit_card(card, amount, reference)
+        SandboxBank::new().debit_card(card, amount, reference)
     }
     fn credit_account(&self, account: &str, amount: i64, reference: &str) -> Result<BankReceipt, BankError> {
-        SandboxBank.credit_account(account, amount, reference)
+        SandboxBank::new().credit_account(account, amount, reference)
     }
     fn pay_merchant(&self, account: &str, amount: i64, reference: &str) -> Result<BankReceipt, BankError> {
         if account == self.account && self.down.load(Ordering::SeqCst) {
             return Err(BankError::Unavailable);
         }
-        SandboxBank.pay_merchant(account, amount, reference)
+        SandboxBank::new().pay_merchant(account, amount, reference)
     }
 }
 

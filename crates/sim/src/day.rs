@@ -278,8 +278,8 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
         Err(e) => return (None, vec![Ok(Outcome::Refused { what: "register", code: e.code() })]),
     };
     outcomes.push(Ok(Outcome::Registered));
-    let card = match services.wallet.link_card(&resident, &person.card_number()).await {
-        Ok(card) => card.id,
+    let card = match link_cards(context, person, &resident).await {
+        Ok(card) => card,
         Err(e) => {
             outcomes.push(wallet_outcome("link card", &e));
             return (None, outcomes);
@@ -293,6 +293,21 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
         outcomes.push(crate::transit::enrol(context, &mut account, preset, person.index).await);
     }
     (Some(account), outcomes)
+}
+
+/// Links the person's cards, one per bank their class takes (the sandbox bank issues each to
+/// them first; linking a card again changes nothing); answers the first card's id.
+async fn link_cards(context: &Context, person: &Person, resident: &Resident) -> Result<u64, WalletError> {
+    let services = &context.services;
+    let (name, id_number) = services.directory.resident_identity(resident.id).await?;
+    let mut first = None;
+    for bank in 0..person.banks() {
+        let parsed = citypay_identity::CardNumber::parse(&person.card_number(bank)).map_err(|e| WalletError::InvalidCard(e.to_string()))?;
+        services.bank.register_holder(&parsed.card, name.expose(), &id_number).map_err(|e| WalletError::InvalidCard(e.to_string()))?;
+        let (card, _) = services.wallet.link_card(resident, parsed.card.digits()).await?;
+        first.get_or_insert(card.id);
+    }
+    first.ok_or(WalletError::CardNotFound)
 }
 
 /// A phone for payment codes, for those who show one at the till.
@@ -323,8 +338,8 @@ pub(crate) async fn adopt(context: &Context, person: &Person) -> (Option<Account
         Err(e) => return (None, vec![Err(service("finding a resident", &e))]),
     };
     let mut outcomes = Vec::new();
-    let card = match services.wallet.link_card(&resident, &person.card_number()).await {
-        Ok(card) => card.id,
+    let card = match link_cards(context, person, &resident).await {
+        Ok(card) => card,
         Err(e) => return (None, vec![wallet_outcome("link card", &e)]),
     };
     let balance = match services.wallet.account(&resident).await {

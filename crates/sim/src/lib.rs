@@ -42,6 +42,8 @@ pub struct Services {
     pub directory: Directory,
     /// Top-ups.
     pub wallet: Wallet,
+    /// The wallet's bank: it issues each person their cards before they link them.
+    pub bank: citypay_directory::SandboxBank,
     /// Payments and refunds.
     pub checkout: Checkout,
     /// Ride credentials, taps, fares.

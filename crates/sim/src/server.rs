@@ -151,6 +151,8 @@ struct Account {
 #[derive(Debug)]
 struct World {
     api: Api,
+    /// The platform operator's `Bearer` header: it fills the sandbox bank's register.
+    operator: String,
     seed: u64,
     cities: Vec<&'static crate::CityPreset>,
     merchants: Vec<HashMap<BusinessKind, Vec<Merchant>>>,
@@ -202,7 +204,7 @@ pub async fn drive(target: &ServerTarget, config: &SimConfig, progress: &dyn Pro
         progress.finish();
         merchants.push(by_kind);
     }
-    let world = Arc::new(World { api, seed: config.seed, cities: config.cities.clone(), merchants });
+    let world = Arc::new(World { api, operator: session.clone(), seed: config.seed, cities: config.cities.clone(), merchants });
     let shape = day::Shape {
         seed: config.seed,
         cities: &config.cities,
@@ -346,8 +348,7 @@ async fn register(world: &World, person: &Person, outcomes: &mut Vec<Result<Outc
     let preset = world.cities[person.city];
     let new = person.new_resident(preset, world.seed);
     let key = |what: &str| format!("sim-{}-{what}-{}-{}", world.seed, preset.code, person.index);
-    let body = json!({"city": new.city, "name": new.name, "mobile": new.mobile, "id_number": new.id_number, "password": new.password,
-        "account_class": new.class.code()});
+    let body = json!({"city": new.city, "name": new.name, "mobile": new.mobile, "id_number": new.id_number, "password": new.password});
     let api = &world.api;
     if let Answer::Refused(code) = api.call(reqwest::Method::POST, "/v1/residents", None, Some(&key("resident")), Some(&body)).await? {
         outcomes.push(Ok(Outcome::Refused { what: "register", code }));
@@ -362,13 +363,24 @@ async fn register(world: &World, person: &Person, outcomes: &mut Vec<Result<Outc
             return Ok(None);
         }
     };
-    let card = match api.post("/v1/wallet/cards", &auth, Some(&key("card")), &json!({"card_number": person.card_number()})).await? {
-        Answer::Ok(card) => text(&card, "card_id"),
-        Answer::Refused(code) => {
-            outcomes.push(Ok(Outcome::Refused { what: "link card", code }));
-            return Ok(None);
+    // One card per bank their class takes, each issued to them by the sandbox bank first.
+    let mut card = String::new();
+    for bank in (0..person.banks()).rev() {
+        let number = person.card_number(bank);
+        let holder = json!({"card_number": number, "name": new.name, "id_number": new.id_number});
+        let issued = api.post("/v1/sandbox-bank/card-holders", &world.operator, Some(&key(&format!("issue-{bank}"))), &holder).await?;
+        let linked = match issued {
+            Answer::Ok(_) => api.post("/v1/wallet/cards", &auth, Some(&key(&format!("card-{bank}"))), &json!({"card_number": number})).await?,
+            refused => refused,
+        };
+        match linked {
+            Answer::Ok(linked) => card = text(&linked, "card_id"),
+            Answer::Refused(code) => {
+                outcomes.push(Ok(Outcome::Refused { what: "link card", code }));
+                return Ok(None);
+            }
         }
-    };
+    }
     let device = if person.shows_code {
         match api.post("/v1/payment-devices", &auth, Some(&key("device")), &json!({})).await? {
             Answer::Ok(device) => {

@@ -83,7 +83,8 @@ impl Person {
         } else {
             Registration::Before
         };
-        // Most wallets are class II (bank-card verified); a quarter are class I, a few III.
+        // The class their verifications will earn: most link cards of three banks (class II),
+        // a quarter one bank's (class I), a few five banks' (class III).
         let class = match rng.u32(0..100) {
             0..25 => AccountClass::I,
             25..85 => AccountClass::II,
@@ -107,14 +108,25 @@ impl Person {
             mobile: format!("1{}{:09}", 3 + self.city % 7, self.index),
             id_number: resident_id_number(preset.code, self.index),
             password: format!("sim-{:08}", self.index),
-            class: self.class,
         }
     }
 
-    /// A UnionPay debit card number (Luhn-valid) for this person.
-    pub(crate) fn card_number(&self) -> String {
+    /// How many banks' cards they link: the verifications that earn their class (one external
+    /// channel: I; three: II; five: III).
+    pub(crate) fn banks(&self) -> usize {
+        match self.class {
+            AccountClass::I => 1,
+            AccountClass::II => 3,
+            AccountClass::III => 5,
+        }
+    }
+
+    /// A UnionPay debit card number (Luhn-valid) of this person at the sandbox's `bank`-th
+    /// issuer.
+    pub(crate) fn card_number(&self, bank: usize) -> String {
+        let issuer = citypay_directory::SandboxBank::ISSUERS[bank % citypay_directory::SandboxBank::ISSUERS.len()];
         for variant in 0..10u64 {
-            let payload = format!("622202{}{:011}", self.city % 10, (self.index * 10 + variant) % 100_000_000_000);
+            let payload = format!("{issuer}{}{:011}", self.city % 10, (self.index * 10 + variant) % 100_000_000_000);
             let Some(check) = citypay_identity::card::luhn_check_digit(&payload) else { continue };
             let pan = format!("{payload}{check}");
             // The sandbox bank declines cards ending 0002.
@@ -263,7 +275,8 @@ mod tests {
             assert!(seen.insert(number));
         }
         let person = Person::draw(7, 0, &PRESETS[0], 12, 1);
-        assert!(citypay_identity::card::luhn_valid(&person.card_number()));
+        assert!(citypay_identity::card::luhn_valid(&person.card_number(0)));
+        assert!(citypay_identity::card::luhn_valid(&person.card_number(4)));
         for (city, preset) in PRESETS.iter().enumerate() {
             for kind in [BusinessKind::Shop, BusinessKind::Restaurant, BusinessKind::Hospital] {
                 let merchant = new_merchant(preset, city, kind, 41);

@@ -31,6 +31,8 @@ pub struct TestCity {
     pub directory: Directory,
     /// The wallet service, for top-ups.
     pub wallet: Wallet,
+    /// The wallet's bank: its register of card holders issues residents their cards.
+    pub bank: SandboxBank,
     /// The clock of the shard and every service.
     pub clock: ManualClock,
     /// A runtime to drive the services from a plain test.
@@ -105,13 +107,14 @@ impl TestCity {
             tokens: TokenKeys::from_config(IndexKeys::generate_config().expose()).expect("token keys"),
         };
         let directory = Directory::new(shard.handle(), reader, keys, Arc::new(clock.clone()), PasswordPolicy::FAST_INSECURE);
-        let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
+        let bank = SandboxBank::new();
+        let wallet = Wallet::new(directory.clone(), Arc::new(bank.clone()));
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
         rt.block_on(async {
             directory.onboard_city(330100, "Hangzhou").await.expect("the city");
             directory.open_platform_accounts().await.expect("the platform's accounts");
         });
-        TestCity { _dir: dir, db, shard, directory, wallet, clock, rt }
+        TestCity { _dir: dir, db, shard, directory, wallet, bank, clock, rt }
     }
 
     /// Moves the clock forward by `seconds`.
@@ -124,7 +127,7 @@ impl TestCity {
         self.clock.now()
     }
 
-    /// A class II resident with a card and `fen` in their wallet.
+    /// A class II resident (cards of three banks linked) with `fen` in their wallet.
     pub async fn resident(&self, id_number: &str, mobile: &str, fen: i64) -> Resident {
         let new = NewResident {
             city: 330100,
@@ -132,12 +135,13 @@ impl TestCity {
             mobile: mobile.into(),
             id_number: id_number.into(),
             password: "correct horse".into(),
-            class: AccountClass::II,
         };
         let resident = self.directory.register_resident(&new).await.expect("registered");
-        let card = self.wallet.link_card(&resident, "4111111111111111").await.expect("a card");
+        let (cards, class) = self.wallet.link_sandbox_cards(&self.bank, &resident, 3).await.expect("cards");
+        assert_eq!(class, AccountClass::II);
+        let resident = Resident { class, ..resident };
         if fen > 0 {
-            self.wallet.top_up(&resident, card.id, fen, &format!("fund-{mobile}")).await.expect("topped up");
+            self.wallet.top_up(&resident, cards[0].id, fen, &format!("fund-{mobile}")).await.expect("topped up");
         }
         resident
     }

@@ -28,6 +28,7 @@ struct World {
     directory: Directory,
     wallet: Wallet,
     transit: Transit,
+    bank: SandboxBank,
     rt: tokio::runtime::Runtime,
 }
 
@@ -46,7 +47,8 @@ fn world() -> World {
     };
     let reader = Arc::new(SqliteReader::open(&path).unwrap());
     let directory = Directory::new(shard.handle(), reader, keys, Arc::new(clock.clone()), PasswordPolicy::FAST_INSECURE);
-    let wallet = Wallet::new(directory.clone(), Arc::new(SandboxBank));
+    let bank = SandboxBank::new();
+    let wallet = Wallet::new(directory.clone(), Arc::new(bank.clone()));
     let key = PlatformKey::from_seed(1, [7; 32], Validity::new(0, u32::MAX).unwrap());
     let transit = Transit::new(directory.clone(), citypay_fares::Feed::tianjin(), key);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -54,7 +56,7 @@ fn world() -> World {
         directory.onboard_city(120000, "Tianjin").await.unwrap();
         directory.open_platform_accounts().await.unwrap();
     });
-    World { _dir: dir, path, shard, clock, directory, wallet, transit, rt }
+    World { _dir: dir, path, shard, clock, directory, wallet, transit, bank, rt }
 }
 
 fn resident(w: &World, id_number: &str, mobile: &str, yuan: i64) -> (Resident, u64) {
@@ -65,14 +67,16 @@ fn resident(w: &World, id_number: &str, mobile: &str, yuan: i64) -> (Resident, u
             mobile: mobile.into(),
             id_number: id_number.into(),
             password: "correct horse".into(),
-            class: AccountClass::II,
         };
         let r = w.directory.register_resident(&new).await.unwrap();
-        let card = w.wallet.link_card(&r, "4111111111111111").await.unwrap();
+        // Cards of three banks: class II.
+        let (cards, class) = w.wallet.link_sandbox_cards(&w.bank, &r, 3).await.unwrap();
+        assert_eq!(class, AccountClass::II);
+        let card = &cards[0];
         if yuan > 0 {
             w.wallet.top_up(&r, card.id, yuan * 100, &format!("fund-{mobile}")).await.unwrap();
         }
-        (r, card.id)
+        (Resident { class, ..r }, card.id)
     })
 }
 

@@ -10,7 +10,8 @@
 
 use std::sync::Arc;
 
-use citypay_directory::{BankConnector, BankError, Directory, DirectoryError, Resident};
+use citypay_directory::{BankConnector, BankError, CardHolder, Directory, DirectoryError, Resident, SandboxBank, Verification};
+use citypay_identity::AccountClass;
 use citypay_identity::{CardNumber, CardWarning};
 use citypay_ledger::{Account, Currency, Event, EventId, Leg, PostPending, Status, Transfer, VoidPending};
 use citypay_shard::{Command, Guard, SubmitError};
@@ -206,15 +207,21 @@ impl Wallet {
         account.map_err(|e| WalletError::Unavailable(e.to_string()))?.ok_or(WalletError::Directory(DirectoryError::NotFound))
     }
 
-    /// Links a bank card to a resident (once per card).
-    pub async fn link_card(&self, resident: &Resident, pan: &str) -> Result<Card, WalletError> {
+    /// Links a bank card to a resident (once per card), once its bank confirms that it issued
+    /// the card to the resident's registered name and ID number; the confirmation is recorded
+    /// as a verification and may raise the resident's account class, answered beside the card.
+    pub async fn link_card(&self, resident: &Resident, pan: &str) -> Result<(Card, AccountClass), WalletError> {
         let parsed = CardNumber::parse(pan).map_err(|e| WalletError::InvalidCard(e.to_string()))?;
         let card = &parsed.card;
         let index = self.directory.blind_index("card", card.digits());
         let existing = self.card_by_index(resident.id, &index).await?;
         if let Some(existing) = existing {
-            return Ok(existing);
+            // A retry also finishes a class raise that an interruption left undone.
+            return Ok((existing, self.directory.refresh_class(resident.id).await?));
         }
+        let (name, id_number) = self.directory.resident_identity(resident.id).await?;
+        let holder = CardHolder { name: name.expose(), id_number: &id_number };
+        let confirmed = self.bank.confirm_holder(card, &holder)?;
         // The same card linked again gets the same id (48 bits, so it fits every column).
         let id = u64::try_from(derived_id(&resident.id.to_string(), card.digits(), "card") >> 80).unwrap_or(1);
         let warning = parsed.warnings.contains(&CardWarning::UnionPayLuhn);
@@ -233,9 +240,26 @@ impl Wallet {
             ],
             on_conflict: OnConflict::Ignore,
         };
-        let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
+        let verified = self.directory.verification_row(resident.id, &Verification::BankCard { issuer: confirmed.issuer });
+        let command = Command { event: None, guards: Vec::new(), rows: vec![row, verified], always_rows: Vec::new() };
         self.directory.shard().submit(command).await.map_err(|e| WalletError::Unavailable(e.to_string()))?;
-        Ok(linked)
+        Ok((linked, self.directory.refresh_class(resident.id).await?))
+    }
+
+    /// Has the sandbox bank issue the resident a card at each of its first `banks` issuers and
+    /// links them (for simulations, benchmarks and tests: three banks earn class II, five class
+    /// III). Answers the cards and the class afterwards.
+    pub async fn link_sandbox_cards(&self, sandbox: &SandboxBank, resident: &Resident, banks: usize) -> Result<(Vec<Card>, AccountClass), WalletError> {
+        let (name, id_number) = self.directory.resident_identity(resident.id).await?;
+        let mut cards = Vec::new();
+        let mut class = resident.class;
+        for issuer in SandboxBank::ISSUERS.iter().take(banks) {
+            let card = sandbox.issue_card(issuer, name.expose(), &id_number).map_err(|e| WalletError::InvalidCard(e.to_string()))?;
+            let (linked, now) = self.link_card(resident, card.digits()).await?;
+            cards.push(linked);
+            class = now;
+        }
+        Ok((cards, class))
     }
 
     async fn card_by_index(&self, resident: u64, index: &[u8]) -> Result<Option<Card>, WalletError> {

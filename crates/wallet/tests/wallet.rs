@@ -11,7 +11,7 @@ use citypay_shard::{Shard, ShardConfig, SystemClock};
 use citypay_store::Migration;
 use citypay_store_sqlite::{SqliteReader, SqliteStore};
 use citypay_vault::{IndexKeys, SealingKeys};
-use citypay_wallet::{Wallet, WalletError};
+use citypay_wallet::{Card, Wallet, WalletError};
 
 struct World {
     _dir: tempfile::TempDir,
@@ -19,11 +19,14 @@ struct World {
     shard: Shard,
     directory: Directory,
     wallet: Wallet,
+    /// The sandbox bank's register (the wallet's bank unless a test brings its own).
+    sandbox: SandboxBank,
     runtime: tokio::runtime::Runtime,
 }
 
 fn world() -> World {
-    world_with(Arc::new(SandboxBank))
+    let sandbox = SandboxBank::new();
+    World { sandbox: sandbox.clone(), ..world_with(Arc::new(sandbox)) }
 }
 
 fn world_with(bank: Arc<dyn citypay_directory::BankConnector>) -> World {
@@ -45,7 +48,16 @@ fn world_with(bank: Arc<dyn citypay_directory::BankConnector>) -> World {
         directory.onboard_city(330100, "Hangzhou").await.unwrap();
         directory.open_platform_accounts().await.unwrap();
     });
-    World { _dir: dir, path, shard, directory, wallet, runtime }
+    World { _dir: dir, path, shard, directory, wallet, sandbox: SandboxBank::new(), runtime }
+}
+
+/// Links `pan` to `me` after the sandbox bank issued it to them.
+async fn link(w: &World, me: &Resident, pan: &str) -> Result<Card, WalletError> {
+    let (name, id_number) = w.directory.resident_identity(me.id).await.unwrap();
+    if let Ok(parsed) = citypay_identity::CardNumber::parse(pan) {
+        w.sandbox.register_holder(&parsed.card, name.expose(), &id_number).unwrap();
+    }
+    Ok(w.wallet.link_card(me, pan).await?.0)
 }
 
 fn register(w: &World, id_number: &str, mobile: &str) -> Resident {
@@ -55,7 +67,6 @@ fn register(w: &World, id_number: &str, mobile: &str) -> Resident {
         mobile: mobile.into(),
         id_number: id_number.into(),
         password: "correct horse".into(),
-        class: AccountClass::II,
     };
     w.runtime.block_on(w.directory.register_resident(&new)).unwrap()
 }
@@ -76,11 +87,11 @@ fn check_books(w: &World, wallets: &[&Resident]) {
 fn top_ups_and_withdrawals_move_money_once() {
     let w = world();
     let me = register(&w, "11010519491231002X", "13800138000");
-    let card = w.runtime.block_on(w.wallet.link_card(&me, "6222 0202 0011 2233 446")).unwrap();
+    let card = w.runtime.block_on(link(&w, &me, "6222 0202 0011 2233 446")).unwrap();
     assert_eq!(card.masked, "622202*********3446");
     assert!(!card.luhn_warning);
     // Linking the same card again gives the same card.
-    assert_eq!(w.runtime.block_on(w.wallet.link_card(&me, "6222020200112233446")).unwrap(), card);
+    assert_eq!(w.runtime.block_on(link(&w, &me, "6222020200112233446")).unwrap(), card);
     w.runtime.block_on(async {
         let first = w.wallet.top_up(&me, card.id, 10_000, "key-1").await.unwrap();
         assert_eq!((first.balance, first.replay), (10_000, false));
@@ -110,9 +121,9 @@ fn bank_refusals_move_nothing() {
     let w = world();
     let me = register(&w, "11010519491231002X", "13800138000");
     // The sandbox declines cards ending in 0002 and cannot pay accounts ending in 0009.
-    let declined = w.runtime.block_on(w.wallet.link_card(&me, "4000000000000002")).unwrap();
-    let unpayable = w.runtime.block_on(w.wallet.link_card(&me, "6200000000000009")).unwrap();
-    let good = w.runtime.block_on(w.wallet.link_card(&me, "4111111111111111")).unwrap();
+    let declined = w.runtime.block_on(link(&w, &me, "4000000000000002")).unwrap();
+    let unpayable = w.runtime.block_on(link(&w, &me, "6200000000000009")).unwrap();
+    let good = w.runtime.block_on(link(&w, &me, "4111111111111111")).unwrap();
     w.runtime.block_on(async {
         assert!(matches!(w.wallet.top_up(&me, declined.id, 1_000, "a").await, Err(WalletError::Bank(_))));
         assert_eq!(w.wallet.account(&me).await.unwrap().balance.net_posted(), 0);
@@ -122,9 +133,9 @@ fn bank_refusals_move_nothing() {
         assert!(matches!(w.wallet.withdraw(&me, unpayable.id, 1_000, "c").await, Err(WalletError::Bank(_))));
         let account = w.wallet.account(&me).await.unwrap();
         assert_eq!((account.balance.net_posted(), account.balance.debits_pending), (5_000, 0));
-        assert!(matches!(w.wallet.link_card(&me, "4111111111111112").await, Err(WalletError::InvalidCard(_))));
+        assert!(matches!(link(&w, &me, "4111111111111112").await, Err(WalletError::InvalidCard(_))));
         // A UnionPay number that fails Luhn links with a warning.
-        assert!(w.wallet.link_card(&me, "6222020200112233441").await.unwrap().luhn_warning);
+        assert!(link(&w, &me, "6222020200112233441").await.unwrap().luhn_warning);
         assert_eq!(w.wallet.cards(&me).await.unwrap().len(), 4);
     });
     check_books(&w, &[&me]);
@@ -140,10 +151,47 @@ fn bank_refusals_move_nothing() {
 }
 
 #[test]
+fn a_card_links_only_to_its_holder_and_confirming_banks_raise_the_class() {
+    let w = world();
+    let alice = register(&w, "11010519491231002X", "13800138000");
+    let bob = register(&w, "440524188001010014", "13900139000");
+    assert_eq!(alice.class, AccountClass::I);
+    w.runtime.block_on(async {
+        let (name, id_number) = w.directory.resident_identity(alice.id).await.unwrap();
+        let issue = |issuer: &str| w.sandbox.issue_card(issuer, name.expose(), &id_number).unwrap();
+        let first = issue(SandboxBank::ISSUERS[0]);
+        // Bob cannot link Alice's card, nor a card the bank never issued: one answer for both.
+        for pan in [first.digits(), "6222021234567890128"] {
+            match w.wallet.link_card(&bob, pan).await {
+                Err(error @ WalletError::Bank(citypay_directory::BankError::HolderMismatch)) => assert_eq!(error.code(), "card_holder_mismatch"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(w.wallet.cards(&bob).await.unwrap().is_empty());
+        // Alice links her cards: one bank keeps class I, three make it II, five III, and
+        // each class's caps come with it.
+        assert_eq!(w.wallet.link_card(&alice, first.digits()).await.unwrap().1, AccountClass::I);
+        // A second card of the same bank is not another channel.
+        let same_bank = w.sandbox.issue_card(SandboxBank::ISSUERS[0], name.expose(), &citypay_identity::ResidentId::parse("11010519491231002X", w.directory.today()).unwrap());
+        assert_eq!(same_bank.unwrap(), first);
+        assert_eq!(w.wallet.link_card(&alice, issue(SandboxBank::ISSUERS[1]).digits()).await.unwrap().1, AccountClass::I);
+        assert_eq!(w.wallet.link_card(&alice, issue(SandboxBank::ISSUERS[2]).digits()).await.unwrap().1, AccountClass::II);
+        assert_eq!(w.directory.resident(alice.id).await.unwrap().class, AccountClass::II);
+        let caps = w.wallet.account(&alice).await.unwrap().limits.window_caps;
+        assert_eq!((caps[0], caps[1].map(|c| c.amount_max)), (None, Some(10_000_000)));
+        assert_eq!(w.wallet.link_card(&alice, issue(SandboxBank::ISSUERS[3]).digits()).await.unwrap().1, AccountClass::II);
+        assert_eq!(w.wallet.link_card(&alice, issue(SandboxBank::ISSUERS[4]).digits()).await.unwrap().1, AccountClass::III);
+        let caps = w.wallet.account(&alice).await.unwrap().limits.window_caps;
+        assert_eq!(caps[1].map(|c| c.amount_max), Some(20_000_000));
+    });
+    check_books(&w, &[&alice, &bob]);
+}
+
+#[test]
 fn racing_retries_of_one_top_up_credit_it_once() {
     let w = world();
     let me = register(&w, "11010519491231002X", "13800138000");
-    let card = w.runtime.block_on(w.wallet.link_card(&me, "4111111111111111")).unwrap();
+    let card = w.runtime.block_on(link(&w, &me, "4111111111111111")).unwrap();
     let results = w.runtime.block_on(async {
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -194,6 +242,10 @@ impl citypay_directory::BankConnector for FlakyBank {
     fn credit_account(&self, _: &str, _: i64, reference: &str) -> Result<citypay_directory::BankReceipt, citypay_directory::BankError> {
         Ok(citypay_directory::BankReceipt { bank_reference: reference.to_owned() })
     }
+
+    fn confirm_holder(&self, card: &citypay_identity::CardNumber, _: &citypay_directory::CardHolder<'_>) -> Result<citypay_directory::HolderConfirmed, citypay_directory::BankError> {
+        Ok(citypay_directory::HolderConfirmed { issuer: card.digits()[..6].to_owned() })
+    }
 }
 
 #[test]
@@ -201,7 +253,7 @@ fn a_retry_after_the_bank_failed_answers_the_failure_without_asking_the_bank_aga
     let bank = Arc::new(FlakyBank::default());
     let w = world_with(bank.clone());
     let me = register(&w, "11010519491231002X", "13800138000");
-    let card = w.runtime.block_on(w.wallet.link_card(&me, "4111111111111111")).unwrap();
+    let card = w.runtime.block_on(link(&w, &me, "4111111111111111")).unwrap();
     w.runtime.block_on(async {
         let first = w.wallet.top_up(&me, card.id, 1_000, "t1").await;
         assert!(matches!(first, Err(WalletError::Bank(citypay_directory::BankError::Unavailable))));
@@ -224,7 +276,7 @@ struct CrashingBank;
 
 impl citypay_directory::BankConnector for CrashingBank {
     fn custody_account(&self) -> u64 {
-        SandboxBank.custody_account()
+        SandboxBank::new().custody_account()
     }
     fn debit_card(&self, _: &citypay_identity::CardNumber, _: i64, _: &str) -> Result<citypay_directory::BankReceipt, citypay_directory::BankError> {
         panic!("the process died here")
@@ -240,8 +292,8 @@ fn the_sweeper_finishes_requests_a_crash_left_open() {
     let crashing = Wallet::new(city.directory.clone(), Arc::new(CrashingBank));
     let (alice, card) = city.rt.block_on(async {
         let alice = city.resident("11010519491231002X", "13800138000", 0).await;
-        let card = city.wallet.link_card(&alice, "6222020200112233446").await.unwrap();
-        (alice, card.id)
+        let card = city.wallet.cards(&alice).await.unwrap()[0].id;
+        (alice, card)
     });
     // The top-up dies between the hold and the bank's answer; a withdrawal beyond the balance
     // is refused by the ledger before the bank is asked. While the dead attempt's claim lasts,

@@ -15,7 +15,10 @@ const RETRY: Duration = Duration::from_secs(1);
 impl From<DirectoryError> for ApiError {
     fn from(e: DirectoryError) -> ApiError {
         let status = match &e {
-            DirectoryError::InvalidResidentId(_) | DirectoryError::InvalidUscc(_) | DirectoryError::InvalidField { .. } => {
+            DirectoryError::InvalidResidentId(_)
+            | DirectoryError::InvalidUscc(_)
+            | DirectoryError::InvalidField { .. }
+            | DirectoryError::IdentityMismatch => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             DirectoryError::IdentityTaken
@@ -41,6 +44,7 @@ impl From<WalletError> for ApiError {
             WalletError::Bank(citypay_directory::BankError::Unavailable) | WalletError::Unavailable(_) => {
                 return ApiError::unavailable(e.to_string(), RETRY);
             }
+            WalletError::Bank(citypay_directory::BankError::HolderMismatch) => StatusCode::UNPROCESSABLE_ENTITY,
             WalletError::Bank(_) => StatusCode::PAYMENT_REQUIRED,
             WalletError::CardNotFound => StatusCode::NOT_FOUND,
             WalletError::KeyReused => StatusCode::CONFLICT,

@@ -11,6 +11,7 @@ mod replay;
 mod residents;
 mod trades;
 mod transit;
+mod verifications;
 
 use citypay_checkout::Checkout;
 use citypay_directory::Directory;
@@ -39,6 +40,9 @@ pub struct AppServices {
     pub settlement: citypay_settlement::Settlement,
     /// How long a resident's or operator's token lives, in seconds.
     pub token_ttl_s: u64,
+    /// The sandbox bank, when the platform's bank is the sandbox: its register of card
+    /// holders is filled through the API.
+    pub sandbox_bank: Option<citypay_directory::SandboxBank>,
 }
 
 /// [`AppServices`] shared by every request: one reference count to raise per request, where
@@ -89,6 +93,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(operators::onboard_city))
         .routes(routes!(operators::onboard_merchant))
         .routes(routes!(operators::issue_merchant_key))
+        .routes(routes!(verifications::verify_in_person))
+        .routes(routes!(verifications::register_card_holder))
         .routes(routes!(dashboard::city_stats))
         .routes(routes!(trades::create))
         .routes(routes!(trades::get))

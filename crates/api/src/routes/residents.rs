@@ -44,8 +44,11 @@ pub(crate) struct RegisterRequest {
     id_number: String,
     /// Password, at least 8 characters.
     password: String,
-    /// PBOC account class from how the identity was verified: `I`, `II` or `III`.
-    account_class: String,
+    /// Optional, and only `I`: every account opens at PBOC class I, and a higher class follows
+    /// verification (bank cards confirmed by three issuing banks: II; by five, or an ID card
+    /// checked in person: III). Asking for `II` or `III` is refused
+    /// (422 `account_class_not_verified`).
+    account_class: Option<String>,
 }
 
 /// A registered resident.
@@ -64,16 +67,19 @@ pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<
     let body = request.body;
     // Registration is public: its keys are scoped by the mobile number it registers.
     let scope = Caller::Anonymous(hex::encode(&Sha256::digest(body.mobile.trim().as_bytes())[..16]));
-    let class = AccountClass::from_code(&body.account_class)
-        .ok_or_else(|| ApiError::unprocessable("invalid_field", "account_class must be I, II or III"))?;
-    let new = NewResident {
-        city: body.city,
-        name: body.name,
-        mobile: body.mobile,
-        id_number: body.id_number,
-        password: body.password,
-        class,
-    };
+    if let Some(code) = &body.account_class {
+        match AccountClass::from_code(code) {
+            Some(AccountClass::I) => {}
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "account_class_not_verified",
+                    "every account opens at class I; class II follows bank cards confirmed by three issuing banks, class III five banks or an ID card checked in person",
+                ));
+            }
+            None => return Err(ApiError::unprocessable("invalid_field", "account_class must be I, II or III")),
+        }
+    }
+    let new = NewResident { city: body.city, name: body.name, mobile: body.mobile, id_number: body.id_number, password: body.password };
     once(&state, &scope, &request.key, request.fingerprint, StatusCode::CREATED, async {
         let r = state.directory.register_resident(&new).await?;
         Ok(ResidentView {
@@ -156,17 +162,21 @@ pub(crate) struct CardView {
     brand: String,
     /// Present when a UnionPay number that fails the Luhn check was accepted.
     warnings: Vec<String>,
+    /// The resident's PBOC account class after the bank confirmed the card's holder.
+    account_class: String,
 }
 
-/// Links a bank card to the caller's wallet.
+/// Links a bank card to the caller's wallet once the card's bank confirms it issued the card to
+/// the caller's registered name and ID number (422 `card_holder_mismatch` otherwise). Each
+/// issuing bank that confirms counts towards the account class.
 #[utoipa::path(post, path = "/v1/wallet/cards", tag = "wallet", params(IdempotencyKey), request_body = LinkCardRequest,
     responses((status = CREATED, body = CardView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn link_card(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkCardRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
-        let card = state.wallet.link_card(&me, &request.body.card_number).await?;
+        let (card, class) = state.wallet.link_card(&me, &request.body.card_number).await?;
         let warnings = if card.luhn_warning { vec!["unionpay_luhn".to_owned()] } else { Vec::new() };
-        Ok(CardView { card_id: card.id.to_string(), masked: card.masked, brand: card.brand, warnings })
+        Ok(CardView { card_id: card.id.to_string(), masked: card.masked, brand: card.brand, warnings, account_class: class.code().to_owned() })
     })
     .await
 }

@@ -253,3 +253,13 @@ pub(crate) fn payment_code(device: &Value) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     citypay_codes::payment_code::PaymentCode::generate(u32::try_from(device["device"].as_u64().unwrap()).unwrap(), &secret, now).to_string()
 }
+
+impl Api {
+    /// Has the sandbox bank issue `card` to `name` and `id_number` (a platform operator fills
+    /// its register), so that resident can link it.
+    pub(crate) async fn issue_card(&self, operator: &str, card: &str, name: &str, id_number: &str) {
+        let body = json!({"card_number": card, "name": name, "id_number": id_number});
+        let (status, issued, _) = self.call("POST", "/v1/sandbox-bank/card-holders", Some(operator), Some(&format!("issue-{card}")), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{issued}");
+    }
+}
