@@ -18,7 +18,7 @@ const MIGRATIONS: &[&[citypay_store::Migration]] = &[citypay_bills::MIGRATIONS, 
 const ALICE: &str = "11010519491231002X";
 const ALICES_MOTHER: &str = "330106195203150045";
 const ALICES_SON: &str = "330106201005010031";
-const BOB: &str = "440524188001010014";
+const BOB: &str = "440524198001010013";
 
 fn bill(no: &str, payer: Payer, items: &[(&str, i64)], insured: i64, pick_items: bool) -> NewBill {
     NewBill {

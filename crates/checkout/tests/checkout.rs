@@ -127,7 +127,7 @@ fn audit_clean(w: World) {
 }
 
 const ALICE: (&str, &str) = ("11010519491231002X", "13800138000");
-const BOB: (&str, &str) = ("440524188001010014", "13900139000");
+const BOB: (&str, &str) = ("440524198001010013", "13900139000");
 const SHOP_A: &str = "91350100M000100Y43";
 const SHOP_B: &str = "91110000600037341L";
 

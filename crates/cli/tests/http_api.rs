@@ -674,7 +674,7 @@ async fn transit_through_the_api() {
 async fn bills_through_the_api() {
     use ed25519_dalek::{Signature, Verifier, VerifyingKey};
     const MOTHER: &str = "330106195203150045";
-    const BOB: &str = "440524188001010014";
+    const BOB: &str = "440524198001010013";
     let dir = tempfile::tempdir().unwrap();
     let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
     admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);

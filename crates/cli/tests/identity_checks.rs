@@ -1,5 +1,7 @@
 //! Identity through the real server: the account class follows recorded verifications (never
-//! what the registrant asks for), and a card links only to the person its bank issued it to.
+//! what the registrant asks for), a card links only to the person its bank issued it to, ID
+//! numbers are checked against the GB/T 2260 codes ever issued and the age rules, and a city is
+//! a known prefecture-level code.
 
 mod support;
 
@@ -8,8 +10,12 @@ use serde_json::json;
 use support::{Api, City};
 
 const ALICE_ID: &str = "11010519491231002X";
-const BOB_ID: &str = "440524188001010014";
+const BOB_ID: &str = "440524198001010013";
 const ALICE_CARD: &str = "6222020200112233446";
+const NO_SUCH_COUNTY: &str = "330199198001010017";
+const BORN_1800: &str = "110105180001010010";
+const SIX_YEARS_OLD: &str = "330106202001010012";
+const RETIRED_COUNTY: &str = "330103198001010014";
 
 fn registration(name: &str, mobile: &str, id_number: &str) -> serde_json::Value {
     json!({"city": 330100, "name": name, "mobile": mobile, "id_number": id_number, "password": "correct horse"})
@@ -23,7 +29,7 @@ async fn class_of(api: &Api, resident: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_class_follows_verification_and_a_card_links_only_to_its_holder() {
+async fn identity_is_checked_and_the_class_follows_verification() {
     let city = City::start().await;
     let api = &city.api;
     let operator = api.operator().await;
@@ -80,7 +86,29 @@ async fn the_class_follows_verification_and_a_card_links_only_to_its_holder() {
     // Residents cannot verify anyone.
     assert_eq!(api.call("POST", "/v1/in-person-verifications", Some(&alice), Some("f-3"), Some(right)).await.0, StatusCode::FORBIDDEN);
 
-    city.finish(&[ALICE_ID, BOB_ID, ALICE_CARD, "Han Meimei"]);
+    // ID numbers: a county code never issued, a birth date no living resident has and a child
+    // are refused, each saying why; a county merged away (下城区 330103, 2021) still registers.
+    let cases = [
+        (NO_SUCH_COUNTY, "invalid_resident_id", "never issued"),
+        (BORN_1800, "invalid_resident_id", "no living resident"),
+        (SIX_YEARS_OLD, "below_minimum_age", "16"),
+    ];
+    for (i, (id_number, code, says)) in cases.into_iter().enumerate() {
+        let body = registration("Wang Wu", &format!("1370013700{i}"), id_number);
+        let (status, refused, _) = api.call("POST", "/v1/residents", None, Some(&format!("bad-{i}")), Some(body)).await;
+        assert_eq!((status, Api::code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, code), "{refused}");
+        assert!(refused["error"]["message"].as_str().unwrap().contains(says), "{refused}");
+    }
+    let (status, retired, _) = api.call("POST", "/v1/residents", None, Some("retired"), Some(registration("Wang Wu", "13700137009", RETIRED_COUNTY))).await;
+    assert_eq!(status, StatusCode::CREATED, "{retired}");
+
+    // A city is a prefecture-level city or a municipality with a code in use.
+    for (code, expected) in [(999999, StatusCode::UNPROCESSABLE_ENTITY), (330106, StatusCode::UNPROCESSABLE_ENTITY), (420100, StatusCode::CREATED)] {
+        let (status, body, _) = api.call("POST", "/v1/cities", Some(&operator), Some(&format!("city-{code}")), Some(json!({"code": code, "name": "a city"}))).await;
+        assert_eq!(status, expected, "{code}: {body}");
+    }
+
+    city.finish(&[ALICE_ID, BOB_ID, ALICE_CARD, "Han Meimei", RETIRED_COUNTY]);
 }
 
 /// `prefix` with its last digit replaced by the Luhn check digit.

@@ -20,11 +20,15 @@ pub const PRESET_CITIES: &[(u32, &str)] =
     &[(330100, "Hangzhou"), (420100, "Wuhan"), (350100, "Fuzhou"), (120000, "Tianjin")];
 
 impl Directory {
-    /// Onboards a city.
+    /// Onboards a city: a prefecture-level city or a municipality, by its GB/T 2260 code in use.
     pub async fn onboard_city(&self, code: u32, name: &str) -> Result<City, DirectoryError> {
         let name = name.trim();
-        if !(100000..=999999).contains(&code) {
-            return Err(DirectoryError::InvalidField { field: "code", message: "a six-digit GB/T 2260 code".into() });
+        let is_city = citypay_identity::Region::find(code).is_some_and(|region| region.in_use() && region.is_city());
+        if !is_city {
+            return Err(DirectoryError::InvalidField {
+                field: "code",
+                message: "a GB/T 2260 code in use of a prefecture-level city (e.g. 330100) or a municipality (e.g. 120000)".into(),
+            });
         }
         if name.is_empty() || name.chars().count() > 64 {
             return Err(DirectoryError::InvalidField { field: "name", message: "1 to 64 characters".into() });

@@ -38,6 +38,12 @@ pub enum DirectoryError {
     /// Wrong credentials (never says which part was wrong).
     #[error("wrong credentials")]
     WrongCredentials,
+    /// Too young to open a wallet on their own.
+    #[error("a resident opens a wallet on their own from the age of {minimum}; a younger child's needs a guardian")]
+    BelowMinimumAge {
+        /// The minimum age.
+        minimum: u16,
+    },
     /// The name given is not the one registered with this ID number.
     #[error("the name does not match the one registered with this ID number")]
     IdentityMismatch,
@@ -70,6 +76,7 @@ impl DirectoryError {
             DirectoryError::CityExists(_) => "city_already_onboarded",
             DirectoryError::WrongCredentials => "wrong_credentials",
             DirectoryError::IdentityMismatch => "identity_mismatch",
+            DirectoryError::BelowMinimumAge { .. } => "below_minimum_age",
             DirectoryError::NotFound => "not_found",
             DirectoryError::Ledger(status) => status.name(),
             DirectoryError::Unavailable(_) => "unavailable",

@@ -34,7 +34,7 @@ pub use fees::{RATE_MAX_BP, fee_for, fee_returned};
 pub use merchants::{API_KEY_CACHE_TTL, Category, MERCHANT_CACHE_TTL, Merchant, MerchantCredentials, NewMerchant};
 pub use operators::{Operator, Role};
 pub use passwords::PasswordPolicy;
-pub use residents::{NewResident, Resident};
+pub use residents::{AGE_MAX, NewResident, REGISTRATION_AGE_MIN, Resident};
 pub use schema::MIGRATIONS;
 pub use tokens::{Principal, TokenKeys};
 pub use verifications::Verification;

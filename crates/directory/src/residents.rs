@@ -48,6 +48,14 @@ pub struct Resident {
     pub class: AccountClass,
 }
 
+/// The youngest age at which a resident opens a wallet on their own: the Civil Code (arts.
+/// 17-19) gives full capacity at 18, or at 16 to one who lives on their own labour income, and
+/// Alipay and WeChat Pay let a resident complete real-name verification alone from 16; a
+/// younger child's account needs a guardian, which is not built.
+pub const REGISTRATION_AGE_MIN: u16 = 16;
+/// No living resident is older: the longest verified human life was 122 years.
+pub const AGE_MAX: u16 = 122;
+
 const ID_KIND: &str = "resident_id";
 const MOBILE_KIND: &str = "mobile";
 /// Tries with a fresh random id when the drawn one is taken (vanishingly rare).
@@ -93,8 +101,16 @@ impl Directory {
     /// wallet.
     pub async fn register_resident(&self, new: &NewResident) -> Result<Resident, DirectoryError> {
         self.city(new.city).await?;
-        let id_number = ResidentId::parse(new.id_number.trim(), self.today())
-            .map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
+        let today = self.today();
+        let id_number = ResidentId::parse(new.id_number.trim(), today).map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
+        let age = id_number.age_on(today);
+        if age > AGE_MAX {
+            let born = id_number.birth_date();
+            return Err(DirectoryError::InvalidResidentId(format!("birth date {born}: no living resident is older than {AGE_MAX}")));
+        }
+        if age < REGISTRATION_AGE_MIN {
+            return Err(DirectoryError::BelowMinimumAge { minimum: REGISTRATION_AGE_MIN });
+        }
         let name = check_name(&new.name)?;
         let mobile = normalize_mobile(&new.mobile)?;
         let password_hash = self.passwords.hash(&new.password)?;

@@ -83,7 +83,7 @@ fn residents_register_once_under_their_real_name() {
         // operator sees only their city, and the check makes the class III with its caps.
         assert!(matches!(d.verify_in_person(9, None, ID_NUMBER, "Someone Else").await, Err(DirectoryError::IdentityMismatch)));
         assert!(matches!(d.verify_in_person(9, Some(120000), ID_NUMBER, NAME).await, Err(DirectoryError::NotFound)));
-        assert!(matches!(d.verify_in_person(9, None, "440524188001010014", NAME).await, Err(DirectoryError::NotFound)));
+        assert!(matches!(d.verify_in_person(9, None, "440524198001010013", NAME).await, Err(DirectoryError::NotFound)));
         assert_eq!(d.resident(r.id).await.unwrap().class, AccountClass::I);
         let (verified, class) = d.verify_in_person(9, Some(330100), ID_NUMBER, NAME).await.unwrap();
         assert_eq!((verified.id, class), (r.id, AccountClass::III));
@@ -95,7 +95,7 @@ fn residents_register_once_under_their_real_name() {
         // Same identity (lower-case x), another mobile: refused. Same mobile: refused.
         let again = d.register_resident(&resident("11010519491231002x", "13900139000")).await;
         assert!(matches!(again, Err(DirectoryError::IdentityTaken)), "{again:?}");
-        let same_mobile = d.register_resident(&resident("440524188001010014", "+86 138-0013-8000")).await;
+        let same_mobile = d.register_resident(&resident("440524198001010013", "+86 138-0013-8000")).await;
         assert!(matches!(same_mobile, Err(DirectoryError::MobileTaken)), "{same_mobile:?}");
         // Bad input says why.
         match d.register_resident(&resident("110105194912310021", "13700137000")).await {
@@ -103,7 +103,7 @@ fn residents_register_once_under_their_real_name() {
             other => panic!("{other:?}"),
         }
         assert!(matches!(d.register_resident(&resident(ID_NUMBER, "2380013800")).await, Err(DirectoryError::InvalidField { field: "mobile", .. })));
-        let mut weak = resident("440524188001010014", "13700137000");
+        let mut weak = resident("440524198001010013", "13700137000");
         weak.password = "short".into();
         assert!(matches!(d.register_resident(&weak).await, Err(DirectoryError::InvalidField { field: "password", .. })));
         // Sign-in, tokens, lookups.
@@ -113,7 +113,7 @@ fn residents_register_once_under_their_real_name() {
         assert!(matches!(d.sign_in_resident("13800138000", "wrong horse!", 600).await, Err(DirectoryError::WrongCredentials)));
         assert!(matches!(d.sign_in_resident("13100131000", "correct horse", 600).await, Err(DirectoryError::WrongCredentials)));
         assert_eq!(d.resident_by_id_number(ID_NUMBER).await.unwrap(), Some(r.clone()));
-        assert_eq!(d.resident_by_id_number("440524188001010014").await.unwrap(), None);
+        assert_eq!(d.resident_by_id_number("440524198001010013").await.unwrap(), None);
         assert_eq!(d.resident_name(r.id).await.unwrap().expose(), NAME);
         assert_eq!(d.resident(r.id).await.unwrap(), r);
     });

@@ -7,6 +7,7 @@
 use core::fmt;
 
 use crate::date::CivilDate;
+use crate::region::Region;
 
 /// Characters in a current (18-character) number.
 const LENGTH: usize = 18;
@@ -85,6 +86,12 @@ pub enum ResidentIdError {
         /// The first two digits.
         code: u8,
     },
+    /// The first six digits are no GB/T 2260 code issued since 1980.
+    #[error("region code {code:06} was never issued (GB/T 2260, since 1980)")]
+    UnknownRegion {
+        /// The first six digits.
+        code: u32,
+    },
     /// Digits 7 to 14 are not a real calendar date.
     #[error("birth date {year:04}-{month:02}-{day:02} is not a real calendar date")]
     InvalidBirthDate {
@@ -123,7 +130,8 @@ impl ResidentId {
     /// Checks an 18-character number; `today` bounds the birth date.
     ///
     /// A lower-case `x` is accepted and normalised to `X`. Surrounding whitespace is not removed.
-    /// Checks run in order: length, characters, check character, province, birth date. The check
+    /// Checks run in order: length, characters, check character, province, region (a GB/T 2260
+    /// code issued since 1980, retired ones included), birth date. The check
     /// character comes before the meaning of the digits, so a mistyped number is reported as
     /// mistyped. The birth date must be 1800-01-01 or later, so the standard's own Annex A
     /// example `440524188001010014` (born 1880) is valid.
@@ -131,6 +139,7 @@ impl ResidentId {
         let number = normalize(input)?;
         check_check_character(&number)?;
         check_province(&number)?;
+        check_region(&number)?;
         let birth_date = birth_date(&number, today)?;
         Ok(Self { number, birth_date })
     }
@@ -139,6 +148,16 @@ impl ResidentId {
     #[must_use]
     pub const fn birth_date(&self) -> CivilDate {
         self.birth_date
+    }
+
+    /// Age in whole years on `today` (0 before the first birthday; a 29 February birthday
+    /// comes on 1 March in other years).
+    #[must_use]
+    pub fn age_on(&self, today: CivilDate) -> u16 {
+        let born = self.birth_date;
+        let years = today.year().saturating_sub(born.year());
+        let had_birthday = (today.month(), today.day()) >= (born.month(), born.day());
+        if had_birthday { years } else { years.saturating_sub(1) }
     }
 
     /// The 6-digit GB/T 2260 address code where the number was first issued.
@@ -240,6 +259,14 @@ fn check_province(number: &str) -> Result<(), ResidentIdError> {
         Ok(())
     } else {
         Err(ResidentIdError::UnknownProvince { code })
+    }
+}
+
+fn check_region(number: &str) -> Result<(), ResidentIdError> {
+    let code = number[..6].parse().unwrap_or(0);
+    match Region::find(code) {
+        Some(_) => Ok(()),
+        None => Err(ResidentIdError::UnknownRegion { code }),
     }
 }
 

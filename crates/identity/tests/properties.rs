@@ -10,10 +10,6 @@ use citypay_identity::{
 use proptest::prelude::*;
 use proptest::sample::select;
 
-const PROVINCES: [u8; 34] = [
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
-    53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
-];
 const USCC_ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 fn today() -> CivilDate {
@@ -99,18 +95,15 @@ fn any_date() -> impl Strategy<Value = CivilDate> {
 /// A valid resident ID number born 1900-01-01 ..= 2024-12-31.
 fn valid_resident_id() -> impl Strategy<Value = String> {
     (
-        select(PROVINCES.to_vec()),
-        0_u32..10_000,
+        select(citypay_identity::Region::all().iter().map(|region| region.code).collect::<Vec<_>>()),
         1900_u16..=2024,
         1_u8..=12,
         1_u8..=31,
         0_u32..1000,
     )
-        .prop_filter("a real birth date", |(_, _, y, m, d, _)| {
-            CivilDate::new(*y, *m, *d).is_some()
-        })
-        .prop_map(|(province, county, y, m, d, sequence)| {
-            let first17 = format!("{province:02}{county:04}{y:04}{m:02}{d:02}{sequence:03}");
+        .prop_filter("a real birth date", |(_, y, m, d, _)| CivilDate::new(*y, *m, *d).is_some())
+        .prop_map(|(region, y, m, d, sequence)| {
+            let first17 = format!("{region:06}{y:04}{m:02}{d:02}{sequence:03}");
             format!("{first17}{}", reference_id_check(&first17))
         })
 }
@@ -196,7 +189,7 @@ proptest! {
     }
 
     /// Any 17-digit body with its check character passes every structural check: only the
-    /// province or the birth date may refuse it.
+    /// province, the region or the birth date may refuse it.
     #[test]
     fn random_bodies_with_their_check_character_only_fail_on_meaning(first17 in "[0-9]{17}") {
         let number = format!("{first17}{}", reference_id_check(&first17));
@@ -205,6 +198,7 @@ proptest! {
             let meaning = matches!(
                 error,
                 citypay_identity::ResidentIdError::UnknownProvince { .. }
+                    | citypay_identity::ResidentIdError::UnknownRegion { .. }
                     | citypay_identity::ResidentIdError::InvalidBirthDate { .. }
                     | citypay_identity::ResidentIdError::BirthBefore1800 { .. }
                     | citypay_identity::ResidentIdError::BirthAfterToday { .. }

@@ -42,9 +42,27 @@ fn standard_example_guangdong_shantou_born_1880() {
 
 #[test]
 fn annex_b_worked_example() {
-    let id = ResidentId::parse("34052419800101001X", today()).expect("valid");
-    assert_eq!(id.birth_date(), date(1980, 1, 1));
-    assert_eq!(id.sex(), Sex::Male);
+    // The worked example's check character is right, but its region code 340524 was never
+    // issued (GB/T 2260 since 1980): the standard made it up.
+    assert_eq!(citypay_identity::resident_id::check_character("34052419800101001"), Some('X'));
+    assert_eq!(
+        ResidentId::parse("34052419800101001X", today()),
+        Err(ResidentIdError::UnknownRegion { code: 340524 })
+    );
+}
+
+#[test]
+fn region_codes_ever_issued_are_accepted_and_others_refused() {
+    let with_check = |first17: &str| format!("{first17}{}", citypay_identity::resident_id::check_character(first17).unwrap());
+    // Hangzhou's 下城区 (330103) was merged away in 2021; its numbers stay valid.
+    let retired = ResidentId::parse(&with_check("33010319800101001"), today()).expect("a retired county");
+    assert_eq!(retired.region_code(), "330103");
+    assert_eq!(retired.sex(), Sex::Male);
+    assert!(ResidentId::parse(&with_check("33011319800101002"), today()).is_ok(), "临平区, 2021");
+    assert_eq!(
+        ResidentId::parse(&with_check("33019919800101001"), today()),
+        Err(ResidentIdError::UnknownRegion { code: 330199 })
+    );
 }
 
 #[test]

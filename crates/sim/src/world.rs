@@ -141,8 +141,10 @@ impl Person {
 /// A GB 11643 number: a district of the city, a birth date between 1950 and 2004, and a
 /// sequence, chosen so that `index` below 20 million maps to a distinct number.
 pub(crate) fn resident_id_number(city_code: u32, index: u64) -> String {
-    const BIRTH_DAYS: u64 = 20_000;
-    let region = city_code + 2;
+    // Born 1950 to 1999: adults on every simulated day, so none is too young to register.
+    const BIRTH_DAYS: u64 = 18_000;
+    // A county of the city (GB/T 2260): a municipality's first district, a city's second.
+    let region = if city_code % 10_000 == 0 { city_code + 101 } else { city_code + 2 };
     let days = (index / 1000 * 7_919) % BIRTH_DAYS;
     let (y, m, d) = civil_from_days(days_from_civil(1950, 1, 1) + i64::try_from(days).unwrap_or(0));
     let first17 = format!("{region:06}{y:04}{m:02}{d:02}{:03}", index % 1000);

@@ -140,7 +140,7 @@ fn gate(v: &ValidatorInfo, direction: citypay_ride::Direction) -> Gate {
 }
 
 const ALICE: (&str, &str) = ("11010519491231002X", "13800138000");
-const BOB: (&str, &str) = ("440524188001010014", "13900139000");
+const BOB: (&str, &str) = ("440524198001010013", "13900139000");
 
 #[test]
 fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {

@@ -154,7 +154,7 @@ fn bank_refusals_move_nothing() {
 fn a_card_links_only_to_its_holder_and_confirming_banks_raise_the_class() {
     let w = world();
     let alice = register(&w, "11010519491231002X", "13800138000");
-    let bob = register(&w, "440524188001010014", "13900139000");
+    let bob = register(&w, "440524198001010013", "13900139000");
     assert_eq!(alice.class, AccountClass::I);
     w.runtime.block_on(async {
         let (name, id_number) = w.directory.resident_identity(alice.id).await.unwrap();

@@ -18,7 +18,8 @@ impl From<DirectoryError> for ApiError {
             DirectoryError::InvalidResidentId(_)
             | DirectoryError::InvalidUscc(_)
             | DirectoryError::InvalidField { .. }
-            | DirectoryError::IdentityMismatch => {
+            | DirectoryError::IdentityMismatch
+            | DirectoryError::BelowMinimumAge { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             DirectoryError::IdentityTaken
