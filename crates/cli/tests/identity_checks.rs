@@ -102,6 +102,33 @@ async fn identity_is_checked_and_the_class_follows_verification() {
     let (status, retired, _) = api.call("POST", "/v1/residents", None, Some("retired"), Some(registration("Wang Wu", "13700137009", RETIRED_COUNTY))).await;
     assert_eq!(status, StatusCode::CREATED, "{retired}");
 
+    // A class I wallet pays at most 1,000 yuan from its balance; a refusal says which cap and
+    // how much of it is left.
+    let wang = api.sign_in("13700137009", "correct horse").await;
+    let wang_card = with_luhn("6222020000000000000");
+    api.issue_card(&operator, &wang_card, "Wang Wu", RETIRED_COUNTY).await;
+    let (_, card, _) = api.call("POST", "/v1/wallet/cards", Some(&wang), Some("w-1"), Some(json!({"card_number": wang_card}))).await;
+    let top_up = json!({"card_id": card["card_id"], "amount": {"amount": 150_000, "currency": "CNY"}});
+    assert_eq!(api.call("POST", "/v1/wallet/top-ups", Some(&wang), Some("w-2"), Some(top_up)).await.0, StatusCode::CREATED);
+    let (_, shop) = api.merchant(&operator, "91350100M000100Y43", "retail", None).await;
+    let pay = |out_trade_no: &'static str, fen: i64| {
+        let (shop, wang) = (shop.clone(), wang.clone());
+        async move {
+            let order = json!({"out_trade_no": out_trade_no, "amount": {"amount": fen, "currency": "CNY"}, "subject": "goods"});
+            let (status, trade, _) = api.call("POST", "/v1/trades", Some(&shop), Some(out_trade_no), Some(order)).await;
+            assert_eq!(status, StatusCode::CREATED, "{trade}");
+            let payload = json!({"payload": trade["qr_payload"]});
+            api.call("POST", "/v1/payments/qr", Some(&wang), Some(out_trade_no), Some(payload)).await
+        }
+    };
+    let (status, refused, _) = pay("T1", 110_000).await;
+    assert_eq!((status, Api::code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "exceeds_window_cap"), "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("class I ") && message.contains("1000.00 yuan") && message.contains("since the account opened") && message.contains("1000.00 yuan left"), "{message}");
+    assert_eq!(pay("T2", 90_000).await.0, StatusCode::OK);
+    let (_, refused, _) = pay("T3", 20_000).await;
+    assert!(refused["error"]["message"].as_str().unwrap().contains("100.00 yuan left"), "{refused}");
+
     // A city is a prefecture-level city or a municipality with a code in use.
     for (code, expected) in [(999999, StatusCode::UNPROCESSABLE_ENTITY), (330106, StatusCode::UNPROCESSABLE_ENTITY), (420100, StatusCode::CREATED)] {
         let (status, body, _) = api.call("POST", "/v1/cities", Some(&operator), Some(&format!("city-{code}")), Some(json!({"code": code, "name": "a city"}))).await;

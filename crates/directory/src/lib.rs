@@ -37,7 +37,7 @@ pub use passwords::PasswordPolicy;
 pub use residents::{AGE_MAX, NewResident, REGISTRATION_AGE_MIN, Resident};
 pub use schema::MIGRATIONS;
 pub use tokens::{Principal, TokenKeys};
-pub use verifications::Verification;
+pub use verifications::{ClassCap, Verification};
 pub use citypay_vault::{Secret, hex};
 
 /// The directory's keys: the vault's sealing and index keys and the token key.

@@ -142,3 +142,65 @@ impl Directory {
         Ok((crate::Resident { class, ..resident }, class))
     }
 }
+
+/// A wallet's balance-payment cap at its class, and what is left of it now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassCap {
+    /// The wallet's class.
+    pub class: AccountClass,
+    /// Over which period the cap counts.
+    pub window: citypay_identity::LimitWindow,
+    /// The cap, in fen.
+    pub limit_fen: i64,
+    /// What is left of it now, in fen.
+    pub left_fen: i64,
+}
+
+impl std::fmt::Display for ClassCap {
+    /// "class I wallets pay at most 1000.00 yuan from the balance since opening; 12.34 yuan left".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let yuan = |fen: i64| format!("{}.{:02}", fen / 100, fen % 100);
+        let window = match self.window {
+            citypay_identity::LimitWindow::SinceOpening => "since the account opened",
+            citypay_identity::LimitWindow::Year => "a calendar year",
+        };
+        write!(
+            f,
+            "class {} wallets pay at most {} yuan from the balance {window}; {} yuan left (cards of more banks, or an ID card checked in person, raise the class)",
+            self.class,
+            yuan(self.limit_fen),
+            yuan(self.left_fen.max(0)),
+        )
+    }
+}
+
+impl Directory {
+    /// The cap on `resident`'s balance payments that binds first now, and what is left of it:
+    /// what a refusal at the class limit tells the resident.
+    pub async fn class_cap(&self, resident: u64) -> Result<Option<ClassCap>, DirectoryError> {
+        let resident = self.resident(resident).await?;
+        let account = self.shard().account(resident.wallet).await.map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+        let Some(account) = account else { return Ok(None) };
+        let now = self.now();
+        let tightest = account
+            .limits
+            .window_caps
+            .iter()
+            .zip(&account.usage)
+            .filter_map(|(cap, usage)| {
+                let cap = cap.as_ref()?;
+                let used = if usage.window == cap.window.key(now) { usage.used } else { 0 };
+                Some((cap, cap.amount_max - used))
+            })
+            .min_by_key(|(_, left)| *left);
+        Ok(tightest.map(|(cap, left)| ClassCap {
+            class: resident.class,
+            window: match cap.window {
+                citypay_ledger::Window::Lifetime => citypay_identity::LimitWindow::SinceOpening,
+                _ => citypay_identity::LimitWindow::Year,
+            },
+            limit_fen: cap.amount_max,
+            left_fen: left,
+        }))
+    }
+}

@@ -49,7 +49,7 @@ impl Region {
     /// the four municipalities.
     #[must_use]
     pub fn is_city(&self) -> bool {
-        let prefecture = self.code % 100 == 0 && (self.code / 100) % 100 != 0;
+        let prefecture = self.code.is_multiple_of(100) && !(self.code / 100).is_multiple_of(100);
         prefecture || MUNICIPALITIES.contains(&self.code)
     }
 }

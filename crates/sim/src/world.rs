@@ -144,7 +144,7 @@ pub(crate) fn resident_id_number(city_code: u32, index: u64) -> String {
     // Born 1950 to 1999: adults on every simulated day, so none is too young to register.
     const BIRTH_DAYS: u64 = 18_000;
     // A county of the city (GB/T 2260): a municipality's first district, a city's second.
-    let region = if city_code % 10_000 == 0 { city_code + 101 } else { city_code + 2 };
+    let region = if city_code.is_multiple_of(10_000) { city_code + 101 } else { city_code + 2 };
     let days = (index / 1000 * 7_919) % BIRTH_DAYS;
     let (y, m, d) = civil_from_days(days_from_civil(1950, 1, 1) + i64::try_from(days).unwrap_or(0));
     let first17 = format!("{region:06}{y:04}{m:02}{d:02}{:03}", index % 1000);

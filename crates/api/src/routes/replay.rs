@@ -47,7 +47,11 @@ where
             _ => Err(ApiError::conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request")),
         };
     }
-    let (status, body) = match work.await {
+    let result = match (work.await, caller) {
+        (Err(error), Caller::Resident(id)) if error.code() == CLASS_CAP_REFUSAL => Err(explain_class_cap(state, *id, error).await),
+        (result, _) => result,
+    };
+    let (status, body) = match result {
         Ok(value) => (success, serde_json::to_value(value).map_err(|e| ApiError::internal(&e))?),
         // Server errors are worth retrying: they are not kept.
         Err(error) if error.status().is_server_error() => return Err(error),
@@ -55,6 +59,18 @@ where
     };
     keep(state, scope, key, fingerprint, status, &body).await;
     Ok((status, Json(body)).into_response())
+}
+
+/// The ledger's refusal at a wallet's class cap.
+const CLASS_CAP_REFUSAL: &str = "exceeds_window_cap";
+
+/// A resident refused at their wallet's class cap is told which cap and how much of it is left
+/// (only the resident: a merchant taking their payment code hears only the code).
+async fn explain_class_cap(state: &AppState, resident: u64, error: ApiError) -> ApiError {
+    match state.directory.class_cap(resident).await {
+        Ok(Some(cap)) => ApiError::new(error.status(), error.code(), cap.to_string()),
+        _ => error,
+    }
 }
 
 fn replayed(status: i64, body: &str) -> Response {
