@@ -263,17 +263,16 @@ impl Directory {
 
     /// A resident's legal name and ID number, unsealed: what a bank is asked to confirm as a
     /// card's holder. Personal data: never log it.
-    pub async fn resident_identity(&self, id: u64) -> Result<(citypay_vault::Secret<String>, ResidentId), DirectoryError> {
+    pub async fn resident_identity(&self, id: u64) -> Result<(citypay_vault::Secret<String>, citypay_vault::Secret<String>), DirectoryError> {
         let rows = self
             .read("SELECT id_number_sealed FROM residents WHERE id = ?1", vec![Value::Int(i64::try_from(id).unwrap_or(-1))])
             .await?;
         let sealed = blob(&rows.first().ok_or(DirectoryError::NotFound)?[0])?;
         let plain = self.unseal(&sealed, &format!("resident:{id}:id_number"))?;
-        let number = std::str::from_utf8(plain.expose()).map_err(|_| DirectoryError::Storage("ID number".into()))?;
-        // Stored numbers were checked at registration; only the check character and the
-        // region are checked again (a birth date in the past stays in the past).
-        let id_number = ResidentId::parse(number, self.today()).map_err(|e| DirectoryError::Storage(e.to_string()))?;
-        Ok((self.resident_name(id).await?, id_number))
+        // As registered (normalised then), not checked again: rules added since must not
+        // make an existing resident's record unreadable.
+        let number = String::from_utf8(plain.expose().clone()).map_err(|_| DirectoryError::Storage("ID number".into()))?;
+        Ok((self.resident_name(id).await?, citypay_vault::Secret::new(number)))
     }
 
     /// The legal name of a resident, unsealed (for a receipt or a KYC officer; never log it).

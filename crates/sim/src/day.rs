@@ -300,6 +300,8 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
 async fn link_cards(context: &Context, person: &Person, resident: &Resident) -> Result<u64, WalletError> {
     let services = &context.services;
     let (name, id_number) = services.directory.resident_identity(resident.id).await?;
+    let id_number = citypay_identity::ResidentId::parse(id_number.expose(), services.directory.today())
+        .map_err(|e| WalletError::Directory(citypay_directory::DirectoryError::InvalidResidentId(e.to_string())))?;
     let mut first = None;
     for bank in 0..person.banks() {
         let parsed = citypay_identity::CardNumber::parse(&person.card_number(bank)).map_err(|e| WalletError::InvalidCard(e.to_string()))?;

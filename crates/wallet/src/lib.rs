@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use citypay_directory::{BankConnector, BankError, CardHolder, Directory, DirectoryError, Resident, SandboxBank, Verification};
-use citypay_identity::AccountClass;
+use citypay_identity::{AccountClass, ResidentId};
 use citypay_identity::{CardNumber, CardWarning};
 use citypay_ledger::{Account, Currency, Event, EventId, Leg, PostPending, Status, Transfer, VoidPending};
 use citypay_shard::{Command, Guard, SubmitError};
@@ -220,7 +220,7 @@ impl Wallet {
             return Ok((existing, self.directory.refresh_class(resident.id).await?));
         }
         let (name, id_number) = self.directory.resident_identity(resident.id).await?;
-        let holder = CardHolder { name: name.expose(), id_number: &id_number };
+        let holder = CardHolder { name: name.expose(), id_number: id_number.expose() };
         let confirmed = self.bank.confirm_holder(card, &holder)?;
         // The same card linked again gets the same id (48 bits, so it fits every column).
         let id = u64::try_from(derived_id(&resident.id.to_string(), card.digits(), "card") >> 80).unwrap_or(1);
@@ -251,6 +251,7 @@ impl Wallet {
     /// III). Answers the cards and the class afterwards.
     pub async fn link_sandbox_cards(&self, sandbox: &SandboxBank, resident: &Resident, banks: usize) -> Result<(Vec<Card>, AccountClass), WalletError> {
         let (name, id_number) = self.directory.resident_identity(resident.id).await?;
+        let id_number = ResidentId::parse(id_number.expose(), self.directory.today()).map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
         let mut cards = Vec::new();
         let mut class = resident.class;
         for issuer in SandboxBank::ISSUERS.iter().take(banks) {

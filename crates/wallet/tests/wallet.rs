@@ -54,6 +54,7 @@ fn world_with(bank: Arc<dyn citypay_directory::BankConnector>) -> World {
 /// Links `pan` to `me` after the sandbox bank issued it to them.
 async fn link(w: &World, me: &Resident, pan: &str) -> Result<Card, WalletError> {
     let (name, id_number) = w.directory.resident_identity(me.id).await.unwrap();
+    let id_number = citypay_identity::ResidentId::parse(id_number.expose(), w.directory.today()).unwrap();
     if let Ok(parsed) = citypay_identity::CardNumber::parse(pan) {
         w.sandbox.register_holder(&parsed.card, name.expose(), &id_number).unwrap();
     }
@@ -158,6 +159,7 @@ fn a_card_links_only_to_its_holder_and_confirming_banks_raise_the_class() {
     assert_eq!(alice.class, AccountClass::I);
     w.runtime.block_on(async {
         let (name, id_number) = w.directory.resident_identity(alice.id).await.unwrap();
+        let id_number = citypay_identity::ResidentId::parse(id_number.expose(), w.directory.today()).unwrap();
         let issue = |issuer: &str| w.sandbox.issue_card(issuer, name.expose(), &id_number).unwrap();
         let first = issue(SandboxBank::ISSUERS[0]);
         // Bob cannot link Alice's card, nor a card the bank never issued: one answer for both.
