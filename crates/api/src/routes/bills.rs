@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use citypay_api_types::{ErrorBody, Money};
-use citypay_bills::{Bill, BillPayment, Item, NewBill, Payer, PayerKind, Receipt};
+use citypay_bills::{Bill, BillPayment, Item, NewBill, Payer, PayerKind, PayerLink, Receipt};
 use citypay_directory::Role;
 use citypay_ledger::LocalDate;
 use serde::{Deserialize, Serialize};
@@ -235,7 +235,8 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
-/// The bills addressed to the caller and to the family members they linked, newest first.
+/// The bills addressed to the caller and to the family members whose links stand, newest
+/// first.
 #[utoipa::path(get, path = "/v1/my/bills", tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
 pub(crate) async fn my_bills(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<ListQuery>) -> Result<AppJson<BillList>, ApiError> {
     let bills = state.bills.bills_of(&me, query.limit.unwrap_or(50)).await?;
@@ -250,7 +251,7 @@ pub(crate) struct PayRequest {
     items: Option<Vec<usize>>,
 }
 
-/// Pays one of the caller's (or a linked family member's) bills from the wallet.
+/// Pays one of the caller's (or an approved linked family member's) bills from the wallet.
 #[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
     request_body = PayRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn pay(
@@ -282,15 +283,29 @@ pub(crate) struct LinkRequest {
     label: String,
 }
 
-/// A linked family member.
+/// A link to a family member's bills.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct LinkView {
+    /// id_number, student_number or account_number.
+    payer_kind: String,
     /// Their identifier, masked.
     payer: String,
     label: String,
+    /// pending (shows nothing yet), approved or declined. An ID number's link is approved by
+    /// its person from their own account; a student or account number's once the biller
+    /// lists the caller as a guardian.
+    status: String,
 }
 
-/// Links a family member's bills to the caller.
+impl From<&PayerLink> for LinkView {
+    fn from(link: &PayerLink) -> LinkView {
+        LinkView { payer_kind: link.payer_kind.code().to_owned(), payer: link.payer_masked.clone(), label: link.label.clone(), status: link.status.code().to_owned() }
+    }
+}
+
+/// Asks to see and pay a family member's bills. The link shows nothing until the person named
+/// approves it from their own account (`/v1/my/payer-link-requests`), or, for a student or
+/// account number, until the biller lists the caller as a guardian (`/v1/payer-guardians`).
 #[utoipa::path(post, path = "/v1/my/payer-links", tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
     responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkRequest>) -> Result<Response, ApiError> {
@@ -303,10 +318,111 @@ pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me)
             .map(|b| b.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_field", "biller_id: a merchant id")))
             .transpose()?;
         let payer = Payer { kind: payer_kind(&body.payer_kind)?, identifier: body.payer.clone() };
-        let masked = state.bills.link_payer(&me, &payer, biller, &body.label).await?;
-        Ok(LinkView { payer: masked, label: body.label.clone() })
+        Ok(LinkView::from(&state.bills.link_payer(&me, &payer, biller, &body.label).await?))
     })
     .await
+}
+
+/// The caller's links.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkList {
+    links: Vec<LinkView>,
+}
+
+/// The caller's links to family members' bills, with where each stands.
+#[utoipa::path(get, path = "/v1/my/payer-links", tag = "bills", responses((status = OK, body = LinkList)))]
+pub(crate) async fn my_links(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<LinkList>, ApiError> {
+    Ok(AppJson(LinkList { links: state.bills.links_of(&me).await?.iter().map(LinkView::from).collect() }))
+}
+
+/// Another resident's request to see the caller's bills.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkRequestView {
+    /// The requesting resident (the id to approve or decline).
+    requester: String,
+    /// Their ID number, masked.
+    requester_id_number: String,
+    /// Their name for the link.
+    label: String,
+    /// pending, approved or declined.
+    status: String,
+    /// Unix seconds.
+    requested_at: u64,
+}
+
+impl From<&citypay_bills::LinkRequest> for LinkRequestView {
+    fn from(r: &citypay_bills::LinkRequest) -> LinkRequestView {
+        LinkRequestView {
+            requester: r.requester.to_string(),
+            requester_id_number: r.requester_masked.clone(),
+            label: r.label.clone(),
+            status: r.status.code().to_owned(),
+            requested_at: r.requested_at,
+        }
+    }
+}
+
+/// Requests to see the caller's bills.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkRequestList {
+    requests: Vec<LinkRequestView>,
+}
+
+/// Others' requests to see and pay the caller's bills (links to the caller's ID number).
+#[utoipa::path(get, path = "/v1/my/payer-link-requests", tag = "bills", responses((status = OK, body = LinkRequestList)))]
+pub(crate) async fn link_requests(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<LinkRequestList>, ApiError> {
+    Ok(AppJson(LinkRequestList { requests: state.bills.link_requests(&me).await?.iter().map(LinkRequestView::from).collect() }))
+}
+
+async fn answer_link_request(state: &AppState, me: &citypay_directory::Resident, requester: &str, approve: bool) -> Result<AppJson<LinkRequestView>, ApiError> {
+    let requester = requester.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "link_not_found", "link request not found"))?;
+    Ok(AppJson(LinkRequestView::from(&state.bills.answer_link_request(me, requester, approve).await?)))
+}
+
+/// Approves another resident's request to see and pay the caller's bills.
+#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/approve", tag = "bills", params(("requester" = String, Path)),
+    responses((status = OK, body = LinkRequestView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn approve_link_request(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(requester): Path<String>) -> Result<AppJson<LinkRequestView>, ApiError> {
+    answer_link_request(&state, &me, &requester, true).await
+}
+
+/// Declines another resident's request to see the caller's bills (declining an approved one
+/// withdraws it).
+#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/decline", tag = "bills", params(("requester" = String, Path)),
+    responses((status = OK, body = LinkRequestView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn decline_link_request(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(requester): Path<String>) -> Result<AppJson<LinkRequestView>, ApiError> {
+    answer_link_request(&state, &me, &requester, false).await
+}
+
+/// A guardian of a student or account number, as the biller records it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GuardianRequest {
+    /// student_number or account_number.
+    payer_kind: String,
+    /// The student or account number at the calling biller.
+    payer: String,
+    /// The guardian's (parent's, account holder's) PRC ID number.
+    guardian_id_number: String,
+}
+
+/// A recorded guardian.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct GuardianView {
+    /// The student or account number, masked.
+    payer: String,
+    /// The guardian's ID number, masked.
+    guardian: String,
+}
+
+/// Records a guardian of one of the calling biller's student or account numbers: that
+/// resident's link to the number is then approved. Idempotent.
+#[utoipa::path(post, path = "/v1/payer-guardians", tag = "bills", request_body = GuardianRequest,
+    responses((status = CREATED, body = GuardianView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn add_guardian(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, AppJson(body): AppJson<GuardianRequest>) -> Result<Response, ApiError> {
+    let payer = Payer { kind: payer_kind(&body.payer_kind)?, identifier: body.payer };
+    let (payer, guardian) = state.bills.add_guardian(biller, &payer, &body.guardian_id_number).await?;
+    Ok((StatusCode::CREATED, AppJson(GuardianView { payer, guardian })).into_response())
 }
 
 /// A social-security contribution.

@@ -94,8 +94,8 @@ impl From<citypay_bills::BillError> for ApiError {
         use citypay_bills::BillError;
         let status = match e {
             BillError::Directory(inner) => return ApiError::from(inner),
-            BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            BillError::BillNotFound => StatusCode::NOT_FOUND,
+            BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) | BillError::FundShort(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            BillError::BillNotFound | BillError::LinkNotFound => StatusCode::NOT_FOUND,
             BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed => StatusCode::CONFLICT,
             BillError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
         };
