@@ -83,6 +83,9 @@ pub enum BillError {
     /// The city's medical-insurance fund cannot pay its part now (never funded, or short).
     #[error("the city's medical-insurance fund cannot pay its part ({0} fen) now; nothing was charged")]
     FundShort(i64),
+    /// The bill is not an insured one paid wholly in cash, so the fund owes the patient nothing.
+    #[error("only an insured bill paid wholly in cash is claimed from the fund")]
+    NothingToClaim,
     /// No such link request to the caller's own ID number.
     #[error("link request not found")]
     LinkNotFound,
@@ -106,6 +109,7 @@ impl BillError {
             BillError::Refused(status) => status.name(),
             BillError::FundShort(_) => "insurance_fund_short",
             BillError::LinkNotFound => "link_not_found",
+            BillError::NothingToClaim => "nothing_to_claim",
             BillError::Unavailable(_) => "unavailable",
         }
     }
@@ -258,6 +262,17 @@ pub struct BillPayment {
     pub paid_at: u64,
     /// The signed receipt.
     pub receipt: Receipt,
+}
+
+/// The fund's part of a bill paid wholly in cash, paid to the patient's wallet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FundClaim {
+    /// The bill.
+    pub bill_id: u64,
+    /// Paid into the wallet, in fen.
+    pub amount: i64,
+    /// Unix seconds.
+    pub claimed_at: u64,
 }
 
 /// A yearly window in which a city's residents pay their social-security contribution.
@@ -667,7 +682,7 @@ impl Bills {
             if !bill.late_allowed && self.now_s() > bill.due_at {
                 return Err(BillError::Overdue);
             }
-            match self.try_pay_with(&bill, Some(payer), mask, Vec::new(), Vec::new()).await? {
+            match self.try_pay_with(&bill, Some(payer), mask, true, Vec::new(), Vec::new()).await? {
                 Some(result) => return result,
                 None => bill = self.bill_by_id(bill_id).await?,
             }
@@ -709,9 +724,10 @@ impl Bills {
         }
     }
 
-    /// One attempt: `None` when the bill changed meanwhile.
-    async fn try_pay(&self, bill: &Bill, payer: Option<&Resident>, mask: u64) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
-        self.try_pay_with(bill, payer, mask, Vec::new(), Vec::new()).await
+    /// One attempt: `None` when the bill changed meanwhile. With `fund`, the insurance fund
+    /// pays its part of a whole bill.
+    async fn try_pay(&self, bill: &Bill, payer: Option<&Resident>, mask: u64, fund: bool) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
+        self.try_pay_with(bill, payer, mask, fund, Vec::new(), Vec::new()).await
     }
 
     /// [`Bills::try_pay`] with more guards and rows in the same command.
@@ -720,13 +736,14 @@ impl Bills {
         bill: &Bill,
         payer: Option<&Resident>,
         mask: u64,
+        fund: bool,
         guards: Vec<Guard>,
         extra_rows: Vec<ServiceRow>,
     ) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
         let biller = self.directory.merchant(bill.biller_id).await?;
         let amount = bill.amount_of(mask);
         let whole = mask | bill.paid_items == bill.all_items() && bill.paid_items == 0;
-        let insured = if whole { bill.insured } else { 0 };
+        let insured = if whole && fund { bill.insured } else { 0 };
         let method = if payer.is_some() { PaidBy::Wallet } else { PaidBy::Cash };
         let fee = if payer.is_some() { citypay_directory::fee_for(amount, biller.fee_rate_bp) } else { 0 };
         let after = bill.paid(mask);
@@ -841,27 +858,123 @@ impl Bills {
         Receipt { number: id.to_string(), text, signature }
     }
 
-    /// Records cash paid at the biller's counter: exactly what is outstanding. No wallet moves;
-    /// the bill is paid and a receipt issued. A bill with an insured part is paid from the
-    /// phone, where the patient confirms the claim: a biller alone never moves the fund.
+    /// Records cash paid at the biller's counter. No wallet moves; the bill is paid and a
+    /// receipt issued. The cash is what is outstanding, or, for an insured bill whose patient
+    /// consented from their own account ([`Bills::consent_to_fund`]), the patient's part, and
+    /// the fund pays its part in the ledger: a biller alone never moves the fund. An insured
+    /// bill paid wholly in cash is claimed from the fund later by the patient
+    /// ([`Bills::claim_from_fund`]).
     pub async fn pay_cash(&self, biller_id: u64, out_bill_no: &str, amount: i64) -> Result<BillPayment, BillError> {
         for _ in 0..CAS_ATTEMPTS_MAX {
             let bill = self.bill(biller_id, out_bill_no).await?;
             if bill.status == BillStatus::Paid {
                 return Err(BillError::AlreadyPaid);
             }
-            if bill.insured > 0 {
-                return Err(BillError::InvalidField { field: "amount", message: "an insured bill is paid from the patient's phone".into() });
-            }
-            if amount != bill.outstanding() {
-                return Err(BillError::AmountMismatch(bill.outstanding()));
-            }
+            let consented = bill.insured > 0 && bill.paid_items == 0 && self.fund_consent(bill.id).await?;
+            let patients_part = bill.outstanding() - bill.insured;
+            let fund = match amount {
+                _ if amount == bill.outstanding() => false,
+                _ if consented && amount == patients_part => true,
+                _ => return Err(BillError::AmountMismatch(if consented { patients_part } else { bill.outstanding() })),
+            };
             let mask = bill.all_items() & !bill.paid_items;
-            if let Some(result) = self.try_pay(&bill, None, mask).await? {
+            if let Some(result) = self.try_pay(&bill, None, mask, fund).await? {
                 return result;
             }
         }
         Err(BillError::Unavailable("the bill kept changing; retry".into()))
+    }
+
+    async fn fund_consent(&self, bill_id: u64) -> Result<bool, BillError> {
+        Ok(!self.directory.read("SELECT 1 FROM fund_consents WHERE bill_id = ?1", vec![uint(bill_id)]).await?.is_empty())
+    }
+
+    /// The patient's own insured bill (addressed to their own ID number; a linked relative's
+    /// is not theirs to consent to or claim).
+    async fn own_insured_bill(&self, patient: &Resident, bill_id: u64) -> Result<Bill, BillError> {
+        let bill = self.bill_by_id(bill_id).await?;
+        if !self.directory.resident_id_keys(patient.id).await?.contains(&bill.payer_key) {
+            return Err(BillError::BillNotFound);
+        }
+        if bill.insured == 0 {
+            return Err(BillError::InvalidField { field: "bill", message: "this bill has no insured part".into() });
+        }
+        Ok(bill)
+    }
+
+    /// The patient consents, from their own account, to the fund paying its part of their
+    /// bill when it is paid in cash at the counter. Consenting again changes nothing.
+    pub async fn consent_to_fund(&self, patient: &Resident, bill_id: u64) -> Result<Bill, BillError> {
+        let bill = self.own_insured_bill(patient, bill_id).await?;
+        if bill.status == BillStatus::Paid {
+            return Err(BillError::AlreadyPaid);
+        }
+        let row = ServiceRow {
+            table: "fund_consents",
+            key: vec![("bill_id", uint(bill.id))],
+            columns: vec![("resident_id", uint(patient.id)), ("created_at", uint(self.now_s()))],
+            on_conflict: OnConflict::Ignore,
+        };
+        let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
+        self.submit(command).await?.map_err(|_| BillError::Unavailable("consent".into()))?;
+        Ok(bill)
+    }
+
+    /// The patient claims the fund's part of their insured bill that was paid wholly in cash:
+    /// the fund pays it into their wallet, once (a second claim answers the first).
+    pub async fn claim_from_fund(&self, patient: &Resident, bill_id: u64) -> Result<FundClaim, BillError> {
+        let bill = self.own_insured_bill(patient, bill_id).await?;
+        if let Some(claim) = self.fund_claim(bill.id).await? {
+            return Ok(claim);
+        }
+        let payments = self.directory.read("SELECT method, insured FROM bill_payments WHERE bill_id = ?1", vec![uint(bill.id)]).await?;
+        let wholly_in_cash = bill.status == BillStatus::Paid
+            && payments.len() == 1
+            && text_at(&payments[0], 0)? == PaidBy::Cash.code()
+            && int_at(&payments[0], 1)? == 0;
+        if !wholly_in_cash {
+            return Err(BillError::NothingToClaim);
+        }
+        let claim = FundClaim { bill_id: bill.id, amount: bill.insured, claimed_at: self.now_s() };
+        let row = ServiceRow {
+            table: "fund_claims",
+            key: vec![("bill_id", uint(bill.id))],
+            columns: vec![("resident_id", uint(patient.id)), ("amount", Value::Int(claim.amount)), ("claimed_at", uint(claim.claimed_at))],
+            on_conflict: OnConflict::Fail,
+        };
+        let guard = Guard::Absent { table: "fund_claims", key: vec![("bill_id", uint(bill.id))] };
+        // Numbered by attempt as payments are: a refusal (the fund was short) must not stick.
+        for attempt in 0..REFUSALS_MAX {
+            let transfer = Transfer {
+                id: derived_event_id(&["fund-claim", &bill.id.to_string(), &patient.id.to_string(), &claim.amount.to_string(), &attempt.to_string()]),
+                leg: Leg {
+                    debit: insurance_fund(bill.city),
+                    credit: patient.wallet,
+                    amount: claim.amount,
+                    currency: Currency::CNY,
+                    code: transfer_codes::FUND_CLAIM,
+                    class: 0,
+                    user_data: bill.id,
+                },
+                pending_timeout_s: None,
+            };
+            let command = Command { event: Some(Event::Transfer(transfer)), guards: vec![guard.clone()], rows: vec![row.clone()], always_rows: Vec::new() };
+            return match self.submit(command).await? {
+                Ok(outcome) if outcome.status == Status::Ok => Ok(claim),
+                Ok(outcome) if outcome.replay => continue,
+                Ok(outcome) => Err(self.refusal(bill.city, claim.amount, outcome.status).await),
+                // Claimed meanwhile (a concurrent retry).
+                Err(_) => self.fund_claim(bill.id).await?.ok_or_else(|| BillError::Unavailable("claim".into())),
+            };
+        }
+        Err(BillError::Unavailable("too many refused attempts at this claim; retry later".into()))
+    }
+
+    async fn fund_claim(&self, bill_id: u64) -> Result<Option<FundClaim>, BillError> {
+        let rows = self.directory.read("SELECT amount, claimed_at FROM fund_claims WHERE bill_id = ?1", vec![uint(bill_id)]).await?;
+        rows.first()
+            .map(|row| Ok(FundClaim { bill_id, amount: int_at(row, 0)?, claimed_at: u64::try_from(int_at(row, 1)?).unwrap_or(0) }))
+            .transpose()
     }
 
     /// A payment by its number.
@@ -907,7 +1020,8 @@ impl Bills {
     }
 
     /// A biller's reconciliation file of a day (CSV): every payment of its bills, by receipt,
-    /// with what the platform settles for it (cash stays at the counter).
+    /// with what the platform settles for it (cash stays at the counter; the fund's part of a
+    /// cash payment settles).
     pub async fn reconciliation(&self, biller_id: u64, date: LocalDate) -> Result<String, BillError> {
         let (start, close) = (date.start().unix_seconds(), date.next().start().unix_seconds());
         let rows = self
@@ -922,8 +1036,8 @@ impl Bills {
         for row in &rows {
             let method = text_at(row, 3)?;
             let (amount, insured, fee) = (int_at(row, 4)?, int_at(row, 5)?, int_at(row, 6)?);
-            // Cash stays at the counter.
-            let settled = if method == "cash" { 0 } else { amount - fee };
+            // Cash stays at the counter; the fund's part came through the platform.
+            let settled = if method == "cash" { insured } else { amount - fee };
             csv.push_str(&format!(
                 "{},{},{},{method},{amount},{insured},{},{fee},{settled}\n",
                 int_at(row, 0)?,
@@ -1082,7 +1196,7 @@ impl Bills {
             }
             let guards = keys.iter().map(|k| Guard::Absent { table: "contributions", key: contribution_key(k) }).collect();
             let row = ServiceRow { table: "contributions", key: contribution_key(&key), columns: vec![("bill_id", uint(bill.id))], on_conflict: OnConflict::Fail };
-            if let Some(result) = self.try_pay_with(&bill, Some(payer), bill.all_items() & !bill.paid_items, guards, vec![row]).await? {
+            if let Some(result) = self.try_pay_with(&bill, Some(payer), bill.all_items() & !bill.paid_items, true, guards, vec![row]).await? {
                 return result;
             }
         }

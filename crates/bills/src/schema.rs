@@ -86,6 +86,9 @@ macro_rules! bills_v3 {
     };
 }
 
+const BILLS_V4: &str = "CREATE TABLE fund_consents (bill_id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, created_at BIGINT NOT NULL);
+    CREATE TABLE fund_claims (bill_id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, amount BIGINT NOT NULL, claimed_at BIGINT NOT NULL);";
+
 /// The bills' migrations, for every backend.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -110,5 +113,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "payer links need the payer's consent or the biller's confirmation of a guardian",
         sqlite: bills_v3!("BLOB"),
         postgres: bills_v3!("BYTEA"),
+    },    Migration {
+        component: "bills",
+        version: 4,
+        name: "patients' consent to the fund's part of a cash bill, and claims of that part after paying all in cash",
+        sqlite: BILLS_V4,
+        postgres: BILLS_V4,
     },
 ];

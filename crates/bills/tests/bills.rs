@@ -175,12 +175,32 @@ fn residents_pay_their_bills(city: TestCity) {
         verify_receipt(&cash.receipt.text, &cash.receipt.signature, &keys).unwrap();
         assert!(matches!(bills.pay(&alice, counter.id, None).await, Err(BillError::AlreadyPaid)));
         assert!(matches!(bills.pay_cash(hospital, "H-3", 2_500).await, Err(BillError::AlreadyPaid)));
-        // A biller alone never moves the fund: an insured bill is not paid in cash, and the
-        // fund's share is capped. Only public-service billers issue bills.
+        // A biller alone never moves the fund: without the patient's consent the counter takes
+        // an insured bill wholly in cash, and the patient claims the fund's part afterwards,
+        // once, into the wallet.
         let fund_before = city.balance(fund).await;
-        bills.issue(hospital, &bill("H-5", by_id(ALICE), &[("ward", 10_000)], 4_000, false)).await.unwrap();
-        assert!(matches!(bills.pay_cash(hospital, "H-5", 6_000).await, Err(BillError::InvalidField { .. })));
+        let ward = bills.issue(hospital, &bill("H-5", by_id(ALICE), &[("ward", 10_000)], 4_000, false)).await.unwrap();
+        assert!(matches!(bills.pay_cash(hospital, "H-5", 6_000).await, Err(BillError::AmountMismatch(10_000))));
+        assert!(matches!(bills.claim_from_fund(&alice, ward.id).await, Err(BillError::NothingToClaim)), "not paid yet");
+        let all_cash = bills.pay_cash(hospital, "H-5", 10_000).await.unwrap();
+        assert_eq!((all_cash.amount, all_cash.insured), (10_000, 0));
         assert_eq!(city.balance(fund).await, fund_before);
+        assert!(matches!(bills.claim_from_fund(&bob, ward.id).await, Err(BillError::BillNotFound)), "only the patient claims");
+        let wallet_before = city.balance(alice.wallet).await;
+        let claim = bills.claim_from_fund(&alice, ward.id).await.unwrap();
+        assert_eq!(bills.claim_from_fund(&alice, ward.id).await.unwrap(), claim, "once");
+        assert_eq!((claim.amount, city.balance(alice.wallet).await, city.balance(fund).await), (4_000, wallet_before + 4_000, fund_before - 4_000));
+        // With her consent from her own account, the counter takes her part and the fund pays
+        // the hospital its part; nothing is left to claim.
+        let consented = bills.issue(hospital, &bill("H-8", by_id(ALICE), &[("ward", 10_000)], 4_000, false)).await.unwrap();
+        assert!(matches!(bills.consent_to_fund(&bob, consented.id).await, Err(BillError::BillNotFound)), "only the patient consents");
+        bills.consent_to_fund(&alice, consented.id).await.unwrap();
+        assert!(matches!(bills.pay_cash(hospital, "H-8", 5_000).await, Err(BillError::AmountMismatch(6_000))));
+        let split = bills.pay_cash(hospital, "H-8", 6_000).await.unwrap();
+        assert_eq!((split.amount, split.insured, split.method), (10_000, 4_000, PaidBy::Cash));
+        assert_eq!(city.balance(fund).await, fund_before - 8_000);
+        assert!(matches!(bills.claim_from_fund(&alice, consented.id).await, Err(BillError::NothingToClaim)));
+        assert!(matches!(bills.consent_to_fund(&alice, consented.id).await, Err(BillError::AlreadyPaid)));
         assert!(matches!(bills.issue(hospital, &bill("H-6", by_id(ALICE), &[("ward", 10_000)], 9_001, false)).await, Err(BillError::InvalidField { .. })));
         assert!(matches!(bills.issue(hospital, &bill("H-7", by_id(ALICE), &[("ward", 10_000)], i64::MAX, false)).await, Err(BillError::InvalidField { .. })), "no overflow");
         let shop = city.merchant("91330100MA27XL0E96", Category::Retail, "6222020200112233487").await;
@@ -211,11 +231,11 @@ fn residents_pay_their_bills(city: TestCity) {
         let day = LocalDate::parse("2026-11-24").unwrap();
         settlement.settle(day).await.unwrap();
         let payout = settlement.payout(hospital, day).await.unwrap().unwrap();
-        assert_eq!((payout.status, payout.amount), (PayoutStatus::Paid, 17_000));
+        assert_eq!((payout.status, payout.amount), (PayoutStatus::Paid, 17_000 + 4_000), "the wallet payment and the fund's part of a cash one");
         let reconciliation = bills.reconciliation(hospital, day).await.unwrap();
         let settled: i64 = reconciliation.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap()).sum();
         assert_eq!(settled, payout.amount, "{reconciliation}");
-        assert_eq!(reconciliation.lines().count(), 3, "the wallet payment and the cash one:\n{reconciliation}");
+        assert_eq!(reconciliation.lines().count(), 5, "the wallet payment and three cash ones:\n{reconciliation}");
         let file = settlement.file(hospital, day).await.unwrap();
         assert_eq!(file.closing_balance, payout.amount);
         for biller in [school, bureau, utility] {

@@ -1,8 +1,9 @@
 //! Bills as a resident, a cashier and a stranger meet them in their first hour, through the
 //! real server: a link to someone else's bills shows nothing until that person approves it or
 //! the school confirms the parent; a linked parent sees what the school billed for; a bill
-//! that could never be paid is refused, and a fund that cannot pay says so. One server for
-//! the file; the books are audited after.
+//! that could never be paid is refused, and a fund that cannot pay says so; an insured bill
+//! is paid in cash, the fund paying its part with the patient's consent or to the patient
+//! afterwards. One server for the file; the books are audited after.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -122,6 +123,40 @@ async fn bills_in_the_first_hour() {
     let pay = format!("/v1/my/bills/{}/payments", h3["bill_no"].as_str().unwrap());
     let (status, refused, _) = api.call("POST", &pay, Some(&alice), Some("pay-h3"), Some(json!({}))).await;
     assert_eq!((status, Api::code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "insurance_fund_short"), "{refused}");
+
+    // Cash for an insured bill. Without the patient's consent the counter takes it all in
+    // cash and the fund moves only when the patient claims its part from the app, once.
+    let deposit = |fen: i64, reference: &str| json!({"amount": cny(fen), "reference": reference});
+    let (status, fund, _) = api.call("POST", "/v1/insurance-funds/330100/deposits", Some(&operator), None, Some(deposit(100_000, "NHSA-1"))).await;
+    assert_eq!((status, fund["balance"]["amount"].as_i64()), (StatusCode::OK, Some(100_000)), "{fund}");
+    let (_, h4, _) = api.call("POST", "/v1/bills", Some(&hospital), None, Some(bill("H-4", "id_number", ALICE, &[("surgery", 10_000)], 4_000, false))).await;
+    let counter = |amount: i64| json!({"amount": cny(amount)});
+    let (status, refused, _) = api.call("POST", "/v1/bills/H-4/cash-payments", Some(&hospital), Some("cash-h4a"), Some(counter(6_000))).await;
+    assert_eq!((status, Api::code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "amount_mismatch"), "{refused}");
+    let (status, cash, _) = api.call("POST", "/v1/bills/H-4/cash-payments", Some(&hospital), Some("cash-h4b"), Some(counter(10_000))).await;
+    assert_eq!((status, cash["insured"]["amount"].as_i64(), cash["method"].as_str()), (StatusCode::CREATED, Some(0), Some("cash")), "{cash}");
+    let claim = format!("/v1/my/bills/{}/fund-claims", h4["bill_no"].as_str().unwrap());
+    assert_eq!(api.call("POST", &claim, Some(&stranger), None, None).await.0, StatusCode::NOT_FOUND, "only the patient claims");
+    let (status, claimed, _) = api.call("POST", &claim, Some(&alice), None, None).await;
+    assert_eq!((status, claimed["amount"]["amount"].as_i64()), (StatusCode::CREATED, Some(4_000)), "{claimed}");
+    let (status, again, _) = api.call("POST", &claim, Some(&alice), None, None).await;
+    assert_eq!((status, &again), (StatusCode::CREATED, &claimed), "a second claim answers the first");
+    let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(&alice), None, None).await;
+    assert_eq!(wallet["balance"]["amount"].as_i64(), Some(4_000), "{wallet}");
+    // With her consent from her own account, the counter takes her part and the fund pays the
+    // hospital the rest; there is then nothing to claim.
+    let (_, h5, _) = api.call("POST", "/v1/bills", Some(&hospital), None, Some(bill("H-5", "id_number", ALICE, &[("surgery", 10_000)], 4_000, false))).await;
+    let consent = format!("/v1/my/bills/{}/fund-consent", h5["bill_no"].as_str().unwrap());
+    assert_eq!(api.call("POST", &consent, Some(&stranger), None, None).await.0, StatusCode::NOT_FOUND, "only the patient consents");
+    let (status, consented, _) = api.call("POST", &consent, Some(&alice), None, None).await;
+    assert_eq!((status, consented["cash_due"]["amount"].as_i64()), (StatusCode::OK, Some(6_000)), "{consented}");
+    let (status, cash, _) = api.call("POST", "/v1/bills/H-5/cash-payments", Some(&hospital), Some("cash-h5"), Some(counter(6_000))).await;
+    assert_eq!((status, cash["insured"]["amount"].as_i64(), cash["amount"]["amount"].as_i64()), (StatusCode::CREATED, Some(4_000), Some(10_000)), "{cash}");
+    let claim = format!("/v1/my/bills/{}/fund-claims", h5["bill_no"].as_str().unwrap());
+    let (status, nothing, _) = api.call("POST", &claim, Some(&alice), None, None).await;
+    assert_eq!((status, Api::code(&nothing)), (StatusCode::CONFLICT, "nothing_to_claim"), "{nothing}");
+    let (_, fund, _) = api.call("POST", "/v1/insurance-funds/330100/deposits", Some(&operator), None, Some(deposit(1, "NHSA-2"))).await;
+    assert_eq!(fund["balance"]["amount"].as_i64(), Some(100_000 - 4_000 - 4_000 + 1), "the claim and the consented part, nothing else");
 
     city.finish(&[ALICE, STRANGER, PUPIL]);
 }

@@ -269,6 +269,50 @@ pub(crate) async fn pay(
     .await
 }
 
+fn bill_number(bill_no: &str) -> Result<u64, ApiError> {
+    bill_no.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "bill not found"))
+}
+
+/// The patient's consent to the fund's part of a cash payment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct FundConsentView {
+    bill_no: String,
+    /// What the fund pays when the counter takes the rest in cash.
+    insured: Money,
+    /// What the counter takes in cash.
+    cash_due: Money,
+}
+
+/// The patient consents, from their own account, to the city's medical-insurance fund paying
+/// its part of their bill when they pay the rest in cash at the counter. Without it the
+/// counter takes the whole bill in cash and the patient claims the fund's part afterwards.
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-consent", tag = "bills", params(("bill_no" = String, Path)),
+    responses((status = OK, body = FundConsentView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn consent_to_fund(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(bill_no): Path<String>) -> Result<AppJson<FundConsentView>, ApiError> {
+    let bill = state.bills.consent_to_fund(&me, bill_number(&bill_no)?).await?;
+    Ok(AppJson(FundConsentView { bill_no: bill.id.to_string(), insured: money(bill.insured), cash_due: money(bill.outstanding() - bill.insured) }))
+}
+
+/// The fund's part of a bill paid wholly in cash, paid to the patient's wallet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct FundClaimView {
+    bill_no: String,
+    amount: Money,
+    /// Unix seconds.
+    claimed_at: u64,
+}
+
+/// The patient claims the fund's part of their insured bill that was paid wholly in cash: the
+/// fund pays it into their wallet, once (a later claim answers the first, so a retry needs no
+/// idempotency key).
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-claims", tag = "bills", params(("bill_no" = String, Path)),
+    responses((status = CREATED, body = FundClaimView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn claim_from_fund(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(bill_no): Path<String>) -> Result<Response, ApiError> {
+    let claim = state.bills.claim_from_fund(&me, bill_number(&bill_no)?).await?;
+    let view = FundClaimView { bill_no: claim.bill_id.to_string(), amount: money(claim.amount), claimed_at: claim.claimed_at };
+    Ok((StatusCode::CREATED, AppJson(view)).into_response())
+}
+
 /// A family member whose bills the caller sees and pays.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

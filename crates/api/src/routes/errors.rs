@@ -96,7 +96,7 @@ impl From<citypay_bills::BillError> for ApiError {
             BillError::Directory(inner) => return ApiError::from(inner),
             BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) | BillError::FundShort(_) => StatusCode::UNPROCESSABLE_ENTITY,
             BillError::BillNotFound | BillError::LinkNotFound => StatusCode::NOT_FOUND,
-            BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed => StatusCode::CONFLICT,
+            BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed | BillError::NothingToClaim => StatusCode::CONFLICT,
             BillError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
         };
         ApiError::new(status, e.code(), e.to_string())

@@ -116,6 +116,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(bills::pay_cash))
         .routes(routes!(bills::my_bills))
         .routes(routes!(bills::pay))
+        .routes(routes!(bills::consent_to_fund))
+        .routes(routes!(bills::claim_from_fund))
         .routes(routes!(bills::link_payer, bills::my_links))
         .routes(routes!(bills::link_requests))
         .routes(routes!(bills::approve_link_request))
