@@ -837,13 +837,11 @@ impl Bills {
     #[allow(clippy::too_many_arguments)]
     fn receipt(&self, id: u64, biller: &Merchant, bill: &Bill, mask: u64, amount: i64, insured: i64, method: PaidBy, now: u64) -> Receipt {
         let items: Vec<&Item> = bill.items.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, item)| item).collect();
-        let at = Timestamp::from_unix_seconds(now);
-        let seconds = (now + 8 * 3_600) % 86_400;
         let text = serde_json::json!({
             "receipt_no": id.to_string(),
             "key_id": self.signer.key_id(),
             "issued_by": "citypay",
-            "paid_at": format!("{} {:02}:{:02}:{:02} +08:00", at.local_date(), seconds / 3_600, seconds / 60 % 60, seconds % 60),
+            "paid_at": format!("{} +08:00", Timestamp::from_unix_seconds(now).local_date_time()),
             "biller": {"id": biller.id.to_string(), "name": biller.name, "uscc": biller.uscc, "category": biller.category.code()},
             "bill": {"bill_no": bill.id.to_string(), "out_bill_no": bill.out_bill_no, "title": bill.title, "payer": bill.payer_masked},
             "items": items,
@@ -1032,6 +1030,7 @@ impl Bills {
                 vec![uint(biller_id), uint(start), uint(close)],
             )
             .await?;
+        // Times in the city's local time, as in the settlement file.
         let mut csv = String::from("receipt_no,out_bill_no,paid_at,method,amount,insured,paid_by_payer,fee,settled\n");
         for row in &rows {
             let method = text_at(row, 3)?;
@@ -1042,7 +1041,7 @@ impl Bills {
                 "{},{},{},{method},{amount},{insured},{},{fee},{settled}\n",
                 int_at(row, 0)?,
                 text_at(row, 1)?,
-                int_at(row, 2)?,
+                Timestamp::from_unix_seconds(u64::try_from(int_at(row, 2)?).unwrap_or(0)).local_date_time(),
                 amount - insured
             ));
         }

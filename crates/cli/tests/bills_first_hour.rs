@@ -3,7 +3,8 @@
 //! the school confirms the parent; a linked parent sees what the school billed for; a bill
 //! that could never be paid is refused, and a fund that cannot pay says so; an insured bill
 //! is paid in cash, the fund paying its part with the patient's consent or to the patient
-//! afterwards. One server for the file; the books are audited after.
+//! afterwards; the biller's files share one time convention and tie out. One server for the
+//! file; the books are audited after.
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -157,6 +158,27 @@ async fn bills_in_the_first_hour() {
     assert_eq!((status, Api::code(&nothing)), (StatusCode::CONFLICT, "nothing_to_claim"), "{nothing}");
     let (_, fund, _) = api.call("POST", "/v1/insurance-funds/330100/deposits", Some(&operator), None, Some(deposit(1, "NHSA-2"))).await;
     assert_eq!(fund["balance"]["amount"].as_i64(), Some(100_000 - 4_000 - 4_000 + 1), "the claim and the consented part, nothing else");
+
+    // The hospital's files of that day: both give times in the city's local time, and what
+    // the reconciliation file says settles is what the settlement file's lines moved.
+    let day = citypay_ledger::Timestamp::from_unix_seconds(cash["paid_at"].as_u64().unwrap()).local_date().to_string();
+    let download = |path: String| {
+        let request = api.client.get(format!("{}{path}", api.base)).header("authorization", &hospital).send();
+        async move { request.await.unwrap().text().await.unwrap() }
+    };
+    let reconciliation = download(format!("/v1/reconciliation-files/{day}")).await;
+    let settlement = download(format!("/v1/settlement-files/{day}")).await;
+    let local_time = |t: &str| t.len() == 19 && t.starts_with(&day) && t.as_bytes()[10] == b' ' && t[11..].split(':').all(|p| p.len() == 2 && p.parse::<u8>().is_ok());
+    let column = |line: &str, i: usize| line.split(',').nth(i).unwrap().to_owned();
+    let last = |line: &str| line.rsplit(',').next().unwrap().parse::<i64>().unwrap();
+    assert_eq!(reconciliation.lines().count(), 3, "two cash payments:\n{reconciliation}");
+    assert!(reconciliation.lines().skip(1).all(|l| local_time(&column(l, 2))), "{reconciliation}");
+    let moves: Vec<&str> = settlement.lines().skip(1).filter(|l| !column(l, 2).is_empty()).collect();
+    assert!(!moves.is_empty() && moves.iter().all(|l| local_time(&column(l, 2))), "{settlement}");
+    let balance = |name: &str| settlement.lines().find(|l| l.contains(name)).map(last).unwrap();
+    let moved: i64 = moves.iter().map(|l| last(l)).sum();
+    assert_eq!(balance("opening_balance") + moved, balance("closing_balance"), "{settlement}");
+    assert_eq!(reconciliation.lines().skip(1).map(last).sum::<i64>(), moved, "the fund's part settles, the cash stays at the counter");
 
     city.finish(&[ALICE, STRANGER, PUPIL]);
 }
