@@ -40,6 +40,11 @@ pub const INSURED_MAX_FEN: i64 = 10_000_000;
 pub const BILLER_CATEGORIES: [Category; 4] = [Category::Hospital, Category::School, Category::SocialSecurity, Category::Utility];
 /// Bills listed at once.
 pub const LIST_MAX: u32 = 100;
+/// Unanswered links to ID numbers a resident may have asked for within
+/// [`LINK_REQUESTS_WINDOW_S`]: a stranger cannot flood residents with requests.
+pub const LINK_REQUESTS_MAX: i64 = 10;
+/// The window [`LINK_REQUESTS_MAX`] counts over (a week).
+pub const LINK_REQUESTS_WINDOW_S: u64 = 7 * 86_400;
 /// Refused payments of one bill by one payer that a new attempt steps over.
 const REFUSALS_MAX: u32 = 64;
 /// Times a payment is retried when another change of the bill won the race.
@@ -86,6 +91,9 @@ pub enum BillError {
     /// The bill is not an insured one paid wholly in cash, so the fund owes the patient nothing.
     #[error("only an insured bill paid wholly in cash is claimed from the fund")]
     NothingToClaim,
+    /// Too many unanswered link requests to ID numbers this week.
+    #[error("at most {LINK_REQUESTS_MAX} unanswered link requests to ID numbers a week")]
+    TooManyLinkRequests,
     /// No such link request to the caller's own ID number.
     #[error("link request not found")]
     LinkNotFound,
@@ -110,6 +118,7 @@ impl BillError {
             BillError::FundShort(_) => "insurance_fund_short",
             BillError::LinkNotFound => "link_not_found",
             BillError::NothingToClaim => "nothing_to_claim",
+            BillError::TooManyLinkRequests => "too_many_link_requests",
             BillError::Unavailable(_) => "unavailable",
         }
     }
@@ -528,6 +537,19 @@ impl Bills {
             (_, None) => return Err(BillError::InvalidField { field: "biller_id", message: "a student or account number belongs to a biller".into() }),
         };
         let (key, masked) = self.payer_key(payer, scope)?;
+        if payer.kind == PayerKind::IdNumber {
+            let since = self.now_s().saturating_sub(LINK_REQUESTS_WINDOW_S);
+            let asked = self
+                .directory
+                .read(
+                    "SELECT COUNT(*) FROM payer_links WHERE resident_id = ?1 AND payer_kind = 'id_number' AND status = 'pending' AND created_at > ?2 AND payer_key <> ?3",
+                    vec![uint(resident.id), uint(since), Value::Blob(key.clone())],
+                )
+                .await?;
+            if asked.first().map(|row| int_at(row, 0)).transpose()?.unwrap_or(0) >= LINK_REQUESTS_MAX {
+                return Err(BillError::TooManyLinkRequests);
+            }
+        }
         // No status column: a new link takes the table's default (pending), an existing one
         // keeps its answer.
         let row = ServiceRow {
@@ -549,15 +571,16 @@ impl Bills {
     }
 
     /// The requests of others to see a resident's bills (links to the resident's own ID
-    /// number), oldest first, with the requester's masked ID number.
+    /// number), newest first (at most [`LIST_MAX`]), with the requester's masked ID number.
     pub async fn link_requests(&self, resident: &Resident) -> Result<Vec<LinkRequest>, BillError> {
         let mut requests = Vec::new();
         for key in self.directory.resident_id_keys(resident.id).await? {
             let rows = self
                 .directory
                 .read(
-                    "SELECT resident_id, label, status, created_at FROM payer_links WHERE payer_key = ?1 AND payer_kind = 'id_number' ORDER BY created_at, resident_id",
-                    vec![Value::Blob(key)],
+                    "SELECT resident_id, label, status, created_at FROM payer_links WHERE payer_key = ?1 AND payer_kind = 'id_number'
+                      ORDER BY created_at DESC, resident_id LIMIT ?2",
+                    vec![Value::Blob(key), Value::Int(i64::from(LIST_MAX))],
                 )
                 .await?;
             for row in &rows {

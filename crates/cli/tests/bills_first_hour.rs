@@ -30,6 +30,15 @@ fn bill(no: &str, kind: &str, payer: &str, items: &[(&str, i64)], insured: i64, 
            "pick_items": pick, "insured": cny(insured), "due_at": now() + 30 * 86_400})
 }
 
+/// A valid PRC ID number (GB 11643) of someone born in Beijing on 1980-01-01, the `n`th.
+fn id_number(n: u32) -> String {
+    let body = format!("11010519800101{n:03}");
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = body.chars().zip(WEIGHTS).map(|(c, w)| c.to_digit(10).unwrap() * w).sum();
+    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    format!("{body}{check}")
+}
+
 /// The bill numbers a resident's list shows.
 async fn listed(api: &Api, token: &str) -> Vec<String> {
     let (status, mine, _) = api.call("GET", "/v1/my/bills", Some(token), None, None).await;
@@ -80,6 +89,13 @@ async fn bills_in_the_first_hour() {
     let (_, asked, _) = api.call("POST", "/v1/my/payer-links", Some(&stranger), Some("link-2"), Some(again)).await;
     assert_eq!(asked["status"], "declined", "asking again does not undo her answer");
     assert!(listed(api, &stranger).await.is_empty());
+    // Nor can the stranger flood others with requests: ten unanswered a week.
+    for n in 1..=11 {
+        let link = json!({"payer_kind": "id_number", "payer": id_number(n), "label": "cousin"});
+        let (status, body, _) = api.call("POST", "/v1/my/payer-links", Some(&stranger), Some(&format!("flood-{n}")), Some(link)).await;
+        let expected = if n <= 10 { (StatusCode::CREATED, "") } else { (StatusCode::TOO_MANY_REQUESTS, "too_many_link_requests") };
+        assert_eq!((status, Api::code(&body)), expected, "{n}: {body}");
+    }
 
     // A pupil's tuition by items: a parent's link shows nothing until the school records the
     // parent as the pupil's guardian; then the parent sees what each item is for. The school

@@ -350,8 +350,9 @@ impl From<&PayerLink> for LinkView {
 /// Asks to see and pay a family member's bills. The link shows nothing until the person named
 /// approves it from their own account (`/v1/my/payer-link-requests`), or, for a student or
 /// account number, until the biller lists the caller as a guardian (`/v1/payer-guardians`).
+/// At most 10 links to ID numbers a week may wait for an answer.
 #[utoipa::path(post, path = "/v1/my/payer-links", tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
-    responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+    responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {

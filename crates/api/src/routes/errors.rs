@@ -97,6 +97,11 @@ impl From<citypay_bills::BillError> for ApiError {
             BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) | BillError::FundShort(_) => StatusCode::UNPROCESSABLE_ENTITY,
             BillError::BillNotFound | BillError::LinkNotFound => StatusCode::NOT_FOUND,
             BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed | BillError::NothingToClaim => StatusCode::CONFLICT,
+            // The oldest unanswered request leaves the week's count within a week.
+            BillError::TooManyLinkRequests => {
+                let week = std::time::Duration::from_secs(citypay_bills::LINK_REQUESTS_WINDOW_S);
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string()).with_retry_after(week);
+            }
             BillError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
         };
         ApiError::new(status, e.code(), e.to_string())
