@@ -1,10 +1,12 @@
 //! Public-service bills: a hospital, a school, the social-security bureau or a utility bills a
 //! payer it knows by PRC ID number (matched through the identity vault's blind index, never
 //! kept in clear), student number or account number. Residents see the bills addressed to them
-//! and to family members they have linked, and pay in full or by chosen items from the wallet;
-//! cash paid at the biller's counter is recorded against the same bill. A hospital bill's
-//! medical-insurance part is paid by the city's insurance fund in the same ledger entry as the
-//! patient's part, so both move or neither does. Every payment gets a signed receipt.
+//! and to family members whose links stand (the member approved it, or the biller recorded the
+//! resident as guardian), and pay in full or by chosen items from the wallet; cash paid at the
+//! biller's counter is recorded against the same bill. A hospital bill's medical-insurance part
+//! is paid by the city's insurance fund in the same ledger entry as the patient's part, so both
+//! move or neither does, and only on the patient's word (paying from the phone, or consenting
+//! to a cash payment from it). Every payment gets a signed receipt.
 //!
 //! Exactly once: a payment commits only under a compare-and-swap guard on the bill's version,
 //! checked by the single writer, so of two payers racing for a bill one wins and no money moves

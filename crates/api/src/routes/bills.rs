@@ -1,7 +1,9 @@
 //! Bills over HTTP. Billers (merchants' API keys) issue bills keyed by their own `out_bill_no`,
-//! record cash paid at the counter, and download their reconciliation and settlement files.
-//! Residents list the bills of their own ID number and of family members they linked, pay
-//! them (in full or by items), pay social-security contributions, and fetch their receipts.
+//! record cash paid at the counter and the guardians of their student or account numbers, and
+//! download their reconciliation and settlement files. Residents list the bills of their own ID
+//! number and of family members whose links stand, answer others' link requests, pay bills (in
+//! full or by items), consent to or claim the insurance fund's part of a cash payment, pay
+//! social-security contributions, and fetch their receipts.
 //! Operators run settlement, fund a city's medical-insurance fund and open contribution
 //! windows. The receipt keys are public: anyone holding a receipt can check it.
 
