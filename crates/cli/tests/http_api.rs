@@ -85,26 +85,9 @@ async fn a_city_pays_through_the_api_on_sqlite() {
 /// The same city on PostgreSQL: skipped without `CITYPAY_TEST_PG`, except under CI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_city_pays_through_the_api_on_postgres() {
-    let Ok(server) = std::env::var("CITYPAY_TEST_PG") else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CITYPAY_TEST_PG is not set and CI=true: run through scripts/with-postgres.sh");
-        eprintln!("skipping: CITYPAY_TEST_PG not set (run through scripts/with-postgres.sh)");
-        return;
-    };
-    let name = format!("citypay_http_{}", std::process::id());
-    let admin_url = server.clone();
-    let create = format!("CREATE DATABASE {name}");
-    tokio::task::spawn_blocking(move || {
-        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
-        client.batch_execute(&create).unwrap();
-    })
-    .await
-    .unwrap();
-    let db = match server.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("CITYPAY_TEST_PG has no database part: {server}"),
-    };
     let dir = tempfile::tempdir().unwrap();
-    a_city_pays_through_the_api(Target { db, keys: dir.path().join("keys") }, dir.path()).await;
+    let Some(target) = Target::postgres(dir.path(), "citypay_http") else { return };
+    a_city_pays_through_the_api(target, dir.path()).await;
 }
 
 async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
