@@ -18,6 +18,21 @@ if ! command -v chromium >/dev/null; then
     fi
 fi
 
+# The OpenAPI test generates a Python client with openapi-python-client (PyPI), installed
+# into a virtual environment of the build folder; python3-venv comes from Debian when missing.
+venv=target/openapi-client-venv
+if [ ! -x "$venv/bin/openapi-python-client" ]; then
+    echo "test.sh: installing openapi-python-client into $venv..." >&2
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        rm -rf "$venv"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; } >/dev/null 2>&1 || true
+        python3 -m venv "$venv" >/dev/null 2>&1 || echo "test.sh: could not make a Python virtual environment" >&2
+    fi
+    "$venv/bin/pip" install -q openapi-python-client==0.29.1 >/dev/null 2>&1 \
+        || echo "test.sh: could not install openapi-python-client; its test will be skipped (or fail under CI=true)" >&2
+fi
+export CITYPAY_OPENAPI_CLIENT_VENV="$PWD/$venv"
+
 # Tests: fast cluster (no fsync); durability is what the crash test checks, on SQLite.
 CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh cargo test --workspace --no-fail-fast
 

@@ -422,6 +422,9 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
         let dispatcher = Dispatcher::new(w.directory.clone(), recorder.clone(), vec![0, 0]);
         let first = dispatcher.run_once(100).await.unwrap();
         assert_eq!((first.delivered, first.retried), (0, 2), "{first:?}");
+        // Each failure is reported for the log, with its attempt and the wait before the next.
+        assert_eq!(first.failures.len(), 2);
+        assert!(first.failures.iter().all(|f| f.merchant == m.id && f.attempt == 1 && f.reason == "HTTP 500" && f.retry_in_s == Some(0)), "{first:?}");
         let second = dispatcher.run_once(100).await.unwrap();
         assert_eq!((second.delivered, second.retried), (2, 0), "{second:?}");
         assert_eq!(dispatcher.run_once(100).await.unwrap().delivered, 0, "delivered events are not sent again");

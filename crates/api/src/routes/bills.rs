@@ -124,7 +124,7 @@ pub(crate) struct BillRequest {
 }
 
 /// Issues a bill (idempotent by `out_bill_no`).
-#[utoipa::path(post, path = "/v1/bills", tag = "bills", request_body = BillRequest,
+#[utoipa::path(post, path = "/v1/bills", security(("merchant" = [])), tag = "bills", request_body = BillRequest,
     responses((status = CREATED, body = BillView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, AppJson(body): AppJson<BillRequest>) -> Result<Response, ApiError> {
     let items = body.items.iter().map(|i| Ok(Item { name: i.name.clone(), amount: cny(&i.amount)? })).collect::<Result<Vec<_>, ApiError>>()?;
@@ -144,7 +144,7 @@ pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller):
 }
 
 /// A bill of the calling biller.
-#[utoipa::path(get, path = "/v1/bills/{out_bill_no}", tag = "bills", params(("out_bill_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/bills/{out_bill_no}", security(("merchant" = [])), tag = "bills", params(("out_bill_no" = String, Path)),
     responses((status = OK, body = BillView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn get(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(out_bill_no): Path<String>) -> Result<AppJson<BillView>, ApiError> {
     Ok(AppJson(BillView::from(&state.bills.bill(biller, &out_bill_no).await?)))
@@ -206,7 +206,7 @@ pub(crate) struct CashRequest {
 }
 
 /// Records cash paid at the biller's counter against a bill.
-#[utoipa::path(post, path = "/v1/bills/{out_bill_no}/cash-payments", tag = "bills", params(("out_bill_no" = String, Path), crate::IdempotencyKey),
+#[utoipa::path(post, path = "/v1/bills/{out_bill_no}/cash-payments", security(("merchant" = [])), tag = "bills", params(("out_bill_no" = String, Path), crate::IdempotencyKey),
     request_body = CashRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn pay_cash(
     State(state): State<AppState>,
@@ -230,13 +230,14 @@ pub(crate) struct BillList {
 
 /// How many.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// At most 100 (default 50).
     limit: Option<u32>,
 }
 
 /// The bills addressed to the caller and to the family members they linked, newest first.
-#[utoipa::path(get, path = "/v1/my/bills", tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
+#[utoipa::path(get, path = "/v1/my/bills", security(("resident" = [])), tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
 pub(crate) async fn my_bills(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<ListQuery>) -> Result<AppJson<BillList>, ApiError> {
     let bills = state.bills.bills_of(&me, query.limit.unwrap_or(50)).await?;
     Ok(AppJson(BillList { bills: bills.iter().map(BillView::from).collect() }))
@@ -251,7 +252,7 @@ pub(crate) struct PayRequest {
 }
 
 /// Pays one of the caller's (or a linked family member's) bills from the wallet.
-#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", security(("resident" = [])), tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
     request_body = PayRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn pay(
     State(state): State<AppState>,
@@ -291,7 +292,7 @@ pub(crate) struct LinkView {
 }
 
 /// Links a family member's bills to the caller.
-#[utoipa::path(post, path = "/v1/my/payer-links", tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
+#[utoipa::path(post, path = "/v1/my/payer-links", security(("resident" = [])), tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
     responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -323,7 +324,7 @@ pub(crate) struct ContributionRequest {
 
 /// Pays a year's social-security contribution for oneself or a relative, within the city's
 /// window.
-#[utoipa::path(post, path = "/v1/social-security/contributions", tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
+#[utoipa::path(post, path = "/v1/social-security/contributions", security(("resident" = [])), tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
     responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<ContributionRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -336,7 +337,7 @@ pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me)
 }
 
 /// One of the caller's receipts (they paid it, or the bill is their own).
-#[utoipa::path(get, path = "/v1/receipts/{receipt_no}", tag = "bills", params(("receipt_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/receipts/{receipt_no}", security(("resident" = [])), tag = "bills", params(("receipt_no" = String, Path)),
     responses((status = OK, body = ReceiptView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn receipt(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(number): Path<String>) -> Result<AppJson<ReceiptView>, ApiError> {
     let number = number.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "receipt not found"))?;
@@ -352,14 +353,14 @@ pub(crate) struct ReceiptKeyView {
 }
 
 /// The keys receipts are signed with (public: anyone holding a receipt may check it).
-#[utoipa::path(get, path = "/v1/receipt-keys", tag = "bills", responses((status = OK, body = Vec<ReceiptKeyView>)))]
+#[utoipa::path(get, path = "/v1/receipt-keys", security(()), tag = "bills", responses((status = OK, body = Vec<ReceiptKeyView>)))]
 pub(crate) async fn receipt_keys(State(state): State<AppState>) -> AppJson<Vec<ReceiptKeyView>> {
     let key = state.bills.receipt_key();
     AppJson(vec![ReceiptKeyView { key_id: key.key_id, public_key: citypay_directory::hex::encode(&key.bytes) }])
 }
 
 /// A biller's reconciliation file of a day: each payment of its bills, with what settles.
-#[utoipa::path(get, path = "/v1/reconciliation-files/{date}", tag = "bills", params(("date" = String, Path, description = "YYYY-MM-DD")),
+#[utoipa::path(get, path = "/v1/reconciliation-files/{date}", security(("merchant" = [])), tag = "bills", params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = OK, content_type = "text/csv", body = String)))]
 pub(crate) async fn reconciliation_file(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
     Ok(csv(state.bills.reconciliation(biller, date(&day)?).await?))
@@ -367,7 +368,7 @@ pub(crate) async fn reconciliation_file(State(state): State<AppState>, MerchantC
 
 /// A merchant's settlement file of a day: opening balance, every movement, closing balance,
 /// the payout.
-#[utoipa::path(get, path = "/v1/settlement-files/{date}", tag = "settlement", params(("date" = String, Path, description = "YYYY-MM-DD")),
+#[utoipa::path(get, path = "/v1/settlement-files/{date}", security(("merchant" = [])), tag = "settlement", params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = OK, content_type = "text/csv", body = String)))]
 pub(crate) async fn settlement_file(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
     Ok(csv(state.settlement.file(merchant, date(&day)?).await?.to_csv()))
@@ -400,7 +401,7 @@ fn platform_only(operator: &OperatorCaller, what: &str) -> Result<(), ApiError> 
 
 /// Pays each merchant's balance of a closed day (platform operators). A re-run pays nothing
 /// twice and retries what the bank refused.
-#[utoipa::path(post, path = "/v1/settlement-runs", tag = "settlement", params(crate::IdempotencyKey), request_body = SettlementRunRequest,
+#[utoipa::path(post, path = "/v1/settlement-runs", security(("operator" = [])), tag = "settlement", params(crate::IdempotencyKey), request_body = SettlementRunRequest,
     responses((status = OK, body = SettlementRunView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn settle(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<SettlementRunRequest>) -> Result<Response, ApiError> {
     platform_only(&operator, "run settlement")?;
@@ -443,7 +444,7 @@ fn operator_of(operator: &OperatorCaller, city: u32) -> Result<(), ApiError> {
 }
 
 /// Records the insurance bureau's deposit for a city's fund (opened on first use).
-#[utoipa::path(post, path = "/v1/insurance-funds/{city}/deposits", tag = "bills", params(("city" = u32, Path)), request_body = FundDepositRequest,
+#[utoipa::path(post, path = "/v1/insurance-funds/{city}/deposits", security(("operator" = [])), tag = "bills", params(("city" = u32, Path)), request_body = FundDepositRequest,
     responses((status = OK, body = FundView), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn fund_deposit(State(state): State<AppState>, operator: OperatorCaller, Path(city): Path<u32>, AppJson(body): AppJson<FundDepositRequest>) -> Result<AppJson<FundView>, ApiError> {
     platform_only(&operator, "record insurance deposits")?;
@@ -471,7 +472,7 @@ pub(crate) struct WindowRequest {
 }
 
 /// Opens (or changes) a city's social-security contribution window for a year.
-#[utoipa::path(post, path = "/v1/contribution-windows", tag = "bills", request_body = WindowRequest,
+#[utoipa::path(post, path = "/v1/contribution-windows", security(("operator" = [])), tag = "bills", request_body = WindowRequest,
     responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn open_window(State(state): State<AppState>, operator: OperatorCaller, AppJson(body): AppJson<WindowRequest>) -> Result<StatusCode, ApiError> {
     operator_of(&operator, body.city)?;
