@@ -11,6 +11,7 @@ mod crash_child;
 mod inspect;
 mod naive;
 mod open;
+mod remote;
 mod serve;
 mod settle_cmd;
 mod simulate;

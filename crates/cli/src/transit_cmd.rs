@@ -52,6 +52,8 @@ pub(crate) enum Transit {
     FareRun {
         #[command(flatten)]
         city_db: crate::city::CityArgs,
+        #[command(flatten)]
+        remote: crate::remote::ServerArgs,
         /// The service day, `YYYY-MM-DD`.
         #[arg(long)]
         date: String,
@@ -125,8 +127,16 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
             println!("ride key {id} revoked; send the server SIGHUP (or restart it); validators refuse it from their next download");
             Ok(())
         }
-        Transit::FareRun { city_db, date } => {
+        Transit::FareRun { city_db, remote, date } => {
             let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
+            if let Some(server) = &remote.server {
+                let run = crate::remote::post_as_operator(server, &remote.operator, "/v1/transit/fare-runs", &serde_json::json!({"date": date}))?;
+                println!(
+                    "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
+                    run["riders"], run["trips"], run["charged"]["amount"], run["riders_in_arrears"], run["arrears"]["amount"], run["unchanged"], run["duplicate_codes"]
+                );
+                return Ok(());
+            }
             city_db.with_city(async |city| {
                 let run = city.state.transit.fare_day(day).await?;
                 println!(
