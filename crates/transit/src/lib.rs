@@ -328,6 +328,17 @@ fn movement(id: citypay_ledger::EventId, mut legs: Vec<Leg>) -> Option<Event> {
     }
 }
 
+/// Raises a day's revision without changing what it charged: a refused movement is recorded,
+/// so the next try derives a new ledger id instead of replaying the refusal.
+fn refused_attempt(key: Vec<(&'static str, Value)>, revision: i64, now: u64) -> ServiceRow {
+    ServiceRow {
+        table: "transit_charges",
+        key,
+        columns: vec![("revision", int(revision + 1)), ("updated_at", uint(now))],
+        on_conflict: OnConflict::UpdateOnly,
+    }
+}
+
 fn share_row(account_ref: u64, service_day: i64, operator: u64, share: &Share) -> ServiceRow {
     ServiceRow {
         table: "transit_shares",
@@ -730,8 +741,9 @@ impl Transit {
     /// Moves, for each operator of a rider's day, what its legs are due minus what it was paid
     /// before. Every write to the day's row raises its revision, and the ledger id derives
     /// from the revision it creates, so a due that returns to an earlier value is a new
-    /// movement, never a replay of an old one. Answers what it did and whether fares of the
-    /// day are still owed.
+    /// movement, never a replay of an old one; a refused movement raises it too, so the next
+    /// run tries again under a new id. Answers what it did and whether fares of the day are
+    /// still owed.
     async fn charge_day(&self, c: &DayCharge) -> Result<(Charged, bool), TransitError> {
         let key = vec![("account_ref", uint(c.account_ref)), ("service_day", int(c.service_day))];
         let existing = self
@@ -827,7 +839,16 @@ impl Transit {
                     Err(_) => Err(changed()),
                 }
             }
-            Ok(outcome) => Err(TransitError::Refused(outcome.status)),
+            Ok(outcome) => {
+                // Recorded as a refused attempt (nothing charged, a new revision), so the next
+                // run moves under a new id rather than replaying this refusal for good.
+                let record = match existing.first() {
+                    Some(_) => refused_attempt(key, revision, now),
+                    None => rows_at(false).swap_remove(0),
+                };
+                self.submit(Command { event: None, guards: vec![guard], rows: vec![record], always_rows: Vec::new() }).await?.ok();
+                Err(TransitError::Refused(outcome.status))
+            }
             Err(_) => Err(changed()),
         }
     }
@@ -856,7 +877,8 @@ impl Transit {
     }
 
     /// Pays every open arrears of the rider from their wallet, each operator its part;
-    /// returns the fen paid.
+    /// returns the fen paid. A refused payment (the wallet was short) raises the day's
+    /// revision, so a payment after a top-up is a new ledger entry, not the refusal replayed.
     pub async fn pay_arrears(&self, resident: &Resident) -> Result<i64, TransitError> {
         // Someone who never rode owes nothing (and gets no ride account from asking).
         let Some(account_ref) = self.existing_account_ref(resident).await? else { return Ok(0) };
@@ -895,9 +917,12 @@ impl Transit {
                 event: movement(id, movement_legs(resident.wallet, account_ref, &shares, codes::ARREARS)),
                 // The revision: a fare run that changed the day meanwhile (and the arrears
                 // with it) makes this payment fail rather than pay a stale amount.
-                guards: vec![Guard::Matches { table: "transit_charges", key, expect: vec![("revision", int(revision))] }],
+                guards: vec![Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] }],
                 rows,
-                always_rows: Vec::new(),
+                // A refused payment raises the revision too: the ledger answers an id it
+                // refused with that refusal again, so the next try (after a top-up) needs a
+                // new id.
+                always_rows: vec![refused_attempt(key, revision, now)],
             };
             match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => paid += amount,
