@@ -3,11 +3,14 @@
 //! are refused one by one while the good ones are kept; a device key names one validator;
 //! `citypay transit` checks a real ride code and refuses what it cannot do.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 mod support;
-use support::{Api, City, validator_authorization};
+use support::{Api, BIN, City, Target, admin, validator_authorization};
 
 const ID_NUMBER: &str = "11010519491231002X";
 const CARD: &str = "4111111111111111";
@@ -138,4 +141,65 @@ async fn arrears_are_paid_after_a_top_up_and_taps_that_cannot_be_true_are_refuse
     let (_, again, _) = pay("arrears-3").await;
     assert_eq!(again["paid"]["amount"].as_i64(), Some(0), "nothing is owed twice: {again}");
     city.finish(&[ID_NUMBER]);
+}
+
+/// `citypay transit` with a real code: the validator reads the `ride.png` that `ride-code`
+/// wrote and the hex it printed (on standard input), accepts them, and refuses a code with a
+/// changed signature (exit 1). A missing key file is refused unless `--create-keys`; a closed
+/// pipe ends the output quietly; an unknown operator's legs are an error.
+#[test]
+fn the_cli_checks_a_real_ride_code_and_refuses_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let png = dir.path().join("ride.png");
+    let transit = |args: &[&str], input: Option<&str>| {
+        let mut child = Command::new(BIN)
+            .arg("transit")
+            .args(args)
+            .arg("--keys")
+            .arg(&keys)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.unwrap_or_default().as_bytes()).unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let ride_code = ["ride-code", "--out", png.to_str().unwrap()];
+    let (status, _, error) = transit(&ride_code, None);
+    assert_eq!(status, Some(2));
+    assert!(error.contains("no key file") && error.contains("--create-keys"), "{error}");
+    assert!(!keys.exists(), "a missing key file is not created unless asked");
+    let (status, _, error) = transit(&["validator"], None);
+    assert!(status == Some(2) && error.contains("no key file"), "{error}");
+
+    let (status, printed, error) = transit(&[&ride_code[..], &["--create-keys"]].concat(), None);
+    assert_eq!(status, Some(0), "{error}");
+    let (status, out, error) = transit(&["validator", "--code", png.to_str().unwrap()], None);
+    assert_eq!((status, out.starts_with("ACCEPT")), (Some(0), true), "{out}{error}");
+    let (status, out, _) = transit(&["validator", "--code", "-"], Some(&printed));
+    assert_eq!((status, out.starts_with("ACCEPT")), (Some(0), true), "{out}");
+    let hex = printed.lines().last().unwrap();
+    let last = if hex.ends_with('0') { "1" } else { "0" };
+    let (status, out, _) = transit(&["validator", "--code", "-"], Some(&format!("{}{last}", &hex[..hex.len() - 1])));
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.starts_with("REFUSE") && out.contains("bad code signature"), "{out}");
+
+    // A reader that stops reading: no panic, a quiet end.
+    let mut child = Command::new(BIN).args(["transit", "validator", "--keys"]).arg(&keys).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !error.contains("panicked"), "{:?}: {error}", output.status);
+
+    let city = tempfile::tempdir().unwrap();
+    let target = Target::sqlite(city.path());
+    admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
+    let legs = target.command(&["transit", "legs", "--date", "2026-11-24", "--operator", "12345"]).output().unwrap();
+    let error = String::from_utf8_lossy(&legs.stderr);
+    assert!(!legs.status.success() && error.contains("no merchant 12345"), "{:?}: {error}", legs.status);
 }
