@@ -140,6 +140,10 @@ async fn arrears_are_paid_after_a_top_up_and_taps_that_cannot_be_true_are_refuse
     assert_eq!(status, StatusCode::CREATED, "{issued}");
     let (_, again, _) = pay("arrears-3").await;
     assert_eq!(again["paid"]["amount"].as_i64(), Some(0), "nothing is owed twice: {again}");
+    // The per-tap answers and the conflict are in the API's document.
+    let (_, spec, _) = api.call("GET", "/openapi.json", None, None, None).await;
+    assert!(spec["components"]["schemas"]["RefusedTap"]["properties"]["code"].is_object(), "{}", spec["components"]["schemas"]["UploadView"]);
+    assert!(spec["paths"]["/v1/validators"]["post"]["responses"]["409"].is_object());
     city.finish(&[ID_NUMBER]);
 }
 
