@@ -755,8 +755,8 @@ impl Transit {
         Ok(report)
     }
 
-    /// The account references among `taps`' that the platform issued a credential to (each
-    /// has a ride account from its first credential on).
+    /// The account references of `taps` that the platform issued a credential to (each has a
+    /// ride account from its first credential on).
     async fn credentialed(&self, taps: &[citypay_ride::Tap]) -> Result<std::collections::HashSet<u64>, TransitError> {
         let wanted: std::collections::BTreeSet<u64> = taps.iter().map(|t| t.account_ref).collect();
         let wanted: Vec<u64> = wanted.into_iter().collect();
@@ -984,6 +984,8 @@ impl Transit {
                 // run moves under a new id rather than replaying this refusal for good.
                 let record = match existing.first() {
                     Some(_) => refused_attempt(key, revision, now),
+                    // A first charge: the day's row with nothing charged and no operator's part
+                    // yet, so the next run moves the whole day.
                     None => rows_at(false).swap_remove(0),
                 };
                 self.submit(Command { event: None, guards: vec![guard], rows: vec![record], always_rows: Vec::new() }).await?.ok();
