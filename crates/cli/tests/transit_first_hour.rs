@@ -110,6 +110,8 @@ async fn arrears_are_paid_after_a_top_up_and_taps_that_cannot_be_true_are_refuse
     let day = date_of(entered);
     let (status, run, _) = api.call("POST", "/v1/transit/fare-runs", Some(&operator), Some("run-1"), Some(json!({"date": day}))).await;
     assert_eq!((status, run["trips"].as_u64(), run["arrears"]["amount"].as_i64()), (StatusCode::OK, Some(1), Some(500)), "{run}");
+    let (status, body, _) = credential("cred-owing").await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::CONFLICT, "in_arrears"), "{body}");
     let pay = |key: &'static str| api.call("POST", "/v1/transit/arrears-payments", Some(&resident), Some(key), None);
     let (status, body, _) = pay("arrears-1").await;
     assert_eq!((status, Api::code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"), "{body}");
