@@ -548,9 +548,9 @@ async fn transit_through_the_api() {
     let time = u64::from(now);
     let answer = post(signed(&path, time, &body, &device)).await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
-    assert_eq!(answer.json::<Value>().await.unwrap(), json!({"stored": 1, "already": 0}));
+    assert_eq!(answer.json::<Value>().await.unwrap(), json!({"stored": 1, "already": 0, "refused": []}));
     let again = post(signed(&path, time, &body, &device)).await.unwrap().json::<Value>().await.unwrap();
-    assert_eq!(again, json!({"stored": 0, "already": 1}), "a replayed upload stores nothing twice");
+    assert_eq!(again, json!({"stored": 0, "already": 1, "refused": []}), "a replayed upload stores nothing twice");
     for refused in [
         signed(&path, time, &body, &citypay_ride::DeviceKey::from_seed([7; 32])),
         signed(&path, time - 3_600, &body, &device),
@@ -584,7 +584,9 @@ async fn transit_through_the_api() {
     assert_eq!(status, StatusCode::NOT_FOUND, "not fared yet");
 
     // A bus ride two days ago, uploaded late: its day is closed, so it is fared now. The
-    // wallet is empty, so the fare is owed and the rider denied until it is paid.
+    // wallet is empty, so the fare is owed and the rider denied until it is paid. (The
+    // validator was at its stop then: a tap from before its registration is refused.)
+    support::sqlite_execute(&target, "UPDATE validators SET created_at = created_at - 259200");
     let past = now - 2 * 86_400;
     let day = {
         let (y, m, d) = citypay_dashboard::dates::civil_from_days(citypay_fares::service_day(i64::from(past)));

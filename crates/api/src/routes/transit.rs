@@ -23,7 +23,7 @@ use super::auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
 use super::replay::once;
 use crate::{ApiError, AppJson, Idempotent, IdempotencyKey};
 
-const CLOCK_SKEW_S: u64 = 300;
+const CLOCK_SKEW_S: u64 = citypay_transit::CLOCK_SKEW_S;
 
 fn unhex<const N: usize>(text: &str, field: &'static str) -> Result<[u8; N], ApiError> {
     hex::decode(text).ok_or_else(|| ApiError::bad_request("invalid_field", format!("{field}: {} hex digits", 2 * N)))
@@ -119,9 +119,9 @@ pub(crate) struct ValidatorView {
     fare_estimate: Money,
 }
 
-/// Registers a validator of the calling transit operator.
+/// Registers a validator of the calling transit operator (a device key names one validator).
 #[utoipa::path(post, path = "/v1/validators", security(("merchant" = [])), tag = "transit", params(IdempotencyKey), request_body = ValidatorRequest,
-    responses((status = CREATED, body = ValidatorView), (status = FORBIDDEN, body = ErrorBody)))]
+    responses((status = CREATED, body = ValidatorView), (status = FORBIDDEN, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn register_validator(
     State(state): State<AppState>,
     MerchantCaller(merchant): MerchantCaller,
@@ -196,16 +196,33 @@ pub(crate) struct TapUpload {
     taps: Vec<TapView>,
 }
 
-/// What an upload stored.
+/// An uploaded tap that was refused: it cannot be true, and nothing of it was stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RefusedTap {
+    /// Its sequence number.
+    sequence: u64,
+    /// `sequence_conflict` (another tap was uploaded under this number),
+    /// `dated_after_upload` (more than five minutes after the upload),
+    /// `dated_before_registration` (before its validator was registered), or
+    /// `unknown_rider` (no credential was ever issued for its account reference).
+    code: String,
+    /// What is wrong.
+    message: String,
+}
+
+/// What an upload did, tap by tap: every tap is stored, already there, or refused.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct UploadView {
     /// New taps.
     stored: u64,
-    /// Taps uploaded before.
+    /// Taps uploaded before, exactly as now.
     already: u64,
+    /// Taps refused; the batch's other taps are kept.
+    refused: Vec<RefusedTap>,
 }
 
-/// Uploads a validator's taps (signed by the device; idempotent per sequence number).
+/// Uploads a validator's taps (signed by the device; idempotent per sequence number). Each
+/// tap is answered on its own: a tap that cannot be true is refused and the others are kept.
 #[utoipa::path(post, path = "/v1/validators/{id}/taps", security(("validator" = [])), tag = "transit", request_body = TapUpload,
     params(("id" = u32, Path, description = "The validator")),
     responses((status = OK, body = UploadView), (status = UNAUTHORIZED, body = ErrorBody)))]
@@ -240,7 +257,12 @@ pub(crate) async fn upload_taps(
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let report = state.transit.upload_taps(&info, &taps).await?;
-    Ok(AppJson(UploadView { stored: report.stored, already: report.already }))
+    let refused = report
+        .refused
+        .iter()
+        .map(|(sequence, refusal)| RefusedTap { sequence: *sequence, code: refusal.code().to_owned(), message: refusal.message().to_owned() })
+        .collect();
+    Ok(AppJson(UploadView { stored: report.stored, already: report.already, refused }))
 }
 
 /// Account references validators must refuse.
