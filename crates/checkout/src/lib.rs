@@ -744,16 +744,20 @@ impl Checkout {
                 user_data: trade.id,
             });
         }
-        let id = derived_event_id(&["trade", &trade.id.to_string(), "refund", out_request_no]);
         let refund_key = vec![("trade_id", uint(trade.id)), ("out_request_no", Value::Text(out_request_no.to_owned()))];
-        let command = Command {
-            event: Some(Event::Entry(Entry { id, legs })),
+        // Numbered by attempt: a refund refused while the merchant was short is retried with
+        // the same out_request_no (as Alipay asks), which must not replay the refusal for good.
+        let command = |attempt: u32| Command {
+            event: Some(Event::Entry(Entry {
+                id: derived_event_id(&["trade", &trade.id.to_string(), "refund", out_request_no, &attempt.to_string()]),
+                legs: legs.clone(),
+            })),
             guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_key.clone() }],
             rows: [
                 after.row(OnConflict::UpdateOnly),
                 ServiceRow {
                     table: "refunds",
-                    key: refund_key,
+                    key: refund_key.clone(),
                     columns: vec![("amount", int(amount)), ("created_at", uint(now))],
                     on_conflict: OnConflict::Fail,
                 },
@@ -763,7 +767,7 @@ impl Checkout {
             .collect(),
             always_rows: Vec::new(),
         };
-        Ok(match self.submit(command).await? {
+        Ok(match self.submit_payment(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Some(Ok(after)),
             Ok(outcome) => Some(Err(CheckoutError::Refused(outcome.status))),
             Err(_) => None,

@@ -422,6 +422,9 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
         let dispatcher = Dispatcher::new(w.directory.clone(), recorder.clone(), vec![0, 0]);
         let first = dispatcher.run_once(100).await.unwrap();
         assert_eq!((first.delivered, first.retried), (0, 2), "{first:?}");
+        // Each failure is reported for the log, with its attempt and the wait before the next.
+        assert_eq!(first.failures.len(), 2);
+        assert!(first.failures.iter().all(|f| f.merchant == m.id && f.attempt == 1 && f.reason == "HTTP 500" && f.retry_in_s == Some(0)), "{first:?}");
         let second = dispatcher.run_once(100).await.unwrap();
         assert_eq!((second.delivered, second.retried), (2, 0), "{second:?}");
         assert_eq!(dispatcher.run_once(100).await.unwrap().delivered, 0, "delivered events are not sent again");
@@ -440,4 +443,47 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
         // The same event is posted again with the same id after a failure (dedup by id).
         assert_eq!(posts[0].2, posts[2].2);
     });
+}
+
+/// A refund refused while the merchant's balance was paid out is retried with the same
+/// `out_request_no` (as Alipay asks) and succeeds once the merchant holds money again: the
+/// ledger's stored refusal of the first attempt does not stick to the request.
+#[test]
+fn a_refund_refused_while_the_merchant_is_short_succeeds_when_retried() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    let bob = resident(&w, BOB.0, BOB.1, AccountClass::II, 100);
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let (_, payload) = c.create_trade(shop, &order("T1", 2_000)).await.unwrap();
+        c.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        // The day's balance is paid out to the merchant's bank.
+        let payout = citypay_ledger::Transfer {
+            id: 77,
+            leg: citypay_ledger::Leg {
+                debit: shop_account,
+                credit: PlatformAccounts::CNY.sandbox_custody,
+                amount: bal(&w.directory, shop_account).await,
+                currency: citypay_ledger::Currency::CNY,
+                code: 1,
+                class: 0,
+                user_data: 0,
+            },
+            pending_timeout_s: None,
+        };
+        assert_eq!(w.directory.shard().submit(citypay_ledger::Event::Transfer(payout).into()).await.unwrap().status, citypay_ledger::Status::Ok);
+        match c.refund(shop, "T1", "R1", 1_000).await {
+            Err(CheckoutError::Refused(status)) => assert_eq!(status.name(), "insufficient_funds"),
+            other => panic!("{other:?}"),
+        }
+        // A new sale; the same refund request is tried again and goes through.
+        let (_, payload) = c.create_trade(shop, &order("T2", 5_000)).await.unwrap();
+        c.pay_qr(&bob, &payload, None, "k").await.unwrap();
+        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_000);
+        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_000, "and once only");
+        assert_eq!(bal(&w.directory, alice.wallet).await, 10_000 - 2_000 + 1_000);
+    });
+    check_books(&w, &[alice.wallet, bob.wallet, shop_account]);
+    audit_clean(w);
 }

@@ -11,6 +11,7 @@ mod crash_child;
 mod inspect;
 mod naive;
 mod open;
+mod remote;
 mod serve;
 mod settle_cmd;
 mod simulate;
@@ -126,7 +127,7 @@ fn main() -> ExitCode {
         Command::Audit { db, keys, json } => audit_cmd::run(&db, keys.as_deref(), json),
         Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
-        Command::Transit { what } => transit_cmd::run(&what).map(|()| ExitCode::SUCCESS),
+        Command::Transit { what } => transit_cmd::run(&what),
         Command::Inspect { what } => Ok(inspect::run(&what)),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
         Command::Settle(args) => settle_cmd::run(&args).map(|()| ExitCode::SUCCESS),
@@ -135,6 +136,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of the output went away (`| head`): nothing is wrong, nothing to say.
+        Err(error) if error.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)

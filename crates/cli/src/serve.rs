@@ -90,8 +90,9 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
                 {
                     tracing::warn!(%error, "finishing interrupted top-ups and withdrawals failed");
                 }
-                if let Err(error) = dispatcher.run_once(200).await {
-                    tracing::warn!(%error, "notification dispatch failed");
+                match dispatcher.run_once(200).await {
+                    Ok(report) => count_notifications(&report),
+                    Err(error) => tracing::warn!(%error, "notification dispatch failed"),
                 }
                 if let Err(error) = checkout.close_expired(500).await {
                     tracing::warn!(%error, "closing expired trades failed");
@@ -106,6 +107,28 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
         city.shard.shutdown();
         anyhow::Ok(())
     })
+}
+
+/// Logs each failed notification (never its URL, which can carry a token) and counts every
+/// outcome in `citypay_notifications_total{outcome}`: delivered, retried, given_up, skipped.
+fn count_notifications(report: &citypay_checkout::notify::DispatchReport) {
+    for failure in &report.failures {
+        match failure.retry_in_s {
+            Some(retry_in_s) => tracing::warn!(
+                merchant = failure.merchant, event_id = %failure.event_id, attempt = failure.attempt, reason = %failure.reason, retry_in_s,
+                "notification delivery failed; retrying"
+            ),
+            None => tracing::warn!(
+                merchant = failure.merchant, event_id = %failure.event_id, attempt = failure.attempt, reason = %failure.reason,
+                "notification delivery failed; given up"
+            ),
+        }
+    }
+    for (outcome, count) in [("delivered", report.delivered), ("retried", report.retried), ("given_up", report.given_up), ("skipped", report.skipped)] {
+        if count > 0 {
+            metrics::counter!("citypay_notifications_total", "outcome" => outcome).increment(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
 }
 
 /// On SIGHUP, reads the ride keys again from the key file (after `citypay transit rotate-key`

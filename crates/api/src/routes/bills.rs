@@ -126,7 +126,7 @@ pub(crate) struct BillRequest {
 }
 
 /// Issues a bill (idempotent by `out_bill_no`).
-#[utoipa::path(post, path = "/v1/bills", tag = "bills", request_body = BillRequest,
+#[utoipa::path(post, path = "/v1/bills", security(("merchant" = [])), tag = "bills", request_body = BillRequest,
     responses((status = CREATED, body = BillView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, AppJson(body): AppJson<BillRequest>) -> Result<Response, ApiError> {
     let items = body.items.iter().map(|i| Ok(Item { name: i.name.clone(), amount: cny(&i.amount)? })).collect::<Result<Vec<_>, ApiError>>()?;
@@ -146,7 +146,7 @@ pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller):
 }
 
 /// A bill of the calling biller.
-#[utoipa::path(get, path = "/v1/bills/{out_bill_no}", tag = "bills", params(("out_bill_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/bills/{out_bill_no}", security(("merchant" = [])), tag = "bills", params(("out_bill_no" = String, Path)),
     responses((status = OK, body = BillView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn get(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(out_bill_no): Path<String>) -> Result<AppJson<BillView>, ApiError> {
     Ok(AppJson(BillView::from(&state.bills.bill(biller, &out_bill_no).await?)))
@@ -208,7 +208,7 @@ pub(crate) struct CashRequest {
 }
 
 /// Records cash paid at the biller's counter against a bill.
-#[utoipa::path(post, path = "/v1/bills/{out_bill_no}/cash-payments", tag = "bills", params(("out_bill_no" = String, Path), crate::IdempotencyKey),
+#[utoipa::path(post, path = "/v1/bills/{out_bill_no}/cash-payments", security(("merchant" = [])), tag = "bills", params(("out_bill_no" = String, Path), crate::IdempotencyKey),
     request_body = CashRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn pay_cash(
     State(state): State<AppState>,
@@ -232,6 +232,7 @@ pub(crate) struct BillList {
 
 /// How many.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// At most 100 (default 50).
     limit: Option<u32>,
@@ -239,7 +240,7 @@ pub(crate) struct ListQuery {
 
 /// The bills addressed to the caller and to the family members whose links stand, newest
 /// first.
-#[utoipa::path(get, path = "/v1/my/bills", tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
+#[utoipa::path(get, path = "/v1/my/bills", security(("resident" = [])), tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
 pub(crate) async fn my_bills(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<ListQuery>) -> Result<AppJson<BillList>, ApiError> {
     let bills = state.bills.bills_of(&me, query.limit.unwrap_or(50)).await?;
     Ok(AppJson(BillList { bills: bills.iter().map(BillView::from).collect() }))
@@ -254,7 +255,7 @@ pub(crate) struct PayRequest {
 }
 
 /// Pays one of the caller's (or an approved linked family member's) bills from the wallet.
-#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", security(("resident" = [])), tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
     request_body = PayRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn pay(
     State(state): State<AppState>,
@@ -288,7 +289,7 @@ pub(crate) struct FundConsentView {
 /// The patient consents, from their own account, to the city's medical-insurance fund paying
 /// its part of their bill when they pay the rest in cash at the counter. Without it the
 /// counter takes the whole bill in cash and the patient claims the fund's part afterwards.
-#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-consent", tag = "bills", params(("bill_no" = String, Path)),
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-consent", security(("resident" = [])), tag = "bills", params(("bill_no" = String, Path)),
     responses((status = OK, body = FundConsentView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn consent_to_fund(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(bill_no): Path<String>) -> Result<AppJson<FundConsentView>, ApiError> {
     let bill = state.bills.consent_to_fund(&me, bill_number(&bill_no)?).await?;
@@ -307,7 +308,7 @@ pub(crate) struct FundClaimView {
 /// The patient claims the fund's part of their insured bill that was paid wholly in cash: the
 /// fund pays it into their wallet, once (a later claim answers the first, so a retry needs no
 /// idempotency key).
-#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-claims", tag = "bills", params(("bill_no" = String, Path)),
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-claims", security(("resident" = [])), tag = "bills", params(("bill_no" = String, Path)),
     responses((status = CREATED, body = FundClaimView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn claim_from_fund(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(bill_no): Path<String>) -> Result<Response, ApiError> {
     let claim = state.bills.claim_from_fund(&me, bill_number(&bill_no)?).await?;
@@ -353,7 +354,7 @@ impl From<&PayerLink> for LinkView {
 /// approves it from their own account (`/v1/my/payer-link-requests`), or, for a student or
 /// account number, until the biller lists the caller as a guardian (`/v1/payer-guardians`).
 /// At most 10 links to ID numbers a week may wait for an answer.
-#[utoipa::path(post, path = "/v1/my/payer-links", tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
+#[utoipa::path(post, path = "/v1/my/payer-links", security(("resident" = [])), tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
     responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -377,7 +378,7 @@ pub(crate) struct LinkList {
 }
 
 /// The caller's links to family members' bills, with where each stands.
-#[utoipa::path(get, path = "/v1/my/payer-links", tag = "bills", responses((status = OK, body = LinkList)))]
+#[utoipa::path(get, path = "/v1/my/payer-links", security(("resident" = [])), tag = "bills", responses((status = OK, body = LinkList)))]
 pub(crate) async fn my_links(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<LinkList>, ApiError> {
     Ok(AppJson(LinkList { links: state.bills.links_of(&me).await?.iter().map(LinkView::from).collect() }))
 }
@@ -416,7 +417,7 @@ pub(crate) struct LinkRequestList {
 }
 
 /// Others' requests to see and pay the caller's bills (links to the caller's ID number).
-#[utoipa::path(get, path = "/v1/my/payer-link-requests", tag = "bills", responses((status = OK, body = LinkRequestList)))]
+#[utoipa::path(get, path = "/v1/my/payer-link-requests", security(("resident" = [])), tag = "bills", responses((status = OK, body = LinkRequestList)))]
 pub(crate) async fn link_requests(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<LinkRequestList>, ApiError> {
     Ok(AppJson(LinkRequestList { requests: state.bills.link_requests(&me).await?.iter().map(LinkRequestView::from).collect() }))
 }
@@ -427,7 +428,7 @@ async fn answer_link_request(state: &AppState, me: &citypay_directory::Resident,
 }
 
 /// Approves another resident's request to see and pay the caller's bills.
-#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/approve", tag = "bills", params(("requester" = String, Path)),
+#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/approve", security(("resident" = [])), tag = "bills", params(("requester" = String, Path)),
     responses((status = OK, body = LinkRequestView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn approve_link_request(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(requester): Path<String>) -> Result<AppJson<LinkRequestView>, ApiError> {
     answer_link_request(&state, &me, &requester, true).await
@@ -435,7 +436,7 @@ pub(crate) async fn approve_link_request(State(state): State<AppState>, Resident
 
 /// Declines another resident's request to see the caller's bills (declining an approved one
 /// withdraws it).
-#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/decline", tag = "bills", params(("requester" = String, Path)),
+#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/decline", security(("resident" = [])), tag = "bills", params(("requester" = String, Path)),
     responses((status = OK, body = LinkRequestView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn decline_link_request(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(requester): Path<String>) -> Result<AppJson<LinkRequestView>, ApiError> {
     answer_link_request(&state, &me, &requester, false).await
@@ -464,7 +465,7 @@ pub(crate) struct GuardianView {
 
 /// Records a guardian of one of the calling biller's student or account numbers: that
 /// resident's link to the number is then approved. Idempotent.
-#[utoipa::path(post, path = "/v1/payer-guardians", tag = "bills", request_body = GuardianRequest,
+#[utoipa::path(post, path = "/v1/payer-guardians", security(("merchant" = [])), tag = "bills", request_body = GuardianRequest,
     responses((status = CREATED, body = GuardianView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn add_guardian(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, AppJson(body): AppJson<GuardianRequest>) -> Result<Response, ApiError> {
     let payer = Payer { kind: payer_kind(&body.payer_kind)?, identifier: body.payer };
@@ -486,7 +487,7 @@ pub(crate) struct ContributionRequest {
 
 /// Pays a year's social-security contribution for oneself or a relative, within the city's
 /// window.
-#[utoipa::path(post, path = "/v1/social-security/contributions", tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
+#[utoipa::path(post, path = "/v1/social-security/contributions", security(("resident" = [])), tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
     responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<ContributionRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -499,7 +500,7 @@ pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me)
 }
 
 /// One of the caller's receipts (they paid it, or the bill is their own).
-#[utoipa::path(get, path = "/v1/receipts/{receipt_no}", tag = "bills", params(("receipt_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/receipts/{receipt_no}", security(("resident" = [])), tag = "bills", params(("receipt_no" = String, Path)),
     responses((status = OK, body = ReceiptView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn receipt(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(number): Path<String>) -> Result<AppJson<ReceiptView>, ApiError> {
     let number = number.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "receipt not found"))?;
@@ -515,14 +516,14 @@ pub(crate) struct ReceiptKeyView {
 }
 
 /// The keys receipts are signed with (public: anyone holding a receipt may check it).
-#[utoipa::path(get, path = "/v1/receipt-keys", tag = "bills", responses((status = OK, body = Vec<ReceiptKeyView>)))]
+#[utoipa::path(get, path = "/v1/receipt-keys", security(()), tag = "bills", responses((status = OK, body = Vec<ReceiptKeyView>)))]
 pub(crate) async fn receipt_keys(State(state): State<AppState>) -> AppJson<Vec<ReceiptKeyView>> {
     let key = state.bills.receipt_key();
     AppJson(vec![ReceiptKeyView { key_id: key.key_id, public_key: citypay_directory::hex::encode(&key.bytes) }])
 }
 
 /// A biller's reconciliation file of a day: each payment of its bills, with what settles.
-#[utoipa::path(get, path = "/v1/reconciliation-files/{date}", tag = "bills", params(("date" = String, Path, description = "YYYY-MM-DD")),
+#[utoipa::path(get, path = "/v1/reconciliation-files/{date}", security(("merchant" = [])), tag = "bills", params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = OK, content_type = "text/csv", body = String)))]
 pub(crate) async fn reconciliation_file(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
     Ok(csv(state.bills.reconciliation(biller, date(&day)?).await?))
@@ -530,7 +531,7 @@ pub(crate) async fn reconciliation_file(State(state): State<AppState>, MerchantC
 
 /// A merchant's settlement file of a day: opening balance, every movement, closing balance,
 /// the payout.
-#[utoipa::path(get, path = "/v1/settlement-files/{date}", tag = "settlement", params(("date" = String, Path, description = "YYYY-MM-DD")),
+#[utoipa::path(get, path = "/v1/settlement-files/{date}", security(("merchant" = [])), tag = "settlement", params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = OK, content_type = "text/csv", body = String)))]
 pub(crate) async fn settlement_file(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
     Ok(csv(state.settlement.file(merchant, date(&day)?).await?.to_csv()))
@@ -563,7 +564,7 @@ fn platform_only(operator: &OperatorCaller, what: &str) -> Result<(), ApiError> 
 
 /// Pays each merchant's balance of a closed day (platform operators). A re-run pays nothing
 /// twice and retries what the bank refused.
-#[utoipa::path(post, path = "/v1/settlement-runs", tag = "settlement", params(crate::IdempotencyKey), request_body = SettlementRunRequest,
+#[utoipa::path(post, path = "/v1/settlement-runs", security(("operator" = [])), tag = "settlement", params(crate::IdempotencyKey), request_body = SettlementRunRequest,
     responses((status = OK, body = SettlementRunView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn settle(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<SettlementRunRequest>) -> Result<Response, ApiError> {
     platform_only(&operator, "run settlement")?;
@@ -606,7 +607,7 @@ fn operator_of(operator: &OperatorCaller, city: u32) -> Result<(), ApiError> {
 }
 
 /// Records the insurance bureau's deposit for a city's fund (opened on first use).
-#[utoipa::path(post, path = "/v1/insurance-funds/{city}/deposits", tag = "bills", params(("city" = u32, Path)), request_body = FundDepositRequest,
+#[utoipa::path(post, path = "/v1/insurance-funds/{city}/deposits", security(("operator" = [])), tag = "bills", params(("city" = u32, Path)), request_body = FundDepositRequest,
     responses((status = OK, body = FundView), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn fund_deposit(State(state): State<AppState>, operator: OperatorCaller, Path(city): Path<u32>, AppJson(body): AppJson<FundDepositRequest>) -> Result<AppJson<FundView>, ApiError> {
     platform_only(&operator, "record insurance deposits")?;
@@ -634,7 +635,7 @@ pub(crate) struct WindowRequest {
 }
 
 /// Opens (or changes) a city's social-security contribution window for a year.
-#[utoipa::path(post, path = "/v1/contribution-windows", tag = "bills", request_body = WindowRequest,
+#[utoipa::path(post, path = "/v1/contribution-windows", security(("operator" = [])), tag = "bills", request_body = WindowRequest,
     responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn open_window(State(state): State<AppState>, operator: OperatorCaller, AppJson(body): AppJson<WindowRequest>) -> Result<StatusCode, ApiError> {
     operator_of(&operator, body.city)?;

@@ -26,6 +26,7 @@ const REFRESH_S: u32 = 10;
 
 /// Which day to show.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DayQuery {
     /// Local (Asia/Shanghai) date, `YYYY-MM-DD`; default today.
     date: Option<String>,
@@ -77,7 +78,7 @@ async fn report_for(state: &AppState, role: Role, city: Option<u32>, date: Optio
 /// The statistics of one local day, per city: payments by category and method, refunds,
 /// real-name residents, active payers, merchants. Operators only; a city operator gets their
 /// city.
-#[utoipa::path(get, path = "/v1/city-stats", tag = "operators", params(DayQuery),
+#[utoipa::path(get, path = "/v1/city-stats", security(("operator" = [])), tag = "operators", params(DayQuery),
     responses((status = OK, body = Object), (status = UNAUTHORIZED, body = citypay_api_types::ErrorBody)))]
 pub(crate) async fn city_stats(
     State(state): State<AppState>,

@@ -58,7 +58,7 @@ pub(crate) struct ResidentView {
 }
 
 /// Registers a resident and opens their wallet.
-#[utoipa::path(post, path = "/v1/residents", tag = "residents", params(IdempotencyKey), request_body = RegisterRequest,
+#[utoipa::path(post, path = "/v1/residents", security(()), tag = "residents", params(IdempotencyKey), request_body = RegisterRequest,
     responses((status = CREATED, body = ResidentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<RegisterRequest>) -> Result<Response, ApiError> {
     let body = request.body;
@@ -108,7 +108,7 @@ pub(crate) struct Session {
 }
 
 /// Signs a resident in.
-#[utoipa::path(post, path = "/v1/sessions", tag = "residents", request_body = SignInRequest,
+#[utoipa::path(post, path = "/v1/sessions", security(()), tag = "residents", request_body = SignInRequest,
     responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody)))]
 pub(crate) async fn sign_in(State(state): State<AppState>, AppJson(body): AppJson<SignInRequest>) -> Result<AppJson<Session>, ApiError> {
     let (_, token) = state.directory.sign_in_resident(&body.mobile, &body.password, state.token_ttl_s).await?;
@@ -129,7 +129,7 @@ pub(crate) struct WalletView {
 }
 
 /// The caller's wallet.
-#[utoipa::path(get, path = "/v1/wallet", tag = "wallet", responses((status = OK, body = WalletView), (status = UNAUTHORIZED, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/wallet", security(("resident" = [])), tag = "wallet", responses((status = OK, body = WalletView), (status = UNAUTHORIZED, body = ErrorBody)))]
 pub(crate) async fn wallet(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<WalletView>, ApiError> {
     let account = state.wallet.account(&me).await?;
     Ok(AppJson(WalletView {
@@ -159,7 +159,7 @@ pub(crate) struct CardView {
 }
 
 /// Links a bank card to the caller's wallet.
-#[utoipa::path(post, path = "/v1/wallet/cards", tag = "wallet", params(IdempotencyKey), request_body = LinkCardRequest,
+#[utoipa::path(post, path = "/v1/wallet/cards", security(("resident" = [])), tag = "wallet", params(IdempotencyKey), request_body = LinkCardRequest,
     responses((status = CREATED, body = CardView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn link_card(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkCardRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -193,7 +193,7 @@ fn card_id(raw: &str) -> Result<u64, ApiError> {
 }
 
 /// Tops the wallet up from a linked card.
-#[utoipa::path(post, path = "/v1/wallet/top-ups", tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
+#[utoipa::path(post, path = "/v1/wallet/top-ups", security(("resident" = [])), tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
     responses((status = CREATED, body = MovementView), (status = PAYMENT_REQUIRED, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn top_up(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<MovementRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -207,7 +207,7 @@ pub(crate) async fn top_up(State(state): State<AppState>, ResidentCaller(me): Re
 }
 
 /// Withdraws from the wallet to a linked card.
-#[utoipa::path(post, path = "/v1/wallet/withdrawals", tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
+#[utoipa::path(post, path = "/v1/wallet/withdrawals", security(("resident" = [])), tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
     responses((status = CREATED, body = MovementView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn withdraw(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<MovementRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -231,7 +231,7 @@ pub(crate) struct DeviceView {
 
 /// Enrols a payment device for customer-presented codes. The answer holds a secret, so it is
 /// not kept for replay: a retry enrols another device.
-#[utoipa::path(post, path = "/v1/payment-devices", tag = "wallet", responses((status = CREATED, body = DeviceView)))]
+#[utoipa::path(post, path = "/v1/payment-devices", security(("resident" = [])), tag = "wallet", responses((status = CREATED, body = DeviceView)))]
 pub(crate) async fn enroll_device(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<Response, ApiError> {
     let (device, secret) = state.checkout.enroll_device(&me).await?;
     Ok((StatusCode::CREATED, AppJson(DeviceView { device, secret: hex::encode(secret.expose()) })).into_response())
@@ -248,7 +248,7 @@ pub(crate) struct PayQrRequest {
 }
 
 /// Pays the merchant a scanned QR code names.
-#[utoipa::path(post, path = "/v1/payments/qr", tag = "payments", params(IdempotencyKey), request_body = PayQrRequest,
+#[utoipa::path(post, path = "/v1/payments/qr", security(("resident" = [])), tag = "payments", params(IdempotencyKey), request_body = PayQrRequest,
     responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn pay_qr(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<PayQrRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);

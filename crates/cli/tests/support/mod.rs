@@ -253,3 +253,18 @@ pub(crate) fn payment_code(device: &Value) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     citypay_codes::payment_code::PaymentCode::generate(u32::try_from(device["device"].as_u64().unwrap()).unwrap(), &secret, now).to_string()
 }
+
+/// Runs SQL on the city's embedded database beside its running server, for what a test cannot
+/// wait for (a validator installed days ago). The server reads those rows afresh each time.
+pub(crate) fn sqlite_execute(target: &Target, sql: &str) {
+    let connection = rusqlite::Connection::open(&target.db).unwrap();
+    connection.busy_timeout(Duration::from_secs(5)).unwrap();
+    connection.execute_batch(sql).unwrap();
+}
+
+/// A validator's signed call: `Authorization: Validator <id>:<time>:<signature>` over
+/// `"<METHOD> <path>\n<time>\n<body>"` with its device key.
+pub(crate) fn validator_authorization(device: &citypay_ride::DeviceKey, id: u32, method: &str, path: &str, time: u64, body: &str) -> String {
+    let signature = device.sign(format!("{method} {path}\n{time}\n{body}").as_bytes());
+    format!("Validator {id}:{time}:{}", citypay_vault::hex::encode(&signature))
+}
