@@ -33,15 +33,15 @@ fn cny(fen: i64) -> Value {
     json!({"amount": fen, "currency": "CNY"})
 }
 
-/// A resident with `fen` in the wallet; returns their `Bearer` header.
-async fn funded_resident(api: &Api, name: &str, mobile: &str, id_number: &str, fen: i64) -> String {
+/// A resident with `fen` in the wallet; returns their `Bearer` header and their card's id.
+async fn funded_resident(api: &Api, name: &str, mobile: &str, id_number: &str, fen: i64) -> (String, String) {
     let me = api.resident(name, mobile, id_number, "correct horse").await;
     let (status, card, _) = api.call("POST", "/v1/wallet/cards", Some(&me), Some(&format!("card-{mobile}")), Some(json!({"card_number": CARD}))).await;
     assert_eq!(status, StatusCode::CREATED, "{card}");
     let top_up = json!({"card_id": card["card_id"], "amount": cny(fen)});
     let (status, body, _) = api.call("POST", "/v1/wallet/top-ups", Some(&me), Some(&format!("top-{mobile}")), Some(top_up)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    me
+    (me, card["card_id"].as_str().unwrap().to_owned())
 }
 
 async fn enroll(api: &Api, me: &str) -> Value {
@@ -85,12 +85,12 @@ async fn a_lost_phone_is_shut_off_guessing_is_bounded_and_strangers_cannot_lock_
     let operator = api.operator().await;
     let (_, shop) = api.merchant(&operator, "91350100M000100Y43", "restaurant", None).await;
     let mut strangers = Vec::new();
-    for uscc in ["91110000600037341L", "12330100470001235F", "11330100002345678T"] {
-        strangers.push(api.merchant(&operator, uscc, "restaurant", None).await.1);
+    for (uscc, category) in [("91110000600037341L", "restaurant"), ("12330100470001235F", "restaurant"), ("11330100002345678T", "utility")] {
+        strangers.push(api.merchant(&operator, uscc, category, None).await.1);
     }
 
     // 1. Li Lei loses a phone. Three devices; the oldest is revoked and its code pays nothing.
-    let old_phone = funded_resident(api, "Li Lei", "13800138000", "11010519491231002X", 10_000).await;
+    let (old_phone, card_id) = funded_resident(api, "Li Lei", "13800138000", "11010519491231002X", 10_000).await;
     let lost = enroll(api, &old_phone).await;
     let current = enroll(api, &old_phone).await;
     let spare = enroll(api, &old_phone).await;
@@ -138,7 +138,8 @@ async fn a_lost_phone_is_shut_off_guessing_is_bounded_and_strangers_cannot_lock_
     assert_eq!(status, StatusCode::OK);
     let owner_ticket = owner["client_ticket"].as_str().unwrap().to_owned();
 
-    // Frozen, the wallet pays nothing (QR, code) but takes refunds; unfreezing needs the password.
+    // Frozen, the wallet pays nothing (code, QR, withdrawal, ride credential, bill) but takes top-ups
+    // and refunds; unfreezing needs the password.
     let (status, frozen, _) = api.call("POST", "/v1/wallet/freeze", Some(&new_phone), None, None).await;
     assert_eq!((status, frozen["frozen"].as_bool()), (StatusCode::OK, Some(true)));
     let (status, body) = charge(api, &shop, "FROZEN1", &payment_code(&spare)).await;
@@ -147,10 +148,25 @@ async fn a_lost_phone_is_shut_off_guessing_is_bounded_and_strangers_cannot_lock_
     let pay_qr = json!({"payload": trade["qr_payload"]});
     let (status, body, _) = api.call("POST", "/v1/payments/qr", Some(&new_phone), Some("qr-1"), Some(pay_qr.clone())).await;
     assert_eq!((status, Api::code(&body)), (StatusCode::FORBIDDEN, "wallet_frozen"), "{body}");
+    let movement = |fen: i64| json!({"card_id": card_id, "amount": cny(fen)});
+    let (status, body, _) = api.call("POST", "/v1/wallet/withdrawals", Some(&new_phone), Some("out-1"), Some(movement(100))).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::FORBIDDEN, "wallet_frozen"), "{body}");
+    let rider_key = json!({"rider_key": "11".repeat(32)});
+    let (status, body, _) = api.call("POST", "/v1/ride-credentials", Some(&new_phone), Some("ride-1"), Some(rider_key)).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::FORBIDDEN, "wallet_frozen"), "{body}");
+    let due = now_s() + 30 * 86_400;
+    let water = json!({"out_bill_no": "W-1", "payer_kind": "id_number", "payer": "11010519491231002X", "title": "water",
+                       "items": [{"name": "water", "amount": cny(800)}], "pick_items": false, "insured": cny(0), "due_at": due});
+    let (status, bill, _) = api.call("POST", "/v1/bills", Some(&strangers[2]), None, Some(water)).await;
+    assert_eq!(status, StatusCode::CREATED, "{bill}");
+    let pay_bill = format!("/v1/my/bills/{}/payments", bill["bill_no"].as_str().unwrap());
+    let (status, body, _) = api.call("POST", &pay_bill, Some(&new_phone), Some("bill-1"), Some(json!({}))).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::FORBIDDEN, "wallet_frozen"), "{body}");
+    assert_eq!(api.call("POST", "/v1/wallet/top-ups", Some(&new_phone), Some("top-frozen"), Some(movement(100))).await.0, StatusCode::CREATED);
     let refund = json!({"out_request_no": "R1", "amount": cny(200)});
     assert_eq!(api.call("POST", "/v1/trades/NEW1/refunds", Some(&shop), None, Some(refund)).await.0, StatusCode::OK);
     let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(&new_phone), None, None).await;
-    assert_eq!(wallet["balance"]["amount"], 10_000 - 500 + 200);
+    assert_eq!(wallet["balance"]["amount"], 10_000 - 500 + 100 + 200);
     let unfreeze = |password: &str| json!({"password": password});
     assert_eq!(api.call("POST", "/v1/wallet/unfreeze", Some(&new_phone), None, Some(unfreeze("correct horse"))).await.0, StatusCode::UNAUTHORIZED);
     let (status, thawed, _) = api.call("POST", "/v1/wallet/unfreeze", Some(&new_phone), None, Some(unfreeze("battery staple"))).await;
