@@ -709,9 +709,9 @@ impl Checkout {
 
     /// Counts a wrong code against the device this hour and against (device, merchant), in
     /// one command whose guards are the counts as read: a race with another server is read
-    /// again; past a few, the other server's count stands.
+    /// again (this server checks one code per device at a time, so only other servers race).
     async fn count_device_failure(&self, merchant_id: u64, mut count: DeviceCount) -> Result<(), CheckoutError> {
-        for _ in 0..3 {
+        for _ in 0..CAS_ATTEMPTS_MAX {
             let device_key = vec![("id", Value::Int(i64::from(count.slot)))];
             let pair_key = vec![("device_id", Value::Int(i64::from(count.slot))), ("merchant_id", uint(merchant_id)), ("hour", uint(count.hour))];
             let (failures, failures_hour) = count.device;

@@ -1,6 +1,6 @@
 //! Limits on guessing passwords. Every password check (signing in, changing the password,
 //! unfreezing the wallet) first reserves one attempt against a counter of the current
-//! 15-minute window: the account's, or the known client's when the request carries this
+//! 3-hour window: the account's, or the known client's when the request carries this
 //! account's ticket. A reservation that would pass the maximum is refused (429 with the
 //! seconds left in the window); a correct password gives its reservation back, so only
 //! failures stay counted. Reserving before checking makes the bound exact: the counters live
@@ -13,7 +13,7 @@
 //! sign-ins in flight as failures), so it lets through at most the maximum plus the checks
 //! already in flight when it is reached.
 //!
-//! The owner is never locked out for good: a window ends after 15 minutes, and a client that
+//! The owner is never locked out for good: a window ends after 3 hours, and a client that
 //! once signed in to the account holds a ticket whose own budget strangers cannot spend, so
 //! strangers' failures against the account do not stop the owner's phone.
 
@@ -22,14 +22,16 @@ use citypay_store::{OnConflict, ServiceRow, Value};
 
 use crate::{Directory, DirectoryError, Secret, int, uint};
 
-/// The length of a counting window.
-pub const SIGN_IN_WINDOW_S: u64 = 15 * 60;
+/// The length of a counting window: Alipay refuses sign-in for 3 hours after 5 wrong
+/// passwords.
+pub const SIGN_IN_WINDOW_S: u64 = 3 * 3600;
 /// Wrong passwords per account and window from clients without the account's ticket.
 pub const ACCOUNT_FAILURES_MAX: i64 = 5;
 /// Wrong passwords per known client (ticket) and window.
 pub const CLIENT_FAILURES_MAX: i64 = 5;
-/// Wrong passwords per client address and window, whatever the accounts.
-pub const ADDRESS_FAILURES_MAX: i64 = 20;
+/// Wrong passwords per client address and window, whatever the accounts (generous: many
+/// residents may share one address behind a carrier's NAT).
+pub const ADDRESS_FAILURES_MAX: i64 = 50;
 /// How long a known-client ticket is good for.
 pub const TICKET_TTL_S: u64 = 90 * 24 * 3600;
 /// Compare-and-swap attempts at a reservation before answering "busy".

@@ -236,6 +236,11 @@ fn sessions_end_on_sign_out_and_password_change_and_freezing_needs_the_password_
 
 #[test]
 fn failed_sign_ins_are_limited_per_account_and_address_but_the_owners_known_client_still_gets_in() {
+    // Failures are counted per window: wait out a window about to end.
+    let left = citypay_directory::SIGN_IN_WINDOW_S - citypay_shard::Clock::now(&SystemClock).unix_seconds() % citypay_directory::SIGN_IN_WINDOW_S;
+    if left < 20 {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
     let w = world();
     let d = &w.directory;
     w.runtime.block_on(async {
@@ -249,7 +254,7 @@ fn failed_sign_ins_are_limited_per_account_and_address_but_the_owners_known_clie
             assert!(matches!(d.sign_in_resident("13800138000", "guess guess", 600, &stranger).await, Err(DirectoryError::WrongCredentials)));
         }
         match d.sign_in_resident("13800138000", "correct horse", 600, &stranger).await {
-            Err(DirectoryError::RateLimited { retry_after_s }) => assert!((1..=900).contains(&retry_after_s)),
+            Err(DirectoryError::RateLimited { retry_after_s }) => assert!((1..=3 * 3600).contains(&retry_after_s)),
             other => panic!("{other:?}"),
         }
         // The owner's client, known by its ticket, has its own budget and gets in.
