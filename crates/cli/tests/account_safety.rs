@@ -235,9 +235,7 @@ async fn a_lost_phone_is_shut_off_guessing_is_bounded_and_strangers_cannot_lock_
     }
     assert_eq!(refused, [34 - 3, 33 - 3, 33 - 3]);
     // (The code of the next 30-second step: this step's was spent on NEW1.)
-    let secret = support::unhex(current["secret"].as_str().unwrap());
-    let next = citypay_codes::payment_code::PaymentCode::generate(u32::try_from(slot).unwrap(), &secret, now_s() + 30).to_string();
-    let (status, paid) = charge(api, &shop, "GENUINE", &next).await;
+    let (status, paid) = charge(api, &shop, "GENUINE", &payment_code_at(&current, now_s() + 30)).await;
     assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{paid}");
     // He can see someone is guessing.
     let (_, listed, _) = api.call("GET", "/v1/payment-devices", Some(&new_phone), None, None).await;
@@ -245,4 +243,59 @@ async fn a_lost_phone_is_shut_off_guessing_is_bounded_and_strangers_cannot_lock_
     assert_eq!((device["wrong_codes_this_hour"].as_i64(), device["cooling_down_until"].is_null()), (Some(9), true), "{device}");
 
     city.finish(&["battery staple", "correct horse", "11010519491231002X", &owner_ticket]);
+}
+
+/// The same records on PostgreSQL: sessions end, failures are counted, a revoked device and a
+/// frozen wallet pay nothing, strangers' wrong codes cool down without locking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_limits_devices_and_freezing_hold_on_postgres() {
+    fresh_window(3600, 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(target) = Target::postgres(dir.path(), "account_safety") else { return };
+    let city = City::start_on(dir, target).await;
+    let api = &city.api;
+    let operator = api.operator().await;
+    let (_, shop) = api.merchant(&operator, "91350100M000100Y43", "restaurant", None).await;
+    let (_, stranger) = api.merchant(&operator, "91110000600037341L", "restaurant", None).await;
+    let (old_phone, _) = funded_resident(api, "Li Lei", "13800138000", "11010519491231002X", 10_000).await;
+    let lost = enroll(api, &old_phone).await;
+    let kept = enroll(api, &old_phone).await;
+    assert_eq!(api.call("DELETE", &format!("/v1/payment-devices/{}", lost["device"]), Some(&old_phone), None, None).await.0, StatusCode::OK);
+    assert_eq!(charge(api, &shop, "LOST1", &payment_code(&lost)).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let slot = kept["device"].as_u64().unwrap();
+    let wrong: Vec<StatusCode> = wrong_codes(api, &stranger, slot).await;
+    assert_eq!(wrong, [[StatusCode::UNPROCESSABLE_ENTITY; 3].as_slice(), &[StatusCode::TOO_MANY_REQUESTS; 2]].concat());
+    let (status, paid) = charge(api, &shop, "KEPT1", &payment_code(&kept)).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let (_, new_session) = sign_in(api, "13800138000", "correct horse", None).await;
+    let new_phone = bearer(&new_session);
+    let (status, ended, _) = api.call("POST", "/v1/my/sessions/end-others", Some(&new_phone), None, None).await;
+    assert_eq!((status, ended["ended_sessions"].as_u64()), (StatusCode::OK, Some(1)));
+    assert_eq!(api.call("GET", "/v1/wallet", Some(&old_phone), None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.call("GET", "/v1/my/sessions", Some(&new_phone), None, None).await.1["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(api.call("POST", "/v1/wallet/freeze", Some(&new_phone), None, None).await.0, StatusCode::OK);
+    let (status, body) = charge(api, &shop, "FROZEN1", &payment_code_at(&kept, now_s() + 30)).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::FORBIDDEN, "wallet_frozen"), "{body}");
+    for _ in 0..5 {
+        assert_eq!(sign_in(api, "13800138000", "guess guess", None).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in(api, "13800138000", "correct horse", None).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sign_in(api, "13800138000", "correct horse", new_session["client_ticket"].as_str()).await.0, StatusCode::OK);
+    city.finish(&["correct horse", "11010519491231002X"]);
+}
+
+/// Five wrong codes for `slot` from one shop, one after another: their statuses.
+async fn wrong_codes(api: &Api, shop: &str, slot: u64) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for n in 0..5u64 {
+        statuses.push(charge(api, shop, &format!("GUESS{n}"), &format!("88{slot:08}{:08}", n * 7_919)).await.0);
+    }
+    statuses
+}
+
+/// A device's code at `unix_s`.
+fn payment_code_at(device: &Value, unix_s: u64) -> String {
+    let secret = support::unhex(device["secret"].as_str().unwrap());
+    let slot = u32::try_from(device["device"].as_u64().unwrap()).unwrap();
+    citypay_codes::payment_code::PaymentCode::generate(slot, &secret, unix_s).to_string()
 }
