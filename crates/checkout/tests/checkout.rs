@@ -312,7 +312,7 @@ fn payment_codes_work_once_and_guessing_is_limited() {
         // The till retries the same order: the same answer, no second payment.
         assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &code).await.unwrap().id, paid.id);
         // Retried much later, its code long expired: still the same answer, and the phone is
-        // not charged with wrong codes for it (the device is locked below only by real ones).
+        // not charged with wrong codes for it (only real wrong codes are counted against it below).
         let expired = PaymentCode::generate(slot, secret.expose(), now - 600);
         for _ in 0..6 {
             assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &expired).await.unwrap().id, paid.id);
