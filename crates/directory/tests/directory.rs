@@ -236,11 +236,7 @@ fn sessions_end_on_sign_out_and_password_change_and_freezing_needs_the_password_
 
 #[test]
 fn failed_sign_ins_are_limited_per_account_and_address_but_the_owners_known_client_still_gets_in() {
-    // Failures are counted per window: wait out a window about to end.
-    let left = citypay_directory::SIGN_IN_WINDOW_S - citypay_shard::Clock::now(&SystemClock).unix_seconds() % citypay_directory::SIGN_IN_WINDOW_S;
-    if left < 20 {
-        std::thread::sleep(std::time::Duration::from_secs(left + 1));
-    }
+    wait_out_a_closing_window();
     let w = world();
     let d = &w.directory;
     w.runtime.block_on(async {
@@ -283,4 +279,49 @@ fn failed_sign_ins_are_limited_per_account_and_address_but_the_owners_known_clie
         }
         assert!(matches!(d.sign_in_operator("root", "platform secret", 60, &SignInFrom::default()).await, Err(DirectoryError::RateLimited { .. })));
     });
+}
+
+#[test]
+fn a_second_api_server_sees_ended_sessions_and_failed_sign_ins_through_the_database() {
+    wait_out_a_closing_window();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.db");
+    let store = SqliteStore::open_writer(&path, MIGRATIONS).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let configs = [SealingKeys::generate_config(), IndexKeys::generate_config(), IndexKeys::generate_config()];
+    let server = || {
+        let keys = DirectoryKeys {
+            sealing: SealingKeys::from_config(configs[0].expose()).unwrap(),
+            index: IndexKeys::from_config(configs[1].expose()).unwrap(),
+            tokens: TokenKeys::from_config(configs[2].expose()).unwrap(),
+        };
+        let reader = Arc::new(SqliteReader::open(&path).unwrap());
+        Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), PasswordPolicy::FAST_INSECURE)
+    };
+    let (a, b) = (server(), server());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        a.onboard_city(330100, "Hangzhou").await.unwrap();
+        let r = a.register_resident(&resident(ID_NUMBER, "13800138000")).await.unwrap();
+        let anywhere = SignInFrom::default();
+        let (_, kept) = a.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
+        let (_, ended) = a.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
+        assert!(b.authenticate_token(kept.token.expose()).await.unwrap().is_some(), "B honours A's tokens");
+        a.end_session(Principal::Resident { id: r.id, city: 330100 }, &ended.session).await.unwrap();
+        assert_eq!(b.authenticate_token(ended.token.expose()).await.unwrap(), None, "B reads the ended session");
+        // Failures on A count on B.
+        for _ in 0..ACCOUNT_FAILURES_MAX {
+            assert!(a.sign_in_resident("13800138000", "guess guess", 600, &anywhere).await.is_err());
+        }
+        assert!(matches!(b.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await, Err(DirectoryError::RateLimited { .. })));
+    });
+    shard.shutdown();
+}
+
+/// Failures are counted per window: a test of the counts waits out a window about to end.
+fn wait_out_a_closing_window() {
+    let left = citypay_directory::SIGN_IN_WINDOW_S - citypay_shard::Clock::now(&SystemClock).unix_seconds() % citypay_directory::SIGN_IN_WINDOW_S;
+    if left < 20 {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
 }
