@@ -795,7 +795,9 @@ impl Bills {
             on_conflict: OnConflict::Fail,
         };
         let rows: Vec<ServiceRow> = [after.payment_row(), payment_row].into_iter().chain(extra_rows).collect();
-        let guards: Vec<Guard> = [bill.version_guard()].into_iter().chain(guards).collect();
+        // A frozen wallet pays nothing: the writer checks it in the payment's own batch.
+        let frozen_guard = payer.map(|p| Directory::wallet_not_frozen(p.id));
+        let guards: Vec<Guard> = [bill.version_guard()].into_iter().chain(frozen_guard).chain(guards).collect();
         let payment = BillPayment { id: payment_id, bill: after, items: mask, amount, insured, fee, method, paid_at: now, receipt };
         // The version guard makes a payment happen once. The entry's id is numbered by attempt:
         // the ledger answers a refused id again with its first refusal (a replay), and a refusal
@@ -808,6 +810,7 @@ impl Bills {
                 Ok(outcome) if outcome.status == Status::Ok => Some(Ok(payment)),
                 Ok(outcome) if outcome.replay => continue,
                 Ok(outcome) => Some(Err(self.refusal(bill.city, insured, outcome.status).await)),
+                Err(1) if payer.is_some() => Some(Err(DirectoryError::WalletFrozen.into())),
                 Err(_) => None,
             });
         }

@@ -66,6 +66,10 @@ enum Command {
         /// Key file (default: beside the database, created on first use).
         #[arg(long)]
         keys: Option<std::path::PathBuf>,
+        /// Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
+        /// client; from any other peer the header is ignored. Also CITYPAY_TRUSTED_PROXIES.
+        #[arg(long, env = "CITYPAY_TRUSTED_PROXIES", default_value = "")]
+        trusted_proxies: String,
     },
     /// Transit: a ride code as a picture, an offline validator, the fare run of a day.
     Transit {
@@ -125,7 +129,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json } => audit_cmd::run(&db, keys.as_deref(), json),
-        Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
+        Command::Serve { db, addr, keys, trusted_proxies } => serve::run(&db, addr, keys, &trusted_proxies).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Transit { what } => transit_cmd::run(&what),
         Command::Inspect { what } => Ok(inspect::run(&what)),

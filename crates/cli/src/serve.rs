@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use citypay_api::routes::{business_routes, dashboard_pages};
+use citypay_api::routes::{TrustedProxies, business_routes, dashboard_pages};
 use citypay_api::{Api, ApiConfig};
 use citypay_checkout::notify::{DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
 use citypay_directory::PasswordPolicy;
@@ -64,7 +64,8 @@ impl Deliver for HttpDeliver {
     }
 }
 
-pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_proxies: &str) -> anyhow::Result<()> {
+    let trusted_proxies = TrustedProxies::parse(trusted_proxies).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     // Structured (JSON, one object per line) for log collectors; readable text on a terminal.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr);
@@ -103,7 +104,7 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
         reload_ride_keys_on_hangup(state.transit.clone(), keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db)));
         let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(dashboard_pages(state));
         eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
-        citypay_api::serve(addr, api.into_router()).await?;
+        citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension())).await?;
         city.shard.shutdown();
         anyhow::Ok(())
     })

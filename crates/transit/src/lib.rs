@@ -552,16 +552,21 @@ impl Transit {
     /// refused while the rider is in arrears.
     pub async fn issue_credential(&self, resident: &Resident, rider_key: [u8; 32]) -> Result<Credential, TransitError> {
         let account_ref = self.account_ref(resident).await?;
-        // One read: whether the rider owes fares, and what the wallet can spend now.
+        // One read: whether the rider owes fares, what the wallet can spend now, and whether
+        // its owner froze it (a credential promises fares; a frozen wallet promises nothing).
         let rows = self
             .directory
             .read(
                 "SELECT (SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND paid_at IS NULL),
-                        (SELECT credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?2)",
-                vec![uint(account_ref), Value::Int(citypay_store::u64_to_column(resident.wallet))],
+                        (SELECT credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?2),
+                        (SELECT wallet_frozen FROM residents WHERE id = ?3)",
+                vec![uint(account_ref), Value::Int(citypay_store::u64_to_column(resident.wallet)), uint(resident.id)],
             )
             .await?;
         let row = rows.first().ok_or_else(|| DirectoryError::Storage("no answer".into()))?;
+        if matches!(row.get(2), Some(Value::Int(frozen)) if *frozen != 0) {
+            return Err(DirectoryError::WalletFrozen.into());
+        }
         if int_at(row, 0)? > 0 {
             return Err(TransitError::InArrears);
         }
@@ -1059,7 +1064,11 @@ impl Transit {
                 event: movement(id, movement_legs(resident.wallet, account_ref, &shares, codes::ARREARS)),
                 // The revision: a fare run that changed the day meanwhile (and the arrears
                 // with it) makes this payment fail rather than pay a stale amount.
-                guards: vec![Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] }],
+                // And a frozen wallet pays nothing, arrears included, checked in the same batch.
+                guards: vec![
+                    Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] },
+                    Directory::wallet_not_frozen(resident.id),
+                ],
                 rows,
                 // A refused payment raises the revision too: the ledger answers an id it
                 // refused with that refusal again, so the next try (after a top-up) needs a
@@ -1069,6 +1078,7 @@ impl Transit {
             match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => paid += amount,
                 Ok(outcome) => return Err(TransitError::Refused(outcome.status)),
+                Err(1) => return Err(DirectoryError::WalletFrozen.into()),
                 Err(_) => return Err(TransitError::Unavailable("the arrears changed meanwhile; retry".into())),
             }
         }

@@ -248,6 +248,12 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
     // Bob tops up and pays: off the deny list, a new credential is issued.
     w.rt.block_on(async {
         w.wallet.top_up(&bob, bob_card, 1_000, "bob-1").await.unwrap();
+        // Frozen, his wallet pays no arrears and gets no credential; unfrozen, it does.
+        w.directory.freeze_wallet(bob.id).await.unwrap();
+        let frozen = |r: Result<_, TransitError>| matches!(r, Err(TransitError::Directory(citypay_directory::DirectoryError::WalletFrozen)));
+        assert!(frozen(w.transit.pay_arrears(&bob).await));
+        assert!(frozen(w.transit.issue_credential(&bob, [5; 32]).await.map(|_| 0)));
+        w.directory.unfreeze_wallet(bob.id, "correct horse", &citypay_directory::SignInFrom::default()).await.unwrap();
         assert_eq!(w.transit.pay_arrears(&bob).await.unwrap(), 200);
         assert!(w.transit.deny_list().await.unwrap().is_empty());
         w.transit.issue_credential(&bob, [5; 32]).await.unwrap();

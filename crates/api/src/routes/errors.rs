@@ -25,6 +25,8 @@ impl From<DirectoryError> for ApiError {
             | DirectoryError::CityExists(_) => StatusCode::CONFLICT,
             DirectoryError::UnknownCity(_) | DirectoryError::NotFound => StatusCode::NOT_FOUND,
             DirectoryError::WrongCredentials => StatusCode::UNAUTHORIZED,
+            DirectoryError::WalletFrozen => StatusCode::FORBIDDEN,
+            DirectoryError::RateLimited { retry_after_s } => return ApiError::too_many_requests(Duration::from_secs(*retry_after_s)),
             DirectoryError::Ledger(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DirectoryError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
             DirectoryError::Storage(_) => return ApiError::internal(&e),
@@ -60,14 +62,17 @@ impl From<CheckoutError> for ApiError {
             | CheckoutError::CodeUsed
             | CheckoutError::RefundExceedsPaid
             | CheckoutError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CheckoutError::TradeNotFound => StatusCode::NOT_FOUND,
+            CheckoutError::TradeNotFound | CheckoutError::DeviceNotFound => StatusCode::NOT_FOUND,
             CheckoutError::OutTradeNoReused
             | CheckoutError::RefundRequestReused
             | CheckoutError::AlreadyPaid
             | CheckoutError::TradeClosed
             | CheckoutError::NotPaid => StatusCode::CONFLICT,
-            CheckoutError::DeviceLocked => StatusCode::FORBIDDEN,
             CheckoutError::TooManyAttempts => return ApiError::too_many_requests(Duration::from_secs(60)),
+            CheckoutError::DeviceCoolingDown { retry_after_s } => {
+                let message = e.to_string();
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.code(), message).with_retry_after(Duration::from_secs(retry_after_s));
+            }
             CheckoutError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
         };
         ApiError::new(status, e.code(), e.to_string())

@@ -8,7 +8,7 @@ use citypay_directory::{Category, NewMerchant, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{Caller, OperatorCaller};
+use super::auth::{Caller, ClientAddress, OperatorCaller};
 use super::replay::once;
 use super::residents::Session;
 use super::AppState;
@@ -20,14 +20,17 @@ use crate::{ApiError, AppJson, Idempotent};
 pub(crate) struct OperatorSignIn {
     username: String,
     password: String,
+    /// The `client_ticket` of this client's last successful sign-in as this operator.
+    client_ticket: Option<String>,
 }
 
-/// Signs an operator in.
+/// Signs an operator in, under the same limits on wrong passwords as residents.
 #[utoipa::path(post, path = "/v1/operator-sessions", security(()), tag = "operators", request_body = OperatorSignIn,
-    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody)))]
-pub(crate) async fn sign_in(State(state): State<AppState>, AppJson(body): AppJson<OperatorSignIn>) -> Result<AppJson<Session>, ApiError> {
-    let (_, token) = state.directory.sign_in_operator(&body.username, &body.password, state.token_ttl_s).await?;
-    Ok(AppJson(Session { token, token_type: "Bearer".into(), expires_in: state.token_ttl_s }))
+    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
+pub(crate) async fn sign_in(State(state): State<AppState>, ClientAddress(address): ClientAddress, AppJson(body): AppJson<OperatorSignIn>) -> Result<AppJson<Session>, ApiError> {
+    let from = citypay_directory::SignInFrom { address, ticket: body.client_ticket };
+    let (_, signed_in) = state.directory.sign_in_operator(&body.username, &body.password, state.token_ttl_s, &from).await?;
+    Ok(AppJson(Session::new(signed_in, state.token_ttl_s)))
 }
 
 /// A city to onboard.

@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use citypay_api_types::{ErrorBody, Money};
 use citypay_directory::hex;
-use citypay_directory::NewResident;
+use citypay_directory::{NewResident, SignInFrom, SignedIn};
 use citypay_identity::AccountClass;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::auth::{Caller, ResidentCaller};
+use super::auth::{Caller, ClientAddress, ResidentCaller};
 use super::replay::once;
 use super::trades::TradeView;
 use super::AppState;
@@ -94,9 +94,12 @@ pub(crate) struct SignInRequest {
     mobile: String,
     /// Password.
     password: String,
+    /// The `client_ticket` of this client's last successful sign-in to this account: its wrong
+    /// passwords are then counted for this client alone, so strangers' cannot lock it out.
+    client_ticket: Option<String>,
 }
 
-/// A bearer token.
+/// A bearer token and its session.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct Session {
     /// `Authorization: Bearer <token>`.
@@ -105,14 +108,32 @@ pub(crate) struct Session {
     pub(crate) token_type: String,
     /// Seconds until it expires.
     pub(crate) expires_in: u64,
+    /// The session this token belongs to (ended by signing out).
+    pub(crate) session_id: String,
+    /// Send it with this account's next sign-ins from this client (valid 90 days).
+    pub(crate) client_ticket: String,
 }
 
-/// Signs a resident in.
+impl Session {
+    pub(crate) fn new(signed_in: SignedIn, expires_in: u64) -> Session {
+        Session {
+            token: signed_in.token.expose().clone(),
+            token_type: "Bearer".into(),
+            expires_in,
+            session_id: signed_in.session,
+            client_ticket: signed_in.ticket.expose().clone(),
+        }
+    }
+}
+
+/// Signs a resident in. Wrong passwords are limited per account (or known client) and per
+/// client address: past the limit, 429 with `Retry-After`.
 #[utoipa::path(post, path = "/v1/sessions", security(()), tag = "residents", request_body = SignInRequest,
-    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody)))]
-pub(crate) async fn sign_in(State(state): State<AppState>, AppJson(body): AppJson<SignInRequest>) -> Result<AppJson<Session>, ApiError> {
-    let (_, token) = state.directory.sign_in_resident(&body.mobile, &body.password, state.token_ttl_s).await?;
-    Ok(AppJson(Session { token, token_type: "Bearer".into(), expires_in: state.token_ttl_s }))
+    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
+pub(crate) async fn sign_in(State(state): State<AppState>, ClientAddress(address): ClientAddress, AppJson(body): AppJson<SignInRequest>) -> Result<AppJson<Session>, ApiError> {
+    let from = SignInFrom { address, ticket: body.client_ticket };
+    let (_, signed_in) = state.directory.sign_in_resident(&body.mobile, &body.password, state.token_ttl_s, &from).await?;
+    Ok(AppJson(Session::new(signed_in, state.token_ttl_s)))
 }
 
 /// A wallet's balances.
