@@ -1017,9 +1017,19 @@ impl Transit {
         }
     }
 
-    /// Account references in arrears: validators refuse their codes.
+    /// Account references in arrears or of a frozen wallet: validators refuse their codes.
     pub async fn deny_list(&self) -> Result<Vec<u64>, TransitError> {
-        let rows = self.directory.read("SELECT DISTINCT account_ref FROM arrears WHERE paid_at IS NULL ORDER BY account_ref", Vec::new()).await?;
+        // Riders who owe, and riders whose wallet is frozen: a lost phone's credential stops
+        // at the gates from each validator's next download, not only when it expires.
+        let rows = self
+            .directory
+            .read(
+                "SELECT account_ref FROM arrears WHERE paid_at IS NULL
+                 UNION SELECT a.account_ref FROM ride_accounts a JOIN residents r ON r.id = a.resident_id WHERE r.wallet_frozen <> 0
+                 ORDER BY 1",
+                Vec::new(),
+            )
+            .await?;
         rows.iter().map(|r| Ok(u64::try_from(int_at(r, 0)?).unwrap_or(0))).collect()
     }
 

@@ -248,6 +248,13 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
     // Bob tops up and pays: off the deny list, a new credential is issued.
     w.rt.block_on(async {
         w.wallet.top_up(&bob, bob_card, 1_000, "bob-1").await.unwrap();
+        // A frozen wallet's rider is denied at the gates (a lost phone rides no more), until it thaws.
+        let owing = w.transit.deny_list().await.unwrap();
+        assert_eq!(owing.len(), 1, "Bob owes");
+        w.directory.freeze_wallet(alice.id).await.unwrap();
+        assert_eq!(w.transit.deny_list().await.unwrap().len(), 2, "Alice's frozen wallet is denied too");
+        w.directory.unfreeze_wallet(alice.id, "correct horse", &citypay_directory::SignInFrom::default()).await.unwrap();
+        assert_eq!(w.transit.deny_list().await.unwrap(), owing);
         // Frozen, his wallet pays no arrears and gets no credential; unfrozen, it does.
         w.directory.freeze_wallet(bob.id).await.unwrap();
         let frozen = |r: Result<_, TransitError>| matches!(r, Err(TransitError::Directory(citypay_directory::DirectoryError::WalletFrozen)));
