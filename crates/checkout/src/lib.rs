@@ -86,6 +86,14 @@ pub enum CheckoutError {
     /// The refund request number was used with a different amount.
     #[error("out_request_no was used for a different refund")]
     RefundRequestReused,
+    /// The amount sent disagrees with the amount the QR code asks for.
+    #[error("the QR code asks for {qr} fen, not the {sent} fen sent")]
+    AmountMismatch {
+        /// What the QR code asks for, in fen.
+        qr: i64,
+        /// What the payer sent, in fen.
+        sent: i64,
+    },
     /// The payment code is malformed, unknown or wrong.
     #[error("invalid payment code: {0}")]
     InvalidCode(String),
@@ -121,6 +129,7 @@ impl CheckoutError {
             CheckoutError::NotPaid => "trade_not_paid",
             CheckoutError::RefundExceedsPaid => "refund_exceeds_paid",
             CheckoutError::RefundRequestReused => "out_request_no_reused",
+            CheckoutError::AmountMismatch { .. } => "amount_mismatch",
             CheckoutError::InvalidCode(_) => "invalid_payment_code",
             CheckoutError::CodeUsed => "payment_code_used",
             CheckoutError::DeviceLocked => "payment_device_locked",
@@ -252,7 +261,7 @@ impl Checkout {
         };
         let trade = match self.submit(command).await? {
             Ok(_) => trade,
-            Err(_) => self.existing_same(merchant_id, new).await?,
+            Err(_) => self.existing_same(merchant_id, new, Method::Qr).await?,
         };
         let payload = self.qr(merchant_id, Self::dynamic_charge(&trade)).await?;
         Ok((trade, payload))
@@ -295,10 +304,11 @@ impl Checkout {
         self.qr(merchant_id, Charge::Static).await
     }
 
-    /// The trade `out_trade_no` of this merchant, if it has the same terms as `new`.
-    async fn existing_same(&self, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
+    /// The trade `out_trade_no` of this merchant, if it has the same terms as `new` and is paid
+    /// the same way (a cash sale is not the answer to a QR order, nor the other way round).
+    async fn existing_same(&self, merchant_id: u64, new: &NewTrade, method: Method) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, &new.out_trade_no).await?;
-        if trade.amount != new.amount || trade.subject != new.subject {
+        if trade.amount != new.amount || trade.subject != new.subject || trade.method != method {
             return Err(CheckoutError::OutTradeNoReused);
         }
         Ok(trade)
@@ -414,11 +424,18 @@ impl Checkout {
         };
         let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
         let reference = payload.additional_data().and_then(|a| a.reference_label.clone());
-        match (reference, typed_amount) {
+        let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
+        // An amount sent beside a QR code that names its own must agree with it: the payer
+        // confirmed one of the two, and charging the other silently is never right.
+        if let (Some(qr), Some(sent)) = (qr_amount, typed_amount)
+            && qr != sent
+        {
+            return Err(CheckoutError::AmountMismatch { qr, sent });
+        }
+        match (reference, typed_amount.or(qr_amount)) {
             (Some(reference), _) => {
                 let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
                 let trade = self.trade_by_id(id).await?;
-                let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
                 if trade.merchant_id != merchant_id || qr_amount != Some(trade.amount) {
                     return Err(CheckoutError::InvalidQr("the payload does not match its order".into()));
                 }
@@ -456,7 +473,7 @@ impl Checkout {
             Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
             Err(_) => {
-                let existing = self.existing_same(merchant_id, new).await?;
+                let existing = self.existing_same(merchant_id, new, Method::Qr).await?;
                 self.pay_waiting(payer, self.expired_closed(existing).await?).await
             }
         }
@@ -835,7 +852,7 @@ impl Checkout {
         };
         match self.submit(command).await? {
             Ok(_) => Ok(trade),
-            Err(_) => self.existing_same(merchant_id, new).await,
+            Err(_) => self.existing_same(merchant_id, new, Method::Cash).await,
         }
     }
 

@@ -59,6 +59,7 @@ impl From<CheckoutError> for ApiError {
             | CheckoutError::InvalidCode(_)
             | CheckoutError::CodeUsed
             | CheckoutError::RefundExceedsPaid
+            | CheckoutError::AmountMismatch { .. }
             | CheckoutError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             CheckoutError::TradeNotFound => StatusCode::NOT_FOUND,
             CheckoutError::OutTradeNoReused

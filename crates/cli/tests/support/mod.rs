@@ -253,3 +253,14 @@ pub(crate) fn payment_code(device: &Value) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     citypay_codes::payment_code::PaymentCode::generate(u32::try_from(device["device"].as_u64().unwrap()).unwrap(), &secret, now).to_string()
 }
+
+impl Api {
+    /// Links `card` to a resident's wallet and tops it up by `amount` fen.
+    pub(crate) async fn top_up(&self, resident: &str, card: &str, amount: i64) {
+        let (status, linked, _) = self.call("POST", "/v1/wallet/cards", Some(resident), Some(&format!("card-{card}")), Some(json!({"card_number": card}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{linked}");
+        let top_up = json!({"card_id": linked["card_id"], "amount": {"amount": amount, "currency": "CNY"}});
+        let (status, wallet, _) = self.call("POST", "/v1/wallet/top-ups", Some(resident), Some(&format!("top-up-{card}-{amount}")), Some(top_up)).await;
+        assert_eq!(status, StatusCode::CREATED, "{wallet}");
+    }
+}
