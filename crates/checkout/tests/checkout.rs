@@ -148,10 +148,15 @@ fn qr_payments_refunds_close_and_cancel() {
         assert_eq!(bal(d, shop_account).await, 2_372 - 14);
         assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14);
         // Two partial refunds, a replay, a reused number, and one too many.
-        c.refund(shop, "T1", "R1", 1_000).await.unwrap();
-        let after = c.refund(shop, "T1", "R2", 372).await.unwrap();
+        let first = c.refund(shop, "T1", "R1", 1_000).await.unwrap();
+        assert!(first.fund_change);
+        let after = c.refund(shop, "T1", "R2", 372).await.unwrap().trade;
         assert_eq!((after.refunded, after.status), (1_372, TradeStatus::TradeSuccess));
-        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_372);
+        // The repeat answers the first refund's record, the total now, and that nothing moved.
+        let again = c.refund(shop, "T1", "R1", 1_000).await.unwrap();
+        assert_eq!((again.trade.refunded, &again.refund, again.fund_change), (1_372, &first.refund, false));
+        assert_eq!(c.refund_query(shop, "T1", "R1").await.unwrap(), again);
+        assert!(matches!(c.refund_query(shop, "T1", "R9").await, Err(CheckoutError::RefundNotFound)));
         // The fee comes back in proportion, rounded down: floor(14 * 1372 / 2372) = 8.
         assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14 - 8);
         assert!(matches!(c.refund(shop, "T1", "R1", 999).await, Err(CheckoutError::RefundRequestReused)));
@@ -188,6 +193,12 @@ fn qr_payments_refunds_close_and_cancel() {
         // Cash at the counter is recorded; no wallet moves.
         let cash = c.record_cash_sale(shop, &order("C1", 800)).await.unwrap();
         assert_eq!((cash.method, cash.status, cash.payer_resident), (Method::Cash, TradeStatus::TradeSuccess, None));
+        // Its refund is recorded (the cash goes back over the counter; no wallet moves).
+        let shop_before = bal(d, shop_account).await;
+        let refunded = c.refund(shop, "C1", "CR1", 300).await.unwrap();
+        assert_eq!((refunded.trade.refunded, refunded.trade.status, refunded.fund_change), (300, TradeStatus::TradeSuccess, true));
+        assert_eq!(c.refund(shop, "C1", "CR2", 500).await.unwrap().trade.status, TradeStatus::TradeClosed);
+        assert_eq!(bal(d, shop_account).await, shop_before);
         // Every change wrote an outbox event.
         assert!(c.pending_events(shop, 100).await.unwrap().len() >= 8);
     });

@@ -58,5 +58,79 @@ async fn a_cashier_s_first_hour_with_trades() {
     let (status, body, _) = api.call("POST", "/v1/trades", Some(&shop), None, Some(cash)).await;
     assert_eq!((status, Api::code(&body)), (StatusCode::CONFLICT, "out_trade_no_reused"), "{body}");
 
+    refunds_have_records_and_a_period(api, &operator, &shop, &resident).await;
     city.finish(&[ID_NUMBER, CARD]);
+}
+
+/// Refunds of Q1 (paid 50.00 by QR) and CASH1 (30.00 in cash), then the end of a period.
+async fn refunds_have_records_and_a_period(api: &Api, operator: &str, shop: &str, resident: &str) {
+    let refund = async |trade: &str, no: &str, amount: i64| {
+        let body = json!({"out_request_no": no, "amount": cny(amount)});
+        api.call("POST", &format!("/v1/trades/{trade}/refunds"), Some(shop), None, Some(body)).await
+    };
+    let balance = async || api.call("GET", "/v1/wallet", Some(resident), None, None).await.1["balance"]["amount"].as_i64().unwrap();
+
+    // A refund answers its record, the trade's total refunded and that money moved; the same
+    // request again answers the same record, the total now, and that nothing moved.
+    let (status, first, _) = refund("Q1", "R1", 2_000).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!((&first["refund"]["out_request_no"], &first["refund"]["amount"], &first["refund"]["status"]), (&json!("R1"), &cny(2_000), &json!("REFUND_SUCCESS")));
+    assert_eq!((&first["trade"]["refunded"], &first["fund_change"]), (&cny(2_000), &json!(true)), "{first}");
+    let (status, second, _) = refund("Q1", "R2", 1_000).await;
+    assert_eq!((status, &second["trade"]["refunded"]), (StatusCode::OK, &cny(3_000)), "{second}");
+    let (status, again, _) = refund("Q1", "R1", 2_000).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!((&again["refund"], &again["trade"]["refunded"], &again["fund_change"]), (&first["refund"], &cny(3_000), &json!(false)), "{again}");
+    assert_eq!(balance().await, 100_000 - 5_000 + 3_000, "the repeat moved nothing");
+    let (status, queried, _) = api.call("GET", "/v1/trades/Q1/refunds/R1", Some(shop), None, None).await;
+    assert_eq!((status, &queried), (StatusCode::OK, &again));
+    let (status, body, _) = api.call("GET", "/v1/trades/Q1/refunds/R9", Some(shop), None, None).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::NOT_FOUND, "refund_not_found"), "{body}");
+    let (status, body, _) = refund("Q1", "R1", 1_999).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::CONFLICT, "out_request_no_reused"), "{body}");
+    // Another merchant sees none of it.
+    let (_, other) = api.merchant(operator, "91110000600037341L", "retail", None).await;
+    let (status, _, _) = api.call("GET", "/v1/trades/Q1/refunds/R1", Some(&other), None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A cash sale's refund is recorded like any other; no wallet moves.
+    let (status, cash, _) = refund("CASH1", "CR1", 1_000).await;
+    assert_eq!((status, &cash["trade"]["refunded"], &cash["trade"]["status"], &cash["fund_change"]), (StatusCode::OK, &cny(1_000), &json!("TRADE_SUCCESS"), &json!(true)), "{cash}");
+    let (status, rest, _) = refund("CASH1", "CR2", 2_000).await;
+    assert_eq!((status, &rest["trade"]["status"]), (StatusCode::OK, &json!("TRADE_CLOSED")), "fully refunded closes: {rest}");
+    assert_eq!(balance().await, 98_000);
+
+    // The merchant's refund period: 90 days unless set; a shorter one for trades paid after.
+    let period = async |body: Option<Value>| {
+        let method = if body.is_some() { "PUT" } else { "GET" };
+        api.call(method, "/v1/merchant/refund-period", Some(shop), None, body).await
+    };
+    assert_eq!(period(None).await.1, json!({"refund_period_s": 7_776_000}));
+    let (status, body, _) = period(Some(json!({"refund_period_s": 0}))).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"), "{body}");
+    assert_eq!(period(Some(json!({"refund_period_s": 1}))).await, (StatusCode::OK, json!({"refund_period_s": 1}), false));
+    for no in ["F1", "F2"] {
+        let order = json!({"out_trade_no": no, "amount": cny(1_000), "subject": "tea"});
+        let (_, created, _) = api.call("POST", "/v1/trades", Some(shop), None, Some(order)).await;
+        let body = json!({"payload": created["qr_payload"]});
+        let (status, paid, _) = api.call("POST", "/v1/payments/qr", Some(resident), Some(&format!("pay-{no}")), Some(body)).await;
+        assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{paid}");
+    }
+    let (status, early, _) = refund("F1", "R1", 100).await;
+    assert_eq!(status, StatusCode::OK, "{early}");
+    // F2 is never read: the sweeper finishes it; F1 finishes when next read.
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let (_, page, _) = api.call("GET", "/v1/trades?limit=10", Some(shop), None, None).await;
+    let f2 = page["items"].as_array().unwrap().iter().find(|t| t["out_trade_no"] == "F2").unwrap();
+    assert_eq!(f2["status"], "TRADE_FINISHED", "{page}");
+    let (status, body, _) = refund("F1", "R2", 100).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::CONFLICT, "trade_finished"), "{body}");
+    let (_, f1, _) = api.call("GET", "/v1/trades/F1", Some(shop), None, None).await;
+    assert_eq!((&f1["status"], &f1["refunded"]), (&json!("TRADE_FINISHED"), &cny(100)));
+    // Its refund made in time is still answered; Q1 keeps the 90 days it was paid under.
+    let (status, repeat, _) = refund("F1", "R1", 100).await;
+    assert_eq!((status, &repeat["fund_change"], &repeat["trade"]["status"]), (StatusCode::OK, &json!(false), &json!("TRADE_FINISHED")), "{repeat}");
+    let (status, late, _) = refund("Q1", "R3", 500).await;
+    assert_eq!((status, &late["trade"]["refunded"]), (StatusCode::OK, &cny(3_500)), "{late}");
+    assert_eq!(balance().await, 98_000 - 2_000 + 100 + 500);
 }

@@ -156,5 +156,14 @@ fn a_day_settles(city: TestCity) {
         let held = city.balance(alice.wallet).await + city.balance(PlatformAccounts::CNY.fee_revenue).await;
         assert_eq!(-city.balance(PlatformAccounts::CNY.sandbox_custody).await, held);
     });
+    // A refund the paid-out shop cannot give back is refused and leaves no record; once the
+    // shop holds money again, the same request number refunds (the refusal does not stick).
+    let refused = city.rt.block_on(checkout.refund(shop, "T1", "LATE", 1_000));
+    assert!(matches!(refused, Err(citypay_checkout::CheckoutError::Refused(citypay_ledger::Status::InsufficientFunds))), "{refused:?}");
+    assert!(city.rt.block_on(checkout.refund_query(shop, "T1", "LATE")).is_err());
+    paid(shop, "T4", 2_000);
+    let late = city.rt.block_on(checkout.refund(shop, "T1", "LATE", 1_000)).unwrap();
+    assert_eq!((late.trade.refunded, late.fund_change), (1_000, true));
+    assert_eq!(city.rt.block_on(city.balance(shop_account)), 2_000 - 12 + 6 - 1_000);
     city.assert_books_balance();
 }

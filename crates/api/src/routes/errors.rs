@@ -61,11 +61,12 @@ impl From<CheckoutError> for ApiError {
             | CheckoutError::RefundExceedsPaid
             | CheckoutError::AmountMismatch { .. }
             | CheckoutError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CheckoutError::TradeNotFound => StatusCode::NOT_FOUND,
+            CheckoutError::TradeNotFound | CheckoutError::RefundNotFound => StatusCode::NOT_FOUND,
             CheckoutError::OutTradeNoReused
             | CheckoutError::RefundRequestReused
             | CheckoutError::AlreadyPaid
             | CheckoutError::TradeClosed
+            | CheckoutError::TradeFinished
             | CheckoutError::NotPaid => StatusCode::CONFLICT,
             CheckoutError::DeviceLocked => StatusCode::FORBIDDEN,
             CheckoutError::TooManyAttempts => return ApiError::too_many_requests(Duration::from_secs(60)),
