@@ -435,11 +435,15 @@ impl Checkout {
     /// the amount the resident typed; its trade's number derives from the payer's idempotency
     /// key, so a retry pays it once.
     pub async fn pay_qr(&self, payer: &Resident, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Trade, CheckoutError> {
-        let payload = Payload::decode(payload).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+        // A scanner's line ending is no part of the payload. Other schemes' payloads are read
+        // as their banks' apps read them (incomplete ones too) to say whose they are; citypay's
+        // own must be complete, as citypay writes them.
+        let payload = Payload::decode(payload.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
         let Some(merchant) = payload.citypay_merchant() else {
             let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
             return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
         };
+        payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
         let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
         let reference = payload.additional_data().and_then(|a| a.reference_label.clone());
         let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());

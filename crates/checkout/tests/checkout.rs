@@ -229,7 +229,7 @@ fn a_chinese_merchant_name_goes_in_the_language_template() {
         let decoded = citypay_codes::mpm::Payload::decode(&payload).unwrap();
         let language = decoded.language().unwrap();
         assert_eq!((language.name.as_str(), language.city.as_deref()), ("西湖面馆", Some("福州")));
-        assert!(decoded.name().is_ascii());
+        assert!(decoded.name().is_some_and(str::is_ascii));
         w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
         // Without a notification URL there is nothing to deliver, so nothing is queued.
         assert!(w.checkout.pending_events(m.id, 100).await.unwrap().is_empty());

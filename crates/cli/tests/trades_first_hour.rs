@@ -59,7 +59,63 @@ async fn a_cashier_s_first_hour_with_trades() {
     assert_eq!((status, Api::code(&body)), (StatusCode::CONFLICT, "out_trade_no_reused"), "{body}");
 
     refunds_have_records_and_a_period(api, &operator, &shop, &resident).await;
+    qr_payloads_are_read_as_banks_read_them(api, &shop, &resident).await;
     city.finish(&[ID_NUMBER, CARD]);
+}
+
+/// PromptPay's generators leave out 52, 59 and 60 (dtinth/promptpay-qr's test vector: phone
+/// 000-000-0000, 4.22 baht).
+const PROMPTPAY: &str = "00020101021229370016A000000677010111011300660000000005802TH530376454044.226304E469";
+
+/// `payload` without its data object `id`, with the CRC made right again.
+fn without(payload: &str, id: u8) -> String {
+    use citypay_codes::mpm::{RawPayload, checksum_hex, tlv};
+    let raw = RawPayload::decode(payload).unwrap();
+    let body: String = raw.objects().iter().filter(|o| o.id() != id && o.id() != 63).map(|o| tlv::encode(o.id(), o.value()).unwrap()).collect();
+    let covered = format!("{body}6304");
+    let crc = checksum_hex(&covered);
+    covered + &crc
+}
+
+/// Another scheme's payload, complete or not, is another scheme's; citypay's own must be
+/// complete; a scanner's line ending is no part of a payload.
+async fn qr_payloads_are_read_as_banks_read_them(api: &Api, shop: &str, resident: &str) {
+    let pay = async |payload: &str, key: &str| {
+        let body = json!({"payload": payload, "amount": cny(100)});
+        api.call("POST", "/v1/payments/qr", Some(resident), Some(key), Some(body)).await
+    };
+    for (i, payload) in [PROMPTPAY.to_owned(), format!("{PROMPTPAY}\r\n")].iter().enumerate() {
+        let (status, body, _) = pay(payload, &format!("pp-{i}")).await;
+        assert_eq!((status, Api::code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "scheme_not_accepted"), "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("PromptPay"), "{body}");
+    }
+    let (_, sticker, _) = api.call("GET", "/v1/merchant/qr", Some(shop), None, None).await;
+    let sticker = sticker["qr_payload"].as_str().unwrap();
+    let (status, body, _) = pay(&without(sticker, 59), "no-name").await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_qr"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("59 (merchant name) is missing"), "{body}");
+    let (status, paid, _) = pay(&format!("{sticker}\r\n"), "sticker-crlf").await;
+    assert_eq!((status, &paid["amount"]), (StatusCode::OK, &cny(100)), "{paid}");
+}
+
+#[test]
+fn inspect_reads_an_incomplete_promptpay_payload_with_warnings() {
+    let output = std::process::Command::new(support::BIN).args(["inspect", "qr", PROMPTPAY, "--json"]).output().unwrap();
+    let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!((output.status.code(), &value["valid"]), (Some(0), &json!(true)), "{value}");
+    assert_eq!((&value["fields"]["schemes"], &value["fields"]["amount"]), (&json!(["PromptPay"]), &json!("4.22")), "{value}");
+    assert_eq!(value["fields"]["merchant_name"], Value::Null);
+    let warnings: Vec<&str> = value["warnings"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    assert_eq!(
+        warnings[..3],
+        [
+            "mandatory data object 52 (merchant category code) is missing",
+            "mandatory data object 59 (merchant name) is missing",
+            "mandatory data object 60 (merchant city) is missing",
+        ],
+        "{value}"
+    );
+    assert!(warnings[3].contains("scheme not accepted"), "{value}");
 }
 
 /// Refunds of Q1 (paid 50.00 by QR) and CASH1 (30.00 in cash), then the end of a period.
