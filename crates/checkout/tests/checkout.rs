@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use citypay_checkout::{Checkout, CheckoutError, Method, NewTrade, TradeStatus};
+use citypay_checkout::{Checkout, CheckoutError, DEFAULT_REFUND_PERIOD_S, Method, NewTrade, RefundStatus, TradeStatus};
 use citypay_codes::payment_code::PaymentCode;
 use citypay_directory::{
     Category, Directory, DirectoryKeys, NewMerchant, NewResident, PasswordPolicy, PlatformAccounts, Resident,
     SandboxBank, TokenKeys,
 };
 use citypay_identity::AccountClass;
-use citypay_shard::{Shard, ShardConfig, SystemClock};
-use citypay_store::Migration;
+use citypay_shard::{Command, Shard, ShardConfig, SystemClock};
+use citypay_store::{Migration, OnConflict, ServiceRow, Value};
 use citypay_store_sqlite::{SqliteReader, SqliteStore};
 use citypay_vault::{IndexKeys, SealingKeys};
 use citypay_wallet::Wallet;
@@ -27,14 +27,23 @@ struct World {
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("city.db");
-    let migrations: Vec<Migration> = citypay_directory::MIGRATIONS
+    world_in(tempfile::tempdir().unwrap())
+}
+
+/// Every component's migrations, the checkout's up to `checkout_version`.
+fn migrations(checkout_version: i64) -> Vec<Migration> {
+    citypay_directory::MIGRATIONS
         .iter()
         .chain(citypay_wallet::MIGRATIONS)
-        .chain(citypay_checkout::MIGRATIONS)
+        .chain(citypay_checkout::MIGRATIONS.iter().filter(|m| m.version <= checkout_version))
         .copied()
-        .collect();
+        .collect()
+}
+
+/// A world on the database `city.db` in `dir`, made or brought up to date.
+fn world_in(dir: tempfile::TempDir) -> World {
+    let path = dir.path().join("city.db");
+    let migrations = migrations(i64::MAX);
     let store = SqliteStore::open_writer(&path, &migrations).unwrap();
     let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
     let keys = DirectoryKeys {
@@ -450,5 +459,58 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
         }
         // The same event is posted again with the same id after a failure (dedup by id).
         assert_eq!(posts[0].2, posts[2].2);
+    });
+}
+
+#[test]
+fn an_old_database_gets_refund_records_and_refund_periods() {
+    // A trade paid and partly refunded before refunds had records and trades had periods.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_writer(&dir.path().join("city.db"), &migrations(5)).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (paid_at, merchant) = (i64::try_from(now).unwrap() - 86_400, 7_i64);
+    let text = |v: &str| Value::Text(v.to_owned());
+    let trade = ServiceRow {
+        table: "trades",
+        key: vec![("id", Value::Int(11))],
+        columns: vec![
+            ("merchant_id", Value::Int(merchant)),
+            ("city_code", Value::Int(330100)),
+            ("out_trade_no", text("OLD1")),
+            ("amount", Value::Int(1_000)),
+            ("subject", text("tea")),
+            ("status", text("TRADE_SUCCESS")),
+            ("method", text("qr")),
+            ("payer_resident", Value::Int(3)),
+            ("refunded", Value::Int(400)),
+            ("version", Value::Int(3)),
+            ("created_at", Value::Int(paid_at)),
+            ("expires_at", Value::Int(paid_at + 900)),
+            ("paid_at", Value::Int(paid_at)),
+            ("fee", Value::Int(6)),
+        ],
+        on_conflict: OnConflict::Fail,
+    };
+    let refund = ServiceRow {
+        table: "refunds",
+        key: vec![("trade_id", Value::Int(11)), ("out_request_no", text("R1"))],
+        columns: vec![("amount", Value::Int(400)), ("created_at", Value::Int(paid_at + 60))],
+        on_conflict: OnConflict::Fail,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let command = Command { event: None, guards: Vec::new(), rows: vec![trade, refund], always_rows: Vec::new() };
+    rt.block_on(shard.handle().submit(command)).unwrap();
+    shard.shutdown();
+    drop(rt);
+
+    // Brought up to date: the refund is a record, and the trade finishes 90 days after it
+    // was paid.
+    let w = world_in(dir);
+    w.rt.block_on(async {
+        let answer = w.checkout.refund_query(7, "OLD1", "R1").await.unwrap();
+        assert_eq!((answer.refund.amount, answer.refund.status, answer.fund_change), (400, RefundStatus::RefundSuccess, false));
+        assert_eq!(answer.trade.finishes_at, Some(now - 86_400 + DEFAULT_REFUND_PERIOD_S));
+        assert_eq!((answer.trade.status, answer.trade.refunded), (TradeStatus::TradeSuccess, 400));
     });
 }
