@@ -82,14 +82,9 @@ fn check_request_no(no: &str) -> Result<(), CheckoutError> {
     Ok(())
 }
 
-/// The ledger id of a refund's entry: attempt 0 is the id refunds always had, so a refund
-/// made before attempts were numbered keeps its id.
+/// The ledger id of a refund's entry, numbered by attempt.
 fn refund_entry_id(trade_id: u64, out_request_no: &str, attempt: u32) -> u128 {
-    let trade_id = trade_id.to_string();
-    match attempt {
-        0 => derived_event_id(&["trade", &trade_id, "refund", out_request_no]),
-        n => derived_event_id(&["trade", &trade_id, "refund", out_request_no, &n.to_string()]),
-    }
+    derived_event_id(&["trade", &trade_id.to_string(), "refund", out_request_no, &attempt.to_string()])
 }
 
 impl Refund {

@@ -105,6 +105,13 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "CREATE TABLE code_failures (merchant_id BIGINT NOT NULL, minute BIGINT NOT NULL, failures BIGINT NOT NULL,
             PRIMARY KEY (merchant_id, minute));",
     },
+    Migration {
+        component: "checkout",
+        version: 6,
+        name: "revoked payment devices; wrong codes per device and hour, and per device, merchant and hour",
+        sqlite: CHECKOUT_V6,
+        postgres: CHECKOUT_V6,
+    },
     // Each trade keeps the end of the refund period it was paid under; trades paid before
     // there were periods get Alipay's default, 90 days from payment. Each refund is a record
     // of its own (its status beside the amount and time it already had).
@@ -116,3 +123,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: checkout_v7!(),
     },
 ];
+
+/// A device's `failures` now count its wrong codes in the hour `failures_hour` (a cool-down,
+/// never a lock); `device_code_failures` counts them per merchant too.
+const CHECKOUT_V6: &str = "ALTER TABLE payment_devices ADD COLUMN revoked_at BIGINT;
+    ALTER TABLE payment_devices ADD COLUMN failures_hour BIGINT NOT NULL DEFAULT 0;
+    UPDATE payment_devices SET failures = 0;
+    CREATE INDEX payment_devices_by_resident ON payment_devices (resident_id);
+    CREATE TABLE device_code_failures (device_id BIGINT NOT NULL, merchant_id BIGINT NOT NULL, hour BIGINT NOT NULL,
+        failures BIGINT NOT NULL, PRIMARY KEY (device_id, merchant_id, hour));";

@@ -103,6 +103,14 @@ fn order(no: &str, fen: i64) -> NewTrade {
     NewTrade { out_trade_no: no.into(), amount: fen, subject: "beef noodles".into(), timeout_s: None }
 }
 
+/// Wrong codes are counted per hour: a check of the counts waits out an hour about to end.
+fn inside_one_hour() {
+    let left = 3600 - citypay_shard::Clock::now(&SystemClock).unix_seconds() % 3600;
+    if left < 20 {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
+}
+
 async fn bal(d: &Directory, account: u64) -> i64 {
     d.shard().account(account).await.unwrap().unwrap().balance.net_posted()
 }
@@ -309,6 +317,7 @@ fn racing_payers_pay_a_trade_once_and_racing_refunds_never_exceed_it() {
 
 #[test]
 fn payment_codes_work_once_and_guessing_is_limited() {
+    inside_one_hour();
     let w = world();
     let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
     let (shop, shop_account) = merchant(&w, SHOP_A);
@@ -323,7 +332,7 @@ fn payment_codes_work_once_and_guessing_is_limited() {
         // The till retries the same order: the same answer, no second payment.
         assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &code).await.unwrap().id, paid.id);
         // Retried much later, its code long expired: still the same answer, and the phone is
-        // not charged with wrong codes for it (the device is locked below only by real ones).
+        // not charged with wrong codes for it (only real wrong codes are counted against it below).
         let expired = PaymentCode::generate(slot, secret.expose(), now - 600);
         for _ in 0..6 {
             assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &expired).await.unwrap().id, paid.id);
@@ -335,14 +344,18 @@ fn payment_codes_work_once_and_guessing_is_limited() {
         assert!(matches!(c.trade(other_shop, "P1").await, Err(CheckoutError::TradeNotFound)));
         assert!(matches!(c.refund(other_shop, "P1", "R1", 1).await, Err(CheckoutError::TradeNotFound)));
         assert!(matches!(c.close(other_shop, "P1").await, Err(CheckoutError::TradeNotFound)));
-        // Wrong codes: counted per device (locked after 5) and per merchant (20 a minute).
+        // Wrong codes: each merchant gets 3 an hour at one device, then cools down for it; they
+        // never lock the device, and the owner's next genuine code pays elsewhere.
         let wrong = format!("{}{:08}{:08}", citypay_codes::payment_code::PREFIX, slot, 0);
-        for i in 0..5 {
+        for i in 0..3 {
             let r = c.pay_with_code(other_shop, &order(&format!("G{i}"), 100), &wrong).await;
             assert!(matches!(r, Err(CheckoutError::InvalidCode(_))), "{r:?}");
         }
         let fresh = PaymentCode::generate(slot, secret.expose(), now + 30);
-        assert!(matches!(c.pay_with_code(other_shop, &order("G9", 100), &fresh).await, Err(CheckoutError::DeviceLocked)));
+        let r = c.pay_with_code(other_shop, &order("G8", 100), &fresh).await;
+        assert!(matches!(r, Err(CheckoutError::DeviceCoolingDown { retry_after_s: 1..=3600 })), "{r:?}");
+        assert_eq!(c.pay_with_code(shop, &order("G9", 100), &fresh).await.unwrap().payer_resident, Some(alice.id));
+        assert_eq!(c.devices(&alice).await.unwrap()[0].wrong_codes_this_hour, 3);
         for i in 0..20 {
             let unknown = format!("{}{:08}{:08}", citypay_codes::payment_code::PREFIX, (slot + 1 + i) % 99_999_999, 0);
             let _ = c.pay_with_code(shop, &order(&format!("U{i}"), 100), &unknown).await;
@@ -442,6 +455,9 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
         let dispatcher = Dispatcher::new(w.directory.clone(), recorder.clone(), vec![0, 0]);
         let first = dispatcher.run_once(100).await.unwrap();
         assert_eq!((first.delivered, first.retried), (0, 2), "{first:?}");
+        // Each failure is reported for the log, with its attempt and the wait before the next.
+        assert_eq!(first.failures.len(), 2);
+        assert!(first.failures.iter().all(|f| f.merchant == m.id && f.attempt == 1 && f.reason == "HTTP 500" && f.retry_in_s == Some(0)), "{first:?}");
         let second = dispatcher.run_once(100).await.unwrap();
         assert_eq!((second.delivered, second.retried), (2, 0), "{second:?}");
         assert_eq!(dispatcher.run_once(100).await.unwrap().delivered, 0, "delivered events are not sent again");
@@ -513,4 +529,47 @@ fn an_old_database_gets_refund_records_and_refund_periods() {
         assert_eq!(answer.trade.finishes_at, Some(now - 86_400 + DEFAULT_REFUND_PERIOD_S));
         assert_eq!((answer.trade.status, answer.trade.refunded), (TradeStatus::TradeSuccess, 400));
     });
+}
+
+/// A refund refused while the merchant's balance was paid out is retried with the same
+/// `out_request_no` (as Alipay asks) and succeeds once the merchant holds money again: the
+/// ledger's stored refusal of the first attempt does not stick to the request.
+#[test]
+fn a_refund_refused_while_the_merchant_is_short_succeeds_when_retried() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    let bob = resident(&w, BOB.0, BOB.1, AccountClass::II, 100);
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let (_, payload) = c.create_trade(shop, &order("T1", 2_000)).await.unwrap();
+        c.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        // The day's balance is paid out to the merchant's bank.
+        let payout = citypay_ledger::Transfer {
+            id: 77,
+            leg: citypay_ledger::Leg {
+                debit: shop_account,
+                credit: PlatformAccounts::CNY.sandbox_custody,
+                amount: bal(&w.directory, shop_account).await,
+                currency: citypay_ledger::Currency::CNY,
+                code: 1,
+                class: 0,
+                user_data: 0,
+            },
+            pending_timeout_s: None,
+        };
+        assert_eq!(w.directory.shard().submit(citypay_ledger::Event::Transfer(payout).into()).await.unwrap().status, citypay_ledger::Status::Ok);
+        match c.refund(shop, "T1", "R1", 1_000).await {
+            Err(CheckoutError::Refused(status)) => assert_eq!(status.name(), "insufficient_funds"),
+            other => panic!("{other:?}"),
+        }
+        // A new sale; the same refund request is tried again and goes through.
+        let (_, payload) = c.create_trade(shop, &order("T2", 5_000)).await.unwrap();
+        c.pay_qr(&bob, &payload, None, "k").await.unwrap();
+        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().trade.refunded, 1_000);
+        assert!(!c.refund(shop, "T1", "R1", 1_000).await.unwrap().fund_change, "and once only");
+        assert_eq!(bal(&w.directory, alice.wallet).await, 10_000 - 2_000 + 1_000);
+    });
+    check_books(&w, &[alice.wallet, bob.wallet, shop_account]);
+    audit_clean(w);
 }

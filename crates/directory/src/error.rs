@@ -38,6 +38,15 @@ pub enum DirectoryError {
     /// Wrong credentials (never says which part was wrong).
     #[error("wrong credentials")]
     WrongCredentials,
+    /// Too many wrong passwords for this account, client or address in this window.
+    #[error("too many failed sign-ins; retry in {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until the window ends.
+        retry_after_s: u64,
+    },
+    /// The resident froze their wallet: nothing is paid out of it until they unfreeze it.
+    #[error("the wallet is frozen by its owner")]
+    WalletFrozen,
     /// The record does not exist (or the caller may not see it).
     #[error("not found")]
     NotFound,
@@ -66,6 +75,8 @@ impl DirectoryError {
             DirectoryError::UnknownCity(_) => "unknown_city",
             DirectoryError::CityExists(_) => "city_already_onboarded",
             DirectoryError::WrongCredentials => "wrong_credentials",
+            DirectoryError::RateLimited { .. } => "rate_limited",
+            DirectoryError::WalletFrozen => "wallet_frozen",
             DirectoryError::NotFound => "not_found",
             DirectoryError::Ledger(status) => status.name(),
             DirectoryError::Unavailable(_) => "unavailable",

@@ -264,3 +264,18 @@ impl Api {
         assert_eq!(status, StatusCode::CREATED, "{wallet}");
     }
 }
+
+/// Runs SQL on the city's embedded database beside its running server, for what a test cannot
+/// wait for (a validator installed days ago). The server reads those rows afresh each time.
+pub(crate) fn sqlite_execute(target: &Target, sql: &str) {
+    let connection = rusqlite::Connection::open(&target.db).unwrap();
+    connection.busy_timeout(Duration::from_secs(5)).unwrap();
+    connection.execute_batch(sql).unwrap();
+}
+
+/// A validator's signed call: `Authorization: Validator <id>:<time>:<signature>` over
+/// `"<METHOD> <path>\n<time>\n<body>"` with its device key.
+pub(crate) fn validator_authorization(device: &citypay_ride::DeviceKey, id: u32, method: &str, path: &str, time: u64, body: &str) -> String {
+    let signature = device.sign(format!("{method} {path}\n{time}\n{body}").as_bytes());
+    format!("Validator {id}:{time}:{}", citypay_vault::hex::encode(&signature))
+}
