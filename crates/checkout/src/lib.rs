@@ -906,7 +906,8 @@ impl Checkout {
         }
     }
 
-    /// Cancels a trade: closes it if unpaid, refunds what remains if paid.
+    /// Cancels a trade: closes it if unpaid, refunds what remains if paid and still
+    /// refundable.
     pub async fn cancel(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, out_trade_no).await?;
         match trade.status {
@@ -915,7 +916,9 @@ impl Checkout {
                 let remaining = trade.amount - trade.refunded;
                 Ok(self.refund(merchant_id, out_trade_no, "cancel", remaining).await?.trade)
             }
-            TradeStatus::TradeClosed | TradeStatus::TradeFinished => Ok(trade),
+            TradeStatus::TradeClosed => Ok(trade),
+            // Past its refund period a paid trade cannot be undone (Alipay: TRADE_HAS_FINISHED).
+            TradeStatus::TradeFinished => Err(CheckoutError::TradeFinished),
         }
     }
 

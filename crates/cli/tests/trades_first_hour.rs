@@ -183,6 +183,8 @@ async fn refunds_have_records_and_a_period(api: &Api, operator: &str, shop: &str
     assert_eq!((status, Api::code(&body)), (StatusCode::CONFLICT, "trade_finished"), "{body}");
     let (_, f1, _) = api.call("GET", "/v1/trades/F1", Some(shop), None, None).await;
     assert_eq!((&f1["status"], &f1["refunded"]), (&json!("TRADE_FINISHED"), &cny(100)));
+    let (status, body, _) = api.call("POST", "/v1/trades/F2/cancel", Some(shop), None, None).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::CONFLICT, "trade_finished"), "{body}");
     // Its refund made in time is still answered; Q1 keeps the 90 days it was paid under.
     let (status, repeat, _) = refund("F1", "R1", 100).await;
     assert_eq!((status, &repeat["fund_change"], &repeat["trade"]["status"]), (StatusCode::OK, &json!(false), &json!("TRADE_FINISHED")), "{repeat}");

@@ -214,9 +214,10 @@ pub(crate) async fn close(State(state): State<AppState>, MerchantCaller(merchant
     Ok(AppJson(TradeView::from(&state.checkout.close(merchant, &out_trade_no).await?)))
 }
 
-/// Cancels a trade: closes it if unpaid, refunds it in full if paid.
+/// Cancels a trade: closes it if unpaid, refunds it in full if paid; past its refund period,
+/// 409 `trade_finished`.
 #[utoipa::path(post, path = "/v1/trades/{out_trade_no}/cancel", security(("merchant" = [])), tag = "trades", params(("out_trade_no" = String, Path)),
-    responses((status = OK, body = TradeView), (status = NOT_FOUND, body = ErrorBody)))]
+    responses((status = OK, body = TradeView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn cancel(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
     Ok(AppJson(TradeView::from(&state.checkout.cancel(merchant, &out_trade_no).await?)))
 }
