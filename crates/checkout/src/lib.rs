@@ -10,6 +10,7 @@
 //! the payer and the attempt. Refunds can never exceed what was paid.
 
 pub mod notify;
+mod refund;
 mod schema;
 mod trade;
 
@@ -24,6 +25,7 @@ use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 use sha2::{Digest, Sha256};
 
+pub use refund::{DEFAULT_REFUND_PERIOD_S, MAX_REFUND_PERIOD_S, Refund, RefundAnswer, RefundStatus};
 pub use schema::MIGRATIONS;
 pub use trade::{Method, Trade, TradeStatus};
 
@@ -88,12 +90,26 @@ pub enum CheckoutError {
     /// The trade is not paid, so it cannot be refunded.
     #[error("the trade is not paid")]
     NotPaid,
+    /// The trade's refund period is over.
+    #[error("the trade's refund period is over")]
+    TradeFinished,
+    /// No refund of this trade has this request number.
+    #[error("refund not found")]
+    RefundNotFound,
     /// The refund would exceed what was paid.
     #[error("refunds would exceed the amount paid")]
     RefundExceedsPaid,
     /// The refund request number was used with a different amount.
     #[error("out_request_no was used for a different refund")]
     RefundRequestReused,
+    /// The amount sent disagrees with the amount the QR code asks for.
+    #[error("the QR code asks for {qr} fen, not the {sent} fen sent")]
+    AmountMismatch {
+        /// What the QR code asks for, in fen.
+        qr: i64,
+        /// What the payer sent, in fen.
+        sent: i64,
+    },
     /// The payment code is malformed, unknown or wrong.
     #[error("invalid payment code: {0}")]
     InvalidCode(String),
@@ -134,8 +150,11 @@ impl CheckoutError {
             CheckoutError::AlreadyPaid => "trade_already_paid",
             CheckoutError::TradeClosed => "trade_closed",
             CheckoutError::NotPaid => "trade_not_paid",
+            CheckoutError::TradeFinished => "trade_finished",
+            CheckoutError::RefundNotFound => "refund_not_found",
             CheckoutError::RefundExceedsPaid => "refund_exceeds_paid",
             CheckoutError::RefundRequestReused => "out_request_no_reused",
+            CheckoutError::AmountMismatch { .. } => "amount_mismatch",
             CheckoutError::InvalidCode(_) => "invalid_payment_code",
             CheckoutError::CodeUsed => "payment_code_used",
             CheckoutError::DeviceCoolingDown { .. } => "payment_device_cooling_down",
@@ -167,6 +186,8 @@ pub struct Checkout {
     /// Wrong codes per merchant in the current minute (per server; a shared limiter would be
     /// needed with several API servers).
     failures: Arc<Mutex<HashMap<u64, (u64, u32)>>>,
+    /// Merchants' refund periods as this server last read them: (seconds, read at).
+    periods: Arc<Mutex<HashMap<u64, (u64, u64)>>>,
     /// A device's code is read, checked and (when wrong) counted in its turn, so one server
     /// never checks two guesses at one device against the same count.
     device_turns: Arc<[tokio::sync::Mutex<()>]>,
@@ -238,7 +259,7 @@ impl Checkout {
     /// The checkout service over the directory.
     pub fn new(directory: Directory) -> Checkout {
         let device_turns = (0..DEVICE_TURNS).map(|_| tokio::sync::Mutex::new(())).collect();
-        Checkout { directory, failures: Arc::new(Mutex::new(HashMap::new())), device_turns }
+        Checkout { directory, failures: Arc::new(Mutex::new(HashMap::new())), periods: Arc::new(Mutex::new(HashMap::new())), device_turns }
     }
 
     /// A new trade's id (below 2^63, so it fits a signed column).
@@ -258,11 +279,12 @@ impl Checkout {
         }
     }
 
-    /// Submits a payment command, numbering its entry by attempt. The trade's guards make a
-    /// payment happen once; the ledger answers a refused id again with its first refusal, and
-    /// a refusal (the wallet was short) must not stop a later payment, so a replayed refusal
-    /// moves on to the next number (the same numbers on every run, so replays stay exact).
-    async fn submit_payment(&self, command: impl Fn(u32) -> Command) -> Result<Result<citypay_ledger::Outcome, usize>, CheckoutError> {
+    /// Submits a payment or refund command, numbering its entry by attempt. The trade's guards
+    /// make it happen once; the ledger answers a refused id again with its first refusal, and
+    /// a refusal (the wallet or the merchant was short) must not stop a later attempt, so a
+    /// replayed refusal moves on to the next number (the same numbers on every run, so
+    /// replays stay exact).
+    async fn submit_numbered(&self, command: impl Fn(u32) -> Command) -> Result<Result<citypay_ledger::Outcome, usize>, CheckoutError> {
         for attempt in 0..REFUSALS_MAX {
             match self.submit(command(attempt)).await? {
                 Ok(outcome) if outcome.replay && outcome.status != Status::Ok => continue,
@@ -287,7 +309,7 @@ impl Checkout {
         };
         let trade = match self.submit(command).await? {
             Ok(_) => trade,
-            Err(_) => self.existing_same(merchant_id, new).await?,
+            Err(_) => self.existing_same(merchant_id, new, Method::Qr).await?,
         };
         let payload = self.qr(merchant_id, Self::dynamic_charge(&trade)).await?;
         Ok((trade, payload))
@@ -330,10 +352,11 @@ impl Checkout {
         self.qr(merchant_id, Charge::Static).await
     }
 
-    /// The trade `out_trade_no` of this merchant, if it has the same terms as `new`.
-    async fn existing_same(&self, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
+    /// The trade `out_trade_no` of this merchant, if it has the same terms as `new` and is paid
+    /// the same way (a cash sale is not the answer to a QR order, nor the other way round).
+    async fn existing_same(&self, merchant_id: u64, new: &NewTrade, method: Method) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, &new.out_trade_no).await?;
-        if trade.amount != new.amount || trade.subject != new.subject {
+        if trade.amount != new.amount || trade.subject != new.subject || trade.method != method {
             return Err(CheckoutError::OutTradeNoReused);
         }
         Ok(trade)
@@ -346,7 +369,7 @@ impl Checkout {
             .read(trade::SELECT_BY_MERCHANT, vec![uint(merchant_id), Value::Text(out_trade_no.to_owned())])
             .await?;
         let trade = rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)?;
-        self.expired_closed(trade).await
+        self.as_of_now(trade).await
     }
 
     /// A page of a merchant's trades, newest first, after the (created_at, id) of the last
@@ -365,10 +388,15 @@ impl Checkout {
         rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)
     }
 
-    /// An unpaid trade past its time closes itself when it is next seen.
-    async fn expired_closed(&self, trade: Trade) -> Result<Trade, CheckoutError> {
-        if trade.status == TradeStatus::WaitBuyerPay && trade.expires_at <= self.now_s() {
+    /// The trade as time has left it: an unpaid trade past its time closes itself when it is
+    /// next seen, and a paid one past its refund period finishes.
+    async fn as_of_now(&self, trade: Trade) -> Result<Trade, CheckoutError> {
+        let now = self.now_s();
+        if trade.status == TradeStatus::WaitBuyerPay && trade.expires_at <= now {
             return self.close_trade(&trade).await;
+        }
+        if trade.period_over(now) {
+            return self.finish_trade(&trade).await;
         }
         Ok(trade)
     }
@@ -442,22 +470,33 @@ impl Checkout {
     /// the amount the resident typed; its trade's number derives from the payer's idempotency
     /// key, so a retry pays it once.
     pub async fn pay_qr(&self, payer: &Resident, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Trade, CheckoutError> {
-        let payload = Payload::decode(payload).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+        // A scanner's line ending is no part of the payload. Other schemes' payloads are read
+        // as their banks' apps read them (incomplete ones too) to say whose they are; citypay's
+        // own must be complete, as citypay writes them.
+        let payload = Payload::decode(payload.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
         let Some(merchant) = payload.citypay_merchant() else {
             let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
             return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
         };
+        payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
         let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
         let reference = payload.additional_data().and_then(|a| a.reference_label.clone());
-        match (reference, typed_amount) {
+        let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
+        // An amount sent beside a QR code that names its own must agree with it: the payer
+        // confirmed one of the two, and charging the other silently is never right.
+        if let (Some(qr), Some(sent)) = (qr_amount, typed_amount)
+            && qr != sent
+        {
+            return Err(CheckoutError::AmountMismatch { qr, sent });
+        }
+        match (reference, typed_amount.or(qr_amount)) {
             (Some(reference), _) => {
                 let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
                 let trade = self.trade_by_id(id).await?;
-                let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
                 if trade.merchant_id != merchant_id || qr_amount != Some(trade.amount) {
                     return Err(CheckoutError::InvalidQr("the payload does not match its order".into()));
                 }
-                self.pay_waiting(payer, self.expired_closed(trade).await?).await
+                self.pay_waiting(payer, self.as_of_now(trade).await?).await
             }
             (None, Some(amount)) => {
                 let digest = Sha256::digest(format!("{}\u{0}{idempotency_key}", payer.id).as_bytes());
@@ -478,8 +517,9 @@ impl Checkout {
     /// payment is. A retry finds the trade its first attempt created.
     async fn pay_counter(&self, payer: &Resident, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
         let merchant = self.directory.merchant(merchant_id).await?;
+        let period = self.refund_period(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now, period);
         let rows: Vec<ServiceRow> = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect();
         let command = |attempt| Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
@@ -487,13 +527,13 @@ impl Checkout {
             rows: rows.clone(),
             always_rows: Vec::new(),
         };
-        match self.submit_payment(command).await? {
+        match self.submit_numbered(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
             Err(1) => Err(DirectoryError::WalletFrozen.into()),
             Err(_) => {
-                let existing = self.existing_same(merchant_id, new).await?;
-                self.pay_waiting(payer, self.expired_closed(existing).await?).await
+                let existing = self.existing_same(merchant_id, new, Method::Qr).await?;
+                self.pay_waiting(payer, self.as_of_now(existing).await?).await
             }
         }
     }
@@ -506,8 +546,9 @@ impl Checkout {
             TradeStatus::TradeClosed => return Err(CheckoutError::TradeClosed),
         }
         let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let period = self.refund_period(trade.merchant_id).await?;
         let now = self.now_s();
-        let paid = trade.paid(payer.id, now);
+        let paid = trade.paid(payer.id, now, period);
         let rows: Vec<ServiceRow> = [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &paid, now)).collect();
         let command = |attempt| Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
@@ -515,7 +556,7 @@ impl Checkout {
             rows: rows.clone(),
             always_rows: Vec::new(),
         };
-        match self.submit_payment(command).await? {
+        match self.submit_numbered(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(paid),
             Ok(outcome) if outcome.status == Status::ConflictingReplay => Err(CheckoutError::AlreadyPaid),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
@@ -658,7 +699,8 @@ impl Checkout {
         // The device names the payer; their wallet's id follows from it, no read needed.
         let payer_wallet = account_id(AccountKind::Wallet, device.resident_id);
         let merchant = self.directory.merchant(merchant_id).await?;
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now);
+        let period = self.refund_period(merchant_id).await?;
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now, period);
         let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
         // Each code is a new attempt (a refused one is spent too), so its step numbers the entry.
         let attempt = u32::try_from(step).unwrap_or(u32::MAX);
@@ -837,105 +879,6 @@ impl Checkout {
         }
     }
 
-    /// Refunds part or all of a paid trade. Keyed by `out_request_no` (unique per trade): the
-    /// same request again answers the first result; refunds never exceed what was paid.
-    pub async fn refund(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str, amount: i64) -> Result<Trade, CheckoutError> {
-        let no = out_request_no;
-        if no.is_empty() || no.len() > 64 || !no.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(CheckoutError::InvalidField { field: "out_request_no", message: "1 to 64 letters, digits or _".into() });
-        }
-        if amount <= 0 {
-            return Err(CheckoutError::InvalidField { field: "amount", message: "greater than zero".into() });
-        }
-        for _ in 0..CAS_ATTEMPTS_MAX {
-            let trade = self.trade(merchant_id, out_trade_no).await?;
-            if let Some(previous) = self.refund_amount(trade.id, no).await? {
-                return if previous == amount { Ok(trade) } else { Err(CheckoutError::RefundRequestReused) };
-            }
-            if !matches!(trade.status, TradeStatus::TradeSuccess) {
-                return Err(if trade.status == TradeStatus::WaitBuyerPay { CheckoutError::NotPaid } else { CheckoutError::TradeClosed });
-            }
-            if amount > trade.amount - trade.refunded {
-                return Err(CheckoutError::RefundExceedsPaid);
-            }
-            match self.try_refund(&trade, no, amount).await? {
-                Some(result) => return result,
-                None => continue,
-            }
-        }
-        Err(CheckoutError::Unavailable("the trade kept changing; retry".into()))
-    }
-
-    async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64) -> Result<Option<Result<Trade, CheckoutError>>, CheckoutError> {
-        let merchant = self.directory.merchant(trade.merchant_id).await?;
-        let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
-        let wallet = account_id(AccountKind::Wallet, payer);
-        let now = self.now_s();
-        let after = trade.refunded_by(amount);
-        let mut legs = vec![Leg {
-            debit: merchant.account,
-            credit: wallet,
-            amount,
-            currency: Currency::CNY,
-            code: codes::REFUND,
-            class: 0,
-            user_data: trade.id,
-        }];
-        let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
-        // The fee comes back first, so a merchant holding only the net of the payment can
-        // still refund all of it.
-        if fee_back > 0 {
-            legs.insert(0, Leg {
-                debit: PlatformAccounts::CNY.fee_revenue,
-                credit: merchant.account,
-                amount: fee_back,
-                currency: Currency::CNY,
-                code: codes::FEE_RETURNED,
-                class: 0,
-                user_data: trade.id,
-            });
-        }
-        let refund_key = vec![("trade_id", uint(trade.id)), ("out_request_no", Value::Text(out_request_no.to_owned()))];
-        // Numbered by attempt: a refund refused while the merchant was short is retried with
-        // the same out_request_no (as Alipay asks), which must not replay the refusal for good.
-        let command = |attempt: u32| Command {
-            event: Some(Event::Entry(Entry {
-                id: derived_event_id(&["trade", &trade.id.to_string(), "refund", out_request_no, &attempt.to_string()]),
-                legs: legs.clone(),
-            })),
-            guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_key.clone() }],
-            rows: [
-                after.row(OnConflict::UpdateOnly),
-                ServiceRow {
-                    table: "refunds",
-                    key: refund_key.clone(),
-                    columns: vec![("amount", int(amount)), ("created_at", uint(now))],
-                    on_conflict: OnConflict::Fail,
-                },
-            ]
-            .into_iter()
-            .chain(self.outbox_row(&merchant, &after, now))
-            .collect(),
-            always_rows: Vec::new(),
-        };
-        Ok(match self.submit_payment(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Some(Ok(after)),
-            Ok(outcome) => Some(Err(CheckoutError::Refused(outcome.status))),
-            Err(_) => None,
-        })
-    }
-
-    async fn refund_amount(&self, trade_id: u64, out_request_no: &str) -> Result<Option<i64>, CheckoutError> {
-        let rows = self
-            .directory
-            .read("SELECT amount FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2", vec![uint(trade_id), Value::Text(out_request_no.to_owned())])
-            .await?;
-        Ok(rows.first().and_then(|row| match row.first() {
-            Some(Value::Int(a)) => Some(*a),
-            _ => None,
-        }))
-    }
-
     /// Closes an unpaid trade.
     pub async fn close(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, out_trade_no).await?;
@@ -963,16 +906,19 @@ impl Checkout {
         }
     }
 
-    /// Cancels a trade: closes it if unpaid, refunds what remains if paid.
+    /// Cancels a trade: closes it if unpaid, refunds what remains if paid and still
+    /// refundable.
     pub async fn cancel(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, out_trade_no).await?;
         match trade.status {
             TradeStatus::WaitBuyerPay => self.close(merchant_id, out_trade_no).await,
             TradeStatus::TradeSuccess => {
                 let remaining = trade.amount - trade.refunded;
-                self.refund(merchant_id, out_trade_no, "cancel", remaining).await
+                Ok(self.refund(merchant_id, out_trade_no, "cancel", remaining).await?.trade)
             }
-            TradeStatus::TradeClosed | TradeStatus::TradeFinished => Ok(trade),
+            TradeStatus::TradeClosed => Ok(trade),
+            // Past its refund period a paid trade cannot be undone (Alipay: TRADE_HAS_FINISHED).
+            TradeStatus::TradeFinished => Err(CheckoutError::TradeFinished),
         }
     }
 
@@ -980,8 +926,9 @@ impl Checkout {
     pub async fn record_cash_sale(&self, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
         check_new_trade(new)?;
         let merchant = self.directory.merchant(merchant_id).await?;
+        let period = self.refund_period(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Cash, now).paid_in_cash(now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Cash, now).paid_in_cash(now, period);
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],
@@ -990,34 +937,37 @@ impl Checkout {
         };
         match self.submit(command).await? {
             Ok(_) => Ok(trade),
-            Err(_) => self.existing_same(merchant_id, new).await,
+            Err(_) => self.existing_same(merchant_id, new, Method::Cash).await,
         }
     }
 
     /// Closes unpaid trades whose time is up (a sweeper calls it); returns how many.
     pub async fn close_expired(&self, limit: usize) -> Result<usize, CheckoutError> {
-        let rows = self
-            .directory
-            .read(trade::SELECT_EXPIRED, vec![uint(self.now_s()), uint(u64::try_from(limit).unwrap_or(100))])
-            .await?;
-        // One trade that cannot be closed now must not keep the others open: the next sweep
-        // tries it again. The error is answered only when nothing could be closed.
-        let mut closed = 0;
+        self.sweep(trade::SELECT_EXPIRED, limit, TradeStatus::TradeClosed).await
+    }
+
+    /// Brings up to `limit` trades that `select` finds (given now and the limit) to where
+    /// time has left them, and counts those that reach `to`.
+    async fn sweep(&self, select: &'static str, limit: usize, to: TradeStatus) -> Result<usize, CheckoutError> {
+        let rows = self.directory.read(select, vec![uint(self.now_s()), uint(u64::try_from(limit).unwrap_or(100))]).await?;
+        // One trade that cannot be changed now must not hold up the others: the next sweep
+        // tries it again. The error is answered only when nothing could be changed.
+        let mut changed = 0;
         let mut first_error = None;
         for row in &rows {
             let result = match Trade::from_row(row) {
-                Ok(trade) => self.close_trade(&trade).await,
-                Err(e) => Err(e.into()),
+                Ok(trade) => self.as_of_now(trade).await,
+                Err(e) => Err(e),
             };
             match result {
-                Ok(trade) if trade.status == TradeStatus::TradeClosed => closed += 1,
+                Ok(trade) if trade.status == to => changed += 1,
                 Ok(_) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
         match first_error {
-            Some(e) if closed == 0 => Err(e),
-            _ => Ok(closed),
+            Some(e) if changed == 0 => Err(e),
+            _ => Ok(changed),
         }
     }
 

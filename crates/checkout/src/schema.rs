@@ -52,6 +52,16 @@ macro_rules! checkout_v1 {
     };
 }
 
+macro_rules! checkout_v7 {
+    () => {
+        "CREATE TABLE refund_periods (merchant_id BIGINT PRIMARY KEY, period_s BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+        ALTER TABLE trades ADD COLUMN finishes_at BIGINT;
+        UPDATE trades SET finishes_at = paid_at + 7776000 WHERE paid_at IS NOT NULL;
+        CREATE INDEX trades_finishing ON trades (finishes_at) WHERE status = 'TRADE_SUCCESS';
+        ALTER TABLE refunds ADD COLUMN status TEXT NOT NULL DEFAULT 'REFUND_SUCCESS';"
+    };
+}
+
 /// The checkout's migrations, for every backend.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -101,6 +111,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "revoked payment devices; wrong codes per device and hour, and per device, merchant and hour",
         sqlite: CHECKOUT_V6,
         postgres: CHECKOUT_V6,
+    },
+    // Each trade keeps the end of the refund period it was paid under; trades paid before
+    // there were periods get Alipay's default, 90 days from payment. Each refund is a record
+    // of its own (its status beside the amount and time it already had).
+    Migration {
+        component: "checkout",
+        version: 7,
+        name: "refund periods per merchant, the end of each trade's, refund records' status",
+        sqlite: checkout_v7!(),
+        postgres: checkout_v7!(),
     },
 ];
 

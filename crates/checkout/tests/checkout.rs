@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use citypay_checkout::{Checkout, CheckoutError, Method, NewTrade, TradeStatus};
+use citypay_checkout::{Checkout, CheckoutError, DEFAULT_REFUND_PERIOD_S, Method, NewTrade, RefundStatus, TradeStatus};
 use citypay_codes::payment_code::PaymentCode;
 use citypay_directory::{
     Category, Directory, DirectoryKeys, NewMerchant, NewResident, PasswordPolicy, PlatformAccounts, Resident,
     SandboxBank, TokenKeys,
 };
 use citypay_identity::AccountClass;
-use citypay_shard::{Shard, ShardConfig, SystemClock};
-use citypay_store::Migration;
+use citypay_shard::{Command, Shard, ShardConfig, SystemClock};
+use citypay_store::{Migration, OnConflict, ServiceRow, Value};
 use citypay_store_sqlite::{SqliteReader, SqliteStore};
 use citypay_vault::{IndexKeys, SealingKeys};
 use citypay_wallet::Wallet;
@@ -27,14 +27,23 @@ struct World {
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("city.db");
-    let migrations: Vec<Migration> = citypay_directory::MIGRATIONS
+    world_in(tempfile::tempdir().unwrap())
+}
+
+/// Every component's migrations, the checkout's up to `checkout_version`.
+fn migrations(checkout_version: i64) -> Vec<Migration> {
+    citypay_directory::MIGRATIONS
         .iter()
         .chain(citypay_wallet::MIGRATIONS)
-        .chain(citypay_checkout::MIGRATIONS)
+        .chain(citypay_checkout::MIGRATIONS.iter().filter(|m| m.version <= checkout_version))
         .copied()
-        .collect();
+        .collect()
+}
+
+/// A world on the database `city.db` in `dir`, made or brought up to date.
+fn world_in(dir: tempfile::TempDir) -> World {
+    let path = dir.path().join("city.db");
+    let migrations = migrations(i64::MAX);
     let store = SqliteStore::open_writer(&path, &migrations).unwrap();
     let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
     let keys = DirectoryKeys {
@@ -156,10 +165,15 @@ fn qr_payments_refunds_close_and_cancel() {
         assert_eq!(bal(d, shop_account).await, 2_372 - 14);
         assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14);
         // Two partial refunds, a replay, a reused number, and one too many.
-        c.refund(shop, "T1", "R1", 1_000).await.unwrap();
-        let after = c.refund(shop, "T1", "R2", 372).await.unwrap();
+        let first = c.refund(shop, "T1", "R1", 1_000).await.unwrap();
+        assert!(first.fund_change);
+        let after = c.refund(shop, "T1", "R2", 372).await.unwrap().trade;
         assert_eq!((after.refunded, after.status), (1_372, TradeStatus::TradeSuccess));
-        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_372);
+        // The repeat answers the first refund's record, the total now, and that nothing moved.
+        let again = c.refund(shop, "T1", "R1", 1_000).await.unwrap();
+        assert_eq!((again.trade.refunded, &again.refund, again.fund_change), (1_372, &first.refund, false));
+        assert_eq!(c.refund_query(shop, "T1", "R1").await.unwrap(), again);
+        assert!(matches!(c.refund_query(shop, "T1", "R9").await, Err(CheckoutError::RefundNotFound)));
         // The fee comes back in proportion, rounded down: floor(14 * 1372 / 2372) = 8.
         assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14 - 8);
         assert!(matches!(c.refund(shop, "T1", "R1", 999).await, Err(CheckoutError::RefundRequestReused)));
@@ -196,6 +210,12 @@ fn qr_payments_refunds_close_and_cancel() {
         // Cash at the counter is recorded; no wallet moves.
         let cash = c.record_cash_sale(shop, &order("C1", 800)).await.unwrap();
         assert_eq!((cash.method, cash.status, cash.payer_resident), (Method::Cash, TradeStatus::TradeSuccess, None));
+        // Its refund is recorded (the cash goes back over the counter; no wallet moves).
+        let shop_before = bal(d, shop_account).await;
+        let refunded = c.refund(shop, "C1", "CR1", 300).await.unwrap();
+        assert_eq!((refunded.trade.refunded, refunded.trade.status, refunded.fund_change), (300, TradeStatus::TradeSuccess, true));
+        assert_eq!(c.refund(shop, "C1", "CR2", 500).await.unwrap().trade.status, TradeStatus::TradeClosed);
+        assert_eq!(bal(d, shop_account).await, shop_before);
         // Every change wrote an outbox event.
         assert!(c.pending_events(shop, 100).await.unwrap().len() >= 8);
     });
@@ -226,7 +246,7 @@ fn a_chinese_merchant_name_goes_in_the_language_template() {
         let decoded = citypay_codes::mpm::Payload::decode(&payload).unwrap();
         let language = decoded.language().unwrap();
         assert_eq!((language.name.as_str(), language.city.as_deref()), ("西湖面馆", Some("福州")));
-        assert!(decoded.name().is_ascii());
+        assert!(decoded.name().is_some_and(str::is_ascii));
         w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
         // Without a notification URL there is nothing to deliver, so nothing is queued.
         assert!(w.checkout.pending_events(m.id, 100).await.unwrap().is_empty());
@@ -458,6 +478,59 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
     });
 }
 
+#[test]
+fn an_old_database_gets_refund_records_and_refund_periods() {
+    // A trade paid and partly refunded before refunds had records and trades had periods.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_writer(&dir.path().join("city.db"), &migrations(5)).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (paid_at, merchant) = (i64::try_from(now).unwrap() - 86_400, 7_i64);
+    let text = |v: &str| Value::Text(v.to_owned());
+    let trade = ServiceRow {
+        table: "trades",
+        key: vec![("id", Value::Int(11))],
+        columns: vec![
+            ("merchant_id", Value::Int(merchant)),
+            ("city_code", Value::Int(330100)),
+            ("out_trade_no", text("OLD1")),
+            ("amount", Value::Int(1_000)),
+            ("subject", text("tea")),
+            ("status", text("TRADE_SUCCESS")),
+            ("method", text("qr")),
+            ("payer_resident", Value::Int(3)),
+            ("refunded", Value::Int(400)),
+            ("version", Value::Int(3)),
+            ("created_at", Value::Int(paid_at)),
+            ("expires_at", Value::Int(paid_at + 900)),
+            ("paid_at", Value::Int(paid_at)),
+            ("fee", Value::Int(6)),
+        ],
+        on_conflict: OnConflict::Fail,
+    };
+    let refund = ServiceRow {
+        table: "refunds",
+        key: vec![("trade_id", Value::Int(11)), ("out_request_no", text("R1"))],
+        columns: vec![("amount", Value::Int(400)), ("created_at", Value::Int(paid_at + 60))],
+        on_conflict: OnConflict::Fail,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let command = Command { event: None, guards: Vec::new(), rows: vec![trade, refund], always_rows: Vec::new() };
+    rt.block_on(shard.handle().submit(command)).unwrap();
+    shard.shutdown();
+    drop(rt);
+
+    // Brought up to date: the refund is a record, and the trade finishes 90 days after it
+    // was paid.
+    let w = world_in(dir);
+    w.rt.block_on(async {
+        let answer = w.checkout.refund_query(7, "OLD1", "R1").await.unwrap();
+        assert_eq!((answer.refund.amount, answer.refund.status, answer.fund_change), (400, RefundStatus::RefundSuccess, false));
+        assert_eq!(answer.trade.finishes_at, Some(now - 86_400 + DEFAULT_REFUND_PERIOD_S));
+        assert_eq!((answer.trade.status, answer.trade.refunded), (TradeStatus::TradeSuccess, 400));
+    });
+}
+
 /// A refund refused while the merchant's balance was paid out is retried with the same
 /// `out_request_no` (as Alipay asks) and succeeds once the merchant holds money again: the
 /// ledger's stored refusal of the first attempt does not stick to the request.
@@ -493,8 +566,8 @@ fn a_refund_refused_while_the_merchant_is_short_succeeds_when_retried() {
         // A new sale; the same refund request is tried again and goes through.
         let (_, payload) = c.create_trade(shop, &order("T2", 5_000)).await.unwrap();
         c.pay_qr(&bob, &payload, None, "k").await.unwrap();
-        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_000);
-        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_000, "and once only");
+        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().trade.refunded, 1_000);
+        assert!(!c.refund(shop, "T1", "R1", 1_000).await.unwrap().fund_change, "and once only");
         assert_eq!(bal(&w.directory, alice.wallet).await, 10_000 - 2_000 + 1_000);
     });
     check_books(&w, &[alice.wallet, bob.wallet, shop_account]);

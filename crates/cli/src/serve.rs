@@ -98,6 +98,9 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
                 if let Err(error) = checkout.close_expired(500).await {
                     tracing::warn!(%error, "closing expired trades failed");
                 }
+                if let Err(error) = checkout.finish_ended(500).await {
+                    tracing::warn!(%error, "finishing trades past their refund period failed");
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });

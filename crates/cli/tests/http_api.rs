@@ -162,7 +162,7 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
     for (no, amount, refunded) in [("R1", 1_000, 1_000), ("R2", 372, 1_372), ("R1", 1_000, 1_372)] {
         let body = json!({"out_request_no": no, "amount": {"amount": amount, "currency": "CNY"}});
         let (status, t, _) = api.call("POST", "/v1/trades/T1/refunds", Some(&shop_key), None, Some(body)).await;
-        assert_eq!((status, t["refunded"]["amount"].as_i64()), (StatusCode::OK, Some(refunded)), "{t}");
+        assert_eq!((status, t["trade"]["refunded"]["amount"].as_i64()), (StatusCode::OK, Some(refunded)), "{t}");
     }
     let too_much = json!({"out_request_no": "R3", "amount": {"amount": 1_001, "currency": "CNY"}});
     let (status, body, _) = api.call("POST", "/v1/trades/T1/refunds", Some(&shop_key), None, Some(too_much)).await;

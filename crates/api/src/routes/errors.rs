@@ -61,12 +61,14 @@ impl From<CheckoutError> for ApiError {
             | CheckoutError::InvalidCode(_)
             | CheckoutError::CodeUsed
             | CheckoutError::RefundExceedsPaid
+            | CheckoutError::AmountMismatch { .. }
             | CheckoutError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CheckoutError::TradeNotFound | CheckoutError::DeviceNotFound => StatusCode::NOT_FOUND,
+            CheckoutError::TradeNotFound | CheckoutError::RefundNotFound | CheckoutError::DeviceNotFound => StatusCode::NOT_FOUND,
             CheckoutError::OutTradeNoReused
             | CheckoutError::RefundRequestReused
             | CheckoutError::AlreadyPaid
             | CheckoutError::TradeClosed
+            | CheckoutError::TradeFinished
             | CheckoutError::NotPaid => StatusCode::CONFLICT,
             CheckoutError::TooManyAttempts => return ApiError::too_many_requests(Duration::from_secs(60)),
             CheckoutError::DeviceCoolingDown { retry_after_s } => {

@@ -103,6 +103,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(trades::get))
         .routes(routes!(trades::pay_with_code))
         .routes(routes!(trades::refund))
+        .routes(routes!(trades::get_refund))
+        .routes(routes!(trades::refund_period, trades::set_refund_period))
         .routes(routes!(trades::close))
         .routes(routes!(trades::cancel))
         .routes(routes!(trades::cash_sale))

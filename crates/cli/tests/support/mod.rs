@@ -254,6 +254,17 @@ pub(crate) fn payment_code(device: &Value) -> String {
     citypay_codes::payment_code::PaymentCode::generate(u32::try_from(device["device"].as_u64().unwrap()).unwrap(), &secret, now).to_string()
 }
 
+impl Api {
+    /// Links `card` to a resident's wallet and tops it up by `amount` fen.
+    pub(crate) async fn top_up(&self, resident: &str, card: &str, amount: i64) {
+        let (status, linked, _) = self.call("POST", "/v1/wallet/cards", Some(resident), Some(&format!("card-{card}")), Some(json!({"card_number": card}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{linked}");
+        let top_up = json!({"card_id": linked["card_id"], "amount": {"amount": amount, "currency": "CNY"}});
+        let (status, wallet, _) = self.call("POST", "/v1/wallet/top-ups", Some(resident), Some(&format!("top-up-{card}-{amount}")), Some(top_up)).await;
+        assert_eq!(status, StatusCode::CREATED, "{wallet}");
+    }
+}
+
 /// Runs SQL on the city's embedded database beside its running server, for what a test cannot
 /// wait for (a validator installed days ago). The server reads those rows afresh each time.
 pub(crate) fn sqlite_execute(target: &Target, sql: &str) {
