@@ -61,9 +61,118 @@ impl ApiConfig {
             4217 currency; mutating calls take an `Idempotency-Key`; lists page with cursors."
     ),
     components(schemas(ErrorBody, Money)),
+    modifiers(&SecuritySchemes, &Webhooks),
     tags((name = "operations", description = "Health, metrics and this document."))
 )]
 struct BaseDoc;
+
+/// OpenAPI requires a description on every response; a route that gave none gets its
+/// status's reason phrase, so generated clients accept the document.
+fn describe_responses(doc: &mut OpenApiDoc) {
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.options, &mut item.head, &mut item.patch, &mut item.trace];
+        for operation in operations.into_iter().flatten() {
+            for (status, response) in &mut operation.responses.responses {
+                if let RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    let reason = status.parse::<u16>().ok().and_then(|code| StatusCode::from_u16(code).ok()).and_then(|code| code.canonical_reason());
+                    response.description = reason.unwrap_or("Response").to_owned();
+                }
+            }
+        }
+    }
+}
+
+/// How each kind of caller authenticates; every operation names the one it takes (an empty
+/// requirement where it is public).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = |who: &str| {
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(format!("`Authorization: Bearer <token>`, the token of {who}")))
+                    .build(),
+            )
+        };
+        components.add_security_scheme("resident", bearer("`POST /v1/sessions` (a resident)"));
+        components.add_security_scheme("operator", bearer("`POST /v1/operator-sessions` (a platform or city operator)"));
+        components.add_security_scheme(
+            "merchant",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Authorization: ApiKey <key id>:<secret>`, a merchant's API key (from onboarding or `POST /v1/api-keys`).",
+            ))),
+        );
+        components.add_security_scheme(
+            "validator",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Authorization: Validator <id>:<unix seconds>:<signature>`: a transit validator signs each call \
+                 with its registered Ed25519 device key. The signature is 128 hex digits over the bytes \
+                 `<METHOD> <path>\\n<unix seconds>\\n<body>` (the path without query string, the body empty \
+                 for GET), and the time must be within five minutes of the platform's clock.",
+            ))),
+        );
+    }
+}
+
+/// The merchant's notifications, as OpenAPI 3.1 webhooks.
+struct Webhooks;
+
+impl utoipa::Modify for Webhooks {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder};
+        use utoipa::openapi::request_body::RequestBodyBuilder;
+        use utoipa::openapi::{ContentBuilder, ObjectBuilder, Required, ResponseBuilder, Type};
+        let header = |name: &str, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::True)
+                .description(Some(description))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build()
+        };
+        let trade = ObjectBuilder::new()
+            .property("trade_no", ObjectBuilder::new().schema_type(Type::String))
+            .property("out_trade_no", ObjectBuilder::new().schema_type(Type::String))
+            .property("status", ObjectBuilder::new().schema_type(Type::String).description(Some("WAIT_BUYER_PAY, TRADE_SUCCESS, TRADE_CLOSED or TRADE_FINISHED")))
+            .property("amount", ObjectBuilder::new().schema_type(Type::Integer).description(Some("minor units")))
+            .property("refunded", ObjectBuilder::new().schema_type(Type::Integer).description(Some("minor units refunded so far")))
+            .property("currency", ObjectBuilder::new().schema_type(Type::String));
+        let event = ObjectBuilder::new()
+            .property("event_id", ObjectBuilder::new().schema_type(Type::String).description(Some("32 hex digits; the same in every retry")))
+            .property("type", ObjectBuilder::new().schema_type(Type::String).description(Some("trade.status_changed")))
+            .property("trade", trade)
+            .property("created_at", ObjectBuilder::new().schema_type(Type::Integer).description(Some("Unix seconds")))
+            .required("event_id")
+            .required("type")
+            .required("trade");
+        let operation = OperationBuilder::new()
+            .summary(Some("A trade changed (paid, closed, refunded, finished)"))
+            .description(Some(
+                "POSTed to the merchant's `notify_url` (HTTP or HTTPS) after the change commits. Verify \
+                 `Citypay-Signature: t=<unix seconds>,v1=<hex>`: `v1` is HMAC-SHA256 under the merchant's \
+                 webhook secret over `<t>.<body>` (the body's exact bytes); refuse an old `t`. Answer any \
+                 2xx once the event is stored: anything else, or no answer within 10 s, is retried after \
+                 2 min, 10 min, 10 min, 1 h, 2 h, 6 h and 15 h (Alipay's schedule), then given up. \
+                 Retries carry the same `Citypay-Event-Id`: deduplicate by it.",
+            ))
+            .parameter(header("Citypay-Signature", "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">"))
+            .parameter(header("Citypay-Event-Id", "The event's id; retries repeat it"))
+            .request_body(Some(RequestBodyBuilder::new().content("application/json", ContentBuilder::new().schema(Some(event)).build()).required(Some(Required::True)).build()))
+            .response("200", ResponseBuilder::new().description("Any 2xx: delivered, not sent again").build())
+            .build();
+        doc.webhooks = Some(PathsBuilder::new().path("trade.status_changed", PathItem::new(HttpMethod::Post, operation)).build());
+    }
+}
 
 /// Builds citypay's router.
 ///
@@ -134,12 +243,15 @@ impl Api {
 
     /// The OpenAPI 3.1 document of every route added so far.
     pub fn openapi(&self) -> OpenApiDoc {
-        self.routes.get_openapi().clone()
+        let mut doc = self.routes.get_openapi().clone();
+        describe_responses(&mut doc);
+        doc
     }
 
     /// The finished router, ready for [`serve`](crate::serve).
     pub fn into_router(self) -> Router {
-        let (router, doc) = self.routes.split_for_parts();
+        let (router, mut doc) = self.routes.split_for_parts();
+        describe_responses(&mut doc);
         let spec = serde_json::to_vec(&doc).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot serialize the OpenAPI document");
             b"{}".to_vec()
@@ -250,6 +362,7 @@ struct OpenApiJson(Bytes);
 #[utoipa::path(
     get,
     path = "/health",
+    security(()),
     tag = "operations",
     responses((status = OK, description = "The process serves requests.", body = Health))
 )]
@@ -261,6 +374,7 @@ async fn health_check(State(HealthState(health)): State<HealthState>) -> AppJson
 #[utoipa::path(
     get,
     path = "/openapi.json",
+    security(()),
     tag = "operations",
     responses((status = OK, description = "The OpenAPI 3.1 document of every route.", body = Object))
 )]

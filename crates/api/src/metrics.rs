@@ -141,6 +141,7 @@ fn status_class(status: StatusCode) -> &'static str {
 #[utoipa::path(
     get,
     path = "/metrics",
+    security(()),
     tag = "operations",
     responses((
         status = OK,

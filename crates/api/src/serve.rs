@@ -15,13 +15,14 @@ pub async fn serve(addr: SocketAddr, router: Router) -> io::Result<()> {
 }
 
 /// Serves `router` on a bound listener until `shutdown` completes, then drains gracefully.
+/// Each request carries its peer's address (`ConnectInfo`), which the sign-in limits count.
 pub async fn serve_until(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, router)
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;
     tracing::info!("stopped");

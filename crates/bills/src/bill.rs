@@ -137,12 +137,6 @@ impl Bill {
         if self.items.len() >= 64 { u64::MAX } else { (1u64 << self.items.len()) - 1 }
     }
 
-    /// The bill as a linked family member sees it: what is due, not what it is for.
-    pub fn redacted(&self) -> Bill {
-        let items = self.items.iter().enumerate().map(|(i, item)| Item { name: format!("item {}", i + 1), amount: item.amount }).collect();
-        Bill { title: format!("{} bill", self.category.code()), items, ..self.clone() }
-    }
-
     /// What is still owed, in fen.
     pub fn outstanding(&self) -> i64 {
         self.total - self.paid_amount

@@ -1,10 +1,12 @@
 //! Public-service bills: a hospital, a school, the social-security bureau or a utility bills a
 //! payer it knows by PRC ID number (matched through the identity vault's blind index, never
 //! kept in clear), student number or account number. Residents see the bills addressed to them
-//! and to family members they have linked, and pay in full or by chosen items from the wallet;
-//! cash paid at the biller's counter is recorded against the same bill. A hospital bill's
-//! medical-insurance part is paid by the city's insurance fund in the same ledger entry as the
-//! patient's part, so both move or neither does. Every payment gets a signed receipt.
+//! and to family members whose links stand (the member approved it, or the biller recorded the
+//! resident as guardian), and pay in full or by chosen items from the wallet; cash paid at the
+//! biller's counter is recorded against the same bill. A hospital bill's medical-insurance part
+//! is paid by the city's insurance fund in the same ledger entry as the patient's part, so both
+//! move or neither does, and only on the patient's word (paying from the phone, or consenting
+//! to a cash payment from it). Every payment gets a signed receipt.
 //!
 //! Exactly once: a payment commits only under a compare-and-swap guard on the bill's version,
 //! checked by the single writer, so of two payers racing for a bill one wins and no money moves
@@ -40,6 +42,11 @@ pub const INSURED_MAX_FEN: i64 = 10_000_000;
 pub const BILLER_CATEGORIES: [Category; 4] = [Category::Hospital, Category::School, Category::SocialSecurity, Category::Utility];
 /// Bills listed at once.
 pub const LIST_MAX: u32 = 100;
+/// Unanswered links to ID numbers a resident may have asked for within
+/// [`LINK_REQUESTS_WINDOW_S`]: a stranger cannot flood residents with requests.
+pub const LINK_REQUESTS_MAX: i64 = 10;
+/// The window [`LINK_REQUESTS_MAX`] counts over (a week).
+pub const LINK_REQUESTS_WINDOW_S: u64 = 7 * 86_400;
 /// Refused payments of one bill by one payer that a new attempt steps over.
 const REFUSALS_MAX: u32 = 64;
 /// Times a payment is retried when another change of the bill won the race.
@@ -77,9 +84,21 @@ pub enum BillError {
     /// No contribution window is open for that city and year.
     #[error("the contribution window is not open")]
     WindowClosed,
-    /// The ledger refused (insufficient funds in the wallet or the insurance fund, a cap).
+    /// The ledger refused (insufficient funds in the wallet, a cap).
     #[error("refused: {0}")]
     Refused(Status),
+    /// The city's medical-insurance fund cannot pay its part now (never funded, or short).
+    #[error("the city's medical-insurance fund cannot pay its part ({0} fen) now; nothing was charged")]
+    FundShort(i64),
+    /// The bill is not an insured one paid wholly in cash, so the fund owes the patient nothing.
+    #[error("only an insured bill paid wholly in cash is claimed from the fund")]
+    NothingToClaim,
+    /// Too many unanswered link requests to ID numbers this week.
+    #[error("at most {LINK_REQUESTS_MAX} unanswered link requests to ID numbers a week")]
+    TooManyLinkRequests,
+    /// No such link request to the caller's own ID number.
+    #[error("link request not found")]
+    LinkNotFound,
     /// Unavailable; retrying is safe.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -98,6 +117,10 @@ impl BillError {
             BillError::AmountMismatch(_) => "amount_mismatch",
             BillError::WindowClosed => "contribution_window_closed",
             BillError::Refused(status) => status.name(),
+            BillError::FundShort(_) => "insurance_fund_short",
+            BillError::LinkNotFound => "link_not_found",
+            BillError::NothingToClaim => "nothing_to_claim",
+            BillError::TooManyLinkRequests => "too_many_link_requests",
             BillError::Unavailable(_) => "unavailable",
         }
     }
@@ -107,7 +130,7 @@ impl BillError {
 struct PayerKeys {
     /// Their own ID number's (one per index key).
     own: Vec<Vec<u8>>,
-    /// The family members' they linked.
+    /// The family members' whose links stand.
     linked: Vec<Vec<u8>>,
 }
 
@@ -130,6 +153,63 @@ impl std::fmt::Debug for Payer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Payer").field("kind", &self.kind).finish_non_exhaustive()
     }
+}
+
+/// Where a link to a family member's bills stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkStatus {
+    /// Shows nothing yet: the person has not answered, or the biller has not confirmed.
+    Pending,
+    /// Shows the bills, which the linked resident may pay.
+    Approved,
+    /// The person declined (or withdrew an approval); shows nothing.
+    Declined,
+}
+
+impl LinkStatus {
+    /// Stable code.
+    pub const fn code(self) -> &'static str {
+        match self {
+            LinkStatus::Pending => "pending",
+            LinkStatus::Approved => "approved",
+            LinkStatus::Declined => "declined",
+        }
+    }
+
+    /// Inverse of [`LinkStatus::code`].
+    pub fn from_code(code: &str) -> Option<LinkStatus> {
+        [LinkStatus::Pending, LinkStatus::Approved, LinkStatus::Declined].into_iter().find(|s| s.code() == code)
+    }
+}
+
+/// A resident's link to a family member's bills.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayerLink {
+    /// How the family member is known.
+    pub payer_kind: PayerKind,
+    /// Their identifier, masked.
+    pub payer_masked: String,
+    /// The linking resident's name for it (`mother`, `son`, `home`).
+    pub label: String,
+    /// Where it stands.
+    pub status: LinkStatus,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// Another resident's request to see one's bills, as the person named sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkRequest {
+    /// The requesting resident.
+    pub requester: u64,
+    /// Their ID number, masked.
+    pub requester_masked: String,
+    /// Their name for the link.
+    pub label: String,
+    /// Where it stands.
+    pub status: LinkStatus,
+    /// Unix seconds.
+    pub requested_at: u64,
 }
 
 /// A bill as the biller issues it.
@@ -193,6 +273,17 @@ pub struct BillPayment {
     pub paid_at: u64,
     /// The signed receipt.
     pub receipt: Receipt,
+}
+
+/// The fund's part of a bill paid wholly in cash, paid to the patient's wallet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FundClaim {
+    /// The bill.
+    pub bill_id: u64,
+    /// Paid into the wallet, in fen.
+    pub amount: i64,
+    /// Unix seconds.
+    pub claimed_at: u64,
 }
 
 /// A yearly window in which a city's residents pay their social-security contribution.
@@ -320,6 +411,9 @@ impl Bills {
         if new.insured > 0 && (biller.category != Category::Hospital || new.pick_items) {
             return Err(BillError::InvalidField { field: "insured", message: "only hospital bills whose items are all due together".into() });
         }
+        if !new.late_allowed && new.due_at <= self.now_s() {
+            return Err(BillError::InvalidField { field: "due_at", message: "already past, and late payment is not allowed: it could never be paid".into() });
+        }
         let (payer_key, payer_masked) = self.payer_key(&new.payer, biller_id)?;
         let bill = Bill {
             id: u64::from_le_bytes(self.directory.draw(&["bill", &biller_id.to_string(), &new.out_bill_no])) >> 1,
@@ -370,17 +464,71 @@ impl Bills {
     }
 
     /// The payer keys a resident may see and pay bills of: their own ID number's, and those of
-    /// the family members they linked.
+    /// the links that were consented to (an ID number's) or confirmed by the biller (a student
+    /// or account number's).
     async fn keys_of(&self, resident: &Resident) -> Result<PayerKeys, BillError> {
         let own = self.directory.resident_id_keys(resident.id).await?;
-        let rows = self.directory.read("SELECT payer_key FROM payer_links WHERE resident_id = ?1", vec![uint(resident.id)]).await?;
-        let linked = rows.iter().map(|row| citypay_directory::blob_at(row, 0)).collect::<Result<_, _>>()?;
+        let links = self.links_with_keys(resident.id, &own).await?;
+        let linked = links.into_iter().filter(|(_, link)| link.status == LinkStatus::Approved).map(|(key, _)| key).collect();
         Ok(PayerKeys { own, linked })
     }
 
-    /// Links a family member's bills to a resident: a relative's ID number, or a child's
-    /// student number at a school (`biller_id`), or an account number at a utility.
-    pub async fn link_payer(&self, resident: &Resident, payer: &Payer, biller_id: Option<u64>, label: &str) -> Result<String, BillError> {
+    /// A resident's links with their payer keys. An ID number's link stands as its person
+    /// answered it; a student or account number's is approved while its biller lists the
+    /// resident as a guardian.
+    async fn links_with_keys(&self, resident_id: u64, own: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, PayerLink)>, BillError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT payer_key, payer_kind, payer_masked, label, status, created_at FROM payer_links WHERE resident_id = ?1 ORDER BY created_at, payer_key",
+                vec![uint(resident_id)],
+            )
+            .await?;
+        let bad = |what: &str| BillError::Directory(DirectoryError::Storage(format!("payer link: {what}")));
+        let mut guarded: Vec<Vec<u8>> = Vec::new();
+        if rows.iter().any(|row| text_at(row, 1).is_ok_and(|kind| kind != PayerKind::IdNumber.code())) {
+            for key in own {
+                let found = self.directory.read("SELECT payer_key FROM payer_guardians WHERE guardian_key = ?1", vec![Value::Blob(key.clone())]).await?;
+                for row in &found {
+                    guarded.push(citypay_directory::blob_at(row, 0)?);
+                }
+            }
+        }
+        rows.iter()
+            .map(|row| {
+                let key = citypay_directory::blob_at(row, 0)?;
+                let payer_kind = PayerKind::from_code(&text_at(row, 1)?).ok_or_else(|| bad("kind"))?;
+                let status = match payer_kind {
+                    PayerKind::IdNumber => LinkStatus::from_code(&text_at(row, 4)?).ok_or_else(|| bad("status"))?,
+                    _ if guarded.contains(&key) => LinkStatus::Approved,
+                    _ => LinkStatus::Pending,
+                };
+                let link = PayerLink {
+                    payer_kind,
+                    payer_masked: text_at(row, 2)?,
+                    label: text_at(row, 3)?,
+                    status,
+                    created_at: u64::try_from(int_at(row, 5)?).unwrap_or(0),
+                };
+                Ok((key, link))
+            })
+            .collect()
+    }
+
+    /// A resident's links to family members' bills, oldest first, with where each stands.
+    pub async fn links_of(&self, resident: &Resident) -> Result<Vec<PayerLink>, BillError> {
+        let own = self.directory.resident_id_keys(resident.id).await?;
+        Ok(self.links_with_keys(resident.id, &own).await?.into_iter().map(|(_, link)| link).collect())
+    }
+
+    /// Asks to see and pay a family member's bills: a relative's ID number, a child's student
+    /// number at a school (`biller_id`), or an account number at a utility. The link shows
+    /// nothing until the relative approves it from their own account, or, for a student or
+    /// account number, until the biller lists the resident as its guardian
+    /// ([`Bills::add_guardian`]). The answer is the same whether or not anyone holds that
+    /// number, so a link tells a stranger nothing. Asking again changes only the label: a
+    /// declined request stays declined.
+    pub async fn link_payer(&self, resident: &Resident, payer: &Payer, biller_id: Option<u64>, label: &str) -> Result<PayerLink, BillError> {
         check_text("label", label, 32)?;
         let scope = match (payer.kind, biller_id) {
             (PayerKind::IdNumber, _) => 0,
@@ -391,12 +539,27 @@ impl Bills {
             (_, None) => return Err(BillError::InvalidField { field: "biller_id", message: "a student or account number belongs to a biller".into() }),
         };
         let (key, masked) = self.payer_key(payer, scope)?;
+        if payer.kind == PayerKind::IdNumber {
+            let since = self.now_s().saturating_sub(LINK_REQUESTS_WINDOW_S);
+            let asked = self
+                .directory
+                .read(
+                    "SELECT COUNT(*) FROM payer_links WHERE resident_id = ?1 AND payer_kind = 'id_number' AND status = 'pending' AND created_at > ?2 AND payer_key <> ?3",
+                    vec![uint(resident.id), uint(since), Value::Blob(key.clone())],
+                )
+                .await?;
+            if asked.first().map(|row| int_at(row, 0)).transpose()?.unwrap_or(0) >= LINK_REQUESTS_MAX {
+                return Err(BillError::TooManyLinkRequests);
+            }
+        }
+        // No status column: a new link takes the table's default (pending), an existing one
+        // keeps its answer.
         let row = ServiceRow {
             table: "payer_links",
-            key: vec![("resident_id", uint(resident.id)), ("payer_key", Value::Blob(key))],
+            key: vec![("resident_id", uint(resident.id)), ("payer_key", Value::Blob(key.clone()))],
             columns: vec![
                 ("payer_kind", Value::Text(payer.kind.code().to_owned())),
-                ("payer_masked", Value::Text(masked.clone())),
+                ("payer_masked", Value::Text(masked)),
                 ("label", Value::Text(label.to_owned())),
                 ("created_at", uint(self.now_s())),
             ],
@@ -404,63 +567,139 @@ impl Bills {
         };
         let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
         self.submit(command).await?.map_err(|_| BillError::Unavailable("link".into()))?;
-        Ok(masked)
+        let own = self.directory.resident_id_keys(resident.id).await?;
+        let links = self.links_with_keys(resident.id, &own).await?;
+        links.into_iter().find(|(k, _)| *k == key).map(|(_, link)| link).ok_or_else(|| BillError::Unavailable("link".into()))
     }
 
-    /// The bills addressed to a resident and to the family members they linked, newest first.
-    /// A linked member's bills show what is due but not what it is for: a link needs no consent
-    /// yet, so it must not reveal a relative's hospital items.
+    /// The requests of others to see a resident's bills (links to the resident's own ID
+    /// number), newest first (at most [`LIST_MAX`]), with the requester's masked ID number.
+    pub async fn link_requests(&self, resident: &Resident) -> Result<Vec<LinkRequest>, BillError> {
+        let mut requests = Vec::new();
+        for key in self.directory.resident_id_keys(resident.id).await? {
+            let rows = self
+                .directory
+                .read(
+                    "SELECT resident_id, label, status, created_at FROM payer_links WHERE payer_key = ?1 AND payer_kind = 'id_number'
+                      ORDER BY created_at DESC, resident_id LIMIT ?2",
+                    vec![Value::Blob(key), Value::Int(i64::from(LIST_MAX))],
+                )
+                .await?;
+            for row in &rows {
+                let requester = u64::try_from(int_at(row, 0)?).unwrap_or(0);
+                if requester == resident.id {
+                    continue;
+                }
+                requests.push(LinkRequest {
+                    requester,
+                    requester_masked: self.directory.resident(requester).await?.id_masked,
+                    label: text_at(row, 1)?,
+                    status: LinkStatus::from_code(&text_at(row, 2)?).unwrap_or(LinkStatus::Pending),
+                    requested_at: u64::try_from(int_at(row, 3)?).unwrap_or(0),
+                });
+            }
+        }
+        Ok(requests)
+    }
+
+    /// Approves or declines (which also withdraws an approval) `requester`'s link to the
+    /// resident's own ID number.
+    pub async fn answer_link_request(&self, resident: &Resident, requester: u64, approve: bool) -> Result<LinkRequest, BillError> {
+        let status = if approve { LinkStatus::Approved } else { LinkStatus::Declined };
+        for key in self.directory.resident_id_keys(resident.id).await? {
+            let link_key = vec![("resident_id", uint(requester)), ("payer_key", Value::Blob(key))];
+            let found = self
+                .directory
+                .read(
+                    "SELECT label, created_at FROM payer_links WHERE resident_id = ?1 AND payer_key = ?2 AND payer_kind = 'id_number'",
+                    link_key.iter().map(|(_, v)| v.clone()).collect(),
+                )
+                .await?;
+            let Some(row) = found.first() else { continue };
+            if requester == resident.id {
+                break;
+            }
+            let row_change = ServiceRow {
+                table: "payer_links",
+                key: link_key,
+                columns: vec![("status", Value::Text(status.code().to_owned()))],
+                on_conflict: OnConflict::UpdateOnly,
+            };
+            let command = Command { event: None, guards: Vec::new(), rows: vec![row_change], always_rows: Vec::new() };
+            self.submit(command).await?.map_err(|_| BillError::Unavailable("link".into()))?;
+            return Ok(LinkRequest {
+                requester,
+                requester_masked: self.directory.resident(requester).await?.id_masked,
+                label: text_at(row, 0)?,
+                status,
+                requested_at: u64::try_from(int_at(row, 1)?).unwrap_or(0),
+            });
+        }
+        Err(BillError::LinkNotFound)
+    }
+
+    /// A biller lists a guardian of one of its student or account numbers by the guardian's
+    /// ID number (a school's enrolment record, a utility's account holder): a link that
+    /// resident makes to that number is then approved. Listing again changes nothing.
+    /// Returns the masked number and the masked guardian.
+    pub async fn add_guardian(&self, biller_id: u64, payer: &Payer, guardian_id_number: &str) -> Result<(String, String), BillError> {
+        if payer.kind == PayerKind::IdNumber {
+            return Err(BillError::InvalidField { field: "payer_kind", message: "a student or account number (an ID number's person consents from their own account)".into() });
+        }
+        let biller = self.directory.merchant(biller_id).await?;
+        if !BILLER_CATEGORIES.contains(&biller.category) {
+            return Err(BillError::InvalidField { field: "biller", message: "only hospitals, schools, the social-security bureau and utilities issue bills".into() });
+        }
+        let (payer_key, payer_masked) = self.payer_key(payer, biller_id)?;
+        let (guardian_key, guardian_masked) = self.directory.id_number_key(guardian_id_number)?;
+        let row = ServiceRow {
+            table: "payer_guardians",
+            key: vec![("payer_key", Value::Blob(payer_key)), ("guardian_key", Value::Blob(guardian_key))],
+            columns: vec![("biller_id", uint(biller_id)), ("created_at", uint(self.now_s()))],
+            on_conflict: OnConflict::Ignore,
+        };
+        let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
+        self.submit(command).await?.map_err(|_| BillError::Unavailable("guardian".into()))?;
+        Ok((payer_masked, guardian_masked))
+    }
+
+    /// The bills addressed to a resident and to the family members whose links stand (their
+    /// consent, or the biller's confirmation), newest first, in full: the payer sees what
+    /// they are choosing.
     pub async fn bills_of(&self, resident: &Resident, limit: u32) -> Result<Vec<Bill>, BillError> {
         let limit = limit.clamp(1, LIST_MAX);
         let keys = self.keys_of(resident).await?;
         let mut bills = Vec::new();
-        for (key, own) in keys.own.into_iter().map(|k| (k, true)).chain(keys.linked.into_iter().map(|k| (k, false))) {
+        for key in keys.own.into_iter().chain(keys.linked) {
             let rows = self.directory.read(bill::SELECT_BY_PAYER, vec![Value::Blob(key), Value::Int(i64::from(limit))]).await?;
             for row in &rows {
-                let bill = Bill::from_row(row)?;
-                bills.push(if own { bill } else { bill.redacted() });
+                bills.push(Bill::from_row(row)?);
             }
         }
         bills.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
-        // A key both one's own and linked (one's own number linked) lists its bills once, in full.
+        // A key both one's own and linked (one's own number linked) lists its bills once.
         bills.dedup_by_key(|b| b.id);
         bills.truncate(limit as usize);
         Ok(bills)
     }
 
-    /// A bill a resident may see (theirs, or a linked family member's, redacted); else not found.
+    /// A bill a resident may see (theirs, or a linked family member's); else not found.
     pub async fn bill_for(&self, resident: &Resident, bill_id: u64) -> Result<Bill, BillError> {
-        let (bill, redact) = self.seen_by(resident, bill_id).await?;
-        Ok(if redact { bill.redacted() } else { bill })
-    }
-
-    /// A bill in full, and whether `resident` may see it only redacted (a linked member's).
-    async fn seen_by(&self, resident: &Resident, bill_id: u64) -> Result<(Bill, bool), BillError> {
         let bill = self.bill_by_id(bill_id).await?;
-        let keys = self.keys_of(resident).await?;
-        if !keys.contains(&bill.payer_key) {
+        if !self.keys_of(resident).await?.contains(&bill.payer_key) {
             return Err(BillError::BillNotFound);
         }
-        let redact = !keys.own.contains(&bill.payer_key);
-        Ok((bill, redact))
+        Ok(bill)
     }
 
     /// Pays a bill from the resident's wallet: all of it, or (when the payer picks) the items
     /// `items` names (indexes). The fund's part of a hospital bill moves in the same entry.
-    /// A linked family member's bill is paid without learning what it is for: the answer and
-    /// the receipt show it redacted.
     pub async fn pay(&self, payer: &Resident, bill_id: u64, items: Option<&[usize]>) -> Result<BillPayment, BillError> {
-        let (mut bill, redact) = self.seen_by(payer, bill_id).await?;
-        let shown = |mut payment: BillPayment| {
-            if redact {
-                payment.bill = payment.bill.redacted();
-            }
-            payment
-        };
+        let mut bill = self.bill_for(payer, bill_id).await?;
         for _ in 0..CAS_ATTEMPTS_MAX {
             let mask = self.chosen(&bill, items)?;
             if let Some(done) = self.paid_before(&bill, payer, mask).await? {
-                return Ok(shown(done));
+                return Ok(done);
             }
             if bill.paid_items & mask != 0 {
                 return Err(BillError::AlreadyPaid);
@@ -468,8 +707,8 @@ impl Bills {
             if !bill.late_allowed && self.now_s() > bill.due_at {
                 return Err(BillError::Overdue);
             }
-            match self.try_pay_with(&bill, Some(payer), mask, redact, Vec::new(), Vec::new()).await? {
-                Some(result) => return result.map(shown),
+            match self.try_pay_with(&bill, Some(payer), mask, true, Vec::new(), Vec::new()).await? {
+                Some(result) => return result,
                 None => bill = self.bill_by_id(bill_id).await?,
             }
         }
@@ -510,9 +749,10 @@ impl Bills {
         }
     }
 
-    /// One attempt: `None` when the bill changed meanwhile.
-    async fn try_pay(&self, bill: &Bill, payer: Option<&Resident>, mask: u64) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
-        self.try_pay_with(bill, payer, mask, false, Vec::new(), Vec::new()).await
+    /// One attempt: `None` when the bill changed meanwhile. With `fund`, the insurance fund
+    /// pays its part of a whole bill.
+    async fn try_pay(&self, bill: &Bill, payer: Option<&Resident>, mask: u64, fund: bool) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
+        self.try_pay_with(bill, payer, mask, fund, Vec::new(), Vec::new()).await
     }
 
     /// [`Bills::try_pay`] with more guards and rows in the same command.
@@ -521,20 +761,20 @@ impl Bills {
         bill: &Bill,
         payer: Option<&Resident>,
         mask: u64,
-        redact: bool,
+        fund: bool,
         guards: Vec<Guard>,
         extra_rows: Vec<ServiceRow>,
     ) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
         let biller = self.directory.merchant(bill.biller_id).await?;
         let amount = bill.amount_of(mask);
         let whole = mask | bill.paid_items == bill.all_items() && bill.paid_items == 0;
-        let insured = if whole { bill.insured } else { 0 };
+        let insured = if whole && fund { bill.insured } else { 0 };
         let method = if payer.is_some() { PaidBy::Wallet } else { PaidBy::Cash };
         let fee = if payer.is_some() { citypay_directory::fee_for(amount, biller.fee_rate_bp) } else { 0 };
         let after = bill.paid(mask);
         let now = self.now_s();
         let payment_id = derived_id(&["bill-payment", &bill.id.to_string(), &bill.version.to_string()]);
-        let receipt = self.receipt(payment_id, &biller, &if redact { after.redacted() } else { after.clone() }, mask, amount, insured, method, now);
+        let receipt = self.receipt(payment_id, &biller, &after, mask, amount, insured, method, now);
 
         let payment_row = ServiceRow {
             table: "bill_payments",
@@ -555,7 +795,9 @@ impl Bills {
             on_conflict: OnConflict::Fail,
         };
         let rows: Vec<ServiceRow> = [after.payment_row(), payment_row].into_iter().chain(extra_rows).collect();
-        let guards: Vec<Guard> = [bill.version_guard()].into_iter().chain(guards).collect();
+        // A frozen wallet pays nothing: the writer checks it in the payment's own batch.
+        let frozen_guard = payer.map(|p| Directory::wallet_not_frozen(p.id));
+        let guards: Vec<Guard> = [bill.version_guard()].into_iter().chain(frozen_guard).chain(guards).collect();
         let payment = BillPayment { id: payment_id, bill: after, items: mask, amount, insured, fee, method, paid_at: now, receipt };
         // The version guard makes a payment happen once. The entry's id is numbered by attempt:
         // the ledger answers a refused id again with its first refusal (a replay), and a refusal
@@ -567,11 +809,28 @@ impl Bills {
             return Ok(match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => Some(Ok(payment)),
                 Ok(outcome) if outcome.replay => continue,
-                Ok(outcome) => Some(Err(BillError::Refused(outcome.status))),
+                Ok(outcome) => Some(Err(self.refusal(bill.city, insured, outcome.status).await)),
+                Err(1) if payer.is_some() => Some(Err(DirectoryError::WalletFrozen.into())),
                 Err(_) => None,
             });
         }
         Err(BillError::Unavailable("too many refused attempts at this bill; retry later".into()))
+    }
+
+    /// Why a payment with a fund part was refused: the ledger's status names no account, so a
+    /// fund that was never opened (`account_not_found`) or holds too little is named here.
+    async fn refusal(&self, city: u32, insured: i64, status: Status) -> BillError {
+        if insured > 0 && matches!(status, Status::AccountNotFound | Status::InsufficientFunds) {
+            let short = match self.directory.shard().account(insurance_fund(city)).await {
+                Ok(None) => true,
+                Ok(Some(fund)) => fund.balance.available() < insured,
+                Err(_) => false,
+            };
+            if short {
+                return BillError::FundShort(insured);
+            }
+        }
+        BillError::Refused(status)
     }
 
     /// The payment's entry: the payer's part from the wallet (none for cash), the fund's part
@@ -606,13 +865,11 @@ impl Bills {
     #[allow(clippy::too_many_arguments)]
     fn receipt(&self, id: u64, biller: &Merchant, bill: &Bill, mask: u64, amount: i64, insured: i64, method: PaidBy, now: u64) -> Receipt {
         let items: Vec<&Item> = bill.items.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, item)| item).collect();
-        let at = Timestamp::from_unix_seconds(now);
-        let seconds = (now + 8 * 3_600) % 86_400;
         let text = serde_json::json!({
             "receipt_no": id.to_string(),
             "key_id": self.signer.key_id(),
             "issued_by": "citypay",
-            "paid_at": format!("{} {:02}:{:02}:{:02} +08:00", at.local_date(), seconds / 3_600, seconds / 60 % 60, seconds % 60),
+            "paid_at": format!("{} +08:00", Timestamp::from_unix_seconds(now).local_date_time()),
             "biller": {"id": biller.id.to_string(), "name": biller.name, "uscc": biller.uscc, "category": biller.category.code()},
             "bill": {"bill_no": bill.id.to_string(), "out_bill_no": bill.out_bill_no, "title": bill.title, "payer": bill.payer_masked},
             "items": items,
@@ -627,27 +884,123 @@ impl Bills {
         Receipt { number: id.to_string(), text, signature }
     }
 
-    /// Records cash paid at the biller's counter: exactly what is outstanding. No wallet moves;
-    /// the bill is paid and a receipt issued. A bill with an insured part is paid from the
-    /// phone, where the patient confirms the claim: a biller alone never moves the fund.
+    /// Records cash paid at the biller's counter. No wallet moves; the bill is paid and a
+    /// receipt issued. The cash is what is outstanding, or, for an insured bill whose patient
+    /// consented from their own account ([`Bills::consent_to_fund`]), the patient's part, and
+    /// the fund pays its part in the ledger: a biller alone never moves the fund. An insured
+    /// bill paid wholly in cash is claimed from the fund later by the patient
+    /// ([`Bills::claim_from_fund`]).
     pub async fn pay_cash(&self, biller_id: u64, out_bill_no: &str, amount: i64) -> Result<BillPayment, BillError> {
         for _ in 0..CAS_ATTEMPTS_MAX {
             let bill = self.bill(biller_id, out_bill_no).await?;
             if bill.status == BillStatus::Paid {
                 return Err(BillError::AlreadyPaid);
             }
-            if bill.insured > 0 {
-                return Err(BillError::InvalidField { field: "amount", message: "an insured bill is paid from the patient's phone".into() });
-            }
-            if amount != bill.outstanding() {
-                return Err(BillError::AmountMismatch(bill.outstanding()));
-            }
+            let consented = bill.insured > 0 && bill.paid_items == 0 && self.fund_consent(bill.id).await?;
+            let patients_part = bill.outstanding() - bill.insured;
+            let fund = match amount {
+                _ if amount == bill.outstanding() => false,
+                _ if consented && amount == patients_part => true,
+                _ => return Err(BillError::AmountMismatch(if consented { patients_part } else { bill.outstanding() })),
+            };
             let mask = bill.all_items() & !bill.paid_items;
-            if let Some(result) = self.try_pay(&bill, None, mask).await? {
+            if let Some(result) = self.try_pay(&bill, None, mask, fund).await? {
                 return result;
             }
         }
         Err(BillError::Unavailable("the bill kept changing; retry".into()))
+    }
+
+    async fn fund_consent(&self, bill_id: u64) -> Result<bool, BillError> {
+        Ok(!self.directory.read("SELECT 1 FROM fund_consents WHERE bill_id = ?1", vec![uint(bill_id)]).await?.is_empty())
+    }
+
+    /// The patient's own insured bill (addressed to their own ID number; a linked relative's
+    /// is not theirs to consent to or claim).
+    async fn own_insured_bill(&self, patient: &Resident, bill_id: u64) -> Result<Bill, BillError> {
+        let bill = self.bill_by_id(bill_id).await?;
+        if !self.directory.resident_id_keys(patient.id).await?.contains(&bill.payer_key) {
+            return Err(BillError::BillNotFound);
+        }
+        if bill.insured == 0 {
+            return Err(BillError::InvalidField { field: "bill", message: "this bill has no insured part".into() });
+        }
+        Ok(bill)
+    }
+
+    /// The patient consents, from their own account, to the fund paying its part of their
+    /// bill when it is paid in cash at the counter. Consenting again changes nothing.
+    pub async fn consent_to_fund(&self, patient: &Resident, bill_id: u64) -> Result<Bill, BillError> {
+        let bill = self.own_insured_bill(patient, bill_id).await?;
+        if bill.status == BillStatus::Paid {
+            return Err(BillError::AlreadyPaid);
+        }
+        let row = ServiceRow {
+            table: "fund_consents",
+            key: vec![("bill_id", uint(bill.id))],
+            columns: vec![("resident_id", uint(patient.id)), ("created_at", uint(self.now_s()))],
+            on_conflict: OnConflict::Ignore,
+        };
+        let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
+        self.submit(command).await?.map_err(|_| BillError::Unavailable("consent".into()))?;
+        Ok(bill)
+    }
+
+    /// The patient claims the fund's part of their insured bill that was paid wholly in cash:
+    /// the fund pays it into their wallet, once (a second claim answers the first).
+    pub async fn claim_from_fund(&self, patient: &Resident, bill_id: u64) -> Result<FundClaim, BillError> {
+        let bill = self.own_insured_bill(patient, bill_id).await?;
+        if let Some(claim) = self.fund_claim(bill.id).await? {
+            return Ok(claim);
+        }
+        let payments = self.directory.read("SELECT method, insured FROM bill_payments WHERE bill_id = ?1", vec![uint(bill.id)]).await?;
+        let wholly_in_cash = bill.status == BillStatus::Paid
+            && payments.len() == 1
+            && text_at(&payments[0], 0)? == PaidBy::Cash.code()
+            && int_at(&payments[0], 1)? == 0;
+        if !wholly_in_cash {
+            return Err(BillError::NothingToClaim);
+        }
+        let claim = FundClaim { bill_id: bill.id, amount: bill.insured, claimed_at: self.now_s() };
+        let row = ServiceRow {
+            table: "fund_claims",
+            key: vec![("bill_id", uint(bill.id))],
+            columns: vec![("resident_id", uint(patient.id)), ("amount", Value::Int(claim.amount)), ("claimed_at", uint(claim.claimed_at))],
+            on_conflict: OnConflict::Fail,
+        };
+        let guard = Guard::Absent { table: "fund_claims", key: vec![("bill_id", uint(bill.id))] };
+        // Numbered by attempt as payments are: a refusal (the fund was short) must not stick.
+        for attempt in 0..REFUSALS_MAX {
+            let transfer = Transfer {
+                id: derived_event_id(&["fund-claim", &bill.id.to_string(), &patient.id.to_string(), &claim.amount.to_string(), &attempt.to_string()]),
+                leg: Leg {
+                    debit: insurance_fund(bill.city),
+                    credit: patient.wallet,
+                    amount: claim.amount,
+                    currency: Currency::CNY,
+                    code: transfer_codes::FUND_CLAIM,
+                    class: 0,
+                    user_data: bill.id,
+                },
+                pending_timeout_s: None,
+            };
+            let command = Command { event: Some(Event::Transfer(transfer)), guards: vec![guard.clone()], rows: vec![row.clone()], always_rows: Vec::new() };
+            return match self.submit(command).await? {
+                Ok(outcome) if outcome.status == Status::Ok => Ok(claim),
+                Ok(outcome) if outcome.replay => continue,
+                Ok(outcome) => Err(self.refusal(bill.city, claim.amount, outcome.status).await),
+                // Claimed meanwhile (a concurrent retry).
+                Err(_) => self.fund_claim(bill.id).await?.ok_or_else(|| BillError::Unavailable("claim".into())),
+            };
+        }
+        Err(BillError::Unavailable("too many refused attempts at this claim; retry later".into()))
+    }
+
+    async fn fund_claim(&self, bill_id: u64) -> Result<Option<FundClaim>, BillError> {
+        let rows = self.directory.read("SELECT amount, claimed_at FROM fund_claims WHERE bill_id = ?1", vec![uint(bill_id)]).await?;
+        rows.first()
+            .map(|row| Ok(FundClaim { bill_id, amount: int_at(row, 0)?, claimed_at: u64::try_from(int_at(row, 1)?).unwrap_or(0) }))
+            .transpose()
     }
 
     /// A payment by its number.
@@ -693,7 +1046,8 @@ impl Bills {
     }
 
     /// A biller's reconciliation file of a day (CSV): every payment of its bills, by receipt,
-    /// with what the platform settles for it (cash stays at the counter).
+    /// with what the platform settles for it (cash stays at the counter; the fund's part of a
+    /// cash payment settles).
     pub async fn reconciliation(&self, biller_id: u64, date: LocalDate) -> Result<String, BillError> {
         let (start, close) = (date.start().unix_seconds(), date.next().start().unix_seconds());
         let rows = self
@@ -704,17 +1058,18 @@ impl Bills {
                 vec![uint(biller_id), uint(start), uint(close)],
             )
             .await?;
+        // Times in the city's local time, as in the settlement file.
         let mut csv = String::from("receipt_no,out_bill_no,paid_at,method,amount,insured,paid_by_payer,fee,settled\n");
         for row in &rows {
             let method = text_at(row, 3)?;
             let (amount, insured, fee) = (int_at(row, 4)?, int_at(row, 5)?, int_at(row, 6)?);
-            // Cash stays at the counter.
-            let settled = if method == "cash" { 0 } else { amount - fee };
+            // Cash stays at the counter; the fund's part came through the platform.
+            let settled = if method == "cash" { insured } else { amount - fee };
             csv.push_str(&format!(
                 "{},{},{},{method},{amount},{insured},{},{fee},{settled}\n",
                 int_at(row, 0)?,
                 text_at(row, 1)?,
-                int_at(row, 2)?,
+                Timestamp::from_unix_seconds(u64::try_from(int_at(row, 2)?).unwrap_or(0)).local_date_time(),
                 amount - insured
             ));
         }
@@ -868,7 +1223,7 @@ impl Bills {
             }
             let guards = keys.iter().map(|k| Guard::Absent { table: "contributions", key: contribution_key(k) }).collect();
             let row = ServiceRow { table: "contributions", key: contribution_key(&key), columns: vec![("bill_id", uint(bill.id))], on_conflict: OnConflict::Fail };
-            if let Some(result) = self.try_pay_with(&bill, Some(payer), bill.all_items() & !bill.paid_items, false, guards, vec![row]).await? {
+            if let Some(result) = self.try_pay_with(&bill, Some(payer), bill.all_items() & !bill.paid_items, true, guards, vec![row]).await? {
                 return result;
             }
         }

@@ -67,6 +67,28 @@ macro_rules! bills_v1 {
     };
 }
 
+/// Consent for links: a link starts `pending` (links made before consent existed too, so they
+/// need approval again); a biller lists the guardians of a student or account number.
+macro_rules! bills_v3 {
+    ($bytes:literal) => {
+        concat!(
+            "ALTER TABLE payer_links ADD COLUMN status TEXT NOT NULL DEFAULT 'pending';
+            CREATE INDEX payer_links_by_payer ON payer_links (payer_key);
+            CREATE TABLE payer_guardians (
+                payer_key ", $bytes, " NOT NULL,
+                guardian_key ", $bytes, " NOT NULL,
+                biller_id BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (payer_key, guardian_key)
+            );
+            CREATE INDEX payer_guardians_by_guardian ON payer_guardians (guardian_key);"
+        )
+    };
+}
+
+const BILLS_V4: &str = "CREATE TABLE fund_consents (bill_id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, created_at BIGINT NOT NULL);
+    CREATE TABLE fund_claims (bill_id BIGINT PRIMARY KEY, resident_id BIGINT NOT NULL, amount BIGINT NOT NULL, claimed_at BIGINT NOT NULL);";
+
 /// The bills' migrations, for every backend.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -84,5 +106,18 @@ pub const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (city_code, year, person_key));",
         postgres: "CREATE TABLE contributions (city_code BIGINT NOT NULL, year BIGINT NOT NULL, person_key BYTEA NOT NULL, bill_id BIGINT NOT NULL,
             PRIMARY KEY (city_code, year, person_key));",
+    },
+    Migration {
+        component: "bills",
+        version: 3,
+        name: "payer links need the payer's consent or the biller's confirmation of a guardian",
+        sqlite: bills_v3!("BLOB"),
+        postgres: bills_v3!("BYTEA"),
+    },    Migration {
+        component: "bills",
+        version: 4,
+        name: "patients' consent to the fund's part of a cash bill, and claims of that part after paying all in cash",
+        sqlite: BILLS_V4,
+        postgres: BILLS_V4,
     },
 ];

@@ -10,6 +10,7 @@
 //! the payer and the attempt. Refunds can never exceed what was paid.
 
 pub mod notify;
+mod refund;
 mod schema;
 mod trade;
 
@@ -24,6 +25,7 @@ use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 use sha2::{Digest, Sha256};
 
+pub use refund::{DEFAULT_REFUND_PERIOD_S, MAX_REFUND_PERIOD_S, Refund, RefundAnswer, RefundStatus};
 pub use schema::MIGRATIONS;
 pub use trade::{Method, Trade, TradeStatus};
 
@@ -34,8 +36,16 @@ pub mod codes {
 
 /// Unpaid trades close themselves after this long unless the merchant says otherwise.
 pub const DEFAULT_TIMEOUT_S: u64 = 15 * 60;
-/// Failed payment codes a device may send before it is locked until re-enrolment.
-pub const DEVICE_FAILURES_MAX: i64 = 5;
+/// Wrong codes naming one device that all merchants together may send in an hour; past it
+/// the device's codes are refused until the hour ends (a cool-down, never a lock).
+pub const DEVICE_FAILURES_PER_HOUR_MAX: i64 = 10;
+/// Wrong codes naming one device that one merchant may send in an hour; past it that
+/// merchant's codes for the device are refused until the hour ends.
+pub const DEVICE_MERCHANT_FAILURES_PER_HOUR_MAX: i64 = 3;
+/// The window wrong codes per device are counted over.
+const DEVICE_WINDOW_S: u64 = 3600;
+/// Devices whose code checks one server runs one at a time share one of these turns.
+const DEVICE_TURNS: usize = 1024;
 /// Failed payment codes one merchant may send per minute.
 pub const MERCHANT_FAILURES_PER_MINUTE_MAX: u32 = 20;
 /// Past time steps (30 s each) a payment code stays valid for, beside the current one.
@@ -80,21 +90,42 @@ pub enum CheckoutError {
     /// The trade is not paid, so it cannot be refunded.
     #[error("the trade is not paid")]
     NotPaid,
+    /// The trade's refund period is over.
+    #[error("the trade's refund period is over")]
+    TradeFinished,
+    /// No refund of this trade has this request number.
+    #[error("refund not found")]
+    RefundNotFound,
     /// The refund would exceed what was paid.
     #[error("refunds would exceed the amount paid")]
     RefundExceedsPaid,
     /// The refund request number was used with a different amount.
     #[error("out_request_no was used for a different refund")]
     RefundRequestReused,
+    /// The amount sent disagrees with the amount the QR code asks for.
+    #[error("the QR code asks for {qr} fen, not the {sent} fen sent")]
+    AmountMismatch {
+        /// What the QR code asks for, in fen.
+        qr: i64,
+        /// What the payer sent, in fen.
+        sent: i64,
+    },
     /// The payment code is malformed, unknown or wrong.
     #[error("invalid payment code: {0}")]
     InvalidCode(String),
     /// The payment code was used already.
     #[error("this payment code was used already")]
     CodeUsed,
-    /// The device sent too many wrong codes; it must enrol again.
-    #[error("this payment device is locked after too many wrong codes")]
-    DeviceLocked,
+    /// Too many wrong codes named this device this hour (from this merchant, or from all):
+    /// its codes are refused until the hour ends.
+    #[error("too many wrong codes for this payment device; retry in {retry_after_s} s")]
+    DeviceCoolingDown {
+        /// Seconds until the hour ends.
+        retry_after_s: u64,
+    },
+    /// No such payment device of this resident.
+    #[error("payment device not found")]
+    DeviceNotFound,
     /// The merchant sent too many wrong codes recently.
     #[error("too many wrong payment codes; try again in a minute")]
     TooManyAttempts,
@@ -119,11 +150,15 @@ impl CheckoutError {
             CheckoutError::AlreadyPaid => "trade_already_paid",
             CheckoutError::TradeClosed => "trade_closed",
             CheckoutError::NotPaid => "trade_not_paid",
+            CheckoutError::TradeFinished => "trade_finished",
+            CheckoutError::RefundNotFound => "refund_not_found",
             CheckoutError::RefundExceedsPaid => "refund_exceeds_paid",
             CheckoutError::RefundRequestReused => "out_request_no_reused",
+            CheckoutError::AmountMismatch { .. } => "amount_mismatch",
             CheckoutError::InvalidCode(_) => "invalid_payment_code",
             CheckoutError::CodeUsed => "payment_code_used",
-            CheckoutError::DeviceLocked => "payment_device_locked",
+            CheckoutError::DeviceCoolingDown { .. } => "payment_device_cooling_down",
+            CheckoutError::DeviceNotFound => "payment_device_not_found",
             CheckoutError::TooManyAttempts => "too_many_attempts",
             CheckoutError::Refused(status) => status.name(),
             CheckoutError::Unavailable(_) => "unavailable",
@@ -151,6 +186,26 @@ pub struct Checkout {
     /// Wrong codes per merchant in the current minute (per server; a shared limiter would be
     /// needed with several API servers).
     failures: Arc<Mutex<HashMap<u64, (u64, u32)>>>,
+    /// Merchants' refund periods as this server last read them: (seconds, read at).
+    periods: Arc<Mutex<HashMap<u64, (u64, u64)>>>,
+    /// A device's code is read, checked and (when wrong) counted in its turn, so one server
+    /// never checks two guesses at one device against the same count.
+    device_turns: Arc<[tokio::sync::Mutex<()>]>,
+}
+
+/// A resident's payment device, as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The slot its codes carry.
+    pub slot: u32,
+    /// When it was enrolled (Unix seconds).
+    pub created_at: u64,
+    /// When its owner revoked it.
+    pub revoked_at: Option<u64>,
+    /// Wrong codes naming it this hour (all merchants): someone may be guessing.
+    pub wrong_codes_this_hour: i64,
+    /// While cooling down, when its codes work again.
+    pub cooling_down_until: Option<u64>,
 }
 
 impl std::fmt::Debug for Checkout {
@@ -203,7 +258,8 @@ fn check_new_trade(new: &NewTrade) -> Result<(), CheckoutError> {
 impl Checkout {
     /// The checkout service over the directory.
     pub fn new(directory: Directory) -> Checkout {
-        Checkout { directory, failures: Arc::new(Mutex::new(HashMap::new())) }
+        let device_turns = (0..DEVICE_TURNS).map(|_| tokio::sync::Mutex::new(())).collect();
+        Checkout { directory, failures: Arc::new(Mutex::new(HashMap::new())), periods: Arc::new(Mutex::new(HashMap::new())), device_turns }
     }
 
     /// A new trade's id (below 2^63, so it fits a signed column).
@@ -223,11 +279,12 @@ impl Checkout {
         }
     }
 
-    /// Submits a payment command, numbering its entry by attempt. The trade's guards make a
-    /// payment happen once; the ledger answers a refused id again with its first refusal, and
-    /// a refusal (the wallet was short) must not stop a later payment, so a replayed refusal
-    /// moves on to the next number (the same numbers on every run, so replays stay exact).
-    async fn submit_payment(&self, command: impl Fn(u32) -> Command) -> Result<Result<citypay_ledger::Outcome, usize>, CheckoutError> {
+    /// Submits a payment or refund command, numbering its entry by attempt. The trade's guards
+    /// make it happen once; the ledger answers a refused id again with its first refusal, and
+    /// a refusal (the wallet or the merchant was short) must not stop a later attempt, so a
+    /// replayed refusal moves on to the next number (the same numbers on every run, so
+    /// replays stay exact).
+    async fn submit_numbered(&self, command: impl Fn(u32) -> Command) -> Result<Result<citypay_ledger::Outcome, usize>, CheckoutError> {
         for attempt in 0..REFUSALS_MAX {
             match self.submit(command(attempt)).await? {
                 Ok(outcome) if outcome.replay && outcome.status != Status::Ok => continue,
@@ -252,7 +309,7 @@ impl Checkout {
         };
         let trade = match self.submit(command).await? {
             Ok(_) => trade,
-            Err(_) => self.existing_same(merchant_id, new).await?,
+            Err(_) => self.existing_same(merchant_id, new, Method::Qr).await?,
         };
         let payload = self.qr(merchant_id, Self::dynamic_charge(&trade)).await?;
         Ok((trade, payload))
@@ -295,10 +352,11 @@ impl Checkout {
         self.qr(merchant_id, Charge::Static).await
     }
 
-    /// The trade `out_trade_no` of this merchant, if it has the same terms as `new`.
-    async fn existing_same(&self, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
+    /// The trade `out_trade_no` of this merchant, if it has the same terms as `new` and is paid
+    /// the same way (a cash sale is not the answer to a QR order, nor the other way round).
+    async fn existing_same(&self, merchant_id: u64, new: &NewTrade, method: Method) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, &new.out_trade_no).await?;
-        if trade.amount != new.amount || trade.subject != new.subject {
+        if trade.amount != new.amount || trade.subject != new.subject || trade.method != method {
             return Err(CheckoutError::OutTradeNoReused);
         }
         Ok(trade)
@@ -311,7 +369,7 @@ impl Checkout {
             .read(trade::SELECT_BY_MERCHANT, vec![uint(merchant_id), Value::Text(out_trade_no.to_owned())])
             .await?;
         let trade = rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)?;
-        self.expired_closed(trade).await
+        self.as_of_now(trade).await
     }
 
     /// A page of a merchant's trades, newest first, after the (created_at, id) of the last
@@ -330,10 +388,15 @@ impl Checkout {
         rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)
     }
 
-    /// An unpaid trade past its time closes itself when it is next seen.
-    async fn expired_closed(&self, trade: Trade) -> Result<Trade, CheckoutError> {
-        if trade.status == TradeStatus::WaitBuyerPay && trade.expires_at <= self.now_s() {
+    /// The trade as time has left it: an unpaid trade past its time closes itself when it is
+    /// next seen, and a paid one past its refund period finishes.
+    async fn as_of_now(&self, trade: Trade) -> Result<Trade, CheckoutError> {
+        let now = self.now_s();
+        if trade.status == TradeStatus::WaitBuyerPay && trade.expires_at <= now {
             return self.close_trade(&trade).await;
+        }
+        if trade.period_over(now) {
+            return self.finish_trade(&trade).await;
         }
         Ok(trade)
     }
@@ -407,22 +470,33 @@ impl Checkout {
     /// the amount the resident typed; its trade's number derives from the payer's idempotency
     /// key, so a retry pays it once.
     pub async fn pay_qr(&self, payer: &Resident, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Trade, CheckoutError> {
-        let payload = Payload::decode(payload).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+        // A scanner's line ending is no part of the payload. Other schemes' payloads are read
+        // as their banks' apps read them (incomplete ones too) to say whose they are; citypay's
+        // own must be complete, as citypay writes them.
+        let payload = Payload::decode(payload.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
         let Some(merchant) = payload.citypay_merchant() else {
             let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
             return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
         };
+        payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
         let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
         let reference = payload.additional_data().and_then(|a| a.reference_label.clone());
-        match (reference, typed_amount) {
+        let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
+        // An amount sent beside a QR code that names its own must agree with it: the payer
+        // confirmed one of the two, and charging the other silently is never right.
+        if let (Some(qr), Some(sent)) = (qr_amount, typed_amount)
+            && qr != sent
+        {
+            return Err(CheckoutError::AmountMismatch { qr, sent });
+        }
+        match (reference, typed_amount.or(qr_amount)) {
             (Some(reference), _) => {
                 let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
                 let trade = self.trade_by_id(id).await?;
-                let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
                 if trade.merchant_id != merchant_id || qr_amount != Some(trade.amount) {
                     return Err(CheckoutError::InvalidQr("the payload does not match its order".into()));
                 }
-                self.pay_waiting(payer, self.expired_closed(trade).await?).await
+                self.pay_waiting(payer, self.as_of_now(trade).await?).await
             }
             (None, Some(amount)) => {
                 let digest = Sha256::digest(format!("{}\u{0}{idempotency_key}", payer.id).as_bytes());
@@ -443,21 +517,23 @@ impl Checkout {
     /// payment is. A retry finds the trade its first attempt created.
     async fn pay_counter(&self, payer: &Resident, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
         let merchant = self.directory.merchant(merchant_id).await?;
+        let period = self.refund_period(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now, period);
         let rows: Vec<ServiceRow> = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect();
         let command = |attempt| Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
-            guards: vec![trade.absent_guard()],
+            guards: vec![trade.absent_guard(), Directory::wallet_not_frozen(payer.id)],
             rows: rows.clone(),
             always_rows: Vec::new(),
         };
-        match self.submit_payment(command).await? {
+        match self.submit_numbered(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            Err(1) => Err(DirectoryError::WalletFrozen.into()),
             Err(_) => {
-                let existing = self.existing_same(merchant_id, new).await?;
-                self.pay_waiting(payer, self.expired_closed(existing).await?).await
+                let existing = self.existing_same(merchant_id, new, Method::Qr).await?;
+                self.pay_waiting(payer, self.as_of_now(existing).await?).await
             }
         }
     }
@@ -470,19 +546,21 @@ impl Checkout {
             TradeStatus::TradeClosed => return Err(CheckoutError::TradeClosed),
         }
         let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let period = self.refund_period(trade.merchant_id).await?;
         let now = self.now_s();
-        let paid = trade.paid(payer.id, now);
+        let paid = trade.paid(payer.id, now, period);
         let rows: Vec<ServiceRow> = [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &paid, now)).collect();
         let command = |attempt| Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
-            guards: vec![trade.version_guard()],
+            guards: vec![trade.version_guard(), Directory::wallet_not_frozen(payer.id)],
             rows: rows.clone(),
             always_rows: Vec::new(),
         };
-        match self.submit_payment(command).await? {
+        match self.submit_numbered(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(paid),
             Ok(outcome) if outcome.status == Status::ConflictingReplay => Err(CheckoutError::AlreadyPaid),
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            Err(1) => Err(DirectoryError::WalletFrozen.into()),
             // The trade changed meanwhile: paid (by this payer, or another), or closed.
             Err(_) => {
                 let now_trade = self.trade_by_id(trade.id).await?;
@@ -590,17 +668,30 @@ impl Checkout {
             return Err(CheckoutError::TooManyAttempts);
         }
         let parsed = PaymentCode::parse(code.trim()).map_err(|e| CheckoutError::InvalidCode(e.to_string()))?;
-        let device = self.device(parsed.device).await?;
-        let Some(device) = device else {
-            return self.wrong_code(merchant_id, new, None, "unknown device").await;
+        let turn = self.device_turns[usize::try_from(parsed.device).unwrap_or(0) % DEVICE_TURNS].lock().await;
+        let device = match self.device(parsed.device).await? {
+            Some(device) if device.revoked_at.is_none() => device,
+            _ => return self.wrong_code(merchant_id, new, None, "unknown or revoked device").await,
         };
-        if device.failures >= DEVICE_FAILURES_MAX {
-            return Err(CheckoutError::DeviceLocked);
+        // Bounded before the code is checked: a refused guess is no guess.
+        let now = self.now_s();
+        let hour = now / DEVICE_WINDOW_S;
+        let cooling = CheckoutError::DeviceCoolingDown { retry_after_s: (hour + 1) * DEVICE_WINDOW_S - now };
+        let device_failures = device.failures_in(hour);
+        if device_failures >= DEVICE_FAILURES_PER_HOUR_MAX {
+            return Err(cooling);
+        }
+        // A device with no wrong code this hour has none from any merchant: no read needed.
+        let merchant_failures = if device_failures > 0 { self.device_merchant_failures(parsed.device, merchant_id, hour).await? } else { None };
+        if merchant_failures.unwrap_or(0) >= DEVICE_MERCHANT_FAILURES_PER_HOUR_MAX {
+            return Err(cooling);
         }
         let secret = self.directory.unseal(&device.secret_sealed, &format!("device:{}", parsed.device))?;
-        let Some(step) = PaymentCode::verify(&parsed, secret.expose(), self.now_s(), CODE_WINDOW_STEPS) else {
-            return self.wrong_code(merchant_id, new, Some((parsed.device, device.failures)), "wrong or expired code").await;
+        let Some(step) = PaymentCode::verify(&parsed, secret.expose(), now, CODE_WINDOW_STEPS) else {
+            let count = DeviceCount { slot: parsed.device, hour, device: (device.failures, device.failures_hour), merchant: merchant_failures };
+            return self.wrong_code(merchant_id, new, Some(count), "wrong or expired code").await;
         };
+        drop(turn);
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         if step <= device.last_step {
             return Err(CheckoutError::CodeUsed);
@@ -608,8 +699,8 @@ impl Checkout {
         // The device names the payer; their wallet's id follows from it, no read needed.
         let payer_wallet = account_id(AccountKind::Wallet, device.resident_id);
         let merchant = self.directory.merchant(merchant_id).await?;
-        let now = self.now_s();
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now);
+        let period = self.refund_period(merchant_id).await?;
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now, period);
         let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
         // Each code is a new attempt (a refused one is spent too), so its step numbers the entry.
         let attempt = u32::try_from(step).unwrap_or(u32::MAX);
@@ -617,14 +708,20 @@ impl Checkout {
             event: Some(self.payment_event(&trade, payer_wallet, merchant.account, attempt)),
             guards: vec![
                 trade.absent_guard(),
-                Guard::Matches { table: "payment_devices", key: device_key.clone(), expect: vec![("last_step", int(device.last_step))] },
+                Guard::Matches {
+                    table: "payment_devices",
+                    key: device_key.clone(),
+                    expect: vec![("last_step", int(device.last_step)), ("revoked_at", Value::Null)],
+                },
+                Directory::wallet_not_frozen(device.resident_id),
             ],
             rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
-            // The code is spent even when the wallet cannot pay: it never works twice.
+            // The code is spent even when the wallet cannot pay: it never works twice. Wrong
+            // codes stay counted: a payment between guesses must not give the guesser more.
             always_rows: vec![ServiceRow {
                 table: "payment_devices",
                 key: device_key,
-                columns: vec![("last_step", int(step)), ("failures", int(0))],
+                columns: vec![("last_step", int(step))],
                 on_conflict: OnConflict::UpdateOnly,
             }],
         };
@@ -633,152 +730,153 @@ impl Checkout {
             Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
             // The order exists (made before, or meanwhile): answered from it by the caller.
             Err(0) => Err(CheckoutError::OutTradeNoReused),
+            Err(2) => Err(DirectoryError::WalletFrozen.into()),
             Err(_) => Err(CheckoutError::CodeUsed),
         }
     }
 
     /// A code that does not verify: a till retrying an order already paid (its code long
     /// expired) is answered from the order and counts against nothing; anything else counts
-    /// against the merchant's budget and the device's.
-    async fn wrong_code(&self, merchant_id: u64, new: &NewTrade, device: Option<(u32, i64)>, why: &str) -> Result<Trade, CheckoutError> {
+    /// against the merchant's budget and, when it names an enrolled device, the device's.
+    async fn wrong_code(&self, merchant_id: u64, new: &NewTrade, device: Option<DeviceCount>, why: &str) -> Result<Trade, CheckoutError> {
         if let Ok(existing) = self.trade(merchant_id, &new.out_trade_no).await {
             return answer_existing(existing, new);
         }
         self.note_failure(merchant_id).await?;
-        if let Some((slot, failures)) = device {
-            self.count_device_failure(slot, failures).await?;
+        if let Some(count) = device {
+            self.count_device_failure(merchant_id, count).await?;
         }
         Err(CheckoutError::InvalidCode(why.into()))
     }
 
-    async fn count_device_failure(&self, device: u32, failures: i64) -> Result<(), CheckoutError> {
-        let key = vec![("id", Value::Int(i64::from(device)))];
+    /// Counts a wrong code against the device this hour and against (device, merchant), in
+    /// one command whose guards are the counts as read: a race with another server is read
+    /// again (this server checks one code per device at a time, so only other servers race).
+    async fn count_device_failure(&self, merchant_id: u64, mut count: DeviceCount) -> Result<(), CheckoutError> {
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let device_key = vec![("id", Value::Int(i64::from(count.slot)))];
+            let pair_key = vec![("device_id", Value::Int(i64::from(count.slot))), ("merchant_id", uint(merchant_id)), ("hour", uint(count.hour))];
+            let (failures, failures_hour) = count.device;
+            let in_hour = if u64::try_from(failures_hour).ok() == Some(count.hour) { failures } else { 0 };
+            let pair_guard = match count.merchant {
+                None => Guard::Absent { table: "device_code_failures", key: pair_key.clone() },
+                Some(n) => Guard::Matches { table: "device_code_failures", key: pair_key.clone(), expect: vec![("failures", int(n))] },
+            };
+            let command = Command {
+                event: None,
+                guards: vec![
+                    Guard::Matches { table: "payment_devices", key: device_key.clone(), expect: vec![("failures", int(failures)), ("failures_hour", int(failures_hour))] },
+                    pair_guard,
+                ],
+                rows: vec![
+                    ServiceRow {
+                        table: "payment_devices",
+                        key: device_key,
+                        columns: vec![("failures", int(in_hour + 1)), ("failures_hour", uint(count.hour))],
+                        on_conflict: OnConflict::UpdateOnly,
+                    },
+                    ServiceRow {
+                        table: "device_code_failures",
+                        key: pair_key,
+                        columns: vec![("failures", int(count.merchant.unwrap_or(0) + 1))],
+                        on_conflict: OnConflict::Update,
+                    },
+                ],
+                always_rows: Vec::new(),
+            };
+            if self.submit(command).await?.is_ok() {
+                return Ok(());
+            }
+            let Some(device) = self.device(count.slot).await? else { return Ok(()) };
+            count.device = (device.failures, device.failures_hour);
+            count.merchant = self.device_merchant_failures(count.slot, merchant_id, count.hour).await?;
+        }
+        Ok(())
+    }
+
+    async fn device_merchant_failures(&self, slot: u32, merchant_id: u64, hour: u64) -> Result<Option<i64>, CheckoutError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT failures FROM device_code_failures WHERE device_id = ?1 AND merchant_id = ?2 AND hour = ?3",
+                vec![Value::Int(i64::from(slot)), uint(merchant_id), uint(hour)],
+            )
+            .await?;
+        Ok(rows.first().map(|row| citypay_directory::int_at(row, 0)).transpose()?)
+    }
+
+    /// The payment devices a resident enrolled, newest first, with what their owner should
+    /// know: revoked or not, wrong codes this hour, cooling down until when.
+    pub async fn devices(&self, resident: &Resident) -> Result<Vec<DeviceInfo>, CheckoutError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT id, created_at, revoked_at, failures, failures_hour FROM payment_devices WHERE resident_id = ?1 ORDER BY created_at DESC, id",
+                vec![uint(resident.id)],
+            )
+            .await?;
+        let now = self.now_s();
+        let hour = now / DEVICE_WINDOW_S;
+        rows.iter()
+            .map(|row| {
+                let number = |i: usize| citypay_directory::int_at(row, i);
+                let wrong = if u64::try_from(number(4)?).ok() == Some(hour) { number(3)? } else { 0 };
+                Ok(DeviceInfo {
+                    slot: u32::try_from(number(0)?).unwrap_or(0),
+                    created_at: u64::try_from(number(1)?).unwrap_or(0),
+                    revoked_at: match row.get(2) {
+                        Some(Value::Int(at)) => Some(u64::try_from(*at).unwrap_or(0)),
+                        _ => None,
+                    },
+                    wrong_codes_this_hour: wrong,
+                    cooling_down_until: (wrong >= DEVICE_FAILURES_PER_HOUR_MAX).then_some((hour + 1) * DEVICE_WINDOW_S),
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes one of the resident's payment devices (a lost phone): its codes never pay
+    /// again. Revoking it again answers the same; another resident's device is not found.
+    pub async fn revoke_device(&self, resident: &Resident, slot: u32) -> Result<DeviceInfo, CheckoutError> {
+        let find = |devices: Vec<DeviceInfo>| devices.into_iter().find(|d| d.slot == slot).ok_or(CheckoutError::DeviceNotFound);
+        let device = find(self.devices(resident).await?)?;
+        if device.revoked_at.is_some() {
+            return Ok(device);
+        }
+        let key = vec![("id", Value::Int(i64::from(slot)))];
         let command = Command {
             event: None,
-            guards: vec![Guard::Matches { table: "payment_devices", key: key.clone(), expect: vec![("failures", int(failures))] }],
-            rows: vec![ServiceRow {
-                table: "payment_devices",
-                key,
-                columns: vec![("failures", int(failures + 1))],
-                on_conflict: OnConflict::UpdateOnly,
-            }],
+            guards: vec![Guard::Matches { table: "payment_devices", key: key.clone(), expect: vec![("resident_id", uint(resident.id))] }],
+            rows: vec![ServiceRow { table: "payment_devices", key, columns: vec![("revoked_at", uint(self.now_s()))], on_conflict: OnConflict::UpdateOnly }],
             always_rows: Vec::new(),
         };
-        // Losing the race means another failure was counted: enough.
-        self.submit(command).await?.ok();
-        Ok(())
+        self.submit(command).await?.map_err(|_| CheckoutError::DeviceNotFound)?;
+        find(self.devices(resident).await?)
     }
 
     async fn device(&self, slot: u32) -> Result<Option<Device>, CheckoutError> {
         let rows = self
             .directory
-            .read("SELECT resident_id, secret_sealed, last_step, failures FROM payment_devices WHERE id = ?1", vec![Value::Int(i64::from(slot))])
+            .read(
+                "SELECT resident_id, secret_sealed, last_step, failures, failures_hour, revoked_at FROM payment_devices WHERE id = ?1",
+                vec![Value::Int(i64::from(slot))],
+            )
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
         match row.as_slice() {
-            [Value::Int(resident), Value::Blob(sealed), Value::Int(last_step), Value::Int(failures)] => Ok(Some(Device {
+            [Value::Int(resident), Value::Blob(sealed), Value::Int(last_step), Value::Int(failures), Value::Int(failures_hour), revoked_at] => Ok(Some(Device {
                 resident_id: u64::try_from(*resident).map_err(|_| DirectoryError::Storage("resident id".into()))?,
                 secret_sealed: sealed.clone(),
                 last_step: *last_step,
                 failures: *failures,
+                failures_hour: *failures_hour,
+                revoked_at: match revoked_at {
+                    Value::Int(at) => Some(*at),
+                    _ => None,
+                },
             })),
             _ => Err(DirectoryError::Storage("payment device row".into()).into()),
         }
-    }
-
-    /// Refunds part or all of a paid trade. Keyed by `out_request_no` (unique per trade): the
-    /// same request again answers the first result; refunds never exceed what was paid.
-    pub async fn refund(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str, amount: i64) -> Result<Trade, CheckoutError> {
-        let no = out_request_no;
-        if no.is_empty() || no.len() > 64 || !no.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(CheckoutError::InvalidField { field: "out_request_no", message: "1 to 64 letters, digits or _".into() });
-        }
-        if amount <= 0 {
-            return Err(CheckoutError::InvalidField { field: "amount", message: "greater than zero".into() });
-        }
-        for _ in 0..CAS_ATTEMPTS_MAX {
-            let trade = self.trade(merchant_id, out_trade_no).await?;
-            if let Some(previous) = self.refund_amount(trade.id, no).await? {
-                return if previous == amount { Ok(trade) } else { Err(CheckoutError::RefundRequestReused) };
-            }
-            if !matches!(trade.status, TradeStatus::TradeSuccess) {
-                return Err(if trade.status == TradeStatus::WaitBuyerPay { CheckoutError::NotPaid } else { CheckoutError::TradeClosed });
-            }
-            if amount > trade.amount - trade.refunded {
-                return Err(CheckoutError::RefundExceedsPaid);
-            }
-            match self.try_refund(&trade, no, amount).await? {
-                Some(result) => return result,
-                None => continue,
-            }
-        }
-        Err(CheckoutError::Unavailable("the trade kept changing; retry".into()))
-    }
-
-    async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64) -> Result<Option<Result<Trade, CheckoutError>>, CheckoutError> {
-        let merchant = self.directory.merchant(trade.merchant_id).await?;
-        let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
-        let wallet = account_id(AccountKind::Wallet, payer);
-        let now = self.now_s();
-        let after = trade.refunded_by(amount);
-        let mut legs = vec![Leg {
-            debit: merchant.account,
-            credit: wallet,
-            amount,
-            currency: Currency::CNY,
-            code: codes::REFUND,
-            class: 0,
-            user_data: trade.id,
-        }];
-        let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
-        // The fee comes back first, so a merchant holding only the net of the payment can
-        // still refund all of it.
-        if fee_back > 0 {
-            legs.insert(0, Leg {
-                debit: PlatformAccounts::CNY.fee_revenue,
-                credit: merchant.account,
-                amount: fee_back,
-                currency: Currency::CNY,
-                code: codes::FEE_RETURNED,
-                class: 0,
-                user_data: trade.id,
-            });
-        }
-        let id = derived_event_id(&["trade", &trade.id.to_string(), "refund", out_request_no]);
-        let refund_key = vec![("trade_id", uint(trade.id)), ("out_request_no", Value::Text(out_request_no.to_owned()))];
-        let command = Command {
-            event: Some(Event::Entry(Entry { id, legs })),
-            guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_key.clone() }],
-            rows: [
-                after.row(OnConflict::UpdateOnly),
-                ServiceRow {
-                    table: "refunds",
-                    key: refund_key,
-                    columns: vec![("amount", int(amount)), ("created_at", uint(now))],
-                    on_conflict: OnConflict::Fail,
-                },
-            ]
-            .into_iter()
-            .chain(self.outbox_row(&merchant, &after, now))
-            .collect(),
-            always_rows: Vec::new(),
-        };
-        Ok(match self.submit(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Some(Ok(after)),
-            Ok(outcome) => Some(Err(CheckoutError::Refused(outcome.status))),
-            Err(_) => None,
-        })
-    }
-
-    async fn refund_amount(&self, trade_id: u64, out_request_no: &str) -> Result<Option<i64>, CheckoutError> {
-        let rows = self
-            .directory
-            .read("SELECT amount FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2", vec![uint(trade_id), Value::Text(out_request_no.to_owned())])
-            .await?;
-        Ok(rows.first().and_then(|row| match row.first() {
-            Some(Value::Int(a)) => Some(*a),
-            _ => None,
-        }))
     }
 
     /// Closes an unpaid trade.
@@ -808,16 +906,19 @@ impl Checkout {
         }
     }
 
-    /// Cancels a trade: closes it if unpaid, refunds what remains if paid.
+    /// Cancels a trade: closes it if unpaid, refunds what remains if paid and still
+    /// refundable.
     pub async fn cancel(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, out_trade_no).await?;
         match trade.status {
             TradeStatus::WaitBuyerPay => self.close(merchant_id, out_trade_no).await,
             TradeStatus::TradeSuccess => {
                 let remaining = trade.amount - trade.refunded;
-                self.refund(merchant_id, out_trade_no, "cancel", remaining).await
+                Ok(self.refund(merchant_id, out_trade_no, "cancel", remaining).await?.trade)
             }
-            TradeStatus::TradeClosed | TradeStatus::TradeFinished => Ok(trade),
+            TradeStatus::TradeClosed => Ok(trade),
+            // Past its refund period a paid trade cannot be undone (Alipay: TRADE_HAS_FINISHED).
+            TradeStatus::TradeFinished => Err(CheckoutError::TradeFinished),
         }
     }
 
@@ -825,8 +926,9 @@ impl Checkout {
     pub async fn record_cash_sale(&self, merchant_id: u64, new: &NewTrade) -> Result<Trade, CheckoutError> {
         check_new_trade(new)?;
         let merchant = self.directory.merchant(merchant_id).await?;
+        let period = self.refund_period(merchant_id).await?;
         let now = self.now_s();
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Cash, now).paid_in_cash(now);
+        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Cash, now).paid_in_cash(now, period);
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],
@@ -835,34 +937,37 @@ impl Checkout {
         };
         match self.submit(command).await? {
             Ok(_) => Ok(trade),
-            Err(_) => self.existing_same(merchant_id, new).await,
+            Err(_) => self.existing_same(merchant_id, new, Method::Cash).await,
         }
     }
 
     /// Closes unpaid trades whose time is up (a sweeper calls it); returns how many.
     pub async fn close_expired(&self, limit: usize) -> Result<usize, CheckoutError> {
-        let rows = self
-            .directory
-            .read(trade::SELECT_EXPIRED, vec![uint(self.now_s()), uint(u64::try_from(limit).unwrap_or(100))])
-            .await?;
-        // One trade that cannot be closed now must not keep the others open: the next sweep
-        // tries it again. The error is answered only when nothing could be closed.
-        let mut closed = 0;
+        self.sweep(trade::SELECT_EXPIRED, limit, TradeStatus::TradeClosed).await
+    }
+
+    /// Brings up to `limit` trades that `select` finds (given now and the limit) to where
+    /// time has left them, and counts those that reach `to`.
+    async fn sweep(&self, select: &'static str, limit: usize, to: TradeStatus) -> Result<usize, CheckoutError> {
+        let rows = self.directory.read(select, vec![uint(self.now_s()), uint(u64::try_from(limit).unwrap_or(100))]).await?;
+        // One trade that cannot be changed now must not hold up the others: the next sweep
+        // tries it again. The error is answered only when nothing could be changed.
+        let mut changed = 0;
         let mut first_error = None;
         for row in &rows {
             let result = match Trade::from_row(row) {
-                Ok(trade) => self.close_trade(&trade).await,
-                Err(e) => Err(e.into()),
+                Ok(trade) => self.as_of_now(trade).await,
+                Err(e) => Err(e),
             };
             match result {
-                Ok(trade) if trade.status == TradeStatus::TradeClosed => closed += 1,
+                Ok(trade) if trade.status == to => changed += 1,
                 Ok(_) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
         match first_error {
-            Some(e) if closed == 0 => Err(e),
-            _ => Ok(closed),
+            Some(e) if changed == 0 => Err(e),
+            _ => Ok(changed),
         }
     }
 
@@ -888,5 +993,23 @@ struct Device {
     resident_id: u64,
     secret_sealed: Vec<u8>,
     last_step: i64,
+    /// Wrong codes in the hour `failures_hour`.
     failures: i64,
+    failures_hour: i64,
+    revoked_at: Option<i64>,
+}
+
+impl Device {
+    fn failures_in(&self, hour: u64) -> i64 {
+        if u64::try_from(self.failures_hour).ok() == Some(hour) { self.failures } else { 0 }
+    }
+}
+
+/// A wrong code's counts as read: the device's (failures, their hour), and the merchant's for
+/// the device this hour (`None`: no row yet).
+struct DeviceCount {
+    slot: u32,
+    hour: u64,
+    device: (i64, i64),
+    merchant: Option<i64>,
 }

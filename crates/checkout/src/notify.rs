@@ -38,7 +38,7 @@ fn hmac_hex(key: &[u8], message: &[u8]) -> String {
 }
 
 /// What one pass of the dispatcher did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DispatchReport {
     /// Answered with 2xx.
     pub delivered: usize,
@@ -48,6 +48,23 @@ pub struct DispatchReport {
     pub given_up: usize,
     /// The merchant has no notification URL; nothing sent.
     pub skipped: usize,
+    /// Each failed attempt, for the server's log and metrics.
+    pub failures: Vec<DeliveryFailure>,
+}
+
+/// One attempt that got no 2xx answer. It names no URL: a merchant's URL can carry a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryFailure {
+    /// The merchant whose endpoint failed.
+    pub merchant: u64,
+    /// The event's id, as in `Citypay-Event-Id`.
+    pub event_id: String,
+    /// Which attempt this was (1 is the first).
+    pub attempt: i64,
+    /// The HTTP status, or why no answer came.
+    pub reason: String,
+    /// Seconds until the next attempt; `None`: given up.
+    pub retry_in_s: Option<u64>,
 }
 
 /// Delivers due outbox events.
@@ -113,7 +130,7 @@ impl<D: Deliver> Dispatcher<D> {
         let event_id = citypay_directory::hex::encode(&due.id);
         let headers = vec![
             ("content-type", "application/json".to_owned()),
-            ("citypay-event-id", event_id),
+            ("citypay-event-id", event_id.clone()),
             ("citypay-signature", signature(secret.expose(), now, &due.body)),
         ];
         let answer = self.deliver.post(&url, headers, due.body.clone()).await;
@@ -123,6 +140,11 @@ impl<D: Deliver> Dispatcher<D> {
             return self.record(&due, Some(now), attempts, GIVEN_UP_AT).await;
         }
         let wait = usize::try_from(due.attempts).ok().and_then(|i| self.schedule_s.get(i)).copied();
+        let reason = match answer {
+            Ok(status) => format!("HTTP {status}"),
+            Err(error) => error,
+        };
+        report.failures.push(DeliveryFailure { merchant: due.merchant, event_id, attempt: attempts, reason, retry_in_s: wait });
         match wait {
             Some(wait) => {
                 report.retried += 1;

@@ -52,6 +52,16 @@ macro_rules! checkout_v1 {
     };
 }
 
+macro_rules! checkout_v7 {
+    () => {
+        "CREATE TABLE refund_periods (merchant_id BIGINT PRIMARY KEY, period_s BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+        ALTER TABLE trades ADD COLUMN finishes_at BIGINT;
+        UPDATE trades SET finishes_at = paid_at + 7776000 WHERE paid_at IS NOT NULL;
+        CREATE INDEX trades_finishing ON trades (finishes_at) WHERE status = 'TRADE_SUCCESS';
+        ALTER TABLE refunds ADD COLUMN status TEXT NOT NULL DEFAULT 'REFUND_SUCCESS';"
+    };
+}
+
 /// The checkout's migrations, for every backend.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -95,4 +105,30 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "CREATE TABLE code_failures (merchant_id BIGINT NOT NULL, minute BIGINT NOT NULL, failures BIGINT NOT NULL,
             PRIMARY KEY (merchant_id, minute));",
     },
+    Migration {
+        component: "checkout",
+        version: 6,
+        name: "revoked payment devices; wrong codes per device and hour, and per device, merchant and hour",
+        sqlite: CHECKOUT_V6,
+        postgres: CHECKOUT_V6,
+    },
+    // Each trade keeps the end of the refund period it was paid under; trades paid before
+    // there were periods get Alipay's default, 90 days from payment. Each refund is a record
+    // of its own (its status beside the amount and time it already had).
+    Migration {
+        component: "checkout",
+        version: 7,
+        name: "refund periods per merchant, the end of each trade's, refund records' status",
+        sqlite: checkout_v7!(),
+        postgres: checkout_v7!(),
+    },
 ];
+
+/// A device's `failures` now count its wrong codes in the hour `failures_hour` (a cool-down,
+/// never a lock); `device_code_failures` counts them per merchant too.
+const CHECKOUT_V6: &str = "ALTER TABLE payment_devices ADD COLUMN revoked_at BIGINT;
+    ALTER TABLE payment_devices ADD COLUMN failures_hour BIGINT NOT NULL DEFAULT 0;
+    UPDATE payment_devices SET failures = 0;
+    CREATE INDEX payment_devices_by_resident ON payment_devices (resident_id);
+    CREATE TABLE device_code_failures (device_id BIGINT NOT NULL, merchant_id BIGINT NOT NULL, hour BIGINT NOT NULL,
+        failures BIGINT NOT NULL, PRIMARY KEY (device_id, merchant_id, hour));";

@@ -15,7 +15,7 @@ pub enum TradeStatus {
     TradeSuccess,
     /// Closed unpaid (timeout, close, cancel) or fully refunded.
     TradeClosed,
-    /// Paid and no longer refundable.
+    /// Paid and no longer refundable: its refund period is over.
     TradeFinished,
 }
 
@@ -98,6 +98,8 @@ pub struct Trade {
     pub expires_at: u64,
     /// When it was paid (unix seconds).
     pub paid_at: Option<u64>,
+    /// When its refund period ends and it finishes (unix seconds; set when it is paid).
+    pub finishes_at: Option<u64>,
 }
 
 /// `SELECT` every column of `trades`, then `$tail`.
@@ -105,7 +107,7 @@ macro_rules! select_trades {
     ($tail:literal) => {
         concat!(
             "SELECT id, merchant_id, city_code, out_trade_no, amount, subject, status, method, ",
-            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee FROM trades ",
+            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee, finishes_at FROM trades ",
             $tail
         )
     };
@@ -118,6 +120,8 @@ pub(crate) const SELECT_PAGE: &str = select_trades!(
 );
 pub(crate) const SELECT_EXPIRED: &str =
     select_trades!("WHERE status = 'WAIT_BUYER_PAY' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2");
+pub(crate) const SELECT_FINISHING: &str =
+    select_trades!("WHERE status = 'TRADE_SUCCESS' AND finishes_at <= ?1 ORDER BY finishes_at LIMIT ?2");
 
 
 fn opt(v: Option<u64>) -> Value {
@@ -142,21 +146,33 @@ impl Trade {
             created_at: now,
             expires_at: now + new.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
             paid_at: None,
+            finishes_at: None,
         }
     }
 
-    pub(crate) fn paid(&self, payer: u64, now: u64) -> Trade {
+    /// Paid by `payer` at `now`; refundable for `refund_period_s` from then.
+    pub(crate) fn paid(&self, payer: u64, now: u64, refund_period_s: u64) -> Trade {
         Trade {
             status: TradeStatus::TradeSuccess,
             payer_resident: Some(payer),
             paid_at: Some(now),
+            finishes_at: Some(now.saturating_add(refund_period_s)),
             version: self.version + 1,
             ..self.clone()
         }
     }
 
-    pub(crate) fn paid_in_cash(&self, now: u64) -> Trade {
-        Trade { status: TradeStatus::TradeSuccess, paid_at: Some(now), ..self.clone() }
+    pub(crate) fn paid_in_cash(&self, now: u64, refund_period_s: u64) -> Trade {
+        Trade { status: TradeStatus::TradeSuccess, paid_at: Some(now), finishes_at: Some(now.saturating_add(refund_period_s)), ..self.clone() }
+    }
+
+    /// Whether its refund period is over at `now` while it still reads as refundable.
+    pub(crate) fn period_over(&self, now: u64) -> bool {
+        self.status == TradeStatus::TradeSuccess && self.finishes_at.is_some_and(|at| at <= now)
+    }
+
+    pub(crate) fn finished(&self) -> Trade {
+        Trade { status: TradeStatus::TradeFinished, version: self.version + 1, ..self.clone() }
     }
 
     pub(crate) fn refunded_by(&self, amount: i64) -> Trade {
@@ -201,6 +217,7 @@ impl Trade {
                 ("expires_at", uint(self.expires_at)),
                 ("paid_at", opt(self.paid_at)),
                 ("fee", Value::Int(self.fee)),
+                ("finishes_at", opt(self.finishes_at)),
             ],
             on_conflict,
         }
@@ -237,6 +254,7 @@ impl Trade {
             expires_at: uint(12)?,
             paid_at: optional(13)?,
             fee: int(14)?,
+            finishes_at: optional(15)?,
         })
     }
 }

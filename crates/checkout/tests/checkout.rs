@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use citypay_checkout::{Checkout, CheckoutError, Method, NewTrade, TradeStatus};
+use citypay_checkout::{Checkout, CheckoutError, DEFAULT_REFUND_PERIOD_S, Method, NewTrade, RefundStatus, TradeStatus};
 use citypay_codes::payment_code::PaymentCode;
 use citypay_directory::{
     Category, Directory, DirectoryKeys, NewMerchant, NewResident, PasswordPolicy, PlatformAccounts, Resident,
     SandboxBank, TokenKeys,
 };
 use citypay_identity::AccountClass;
-use citypay_shard::{Shard, ShardConfig, SystemClock};
-use citypay_store::Migration;
+use citypay_shard::{Command, Shard, ShardConfig, SystemClock};
+use citypay_store::{Migration, OnConflict, ServiceRow, Value};
 use citypay_store_sqlite::{SqliteReader, SqliteStore};
 use citypay_vault::{IndexKeys, SealingKeys};
 use citypay_wallet::Wallet;
@@ -28,14 +28,23 @@ struct World {
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("city.db");
-    let migrations: Vec<Migration> = citypay_directory::MIGRATIONS
+    world_in(tempfile::tempdir().unwrap())
+}
+
+/// Every component's migrations, the checkout's up to `checkout_version`.
+fn migrations(checkout_version: i64) -> Vec<Migration> {
+    citypay_directory::MIGRATIONS
         .iter()
         .chain(citypay_wallet::MIGRATIONS)
-        .chain(citypay_checkout::MIGRATIONS)
+        .chain(citypay_checkout::MIGRATIONS.iter().filter(|m| m.version <= checkout_version))
         .copied()
-        .collect();
+        .collect()
+}
+
+/// A world on the database `city.db` in `dir`, made or brought up to date.
+fn world_in(dir: tempfile::TempDir) -> World {
+    let path = dir.path().join("city.db");
+    let migrations = migrations(i64::MAX);
     let store = SqliteStore::open_writer(&path, &migrations).unwrap();
     let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
     let keys = DirectoryKeys {
@@ -102,6 +111,14 @@ fn order(no: &str, fen: i64) -> NewTrade {
     NewTrade { out_trade_no: no.into(), amount: fen, subject: "beef noodles".into(), timeout_s: None }
 }
 
+/// Wrong codes are counted per hour: a check of the counts waits out an hour about to end.
+fn inside_one_hour() {
+    let left = 3600 - citypay_shard::Clock::now(&SystemClock).unix_seconds() % 3600;
+    if left < 20 {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
+}
+
 async fn bal(d: &Directory, account: u64) -> i64 {
     d.shard().account(account).await.unwrap().unwrap().balance.net_posted()
 }
@@ -156,10 +173,15 @@ fn qr_payments_refunds_close_and_cancel() {
         assert_eq!(bal(d, shop_account).await, 2_372 - 14);
         assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14);
         // Two partial refunds, a replay, a reused number, and one too many.
-        c.refund(shop, "T1", "R1", 1_000).await.unwrap();
-        let after = c.refund(shop, "T1", "R2", 372).await.unwrap();
+        let first = c.refund(shop, "T1", "R1", 1_000).await.unwrap();
+        assert!(first.fund_change);
+        let after = c.refund(shop, "T1", "R2", 372).await.unwrap().trade;
         assert_eq!((after.refunded, after.status), (1_372, TradeStatus::TradeSuccess));
-        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().refunded, 1_372);
+        // The repeat answers the first refund's record, the total now, and that nothing moved.
+        let again = c.refund(shop, "T1", "R1", 1_000).await.unwrap();
+        assert_eq!((again.trade.refunded, &again.refund, again.fund_change), (1_372, &first.refund, false));
+        assert_eq!(c.refund_query(shop, "T1", "R1").await.unwrap(), again);
+        assert!(matches!(c.refund_query(shop, "T1", "R9").await, Err(CheckoutError::RefundNotFound)));
         // The fee comes back in proportion, rounded down: floor(14 * 1372 / 2372) = 8.
         assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 14 - 8);
         assert!(matches!(c.refund(shop, "T1", "R1", 999).await, Err(CheckoutError::RefundRequestReused)));
@@ -196,6 +218,12 @@ fn qr_payments_refunds_close_and_cancel() {
         // Cash at the counter is recorded; no wallet moves.
         let cash = c.record_cash_sale(shop, &order("C1", 800)).await.unwrap();
         assert_eq!((cash.method, cash.status, cash.payer_resident), (Method::Cash, TradeStatus::TradeSuccess, None));
+        // Its refund is recorded (the cash goes back over the counter; no wallet moves).
+        let shop_before = bal(d, shop_account).await;
+        let refunded = c.refund(shop, "C1", "CR1", 300).await.unwrap();
+        assert_eq!((refunded.trade.refunded, refunded.trade.status, refunded.fund_change), (300, TradeStatus::TradeSuccess, true));
+        assert_eq!(c.refund(shop, "C1", "CR2", 500).await.unwrap().trade.status, TradeStatus::TradeClosed);
+        assert_eq!(bal(d, shop_account).await, shop_before);
         // Every change wrote an outbox event.
         assert!(c.pending_events(shop, 100).await.unwrap().len() >= 8);
     });
@@ -226,7 +254,7 @@ fn a_chinese_merchant_name_goes_in_the_language_template() {
         let decoded = citypay_codes::mpm::Payload::decode(&payload).unwrap();
         let language = decoded.language().unwrap();
         assert_eq!((language.name.as_str(), language.city.as_deref()), ("西湖面馆", Some("福州")));
-        assert!(decoded.name().is_ascii());
+        assert!(decoded.name().is_some_and(str::is_ascii));
         w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
         // Without a notification URL there is nothing to deliver, so nothing is queued.
         assert!(w.checkout.pending_events(m.id, 100).await.unwrap().is_empty());
@@ -297,6 +325,7 @@ fn racing_payers_pay_a_trade_once_and_racing_refunds_never_exceed_it() {
 
 #[test]
 fn payment_codes_work_once_and_guessing_is_limited() {
+    inside_one_hour();
     let w = world();
     let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
     let (shop, shop_account) = merchant(&w, SHOP_A);
@@ -311,7 +340,7 @@ fn payment_codes_work_once_and_guessing_is_limited() {
         // The till retries the same order: the same answer, no second payment.
         assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &code).await.unwrap().id, paid.id);
         // Retried much later, its code long expired: still the same answer, and the phone is
-        // not charged with wrong codes for it (the device is locked below only by real ones).
+        // not charged with wrong codes for it (only real wrong codes are counted against it below).
         let expired = PaymentCode::generate(slot, secret.expose(), now - 600);
         for _ in 0..6 {
             assert_eq!(c.pay_with_code(shop, &order("P1", 1_234), &expired).await.unwrap().id, paid.id);
@@ -323,14 +352,18 @@ fn payment_codes_work_once_and_guessing_is_limited() {
         assert!(matches!(c.trade(other_shop, "P1").await, Err(CheckoutError::TradeNotFound)));
         assert!(matches!(c.refund(other_shop, "P1", "R1", 1).await, Err(CheckoutError::TradeNotFound)));
         assert!(matches!(c.close(other_shop, "P1").await, Err(CheckoutError::TradeNotFound)));
-        // Wrong codes: counted per device (locked after 5) and per merchant (20 a minute).
+        // Wrong codes: each merchant gets 3 an hour at one device, then cools down for it; they
+        // never lock the device, and the owner's next genuine code pays elsewhere.
         let wrong = format!("{}{:08}{:08}", citypay_codes::payment_code::PREFIX, slot, 0);
-        for i in 0..5 {
+        for i in 0..3 {
             let r = c.pay_with_code(other_shop, &order(&format!("G{i}"), 100), &wrong).await;
             assert!(matches!(r, Err(CheckoutError::InvalidCode(_))), "{r:?}");
         }
         let fresh = PaymentCode::generate(slot, secret.expose(), now + 30);
-        assert!(matches!(c.pay_with_code(other_shop, &order("G9", 100), &fresh).await, Err(CheckoutError::DeviceLocked)));
+        let r = c.pay_with_code(other_shop, &order("G8", 100), &fresh).await;
+        assert!(matches!(r, Err(CheckoutError::DeviceCoolingDown { retry_after_s: 1..=3600 })), "{r:?}");
+        assert_eq!(c.pay_with_code(shop, &order("G9", 100), &fresh).await.unwrap().payer_resident, Some(alice.id));
+        assert_eq!(c.devices(&alice).await.unwrap()[0].wrong_codes_this_hour, 3);
         for i in 0..20 {
             let unknown = format!("{}{:08}{:08}", citypay_codes::payment_code::PREFIX, (slot + 1 + i) % 99_999_999, 0);
             let _ = c.pay_with_code(shop, &order(&format!("U{i}"), 100), &unknown).await;
@@ -430,6 +463,9 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
         let dispatcher = Dispatcher::new(w.directory.clone(), recorder.clone(), vec![0, 0]);
         let first = dispatcher.run_once(100).await.unwrap();
         assert_eq!((first.delivered, first.retried), (0, 2), "{first:?}");
+        // Each failure is reported for the log, with its attempt and the wait before the next.
+        assert_eq!(first.failures.len(), 2);
+        assert!(first.failures.iter().all(|f| f.merchant == m.id && f.attempt == 1 && f.reason == "HTTP 500" && f.retry_in_s == Some(0)), "{first:?}");
         let second = dispatcher.run_once(100).await.unwrap();
         assert_eq!((second.delivered, second.retried), (2, 0), "{second:?}");
         assert_eq!(dispatcher.run_once(100).await.unwrap().delivered, 0, "delivered events are not sent again");
@@ -448,4 +484,100 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
         // The same event is posted again with the same id after a failure (dedup by id).
         assert_eq!(posts[0].2, posts[2].2);
     });
+}
+
+#[test]
+fn an_old_database_gets_refund_records_and_refund_periods() {
+    // A trade paid and partly refunded before refunds had records and trades had periods.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_writer(&dir.path().join("city.db"), &migrations(5)).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (paid_at, merchant) = (i64::try_from(now).unwrap() - 86_400, 7_i64);
+    let text = |v: &str| Value::Text(v.to_owned());
+    let trade = ServiceRow {
+        table: "trades",
+        key: vec![("id", Value::Int(11))],
+        columns: vec![
+            ("merchant_id", Value::Int(merchant)),
+            ("city_code", Value::Int(330100)),
+            ("out_trade_no", text("OLD1")),
+            ("amount", Value::Int(1_000)),
+            ("subject", text("tea")),
+            ("status", text("TRADE_SUCCESS")),
+            ("method", text("qr")),
+            ("payer_resident", Value::Int(3)),
+            ("refunded", Value::Int(400)),
+            ("version", Value::Int(3)),
+            ("created_at", Value::Int(paid_at)),
+            ("expires_at", Value::Int(paid_at + 900)),
+            ("paid_at", Value::Int(paid_at)),
+            ("fee", Value::Int(6)),
+        ],
+        on_conflict: OnConflict::Fail,
+    };
+    let refund = ServiceRow {
+        table: "refunds",
+        key: vec![("trade_id", Value::Int(11)), ("out_request_no", text("R1"))],
+        columns: vec![("amount", Value::Int(400)), ("created_at", Value::Int(paid_at + 60))],
+        on_conflict: OnConflict::Fail,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let command = Command { event: None, guards: Vec::new(), rows: vec![trade, refund], always_rows: Vec::new() };
+    rt.block_on(shard.handle().submit(command)).unwrap();
+    shard.shutdown();
+    drop(rt);
+
+    // Brought up to date: the refund is a record, and the trade finishes 90 days after it
+    // was paid.
+    let w = world_in(dir);
+    w.rt.block_on(async {
+        let answer = w.checkout.refund_query(7, "OLD1", "R1").await.unwrap();
+        assert_eq!((answer.refund.amount, answer.refund.status, answer.fund_change), (400, RefundStatus::RefundSuccess, false));
+        assert_eq!(answer.trade.finishes_at, Some(now - 86_400 + DEFAULT_REFUND_PERIOD_S));
+        assert_eq!((answer.trade.status, answer.trade.refunded), (TradeStatus::TradeSuccess, 400));
+    });
+}
+
+/// A refund refused while the merchant's balance was paid out is retried with the same
+/// `out_request_no` (as Alipay asks) and succeeds once the merchant holds money again: the
+/// ledger's stored refusal of the first attempt does not stick to the request.
+#[test]
+fn a_refund_refused_while_the_merchant_is_short_succeeds_when_retried() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    let bob = resident(&w, BOB.0, BOB.1, AccountClass::II, 100);
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let (_, payload) = c.create_trade(shop, &order("T1", 2_000)).await.unwrap();
+        c.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        // The day's balance is paid out to the merchant's bank.
+        let payout = citypay_ledger::Transfer {
+            id: 77,
+            leg: citypay_ledger::Leg {
+                debit: shop_account,
+                credit: PlatformAccounts::CNY.sandbox_custody,
+                amount: bal(&w.directory, shop_account).await,
+                currency: citypay_ledger::Currency::CNY,
+                code: 1,
+                class: 0,
+                user_data: 0,
+            },
+            pending_timeout_s: None,
+        };
+        assert_eq!(w.directory.shard().submit(citypay_ledger::Event::Transfer(payout).into()).await.unwrap().status, citypay_ledger::Status::Ok);
+        match c.refund(shop, "T1", "R1", 1_000).await {
+            Err(CheckoutError::Refused(status)) => assert_eq!(status.name(), "insufficient_funds"),
+            other => panic!("{other:?}"),
+        }
+        // A new sale; the same refund request is tried again and goes through.
+        let (_, payload) = c.create_trade(shop, &order("T2", 5_000)).await.unwrap();
+        c.pay_qr(&bob, &payload, None, "k").await.unwrap();
+        assert_eq!(c.refund(shop, "T1", "R1", 1_000).await.unwrap().trade.refunded, 1_000);
+        assert!(!c.refund(shop, "T1", "R1", 1_000).await.unwrap().fund_change, "and once only");
+        assert_eq!(bal(&w.directory, alice.wallet).await, 10_000 - 2_000 + 1_000);
+    });
+    check_books(&w, &[alice.wallet, bob.wallet, shop_account]);
+    audit_clean(w);
 }

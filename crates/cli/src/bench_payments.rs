@@ -65,7 +65,7 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
     let keys = scratch.path().join("keys");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(async {
+    let (payments, noop) = runtime.block_on(async {
         let city = crate::city::open_from_files(&db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
         let state = city.state.clone();
         let residents = args.payments.div_ceil(2).max(1);
@@ -84,10 +84,11 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
         let _ = stop.send(());
         server.await??;
         city.shard.shutdown();
-        let mut source = crate::open::reader(&db)?;
-        let audit = citypay_store::audit(source.as_mut())?;
-        anyhow::Ok(report(payments, noop, audit.is_clean()))
+        anyhow::Ok((payments, noop))
     })?;
+    // Off the runtime: the PostgreSQL client blocks on a runtime of its own.
+    let mut source = crate::open::reader(&db)?;
+    let report = report(payments, noop, citypay_store::audit(source.as_mut())?.is_clean());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -67,9 +67,12 @@ const IN_FLIGHT: usize = 1_024;
 
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 pub(crate) fn run(args: &SettlementBenchArgs) -> anyhow::Result<()> {
-    if args.merchants == 0 || args.payments < args.merchants || args.bills < LISTED_RESIDENTS * BILLS_PER_PAYER {
-        bail!("need at least one payment per merchant and {} bills", LISTED_RESIDENTS * BILLS_PER_PAYER);
+    if args.merchants == 0 || args.payments < args.merchants || args.bills < BILLS_PER_PAYER {
+        bail!("need at least one payment per merchant and {BILLS_PER_PAYER} bills");
     }
+    // Small runs (the tests') register fewer payers and list fewer residents' bills.
+    let payer_count = PAYERS.min(args.payments);
+    let listed = LISTED_RESIDENTS.min(payer_count).min(args.bills / BILLS_PER_PAYER);
     let scratch = tempfile::Builder::new().prefix("citypay-bench-settlement").tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
     let (keys, signing) = crate::city::load_city_keys(&db, Some(&scratch.path().join("keys")))?;
@@ -81,7 +84,7 @@ pub(crate) fn run(args: &SettlementBenchArgs) -> anyhow::Result<()> {
         let state = city.state.clone();
         let started = Instant::now();
         let merchants = merchants(&state, args.merchants).await?;
-        let wallets = payers(&state).await?;
+        let wallets = payers(&state, payer_count).await?;
         let setup_seconds = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
@@ -93,7 +96,7 @@ pub(crate) fn run(args: &SettlementBenchArgs) -> anyhow::Result<()> {
         let run = state.settlement.settle(day).await?;
         let settle_seconds = started.elapsed().as_secs_f64();
 
-        let (calls, histogram) = list_bills(&state, args.bills).await?;
+        let (calls, histogram) = list_bills(&state, args.bills, listed).await?;
         city.shard.shutdown();
         anyhow::Ok(SettlementBenchReport {
             payments: args.payments,
@@ -183,10 +186,10 @@ async fn merchants(state: &citypay_api::routes::AppState, count: u64) -> anyhow:
 }
 
 /// Payers' wallets, funded from custody as top-ups are.
-async fn payers(state: &citypay_api::routes::AppState) -> anyhow::Result<Vec<u64>> {
+async fn payers(state: &citypay_api::routes::AppState, count: u64) -> anyhow::Result<Vec<u64>> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut wallets = Vec::new();
-    for i in 0..PAYERS {
+    for i in 0..count {
         let state = state.clone();
         tasks.spawn(async move {
             let new = NewResident {
@@ -262,9 +265,9 @@ async fn pay(shard: &ShardHandle, merchants: &[u64], wallets: &[u64], count: u64
     Ok(expected)
 }
 
-/// Issues `count` hospital bills, ten per person (the first thousand people are registered
+/// Issues `count` hospital bills, ten per person (the first `listed` people are registered
 /// residents), then times listing those residents' bills.
-async fn list_bills(state: &citypay_api::routes::AppState, count: u64) -> anyhow::Result<(u64, Histogram<u64>)> {
+async fn list_bills(state: &citypay_api::routes::AppState, count: u64, listed: u64) -> anyhow::Result<(u64, Histogram<u64>)> {
     let new = NewMerchant {
         city: 330100,
         name: "City Hospital".into(),
@@ -302,7 +305,7 @@ async fn list_bills(state: &citypay_api::routes::AppState, count: u64) -> anyhow
     }
     let residents: Vec<citypay_directory::Resident> = {
         let mut found = Vec::new();
-        for i in 0..LISTED_RESIDENTS.min(PAYERS) {
+        for i in 0..listed {
             found.push(state.directory.resident_by_id_number(&id_number(i)?).await?.context("a registered payer")?);
         }
         found

@@ -414,7 +414,14 @@ impl CityArgs {
     pub(crate) fn with_city<T>(&self, work: impl AsyncFnOnce(&City) -> anyhow::Result<T>) -> anyhow::Result<T> {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(async {
-            let city = open_from_files(&self.db, self.keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+            let city = open_from_files(&self.db, self.keys.as_deref(), PasswordPolicy::PRODUCTION).await.map_err(|error| {
+                // A running server is the database's writer: say how to reach the city through it.
+                if error.chain().any(|e| matches!(e.downcast_ref::<citypay_store::StoreError>(), Some(citypay_store::StoreError::Locked { .. }))) {
+                    error.context("a running `citypay serve` holds this database: send the command through it (`--server URL` for settle and transit fare-run) or use its API")
+                } else {
+                    error
+                }
+            })?;
             let result = work(&city).await;
             city.shard.shutdown();
             result

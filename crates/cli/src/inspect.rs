@@ -174,7 +174,10 @@ fn qr(text: &str) -> Finding {
     if let Some(language) = payload.language() {
         fields.push(("alternate_name", json!(format!("{} ({})", language.name, language.preference))));
     }
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = payload.warnings().iter().map(ToString::to_string).collect();
+    if payload.citypay_merchant().is_some() && payload.require_complete().is_err() {
+        warnings.push("citypay's own payloads are complete: citypay refuses to pay this one".into());
+    }
     if payload.citypay_merchant().is_none() {
         warnings.push(format!("not a citypay payload ({}): citypay refuses it as \"scheme not accepted\"", schemes.join(", ")));
     }

@@ -11,6 +11,7 @@ mod crash_child;
 mod inspect;
 mod naive;
 mod open;
+mod remote;
 mod serve;
 mod settle_cmd;
 mod simulate;
@@ -65,6 +66,10 @@ enum Command {
         /// Key file (default: beside the database, created on first use).
         #[arg(long)]
         keys: Option<std::path::PathBuf>,
+        /// Proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
+        /// client; from any other peer the header is ignored. Also CITYPAY_TRUSTED_PROXIES.
+        #[arg(long, env = "CITYPAY_TRUSTED_PROXIES", default_value = "")]
+        trusted_proxies: String,
     },
     /// Transit: a ride code as a picture, an offline validator, the fare run of a day.
     Transit {
@@ -124,9 +129,9 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json } => audit_cmd::run(&db, keys.as_deref(), json),
-        Command::Serve { db, addr, keys } => serve::run(&db, addr, keys).map(|()| ExitCode::SUCCESS),
+        Command::Serve { db, addr, keys, trusted_proxies } => serve::run(&db, addr, keys, &trusted_proxies).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
-        Command::Transit { what } => transit_cmd::run(&what).map(|()| ExitCode::SUCCESS),
+        Command::Transit { what } => transit_cmd::run(&what),
         Command::Inspect { what } => Ok(inspect::run(&what)),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
         Command::Settle(args) => settle_cmd::run(&args).map(|()| ExitCode::SUCCESS),
@@ -135,6 +140,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of the output went away (`| head`): nothing is wrong, nothing to say.
+        Err(error) if error.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)

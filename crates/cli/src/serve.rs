@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use citypay_api::routes::{business_routes, dashboard_pages};
+use citypay_api::routes::{TrustedProxies, business_routes, dashboard_pages};
 use citypay_api::{Api, ApiConfig};
 use citypay_checkout::notify::{DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
 use citypay_directory::PasswordPolicy;
@@ -64,7 +64,8 @@ impl Deliver for HttpDeliver {
     }
 }
 
-pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow::Result<()> {
+pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_proxies: &str) -> anyhow::Result<()> {
+    let trusted_proxies = TrustedProxies::parse(trusted_proxies).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     // Structured (JSON, one object per line) for log collectors; readable text on a terminal.
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let logs = tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr);
@@ -90,11 +91,15 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
                 {
                     tracing::warn!(%error, "finishing interrupted top-ups and withdrawals failed");
                 }
-                if let Err(error) = dispatcher.run_once(200).await {
-                    tracing::warn!(%error, "notification dispatch failed");
+                match dispatcher.run_once(200).await {
+                    Ok(report) => count_notifications(&report),
+                    Err(error) => tracing::warn!(%error, "notification dispatch failed"),
                 }
                 if let Err(error) = checkout.close_expired(500).await {
                     tracing::warn!(%error, "closing expired trades failed");
+                }
+                if let Err(error) = checkout.finish_ended(500).await {
+                    tracing::warn!(%error, "finishing trades past their refund period failed");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -102,10 +107,32 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>) -> anyhow
         reload_ride_keys_on_hangup(state.transit.clone(), keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db)));
         let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(dashboard_pages(state));
         eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
-        citypay_api::serve(addr, api.into_router()).await?;
+        citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension())).await?;
         city.shard.shutdown();
         anyhow::Ok(())
     })
+}
+
+/// Logs each failed notification (never its URL, which can carry a token) and counts every
+/// outcome in `citypay_notifications_total{outcome}`: delivered, retried, given_up, skipped.
+fn count_notifications(report: &citypay_checkout::notify::DispatchReport) {
+    for failure in &report.failures {
+        match failure.retry_in_s {
+            Some(retry_in_s) => tracing::warn!(
+                merchant = failure.merchant, event_id = %failure.event_id, attempt = failure.attempt, reason = %failure.reason, retry_in_s,
+                "notification delivery failed; retrying"
+            ),
+            None => tracing::warn!(
+                merchant = failure.merchant, event_id = %failure.event_id, attempt = failure.attempt, reason = %failure.reason,
+                "notification delivery failed; given up"
+            ),
+        }
+    }
+    for (outcome, count) in [("delivered", report.delivered), ("retried", report.retried), ("given_up", report.given_up), ("skipped", report.skipped)] {
+        if count > 0 {
+            metrics::counter!("citypay_notifications_total", "outcome" => outcome).increment(u64::try_from(count).unwrap_or(u64::MAX));
+        }
+    }
 }
 
 /// On SIGHUP, reads the ride keys again from the key file (after `citypay transit rotate-key`

@@ -10,11 +10,14 @@ use citypay_ledger::LocalDate;
 pub(crate) struct SettleArgs {
     #[command(flatten)]
     city: crate::city::CityArgs,
+    #[command(flatten)]
+    remote: crate::remote::ServerArgs,
     /// The day to settle, `YYYY-MM-DD` (it must have ended in Asia/Shanghai).
     #[arg(long)]
     date: String,
-    /// Also write each merchant's settlement file of the day here (`MERCHANT-DATE.csv`).
-    #[arg(long)]
+    /// Also write each merchant's settlement file of the day here (`MERCHANT-DATE.csv`);
+    /// not with `--server` (a merchant fetches its own from `GET /v1/settlement-files/{date}`).
+    #[arg(long, conflicts_with = "server")]
     files: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
@@ -23,6 +26,19 @@ pub(crate) struct SettleArgs {
 
 pub(crate) fn run(args: &SettleArgs) -> anyhow::Result<()> {
     let date = LocalDate::parse(&args.date).context("--date: a date as YYYY-MM-DD")?;
+    if let Some(server) = &args.remote.server {
+        let run = crate::remote::post_as_operator(server, &args.remote.operator, "/v1/settlement-runs", &serde_json::json!({"date": args.date}))?;
+        if args.json {
+            println!("{}", serde_json::json!({"date": date.to_string(), "paid": run["paid"], "paid_amount": run["paid_amount"]["amount"],
+                "carried": run["carried"], "failed": run["failed"], "already_settled": run["already_settled"]}));
+        } else {
+            println!(
+                "{date}: {} merchants paid, {} fen; {} carried forward; {} refused by the bank (retried next run); {} already settled",
+                run["paid"], run["paid_amount"]["amount"], run["carried"], run["failed"], run["already_settled"]
+            );
+        }
+        return Ok(());
+    }
     args.city.with_city(async |city| settle(city, date, args.files.as_deref(), args.json).await)
 }
 

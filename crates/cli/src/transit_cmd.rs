@@ -1,10 +1,20 @@
-//! `citypay transit`: a demo rider's ride code as a picture, a simulated validator checking
-//! codes offline, and the fare run of a closed service day.
+//! `citypay transit`: a demo rider's ride code as a picture, a validator checking a code (or a
+//! demo run of good and bad ones) offline, and the fare run of a closed service day.
 
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use citypay_ride::{CredentialTerms, Gate, PlatformKeyring, Policy, RiderDevice, RiderKey, Validator};
+
+/// Writes a line to stdout. A reader that went away (`| head`) makes it an error that `main`
+/// ends the command on quietly, never a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*).context("writing to stdout")
+    };
+}
 
 /// Transit subcommands.
 #[derive(Debug, clap::Subcommand)]
@@ -15,17 +25,28 @@ pub(crate) enum Transit {
         /// Where to write the picture.
         #[arg(long)]
         out: PathBuf,
-        /// Key file holding the platform's ride key (created with one if missing).
-        #[arg(long, default_value = "citypay.db.keys")]
-        keys: PathBuf,
-    },
-    /// A validator at a gate, offline: checks a run of demo codes (good ones, a replay, a forged
-    /// credential, an expired one, another rider's signature, a stale one, a denied rider) with
-    /// only the platform's public key, and prints each decision and its time.
-    Validator {
         /// Key file holding the platform's ride key.
         #[arg(long, default_value = "citypay.db.keys")]
         keys: PathBuf,
+        /// Create the key file (with a new platform key) if it is missing.
+        #[arg(long)]
+        create_keys: bool,
+    },
+    /// A validator at a gate, offline, with only the platform's public keys: checks the code
+    /// given with `--code` (exit 0 accepted, 1 refused), or else a run of demo codes (good ones,
+    /// a replay, a forged credential, an expired one, another rider's signature, a stale one, a
+    /// denied rider), and prints each decision and its time.
+    Validator {
+        /// Key file holding the platform's ride keys.
+        #[arg(long, default_value = "citypay.db.keys")]
+        keys: PathBuf,
+        /// Create the key file (with a new platform key) if it is missing.
+        #[arg(long)]
+        create_keys: bool,
+        /// A ride code to check: a PNG picture of it (as `ride-code --out FILE.png` writes), or
+        /// text holding its 382 hex digits (as `ride-code` prints); `-` reads standard input.
+        #[arg(long)]
+        code: Option<PathBuf>,
     },
     /// Rotates the platform's ride key: a new key signs from now on; the previous one still
     /// verifies during the overlap (credentials live a day, so a day or more).
@@ -52,6 +73,8 @@ pub(crate) enum Transit {
     FareRun {
         #[command(flatten)]
         city_db: crate::city::CityArgs,
+        #[command(flatten)]
+        remote: crate::remote::ServerArgs,
         /// The service day, `YYYY-MM-DD`.
         #[arg(long)]
         date: String,
@@ -85,23 +108,49 @@ fn demo_device(platform: &citypay_ride::PlatformKey, seed: u8, account_ref: u64,
     Ok(RiderDevice::new(key, credential))
 }
 
-pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
+/// Refuses a missing key file unless told to create one: a mistyped `--keys` would otherwise
+/// mint a platform key that no server knows, whose codes every validator refuses.
+fn existing_key_file(path: &Path, create: bool) -> anyhow::Result<()> {
+    if create || std::env::var_os("CITYPAY_RIDE_KEY").is_some() || !matches!(path.try_exists(), Ok(false)) {
+        return Ok(());
+    }
+    bail!("no key file at {}: name the city's key file with --keys (or pass --create-keys for a new platform key)", path.display())
+}
+
+/// Runs a transit command; its exit code (a validator's refusal is 1).
+pub(crate) fn run(command: &Transit) -> anyhow::Result<ExitCode> {
     match command {
+        Transit::Validator { keys, create_keys, code } => {
+            existing_key_file(keys, *create_keys)?;
+            match code {
+                Some(source) => check_code(keys, source),
+                None => validator_demo(keys).map(|()| ExitCode::SUCCESS),
+            }
+        }
         Transit::Legs { city_db, date, operator, limit } => {
             let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
             city_db.with_city(async |city| {
+                let merchant = match city.state.directory.merchant(*operator).await {
+                    Err(citypay_directory::DirectoryError::NotFound) => bail!("no merchant {operator}: --operator takes a transit operator's merchant id"),
+                    found => found?,
+                };
+                if merchant.category != citypay_directory::Category::Transit {
+                    bail!("merchant {operator} is not a transit operator");
+                }
                 let transit = &city.state.transit;
                 let legs = transit.operator_legs(*operator, day, None, *limit).await?;
                 let (fared, revenue) = transit.revenue(*operator, day).await?;
                 for leg in &legs {
                     let to = leg.to_stop.as_deref().unwrap_or(if leg.tap_out_missing { "(no tap-out)" } else { "-" });
-                    println!("rider {:>20}  {:<6} {:<16} → {:<16} {}", leg.account_ref, leg.route_id, leg.from_stop, to, citypay_fares::format_fen(leg.fare_fen));
+                    say!("rider {:>20}  {:<6} {:<16} → {:<16} {}", leg.account_ref, leg.route_id, leg.from_stop, to, citypay_fares::format_fen(leg.fare_fen))?;
                 }
-                println!("{date}: {} legs listed; fared {fared} legs, {} yuan of fares", legs.len(), citypay_fares::format_fen(revenue));
+                say!("{date}: {} legs listed; fared {fared} legs, {} yuan of fares", legs.len(), citypay_fares::format_fen(revenue))?;
                 anyhow::Ok(())
             })
+            .map(|()| ExitCode::SUCCESS)
         }
-        Transit::RideCode { out, keys } => {
+        Transit::RideCode { out, keys, create_keys } => {
+            existing_key_file(keys, *create_keys)?;
             let ride_keys = crate::city::load_ride_keys(keys)?;
             let platform = ride_keys.newest()?;
             let t = now();
@@ -111,40 +160,47 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<()> {
             let picture = if png { citypay_ride::render_png(&code) } else { citypay_ride::render_svg(&code).map(String::into_bytes) };
             std::fs::write(out, picture.map_err(|e| anyhow::anyhow!("{e}"))?).with_context(|| format!("writing {}", out.display()))?;
             let version = code.qr().map(|qr| citypay_ride::qr_version_number(&qr)).unwrap_or(0);
-            println!("{}: a {}-byte ride code, QR version {version} at level M, valid for 60 s", out.display(), code.encode().len());
-            Ok(())
+            say!("{}: a {}-byte ride code, QR version {version} at level M, valid for 60 s; in hex:", out.display(), code.encode().len())?;
+            say!("{}", citypay_directory::hex::encode(&code.encode())).map(|()| ExitCode::SUCCESS)
         }
-        Transit::Validator { keys } => validator_demo(keys),
         Transit::RotateKey { keys, overlap_hours } => {
+            existing_key_file(keys, false)?;
             let id = crate::city::rotate_ride_key(keys, now(), overlap_hours.saturating_mul(3_600))?;
-            println!("ride key {id} signs from now on; the previous key verifies for {overlap_hours} more hours; send the server SIGHUP (or restart it) to use it");
-            Ok(())
+            say!("ride key {id} signs from now on; the previous key verifies for {overlap_hours} more hours; send the server SIGHUP (or restart it) to use it").map(|()| ExitCode::SUCCESS)
         }
         Transit::RevokeKey { keys, id } => {
+            existing_key_file(keys, false)?;
             crate::city::revoke_ride_key(keys, *id)?;
-            println!("ride key {id} revoked; send the server SIGHUP (or restart it); validators refuse it from their next download");
-            Ok(())
+            say!("ride key {id} revoked; send the server SIGHUP (or restart it); validators refuse it from their next download").map(|()| ExitCode::SUCCESS)
         }
-        Transit::FareRun { city_db, date } => {
+        Transit::FareRun { city_db, remote, date } => {
             let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
+            if let Some(server) = &remote.server {
+                let run = crate::remote::post_as_operator(server, &remote.operator, "/v1/transit/fare-runs", &serde_json::json!({"date": date}))?;
+                say!(
+                    "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
+                    run["riders"], run["trips"], run["charged"]["amount"], run["riders_in_arrears"], run["arrears"]["amount"], run["unchanged"], run["duplicate_codes"]
+                )?;
+                return Ok(ExitCode::SUCCESS);
+            }
             city_db.with_city(async |city| {
                 let run = city.state.transit.fare_day(day).await?;
-                println!(
+                say!(
                     "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
                     run.riders, run.trips, run.charged, run.arrears, run.arrears_amount, run.unchanged, run.duplicates
-                );
+                )?;
                 if run.failed > 0 {
                     anyhow::bail!("{} riders could not be fared; run the day again (it moves nothing twice)", run.failed);
                 }
                 anyhow::Ok(())
             })
+            .map(|()| ExitCode::SUCCESS)
         }
     }
 }
 
-fn validator_demo(keys: &std::path::Path) -> anyhow::Result<()> {
-    let ride_keys = crate::city::load_ride_keys(keys)?;
-    let platform = ride_keys.newest()?;
+/// A validator holding the public halves of the key file's ride keys, with its revocations.
+fn offline_validator(ride_keys: &crate::city::SigningKeys) -> Validator {
     let mut keyring = PlatformKeyring::new();
     for key in &ride_keys.keys {
         keyring.insert(key.public());
@@ -153,6 +209,79 @@ fn validator_demo(keys: &std::path::Path) -> anyhow::Result<()> {
     for id in &ride_keys.revoked {
         validator.revoke_key(*id);
     }
+    validator
+}
+
+/// Checks one real ride code now, as a gate would: exit 0 accepted, 1 refused.
+fn check_code(keys: &Path, source: &Path) -> anyhow::Result<ExitCode> {
+    let code = read_code(source)?;
+    let mut validator = offline_validator(&crate::city::load_ride_keys(keys)?);
+    let gate = Gate { validator_id: 1, stop_or_route: 1, direction: citypay_ride::Direction::In };
+    let started = std::time::Instant::now();
+    let decision = validator.validate(&code, now(), gate);
+    let micros = started.elapsed().as_micros();
+    match decision {
+        Ok(tap) => {
+            say!("ACCEPT  the ride code of account {} ({micros} µs)", tap.account_ref)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(refusal) => {
+            say!("REFUSE  {refusal} ({micros} µs)")?;
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// A ride code's bytes from `source` (`-`: standard input): a PNG picture of its QR code, or
+/// text holding its hex digits as one word (what `ride-code` prints).
+fn read_code(source: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if source == Path::new("-") {
+        std::io::stdin().read_to_end(&mut bytes).context("reading the code from standard input")?;
+    } else {
+        bytes = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+    }
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return qr_in_png(&bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    text.split_whitespace()
+        .find_map(citypay_directory::hex::decode::<{ citypay_ride::CODE_LEN }>)
+        .map(|code| code.to_vec())
+        .with_context(|| format!("no ride code found: a PNG picture of one, or its {} hex digits as text", 2 * citypay_ride::CODE_LEN))
+}
+
+/// The bytes of the QR code in a PNG picture (any colour type, any size).
+fn qr_in_png(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().context("reading the PNG picture")?;
+    let mut pixels = vec![0; reader.output_buffer_size().context("a PNG picture too large")?];
+    let frame = reader.next_frame(&mut pixels).context("reading the PNG picture")?;
+    let (width, height) = (usize::try_from(frame.width)?, usize::try_from(frame.height)?);
+    let samples = frame.color_type.samples();
+    let colour = matches!(frame.color_type, png::ColorType::Rgb | png::ColorType::Rgba);
+    let line = frame.line_size;
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
+        let at = y * line + x * samples;
+        if colour {
+            let sum: u32 = pixels[at..at + 3].iter().map(|v| u32::from(*v)).sum();
+            u8::try_from(sum / 3).unwrap_or(u8::MAX)
+        } else {
+            pixels[at]
+        }
+    });
+    let grids = image.detect_grids();
+    let grid = grids.first().context("no QR code found in the picture")?;
+    let mut decoded = Vec::new();
+    grid.decode_to(&mut decoded).map_err(|e| anyhow::anyhow!("the QR code in the picture does not read: {e}"))?;
+    Ok(decoded)
+}
+
+fn validator_demo(keys: &std::path::Path) -> anyhow::Result<()> {
+    let ride_keys = crate::city::load_ride_keys(keys)?;
+    let platform = ride_keys.newest()?;
+    let mut validator = offline_validator(&ride_keys);
     validator.deny_account(666);
     let t = now();
     let day = citypay_transit::CREDENTIAL_TTL_S;
@@ -184,14 +313,14 @@ fn validator_demo(keys: &std::path::Path) -> anyhow::Result<()> {
         let decision = validator.validate(&code, at, gate);
         let micros = started.elapsed().as_micros();
         match decision {
-            Ok(tap) => println!("ACCEPT  {what:<42} tap #{} ({micros} µs)", tap.sequence),
+            Ok(tap) => say!("ACCEPT  {what:<42} tap #{} ({micros} µs)", tap.sequence)?,
             Err(refusal) => {
                 refused += 1;
-                println!("REFUSE  {what:<42} {refusal} ({micros} µs)");
+                say!("REFUSE  {what:<42} {refusal} ({micros} µs)")?;
             }
         }
     }
-    println!("{} taps queued for upload; {} signature checks", validator.pending_taps().len(), validator.signature_checks());
+    say!("{} taps queued for upload; {} signature checks", validator.pending_taps().len(), validator.signature_checks())?;
     if refused != 6 {
         bail!("expected 6 refusals, got {refused}");
     }

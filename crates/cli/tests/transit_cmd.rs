@@ -9,7 +9,7 @@ fn a_ride_code_is_a_qr_picture_and_the_validator_decides_offline() {
     let keys = dir.path().join("keys");
     let svg = dir.path().join("ride.svg");
     let output = Command::new(env!("CARGO_BIN_EXE_citypay"))
-        .args(["transit", "ride-code", "--out", svg.to_str().unwrap(), "--keys", keys.to_str().unwrap()])
+        .args(["transit", "ride-code", "--out", svg.to_str().unwrap(), "--keys", keys.to_str().unwrap(), "--create-keys"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -74,9 +74,18 @@ fn dynamic_order_round_trips() {
     assert_eq!(payload.postal_code(), Some("200000"));
     assert_eq!(
         (payload.mcc(), payload.currency(), payload.country()),
-        ("5812", "156", "CN")
+        (Some("5812"), Some("156"), Some("CN"))
     );
-    assert_eq!((payload.name(), payload.city()), ("CITY CAFE", "SHANGHAI"));
+    assert_eq!(
+        (payload.name(), payload.city()),
+        (Some("CITY CAFE"), Some("SHANGHAI"))
+    );
+    assert_eq!(
+        payload.warnings(),
+        [],
+        "citypay's own payloads are complete"
+    );
+    assert_eq!(payload.require_complete(), Ok(()));
     assert_eq!(payload.encode(), text);
 }
 

@@ -1,6 +1,6 @@
 //! Published MPM payloads: they must decode with a valid CRC and the right fields.
 
-use citypay_codes::mpm::{Initiation, MpmError, Payload, RawPayload, Scheme};
+use citypay_codes::mpm::{Initiation, MpmError, MpmWarning, Payload, RawPayload, Scheme};
 
 /// The example payload of the EMV QRCPS Merchant-Presented Mode specification (v1.0 July
 /// 2017, kept in v1.1 November 2020), CRC A13A. Text as reproduced, among many, by the
@@ -30,13 +30,13 @@ fn emvco_example_decodes_with_its_crc() {
     let payload = Payload::decode(EMVCO_EXAMPLE).unwrap();
     assert_eq!(payload.raw().crc(), "A13A");
     assert_eq!(payload.initiation(), Some(Initiation::Dynamic));
-    assert_eq!(payload.mcc(), "4111");
-    assert_eq!(payload.currency(), "156");
+    assert_eq!(payload.mcc(), Some("4111"));
+    assert_eq!(payload.currency(), Some("156"));
     assert_eq!(payload.amount().unwrap().as_str(), "23.72");
     assert_eq!(payload.amount_minor_units(), Some(2372));
-    assert_eq!(payload.country(), "CN");
-    assert_eq!(payload.name(), "BEST TRANSPORT");
-    assert_eq!(payload.city(), "BEIJING");
+    assert_eq!(payload.country(), Some("CN"));
+    assert_eq!(payload.name(), Some("BEST TRANSPORT"));
+    assert_eq!(payload.city(), Some("BEIJING"));
     assert_eq!(payload.postal_code(), None);
     assert_eq!(payload.citypay_merchant(), None);
 }
@@ -96,12 +96,12 @@ fn pix_static_example() {
     assert_eq!(payload.raw().crc(), "1D3D");
     assert_eq!(payload.schemes(), [Scheme::Pix]);
     assert_eq!(payload.initiation(), None);
-    assert_eq!(payload.mcc(), "0000");
-    assert_eq!(payload.currency(), "986");
+    assert_eq!(payload.mcc(), Some("0000"));
+    assert_eq!(payload.currency(), Some("986"));
     assert_eq!(payload.amount(), None);
-    assert_eq!(payload.country(), "BR");
-    assert_eq!(payload.name(), "Fulano de Tal");
-    assert_eq!(payload.city(), "BRASILIA");
+    assert_eq!(payload.country(), Some("BR"));
+    assert_eq!(payload.name(), Some("Fulano de Tal"));
+    assert_eq!(payload.city(), Some("BRASILIA"));
     let txid = payload
         .additional_data()
         .unwrap()
@@ -113,27 +113,69 @@ fn pix_static_example() {
     assert_eq!(payload.encode(), PIX_STATIC);
 }
 
+/// The static account QR of the NAPAS VietQR (IBFT) specification v1.5.2, the example that
+/// VietQR libraries test against (subiz/vietqr keeps the specification in `spec/`): bank BIN
+/// 970403, account 0011012345678, service QRIBFTTA. Like PromptPay's, it has no 52, 59 or 60.
+const VIETQR_STATIC: &str = "00020101021138570010A00000072701270006970403011200110123456780208\
+QRIBFTTA53037045802VN6304F4E5";
+
+/// The mandatory fields that PromptPay's and VietQR's generators leave out.
+fn missing_52_59_60() -> [MpmWarning; 3] {
+    [
+        (52, "merchant category code"),
+        (59, "merchant name"),
+        (60, "merchant city"),
+    ]
+    .map(|(id, name)| MpmWarning::MissingField { id, name })
+}
+
 #[test]
-fn promptpay_examples_are_framed_but_lack_mandatory_fields() {
+fn promptpay_examples_are_read_with_their_missing_fields_as_warnings() {
     for text in [PROMPTPAY_PHONE, PROMPTPAY_NATIONAL_ID, PROMPTPAY_AMOUNT] {
         let raw = RawPayload::decode(text).unwrap();
         assert_eq!(raw.schemes(), [Scheme::PromptPay]);
         assert_eq!(raw.value(53), Some("764"));
-        // PromptPay's personal codes leave out 52, 59 and 60, which EMVCo makes mandatory.
-        let error = Payload::decode(text).unwrap_err();
+        // PromptPay's personal codes leave out 52, 59 and 60, which EMVCo makes mandatory:
+        // banks' apps read them, and so does the decoder, listing what is missing.
+        let payload = Payload::decode(text).unwrap();
+        assert_eq!(payload.schemes(), [Scheme::PromptPay]);
         assert_eq!(
-            error,
-            MpmError::MissingField {
-                id: 52,
-                name: "merchant category code"
-            }
+            (payload.currency(), payload.country()),
+            (Some("764"), Some("TH"))
         );
+        assert_eq!(
+            (payload.mcc(), payload.name(), payload.city()),
+            (None, None, None)
+        );
+        assert_eq!(payload.warnings(), missing_52_59_60());
+        let strict = MpmError::MissingField {
+            id: 52,
+            name: "merchant category code",
+        };
+        assert_eq!(payload.require_complete(), Err(strict));
         assert_eq!(raw.encode(), text);
     }
+    let payload = Payload::decode(PROMPTPAY_AMOUNT).unwrap();
+    assert_eq!(payload.amount_minor_units(), Some(422));
     let raw = RawPayload::decode(PROMPTPAY_AMOUNT).unwrap();
     assert_eq!(raw.value(1), Some("12"));
     assert_eq!(raw.value(54), Some("4.22"));
     assert_eq!(raw.crc(), "E469");
     let account = raw.get(29).unwrap();
     assert_eq!(account.child_value(1), Some("0066000000000"));
+}
+
+#[test]
+fn vietqr_example_is_read_with_its_missing_fields_as_warnings() {
+    let payload = Payload::decode(VIETQR_STATIC).unwrap();
+    assert_eq!(payload.raw().crc(), "F4E5");
+    let gui = Scheme::Other("A000000727".to_owned());
+    assert_eq!(payload.schemes(), [gui]);
+    assert_eq!(payload.initiation(), Some(Initiation::Static));
+    assert_eq!(
+        (payload.currency(), payload.country()),
+        (Some("704"), Some("VN"))
+    );
+    assert_eq!(payload.warnings(), missing_52_59_60());
+    assert_eq!(payload.encode(), VIETQR_STATIC);
 }

@@ -72,11 +72,12 @@ fn citypay_qr() -> impl Strategy<Value = CitypayQr> {
 fn assert_same_fields(qr: &CitypayQr, payload: &Payload) {
     assert_eq!(payload.citypay_merchant(), Some(qr.merchant_id.as_str()));
     assert_eq!(payload.schemes().len(), 1);
-    assert_eq!(payload.mcc(), qr.mcc);
-    assert_eq!(payload.currency(), qr.currency);
-    assert_eq!(payload.country(), qr.country);
-    assert_eq!(payload.name(), qr.name);
-    assert_eq!(payload.city(), qr.city);
+    assert_eq!(payload.mcc(), Some(qr.mcc.as_str()));
+    assert_eq!(payload.currency(), Some(qr.currency.as_str()));
+    assert_eq!(payload.country(), Some(qr.country.as_str()));
+    assert_eq!(payload.name(), Some(qr.name.as_str()));
+    assert_eq!(payload.city(), Some(qr.city.as_str()));
+    assert!(payload.warnings().is_empty() && payload.require_complete().is_ok());
     assert_eq!(payload.postal_code(), qr.postal_code.as_deref());
     assert_eq!(payload.language(), qr.language.as_ref());
     assert_eq!(payload.initiation(), Some(qr.initiation()));

@@ -38,6 +38,15 @@ pub enum DirectoryError {
     /// Wrong credentials (never says which part was wrong).
     #[error("wrong credentials")]
     WrongCredentials,
+    /// Too many wrong passwords for this account, client or address in this window.
+    #[error("too many failed sign-ins; retry in {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until the window ends.
+        retry_after_s: u64,
+    },
+    /// The resident froze their wallet: nothing is paid out of it until they unfreeze it.
+    #[error("the wallet is frozen by its owner")]
+    WalletFrozen,
     /// Too young to open a wallet on their own.
     #[error("a resident opens a wallet on their own from the age of {minimum}; a younger child's needs a guardian")]
     BelowMinimumAge {
@@ -75,6 +84,8 @@ impl DirectoryError {
             DirectoryError::UnknownCity(_) => "unknown_city",
             DirectoryError::CityExists(_) => "city_already_onboarded",
             DirectoryError::WrongCredentials => "wrong_credentials",
+            DirectoryError::RateLimited { .. } => "rate_limited",
+            DirectoryError::WalletFrozen => "wallet_frozen",
             DirectoryError::IdentityMismatch => "identity_mismatch",
             DirectoryError::BelowMinimumAge { .. } => "below_minimum_age",
             DirectoryError::NotFound => "not_found",

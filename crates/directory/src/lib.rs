@@ -16,6 +16,8 @@ mod operators;
 mod passwords;
 mod residents;
 mod schema;
+mod sessions;
+mod sign_in_limits;
 mod tokens;
 pub mod transfer_codes;
 mod verifications;
@@ -36,6 +38,8 @@ pub use operators::{Operator, Role};
 pub use passwords::PasswordPolicy;
 pub use residents::{AGE_MAX, NewResident, REGISTRATION_AGE_MIN, Resident};
 pub use schema::MIGRATIONS;
+pub use sessions::{SESSION_CACHE_TTL, SessionInfo, SignedIn};
+pub use sign_in_limits::{ACCOUNT_FAILURES_MAX, ADDRESS_FAILURES_MAX, CLIENT_FAILURES_MAX, SIGN_IN_WINDOW_S, SignInFrom, TICKET_TTL_S};
 pub use tokens::{Principal, TokenKeys};
 pub use verifications::{ClassCap, Verification};
 pub use citypay_vault::{Secret, hex};
@@ -47,7 +51,7 @@ pub struct DirectoryKeys {
     pub sealing: SealingKeys,
     /// Blind indexes to find records by ID number or mobile without decrypting.
     pub index: IndexKeys,
-    /// Signs the residents' and operators' short-lived bearer tokens.
+    /// Signs the residents' and operators' bearer tokens and known-client tickets.
     pub tokens: TokenKeys,
 }
 
@@ -64,6 +68,8 @@ pub struct Directory {
     merchants: Arc<std::sync::RwLock<std::collections::HashMap<u64, (Merchant, std::time::Instant)>>>,
     /// API keys checked lately: key id → (merchant, secret hash, when read).
     api_keys: Arc<std::sync::RwLock<std::collections::HashMap<String, (u64, Vec<u8>, std::time::Instant)>>>,
+    /// Sessions checked lately: session id → (live, when read).
+    sessions: Arc<std::sync::RwLock<std::collections::HashMap<String, (bool, std::time::Instant)>>>,
     /// Cities as read (they never change).
     cities: Arc<std::sync::RwLock<std::collections::HashMap<u32, City>>>,
 }
@@ -92,7 +98,7 @@ impl Directory {
         clock: Arc<dyn Clock + Sync>,
         passwords: PasswordPolicy,
     ) -> Directory {
-        Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os, merchants: Arc::default(), api_keys: Arc::default(), cities: Arc::default() }
+        Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os, merchants: Arc::default(), api_keys: Arc::default(), sessions: Arc::default(), cities: Arc::default() }
     }
 
     /// The same directory drawing ids and secrets from `seed` instead of the OS. For seeded

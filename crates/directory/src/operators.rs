@@ -3,6 +3,8 @@
 use citypay_shard::{Command, Guard};
 use citypay_store::{OnConflict, ServiceRow, Value};
 
+use crate::sessions::SignedIn;
+use crate::sign_in_limits::SignInFrom;
 use crate::tokens::Principal;
 use crate::{Directory, DirectoryError, int, text};
 
@@ -93,31 +95,22 @@ impl Directory {
         }
     }
 
-    /// Signs an operator in: a bearer token valid for `ttl_s` seconds.
-    pub async fn sign_in_operator(&self, username: &str, password: &str, ttl_s: u64) -> Result<(Operator, String), DirectoryError> {
-        let rows = self
-            .read(
-                "SELECT id, role, city_code, password_hash FROM operators WHERE username = ?1",
-                vec![Value::Text(username.trim().to_owned())],
-            )
-            .await?;
+    /// Signs an operator in, under the sign-in limits: a new session whose token is valid
+    /// `ttl_s` seconds.
+    pub async fn sign_in_operator(&self, username: &str, password: &str, ttl_s: u64, from: &SignInFrom) -> Result<(Operator, SignedIn), DirectoryError> {
+        let username = username.trim();
+        let rows = self.read("SELECT id, role, city_code, password_hash FROM operators WHERE username = ?1", vec![Value::Text(username.to_owned())]).await?;
+        let stored = rows.first().map(|row| text(&row[3])).transpose()?;
+        let ticket = self.password_checked(&format!("operator:{username}"), from, stored.as_deref(), password).await?;
         let row = rows.first().ok_or(DirectoryError::WrongCredentials)?;
-        if !self.passwords.verify(password, &text(&row[3])?) {
-            return Err(DirectoryError::WrongCredentials);
-        }
         let role = Role::from_code(&text(&row[1])?).ok_or_else(|| DirectoryError::Storage("operator role".into()))?;
         let city = match &row[2] {
             Value::Null => None,
             v => Some(u32::try_from(int(v)?).map_err(|_| DirectoryError::Storage("city code".into()))?),
         };
         let id = u64::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("operator id".into()))?;
-        let operator = Operator { id, username: username.trim().to_owned(), role, city };
-        let token = self.keys.tokens.issue(Principal::Operator { id, role, city }, self.now().unix_seconds() + ttl_s);
-        Ok((operator, token))
-    }
-
-    /// Who a bearer token speaks for, if it is genuine and current.
-    pub fn verify_token(&self, token: &str) -> Option<Principal> {
-        self.keys.tokens.verify(token, self.now().unix_seconds())
+        let operator = Operator { id, username: username.to_owned(), role, city };
+        let (session, token) = self.open_session(Principal::Operator { id, role, city }, ttl_s).await?;
+        Ok((operator, SignedIn { token, session, ticket }))
     }
 }

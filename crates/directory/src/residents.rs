@@ -9,6 +9,8 @@ use citypay_store::{OnConflict, ServiceRow, Value};
 use citypay_vault::BlindIndex;
 
 use crate::accounts::{AccountKind, account_id, wallet_account};
+use crate::sessions::SignedIn;
+use crate::sign_in_limits::SignInFrom;
 use crate::tokens::Principal;
 use crate::{Directory, DirectoryError, blob, int, text};
 
@@ -77,6 +79,11 @@ fn normalize_mobile(mobile: &str) -> Result<String, DirectoryError> {
     } else {
         Err(DirectoryError::InvalidField { field: "mobile", message: "11 digits starting with 1".into() })
     }
+}
+
+/// The account a resident's password checks count against: their mobile number.
+pub(crate) fn account_subject(mobile: &str) -> String {
+    format!("resident:{mobile}")
 }
 
 fn check_name(name: &str) -> Result<String, DirectoryError> {
@@ -181,26 +188,29 @@ impl Directory {
         Command { event: Some(wallet_account(id)), guards, rows: vec![row], always_rows: Vec::new() }
     }
 
-    /// Signs a resident in with mobile number and password: a bearer token valid `ttl_s`.
-    pub async fn sign_in_resident(&self, mobile: &str, password: &str, ttl_s: u64) -> Result<(Resident, String), DirectoryError> {
-        let mobile = normalize_mobile(mobile).map_err(|_| DirectoryError::WrongCredentials)?;
-        for candidate in self.keys.index.candidates(MOBILE_KIND, &mobile) {
+    /// Signs a resident in with mobile number and password, under the sign-in limits: a new
+    /// session whose token is valid `ttl_s`.
+    pub async fn sign_in_resident(&self, mobile: &str, password: &str, ttl_s: u64, from: &SignInFrom) -> Result<(Resident, SignedIn), DirectoryError> {
+        let normalized = normalize_mobile(mobile).ok();
+        let mut found = None;
+        for candidate in normalized.iter().flat_map(|m| self.keys.index.candidates(MOBILE_KIND, m)) {
             let rows = self
                 .read(
                     "SELECT id, city_code, wallet_account, id_masked, account_class, password_hash FROM residents WHERE mobile_index = ?1",
                     vec![Value::Blob(index_bytes(&candidate))],
                 )
                 .await?;
-            let Some(row) = rows.first() else { continue };
-            if !self.passwords.verify(password, &text(&row[5])?) {
-                return Err(DirectoryError::WrongCredentials);
+            if let Some(row) = rows.into_iter().next() {
+                found = Some(row);
+                break;
             }
-            let resident = resident_from_row(row)?;
-            let principal = Principal::Resident { id: resident.id, city: resident.city };
-            let token = self.keys.tokens.issue(principal, self.now().unix_seconds() + ttl_s);
-            return Ok((resident, token));
         }
-        Err(DirectoryError::WrongCredentials)
+        let account = account_subject(normalized.as_deref().unwrap_or(mobile.trim()));
+        let stored = found.as_ref().map(|row| text(&row[5])).transpose()?;
+        let ticket = self.password_checked(&account, from, stored.as_deref(), password).await?;
+        let resident = resident_from_row(found.as_ref().ok_or(DirectoryError::WrongCredentials)?)?;
+        let (session, token) = self.open_session(Principal::Resident { id: resident.id, city: resident.city }, ttl_s).await?;
+        Ok((resident, SignedIn { token, session, ticket }))
     }
 
     /// A resident's record (masked).

@@ -54,6 +54,31 @@ macro_rules! directory_v1 {
     };
 }
 
+// A session is the record behind a bearer token: ending it ends the token. Failed sign-ins
+// are counted per subject (an account, a known client, a client address; each a blind index)
+// and window, so every API server sees the same counts.
+macro_rules! directory_v4 {
+    ($bytes:literal) => {
+        concat!(
+            "CREATE TABLE sessions (
+                id TEXT PRIMARY KEY,
+                principal TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                ended_at BIGINT
+            );
+            CREATE INDEX sessions_by_principal ON sessions (principal, expires_at);
+            CREATE TABLE sign_in_failures (
+                subject ", $bytes, " NOT NULL,
+                window_start BIGINT NOT NULL,
+                failures BIGINT NOT NULL,
+                PRIMARY KEY (subject, window_start)
+            );
+            ALTER TABLE residents ADD COLUMN wallet_frozen BIGINT NOT NULL DEFAULT 0;"
+        )
+    };
+}
+
 /// The directory's migrations, for every backend.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -77,7 +102,13 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: FEE_RATES_V3,
         postgres: FEE_RATES_V3,
     },
-    // Version 4 is another change's; this one only needs the residents table.
+    Migration {
+        component: "directory",
+        version: 4,
+        name: "sessions, failed sign-ins per window, frozen wallets",
+        sqlite: directory_v4!("BLOB"),
+        postgres: directory_v4!("BYTEA"),
+    },
     Migration {
         component: "directory",
         version: 5,

@@ -1,5 +1,7 @@
 //! Short-lived bearer tokens for residents and operators: a signed statement of who the caller
-//! is and until when, checked without a database read.
+//! is, of which session, and until when. The signature is checked without a database read; the
+//! session behind it is checked against its record (see `sessions.rs`), so a token can be ended
+//! before it expires. The same keys sign the known-client tickets that sign-in limits use.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,7 +35,8 @@ pub enum Principal {
 #[derive(Debug)]
 pub struct TokenKeys(IndexKeys);
 
-const PURPOSE: &str = "citypay bearer token v1";
+const PURPOSE: &str = "citypay bearer token v2";
+const TICKET_PURPOSE: &str = "citypay known client v1";
 
 impl TokenKeys {
     /// From a key configuration in the vault's format (`ID:HEX[,...];active=ID`).
@@ -41,16 +44,41 @@ impl TokenKeys {
         IndexKeys::from_config(config).map(TokenKeys)
     }
 
-    /// A token for `principal`, valid until `expires_unix_s`.
-    pub fn issue(&self, principal: Principal, expires_unix_s: u64) -> String {
-        let payload = encode(principal, expires_unix_s);
-        let mac = self.0.index(PURPOSE, &payload);
-        let signed = format!("{payload}|{}|{}", mac.key_id.0, mac.to_hex());
-        URL_SAFE_NO_PAD.encode(signed)
+    /// A token for `principal` in session `session` (URL-safe characters only), valid until
+    /// `expires_unix_s`.
+    pub fn issue(&self, principal: Principal, session: &str, expires_unix_s: u64) -> String {
+        self.sign(PURPOSE, &format!("{}:{session}", encode(principal, expires_unix_s)))
     }
 
-    /// The principal of a token that is genuine and not expired at `now_unix_s`.
-    pub fn verify(&self, token: &str, now_unix_s: u64) -> Option<Principal> {
+    /// The principal and session of a token that is genuine and not expired at `now_unix_s`.
+    pub fn verify(&self, token: &str, now_unix_s: u64) -> Option<(Principal, String)> {
+        let payload = self.open(PURPOSE, token)?;
+        let (payload, session) = payload.rsplit_once(':')?;
+        let (principal, expires) = decode(payload)?;
+        (now_unix_s < expires && !session.is_empty()).then(|| (principal, session.to_owned()))
+    }
+
+    /// A ticket saying that `client` signed in to the account `subject` (hex) successfully,
+    /// valid until `expires_unix_s`.
+    pub(crate) fn issue_ticket(&self, subject: &str, client: &str, expires_unix_s: u64) -> String {
+        self.sign(TICKET_PURPOSE, &format!("{subject}:{client}:{expires_unix_s}"))
+    }
+
+    /// The client of a genuine, current ticket for the account `subject`.
+    pub(crate) fn verify_ticket(&self, ticket: &str, subject: &str, now_unix_s: u64) -> Option<String> {
+        let payload = self.open(TICKET_PURPOSE, ticket)?;
+        let mut fields = payload.split(':');
+        let (for_subject, client, expires) = (fields.next()?, fields.next()?, fields.next()?.parse::<u64>().ok()?);
+        (fields.next().is_none() && for_subject == subject && now_unix_s < expires).then(|| client.to_owned())
+    }
+
+    fn sign(&self, purpose: &str, payload: &str) -> String {
+        let mac = self.0.index(purpose, payload);
+        URL_SAFE_NO_PAD.encode(format!("{payload}|{}|{}", mac.key_id.0, mac.to_hex()))
+    }
+
+    /// The payload of a genuine token signed for `purpose`.
+    fn open(&self, purpose: &str, token: &str) -> Option<String> {
         let bytes = URL_SAFE_NO_PAD.decode(token.as_bytes()).ok()?;
         let signed = String::from_utf8(bytes).ok()?;
         let mut parts = signed.rsplitn(3, '|');
@@ -58,14 +86,10 @@ impl TokenKeys {
         let key_id = KeyId(key_id.parse().ok()?);
         let genuine = self
             .0
-            .candidates(PURPOSE, payload)
+            .candidates(purpose, payload)
             .into_iter()
             .any(|c| c.key_id == key_id && bool::from(c.to_hex().as_bytes().ct_eq(mac_hex.as_bytes())));
-        if !genuine {
-            return None;
-        }
-        let (principal, expires) = decode(payload)?;
-        (now_unix_s < expires).then_some(principal)
+        genuine.then(|| payload.to_owned())
     }
 }
 
@@ -112,8 +136,8 @@ mod tests {
     fn tokens_verify_expire_and_resist_tampering() {
         let k = keys(K1);
         let who = Principal::Resident { id: 42, city: 330100 };
-        let token = k.issue(who, 1_000);
-        assert_eq!(k.verify(&token, 999), Some(who));
+        let token = k.issue(who, "s1", 1_000);
+        assert_eq!(k.verify(&token, 999), Some((who, "s1".to_owned())));
         assert_eq!(k.verify(&token, 1_000), None, "expired");
         let forged = URL_SAFE_NO_PAD.encode(
             String::from_utf8(URL_SAFE_NO_PAD.decode(&token).unwrap()).unwrap().replace("r:42:", "r:43:"),
@@ -122,11 +146,18 @@ mod tests {
         assert_eq!(k.verify("garbage", 10), None);
         assert_eq!(k.verify("", 10), None);
         let op = Principal::Operator { id: 7, role: Role::CityOperator, city: Some(120000) };
-        assert_eq!(k.verify(&k.issue(op, 50), 10), Some(op));
+        assert_eq!(k.verify(&k.issue(op, "s2", 50), 10), Some((op, "s2".to_owned())));
         // After rotation a token signed by key 1 still verifies; new ones use key 2.
         let rotated = keys(K12);
-        assert_eq!(rotated.verify(&token, 10), Some(who));
+        assert_eq!(rotated.verify(&token, 10), Some((who, "s1".to_owned())));
         let other = keys("1:0303030303030303030303030303030303030303030303030303030303030303;active=1");
         assert_eq!(other.verify(&token, 10), None, "another key does not verify it");
+        // A ticket is not a token, and holds only for its account until it expires.
+        let ticket = k.issue_ticket("ab12", "c9", 100);
+        assert_eq!(k.verify(&ticket, 10), None);
+        assert_eq!(k.verify_ticket(&token, "ab12", 10), None);
+        assert_eq!(k.verify_ticket(&ticket, "ab12", 10).as_deref(), Some("c9"));
+        assert_eq!(k.verify_ticket(&ticket, "ab13", 10), None);
+        assert_eq!(k.verify_ticket(&ticket, "ab12", 100), None);
     }
 }

@@ -25,6 +25,8 @@ pub const BILL: u16 = 40;
 pub const BILL_INSURED: u16 = 41;
 /// Money paid into the medical-insurance fund's account.
 pub const FUND_DEPOSIT: u16 = 42;
+/// The fund's part of a bill paid wholly in cash, claimed into the patient's wallet.
+pub const FUND_CLAIM: u16 = 43;
 /// A merchant's settlement payout to its bank account.
 pub const PAYOUT: u16 = 50;
 
@@ -43,6 +45,7 @@ pub fn name(code: u16) -> &'static str {
         BILL => "bill",
         BILL_INSURED => "bill_insured",
         FUND_DEPOSIT => "fund_deposit",
+        FUND_CLAIM => "fund_claim",
         PAYOUT => "payout",
         _ => "other",
     }

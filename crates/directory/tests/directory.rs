@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use citypay_directory::{
     Category, Directory, DirectoryError, DirectoryKeys, NewMerchant, NewResident, PasswordPolicy, Principal, Role,
-    TokenKeys, account_id, AccountKind, MIGRATIONS,
+    SignInFrom, TokenKeys, account_id, AccountKind, ACCOUNT_FAILURES_MAX, ADDRESS_FAILURES_MAX, MIGRATIONS,
 };
 use citypay_identity::AccountClass;
 use citypay_ledger::Window;
@@ -107,11 +107,13 @@ fn residents_register_once_under_their_real_name() {
         weak.password = "short".into();
         assert!(matches!(d.register_resident(&weak).await, Err(DirectoryError::InvalidField { field: "password", .. })));
         // Sign-in, tokens, lookups.
-        let (me, token) = d.sign_in_resident("13800138000", "correct horse", 600).await.unwrap();
+        let anywhere = SignInFrom::default();
+        let (me, signed_in) = d.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
         assert_eq!(me, r);
-        assert_eq!(d.verify_token(&token), Some(Principal::Resident { id: r.id, city: 330100 }));
-        assert!(matches!(d.sign_in_resident("13800138000", "wrong horse!", 600).await, Err(DirectoryError::WrongCredentials)));
-        assert!(matches!(d.sign_in_resident("13100131000", "correct horse", 600).await, Err(DirectoryError::WrongCredentials)));
+        let who = Principal::Resident { id: r.id, city: 330100 };
+        assert_eq!(d.authenticate_token(signed_in.token.expose()).await.unwrap(), Some((who, signed_in.session.clone())));
+        assert!(matches!(d.sign_in_resident("13800138000", "wrong horse!", 600, &anywhere).await, Err(DirectoryError::WrongCredentials)));
+        assert!(matches!(d.sign_in_resident("13100131000", "correct horse", 600, &anywhere).await, Err(DirectoryError::WrongCredentials)));
         assert_eq!(d.resident_by_id_number(ID_NUMBER).await.unwrap(), Some(r.clone()));
         assert_eq!(d.resident_by_id_number("440524198001010013").await.unwrap(), None);
         assert_eq!(d.resident_name(r.id).await.unwrap().expose(), NAME);
@@ -199,11 +201,141 @@ fn operators_sign_in_with_their_role() {
         assert!(d.create_operator("hz", "city secret!", Role::CityOperator, None).await.is_err());
         assert!(matches!(d.create_operator("wh", "city secret!", Role::CityOperator, Some(420100)).await, Err(DirectoryError::UnknownCity(_))));
         let hz = d.create_operator("hz", "city secret!", Role::CityOperator, Some(330100)).await.unwrap();
-        let (_, token) = d.sign_in_operator("root", "platform secret", 60).await.unwrap();
-        assert_eq!(d.verify_token(&token), Some(Principal::Operator { id: root.id, role: Role::PlatformOperator, city: None }));
-        let (_, token) = d.sign_in_operator("hz", "city secret!", 60).await.unwrap();
-        assert_eq!(d.verify_token(&token), Some(Principal::Operator { id: hz.id, role: Role::CityOperator, city: Some(330100) }));
-        assert!(d.sign_in_operator("hz", "wrong", 60).await.is_err());
+        let anywhere = SignInFrom::default();
+        let (_, signed_in) = d.sign_in_operator("root", "platform secret", 60, &anywhere).await.unwrap();
+        let principal = d.authenticate_token(signed_in.token.expose()).await.unwrap().map(|(p, _)| p);
+        assert_eq!(principal, Some(Principal::Operator { id: root.id, role: Role::PlatformOperator, city: None }));
+        let (_, signed_in) = d.sign_in_operator("hz", "city secret!", 60, &anywhere).await.unwrap();
+        let principal = d.authenticate_token(signed_in.token.expose()).await.unwrap().map(|(p, _)| p);
+        assert_eq!(principal, Some(Principal::Operator { id: hz.id, role: Role::CityOperator, city: Some(330100) }));
+        assert!(d.sign_in_operator("hz", "wrong", 60, &anywhere).await.is_err());
         assert_eq!(d.open_platform_accounts().await.unwrap(), d.open_platform_accounts().await.unwrap());
     });
+}
+
+#[test]
+fn sessions_end_on_sign_out_and_password_change_and_freezing_needs_the_password_to_undo() {
+    let w = world();
+    let d = &w.directory;
+    w.runtime.block_on(async {
+        let r = d.register_resident(&resident(ID_NUMBER, "13800138000")).await.unwrap();
+        let who = Principal::Resident { id: r.id, city: 330100 };
+        let anywhere = SignInFrom::default();
+        let (_, old) = d.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
+        let (_, other) = d.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
+        let (_, new) = d.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
+        assert_eq!(d.sessions(who).await.unwrap().len(), 3);
+        // Signing out ends that token only; another resident cannot end it.
+        assert!(matches!(d.end_session(Principal::Resident { id: r.id + 1, city: 330100 }, &old.session).await, Err(DirectoryError::NotFound)));
+        d.end_session(who, &old.session).await.unwrap();
+        assert_eq!(d.authenticate_token(old.token.expose()).await.unwrap(), None);
+        assert!(d.authenticate_token(other.token.expose()).await.unwrap().is_some());
+        // A password change needs the current password and ends every other session.
+        let change = d.change_password(r.id, &new.session, "wrong horse!", "battery staple", &anywhere).await;
+        assert!(matches!(change, Err(DirectoryError::WrongCredentials)), "{change:?}");
+        assert_eq!(d.change_password(r.id, &new.session, "correct horse", "battery staple", &anywhere).await.unwrap(), 1);
+        assert_eq!(d.authenticate_token(other.token.expose()).await.unwrap(), None);
+        assert!(d.authenticate_token(new.token.expose()).await.unwrap().is_some());
+        assert!(d.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.is_err());
+        d.sign_in_resident("13800138000", "battery staple", 600, &anywhere).await.unwrap();
+        // Freezing is one call; unfreezing needs the password.
+        assert!(!d.wallet_frozen(r.id).await.unwrap());
+        d.freeze_wallet(r.id).await.unwrap();
+        assert!(d.wallet_frozen(r.id).await.unwrap());
+        assert!(matches!(d.unfreeze_wallet(r.id, "correct horse", &anywhere).await, Err(DirectoryError::WrongCredentials)));
+        d.unfreeze_wallet(r.id, "battery staple", &anywhere).await.unwrap();
+        assert!(!d.wallet_frozen(r.id).await.unwrap());
+    });
+}
+
+#[test]
+fn failed_sign_ins_are_limited_per_account_and_address_but_the_owners_known_client_still_gets_in() {
+    wait_out_a_closing_window();
+    let w = world();
+    let d = &w.directory;
+    w.runtime.block_on(async {
+        d.register_resident(&resident(ID_NUMBER, "13800138000")).await.unwrap();
+        let owner = SignInFrom { address: Some("10.0.0.1".parse().unwrap()), ticket: None };
+        let (_, first) = d.sign_in_resident("13800138000", "correct horse", 600, &owner).await.unwrap();
+        let owner = SignInFrom { ticket: Some(first.ticket.expose().clone()), ..owner };
+        // A stranger spends the account's budget, then is refused, even with the right password.
+        let stranger = SignInFrom { address: Some("192.0.2.7".parse().unwrap()), ticket: None };
+        for _ in 0..ACCOUNT_FAILURES_MAX {
+            assert!(matches!(d.sign_in_resident("13800138000", "guess guess", 600, &stranger).await, Err(DirectoryError::WrongCredentials)));
+        }
+        match d.sign_in_resident("13800138000", "correct horse", 600, &stranger).await {
+            Err(DirectoryError::RateLimited { retry_after_s }) => assert!((1..=3 * 3600).contains(&retry_after_s)),
+            other => panic!("{other:?}"),
+        }
+        // The owner's client, known by its ticket, has its own budget and gets in.
+        d.sign_in_resident("13800138000", "correct horse", 600, &owner).await.unwrap();
+        // A ticket of another account does not help.
+        d.register_resident(&resident("440524198001010013", "13700137000")).await.unwrap();
+        let borrowed = SignInFrom { ticket: Some(first.ticket.expose().clone()), ..stranger.clone() };
+        for _ in 0..ACCOUNT_FAILURES_MAX {
+            assert!(d.sign_in_resident("13700137000", "guess guess", 600, &borrowed).await.is_err());
+        }
+        assert!(matches!(d.sign_in_resident("13700137000", "guess guess", 600, &borrowed).await, Err(DirectoryError::RateLimited { .. })));
+        // One address guessing across many accounts is stopped too (10 failures so far).
+        let mut limited = false;
+        for n in 0..ADDRESS_FAILURES_MAX {
+            let mobile = format!("1390000{n:04}");
+            if matches!(d.sign_in_resident(&mobile, "guess guess", 600, &stranger).await, Err(DirectoryError::RateLimited { .. })) {
+                limited = true;
+                break;
+            }
+        }
+        assert!(limited, "the address's budget ran out");
+        // Operators are limited the same way.
+        d.create_operator("root", "platform secret", Role::PlatformOperator, None).await.unwrap();
+        for _ in 0..ACCOUNT_FAILURES_MAX {
+            assert!(matches!(d.sign_in_operator("root", "guess guess", 60, &SignInFrom::default()).await, Err(DirectoryError::WrongCredentials)));
+        }
+        assert!(matches!(d.sign_in_operator("root", "platform secret", 60, &SignInFrom::default()).await, Err(DirectoryError::RateLimited { .. })));
+    });
+}
+
+#[test]
+fn a_second_api_server_sees_ended_sessions_and_failed_sign_ins_through_the_database() {
+    wait_out_a_closing_window();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("city.db");
+    let store = SqliteStore::open_writer(&path, MIGRATIONS).unwrap();
+    let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    let configs = [SealingKeys::generate_config(), IndexKeys::generate_config(), IndexKeys::generate_config()];
+    let server = || {
+        let keys = DirectoryKeys {
+            sealing: SealingKeys::from_config(configs[0].expose()).unwrap(),
+            index: IndexKeys::from_config(configs[1].expose()).unwrap(),
+            tokens: TokenKeys::from_config(configs[2].expose()).unwrap(),
+        };
+        let reader = Arc::new(SqliteReader::open(&path).unwrap());
+        Directory::new(shard.handle(), reader, keys, Arc::new(SystemClock), PasswordPolicy::FAST_INSECURE)
+    };
+    let (a, b) = (server(), server());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        a.onboard_city(330100, "Hangzhou").await.unwrap();
+        let r = a.register_resident(&resident(ID_NUMBER, "13800138000")).await.unwrap();
+        let anywhere = SignInFrom::default();
+        let (_, kept) = a.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
+        let (_, ended) = a.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await.unwrap();
+        assert!(b.authenticate_token(kept.token.expose()).await.unwrap().is_some(), "B honours A's tokens");
+        a.end_session(Principal::Resident { id: r.id, city: 330100 }, &ended.session).await.unwrap();
+        assert_eq!(b.authenticate_token(ended.token.expose()).await.unwrap(), None, "B reads the ended session");
+        // Failures on A count on B.
+        for _ in 0..ACCOUNT_FAILURES_MAX {
+            assert!(a.sign_in_resident("13800138000", "guess guess", 600, &anywhere).await.is_err());
+        }
+        assert!(matches!(b.sign_in_resident("13800138000", "correct horse", 600, &anywhere).await, Err(DirectoryError::RateLimited { .. })));
+    });
+    shard.shutdown();
+}
+
+/// Failures are counted per window: a test of the counts waits out a window about to end.
+fn wait_out_a_closing_window() {
+    let left = citypay_directory::SIGN_IN_WINDOW_S - citypay_shard::Clock::now(&SystemClock).unix_seconds() % citypay_directory::SIGN_IN_WINDOW_S;
+    if left < 20 {
+        std::thread::sleep(std::time::Duration::from_secs(left + 1));
+    }
 }

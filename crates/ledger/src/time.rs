@@ -49,6 +49,13 @@ impl Timestamp {
     pub fn local_date(self) -> LocalDate {
         civil_from_days(i64::from(self.local_day_number()))
     }
+
+    /// `YYYY-MM-DD HH:MM:SS` in the city's time zone: how files and receipts show a time
+    /// (Alipay's and WeChat Pay's bill files do the same, in Beijing time).
+    pub fn local_date_time(self) -> String {
+        let seconds = (self.unix_seconds() + CITY_OFFSET_S) % S_PER_DAY;
+        format!("{} {:02}:{:02}:{:02}", self.local_date(), seconds / 3_600, seconds / 60 % 60, seconds % 60)
+    }
 }
 
 /// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day number (days

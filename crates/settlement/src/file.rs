@@ -1,7 +1,8 @@
 //! A merchant's settlement file of one day: the balance at the day's start, every movement of
 //! its account during the day (payments, fees, refunds, bills, fares, the previous payout),
 //! the balance at the close, and what was paid out. It ties out: opening plus the lines is the
-//! closing balance, and the payout is the closing balance less what later payouts took.
+//! closing balance, and the closing balance plus what was counted after the close (refunds
+//! after it, a later payout made first) is the payout.
 
 use citypay_directory::{AccountKind, DirectoryError, account_id, int_at, transfer_codes};
 use citypay_ledger::{LocalDate, Timestamp};
@@ -46,28 +47,34 @@ const MOVEMENTS_SINCE: &str = "SELECT 0, 0, 0, credits_posted - debits_posted, 0
       FROM transfers WHERE timestamp >= ?1 AND kind IN (0, 2) AND (credit_account = ?2 OR debit_account = ?2)";
 
 impl SettlementFile {
-    /// The file as CSV (RFC 4180, a header line first).
+    /// What the payout counted besides the closing balance, when anything: movements after the
+    /// close that took the day's money before it was paid (refunds; a later day's payout made
+    /// first). The closing balance plus it is the payout's amount.
+    pub fn counted_after_close(&self) -> Option<i64> {
+        let p = self.payout.as_ref()?;
+        (p.amount != self.closing_balance).then(|| p.amount - self.closing_balance)
+    }
+
+    /// The file as CSV (RFC 4180, a header line first). Times are the city's local time,
+    /// `YYYY-MM-DD HH:MM:SS`, as in the reconciliation file.
     pub fn to_csv(&self) -> String {
         let mut out = String::from("merchant_id,date,time,type,reference,amount\n");
         let prefix = format!("{},{}", self.merchant_id, self.date);
         out.push_str(&format!("{prefix},,opening_balance,,{}\n", self.opening_balance));
         for line in &self.lines {
             let name = transfer_codes::name(line.code);
-            out.push_str(&format!("{prefix},{},{name},{},{}\n", local_time(line.at), line.reference, line.amount));
+            out.push_str(&format!("{prefix},{},{name},{},{}\n", line.at.local_date_time(), line.reference, line.amount));
         }
         out.push_str(&format!("{prefix},,closing_balance,,{}\n", self.closing_balance));
         if let Some(p) = &self.payout {
+            if let Some(after) = self.counted_after_close() {
+                out.push_str(&format!("{prefix},,counted_after_close,,{after}\n"));
+            }
             let reference = p.bank_reference.clone().or_else(|| p.error.clone()).unwrap_or_default();
             out.push_str(&format!("{prefix},,payout_{},{reference},{}\n", p.status.code(), p.amount));
         }
         out
     }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in the city's time.
-fn local_time(at: Timestamp) -> String {
-    let seconds = (at.unix_seconds() + 8 * 3_600) % 86_400;
-    format!("{} {:02}:{:02}:{:02}", at.local_date(), seconds / 3_600, seconds / 60 % 60, seconds % 60)
 }
 
 impl Settlement {

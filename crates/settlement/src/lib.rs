@@ -10,7 +10,8 @@
 //!   next day's payout is smaller (carried forward);
 //! - a payout the bank refuses is voided, so its money is back in the balance and the next run
 //!   pays it (a re-run of the same day retries it first);
-//! - a re-run of a day that paid finds its payout row and pays nothing.
+//! - a re-run of a day that paid finds its payout row and pays nothing;
+//! - a day settled after a later day was is owed nothing: the later payout took its money.
 //!
 //! A payout is a pending transfer (merchant → the bank's custody account) held before the bank
 //! is called, posted when the bank pays and voided when it refuses; its ids and the bank
@@ -146,19 +147,31 @@ pub(crate) fn nanos(t: Timestamp) -> Value {
     Value::Int(i64::try_from(t.0).unwrap_or(i64::MAX))
 }
 
-/// Each merchant's balance at a close: available balance now, and the net of its movements
-/// since the close that are not payouts. Posted rows only (kinds 0 and 2); holds count in the
-/// available balance.
+/// Each merchant's balance at a close, from its balances now and its movements since: the
+/// posted balance, the held (pending) debits, the net of the posted movements since the close
+/// that are not payouts, and the net of the payouts since. Posted rows only (kinds 0 and 2).
 const OWED_AT_CLOSE: &str = "WITH moved AS (
-        SELECT credit_account AS account, amount FROM transfers
-         WHERE timestamp >= ?1 AND kind IN (0, 2) AND code <> ?2 AND credit_account BETWEEN ?3 AND ?4
+        SELECT credit_account AS account, amount, code FROM transfers
+         WHERE timestamp >= ?1 AND kind IN (0, 2) AND credit_account BETWEEN ?3 AND ?4
         UNION ALL
-        SELECT debit_account AS account, -amount FROM transfers
-         WHERE timestamp >= ?1 AND kind IN (0, 2) AND code <> ?2 AND debit_account BETWEEN ?3 AND ?4
-    ), since AS (SELECT account, CAST(SUM(amount) AS BIGINT) AS net FROM moved GROUP BY account)
-    SELECT a.id, a.credits_posted - a.debits_posted - a.debits_pending, COALESCE(since.net, 0)
+        SELECT debit_account AS account, -amount, code FROM transfers
+         WHERE timestamp >= ?1 AND kind IN (0, 2) AND debit_account BETWEEN ?3 AND ?4
+    ), since AS (SELECT account, CAST(SUM(CASE WHEN code <> ?2 THEN amount ELSE 0 END) AS BIGINT) AS net,
+                        CAST(SUM(CASE WHEN code = ?2 THEN amount ELSE 0 END) AS BIGINT) AS paid_out
+                   FROM moved GROUP BY account)
+    SELECT a.id, a.credits_posted - a.debits_posted, a.debits_pending, COALESCE(since.net, 0), COALESCE(since.paid_out, 0)
       FROM accounts a LEFT JOIN since ON since.account = a.id
      WHERE a.id BETWEEN ?3 AND ?4";
+
+/// What a merchant is owed for a day from [`OWED_AT_CLOSE`]'s row: what is available now, less
+/// money that came in after the close (a later day's); but never less than the day's own
+/// shortfall. A later day's payout took this day's money too (it pays the whole balance at its
+/// close), so after one this day is owed nothing: it is not made negative by money that was
+/// paid out, only by refunds after its close that its balance could not cover.
+fn owed_for_day(posted: i64, held: i64, moved: i64, paid_out: i64) -> i64 {
+    let own = posted - moved - paid_out + moved.min(0);
+    (posted - held - moved.max(0)).max(own.min(0))
+}
 
 const SELECT_PAYOUTS: &str = "SELECT merchant_id, amount, status, attempts, bank_reference, error FROM payouts WHERE day = ?1";
 const SELECT_PAYOUT: &str = "SELECT merchant_id, amount, status, attempts, bank_reference, error FROM payouts WHERE day = ?1 AND merchant_id = ?2";
@@ -189,7 +202,7 @@ impl Settlement {
             let merchant = entity_of(citypay_store::u64_from_column(int_at(row, 0)?));
             // Money that came in after the close belongs to later days; money that went out
             // after it (a refund) is gone whichever day it is counted against.
-            let owed = int_at(row, 1)? - int_at(row, 2)?.max(0);
+            let owed = owed_for_day(int_at(row, 1)?, int_at(row, 2)?, int_at(row, 3)?, int_at(row, 4)?);
             match existing.get(&merchant) {
                 Some(p) if matches!(p.status, PayoutStatus::Paid | PayoutStatus::Carried) => run.already_settled += 1,
                 Some(p) => work.push((merchant, owed, Some(p.clone()))),

@@ -48,10 +48,16 @@ fn ties_out(file: &SettlementFile) {
     let body: i64 = csv
         .lines()
         .skip(1)
-        .filter(|l| !l.contains("closing_balance") && !l.contains(",payout_"))
+        .filter(|l| !l.contains("closing_balance") && !l.contains(",payout_") && !l.contains("counted_after_close"))
         .map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(body, file.closing_balance, "the CSV's opening and lines add up to its closing balance:\n{csv}");
+    // The payout comes from the closing balance and what the file shows was counted after it.
+    if let Some(payout) = &file.payout {
+        let amount = |name: &str| csv.lines().find(|l| l.contains(name)).map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap());
+        assert_eq!(file.closing_balance + amount("counted_after_close").unwrap_or(0), payout.amount, "{csv}");
+        assert_eq!(amount(",payout_"), Some(payout.amount), "{csv}");
+    }
 }
 
 const MIGRATIONS: &[&[citypay_store::Migration]] = &[citypay_checkout::MIGRATIONS, citypay_settlement::MIGRATIONS];
@@ -142,6 +148,19 @@ fn a_day_settles(city: TestCity) {
     city.rt.block_on(settlement.settle(day)).unwrap();
     let first = city.rt.block_on(settlement.payout(flaky, day)).unwrap().unwrap();
     assert_eq!((first.status, first.amount), (PayoutStatus::Carried, 0));
+    let first_file = city.rt.block_on(settlement.file(flaky, day)).unwrap();
+    ties_out(&first_file);
+    assert_eq!(first_file.counted_after_close(), Some(-(3_000 - 18)), "the next day's payout took it");
+    // The day before any of this, settled only now: nobody is owed anything, and no payout of
+    // a later day is carried against it (it was: opening 0, closing 0, a negative carry).
+    let earlier = LocalDate::parse("2026-11-23").unwrap();
+    let run = city.rt.block_on(settlement.settle(earlier)).unwrap();
+    assert_eq!((run.paid, run.carried, run.failed), (0, 0, 0), "{run:?}");
+    for merchant in [shop, hospital, flaky] {
+        let file = city.rt.block_on(settlement.file(merchant, earlier)).unwrap();
+        ties_out(&file);
+        assert_eq!((file.opening_balance, file.closing_balance, file.lines.len(), &file.payout), (0, 0, 0, &None));
+    }
     // The shop's second file starts where the first ended and lists the first payout.
     let second = city.rt.block_on(settlement.file(shop, next)).unwrap();
     ties_out(&second);

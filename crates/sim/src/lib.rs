@@ -298,8 +298,8 @@ impl Simulation {
         Ok(tally)
     }
 
-    /// Each school bills the term's tuition to its pupils by student number, and each parent
-    /// with a wallet links their child's number.
+    /// Each school bills the term's tuition to its pupils by student number and records the
+    /// parent as guardian, and each parent with a wallet links their child's number.
     async fn bill_tuition(&self, continuing: bool) -> Result<(), SimError> {
         let mut tasks = tokio::task::JoinSet::new();
         for (index, person) in self.people.iter().enumerate() {
@@ -335,6 +335,9 @@ impl Simulation {
                     false => bills.issue(school, &new).await,
                 };
                 let bill = bill.map_err(|e| service("billing tuition", &e))?;
+                // The school's enrolment record names the parent: that confirms the parent's link.
+                let parent = world::resident_id_number(preset.code, key.1);
+                bills.add_guardian(school, &payer, &parent).await.map_err(|e| service("recording a guardian", &e))?;
                 bills.link_payer(&resident, &payer, Some(school), "孩子").await.map_err(|e| service("linking a child", &e))?;
                 if let Ok(mut tuition) = context.tuition.lock() {
                     tuition.insert(key, bill.id);

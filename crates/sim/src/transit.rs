@@ -269,6 +269,10 @@ pub(crate) async fn upload_taps(context: &Context) -> Result<u64, SimError> {
                 continue;
             }
             let report = context.services.transit.upload_taps(&validator.info, &taps).await.map_err(|e| service("uploading taps", &e))?;
+            // A simulated validator's taps are all true: a refusal is the platform's bug.
+            if let Some((sequence, refusal)) = report.refused.first() {
+                return Err(SimError::Service { action: "uploading taps", message: format!("tap {sequence} refused: {}", refusal.code()) });
+            }
             stored += report.stored;
         }
     }

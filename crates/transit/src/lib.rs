@@ -6,7 +6,9 @@
 //! - A transit operator (a merchant of category `transit`) registers validators: a route and
 //!   stop of the fare feed and the device's Ed25519 key, which signs its uploads.
 //! - Uploads are idempotent per (validator, sequence); a code already seen on another tap is
-//!   stored flagged and not fared.
+//!   stored flagged and not fared. A tap that cannot be true is refused on its own (another
+//!   tap under a stored sequence number, a time after the upload or before the validator was
+//!   registered, a rider never credentialed); the batch's other taps are kept.
 //! - [`Transit::fare_day`] prices every rider's taps of a closed service day with the GTFS-Fares
 //!   engine and moves, for each operator whose lines the rider used, the difference between
 //!   what its legs are due (after transfers and the cap) and what it was paid, with a ledger id
@@ -48,6 +50,9 @@ pub const CREDENTIAL_CREDIT_FEN: u32 = 500;
 pub const RIDE_CODE_MEDIUM: &str = "ride_code";
 /// A service day is fared this long after it ends, so late uploads are in.
 pub const FARE_CUTOFF_S: i64 = 2 * 3600;
+/// How far a validator's clock may be from the platform's: its signed calls and its taps'
+/// times are judged with this much slack.
+pub const CLOCK_SKEW_S: u64 = 300;
 
 /// Why a transit request failed.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +74,9 @@ pub enum TransitError {
     /// No such validator.
     #[error("unknown validator")]
     UnknownValidator,
+    /// The device key is registered for another validator already: a key names one device.
+    #[error("this device key is registered for validator {0} already")]
+    DeviceKeyRegistered(u32),
     /// The rider owes fares: no credential until the arrears are paid.
     #[error("the rider has unpaid fares")]
     InArrears,
@@ -91,6 +99,7 @@ impl TransitError {
             TransitError::InvalidField { .. } => "invalid_field",
             TransitError::NotTransitOperator => "not_transit_operator",
             TransitError::UnknownValidator => "unknown_validator",
+            TransitError::DeviceKeyRegistered(_) => "device_key_registered",
             TransitError::InArrears => "in_arrears",
             TransitError::DayNotClosed(_) => "day_not_closed",
             TransitError::Refused(status) => status.name(),
@@ -110,19 +119,80 @@ pub struct ValidatorInfo {
     pub route_id: String,
     /// Stop (metro station, or the bus line's first stop) of the feed.
     pub stop_id: String,
+    /// When it was registered, Unix seconds: it made no tap before.
+    pub registered_at: u64,
+}
+
+/// Why an uploaded tap was refused: it cannot be true. The batch's other taps are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapRefusal {
+    /// Another tap is stored under this (validator, sequence).
+    SequenceConflict,
+    /// Dated after its upload, beyond the clock skew.
+    DatedAfterUpload,
+    /// Dated before its validator was registered, beyond the clock skew.
+    DatedBeforeRegistration,
+    /// For an account reference the platform never issued a credential to.
+    UnknownRider,
+}
+
+impl TapRefusal {
+    /// Stable machine-readable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            TapRefusal::SequenceConflict => "sequence_conflict",
+            TapRefusal::DatedAfterUpload => "dated_after_upload",
+            TapRefusal::DatedBeforeRegistration => "dated_before_registration",
+            TapRefusal::UnknownRider => "unknown_rider",
+        }
+    }
+
+    /// What is wrong, for people.
+    pub fn message(self) -> &'static str {
+        match self {
+            TapRefusal::SequenceConflict => "another tap was uploaded under this sequence number",
+            TapRefusal::DatedAfterUpload => "the tap is dated after its upload (more than five minutes of clock skew)",
+            TapRefusal::DatedBeforeRegistration => "the tap is dated before its validator was registered",
+            TapRefusal::UnknownRider => "no ride credential was ever issued for this account reference",
+        }
+    }
 }
 
 /// What an upload did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UploadReport {
     /// New taps stored.
     pub stored: u64,
     /// Taps this validator had uploaded before (a retried upload).
     pub already: u64,
+    /// Taps refused, by sequence number (nothing of them is stored).
+    pub refused: Vec<(u64, TapRefusal)>,
 }
 
 /// Most taps written by one command.
 const UPLOAD_ROWS_MAX: usize = 1_000;
+/// Most riders looked up by one query (its parameters).
+const RIDERS_LOOKED_UP_MAX: usize = 500;
+
+/// A tap as the upload compares it with one stored under the same sequence number.
+#[derive(Debug, PartialEq, Eq)]
+struct StoredTap {
+    account_ref: i64,
+    inbound: bool,
+    at: i64,
+    code_hash: Vec<u8>,
+}
+
+impl StoredTap {
+    fn of(tap: &citypay_ride::Tap) -> StoredTap {
+        StoredTap {
+            account_ref: i64::try_from(tap.account_ref).unwrap_or(i64::MAX),
+            inbound: tap.direction == citypay_ride::Direction::In,
+            at: i64::from(tap.time),
+            code_hash: tap.code_hash.to_vec(),
+        }
+    }
+}
 
 /// One rider's service day, as the fare run left it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -328,6 +398,17 @@ fn movement(id: citypay_ledger::EventId, mut legs: Vec<Leg>) -> Option<Event> {
     }
 }
 
+/// Raises a day's revision without changing what it charged: a refused movement is recorded,
+/// so the next try derives a new ledger id instead of replaying the refusal.
+fn refused_attempt(key: Vec<(&'static str, Value)>, revision: i64, now: u64) -> ServiceRow {
+    ServiceRow {
+        table: "transit_charges",
+        key,
+        columns: vec![("revision", int(revision + 1)), ("updated_at", uint(now))],
+        on_conflict: OnConflict::UpdateOnly,
+    }
+}
+
 fn share_row(account_ref: u64, service_day: i64, operator: u64, share: &Share) -> ServiceRow {
     ServiceRow {
         table: "transit_shares",
@@ -471,16 +552,21 @@ impl Transit {
     /// refused while the rider is in arrears.
     pub async fn issue_credential(&self, resident: &Resident, rider_key: [u8; 32]) -> Result<Credential, TransitError> {
         let account_ref = self.account_ref(resident).await?;
-        // One read: whether the rider owes fares, and what the wallet can spend now.
+        // One read: whether the rider owes fares, what the wallet can spend now, and whether
+        // its owner froze it (a credential promises fares; a frozen wallet promises nothing).
         let rows = self
             .directory
             .read(
                 "SELECT (SELECT COUNT(*) FROM arrears WHERE account_ref = ?1 AND paid_at IS NULL),
-                        (SELECT credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?2)",
-                vec![uint(account_ref), Value::Int(citypay_store::u64_to_column(resident.wallet))],
+                        (SELECT credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?2),
+                        (SELECT wallet_frozen FROM residents WHERE id = ?3)",
+                vec![uint(account_ref), Value::Int(citypay_store::u64_to_column(resident.wallet)), uint(resident.id)],
             )
             .await?;
         let row = rows.first().ok_or_else(|| DirectoryError::Storage("no answer".into()))?;
+        if matches!(row.get(2), Some(Value::Int(frozen)) if *frozen != 0) {
+            return Err(DirectoryError::WalletFrozen.into());
+        }
         if int_at(row, 0)? > 0 {
             return Err(TransitError::InArrears);
         }
@@ -516,6 +602,14 @@ impl Transit {
             return Err(TransitError::InvalidField { field: "stop_id", message: format!("route {route_id} does not stop at {stop_id:?}") });
         }
         let key_text = citypay_directory::hex::encode(&device_key);
+        let registered = || async {
+            let found = self.validator_by_device_key(device_key).await?;
+            Ok::<_, TransitError>(found.map(|(info, _)| TransitError::DeviceKeyRegistered(info.id)))
+        };
+        if let Some(taken) = registered().await? {
+            return Err(taken);
+        }
+        let now = self.now_s();
         for attempt in 0..3u8 {
             let drawn: [u8; 4] = self.directory.draw(&["validator", &key_text, &attempt.to_string()]);
             let id = u32::from_le_bytes(drawn).max(1);
@@ -527,13 +621,20 @@ impl Transit {
                     ("route_id", Value::Text(route_id.to_owned())),
                     ("stop_id", Value::Text(stop_id.to_owned())),
                     ("device_key", Value::Blob(device_key.to_vec())),
-                    ("created_at", uint(self.now_s())),
+                    ("created_at", uint(now)),
                 ],
                 on_conflict: OnConflict::Fail,
             };
-            let command = Command { event: None, guards: vec![Guard::Absent { table: "validators", key: row.key.clone() }], rows: vec![row], always_rows: Vec::new() };
-            if self.submit(command).await?.is_ok() {
-                return Ok(ValidatorInfo { id, operator, route_id: route_id.to_owned(), stop_id: stop_id.to_owned() });
+            // A device key names one validator: its signature is what authenticates the uploads.
+            let guards = vec![
+                Guard::Absent { table: "validators", key: row.key.clone() },
+                Guard::Absent { table: "validators", key: vec![("device_key", Value::Blob(device_key.to_vec()))] },
+            ];
+            match self.submit(Command { event: None, guards, rows: vec![row], always_rows: Vec::new() }).await? {
+                Ok(_) => return Ok(ValidatorInfo { id, operator, route_id: route_id.to_owned(), stop_id: stop_id.to_owned(), registered_at: now }),
+                // Registered meanwhile by a racing request.
+                Err(1) => return Err(registered().await?.unwrap_or_else(|| TransitError::Unavailable("the device key changed meanwhile; retry".into()))),
+                Err(_) => {}
             }
         }
         Err(TransitError::Unavailable("no free validator id drawn; retry".into()))
@@ -554,8 +655,8 @@ impl Transit {
         let rows = self
             .directory
             .read(
-                "SELECT v.id, v.operator_id, v.route_id, v.stop_id, COALESCE((SELECT MAX(t.sequence) FROM taps t WHERE t.validator_id = v.id), 0)
-                 FROM validators v WHERE v.device_key = ?1",
+                "SELECT v.id, v.operator_id, v.route_id, v.stop_id, COALESCE((SELECT MAX(t.sequence) FROM taps t WHERE t.validator_id = v.id), 0), v.created_at
+                 FROM validators v WHERE v.device_key = ?1 ORDER BY v.created_at, v.id",
                 vec![Value::Blob(device_key.to_vec())],
             )
             .await?;
@@ -565,6 +666,7 @@ impl Transit {
             operator: u64::try_from(int_at(row, 1)?).unwrap_or(0),
             route_id: text_at(row, 2)?,
             stop_id: text_at(row, 3)?,
+            registered_at: u64::try_from(int_at(row, 5)?).unwrap_or(0),
         };
         Ok(Some((info, u64::try_from(int_at(row, 4)?).unwrap_or(0))))
     }
@@ -573,7 +675,7 @@ impl Transit {
     pub async fn validator(&self, id: u32) -> Result<(ValidatorInfo, [u8; 32]), TransitError> {
         let rows = self
             .directory
-            .read("SELECT operator_id, route_id, stop_id, device_key FROM validators WHERE id = ?1", vec![int(i64::from(id))])
+            .read("SELECT operator_id, route_id, stop_id, device_key, created_at FROM validators WHERE id = ?1", vec![int(i64::from(id))])
             .await?;
         let row = rows.first().ok_or(TransitError::UnknownValidator)?;
         let key: [u8; 32] = blob_at(row, 3)?.try_into().map_err(|_| DirectoryError::Storage("device key".into()))?;
@@ -582,13 +684,17 @@ impl Transit {
             operator: u64::try_from(int_at(row, 0)?).unwrap_or(0),
             route_id: text_at(row, 1)?,
             stop_id: text_at(row, 2)?,
+            registered_at: u64::try_from(int_at(row, 4)?).unwrap_or(0),
         };
         Ok((info, key))
     }
 
     /// Stores a validator's taps. The caller has authenticated the device (its signature over
-    /// the upload). Idempotent per (validator, sequence): taps already stored are skipped, the
-    /// new ones are written together. A code used on two taps is found by the fare run.
+    /// the upload). Idempotent per (validator, sequence): a tap stored before is answered as
+    /// already there; another tap under its number is refused, and so is a tap that cannot be
+    /// true (dated after the upload or before the validator was registered, beyond the clock
+    /// skew, or for a rider never credentialed). Each tap is answered on its own: the good ones
+    /// are written together. A code used on two taps is found by the fare run.
     pub async fn upload_taps(&self, validator: &ValidatorInfo, taps: &[citypay_ride::Tap]) -> Result<UploadReport, TransitError> {
         if taps.iter().any(|t| t.validator_id != validator.id) {
             return Err(TransitError::InvalidField { field: "validator_id", message: "a tap of another validator".into() });
@@ -600,30 +706,80 @@ impl Transit {
         let (Some(low), Some(high)) = (taps.iter().map(|t| t.sequence).min(), taps.iter().map(|t| t.sequence).max()) else {
             return Ok(UploadReport::default());
         };
-        let stored: std::collections::HashSet<i64> = self
+        let rows = self
             .directory
             .read(
-                "SELECT sequence FROM taps WHERE validator_id = ?1 AND sequence >= ?2 AND sequence <= ?3",
+                "SELECT sequence, account_ref, direction, at, code_hash FROM taps WHERE validator_id = ?1 AND sequence >= ?2 AND sequence <= ?3",
                 vec![int(i64::from(validator.id)), uint(low), uint(high)],
             )
-            .await?
-            .iter()
-            .map(|row| int_at(row, 0))
-            .collect::<Result<_, _>>()?;
-        let mut seen = std::collections::HashSet::new();
-        let new: Vec<&citypay_ride::Tap> = taps
-            .iter()
-            .filter(|t| !stored.contains(&i64::try_from(t.sequence).unwrap_or(i64::MAX)) && seen.insert(t.sequence))
-            .collect();
+            .await?;
+        let mut first: HashMap<u64, StoredTap> = HashMap::with_capacity(rows.len() + taps.len());
+        for row in &rows {
+            let tap = StoredTap { account_ref: int_at(row, 1)?, inbound: text_at(row, 2)? == "in", at: int_at(row, 3)?, code_hash: blob_at(row, 4)? };
+            first.insert(u64::try_from(int_at(row, 0)?).unwrap_or(u64::MAX), tap);
+        }
+        let credentialed = self.credentialed(taps).await?;
         let now = self.now_s();
+        let mut report = UploadReport::default();
+        let mut new = Vec::new();
+        for tap in taps {
+            let this = StoredTap::of(tap);
+            if let Some(stored) = first.get(&tap.sequence) {
+                if *stored == this {
+                    report.already += 1;
+                } else {
+                    report.refused.push((tap.sequence, TapRefusal::SequenceConflict));
+                }
+                continue;
+            }
+            let time = u64::from(tap.time);
+            let refusal = if time > now.saturating_add(CLOCK_SKEW_S) {
+                Some(TapRefusal::DatedAfterUpload)
+            } else if time.saturating_add(CLOCK_SKEW_S) < validator.registered_at {
+                Some(TapRefusal::DatedBeforeRegistration)
+            } else if !credentialed.contains(&tap.account_ref) {
+                Some(TapRefusal::UnknownRider)
+            } else {
+                None
+            };
+            match refusal {
+                Some(refusal) => report.refused.push((tap.sequence, refusal)),
+                None => {
+                    first.insert(tap.sequence, this);
+                    new.push(tap);
+                }
+            }
+        }
         for chunk in new.chunks(UPLOAD_ROWS_MAX) {
             let rows = chunk.iter().map(|tap| self.tap_row(validator, tap, now)).collect();
             // Ignore: a concurrent upload of the same taps wrote them first.
             let command = Command { event: None, guards: Vec::new(), rows, always_rows: Vec::new() };
             self.submit(command).await?.map_err(|_| TransitError::Unavailable("tap upload".into()))?;
         }
-        let stored = u64::try_from(new.len()).unwrap_or(0);
-        Ok(UploadReport { stored, already: u64::try_from(taps.len()).unwrap_or(0) - stored })
+        report.stored = u64::try_from(new.len()).unwrap_or(0);
+        Ok(report)
+    }
+
+    /// The account references of `taps` that the platform issued a credential to (each has a
+    /// ride account from its first credential on).
+    async fn credentialed(&self, taps: &[citypay_ride::Tap]) -> Result<std::collections::HashSet<u64>, TransitError> {
+        let wanted: std::collections::BTreeSet<u64> = taps.iter().map(|t| t.account_ref).collect();
+        let wanted: Vec<u64> = wanted.into_iter().collect();
+        let mut found = std::collections::HashSet::with_capacity(wanted.len());
+        // One statement for every chunk: a short chunk repeats its last reference.
+        static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let sql = SQL.get_or_init(|| {
+            let placeholders: Vec<String> = (1..=RIDERS_LOOKED_UP_MAX).map(|i| format!("?{i}")).collect();
+            format!("SELECT account_ref FROM ride_accounts WHERE account_ref IN ({})", placeholders.join(", "))
+        });
+        for chunk in wanted.chunks(RIDERS_LOOKED_UP_MAX) {
+            let last = chunk.last().copied().unwrap_or(0);
+            let params = chunk.iter().copied().chain(std::iter::repeat(last)).take(RIDERS_LOOKED_UP_MAX).map(uint).collect();
+            for row in self.directory.read(sql, params).await? {
+                found.insert(u64::try_from(int_at(&row, 0)?).unwrap_or(0));
+            }
+        }
+        Ok(found)
     }
 
     fn tap_row(&self, validator: &ValidatorInfo, tap: &citypay_ride::Tap, now: u64) -> ServiceRow {
@@ -730,8 +886,9 @@ impl Transit {
     /// Moves, for each operator of a rider's day, what its legs are due minus what it was paid
     /// before. Every write to the day's row raises its revision, and the ledger id derives
     /// from the revision it creates, so a due that returns to an earlier value is a new
-    /// movement, never a replay of an old one. Answers what it did and whether fares of the
-    /// day are still owed.
+    /// movement, never a replay of an old one; a refused movement raises it too, so the next
+    /// run tries again under a new id. Answers what it did and whether fares of the day are
+    /// still owed.
     async fn charge_day(&self, c: &DayCharge) -> Result<(Charged, bool), TransitError> {
         let key = vec![("account_ref", uint(c.account_ref)), ("service_day", int(c.service_day))];
         let existing = self
@@ -827,7 +984,18 @@ impl Transit {
                     Err(_) => Err(changed()),
                 }
             }
-            Ok(outcome) => Err(TransitError::Refused(outcome.status)),
+            Ok(outcome) => {
+                // Recorded as a refused attempt (nothing charged, a new revision), so the next
+                // run moves under a new id rather than replaying this refusal for good.
+                let record = match existing.first() {
+                    Some(_) => refused_attempt(key, revision, now),
+                    // A first charge: the day's row with nothing charged and no operator's part
+                    // yet, so the next run moves the whole day.
+                    None => rows_at(false).swap_remove(0),
+                };
+                self.submit(Command { event: None, guards: vec![guard], rows: vec![record], always_rows: Vec::new() }).await?.ok();
+                Err(TransitError::Refused(outcome.status))
+            }
             Err(_) => Err(changed()),
         }
     }
@@ -849,14 +1017,25 @@ impl Transit {
         }
     }
 
-    /// Account references in arrears: validators refuse their codes.
+    /// Account references in arrears or of a frozen wallet: validators refuse their codes.
     pub async fn deny_list(&self) -> Result<Vec<u64>, TransitError> {
-        let rows = self.directory.read("SELECT DISTINCT account_ref FROM arrears WHERE paid_at IS NULL ORDER BY account_ref", Vec::new()).await?;
+        // Riders who owe, and riders whose wallet is frozen: a lost phone's credential stops
+        // at the gates from each validator's next download, not only when it expires.
+        let rows = self
+            .directory
+            .read(
+                "SELECT account_ref FROM arrears WHERE paid_at IS NULL
+                 UNION SELECT a.account_ref FROM ride_accounts a JOIN residents r ON r.id = a.resident_id WHERE r.wallet_frozen <> 0
+                 ORDER BY 1",
+                Vec::new(),
+            )
+            .await?;
         rows.iter().map(|r| Ok(u64::try_from(int_at(r, 0)?).unwrap_or(0))).collect()
     }
 
     /// Pays every open arrears of the rider from their wallet, each operator its part;
-    /// returns the fen paid.
+    /// returns the fen paid. A refused payment (the wallet was short) raises the day's
+    /// revision, so a payment after a top-up is a new ledger entry, not the refusal replayed.
     pub async fn pay_arrears(&self, resident: &Resident) -> Result<i64, TransitError> {
         // Someone who never rode owes nothing (and gets no ride account from asking).
         let Some(account_ref) = self.existing_account_ref(resident).await? else { return Ok(0) };
@@ -895,13 +1074,21 @@ impl Transit {
                 event: movement(id, movement_legs(resident.wallet, account_ref, &shares, codes::ARREARS)),
                 // The revision: a fare run that changed the day meanwhile (and the arrears
                 // with it) makes this payment fail rather than pay a stale amount.
-                guards: vec![Guard::Matches { table: "transit_charges", key, expect: vec![("revision", int(revision))] }],
+                // And a frozen wallet pays nothing, arrears included, checked in the same batch.
+                guards: vec![
+                    Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] },
+                    Directory::wallet_not_frozen(resident.id),
+                ],
                 rows,
-                always_rows: Vec::new(),
+                // A refused payment raises the revision too: the ledger answers an id it
+                // refused with that refusal again, so the next try (after a top-up) needs a
+                // new id.
+                always_rows: vec![refused_attempt(key, revision, now)],
             };
             match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => paid += amount,
                 Ok(outcome) => return Err(TransitError::Refused(outcome.status)),
+                Err(1) => return Err(DirectoryError::WalletFrozen.into()),
                 Err(_) => return Err(TransitError::Unavailable("the arrears changed meanwhile; retry".into())),
             }
         }

@@ -72,6 +72,11 @@ const TRANSIT_V2: &str = "CREATE TABLE transit_shares (
     INSERT INTO transit_shares (account_ref, service_day, operator_id, legs, due, charged)
         SELECT account_ref, service_day, operator_id, trips, due, charged FROM transit_charges;";
 
+/// Validators found by device key: registering one checks that its key names no other
+/// validator (the writer's guard; not a unique index, which a database holding two
+/// validators with one key from before would refuse to build).
+const TRANSIT_V3: &str = "CREATE INDEX validators_by_device_key ON validators (device_key);";
+
 /// Transit's migrations, for every backend.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -82,4 +87,5 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: transit_v1!("BYTEA"),
     },
     Migration { component: "transit", version: 2, name: "each operator's part of a rider's day", sqlite: TRANSIT_V2, postgres: TRANSIT_V2 },
+    Migration { component: "transit", version: 3, name: "validators by device key", sqlite: TRANSIT_V3, postgres: TRANSIT_V3 },
 ];

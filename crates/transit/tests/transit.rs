@@ -19,6 +19,8 @@ use citypay_wallet::Wallet;
 
 /// 2025-03-03 07:00 in Tianjin.
 const MORNING: u64 = 1_740_956_400;
+/// 19:00 that day, when the validators upload (a tap is never dated after its upload).
+const EVENING: u64 = MORNING + 12 * 3_600;
 
 struct World {
     _dir: tempfile::TempDir,
@@ -186,6 +188,7 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
     let bus_taps = bus_device.drain_taps();
     let in_taps = in_device.drain_taps();
     let out_taps = out_device.drain_taps();
+    w.clock.set(Timestamp::from_unix_seconds(EVENING));
     w.rt.block_on(async {
         let t = &w.transit;
         assert_eq!(t.upload_taps(&bus, &bus_taps).await.unwrap().stored, 2);
@@ -249,6 +252,19 @@ fn rides_are_fared_once_per_day_and_arrears_deny_the_rider() {
     // Bob tops up and pays: off the deny list, a new credential is issued.
     w.rt.block_on(async {
         w.wallet.top_up(&bob, bob_card, 1_000, "bob-1").await.unwrap();
+        // A frozen wallet's rider is denied at the gates (a lost phone rides no more), until it thaws.
+        let owing = w.transit.deny_list().await.unwrap();
+        assert_eq!(owing.len(), 1, "Bob owes");
+        w.directory.freeze_wallet(alice.id).await.unwrap();
+        assert_eq!(w.transit.deny_list().await.unwrap().len(), 2, "Alice's frozen wallet is denied too");
+        w.directory.unfreeze_wallet(alice.id, "correct horse", &citypay_directory::SignInFrom::default()).await.unwrap();
+        assert_eq!(w.transit.deny_list().await.unwrap(), owing);
+        // Frozen, his wallet pays no arrears and gets no credential; unfrozen, it does.
+        w.directory.freeze_wallet(bob.id).await.unwrap();
+        let frozen = |r: Result<_, TransitError>| matches!(r, Err(TransitError::Directory(citypay_directory::DirectoryError::WalletFrozen)));
+        assert!(frozen(w.transit.pay_arrears(&bob).await));
+        assert!(frozen(w.transit.issue_credential(&bob, [5; 32]).await.map(|_| 0)));
+        w.directory.unfreeze_wallet(bob.id, "correct horse", &citypay_directory::SignInFrom::default()).await.unwrap();
         assert_eq!(w.transit.pay_arrears(&bob).await.unwrap(), 200);
         assert!(w.transit.deny_list().await.unwrap().is_empty());
         w.transit.issue_credential(&bob, [5; 32]).await.unwrap();
@@ -282,6 +298,7 @@ fn taps_uploaded_in_pieces_out_of_order_and_twice_are_fared_once() {
         device.validate(&phone.next_code(t).encode(), t, gate(&bus, citypay_ride::Direction::In)).unwrap();
     }
     let taps = device.drain_taps();
+    w.clock.set(Timestamp::from_unix_seconds(EVENING));
     w.rt.block_on(async {
         // Later taps first, then everything again, then the first ones.
         assert_eq!(w.transit.upload_taps(&bus, &taps[3..]).await.unwrap().stored, 3);
@@ -365,6 +382,7 @@ fn each_operator_is_paid_for_its_own_legs_and_arrears_are_split_the_same_way() {
     let legs: Vec<&citypay_fares::Leg> = priced.trips.iter().flat_map(|t| &t.legs).collect();
     let (bus_fare, metro_fare) = (legs[0].charged_fen, legs[1].charged_fen);
     assert_eq!((bus_fare, legs[1].transfer_fen), (200, 100), "the transfer discount is on the metro leg");
+    w.clock.set(Timestamp::from_unix_seconds(EVENING));
     w.rt.block_on(async {
         for (validator, device) in [&bus, &gate_in, &gate_out].into_iter().zip(devices.iter_mut()) {
             w.transit.upload_taps(validator, &device.drain_taps()).await.unwrap();
@@ -419,6 +437,7 @@ fn an_operator_short_of_a_refund_does_not_put_the_rider_in_arrears() {
     let mut metro_out = Validator::new(w.transit.keyring(), Policy::default());
     metro_in.validate(&phone.next_code(t0 + 1_800).encode(), t0 + 1_800, gate(&gate_in, in_)).unwrap();
     metro_out.validate(&phone.next_code(t0 + 2_800).encode(), t0 + 2_800, gate(&gate_out, out)).unwrap();
+    w.clock.set(Timestamp::from_unix_seconds(EVENING));
     w.rt.block_on(async {
         w.transit.upload_taps(&gate_in, &metro_in.drain_taps()).await.unwrap();
         w.transit.upload_taps(&gate_out, &metro_out.drain_taps()).await.unwrap();
@@ -452,4 +471,25 @@ fn an_operator_short_of_a_refund_does_not_put_the_rider_in_arrears() {
     let run = w.rt.block_on(w.transit.fare_day(day)).unwrap();
     assert_eq!((run.failed, run.arrears), (1, 0), "the operator's shortfall is an error, not the rider's debt");
     assert!(w.rt.block_on(w.transit.deny_list()).unwrap().is_empty());
+    // Once the metro company holds money again, the next run moves the day: the refusal
+    // does not stick to it.
+    w.rt.block_on(async {
+        let sale = citypay_ledger::Transfer {
+            id: 78,
+            leg: citypay_ledger::Leg {
+                debit: PlatformAccounts::CNY.sandbox_custody,
+                credit: metro_account,
+                amount: 1_000,
+                currency: citypay_ledger::Currency::CNY,
+                code: 1,
+                class: 0,
+                user_data: 0,
+            },
+            pending_timeout_s: None,
+        };
+        assert_eq!(w.directory.shard().submit(citypay_ledger::Event::Transfer(sale).into()).await.unwrap().status, citypay_ledger::Status::Ok);
+    });
+    let run = w.rt.block_on(w.transit.fare_day(day)).unwrap();
+    assert_eq!((run.failed, run.arrears, run.charged), (0, 0, 200 - 100), "the bus fare, less the metro's transfer discount given back");
+    assert_eq!(w.rt.block_on(w.transit.fare_day(day)).unwrap().unchanged, 1, "and once only");
 }

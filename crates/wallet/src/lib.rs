@@ -372,7 +372,11 @@ impl Wallet {
     }
 
     async fn submit(&self, command: Command) -> Result<citypay_ledger::Outcome, WalletError> {
-        match self.directory.shard().submit(command).await {
+        self.answer(self.directory.shard().submit(command).await)
+    }
+
+    fn answer(&self, answer: citypay_shard::Reply) -> Result<citypay_ledger::Outcome, WalletError> {
+        match answer {
             Ok(outcome) => Ok(outcome),
             Err(SubmitError::GuardFailed { .. }) => Err(WalletError::Unavailable("another attempt of this request is under way; retry in a minute".into())),
             Err(other) => Err(WalletError::Unavailable(other.to_string())),
@@ -431,10 +435,16 @@ impl Wallet {
         // Only one attempt talks to the bank at a time: two that got different answers for
         // one reference (one timed out) must not both close the hold. A first attempt claims
         // the request by recording it; a retry claims it once no other attempt holds it.
+        // A new withdrawal pays out of the wallet: a frozen one refuses it in the writer (a
+        // retry of one begun before the freeze finishes it).
+        let paying_out = kind == "withdraw" && seen.is_none();
         let hold_command = match seen {
             None => Command {
                 event: Some(hold),
-                guards: vec![Guard::Absent { table: "wallet_requests", key: request_key.clone() }],
+                guards: [Guard::Absent { table: "wallet_requests", key: request_key.clone() }]
+                    .into_iter()
+                    .chain(paying_out.then(|| Directory::wallet_not_frozen(resident.id)))
+                    .collect(),
                 rows: Vec::new(),
                 always_rows: vec![record],
             },
@@ -446,7 +456,10 @@ impl Wallet {
                 Command { event: Some(hold), guards: Vec::new(), rows: Vec::new(), always_rows: Vec::new() }
             }
         };
-        let held = self.submit(hold_command).await?;
+        let held = match self.directory.shard().submit(hold_command).await {
+            Err(SubmitError::GuardFailed { guard: 1 }) if paying_out => return Err(DirectoryError::WalletFrozen.into()),
+            answer => self.answer(answer)?,
+        };
         match held.status {
             Status::Ok => {}
             Status::ConflictingReplay => return Err(WalletError::KeyReused),

@@ -2,7 +2,9 @@
 //! merchants send `Authorization: ApiKey <key id>:<secret>`. Nothing else is accepted, and the
 //! header itself is never logged.
 
-use axum::extract::FromRequestParts;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use citypay_directory::{DirectoryError, Principal, Resident, Role};
@@ -67,26 +69,44 @@ fn credentials<'a>(parts: &'a Parts, scheme: &str) -> Result<&'a str, ApiError> 
     Ok(rest.trim())
 }
 
-fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+/// The principal and session of the caller's bearer token (genuine, current, not ended).
+async fn principal(parts: &Parts, state: &AppState) -> Result<(Principal, String), ApiError> {
     let token = credentials(parts, "Bearer")?;
-    state.directory.verify_token(token).ok_or_else(|| ApiError::unauthorized("the token is invalid or expired"))
+    state.directory.authenticate_token(token).await?.ok_or_else(|| ApiError::unauthorized("the token is invalid, expired or ended"))
+}
+
+/// A signed-in resident and the session their token belongs to.
+#[derive(Clone, Debug)]
+pub struct ResidentSession {
+    /// The resident.
+    pub resident: Resident,
+    /// The session of the token they called with.
+    pub session: String,
+}
+
+impl FromRequestParts<AppState> for ResidentSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match principal(parts, state).await? {
+            (Principal::Resident { id, .. }, session) => {
+                let resident = state.directory.resident(id).await.map_err(|e| match e {
+                    DirectoryError::NotFound => ApiError::unauthorized("unknown resident"),
+                    // Storage trouble is not the caller's fault: 503 or 500, never "sign in again".
+                    other => ApiError::from(other),
+                })?;
+                Ok(ResidentSession { resident, session })
+            }
+            (Principal::Operator { .. }, _) => Err(ApiError::forbidden("residents only")),
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for ResidentCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match principal(parts, state)? {
-            Principal::Resident { id, .. } => {
-                let resident = state.directory.resident(id).await.map_err(|e| match e {
-                    DirectoryError::NotFound => ApiError::unauthorized("unknown resident"),
-                    // Storage trouble is not the caller's fault: 503 or 500, never "sign in again".
-                    other => ApiError::from(other),
-                })?;
-                Ok(ResidentCaller(resident))
-            }
-            Principal::Operator { .. } => Err(ApiError::forbidden("residents only")),
-        }
+        ResidentSession::from_request_parts(parts, state).await.map(|caller| ResidentCaller(caller.resident))
     }
 }
 
@@ -94,10 +114,62 @@ impl FromRequestParts<AppState> for OperatorCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match principal(parts, state)? {
+        match principal(parts, state).await?.0 {
             Principal::Operator { id, role, city } => Ok(OperatorCaller { id, role, city }),
             Principal::Resident { .. } => Err(ApiError::forbidden("operators only")),
         }
+    }
+}
+
+/// The proxies whose `X-Forwarded-For` the server believes (`citypay serve --trusted-proxy`),
+/// set on the router as an extension; without it, or from any other peer, the header is
+/// ignored and the peer's own address counts.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// From a comma-separated list of addresses and networks (`10.0.0.0/8,192.0.2.1`).
+    pub fn parse(list: &str) -> Result<TrustedProxies, String> {
+        let nets = list.split(',').map(str::trim).filter(|item| !item.is_empty()).map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not an IP address or network"))
+        });
+        nets.collect::<Result<_, _>>().map(TrustedProxies)
+    }
+
+    /// The layer that hands this list to every request (`router.layer(proxies.extension())`).
+    pub fn extension(self) -> axum::Extension<TrustedProxies> {
+        axum::Extension(self)
+    }
+
+    fn trusts(&self, address: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&address))
+    }
+}
+
+/// The client's address as far as the server can trust it: the peer's, or, when the peer is
+/// a trusted proxy, the nearest address in `X-Forwarded-For` that is not one of the trusted
+/// proxies (addresses further left were written by the client and prove nothing).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(peer) = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()) else { return Ok(ClientAddress(None)) };
+        let Some(proxies) = parts.extensions.get::<TrustedProxies>().filter(|p| p.trusts(peer)) else { return Ok(ClientAddress(Some(peer))) };
+        let mut client = peer;
+        let hops = parts.headers.get_all("x-forwarded-for").iter().flat_map(|v| v.to_str().unwrap_or("").split(',')).map(str::trim).collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            let Ok(address) = hop.parse::<IpAddr>() else { break };
+            client = address;
+            if !proxies.trusts(address) {
+                break;
+            }
+        }
+        Ok(ClientAddress(Some(client)))
     }
 }
 

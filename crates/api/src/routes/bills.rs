@@ -1,7 +1,9 @@
 //! Bills over HTTP. Billers (merchants' API keys) issue bills keyed by their own `out_bill_no`,
-//! record cash paid at the counter, and download their reconciliation and settlement files.
-//! Residents list the bills of their own ID number and of family members they linked, pay
-//! them (in full or by items), pay social-security contributions, and fetch their receipts.
+//! record cash paid at the counter and the guardians of their student or account numbers, and
+//! download their reconciliation and settlement files. Residents list the bills of their own ID
+//! number and of family members whose links stand, answer others' link requests, pay bills (in
+//! full or by items), consent to or claim the insurance fund's part of a cash payment, pay
+//! social-security contributions, and fetch their receipts.
 //! Operators run settlement, fund a city's medical-insurance fund and open contribution
 //! windows. The receipt keys are public: anyone holding a receipt can check it.
 
@@ -10,7 +12,7 @@ use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use citypay_api_types::{ErrorBody, Money};
-use citypay_bills::{Bill, BillPayment, Item, NewBill, Payer, PayerKind, Receipt};
+use citypay_bills::{Bill, BillPayment, Item, NewBill, Payer, PayerKind, PayerLink, Receipt};
 use citypay_directory::Role;
 use citypay_ledger::LocalDate;
 use serde::{Deserialize, Serialize};
@@ -124,7 +126,7 @@ pub(crate) struct BillRequest {
 }
 
 /// Issues a bill (idempotent by `out_bill_no`).
-#[utoipa::path(post, path = "/v1/bills", tag = "bills", request_body = BillRequest,
+#[utoipa::path(post, path = "/v1/bills", security(("merchant" = [])), tag = "bills", request_body = BillRequest,
     responses((status = CREATED, body = BillView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, AppJson(body): AppJson<BillRequest>) -> Result<Response, ApiError> {
     let items = body.items.iter().map(|i| Ok(Item { name: i.name.clone(), amount: cny(&i.amount)? })).collect::<Result<Vec<_>, ApiError>>()?;
@@ -144,7 +146,7 @@ pub(crate) async fn issue(State(state): State<AppState>, MerchantCaller(biller):
 }
 
 /// A bill of the calling biller.
-#[utoipa::path(get, path = "/v1/bills/{out_bill_no}", tag = "bills", params(("out_bill_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/bills/{out_bill_no}", security(("merchant" = [])), tag = "bills", params(("out_bill_no" = String, Path)),
     responses((status = OK, body = BillView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn get(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(out_bill_no): Path<String>) -> Result<AppJson<BillView>, ApiError> {
     Ok(AppJson(BillView::from(&state.bills.bill(biller, &out_bill_no).await?)))
@@ -206,7 +208,7 @@ pub(crate) struct CashRequest {
 }
 
 /// Records cash paid at the biller's counter against a bill.
-#[utoipa::path(post, path = "/v1/bills/{out_bill_no}/cash-payments", tag = "bills", params(("out_bill_no" = String, Path), crate::IdempotencyKey),
+#[utoipa::path(post, path = "/v1/bills/{out_bill_no}/cash-payments", security(("merchant" = [])), tag = "bills", params(("out_bill_no" = String, Path), crate::IdempotencyKey),
     request_body = CashRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn pay_cash(
     State(state): State<AppState>,
@@ -230,13 +232,15 @@ pub(crate) struct BillList {
 
 /// How many.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// At most 100 (default 50).
     limit: Option<u32>,
 }
 
-/// The bills addressed to the caller and to the family members they linked, newest first.
-#[utoipa::path(get, path = "/v1/my/bills", tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
+/// The bills addressed to the caller and to the family members whose links stand, newest
+/// first.
+#[utoipa::path(get, path = "/v1/my/bills", security(("resident" = [])), tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
 pub(crate) async fn my_bills(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<ListQuery>) -> Result<AppJson<BillList>, ApiError> {
     let bills = state.bills.bills_of(&me, query.limit.unwrap_or(50)).await?;
     Ok(AppJson(BillList { bills: bills.iter().map(BillView::from).collect() }))
@@ -250,8 +254,8 @@ pub(crate) struct PayRequest {
     items: Option<Vec<usize>>,
 }
 
-/// Pays one of the caller's (or a linked family member's) bills from the wallet.
-#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
+/// Pays one of the caller's (or an approved linked family member's) bills from the wallet.
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/payments", security(("resident" = [])), tag = "bills", params(("bill_no" = String, Path), crate::IdempotencyKey),
     request_body = PayRequest, responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn pay(
     State(state): State<AppState>,
@@ -268,6 +272,50 @@ pub(crate) async fn pay(
     .await
 }
 
+fn bill_number(bill_no: &str) -> Result<u64, ApiError> {
+    bill_no.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "bill not found"))
+}
+
+/// The patient's consent to the fund's part of a cash payment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct FundConsentView {
+    bill_no: String,
+    /// What the fund pays when the counter takes the rest in cash.
+    insured: Money,
+    /// What the counter takes in cash.
+    cash_due: Money,
+}
+
+/// The patient consents, from their own account, to the city's medical-insurance fund paying
+/// its part of their bill when they pay the rest in cash at the counter. Without it the
+/// counter takes the whole bill in cash and the patient claims the fund's part afterwards.
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-consent", security(("resident" = [])), tag = "bills", params(("bill_no" = String, Path)),
+    responses((status = OK, body = FundConsentView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn consent_to_fund(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(bill_no): Path<String>) -> Result<AppJson<FundConsentView>, ApiError> {
+    let bill = state.bills.consent_to_fund(&me, bill_number(&bill_no)?).await?;
+    Ok(AppJson(FundConsentView { bill_no: bill.id.to_string(), insured: money(bill.insured), cash_due: money(bill.outstanding() - bill.insured) }))
+}
+
+/// The fund's part of a bill paid wholly in cash, paid to the patient's wallet.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct FundClaimView {
+    bill_no: String,
+    amount: Money,
+    /// Unix seconds.
+    claimed_at: u64,
+}
+
+/// The patient claims the fund's part of their insured bill that was paid wholly in cash: the
+/// fund pays it into their wallet, once (a later claim answers the first, so a retry needs no
+/// idempotency key).
+#[utoipa::path(post, path = "/v1/my/bills/{bill_no}/fund-claims", security(("resident" = [])), tag = "bills", params(("bill_no" = String, Path)),
+    responses((status = CREATED, body = FundClaimView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn claim_from_fund(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(bill_no): Path<String>) -> Result<Response, ApiError> {
+    let claim = state.bills.claim_from_fund(&me, bill_number(&bill_no)?).await?;
+    let view = FundClaimView { bill_no: claim.bill_id.to_string(), amount: money(claim.amount), claimed_at: claim.claimed_at };
+    Ok((StatusCode::CREATED, AppJson(view)).into_response())
+}
+
 /// A family member whose bills the caller sees and pays.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -282,17 +330,32 @@ pub(crate) struct LinkRequest {
     label: String,
 }
 
-/// A linked family member.
+/// A link to a family member's bills.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct LinkView {
+    /// id_number, student_number or account_number.
+    payer_kind: String,
     /// Their identifier, masked.
     payer: String,
     label: String,
+    /// pending (shows nothing yet), approved or declined. An ID number's link is approved by
+    /// its person from their own account; a student or account number's once the biller
+    /// lists the caller as a guardian.
+    status: String,
 }
 
-/// Links a family member's bills to the caller.
-#[utoipa::path(post, path = "/v1/my/payer-links", tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
-    responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+impl From<&PayerLink> for LinkView {
+    fn from(link: &PayerLink) -> LinkView {
+        LinkView { payer_kind: link.payer_kind.code().to_owned(), payer: link.payer_masked.clone(), label: link.label.clone(), status: link.status.code().to_owned() }
+    }
+}
+
+/// Asks to see and pay a family member's bills. The link shows nothing until the person named
+/// approves it from their own account (`/v1/my/payer-link-requests`), or, for a student or
+/// account number, until the biller lists the caller as a guardian (`/v1/payer-guardians`).
+/// At most 10 links to ID numbers a week may wait for an answer.
+#[utoipa::path(post, path = "/v1/my/payer-links", security(("resident" = [])), tag = "bills", params(crate::IdempotencyKey), request_body = LinkRequest,
+    responses((status = CREATED, body = LinkView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
@@ -303,10 +366,111 @@ pub(crate) async fn link_payer(State(state): State<AppState>, ResidentCaller(me)
             .map(|b| b.parse::<u64>().map_err(|_| ApiError::bad_request("invalid_field", "biller_id: a merchant id")))
             .transpose()?;
         let payer = Payer { kind: payer_kind(&body.payer_kind)?, identifier: body.payer.clone() };
-        let masked = state.bills.link_payer(&me, &payer, biller, &body.label).await?;
-        Ok(LinkView { payer: masked, label: body.label.clone() })
+        Ok(LinkView::from(&state.bills.link_payer(&me, &payer, biller, &body.label).await?))
     })
     .await
+}
+
+/// The caller's links.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkList {
+    links: Vec<LinkView>,
+}
+
+/// The caller's links to family members' bills, with where each stands.
+#[utoipa::path(get, path = "/v1/my/payer-links", security(("resident" = [])), tag = "bills", responses((status = OK, body = LinkList)))]
+pub(crate) async fn my_links(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<LinkList>, ApiError> {
+    Ok(AppJson(LinkList { links: state.bills.links_of(&me).await?.iter().map(LinkView::from).collect() }))
+}
+
+/// Another resident's request to see the caller's bills.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkRequestView {
+    /// The requesting resident (the id to approve or decline).
+    requester: String,
+    /// Their ID number, masked.
+    requester_id_number: String,
+    /// Their name for the link.
+    label: String,
+    /// pending, approved or declined.
+    status: String,
+    /// Unix seconds.
+    requested_at: u64,
+}
+
+impl From<&citypay_bills::LinkRequest> for LinkRequestView {
+    fn from(r: &citypay_bills::LinkRequest) -> LinkRequestView {
+        LinkRequestView {
+            requester: r.requester.to_string(),
+            requester_id_number: r.requester_masked.clone(),
+            label: r.label.clone(),
+            status: r.status.code().to_owned(),
+            requested_at: r.requested_at,
+        }
+    }
+}
+
+/// Requests to see the caller's bills.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkRequestList {
+    requests: Vec<LinkRequestView>,
+}
+
+/// Others' requests to see and pay the caller's bills (links to the caller's ID number).
+#[utoipa::path(get, path = "/v1/my/payer-link-requests", security(("resident" = [])), tag = "bills", responses((status = OK, body = LinkRequestList)))]
+pub(crate) async fn link_requests(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<LinkRequestList>, ApiError> {
+    Ok(AppJson(LinkRequestList { requests: state.bills.link_requests(&me).await?.iter().map(LinkRequestView::from).collect() }))
+}
+
+async fn answer_link_request(state: &AppState, me: &citypay_directory::Resident, requester: &str, approve: bool) -> Result<AppJson<LinkRequestView>, ApiError> {
+    let requester = requester.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "link_not_found", "link request not found"))?;
+    Ok(AppJson(LinkRequestView::from(&state.bills.answer_link_request(me, requester, approve).await?)))
+}
+
+/// Approves another resident's request to see and pay the caller's bills.
+#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/approve", security(("resident" = [])), tag = "bills", params(("requester" = String, Path)),
+    responses((status = OK, body = LinkRequestView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn approve_link_request(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(requester): Path<String>) -> Result<AppJson<LinkRequestView>, ApiError> {
+    answer_link_request(&state, &me, &requester, true).await
+}
+
+/// Declines another resident's request to see the caller's bills (declining an approved one
+/// withdraws it).
+#[utoipa::path(post, path = "/v1/my/payer-link-requests/{requester}/decline", security(("resident" = [])), tag = "bills", params(("requester" = String, Path)),
+    responses((status = OK, body = LinkRequestView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn decline_link_request(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(requester): Path<String>) -> Result<AppJson<LinkRequestView>, ApiError> {
+    answer_link_request(&state, &me, &requester, false).await
+}
+
+/// A guardian of a student or account number, as the biller records it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GuardianRequest {
+    /// student_number or account_number.
+    payer_kind: String,
+    /// The student or account number at the calling biller.
+    payer: String,
+    /// The guardian's (parent's, account holder's) PRC ID number.
+    guardian_id_number: String,
+}
+
+/// A recorded guardian.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct GuardianView {
+    /// The student or account number, masked.
+    payer: String,
+    /// The guardian's ID number, masked.
+    guardian: String,
+}
+
+/// Records a guardian of one of the calling biller's student or account numbers: that
+/// resident's link to the number is then approved. Idempotent.
+#[utoipa::path(post, path = "/v1/payer-guardians", security(("merchant" = [])), tag = "bills", request_body = GuardianRequest,
+    responses((status = CREATED, body = GuardianView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn add_guardian(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, AppJson(body): AppJson<GuardianRequest>) -> Result<Response, ApiError> {
+    let payer = Payer { kind: payer_kind(&body.payer_kind)?, identifier: body.payer };
+    let (payer, guardian) = state.bills.add_guardian(biller, &payer, &body.guardian_id_number).await?;
+    Ok((StatusCode::CREATED, AppJson(GuardianView { payer, guardian })).into_response())
 }
 
 /// A social-security contribution.
@@ -323,7 +487,7 @@ pub(crate) struct ContributionRequest {
 
 /// Pays a year's social-security contribution for oneself or a relative, within the city's
 /// window.
-#[utoipa::path(post, path = "/v1/social-security/contributions", tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
+#[utoipa::path(post, path = "/v1/social-security/contributions", security(("resident" = [])), tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
     responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<ContributionRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -336,7 +500,7 @@ pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me)
 }
 
 /// One of the caller's receipts (they paid it, or the bill is their own).
-#[utoipa::path(get, path = "/v1/receipts/{receipt_no}", tag = "bills", params(("receipt_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/receipts/{receipt_no}", security(("resident" = [])), tag = "bills", params(("receipt_no" = String, Path)),
     responses((status = OK, body = ReceiptView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn receipt(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(number): Path<String>) -> Result<AppJson<ReceiptView>, ApiError> {
     let number = number.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "receipt not found"))?;
@@ -352,14 +516,14 @@ pub(crate) struct ReceiptKeyView {
 }
 
 /// The keys receipts are signed with (public: anyone holding a receipt may check it).
-#[utoipa::path(get, path = "/v1/receipt-keys", tag = "bills", responses((status = OK, body = Vec<ReceiptKeyView>)))]
+#[utoipa::path(get, path = "/v1/receipt-keys", security(()), tag = "bills", responses((status = OK, body = Vec<ReceiptKeyView>)))]
 pub(crate) async fn receipt_keys(State(state): State<AppState>) -> AppJson<Vec<ReceiptKeyView>> {
     let key = state.bills.receipt_key();
     AppJson(vec![ReceiptKeyView { key_id: key.key_id, public_key: citypay_directory::hex::encode(&key.bytes) }])
 }
 
 /// A biller's reconciliation file of a day: each payment of its bills, with what settles.
-#[utoipa::path(get, path = "/v1/reconciliation-files/{date}", tag = "bills", params(("date" = String, Path, description = "YYYY-MM-DD")),
+#[utoipa::path(get, path = "/v1/reconciliation-files/{date}", security(("merchant" = [])), tag = "bills", params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = OK, content_type = "text/csv", body = String)))]
 pub(crate) async fn reconciliation_file(State(state): State<AppState>, MerchantCaller(biller): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
     Ok(csv(state.bills.reconciliation(biller, date(&day)?).await?))
@@ -367,7 +531,7 @@ pub(crate) async fn reconciliation_file(State(state): State<AppState>, MerchantC
 
 /// A merchant's settlement file of a day: opening balance, every movement, closing balance,
 /// the payout.
-#[utoipa::path(get, path = "/v1/settlement-files/{date}", tag = "settlement", params(("date" = String, Path, description = "YYYY-MM-DD")),
+#[utoipa::path(get, path = "/v1/settlement-files/{date}", security(("merchant" = [])), tag = "settlement", params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = OK, content_type = "text/csv", body = String)))]
 pub(crate) async fn settlement_file(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(day): Path<String>) -> Result<Response, ApiError> {
     Ok(csv(state.settlement.file(merchant, date(&day)?).await?.to_csv()))
@@ -400,7 +564,7 @@ fn platform_only(operator: &OperatorCaller, what: &str) -> Result<(), ApiError> 
 
 /// Pays each merchant's balance of a closed day (platform operators). A re-run pays nothing
 /// twice and retries what the bank refused.
-#[utoipa::path(post, path = "/v1/settlement-runs", tag = "settlement", params(crate::IdempotencyKey), request_body = SettlementRunRequest,
+#[utoipa::path(post, path = "/v1/settlement-runs", security(("operator" = [])), tag = "settlement", params(crate::IdempotencyKey), request_body = SettlementRunRequest,
     responses((status = OK, body = SettlementRunView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn settle(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<SettlementRunRequest>) -> Result<Response, ApiError> {
     platform_only(&operator, "run settlement")?;
@@ -443,7 +607,7 @@ fn operator_of(operator: &OperatorCaller, city: u32) -> Result<(), ApiError> {
 }
 
 /// Records the insurance bureau's deposit for a city's fund (opened on first use).
-#[utoipa::path(post, path = "/v1/insurance-funds/{city}/deposits", tag = "bills", params(("city" = u32, Path)), request_body = FundDepositRequest,
+#[utoipa::path(post, path = "/v1/insurance-funds/{city}/deposits", security(("operator" = [])), tag = "bills", params(("city" = u32, Path)), request_body = FundDepositRequest,
     responses((status = OK, body = FundView), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn fund_deposit(State(state): State<AppState>, operator: OperatorCaller, Path(city): Path<u32>, AppJson(body): AppJson<FundDepositRequest>) -> Result<AppJson<FundView>, ApiError> {
     platform_only(&operator, "record insurance deposits")?;
@@ -471,7 +635,7 @@ pub(crate) struct WindowRequest {
 }
 
 /// Opens (or changes) a city's social-security contribution window for a year.
-#[utoipa::path(post, path = "/v1/contribution-windows", tag = "bills", request_body = WindowRequest,
+#[utoipa::path(post, path = "/v1/contribution-windows", security(("operator" = [])), tag = "bills", request_body = WindowRequest,
     responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn open_window(State(state): State<AppState>, operator: OperatorCaller, AppJson(body): AppJson<WindowRequest>) -> Result<StatusCode, ApiError> {
     operator_of(&operator, body.city)?;

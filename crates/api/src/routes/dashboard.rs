@@ -17,7 +17,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::AppState;
-use super::auth::OperatorCaller;
+use super::auth::{ClientAddress, OperatorCaller};
 use crate::{ApiError, AppJson};
 
 const COOKIE_NAME: &str = "citypay_dashboard";
@@ -26,6 +26,7 @@ const REFRESH_S: u32 = 10;
 
 /// Which day to show.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DayQuery {
     /// Local (Asia/Shanghai) date, `YYYY-MM-DD`; default today.
     date: Option<String>,
@@ -77,7 +78,7 @@ async fn report_for(state: &AppState, role: Role, city: Option<u32>, date: Optio
 /// The statistics of one local day, per city: payments by category and method, refunds,
 /// real-name residents, active payers, merchants. Operators only; a city operator gets their
 /// city.
-#[utoipa::path(get, path = "/v1/city-stats", tag = "operators", params(DayQuery),
+#[utoipa::path(get, path = "/v1/city-stats", security(("operator" = [])), tag = "operators", params(DayQuery),
     responses((status = OK, body = Object), (status = UNAUTHORIZED, body = citypay_api_types::ErrorBody)))]
 pub(crate) async fn city_stats(
     State(state): State<AppState>,
@@ -109,7 +110,10 @@ fn redirect(to: &'static str, cookie: Option<String>) -> Response {
 }
 
 async fn page(State(state): State<AppState>, headers: HeaderMap, Query(query): Query<DayQuery>) -> Result<Response, ApiError> {
-    let principal = session_cookie(&headers).and_then(|token| state.directory.verify_token(token));
+    let principal = match session_cookie(&headers) {
+        Some(token) => state.directory.authenticate_token(token).await?.map(|(principal, _)| principal),
+        None => None,
+    };
     let Some(Principal::Operator { role, city, .. }) = principal else {
         return Ok(redirect("/dashboard/sign-in", None));
     };
@@ -135,9 +139,11 @@ async fn sign_in_page() -> Response {
     html(StatusCode::OK, sign_in_form(None))
 }
 
-async fn sign_in(State(state): State<AppState>, Form(form): Form<SignInForm>) -> Response {
-    match state.directory.sign_in_operator(&form.username, &form.password, state.token_ttl_s).await {
-        Ok((_, token)) => {
+async fn sign_in(State(state): State<AppState>, ClientAddress(address): ClientAddress, Form(form): Form<SignInForm>) -> Response {
+    let from = citypay_directory::SignInFrom { address, ticket: None };
+    match state.directory.sign_in_operator(&form.username, &form.password, state.token_ttl_s, &from).await {
+        Ok((_, signed_in)) => {
+            let token = signed_in.token.expose();
             let cookie = format!("{COOKIE_NAME}={token}; Path=/dashboard; Max-Age={}; HttpOnly; SameSite=Strict", state.token_ttl_s);
             redirect("/dashboard", Some(cookie))
         }
@@ -148,7 +154,14 @@ async fn sign_in(State(state): State<AppState>, Form(form): Form<SignInForm>) ->
     }
 }
 
-async fn sign_out() -> Response {
+/// Ends the cookie's session, not only the cookie.
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = session_cookie(&headers)
+        && let Ok(Some((principal, session))) = state.directory.authenticate_token(token).await
+        && let Err(error) = state.directory.end_session(principal, &session).await
+    {
+        tracing::warn!(%error, "ending a dashboard session failed");
+    }
     redirect("/dashboard/sign-in", Some(format!("{COOKIE_NAME}=; Path=/dashboard; Max-Age=0; HttpOnly; SameSite=Strict")))
 }
 

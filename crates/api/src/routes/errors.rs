@@ -29,6 +29,8 @@ impl From<DirectoryError> for ApiError {
             | DirectoryError::CityExists(_) => StatusCode::CONFLICT,
             DirectoryError::UnknownCity(_) | DirectoryError::NotFound => StatusCode::NOT_FOUND,
             DirectoryError::WrongCredentials => StatusCode::UNAUTHORIZED,
+            DirectoryError::WalletFrozen => StatusCode::FORBIDDEN,
+            DirectoryError::RateLimited { retry_after_s } => return ApiError::too_many_requests(Duration::from_secs(*retry_after_s)),
             DirectoryError::Ledger(_) => StatusCode::UNPROCESSABLE_ENTITY,
             DirectoryError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
             DirectoryError::Storage(_) => return ApiError::internal(&e),
@@ -64,15 +66,20 @@ impl From<CheckoutError> for ApiError {
             | CheckoutError::InvalidCode(_)
             | CheckoutError::CodeUsed
             | CheckoutError::RefundExceedsPaid
+            | CheckoutError::AmountMismatch { .. }
             | CheckoutError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            CheckoutError::TradeNotFound => StatusCode::NOT_FOUND,
+            CheckoutError::TradeNotFound | CheckoutError::RefundNotFound | CheckoutError::DeviceNotFound => StatusCode::NOT_FOUND,
             CheckoutError::OutTradeNoReused
             | CheckoutError::RefundRequestReused
             | CheckoutError::AlreadyPaid
             | CheckoutError::TradeClosed
+            | CheckoutError::TradeFinished
             | CheckoutError::NotPaid => StatusCode::CONFLICT,
-            CheckoutError::DeviceLocked => StatusCode::FORBIDDEN,
             CheckoutError::TooManyAttempts => return ApiError::too_many_requests(Duration::from_secs(60)),
+            CheckoutError::DeviceCoolingDown { retry_after_s } => {
+                let message = e.to_string();
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.code(), message).with_retry_after(Duration::from_secs(retry_after_s));
+            }
             CheckoutError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
         };
         ApiError::new(status, e.code(), e.to_string())
@@ -87,7 +94,7 @@ impl From<TransitError> for ApiError {
             TransitError::InvalidField { .. } | TransitError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             TransitError::NotTransitOperator => StatusCode::FORBIDDEN,
             TransitError::UnknownValidator => StatusCode::NOT_FOUND,
-            TransitError::InArrears | TransitError::DayNotClosed(_) => StatusCode::CONFLICT,
+            TransitError::InArrears | TransitError::DayNotClosed(_) | TransitError::DeviceKeyRegistered(_) => StatusCode::CONFLICT,
             TransitError::Unavailable(_) => return ApiError::unavailable(message, RETRY),
         };
         ApiError::new(status, code, message)
@@ -99,9 +106,14 @@ impl From<citypay_bills::BillError> for ApiError {
         use citypay_bills::BillError;
         let status = match e {
             BillError::Directory(inner) => return ApiError::from(inner),
-            BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            BillError::BillNotFound => StatusCode::NOT_FOUND,
-            BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed => StatusCode::CONFLICT,
+            BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) | BillError::FundShort(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            BillError::BillNotFound | BillError::LinkNotFound => StatusCode::NOT_FOUND,
+            BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed | BillError::NothingToClaim => StatusCode::CONFLICT,
+            // The oldest unanswered request leaves the week's count within a week.
+            BillError::TooManyLinkRequests => {
+                let week = std::time::Duration::from_secs(citypay_bills::LINK_REQUESTS_WINDOW_S);
+                return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string()).with_retry_after(week);
+            }
             BillError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
         };
         ApiError::new(status, e.code(), e.to_string())

@@ -2,6 +2,7 @@
 //! registration and sign-in is authenticated (see [`auth`]); every mutating route takes an
 //! `Idempotency-Key` whose first answer is kept and replayed (see [`replay`]).
 
+mod account;
 mod auth;
 mod bills;
 mod dashboard;
@@ -20,7 +21,7 @@ use citypay_wallet::Wallet;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
+pub use auth::{Caller, ClientAddress, MerchantCaller, OperatorCaller, ResidentCaller, ResidentSession, TrustedProxies};
 pub use dashboard::dashboard_pages;
 
 /// What the handlers share.
@@ -89,6 +90,14 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(residents::withdraw))
         .routes(routes!(residents::enroll_device))
         .routes(routes!(residents::pay_qr))
+        .routes(routes!(account::sessions))
+        .routes(routes!(account::end_session))
+        .routes(routes!(account::end_other_sessions))
+        .routes(routes!(account::change_password))
+        .routes(routes!(account::freeze))
+        .routes(routes!(account::unfreeze))
+        .routes(routes!(account::devices))
+        .routes(routes!(account::revoke_device))
         .routes(routes!(operators::sign_in))
         .routes(routes!(operators::onboard_city))
         .routes(routes!(operators::onboard_merchant))
@@ -100,6 +109,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(trades::get))
         .routes(routes!(trades::pay_with_code))
         .routes(routes!(trades::refund))
+        .routes(routes!(trades::get_refund))
+        .routes(routes!(trades::refund_period, trades::set_refund_period))
         .routes(routes!(trades::close))
         .routes(routes!(trades::cancel))
         .routes(routes!(trades::cash_sale))
@@ -122,7 +133,13 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(bills::pay_cash))
         .routes(routes!(bills::my_bills))
         .routes(routes!(bills::pay))
-        .routes(routes!(bills::link_payer))
+        .routes(routes!(bills::consent_to_fund))
+        .routes(routes!(bills::claim_from_fund))
+        .routes(routes!(bills::link_payer, bills::my_links))
+        .routes(routes!(bills::link_requests))
+        .routes(routes!(bills::approve_link_request))
+        .routes(routes!(bills::decline_link_request))
+        .routes(routes!(bills::add_guardian))
         .routes(routes!(bills::contribute))
         .routes(routes!(bills::receipt))
         .routes(routes!(bills::receipt_keys))

@@ -8,7 +8,7 @@ use citypay_directory::{Category, NewMerchant, Role};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{Caller, OperatorCaller};
+use super::auth::{Caller, ClientAddress, OperatorCaller};
 use super::replay::once;
 use super::residents::Session;
 use super::AppState;
@@ -20,14 +20,17 @@ use crate::{ApiError, AppJson, Idempotent};
 pub(crate) struct OperatorSignIn {
     username: String,
     password: String,
+    /// The `client_ticket` of this client's last successful sign-in as this operator.
+    client_ticket: Option<String>,
 }
 
-/// Signs an operator in.
-#[utoipa::path(post, path = "/v1/operator-sessions", tag = "operators", request_body = OperatorSignIn,
-    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody)))]
-pub(crate) async fn sign_in(State(state): State<AppState>, AppJson(body): AppJson<OperatorSignIn>) -> Result<AppJson<Session>, ApiError> {
-    let (_, token) = state.directory.sign_in_operator(&body.username, &body.password, state.token_ttl_s).await?;
-    Ok(AppJson(Session { token, token_type: "Bearer".into(), expires_in: state.token_ttl_s }))
+/// Signs an operator in, under the same limits on wrong passwords as residents.
+#[utoipa::path(post, path = "/v1/operator-sessions", security(()), tag = "operators", request_body = OperatorSignIn,
+    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
+pub(crate) async fn sign_in(State(state): State<AppState>, ClientAddress(address): ClientAddress, AppJson(body): AppJson<OperatorSignIn>) -> Result<AppJson<Session>, ApiError> {
+    let from = citypay_directory::SignInFrom { address, ticket: body.client_ticket };
+    let (_, signed_in) = state.directory.sign_in_operator(&body.username, &body.password, state.token_ttl_s, &from).await?;
+    Ok(AppJson(Session::new(signed_in, state.token_ttl_s)))
 }
 
 /// A city to onboard.
@@ -41,7 +44,7 @@ pub(crate) struct CityView {
 }
 
 /// Onboards a city (platform operators only).
-#[utoipa::path(post, path = "/v1/cities", tag = "operators", params(crate::IdempotencyKey), request_body = CityView,
+#[utoipa::path(post, path = "/v1/cities", security(("operator" = [])), tag = "operators", params(crate::IdempotencyKey), request_body = CityView,
     responses((status = CREATED, body = CityView), (status = FORBIDDEN, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn onboard_city(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<CityView>) -> Result<Response, ApiError> {
     if operator.role != Role::PlatformOperator {
@@ -87,7 +90,7 @@ pub(crate) struct OnboardedMerchant {
 
 /// Onboards a merchant (platform operators, or the operators of its city). The answer holds
 /// secrets, so it is not kept for replay; onboarding twice is refused by the USCC.
-#[utoipa::path(post, path = "/v1/merchants", tag = "operators", request_body = MerchantRequest,
+#[utoipa::path(post, path = "/v1/merchants", security(("operator" = [])), tag = "operators", request_body = MerchantRequest,
     responses((status = CREATED, body = OnboardedMerchant), (status = FORBIDDEN, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn onboard_merchant(State(state): State<AppState>, operator: OperatorCaller, AppJson(body): AppJson<MerchantRequest>) -> Result<Response, ApiError> {
     let allowed = operator.role == Role::PlatformOperator || operator.city == Some(body.city);
@@ -120,7 +123,7 @@ pub(crate) async fn onboard_merchant(State(state): State<AppState>, operator: Op
 /// or who lost every key (platform operators, or the operators of its city). The answer holds
 /// a secret, so it is not kept for replay; the merchant's other keys keep working until it
 /// revokes them.
-#[utoipa::path(post, path = "/v1/merchants/{merchant_id}/api-keys", tag = "operators", params(("merchant_id" = String, Path)),
+#[utoipa::path(post, path = "/v1/merchants/{merchant_id}/api-keys", security(("operator" = [])), tag = "operators", params(("merchant_id" = String, Path)),
     responses((status = CREATED, body = super::trades::ApiKeyView), (status = FORBIDDEN, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn issue_merchant_key(
     State(state): State<AppState>,

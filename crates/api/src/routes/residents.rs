@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use citypay_api_types::{ErrorBody, Money};
 use citypay_directory::hex;
-use citypay_directory::NewResident;
+use citypay_directory::{NewResident, SignInFrom, SignedIn};
 use citypay_identity::AccountClass;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
-use super::auth::{Caller, ResidentCaller};
+use super::auth::{Caller, ClientAddress, ResidentCaller};
 use super::replay::once;
 use super::trades::TradeView;
 use super::AppState;
@@ -61,7 +61,7 @@ pub(crate) struct ResidentView {
 }
 
 /// Registers a resident and opens their wallet.
-#[utoipa::path(post, path = "/v1/residents", tag = "residents", params(IdempotencyKey), request_body = RegisterRequest,
+#[utoipa::path(post, path = "/v1/residents", security(()), tag = "residents", params(IdempotencyKey), request_body = RegisterRequest,
     responses((status = CREATED, body = ResidentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<RegisterRequest>) -> Result<Response, ApiError> {
     let body = request.body;
@@ -100,9 +100,12 @@ pub(crate) struct SignInRequest {
     mobile: String,
     /// Password.
     password: String,
+    /// The `client_ticket` of this client's last successful sign-in to this account: its wrong
+    /// passwords are then counted for this client alone, so strangers' cannot lock it out.
+    client_ticket: Option<String>,
 }
 
-/// A bearer token.
+/// A bearer token and its session.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct Session {
     /// `Authorization: Bearer <token>`.
@@ -111,14 +114,32 @@ pub(crate) struct Session {
     pub(crate) token_type: String,
     /// Seconds until it expires.
     pub(crate) expires_in: u64,
+    /// The session this token belongs to (ended by signing out).
+    pub(crate) session_id: String,
+    /// Send it with this account's next sign-ins from this client (valid 90 days).
+    pub(crate) client_ticket: String,
 }
 
-/// Signs a resident in.
-#[utoipa::path(post, path = "/v1/sessions", tag = "residents", request_body = SignInRequest,
-    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody)))]
-pub(crate) async fn sign_in(State(state): State<AppState>, AppJson(body): AppJson<SignInRequest>) -> Result<AppJson<Session>, ApiError> {
-    let (_, token) = state.directory.sign_in_resident(&body.mobile, &body.password, state.token_ttl_s).await?;
-    Ok(AppJson(Session { token, token_type: "Bearer".into(), expires_in: state.token_ttl_s }))
+impl Session {
+    pub(crate) fn new(signed_in: SignedIn, expires_in: u64) -> Session {
+        Session {
+            token: signed_in.token.expose().clone(),
+            token_type: "Bearer".into(),
+            expires_in,
+            session_id: signed_in.session,
+            client_ticket: signed_in.ticket.expose().clone(),
+        }
+    }
+}
+
+/// Signs a resident in. Wrong passwords are limited per account (or known client) and per
+/// client address: past the limit, 429 with `Retry-After`.
+#[utoipa::path(post, path = "/v1/sessions", security(()), tag = "residents", request_body = SignInRequest,
+    responses((status = OK, body = Session), (status = UNAUTHORIZED, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
+pub(crate) async fn sign_in(State(state): State<AppState>, ClientAddress(address): ClientAddress, AppJson(body): AppJson<SignInRequest>) -> Result<AppJson<Session>, ApiError> {
+    let from = SignInFrom { address, ticket: body.client_ticket };
+    let (_, signed_in) = state.directory.sign_in_resident(&body.mobile, &body.password, state.token_ttl_s, &from).await?;
+    Ok(AppJson(Session::new(signed_in, state.token_ttl_s)))
 }
 
 /// A wallet's balances.
@@ -135,7 +156,7 @@ pub(crate) struct WalletView {
 }
 
 /// The caller's wallet.
-#[utoipa::path(get, path = "/v1/wallet", tag = "wallet", responses((status = OK, body = WalletView), (status = UNAUTHORIZED, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/wallet", security(("resident" = [])), tag = "wallet", responses((status = OK, body = WalletView), (status = UNAUTHORIZED, body = ErrorBody)))]
 pub(crate) async fn wallet(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<WalletView>, ApiError> {
     let account = state.wallet.account(&me).await?;
     Ok(AppJson(WalletView {
@@ -169,7 +190,7 @@ pub(crate) struct CardView {
 /// Links a bank card to the caller's wallet once the card's bank confirms it issued the card to
 /// the caller's registered name and ID number (422 `card_holder_mismatch` otherwise). Each
 /// issuing bank that confirms counts towards the account class.
-#[utoipa::path(post, path = "/v1/wallet/cards", tag = "wallet", params(IdempotencyKey), request_body = LinkCardRequest,
+#[utoipa::path(post, path = "/v1/wallet/cards", security(("resident" = [])), tag = "wallet", params(IdempotencyKey), request_body = LinkCardRequest,
     responses((status = CREATED, body = CardView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn link_card(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<LinkCardRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -203,7 +224,7 @@ fn card_id(raw: &str) -> Result<u64, ApiError> {
 }
 
 /// Tops the wallet up from a linked card.
-#[utoipa::path(post, path = "/v1/wallet/top-ups", tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
+#[utoipa::path(post, path = "/v1/wallet/top-ups", security(("resident" = [])), tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
     responses((status = CREATED, body = MovementView), (status = PAYMENT_REQUIRED, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn top_up(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<MovementRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -217,7 +238,7 @@ pub(crate) async fn top_up(State(state): State<AppState>, ResidentCaller(me): Re
 }
 
 /// Withdraws from the wallet to a linked card.
-#[utoipa::path(post, path = "/v1/wallet/withdrawals", tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
+#[utoipa::path(post, path = "/v1/wallet/withdrawals", security(("resident" = [])), tag = "wallet", params(IdempotencyKey), request_body = MovementRequest,
     responses((status = CREATED, body = MovementView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn withdraw(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<MovementRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -241,7 +262,7 @@ pub(crate) struct DeviceView {
 
 /// Enrols a payment device for customer-presented codes. The answer holds a secret, so it is
 /// not kept for replay: a retry enrols another device.
-#[utoipa::path(post, path = "/v1/payment-devices", tag = "wallet", responses((status = CREATED, body = DeviceView)))]
+#[utoipa::path(post, path = "/v1/payment-devices", security(("resident" = [])), tag = "wallet", responses((status = CREATED, body = DeviceView)))]
 pub(crate) async fn enroll_device(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<Response, ApiError> {
     let (device, secret) = state.checkout.enroll_device(&me).await?;
     Ok((StatusCode::CREATED, AppJson(DeviceView { device, secret: hex::encode(secret.expose()) })).into_response())
@@ -258,7 +279,7 @@ pub(crate) struct PayQrRequest {
 }
 
 /// Pays the merchant a scanned QR code names.
-#[utoipa::path(post, path = "/v1/payments/qr", tag = "payments", params(IdempotencyKey), request_body = PayQrRequest,
+#[utoipa::path(post, path = "/v1/payments/qr", security(("resident" = [])), tag = "payments", params(IdempotencyKey), request_body = PayQrRequest,
     responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn pay_qr(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<PayQrRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);

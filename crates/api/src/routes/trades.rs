@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use citypay_api_types::{ErrorBody, Money};
-use citypay_checkout::{NewTrade, Trade};
+use citypay_checkout::{NewTrade, RefundAnswer, Trade};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -83,7 +83,7 @@ pub(crate) struct CreatedTrade {
 }
 
 /// Creates a trade waiting for payment, with its QR payload.
-#[utoipa::path(post, path = "/v1/trades", tag = "trades", request_body = TradeRequest,
+#[utoipa::path(post, path = "/v1/trades", security(("merchant" = [])), tag = "trades", request_body = TradeRequest,
     responses((status = CREATED, body = CreatedTrade), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn create(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<TradeRequest>) -> Result<Response, ApiError> {
     let (trade, qr_payload) = state.checkout.create_trade(merchant, &body.new_trade()?).await?;
@@ -91,7 +91,7 @@ pub(crate) async fn create(State(state): State<AppState>, MerchantCaller(merchan
 }
 
 /// A trade of the calling merchant.
-#[utoipa::path(get, path = "/v1/trades/{out_trade_no}", tag = "trades", params(("out_trade_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/trades/{out_trade_no}", security(("merchant" = [])), tag = "trades", params(("out_trade_no" = String, Path)),
     responses((status = OK, body = TradeView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn get(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
     let trade = state.checkout.trade(merchant, &out_trade_no).await?;
@@ -110,7 +110,7 @@ pub(crate) struct CodePaymentRequest {
 }
 
 /// Charges a customer's payment code at the till (the merchant scans it).
-#[utoipa::path(post, path = "/v1/trades/pay", tag = "trades", request_body = CodePaymentRequest,
+#[utoipa::path(post, path = "/v1/trades/pay", security(("merchant" = [])), tag = "trades", request_body = CodePaymentRequest,
     responses((status = OK, body = TradeView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn pay_with_code(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<CodePaymentRequest>) -> Result<AppJson<TradeView>, ApiError> {
     let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None };
@@ -127,30 +127,103 @@ pub(crate) struct RefundRequest {
     amount: Money,
 }
 
-/// Refunds part or all of a paid trade; never more than was paid.
-#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/refunds", tag = "trades", params(("out_trade_no" = String, Path)), request_body = RefundRequest,
-    responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
-pub(crate) async fn refund(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>, AppJson(body): AppJson<RefundRequest>) -> Result<AppJson<TradeView>, ApiError> {
-    let trade = state.checkout.refund(merchant, &out_trade_no, &body.out_request_no, cny(&body.amount)?).await?;
-    Ok(AppJson(TradeView::from(&trade)))
+/// One refund's record.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RefundRecordView {
+    out_request_no: String,
+    /// This refund's amount.
+    amount: Money,
+    /// REFUND_SUCCESS (a refund is recorded only once it is done).
+    status: String,
+    /// Unix seconds.
+    created_at: u64,
+}
+
+/// A refund and its trade as it is now.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RefundView {
+    refund: RefundRecordView,
+    /// The trade now; its `refunded` is the total refunded so far.
+    trade: TradeView,
+    /// True only for the call that made the refund; a repeat of the same `out_request_no`
+    /// and a query answer false (Alipay's `fund_change`: `N`).
+    fund_change: bool,
+}
+
+impl From<&RefundAnswer> for RefundView {
+    fn from(a: &RefundAnswer) -> RefundView {
+        RefundView {
+            refund: RefundRecordView {
+                out_request_no: a.refund.out_request_no.clone(),
+                amount: money(a.refund.amount),
+                status: a.refund.status.code().to_owned(),
+                created_at: a.refund.created_at,
+            },
+            trade: TradeView::from(&a.trade),
+            fund_change: a.fund_change,
+        }
+    }
+}
+
+/// Refunds part or all of a paid trade within its refund period; never more than was paid.
+/// The same `out_request_no` again answers the first refund with `fund_change` false; with
+/// another amount it is refused (`out_request_no_reused`). A cash sale's refund is recorded
+/// (the cash goes back over the counter). After the refund period: 409 `trade_finished`.
+#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/refunds", security(("merchant" = [])), tag = "trades", params(("out_trade_no" = String, Path)), request_body = RefundRequest,
+    responses((status = OK, body = RefundView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn refund(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>, AppJson(body): AppJson<RefundRequest>) -> Result<AppJson<RefundView>, ApiError> {
+    let answer = state.checkout.refund(merchant, &out_trade_no, &body.out_request_no, cny(&body.amount)?).await?;
+    Ok(AppJson(RefundView::from(&answer)))
+}
+
+/// One refund of a trade of the calling merchant, with the trade as it is now.
+#[utoipa::path(get, path = "/v1/trades/{out_trade_no}/refunds/{out_request_no}", security(("merchant" = [])), tag = "trades",
+    params(("out_trade_no" = String, Path), ("out_request_no" = String, Path)),
+    responses((status = OK, body = RefundView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn get_refund(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path((out_trade_no, out_request_no)): Path<(String, String)>) -> Result<AppJson<RefundView>, ApiError> {
+    let answer = state.checkout.refund_query(merchant, &out_trade_no, &out_request_no).await?;
+    Ok(AppJson(RefundView::from(&answer)))
+}
+
+/// How long the merchant's trades can be refunded after payment.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RefundPeriod {
+    /// Seconds from payment, 1 to 31,536,000 (a year); 7,776,000 (90 days) unless set.
+    refund_period_s: u64,
+}
+
+/// The calling merchant's refund period.
+#[utoipa::path(get, path = "/v1/merchant/refund-period", security(("merchant" = [])), tag = "trades", responses((status = OK, body = RefundPeriod)))]
+pub(crate) async fn refund_period(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller) -> Result<AppJson<RefundPeriod>, ApiError> {
+    Ok(AppJson(RefundPeriod { refund_period_s: state.checkout.refund_period(merchant).await? }))
+}
+
+/// Sets the calling merchant's refund period, for trades paid from now on (a trade keeps the
+/// period it was paid under). When it ends the trade is TRADE_FINISHED and refuses refunds.
+#[utoipa::path(put, path = "/v1/merchant/refund-period", security(("merchant" = [])), tag = "trades", request_body = RefundPeriod,
+    responses((status = OK, body = RefundPeriod), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn set_refund_period(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<RefundPeriod>) -> Result<AppJson<RefundPeriod>, ApiError> {
+    Ok(AppJson(RefundPeriod { refund_period_s: state.checkout.set_refund_period(merchant, body.refund_period_s).await? }))
 }
 
 /// Closes an unpaid trade.
-#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/close", tag = "trades", params(("out_trade_no" = String, Path)),
+#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/close", security(("merchant" = [])), tag = "trades", params(("out_trade_no" = String, Path)),
     responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn close(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
     Ok(AppJson(TradeView::from(&state.checkout.close(merchant, &out_trade_no).await?)))
 }
 
-/// Cancels a trade: closes it if unpaid, refunds it in full if paid.
-#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/cancel", tag = "trades", params(("out_trade_no" = String, Path)),
-    responses((status = OK, body = TradeView), (status = NOT_FOUND, body = ErrorBody)))]
+/// Cancels a trade: closes it if unpaid, refunds it in full if paid; past its refund period,
+/// 409 `trade_finished`.
+#[utoipa::path(post, path = "/v1/trades/{out_trade_no}/cancel", security(("merchant" = [])), tag = "trades", params(("out_trade_no" = String, Path)),
+    responses((status = OK, body = TradeView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn cancel(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
     Ok(AppJson(TradeView::from(&state.checkout.cancel(merchant, &out_trade_no).await?)))
 }
 
 /// Records a sale paid in cash at the counter.
-#[utoipa::path(post, path = "/v1/cash-sales", tag = "trades", request_body = TradeRequest,
+#[utoipa::path(post, path = "/v1/cash-sales", security(("merchant" = [])), tag = "trades", request_body = TradeRequest,
     responses((status = CREATED, body = TradeView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn cash_sale(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<TradeRequest>) -> Result<Response, ApiError> {
     let trade = state.checkout.record_cash_sale(merchant, &body.new_trade()?).await?;
@@ -164,13 +237,13 @@ pub(crate) struct StaticQr {
 }
 
 /// The calling merchant's static counter QR payload (the payer types the amount).
-#[utoipa::path(get, path = "/v1/merchant/qr", tag = "trades", responses((status = OK, body = StaticQr)))]
+#[utoipa::path(get, path = "/v1/merchant/qr", security(("merchant" = [])), tag = "trades", responses((status = OK, body = StaticQr)))]
 pub(crate) async fn static_qr(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller) -> Result<AppJson<StaticQr>, ApiError> {
     Ok(AppJson(StaticQr { qr_payload: state.checkout.static_qr(merchant).await? }))
 }
 
 /// The calling merchant's trades, newest first, a page at a time.
-#[utoipa::path(get, path = "/v1/trades", tag = "trades", params(crate::PageQuery),
+#[utoipa::path(get, path = "/v1/trades", security(("merchant" = [])), tag = "trades", params(crate::PageQuery),
     responses((status = OK, body = citypay_api_types::Page<TradeView>), (status = BAD_REQUEST, body = ErrorBody)))]
 pub(crate) async fn list(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, page: crate::PageRequest) -> Result<AppJson<citypay_api_types::Page<TradeView>>, ApiError> {
     let after = match &page.cursor {
@@ -205,7 +278,7 @@ impl ApiKeyView {
 
 /// Issues another API key for the calling merchant (rotation: both work until the old one is
 /// revoked). The answer holds a secret, so it is not kept for replay.
-#[utoipa::path(post, path = "/v1/api-keys", tag = "merchants", responses((status = CREATED, body = ApiKeyView)))]
+#[utoipa::path(post, path = "/v1/api-keys", security(("merchant" = [])), tag = "merchants", responses((status = CREATED, body = ApiKeyView)))]
 pub(crate) async fn issue_key(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller) -> Result<Response, ApiError> {
     let credentials = state.directory.issue_api_key(merchant).await?;
     let view = ApiKeyView::new(credentials.key_id, credentials.secret.expose().clone());
@@ -219,7 +292,7 @@ pub(crate) struct RevokedKey {
 }
 
 /// Revokes one of the calling merchant's API keys.
-#[utoipa::path(post, path = "/v1/api-keys/{key_id}/revoke", tag = "merchants", params(("key_id" = String, Path)),
+#[utoipa::path(post, path = "/v1/api-keys/{key_id}/revoke", security(("merchant" = [])), tag = "merchants", params(("key_id" = String, Path)),
     responses((status = OK, body = RevokedKey), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn revoke_key(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(key_id): Path<String>) -> Result<AppJson<RevokedKey>, ApiError> {
     state.directory.revoke_api_key(merchant, &key_id).await?;

@@ -23,7 +23,7 @@ use super::auth::{Caller, MerchantCaller, OperatorCaller, ResidentCaller};
 use super::replay::once;
 use crate::{ApiError, AppJson, Idempotent, IdempotencyKey};
 
-const CLOCK_SKEW_S: u64 = 300;
+const CLOCK_SKEW_S: u64 = citypay_transit::CLOCK_SKEW_S;
 
 fn unhex<const N: usize>(text: &str, field: &'static str) -> Result<[u8; N], ApiError> {
     hex::decode(text).ok_or_else(|| ApiError::bad_request("invalid_field", format!("{field}: {} hex digits", 2 * N)))
@@ -51,7 +51,7 @@ pub(crate) struct CredentialView {
 }
 
 /// Issues a ride credential for the caller's device key (refused while fares are owed).
-#[utoipa::path(post, path = "/v1/ride-credentials", tag = "transit", params(IdempotencyKey), request_body = CredentialRequest,
+#[utoipa::path(post, path = "/v1/ride-credentials", security(("resident" = [])), tag = "transit", params(IdempotencyKey), request_body = CredentialRequest,
     responses((status = CREATED, body = CredentialView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn issue_credential(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ pub(crate) struct ArrearsPaid {
 }
 
 /// Pays every fare the caller owes from their wallet, which lifts the deny list.
-#[utoipa::path(post, path = "/v1/transit/arrears-payments", tag = "transit", params(IdempotencyKey),
+#[utoipa::path(post, path = "/v1/transit/arrears-payments", security(("resident" = [])), tag = "transit", params(IdempotencyKey),
     responses((status = OK, body = ArrearsPaid), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn pay_arrears(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, key: IdempotencyKey) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
@@ -119,9 +119,9 @@ pub(crate) struct ValidatorView {
     fare_estimate: Money,
 }
 
-/// Registers a validator of the calling transit operator.
-#[utoipa::path(post, path = "/v1/validators", tag = "transit", params(IdempotencyKey), request_body = ValidatorRequest,
-    responses((status = CREATED, body = ValidatorView), (status = FORBIDDEN, body = ErrorBody)))]
+/// Registers a validator of the calling transit operator (a device key names one validator).
+#[utoipa::path(post, path = "/v1/validators", security(("merchant" = [])), tag = "transit", params(IdempotencyKey), request_body = ValidatorRequest,
+    responses((status = CREATED, body = ValidatorView), (status = FORBIDDEN, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn register_validator(
     State(state): State<AppState>,
     MerchantCaller(merchant): MerchantCaller,
@@ -196,17 +196,34 @@ pub(crate) struct TapUpload {
     taps: Vec<TapView>,
 }
 
-/// What an upload stored.
+/// An uploaded tap that was refused: it cannot be true, and nothing of it was stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RefusedTap {
+    /// Its sequence number.
+    sequence: u64,
+    /// `sequence_conflict` (another tap was uploaded under this number),
+    /// `dated_after_upload` (more than five minutes after the upload),
+    /// `dated_before_registration` (before its validator was registered), or
+    /// `unknown_rider` (no credential was ever issued for its account reference).
+    code: String,
+    /// What is wrong.
+    message: String,
+}
+
+/// What an upload did, tap by tap: every tap is stored, already there, or refused.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct UploadView {
     /// New taps.
     stored: u64,
-    /// Taps uploaded before.
+    /// Taps uploaded before, exactly as now.
     already: u64,
+    /// Taps refused; the batch's other taps are kept.
+    refused: Vec<RefusedTap>,
 }
 
-/// Uploads a validator's taps (signed by the device; idempotent per sequence number).
-#[utoipa::path(post, path = "/v1/validators/{id}/taps", tag = "transit", request_body = TapUpload,
+/// Uploads a validator's taps (signed by the device; idempotent per sequence number). Each
+/// tap is answered on its own: a tap that cannot be true is refused and the others are kept.
+#[utoipa::path(post, path = "/v1/validators/{id}/taps", security(("validator" = [])), tag = "transit", request_body = TapUpload,
     params(("id" = u32, Path, description = "The validator")),
     responses((status = OK, body = UploadView), (status = UNAUTHORIZED, body = ErrorBody)))]
 pub(crate) async fn upload_taps(
@@ -240,7 +257,12 @@ pub(crate) async fn upload_taps(
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let report = state.transit.upload_taps(&info, &taps).await?;
-    Ok(AppJson(UploadView { stored: report.stored, already: report.already }))
+    let refused = report
+        .refused
+        .iter()
+        .map(|(sequence, refusal)| RefusedTap { sequence: *sequence, code: refusal.code().to_owned(), message: refusal.message().to_owned() })
+        .collect();
+    Ok(AppJson(UploadView { stored: report.stored, already: report.already, refused }))
 }
 
 /// Account references validators must refuse.
@@ -251,7 +273,7 @@ pub(crate) struct DenyList {
 }
 
 /// The deny list, for a validator (signed by the device, empty body).
-#[utoipa::path(get, path = "/v1/validators/{id}/deny-list", tag = "transit",
+#[utoipa::path(get, path = "/v1/validators/{id}/deny-list", security(("validator" = [])), tag = "transit",
     params(("id" = u32, Path, description = "The validator")),
     responses((status = OK, body = DenyList), (status = UNAUTHORIZED, body = ErrorBody)))]
 pub(crate) async fn deny_list(State(state): State<AppState>, Path(id): Path<u32>, method: Method, headers: HeaderMap) -> Result<AppJson<DenyList>, ApiError> {
@@ -282,7 +304,7 @@ pub(crate) struct RideKeys {
 
 /// The platform's credential-signing public keys and the revoked key ids, for a validator
 /// (signed by the device).
-#[utoipa::path(get, path = "/v1/validators/{id}/ride-keys", tag = "transit",
+#[utoipa::path(get, path = "/v1/validators/{id}/ride-keys", security(("validator" = [])), tag = "transit",
     params(("id" = u32, Path, description = "The validator")),
     responses((status = OK, body = RideKeys), (status = UNAUTHORIZED, body = ErrorBody)))]
 pub(crate) async fn ride_keys(State(state): State<AppState>, Path(id): Path<u32>, method: Method, headers: HeaderMap) -> Result<AppJson<RideKeys>, ApiError> {
@@ -327,7 +349,7 @@ fn service_day(date: &str) -> Result<i64, ApiError> {
 }
 
 /// Fares a closed service day (platform operators). Re-running it moves only what changed.
-#[utoipa::path(post, path = "/v1/transit/fare-runs", tag = "transit", params(IdempotencyKey), request_body = FareRunRequest,
+#[utoipa::path(post, path = "/v1/transit/fare-runs", security(("operator" = [])), tag = "transit", params(IdempotencyKey), request_body = FareRunRequest,
     responses((status = OK, body = FareRunView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn fare_run(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<FareRunRequest>) -> Result<Response, ApiError> {
     if operator.role != Role::PlatformOperator {
@@ -355,6 +377,7 @@ pub(crate) async fn fare_run(State(state): State<AppState>, operator: OperatorCa
 
 /// A service day.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DateQuery {
     /// `YYYY-MM-DD`.
     date: String,
@@ -385,7 +408,7 @@ pub(crate) struct TripView {
 
 /// The caller's fared trips of a service day (404 when they did not travel or it is not fared
 /// yet).
-#[utoipa::path(get, path = "/v1/transit/my-day", tag = "transit", params(DateQuery),
+#[utoipa::path(get, path = "/v1/transit/my-day", security(("resident" = [])), tag = "transit", params(DateQuery),
     responses((status = OK, body = RiderDayView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn my_day(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<DateQuery>) -> Result<AppJson<RiderDayView>, ApiError> {
     let day = service_day(&query.date)?;
@@ -418,7 +441,7 @@ pub(crate) struct RevenueView {
 }
 
 /// The calling transit operator's legs and fare revenue of a fared service day.
-#[utoipa::path(get, path = "/v1/transit/revenue", tag = "transit", params(DateQuery),
+#[utoipa::path(get, path = "/v1/transit/revenue", security(("merchant" = [])), tag = "transit", params(DateQuery),
     responses((status = OK, body = RevenueView)))]
 pub(crate) async fn revenue(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Query(query): Query<DateQuery>) -> Result<AppJson<RevenueView>, ApiError> {
     let (legs, fares) = state.transit.revenue(merchant, service_day(&query.date)?).await?;
@@ -447,7 +470,7 @@ pub(crate) struct OperatorLegView {
 
 /// The legs begun on the calling transit operator's lines on a service day, priced as the
 /// fare run prices them, by rider then time, a page at a time.
-#[utoipa::path(get, path = "/v1/transit/legs", tag = "transit", params(DateQuery, crate::PageQuery),
+#[utoipa::path(get, path = "/v1/transit/legs", security(("merchant" = [])), tag = "transit", params(DateQuery, crate::PageQuery),
     responses((status = OK, body = citypay_api_types::Page<OperatorLegView>), (status = BAD_REQUEST, body = ErrorBody)))]
 pub(crate) async fn operator_legs(
     State(state): State<AppState>,

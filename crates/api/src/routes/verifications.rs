@@ -37,7 +37,7 @@ pub(crate) struct VerifiedView {
 /// Records that an operator checked a resident's ID card face to face (platform operators,
 /// or the operators of the resident's city), which makes the account class III. The name must
 /// be the one registered with the ID number (422 `identity_mismatch`).
-#[utoipa::path(post, path = "/v1/in-person-verifications", tag = "operators", params(crate::IdempotencyKey), request_body = InPersonRequest,
+#[utoipa::path(post, path = "/v1/in-person-verifications", security(("operator" = [])), tag = "operators", params(crate::IdempotencyKey), request_body = InPersonRequest,
     responses((status = CREATED, body = VerifiedView), (status = NOT_FOUND, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn verify_in_person(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<InPersonRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Operator(operator.id);
@@ -70,7 +70,7 @@ pub(crate) struct CardHolderView {
 /// Issues a card in the sandbox bank's register of card holders (platform operators only; only
 /// while the platform's bank is the sandbox): a resident can link the card only under this name
 /// and ID number. The register lives in the server's memory.
-#[utoipa::path(post, path = "/v1/sandbox-bank/card-holders", tag = "operators", params(crate::IdempotencyKey), request_body = CardHolderRequest,
+#[utoipa::path(post, path = "/v1/sandbox-bank/card-holders", security(("operator" = [])), tag = "operators", params(crate::IdempotencyKey), request_body = CardHolderRequest,
     responses((status = CREATED, body = CardHolderView), (status = FORBIDDEN, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody),
         (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn register_card_holder(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<CardHolderRequest>) -> Result<Response, ApiError> {

@@ -262,4 +262,28 @@ impl Api {
         let (status, issued, _) = self.call("POST", "/v1/sandbox-bank/card-holders", Some(operator), Some(&format!("issue-{card}")), Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{issued}");
     }
+
+    /// Links `card` to a resident's wallet and tops it up by `amount` fen.
+    pub(crate) async fn top_up(&self, resident: &str, card: &str, amount: i64) {
+        let (status, linked, _) = self.call("POST", "/v1/wallet/cards", Some(resident), Some(&format!("card-{card}")), Some(json!({"card_number": card}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{linked}");
+        let top_up = json!({"card_id": linked["card_id"], "amount": {"amount": amount, "currency": "CNY"}});
+        let (status, wallet, _) = self.call("POST", "/v1/wallet/top-ups", Some(resident), Some(&format!("top-up-{card}-{amount}")), Some(top_up)).await;
+        assert_eq!(status, StatusCode::CREATED, "{wallet}");
+    }
+}
+
+/// Runs SQL on the city's embedded database beside its running server, for what a test cannot
+/// wait for (a validator installed days ago). The server reads those rows afresh each time.
+pub(crate) fn sqlite_execute(target: &Target, sql: &str) {
+    let connection = rusqlite::Connection::open(&target.db).unwrap();
+    connection.busy_timeout(Duration::from_secs(5)).unwrap();
+    connection.execute_batch(sql).unwrap();
+}
+
+/// A validator's signed call: `Authorization: Validator <id>:<time>:<signature>` over
+/// `"<METHOD> <path>\n<time>\n<body>"` with its device key.
+pub(crate) fn validator_authorization(device: &citypay_ride::DeviceKey, id: u32, method: &str, path: &str, time: u64, body: &str) -> String {
+    let signature = device.sign(format!("{method} {path}\n{time}\n{body}").as_bytes());
+    format!("Validator {id}:{time}:{}", citypay_vault::hex::encode(&signature))
 }

@@ -191,6 +191,32 @@ pub enum MpmError {
         /// The second template's ID.
         second: u8,
     },
+    /// The CRC is written in lower-case hex (citypay writes and requires upper case).
+    #[error("CRC {found} is in lower case; citypay's payloads write it in upper case")]
+    CrcLowerCase {
+        /// The CRC as written.
+        found: String,
+    },
+}
+
+/// What a payload leaves out or bends that banks' apps still read (see
+/// [`super::Payload::warnings`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MpmWarning {
+    /// A data object EMVCo makes mandatory is absent.
+    #[error("mandatory data object {id:02} ({name}) is missing")]
+    MissingField {
+        /// Its ID.
+        id: u8,
+        /// What it holds.
+        name: &'static str,
+    },
+    /// The CRC's hex digits are in lower case (the same check value).
+    #[error("CRC {found} is written in lower case")]
+    CrcLowerCase {
+        /// The CRC as written.
+        found: String,
+    },
 }
 
 impl MpmError {

@@ -11,9 +11,11 @@
 //!   well-formed IDs and lengths, no duplicate IDs, templates that decode, the CRC (ID 63,
 //!   length 04) last and matching, and well-formed merchant account templates. It tells which
 //!   [`Scheme`]s the payload offers.
-//! - [`Payload::decode`] adds the meaning: mandatory fields (52, 53, 58, 59, 60, and at least
-//!   one merchant account 02–51), the point of initiation, the amount, and the formats of the
-//!   fields it reads.
+//! - [`Payload::decode`] adds the meaning: at least one merchant account 02–51, the point of
+//!   initiation, the amount, and the formats of the fields it reads. A missing mandatory field
+//!   (52, 53, 58, 59, 60) or a lower-case CRC is a warning, not a refusal, since real payloads
+//!   in circulation have them and banks' apps read them; [`Payload::require_complete`] is
+//!   the strict check.
 //!
 //! [`CitypayQr`] writes citypay's own payloads, static (a counter sticker) or dynamic (one
 //! order, with amount and order number).
@@ -32,7 +34,7 @@ pub mod tlv;
 pub use amount::{Amount, AmountError, MAX_AMOUNT_CHARS, currency_exponent};
 pub use builder::{BuildError, CITYPAY_TEMPLATE_ID, Charge, CitypayQr};
 pub use crc::{checksum, checksum_hex};
-pub use error::MpmError;
+pub use error::{MpmError, MpmWarning};
 pub use payload::{
     AdditionalData, Initiation, LanguageTemplate, MAX_PAYLOAD_CHARS, Payload, RawPayload,
     is_template,

@@ -2,7 +2,7 @@
 
 use super::amount::{Amount, currency_exponent};
 use super::crc::checksum_hex;
-use super::error::MpmError;
+use super::error::{MpmError, MpmWarning};
 use super::scheme::{self, Scheme};
 use super::tlv::{self, DataObject, Span};
 
@@ -158,9 +158,11 @@ fn check_crc(text: &str, spans: &[Span<'_>]) -> Result<(), MpmError> {
     if length != 4 {
         return Err(MpmError::CrcLength { length });
     }
-    // The CRC covers everything up to and including "6304": the object's ID and length.
+    // The CRC covers everything up to and including "6304": the object's ID and length. Hex
+    // digits in lower case are the same check value (some generators write them so); the
+    // payload reports it as a warning.
     let expected = checksum_hex(&text[..crc.byte_offset + 4]);
-    if crc.value != expected {
+    if !crc.value.eq_ignore_ascii_case(&expected) {
         return Err(MpmError::CrcMismatch {
             expected,
             found: crc.value.to_owned(),
@@ -347,12 +349,20 @@ const ALTERNATE_CITY: Rule = Rule {
     rule: "at most 15 characters",
 };
 
-fn field(raw: &RawPayload, rule: &Rule) -> Result<String, MpmError> {
-    let missing = MpmError::MissingField {
-        id: rule.id,
-        name: rule.name,
-    };
-    optional_field(raw, rule)?.ok_or(missing)
+/// A mandatory root data object: its value, or `None` and a warning when it is absent.
+fn mandatory_field(
+    raw: &RawPayload,
+    rule: &Rule,
+    warnings: &mut Vec<MpmWarning>,
+) -> Result<Option<String>, MpmError> {
+    let value = optional_field(raw, rule)?;
+    if value.is_none() {
+        warnings.push(MpmWarning::MissingField {
+            id: rule.id,
+            name: rule.name,
+        });
+    }
+    Ok(value)
 }
 
 fn optional_field(raw: &RawPayload, rule: &Rule) -> Result<Option<String>, MpmError> {
@@ -403,22 +413,28 @@ fn optional_sub_field(template: &DataObject, rule: &Rule) -> Result<Option<Strin
 pub struct Payload {
     raw: RawPayload,
     initiation: Option<Initiation>,
-    mcc: String,
-    currency: String,
+    mcc: Option<String>,
+    currency: Option<String>,
     amount: Option<Amount>,
     amount_minor: Option<u64>,
-    country: String,
-    name: String,
-    city: String,
+    country: Option<String>,
+    name: Option<String>,
+    city: Option<String>,
     postal_code: Option<String>,
     additional_data: Option<AdditionalData>,
     language: Option<LanguageTemplate>,
+    warnings: Vec<MpmWarning>,
 }
 
 impl Payload {
-    /// Decodes and checks a payload: everything [`RawPayload::decode`] checks, then the
-    /// mandatory fields (52, 53, 58, 59, 60 and a merchant account 02–51) and the format of
-    /// every field citypay interprets.
+    /// Decodes and checks a payload: everything [`RawPayload::decode`] checks, then a
+    /// merchant account (02–51) and the format of every field citypay interprets.
+    ///
+    /// Real payloads are read as banks' apps read them: a missing mandatory field (52, 53,
+    /// 58, 59 or 60; PromptPay's and VietQR's generators leave out 52, 59 and 60) and a CRC
+    /// in lower-case hex are listed in [`Payload::warnings`] rather than refused. What cannot
+    /// be read safely is still refused: framing, lengths, a wrong CRC, malformed fields. Use
+    /// [`Payload::require_complete`] where the strict template matters.
     pub fn decode(text: &str) -> Result<Payload, MpmError> {
         Payload::from_raw(RawPayload::decode(text)?)
     }
@@ -428,12 +444,18 @@ impl Payload {
         if raw.merchant_accounts().next().is_none() {
             return Err(MpmError::NoMerchantAccount);
         }
-        let mcc = field(&raw, &MCC)?;
-        let currency = field(&raw, &CURRENCY)?;
-        let (amount, amount_minor) = amount(&raw, &currency)?;
-        let country = field(&raw, &COUNTRY)?;
-        let name = field(&raw, &NAME)?;
-        let city = field(&raw, &CITY)?;
+        let mut warnings = Vec::new();
+        let mcc = mandatory_field(&raw, &MCC, &mut warnings)?;
+        let currency = mandatory_field(&raw, &CURRENCY, &mut warnings)?;
+        let (amount, amount_minor) = amount(&raw, currency.as_deref())?;
+        let country = mandatory_field(&raw, &COUNTRY, &mut warnings)?;
+        let name = mandatory_field(&raw, &NAME, &mut warnings)?;
+        let city = mandatory_field(&raw, &CITY, &mut warnings)?;
+        if raw.crc().bytes().any(|b| b.is_ascii_lowercase()) {
+            warnings.push(MpmWarning::CrcLowerCase {
+                found: raw.crc().to_owned(),
+            });
+        }
         let postal_code = optional_field(&raw, &POSTAL_CODE)?;
         let additional_data = raw.get(62).map(AdditionalData::from_template);
         let language = raw
@@ -453,7 +475,28 @@ impl Payload {
             postal_code,
             additional_data,
             language,
+            warnings,
         })
+    }
+
+    /// What the payload leaves out or bends, in the order found; empty for a strictly
+    /// complete payload.
+    pub fn warnings(&self) -> &[MpmWarning] {
+        &self.warnings
+    }
+
+    /// The payload is strictly complete: every mandatory field present and the CRC in upper
+    /// case, as citypay writes its own. Otherwise the first departure, as an error.
+    pub fn require_complete(&self) -> Result<(), MpmError> {
+        match self.warnings.first() {
+            None => Ok(()),
+            Some(MpmWarning::MissingField { id, name }) => {
+                Err(MpmError::MissingField { id: *id, name })
+            }
+            Some(MpmWarning::CrcLowerCase { found }) => Err(MpmError::CrcLowerCase {
+                found: found.clone(),
+            }),
+        }
     }
 
     /// The framing layer: every data object, and the schemes.
@@ -476,14 +519,14 @@ impl Payload {
         self.raw.citypay_merchant()
     }
 
-    /// 52: merchant category code (ISO 18245), four digits.
-    pub fn mcc(&self) -> &str {
-        &self.mcc
+    /// 52: merchant category code (ISO 18245), four digits, when present.
+    pub fn mcc(&self) -> Option<&str> {
+        self.mcc.as_deref()
     }
 
-    /// 53: transaction currency, the ISO 4217 numeric code (`156` for CNY).
-    pub fn currency(&self) -> &str {
-        &self.currency
+    /// 53: transaction currency, the ISO 4217 numeric code (`156` for CNY), when present.
+    pub fn currency(&self) -> Option<&str> {
+        self.currency.as_deref()
     }
 
     /// 54: the amount as written, when present.
@@ -497,19 +540,19 @@ impl Payload {
         self.amount_minor
     }
 
-    /// 58: country code (ISO 3166-1 alpha-2).
-    pub fn country(&self) -> &str {
-        &self.country
+    /// 58: country code (ISO 3166-1 alpha-2), when present.
+    pub fn country(&self) -> Option<&str> {
+        self.country.as_deref()
     }
 
-    /// 59: merchant name.
-    pub fn name(&self) -> &str {
-        &self.name
+    /// 59: merchant name, when present.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
-    /// 60: merchant city.
-    pub fn city(&self) -> &str {
-        &self.city
+    /// 60: merchant city, when present.
+    pub fn city(&self) -> Option<&str> {
+        self.city.as_deref()
     }
 
     /// 61: postal code, when present.
@@ -534,7 +577,10 @@ impl Payload {
 }
 
 /// Data object 54, checked against the currency's exponent when it is known.
-fn amount(raw: &RawPayload, currency: &str) -> Result<(Option<Amount>, Option<u64>), MpmError> {
+fn amount(
+    raw: &RawPayload,
+    currency: Option<&str>,
+) -> Result<(Option<Amount>, Option<u64>), MpmError> {
     let Some(value) = raw.value(54) else {
         return Ok((None, None));
     };
@@ -543,7 +589,7 @@ fn amount(raw: &RawPayload, currency: &str) -> Result<(Option<Amount>, Option<u6
         reason,
     };
     let amount = Amount::parse(value).map_err(invalid)?;
-    let Some(exponent) = currency_exponent(currency) else {
+    let Some(exponent) = currency.and_then(currency_exponent) else {
         return Ok((Some(amount), None));
     };
     let minor = amount.to_minor_units(exponent).map_err(invalid)?;

@@ -1,0 +1,284 @@
+//! Refunds and the period they are allowed in.
+//!
+//! Each refund is a record of its own, keyed by the merchant's `out_request_no` within its
+//! trade: asking again with the same amount answers that record, the trade's refunded total
+//! now and `fund_change: false` (Alipay's `fund_change: N`); another amount is refused. A
+//! refund commits with its ledger entry, so a record exists only for a refund that succeeded;
+//! one the ledger refused leaves none and may be asked again under the same number (its entry
+//! is numbered by attempt, so the refusal does not stick).
+//!
+//! A trade is refundable for its merchant's refund period from payment (Alipay's default of 3
+//! months, counted as 90 days, unless the merchant sets another); then it finishes
+//! (`TRADE_FINISHED`), when it is next read or by the sweeper, and refuses refunds. A cash
+//! sale's refund is recorded the same way and moves nothing in the ledger: its cash never
+//! entered it and goes back over the counter.
+
+use citypay_directory::{AccountKind, PlatformAccounts, account_id, derived_event_id, int_at, text_at, uint};
+use citypay_ledger::{Currency, Entry, Event, Leg, Status};
+use citypay_shard::{Command, Guard};
+use citypay_store::{OnConflict, ServiceRow, Value};
+
+use crate::trade::{self, Method, Trade, TradeStatus};
+use crate::{CAS_ATTEMPTS_MAX, Checkout, CheckoutError, codes};
+
+/// Alipay's default refund period, 3 months, counted as 90 days.
+pub const DEFAULT_REFUND_PERIOD_S: u64 = 90 * 86_400;
+/// The longest refund period a merchant may set: a year, as WeChat Pay allows.
+pub const MAX_REFUND_PERIOD_S: u64 = 365 * 86_400;
+/// How long a server keeps a merchant's refund period it read (a change reaches the other
+/// servers within this; the server that made it knows at once).
+pub(crate) const PERIOD_CACHE_S: u64 = 30;
+
+/// Where a refund stands (the name of Alipay's refund query).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RefundStatus {
+    /// Done: the money went back to the payer's wallet (or the cash over the counter).
+    RefundSuccess,
+}
+
+impl RefundStatus {
+    /// The wire name.
+    pub const fn code(self) -> &'static str {
+        match self {
+            RefundStatus::RefundSuccess => "REFUND_SUCCESS",
+        }
+    }
+
+    /// Inverse of [`RefundStatus::code`].
+    pub fn from_code(code: &str) -> Option<RefundStatus> {
+        (code == "REFUND_SUCCESS").then_some(RefundStatus::RefundSuccess)
+    }
+}
+
+/// One refund of a trade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    /// The merchant's refund request number, unique within the trade.
+    pub out_request_no: String,
+    /// This refund's amount, in fen.
+    pub amount: i64,
+    /// Where it stands.
+    pub status: RefundStatus,
+    /// When it was made (unix seconds).
+    pub created_at: u64,
+}
+
+/// The answer to a refund request or query: the refund, its trade as it is now (with the
+/// total refunded so far), and whether this call moved the money.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundAnswer {
+    /// The trade now.
+    pub trade: Trade,
+    /// The refund's record.
+    pub refund: Refund,
+    /// True only for the call that made the refund; a repeat or a query answers false.
+    pub fund_change: bool,
+}
+
+fn check_request_no(no: &str) -> Result<(), CheckoutError> {
+    if no.is_empty() || no.len() > 64 || !no.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(CheckoutError::InvalidField { field: "out_request_no", message: "1 to 64 letters, digits or _".into() });
+    }
+    Ok(())
+}
+
+/// The ledger id of a refund's entry, numbered by attempt.
+fn refund_entry_id(trade_id: u64, out_request_no: &str, attempt: u32) -> u128 {
+    derived_event_id(&["trade", &trade_id.to_string(), "refund", out_request_no, &attempt.to_string()])
+}
+
+impl Refund {
+    fn row(&self, trade_id: u64) -> ServiceRow {
+        ServiceRow {
+            table: "refunds",
+            key: vec![("trade_id", uint(trade_id)), ("out_request_no", Value::Text(self.out_request_no.clone()))],
+            columns: vec![
+                ("amount", Value::Int(self.amount)),
+                ("created_at", uint(self.created_at)),
+                ("status", Value::Text(self.status.code().to_owned())),
+            ],
+            on_conflict: OnConflict::Fail,
+        }
+    }
+}
+
+impl Checkout {
+    /// Refunds part or all of a paid trade within its refund period. Keyed by
+    /// `out_request_no` (unique per trade): the same request again answers its record with
+    /// `fund_change` false; refunds never exceed what was paid.
+    pub async fn refund(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str, amount: i64) -> Result<RefundAnswer, CheckoutError> {
+        check_request_no(out_request_no)?;
+        if amount <= 0 {
+            return Err(CheckoutError::InvalidField { field: "amount", message: "greater than zero".into() });
+        }
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let trade = self.trade(merchant_id, out_trade_no).await?;
+            if let Some(refund) = self.refund_record(trade.id, out_request_no).await? {
+                if refund.amount != amount {
+                    return Err(CheckoutError::RefundRequestReused);
+                }
+                return Ok(RefundAnswer { trade, refund, fund_change: false });
+            }
+            match trade.status {
+                // Its period may have ended since it was read; finishing it lost a race.
+                TradeStatus::TradeSuccess if trade.period_over(self.now_s()) => return Err(CheckoutError::TradeFinished),
+                TradeStatus::TradeSuccess => {}
+                TradeStatus::WaitBuyerPay => return Err(CheckoutError::NotPaid),
+                TradeStatus::TradeFinished => return Err(CheckoutError::TradeFinished),
+                TradeStatus::TradeClosed => return Err(CheckoutError::TradeClosed),
+            }
+            if amount > trade.amount - trade.refunded {
+                return Err(CheckoutError::RefundExceedsPaid);
+            }
+            if let Some(answer) = self.try_refund(&trade, out_request_no, amount).await? {
+                return answer;
+            }
+        }
+        Err(CheckoutError::Unavailable("the trade kept changing; retry".into()))
+    }
+
+    /// A refund of a merchant's trade by its request number, with the trade as it is now.
+    pub async fn refund_query(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str) -> Result<RefundAnswer, CheckoutError> {
+        check_request_no(out_request_no)?;
+        let trade = self.trade(merchant_id, out_trade_no).await?;
+        let refund = self.refund_record(trade.id, out_request_no).await?.ok_or(CheckoutError::RefundNotFound)?;
+        Ok(RefundAnswer { trade, refund, fund_change: false })
+    }
+
+    /// One attempt under the trade's version guard; `None` when the trade changed meanwhile.
+    async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64) -> Result<Option<Result<RefundAnswer, CheckoutError>>, CheckoutError> {
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let now = self.now_s();
+        let after = trade.refunded_by(amount);
+        let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundSuccess, created_at: now };
+        let refund_row = refund.row(trade.id);
+        let guards = vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_row.key.clone() }];
+        let rows: Vec<ServiceRow> = [after.row(OnConflict::UpdateOnly), refund_row].into_iter().chain(self.outbox_row(&merchant, &after, now)).collect();
+        let answer = RefundAnswer { trade: after, refund, fund_change: true };
+        let outcome = if trade.method == Method::Cash {
+            // The cash goes back over the counter as it came: only the record is written.
+            self.submit(Command { event: None, guards, rows, always_rows: Vec::new() }).await?
+        } else {
+            let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
+            let legs = refund_legs(trade, merchant.account, account_id(AccountKind::Wallet, payer), amount);
+            let command = |attempt| Command {
+                event: Some(Event::Entry(Entry { id: refund_entry_id(trade.id, out_request_no, attempt), legs: legs.clone() })),
+                guards: guards.clone(),
+                rows: rows.clone(),
+                always_rows: Vec::new(),
+            };
+            self.submit_numbered(command).await?
+        };
+        Ok(match outcome {
+            Ok(outcome) if outcome.status == Status::Ok => Some(Ok(answer)),
+            Ok(outcome) => Some(Err(CheckoutError::Refused(outcome.status))),
+            Err(_) => None,
+        })
+    }
+
+    async fn refund_record(&self, trade_id: u64, out_request_no: &str) -> Result<Option<Refund>, CheckoutError> {
+        let rows = self
+            .directory
+            .read(
+                "SELECT amount, created_at, status FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2",
+                vec![uint(trade_id), Value::Text(out_request_no.to_owned())],
+            )
+            .await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let bad = |what: &str| CheckoutError::Directory(citypay_directory::DirectoryError::Storage(format!("refund row: {what}")));
+        Ok(Some(Refund {
+            out_request_no: out_request_no.to_owned(),
+            amount: int_at(row, 0)?,
+            created_at: u64::try_from(int_at(row, 1)?).map_err(|_| bad("created_at"))?,
+            status: RefundStatus::from_code(&text_at(row, 2)?).ok_or_else(|| bad("status"))?,
+        }))
+    }
+
+    /// The merchant's refund period in seconds (the default unless it set one).
+    pub async fn refund_period(&self, merchant_id: u64) -> Result<u64, CheckoutError> {
+        let now = self.now_s();
+        let cached = self.periods.lock().ok().and_then(|periods| periods.get(&merchant_id).copied());
+        if let Some((period, read_at)) = cached
+            && now < read_at + PERIOD_CACHE_S
+        {
+            return Ok(period);
+        }
+        let rows = self.directory.read("SELECT period_s FROM refund_periods WHERE merchant_id = ?1", vec![uint(merchant_id)]).await?;
+        let period = match rows.first() {
+            Some(row) => u64::try_from(int_at(row, 0)?).unwrap_or(DEFAULT_REFUND_PERIOD_S),
+            None => DEFAULT_REFUND_PERIOD_S,
+        };
+        if let Ok(mut periods) = self.periods.lock() {
+            periods.insert(merchant_id, (period, now));
+        }
+        Ok(period)
+    }
+
+    /// Sets the merchant's refund period (1 second to a year). It applies to trades paid from
+    /// now on: a trade keeps the period it was paid under, so a payer's right to a refund
+    /// never shrinks after paying.
+    pub async fn set_refund_period(&self, merchant_id: u64, period_s: u64) -> Result<u64, CheckoutError> {
+        if period_s == 0 || period_s > MAX_REFUND_PERIOD_S {
+            return Err(CheckoutError::InvalidField { field: "refund_period_s", message: format!("1 to {MAX_REFUND_PERIOD_S} seconds (a year)") });
+        }
+        self.directory.merchant(merchant_id).await?;
+        let now = self.now_s();
+        let row = ServiceRow {
+            table: "refund_periods",
+            key: vec![("merchant_id", uint(merchant_id))],
+            columns: vec![("period_s", uint(period_s)), ("updated_at", uint(now))],
+            on_conflict: OnConflict::Update,
+        };
+        self.submit(Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() })
+            .await?
+            .map_err(|_| CheckoutError::Unavailable("the refund period was not written; retry".into()))?;
+        if let Ok(mut periods) = self.periods.lock() {
+            periods.insert(merchant_id, (period_s, now));
+        }
+        Ok(period_s)
+    }
+
+    /// Finishes a paid trade whose refund period is over (under its version guard); if it
+    /// changed meanwhile, answers it as it is now.
+    pub(crate) async fn finish_trade(&self, trade: &Trade) -> Result<Trade, CheckoutError> {
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let finished = trade.finished();
+        let now = self.now_s();
+        let command = Command {
+            event: None,
+            guards: vec![trade.version_guard()],
+            rows: [finished.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &finished, now)).collect(),
+            always_rows: Vec::new(),
+        };
+        match self.submit(command).await? {
+            Ok(_) => Ok(finished),
+            Err(_) => self.trade_by_id(trade.id).await,
+        }
+    }
+
+    /// Finishes paid trades whose refund period is over (the sweeper calls it); returns how
+    /// many.
+    pub async fn finish_ended(&self, limit: usize) -> Result<usize, CheckoutError> {
+        self.sweep(trade::SELECT_FINISHING, limit, TradeStatus::TradeFinished).await
+    }
+}
+
+/// The refund's legs: the fee back to the merchant first (so a merchant holding only the net
+/// of the payment can still refund all of it), then the amount back to the payer.
+fn refund_legs(trade: &Trade, merchant_account: u64, wallet: u64, amount: i64) -> Vec<Leg> {
+    let mut legs = Vec::with_capacity(2);
+    let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
+    if fee_back > 0 {
+        legs.push(Leg {
+            debit: PlatformAccounts::CNY.fee_revenue,
+            credit: merchant_account,
+            amount: fee_back,
+            currency: Currency::CNY,
+            code: codes::FEE_RETURNED,
+            class: 0,
+            user_data: trade.id,
+        });
+    }
+    legs.push(Leg { debit: merchant_account, credit: wallet, amount, currency: Currency::CNY, code: codes::REFUND, class: 0, user_data: trade.id });
+    legs
+}

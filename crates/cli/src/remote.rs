@@ -1,0 +1,53 @@
+//! One-shot commands through a running server: while `citypay serve` holds a database as its
+//! writer, `settle` and `transit fare-run` send their request to it (`--server URL`) as the
+//! platform operator instead of opening the database.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Where to send a one-shot command instead of opening the database.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ServerArgs {
+    /// A running `citypay serve` (e.g. http://127.0.0.1:8080) that holds the database: the
+    /// command is sent to it as the platform operator `--operator`, whose password is in
+    /// CITYPAY_OPERATOR_PASSWORD.
+    #[arg(long)]
+    pub(crate) server: Option<String>,
+    /// The platform operator who signs in on `--server`.
+    #[arg(long, default_value = "root", requires = "server")]
+    pub(crate) operator: String,
+}
+
+/// Signs in on `base` as `operator` and POSTs `body` to `path` under a fresh idempotency key;
+/// answers the JSON body of a success, else an error with the server's code and message.
+pub(crate) fn post_as_operator(base: &str, operator: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let password = std::env::var("CITYPAY_OPERATOR_PASSWORD").context("--server: the operator's password goes in CITYPAY_OPERATOR_PASSWORD")?;
+    let base = base.trim_end_matches('/').to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let session = call(&client, &format!("{base}/v1/operator-sessions"), None, None, &json!({"username": operator, "password": password})).await?;
+        let token = session["token"].as_str().context("the sign-in answer has no token")?;
+        // A command is idempotent by its day on the server; the key only keeps this request's answer.
+        let key = format!("cli-{}-{}", path.trim_start_matches("/v1/"), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
+        call(&client, &format!("{base}{path}"), Some(token), Some(&key), body).await
+    })
+}
+
+async fn call(client: &reqwest::Client, url: &str, token: Option<&str>, key: Option<&str>, body: &Value) -> anyhow::Result<Value> {
+    let mut request = client.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.with_context(|| format!("calling {url}"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let error = &answer["error"];
+        bail!("{url}: {status} {}: {}", error["code"].as_str().unwrap_or("?"), error["message"].as_str().unwrap_or(""));
+    }
+    Ok(answer)
+}
