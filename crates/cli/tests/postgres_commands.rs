@@ -25,29 +25,26 @@ fn on(db: &str, args: &[&str]) -> Command {
     command
 }
 
-fn query_one(db: &str, sql: &str) -> i64 {
-    let (db, sql) = (db.to_owned(), sql.to_owned());
-    std::thread::spawn(move || {
-        let mut client = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-        client.query_one(sql.as_str(), &[]).unwrap().get::<_, i64>(0)
-    })
-    .join()
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_with_a_database_runs_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let Some(city) = Target::postgres(dir.path(), "citypay_cmd_city") else { return };
 
-    // admin, serve and audit on one city.
+    // admin, serve and audit on one city, and the one-shot commands of a closed day on it
+    // (`simulate` runs on PostgreSQL in `simulate.rs`).
     admin(&city, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
     admin(&city, &["create-operator", "--username", "root", "--role", "platform"]);
     admin(&city, &["fee-rate", "--category", "retail", "--rate-bp", "60"]);
     admin(&city, &["fee-rate"]);
     let server = start(&city, &dir.path().join("serve.log")).await;
-    Api::new(&server).operator().await;
+    let api = Api::new(&server);
+    let operator = api.operator().await;
+    let (transit, _) = api.merchant(&operator, "91350100M000100Y43", "transit", None).await;
     drop(server);
+    let transit = transit["merchant_id"].as_str().unwrap().to_owned();
+    run(city.command(&["settle", "--date", "2017-08-01"]));
+    run(city.command(&["transit", "fare-run", "--date", "2017-08-01"]));
+    run(city.command(&["transit", "legs", "--date", "2017-08-01", "--operator", &transit]));
     run(city.command(&["audit"]));
 
     // The benchmarks, each on a database of its own.
@@ -55,7 +52,7 @@ async fn every_command_with_a_database_runs_on_postgres() {
     run(on(&fresh("citypay_cmd_ledger"), &["bench", "ledger", "--accounts", "100", "--transfers", "2000", "--clients", "64", "--json"]));
     run(on(&fresh("citypay_cmd_payments"), &["bench", "payments", "--payments", "200", "--merchants", "2", "--clients", "8", "--json"]));
     run(on(&fresh("citypay_cmd_transit"), &["bench", "transit", "--taps", "400", "--verifications", "200", "--json"]));
-    run(on(&fresh("citypay_cmd_settlement"), &["bench", "settlement", "--payments", "2000", "--merchants", "20", "--bills", "200", "--json"]));
+    run(on(&fresh("citypay_cmd_settlement"), &["bench", "settlement", "--payments", "400", "--merchants", "4", "--bills", "100", "--json"]));
 
     // The writer of the crash test.
     let mut child = on(&fresh("citypay_cmd_crash"), &["crash-child"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -63,17 +60,4 @@ async fn every_command_with_a_database_runs_on_postgres() {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("ready"), "{}", String::from_utf8_lossy(&output.stdout));
-
-    // A simulated day, then the one-shot commands of a day on it.
-    let report = dir.path().join("report");
-    // A simulation on PostgreSQL keeps its keys in its report directory.
-    let sim = Target { keys: report.join("citypay.keys"), ..Target::postgres(dir.path(), "citypay_cmd_sim").unwrap() };
-    let mut simulate = Command::new(BIN);
-    simulate.args(["simulate", "--residents", "300", "--city", "Hangzhou", "--db", &sim.db, "--report"]).arg(&report);
-    run(simulate);
-    let operator = query_one(&sim.db, "SELECT id FROM merchants WHERE category = 'transit' ORDER BY id LIMIT 1").to_string();
-    run(sim.command(&["settle", "--date", "2017-08-01"]));
-    run(sim.command(&["transit", "fare-run", "--date", "2017-08-01"]));
-    run(sim.command(&["transit", "legs", "--date", "2017-08-01", "--operator", &operator]));
-    run(sim.command(&["audit"]));
 }
