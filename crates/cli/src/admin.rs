@@ -62,7 +62,7 @@ pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
             let password = password()?;
             city_db.with_city(async |city_state| {
                 let operator = city_state.state.directory.create_operator(username, &password, role, *city).await?;
-                println!("operator {} ({}) created", operator.username, operator.role.code());
+                say!("operator {} ({}) created", operator.username, operator.role.code())?;
                 Ok(())
             })
         }
@@ -73,13 +73,13 @@ pub(crate) fn run(command: &Admin) -> anyhow::Result<()> {
                 directory.set_fee_rate(category, *rate).await?;
             }
             for (category, rate) in directory.fee_rates().await? {
-                println!("{}: {rate} bp", category.code());
+                say!("{}: {rate} bp", category.code())?;
             }
             Ok(())
         }),
         Admin::OnboardCity { city_db, code, name } => city_db.with_city(async |city_state| {
             let city = city_state.state.directory.onboard_city(*code, name).await?;
-            println!("city {} ({}) onboarded", city.name, city.code);
+            say!("city {} ({}) onboarded", city.name, city.code)?;
             Ok(())
         }),
     }

@@ -96,26 +96,26 @@ pub(crate) fn run(db: &DbUrl, keys: Option<&Path>, json: bool) -> anyhow::Result
             "sealed_batches": sealed.as_ref().map(|(n, _)| *n),
             "violations": report.violations,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        say!("{}", serde_json::to_string_pretty(&value)?)?;
     } else {
-        println!("{}: {} accounts, {} journal rows, {} rejections", db.redacted(), report.accounts, report.journal_rows, report.rejections);
+        say!("{}: {} accounts, {} journal rows, {} rejections", db.redacted(), report.accounts, report.journal_rows, report.rejections)?;
         for (currency, sum) in &report.currency_sums {
-            println!("  {currency}: balances sum to {sum}");
+            say!("  {currency}: balances sum to {sum}")?;
         }
-        println!(
+        say!(
             "  custody {} fen = wallets {} + merchants {} + insurance funds {} + fees {} (difference {})",
             custody.custody, custody.wallets, custody.merchants, custody.insurance_funds, custody.fees, custody.difference
-        );
+        )?;
         match &sealed {
-            Some((n, _)) => println!("  journal seals: {n} batches checked against the key and the head"),
-            None => println!("  journal seals: not checked (no key file at {})", key_path.display()),
+            Some((n, _)) => say!("  journal seals: {n} batches checked against the key and the head")?,
+            None => say!("  journal seals: not checked (no key file at {})", key_path.display())?,
         }
         if report.is_clean() {
-            println!("the books are clean");
+            say!("the books are clean")?;
         } else {
-            println!("{} violations:", report.violations.len());
+            say!("{} violations:", report.violations.len())?;
             for v in &report.violations {
-                println!("  {v}");
+                say!("  {v}")?;
             }
         }
     }

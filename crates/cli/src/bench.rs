@@ -300,10 +300,10 @@ fn progress_bar(total: u64, done: Arc<AtomicU64>) -> Option<tokio::task::JoinHan
 
 fn print(report: &LedgerBenchReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        say!("{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
     }
-    println!(
+    say!(
         "{} transfers on {} over {} accounts{} from {} clients: {:.0} transfers/s durable ({:.2} s)",
         report.transfers,
         report.backend,
@@ -312,14 +312,14 @@ fn print(report: &LedgerBenchReport, json: bool) -> anyhow::Result<()> {
         report.clients,
         report.transfers_per_second,
         report.seconds
-    );
-    println!(
+    )?;
+    say!(
         "  latency p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; {} batches of {:.0} on average; {} not ok",
         report.p50_us, report.p99_us, report.p999_us, report.max_us, report.batches, report.mean_batch, report.failed
-    );
-    println!("  audit: {}", if report.audit_clean { "the books are clean" } else { "VIOLATIONS" });
+    )?;
+    say!("  audit: {}", if report.audit_clean { "the books are clean" } else { "VIOLATIONS" })?;
     if let (Some(tps), Some(ratio)) = (report.baseline_transfers_per_second, report.ratio) {
-        println!("  naive ledger (one SQL transaction per transfer, same backend and durability): {tps:.0} transfers/s; citypay is {ratio:.1}x faster");
+        say!("  naive ledger (one SQL transaction per transfer, same backend and durability): {tps:.0} transfers/s; citypay is {ratio:.1}x faster")?;
     }
     Ok(())
 }

@@ -90,9 +90,9 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
     let mut source = crate::open::reader(&db)?;
     let report = report(payments, noop, citypay_store::audit(source.as_mut())?.is_clean());
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        say!(
             "{} payment-code payments over HTTP: {:.0}/s (p50 {} µs, p99 {} µs), {} failed; no-op endpoint {:.0}/s (p99 {} µs); payments are {:.0}% of the no-op rate; audit {}",
             report.payments,
             report.payments_per_second,
@@ -103,7 +103,7 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
             report.noop_p99_us,
             report.payments_vs_noop * 100.0,
             if report.audit_clean { "clean" } else { "VIOLATIONS" }
-        );
+        )?;
     }
     Ok(())
 }

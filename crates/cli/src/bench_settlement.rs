@@ -118,9 +118,9 @@ pub(crate) fn run(args: &SettlementBenchArgs) -> anyhow::Result<()> {
     let mut source = crate::open::reader(&db)?;
     let report = SettlementBenchReport { audit_clean: citypay_store::audit(source.as_mut())?.is_clean(), ..report };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        say!(
             "settlement: {} payments to {} merchants (written in {:.1} s) settled in {:.1} s: {} payouts, {} fen (expected {}); audit {}",
             report.payments,
             report.merchants,
@@ -130,11 +130,11 @@ pub(crate) fn run(args: &SettlementBenchArgs) -> anyhow::Result<()> {
             report.paid_fen,
             report.expected_fen,
             if report.audit_clean { "clean" } else { "VIOLATIONS" }
-        );
-        println!(
+        )?;
+        say!(
             "bills: a resident's bills listed with {} bills in the store: p50 {} µs, p99 {} µs ({} calls)",
             report.bills, report.bill_list_p50_us, report.bill_list_p99_us, report.bill_list_calls
-        );
+        )?;
     }
     if !report.audit_clean || report.paid_fen != report.expected_fen {
         bail!("the settlement does not add up, or the audit found violations");

@@ -115,16 +115,16 @@ pub(crate) fn run(args: &TransitBenchArgs) -> anyhow::Result<()> {
         audit_clean,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        say!(
             "validator: {:.0} verifications/s on one core (p99 {} µs), {:.0}% of a bare Ed25519 loop ({:.0}/s)",
             report.verifications_per_second_per_core,
             report.verify_p99_us,
             report.verifications_vs_raw * 100.0,
             report.raw_ed25519_verifications_per_second
-        );
-        println!(
+        )?;
+        say!(
             "rush: {} taps of {} riders uploaded in {:.1} s and fared in {:.1} s ({:.1} s in all): {} trips, {} fen; audit {}",
             report.taps,
             report.riders,
@@ -134,7 +134,7 @@ pub(crate) fn run(args: &TransitBenchArgs) -> anyhow::Result<()> {
             report.trips,
             report.charged_fen,
             if audit_clean { "clean" } else { "VIOLATIONS" }
-        );
+        )?;
     }
     if !audit_clean {
         bail!("the audit found violations");

@@ -53,15 +53,15 @@ struct Finding {
     error: Option<String>,
 }
 
-pub(crate) fn run(what: &Inspect) -> ExitCode {
+pub(crate) fn run(what: &Inspect) -> anyhow::Result<ExitCode> {
     let (finding, json) = match what {
         Inspect::Id { number, json } => (resident_id(number.trim()), *json),
         Inspect::Uscc { code, json } => (uscc(code.trim()), *json),
         Inspect::Card { pan, json } => (card(pan.trim()), *json),
         Inspect::Qr { payload, json } => (qr(payload.trim()), *json),
     };
-    print(&finding, json);
-    if finding.error.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    print(&finding, json)?;
+    Ok(if finding.error.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// Today in the city's time zone, from the host clock.
@@ -188,7 +188,7 @@ fn invalid(kind: &'static str, error: String) -> Finding {
     Finding { kind, fields: Vec::new(), warnings: Vec::new(), error: Some(error) }
 }
 
-fn print(finding: &Finding, json: bool) {
+fn print(finding: &Finding, json: bool) -> anyhow::Result<()> {
     if json {
         let fields: serde_json::Map<String, Value> =
             finding.fields.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
@@ -199,13 +199,12 @@ fn print(finding: &Finding, json: bool) {
             "warnings": finding.warnings,
             "error": finding.error,
         });
-        println!("{value:#}");
-        return;
+        return say!("{value:#}");
     }
     match &finding.error {
-        Some(error) => println!("invalid {}: {error}", finding.kind.replace('_', " ")),
+        Some(error) => say!("invalid {}: {error}", finding.kind.replace('_', " "))?,
         None => {
-            println!("valid {}", finding.kind.replace('_', " "));
+            say!("valid {}", finding.kind.replace('_', " "))?;
             for (name, value) in &finding.fields {
                 let text = match value {
                     Value::String(text) => text.clone(),
@@ -213,11 +212,12 @@ fn print(finding: &Finding, json: bool) {
                     Value::Null => "none".to_owned(),
                     other => other.to_string(),
                 };
-                println!("  {name}: {text}");
+                say!("  {name}: {text}")?;
             }
         }
     }
     for warning in &finding.warnings {
-        println!("  warning: {warning}");
+        say!("  warning: {warning}")?;
     }
+    Ok(())
 }

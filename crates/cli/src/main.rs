@@ -1,5 +1,13 @@
 //! `citypay`: the one binary. It is the only place that picks a storage backend.
 
+/// `println!` that answers an error instead of panicking when stdout is gone (`| head`);
+/// `main` ends quietly on a broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        anyhow::Context::context(std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*))), "writing to stdout")
+    };
+}
+
 mod admin;
 mod audit_cmd;
 mod bench;
@@ -132,7 +140,7 @@ fn main() -> ExitCode {
         Command::Serve { db, addr, keys, trusted_proxies } => serve::run(&db, addr, keys, &trusted_proxies).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Transit { what } => transit_cmd::run(&what),
-        Command::Inspect { what } => Ok(inspect::run(&what)),
+        Command::Inspect { what } => inspect::run(&what),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
         Command::Settle(args) => settle_cmd::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Simulate(args) => simulate::run(&args).map(|()| ExitCode::SUCCESS),

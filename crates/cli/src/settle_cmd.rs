@@ -29,13 +29,13 @@ pub(crate) fn run(args: &SettleArgs) -> anyhow::Result<()> {
     if let Some(server) = &args.remote.server {
         let run = crate::remote::post_as_operator(server, &args.remote.operator, "/v1/settlement-runs", &serde_json::json!({"date": args.date}))?;
         if args.json {
-            println!("{}", serde_json::json!({"date": date.to_string(), "paid": run["paid"], "paid_amount": run["paid_amount"]["amount"],
-                "carried": run["carried"], "failed": run["failed"], "already_settled": run["already_settled"]}));
+            say!("{}", serde_json::json!({"date": date.to_string(), "paid": run["paid"], "paid_amount": run["paid_amount"]["amount"],
+                "carried": run["carried"], "failed": run["failed"], "already_settled": run["already_settled"]}))?;
         } else {
-            println!(
+            say!(
                 "{date}: {} merchants paid, {} fen; {} carried forward; {} refused by the bank (retried next run); {} already settled",
                 run["paid"], run["paid_amount"]["amount"], run["carried"], run["failed"], run["already_settled"]
-            );
+            )?;
         }
         return Ok(());
     }
@@ -65,12 +65,12 @@ async fn settle(city: &crate::city::City, date: LocalDate, files: Option<&Path>,
             "already_settled": run.already_settled,
             "seconds": seconds,
         });
-        println!("{out}");
+        say!("{out}")?;
     } else {
-        println!(
+        say!(
             "{date}: {} merchants paid, {} fen; {} carried forward; {} refused by the bank (retried next run); {} already settled",
             run.paid, run.paid_amount, run.carried, run.failed, run.already_settled
-        );
+        )?;
     }
     Ok(())
 }

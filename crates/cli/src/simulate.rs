@@ -339,9 +339,9 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
         anyhow::Ok(summary)
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        say!("{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        print_summary(&summary);
+        print_summary(&summary)?;
     }
     if summary.audits.iter().any(|a| !a.clean) {
         bail!("the audit found violations");
@@ -386,17 +386,17 @@ fn run_on_server(args: &SimulateArgs, server: &str, cities: Vec<&'static citypay
         dashboard: format!("{}/dashboard", target.base),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        say!("{}", serde_json::to_string_pretty(&summary)?)?;
     } else {
-        println!(
+        say!(
             "{} transactions on {} for {} in {:.1} s; skipped (the server's own runs): {:?}",
             summary.transactions,
             summary.server,
             summary.cities.join(", "),
             summary.seconds,
             summary.run.skipped
-        );
-        println!("The city is on the server's dashboard: {} (sign in as an operator)", summary.dashboard);
+        )?;
+        say!("The city is on the server's dashboard: {} (sign in as an operator)", summary.dashboard)?;
     }
     Ok(())
 }
@@ -420,7 +420,7 @@ pub(crate) fn demo(report: PathBuf) -> anyhow::Result<()> {
         std::fs::remove_dir_all(&report).with_context(|| format!("removing the previous demo in {}", report.display()))?;
     }
     run(&SimulateArgs::demo(report.clone()))?;
-    println!("open {} in a browser to see the dashboard", report.join("index.html").display());
+    say!("open {} in a browser to see the dashboard", report.join("index.html").display())?;
     Ok(())
 }
 
@@ -463,10 +463,10 @@ fn write_report(dir: &Path, report: &Report, summary: &Summary) -> anyhow::Resul
     Ok(())
 }
 
-fn print_summary(summary: &Summary) {
+fn print_summary(summary: &Summary) -> anyhow::Result<()> {
     use citypay_dashboard::{thousands, yuan};
-    println!("seed {}, {} day(s), {} transactions in {:.1} s ({:.0}/s; set-up {:.1} s)",
-        summary.seed, summary.days, thousands(summary.transactions), summary.seconds, summary.timing.transactions_per_second, summary.timing.setup_seconds);
+    say!("seed {}, {} day(s), {} transactions in {:.1} s ({:.0}/s; set-up {:.1} s)",
+        summary.seed, summary.days, thousands(summary.transactions), summary.seconds, summary.timing.transactions_per_second, summary.timing.setup_seconds)?;
     for city in &summary.cities {
         let payments = summary.simulated.payments.get(&city.name);
         let mut mobile = citypay_dashboard::Counter::default();
@@ -478,14 +478,14 @@ fn print_summary(summary: &Summary) {
         }
         let registered = summary.set_up.registrations.get(&city.name).copied().unwrap_or(0)
             + summary.simulated.registrations.get(&city.name).copied().unwrap_or(0);
-        println!(
+        say!(
             "  {:<9} {:>7} residents ({:>7} real-name): {:>8} phone payments ({:>14} yuan), {:>7} cash ({:>12} yuan)",
             city.name, thousands(city.simulated_residents), thousands(registered), thousands(mobile.count), yuan(mobile.amount), thousands(cash.count), yuan(cash.amount)
-        );
+        )?;
     }
     for audit in &summary.audits {
-        println!("audit after {}: {} ({} accounts, {} journal rows)", audit.date, if audit.clean { "clean" } else { "VIOLATIONS" }, audit.accounts, audit.journal_rows);
+        say!("audit after {}: {} ({} accounts, {} journal rows)", audit.date, if audit.clean { "clean" } else { "VIOLATIONS" }, audit.accounts, audit.journal_rows)?;
     }
-    println!("books digest {}", summary.books_digest);
-    println!("the dashboard: {}", summary.report);
+    say!("books digest {}", summary.books_digest)?;
+    say!("the dashboard: {}", summary.report)
 }

@@ -1,7 +1,7 @@
 //! `citypay transit`: a demo rider's ride code as a picture, a validator checking a code (or a
 //! demo run of good and bad ones) offline, and the fare run of a closed service day.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,11 +10,6 @@ use citypay_ride::{CredentialTerms, Gate, PlatformKeyring, Policy, RiderDevice, 
 
 /// Writes a line to stdout. A reader that went away (`| head`) makes it an error that `main`
 /// ends the command on quietly, never a panic.
-macro_rules! say {
-    ($($arg:tt)*) => {
-        writeln!(std::io::stdout().lock(), $($arg)*).context("writing to stdout")
-    };
-}
 
 /// Transit subcommands.
 #[derive(Debug, clap::Subcommand)]

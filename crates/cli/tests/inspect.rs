@@ -87,3 +87,19 @@ fn qr_payloads_are_decoded_or_refused_precisely() {
     assert_eq!(value["fields"]["initiation"], "static");
     assert!(value["warnings"].as_array().unwrap().is_empty());
 }
+
+/// A reader that stops reading (`| head`) ends the output quietly: no panic, the usual exit
+/// code (the validity), for every command that prints.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_citypay"))
+        .args(["inspect", "id", "11010519491231002X"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && !error.contains("panicked"), "{:?}: {error}", output.status);
+}
