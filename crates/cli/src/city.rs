@@ -504,7 +504,7 @@ pub(crate) async fn bench_wallet(state: &AppState, resident: &citypay_directory:
     state.directory.record_verification(resident.id, &citypay_directory::Verification::FaceToFace { operator: 0 }).await?;
     let sandbox = state.sandbox_bank.as_ref().context("benchmarks need the sandbox bank")?;
     let (cards, _) = state.wallet.link_sandbox_cards(sandbox, resident, 1).await?;
-    Ok(cards[0].id)
+    Ok(cards.first().context("the sandbox bank issued no card")?.id)
 }
 
 #[cfg(test)]

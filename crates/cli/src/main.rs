@@ -4,8 +4,30 @@
 /// `main` ends quietly on a broken pipe.
 macro_rules! say {
     ($($arg:tt)*) => {
-        anyhow::Context::context(std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*))), "writing to stdout")
+        $crate::stdout_line(format_args!($($arg)*))
     };
+}
+
+/// The reader of the standard output went away (`| head`): the command ends quietly.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes one line to the standard output; a closed pipe is [`StdoutClosed`], and only that
+/// (a lost connection to a server or a database also carries a broken pipe, and is an error).
+fn stdout_line(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        written => Ok(written?),
+    }
 }
 
 mod admin;
@@ -149,7 +171,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         // The reader of the output went away (`| head`): nothing is wrong, nothing to say.
-        Err(error) if error.chain().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => ExitCode::SUCCESS,
+        Err(error) if error.chain().any(|e| e.is::<StdoutClosed>()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::from(2)

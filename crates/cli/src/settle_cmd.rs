@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use citypay_ledger::LocalDate;
+use citypay_settlement::SettlementRun;
 
 /// Pays each merchant's balance of a closed day to its bank account.
 #[derive(Debug, clap::Args)]
@@ -27,17 +28,17 @@ pub(crate) struct SettleArgs {
 pub(crate) fn run(args: &SettleArgs) -> anyhow::Result<()> {
     let date = LocalDate::parse(&args.date).context("--date: a date as YYYY-MM-DD")?;
     if let Some(server) = &args.remote.server {
-        let run = crate::remote::post_as_operator(server, &args.remote.operator, "/v1/settlement-runs", &serde_json::json!({"date": args.date}))?;
-        if args.json {
-            say!("{}", serde_json::json!({"date": date.to_string(), "paid": run["paid"], "paid_amount": run["paid_amount"]["amount"],
-                "carried": run["carried"], "failed": run["failed"], "already_settled": run["already_settled"]}))?;
-        } else {
-            say!(
-                "{date}: {} merchants paid, {} fen; {} carried forward; {} refused by the bank (retried next run); {} already settled",
-                run["paid"], run["paid_amount"]["amount"], run["carried"], run["failed"], run["already_settled"]
-            )?;
-        }
-        return Ok(());
+        let started = std::time::Instant::now();
+        let answer = crate::remote::post_as_operator(server, &args.remote.operator, "/v1/settlement-runs", &serde_json::json!({"date": args.date}))?;
+        let count = |field: &str| answer[field].as_u64().and_then(|n| usize::try_from(n).ok()).with_context(|| format!("the server's answer has no {field}"));
+        let run = SettlementRun {
+            paid: count("paid")?,
+            paid_amount: answer["paid_amount"]["amount"].as_i64().context("the server's answer has no paid_amount")?,
+            carried: count("carried")?,
+            failed: count("failed")?,
+            already_settled: count("already_settled")?,
+        };
+        return print(date, &run, started.elapsed().as_secs_f64(), args.json);
     }
     args.city.with_city(async |city| settle(city, date, args.files.as_deref(), args.json).await)
 }
@@ -55,6 +56,11 @@ async fn settle(city: &crate::city::City, date: LocalDate, files: Option<&Path>,
             std::fs::write(&path, file.to_csv()).with_context(|| format!("writing {}", path.display()))?;
         }
     }
+    print(date, &run, seconds, json)
+}
+
+/// What a run did, the same whether it ran here or on a server.
+fn print(date: LocalDate, run: &SettlementRun, seconds: f64, json: bool) -> anyhow::Result<()> {
     if json {
         let out = serde_json::json!({
             "date": date.to_string(),
@@ -65,12 +71,11 @@ async fn settle(city: &crate::city::City, date: LocalDate, files: Option<&Path>,
             "already_settled": run.already_settled,
             "seconds": seconds,
         });
-        say!("{out}")?;
+        say!("{out}")
     } else {
         say!(
             "{date}: {} merchants paid, {} fen; {} carried forward; {} refused by the bank (retried next run); {} already settled",
             run.paid, run.paid_amount, run.carried, run.failed, run.already_settled
-        )?;
+        )
     }
-    Ok(())
 }

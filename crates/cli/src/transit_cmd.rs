@@ -171,19 +171,25 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<ExitCode> {
         Transit::FareRun { city_db, remote, date } => {
             let day = citypay_ledger::LocalDate::parse(date).context("--date: YYYY-MM-DD")?.day_number();
             if let Some(server) = &remote.server {
-                let run = crate::remote::post_as_operator(server, &remote.operator, "/v1/transit/fare-runs", &serde_json::json!({"date": date}))?;
-                say!(
-                    "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
-                    run["riders"], run["trips"], run["charged"]["amount"], run["riders_in_arrears"], run["arrears"]["amount"], run["unchanged"], run["duplicate_codes"]
-                )?;
-                return Ok(ExitCode::SUCCESS);
+                // The server answers 503 when riders could not be fared, so a success fared them all.
+                let answer = crate::remote::post_as_operator(server, &remote.operator, "/v1/transit/fare-runs", &serde_json::json!({"date": date}))?;
+                let number = |value: &serde_json::Value, field: &str| value.as_i64().with_context(|| format!("the server's answer has no {field}"));
+                let run = citypay_transit::FareRun {
+                    days: Vec::new(),
+                    riders: number(&answer["riders"], "riders")?.unsigned_abs(),
+                    trips: number(&answer["trips"], "trips")?.unsigned_abs(),
+                    charged: number(&answer["charged"]["amount"], "charged")?,
+                    arrears: number(&answer["riders_in_arrears"], "riders_in_arrears")?.unsigned_abs(),
+                    arrears_amount: number(&answer["arrears"]["amount"], "arrears")?,
+                    unchanged: number(&answer["unchanged"], "unchanged")?.unsigned_abs(),
+                    duplicates: number(&answer["duplicate_codes"], "duplicate_codes")?.unsigned_abs(),
+                    failed: 0,
+                };
+                return say_fare_run(date, &run).map(|()| ExitCode::SUCCESS);
             }
             city_db.with_city(async |city| {
                 let run = city.state.transit.fare_day(day).await?;
-                say!(
-                    "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
-                    run.riders, run.trips, run.charged, run.arrears, run.arrears_amount, run.unchanged, run.duplicates
-                )?;
+                say_fare_run(date, &run)?;
                 if run.failed > 0 {
                     anyhow::bail!("{} riders could not be fared; run the day again (it moves nothing twice)", run.failed);
                 }
@@ -192,6 +198,14 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<ExitCode> {
             .map(|()| ExitCode::SUCCESS)
         }
     }
+}
+
+/// What a fare run did, the same whether it ran here or on a server.
+fn say_fare_run(date: &str, run: &citypay_transit::FareRun) -> anyhow::Result<()> {
+    say!(
+        "{date}: {} riders, {} trips; {} fen charged; {} riders in arrears ({} fen); {} unchanged; {} copied codes not fared",
+        run.riders, run.trips, run.charged, run.arrears, run.arrears_amount, run.unchanged, run.duplicates
+    )
 }
 
 /// A validator holding the public halves of the key file's ride keys, with its revocations.
