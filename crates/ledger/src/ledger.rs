@@ -405,11 +405,14 @@ impl Ledger {
             return Outcome::new(Status::InvalidAccount);
         }
         let mut account = *existing;
-        for (slot, (old, new)) in account.usage.iter_mut().zip(existing.limits.window_caps.iter().zip(&set.limits.window_caps)) {
-            let same_window = matches!((old, new), (Some(old), Some(new)) if old.window == new.window);
-            if !same_window {
-                *slot = WindowUsage::default();
-            }
+        // A new cap keeps the usage of an old cap over the same window and classes, whatever
+        // slot it was in (a wallet opened with its year cap first keeps its year when a day
+        // cap is put before it); a cap with no such predecessor starts from nothing.
+        for (slot, new) in account.usage.iter_mut().zip(&set.limits.window_caps) {
+            let kept = new.and_then(|new| {
+                existing.limits.window_caps.iter().position(|old| old.is_some_and(|old| old.window == new.window && old.classes == new.classes))
+            });
+            *slot = kept.map_or_else(WindowUsage::default, |old| existing.usage[old]);
         }
         account.limits = set.limits;
         self.touch_account(set.account, fx);

@@ -452,6 +452,13 @@ fn raised_limits_keep_the_usage_of_windows_they_keep() {
     assert_eq!(apply_one(&mut h, Event::SetLimits(SetLimits { account: 7, limits: raised })), Status::AccountNotFound);
     let invalid = Limits { transfer_cap: Some(Cap { classes: 0, amount_max: 1 }), window_caps: [None; 3] };
     assert_eq!(apply_one(&mut h, Event::SetLimits(SetLimits { account: 2, limits: invalid })), Status::InvalidAccount);
+    // A cap that moves to another slot keeps its usage (a wallet's year cap moving behind a
+    // new day cap must not open a fresh year).
+    let moved = Limits { transfer_cap: None, window_caps: [None, Some(WindowCap { window: Window::Day, classes: CLASS_PAYMENT, amount_max: 3_000 }), None] };
+    assert_eq!(apply_one(&mut h, Event::SetLimits(SetLimits { account: 2, limits: moved })), Status::Ok);
+    assert_eq!(h.ledger.account(2).unwrap().usage[1].used, 2_000);
+    assert_eq!(h.ledger.account(2).unwrap().usage[0].used, 0);
+    assert_eq!(apply_one(&mut h, pay(6, 1_001)), Status::ExceedsWindowCap);
 }
 
 #[test]
