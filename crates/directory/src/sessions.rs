@@ -107,6 +107,10 @@ impl Directory {
                 if let Ok(mut cache) = self.sessions.write() {
                     if cache.len() >= SESSION_CACHE_MAX {
                         cache.retain(|_, (_, at)| at.elapsed() < SESSION_CACHE_TTL);
+                        // All still fresh: start over rather than scan a full map on every miss.
+                        if cache.len() >= SESSION_CACHE_MAX {
+                            cache.clear();
+                        }
                     }
                     cache.insert(session.clone(), (live, Instant::now()));
                 }
@@ -219,8 +223,9 @@ impl Directory {
     /// and every other session ends, in the same command as the new hash. Returns how many
     /// sessions were ended.
     pub async fn change_password(&self, resident: u64, session: &str, current: &str, new: &str, from: &SignInFrom) -> Result<usize, DirectoryError> {
-        let hash = self.passwords.hash(new)?;
+        // The current password first: a guess with a stolen token costs no hash of a new one.
         self.resident_password_checked(resident, current, from).await?;
+        let hash = self.passwords.hash(new)?;
         let principal = Principal::Resident { id: resident, city: 0 };
         let others = self.other_sessions(principal, session).await?;
         let mut rows = vec![ServiceRow {

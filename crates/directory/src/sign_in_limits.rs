@@ -98,7 +98,10 @@ impl Directory {
         };
         let limited = DirectoryError::RateLimited { retry_after_s: window + SIGN_IN_WINDOW_S - now };
         let address = from.address.map(|address| self.limit_subject(&format!("address:{address}")));
-        if let Some(address) = &address
+        // A known client has its own budget; strangers at its address (a carrier's NAT) do not
+        // spend it.
+        if known.is_none()
+            && let Some(address) = &address
             && self.failures(address, window).await?.unwrap_or(0) >= ADDRESS_FAILURES_MAX
         {
             return Err(limited);
