@@ -479,6 +479,10 @@ impl Checkout {
             return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
         };
         payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+        // Amounts are read in the payload's own currency's minor units: only yuan are yuan.
+        if payload.currency() != Some("156") {
+            return Err(CheckoutError::InvalidQr("citypay takes payments in CNY (currency 156)".into()));
+        }
         let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
         let reference = payload.additional_data().and_then(|a| a.reference_label.clone());
         let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
@@ -489,7 +493,8 @@ impl Checkout {
         {
             return Err(CheckoutError::AmountMismatch { qr, sent });
         }
-        match (reference, typed_amount.or(qr_amount)) {
+        // A counter QR carries no amount (citypay writes none): the payer's typed amount is charged.
+        match (reference, typed_amount) {
             (Some(reference), _) => {
                 let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
                 let trade = self.trade_by_id(id).await?;

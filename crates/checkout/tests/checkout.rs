@@ -265,10 +265,26 @@ fn a_chinese_merchant_name_goes_in_the_language_template() {
 fn qr_payloads_of_other_schemes_and_bad_ones_are_refused() {
     let w = world();
     let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 10);
+    let (shop, _) = merchant(&w, SHOP_A);
     w.rt.block_on(async {
         let pix = "00020126580014br.gov.bcb.pix0136123e4567-e12b-12d1-a456-4266554400005204000053039865802BR5913Fulano de Tal6008BRASILIA62070503***63041D3D";
         assert!(matches!(w.checkout.pay_qr(&alice, pix, Some(100), "k").await, Err(CheckoutError::SchemeNotAccepted(_))));
         assert!(matches!(w.checkout.pay_qr(&alice, &pix[..40], Some(100), "k").await, Err(CheckoutError::InvalidQr(_))));
+        // A citypay payload in another currency: its amounts are not yuan, so it pays nothing.
+        let bahrain = citypay_codes::mpm::CitypayQr {
+            merchant_id: shop.to_string(),
+            mcc: "5812".into(),
+            currency: "048".into(),
+            country: "CN".into(),
+            name: "Noodles".into(),
+            city: "Fuzhou".into(),
+            postal_code: None,
+            language: None,
+            charge: citypay_codes::mpm::Charge::Static,
+        };
+        let payload = bahrain.encode().unwrap();
+        assert!(matches!(w.checkout.pay_qr(&alice, &payload, Some(100), "k").await, Err(CheckoutError::InvalidQr(_))));
+        assert_eq!(bal(&w.directory, alice.wallet).await, 1_000, "nothing moved");
     });
 }
 
