@@ -250,9 +250,9 @@ async fn a_lost_phone_is_shut_off_guessing_is_bounded_and_strangers_cannot_lock_
 /// frozen wallet pay nothing, strangers' wrong codes cool down without locking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_limits_devices_and_freezing_hold_on_postgres() {
-    fresh_window(3600, 30).await;
     let dir = tempfile::tempdir().unwrap();
     let Some(target) = Target::postgres(dir.path(), "account_safety") else { return };
+    fresh_window(3600, 30).await;
     let city = City::start_on(dir, target).await;
     let api = &city.api;
     let operator = api.operator().await;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{City, OPERATOR_PASSWORD};
+use support::{City, OPERATOR_PASSWORD, validator_authorization};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ID_NUMBER: &str = "11010519491231002X";
@@ -77,9 +77,9 @@ async fn the_openapi_document_drives_a_generated_client() {
     let registration = json!({"route_id": "824", "stop_id": "B_XIZHAN", "device_key": citypay_vault::hex::encode(&device.public_bytes())});
     let (status, validator, _) = api.call("POST", "/v1/validators", Some(&transit_key), Some("v-1"), Some(registration)).await;
     assert_eq!(status, StatusCode::CREATED, "{validator}");
-    let id = validator["validator_id"].as_u64().unwrap();
+    let id = u32::try_from(validator["validator_id"].as_u64().unwrap()).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let signature = device.sign(format!("GET /v1/validators/{id}/deny-list\n{now}\n").as_bytes());
+    let authorization = validator_authorization(&device, id, "GET", &format!("/v1/validators/{id}/deny-list"), now, "");
 
     // Generate the client from the served document, then call through it.
     let dir = city.dir.path();
@@ -105,7 +105,7 @@ async fn the_openapi_document_drives_a_generated_client() {
         .env("OPERATOR_PASSWORD", OPERATOR_PASSWORD)
         .env("MERCHANT_KEY", merchant_key.trim_start_matches("ApiKey "))
         .env("VALIDATOR_ID", id.to_string())
-        .env("VALIDATOR_AUTHORIZATION", format!("Validator {id}:{now}:{}", citypay_vault::hex::encode(&signature)))
+        .env("VALIDATOR_AUTHORIZATION", authorization)
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&calls.stdout);

@@ -33,9 +33,7 @@ fn bill(no: &str, kind: &str, payer: &str, items: &[(&str, i64)], insured: i64, 
 /// A valid PRC ID number (GB 11643) of someone born in Beijing on 1980-01-01, the `n`th.
 fn id_number(n: u32) -> String {
     let body = format!("11010519800101{n:03}");
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    let sum: u32 = body.chars().zip(WEIGHTS).map(|(c, w)| c.to_digit(10).unwrap() * w).sum();
-    let check = b"10X98765432"[(sum % 11) as usize] as char;
+    let check = citypay_identity::resident_id::check_character(&body).unwrap();
     format!("{body}{check}")
 }
 

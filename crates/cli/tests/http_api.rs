@@ -392,7 +392,7 @@ async fn notifications_reach_an_https_endpoint() {
     let (hook, seen) = receiver_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await;
     assert!(hook.starts_with("https://"));
 
-    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    let target = Target::sqlite(dir.path());
     admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
     admin(&target, &["create-operator", "--username", "root"]);
     let server = start_with(&target, &dir.path().join("serve.log"), &[("CITYPAY_WEBHOOK_CA", &ca)]).await;
@@ -424,7 +424,7 @@ async fn notifications_reach_an_https_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulation_drives_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
-    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    let target = Target::sqlite(dir.path());
     admin(&target, &["create-operator", "--username", "root"]);
     let server = start(&target, &dir.path().join("serve.log")).await;
     let simulate = |seed: &str| {
@@ -466,8 +466,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A GET by validator `id`, signed with its device key at `now`.
 async fn signed_get(api: &Api, device: &citypay_ride::DeviceKey, id: u32, path: &str, now: u32) -> Value {
-    let signature = device.sign(format!("GET {path}\n{now}\n").as_bytes());
-    let request = api.client.get(format!("{}{path}", api.base)).header("authorization", format!("Validator {id}:{now}:{}", hex(&signature)));
+    let request = api.client.get(format!("{}{path}", api.base)).header("authorization", support::validator_authorization(device, id, "GET", path, u64::from(now), ""));
     request.send().await.unwrap().json().await.unwrap()
 }
 
@@ -479,7 +478,7 @@ async fn signed_get(api: &Api, device: &citypay_ride::DeviceKey, id: u32, path: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transit_through_the_api() {
     let dir = tempfile::tempdir().unwrap();
-    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    let target = Target::sqlite(dir.path());
     admin(&target, &["onboard-city", "--code", "120000", "--name", "Tianjin"]);
     admin(&target, &["create-operator", "--username", "root"]);
     let server = start(&target, &dir.path().join("serve.log")).await;
@@ -540,10 +539,7 @@ async fn transit_through_the_api() {
         "time": tap.time, "code_hash": hex(&tap.code_hash)}]})
     .to_string();
     let path = format!("/v1/validators/{id}/taps");
-    let signed = |path: &str, time: u64, body: &str, key: &citypay_ride::DeviceKey| {
-        let signature = key.sign(format!("POST {path}\n{time}\n{body}").as_bytes());
-        format!("Validator {id}:{time}:{}", hex(&signature))
-    };
+    let signed = |path: &str, time: u64, body: &str, key: &citypay_ride::DeviceKey| support::validator_authorization(key, id, "POST", path, time, body);
     let post = |authorization: String| {
         api.client.post(format!("{}{path}", api.base)).header("authorization", authorization).header("content-type", "application/json").body(body.clone()).send()
     };
@@ -597,8 +593,7 @@ async fn transit_through_the_api() {
     let late = json!({"taps": [{"sequence": tap.sequence + 1, "account_ref": tap.account_ref.to_string(), "direction": "in",
         "time": past, "code_hash": hex(&[3; 32])}]})
     .to_string();
-    let signature = device.sign(format!("POST {path}\n{time}\n{late}").as_bytes());
-    let answer = api.client.post(format!("{}{path}", api.base)).header("authorization", format!("Validator {id}:{time}:{}", hex(&signature)))
+    let answer = api.client.post(format!("{}{path}", api.base)).header("authorization", support::validator_authorization(&device, id, "POST", &path, time, &late))
         .header("content-type", "application/json").body(late).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     let (status, run, _) = api.call("POST", "/v1/transit/fare-runs", Some(&operator), Some("run-3"), Some(json!({"date": day}))).await;
@@ -661,7 +656,7 @@ async fn bills_through_the_api() {
     const MOTHER: &str = "330106195203150045";
     const BOB: &str = "440524198001010013";
     let dir = tempfile::tempdir().unwrap();
-    let target = Target { db: dir.path().join("city.db").display().to_string(), keys: dir.path().join("keys") };
+    let target = Target::sqlite(dir.path());
     admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
     admin(&target, &["create-operator", "--username", "root", "--role", "platform"]);
     let log = dir.path().join("serve.log");
