@@ -326,6 +326,16 @@ mod tests {
         assert_eq!(check_character("１1010519491231002"), None);
     }
 
+    /// Every region code in the shipped list lies in a province the parser knows, so no
+    /// number the list accepts is refused for its first two digits.
+    #[test]
+    fn every_region_is_in_a_known_province() {
+        for region in crate::Region::all() {
+            let province = u8::try_from(region.code / 10_000).unwrap_or(0);
+            assert!(PROVINCE_CODES.contains(&province), "{} lies in no known province", region.code);
+        }
+    }
+
     #[test]
     fn province_table_is_sorted_and_has_34_entries() {
         assert!(PROVINCE_CODES.is_sorted());
