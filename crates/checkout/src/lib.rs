@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 pub use refund::{DEFAULT_REFUND_PERIOD_S, MAX_REFUND_PERIOD_S, Refund, RefundAnswer, RefundStatus};
 pub use schema::MIGRATIONS;
 pub use trade::{Method, Trade, TradeStatus};
+pub use notify::ALIPAY_NOTIFICATION;
 
 /// Ledger transfer codes of checkout movements.
 pub mod codes {
@@ -177,6 +178,18 @@ pub struct NewTrade {
     pub subject: String,
     /// Seconds until an unpaid trade closes itself (default 15 minutes).
     pub timeout_s: Option<u64>,
+    /// Where the trade's changes are notified in Alipay's form (a gateway trade), if anywhere.
+    pub notify: Option<GatewayNotify>,
+}
+
+/// A gateway trade's notification target: Alipay's `trade_status_sync` form posts, signed with
+/// the key of the platform that signs for the app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayNotify {
+    /// The merchant's app the trade was made through.
+    pub app_id: u64,
+    /// The trade's `notify_url`, or the app's default.
+    pub url: String,
 }
 
 /// The checkout service.
@@ -304,7 +317,7 @@ impl Checkout {
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],
-            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
+            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect(),
             always_rows: Vec::new(),
         };
         let trade = match self.submit(command).await? {
@@ -383,6 +396,15 @@ impl Checkout {
         rows.iter().map(|row| Trade::from_row(row)).collect()
     }
 
+    /// A merchant's trade by citypay's trade number (another merchant's trades are not found).
+    pub async fn trade_by_no(&self, merchant_id: u64, trade_no: u64) -> Result<Trade, CheckoutError> {
+        let trade = self.trade_by_id(trade_no).await?;
+        if trade.merchant_id != merchant_id {
+            return Err(CheckoutError::TradeNotFound);
+        }
+        self.as_of_now(trade).await
+    }
+
     async fn trade_by_id(&self, id: u64) -> Result<Trade, CheckoutError> {
         let rows = self.directory.read(trade::SELECT_BY_ID, vec![uint(id)]).await?;
         rows.first().map(|row| Trade::from_row(row)).transpose()?.ok_or(CheckoutError::TradeNotFound)
@@ -401,8 +423,39 @@ impl Checkout {
         Ok(trade)
     }
 
-    /// The notification of a trade change, for a merchant with a notification URL (there is
-    /// nothing to deliver to one without).
+    /// The notifications of a trade change: the JSON event for a merchant with a notification
+    /// URL, and Alipay's `trade_status_sync` for a gateway trade that was paid, refunded, closed
+    /// or finished (`refund`: the request number of the refund that changed it).
+    fn outbox_rows(&self, merchant: &Merchant, trade: &Trade, now: u64, refund: Option<&str>) -> Vec<ServiceRow> {
+        self.outbox_row(merchant, trade, now).into_iter().chain(self.alipay_outbox_row(trade, now, refund)).collect()
+    }
+
+    fn alipay_outbox_row(&self, trade: &Trade, now: u64, refund: Option<&str>) -> Option<ServiceRow> {
+        let notify = trade.notify.as_ref()?;
+        if trade.status == TradeStatus::WaitBuyerPay {
+            return None;
+        }
+        let change = [trade.id.to_string(), trade.status.code().to_owned(), trade.refunded.to_string()];
+        let low = u64::from_le_bytes(self.directory.draw(&["alipay_outbox", &change[0], &change[1], &change[2]]));
+        let event_id = (u128::from(self.directory.clock().now().0) << 64) | u128::from(low);
+        let body = notify::alipay_body(trade, notify, now, refund);
+        Some(ServiceRow {
+            table: "outbox",
+            key: vec![("id", Value::Blob(event_id.to_be_bytes().to_vec()))],
+            columns: vec![
+                ("merchant_id", uint(trade.merchant_id)),
+                ("trade_id", uint(trade.id)),
+                ("kind", Value::Text(ALIPAY_NOTIFICATION.into())),
+                ("body", Value::Text(body)),
+                ("created_at", uint(now)),
+                ("attempts", int(0)),
+                ("next_attempt_at", uint(now)),
+                ("delivered_at", Value::Null),
+            ],
+            on_conflict: OnConflict::Fail,
+        })
+    }
+
     fn outbox_row(&self, merchant: &Merchant, trade: &Trade, now: u64) -> Option<ServiceRow> {
         merchant.notify_url.as_ref()?;
         // Time first, so the outbox reads in order; then what changed, so each change has one id.
@@ -506,6 +559,7 @@ impl Checkout {
             (None, Some(amount)) => {
                 let digest = Sha256::digest(format!("{}\u{0}{idempotency_key}", payer.id).as_bytes());
                 let new = NewTrade {
+                    notify: None,
                     out_trade_no: format!("S{}", citypay_directory::hex::encode(&digest[..12])),
                     amount,
                     subject: "counter payment".into(),
@@ -525,7 +579,7 @@ impl Checkout {
         let period = self.refund_period(merchant_id).await?;
         let now = self.now_s();
         let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now, period);
-        let rows: Vec<ServiceRow> = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect();
+        let rows: Vec<ServiceRow> = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect();
         let command = |attempt| Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
             guards: vec![trade.absent_guard(), Directory::wallet_not_frozen(payer.id)],
@@ -554,7 +608,7 @@ impl Checkout {
         let period = self.refund_period(trade.merchant_id).await?;
         let now = self.now_s();
         let paid = trade.paid(payer.id, now, period);
-        let rows: Vec<ServiceRow> = [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &paid, now)).collect();
+        let rows: Vec<ServiceRow> = [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &paid, now, None)).collect();
         let command = |attempt| Command {
             event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
             guards: vec![trade.version_guard(), Directory::wallet_not_frozen(payer.id)],
@@ -720,7 +774,7 @@ impl Checkout {
                 },
                 Directory::wallet_not_frozen(device.resident_id),
             ],
-            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
+            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect(),
             // The code is spent even when the wallet cannot pay: it never works twice. Wrong
             // codes stay counted: a payment between guesses must not give the guesser more.
             always_rows: vec![ServiceRow {
@@ -901,7 +955,7 @@ impl Checkout {
         let command = Command {
             event: None,
             guards: vec![trade.version_guard()],
-            rows: [closed.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &closed, now)).collect(),
+            rows: [closed.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &closed, now, None)).collect(),
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {
@@ -937,7 +991,7 @@ impl Checkout {
         let command = Command {
             event: None,
             guards: vec![trade.absent_guard()],
-            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_row(&merchant, &trade, now)).collect(),
+            rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect(),
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {

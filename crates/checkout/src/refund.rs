@@ -153,7 +153,7 @@ impl Checkout {
         let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundSuccess, created_at: now };
         let refund_row = refund.row(trade.id);
         let guards = vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_row.key.clone() }];
-        let rows: Vec<ServiceRow> = [after.row(OnConflict::UpdateOnly), refund_row].into_iter().chain(self.outbox_row(&merchant, &after, now)).collect();
+        let rows: Vec<ServiceRow> = [after.row(OnConflict::UpdateOnly), refund_row].into_iter().chain(self.outbox_rows(&merchant, &after, now, Some(out_request_no))).collect();
         let answer = RefundAnswer { trade: after, refund, fund_change: true };
         let outcome = if trade.method == Method::Cash {
             // The cash goes back over the counter as it came: only the record is written.
@@ -247,7 +247,7 @@ impl Checkout {
         let command = Command {
             event: None,
             guards: vec![trade.version_guard()],
-            rows: [finished.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_row(&merchant, &finished, now)).collect(),
+            rows: [finished.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &finished, now, None)).collect(),
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {

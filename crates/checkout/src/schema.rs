@@ -122,6 +122,14 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: checkout_v7!(),
         postgres: checkout_v7!(),
     },
+    // A trade made through the Alipay-compatible gateway notifies the app's URL in Alipay's form.
+    Migration {
+        component: "checkout",
+        version: 8,
+        name: "gateway trades' notification target",
+        sqlite: "ALTER TABLE trades ADD COLUMN notify_app BIGINT; ALTER TABLE trades ADD COLUMN notify_url TEXT;",
+        postgres: "ALTER TABLE trades ADD COLUMN notify_app BIGINT; ALTER TABLE trades ADD COLUMN notify_url TEXT;",
+    },
 ];
 
 /// A device's `failures` now count its wrong codes in the hour `failures_hour` (a cool-down,

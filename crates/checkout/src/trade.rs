@@ -4,7 +4,7 @@ use citypay_directory::{DirectoryError, Merchant, uint};
 use citypay_shard::Guard;
 use citypay_store::{OnConflict, ServiceRow, Value};
 
-use crate::{CheckoutError, DEFAULT_TIMEOUT_S, NewTrade};
+use crate::{CheckoutError, DEFAULT_TIMEOUT_S, GatewayNotify, NewTrade};
 
 /// Where a trade stands (Alipay's names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,6 +100,8 @@ pub struct Trade {
     pub paid_at: Option<u64>,
     /// When its refund period ends and it finishes (unix seconds; set when it is paid).
     pub finishes_at: Option<u64>,
+    /// Where a gateway trade's changes are notified in Alipay's form.
+    pub notify: Option<GatewayNotify>,
 }
 
 /// `SELECT` every column of `trades`, then `$tail`.
@@ -107,7 +109,7 @@ macro_rules! select_trades {
     ($tail:literal) => {
         concat!(
             "SELECT id, merchant_id, city_code, out_trade_no, amount, subject, status, method, ",
-            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee, finishes_at FROM trades ",
+            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee, finishes_at, notify_app, notify_url FROM trades ",
             $tail
         )
     };
@@ -147,6 +149,7 @@ impl Trade {
             expires_at: now + new.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
             paid_at: None,
             finishes_at: None,
+            notify: new.notify.clone(),
         }
     }
 
@@ -218,6 +221,8 @@ impl Trade {
                 ("paid_at", opt(self.paid_at)),
                 ("fee", Value::Int(self.fee)),
                 ("finishes_at", opt(self.finishes_at)),
+                ("notify_app", opt(self.notify.as_ref().map(|n| n.app_id))),
+                ("notify_url", self.notify.as_ref().map_or(Value::Null, |n| Value::Text(n.url.clone()))),
             ],
             on_conflict,
         }
@@ -255,6 +260,10 @@ impl Trade {
             paid_at: optional(13)?,
             fee: int(14)?,
             finishes_at: optional(15)?,
+            notify: match (optional(16)?, row.get(17)) {
+                (Some(app_id), Some(Value::Text(url))) => Some(GatewayNotify { app_id, url: url.clone() }),
+                _ => None,
+            },
         })
     }
 }

@@ -108,7 +108,7 @@ fn merchant(w: &World, uscc: &str) -> (u64, u64) {
 }
 
 fn order(no: &str, fen: i64) -> NewTrade {
-    NewTrade { out_trade_no: no.into(), amount: fen, subject: "beef noodles".into(), timeout_s: None }
+    NewTrade { out_trade_no: no.into(), amount: fen, subject: "beef noodles".into(), timeout_s: None, notify: None }
 }
 
 /// Wrong codes are counted per hour: a check of the counts waits out an hour about to end.
@@ -445,10 +445,10 @@ struct Recorder {
 }
 
 impl citypay_checkout::notify::Deliver for Recorder {
-    fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: String) -> impl std::future::Future<Output = Result<u16, String>> + Send {
+    fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: String) -> impl std::future::Future<Output = Result<citypay_checkout::notify::Answered, String>> + Send {
         self.posts.lock().unwrap().push((url.to_owned(), headers, body));
         let status = self.statuses.lock().unwrap().pop().unwrap_or(200);
-        async move { Ok(status) }
+        async move { Ok(citypay_checkout::notify::Answered { status, body: String::new() }) }
     }
 }
 

@@ -102,6 +102,8 @@ pub(crate) struct SigningKeys {
     pub(crate) journal: Option<[u8; 32]>,
     /// Where the newest seal is kept, outside the database.
     pub(crate) head: Option<PathBuf>,
+    /// The Alipay-compatible gateway's RSA key pairs.
+    pub(crate) gateway: Arc<citypay_gateway::PlatformKeys>,
 }
 
 impl SigningKeys {
@@ -146,7 +148,8 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
     let head = Some(seal_head_path(path));
     if let Some([seed, receipt, journal]) = env_signing_keys()? {
         let keys = vec![citypay_ride::PlatformKey::from_seed(1, seed, forever()?)];
-        return Ok(SigningKeys { keys, revoked: Vec::new(), receipt, journal: Some(journal), head });
+        let gateway = load_gateway_keys(path)?;
+        return Ok(SigningKeys { keys, revoked: Vec::new(), receipt, journal: Some(journal), head, gateway });
     }
     // A missing file is a new one; any other read error must not be taken for "no keys".
     let text = match std::fs::read_to_string(path) {
@@ -170,7 +173,77 @@ pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
     };
     let receipt = added("receipt", receipt)?;
     let journal = added("journal", journal)?;
-    Ok(SigningKeys { keys, revoked, receipt, journal: Some(journal), head })
+    let gateway = load_gateway_keys(path)?;
+    Ok(SigningKeys { keys, revoked, receipt, journal: Some(journal), head, gateway })
+}
+
+/// Whether notifications may go to loopback, private and link-local addresses:
+/// `CITYPAY_ALLOW_PRIVATE_NOTIFY=1` (tests; a closed network whose merchants are inside it).
+/// Off by default: a notification URL makes the server call an address of the merchant's
+/// choosing, and Patroni's REST API and etcd listen on private addresses.
+pub(crate) fn allow_private_notify() -> bool {
+    std::env::var("CITYPAY_ALLOW_PRIVATE_NOTIFY").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// A new 2048-bit RSA key pair, PKCS#8 DER, from OpenSSL's key generator (`openssl genpkey`,
+/// Debian's `openssl` package): `ring` cannot generate RSA keys, and the pure-Rust `rsa`
+/// crate's key generation is not as widely reviewed.
+pub(crate) fn generate_rsa_key() -> anyhow::Result<Vec<u8>> {
+    let output = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .context("running openssl genpkey for the gateway's RSA key (install Debian's openssl package)")?;
+    anyhow::ensure!(output.status.success(), "openssl genpkey failed");
+    let pem = String::from_utf8(output.stdout).context("openssl's output")?;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(body).context("openssl's PKCS#8 key")
+}
+
+/// The gateway's platform keys: `CITYPAY_GATEWAY_KEY` (base64 PKCS#8, key 1) when set, so
+/// every server of a city signs with the same key; else the key file's lines
+/// `gateway.ID=BASE64` (key 1 made with [`generate_rsa_key`] and added on first use).
+pub(crate) fn load_gateway_keys(path: &Path) -> anyhow::Result<Arc<citypay_gateway::PlatformKeys>> {
+    use base64::Engine;
+    let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text.trim()).context("a gateway key must be base64 of a PKCS#8 RSA key");
+    let key = |id: u32, der: &[u8]| citypay_gateway::PlatformKey::from_pkcs8(id, der).with_context(|| format!("gateway key {id}"));
+    if let Ok(text) = std::env::var("CITYPAY_GATEWAY_KEY") {
+        return Ok(Arc::new(citypay_gateway::PlatformKeys::new(vec![key(1, &decode(&text)?)?])));
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        if let Some((id, value)) = line.strip_prefix("gateway.").and_then(|l| l.split_once('=')) {
+            let id: u32 = id.parse().context("gateway key id")?;
+            keys.push(key(id, &decode(value)?)?);
+        }
+    }
+    if keys.is_empty() {
+        let der = generate_rsa_key()?;
+        use base64::Engine as _;
+        let line = format!("gateway.1={}\n", base64::engine::general_purpose::STANDARD.encode(&der));
+        append_private(path, &line).with_context(|| format!("adding the gateway key to {}", path.display()))?;
+        keys.push(key(1, &der)?);
+    }
+    Ok(Arc::new(citypay_gateway::PlatformKeys::new(keys)))
+}
+
+/// Adds a gateway key: the next id, made by [`generate_rsa_key`]. New apps are signed for by
+/// it; existing apps keep theirs until moved (`PATCH /v1/gateway/apps/{app_id}`). Answers the
+/// new key id. A running server reads it on restart.
+pub(crate) fn add_gateway_key(path: &Path) -> anyhow::Result<u32> {
+    anyhow::ensure!(std::env::var_os("CITYPAY_GATEWAY_KEY").is_none(), "the gateway key comes from CITYPAY_GATEWAY_KEY; add keys to the key file instead");
+    let keys = load_gateway_keys(path)?;
+    let next = keys.newest().map_or(1, |k| k.id() + 1);
+    use base64::Engine;
+    let line = format!("gateway.{next}={}\n", base64::engine::general_purpose::STANDARD.encode(generate_rsa_key()?));
+    append_private(path, &line).with_context(|| format!("adding a gateway key to {}", path.display()))?;
+    Ok(next)
 }
 
 /// The signing keys a key file holds, as written.
@@ -494,6 +567,7 @@ pub(crate) async fn open_with(
         directory,
         token_ttl_s: 3_600,
         sandbox_bank: Some(sandbox),
+        gateway: citypay_api::routes::GatewaySettings { keys: ride_keys.gateway, allow_private_notify: allow_private_notify() },
     });
     Ok(City { shard, state })
 }

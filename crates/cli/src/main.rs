@@ -38,6 +38,7 @@ mod bench_settlement;
 mod bench_transit;
 mod city;
 mod crash_child;
+mod gateway_cmd;
 mod inspect;
 mod naive;
 mod open;
@@ -106,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         what: transit_cmd::Transit,
     },
+    /// The Alipay-compatible gateway: platform keys, merchants' apps.
+    Gateway {
+        #[command(subcommand)]
+        what: gateway_cmd::Gateway,
+    },
     /// Administration: operators and cities.
     Admin {
         #[command(subcommand)]
@@ -162,6 +168,7 @@ fn main() -> ExitCode {
         Command::Serve { db, addr, keys, trusted_proxies } => serve::run(&db, addr, keys, &trusted_proxies).map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Transit { what } => transit_cmd::run(&what),
+        Command::Gateway { what } => gateway_cmd::run(&what),
         Command::Inspect { what } => inspect::run(&what),
         Command::CrashChild { db } => crash_child::run(&db).map(|()| ExitCode::SUCCESS),
         Command::Settle(args) => settle_cmd::run(&args).map(|()| ExitCode::SUCCESS),

@@ -21,21 +21,32 @@ pub(crate) struct ServerArgs {
 /// Signs in on `base` as `operator` and POSTs `body` to `path` under a fresh idempotency key;
 /// answers the JSON body of a success, else an error with the server's code and message.
 pub(crate) fn post_as_operator(base: &str, operator: &str, path: &str, body: &Value) -> anyhow::Result<Value> {
+    call_as_operator(base, operator, reqwest::Method::POST, path, body)
+}
+
+/// Signs in on `base` as `operator` and sends `body` (none for GET) to `path` with `method`
+/// (a fresh idempotency key on a POST); answers the JSON body of a success, else an error
+/// with the server's code and message.
+pub(crate) fn call_as_operator(base: &str, operator: &str, method: reqwest::Method, path: &str, body: &Value) -> anyhow::Result<Value> {
     let password = std::env::var("CITYPAY_OPERATOR_PASSWORD").context("--server: the operator's password goes in CITYPAY_OPERATOR_PASSWORD")?;
     let base = base.trim_end_matches('/').to_owned();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        let session = call(&client, &format!("{base}/v1/operator-sessions"), None, None, &json!({"username": operator, "password": password})).await?;
+        let session = call(&client, reqwest::Method::POST, &format!("{base}/v1/operator-sessions"), None, None, &json!({"username": operator, "password": password})).await?;
         let token = session["token"].as_str().context("the sign-in answer has no token")?;
         // A command is idempotent by its day on the server; the key only keeps this request's answer.
         let key = format!("cli-{}-{}", path.trim_start_matches("/v1/"), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos());
-        call(&client, &format!("{base}{path}"), Some(token), Some(&key), body).await
+        let key = (method == reqwest::Method::POST).then_some(key);
+        call(&client, method, &format!("{base}{path}"), Some(token), key.as_deref(), body).await
     })
 }
 
-async fn call(client: &reqwest::Client, url: &str, token: Option<&str>, key: Option<&str>, body: &Value) -> anyhow::Result<Value> {
-    let mut request = client.post(url).json(body);
+async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, token: Option<&str>, key: Option<&str>, body: &Value) -> anyhow::Result<Value> {
+    let mut request = client.request(method.clone(), url);
+    if method != reqwest::Method::GET {
+        request = request.json(body);
+    }
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }

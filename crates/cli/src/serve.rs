@@ -12,22 +12,57 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use citypay_api::routes::{TrustedProxies, business_routes, dashboard_pages};
+use citypay_api::routes::{TrustedProxies, business_routes, dashboard_pages, gateway_pages};
 use citypay_api::{Api, ApiConfig};
-use citypay_checkout::notify::{DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
+use citypay_checkout::notify::{Answered, DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
 use citypay_directory::PasswordPolicy;
 use citypay_store::DbUrl;
 
 /// Posts notifications over HTTP or HTTPS. HTTPS certificates are checked against the
 /// system's trusted roots, and the PEM certificates in the file `CITYPAY_WEBHOOK_CA` when set
-/// (a merchant's private CA, or a test's).
+/// (a merchant's private CA, or a test's). Unless private addresses are allowed, a URL's host
+/// must be a public address, and a name is connected to only at the public addresses it
+/// resolves to (so a name that resolves to 127.0.0.1 or 10.x is refused when it is used, not
+/// only when it is registered).
 #[derive(Clone, Debug)]
-pub(crate) struct HttpDeliver(Client<HttpsConnector<HttpConnector>, Full<Bytes>>);
+pub(crate) struct HttpDeliver {
+    client: Client<HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>,
+    allow_private: bool,
+}
 
 type Bytes = hyper::body::Bytes;
 
+/// Resolves names with the system's resolver, keeping only public addresses unless private
+/// ones are allowed.
+#[derive(Clone, Debug)]
+struct PublicResolver {
+    allow_private: bool,
+}
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for PublicResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let allow_private = self.allow_private;
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let kept: Vec<SocketAddr> = found.into_iter().filter(|a| allow_private || citypay_checkout::notify::public_address(a.ip())).collect();
+            if kept.is_empty() {
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("{name} has no public address; notifications go to public addresses")));
+            }
+            Ok(kept.into_iter())
+        })
+    }
+}
+
 impl HttpDeliver {
-    pub(crate) fn new() -> anyhow::Result<HttpDeliver> {
+    pub(crate) fn new(allow_private: bool) -> anyhow::Result<HttpDeliver> {
         let mut roots = rustls::RootCertStore::empty();
         // Machines without a CA bundle still reach plain HTTP and the CAs given below.
         let (added, _ignored) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
@@ -43,23 +78,38 @@ impl HttpDeliver {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-        Ok(HttpDeliver(Client::builder(TokioExecutor::new()).build(connector)))
+        let mut http = HttpConnector::new_with_resolver(PublicResolver { allow_private });
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(http);
+        Ok(HttpDeliver { client: Client::builder(TokioExecutor::new()).build(connector), allow_private })
     }
 }
 
 impl Deliver for HttpDeliver {
-    fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: String) -> impl Future<Output = Result<u16, String>> + Send {
+    fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: String) -> impl Future<Output = Result<Answered, String>> + Send {
         let mut request = hyper::Request::post(url);
         for (name, value) in headers {
             request = request.header(name, value);
         }
         let request = request.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string());
-        let client = self.0.clone();
+        // An address written in the URL is connected to without resolving: check it here.
+        let literal = url.parse::<hyper::Uri>().ok().and_then(|u| u.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok()));
+        let refused = !self.allow_private && literal.is_some_and(|ip| !citypay_checkout::notify::public_address(ip));
+        let client = self.client.clone();
         async move {
+            if refused {
+                return Err("the URL names a private address; notifications go to public addresses".to_owned());
+            }
             let sent = tokio::time::timeout(Duration::from_secs(10), client.request(request?)).await;
             let response = sent.map_err(|_| "timed out after 10 s".to_owned())?.map_err(|e| e.to_string())?;
-            Ok(response.status().as_u16())
+            let status = response.status().as_u16();
+            // Only the start of the body matters (Alipay's `success`); never read a huge one.
+            let limited = http_body_util::Limited::new(response.into_body(), 4096);
+            let body = match tokio::time::timeout(Duration::from_secs(10), http_body_util::BodyExt::collect(limited)).await {
+                Ok(Ok(collected)) => String::from_utf8_lossy(&collected.to_bytes()).chars().take(64).collect(),
+                _ => String::new(),
+            };
+            Ok(Answered { status, body })
         }
     }
 }
@@ -79,7 +129,8 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
     runtime.block_on(async {
         let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
         let state = city.state.clone();
-        let dispatcher = Dispatcher::new(state.directory.clone(), HttpDeliver::new()?, DEFAULT_SCHEDULE_S.to_vec());
+        let dispatcher = Dispatcher::new(state.directory.clone(), HttpDeliver::new(state.gateway.allow_private_notify)?, DEFAULT_SCHEDULE_S.to_vec())
+            .with_gateway_keys(state.gateway.keys.clone());
         let checkout = state.checkout.clone();
         let wallet = state.wallet.clone();
         tokio::spawn(async move {
@@ -105,7 +156,7 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
             }
         });
         reload_ride_keys_on_hangup(state.transit.clone(), keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db)));
-        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(dashboard_pages(state));
+        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state));
         eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
         citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension())).await?;
         city.shard.shutdown();

@@ -221,6 +221,7 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
                 receipt: seed_key("receipt", args.seed),
                 journal: stored.journal,
                 head: stored.head,
+                gateway: std::sync::Arc::default(),
             },
             PasswordPolicy::FAST_INSECURE,
             Arc::new(clock.clone()),

@@ -11,6 +11,7 @@ mod bank;
 mod cities;
 mod error;
 mod fees;
+mod gateway_apps;
 mod merchants;
 mod operators;
 mod passwords;
@@ -33,6 +34,7 @@ pub use bank::{BankConnector, BankError, BankReceipt, CardHolder, CardIssuedToAn
 pub use cities::{City, PRESET_CITIES};
 pub use error::DirectoryError;
 pub use fees::{RATE_MAX_BP, fee_for, fee_returned};
+pub use gateway_apps::{GATEWAY_APP_CACHE_TTL, GATEWAY_APPS_MAX, GatewayApp, GatewayAppChange};
 pub use merchants::{API_KEY_CACHE_TTL, Category, MERCHANT_CACHE_TTL, Merchant, MerchantCredentials, NewMerchant};
 pub use operators::{Operator, Role};
 pub use passwords::PasswordPolicy;
@@ -70,6 +72,8 @@ pub struct Directory {
     api_keys: Arc<std::sync::RwLock<std::collections::HashMap<String, (u64, Vec<u8>, std::time::Instant)>>>,
     /// Sessions checked lately: session id → (live, when read).
     sessions: Arc<std::sync::RwLock<std::collections::HashMap<String, (bool, std::time::Instant)>>>,
+    /// Gateway apps read lately: app id → (the app, or none such; when read).
+    gateway_apps: Arc<std::sync::RwLock<std::collections::HashMap<u64, (Option<GatewayApp>, std::time::Instant)>>>,
     /// Cities as read (they never change).
     cities: Arc<std::sync::RwLock<std::collections::HashMap<u32, City>>>,
 }
@@ -98,7 +102,7 @@ impl Directory {
         clock: Arc<dyn Clock + Sync>,
         passwords: PasswordPolicy,
     ) -> Directory {
-        Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os, merchants: Arc::default(), api_keys: Arc::default(), sessions: Arc::default(), cities: Arc::default() }
+        Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os, merchants: Arc::default(), api_keys: Arc::default(), sessions: Arc::default(), gateway_apps: Arc::default(), cities: Arc::default() }
     }
 
     /// The same directory drawing ids and secrets from `seed` instead of the OS. For seeded

@@ -116,7 +116,29 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: VERIFICATIONS_V5,
         postgres: VERIFICATIONS_V5,
     },
+    Migration {
+        component: "directory",
+        version: 6,
+        name: "merchants' apps on the Alipay-compatible gateway",
+        sqlite: GATEWAY_APPS_V6,
+        postgres: GATEWAY_APPS_V6,
+    },
 ];
+
+/// A merchant's gateway apps: the 16-digit app id, its RSA public key (SubjectPublicKeyInfo,
+/// base64), its default notification URL and the platform key that signs for it.
+const GATEWAY_APPS_V6: &str = "CREATE TABLE gateway_apps (
+        app_id BIGINT PRIMARY KEY,
+        merchant_id BIGINT NOT NULL,
+        public_key TEXT NOT NULL,
+        notify_url TEXT,
+        platform_key BIGINT NOT NULL,
+        disabled_at BIGINT,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX gateway_apps_by_merchant ON gateway_apps (merchant_id);
+    CREATE INDEX gateway_apps_by_platform_key ON gateway_apps (platform_key);";
 
 /// A resident's verifications: one row per channel and reference (the issuing bank that
 /// confirmed a card, the operator who checked the ID card in person). The account class is

@@ -7,6 +7,9 @@ mod auth;
 mod bills;
 mod dashboard;
 mod errors;
+mod gateway;
+mod gateway_apps;
+mod notify_urls;
 mod operators;
 mod replay;
 mod residents;
@@ -44,6 +47,18 @@ pub struct AppServices {
     /// The sandbox bank, when the platform's bank is the sandbox: its register of card
     /// holders is filled through the API.
     pub sandbox_bank: Option<citypay_directory::SandboxBank>,
+    /// The Alipay-compatible gateway's keys and settings.
+    pub gateway: GatewaySettings,
+}
+
+/// The Alipay-compatible gateway's keys and settings.
+#[derive(Debug, Default)]
+pub struct GatewaySettings {
+    /// The platform's key pairs that sign answers and notifications.
+    pub keys: std::sync::Arc<citypay_gateway::PlatformKeys>,
+    /// Whether notification URLs may name loopback, private and link-local addresses (tests,
+    /// closed networks); refused by default.
+    pub allow_private_notify: bool,
 }
 
 /// [`AppServices`] shared by every request: one reference count to raise per request, where
@@ -148,5 +163,16 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(bills::settle))
         .routes(routes!(bills::fund_deposit))
         .routes(routes!(bills::open_window))
+        .routes(routes!(gateway_apps::create_app, gateway_apps::list_apps))
+        .routes(routes!(gateway_apps::update_app))
+        .routes(routes!(gateway_apps::operator_create_app, gateway_apps::operator_list_apps))
+        .routes(routes!(gateway_apps::operator_update_app))
+        .routes(routes!(gateway_apps::public_key))
         .with_state(state)
+}
+
+/// `/gateway.do`, GET and POST: Alipay's protocol, not part of the JSON API's document (its
+/// callers are Alipay's SDKs; the protocol is Alipay's). Every answer is HTTP 200.
+pub fn gateway_pages(state: AppState) -> axum::Router {
+    axum::Router::new().route("/gateway.do", axum::routing::get(gateway::gateway_do).post(gateway::gateway_do)).with_state(state)
 }

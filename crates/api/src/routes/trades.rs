@@ -70,6 +70,7 @@ impl TradeRequest {
             amount: cny(&self.amount)?,
             subject: self.subject.clone(),
             timeout_s: self.timeout_s,
+            notify: None,
         })
     }
 }
@@ -113,7 +114,7 @@ pub(crate) struct CodePaymentRequest {
 #[utoipa::path(post, path = "/v1/trades/pay", security(("merchant" = [])), tag = "trades", request_body = CodePaymentRequest,
     responses((status = OK, body = TradeView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn pay_with_code(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<CodePaymentRequest>) -> Result<AppJson<TradeView>, ApiError> {
-    let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None };
+    let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None, notify: None };
     let trade = state.checkout.pay_with_code(merchant, &new, &body.auth_code).await?;
     Ok(AppJson(TradeView::from(&trade)))
 }
