@@ -66,6 +66,7 @@ impl Target {
     pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(BIN);
         command.args(args).args(["--db", &self.db, "--keys"]).arg(&self.keys).env("CITYPAY_OPERATOR_PASSWORD", OPERATOR_PASSWORD);
+        command.env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim());
         command
     }
 
@@ -92,18 +93,30 @@ pub(crate) async fn start(target: &Target, log: &Path) -> Server {
     start_with(target, log, &[]).await
 }
 
-/// Starts `citypay serve` with extra environment variables and waits for `/health`.
+/// The gateway's platform key every test server signs with (made once with `openssl genpkey`,
+/// so servers need not make one each), as base64 PKCS#8.
+pub(crate) const GATEWAY_TEST_KEY: &str = include_str!("../../../gateway/tests/test-key.pk8.b64");
+
+/// Starts `citypay serve` with extra environment variables and waits for `/health`. Test
+/// servers may notify loopback addresses and sign gateway answers with [`GATEWAY_TEST_KEY`]
+/// unless `env` says otherwise.
 pub(crate) async fn start_with(target: &Target, log: &Path, env: &[(&str, &Path)]) -> Server {
-    let port = free_port();
+    start_at(target, log, free_port(), env).await
+}
+
+/// [`start_with`] on a given port of 127.0.0.1.
+pub(crate) async fn start_at(target: &Target, log: &Path, port: u16, env: &[(&str, &Path)]) -> Server {
     let child = Command::new(BIN)
         .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--db", &target.db, "--keys"])
         .arg(&target.keys)
+        .env("CITYPAY_ALLOW_PRIVATE_NOTIFY", "1")
+        .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
         .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let base = if port == 80 { "http://127.0.0.1".to_owned() } else { format!("http://127.0.0.1:{port}") };
     let deadline = Instant::now() + Duration::from_secs(30);
     while reqwest::get(format!("{base}/health")).await.is_err() {
         assert!(Instant::now() < deadline, "the server did not start");
