@@ -54,9 +54,9 @@ pub(crate) struct PaymentsBenchReport {
     audit_clean: bool,
 }
 
-struct Payer {
-    device: u32,
-    secret: Vec<u8>,
+pub(crate) struct Payer {
+    pub(crate) device: u32,
+    pub(crate) secret: Vec<u8>,
 }
 
 #[allow(clippy::float_arithmetic)]
@@ -139,7 +139,7 @@ fn report(payments: (Vec<u64>, u64, f64), noop: (Vec<u64>, f64), audit_clean: bo
 }
 
 /// Merchants (their API keys) and residents with money and an enrolled device.
-async fn set_up(state: &AppState, merchants: u64, residents: u64) -> anyhow::Result<(Vec<(u64, String)>, Vec<Payer>)> {
+pub(crate) async fn set_up(state: &AppState, merchants: u64, residents: u64) -> anyhow::Result<(Vec<(u64, String)>, Vec<Payer>)> {
     let d = &state.directory;
     d.onboard_city(330100, "Hangzhou").await?;
     let mut keys = Vec::new();

@@ -177,7 +177,7 @@ async fn failed_notifications_are_logged_and_counted() {
             assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 1);
             assert_eq!(logged[0]["reason"], "HTTP 500", "{}", logged[0]);
             assert_eq!(logged[0]["attempt"], 1);
-            assert_eq!(logged[0]["retry_in_s"], 120, "the first retry follows Alipay's schedule");
+            assert_eq!(logged[0]["retry_in_s"], 240, "the first retry follows Alipay's schedule");
             assert!(!logs.contains("receiver-token"), "the log names no notification URL");
             break;
         }

@@ -204,7 +204,7 @@ pub(crate) struct KeyQuery {
 
 /// The platform's public key that merchants configure in their SDK (`alipay_public_key`), PEM.
 /// The `Citypay-Key-Id` header names it.
-#[utoipa::path(get, path = "/v1/gateway/public-key", tag = "gateway", params(KeyQuery),
+#[utoipa::path(get, path = "/v1/gateway/public-key", security(()), tag = "gateway", params(KeyQuery),
     responses((status = OK, body = String, content_type = "application/x-pem-file"), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn public_key(State(state): State<AppState>, Query(query): Query<KeyQuery>) -> Result<Response, ApiError> {
     let keys = &state.gateway.keys;

@@ -1,0 +1,341 @@
+//! `citypay bench gateway`: `alipay.trade.pay` through `/gateway.do` over HTTP on loopback, as a
+//! merchant's SDK sends it (a signed form post; each answer signed with the platform's
+//! RSA-2048 key), against a bare RSA-2048 signing loop in the same run: signing every answer
+//! is the gateway's floor.
+//!
+//! The server runs in this process; the load comes from a child process (`citypay bench
+//! gateway-load`) whose requests are signed before timing starts, so this process's CPU clock
+//! (CLOCK_PROCESS_CPUTIME_ID: getrusage's user + system time) counts only the server. Two runs:
+//! as fast as `--clients` tills can go (the maximum rate, and the server's CPU time per
+//! payment), then paced at half that rate (the latency a till sees under a steady load).
+
+use std::io::{BufRead, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use citypay_api::routes::{AppState, business_routes, gateway_pages};
+use citypay_api::{Api, ApiConfig};
+use citypay_codes::payment_code::PaymentCode;
+use citypay_directory::PasswordPolicy;
+use citypay_gateway::{AppKey, PlatformKey, Request};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Options of `citypay bench gateway`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GatewayBenchArgs {
+    /// Payments in each of the two runs.
+    #[arg(long, default_value_t = 2_000)]
+    payments: u64,
+    /// Merchants (one gateway app each).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    merchants: u64,
+    /// Concurrent tills in the maximum-rate run.
+    #[arg(long, default_value_t = 32)]
+    clients: u64,
+    /// Signatures in the bare signing loop.
+    #[arg(long, default_value_t = 2_000)]
+    signatures: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of the load generator (`citypay bench gateway-load`), run by the benchmark.
+#[derive(Debug, clap::Args)]
+pub(crate) struct GatewayLoadArgs {
+    /// The gateway's URL.
+    #[arg(long)]
+    url: String,
+    /// A JSON file of form bodies, in pairs (each resident pays twice, in order).
+    #[arg(long)]
+    requests: std::path::PathBuf,
+    /// Concurrent tills.
+    #[arg(long)]
+    clients: u64,
+    /// Payments per second to pace at; as fast as possible without.
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+/// What one load run measured.
+#[derive(Debug, Serialize, Deserialize)]
+struct LoadResult {
+    latencies_us: Vec<u64>,
+    failed: u64,
+    seconds: f64,
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Serialize)]
+pub(crate) struct GatewayBenchReport {
+    payments: u64,
+    failed: u64,
+    /// The bare loop: CPU microseconds per RSA-2048 signature on one thread.
+    bare_signature_us: f64,
+    /// Payments per second at the maximum rate.
+    max_payments_per_second: f64,
+    /// The server's CPU microseconds per payment at the maximum rate.
+    server_cpu_us_per_payment: f64,
+    /// That over the bare signature time; the target is at most 1/0.7 (1.43).
+    cpu_per_payment_vs_signature: f64,
+    max_p50_us: u64,
+    max_p99_us: u64,
+    /// The paced run, at half the maximum rate.
+    half_rate_payments_per_second: f64,
+    half_rate_p50_us: u64,
+    half_rate_p99_us: u64,
+    audit_clean: bool,
+}
+
+fn cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+fn histogram(values: &[u64]) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    for v in values {
+        h.saturating_record((*v).max(1));
+    }
+    h
+}
+
+/// A form body of `alipay.trade.pay` for `app_id`, signed with `key` as an SDK signs it.
+fn signed_pay(app_id: u64, key: &PlatformKey, out_trade_no: &str, code: &str, fen: u64) -> String {
+    let timestamp = citypay_ledger::Timestamp::from_unix_seconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())).local_date_time();
+    let biz = serde_json::json!({
+        "out_trade_no": out_trade_no,
+        "scene": "bar_code",
+        "auth_code": code,
+        "subject": "bench",
+        "total_amount": citypay_gateway::money::yuan(i64::try_from(fen).unwrap_or(1)),
+    })
+    .to_string();
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("app_id", &app_id.to_string())
+        .append_pair("method", "alipay.trade.pay")
+        .append_pair("charset", "utf-8")
+        .append_pair("sign_type", "RSA2")
+        .append_pair("timestamp", &timestamp)
+        .append_pair("version", "1.0")
+        .append_pair("biz_content", &biz);
+    let unsigned = form.finish();
+    let signature = key.sign(Request::parse(b"", unsigned.as_bytes()).sign_content().as_bytes());
+    let mut form = form_urlencoded::Serializer::new(unsigned);
+    form.append_pair("sign", &signature);
+    form.finish()
+}
+
+#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+pub(crate) fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::Builder::new().prefix("citypay-bench-gateway").tempdir()?;
+    let db = citypay_store::DbUrl::Sqlite(scratch.path().join("city.db"));
+    let keys = scratch.path().join("keys");
+    let app_key = PlatformKey::from_pkcs8(1, &crate::city::generate_rsa_key()?)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (bare_us, max, half, max_cpu) = runtime.block_on(async {
+        let city = crate::city::open_from_files(&db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
+        let state = city.state.clone();
+        // Both runs' payers: each pays twice (this 30-second step's code, then the next's).
+        let residents = args.payments.max(2);
+        eprintln!("setting up {} merchants with gateway apps and {residents} residents with devices...", args.merchants);
+        let (merchants, payers) = crate::bench_payments::set_up(&state, args.merchants, residents).await?;
+        let apps = register_apps(&state, &merchants, app_key.public()).await?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let mut bodies = Vec::new();
+        for (p, payer) in payers.iter().enumerate() {
+            for step in 0..2u64 {
+                let i = 2 * p as u64 + step;
+                let app = apps[usize::try_from(i).unwrap_or(0) % apps.len()];
+                let code = PaymentCode::generate(payer.device, &payer.secret, now + 30 * step).to_string();
+                bodies.push(signed_pay(app, &app_key, &format!("G{i}"), &code, 100 + i % 900));
+            }
+        }
+        let half_at = bodies.len() / 2;
+        let (first, second) = bodies.split_at(half_at);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/gateway.do", listener.local_addr()?);
+        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(gateway_pages(state.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(citypay_api::serve_until(listener, api.into_router(), async move {
+            let _ = stopped.await;
+        }));
+        let bare_us = bare_signature_us(&state, args.signatures)?;
+        let (max, max_cpu) = load(scratch.path(), &url, first, args.clients, None).await?;
+        let rate = max.latencies_us.len() as f64 / max.seconds / 2.0;
+        let (half, _) = load(scratch.path(), &url, second, args.clients, Some(rate)).await?;
+        let _ = stop.send(());
+        server.await??;
+        city.shard.shutdown();
+        anyhow::Ok((bare_us, max, half, max_cpu))
+    })?;
+    let mut source = crate::open::reader(&db)?;
+    let audit_clean = citypay_store::audit(source.as_mut())?.is_clean();
+    let paid = max.latencies_us.len() as u64;
+    let cpu_us = max_cpu.as_secs_f64() * 1e6 / paid.max(1) as f64;
+    let (m, h) = (histogram(&max.latencies_us), histogram(&half.latencies_us));
+    let report = GatewayBenchReport {
+        payments: paid + half.latencies_us.len() as u64,
+        failed: max.failed + half.failed,
+        bare_signature_us: bare_us,
+        max_payments_per_second: paid as f64 / max.seconds,
+        server_cpu_us_per_payment: cpu_us,
+        cpu_per_payment_vs_signature: cpu_us / bare_us,
+        max_p50_us: m.value_at_quantile(0.5),
+        max_p99_us: m.value_at_quantile(0.99),
+        half_rate_payments_per_second: half.latencies_us.len() as f64 / half.seconds,
+        half_rate_p50_us: h.value_at_quantile(0.5),
+        half_rate_p99_us: h.value_at_quantile(0.99),
+        audit_clean,
+    };
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        say!(
+            "alipay.trade.pay over HTTP: {:.0}/s at most, {:.0} µs of server CPU each, {:.2}× a bare RSA-2048 signature ({:.0} µs); at half that rate p50 {} µs, p99 {} µs; {} failed; audit {}",
+            report.max_payments_per_second,
+            report.server_cpu_us_per_payment,
+            report.cpu_per_payment_vs_signature,
+            report.bare_signature_us,
+            report.half_rate_p50_us,
+            report.half_rate_p99_us,
+            report.failed,
+            if report.audit_clean { "clean" } else { "VIOLATIONS" }
+        )?;
+    }
+    Ok(())
+}
+
+/// One gateway app per merchant, all with the same public key (the load generator signs).
+async fn register_apps(state: &AppState, merchants: &[(u64, String)], key: &AppKey) -> anyhow::Result<Vec<u64>> {
+    let platform_key = state.gateway.keys.newest().context("no gateway key")?.id();
+    let mut apps = Vec::new();
+    for (merchant, _) in merchants {
+        apps.push(state.directory.register_gateway_app(*merchant, key, None, platform_key).await?.app_id);
+    }
+    Ok(apps)
+}
+
+/// CPU microseconds per RSA-2048 signature of an answer-sized text, on one thread.
+#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+fn bare_signature_us(state: &AppState, signatures: u64) -> anyhow::Result<f64> {
+    let key = state.gateway.keys.newest().context("no gateway key")?;
+    let text = r#"{"code":"10000","msg":"Success","trade_no":"123456789012345","out_trade_no":"G123","total_amount":"1.23","receipt_amount":"1.23","buyer_pay_amount":"1.23","invoice_amount":"1.23","point_amount":"0.00","gmt_payment":"2026-12-02 12:00:00","fund_bill_list":[{"fund_channel":"ALIPAYACCOUNT","amount":"1.23"}]}"#;
+    let signatures = signatures.max(1);
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let started = thread_cpu_time();
+                for _ in 0..signatures {
+                    std::hint::black_box(key.sign(text.as_bytes()));
+                }
+                (thread_cpu_time() - started).as_secs_f64() * 1e6 / signatures as f64
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the signing loop panicked"))
+    })
+}
+
+/// Runs the load generator over `bodies`; what it measured and this process's CPU time while
+/// it ran (the server's).
+async fn load(dir: &std::path::Path, url: &str, bodies: &[String], clients: u64, rate: Option<f64>) -> anyhow::Result<(LoadResult, Duration)> {
+    let file = dir.join(format!("requests-{}.json", rate.is_some()));
+    std::fs::write(&file, serde_json::to_vec(bodies)?)?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command.args(["bench", "gateway-load", "--url", url, "--clients", &clients.to_string(), "--requests"]).arg(&file);
+    if let Some(rate) = rate {
+        command.args(["--rate", &format!("{rate:.1}")]);
+    }
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+    let mut ready = String::new();
+    // The child says "ready" when its requests are loaded and its connections open.
+    let (ready, stdout) = tokio::task::spawn_blocking(move || stdout.read_line(&mut ready).map(|_| (ready, stdout))).await??;
+    anyhow::ensure!(ready.trim() == "ready", "the load generator said {ready:?}");
+    let started = cpu_time();
+    child.stdin.take().context("stdin")?.write_all(b"go\n")?;
+    let (output, child) = tokio::task::spawn_blocking(move || {
+        let mut stdout = stdout;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| (text, child))
+    })
+    .await??;
+    let cpu = cpu_time() - started;
+    let mut child = child;
+    anyhow::ensure!(child.wait()?.success(), "the load generator failed");
+    Ok((serde_json::from_str(&output).context("the load generator's answer")?, cpu))
+}
+
+/// `citypay bench gateway-load`: loads the bodies, opens its connections, says `ready`, waits
+/// for `go` on stdin, then posts each pair of bodies in order and prints the latencies as JSON.
+#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+pub(crate) fn load_run(args: &GatewayLoadArgs) -> anyhow::Result<()> {
+    let bodies: Vec<String> = serde_json::from_slice(&std::fs::read(&args.requests)?)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        let clients: Vec<reqwest::Client> = (0..args.clients).map(|_| reqwest::Client::new()).collect();
+        for client in &clients {
+            let _ = client.post(&args.url).body("").send().await;
+        }
+        say!("ready")?;
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go)?;
+        let bodies = Arc::new(bodies);
+        let next = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let pairs = bodies.len() as u64 / 2;
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for client in clients {
+            let (bodies, next, failed, url, rate) = (bodies.clone(), next.clone(), failed.clone(), args.url.clone(), args.rate);
+            tasks.spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let p = next.fetch_add(1, Ordering::Relaxed);
+                    if p >= pairs {
+                        return latencies;
+                    }
+                    for step in 0..2u64 {
+                        let i = 2 * p + step;
+                        // Paced: each payment has its time; its latency counts from then.
+                        let due = match rate {
+                            Some(rate) => {
+                                let due = start + Duration::from_secs_f64(i as f64 / rate);
+                                tokio::time::sleep_until(due.into()).await;
+                                due
+                            }
+                            None => Instant::now(),
+                        };
+                        let body = bodies[usize::try_from(i).unwrap_or(0)].clone();
+                        let answer = client.post(&url).header("content-type", "application/x-www-form-urlencoded;charset=utf-8").body(body).send().await;
+                        let paid = match answer {
+                            Ok(response) => response.text().await.is_ok_and(|t| t.contains("\"code\":\"10000\"")),
+                            Err(_) => false,
+                        };
+                        if paid {
+                            latencies.push(u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX));
+                        } else {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+        let mut latencies = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            latencies.extend(done?);
+        }
+        anyhow::Ok(LoadResult { latencies_us: latencies, failed: failed.load(Ordering::Relaxed), seconds: start.elapsed().as_secs_f64() })
+    })?;
+    say!("{}", serde_json::to_string(&result)?)?;
+    Ok(())
+}
