@@ -4,9 +4,10 @@
 #   official/  a virtual environment with PyPI alipay-sdk-python 3.7.1411 (both are the
 #              top-level package `alipay`, so they cannot share one)
 #   node/      npm alipay-sdk 4.14.0 (node_modules/alipay-sdk)
-# What is already there is kept; a part is there once its .installed stamp is. Python's venv
-# and Node come from Debian's packages when missing (root). Prints one line per thing it
-# installs and nothing when all is there; exits non-zero when something could not be installed.
+# What is already there is kept; a part is there once its .installed stamp names its version.
+# Python's venv and Node (18 or later) come from Debian's packages when missing (as root).
+# Prints one line per thing it installs and nothing when all is there; exits non-zero when
+# something could not be installed (pip's and npm's output is then in target/gateway-sdks/*.log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,8 @@ apt_install() {
         apt-get update -qq >/dev/null 2>&1 || return 1
         updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 || return 1
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 \
+        || return 1
     say "installed $* (apt-get)"
 }
 
@@ -42,8 +44,9 @@ venv() {
         apt_install python3-venv || fail "could not install python3-venv (apt-get install python3-venv)"
         python3 -m venv "$at" >/dev/null 2>&1 || fail "could not make a Python virtual environment in $at"
     fi
-    "$at/bin/pip" install -q --disable-pip-version-check "$@" "$req" >/dev/null 2>&1 \
-        || fail "could not install $req into $at (pip install $* $req)"
+    "$at/bin/pip" install -q --disable-pip-version-check "$@" "$req" >"$dir/$name.log" 2>&1 \
+        || fail "could not install $req into $at (pip install $* $req; its output is in $dir/$name.log)"
+    rm -f "$dir/$name.log"
     echo "$req" >"$at/.installed"
     say "installed $req into $at"
 }
@@ -55,10 +58,13 @@ if ! installed node "$node"; then
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         apt_install nodejs npm || fail "could not install Node.js (apt-get install nodejs npm)"
     fi
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    [ "$major" -ge 18 ] || fail "$node needs Node.js 18 or later; node is $(node --version 2>&1)"
     rm -rf "$dir/node"
     mkdir -p "$dir/node"
-    npm install --prefix "$dir/node" --no-audit --no-fund --loglevel=error "$node" >/dev/null 2>&1 \
-        || fail "could not install $node into $dir/node (npm install $node)"
+    npm install --prefix "$dir/node" --no-audit --no-fund --fetch-timeout=60000 --fetch-retries=1 "$node" >"$dir/node.log" 2>&1 \
+        || fail "could not install $node into $dir/node (npm install $node; its output is in $dir/node.log)"
+    rm -f "$dir/node.log"
     echo "$node" >"$dir/node/.installed"
     say "installed $node into $dir/node"
 fi
