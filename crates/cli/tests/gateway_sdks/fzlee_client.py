@@ -9,9 +9,10 @@ one JSON line from its stdout:
   op "verify_notification": {"form": "<raw form body>"} -> {"ok": true, "verified": bool,
       "fields": {...}}.
 The SDK has no gateway option: `_gateway` is set after construction. It sends everything as a
-GET query string. notify_url is a keyword of the api_* functions that take it (pay, precreate,
-create...); a method without an api_* function, or with a notify_url its function does not
-take, goes through the SDK's generic `server_api(method, biz_content, notify_url=...)`.
+GET query string. A call goes through the method's api_* function (api_alipay_trade_pay...) with
+the biz fields and notify_url as keywords when that function takes them all; otherwise (no such
+function, a field it lacks such as query_options, a notify_url that refund or query do not take,
+a missing required field) through the SDK's generic server_api(method, biz_content, notify_url=).
 """
 
 import inspect
@@ -36,18 +37,21 @@ def main():
 
     if args["op"] == "call":
         method, biz = args["method"], args["biz"]
-        notify_url = args.get("notify_url")
+        extra = {"notify_url": args["notify_url"]} if args.get("notify_url") else {}
         api = getattr(alipay, "api_" + method.replace(".", "_"), None)
-        if api is not None and notify_url and "notify_url" not in inspect.signature(api).parameters:
+        try:
+            signature = inspect.signature(api)
+            signature.bind(**biz, **extra)
+            # refund's **kwargs would put notify_url into biz_content
+            if extra and "notify_url" not in signature.parameters:
+                api = None
+        except TypeError:  # no api_* function, or it cannot take these fields
             api = None
         try:
             if api is None:
-                extra = {"notify_url": notify_url} if notify_url else {}
                 response = alipay.server_api(method, biz_content=biz, **extra)
-            elif notify_url:
-                response = api(notify_url=notify_url, **biz)
             else:
-                response = api(**biz)
+                response = api(**biz, **extra)
         except Exception as e:
             return {"ok": False, "error": type(e).__name__, "message": str(e)}
         return {"ok": True, "response": response}
