@@ -40,6 +40,12 @@ if [ ! -x "$venv/bin/openapi-python-client" ]; then
 fi
 export CITYPAY_OPENAPI_CLIENT_VENV="$PWD/$venv"
 
+# The gateway.do test drives the merchant SDKs (python-alipay-sdk, alipay-sdk-python, npm
+# alipay-sdk), installed into target/gateway-sdks; Node and python3-venv come from Debian.
+bash scripts/gateway-sdks.sh \
+    || echo "test.sh: could not install the gateway's SDKs; their test will be skipped (or fail under CI=true)" >&2
+export CITYPAY_GATEWAY_SDKS="$PWD/target/gateway-sdks"
+
 # Tests: fast cluster (no fsync); durability is what the crash test checks, on SQLite.
 phase "the workspace's tests (build included)"
 CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh cargo test --workspace --no-fail-fast
