@@ -47,10 +47,10 @@ pub(crate) struct GatewayBenchArgs {
 /// Options of the load generator (`citypay bench gateway-load`), run by the benchmark.
 #[derive(Debug, clap::Args)]
 pub(crate) struct GatewayLoadArgs {
-    /// The gateway's URL.
+    /// The server, e.g. http://127.0.0.1:8080.
     #[arg(long)]
     url: String,
-    /// A JSON file of form bodies, in pairs (each resident pays twice, in order).
+    /// A JSON file of requests, in pairs (each resident pays twice, in order).
     #[arg(long)]
     requests: std::path::PathBuf,
     /// Concurrent tills.
@@ -59,6 +59,17 @@ pub(crate) struct GatewayLoadArgs {
     /// Payments per second to pace at; as fast as possible without.
     #[arg(long)]
     rate: Option<f64>,
+}
+
+/// One request of a load run.
+#[derive(Debug, Serialize, Deserialize)]
+struct LoadRequest {
+    /// Path on the server.
+    path: String,
+    content_type: String,
+    /// An `Authorization` header (the JSON API's merchants).
+    authorization: Option<String>,
+    body: String,
 }
 
 /// What one load run measured.
@@ -88,6 +99,13 @@ pub(crate) struct GatewayBenchReport {
     half_rate_payments_per_second: f64,
     half_rate_p50_us: u64,
     half_rate_p99_us: u64,
+    /// The same payments through the JSON API (`POST /v1/trades/pay`, nothing signed), paced
+    /// at the gateway's maximum rate: what a payment costs without the protocol.
+    json_payments_per_second: f64,
+    json_server_cpu_us_per_payment: f64,
+    /// (JSON payment + bare signature) over the bare signature: the ratio the gateway would
+    /// reach if its own work (verifying, parsing, answering) cost nothing.
+    json_plus_signature_vs_signature: f64,
     audit_clean: bool,
 }
 
@@ -109,8 +127,8 @@ fn histogram(values: &[u64]) -> Histogram<u64> {
     h
 }
 
-/// A form body of `alipay.trade.pay` for `app_id`, signed with `key` as an SDK signs it.
-fn signed_pay(app_id: u64, key: &PlatformKey, out_trade_no: &str, code: &str, fen: u64) -> String {
+/// `alipay.trade.pay` for `app_id` as a form post, signed with `key` as an SDK signs it.
+fn signed_pay(app_id: u64, key: &PlatformKey, out_trade_no: &str, code: &str, fen: u64) -> LoadRequest {
     let timestamp = citypay_ledger::Timestamp::from_unix_seconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())).local_date_time();
     let biz = serde_json::json!({
         "out_trade_no": out_trade_no,
@@ -132,7 +150,13 @@ fn signed_pay(app_id: u64, key: &PlatformKey, out_trade_no: &str, code: &str, fe
     let signature = key.sign(Request::parse(b"", unsigned.as_bytes()).sign_content().as_bytes());
     let mut form = form_urlencoded::Serializer::new(unsigned);
     form.append_pair("sign", &signature);
-    form.finish()
+    LoadRequest { path: "/gateway.do".into(), content_type: "application/x-www-form-urlencoded;charset=utf-8".into(), authorization: None, body: form.finish() }
+}
+
+/// The same payment through the JSON API.
+fn json_pay(api_key: &str, out_trade_no: &str, code: &str, fen: u64) -> LoadRequest {
+    let body = serde_json::json!({"out_trade_no": out_trade_no, "amount": {"amount": fen, "currency": "CNY"}, "subject": "bench", "auth_code": code});
+    LoadRequest { path: "/v1/trades/pay".into(), content_type: "application/json".into(), authorization: Some(api_key.to_owned()), body: body.to_string() }
 }
 
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
@@ -142,11 +166,12 @@ pub(crate) fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
     let keys = scratch.path().join("keys");
     let app_key = PlatformKey::from_pkcs8(1, &crate::city::generate_rsa_key()?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (bare_us, max, half, max_cpu) = runtime.block_on(async {
+    let (bare_us, max, half, max_cpu, json, json_cpu) = runtime.block_on(async {
         let city = crate::city::open_from_files(&db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
         let state = city.state.clone();
-        // Both runs' payers: each pays twice (this 30-second step's code, then the next's).
-        let residents = args.payments.max(2);
+        // The three runs' payers: each pays twice (this 30-second step's code, then the next's).
+        let per_run = args.payments.div_ceil(2).max(1);
+        let residents = 3 * per_run;
         eprintln!("setting up {} merchants with gateway apps and {residents} residents with devices...", args.merchants);
         let (merchants, payers) = crate::bench_payments::set_up(&state, args.merchants, residents).await?;
         let apps = register_apps(&state, &merchants, app_key.public()).await?;
@@ -155,15 +180,17 @@ pub(crate) fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         for (p, payer) in payers.iter().enumerate() {
             for step in 0..2u64 {
                 let i = 2 * p as u64 + step;
-                let app = apps[usize::try_from(i).unwrap_or(0) % apps.len()];
+                let merchant = usize::try_from(i).unwrap_or(0) % apps.len();
                 let code = PaymentCode::generate(payer.device, &payer.secret, now + 30 * step).to_string();
-                bodies.push(signed_pay(app, &app_key, &format!("G{i}"), &code, 100 + i % 900));
+                let fen = 100 + i % 900;
+                bodies.push(if p as u64 >= 2 * per_run { json_pay(&merchants[merchant].1, &format!("J{i}"), &code, fen) } else { signed_pay(apps[merchant], &app_key, &format!("G{i}"), &code, fen) });
             }
         }
-        let half_at = bodies.len() / 2;
-        let (first, second) = bodies.split_at(half_at);
+        let run = usize::try_from(2 * per_run)?;
+        let (first, rest) = bodies.split_at(run);
+        let (second, third) = rest.split_at(run);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/gateway.do", listener.local_addr()?);
+        let url = format!("http://{}", listener.local_addr()?);
         let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(gateway_pages(state.clone()));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(citypay_api::serve_until(listener, api.into_router(), async move {
@@ -173,19 +200,22 @@ pub(crate) fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         let (max, max_cpu) = load(scratch.path(), &url, first, args.clients, None).await?;
         let rate = max.latencies_us.len() as f64 / max.seconds / 2.0;
         let (half, _) = load(scratch.path(), &url, second, args.clients, Some(rate)).await?;
+        // Paced at the gateway's maximum rate: the writer batches as it did for the gateway.
+        let (json, json_cpu) = load(scratch.path(), &url, third, args.clients, Some(2.0 * rate)).await?;
         let _ = stop.send(());
         server.await??;
         city.shard.shutdown();
-        anyhow::Ok((bare_us, max, half, max_cpu))
+        anyhow::Ok((bare_us, max, half, max_cpu, json, json_cpu))
     })?;
     let mut source = crate::open::reader(&db)?;
     let audit_clean = citypay_store::audit(source.as_mut())?.is_clean();
     let paid = max.latencies_us.len() as u64;
     let cpu_us = max_cpu.as_secs_f64() * 1e6 / paid.max(1) as f64;
     let (m, h) = (histogram(&max.latencies_us), histogram(&half.latencies_us));
+    let json_cpu_us = json_cpu.as_secs_f64() * 1e6 / (json.latencies_us.len() as u64).max(1) as f64;
     let report = GatewayBenchReport {
-        payments: paid + half.latencies_us.len() as u64,
-        failed: max.failed + half.failed,
+        payments: paid + half.latencies_us.len() as u64 + json.latencies_us.len() as u64,
+        failed: max.failed + half.failed + json.failed,
         bare_signature_us: bare_us,
         max_payments_per_second: paid as f64 / max.seconds,
         server_cpu_us_per_payment: cpu_us,
@@ -195,19 +225,24 @@ pub(crate) fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
         half_rate_payments_per_second: half.latencies_us.len() as f64 / half.seconds,
         half_rate_p50_us: h.value_at_quantile(0.5),
         half_rate_p99_us: h.value_at_quantile(0.99),
+        json_payments_per_second: json.latencies_us.len() as f64 / json.seconds,
+        json_server_cpu_us_per_payment: json_cpu_us,
+        json_plus_signature_vs_signature: (json_cpu_us + bare_us) / bare_us,
         audit_clean,
     };
     if args.json {
         say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         say!(
-            "alipay.trade.pay over HTTP: {:.0}/s at most, {:.0} µs of server CPU each, {:.2}× a bare RSA-2048 signature ({:.0} µs); at half that rate p50 {} µs, p99 {} µs; {} failed; audit {}",
+            "alipay.trade.pay over HTTP: {:.0}/s at most, {:.0} µs of server CPU each, {:.2}× a bare RSA-2048 signature ({:.0} µs); at half that rate p50 {} µs, p99 {} µs; the JSON API's payment {:.0} µs of CPU ({:.2}× with a signature added); {} failed; audit {}",
             report.max_payments_per_second,
             report.server_cpu_us_per_payment,
             report.cpu_per_payment_vs_signature,
             report.bare_signature_us,
             report.half_rate_p50_us,
             report.half_rate_p99_us,
+            report.json_server_cpu_us_per_payment,
+            report.json_plus_signature_vs_signature,
             report.failed,
             if report.audit_clean { "clean" } else { "VIOLATIONS" }
         )?;
@@ -247,8 +282,8 @@ fn bare_signature_us(state: &AppState, signatures: u64) -> anyhow::Result<f64> {
 
 /// Runs the load generator over `bodies`; what it measured and this process's CPU time while
 /// it ran (the server's).
-async fn load(dir: &std::path::Path, url: &str, bodies: &[String], clients: u64, rate: Option<f64>) -> anyhow::Result<(LoadResult, Duration)> {
-    let file = dir.join(format!("requests-{}.json", rate.is_some()));
+async fn load(dir: &std::path::Path, url: &str, bodies: &[LoadRequest], clients: u64, rate: Option<f64>) -> anyhow::Result<(LoadResult, Duration)> {
+    let file = dir.join("requests.json");
     std::fs::write(&file, serde_json::to_vec(bodies)?)?;
     let mut command = Command::new(std::env::current_exe()?);
     command.args(["bench", "gateway-load", "--url", url, "--clients", &clients.to_string(), "--requests"]).arg(&file);
@@ -275,16 +310,17 @@ async fn load(dir: &std::path::Path, url: &str, bodies: &[String], clients: u64,
     Ok((serde_json::from_str(&output).context("the load generator's answer")?, cpu))
 }
 
-/// `citypay bench gateway-load`: loads the bodies, opens its connections, says `ready`, waits
-/// for `go` on stdin, then posts each pair of bodies in order and prints the latencies as JSON.
+/// `citypay bench gateway-load`: loads the requests, opens its connections, says `ready`,
+/// waits for `go` on stdin, then sends each pair of requests in order and prints the
+/// latencies as JSON.
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 pub(crate) fn load_run(args: &GatewayLoadArgs) -> anyhow::Result<()> {
-    let bodies: Vec<String> = serde_json::from_slice(&std::fs::read(&args.requests)?)?;
+    let bodies: Vec<LoadRequest> = serde_json::from_slice(&std::fs::read(&args.requests)?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(async {
         let clients: Vec<reqwest::Client> = (0..args.clients).map(|_| reqwest::Client::new()).collect();
         for client in &clients {
-            let _ = client.post(&args.url).body("").send().await;
+            let _ = client.get(format!("{}/health", args.url)).send().await;
         }
         say!("ready")?;
         let mut go = String::new();
@@ -315,11 +351,15 @@ pub(crate) fn load_run(args: &GatewayLoadArgs) -> anyhow::Result<()> {
                             }
                             None => Instant::now(),
                         };
-                        let body = bodies[usize::try_from(i).unwrap_or(0)].clone();
-                        let answer = client.post(&url).header("content-type", "application/x-www-form-urlencoded;charset=utf-8").body(body).send().await;
-                        let paid = match answer {
-                            Ok(response) => response.text().await.is_ok_and(|t| t.contains("\"code\":\"10000\"")),
-                            Err(_) => false,
+                        let request = &bodies[usize::try_from(i).unwrap_or(0)];
+                        let mut post = client.post(format!("{url}{}", request.path)).header("content-type", &request.content_type).body(request.body.clone());
+                        if let Some(authorization) = &request.authorization {
+                            post = post.header("authorization", authorization);
+                        }
+                        let paid = match post.send().await {
+                            // A gateway answer is HTTP 200 whatever happened: its code says.
+                            Ok(response) if response.status().is_success() => response.text().await.is_ok_and(|t| request.authorization.is_some() || t.contains("\"code\":\"10000\"")),
+                            _ => false,
                         };
                         if paid {
                             latencies.push(u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX));
