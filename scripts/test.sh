@@ -57,6 +57,7 @@ bin=target/debug/citypay
 "$bin" bench ledger --accounts 1000 --transfers 20000 --clients 512 --baseline --json >/dev/null
 CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh bash -c \
     "$bin bench ledger --db \"\$CITYPAY_TEST_PG\" --accounts 1000 --transfers 20000 --clients 512 --json >/dev/null"
+"$bin" bench gateway --payments 100 --merchants 2 --clients 4 --signatures 20 --json >/dev/null
 # The README's main command: the four-city day and its dashboard.
 phase "the demo"
 "$bin" demo --report target/citypay-demo >/dev/null

@@ -461,7 +461,27 @@ async fn the_gateway_refuses_as_alipay_does_and_never_calls_private_addresses() 
     let pem = reqwest::get(format!("{base}/v1/gateway/public-key")).await.unwrap().text().await.unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
     assert_eq!(pem, app["platform_public_key"]);
-    let _ = shop;
+    // An operator's `citypay gateway` commands on the running server.
+    let shop_id = shop["merchant_id"].as_str().unwrap().to_owned();
+    let key_file = dir.path().join("app.pub.pem");
+    std::fs::write(&key_file, &app_public).unwrap();
+    let gateway = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_citypay")).arg("gateway").args(args).env("CITYPAY_OPERATOR_PASSWORD", support::OPERATOR_PASSWORD).output().unwrap();
+        assert!(output.status.success(), "gateway {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let registered = gateway(&["register", "--server", base, "--merchant", &shop_id, "--public-key", key_file.to_str().unwrap()]);
+    assert!(registered.contains("-----BEGIN PUBLIC KEY-----"), "{registered}");
+    let new_app = registered.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_owned();
+    let disabled = gateway(&["update", "--server", base, "--merchant", &shop_id, "--app", &new_app, "--disable"]);
+    assert!(disabled.contains("disabled"), "{disabled}");
+    let listed = gateway(&["apps", "--server", base, "--merchant", &shop_id]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    // A platform key added to a key file of its own (made on first use, then the next id).
+    let keys = dir.path().join("gateway.keys");
+    let added = Command::new(env!("CARGO_BIN_EXE_citypay")).args(["gateway", "add-key", "--keys"]).arg(&keys).output().unwrap();
+    assert!(String::from_utf8_lossy(&added.stdout).contains("gateway key 2 added"), "{}", String::from_utf8_lossy(&added.stderr));
+    assert_eq!(std::fs::read_to_string(&keys).unwrap().lines().filter(|l| l.starts_with("gateway.")).count(), 2);
     drop(server);
     target.assert_audit_clean();
 }
