@@ -242,18 +242,24 @@ fn int(v: i64) -> Value {
 /// amounts agree (a retry), else why the order number cannot be paid again.
 fn answer_existing(existing: Trade, new: &NewTrade) -> Result<Trade, CheckoutError> {
     match existing.status {
+        // Closed whatever it asked for (an order cancelled before it arrived has no amount).
+        TradeStatus::TradeClosed => Err(CheckoutError::TradeClosed),
         _ if existing.amount != new.amount => Err(CheckoutError::OutTradeNoReused),
         TradeStatus::TradeSuccess | TradeStatus::TradeFinished => Ok(existing),
-        TradeStatus::TradeClosed => Err(CheckoutError::TradeClosed),
         TradeStatus::WaitBuyerPay => Err(CheckoutError::OutTradeNoReused),
     }
 }
 
-fn check_new_trade(new: &NewTrade) -> Result<(), CheckoutError> {
-    let no = &new.out_trade_no;
+/// An order number: 1 to 64 letters, digits or `_` (Alipay's documented set).
+fn check_order_no(no: &str) -> Result<(), CheckoutError> {
     if no.is_empty() || no.len() > 64 || !no.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(CheckoutError::InvalidField { field: "out_trade_no", message: "1 to 64 letters, digits or _".into() });
     }
+    Ok(())
+}
+
+fn check_new_trade(new: &NewTrade) -> Result<(), CheckoutError> {
+    check_order_no(&new.out_trade_no)?;
     // Alipay's range: 0.01 to 100,000,000 yuan.
     if new.amount <= 0 || new.amount > 10_000_000_000 {
         return Err(CheckoutError::InvalidField { field: "amount", message: "between 1 fen and 100,000,000 yuan".into() });
@@ -435,17 +441,27 @@ impl Checkout {
         if trade.status == TradeStatus::WaitBuyerPay {
             return None;
         }
+        let event_id = self.outbox_event_id("alipay_outbox", trade);
+        Some(Self::outbox_event(trade, event_id, ALIPAY_NOTIFICATION, notify::alipay_body(trade, notify, now, refund), now))
+    }
+
+    /// An outbox event's id: time first, so the outbox reads in order; then what changed, so
+    /// each change of a trade has one id per `channel`.
+    fn outbox_event_id(&self, channel: &str, trade: &Trade) -> u128 {
         let change = [trade.id.to_string(), trade.status.code().to_owned(), trade.refunded.to_string()];
-        let low = u64::from_le_bytes(self.directory.draw(&["alipay_outbox", &change[0], &change[1], &change[2]]));
-        let event_id = (u128::from(self.directory.clock().now().0) << 64) | u128::from(low);
-        let body = notify::alipay_body(trade, notify, now, refund);
-        Some(ServiceRow {
+        let low = u64::from_le_bytes(self.directory.draw(&[channel, &change[0], &change[1], &change[2]]));
+        (u128::from(self.directory.clock().now().0) << 64) | u128::from(low)
+    }
+
+    /// The outbox row of an event, due now.
+    fn outbox_event(trade: &Trade, event_id: u128, kind: &str, body: String, now: u64) -> ServiceRow {
+        ServiceRow {
             table: "outbox",
             key: vec![("id", Value::Blob(event_id.to_be_bytes().to_vec()))],
             columns: vec![
                 ("merchant_id", uint(trade.merchant_id)),
                 ("trade_id", uint(trade.id)),
-                ("kind", Value::Text(ALIPAY_NOTIFICATION.into())),
+                ("kind", Value::Text(kind.to_owned())),
                 ("body", Value::Text(body)),
                 ("created_at", uint(now)),
                 ("attempts", int(0)),
@@ -453,15 +469,12 @@ impl Checkout {
                 ("delivered_at", Value::Null),
             ],
             on_conflict: OnConflict::Fail,
-        })
+        }
     }
 
     fn outbox_row(&self, merchant: &Merchant, trade: &Trade, now: u64) -> Option<ServiceRow> {
         merchant.notify_url.as_ref()?;
-        // Time first, so the outbox reads in order; then what changed, so each change has one id.
-        let change = [trade.id.to_string(), trade.status.code().to_owned(), trade.refunded.to_string()];
-        let low = u64::from_le_bytes(self.directory.draw(&["outbox", &change[0], &change[1], &change[2]]));
-        let event_id = (u128::from(self.directory.clock().now().0) << 64) | u128::from(low);
+        let event_id = self.outbox_event_id("outbox", trade);
         let body = serde_json::json!({
             "event_id": format!("{event_id:032x}"),
             "type": "trade.status_changed",
@@ -475,21 +488,7 @@ impl Checkout {
             },
             "created_at": now,
         });
-        Some(ServiceRow {
-            table: "outbox",
-            key: vec![("id", Value::Blob(event_id.to_be_bytes().to_vec()))],
-            columns: vec![
-                ("merchant_id", uint(trade.merchant_id)),
-                ("trade_id", uint(trade.id)),
-                ("kind", Value::Text("trade.status_changed".into())),
-                ("body", Value::Text(body.to_string())),
-                ("created_at", uint(now)),
-                ("attempts", int(0)),
-                ("next_attempt_at", uint(now)),
-                ("delivered_at", Value::Null),
-            ],
-            on_conflict: OnConflict::Fail,
-        })
+        Some(Self::outbox_event(trade, event_id, "trade.status_changed", body.to_string(), now))
     }
 
     /// The payment: the amount from the wallet to the merchant, and the fee from the merchant
@@ -979,6 +978,35 @@ impl Checkout {
             // Past its refund period a paid trade cannot be undone (Alipay: TRADE_HAS_FINISHED).
             TradeStatus::TradeFinished => Err(CheckoutError::TradeFinished),
         }
+    }
+
+    /// Cancels an order the merchant gave up on, whether or not it ever reached citypay (Alipay's
+    /// `alipay.trade.cancel` after a payment whose outcome was unknown): an order never seen is
+    /// recorded closed, with no amount, so a payment that arrives late under that order number
+    /// is refused instead of charging a customer for a sale the till abandoned. Answers the
+    /// trade as it is now and whether it had been paid (so was refunded).
+    pub async fn cancel_order(&self, merchant_id: u64, out_trade_no: &str) -> Result<(Trade, bool), CheckoutError> {
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            match self.trade(merchant_id, out_trade_no).await {
+                Ok(trade) => {
+                    let was_paid = trade.paid_at.is_some();
+                    return Ok((self.cancel(merchant_id, out_trade_no).await?, was_paid));
+                }
+                Err(CheckoutError::TradeNotFound) => {}
+                Err(other) => return Err(other),
+            }
+            let merchant = self.directory.merchant(merchant_id).await?;
+            let new = NewTrade { out_trade_no: out_trade_no.to_owned(), amount: 0, subject: "cancelled before payment".into(), timeout_s: None, notify: None };
+            check_order_no(out_trade_no)?;
+            let now = self.now_s();
+            let trade = Trade::new(self.trade_id(merchant_id, &new), &merchant, &new, Method::PaymentCode, now).closed();
+            let command = Command { event: None, guards: vec![trade.absent_guard()], rows: vec![trade.row(OnConflict::Fail)], always_rows: Vec::new() };
+            // Made meanwhile: cancel that one instead.
+            if self.submit(command).await?.is_ok() {
+                return Ok((trade, false));
+            }
+        }
+        Err(CheckoutError::Unavailable("the order kept changing; retry".into()))
     }
 
     /// Records a sale paid in cash at the counter: counted for the city, no wallet moves.

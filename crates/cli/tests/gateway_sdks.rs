@@ -373,7 +373,7 @@ async fn signed_call(base: &str, app_id: &str, key: &citypay_gateway::PlatformKe
     assert!(text.starts_with(&prefix), "{text}");
     let sign_at = text.rfind(",\"sign\":\"").unwrap();
     let platform = citypay_gateway::PlatformKey::from_pkcs8(1, &base64_decode(support::GATEWAY_TEST_KEY)).unwrap();
-    assert!(platform.public().verify(text[prefix.len()..sign_at].as_bytes(), &text[sign_at + 9..text.len() - 2]), "unsigned: {text}");
+    assert!(platform.public().verify(&text.as_bytes()[prefix.len()..sign_at], &text[sign_at + 9..text.len() - 2]), "unsigned: {text}");
     serde_json::from_str::<Value>(&text).unwrap()[format!("{method}_response")].clone()
 }
 
@@ -449,6 +449,13 @@ async fn the_gateway_refuses_as_alipay_does_and_never_calls_private_addresses() 
     assert_eq!(call(vec![("method", "alipay.trade.query".into()), ("biz_content", json!({"out_trade_no": "p2"}).to_string())]).await["trade_status"], "WAIT_BUYER_PAY");
     let (_, trade, _) = api.call("GET", "/v1/trades/p2", Some(&merchant), None, None).await;
     assert_eq!(trade["amount"]["amount"], 100, "{trade}");
+    // A cancelled order that never arrived cannot be paid late: the till gave up on it.
+    let cancelled = call(vec![("method", "alipay.trade.cancel".into()), ("biz_content", json!({"out_trade_no": "ghost"}).to_string())]).await;
+    assert_eq!((cancelled["code"].as_str(), cancelled["action"].as_str()), (Some("10000"), Some("close")), "{cancelled}");
+    let resident = api.resident("Li Lei", "13800138000", ID_NUMBER, "correct horse").await;
+    let (_, device, _) = api.call("POST", "/v1/payment-devices", Some(&resident), None, None).await;
+    let late = json!({"out_trade_no": "ghost", "scene": "bar_code", "auth_code": payment_code(&device), "subject": "tea", "total_amount": "1.00"});
+    assert_eq!(sub(&call(vec![("method", "alipay.trade.pay".into()), ("biz_content", late.to_string())]).await).1, "ACQ.TRADE_HAS_CLOSE");
     // A disabled app is refused.
     let (status, _, _) = api.call("PATCH", &format!("/v1/gateway/apps/{app_id}"), Some(&merchant), None, Some(json!({"disabled": true}))).await;
     assert_eq!(status, StatusCode::OK);

@@ -402,9 +402,13 @@ async fn close(state: &AppState, app: &GatewayApp, biz: &Map<String, Value>) -> 
 
 async fn cancel(state: &AppState, app: &GatewayApp, biz: &Map<String, Value>) -> Result<Answer, Failure> {
     const METHOD: &str = "alipay.trade.cancel";
-    let trade = named_trade(state, app, biz, METHOD).await?;
-    let was_paid = trade.paid_at.is_some();
-    let after = state.checkout.cancel(app.merchant, &trade.out_trade_no).await.map_err(|e| failure(&e, METHOD))?;
+    // By trade_no only a trade citypay made can be named; by out_trade_no even one that never
+    // arrived, which is then recorded closed so that it cannot be paid late.
+    let out_trade_no = match optional(biz, "trade_no")? {
+        Some(_) => named_trade(state, app, biz, METHOD).await?.out_trade_no,
+        None => field(biz, "out_trade_no")?.to_owned(),
+    };
+    let (after, was_paid) = state.checkout.cancel_order(app.merchant, &out_trade_no).await.map_err(|e| failure(&e, METHOD))?;
     let answer = Answer::success()
         .str("trade_no", &after.id.to_string())
         .str("out_trade_no", &after.out_trade_no)
