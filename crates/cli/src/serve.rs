@@ -61,6 +61,19 @@ impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for 
     }
 }
 
+/// An error and its causes, `outer: inner: ...` (hyper's "client error (Connect)" alone does
+/// not say that the address was refused, or why).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 impl HttpDeliver {
     pub(crate) fn new(allow_private: bool) -> anyhow::Result<HttpDeliver> {
         let mut roots = rustls::RootCertStore::empty();
@@ -101,7 +114,7 @@ impl Deliver for HttpDeliver {
                 return Err("the URL names a private address; notifications go to public addresses".to_owned());
             }
             let sent = tokio::time::timeout(Duration::from_secs(10), client.request(request?)).await;
-            let response = sent.map_err(|_| "timed out after 10 s".to_owned())?.map_err(|e| e.to_string())?;
+            let response = sent.map_err(|_| "timed out after 10 s".to_owned())?.map_err(|e| error_chain(&e))?;
             let status = response.status().as_u16();
             // Only the start of the body matters (Alipay's `success`); never read a huge one.
             let limited = http_body_util::Limited::new(response.into_body(), 4096);

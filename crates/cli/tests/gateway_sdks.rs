@@ -344,6 +344,13 @@ async fn merchants_unchanged_sdk_code_takes_and_refunds_payments() {
     city.finish(&[ID_NUMBER, CARD]);
 }
 
+/// A valid Unified Social Credit Code of Hangzhou with this 8-character organisation code.
+fn uscc(organization: &str) -> String {
+    let check = citypay_identity::uscc::organization_check_character(organization).unwrap();
+    let body = format!("91330100{organization}{check}");
+    format!("{body}{}", citypay_identity::uscc::check_character(&body).unwrap())
+}
+
 /// A signed call as an SDK makes it (everything in the query string, as python-alipay-sdk
 /// sends it); answers the object under `<method>_response`, after checking the answer's
 /// signature against the platform key.
@@ -468,6 +475,27 @@ async fn the_gateway_refuses_as_alipay_does_and_never_calls_private_addresses() 
     let pem = reqwest::get(format!("{base}/v1/gateway/public-key")).await.unwrap().text().await.unwrap();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
     assert_eq!(pem, app["platform_public_key"]);
+    // Notifications are not sent to private addresses, written in the URL or resolved from a
+    // name, even when an operator registered such a URL.
+    let (receiver, url) = Receiver::start();
+    let port = url.trim_start_matches("http://127.0.0.1:").trim_end_matches("/notify").to_owned();
+    let (_, literal) = api.merchant(&operator, &uscc("MA000001"), "restaurant", Some(&url)).await;
+    let (_, named) = api.merchant(&operator, &uscc("MA000002"), "restaurant", Some(&format!("http://localhost:{port}/notify"))).await;
+    for key in [&literal, &named] {
+        let body = json!({"out_trade_no": "hook1", "amount": {"amount": 100, "currency": "CNY"}, "subject": "tea"});
+        let (status, created, _) = api.call("POST", "/v1/trades", Some(key), None, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let logs = std::fs::read_to_string(&log).unwrap();
+        if logs.matches("notifications go to public addresses").count() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refused delivery logged:\n{logs}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(receiver.forms.lock().unwrap().is_empty(), "a notification reached a private address");
     // An operator's `citypay gateway` commands on the running server.
     let shop_id = shop["merchant_id"].as_str().unwrap().to_owned();
     let key_file = dir.path().join("app.pub.pem");
