@@ -266,6 +266,19 @@ impl Api {
     }
 }
 
+/// The Content Security Policy of every HTML page: nothing loaded from elsewhere, no scripts
+/// (the pages have none; a JSON data block is not a script), their own inline styles, forms
+/// posted back to this server, and never framed (clickjacking).
+const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+async fn page_security_policy(mut response: Response<Body>) -> Response<Body> {
+    let html = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        response.headers_mut().entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(PAGE_POLICY));
+    }
+    response
+}
+
 /// Wraps every route, fallbacks included. The first layer listed sees the request first.
 fn with_middleware(router: Router, config: &ApiConfig) -> Router {
     let no_store = HeaderValue::from_static("no-store");
@@ -296,6 +309,11 @@ fn with_middleware(router: Router, config: &ApiConfig) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             nosniff,
         ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(middleware::map_response(page_security_policy))
         .layer(middleware::from_fn_with_state(
             config.request_timeout,
             enforce_timeout,

@@ -87,8 +87,20 @@ async fn a_request_id_is_made_or_a_uuid_one_propagated() {
 }
 
 #[tokio::test]
-async fn responses_are_not_cached_or_sniffed() {
+async fn responses_are_not_cached_sniffed_or_referred() {
     let response = get(app(), "/no/such/path").await;
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
+    assert!(response.headers().get("content-security-policy").is_none(), "JSON needs no page policy");
+}
+
+#[tokio::test]
+async fn pages_load_nothing_from_elsewhere_and_are_never_framed() {
+    let page = axum::Router::new().route("/page", axum::routing::get(|| async { axum::response::Html("<p>hi</p>") }));
+    let app = citypay_api::Api::new(citypay_api::ApiConfig::new("test")).expect("metrics recorder").pages(page).into_router();
+    let response = get(app, "/page").await;
+    let policy = response.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'none'"), "{policy}");
+    assert_eq!(response.headers()["referrer-policy"], "no-referrer");
 }
