@@ -937,29 +937,34 @@ impl Checkout {
         }
     }
 
-    /// Closes an unpaid trade.
+    /// Closes an unpaid trade. Closing it again answers as the first close did; a trade that
+    /// was paid (even one refunded in full, which reads closed) cannot be closed.
     pub async fn close(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, out_trade_no).await?;
         match trade.status {
             TradeStatus::WaitBuyerPay => self.close_trade(&trade).await,
-            TradeStatus::TradeClosed => Ok(trade),
+            TradeStatus::TradeClosed if trade.paid_at.is_none() => Ok(trade),
             _ => Err(CheckoutError::AlreadyPaid),
         }
     }
 
     async fn close_trade(&self, trade: &Trade) -> Result<Trade, CheckoutError> {
+        self.change_trade(trade, trade.closed()).await
+    }
+
+    /// Writes `after`, a change of `trade`'s status, under the trade's version guard with its
+    /// notifications; if the trade changed meanwhile (paid, closed), answers it as it is now.
+    pub(crate) async fn change_trade(&self, trade: &Trade, after: Trade) -> Result<Trade, CheckoutError> {
         let merchant = self.directory.merchant(trade.merchant_id).await?;
-        let closed = trade.closed();
         let now = self.now_s();
         let command = Command {
             event: None,
             guards: vec![trade.version_guard()],
-            rows: [closed.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &closed, now, None)).collect(),
+            rows: [after.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &after, now, None)).collect(),
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {
-            Ok(_) => Ok(closed),
-            // Paid or closed meanwhile: report what it is now.
+            Ok(_) => Ok(after),
             Err(_) => self.trade_by_id(trade.id).await,
         }
     }
@@ -968,42 +973,47 @@ impl Checkout {
     /// refundable.
     pub async fn cancel(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
         let trade = self.trade(merchant_id, out_trade_no).await?;
-        match trade.status {
-            TradeStatus::WaitBuyerPay => self.close(merchant_id, out_trade_no).await,
-            TradeStatus::TradeSuccess => {
-                let remaining = trade.amount - trade.refunded;
-                Ok(self.refund(merchant_id, out_trade_no, "cancel", remaining).await?.trade)
+        self.cancel_trade(trade).await
+    }
+
+    /// [`Checkout::cancel`] of a trade as read. A trade paid while it was being closed is
+    /// refunded instead.
+    async fn cancel_trade(&self, mut trade: Trade) -> Result<Trade, CheckoutError> {
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            match trade.status {
+                TradeStatus::WaitBuyerPay => trade = self.close_trade(&trade).await?,
+                TradeStatus::TradeSuccess => {
+                    let remaining = trade.amount - trade.refunded;
+                    return Ok(self.refund(trade.merchant_id, &trade.out_trade_no, "cancel", remaining).await?.trade);
+                }
+                TradeStatus::TradeClosed => return Ok(trade),
+                // Past its refund period a paid trade cannot be undone (Alipay: TRADE_HAS_FINISHED).
+                TradeStatus::TradeFinished => return Err(CheckoutError::TradeFinished),
             }
-            TradeStatus::TradeClosed => Ok(trade),
-            // Past its refund period a paid trade cannot be undone (Alipay: TRADE_HAS_FINISHED).
-            TradeStatus::TradeFinished => Err(CheckoutError::TradeFinished),
         }
+        Err(CheckoutError::Unavailable("the trade kept changing; retry".into()))
     }
 
     /// Cancels an order the merchant gave up on, whether or not it ever reached citypay (Alipay's
     /// `alipay.trade.cancel` after a payment whose outcome was unknown): an order never seen is
     /// recorded closed, with no amount, so a payment that arrives late under that order number
     /// is refused instead of charging a customer for a sale the till abandoned. Answers the
-    /// trade as it is now and whether it had been paid (so was refunded).
-    pub async fn cancel_order(&self, merchant_id: u64, out_trade_no: &str) -> Result<(Trade, bool), CheckoutError> {
+    /// trade as it is now (paid before, when it has a payment time: so refunded).
+    pub async fn cancel_order(&self, merchant_id: u64, out_trade_no: &str) -> Result<Trade, CheckoutError> {
+        check_order_no(out_trade_no)?;
         for _ in 0..CAS_ATTEMPTS_MAX {
             match self.trade(merchant_id, out_trade_no).await {
-                Ok(trade) => {
-                    let was_paid = trade.paid_at.is_some();
-                    return Ok((self.cancel(merchant_id, out_trade_no).await?, was_paid));
-                }
+                Ok(trade) => return self.cancel_trade(trade).await,
                 Err(CheckoutError::TradeNotFound) => {}
                 Err(other) => return Err(other),
             }
             let merchant = self.directory.merchant(merchant_id).await?;
             let new = NewTrade { out_trade_no: out_trade_no.to_owned(), amount: 0, subject: "cancelled before payment".into(), timeout_s: None, notify: None };
-            check_order_no(out_trade_no)?;
-            let now = self.now_s();
-            let trade = Trade::new(self.trade_id(merchant_id, &new), &merchant, &new, Method::PaymentCode, now).closed();
+            let trade = Trade::new(self.trade_id(merchant_id, &new), &merchant, &new, Method::PaymentCode, self.now_s()).closed();
             let command = Command { event: None, guards: vec![trade.absent_guard()], rows: vec![trade.row(OnConflict::Fail)], always_rows: Vec::new() };
-            // Made meanwhile: cancel that one instead.
+            // Made meanwhile: the next turn cancels that one instead.
             if self.submit(command).await?.is_ok() {
-                return Ok((trade, false));
+                return Ok(trade);
             }
         }
         Err(CheckoutError::Unavailable("the order kept changing; retry".into()))

@@ -32,7 +32,7 @@ pub const ALIPAY_NOTIFICATION: &str = "alipay.trade_status_sync";
 pub struct Answered {
     /// The HTTP status.
     pub status: u16,
-    /// The body's first bytes (at least the first 64), as text.
+    /// The start of the body (up to 64 characters), as text: enough for Alipay's `success`.
     pub body: String,
 }
 
@@ -51,7 +51,7 @@ pub const DEFAULT_SCHEDULE_S: &[u64] = &[240, 600, 600, 3_600, 7_200, 21_600, 54
 /// (CGNAT), unspecified, multicast or documentation space, in IPv4 or IPv6 (mapped addresses
 /// included). A notification URL makes the server call an address of the merchant's choosing,
 /// and Patroni's REST API and etcd listen on such addresses; an operator can allow them
-/// (`serve --allow-private-notify`, as tests do).
+/// (`CITYPAY_ALLOW_PRIVATE_NOTIFY=1` for `citypay serve`, as tests do).
 pub fn public_address(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {

@@ -241,19 +241,7 @@ impl Checkout {
     /// Finishes a paid trade whose refund period is over (under its version guard); if it
     /// changed meanwhile, answers it as it is now.
     pub(crate) async fn finish_trade(&self, trade: &Trade) -> Result<Trade, CheckoutError> {
-        let merchant = self.directory.merchant(trade.merchant_id).await?;
-        let finished = trade.finished();
-        let now = self.now_s();
-        let command = Command {
-            event: None,
-            guards: vec![trade.version_guard()],
-            rows: [finished.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &finished, now, None)).collect(),
-            always_rows: Vec::new(),
-        };
-        match self.submit(command).await? {
-            Ok(_) => Ok(finished),
-            Err(_) => self.trade_by_id(trade.id).await,
-        }
+        self.change_trade(trade, trade.finished()).await
     }
 
     /// Finishes paid trades whose refund period is over (the sweeper calls it); returns how

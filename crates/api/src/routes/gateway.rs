@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use citypay_checkout::{CheckoutError, GatewayNotify, NewTrade, Trade, TradeStatus};
 use citypay_directory::{DirectoryError, GatewayApp};
 use citypay_gateway::money::{fen, yuan};
-use citypay_gateway::{Answer, Failure, PlatformKey, Request, parse_biz_content, response_key, signed_response};
+use citypay_gateway::{Answer, Failure, Request, parse_biz_content, response_key, signed_response};
 use citypay_ledger::Status;
 use serde_json::{Map, Value};
 
@@ -57,23 +57,6 @@ fn parse_timestamp(text: &str) -> Option<i64> {
     Some(days * 86_400 + h * 3600 + m * 60 + s)
 }
 
-/// An answer ready to send: its object text and the key that signs it.
-struct Reply {
-    object: String,
-}
-
-impl From<Failure> for Reply {
-    fn from(failure: Failure) -> Reply {
-        Reply { object: failure.answer().finish() }
-    }
-}
-
-impl From<Answer> for Reply {
-    fn from(answer: Answer) -> Reply {
-        Reply { object: answer.finish() }
-    }
-}
-
 /// `/gateway.do`, GET or POST: the query string and a form body merged.
 pub(crate) async fn gateway_do(State(state): State<AppState>, uri: Uri, body: Bytes) -> Response {
     let request = Request::parse(uri.query().unwrap_or_default().as_bytes(), &body);
@@ -85,17 +68,17 @@ pub(crate) async fn gateway_do(State(state): State<AppState>, uri: Uri, body: By
         Ok(app) => {
             let reply = match known {
                 Some(known) => serve(&state, &request, &app, known).await,
-                None => Failure::invalid("isv.invalid-method", "不支持的方法 (method not supported)").into(),
+                None => Failure::invalid("isv.invalid-method", "不支持的方法 (method not supported)").answer(),
             };
             (reply, Some(app.platform_key))
         }
-        Err((failure, platform_key)) => (failure.into(), platform_key),
+        Err((failure, platform_key)) => (failure.answer(), platform_key),
     };
     let keys = &state.gateway.keys;
     let Some(signer) = platform_key.and_then(|id| keys.get(id)).or_else(|| keys.newest()) else {
         return unsigned_unavailable();
     };
-    answer(signed_response(&key, &reply.object, signer))
+    answer(signed_response(&key, &reply.finish(), signer))
 }
 
 fn answer(body: String) -> Response {
@@ -160,11 +143,11 @@ async fn check(state: &AppState, request: &Request, method: Option<&str>) -> Res
 }
 
 /// A checked call's answer.
-async fn serve(state: &AppState, request: &Request, app: &GatewayApp, method: &str) -> Reply {
+async fn serve(state: &AppState, request: &Request, app: &GatewayApp, method: &str) -> Answer {
     let biz = match request.get("biz_content").map(parse_biz_content) {
         Some(Ok(biz)) => biz,
-        Some(Err(message)) => return Failure::business("ACQ.INVALID_PARAMETER", message).into(),
-        None => return Failure::business("ACQ.INVALID_PARAMETER", "biz_content is missing").into(),
+        Some(Err(message)) => return invalid(message).answer(),
+        None => return invalid("biz_content is missing").answer(),
     };
     let result = match method {
         "alipay.trade.precreate" => precreate(state, request, app, &biz).await,
@@ -176,10 +159,7 @@ async fn serve(state: &AppState, request: &Request, app: &GatewayApp, method: &s
         "alipay.trade.cancel" => cancel(state, app, &biz).await,
         _ => Err(Failure::invalid("isv.invalid-method", "不支持的方法 (method not supported)")),
     };
-    match result {
-        Ok(answer) => answer.into(),
-        Err(failure) => failure.into(),
-    }
+    result.unwrap_or_else(|failure| failure.answer())
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -191,7 +171,7 @@ fn field<'a>(biz: &'a Map<String, Value>, name: &str) -> Result<&'a str, Failure
     optional(biz, name)?.ok_or_else(|| invalid(format!("{name} is missing")))
 }
 
-/// An optional text field (numbers are taken as their text: some SDKs send numbers).
+/// An optional text field; an empty string is absent, any other JSON type is refused.
 fn optional<'a>(biz: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Failure> {
     match biz.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -215,18 +195,18 @@ fn amount(biz: &Map<String, Value>, name: &str) -> Result<i64, Failure> {
 fn timeout(biz: &Map<String, Value>) -> Result<Option<u64>, Failure> {
     let Some(text) = optional(biz, "timeout_express")? else { return Ok(None) };
     let bad = || invalid("timeout_express: a number then m, h, d or c, such as 90m");
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "m" => number * 60,
-        "h" => number * 3600,
-        "d" | "c" => number * 86_400,
+    let mut chars = text.chars();
+    let unit = match chars.next_back() {
+        Some('m') => 60,
+        Some('h') => 3600,
+        Some('d' | 'c') => 86_400,
         _ => return Err(bad()),
     };
+    let number: u64 = chars.as_str().parse().map_err(|_| bad())?;
     if number == 0 {
         return Err(bad());
     }
-    Ok(Some(seconds.min(TIMEOUT_MAX_S)))
+    Ok(Some(number.saturating_mul(unit).min(TIMEOUT_MAX_S)))
 }
 
 /// Where the trade's changes are notified: the request's `notify_url`, else the app's.
@@ -304,6 +284,15 @@ async fn named_trade(state: &AppState, app: &GatewayApp, biz: &Map<String, Value
     result.map_err(|e| failure(&e, method))
 }
 
+/// The order number a call names: by `trade_no` when given (it wins, as at Alipay; one read),
+/// else `out_trade_no` as sent (no read: the checkout reads the trade itself).
+async fn order_no(state: &AppState, app: &GatewayApp, biz: &Map<String, Value>, method: &str) -> Result<String, Failure> {
+    match optional(biz, "trade_no")? {
+        Some(_) => Ok(named_trade(state, app, biz, method).await?.out_trade_no),
+        None => Ok(field(biz, "out_trade_no")?.to_owned()),
+    }
+}
+
 /// The amounts and times of a paid trade, as pay and query answer them.
 fn paid_fields(answer: Answer, trade: &Trade, paid_time_key: &str) -> Answer {
     let paid = trade.paid_at.is_some();
@@ -356,11 +345,11 @@ async fn query(state: &AppState, app: &GatewayApp, biz: &Map<String, Value>) -> 
 
 async fn refund(state: &AppState, app: &GatewayApp, biz: &Map<String, Value>) -> Result<Answer, Failure> {
     const METHOD: &str = "alipay.trade.refund";
-    let trade = named_trade(state, app, biz, METHOD).await?;
+    let out_trade_no = order_no(state, app, biz, METHOD).await?;
     let amount = amount(biz, "refund_amount")?;
     // Without out_request_no the whole trade is one refund, numbered by the order number.
-    let request_no = optional(biz, "out_request_no")?.unwrap_or(&trade.out_trade_no).to_owned();
-    let answer = state.checkout.refund(app.merchant, &trade.out_trade_no, &request_no, amount).await.map_err(|e| failure(&e, METHOD))?;
+    let request_no = optional(biz, "out_request_no")?.unwrap_or(&out_trade_no).to_owned();
+    let answer = state.checkout.refund(app.merchant, &out_trade_no, &request_no, amount).await.map_err(|e| failure(&e, METHOD))?;
     Ok(Answer::success()
         .str("trade_no", &answer.trade.id.to_string())
         .str("out_trade_no", &answer.trade.out_trade_no)
@@ -390,13 +379,8 @@ async fn refund_query(state: &AppState, app: &GatewayApp, biz: &Map<String, Valu
 
 async fn close(state: &AppState, app: &GatewayApp, biz: &Map<String, Value>) -> Result<Answer, Failure> {
     const METHOD: &str = "alipay.trade.close";
-    let trade = named_trade(state, app, biz, METHOD).await?;
-    // A trade that was paid (closed by a full refund, or finished) cannot be closed; closing an
-    // unpaid closed trade again answers as the first close did.
-    if trade.paid_at.is_some() {
-        return Err(failure(&CheckoutError::AlreadyPaid, METHOD));
-    }
-    let closed = state.checkout.close(app.merchant, &trade.out_trade_no).await.map_err(|e| failure(&e, METHOD))?;
+    let out_trade_no = order_no(state, app, biz, METHOD).await?;
+    let closed = state.checkout.close(app.merchant, &out_trade_no).await.map_err(|e| failure(&e, METHOD))?;
     Ok(Answer::success().str("trade_no", &closed.id.to_string()).str("out_trade_no", &closed.out_trade_no))
 }
 
@@ -404,22 +388,16 @@ async fn cancel(state: &AppState, app: &GatewayApp, biz: &Map<String, Value>) ->
     const METHOD: &str = "alipay.trade.cancel";
     // By trade_no only a trade citypay made can be named; by out_trade_no even one that never
     // arrived, which is then recorded closed so that it cannot be paid late.
-    let out_trade_no = match optional(biz, "trade_no")? {
-        Some(_) => named_trade(state, app, biz, METHOD).await?.out_trade_no,
-        None => field(biz, "out_trade_no")?.to_owned(),
-    };
-    let (after, was_paid) = state.checkout.cancel_order(app.merchant, &out_trade_no).await.map_err(|e| failure(&e, METHOD))?;
+    let out_trade_no = order_no(state, app, biz, METHOD).await?;
+    let after = state.checkout.cancel_order(app.merchant, &out_trade_no).await.map_err(|e| failure(&e, METHOD))?;
+    // A cancelled trade that had been paid was refunded in full.
+    let was_paid = after.paid_at.is_some();
     let answer = Answer::success()
         .str("trade_no", &after.id.to_string())
         .str("out_trade_no", &after.out_trade_no)
         .str("retry_flag", "N")
         .str("action", if was_paid { "refund" } else { "close" });
     Ok(if was_paid { answer.str("gmt_refund_pay", &beijing(state.directory.clock().now().unix_seconds())) } else { answer })
-}
-
-/// The platform's public key for merchants' SDKs (`alipay_public_key`).
-pub(crate) fn public_key_pem(key: &PlatformKey) -> String {
-    key.public().to_pem()
 }
 
 #[cfg(test)]
@@ -433,5 +411,16 @@ mod tests {
         assert_eq!(parse_timestamp("2026-12-02 6:38:14"), None);
         assert_eq!(parse_timestamp("2026-12-02T06:38:14"), None);
         assert_eq!(parse_timestamp("2026-12-02 24:00:00"), None);
+    }
+
+    #[test]
+    fn timeouts_never_panic_or_overflow() {
+        let timeout_of = |text: &str| timeout(serde_json::json!({"timeout_express": text}).as_object().unwrap());
+        assert_eq!(timeout_of("90m"), Ok(Some(5_400)));
+        assert_eq!(timeout_of("1d"), Ok(Some(TIMEOUT_MAX_S)));
+        assert_eq!(timeout_of("99999999999999999d"), Ok(Some(TIMEOUT_MAX_S)));
+        for bad in ["90分", "m", "0m", "-1h", "1x", "é"] {
+            assert!(timeout_of(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -213,7 +213,7 @@ pub(crate) async fn public_key(State(state): State<AppState>, Query(query): Quer
         None => keys.newest(),
     }
     .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such platform key"))?;
-    let mut response = super::gateway::public_key_pem(key).into_response();
+    let mut response = key.public().to_pem().into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
     headers.insert("citypay-key-id", HeaderValue::from(key.id()));

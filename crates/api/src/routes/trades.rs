@@ -208,7 +208,8 @@ pub(crate) async fn set_refund_period(State(state): State<AppState>, MerchantCal
     Ok(AppJson(RefundPeriod { refund_period_s: state.checkout.set_refund_period(merchant, body.refund_period_s).await? }))
 }
 
-/// Closes an unpaid trade.
+/// Closes an unpaid trade; closing it again answers the same. A trade that was paid (even one
+/// refunded in full) cannot be closed: 409 `trade_already_paid`.
 #[utoipa::path(post, path = "/v1/trades/{out_trade_no}/close", security(("merchant" = [])), tag = "trades", params(("out_trade_no" = String, Path)),
     responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn close(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(out_trade_no): Path<String>) -> Result<AppJson<TradeView>, ApiError> {
