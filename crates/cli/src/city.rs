@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use base64::Engine;
 use citypay_api::routes::AppState;
 use citypay_checkout::Checkout;
 use citypay_directory::{Directory, DirectoryKeys, PasswordPolicy, SandboxBank, TokenKeys};
@@ -197,7 +198,6 @@ pub(crate) fn generate_rsa_key() -> anyhow::Result<Vec<u8>> {
     anyhow::ensure!(output.status.success(), "openssl genpkey failed");
     let pem = String::from_utf8(output.stdout).context("openssl's output")?;
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(body).context("openssl's PKCS#8 key")
 }
 
@@ -205,7 +205,6 @@ pub(crate) fn generate_rsa_key() -> anyhow::Result<Vec<u8>> {
 /// every server of a city signs with the same key; else the key file's lines
 /// `gateway.ID=BASE64` (key 1 made with [`generate_rsa_key`] and added on first use).
 pub(crate) fn load_gateway_keys(path: &Path) -> anyhow::Result<Arc<citypay_gateway::PlatformKeys>> {
-    use base64::Engine;
     let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text.trim()).context("a gateway key must be base64 of a PKCS#8 RSA key");
     let key = |id: u32, der: &[u8]| citypay_gateway::PlatformKey::from_pkcs8(id, der).with_context(|| format!("gateway key {id}"));
     if let Ok(text) = std::env::var("CITYPAY_GATEWAY_KEY") {
@@ -224,11 +223,16 @@ pub(crate) fn load_gateway_keys(path: &Path) -> anyhow::Result<Arc<citypay_gatew
         }
     }
     if keys.is_empty() {
-        let der = generate_rsa_key()?;
-        use base64::Engine as _;
-        let line = format!("gateway.1={}\n", base64::engine::general_purpose::STANDARD.encode(&der));
-        append_private(path, &line).with_context(|| format!("adding the gateway key to {}", path.display()))?;
-        keys.push(key(1, &der)?);
+        // Without openssl the rest of the city still opens; the gateway then answers that it
+        // has no key, until `citypay gateway add-key` runs where openssl is.
+        match generate_rsa_key() {
+            Ok(der) => {
+                let line = format!("gateway.1={}\n", base64::engine::general_purpose::STANDARD.encode(&der));
+                append_private(path, &line).with_context(|| format!("adding the gateway key to {}", path.display()))?;
+                keys.push(key(1, &der)?);
+            }
+            Err(error) => eprintln!("warning: no gateway key: {error:#}"),
+        }
     }
     Ok(Arc::new(citypay_gateway::PlatformKeys::new(keys)))
 }
@@ -240,7 +244,6 @@ pub(crate) fn add_gateway_key(path: &Path) -> anyhow::Result<u32> {
     anyhow::ensure!(std::env::var_os("CITYPAY_GATEWAY_KEY").is_none(), "the gateway key comes from CITYPAY_GATEWAY_KEY; add keys to the key file instead");
     let keys = load_gateway_keys(path)?;
     let next = keys.newest().map_or(1, |k| k.id() + 1);
-    use base64::Engine;
     let line = format!("gateway.{next}={}\n", base64::engine::general_purpose::STANDARD.encode(generate_rsa_key()?));
     append_private(path, &line).with_context(|| format!("adding a gateway key to {}", path.display()))?;
     Ok(next)

@@ -146,25 +146,13 @@ impl std::fmt::Debug for PlatformKey {
 
 /// The DER SubjectPublicKeyInfo of a PKCS#1 RSAPublicKey: the rsaEncryption algorithm with
 /// NULL parameters, and the key in a BIT STRING.
-fn spki_of(pkcs1: &[u8]) -> Vec<u8> {
-    fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        match u8::try_from(len) {
-            Ok(short) if short < 0x80 => out.push(short),
-            _ => {
-                let bytes: Vec<u8> = len.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-                out.push(0x80 | u8::try_from(bytes.len()).unwrap_or(0));
-                out.extend(bytes);
-            }
-        }
-        out.extend_from_slice(content);
-        out
-    }
-    let algorithm = tlv(0x30, &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00]);
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(pkcs1);
-    tlv(0x30, &[algorithm, tlv(0x03, &bits)].concat())
+fn spki_of(pkcs1: &[u8]) -> Result<Vec<u8>, der::Error> {
+    use der::Encode;
+    let info = spki::SubjectPublicKeyInfoRef {
+        algorithm: spki::AlgorithmIdentifier { oid: RSA_ENCRYPTION, parameters: Some(der::asn1::AnyRef::NULL) },
+        subject_public_key: der::asn1::BitStringRef::from_bytes(pkcs1)?,
+    };
+    info.to_der()
 }
 
 impl PlatformKey {
@@ -172,7 +160,8 @@ impl PlatformKey {
     /// it), 2048 to 8192 bits.
     pub fn from_pkcs8(id: u32, der: &[u8]) -> Result<PlatformKey, KeyError> {
         let pair = RsaKeyPair::from_pkcs8(der).map_err(|e| KeyError::Private(e.to_string()))?;
-        let public = AppKey::from_spki(&spki_of(pair.public_key().as_ref()))?;
+        let spki = spki_of(pair.public_key().as_ref()).map_err(|e| KeyError::Private(e.to_string()))?;
+        let public = AppKey::from_spki(&spki)?;
         Ok(PlatformKey { id, pair, public })
     }
 
