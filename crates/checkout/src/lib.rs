@@ -745,20 +745,35 @@ impl Checkout {
             return Err(cooling);
         }
         let secret = self.directory.unseal(&device.secret_sealed, &format!("device:{}", parsed.device))?;
-        let Some(step) = PaymentCode::verify(&parsed, secret.expose(), now, CODE_WINDOW_STEPS) else {
+        // The till retrying the order this device's last code was spent on (its answer lost,
+        // or a refusal) sends the same entry again, under the same trade number: the ledger
+        // answers as it did the first time, even once the code has expired.
+        let order = format!("{merchant_id}:{}", new.out_trade_no);
+        let spent_on_this_order = || {
+            let at = u64::try_from(device.last_step).unwrap_or(0).saturating_mul(citypay_codes::payment_code::STEP_SECONDS);
+            device.last_order.as_deref() == Some(order.as_str()) && PaymentCode::verify(&parsed, secret.expose(), at, 0).is_some()
+        };
+        let verified = PaymentCode::verify(&parsed, secret.expose(), now, CODE_WINDOW_STEPS)
+            .or_else(|| spent_on_this_order().then(|| u64::try_from(device.last_step).unwrap_or(0)));
+        let Some(step) = verified else {
             let count = DeviceCount { slot: parsed.device, hour, device: (device.failures, device.failures_hour), merchant: merchant_failures };
             return self.wrong_code(merchant_id, new, Some(count), "wrong or expired code").await;
         };
         drop(turn);
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        if step <= device.last_step {
+        let retry = step == device.last_step && device.last_order.as_deref() == Some(order.as_str());
+        let trade_id = match device.last_trade.and_then(|id| u64::try_from(id).ok()) {
+            Some(id) if retry => id,
+            _ => self.trade_id(merchant_id, new),
+        };
+        if step <= device.last_step && !retry {
             return Err(CheckoutError::CodeUsed);
         }
         // The device names the payer; their wallet's id follows from it, no read needed.
         let payer_wallet = account_id(AccountKind::Wallet, device.resident_id);
         let merchant = self.directory.merchant(merchant_id).await?;
         let period = self.refund_period(merchant_id).await?;
-        let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now, period);
+        let trade = Trade::new(trade_id, &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now, period);
         let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
         // Each code is a new attempt (a refused one is spent too), so its step numbers the entry.
         let attempt = u32::try_from(step).unwrap_or(u32::MAX);
@@ -769,7 +784,11 @@ impl Checkout {
                 Guard::Matches {
                     table: "payment_devices",
                     key: device_key.clone(),
-                    expect: vec![("last_step", int(device.last_step)), ("revoked_at", Value::Null)],
+                    expect: vec![
+                        ("last_step", int(device.last_step)),
+                        ("last_order", device.last_order.clone().map_or(Value::Null, Value::Text)),
+                        ("revoked_at", Value::Null),
+                    ],
                 },
                 Directory::wallet_not_frozen(device.resident_id),
             ],
@@ -779,7 +798,7 @@ impl Checkout {
             always_rows: vec![ServiceRow {
                 table: "payment_devices",
                 key: device_key,
-                columns: vec![("last_step", int(step))],
+                columns: vec![("last_step", int(step)), ("last_trade", uint(trade_id)), ("last_order", Value::Text(order))],
                 on_conflict: OnConflict::UpdateOnly,
             }],
         };
@@ -916,13 +935,13 @@ impl Checkout {
         let rows = self
             .directory
             .read(
-                "SELECT resident_id, secret_sealed, last_step, failures, failures_hour, revoked_at FROM payment_devices WHERE id = ?1",
+                "SELECT resident_id, secret_sealed, last_step, failures, failures_hour, revoked_at, last_trade, last_order FROM payment_devices WHERE id = ?1",
                 vec![Value::Int(i64::from(slot))],
             )
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
         match row.as_slice() {
-            [Value::Int(resident), Value::Blob(sealed), Value::Int(last_step), Value::Int(failures), Value::Int(failures_hour), revoked_at] => Ok(Some(Device {
+            [Value::Int(resident), Value::Blob(sealed), Value::Int(last_step), Value::Int(failures), Value::Int(failures_hour), revoked_at, last_trade, last_order] => Ok(Some(Device {
                 resident_id: u64::try_from(*resident).map_err(|_| DirectoryError::Storage("resident id".into()))?,
                 secret_sealed: sealed.clone(),
                 last_step: *last_step,
@@ -930,6 +949,14 @@ impl Checkout {
                 failures_hour: *failures_hour,
                 revoked_at: match revoked_at {
                     Value::Int(at) => Some(*at),
+                    _ => None,
+                },
+                last_trade: match last_trade {
+                    Value::Int(trade) => Some(*trade),
+                    _ => None,
+                },
+                last_order: match last_order {
+                    Value::Text(order) => Some(order.clone()),
                     _ => None,
                 },
             })),
@@ -1094,6 +1121,9 @@ struct Device {
     failures: i64,
     failures_hour: i64,
     revoked_at: Option<i64>,
+    /// The trade the code of `last_step` was spent on, and its order (`merchant:out_trade_no`).
+    last_trade: Option<i64>,
+    last_order: Option<String>,
 }
 
 impl Device {

@@ -130,6 +130,15 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE trades ADD COLUMN notify_app BIGINT; ALTER TABLE trades ADD COLUMN notify_url TEXT;",
         postgres: "ALTER TABLE trades ADD COLUMN notify_app BIGINT; ALTER TABLE trades ADD COLUMN notify_url TEXT;",
     },
+    // The trade a device's last code was spent on, so that a till retrying that order with
+    // that code is answered as the first time (a refusal too) instead of "code used".
+    Migration {
+        component: "checkout",
+        version: 9,
+        name: "the order and trade each device's last code was spent on",
+        sqlite: "ALTER TABLE payment_devices ADD COLUMN last_trade BIGINT; ALTER TABLE payment_devices ADD COLUMN last_order TEXT;",
+        postgres: "ALTER TABLE payment_devices ADD COLUMN last_trade BIGINT; ALTER TABLE payment_devices ADD COLUMN last_order TEXT;",
+    },
 ];
 
 /// A device's `failures` now count its wrong codes in the hour `failures_hour` (a cool-down,

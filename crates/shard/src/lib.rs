@@ -6,6 +6,7 @@
 
 
 pub mod seal;
+mod stepped;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -16,6 +17,8 @@ use citypay_ledger::{Account, AccountId, Event, Ledger, LedgerConfig, Outcome, S
 use citypay_store::{BatchWrite, LedgerStore, ServiceRow, StoreError, Value};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
+
+pub use stepped::{Step, SteppedShard};
 
 /// Where the writer gets the time it hands the ledger.
 pub trait Clock: Send + 'static {
@@ -227,7 +230,7 @@ impl Shard {
         let (ledger, last_batch) = load(store.as_mut(), config)?;
         let (sender, receiver) = mpsc::channel(config.queue_max);
         let stats = Arc::new(ShardStats::default());
-        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone(), sealer };
+        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone(), sealer, ack_before_commit: false };
         let thread = std::thread::Builder::new()
             .name("shard-writer".into())
             .spawn(move || writer.run(receiver))
@@ -328,6 +331,10 @@ struct Writer {
     clock: Box<dyn Clock>,
     stats: Arc<ShardStats>,
     sealer: Option<seal::Sealer>,
+    /// A deliberate bug that only [`SteppedShard::plant_ack_before_commit`] sets: answers go
+    /// out before the commit, so a failed commit leaves acknowledged work undone. The
+    /// simulator must find it.
+    ack_before_commit: bool,
 }
 
 /// One batch being processed: the commands, and where to answer.
@@ -464,6 +471,11 @@ impl Writer {
         let seal = self.sealer.as_ref().map(|s| s.key.seal_rows(&s.previous_mac(), batch_number, &effects.journal));
         rows.extend(seal.as_ref().map(seal::seal_row));
         let write = BatchWrite { batch: batch_number, effects: &effects, rows: &rows };
+        if self.ack_before_commit {
+            for (reply, answer) in batch.replies.drain(..).zip(answers.iter().cloned()) {
+                let _ = reply.send(answer);
+            }
+        }
         match self.store.commit(&write) {
             Ok(()) => {
                 self.last_batch += 1;

@@ -44,7 +44,7 @@ pub(crate) fn student_number(preset: &CityPreset, index: u64) -> String {
 
 /// When a person opens a real-name wallet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Registration {
+pub enum Registration {
     /// Before the simulation starts.
     Before,
     /// During day `n` (1-based).
@@ -55,7 +55,7 @@ pub(crate) enum Registration {
 
 /// A simulated person.
 #[derive(Clone, Debug)]
-pub(crate) struct Person {
+pub struct Person {
     pub(crate) city: usize,
     pub(crate) index: u64,
     pub(crate) registration: Registration,
@@ -73,7 +73,7 @@ const REGISTER_DURING_PER_MILLE: u32 = 40;
 
 impl Person {
     /// The `index`-th person of city number `city`.
-    pub(crate) fn draw(seed: u64, city: usize, preset: &CityPreset, index: u64, days: u32) -> Person {
+    pub fn draw(seed: u64, city: usize, preset: &CityPreset, index: u64, days: u32) -> Person {
         let mut rng = rng_for(seed, &[tag::PERSON, u64::from(preset.code), index]);
         let roll = rng.u32(0..1000);
         let registration = if roll >= preset.real_name_per_mille {
@@ -97,7 +97,7 @@ impl Person {
     }
 
     /// What this person registers with: a valid resident ID of the city, a unique mobile.
-    pub(crate) fn new_resident(&self, preset: &CityPreset, seed: u64) -> NewResident {
+    pub fn new_resident(&self, preset: &CityPreset, seed: u64) -> NewResident {
         let mut rng = rng_for(seed, &[tag::PERSON, u64::from(preset.code), self.index, 1]);
         const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱", "胡"];
         const GIVEN: &[&str] = &["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "秀兰", "霞"];
@@ -113,7 +113,7 @@ impl Person {
 
     /// How many banks' cards they link: the verifications that earn their class (one external
     /// channel: I; three: II; five: III).
-    pub(crate) fn banks(&self) -> usize {
+    pub fn banks(&self) -> usize {
         match self.class {
             AccountClass::I => 1,
             AccountClass::II => 3,
@@ -123,7 +123,7 @@ impl Person {
 
     /// A UnionPay debit card number (Luhn-valid) of this person at the sandbox's `bank`-th
     /// issuer.
-    pub(crate) fn card_number(&self, bank: usize) -> String {
+    pub fn card_number(&self, bank: usize) -> String {
         let issuer = citypay_directory::SandboxBank::ISSUERS[bank % citypay_directory::SandboxBank::ISSUERS.len()];
         for variant in 0..10u64 {
             let payload = format!("{issuer}{}{:011}", self.city % 10, (self.index * 10 + variant) % 100_000_000_000);
@@ -140,7 +140,7 @@ impl Person {
 
 /// A GB 11643 number: a district of the city, a birth date between 1950 and 2004, and a
 /// sequence, chosen so that `index` below 20 million maps to a distinct number.
-pub(crate) fn resident_id_number(city_code: u32, index: u64) -> String {
+pub fn resident_id_number(city_code: u32, index: u64) -> String {
     // Born 1950 to 1999: adults on every simulated day, so none is too young to register.
     const BIRTH_DAYS: u64 = 18_000;
     // A county of the city (GB/T 2260): a municipality's first district, a city's second.
@@ -159,9 +159,12 @@ pub(crate) fn add_days((y, m, d): (i64, i64, i64), n: i64) -> (i64, i64, i64) {
 
 /// Kinds of business in a simulated city.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum BusinessKind {
+pub enum BusinessKind {
+    /// A shop.
     Shop,
+    /// A restaurant.
     Restaurant,
+    /// A hospital, which bills its patients.
     Hospital,
     /// The city's social-security bureau, which collects contributions.
     Bureau,
@@ -245,7 +248,7 @@ pub(crate) fn transit_uscc(preset: &CityPreset, city: usize) -> String {
 }
 
 /// What the `index`-th business of a kind onboards with.
-pub(crate) fn new_merchant(preset: &CityPreset, city: usize, kind: BusinessKind, index: u64) -> NewMerchant {
+pub fn new_merchant(preset: &CityPreset, city: usize, kind: BusinessKind, index: u64) -> NewMerchant {
     let region = preset.code + 2;
     let body = format!("{:02}{:06}", (city % 10) * 10 + usize::try_from(kind.code()).unwrap_or(0), index % 1_000_000);
     let organization_check = citypay_identity::uscc::organization_check_character(&body).unwrap_or('0');

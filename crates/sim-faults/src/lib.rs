@@ -1,0 +1,478 @@
+//! Deterministic simulation of the write path and the services under faults.
+//!
+//! One seed fixes a whole run: the people (drawn by `citypay-sim` from the seed), what each of
+//! the clients does and when, which waiting commands make each batch and in what order, which
+//! commits fail (refused, or committed and reported lost), when a batch is held back, and when
+//! the process is torn down and started again from its database file. Nothing runs on another
+//! thread and nothing reads the wall clock: the harness polls the clients' futures itself, steps
+//! the writer ([`citypay_shard::SteppedShard`]) one batch at a time over the real SQLite store
+//! wrapped in its faulty twin, and moves a manual clock. So a seed that fails replays bit for
+//! bit, and [`Report::digest`] (a hash of every batch and its answers) proves it.
+//!
+//! After every step it checks what must always hold: the books balance with pending amounts
+//! counted, no wallet is below zero, and each client's wallet holds what the answers it was
+//! given say (the work of a request whose answer it has not had yet either happened or did
+//! not). At every restart and at the end, everything acknowledged is found in the reopened
+//! database, and every trade, refund and bill a client was told about agrees with it. A
+//! client retries a request whose outcome it does not know under the same keys, and now and
+//! then repeats one it knows: every repeat must answer what the first answer said.
+
+mod city;
+mod client;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use citypay_shard::{Clock, ManualClock, SubmitError};
+use citypay_store_conformance::CommitFault;
+
+use city::City;
+use client::Client;
+
+/// What to simulate.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// The seed: the same seed runs the same simulation.
+    pub seed: u64,
+    /// Clients acting at once (at least 8).
+    pub clients: usize,
+    /// Writer steps (batches, held-back batches included).
+    pub steps: u32,
+    /// Plants a deliberate bug in the writer (answers before the commit), to show the
+    /// simulator finds one.
+    pub plant_ack_before_commit: bool,
+}
+
+impl Config {
+    /// The configuration CI runs for `seed`: 8 to 15 clients, 300 steps.
+    pub fn for_seed(seed: u64) -> Config {
+        Config { seed, clients: 8 + usize::try_from(seed % 8).unwrap_or(0), steps: 300, plant_ack_before_commit: false }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// Writer steps taken.
+    pub steps: u32,
+    /// Batches committed (as the writer counts them, lost ones that did commit included).
+    pub batches: u64,
+    /// Commands answered with a ledger outcome or an error.
+    pub commands: u64,
+    /// Client requests that got a known answer (first answers and repeats).
+    pub operations: u64,
+    /// Repeats of a request that already had its answer, each checked against it.
+    pub repeats: u64,
+    /// Retries of a request whose outcome was unknown.
+    pub retries: u64,
+    /// Commits refused.
+    pub refused: u64,
+    /// Commits that committed and were reported lost.
+    pub lost: u64,
+    /// Batches held back.
+    pub held: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// A hash of every batch and its answers, in order.
+    pub digest: u64,
+}
+
+/// A broken invariant, with the seed that replays it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("seed {seed}, step {step}: {message} (replay with CITYPAY_SIM_SEED={seed})")]
+pub struct Failure {
+    /// The seed.
+    pub seed: u64,
+    /// The step after which the check failed.
+    pub step: u32,
+    /// What did not hold.
+    pub message: String,
+}
+
+/// Runs one seed.
+pub fn run(config: Config) -> Result<Report, Failure> {
+    assert!(config.clients >= 8, "at least 8 clients act at once");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a runtime");
+    // Futures are polled here, not spawned; the runtime only lends them its timer, which never
+    // fires because it is never driven.
+    let _entered = runtime.enter();
+    Simulation::new(config, &runtime)?.run()
+}
+
+/// Per mille: how often things happen in a step.
+mod odds {
+    /// A batch is held back (nothing committed this step).
+    pub(crate) const HOLD: u32 = 60;
+    /// A commit is refused.
+    pub(crate) const REFUSE: u32 = 50;
+    /// A commit goes through and is reported lost.
+    pub(crate) const LOSE: u32 = 50;
+    /// The process is torn down and started again after a step.
+    pub(crate) const RESTART: u32 = 15;
+    /// The process is torn down right after a commit reported lost.
+    pub(crate) const RESTART_AFTER_LOSS: u32 = 300;
+    /// The city's day ends: the clock moves to the next morning and the back office settles
+    /// the day that closed.
+    pub(crate) const NEXT_DAY: u32 = 6;
+    /// An idle client starts a request.
+    pub(crate) const START: u32 = 700;
+    /// A client whose request's outcome is unknown retries it now (else later).
+    pub(crate) const RETRY: u32 = 600;
+    /// A client repeats a request that has its answer.
+    pub(crate) const REPEAT: u32 = 150;
+}
+
+/// The back office's settlement of a closed day, retried until it finishes.
+struct Office {
+    date: citypay_ledger::LocalDate,
+    job: Option<Pin<Box<dyn Future<Output = Result<(), String>>>>>,
+    done: bool,
+}
+
+struct Simulation<'r> {
+    runtime: &'r tokio::runtime::Runtime,
+    office: Option<Office>,
+    config: Config,
+    rng: fastrand::Rng,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    clock: ManualClock,
+    bank: citypay_directory::SandboxBank,
+    city: Option<City>,
+    clients: Vec<Client>,
+    report: Report,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    step: u32,
+}
+
+impl<'r> Simulation<'r> {
+    fn new(config: Config, runtime: &'r tokio::runtime::Runtime) -> Result<Simulation<'r>, Failure> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("city.db");
+        let clock = ManualClock::new(city::START);
+        let bank = citypay_directory::SandboxBank::new();
+        let mut simulation = Simulation {
+            runtime,
+            office: None,
+            config,
+            rng: fastrand::Rng::with_seed(config.seed),
+            _dir: dir,
+            path,
+            clock,
+            bank,
+            city: None,
+            clients: Vec::new(),
+            report: Report { seed: config.seed, ..Report::default() },
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+            step: 0,
+        };
+        simulation.open()?;
+        let city = simulation.city.as_ref().expect("just opened").services.clone();
+        let setup = city::set_up(city, config.seed, config.clients, simulation.bank.clone());
+        let clients = simulation.settle(Box::pin(setup))?.map_err(|message| simulation.failure(format!("set-up: {message}")))?;
+        simulation.clients = clients;
+        Ok(simulation)
+    }
+
+    fn failure(&self, message: String) -> Failure {
+        Failure { seed: self.config.seed, step: self.step, message }
+    }
+
+    /// Opens the database file and starts a fresh process's worth of memory over it.
+    fn open(&mut self) -> Result<(), Failure> {
+        let city = City::open(&self.path, self.clock.clone(), self.bank.clone(), self.config.seed).map_err(|e| self.failure(format!("reopening: {e}")))?;
+        self.city = Some(city);
+        if self.config.plant_ack_before_commit {
+            self.city_mut().shard.plant_ack_before_commit();
+        }
+        Ok(())
+    }
+
+    fn city_mut(&mut self) -> &mut City {
+        self.city.as_mut().expect("the city is open")
+    }
+
+    /// Runs a future to its end with no faults, every waiting command committed each step:
+    /// for the set-up and the final checks.
+    fn settle<T>(&mut self, mut future: Pin<Box<dyn Future<Output = T>>>) -> Result<T, Failure> {
+        let mut cx = Context::from_waker(Waker::noop());
+        for _ in 0..100_000 {
+            if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
+                return Ok(value);
+            }
+            let city = self.city.as_mut().expect("the city is open");
+            let waiting = city.shard.collect();
+            let pick: Vec<usize> = (0..waiting).collect();
+            let step = city.shard.step(&pick);
+            self.runtime.block_on(tokio::task::yield_now());
+            if !step.running {
+                return Err(Failure { seed: self.config.seed, step: self.step, message: "the writer stopped without a fault".into() });
+            }
+        }
+        Err(self.failure("a fault-free future never finished".into()))
+    }
+
+    fn run(mut self) -> Result<Report, Failure> {
+        for _ in 0..self.config.steps {
+            self.step += 1;
+            self.act()?;
+            self.write()?;
+            self.check_step()?;
+            self.clock.set(self.clock.now().plus_seconds(self.rng.u64(0..4)));
+        }
+        self.finish()?;
+        self.report.digest = self.hasher.digest();
+        Ok(self.report)
+    }
+
+    /// Each client, in an order the seed picks, starts, retries, repeats or goes on with its
+    /// request.
+    fn act(&mut self) -> Result<(), Failure> {
+        if self.office.as_ref().is_none_or(|o| o.done) && self.rng.u32(0..1000) < odds::NEXT_DAY {
+            let date = self.clock.now().local_date();
+            let morning = date.next().start().plus_seconds(6 * 3_600 + 1_800);
+            self.clock.set(morning);
+            self.office = Some(Office { date, job: None, done: false });
+        }
+        self.office()?;
+        let mut order: Vec<usize> = (0..self.clients.len()).collect();
+        self.rng.shuffle(&mut order);
+        let services = self.city.as_ref().expect("the city is open").services.clone();
+        let now = self.clock.now().unix_seconds();
+        for index in order {
+            let rng = &mut self.rng;
+            let client = &mut self.clients[index];
+            if client.job.is_none() {
+                match (&client.intent, client.known) {
+                    (None, _) => {
+                        if rng.u32(0..1000) < odds::START {
+                            client.start(rng, now, &services);
+                        }
+                    }
+                    (Some(_), false) => {
+                        if rng.u32(0..1000) < odds::RETRY {
+                            self.report.retries += 1;
+                            client.resume(&services);
+                        }
+                    }
+                    (Some(_), true) => {
+                        if client.may_repeat() && rng.u32(0..1000) < odds::REPEAT {
+                            self.report.repeats += 1;
+                            client.resume(&services);
+                        } else {
+                            client.intent = None;
+                        }
+                    }
+                }
+            }
+            if let Err(message) = client.poll() {
+                // Kept for the check after the step.
+                client.broken.get_or_insert(message);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts, retries or goes on with the settlement of the closed day.
+    fn office(&mut self) -> Result<(), Failure> {
+        let Some(office) = self.office.as_mut().filter(|o| !o.done) else { return Ok(()) };
+        if office.job.is_none() {
+            let (settlement, date) = (self.city.as_ref().expect("the city is open").services.settlement.clone(), office.date);
+            office.job = Some(Box::pin(async move {
+                match settlement.settle(date).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.code() == "unavailable" => Err(String::new()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }));
+        }
+        let job = office.job.as_mut().expect("just started");
+        let Poll::Ready(done) = job.as_mut().poll(&mut Context::from_waker(Waker::noop())) else { return Ok(()) };
+        office.job = None;
+        match done {
+            Ok(()) => office.done = true,
+            Err(message) if message.is_empty() => {}
+            Err(message) => {
+                let message = format!("the settlement of {}: {message}", office.date);
+                return Err(self.failure(message));
+            }
+        }
+        Ok(())
+    }
+
+    /// One writer step: the seed picks the batch from what waits, may hold it back or make
+    /// its commit fail, and may tear the process down after it.
+    fn write(&mut self) -> Result<(), Failure> {
+        let city = self.city.as_mut().expect("the city is open");
+        let waiting = city.shard.collect();
+        let roll = self.rng.u32(0..1000);
+        let mut pick: Vec<usize> = (0..waiting).collect();
+        self.rng.shuffle(&mut pick);
+        pick.truncate(self.rng.usize(0..=waiting.min(64)));
+        if roll < odds::HOLD {
+            pick.clear();
+            self.report.held += 1;
+        }
+        let fault_roll = self.rng.u32(0..1000);
+        let fault = if pick.is_empty() {
+            None
+        } else if fault_roll < odds::REFUSE {
+            Some(CommitFault::Refuse)
+        } else if fault_roll < odds::REFUSE + odds::LOSE {
+            Some(CommitFault::CommitThenLose)
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            city.faults.lock().expect("the fault queue").push(fault);
+            match fault {
+                CommitFault::Refuse => self.report.refused += 1,
+                CommitFault::CommitThenLose => self.report.lost += 1,
+            }
+        }
+        let step = city.shard.step(&pick);
+        // Tasks the services spawned (the settlement's payouts) take in their answers.
+        self.runtime.block_on(tokio::task::yield_now());
+        // An injected fault the batch never reached (an empty batch) is dropped.
+        city.faults.lock().expect("the fault queue").clear();
+        self.hasher.update(&step.last_batch.to_le_bytes());
+        for (id, answer) in &step.answers {
+            self.hasher.update(&id.unwrap_or(0).to_le_bytes());
+            self.hasher.update(reply_code(answer).as_bytes());
+        }
+        self.report.commands += u64::try_from(step.answers.len()).unwrap_or(0);
+        self.report.batches = step.last_batch;
+        let restart_odds = if fault == Some(CommitFault::CommitThenLose) { odds::RESTART_AFTER_LOSS } else { odds::RESTART };
+        if !step.running || self.rng.u32(0..1000) < restart_odds {
+            self.restart()?;
+        }
+        Ok(())
+    }
+
+    /// Tears the process down (every client's request in flight is cut off: its outcome is
+    /// unknown to it) and opens the database file again.
+    fn restart(&mut self) -> Result<(), Failure> {
+        self.report.restarts += 1;
+        for client in &mut self.clients {
+            client.job = None;
+        }
+        if let Some(office) = self.office.as_mut() {
+            office.job = None;
+        }
+        self.city = None;
+        self.open()?;
+        self.check_durable()
+    }
+
+    /// What must hold after every step.
+    fn check_step(&mut self) -> Result<(), Failure> {
+        // Answers that arrived in this step.
+        for index in 0..self.clients.len() {
+            if let Err(message) = self.clients[index].poll() {
+                self.clients[index].broken.get_or_insert(message);
+            }
+            let client = &mut self.clients[index];
+            self.report.operations += client.take_answered();
+            if let Some(message) = client.broken.take() {
+                return Err(self.failure(message));
+            }
+        }
+        let city = self.city.as_ref().expect("the city is open");
+        let ledger = city.shard.ledger();
+        let violations = ledger.check_invariants();
+        if !violations.is_empty() {
+            return Err(self.failure(format!("the books do not balance: {violations:?}")));
+        }
+        for account in ledger.accounts() {
+            let wallet = account.code == citypay_directory::AccountKind::Wallet.code();
+            if wallet && (account.balance.net_posted() < 0 || account.balance.available() < 0) {
+                return Err(self.failure(format!("wallet {} is below zero: {:?}", account.id, account.balance)));
+            }
+        }
+        for client in &self.clients {
+            let held = city.shard.account(client.resident.wallet).map_or(0, |a| a.balance.net_posted());
+            if let Err(message) = client.check_balance(held) {
+                return Err(self.failure(message));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a restart: everything a client was told is in the reopened database.
+    fn check_durable(&mut self) -> Result<(), Failure> {
+        self.check_step()?;
+        let services = self.city.as_ref().expect("the city is open").services.clone();
+        let clients: Vec<client::Known> = self.clients.iter().map(Client::known).collect();
+        let check = async move {
+            for known in &clients {
+                known.check(&services).await?;
+            }
+            Ok::<(), String>(())
+        };
+        match self.settle(Box::pin(check))? {
+            Ok(()) => Ok(()),
+            Err(message) => Err(self.failure(format!("after a restart: {message}"))),
+        }
+    }
+
+    /// The end: faults stop, every client finishes what it started, a last restart, and every
+    /// balance and record is checked once more.
+    fn finish(&mut self) -> Result<(), Failure> {
+        for _ in 0..1_000 {
+            if self.clients.iter().all(|c| c.intent.is_none() || c.known) && self.office.as_ref().is_none_or(|o| o.done) {
+                break;
+            }
+            self.step += 1;
+            let services = self.city.as_ref().expect("the city is open").services.clone();
+            for client in &mut self.clients {
+                if client.job.is_none() && client.intent.is_some() && !client.known {
+                    self.report.retries += 1;
+                    client.resume(&services);
+                }
+                if let Err(message) = client.poll() {
+                    client.broken.get_or_insert(message);
+                }
+            }
+            let city = self.city.as_mut().expect("the city is open");
+            let waiting = city.shard.collect();
+            let pick: Vec<usize> = (0..waiting).collect();
+            let step = city.shard.step(&pick);
+            self.runtime.block_on(tokio::task::yield_now());
+            self.report.commands += u64::try_from(step.answers.len()).unwrap_or(0);
+            self.report.batches = step.last_batch;
+            self.office()?;
+            self.check_step()?;
+            self.clock.set(self.clock.now().plus_seconds(1));
+        }
+        if self.office.as_ref().is_some_and(|o| !o.done) {
+            return Err(self.failure("the settlement never finished".into()));
+        }
+        if let Some(stuck) = self.clients.iter().find(|c| c.intent.is_some() && !c.known) {
+            return Err(self.failure(format!("client {} never learnt the outcome of {:?}", stuck.index, stuck.intent)));
+        }
+        self.restart()?;
+        self.report.steps = self.step;
+        for client in &self.clients {
+            let city = self.city.as_ref().expect("the city is open");
+            let held = city.shard.account(client.resident.wallet).map_or(0, |a| a.balance.net_posted());
+            if held != client.balance {
+                return Err(self.failure(format!("client {}'s wallet holds {held}, its answers say {}", client.index, client.balance)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stable word for a writer's answer, for the run's digest (error messages may name paths).
+fn reply_code(reply: &citypay_shard::Reply) -> String {
+    match reply {
+        Ok(outcome) => format!("{outcome:?}"),
+        Err(SubmitError::CommitFailed(_)) => "commit_failed".into(),
+        Err(SubmitError::Timeout(_)) => "timeout".into(),
+        Err(SubmitError::Unavailable) => "unavailable".into(),
+        Err(SubmitError::GuardFailed { guard }) => format!("guard {guard}"),
+    }
+}
