@@ -44,6 +44,7 @@ pub(crate) struct Services {
     pub(crate) checkout: Checkout,
     pub(crate) bills: citypay_bills::Bills,
     pub(crate) settlement: citypay_settlement::Settlement,
+    pub(crate) transit: citypay_transit::Transit,
 }
 
 pub(crate) struct City {
@@ -59,6 +60,7 @@ fn migrations() -> Vec<Migration> {
         .chain(citypay_checkout::MIGRATIONS)
         .chain(citypay_bills::MIGRATIONS)
         .chain(citypay_settlement::MIGRATIONS)
+        .chain(citypay_transit::MIGRATIONS)
         .copied()
         .collect()
 }
@@ -81,6 +83,12 @@ fn keys(seed: u64) -> DirectoryKeys {
     }
 }
 
+/// The platform's ride-code signing key, from the seed, valid for ever.
+fn ride_key(seed: u64) -> citypay_ride::PlatformKey {
+    let forever = citypay_ride::Validity::new(0, u32::MAX).expect("a validity");
+    citypay_ride::PlatformKey::from_seed(1, crate::transit::key_seed(seed, 3, 0), forever)
+}
+
 impl City {
     /// Opens the file (creating the schema the first time) and starts the writer and the
     /// services with nothing in memory but what the file holds.
@@ -98,6 +106,7 @@ impl City {
             checkout: Checkout::new(directory.clone()),
             bills: citypay_bills::Bills::new(directory.clone(), citypay_bills::ReceiptSigner::from_seed(1, draw)),
             settlement: citypay_settlement::Settlement::new(directory.clone(), connector),
+            transit: citypay_transit::Transit::new(directory.clone(), citypay_fares::Feed::tianjin(), ride_key(seed)),
             directory,
         };
         Ok(City { shard, faults, services })
@@ -106,7 +115,7 @@ impl City {
 
 /// The evening before: the city, its shops, a hospital and the social-security bureau, and
 /// one resident per client with cards linked, a phone enrolled for payment codes and money.
-pub(crate) async fn set_up(services: Services, seed: u64, clients: usize, bank: SandboxBank) -> Result<Vec<Client>, String> {
+pub(crate) async fn set_up(services: Services, seed: u64, clients: usize, bank: SandboxBank) -> Result<(Vec<Client>, crate::transit::Network), String> {
     let preset = &citypay_sim::PRESETS[0];
     let services = &services;
     let error = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
@@ -131,6 +140,7 @@ pub(crate) async fn set_up(services: Services, seed: u64, clients: usize, bank: 
         closes_at: START.unix_seconds() + 365 * 86_400,
     };
     services.bills.open_contribution_window(window).await.map_err(|e| error("the contribution window", &e))?;
+    let network = crate::transit::build(&services.transit, &services.directory, seed, preset.code).await?;
     let today = citypay_identity::CivilDate::new(2017, 8, 1).expect("a date");
     let mut list = Vec::new();
     for index in 0..clients {
@@ -150,7 +160,10 @@ pub(crate) async fn set_up(services: Services, seed: u64, clients: usize, bank: 
         let (slot, secret) = services.checkout.enroll_device(&resident).await.map_err(|e| error("a phone", &e))?;
         let first = 50_000 + 1_000 * i64::try_from(index).unwrap_or(0);
         services.wallet.top_up(&resident, card, first, "first").await.map_err(|e| error("the first top-up", &e))?;
-        list.push(Client::new(index, seed, resident, card, (slot, secret.expose().clone()), new.id_number, first, places.clone()));
+        let rider = crate::transit::enrol(&services.transit, &resident, seed, u64::try_from(index).unwrap_or(0)).await?;
+        let mut client = Client::new(index, seed, resident, card, (slot, secret.expose().clone()), new.id_number, first, places.clone());
+        client.rider = Some(rider);
+        list.push(client);
     }
-    Ok(list)
+    Ok((list, network))
 }

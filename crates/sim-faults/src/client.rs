@@ -41,6 +41,16 @@ pub(crate) enum Intent {
         #[allow(dead_code)]
         attempt: u64,
     },
+    /// Fares the wallet could not pay. Keyless like a contribution.
+    PayArrears {
+        #[allow(dead_code)]
+        attempt: u64,
+    },
+    /// A new ride credential for the phone's key. Keyless.
+    Renew {
+        #[allow(dead_code)]
+        attempt: u64,
+    },
 }
 
 impl Intent {
@@ -48,7 +58,13 @@ impl Intent {
     /// asked for again by what they pay: after a refusal, asking again is a new request (the
     /// wallet may have been topped up since), so only their successes are repeated.
     fn keyed(&self) -> bool {
-        !matches!(self, Intent::Bill { .. } | Intent::Contribute { .. })
+        !matches!(self, Intent::Bill { .. } | Intent::Contribute { .. } | Intent::PayArrears { .. } | Intent::Renew { .. })
+    }
+
+    /// Whether a success may be asked for again and must answer the same: paying arrears
+    /// again pays what is owed now, a renewal issues a new credential.
+    fn repeatable(&self) -> bool {
+        !matches!(self, Intent::PayArrears { .. } | Intent::Renew { .. })
     }
 
     /// What the request can move into (positive) or out of the wallet at most.
@@ -57,6 +73,7 @@ impl Intent {
             Intent::TopUp { amount, .. } | Intent::Refund { amount, .. } => *amount,
             Intent::Withdraw { amount, .. } | Intent::PayByCode { amount, .. } | Intent::PayByQr { amount, .. } | Intent::Bill { amount, .. } => -amount,
             Intent::Contribute { .. } => -crate::city::CONTRIBUTION_FEN,
+            Intent::PayArrears { .. } | Intent::Renew { .. } => 0,
         }
     }
 }
@@ -68,7 +85,7 @@ pub(crate) enum Answer {
     Unknown,
     /// A known answer: its words (every repeat must say the same), what it moved in the
     /// wallet, and the record it leaves.
-    Known { words: String, moved: i64, record: Option<Record> },
+    Known { words: String, moved: i64, record: Option<Record>, credential: Option<Box<citypay_ride::Credential>> },
 }
 
 /// A record the database must hold once the client was told of it.
@@ -86,6 +103,8 @@ pub(crate) struct Client {
     card: u64,
     device: (u32, Vec<u8>),
     id_number: String,
+    /// The seed of the phone's ride key.
+    rider_key: [u8; 32],
     places: Places,
     /// The request being made, or last made.
     pub(crate) intent: Option<Intent>,
@@ -100,6 +119,9 @@ pub(crate) struct Client {
     /// Paid trades and what is left to refund of each.
     refundable: Vec<(u64, String, i64)>,
     contributed: bool,
+    /// The phone's ride-code app, and when its last trip ended.
+    pub(crate) rider: Option<citypay_ride::RiderDevice>,
+    pub(crate) riding_until: u64,
     count: u64,
     answered: u64,
     pub(crate) broken: Option<String>,
@@ -115,6 +137,7 @@ impl Client {
             card,
             device,
             id_number,
+            rider_key: crate::transit::key_seed(seed, 2, u64::try_from(index).unwrap_or(0)),
             places,
             intent: None,
             known: false,
@@ -124,6 +147,8 @@ impl Client {
             records: Vec::new(),
             refundable: Vec::new(),
             contributed: false,
+            rider: None,
+            riding_until: 0,
             count: 0,
             answered: 0,
             broken: None,
@@ -157,7 +182,9 @@ impl Client {
                 Intent::Refund { merchant, out_trade_no, out_request_no: format!("r{who}x{n}"), amount }
             }
             85..95 => Intent::Bill { hospital: self.places.hospital, out_bill_no: format!("b{who}x{n}"), amount },
-            95..100 if !self.contributed => Intent::Contribute { attempt: n },
+            95..97 if !self.contributed => Intent::Contribute { attempt: n },
+            97..99 => Intent::PayArrears { attempt: n },
+            99..100 => Intent::Renew { attempt: n },
             _ => Intent::TopUp { amount: rng.i64(1_000..50_000), key: format!("t{who}-{n}") },
         };
         self.intent = Some(intent);
@@ -169,8 +196,8 @@ impl Client {
     pub(crate) fn resume(&mut self, services: &Services) {
         let Some(intent) = self.intent.clone() else { return };
         let (services, resident, card) = (services.clone(), self.resident.clone(), self.card);
-        let (id_number, city) = (self.id_number.clone(), self.places.city);
-        self.job = Some(Box::pin(async move { perform(&services, &resident, card, &id_number, city, &intent).await }));
+        let (id_number, city, rider_key) = (self.id_number.clone(), self.places.city, self.rider_key);
+        self.job = Some(Box::pin(async move { perform(&services, &resident, card, &id_number, city, rider_key, &intent).await }));
     }
 
     /// Polls the request in flight once; takes in its answer when there is one. An error is a
@@ -179,18 +206,28 @@ impl Client {
         let Some(job) = self.job.as_mut() else { return Ok(()) };
         let Poll::Ready(answer) = job.as_mut().poll(&mut Context::from_waker(Waker::noop())) else { return Ok(()) };
         self.job = None;
-        let Answer::Known { words, moved, record } = answer else { return Ok(()) };
+        let Answer::Known { words, moved, record, credential } = answer else { return Ok(()) };
         let intent = self.intent.as_ref().expect("an answer belongs to a request");
         let name = format!("{intent:?}");
         self.answered += 1;
-        if let Some(first) = self.first.get(&name) {
-            if *first != words {
-                return Err(format!("client {}: a repeat of {name} answered \"{words}\", the first answer was \"{first}\"", self.index));
+        match self.first.get(&name) {
+            // A success is final: every repeat answers it.
+            Some(first) if !first.starts_with("refused ") => {
+                if *first != words {
+                    return Err(format!("client {}: a repeat of {name} answered \"{words}\", the first answer was \"{first}\"", self.index));
+                }
+                return Ok(());
             }
-            return Ok(());
+            Some(first) if *first == words => return Ok(()),
+            // A refusal is decided anew when the request comes again (the wallet may have
+            // been topped up, a code may have expired): its new answer counts from now on.
+            _ => {}
         }
         self.first.insert(name, words);
         self.known = true;
+        if let (Some(phone), Some(credential)) = (self.rider.as_mut(), credential) {
+            phone.set_credential(*credential);
+        }
         self.balance += moved;
         match (intent, &record) {
             (Intent::PayByCode { merchant, amount, out_trade_no, .. } | Intent::PayByQr { merchant, amount, out_trade_no }, Some(_)) => {
@@ -211,7 +248,7 @@ impl Client {
 
     /// Whether the request that has its answer may be sent again and must answer the same.
     pub(crate) fn may_repeat(&self) -> bool {
-        self.known && self.intent.as_ref().is_some_and(|intent| intent.keyed() || self.first.get(&format!("{intent:?}")).is_some_and(|w| !w.starts_with("refused")))
+        self.known && self.intent.as_ref().is_some_and(|intent| intent.repeatable()) && self.intent.as_ref().is_some_and(|intent| intent.keyed() || self.first.get(&format!("{intent:?}")).is_some_and(|w| !w.starts_with("refused")))
     }
 
     /// Answers taken in since the last call.
@@ -221,9 +258,15 @@ impl Client {
 
     /// The wallet holds what the answers say, or that plus what the request whose answer is
     /// not known yet would move.
-    pub(crate) fn check_balance(&self, held: i64) -> Result<(), String> {
-        let unknown = self.intent.as_ref().filter(|_| !self.known).map_or(0, Intent::reach);
-        if held == self.balance || (unknown != 0 && held == self.balance + unknown) {
+    /// While the fare run is in doubt (`fares_in_doubt`), or arrears are being paid, up to a
+    /// day's fares may be gone as well.
+    pub(crate) fn check_balance(&self, held: i64, fares_in_doubt: bool) -> Result<(), String> {
+        let doubt = self.intent.as_ref().filter(|_| !self.known);
+        let unknown = doubt.map_or(0, Intent::reach);
+        let arrears = matches!(doubt, Some(Intent::PayArrears { .. }));
+        let slack = if fares_in_doubt || arrears { crate::transit::FARES_DAY_MAX } else { 0 };
+        let within = |expected: i64| held <= expected && held >= expected - slack;
+        if within(self.balance) || (unknown != 0 && within(self.balance + unknown)) {
             return Ok(());
         }
         Err(format!(
@@ -294,17 +337,17 @@ fn refused(code: &str) -> Answer {
     if matches!(code, "unavailable" | "storage_error") {
         return Answer::Unknown;
     }
-    Answer::Known { words: format!("refused {code}"), moved: 0, record: None }
+    Answer::Known { words: format!("refused {code}"), moved: 0, record: None, credential: None }
 }
 
-async fn perform(services: &Services, resident: &Resident, card: u64, id_number: &str, city: u32, intent: &Intent) -> Answer {
+async fn perform(services: &Services, resident: &Resident, card: u64, id_number: &str, city: u32, rider_key: [u8; 32], intent: &Intent) -> Answer {
     match intent {
         Intent::TopUp { amount, key } => match services.wallet.top_up(resident, card, *amount, key).await {
-            Ok(m) => Answer::Known { words: format!("topped up {}", m.amount), moved: m.amount, record: None },
+            Ok(m) => Answer::Known { words: format!("topped up {}", m.amount), moved: m.amount, record: None, credential: None },
             Err(e) => refused(e.code()),
         },
         Intent::Withdraw { amount, key } => match services.wallet.withdraw(resident, card, *amount, key).await {
-            Ok(m) => Answer::Known { words: format!("withdrew {}", m.amount), moved: -m.amount, record: None },
+            Ok(m) => Answer::Known { words: format!("withdrew {}", m.amount), moved: -m.amount, record: None, credential: None },
             Err(e) => refused(e.code()),
         },
         Intent::PayByCode { merchant, amount, out_trade_no, code } => {
@@ -331,6 +374,7 @@ async fn perform(services: &Services, resident: &Resident, card: u64, id_number:
                     words: format!("refunded {} {}", answer.refund.amount, answer.refund.status.code()),
                     moved: answer.refund.amount,
                     record: Some(Record::Refund { merchant: *merchant, out_trade_no: out_trade_no.clone(), out_request_no: out_request_no.clone(), amount: answer.refund.amount }),
+                    credential: None,
                 },
                 Err(e) => refused(e.code()),
             }
@@ -355,14 +399,26 @@ async fn perform(services: &Services, resident: &Resident, card: u64, id_number:
                     words: format!("bill paid {} {}", payment.id, payment.amount),
                     moved: -payment.amount,
                     record: Some(Record::Bill { hospital: *hospital, out_bill_no: out_bill_no.clone(), amount: payment.amount }),
+                    credential: None,
                 },
                 Err(e) => refused(e.code()),
             }
         }
         Intent::Contribute { .. } => match services.bills.contribute(resident, city, id_number, CONTRIBUTION_YEAR).await {
-            Ok(payment) => Answer::Known { words: format!("contributed {} {}", payment.id, payment.amount), moved: -payment.amount, record: None },
+            Ok(payment) => Answer::Known { words: format!("contributed {} {}", payment.id, payment.amount), moved: -payment.amount, record: None, credential: None },
             Err(e) => refused(e.code()),
         },
+        Intent::PayArrears { .. } => match services.transit.pay_arrears(resident).await {
+            Ok(fen) => Answer::Known { words: format!("arrears paid {fen}"), moved: -fen, record: None, credential: None },
+            Err(e) => refused(e.code()),
+        },
+        Intent::Renew { .. } => {
+            let key = citypay_ride::RiderKey::from_seed(rider_key);
+            match services.transit.issue_credential(resident, key.public_bytes()).await {
+                Ok(credential) => Answer::Known { words: "renewed".into(), moved: 0, record: None, credential: Some(Box::new(credential)) },
+                Err(e) => refused(e.code()),
+            }
+        }
     }
 }
 
@@ -373,11 +429,12 @@ fn new_trade(out_trade_no: &str, amount: i64) -> NewTrade {
 /// A payment's answer: paid (it moved the amount), or a trade that is not paid.
 fn paid(merchant: u64, trade: &citypay_checkout::Trade) -> Answer {
     if trade.paid_at.is_none() {
-        return Answer::Known { words: format!("trade {} unpaid {}", trade.id, trade.status.code()), moved: 0, record: None };
+        return Answer::Known { words: format!("trade {} unpaid {}", trade.id, trade.status.code()), moved: 0, record: None, credential: None };
     }
     Answer::Known {
         words: format!("paid {} {}", trade.id, trade.amount),
         moved: -trade.amount,
         record: Some(Record::Trade { merchant, out_trade_no: trade.out_trade_no.clone(), amount: trade.amount }),
+        credential: None,
     }
 }

@@ -15,10 +15,15 @@
 //! not). At every restart and at the end, everything acknowledged is found in the reopened
 //! database, and every trade, refund and bill a client was told about agrees with it. A
 //! client retries a request whose outcome it does not know under the same keys, and now and
-//! then repeats one it knows: every repeat must answer what the first answer said.
+//! then repeats one it knows: every repeat of a success must answer that success. A refusal
+//! is decided anew by the services when the same request comes again (a QR payment refused
+//! for want of money pays once the wallet is topped up; the HTTP API's `Idempotency-Key`
+//! store is what makes a refusal final for its callers), so a repeat after one may answer
+//! otherwise, and what it moves then counts.
 
 mod city;
 mod client;
+mod transit;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -76,6 +81,10 @@ pub struct Report {
     pub held: u64,
     /// Restarts.
     pub restarts: u64,
+    /// Trips by ride code.
+    pub rides: u64,
+    /// Days ended (taps uploaded, fares run, the day settled).
+    pub days: u64,
     /// A hash of every batch and its answers, in order.
     pub digest: u64,
 }
@@ -117,6 +126,8 @@ mod odds {
     /// The city's day ends: the clock moves to the next morning and the back office settles
     /// the day that closed.
     pub(crate) const NEXT_DAY: u32 = 6;
+    /// A client with a phone takes the metro, if not already on it.
+    pub(crate) const RIDE: u32 = 30;
     /// An idle client starts a request.
     pub(crate) const START: u32 = 700;
     /// A client whose request's outcome is unknown retries it now (else later).
@@ -125,16 +136,39 @@ mod odds {
     pub(crate) const REPEAT: u32 = 150;
 }
 
-/// The back office's settlement of a closed day, retried until it finishes.
+/// The end of a day, each stage retried until its answer is known: the validators upload
+/// the day's taps, the fare run debits the riders, and the day is settled.
 struct Office {
     date: citypay_ledger::LocalDate,
-    job: Option<Pin<Box<dyn Future<Output = Result<(), String>>>>>,
-    done: bool,
+    service_day: i64,
+    /// Each gate's taps of the day, drained from the device when the day ended.
+    taps: Vec<Vec<citypay_ride::Tap>>,
+    stage: Stage,
+    job: Option<StageJob>,
+}
+
+/// A stage in flight: its answer, or why not (empty: unknown, try again).
+type StageJob = Pin<Box<dyn Future<Output = Result<Done, String>>>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Upload(usize),
+    Fares,
+    Settle,
+    Done,
+}
+
+/// What a finished stage says.
+enum Done {
+    Stage,
+    /// What the fare run took from each client's wallet.
+    Fared(Vec<i64>),
 }
 
 struct Simulation<'r> {
     runtime: &'r tokio::runtime::Runtime,
     office: Option<Office>,
+    network: transit::Network,
     config: Config,
     rng: fastrand::Rng,
     _dir: tempfile::TempDir,
@@ -157,6 +191,7 @@ impl<'r> Simulation<'r> {
         let mut simulation = Simulation {
             runtime,
             office: None,
+            network: transit::Network { gates: Vec::new() },
             config,
             rng: fastrand::Rng::with_seed(config.seed),
             _dir: dir,
@@ -172,8 +207,9 @@ impl<'r> Simulation<'r> {
         simulation.open()?;
         let city = simulation.city.as_ref().expect("just opened").services.clone();
         let setup = city::set_up(city, config.seed, config.clients, simulation.bank.clone());
-        let clients = simulation.settle(Box::pin(setup))?.map_err(|message| simulation.failure(format!("set-up: {message}")))?;
+        let (clients, network) = simulation.settle(Box::pin(setup))?.map_err(|message| simulation.failure(format!("set-up: {message}")))?;
         simulation.clients = clients;
+        simulation.network = network;
         Ok(simulation)
     }
 
@@ -231,13 +267,15 @@ impl<'r> Simulation<'r> {
     /// Each client, in an order the seed picks, starts, retries, repeats or goes on with its
     /// request.
     fn act(&mut self) -> Result<(), Failure> {
-        if self.office.as_ref().is_none_or(|o| o.done) && self.rng.u32(0..1000) < odds::NEXT_DAY {
-            let date = self.clock.now().local_date();
-            let morning = date.next().start().plus_seconds(6 * 3_600 + 1_800);
-            self.clock.set(morning);
-            self.office = Some(Office { date, job: None, done: false });
+        if self.office.as_ref().is_none_or(|o| o.stage == Stage::Done) && self.rng.u32(0..1000) < odds::NEXT_DAY {
+            let now = self.clock.now();
+            let (date, service_day) = (now.local_date(), citypay_fares::service_day(i64::try_from(now.unix_seconds()).unwrap_or(0)));
+            let taps = self.network.gates.iter_mut().map(|g| g.device.drain_taps()).collect();
+            self.clock.set(date.next().start().plus_seconds(6 * 3_600 + 1_800));
+            self.office = Some(Office { date, service_day, taps, stage: Stage::Upload(0), job: None });
         }
         self.office()?;
+        self.ride();
         let mut order: Vec<usize> = (0..self.clients.len()).collect();
         self.rng.shuffle(&mut order);
         let services = self.city.as_ref().expect("the city is open").services.clone();
@@ -276,24 +314,88 @@ impl<'r> Simulation<'r> {
         Ok(())
     }
 
-    /// Starts, retries or goes on with the settlement of the closed day.
+    /// Now and then a client rides the metro between two gates with their phone's code.
+    fn ride(&mut self) {
+        let now = self.clock.now().unix_seconds();
+        let gates = self.network.gates.len();
+        for client in &mut self.clients {
+            let Some(phone) = client.rider.as_mut() else { continue };
+            if now < client.riding_until || gates < 2 || self.rng.u32(0..1000) >= odds::RIDE {
+                continue;
+            }
+            let from = self.rng.usize(..gates);
+            let to = (from + 1 + self.rng.usize(..gates - 1)) % gates;
+            if self.network.ride(phone, from, to, u32::try_from(now).unwrap_or(u32::MAX)) {
+                self.report.rides += 1;
+            }
+            client.riding_until = now + 121;
+        }
+    }
+
+    /// Whether the fare run may have debited wallets the clients' books do not show yet.
+    fn fares_in_doubt(&self) -> bool {
+        self.office.as_ref().is_some_and(|o| o.stage == Stage::Fares)
+    }
+
+    /// Starts, retries or goes on with the end of the closed day.
     fn office(&mut self) -> Result<(), Failure> {
-        let Some(office) = self.office.as_mut().filter(|o| !o.done) else { return Ok(()) };
+        let Some(office) = self.office.as_mut().filter(|o| o.stage != Stage::Done) else { return Ok(()) };
         if office.job.is_none() {
-            let (settlement, date) = (self.city.as_ref().expect("the city is open").services.settlement.clone(), office.date);
-            office.job = Some(Box::pin(async move {
-                match settlement.settle(date).await {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.code() == "unavailable" => Err(String::new()),
-                    Err(e) => Err(e.to_string()),
+            let services = self.city.as_ref().expect("the city is open").services.clone();
+            let unknown = |code: &str, e: &dyn std::fmt::Display| if code == "unavailable" { String::new() } else { e.to_string() };
+            office.job = Some(match office.stage {
+                Stage::Upload(gate) => {
+                    let (info, taps) = (self.network.gates[gate].info.clone(), office.taps[gate].clone());
+                    Box::pin(async move {
+                        let report = services.transit.upload_taps(&info, &taps).await.map_err(|e| unknown(e.code(), &e))?;
+                        match report.refused.first() {
+                            // Every tap is a real one: a refusal is the platform's bug.
+                            Some((sequence, refusal)) => Err(format!("tap {sequence} of validator {} refused: {}", info.id, refusal.code())),
+                            None => Ok(Done::Stage),
+                        }
+                    })
                 }
-            }));
+                Stage::Fares => {
+                    let (residents, day) = (self.clients.iter().map(|c| c.resident.clone()).collect::<Vec<_>>(), office.service_day);
+                    Box::pin(async move {
+                        let run = services.transit.fare_day(day).await.map_err(|e| unknown(e.code(), &e))?;
+                        if run.failed > 0 {
+                            return Err(String::new());
+                        }
+                        let mut charged = Vec::new();
+                        for resident in &residents {
+                            let fared = services.transit.rider_day(resident, day).await.map_err(|e| unknown(e.code(), &e))?;
+                            charged.push(fared.map_or(0, |(_, _, charged, _)| charged));
+                        }
+                        Ok(Done::Fared(charged))
+                    })
+                }
+                Stage::Settle | Stage::Done => {
+                    let date = office.date;
+                    Box::pin(async move { services.settlement.settle(date).await.map(|_| Done::Stage).map_err(|e| unknown(e.code(), &e)) })
+                }
+            });
         }
         let job = office.job.as_mut().expect("just started");
         let Poll::Ready(done) = job.as_mut().poll(&mut Context::from_waker(Waker::noop())) else { return Ok(()) };
         office.job = None;
         match done {
-            Ok(()) => office.done = true,
+            Ok(done) => {
+                if let Done::Fared(charged) = done {
+                    for (client, charged) in self.clients.iter_mut().zip(charged) {
+                        client.balance -= charged;
+                    }
+                }
+                office.stage = match office.stage {
+                    Stage::Upload(gate) if gate + 1 < office.taps.len() => Stage::Upload(gate + 1),
+                    Stage::Upload(_) => Stage::Fares,
+                    Stage::Fares => Stage::Settle,
+                    Stage::Settle | Stage::Done => {
+                        self.report.days += 1;
+                        Stage::Done
+                    }
+                };
+            }
             Err(message) if message.is_empty() => {}
             Err(message) => {
                 let message = format!("the settlement of {}: {message}", office.date);
@@ -392,9 +494,10 @@ impl<'r> Simulation<'r> {
                 return Err(self.failure(format!("wallet {} is below zero: {:?}", account.id, account.balance)));
             }
         }
+        let fares_in_doubt = self.fares_in_doubt();
         for client in &self.clients {
             let held = city.shard.account(client.resident.wallet).map_or(0, |a| a.balance.net_posted());
-            if let Err(message) = client.check_balance(held) {
+            if let Err(message) = client.check_balance(held, fares_in_doubt) {
                 return Err(self.failure(message));
             }
         }
@@ -422,7 +525,7 @@ impl<'r> Simulation<'r> {
     /// balance and record is checked once more.
     fn finish(&mut self) -> Result<(), Failure> {
         for _ in 0..1_000 {
-            if self.clients.iter().all(|c| c.intent.is_none() || c.known) && self.office.as_ref().is_none_or(|o| o.done) {
+            if self.clients.iter().all(|c| c.intent.is_none() || c.known) && self.office.as_ref().is_none_or(|o| o.stage == Stage::Done) {
                 break;
             }
             self.step += 1;
@@ -447,7 +550,7 @@ impl<'r> Simulation<'r> {
             self.check_step()?;
             self.clock.set(self.clock.now().plus_seconds(1));
         }
-        if self.office.as_ref().is_some_and(|o| !o.done) {
+        if self.office.as_ref().is_some_and(|o| o.stage != Stage::Done) {
             return Err(self.failure("the settlement never finished".into()));
         }
         if let Some(stuck) = self.clients.iter().find(|c| c.intent.is_some() && !c.known) {

@@ -41,9 +41,11 @@ fn every_seed_keeps_the_books() {
         total.lost += report.lost;
         total.held += report.held;
         total.restarts += report.restarts;
+        total.rides += report.rides;
+        total.days += report.days;
     }
     eprintln!(
-        "{ran} seeds in {:.1} s: {} steps, {} batches, {} commands, {} operations ({} repeats, {} retries), {} commits refused, {} lost, {} batches held, {} restarts",
+        "{ran} seeds in {:.1} s: {} steps, {} batches, {} commands, {} operations ({} repeats, {} retries), {} commits refused, {} lost, {} batches held, {} restarts, {} rides, {} days ended",
         started.elapsed().as_secs_f64(),
         total.steps,
         total.batches,
@@ -54,7 +56,9 @@ fn every_seed_keeps_the_books() {
         total.refused,
         total.lost,
         total.held,
-        total.restarts
+        total.restarts,
+        total.rides,
+        total.days
     );
     assert!(ran >= 1);
 }
@@ -79,6 +83,7 @@ fn a_planted_acknowledgement_before_the_commit_is_found() {
             Err(failure) => {
                 eprintln!("found: {failure}");
                 assert_eq!(failure.seed, seed);
+                assert!(failure.step > 0 && !failure.message.starts_with("set-up"), "the simulation ran: {failure}");
                 let again = run(Config { plant_ack_before_commit: true, ..Config::for_seed(seed) }).expect_err("the seed replays the failure");
                 assert_eq!((again.step, again.message), (failure.step, failure.message));
                 return;

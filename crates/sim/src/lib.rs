@@ -38,7 +38,7 @@ use world::{BusinessKind, Person, Registration};
 /// The people and businesses of a simulated city, drawn from the seed, for other harnesses
 /// that drive the services (the fault simulator).
 pub mod people {
-    pub use crate::world::{BusinessKind, Person, Registration, new_merchant, resident_id_number};
+    pub use crate::world::{BusinessKind, Person, Registration, new_merchant, resident_id_number, transit_uscc};
 }
 
 /// The services a simulation drives, over one clock it controls.

@@ -239,7 +239,7 @@ pub(crate) fn businesses(residents: u64) -> Vec<(BusinessKind, u64)> {
 }
 
 /// The USCC of a city's transit operator (a company, organisation body 99 + city).
-pub(crate) fn transit_uscc(preset: &CityPreset, city: usize) -> String {
+pub fn transit_uscc(preset: &CityPreset, city: usize) -> String {
     let body = format!("99{:06}", city % 1_000_000);
     let organization_check = citypay_identity::uscc::organization_check_character(&body).unwrap_or('0');
     let first17 = format!("91{:06}{body}{organization_check}", preset.code + 2);
