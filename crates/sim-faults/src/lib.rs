@@ -558,6 +558,12 @@ impl<'r> Simulation<'r> {
         }
         self.restart()?;
         self.report.steps = self.step;
+        // The books recomputed from the journal alone agree with the accounts.
+        let mut journal = citypay_store_sqlite::SqliteStore::open_reader(&self.path).map_err(|e| self.failure(format!("the journal: {e}")))?;
+        let audit = citypay_store::audit(&mut journal).map_err(|e| self.failure(format!("the audit: {e}")))?;
+        if !audit.is_clean() {
+            return Err(self.failure(format!("the audit of the journal: {:?}", audit.violations)));
+        }
         for client in &self.clients {
             let city = self.city.as_ref().expect("the city is open");
             let held = city.shard.account(client.resident.wallet).map_or(0, |a| a.balance.net_posted());
