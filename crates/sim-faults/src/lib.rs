@@ -89,6 +89,34 @@ pub struct Report {
     pub digest: u64,
 }
 
+impl Report {
+    /// Adds another run's counts to these (the digest is not summed).
+    pub fn add(&mut self, other: &Report) {
+        self.steps += other.steps;
+        self.batches += other.batches;
+        self.commands += other.commands;
+        self.operations += other.operations;
+        self.repeats += other.repeats;
+        self.retries += other.retries;
+        self.refused += other.refused;
+        self.lost += other.lost;
+        self.held += other.held;
+        self.restarts += other.restarts;
+        self.rides += other.rides;
+        self.days += other.days;
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} steps, {} batches, {} commands, {} operations ({} repeats, {} retries), {} commits refused, {} lost, {} batches held, {} restarts, {} rides, {} days ended",
+            self.steps, self.batches, self.commands, self.operations, self.repeats, self.retries, self.refused, self.lost, self.held, self.restarts, self.rides, self.days
+        )
+    }
+}
+
 /// A broken invariant, with the seed that replays it.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("seed {seed}, step {step}: {message} (replay with CITYPAY_SIM_SEED={seed})")]
