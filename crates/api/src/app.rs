@@ -85,6 +85,58 @@ fn describe_responses(doc: &mut OpenApiDoc) {
     }
 }
 
+/// The refusals every route of a kind can answer, documented on each operation they can reach
+/// (a route declares its other refusals itself): 400 for a malformed path, query, body or
+/// `Idempotency-Key`; 401 without valid credentials; 404 for a path naming nothing the caller
+/// may see; 409 for an `Idempotency-Key` reused with another request; 413 and 415 for a body
+/// over the limit or not JSON; 422 for a field or path parameter the rules refuse; 503 when
+/// the server cannot take the request or it ran past its deadline. Each is the error body.
+fn document_framework_errors(doc: &mut OpenApiDoc) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.options, &mut item.head, &mut item.patch, &mut item.trace];
+        for operation in operations.into_iter().flatten() {
+            let parameters = operation.parameters.as_deref().unwrap_or_default();
+            let idempotent = parameters.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case("idempotency-key")));
+            let has_body = operation.request_body.is_some();
+            let in_path = parameters.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Path));
+            let secured = operation.security.as_ref().is_some_and(|s| s.iter().any(|r| r != &Default::default()));
+            let mut add = |status: &str, description: &str| {
+                operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description));
+            };
+            if has_body || !parameters.is_empty() {
+                add("400", "The path, query string, body or Idempotency-Key is malformed");
+            }
+            if secured {
+                add("401", "No credentials, or credentials that identify no one");
+            }
+            if in_path {
+                add("404", "Nothing of that name that the caller may see");
+            }
+            if idempotent {
+                add("409", "The Idempotency-Key was used with another request");
+            }
+            if has_body {
+                add("413", "The body is over the limit");
+                add("415", "The body is not JSON");
+            }
+            if has_body || in_path {
+                add("422", "A field or path parameter that the rules refuse");
+            }
+            add("503", "Unavailable, or past the deadline: retry, with the same Idempotency-Key");
+        }
+    }
+}
+
 /// How each kind of caller authenticates; every operation names the one it takes (an empty
 /// requirement where it is public).
 struct SecuritySchemes;
@@ -116,8 +168,8 @@ impl utoipa::Modify for SecuritySchemes {
                 "Authorization",
                 "`Authorization: Validator <id>:<unix seconds>:<signature>`: a transit validator signs each call \
                  with its registered Ed25519 device key. The signature is 128 hex digits over the bytes \
-                 `<METHOD> <path>\\n<unix seconds>\\n<body>` (the path without query string, the body empty \
-                 for GET), and the time must be within five minutes of the platform's clock.",
+                 `citypay-validator/v1\\n<METHOD> <path>\\n<unix seconds>\\n<body>` (the path without query \
+                 string, the body empty for GET), and the time must be within five minutes of the platform's clock.",
             ))),
         );
     }
@@ -244,6 +296,7 @@ impl Api {
     /// The OpenAPI 3.1 document of every route added so far.
     pub fn openapi(&self) -> OpenApiDoc {
         let mut doc = self.routes.get_openapi().clone();
+        document_framework_errors(&mut doc);
         describe_responses(&mut doc);
         doc
     }
@@ -251,6 +304,7 @@ impl Api {
     /// The finished router, ready for [`serve`](crate::serve).
     pub fn into_router(self) -> Router {
         let (router, mut doc) = self.routes.split_for_parts();
+        document_framework_errors(&mut doc);
         describe_responses(&mut doc);
         let spec = serde_json::to_vec(&doc).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot serialize the OpenAPI document");

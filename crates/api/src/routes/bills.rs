@@ -447,10 +447,12 @@ pub(crate) async fn decline_link_request(State(state): State<AppState>, Resident
 #[serde(deny_unknown_fields)]
 pub(crate) struct GuardianRequest {
     /// student_number or account_number.
+    #[schema(pattern = "^(student_number|account_number)$")]
     payer_kind: String,
     /// The student or account number at the calling biller.
     payer: String,
     /// The guardian's (parent's, account holder's) PRC ID number.
+    #[schema(pattern = "^[0-9]{17}[0-9Xx]$")]
     guardian_id_number: String,
 }
 
@@ -488,7 +490,7 @@ pub(crate) struct ContributionRequest {
 /// Pays a year's social-security contribution for oneself or a relative, within the city's
 /// window.
 #[utoipa::path(post, path = "/v1/social-security/contributions", security(("resident" = [])), tag = "bills", params(crate::IdempotencyKey), request_body = ContributionRequest,
-    responses((status = CREATED, body = PaymentView), (status = CONFLICT, body = ErrorBody)))]
+    responses((status = CREATED, body = PaymentView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, request: Idempotent<ContributionRequest>) -> Result<Response, ApiError> {
     let caller = Caller::Resident(me.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
@@ -636,7 +638,7 @@ pub(crate) struct WindowRequest {
 
 /// Opens (or changes) a city's social-security contribution window for a year.
 #[utoipa::path(post, path = "/v1/contribution-windows", security(("operator" = [])), tag = "bills", request_body = WindowRequest,
-    responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorBody)))]
+    responses((status = NO_CONTENT), (status = FORBIDDEN, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn open_window(State(state): State<AppState>, operator: OperatorCaller, AppJson(body): AppJson<WindowRequest>) -> Result<StatusCode, ApiError> {
     operator_of(&operator, body.city)?;
     let bureau_id = body.bureau_id.parse().map_err(|_| ApiError::bad_request("invalid_field", "bureau_id: a merchant id"))?;

@@ -91,7 +91,7 @@ pub(crate) struct OnboardedMerchant {
 /// Onboards a merchant (platform operators, or the operators of its city). The answer holds
 /// secrets, so it is not kept for replay; onboarding twice is refused by the USCC.
 #[utoipa::path(post, path = "/v1/merchants", security(("operator" = [])), tag = "operators", request_body = MerchantRequest,
-    responses((status = CREATED, body = OnboardedMerchant), (status = FORBIDDEN, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
+    responses((status = CREATED, body = OnboardedMerchant), (status = FORBIDDEN, body = ErrorBody), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody)))]
 pub(crate) async fn onboard_merchant(State(state): State<AppState>, operator: OperatorCaller, AppJson(body): AppJson<MerchantRequest>) -> Result<Response, ApiError> {
     let allowed = operator.role == Role::PlatformOperator || operator.city == Some(body.city);
     if !allowed {

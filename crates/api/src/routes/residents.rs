@@ -62,7 +62,7 @@ pub(crate) struct ResidentView {
 
 /// Registers a resident and opens their wallet.
 #[utoipa::path(post, path = "/v1/residents", security(()), tag = "residents", params(IdempotencyKey), request_body = RegisterRequest,
-    responses((status = CREATED, body = ResidentView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+    responses((status = CREATED, body = ResidentView), (status = NOT_FOUND, body = ErrorBody), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<RegisterRequest>) -> Result<Response, ApiError> {
     let body = request.body;
     // Registration is public: its keys are scoped by the mobile number it registers.

@@ -112,7 +112,7 @@ pub(crate) struct CodePaymentRequest {
 
 /// Charges a customer's payment code at the till (the merchant scans it).
 #[utoipa::path(post, path = "/v1/trades/pay", security(("merchant" = [])), tag = "trades", request_body = CodePaymentRequest,
-    responses((status = OK, body = TradeView), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
+    responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn pay_with_code(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<CodePaymentRequest>) -> Result<AppJson<TradeView>, ApiError> {
     let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None, notify: None };
     let trade = state.checkout.pay_with_code(merchant, &new, &body.auth_code).await?;

@@ -225,7 +225,7 @@ pub(crate) struct UploadView {
 /// tap is answered on its own: a tap that cannot be true is refused and the others are kept.
 #[utoipa::path(post, path = "/v1/validators/{id}/taps", security(("validator" = [])), tag = "transit", request_body = TapUpload,
     params(("id" = u32, Path, description = "The validator")),
-    responses((status = OK, body = UploadView), (status = UNAUTHORIZED, body = ErrorBody)))]
+    responses((status = OK, body = UploadView), (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn upload_taps(
     State(state): State<AppState>,
     Path(id): Path<u32>,
@@ -275,7 +275,7 @@ pub(crate) struct DenyList {
 /// The deny list, for a validator (signed by the device, empty body).
 #[utoipa::path(get, path = "/v1/validators/{id}/deny-list", security(("validator" = [])), tag = "transit",
     params(("id" = u32, Path, description = "The validator")),
-    responses((status = OK, body = DenyList), (status = UNAUTHORIZED, body = ErrorBody)))]
+    responses((status = OK, body = DenyList), (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn deny_list(State(state): State<AppState>, Path(id): Path<u32>, method: Method, headers: HeaderMap) -> Result<AppJson<DenyList>, ApiError> {
     authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/deny-list"), id, b"").await?;
     let accounts = state.transit.deny_list().await?.iter().map(ToString::to_string).collect();
@@ -306,7 +306,7 @@ pub(crate) struct RideKeys {
 /// (signed by the device).
 #[utoipa::path(get, path = "/v1/validators/{id}/ride-keys", security(("validator" = [])), tag = "transit",
     params(("id" = u32, Path, description = "The validator")),
-    responses((status = OK, body = RideKeys), (status = UNAUTHORIZED, body = ErrorBody)))]
+    responses((status = OK, body = RideKeys), (status = UNAUTHORIZED, body = ErrorBody), (status = FORBIDDEN, body = ErrorBody)))]
 pub(crate) async fn ride_keys(State(state): State<AppState>, Path(id): Path<u32>, method: Method, headers: HeaderMap) -> Result<AppJson<RideKeys>, ApiError> {
     authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/ride-keys"), id, b"").await?;
     let keys = state
@@ -380,6 +380,7 @@ pub(crate) async fn fare_run(State(state): State<AppState>, operator: OperatorCa
 #[into_params(parameter_in = Query)]
 pub(crate) struct DateQuery {
     /// `YYYY-MM-DD`.
+    #[param(format = Date)]
     date: String,
 }
 
