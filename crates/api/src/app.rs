@@ -325,7 +325,7 @@ impl Api {
 /// posted back to this server, and never framed (clickjacking).
 const PAGE_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
-async fn page_security_policy(mut response: Response<Body>) -> Response<Body> {
+async fn page_security_policy<B>(mut response: Response<B>) -> Response<B> {
     let html = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/html"));
     if html {
         response.headers_mut().entry(header::CONTENT_SECURITY_POLICY).or_insert(HeaderValue::from_static(PAGE_POLICY));
@@ -354,7 +354,6 @@ fn with_middleware(router: Router, config: &ApiConfig) -> Router {
         .layer(trace)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(middleware::from_fn(api_metrics::track))
-        .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CACHE_CONTROL,
             no_store,
@@ -368,6 +367,8 @@ fn with_middleware(router: Router, config: &ApiConfig) -> Router {
             HeaderValue::from_static("no-referrer"),
         ))
         .layer(middleware::map_response(page_security_policy))
+        // Inside the header layers, so a panic's answer carries them too.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(
             config.request_timeout,
             enforce_timeout,

@@ -439,7 +439,11 @@ impl Bills {
         };
         let command = Command { event: None, guards: vec![bill.absent_guard()], rows: vec![bill.row(OnConflict::Fail)], always_rows: Vec::new() };
         match self.submit(command).await? {
-            Ok(_) => Ok(bill),
+            Ok(_) => {
+                // The payer (an ID or student number) stays out of the log.
+                tracing::debug!(biller = biller_id, bill = bill.id, total = bill.total, insured = bill.insured, "bill issued");
+                Ok(bill)
+            }
             Err(_) => {
                 let existing = self.bill(biller_id, &new.out_bill_no).await?;
                 let same = existing.items == bill.items
@@ -806,10 +810,17 @@ impl Bills {
         for attempt in 0..REFUSALS_MAX {
             let event = self.payment_entry(bill, &biller, payer, amount, insured, fee, attempt);
             let command = Command { event, guards: guards.clone(), rows: rows.clone(), always_rows: Vec::new() };
+            let payer_id = payer.map(|p| p.id);
             return Ok(match self.submit(command).await? {
-                Ok(outcome) if outcome.status == Status::Ok => Some(Ok(payment)),
+                Ok(outcome) if outcome.status == Status::Ok => {
+                    tracing::debug!(biller = bill.biller_id, bill = bill.id, payer = payer_id, amount, insured, fee, "bill paid");
+                    Some(Ok(payment))
+                }
                 Ok(outcome) if outcome.replay => continue,
-                Ok(outcome) => Some(Err(self.refusal(bill.city, insured, outcome.status).await)),
+                Ok(outcome) => {
+                    tracing::debug!(bill = bill.id, payer = payer_id, amount, insured, status = outcome.status.name(), "bill payment refused");
+                    Some(Err(self.refusal(bill.city, insured, outcome.status).await))
+                }
                 Err(1) if payer.is_some() => Some(Err(DirectoryError::WalletFrozen.into())),
                 Err(_) => None,
             });
@@ -986,7 +997,10 @@ impl Bills {
             };
             let command = Command { event: Some(Event::Transfer(transfer)), guards: vec![guard.clone()], rows: vec![row.clone()], always_rows: Vec::new() };
             return match self.submit(command).await? {
-                Ok(outcome) if outcome.status == Status::Ok => Ok(claim),
+                Ok(outcome) if outcome.status == Status::Ok => {
+                    tracing::debug!(bill = bill.id, resident = patient.id, amount = claim.amount, "claimed from the insurance fund");
+                    Ok(claim)
+                }
                 Ok(outcome) if outcome.replay => continue,
                 Ok(outcome) => Err(self.refusal(bill.city, claim.amount, outcome.status).await),
                 // Claimed meanwhile (a concurrent retry).
@@ -1115,7 +1129,10 @@ impl Bills {
             pending_timeout_s: None,
         };
         match self.submit(Event::Transfer(transfer).into()).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Ok(()),
+            Ok(outcome) if outcome.status == Status::Ok => {
+                tracing::debug!(city, amount, replay = outcome.replay, "insurance fund deposit");
+                Ok(())
+            }
             Ok(outcome) => Err(BillError::Refused(outcome.status)),
             Err(_) => Err(BillError::Unavailable("guard".into())),
         }

@@ -330,6 +330,7 @@ impl Checkout {
             Ok(_) => trade,
             Err(_) => self.existing_same(merchant_id, new, Method::Qr).await?,
         };
+        tracing::debug!(merchant = merchant_id, trade = trade.id, amount = trade.amount, "trade waiting for a QR payment");
         let payload = self.qr(merchant_id, Self::dynamic_charge(&trade)).await?;
         Ok((trade, payload))
     }
@@ -586,8 +587,14 @@ impl Checkout {
             always_rows: Vec::new(),
         };
         match self.submit_numbered(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
-            Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            Ok(outcome) if outcome.status == Status::Ok => {
+                tracing::debug!(payer = payer.id, merchant = merchant_id, trade = trade.id, amount = trade.amount, "paid by counter QR");
+                Ok(trade)
+            }
+            Ok(outcome) => {
+                tracing::debug!(payer = payer.id, merchant = merchant_id, status = outcome.status.name(), "counter QR payment refused");
+                Err(CheckoutError::Refused(outcome.status))
+            }
             Err(1) => Err(DirectoryError::WalletFrozen.into()),
             Err(_) => {
                 let existing = self.existing_same(merchant_id, new, Method::Qr).await?;
@@ -615,9 +622,15 @@ impl Checkout {
             always_rows: Vec::new(),
         };
         match self.submit_numbered(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Ok(paid),
+            Ok(outcome) if outcome.status == Status::Ok => {
+                tracing::debug!(payer = payer.id, merchant = trade.merchant_id, trade = trade.id, amount = trade.amount, "paid by QR");
+                Ok(paid)
+            }
             Ok(outcome) if outcome.status == Status::ConflictingReplay => Err(CheckoutError::AlreadyPaid),
-            Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            Ok(outcome) => {
+                tracing::debug!(payer = payer.id, trade = trade.id, status = outcome.status.name(), "QR payment refused");
+                Err(CheckoutError::Refused(outcome.status))
+            }
             Err(1) => Err(DirectoryError::WalletFrozen.into()),
             // The trade changed meanwhile: paid (by this payer, or another), or closed.
             Err(_) => {
@@ -657,6 +670,7 @@ impl Checkout {
                 always_rows: Vec::new(),
             };
             if self.submit(command).await?.is_ok() {
+                tracing::debug!(resident = resident.id, device = slot, "payment device enrolled");
                 return Ok((slot, Secret::new(secret.to_vec())));
             }
         }
@@ -803,8 +817,14 @@ impl Checkout {
             }],
         };
         match self.submit(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Ok(trade),
-            Ok(outcome) => Err(CheckoutError::Refused(outcome.status)),
+            Ok(outcome) if outcome.status == Status::Ok => {
+                tracing::debug!(merchant = merchant_id, device = parsed.device, trade = trade.id, amount = trade.amount, "paid by payment code");
+                Ok(trade)
+            }
+            Ok(outcome) => {
+                tracing::debug!(merchant = merchant_id, device = parsed.device, status = outcome.status.name(), "payment code payment refused");
+                Err(CheckoutError::Refused(outcome.status))
+            }
             // The order exists (made before, or meanwhile): answered from it by the caller.
             Err(0) => Err(CheckoutError::OutTradeNoReused),
             Err(2) => Err(DirectoryError::WalletFrozen.into()),
@@ -819,6 +839,8 @@ impl Checkout {
         if let Ok(existing) = self.trade(merchant_id, &new.out_trade_no).await {
             return answer_existing(existing, new);
         }
+        // The code itself stays out of the log: a code that failed here may still be good.
+        tracing::debug!(merchant = merchant_id, device = device.as_ref().map(|d| d.slot), why, "wrong payment code");
         self.note_failure(merchant_id).await?;
         if let Some(count) = device {
             self.count_device_failure(merchant_id, count).await?;
@@ -928,6 +950,7 @@ impl Checkout {
             always_rows: Vec::new(),
         };
         self.submit(command).await?.map_err(|_| CheckoutError::DeviceNotFound)?;
+        tracing::debug!(resident = resident.id, device = slot, "payment device revoked");
         find(self.devices(resident).await?)
     }
 
@@ -991,7 +1014,10 @@ impl Checkout {
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {
-            Ok(_) => Ok(after),
+            Ok(_) => {
+                tracing::debug!(merchant = trade.merchant_id, trade = trade.id, from = trade.status.code(), to = after.status.code(), "trade status changed");
+                Ok(after)
+            }
             Err(_) => self.trade_by_id(trade.id).await,
         }
     }
@@ -1060,7 +1086,10 @@ impl Checkout {
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {
-            Ok(_) => Ok(trade),
+            Ok(_) => {
+                tracing::debug!(merchant = merchant_id, trade = trade.id, amount = trade.amount, "cash sale recorded");
+                Ok(trade)
+            }
             Err(_) => self.existing_same(merchant_id, new, Method::Cash).await,
         }
     }
@@ -1088,6 +1117,9 @@ impl Checkout {
                 Ok(_) => {}
                 Err(e) => first_error = first_error.or(Some(e)),
             }
+        }
+        if !rows.is_empty() {
+            tracing::debug!(found = rows.len(), changed, to = to.code(), "swept trades");
         }
         match first_error {
             Some(e) if changed == 0 => Err(e),

@@ -83,6 +83,34 @@ pub fn public_address(ip: IpAddr) -> bool {
     }
 }
 
+/// A notification URL as logs show it: scheme, host and port. The rest stays out: a query
+/// (`?token=`), a path (webhook addresses whose path is the secret) or a user part
+/// (`user:password@`) can carry the merchant's credentials.
+pub fn endpoint(url: &str) -> String {
+    let (scheme, _, host, _) = url_parts(url);
+    format!("{scheme}://{host}")
+}
+
+/// `url` without its user part (`user:password@`). HTTP clients send none as credentials,
+/// and hyper's connection pool logs the host with it at debug level.
+pub fn without_user_part(url: &str) -> std::borrow::Cow<'_, str> {
+    match url_parts(url) {
+        (scheme, Some(_), host, rest) => format!("{scheme}://{host}{rest}").into(),
+        _ => url.into(),
+    }
+}
+
+/// A URL's scheme (`?` when it has none), user part, host with port, and the rest.
+fn url_parts(url: &str) -> (&str, Option<&str>, &str, &str) {
+    let (scheme, after) = url.split_once("://").unwrap_or(("?", ""));
+    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, rest) = after.split_at(end);
+    match authority.rsplit_once('@') {
+        Some((user, host)) => (scheme, Some(user), host, rest),
+        None => (scheme, None, authority, rest),
+    }
+}
+
 /// The outbox body of a gateway trade's change: the app, the URL and the notification's
 /// fields but `notify_id`, `notify_time` and the signature, which each attempt adds.
 pub(crate) fn alipay_body(trade: &Trade, notify: &GatewayNotify, now: u64, refund: Option<&str>) -> String {
@@ -240,6 +268,7 @@ impl<D: Deliver> Dispatcher<D> {
         let answer = if due.kind == ALIPAY_NOTIFICATION {
             match self.alipay_form(&due, &event_id, now).await? {
                 Ok((url, form)) => {
+                    tracing::debug!(merchant = due.merchant, %event_id, attempt = due.attempts + 1, endpoint = %endpoint(&url), "posting an Alipay-form notification");
                     let headers = vec![("content-type", "application/x-www-form-urlencoded;charset=utf-8".to_owned())];
                     match self.deliver.post(&url, headers, form).await {
                         // Alipay's rule: anything but the body `success` is a failure.
@@ -258,6 +287,7 @@ impl<D: Deliver> Dispatcher<D> {
                 return self.record(&due, Some(now), due.attempts, GIVEN_UP_AT).await;
             };
             let secret = self.directory.webhook_secret(due.merchant).await?;
+            tracing::debug!(merchant = due.merchant, %event_id, attempt = due.attempts + 1, endpoint = %endpoint(&url), "posting a notification");
             let headers = vec![
                 ("content-type", "application/json".to_owned()),
                 ("citypay-event-id", event_id.clone()),
@@ -267,6 +297,7 @@ impl<D: Deliver> Dispatcher<D> {
         };
         let attempts = due.attempts + 1;
         if matches!(&answer, Ok(answered) if (200..300).contains(&answered.status)) {
+            tracing::debug!(merchant = due.merchant, %event_id, attempts, "notification delivered");
             report.delivered += 1;
             return self.record(&due, Some(now), attempts, GIVEN_UP_AT).await;
         }
@@ -353,6 +384,16 @@ mod tests {
         for public in ["8.8.8.8", "203.119.0.1", "2400:3200::1", "::ffff:8.8.8.8"] {
             assert!(public_address(public.parse().unwrap()), "{public}");
         }
+    }
+
+    #[test]
+    fn logs_show_a_notification_urls_scheme_and_host_only() {
+        assert_eq!(endpoint("https://user:pw@shop.example:8443/hooks/T0SECRET?token=abc#x"), "https://shop.example:8443");
+        assert_eq!(endpoint("http://127.0.0.1:9999?token=abc"), "http://127.0.0.1:9999");
+        assert_eq!(endpoint("http://[::1]/n"), "http://[::1]");
+        assert_eq!(endpoint("not a url ?token=abc"), "?://");
+        assert_eq!(without_user_part("https://user:pw@shop.example:8443/hooks?token=abc"), "https://shop.example:8443/hooks?token=abc");
+        assert_eq!(without_user_part("https://shop.example/a@b"), "https://shop.example/a@b");
     }
 
     #[test]

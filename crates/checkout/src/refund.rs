@@ -170,8 +170,14 @@ impl Checkout {
             self.submit_numbered(command).await?
         };
         Ok(match outcome {
-            Ok(outcome) if outcome.status == Status::Ok => Some(Ok(answer)),
-            Ok(outcome) => Some(Err(CheckoutError::Refused(outcome.status))),
+            Ok(outcome) if outcome.status == Status::Ok => {
+                tracing::debug!(merchant = trade.merchant_id, trade = trade.id, amount, refunded = answer.trade.refunded, "refunded");
+                Some(Ok(answer))
+            }
+            Ok(outcome) => {
+                tracing::debug!(merchant = trade.merchant_id, trade = trade.id, amount, status = outcome.status.name(), "refund refused");
+                Some(Err(CheckoutError::Refused(outcome.status)))
+            }
             Err(_) => None,
         })
     }

@@ -100,7 +100,8 @@ impl HttpDeliver {
 
 impl Deliver for HttpDeliver {
     fn post(&self, url: &str, headers: Vec<(&'static str, String)>, body: String) -> impl Future<Output = Result<Answered, String>> + Send {
-        let mut request = hyper::Request::post(url);
+        let url = citypay_checkout::notify::without_user_part(url);
+        let mut request = hyper::Request::post(url.as_ref());
         for (name, value) in headers {
             request = request.header(name, value);
         }
@@ -129,14 +130,7 @@ impl Deliver for HttpDeliver {
 
 pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_proxies: &str) -> anyhow::Result<()> {
     let trusted_proxies = TrustedProxies::parse(trusted_proxies).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
-    // Structured (JSON, one object per line) for log collectors; readable text on a terminal.
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let logs = tracing_subscriber::fmt().with_target(false).with_writer(std::io::stderr);
-    if terminal {
-        logs.init();
-    } else {
-        logs.json().flatten_event(true).with_current_span(true).init();
-    }
+    init_logs();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
@@ -175,6 +169,39 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
         city.shard.shutdown();
         anyhow::Ok(())
     })
+}
+
+/// Logs to stderr: structured (JSON, one object per line, with each event's target) for log
+/// collectors, readable text on a terminal. `RUST_LOG` picks the levels (`info` when unset),
+/// as `citypay_wallet=trace,info`; see [`log_filter`].
+fn init_logs() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, refused) = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(std::io::stderr);
+    if terminal {
+        logs.finish().with(filter).init();
+    } else {
+        logs.json().flatten_event(true).with_current_span(true).finish().with(filter).init();
+    }
+    if let Some(error) = refused {
+        tracing::warn!(%error, "RUST_LOG is not a list of target=level directives; logging at info");
+    }
+}
+
+/// The log levels from `RUST_LOG` (`info` when unset or unreadable, with the parse error).
+/// Whatever the levels, the framework's rejection events are never logged (their text quotes
+/// what was sent: a path segment or query value that did not parse, such as an ID number),
+/// nor its accepted connections (each names the client's address).
+fn log_filter(rust_log: Option<&str>) -> (tracing_subscriber::filter::Targets, Option<String>) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let (targets, refused) = match rust_log.map(str::trim).filter(|s| !s.is_empty()).map(str::parse::<Targets>) {
+        None => (Targets::new().with_default(LevelFilter::INFO), None),
+        Some(Ok(targets)) => (targets, None),
+        Some(Err(error)) => (Targets::new().with_default(LevelFilter::INFO), Some(error.to_string())),
+    };
+    (targets.with_target("axum::rejection", LevelFilter::OFF).with_target("axum::serve", LevelFilter::DEBUG), refused)
 }
 
 /// Logs each failed notification (never its URL, which can carry a token) and counts every
@@ -221,4 +248,31 @@ fn reload_ride_keys_on_hangup(transit: citypay_transit::Transit, path: PathBuf) 
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::log_filter;
+
+    #[test]
+    fn rust_log_picks_the_levels_but_never_the_frameworks_rejections() {
+        let (unset, refused) = log_filter(None);
+        assert!(refused.is_none());
+        assert!(unset.would_enable("citypay_api::trace", &Level::INFO));
+        assert!(!unset.would_enable("citypay_wallet", &Level::DEBUG));
+        let (everything, _) = log_filter(Some("trace"));
+        assert!(everything.would_enable("citypay_wallet", &Level::TRACE));
+        assert!(!everything.would_enable("axum::rejection", &Level::ERROR));
+        assert!(!everything.would_enable("axum::serve", &Level::TRACE) && everything.would_enable("axum::serve", &Level::ERROR));
+        let (some, _) = log_filter(Some("citypay_wallet=trace,warn"));
+        assert!(some.would_enable("citypay_wallet", &Level::TRACE));
+        assert!(!some.would_enable("citypay_checkout", &Level::INFO));
+        let (asked, _) = log_filter(Some("axum::rejection=trace"));
+        assert!(!asked.would_enable("axum::rejection", &Level::TRACE));
+        let (fallback, refused) = log_filter(Some("citypay_wallet=loud"));
+        assert!(refused.is_some());
+        assert!(fallback.would_enable("citypay_wallet", &Level::INFO));
+    }
 }

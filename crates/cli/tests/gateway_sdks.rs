@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Api, City, Target, admin, payment_code, start_at};
+use support::{Api, City, Target, admin, payment_code, signed_call, start_at, uscc};
 
 const ID_NUMBER: &str = "11010519491231002X";
 const CARD: &str = "4111111111111111";
@@ -342,55 +342,6 @@ async fn merchants_unchanged_sdk_code_takes_and_refunds_payments() {
         assert_eq!(sdk.run(&verify)["verified"], false, "{name} verified a changed notification");
     }
     city.finish(&[ID_NUMBER, CARD]);
-}
-
-/// A valid Unified Social Credit Code of Hangzhou with this 8-character organisation code.
-fn uscc(organization: &str) -> String {
-    let check = citypay_identity::uscc::organization_check_character(organization).unwrap();
-    let body = format!("91330100{organization}{check}");
-    format!("{body}{}", citypay_identity::uscc::check_character(&body).unwrap())
-}
-
-/// A signed call as an SDK makes it (everything in the query string, as python-alipay-sdk
-/// sends it); answers the object under `<method>_response`, after checking the answer's
-/// signature against the platform key.
-async fn signed_call(base: &str, app_id: &str, key: &citypay_gateway::PlatformKey, params: &[(&str, &str)]) -> Value {
-    let mut all: Vec<(&str, String)> = vec![("app_id", app_id.to_owned()), ("charset", "utf-8".into()), ("sign_type", "RSA2".into()), ("version", "1.0".into())];
-    let now = citypay_ledger::Timestamp::from_unix_seconds(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs());
-    all.push(("timestamp", now.local_date_time()));
-    for (k, v) in params {
-        all.retain(|(key, _)| key != k);
-        all.push((k, (*v).to_owned()));
-    }
-    let mut form = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &all {
-        form.append_pair(k, v);
-    }
-    let query = form.finish();
-    let request = citypay_gateway::Request::parse(query.as_bytes(), b"");
-    let mut query = query;
-    if !params.iter().any(|(k, _)| *k == "sign") {
-        query.push_str(&format!("&sign={}", urlencode(&key.sign(request.sign_content().as_bytes()))));
-    }
-    let response = reqwest::get(format!("{base}/gateway.do?{query}")).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = response.text().await.unwrap();
-    let method = params.iter().find(|(k, _)| *k == "method").map(|(_, v)| v.replace('.', "_")).unwrap_or_else(|| "error".into());
-    let prefix = format!("{{\"{method}_response\":");
-    assert!(text.starts_with(&prefix), "{text}");
-    let sign_at = text.rfind(",\"sign\":\"").unwrap();
-    let platform = citypay_gateway::PlatformKey::from_pkcs8(1, &base64_decode(support::GATEWAY_TEST_KEY)).unwrap();
-    assert!(platform.public().verify(&text.as_bytes()[prefix.len()..sign_at], &text[sign_at + 9..text.len() - 2]), "unsigned: {text}");
-    serde_json::from_str::<Value>(&text).unwrap()[format!("{method}_response")].clone()
-}
-
-fn urlencode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(text.trim()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -221,7 +221,10 @@ impl Directory {
             always_rows: Vec::new(),
         };
         match self.submit(command).await? {
-            Ok(outcome) if outcome.status == Status::Ok => Ok((merchant, credentials)),
+            Ok(outcome) if outcome.status == Status::Ok => {
+                tracing::debug!(merchant = merchant.id, city = merchant.city, category = merchant.category.code(), "merchant onboarded");
+                Ok((merchant, credentials))
+            }
             Ok(outcome) => Err(DirectoryError::Ledger(outcome.status)),
             Err(0) => Err(DirectoryError::MerchantExists),
             Err(_) => Err(DirectoryError::Unavailable("merchant id taken; retry".into())),

@@ -111,6 +111,7 @@ impl Directory {
         let id = u64::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("operator id".into()))?;
         let operator = Operator { id, username: username.to_owned(), role, city };
         let (session, token) = self.open_session(Principal::Operator { id, role, city }, ttl_s).await?;
+        tracing::debug!(operator = id, role = role.code(), "operator signed in");
         Ok((operator, SignedIn { token, session, ticket }))
     }
 }

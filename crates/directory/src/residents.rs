@@ -127,6 +127,7 @@ impl Directory {
             let identity_guards = self.keys.index.ids().len();
             match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => {
+                    tracing::debug!(resident = id, city = new.city, "resident registered");
                     return Ok(Resident {
                         id,
                         city: new.city,
@@ -136,8 +137,14 @@ impl Directory {
                     });
                 }
                 Ok(outcome) => return Err(DirectoryError::Ledger(outcome.status)),
-                Err(guard) if guard < identity_guards => return Err(DirectoryError::IdentityTaken),
-                Err(guard) if guard < 2 * identity_guards => return Err(DirectoryError::MobileTaken),
+                Err(guard) if guard < identity_guards => {
+                    tracing::debug!(city = new.city, "registration refused: the identity is registered");
+                    return Err(DirectoryError::IdentityTaken);
+                }
+                Err(guard) if guard < 2 * identity_guards => {
+                    tracing::debug!(city = new.city, "registration refused: the mobile number is registered");
+                    return Err(DirectoryError::MobileTaken);
+                }
                 Err(_) => continue,
             }
         }
@@ -210,6 +217,7 @@ impl Directory {
         let ticket = self.password_checked(&account, from, stored.as_deref(), password).await?;
         let resident = resident_from_row(found.as_ref().ok_or(DirectoryError::WrongCredentials)?)?;
         let (session, token) = self.open_session(Principal::Resident { id: resident.id, city: resident.city }, ttl_s).await?;
+        tracing::debug!(resident = resident.id, "resident signed in");
         Ok((resident, SignedIn { token, session, ticket }))
     }
 

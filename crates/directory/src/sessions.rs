@@ -238,6 +238,7 @@ impl Directory {
         rows.extend(self.ending_rows(&first));
         self.submit(Command { event: None, guards: Vec::new(), rows, always_rows: Vec::new() }).await?.map_err(|_| DirectoryError::NotFound)?;
         self.forget_sessions(&first);
+        tracing::debug!(resident, "password changed");
         // Sessions past the first command's share (or opened meanwhile) end too.
         Ok(first.len() + self.end_other_sessions(principal, session).await?)
     }
@@ -263,6 +264,7 @@ impl Directory {
             on_conflict: OnConflict::UpdateOnly,
         };
         self.submit(Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() }).await?.map_err(|_| DirectoryError::NotFound)?;
+        tracing::debug!(resident, frozen, "wallet freeze changed");
         Ok(())
     }
 

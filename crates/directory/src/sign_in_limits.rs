@@ -79,6 +79,8 @@ impl Directory {
             if let Some(address) = &attempt.address {
                 self.count_address_failure(address, attempt.window).await?;
             }
+            // Neither the account (a mobile number, a user name) nor the address is logged.
+            tracing::debug!(known_client = from.ticket.is_some(), "wrong password");
             return Err(DirectoryError::WrongCredentials);
         }
         self.give_back(&attempt.counter, attempt.window).await?;

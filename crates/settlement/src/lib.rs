@@ -226,6 +226,7 @@ impl Settlement {
         }
         for outcome in outcomes {
             let payout = outcome?;
+            tracing::trace!(merchant = payout.merchant_id, amount = payout.amount, status = payout.status.code(), attempts = payout.attempts, "payout");
             match payout.status {
                 PayoutStatus::Paid => {
                     run.paid += 1;
@@ -235,6 +236,7 @@ impl Settlement {
                 PayoutStatus::Failed | PayoutStatus::Pending => run.failed += 1,
             }
         }
+        tracing::debug!(date = %date, paid = run.paid, paid_amount = run.paid_amount, carried = run.carried, failed = run.failed, already_settled = run.already_settled, "settlement run");
         Ok(run)
     }
 

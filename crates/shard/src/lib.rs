@@ -478,6 +478,7 @@ impl Writer {
         }
         match self.store.commit(&write) {
             Ok(()) => {
+                tracing::trace!(batch = batch_number, commands = batch.replies.len(), events = events.len(), rows = rows.len(), "batch committed");
                 self.last_batch += 1;
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
@@ -492,6 +493,7 @@ impl Writer {
                 true
             }
             Err(error) => {
+                tracing::debug!(batch = batch_number, commands = batch.replies.len(), %error, may_have_committed = error.may_have_committed(), "batch commit failed");
                 self.ledger.rollback(effects);
                 if error.may_have_committed() {
                     // Memory cannot know what the disk has now: reload it from the disk.

@@ -30,7 +30,7 @@ use citypay_wallet::Wallet;
 pub use clock::ActionClock;
 pub use presets::{CityPreset, PRESETS, preset, split_residents};
 pub use citypay_dashboard::Counter;
-pub use server::{ServerRun, ServerTarget, drive as drive_server};
+pub use server::{ServerRun, ServerTarget, drive as drive_server, personal_data as server_personal_data};
 pub use tally::Tally;
 
 use world::{BusinessKind, Person, Registration};

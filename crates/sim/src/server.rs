@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 use crate::day::{self, Action, Tender};
 use crate::tally::Outcome;
+use citypay_directory::NewResident;
+
 use crate::world::{self, BusinessKind, Person, Registration};
 use crate::{Progress, SimConfig, SimError, Tally, service, split_residents};
 
@@ -173,16 +175,8 @@ pub async fn drive(target: &ServerTarget, config: &SimConfig, progress: &dyn Pro
         Answer::Refused(code) => return Err(SimError::Service { action: "signing in as the platform operator", message: code.into() }),
     };
     let residents_per_city = split_residents(&config.cities, config.residents);
-    // Each seed gets its own people and businesses (ID numbers, mobiles, USCCs), so a server
-    // can hold several simulated runs; two runs of one seed meet the first's merchants.
-    let (people_from, businesses_from) = ((config.seed % 100) * PEOPLE_PER_SEED, (config.seed % 100) * BUSINESSES_PER_SEED);
-    if residents_per_city.iter().any(|n| *n > PEOPLE_PER_SEED) {
-        return Err(SimError::Service { action: "planning the run", message: format!("at most {PEOPLE_PER_SEED} residents per city on a server") });
-    }
-    let mut people = Vec::new();
-    for (city, (preset, count)) in config.cities.iter().zip(&residents_per_city).enumerate() {
-        people.extend((people_from..people_from + *count).map(|index| Person::draw(config.seed, city, preset, index, config.days)));
-    }
+    let people = people(config)?;
+    let businesses_from = (config.seed % 100) * BUSINESSES_PER_SEED;
     let mut merchants = Vec::new();
     for (city, (preset, residents)) in config.cities.iter().zip(&residents_per_city).enumerate() {
         // Onboarded before, by this run or another: fine.
@@ -229,6 +223,34 @@ pub async fn drive(target: &ServerTarget, config: &SimConfig, progress: &dyn Pro
         run.simulated.merge(&tally);
     }
     Ok(run)
+}
+
+/// Everyone a run of `config` against a server draws, city by city. Each seed gets its own
+/// people (ID numbers, mobiles), so a server can hold several simulated runs.
+fn people(config: &SimConfig) -> Result<Vec<Person>, SimError> {
+    let residents_per_city = split_residents(&config.cities, config.residents);
+    if residents_per_city.iter().any(|n| *n > PEOPLE_PER_SEED) {
+        return Err(SimError::Service { action: "planning the run", message: format!("at most {PEOPLE_PER_SEED} residents per city on a server") });
+    }
+    let people_from = (config.seed % 100) * PEOPLE_PER_SEED;
+    let mut people = Vec::new();
+    for (city, (preset, count)) in config.cities.iter().zip(&residents_per_city).enumerate() {
+        people.extend((people_from..people_from + *count).map(|index| Person::draw(config.seed, city, preset, index, config.days)));
+    }
+    Ok(people)
+}
+
+/// The personal data a run of `config` against a server sends: each person's registration
+/// (name, mobile, ID number, password; bills name the ID number of those who never register
+/// too) and the numbers of the cards they would link. A test checks the server's log for it.
+pub fn personal_data(config: &SimConfig) -> Result<Vec<(NewResident, Vec<String>)>, SimError> {
+    Ok(people(config)?
+        .iter()
+        .map(|person| {
+            let cards = (0..person.banks()).map(|bank| person.card_number(bank)).collect();
+            (person.new_resident(config.cities[person.city], config.seed), cards)
+        })
+        .collect())
 }
 
 /// Onboards the `index`-th business of a kind and reads its counter QR. Onboarding is not

@@ -585,7 +585,9 @@ impl Transit {
             valid_until: now.saturating_add(CREDENTIAL_TTL_S).min(key.validity().not_after),
             ceiling_fen,
         };
-        citypay_ride::issue_credential(key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))
+        let credential = citypay_ride::issue_credential(key, terms).map_err(|e| TransitError::Unavailable(e.to_string()))?;
+        tracing::debug!(resident = resident.id, key_id = key.key_id(), ceiling_fen, "ride credential issued");
+        Ok(credential)
     }
 
     /// Registers a validator of transit operator `operator` at a route and stop of the feed,
@@ -631,7 +633,10 @@ impl Transit {
                 Guard::Absent { table: "validators", key: vec![("device_key", Value::Blob(device_key.to_vec()))] },
             ];
             match self.submit(Command { event: None, guards, rows: vec![row], always_rows: Vec::new() }).await? {
-                Ok(_) => return Ok(ValidatorInfo { id, operator, route_id: route_id.to_owned(), stop_id: stop_id.to_owned(), registered_at: now }),
+                Ok(_) => {
+                    tracing::debug!(operator, validator = id, route_id, stop_id, "validator registered");
+                    return Ok(ValidatorInfo { id, operator, route_id: route_id.to_owned(), stop_id: stop_id.to_owned(), registered_at: now });
+                }
                 // Registered meanwhile by a racing request.
                 Err(1) => return Err(registered().await?.unwrap_or_else(|| TransitError::Unavailable("the device key changed meanwhile; retry".into()))),
                 Err(_) => {}
@@ -757,6 +762,7 @@ impl Transit {
             self.submit(command).await?.map_err(|_| TransitError::Unavailable("tap upload".into()))?;
         }
         report.stored = u64::try_from(new.len()).unwrap_or(0);
+        tracing::debug!(validator = validator.id, taps = taps.len(), stored = report.stored, already = report.already, refused = report.refused.len(), "taps uploaded");
         Ok(report)
     }
 
@@ -844,6 +850,7 @@ impl Transit {
             run.days.push(day);
         }
         run.days.sort_by_key(|d| d.account_ref);
+        tracing::debug!(service_day, riders = run.riders, trips = run.trips, charged = run.charged, arrears = run.arrears, failed = run.failed, "fare run");
         Ok(run)
     }
 
@@ -1086,8 +1093,14 @@ impl Transit {
                 always_rows: vec![refused_attempt(key, revision, now)],
             };
             match self.submit(command).await? {
-                Ok(outcome) if outcome.status == Status::Ok => paid += amount,
-                Ok(outcome) => return Err(TransitError::Refused(outcome.status)),
+                Ok(outcome) if outcome.status == Status::Ok => {
+                    tracing::debug!(resident = resident.id, service_day = day, amount, "arrears paid");
+                    paid += amount;
+                }
+                Ok(outcome) => {
+                    tracing::debug!(resident = resident.id, service_day = day, status = outcome.status.name(), "arrears payment refused");
+                    return Err(TransitError::Refused(outcome.status));
+                }
                 Err(1) => return Err(DirectoryError::WalletFrozen.into()),
                 Err(_) => return Err(TransitError::Unavailable("the arrears changed meanwhile; retry".into())),
             }

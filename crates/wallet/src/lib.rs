@@ -243,6 +243,7 @@ impl Wallet {
         let verified = self.directory.verification_row(resident.id, &Verification::BankCard { issuer: confirmed.issuer });
         let command = Command { event: None, guards: Vec::new(), rows: vec![row, verified], always_rows: Vec::new() };
         self.directory.shard().submit(command).await.map_err(|e| WalletError::Unavailable(e.to_string()))?;
+        tracing::debug!(resident = resident.id, card_id = id, brand = %linked.brand, "card linked");
         Ok((linked, self.directory.refresh_class(resident.id).await?))
     }
 
@@ -467,6 +468,7 @@ impl Wallet {
                 if outcome.is_none() {
                     self.mark_hold_refused(&request_key).await?;
                 }
+                tracing::debug!(resident = resident.id, kind, amount, status = status.name(), "the ledger refused the hold");
                 return Err(WalletError::Refused(status));
             }
         }
@@ -486,12 +488,17 @@ impl Wallet {
         };
         // The answer is kept only with a close that took effect.
         let closed = self.submit(Command { event: Some(close), guards: Vec::new(), rows: vec![outcome], always_rows: Vec::new() }).await?;
+        if let Err(refused) = &answer {
+            tracing::debug!(resident = resident.id, kind, card_id, amount, reason = refused.code(), "the bank refused; hold voided");
+        }
         answer?;
         if closed.status != Status::Ok {
             return Err(WalletError::Unavailable(format!("closing the hold: {}", closed.status.name())));
         }
         let balance = self.account(resident).await?.balance.net_posted();
-        Ok(Movement { amount, balance, replay: seen.is_some() || held.replay })
+        let replay = seen.is_some() || held.replay;
+        tracing::debug!(resident = resident.id, kind, card_id, amount, balance, replay, "money moved between card and wallet");
+        Ok(Movement { amount, balance, replay })
     }
 }
 
@@ -529,6 +536,9 @@ impl Wallet {
                 Err(WalletError::Refused(_)) => finished += 1,
                 Err(_) => {}
             }
+        }
+        if !rows.is_empty() {
+            tracing::debug!(interrupted = rows.len(), finished, "interrupted top-ups and withdrawals retried");
         }
         Ok(finished)
     }

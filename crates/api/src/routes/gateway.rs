@@ -64,15 +64,22 @@ pub(crate) async fn gateway_do(State(state): State<AppState>, uri: Uri, body: By
     let known = method.filter(|m| METHODS.contains(m));
     // An unknown method is still answered under its own key: SDKs look for it there.
     let key = response_key(method);
+    // The method is logged only when it is one of ours; the query and the form (auth_code,
+    // sign, biz_content) never are.
+    let logged_method = known.unwrap_or("other");
     let (reply, platform_key) = match check(&state, &request, method).await {
         Ok(app) => {
+            tracing::debug!(app = app.app_id, merchant = app.merchant, method = logged_method, "gateway call");
             let reply = match known {
                 Some(known) => serve(&state, &request, &app, known).await,
                 None => Failure::invalid("isv.invalid-method", "不支持的方法 (method not supported)").answer(),
             };
             (reply, Some(app.platform_key))
         }
-        Err((failure, platform_key)) => (failure.answer(), platform_key),
+        Err((failure, platform_key)) => {
+            tracing::debug!(method = logged_method, sub_code = %failure.sub_code, "gateway call refused");
+            (failure.answer(), platform_key)
+        }
     };
     let keys = &state.gateway.keys;
     let Some(signer) = platform_key.and_then(|id| keys.get(id)).or_else(|| keys.newest()) else {
@@ -159,7 +166,10 @@ async fn serve(state: &AppState, request: &Request, app: &GatewayApp, method: &s
         "alipay.trade.cancel" => cancel(state, app, &biz).await,
         _ => Err(Failure::invalid("isv.invalid-method", "不支持的方法 (method not supported)")),
     };
-    result.unwrap_or_else(|failure| failure.answer())
+    result.unwrap_or_else(|failure| {
+        tracing::debug!(app = app.app_id, method, sub_code = %failure.sub_code, "gateway call answered with a refusal");
+        failure.answer()
+    })
 }
 
 fn invalid(message: impl Into<String>) -> Failure {

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use citypay_api_types::Health;
 
-use crate::support::{app, assert_error, body_json, get, request, send};
+use crate::support::{app, app_with, assert_error, body_json, get, request, send};
 
 #[tokio::test]
 async fn unknown_paths_and_methods_are_json_errors() {
@@ -93,6 +93,19 @@ async fn responses_are_not_cached_sniffed_or_referred() {
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     assert_eq!(response.headers()["referrer-policy"], "no-referrer");
     assert!(response.headers().get("content-security-policy").is_none(), "JSON needs no page policy");
+}
+
+/// Errors too: a panic's 500 (made outside the handler), a timeout, a refused method, a
+/// path that does not parse.
+#[tokio::test]
+async fn every_error_is_not_cached_sniffed_or_referred() {
+    for (method, path) in [("DELETE", "/test/panic"), ("GET", "/test/slow"), ("PATCH", "/health"), ("GET", "/test/numbers/x")] {
+        let response = send(app_with(std::time::Duration::from_millis(50)), request(method, path, &[], "")).await;
+        assert!(response.status().is_client_error() || response.status().is_server_error(), "{method} {path}: {}", response.status());
+        assert_eq!(response.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{method} {path}");
+        assert_eq!(response.headers().get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{method} {path}");
+        assert_eq!(response.headers().get("referrer-policy").map(|v| v.to_str().unwrap()), Some("no-referrer"), "{method} {path}");
+    }
 }
 
 #[tokio::test]
