@@ -76,6 +76,12 @@ bin=target/debug/citypay
 CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh bash -c \
     "$bin bench ledger --db \"\$CITYPAY_TEST_PG\" --accounts 1000 --transfers 20000 --clients 512 --json >/dev/null"
 "$bin" bench gateway --payments 100 --merchants 2 --clients 4 --signatures 20 --json >/dev/null
+# Coverage-guided fuzzing only when asked for (the workspace's tests above replay every
+# target's corpus): CITYPAY_FUZZ_SECS seconds per target.
+if [ -n "${CITYPAY_FUZZ_SECS:-}" ]; then
+    phase "fuzzing"
+    bash scripts/fuzz.sh
+fi
 # The README's main command: the four-city day and its dashboard.
 phase "the demo"
 "$bin" demo --report target/citypay-demo >/dev/null

@@ -45,7 +45,7 @@ fn beijing(unix_s: u64) -> String {
 }
 
 /// `yyyy-MM-dd HH:mm:ss` as Unix seconds, read as UTC.
-fn parse_timestamp(text: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
     let (date, time) = text.split_once(' ')?;
     let date = citypay_ledger::LocalDate::parse(date)?;
     let mut parts = time.split(':').map(|p| p.parse::<i64>().ok().filter(|_| p.len() == 2));
@@ -191,7 +191,7 @@ fn optional<'a>(biz: &'a Map<String, Value>, name: &str) -> Result<Option<&'a st
     }
 }
 
-fn amount(biz: &Map<String, Value>, name: &str) -> Result<i64, Failure> {
+pub(crate) fn amount(biz: &Map<String, Value>, name: &str) -> Result<i64, Failure> {
     let value = biz.get(name).ok_or_else(|| invalid(format!("{name} is missing")))?;
     let fen = fen(value).map_err(|e| invalid(format!("{name}: {e}")))?;
     if fen <= 0 {
@@ -202,7 +202,7 @@ fn amount(biz: &Map<String, Value>, name: &str) -> Result<i64, Failure> {
 
 /// Alipay's `timeout_express`: `90m`, `2h`, `1d` (`1c`: the end of the day), capped at
 /// citypay's 2 hours.
-fn timeout(biz: &Map<String, Value>) -> Result<Option<u64>, Failure> {
+pub(crate) fn timeout(biz: &Map<String, Value>) -> Result<Option<u64>, Failure> {
     let Some(text) = optional(biz, "timeout_express")? else { return Ok(None) };
     let bad = || invalid("timeout_express: a number then m, h, d or c, such as 90m");
     let mut chars = text.chars();

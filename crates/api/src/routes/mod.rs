@@ -9,6 +9,7 @@ mod dashboard;
 mod errors;
 mod gateway;
 mod gateway_apps;
+pub mod inputs;
 mod notify_urls;
 mod operators;
 mod replay;

@@ -64,7 +64,7 @@ pub(crate) struct TradeRequest {
 }
 
 impl TradeRequest {
-    fn new_trade(&self) -> Result<NewTrade, ApiError> {
+    pub(crate) fn new_trade(&self) -> Result<NewTrade, ApiError> {
         Ok(NewTrade {
             out_trade_no: self.out_trade_no.clone(),
             amount: cny(&self.amount)?,

@@ -196,6 +196,30 @@ pub(crate) struct TapUpload {
     taps: Vec<TapView>,
 }
 
+impl TapUpload {
+    /// The taps of validator `id`, as the transit service takes them.
+    pub(crate) fn taps(&self, id: u32) -> Result<Vec<citypay_ride::Tap>, ApiError> {
+        self.taps
+            .iter()
+            .map(|t| {
+                Ok(citypay_ride::Tap {
+                    validator_id: id,
+                    sequence: t.sequence,
+                    stop_or_route: 0,
+                    direction: match t.direction.as_str() {
+                        "in" => citypay_ride::Direction::In,
+                        "out" => citypay_ride::Direction::Out,
+                        _ => return Err(ApiError::bad_request("invalid_field", "direction: in or out")),
+                    },
+                    time: t.time,
+                    account_ref: t.account_ref.parse().map_err(|_| ApiError::bad_request("invalid_field", "account_ref: a number"))?,
+                    code_hash: unhex::<32>(&t.code_hash, "code_hash")?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// An uploaded tap that was refused: it cannot be true, and nothing of it was stored.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct RefusedTap {
@@ -237,25 +261,7 @@ pub(crate) async fn upload_taps(
     let body = crate::json::json_body_bytes(request, &state).await?;
     let info = authenticate_device(&state, &headers, &method, &format!("/v1/validators/{id}/taps"), id, &body).await?;
     let upload: TapUpload = crate::json::parse_json(&body)?;
-    let taps = upload
-        .taps
-        .iter()
-        .map(|t| {
-            Ok(citypay_ride::Tap {
-                validator_id: id,
-                sequence: t.sequence,
-                stop_or_route: 0,
-                direction: match t.direction.as_str() {
-                    "in" => citypay_ride::Direction::In,
-                    "out" => citypay_ride::Direction::Out,
-                    _ => return Err(ApiError::bad_request("invalid_field", "direction: in or out")),
-                },
-                time: t.time,
-                account_ref: t.account_ref.parse().map_err(|_| ApiError::bad_request("invalid_field", "account_ref: a number"))?,
-                code_hash: unhex::<32>(&t.code_hash, "code_hash")?,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let taps = upload.taps(id)?;
     let report = state.transit.upload_taps(&info, &taps).await?;
     let refused = report
         .refused

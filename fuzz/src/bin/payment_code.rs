@@ -1,0 +1,3 @@
+fn main() {
+    afl::fuzz!(|data: &[u8]| citypay_fuzz_targets::payment_code(data));
+}
