@@ -5,7 +5,7 @@
 //! codes and device secrets, a gateway call's signature and `auth_code` in a GET query, a
 //! notification URL's token. Every service must have logged (so the log really was written at
 //! that level), and none of the secrets may be in it; the same check must find a secret
-//! planted in a copy of that log.
+//! planted in a copy of that log. Authenticated answers, refusals included, say `no-store`.
 
 mod support;
 
@@ -129,6 +129,12 @@ async fn plant_secrets(city: &City) -> Vec<String> {
         assert_eq!(status, StatusCode::CREATED, "{device}");
         secrets.push(device["secret"].as_str().unwrap().to_owned());
         devices.push(device);
+    }
+
+    // Authenticated answers, refusals included, are never stored by a cache.
+    for (path, auth) in [("/v1/wallet", resident.as_str()), ("/v1/wallet", "Bearer not-a-token"), ("/v1/trades?limit=x", shop_key.as_str())] {
+        let response = api.client.get(format!("{}{path}", api.base)).header("authorization", auth).send().await.unwrap();
+        assert_eq!(response.headers().get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"), "{path}: {}", response.status());
     }
 
     // A wrong password, an ID number where a number is expected in a path, and one in a query.
