@@ -162,14 +162,19 @@ impl utoipa::Modify for SecuritySchemes {
                 "`Authorization: ApiKey <key id>:<secret>`, a merchant's API key (from onboarding or `POST /v1/api-keys`).",
             ))),
         );
+        // The signed bytes start with the tag `citypay_ride` puts before every device signature.
+        let tag = String::from_utf8_lossy(citypay_ride::DEVICE_SIGNING_TAG).replace('\n', "\\n");
         components.add_security_scheme(
             "validator",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "Authorization",
-                "`Authorization: Validator <id>:<unix seconds>:<signature>`: a transit validator signs each call \
-                 with its registered Ed25519 device key. The signature is 128 hex digits over the bytes \
-                 `citypay-validator/v1\\n<METHOD> <path>\\n<unix seconds>\\n<body>` (the path without query \
-                 string, the body empty for GET), and the time must be within five minutes of the platform's clock.",
+                format!(
+                    "`Authorization: Validator <id>:<unix seconds>:<signature>`: a transit validator signs each call \
+                     with its registered Ed25519 device key. The signature is 128 hex digits over the bytes \
+                     `{tag}<METHOD> <path>\\n<unix seconds>\\n<body>` (the path without query string, the body \
+                     empty for GET), and the time must be within five minutes of the platform's clock."
+                )
+                .as_str(),
             ))),
         );
     }

@@ -47,7 +47,8 @@ async fn the_openapi_document_drives_a_generated_client() {
     for scheme in ["resident", "operator", "merchant", "validator"] {
         assert!(schemes[scheme].is_object(), "no security scheme {scheme}: {schemes}");
     }
-    assert!(schemes["validator"]["description"].as_str().unwrap().contains("Ed25519"));
+    let signing = schemes["validator"]["description"].as_str().unwrap();
+    assert!(signing.contains("Ed25519") && signing.contains("`citypay-validator/v1\\n<METHOD> <path>"), "the signed bytes, tag first: {signing}");
     // Every operation names its scheme, and one that needs credentials refuses a call without.
     for (path, methods) in spec["paths"].as_object().unwrap() {
         for (method, operation) in methods.as_object().unwrap() {
