@@ -6,7 +6,6 @@
 #
 #   CITYPAY_FUZZ_SECS=600 bash scripts/fuzz.sh                 # every target, 10 minutes each
 #   CITYPAY_FUZZ_SECS=60 bash scripts/fuzz.sh emvco_qr identity # some targets
-#   CITYPAY_FUZZ_MINIMISE=1 ...   # then replace each corpus with `cargo afl cmin` of it and the queue
 #
 # Installs cargo-afl (crates.io) and builds AFL++ when missing. Findings go to
 # fuzz/target/afl/<target>/default/ (fuzzer_stats, queue/, crashes/).
@@ -28,6 +27,7 @@ export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1
 (cd fuzz && cargo afl build --release)
 
 stat() { sed -n "s/^$1 *: *//p" "$2"; }
+mkdir -p fuzz/target/afl
 crashed=()
 for target in "${targets[@]}"; do
     out=fuzz/target/afl/$target
@@ -42,12 +42,6 @@ for target in "${targets[@]}"; do
     for crash in "$out"/default/crashes/id*; do
         [ -e "$crash" ] && crashed+=("$crash")
     done
-    if [ "${CITYPAY_FUZZ_MINIMISE:-}" = 1 ]; then
-        all_inputs=$(mktemp -d) && minimised=$(mktemp -d) && rmdir "$minimised"
-        cp "fuzz/corpus/$target"/* "$out"/default/queue/id* "$all_inputs"/
-        cargo afl cmin -i "$all_inputs" -o "$minimised" -- "fuzz/target/release/$target" >/dev/null
-        rm -rf "fuzz/corpus/$target" && mv "$minimised" "fuzz/corpus/$target" && rm -rf "$all_inputs"
-    fi
 done
 
 if [ ${#crashed[@]} -gt 0 ]; then

@@ -46,6 +46,17 @@ fn beijing(unix_s: u64) -> String {
 
 /// `yyyy-MM-dd HH:mm:ss` as Unix seconds, read as UTC.
 pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
+    // Digits wherever the format has them: a sign would parse as part of a number ("-6" hours).
+    let shape = text.len() == 19
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        });
+    if !shape {
+        return None;
+    }
     let (date, time) = text.split_once(' ')?;
     let date = citypay_ledger::LocalDate::parse(date)?;
     let mut parts = time.split(':').map(|p| p.parse::<i64>().ok().filter(|_| p.len() == 2));
@@ -421,6 +432,15 @@ mod tests {
         assert_eq!(parse_timestamp("2026-12-02 6:38:14"), None);
         assert_eq!(parse_timestamp("2026-12-02T06:38:14"), None);
         assert_eq!(parse_timestamp("2026-12-02 24:00:00"), None);
+    }
+
+    // Found by the fuzz target gateway_do: "-6" passed as a two-character hour, so
+    // "2026-12-02 -6:38:14" read as 18:38:14 the day before.
+    #[test]
+    fn timestamps_have_digits_where_the_format_has_them() {
+        for bad in ["2026-12-02 -6:38:14", "2026-12-02 +6:38:14", "2026-12-02 06:-1:14", "2026-1-02 06:38:14", "+026-12-02 06:38:14", "2026-12-02 06:38:14 "] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]
