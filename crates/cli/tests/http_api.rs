@@ -563,10 +563,11 @@ async fn transit_through_the_api() {
     let list = signed_get(&api, &device, id, &format!("/v1/validators/{id}/deny-list"), now).await;
     assert_eq!(list, json!({"accounts": []}));
 
-    // Today cannot be fared before it is over; only platform operators run fares.
+    // Today cannot be fared before it is over; only platform operators run fares. Today is
+    // the service day (04:00 to 04:00 in the city), not the calendar day: from midnight to
+    // 04:00 they differ.
     let today = {
-        let days = (i64::from(now) + 8 * 3_600) / 86_400;
-        let (y, m, d) = citypay_dashboard::dates::civil_from_days(days);
+        let (y, m, d) = citypay_dashboard::dates::civil_from_days(citypay_fares::service_day(i64::from(now)));
         format!("{y:04}-{m:02}-{d:02}")
     };
     let (status, body, _) = api.call("POST", "/v1/transit/fare-runs", Some(&operator), Some("run-1"), Some(json!({"date": today}))).await;
