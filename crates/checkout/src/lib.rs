@@ -763,9 +763,10 @@ impl Checkout {
         // or a refusal) sends the same entry again, under the same trade number: the ledger
         // answers as it did the first time, even once the code has expired.
         let order = format!("{merchant_id}:{}", new.out_trade_no);
+        let same_order = device.last_order.as_deref() == Some(order.as_str());
         let spent_on_this_order = || {
             let at = u64::try_from(device.last_step).unwrap_or(0).saturating_mul(citypay_codes::payment_code::STEP_SECONDS);
-            device.last_order.as_deref() == Some(order.as_str()) && PaymentCode::verify(&parsed, secret.expose(), at, 0).is_some()
+            same_order && PaymentCode::verify(&parsed, secret.expose(), at, 0).is_some()
         };
         let verified = PaymentCode::verify(&parsed, secret.expose(), now, CODE_WINDOW_STEPS)
             .or_else(|| spent_on_this_order().then(|| u64::try_from(device.last_step).unwrap_or(0)));
@@ -775,7 +776,7 @@ impl Checkout {
         };
         drop(turn);
         let step = i64::try_from(step).unwrap_or(i64::MAX);
-        let retry = step == device.last_step && device.last_order.as_deref() == Some(order.as_str());
+        let retry = same_order && step == device.last_step;
         let trade_id = match device.last_trade.and_then(|id| u64::try_from(id).ok()) {
             Some(id) if retry => id,
             _ => self.trade_id(merchant_id, new),

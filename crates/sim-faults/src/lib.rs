@@ -267,16 +267,23 @@ impl<'r> Simulation<'r> {
             if let Poll::Ready(value) = future.as_mut().poll(&mut cx) {
                 return Ok(value);
             }
-            let city = self.city.as_mut().expect("the city is open");
-            let waiting = city.shard.collect();
-            let pick: Vec<usize> = (0..waiting).collect();
-            let step = city.shard.step(&pick);
-            self.runtime.block_on(tokio::task::yield_now());
-            if !step.running {
-                return Err(Failure { seed: self.config.seed, step: self.step, message: "the writer stopped without a fault".into() });
-            }
+            self.step_everything()?;
         }
         Err(self.failure("a fault-free future never finished".into()))
+    }
+
+    /// A fault-free step: every waiting command in one batch, in the order it came.
+    fn step_everything(&mut self) -> Result<citypay_shard::Step, Failure> {
+        let city = self.city.as_mut().expect("the city is open");
+        let waiting = city.shard.collect();
+        let pick: Vec<usize> = (0..waiting).collect();
+        let step = city.shard.step(&pick);
+        // Tasks the services spawned (the settlement's payouts) take in their answers.
+        self.runtime.block_on(tokio::task::yield_now());
+        if !step.running {
+            return Err(self.failure("the writer stopped without a fault".into()));
+        }
+        Ok(step)
     }
 
     fn run(mut self) -> Result<Report, Failure> {
@@ -567,11 +574,7 @@ impl<'r> Simulation<'r> {
                     client.broken.get_or_insert(message);
                 }
             }
-            let city = self.city.as_mut().expect("the city is open");
-            let waiting = city.shard.collect();
-            let pick: Vec<usize> = (0..waiting).collect();
-            let step = city.shard.step(&pick);
-            self.runtime.block_on(tokio::task::yield_now());
+            let step = self.step_everything()?;
             self.report.commands += u64::try_from(step.answers.len()).unwrap_or(0);
             self.report.batches = step.last_batch;
             self.office()?;
