@@ -244,6 +244,12 @@ impl Shard {
         self.handle.clone()
     }
 
+    /// Whether the writer still runs. It stops when told to, or on its own when it may no
+    /// longer write: fenced by a later writer, its lease lost, or memory and disk in doubt.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> &ShardStats {
         &self.stats
@@ -395,11 +401,18 @@ impl Writer {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build();
         let Ok(runtime) = runtime else { return };
         let mut batch = Batch::default();
+        let keep_alive_every = self.store.keep_alive_every();
+        let mut renewed = std::time::Instant::now();
         loop {
-            let wait = self.ledger.next_deadline().map(|deadline| {
+            let deadline = self.ledger.next_deadline().map(|deadline| {
                 let now = self.clock.now();
                 Duration::from_nanos(deadline.0.saturating_sub(now.0))
             });
+            let renewal = keep_alive_every.map(|every| every.saturating_sub(renewed.elapsed()));
+            let wait = match (deadline, renewal) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let first = runtime.block_on(async {
                 match wait {
                     None => Some(receiver.recv().await),
@@ -418,8 +431,21 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let committed = self.stats.batches.load(Ordering::Relaxed);
             if !self.process(&mut batch) || stop {
                 return;
+            }
+            if self.stats.batches.load(Ordering::Relaxed) != committed {
+                // A commit renews the lease too.
+                renewed = std::time::Instant::now();
+            } else if keep_alive_every.is_some_and(|every| renewed.elapsed() >= every) {
+                if let Err(error) = self.store.keep_alive() {
+                    // Without its lease this writer may no longer be the database's: stop,
+                    // so that nothing more is acknowledged; another writer takes over.
+                    tracing::warn!(%error, "the writer's lease could not be renewed; stopping");
+                    return;
+                }
+                renewed = std::time::Instant::now();
             }
         }
     }

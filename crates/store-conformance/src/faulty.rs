@@ -42,6 +42,14 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
         self.inner.lookup(ids)
     }
 
+    fn keep_alive(&mut self) -> Result<(), StoreError> {
+        self.inner.keep_alive()
+    }
+
+    fn keep_alive_every(&self) -> Option<std::time::Duration> {
+        self.inner.keep_alive_every()
+    }
+
     fn read_row(
         &mut self,
         table: &str,

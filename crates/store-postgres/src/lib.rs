@@ -2,9 +2,10 @@
 //! `synchronous_commit = on` so a commit is durable before it returns.
 //!
 //! One writer per database, enforced by a session-level advisory lock that the server drops
-//! when the writer's session ends. Each writer also takes a larger fencing epoch in
-//! `writer_lease`, and every commit checks it in its own transaction, so a writer that was
-//! superseded (its session presumed dead, a new writer started) cannot write another batch.
+//! when the writer's session ends, and a lease with a time bound that the writer renews: a
+//! writer that stops renewing has its session ended by the next one (see `lease.rs`). Each
+//! writer also takes a larger fencing epoch in `writer_lease`, and every commit checks it in
+//! its own transaction, so a writer that was superseded cannot write another batch.
 //! Readers (the audit) see one `REPEATABLE READ` snapshot and take no lock.
 
 mod lease;
@@ -21,6 +22,7 @@ use citypay_store::{
 use postgres::{Client, NoTls};
 use rustc_hash::FxHashMap;
 
+pub use lease::{LeaseState, LeaseTerms};
 pub use reader::PostgresReader;
 
 /// A PostgreSQL ledger store. Open it with [`PostgresStore::open_writer`] for the shard's
@@ -63,20 +65,39 @@ fn connect(url: &str) -> Result<Client, StoreError> {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` as its one writer: takes the writer lock (or fails
-    /// with [`StoreError::Locked`]), applies the ledger's migrations and then `extra` (the
-    /// services' own), each at most once, and takes a new fencing epoch.
+    /// Connects to the database at `url` as its one writer, on a lease of
+    /// [`LeaseTerms::local`]: see [`PostgresStore::take_over`].
     pub fn open_writer(url: &str, extra: &[Migration]) -> Result<PostgresStore, StoreError> {
+        PostgresStore::take_over(url, extra, &LeaseTerms::local())
+    }
+
+    /// Connects to the database at `url` as its one writer: applies the ledger's migrations
+    /// and then `extra` (the services' own), each at most once; takes the writer lock (or
+    /// fails with [`StoreError::Locked`] while another writer's lease runs), ending the
+    /// session of a writer whose lease ran out; and takes a new fencing epoch, with a lease on
+    /// `terms`.
+    pub fn take_over(url: &str, extra: &[Migration], terms: &LeaseTerms) -> Result<PostgresStore, StoreError> {
         let mut client = connect(url)?;
         client.batch_execute("SET synchronous_commit = on").map_err(backend)?;
-        lease::acquire(&mut client)?;
+        migrate::run(&mut client, LEDGER_MIGRATIONS)?;
+        migrate::run(&mut client, extra)?;
+        let epoch = lease::acquire(&mut client, terms)?;
         // From here on, dropping the store releases the lock, on error paths too.
         let mut store = PostgresStore { client, writer: None, holds_lock: true };
-        migrate::run(&mut store.client, LEDGER_MIGRATIONS)?;
-        migrate::run(&mut store.client, extra)?;
-        let epoch = lease::take_epoch(&mut store.client)?;
-        store.writer = Some(write::Writer::prepare(&mut store.client, epoch)?);
+        store.writer = Some(write::Writer::prepare(&mut store.client, epoch, terms.ttl_ms())?);
         Ok(store)
+    }
+
+    /// The lease as recorded now: who writes, where it takes commands, whether it runs.
+    pub fn lease(&mut self) -> Result<LeaseState, StoreError> {
+        lease::state(&mut self.client)
+    }
+
+    /// Connects only to read the lease (a server that forwards to the writer, or waits to
+    /// take over). Fails if the database has no ledger yet.
+    pub fn open_lease_reader(url: &str) -> Result<PostgresStore, StoreError> {
+        let client = connect(url)?;
+        Ok(PostgresStore { client, writer: None, holds_lock: false })
     }
 
     /// Connects read-only, inside one `REPEATABLE READ READ ONLY` transaction so every query
@@ -131,6 +152,17 @@ impl LedgerStore for PostgresStore {
             return Err(StoreError::Backend("this store was opened read-only".into()));
         };
         writer.commit(&mut self.client, batch)
+    }
+
+    fn keep_alive(&mut self) -> Result<(), StoreError> {
+        match &mut self.writer {
+            Some(writer) => writer.renew(&mut self.client),
+            None => Ok(()),
+        }
+    }
+
+    fn keep_alive_every(&self) -> Option<std::time::Duration> {
+        self.writer.as_ref().map(|w| std::time::Duration::from_millis(u64::try_from(w.ttl_ms / 4).unwrap_or(500).max(1)))
     }
 
     fn read_row(

@@ -62,7 +62,7 @@ fn update_accounts_sql() -> String {
 pub(crate) struct Statements {
     /// See [`read::LOOKUP`].
     pub(crate) lookup: Statement,
-    fence: Statement,
+    renew: Statement,
     journal: Statement,
     pending: Statement,
     insert_accounts: Statement,
@@ -75,6 +75,8 @@ pub(crate) struct Statements {
 pub(crate) struct Writer {
     /// The epoch this writer took; every commit checks it is still the current one.
     pub(crate) epoch: i64,
+    /// How long each renewal of the lease lasts.
+    pub(crate) ttl_ms: i64,
     pub(crate) statements: Statements,
     /// Prepared upserts of service rows, by SQL text.
     service: FxHashMap<String, Statement>,
@@ -82,11 +84,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Prepares the writer's statements on `client`, whose schema is migrated.
-    pub(crate) fn prepare(client: &mut Client, epoch: i64) -> Result<Writer, StoreError> {
+    pub(crate) fn prepare(client: &mut Client, epoch: i64, ttl_ms: i64) -> Result<Writer, StoreError> {
         let mut prepare = |sql: &str| client.prepare(sql).map_err(backend);
         let statements = Statements {
             lookup: prepare(read::LOOKUP)?,
-            fence: prepare(lease::FENCE)?,
+            renew: prepare(lease::RENEW)?,
             journal: prepare(INSERT_JOURNAL)?,
             pending: prepare(UPDATE_PENDING)?,
             insert_accounts: prepare(&insert_accounts_sql())?,
@@ -94,14 +96,19 @@ impl Writer {
             rejections: prepare(INSERT_REJECTIONS)?,
             meta: prepare(ADVANCE_META)?,
         };
-        Ok(Writer { epoch, statements, service: FxHashMap::default() })
+        Ok(Writer { epoch, ttl_ms, statements, service: FxHashMap::default() })
+    }
+
+    /// Renews the lease of an idle writer (a commit renews it too).
+    pub(crate) fn renew(&mut self, client: &mut Client) -> Result<(), StoreError> {
+        lease::renew(client, &self.statements.renew, self.epoch, self.ttl_ms)
     }
 
     /// Writes `batch` in one transaction after checking the fence; nothing is stored on error.
     pub(crate) fn commit(&mut self, client: &mut Client, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
         // Dropping `tx` on an error path rolls it back.
         let mut tx = client.transaction().map_err(backend)?;
-        lease::check(&mut tx, &self.statements.fence, self.epoch)?;
+        lease::check(&mut tx, &self.statements.renew, self.epoch, self.ttl_ms)?;
         self.write(&mut tx, batch)?;
         tx.commit().map_err(commit_failed)
     }

@@ -1,12 +1,14 @@
-//! One writer per database: the advisory lock refuses a second writer, and the fencing epoch
-//! stops a writer that was superseded. Needs a server: run through
+//! One writer per database: the lease refuses a second writer while it runs, the next writer
+//! ends a writer whose lease ran out, and the fencing epoch stops a writer that was superseded. Needs a server: run through
 //! `scripts/with-postgres.sh` (skipped without one, except under `CI=true`).
 
 mod common;
 
 use citypay_ledger::{AccountFlags, Currency, Event, Ledger, LedgerConfig, Limits, NewAccount, Timestamp};
 use citypay_store::{BatchWrite, LedgerStore, StoreError};
-use citypay_store_postgres::PostgresStore;
+use std::time::Duration;
+
+use citypay_store_postgres::{LeaseTerms, PostgresStore};
 use common::Server;
 use rustc_hash::FxHashMap;
 
@@ -93,4 +95,52 @@ fn concurrent_writers_exactly_one_wins() {
     let opened = attempts.iter().filter(|a| a.is_ok()).count();
     let locked = attempts.iter().filter(|a| matches!(a, Err(StoreError::Locked { .. }))).count();
     assert_eq!((opened, locked), (1, 3), "{attempts:?}");
+}
+
+#[test]
+fn a_writer_whose_lease_ran_out_is_ended_and_replaced() {
+    let Some(mut server) = Server::connect() else { return };
+    let url = server.create_database("citypay_fence");
+    let short = LeaseTerms { ttl: Duration::from_millis(300), address: "10.0.0.1:7000".into() };
+    let mut a = PostgresStore::take_over(&url, &[], &short).unwrap();
+    open_account(&mut a, 1).unwrap();
+    // A renews while B tries: B is refused each time, and told who writes and where.
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(100));
+        a.keep_alive().unwrap();
+        assert!(matches!(PostgresStore::take_over(&url, &[], &short), Err(StoreError::Locked { .. })));
+    }
+    let mut watcher = PostgresStore::open_lease_reader(&url).unwrap();
+    let lease = watcher.lease().unwrap();
+    assert!(lease.live && lease.locked, "{lease:?}");
+    assert_eq!((lease.epoch, lease.address.as_str()), (a.epoch().unwrap(), "10.0.0.1:7000"));
+    // A stops renewing (frozen, or cut off): once its lease runs out, B ends A's session and
+    // takes the next epoch.
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(!watcher.lease().unwrap().live);
+    let mut b = PostgresStore::take_over(&url, &[], &LeaseTerms { ttl: Duration::from_secs(2), address: "10.0.0.2:7000".into() }).unwrap();
+    assert_eq!(b.epoch().unwrap(), a.epoch().unwrap() + 1);
+    // A wakes up: its session is gone, and nothing it sends is stored.
+    assert!(open_account(&mut a, 2).is_err());
+    assert!(a.keep_alive().is_err());
+    open_account(&mut b, 3).unwrap();
+    assert_eq!(count(&url, "SELECT count(*) FROM accounts"), 2);
+    let lease = watcher.lease().unwrap();
+    assert_eq!((lease.epoch, lease.address.as_str(), lease.live), (b.epoch().unwrap(), "10.0.0.2:7000", true));
+}
+
+#[test]
+fn a_writer_whose_session_ended_is_replaced_at_once() {
+    let Some(mut server) = Server::connect() else { return };
+    let url = server.create_database("citypay_fence");
+    let a = PostgresStore::take_over(&url, &[], &LeaseTerms { ttl: Duration::from_secs(60), address: String::new() }).unwrap();
+    let epoch = a.epoch().unwrap();
+    // A process killed outright: its connection closes and the server drops its lock, well
+    // before the lease would run out.
+    std::mem::forget(a);
+    common::client(&url)
+        .batch_execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        .unwrap();
+    let b = PostgresStore::open_writer(&url, &[]).unwrap();
+    assert_eq!(b.epoch().unwrap(), epoch + 1);
 }

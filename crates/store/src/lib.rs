@@ -103,6 +103,18 @@ pub trait LedgerStore: Send {
     /// the batch is stored (unless the error says the outcome is unknown).
     fn commit(&mut self, batch: &BatchWrite<'_>) -> Result<(), StoreError>;
 
+    /// Renews the writer's lease, when the store has one (the writer calls it when idle for
+    /// [`LedgerStore::keep_alive_every`]; every commit renews it too). An error means this
+    /// writer may have lost the database: it must stop.
+    fn keep_alive(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// How often an idle writer must call [`LedgerStore::keep_alive`]; `None`: never.
+    fn keep_alive_every(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The committed values of `columns` in the row of service table `table` whose key
     /// columns equal `key`; `None` when there is no such row. The writer uses it to check a
     /// command's guards. Table and column names are the services' constants.
@@ -211,13 +223,22 @@ pub fn id_from_bytes(bytes: &[u8]) -> Result<EventId, StoreError> {
 }
 
 /// The ledger's own schema, for every backend.
-pub const LEDGER_MIGRATIONS: &[Migration] = &[Migration {
-    component: "ledger",
-    version: 1,
-    name: "accounts, journal, rejections, metadata",
-    sqlite: include_str!("schema/ledger_v1.sqlite.sql"),
-    postgres: include_str!("schema/ledger_v1.postgres.sql"),
-}];
+pub const LEDGER_MIGRATIONS: &[Migration] = &[
+    Migration {
+        component: "ledger",
+        version: 1,
+        name: "accounts, journal, rejections, metadata",
+        sqlite: include_str!("schema/ledger_v1.sqlite.sql"),
+        postgres: include_str!("schema/ledger_v1.postgres.sql"),
+    },
+    Migration {
+        component: "ledger",
+        version: 2,
+        name: "the writer lease's time bound and address",
+        sqlite: "-- SQLite has one writer process, held by its lock file: nothing to lease.\n",
+        postgres: include_str!("schema/ledger_v2.postgres.sql"),
+    },
+];
 
 #[cfg(test)]
 mod tests {
