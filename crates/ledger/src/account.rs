@@ -4,6 +4,7 @@ use crate::{Currency, Timestamp, event::AccountId};
 
 /// Which side of an account may not outgrow the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AccountFlags(pub u16);
 
 impl AccountFlags {
@@ -29,6 +30,7 @@ impl AccountFlags {
 
 /// The four running totals of an account, in minor units. All are non-negative.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Balance {
     /// Sum of posted transfers debiting the account.
     pub debits_posted: i64,
@@ -54,6 +56,7 @@ impl Balance {
 
 /// A calendar window that a cap is counted over, in the city's time zone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Window {
     /// The local calendar day; resets at local midnight.
     Day,
@@ -96,6 +99,7 @@ impl Window {
 /// A cap on single debits from an account, counting transfers whose class shares a bit with
 /// `classes` (e.g. balance payments, not top-ups).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Cap {
     /// Transfer classes the cap counts.
     pub classes: u8,
@@ -105,6 +109,7 @@ pub struct Cap {
 
 /// A cap on the sum of debits over a calendar window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WindowCap {
     /// The window the sum is counted over.
     pub window: Window,
@@ -116,6 +121,7 @@ pub struct WindowCap {
 
 /// Limits on debits from an account, checked in the same step that applies a transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Limits {
     /// Cap per transfer.
     pub transfer_cap: Option<Cap>,
@@ -141,6 +147,7 @@ impl Limits {
 
 /// How much of a window cap has been used in the window with key `window`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WindowUsage {
     /// The key of the window this usage belongs to ([`Window::key`]).
     pub window: u32,
@@ -150,6 +157,7 @@ pub struct WindowUsage {
 
 /// An account: a fixed-size record kept in memory for every account of the shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Account {
     /// Chosen by the caller; never 0.
     pub id: AccountId,

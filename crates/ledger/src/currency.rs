@@ -4,6 +4,8 @@ use std::fmt;
 
 /// An ISO 4217 currency the platform handles. Amounts are `i64` counts of its minor unit.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "String", into = "String"))]
 pub struct Currency([u8; 3]);
 
 /// The currencies citypay accepts, with their ISO 4217 numeric code and minor-unit exponent.
@@ -104,5 +106,18 @@ mod tests {
         for bad in ["cny", "CN", "CNYY", "XXX", "", "元"] {
             assert!(Currency::parse(bad).is_err(), "{bad}");
         }
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = CurrencyError;
+    fn try_from(code: String) -> Result<Currency, CurrencyError> {
+        Currency::parse(&code)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(currency: Currency) -> String {
+        currency.code().to_owned()
     }
 }

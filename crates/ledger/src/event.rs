@@ -12,6 +12,7 @@ pub type EventId = u128;
 /// Opens an account. Idempotent by account id: the same spec again is a replay, another
 /// spec under the same id is a conflict.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct NewAccount {
     /// The new account's id.
     pub id: AccountId,
@@ -29,6 +30,7 @@ pub struct NewAccount {
 /// by state: the same limits again are a replay. Each window cap keeps its usage when its slot
 /// keeps its window; a slot whose window changes starts counting anew.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SetLimits {
     /// The account.
     pub account: AccountId,
@@ -38,6 +40,7 @@ pub struct SetLimits {
 
 /// One movement of `amount` from `debit` to `credit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Leg {
     /// The account debited.
     pub debit: AccountId,
@@ -57,6 +60,7 @@ pub struct Leg {
 
 /// A single transfer, posted at once or held as pending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Transfer {
     /// Idempotency id.
     pub id: EventId,
@@ -70,6 +74,7 @@ pub struct Transfer {
 /// Several legs that commit together or not at all (a bill split between an insurance fund and
 /// a wallet, a payment with its fee).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Entry {
     /// Idempotency id of the whole entry.
     pub id: EventId,
@@ -79,6 +84,7 @@ pub struct Entry {
 
 /// Posts a pending transfer, in full (`amount: None`) or for less.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PostPending {
     /// Idempotency id of this post.
     pub id: EventId,
@@ -90,6 +96,7 @@ pub struct PostPending {
 
 /// Releases a pending transfer without moving money.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct VoidPending {
     /// Idempotency id of this void.
     pub id: EventId,
@@ -99,6 +106,7 @@ pub struct VoidPending {
 
 /// Anything a ledger applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Event {
     /// Opens an account.
     CreateAccount(NewAccount),

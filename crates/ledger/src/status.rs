@@ -3,6 +3,8 @@
 /// What happened to one event. The numeric values are stable: stores persist them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "u8", into = "u8"))]
 pub enum Status {
     /// Applied.
     Ok = 0,
@@ -119,6 +121,7 @@ impl std::fmt::Display for Status {
 
 /// The answer to one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Outcome {
     /// What happened (for a replay: what happened the first time).
     pub status: Status,
@@ -130,6 +133,19 @@ impl Outcome {
     /// A first-time outcome.
     pub const fn new(status: Status) -> Outcome {
         Outcome { status, replay: false }
+    }
+}
+
+impl TryFrom<u8> for Status {
+    type Error = String;
+    fn try_from(code: u8) -> Result<Status, String> {
+        Status::from_code(code).ok_or_else(|| format!("no status has code {code}"))
+    }
+}
+
+impl From<Status> for u8 {
+    fn from(status: Status) -> u8 {
+        status.code()
     }
 }
 

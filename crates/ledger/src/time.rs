@@ -3,6 +3,7 @@
 
 /// Nanoseconds since the Unix epoch, UTC. The ledger never reads a clock; callers pass this in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Timestamp(pub u64);
 
 /// Asia/Shanghai is UTC+8 all year; China has observed no daylight saving time since 1991, and

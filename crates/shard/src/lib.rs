@@ -7,6 +7,8 @@
 
 pub mod seal;
 mod stepped;
+#[cfg(feature = "serde")]
+mod wire;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -96,6 +98,7 @@ const _: () = assert!(ShardConfig::DEFAULT.batch_max <= ShardConfig::DEFAULT.que
 /// One unit of work for the writer: an optional ledger event, the guards that must hold for
 /// it to run, and the service rows to write if it succeeds.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Command {
     /// The ledger event; `None` for a command that only writes rows.
     pub event: Option<Event>,
@@ -119,6 +122,7 @@ impl From<Event> for Command {
 /// A condition on a service row, checked by the single writer, so it cannot race: against the
 /// committed rows and the rows of earlier commands in the same batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Guard {
     /// No row of `table` has this key (one real-name identity, one wallet).
     Absent {
@@ -141,6 +145,7 @@ pub enum Guard {
 
 /// Why a command got no outcome. In every case retrying with the same id is safe.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SubmitError {
     /// The batch could not be committed, or the store lost the answer to its commit (the
     /// writer then reloads from storage). Either way a retry with the same ids answers the
@@ -309,6 +314,87 @@ impl ShardHandle {
         let (tx, rx) = oneshot::channel();
         self.sender.blocking_send(Request::Account(id, tx)).map_err(|_| SubmitError::Unavailable)?;
         rx.blocking_recv().map_err(|_| SubmitError::Unavailable)
+    }
+}
+
+/// Creates a handle served by no writer of its own: its requests come out of the [`Relay`]
+/// one by one, to be passed to a writer of this process ([`Relayed::pass_to`]) or forwarded
+/// to the writer of another. The services hold the handle and never know which.
+pub fn relay(queue_max: usize, reply_timeout: Duration) -> (ShardHandle, Relay) {
+    let (sender, receiver) = mpsc::channel(queue_max);
+    (ShardHandle { sender, reply_timeout }, Relay { receiver })
+}
+
+/// Where the requests sent to a [`relay`] handle come out.
+#[derive(Debug)]
+pub struct Relay {
+    receiver: mpsc::Receiver<Request>,
+}
+
+/// A request taken from a [`Relay`]: to pass on, or to answer.
+#[derive(Debug)]
+pub enum Relayed {
+    /// A command, and where its reply goes.
+    Command(Command, Responder<Reply>),
+    /// A read of an account's committed state, and where it goes.
+    Account(AccountId, Responder<Result<Option<Account>, SubmitError>>),
+}
+
+/// Where one answer goes. Dropping it unanswered tells the caller the writer is unavailable.
+#[derive(Debug)]
+pub struct Responder<T>(ResponderKind<T>);
+
+#[derive(Debug)]
+enum ResponderKind<T> {
+    Reply(oneshot::Sender<Reply>, std::marker::PhantomData<T>),
+    Account(oneshot::Sender<Option<Account>>),
+}
+
+impl Responder<Reply> {
+    /// Sends the reply.
+    pub fn answer(self, reply: Reply) {
+        if let ResponderKind::Reply(sender, _) = self.0 {
+            let _ = sender.send(reply);
+        }
+    }
+}
+
+impl Responder<Result<Option<Account>, SubmitError>> {
+    /// Sends the account; an error drops the request, which its caller sees as unavailable.
+    pub fn answer(self, account: Result<Option<Account>, SubmitError>) {
+        if let (ResponderKind::Account(sender), Ok(account)) = (self.0, account) {
+            let _ = sender.send(account);
+        }
+    }
+}
+
+impl Relay {
+    /// The next request; `None` once every handle is gone.
+    pub async fn next(&mut self) -> Option<Relayed> {
+        loop {
+            match self.receiver.recv().await? {
+                Request::Command(command, reply) => {
+                    return Some(Relayed::Command(command, Responder(ResponderKind::Reply(reply, std::marker::PhantomData))));
+                }
+                Request::Account(id, reply) => return Some(Relayed::Account(id, Responder(ResponderKind::Account(reply)))),
+                // Only a shard's own handle stops its writer.
+                Request::Stop => {}
+            }
+        }
+    }
+}
+
+impl Relayed {
+    /// Hands the request to a writer of this process, which answers it directly; waits while
+    /// its queue is full. A writer that stopped answers nothing: the caller sees it as
+    /// unavailable.
+    pub async fn pass_to(self, writer: &ShardHandle) {
+        let request = match self {
+            Relayed::Command(command, Responder(ResponderKind::Reply(reply, _))) => Request::Command(command, reply),
+            Relayed::Account(id, Responder(ResponderKind::Account(reply))) => Request::Account(id, reply),
+            _ => return,
+        };
+        let _ = writer.sender.send(request).await;
     }
 }
 

@@ -4,6 +4,8 @@
 
 mod audit;
 mod codec;
+#[cfg(feature = "serde")]
+pub mod names;
 mod row;
 mod url;
 

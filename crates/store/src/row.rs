@@ -3,6 +3,7 @@
 
 /// A column value.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Value {
     /// SQL NULL.
     Null,
@@ -16,6 +17,7 @@ pub enum Value {
 
 /// What to do when a row with the same key exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum OnConflict {
     /// Fail the whole batch (a bug in the caller: the key should be new).
     Fail,
@@ -33,6 +35,7 @@ pub enum OnConflict {
 /// event succeeded. Table and column names are compile-time constants of the service, never
 /// user input.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ServiceRow {
     /// Table name.
     pub table: &'static str,

@@ -1,0 +1,665 @@
+#!/usr/bin/env bash
+# Runs one city's highly available database on this machine, over loopback: one etcd member and
+# a Patroni cluster of three PostgreSQL 15 nodes (pg1 pg2 pg3) with strict synchronous
+# replication. Everything lives under DIR; nothing outside it is written.
+#
+#   scripts/city-cluster.sh start DIR [--fast]    etcd + 3 nodes, waits until healthy, creates
+#                                                 database citypay, writes DIR/cluster.env;
+#                                                 on a stopped DIR it restarts that cluster
+#   scripts/city-cluster.sh stop DIR [--remove]   stops everything; keeps DIR unless --remove
+#   scripts/city-cluster.sh status DIR            patronictl list and show-config, etcd health
+#   scripts/city-cluster.sh leader DIR            prints "NAME PGPORT" of the leader
+#   scripts/city-cluster.sh kill-primary DIR      SIGKILLs the leader's agent and postmaster
+#                                                 (machine loss); prints the node's name
+#   scripts/city-cluster.sh kill-patroni DIR NAME SIGKILLs the agent only (postgres stays)
+#   scripts/city-cluster.sh kill-postgres DIR NAME  SIGKILLs the node's postmaster only
+#   scripts/city-cluster.sh rejoin DIR NAME [SECONDS]  kills what is left of NAME, starts its
+#                                                 agent again, waits until the cluster is healthy
+#   scripts/city-cluster.sh wait-healthy DIR [SECONDS]  leader + 2 streaming replicas, 1 sync
+#   scripts/city-cluster.sh etcdctl DIR ARGS...   etcdctl (v3 API) on this cluster's etcd
+#
+# DIR/cluster.env (mode 0600, shell `export` lines) gives clients:
+#   CITYPAY_ETCD            http://127.0.0.1:PORT
+#   CITYPAY_PATRONI         REST URLs of pg1,pg2,pg3 (GET /primary answers 200 on the leader)
+#   CITYPAY_PATRONI_NAMES   pg1,pg2,pg3, in the same order
+#   CITYPAY_PATRONI_AUTH    user:password for the REST API's unsafe calls (POST, PATCH...)
+#   CITYPAY_PG_NODES        127.0.0.1:PORT of pg1,pg2,pg3, in the same order
+#   CITYPAY_PG_USER, CITYPAY_PG_PASSWORD  role `citypay`: owns database citypay, so it creates
+#                           tables, and may pg_terminate_backend() its own sessions
+#   CITYPAY_PG_SUPERUSER, CITYPAY_PG_SUPERUSER_PASSWORD  for tests that need more
+#   CITYPAY_PG_DATABASE     citypay
+#   CITYPAY_PG_URL_TEMPLATE postgres://citypay:PASSWORD@{node}/citypay, {node} = one of the nodes
+#
+# Files: DIR/pgN/patroni.yml and DIR/pgN/data (the agent's config and PGDATA), DIR/etcd,
+# DIR/logs/{etcd.log,patroni-pgN.log,pgN/postgresql.log}, DIR/pids/*.pid. A test may record its
+# own processes (a server under test) as DIR/pids/NAME.pid; stop ends those first.
+#
+# Ports: the first free block of 8 from $CITYPAY_CLUSTER_PORT_BASE (default 57000), in steps of
+# 10: etcd client, etcd peer, REST pg1..pg3, PostgreSQL pg1..pg3.
+#
+# Timing: ttl/loop_wait/retry_timeout default to 10/1/3 s ($CITYPAY_CLUSTER_TTL,
+# $CITYPAY_CLUSTER_LOOP_WAIT, $CITYPAY_CLUSTER_RETRY_TIMEOUT). Patroni 3.0.2 checks only that they
+# are integers; later releases raise ttl to at least 20, loop_wait to 1, retry_timeout to 3 and
+# keep loop_wait + 2 * retry_timeout <= ttl, which the defaults satisfy except for the 20.
+#
+# --fast turns off fsync (tests SIGKILL processes; the machine does not lose power). Commits
+# still wait for the synchronous standby. Production runs the watchdog in mode `required`; here it
+# is `automatic`, since a test machine has no /dev/watchdog (and must not get softdog).
+set -euo pipefail
+
+die() { echo "city-cluster: $*" >&2; exit 1; }
+say() { echo "city-cluster: $*" >&2; }
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+
+NODES=(pg1 pg2 pg3)
+PGBIN=/usr/lib/postgresql/15/bin
+PATRONI=/usr/bin/patroni
+PATRONICTL=/usr/bin/patronictl
+SCOPE=citypay
+# Python of the system, which has the modules Patroni uses; pyenv's python3 may not.
+PY=/usr/bin/python3
+
+[ $# -ge 2 ] || usage
+COMMAND=$1
+DIR=$(realpath -m -- "$2")
+shift 2
+[ "$DIR" != / ] || die "DIR must not be /"
+
+# Runs a command as the postgres user when we are root (the server refuses root).
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+random_secret() {
+    od -An -tx1 -N16 /dev/urandom | tr -d ' \n'
+}
+
+# --- process helpers -----------------------------------------------------------------------------
+
+# True when PID exists and is not a zombie.
+alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Processes of this cluster found by their working directory: postgres backends, the
+# postmaster, agents, etcd and the tools Patroni runs (pg_rewind, pg_basebackup) all keep a
+# directory under DIR (or under DIR/SUBDIR) as their cwd. Only these program names are
+# matched, so a shell that happens to sit in DIR is never touched.
+procs_under() {
+    local root=$1 proc pid cwd comm
+    for proc in /proc/[0-9]*; do
+        pid=${proc#/proc/}
+        [ "$pid" -ne $$ ] || continue
+        cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || continue
+        case "$cwd" in "$root" | "$root"/*) ;; *) continue ;; esac
+        comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+        case "$comm" in postgres | postmaster | patroni | runuser | etcd | pg_*) ;; *) continue ;; esac
+        alive "$pid" && echo "$pid"
+    done
+    return 0
+}
+
+read_pid() {
+    local file=$1 pid
+    [ -f "$file" ] || return 1
+    pid=$(head -n1 "$file" 2>/dev/null | tr -dc 0-9)
+    [ -n "$pid" ] || return 1
+    echo "$pid"
+}
+
+# Waits until none of the given pids is alive, for at most $1 seconds.
+wait_gone() {
+    local seconds=$1 pid any i
+    shift
+    for ((i = 0; i < seconds * 10; i++)); do
+        any=0
+        for pid in "$@"; do alive "$pid" && any=1; done
+        [ "$any" -eq 1 ] || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Signals a recorded process and its process group (every process here starts with setsid, so
+# its pid is its group's id).
+signal_group() {
+    local signal=$1 pid=$2
+    kill "-$signal" -- "-$pid" 2>/dev/null || true
+    kill "-$signal" "$pid" 2>/dev/null || true
+}
+
+postmaster_pid() {
+    read_pid "$DIR/$1/data/postmaster.pid"
+}
+
+# --- layout and configuration --------------------------------------------------------------------
+
+# Sets ETCD_PORT, ETCD_PEER_PORT, REST_PORTS[] and PG_PORTS[] from the block's first port.
+set_ports() {
+    local base=$1 i
+    ETCD_PORT=$base
+    ETCD_PEER_PORT=$((base + 1))
+    REST_PORTS=() PG_PORTS=()
+    for i in 0 1 2; do
+        REST_PORTS+=($((base + 2 + i)))
+        PG_PORTS+=($((base + 5 + i)))
+    done
+}
+
+choose_ports() {
+    local base=${CITYPAY_CLUSTER_PORT_BASE:-57000} tries offset busy
+    for ((tries = 0; tries < 100; tries++, base += 10)); do
+        busy=0
+        for ((offset = 0; offset < 8; offset++)); do
+            if port_in_use $((base + offset)); then busy=1; break; fi
+        done
+        if [ "$busy" -eq 0 ]; then set_ports "$base"; return 0; fi
+    done
+    die "no 8 free ports from ${CITYPAY_CLUSTER_PORT_BASE:-57000}; set CITYPAY_CLUSTER_PORT_BASE"
+}
+
+# Reads DIR/cluster.env into the variables the commands use.
+load_env() {
+    [ -f "$DIR/cluster.env" ] || die "$DIR/cluster.env is missing (run: $0 start $DIR)"
+    # shellcheck disable=SC1091
+    . "$DIR/cluster.env"
+    set_ports "$CITYPAY_CLUSTER_PORT_BASE_USED"
+    SUPER_PASSWORD=$CITYPAY_PG_SUPERUSER_PASSWORD
+}
+
+node_index() {
+    local i
+    for i in 0 1 2; do
+        if [ "${NODES[$i]}" = "$1" ]; then echo "$i"; return 0; fi
+    done
+    die "unknown node '$1' (one of: ${NODES[*]})"
+}
+
+write_patroni_config() {
+    local i=$1 name=${NODES[$1]} fast_params=""
+    [ "$FAST" -eq 0 ] || fast_params="        fsync: 'off'"
+    install -d -o postgres -g postgres -m 0700 "$DIR/$name" "$DIR/logs/$name"
+    # The data directory is Patroni's to create; pgpass is rewritten by Patroni on each start.
+    (umask 077 && cat >"$DIR/$name/patroni.yml") <<EOF
+scope: $SCOPE
+namespace: /service/
+name: $name
+
+restapi:
+  listen: 127.0.0.1:${REST_PORTS[$i]}
+  connect_address: 127.0.0.1:${REST_PORTS[$i]}
+  # GET stays open (health checks); POST/PUT/PATCH/DELETE need these credentials.
+  authentication:
+    username: patroni
+    password: $REST_PASSWORD
+
+ctl:
+  authentication:
+    username: patroni
+    password: $REST_PASSWORD
+
+etcd3:
+  hosts: 127.0.0.1:$ETCD_PORT
+
+bootstrap:
+  dcs:
+    ttl: $TTL
+    loop_wait: $LOOP_WAIT
+    retry_timeout: $RETRY_TIMEOUT
+    maximum_lag_on_failover: 1048576
+    # A commit is acknowledged only once a standby has it, and Patroni never turns that off,
+    # even with no standby left (writes then block: the fence of a deposed primary).
+    synchronous_mode: true
+    synchronous_mode_strict: true
+    synchronous_node_count: 1
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      # A killed primary that cannot be rewound is copied again rather than left out.
+      remove_data_directory_on_rewind_failure: true
+      remove_data_directory_on_diverged_timelines: true
+      parameters:
+        wal_level: replica
+        hot_standby: 'on'
+        max_connections: 200
+        max_wal_senders: 10
+        max_replication_slots: 10
+        wal_keep_size: 128MB
+        synchronous_commit: 'on'
+        # A standby behind a dead or cut-off link is dropped within seconds, not after 60 s.
+        wal_sender_timeout: 5s
+        wal_receiver_timeout: 5s
+        # pg_rewind needs full page writes (and hint bits logged or checksums; we have both).
+        full_page_writes: 'on'
+        password_encryption: scram-sha-256
+$fast_params
+  initdb:
+    - encoding: UTF8
+    - data-checksums
+    - auth-local: peer
+    - auth-host: scram-sha-256
+
+postgresql:
+  listen: 127.0.0.1:${PG_PORTS[$i]}
+  connect_address: 127.0.0.1:${PG_PORTS[$i]}
+  data_dir: $DIR/$name/data
+  bin_dir: $PGBIN
+  pgpass: $DIR/$name/pgpass
+  authentication:
+    superuser:
+      username: postgres
+      password: $SUPER_PASSWORD
+    replication:
+      username: replicator
+      password: $REPL_PASSWORD
+  parameters:
+    unix_socket_directories: '$DIR/$name'
+    logging_collector: 'on'
+    log_directory: '$DIR/logs/$name'
+    log_filename: postgresql.log
+    log_line_prefix: '%m [%p] %q%u@%d '
+  # Passwords everywhere; only the postgres OS user may use the socket, as itself.
+  pg_hba:
+    - local all postgres peer
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+    - host all all 127.0.0.1/32 scram-sha-256
+
+watchdog:
+  mode: automatic
+  device: /dev/watchdog
+  safety_margin: 5
+EOF
+    chown postgres:postgres "$DIR/$name/patroni.yml"
+}
+
+write_env() {
+    local rest="" nodes="" i
+    for i in 0 1 2; do
+        rest="$rest${rest:+,}http://127.0.0.1:${REST_PORTS[$i]}"
+        nodes="$nodes${nodes:+,}127.0.0.1:${PG_PORTS[$i]}"
+    done
+    (umask 077 && cat >"$DIR/cluster.env.tmp") <<EOF
+export CITYPAY_CLUSTER_DIR=$DIR
+export CITYPAY_CLUSTER_PORT_BASE_USED=$ETCD_PORT
+export CITYPAY_ETCD=http://127.0.0.1:$ETCD_PORT
+export CITYPAY_PATRONI=$rest
+export CITYPAY_PATRONI_NAMES=$(IFS=,; echo "${NODES[*]}")
+export CITYPAY_PATRONI_AUTH=patroni:$REST_PASSWORD
+export CITYPAY_PG_NODES=$nodes
+export CITYPAY_PG_USER=citypay
+export CITYPAY_PG_PASSWORD=$APP_PASSWORD
+export CITYPAY_PG_SUPERUSER=postgres
+export CITYPAY_PG_SUPERUSER_PASSWORD=$SUPER_PASSWORD
+export CITYPAY_PG_DATABASE=citypay
+export CITYPAY_PG_URL_TEMPLATE='postgres://citypay:$APP_PASSWORD@{node}/citypay'
+EOF
+    mv "$DIR/cluster.env.tmp" "$DIR/cluster.env"
+}
+
+# --- launching -----------------------------------------------------------------------------------
+
+# Starts a program in its own session with DIR/SUBDIR as cwd (so stop finds what it leaves
+# behind) and records its pid, which is also its process group's id.
+launch() {
+    local pidname=$1 subdir=$2 log=$3
+    shift 3
+    (cd "$DIR/$subdir" && exec setsid "$@" >>"$DIR/logs/$log" 2>&1 </dev/null) &
+    echo "$!" >"$DIR/pids/$pidname.pid"
+}
+
+launch_etcd() {
+    launch etcd etcd etcd.log /usr/bin/etcd --name "$SCOPE" --data-dir "$DIR/etcd/data" \
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster "$SCOPE=http://127.0.0.1:$ETCD_PEER_PORT" \
+        --initial-cluster-state new --enable-v2=false --logger zap
+}
+
+launch_patroni() {
+    local name=$1
+    if [ "$(id -u)" -eq 0 ]; then
+        launch "patroni-$name" "$name" "patroni-$name.log" \
+            runuser -u postgres -- "$PATRONI" "$DIR/$name/patroni.yml"
+    else
+        launch "patroni-$name" "$name" "patroni-$name.log" "$PATRONI" "$DIR/$name/patroni.yml"
+    fi
+}
+
+wait_etcd() {
+    local i
+    for ((i = 0; i < 150; i++)); do
+        if etcdctl_here endpoint health >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    tail -n 20 "$DIR/logs/etcd.log" >&2 || true
+    die "etcd did not become healthy on port $ETCD_PORT"
+}
+
+etcdctl_here() {
+    ETCDCTL_API=3 etcdctl --endpoints="http://127.0.0.1:$ETCD_PORT" --command-timeout=3s "$@"
+}
+
+# --- health --------------------------------------------------------------------------------------
+
+rest_code() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1$2" || true
+}
+
+# Prints the index of the node whose agent holds the leader key and runs a primary.
+leader_index() {
+    local i
+    for i in 0 1 2; do
+        if [ "$(rest_code "${REST_PORTS[$i]}" /primary)" = 200 ]; then echo "$i"; return 0; fi
+    done
+    return 1
+}
+
+psql_super() {
+    local port=$1
+    shift
+    PGPASSWORD=$SUPER_PASSWORD PGCONNECT_TIMEOUT=3 "$PGBIN/psql" -h 127.0.0.1 -p "$port" \
+        -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"
+}
+
+# Prints one line describing the cluster; succeeds when it is healthy: one leader, the two
+# others streaming to it, one of them the synchronous standby in PostgreSQL and in Patroni.
+health() {
+    local li members repl expected i
+    li=$(leader_index) || { echo "no leader"; return 1; }
+    members=$(curl -s --max-time 2 "http://127.0.0.1:${REST_PORTS[$li]}/cluster" | "$PY" -c '
+import json, sys
+c = json.load(sys.stdin)
+print(" ".join(sorted("%s:%s:%s" % (m["name"], m.get("role"), m.get("state"))
+               for m in c.get("members", []))))' 2>/dev/null) || members="?"
+    repl=$(psql_super "${PG_PORTS[$li]}" -F: -c \
+        "select application_name, state, sync_state from pg_stat_replication
+         order by application_name" 2>/dev/null | tr '\n' ' ') || repl="?"
+    echo "leader ${NODES[$li]}; patroni: $members; replication: $repl"
+    expected=$(for i in 0 1 2; do [ "$i" = "$li" ] || echo "${NODES[$i]}"; done | tr '\n' ' ')
+    # Both other nodes stream, and exactly one is sync.
+    local n streaming=0 sync=0
+    for n in $expected; do
+        case " $repl " in *" $n:streaming:"*) streaming=$((streaming + 1)) ;; esac
+    done
+    sync=$(grep -o ':streaming:sync' <<<"$repl" | wc -l)
+    if [ "$streaming" -ne 2 ] || [ "$sync" -ne 1 ]; then return 1; fi
+    case "$members" in *":sync_standby:running"*) ;; *) return 1 ;; esac
+    [ "$(grep -o ':running' <<<"$members" | wc -l)" -eq 3 ]
+}
+
+wait_healthy() {
+    local seconds=$1 started=$SECONDS line=""
+    while [ $((SECONDS - started)) -lt "$seconds" ]; do
+        if line=$(health); then
+            say "healthy after $((SECONDS - started)) s: $line"
+            return 0
+        fi
+        sleep 0.5
+    done
+    say "not healthy after $seconds s: $line"
+    return 1
+}
+
+# --- commands ------------------------------------------------------------------------------------
+
+check_dir_for_postgres() {
+    [ "$(id -u)" -eq 0 ] || return 0
+    runuser -u postgres -- test -x "$DIR" \
+        || die "user postgres cannot reach $DIR; use a directory under a world-searchable parent"
+}
+
+cmd_start() {
+    FAST=0
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --fast) FAST=1 ;;
+        *) die "start: unknown option $1" ;;
+        esac
+        shift
+    done
+    if ! command -v etcd >/dev/null || [ ! -x "$PATRONI" ] || [ ! -x "$PGBIN/postgres" ]; then
+        die "needs etcd, patroni and PostgreSQL 15 (apt-get install etcd-server etcd-client" \
+            "patroni postgresql-15)"
+    fi
+    id postgres >/dev/null 2>&1 || [ "$(id -u)" -ne 0 ] || die "user postgres does not exist"
+
+    local t0=$SECONDS restart=0 name i
+    if [ -f "$DIR/cluster.env" ]; then
+        [ -z "$(running_pids)" ] || die "$DIR is running; stop it first"
+        restart=1
+        load_env
+        for ((i = 0; i < 8; i++)); do
+            ! port_in_use $((ETCD_PORT + i)) || die "port $((ETCD_PORT + i)) of $DIR is taken"
+        done
+        say "restarting the stopped cluster in $DIR"
+    else
+        [ ! -e "$DIR" ] || [ -z "$(ls -A "$DIR")" ] || die "$DIR exists and holds no cluster"
+        choose_ports
+        TTL=${CITYPAY_CLUSTER_TTL:-10}
+        LOOP_WAIT=${CITYPAY_CLUSTER_LOOP_WAIT:-1}
+        RETRY_TIMEOUT=${CITYPAY_CLUSTER_RETRY_TIMEOUT:-3}
+        SUPER_PASSWORD=$(random_secret) REPL_PASSWORD=$(random_secret)
+        REST_PASSWORD=$(random_secret) APP_PASSWORD=$(random_secret)
+        install -d -m 0755 "$DIR"
+    fi
+    install -d -m 0755 "$DIR/logs" "$DIR/pids"
+    install -d -m 0700 "$DIR/etcd"
+    check_dir_for_postgres
+
+    # A failed start leaves no process behind (the files stay, for the logs).
+    trap 'say "start failed; stopping what was started (logs in $DIR/logs)"; cmd_stop' EXIT
+    launch_etcd
+    wait_etcd
+    say "etcd on $ETCD_PORT after $((SECONDS - t0)) s"
+    for name in "${NODES[@]}"; do
+        [ "$restart" -eq 1 ] || write_patroni_config "$(node_index "$name")"
+        launch_patroni "$name"
+    done
+    if ! wait_healthy 120; then
+        for name in "${NODES[@]}"; do
+            echo "--- $name" >&2
+            tail -n 15 "$DIR/logs/patroni-$name.log" >&2 || true
+        done
+        die "the cluster did not become healthy"
+    fi
+    if [ "$restart" -eq 0 ]; then
+        create_database
+        write_env
+    fi
+    trap - EXIT
+    say "ready after $((SECONDS - t0)) s ($([ "$FAST" -eq 1 ] && echo "fsync off" || echo durable)); \
+env in $DIR/cluster.env"
+}
+
+create_database() {
+    local li
+    li=$(leader_index) || die "the leader went away before database citypay was created"
+    psql_super "${PG_PORTS[$li]}" -c "create role citypay login password '$APP_PASSWORD'" \
+        -c "create database citypay owner citypay" >/dev/null
+}
+
+# Pids of recorded processes that are still alive.
+running_pids() {
+    local file pid
+    for file in "$DIR"/pids/*.pid; do
+        [ -e "$file" ] || continue
+        pid=$(read_pid "$file") || continue
+        if alive "$pid"; then echo "$pid"; fi
+    done
+    return 0
+}
+
+# Ends the processes recorded in the given pid files: TERM to their groups, KILL after $1 s.
+stop_recorded() {
+    local seconds=$1 file pid pids=()
+    shift
+    for file in "$@"; do
+        [ -e "$file" ] || continue
+        pid=$(read_pid "$file") || continue
+        alive "$pid" || continue
+        pids+=("$pid")
+        signal_group TERM "$pid"
+    done
+    [ "${#pids[@]}" -gt 0 ] || return 0
+    if ! wait_gone "$seconds" "${pids[@]}"; then
+        for pid in "${pids[@]}"; do signal_group KILL "$pid"; done
+        wait_gone 5 "${pids[@]}" || true
+    fi
+}
+
+cmd_stop() {
+    local remove=0 file pids others=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --remove) remove=1 ;;
+        *) die "stop: unknown option $1" ;;
+        esac
+        shift
+    done
+    if [ -d "$DIR" ]; then
+        # Servers under test first, so they do not see the database go away under them.
+        for file in "$DIR"/pids/*.pid; do
+            case "$(basename "$file")" in etcd.pid | patroni-*.pid) ;; *) others+=("$file") ;; esac
+        done
+        [ "${#others[@]}" -eq 0 ] || stop_recorded 10 "${others[@]}"
+        # A stopping agent shuts its postgres down cleanly (fast mode).
+        stop_recorded 30 "$DIR"/pids/patroni-*.pid
+        # Orphans: postgres started by an agent lives in its own session, out of reach of the
+        # agent's group (and backends call setsid too). SIGINT is a fast shutdown.
+        pids=$(procs_under "$DIR" | grep -vx "$(read_pid "$DIR/pids/etcd.pid" || echo 0)" || true)
+        if [ -n "$pids" ]; then
+            say "ending orphans: $(echo "$pids" | tr '\n' ' ')"
+            # shellcheck disable=SC2086
+            kill -INT $pids 2>/dev/null || true
+            # shellcheck disable=SC2086
+            wait_gone 15 $pids || { kill -KILL $pids 2>/dev/null || true; }
+        fi
+        stop_recorded 10 "$DIR/pids/etcd.pid"
+        # Whatever is still there (a process that ignored all of the above).
+        pids=$(procs_under "$DIR")
+        if [ -n "$pids" ]; then
+            # shellcheck disable=SC2086
+            kill -KILL $pids 2>/dev/null || true
+            # shellcheck disable=SC2086
+            wait_gone 5 $pids || die "could not end: $(echo "$pids" | tr '\n' ' ')"
+        fi
+        rm -f "$DIR"/pids/*.pid
+    fi
+    if [ "$remove" -eq 1 ]; then rm -rf -- "$DIR"; fi
+}
+
+cmd_status() {
+    load_env
+    "$PATRONICTL" -c "$DIR/pg1/patroni.yml" list || true
+    "$PATRONICTL" -c "$DIR/pg1/patroni.yml" show-config || true
+    etcdctl_here endpoint health || true
+    health || true
+}
+
+cmd_leader() {
+    load_env
+    local li
+    li=$(leader_index) || die "no leader"
+    echo "${NODES[$li]} ${PG_PORTS[$li]}"
+}
+
+# SIGKILLs a node's postmaster and the postgres processes it started (each backend is in its
+# own session, so there is no group to signal).
+kill_postgres_of() {
+    local name=$1 pm
+    pm=$(postmaster_pid "$name") || return 0
+    alive "$pm" || return 0
+    # shellcheck disable=SC2046
+    kill -KILL "$pm" $(pgrep -P "$pm") 2>/dev/null || true
+}
+
+kill_patroni_of() {
+    local pid
+    pid=$(read_pid "$DIR/pids/patroni-$1.pid") || return 0
+    alive "$pid" || return 0
+    signal_group KILL "$pid"
+    wait_gone 5 "$pid" || true
+}
+
+cmd_kill_primary() {
+    load_env
+    local li name pid pm
+    li=$(leader_index) || die "no leader to kill"
+    name=${NODES[$li]}
+    pid=$(read_pid "$DIR/pids/patroni-$name.pid") || die "no pid recorded for $name's agent"
+    pm=$(postmaster_pid "$name") || die "no postmaster.pid for $name"
+    # One kill for agent and postmaster: no moment where one runs without the other.
+    # shellcheck disable=SC2046
+    kill -KILL -- "-$pid" "$pid" "$pm" $(pgrep -P "$pm") 2>/dev/null || true
+    echo "$name"
+}
+
+cmd_kill_patroni() {
+    [ $# -eq 1 ] || usage
+    load_env
+    node_index "$1" >/dev/null
+    kill_patroni_of "$1"
+}
+
+cmd_kill_postgres() {
+    [ $# -eq 1 ] || usage
+    load_env
+    node_index "$1" >/dev/null
+    local pm
+    pm=$(postmaster_pid "$1") || die "no postmaster.pid for $1"
+    alive "$pm" || die "$1's postmaster ($pm) is not running"
+    kill -KILL "$pm"
+}
+
+cmd_rejoin() {
+    [ $# -ge 1 ] || usage
+    load_env
+    local name=$1 seconds=${2:-120} t0=$SECONDS pids
+    node_index "$name" >/dev/null
+    kill_patroni_of "$name"
+    kill_postgres_of "$name"
+    pids=$(procs_under "$DIR/$name")
+    if [ -n "$pids" ]; then
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+        # shellcheck disable=SC2086
+        wait_gone 5 $pids || die "could not end what is left of $name: $pids"
+    fi
+    launch_patroni "$name"
+    wait_healthy "$seconds" || die "$name did not rejoin within $seconds s"
+    say "$name rejoined after $((SECONDS - t0)) s"
+}
+
+cmd_wait_healthy() {
+    load_env
+    wait_healthy "${1:-60}"
+}
+
+case "$COMMAND" in
+start) cmd_start "$@" ;;
+stop) cmd_stop "$@" ;;
+status) cmd_status ;;
+leader) cmd_leader ;;
+kill-primary) cmd_kill_primary ;;
+kill-patroni) cmd_kill_patroni "$@" ;;
+kill-postgres) cmd_kill_postgres "$@" ;;
+rejoin) cmd_rejoin "$@" ;;
+wait-healthy) cmd_wait_healthy "$@" ;;
+etcdctl)
+    load_env
+    etcdctl_here "$@"
+    ;;
+*) usage ;;
+esac
