@@ -68,6 +68,9 @@ COMMAND=$1
 DIR=$(realpath -m -- "$2")
 shift 2
 [ "$DIR" != / ] || die "DIR must not be /"
+# Names of this DIR's network namespaces and links (with --netns); 15 characters at most.
+NS_PREFIX=cc$(printf %s "$DIR" | sha1sum | cut -c1-6)
+SUBNET=""
 
 # Runs a command as the postgres user when we are root (the server refuses root).
 as_pg() {
@@ -156,6 +159,64 @@ set_ports() {
     done
 }
 
+# Without --netns every node listens on 127.0.0.1. With it, etcd and each node get a network
+# namespace of their own on a bridge 10.213.N.0/24 whose .254 is this side (the clients'), so
+# that partition can cut a node off from its peers and etcd but not from the clients.
+set_hosts() {
+    local i
+    NODE_HOSTS=()
+    if [ -n "$SUBNET" ]; then
+        ETCD_HOST=$SUBNET.1
+        for i in 0 1 2; do NODE_HOSTS+=("$SUBNET.$((11 + i))"); done
+        CLIENT_NET=$SUBNET.0/24
+    else
+        ETCD_HOST=127.0.0.1
+        NODE_HOSTS=(127.0.0.1 127.0.0.1 127.0.0.1)
+        CLIENT_NET=127.0.0.1/32
+    fi
+}
+
+ns_of() { echo "$NS_PREFIX-$1"; }
+
+choose_subnet() {
+    local n
+    for ((n = 1; n < 255; n++)); do
+        if ! ip -o -4 addr show | grep -q " 10\.213\.$n\.254/"; then
+            SUBNET=10.213.$n
+            return 0
+        fi
+    done
+    die "no free subnet 10.213.N.0/24 for --netns"
+}
+
+netns_up() {
+    local bridge=${NS_PREFIX}br name ns addr link
+    ip link add "$bridge" type bridge
+    ip addr add "$SUBNET.254/24" dev "$bridge"
+    ip link set "$bridge" up
+    for name in etcd "${NODES[@]}"; do
+        ns=$(ns_of "$name")
+        link=$NS_PREFIX${name: -1}
+        if [ "$name" = etcd ]; then addr=$ETCD_HOST; else addr=${NODE_HOSTS[$(node_index "$name")]}; fi
+        ip netns add "$ns"
+        ip link add "$link" type veth peer name eth0 netns "$ns"
+        ip link set "$link" master "$bridge" up
+        ip -n "$ns" addr add "$addr/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+    done
+}
+
+# Deleting a namespace deletes its end of the veth pair, and with it our end.
+netns_down() {
+    local name
+    command -v ip >/dev/null || return 0
+    for name in etcd "${NODES[@]}"; do
+        if ip netns list | grep -q "^$(ns_of "$name")\b"; then ip netns del "$(ns_of "$name")"; fi
+    done
+    if ip link show "${NS_PREFIX}br" >/dev/null 2>&1; then ip link del "${NS_PREFIX}br"; fi
+}
+
 choose_ports() {
     local base=${CITYPAY_CLUSTER_PORT_BASE:-57000} tries offset busy
     for ((tries = 0; tries < 100; tries++, base += 10)); do
@@ -174,6 +235,8 @@ load_env() {
     # shellcheck disable=SC1091
     . "$DIR/cluster.env"
     set_ports "$CITYPAY_CLUSTER_PORT_BASE_USED"
+    SUBNET=${CITYPAY_CLUSTER_SUBNET:-}
+    set_hosts
     SUPER_PASSWORD=$CITYPAY_PG_SUPERUSER_PASSWORD
 }
 
@@ -196,8 +259,8 @@ namespace: /service/
 name: $name
 
 restapi:
-  listen: 127.0.0.1:${REST_PORTS[$i]}
-  connect_address: 127.0.0.1:${REST_PORTS[$i]}
+  listen: ${NODE_HOSTS[$i]}:${REST_PORTS[$i]}
+  connect_address: ${NODE_HOSTS[$i]}:${REST_PORTS[$i]}
   # GET stays open (health checks); POST/PUT/PATCH/DELETE need these credentials.
   authentication:
     username: patroni
@@ -209,7 +272,7 @@ ctl:
     password: $REST_PASSWORD
 
 etcd3:
-  hosts: 127.0.0.1:$ETCD_PORT
+  hosts: $ETCD_HOST:$ETCD_PORT
 
 bootstrap:
   dcs:
@@ -250,8 +313,8 @@ $fast_params
     - auth-host: scram-sha-256
 
 postgresql:
-  listen: 127.0.0.1:${PG_PORTS[$i]}
-  connect_address: 127.0.0.1:${PG_PORTS[$i]}
+  listen: ${NODE_HOSTS[$i]}:${PG_PORTS[$i]}
+  connect_address: ${NODE_HOSTS[$i]}:${PG_PORTS[$i]}
   data_dir: $DIR/$name/data
   bin_dir: $PGBIN
   pgpass: $DIR/$name/pgpass
@@ -271,8 +334,8 @@ postgresql:
   # Passwords everywhere; only the postgres OS user may use the socket, as itself.
   pg_hba:
     - local all postgres peer
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all all 127.0.0.1/32 scram-sha-256
+    - host replication replicator $CLIENT_NET scram-sha-256
+    - host all all $CLIENT_NET scram-sha-256
 
 watchdog:
   mode: automatic
@@ -285,13 +348,14 @@ EOF
 write_env() {
     local rest="" nodes="" i
     for i in 0 1 2; do
-        rest="$rest${rest:+,}http://127.0.0.1:${REST_PORTS[$i]}"
-        nodes="$nodes${nodes:+,}127.0.0.1:${PG_PORTS[$i]}"
+        rest="$rest${rest:+,}http://${NODE_HOSTS[$i]}:${REST_PORTS[$i]}"
+        nodes="$nodes${nodes:+,}${NODE_HOSTS[$i]}:${PG_PORTS[$i]}"
     done
     (umask 077 && cat >"$DIR/cluster.env.tmp") <<EOF
 export CITYPAY_CLUSTER_DIR=$DIR
 export CITYPAY_CLUSTER_PORT_BASE_USED=$ETCD_PORT
-export CITYPAY_ETCD=http://127.0.0.1:$ETCD_PORT
+export CITYPAY_ETCD=http://$ETCD_HOST:$ETCD_PORT
+export CITYPAY_CLUSTER_SUBNET=$SUBNET
 export CITYPAY_PATRONI=$rest
 export CITYPAY_PATRONI_NAMES=$(IFS=,; echo "${NODES[*]}")
 export CITYPAY_PATRONI_AUTH=patroni:$REST_PASSWORD
@@ -311,29 +375,37 @@ EOF
 # Starts a program in its own session with DIR/SUBDIR as cwd (so stop finds what it leaves
 # behind) and records its pid, which is also its process group's id.
 launch() {
-    local pidname=$1 subdir=$2 log=$3
-    shift 3
+    local pidname=$1 subdir=$2 log=$3 ns=$4
+    shift 4
+    # ip netns exec execs the command (no fork), so the recorded pid stays the program's.
+    if [ -n "$ns" ]; then set -- ip netns exec "$ns" "$@"; fi
     (cd "$DIR/$subdir" && exec setsid "$@" >>"$DIR/logs/$log" 2>&1 </dev/null) &
     echo "$!" >"$DIR/pids/$pidname.pid"
 }
 
+# The namespace a program runs in, or nothing without --netns.
+netns_name() {
+    if [ -n "$SUBNET" ]; then ns_of "$1"; fi
+}
+
 launch_etcd() {
-    launch etcd etcd etcd.log /usr/bin/etcd --name "$SCOPE" --data-dir "$DIR/etcd/data" \
-        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
-        --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-        --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-        --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-        --initial-cluster "$SCOPE=http://127.0.0.1:$ETCD_PEER_PORT" \
+    launch etcd etcd etcd.log "$(netns_name etcd)" /usr/bin/etcd --name "$SCOPE" --data-dir "$DIR/etcd/data" \
+        --listen-client-urls "http://$ETCD_HOST:$ETCD_PORT" \
+        --advertise-client-urls "http://$ETCD_HOST:$ETCD_PORT" \
+        --listen-peer-urls "http://$ETCD_HOST:$ETCD_PEER_PORT" \
+        --initial-advertise-peer-urls "http://$ETCD_HOST:$ETCD_PEER_PORT" \
+        --initial-cluster "$SCOPE=http://$ETCD_HOST:$ETCD_PEER_PORT" \
         --initial-cluster-state new --enable-v2=false --logger zap
 }
 
 launch_patroni() {
     local name=$1
     if [ "$(id -u)" -eq 0 ]; then
-        launch "patroni-$name" "$name" "patroni-$name.log" \
+        launch "patroni-$name" "$name" "patroni-$name.log" "$(netns_name "$name")" \
             runuser -u postgres -- "$PATRONI" "$DIR/$name/patroni.yml"
     else
-        launch "patroni-$name" "$name" "patroni-$name.log" "$PATRONI" "$DIR/$name/patroni.yml"
+        launch "patroni-$name" "$name" "patroni-$name.log" "$(netns_name "$name")" \
+            "$PATRONI" "$DIR/$name/patroni.yml"
     fi
 }
 
@@ -348,28 +420,31 @@ wait_etcd() {
 }
 
 etcdctl_here() {
-    ETCDCTL_API=3 etcdctl --endpoints="http://127.0.0.1:$ETCD_PORT" --command-timeout=3s "$@"
+    ETCDCTL_API=3 etcdctl --endpoints="http://$ETCD_HOST:$ETCD_PORT" --command-timeout=3s "$@"
 }
 
 # --- health --------------------------------------------------------------------------------------
 
+# Answers the HTTP status of GET PATH on node number $1's REST API.
 rest_code() {
-    curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1$2" || true
+    curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+        "http://${NODE_HOSTS[$1]}:${REST_PORTS[$1]}$2" || true
 }
 
 # Prints the index of the node whose agent holds the leader key and runs a primary.
 leader_index() {
     local i
     for i in 0 1 2; do
-        if [ "$(rest_code "${REST_PORTS[$i]}" /primary)" = 200 ]; then echo "$i"; return 0; fi
+        if [ "$(rest_code "$i" /primary)" = 200 ]; then echo "$i"; return 0; fi
     done
     return 1
 }
 
+# Runs psql as the superuser on node number $1.
 psql_super() {
-    local port=$1
+    local i=$1
     shift
-    PGPASSWORD=$SUPER_PASSWORD PGCONNECT_TIMEOUT=3 "$PGBIN/psql" -h 127.0.0.1 -p "$port" \
+    PGPASSWORD=$SUPER_PASSWORD PGCONNECT_TIMEOUT=3 "$PGBIN/psql" -h "${NODE_HOSTS[$i]}" -p "${PG_PORTS[$i]}" \
         -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"
 }
 
@@ -378,12 +453,12 @@ psql_super() {
 health() {
     local li members repl expected i
     li=$(leader_index) || { echo "no leader"; return 1; }
-    members=$(curl -s --max-time 2 "http://127.0.0.1:${REST_PORTS[$li]}/cluster" | "$PY" -c '
+    members=$(curl -s --max-time 2 "http://${NODE_HOSTS[$li]}:${REST_PORTS[$li]}/cluster" | "$PY" -c '
 import json, sys
 c = json.load(sys.stdin)
 print(" ".join(sorted("%s:%s:%s" % (m["name"], m.get("role"), m.get("state"))
                for m in c.get("members", []))))' 2>/dev/null) || members="?"
-    repl=$(psql_super "${PG_PORTS[$li]}" -F: -c \
+    repl=$(psql_super "$li" -F: -c \
         "select application_name, state, sync_state from pg_stat_replication
          order by application_name" 2>/dev/null | tr '\n' ' ') || repl="?"
     echo "leader ${NODES[$li]}; patroni: $members; replication: $repl"
@@ -422,9 +497,11 @@ check_dir_for_postgres() {
 
 cmd_start() {
     FAST=0
+    local netns=0
     while [ $# -gt 0 ]; do
         case "$1" in
         --fast) FAST=1 ;;
+        --netns) netns=1 ;;
         *) die "start: unknown option $1" ;;
         esac
         shift
@@ -447,6 +524,11 @@ cmd_start() {
     else
         [ ! -e "$DIR" ] || [ -z "$(ls -A "$DIR")" ] || die "$DIR exists and holds no cluster"
         choose_ports
+        if [ "$netns" -eq 1 ]; then
+            [ "$(id -u)" -eq 0 ] || die "--netns needs root"
+            choose_subnet
+        fi
+        set_hosts
         TTL=${CITYPAY_CLUSTER_TTL:-10}
         LOOP_WAIT=${CITYPAY_CLUSTER_LOOP_WAIT:-1}
         RETRY_TIMEOUT=${CITYPAY_CLUSTER_RETRY_TIMEOUT:-3}
@@ -460,6 +542,7 @@ cmd_start() {
 
     # A failed start leaves no process behind (the files stay, for the logs).
     trap 'say "start failed; stopping what was started (logs in $DIR/logs)"; cmd_stop' EXIT
+    if [ -n "$SUBNET" ]; then netns_up; fi
     launch_etcd
     wait_etcd
     say "etcd on $ETCD_PORT after $((SECONDS - t0)) s"
@@ -479,14 +562,18 @@ cmd_start() {
         write_env
     fi
     trap - EXIT
-    say "ready after $((SECONDS - t0)) s ($([ "$FAST" -eq 1 ] && echo "fsync off" || echo durable)); \
-env in $DIR/cluster.env"
+    if [ "$restart" -eq 1 ]; then
+        say "ready after $((SECONDS - t0)) s (settings as first started); env in $DIR/cluster.env"
+    else
+        say "ready after $((SECONDS - t0)) s ($([ "$FAST" -eq 1 ] && echo "fsync off" || echo durable));" \
+            "env in $DIR/cluster.env"
+    fi
 }
 
 create_database() {
     local li
     li=$(leader_index) || die "the leader went away before database citypay was created"
-    psql_super "${PG_PORTS[$li]}" -c "create role citypay login password '$APP_PASSWORD'" \
+    psql_super "$li" -c "create role citypay login password '$APP_PASSWORD'" \
         -c "create database citypay owner citypay" >/dev/null
 }
 
@@ -519,6 +606,28 @@ stop_recorded() {
     fi
 }
 
+# A stopping agent shuts its postgres down cleanly (fast mode). The TERM goes to the agent
+# itself: runuser, its parent, would SIGKILL it 2 s after being signalled itself.
+stop_agents() {
+    local file pid pids=()
+    for file in "$DIR"/pids/patroni-*.pid; do
+        pid=$(read_pid "$file") || continue
+        alive "$pid" || continue
+        pids+=("$pid")
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = runuser ]; then
+            # shellcheck disable=SC2046
+            kill -TERM $(pgrep -P "$pid") 2>/dev/null || true
+        else
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    [ "${#pids[@]}" -gt 0 ] || return 0
+    if ! wait_gone 30 "${pids[@]}"; then
+        for pid in "${pids[@]}"; do signal_group KILL "$pid"; done
+        wait_gone 5 "${pids[@]}" || true
+    fi
+}
+
 cmd_stop() {
     local remove=0 file pids others=()
     while [ $# -gt 0 ]; do
@@ -534,8 +643,7 @@ cmd_stop() {
             case "$(basename "$file")" in etcd.pid | patroni-*.pid) ;; *) others+=("$file") ;; esac
         done
         [ "${#others[@]}" -eq 0 ] || stop_recorded 10 "${others[@]}"
-        # A stopping agent shuts its postgres down cleanly (fast mode).
-        stop_recorded 30 "$DIR"/pids/patroni-*.pid
+        stop_agents
         # Orphans: postgres started by an agent lives in its own session, out of reach of the
         # agent's group (and backends call setsid too). SIGINT is a fast shutdown.
         pids=$(procs_under "$DIR" | grep -vx "$(read_pid "$DIR/pids/etcd.pid" || echo 0)" || true)
@@ -557,6 +665,7 @@ cmd_stop() {
         fi
         rm -f "$DIR"/pids/*.pid
     fi
+    netns_down
     if [ "$remove" -eq 1 ]; then rm -rf -- "$DIR"; fi
 }
 
@@ -642,6 +751,36 @@ cmd_rejoin() {
     say "$name rejoined after $((SECONDS - t0)) s"
 }
 
+# Cuts node NAME off from etcd and the other nodes, silently (dropped packets, as with a cut
+# cable: connections time out). Clients, on this side of the bridge, still reach it.
+cmd_partition() {
+    [ $# -eq 1 ] || usage
+    load_env
+    [ -n "$SUBNET" ] || die "partition needs a cluster started with --netns"
+    local name=$1 i peers=$ETCD_HOST
+    node_index "$name" >/dev/null
+    for i in 0 1 2; do
+        if [ "${NODES[$i]}" != "$name" ]; then peers="$peers, ${NODE_HOSTS[$i]}"; fi
+    done
+    # Declaring and deleting the table first makes a second partition replace the first.
+    ip netns exec "$(ns_of "$name")" nft -f - <<EOF
+table inet citypay_cut
+delete table inet citypay_cut
+table inet citypay_cut {
+    chain input { type filter hook input priority 0; policy accept; ip saddr { $peers } drop; }
+    chain output { type filter hook output priority 0; policy accept; ip daddr { $peers } drop; }
+}
+EOF
+}
+
+cmd_heal() {
+    [ $# -eq 1 ] || usage
+    load_env
+    [ -n "$SUBNET" ] || die "heal needs a cluster started with --netns"
+    node_index "$1" >/dev/null
+    ip netns exec "$(ns_of "$1")" nft delete table inet citypay_cut 2>/dev/null || true
+}
+
 cmd_wait_healthy() {
     load_env
     wait_healthy "${1:-60}"
@@ -657,6 +796,8 @@ kill-patroni) cmd_kill_patroni "$@" ;;
 kill-postgres) cmd_kill_postgres "$@" ;;
 rejoin) cmd_rejoin "$@" ;;
 wait-healthy) cmd_wait_healthy "$@" ;;
+partition) cmd_partition "$@" ;;
+heal) cmd_heal "$@" ;;
 etcdctl)
     load_env
     etcdctl_here "$@"

@@ -58,12 +58,21 @@ pub struct Page<T> {
 /// The answer of `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok` while the process serves requests.
+    /// `ok` while the process serves requests; `no_writer` (with status 503) while a server of
+    /// a city on several servers knows no writer to send commands to.
     #[schema(example = "ok")]
     pub status: String,
     /// The server's version.
     #[schema(example = "0.1.0")]
     pub version: String,
+    /// On a city on several servers: `writer` (this server writes), `forwarding` (it sends
+    /// commands to the writer on another server) or `no_writer` (a takeover is under way).
+    /// Absent on a single server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The fencing epoch of the writer this server's commands go to, when it knows one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_epoch: Option<i64>,
 }
 
 #[cfg(test)]

@@ -37,7 +37,32 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// How long a request may run before it is answered 503 `timeout`.
     pub request_timeout: Duration,
+    /// On a city on several servers, this server's part (see [`WriterRole`]); `None` on a
+    /// single server.
+    pub role: Option<WriterRole>,
 }
+
+/// What a server of a city on several servers is now: the writer, forwarding to the writer
+/// elsewhere, or without a writer; and the writer's epoch. `/health` reports it (503 without
+/// a writer, so a load balancer sends requests elsewhere), and every answer carries the epoch
+/// in `Citypay-Writer-Epoch`.
+#[derive(Debug, Clone, Default)]
+pub struct WriterRole(Arc<std::sync::RwLock<(&'static str, Option<i64>)>>);
+
+impl WriterRole {
+    /// Records the role (`writer`, `forwarding`, `no_writer`) and the writer's epoch.
+    pub fn set(&self, role: &'static str, epoch: Option<i64>) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (role, epoch);
+    }
+
+    /// The role and the epoch.
+    pub fn get(&self) -> (&'static str, Option<i64>) {
+        *self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The response header naming the epoch of the writer this server sends commands to.
+pub const WRITER_EPOCH_HEADER: &str = "citypay-writer-epoch";
 
 impl ApiConfig {
     /// A payment API's settings: bodies up to 64 KiB, requests up to 10 seconds.
@@ -47,6 +72,7 @@ impl ApiConfig {
             version,
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
+            role: None,
         }
     }
 }
@@ -268,7 +294,9 @@ impl Api {
         let health = HealthState(Arc::new(Health {
             status: "ok".into(),
             version: config.version.clone(),
-        }));
+            role: None,
+            writer_epoch: None,
+        }), config.role.clone());
         let routes = OpenApiRouter::with_openapi(doc)
             .merge(
                 OpenApiRouter::new()
@@ -380,7 +408,20 @@ fn with_middleware(router: Router, config: &ApiConfig) -> Router {
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(middleware::map_response(rejections_as_json));
-    router.layer(stack)
+    let router = router.layer(stack);
+    match config.role.clone() {
+        // Outermost: read as the answer leaves, after the commit it reports.
+        Some(role) => router.layer(middleware::map_response(move |mut response: axum::response::Response| {
+            let epoch = role.get().1;
+            async move {
+                if let Some(epoch) = epoch {
+                    response.headers_mut().insert(WRITER_EPOCH_HEADER, HeaderValue::from(epoch));
+                }
+                response
+            }
+        })),
+        None => router,
+    }
 }
 
 /// The framework's own rejections (a path parameter or query string that does not parse)
@@ -430,7 +471,7 @@ async fn unknown_method() -> ApiError {
 }
 
 #[derive(Debug, Clone)]
-struct HealthState(Arc<Health>);
+struct HealthState(Arc<Health>, Option<WriterRole>);
 
 /// The serialized OpenAPI document, made once when the router is built.
 #[derive(Debug, Clone)]
@@ -442,10 +483,21 @@ struct OpenApiJson(Bytes);
     path = "/health",
     security(()),
     tag = "operations",
-    responses((status = OK, description = "The process serves requests.", body = Health))
+    responses(
+        (status = OK, description = "The process serves requests.", body = Health),
+        (status = SERVICE_UNAVAILABLE, description = "A server of a city on several servers that knows no writer now.", body = Health),
+    )
 )]
-async fn health_check(State(HealthState(health)): State<HealthState>) -> AppJson<Health> {
-    AppJson(Health::clone(&health))
+async fn health_check(State(HealthState(health, role)): State<HealthState>) -> (StatusCode, AppJson<Health>) {
+    let mut health = Health::clone(&health);
+    let Some(role) = role else { return (StatusCode::OK, AppJson(health)) };
+    let (now, epoch) = role.get();
+    (health.role, health.writer_epoch) = (Some(now.to_owned()), epoch);
+    if now == "no_writer" {
+        health.status = "no_writer".into();
+        return (StatusCode::SERVICE_UNAVAILABLE, AppJson(health));
+    }
+    (StatusCode::OK, AppJson(health))
 }
 
 /// This OpenAPI document. Public.

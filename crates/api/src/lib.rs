@@ -22,7 +22,7 @@ pub mod routes;
 mod serve;
 mod trace;
 
-pub use app::{Api, ApiConfig};
+pub use app::{Api, ApiConfig, WRITER_EPOCH_HEADER, WriterRole};
 pub use error::ApiError;
 pub use idempotency::{
     IDEMPOTENCY_KEY_HEADER, IDEMPOTENCY_KEY_MAX_LEN, IdempotencyKey, Idempotent,

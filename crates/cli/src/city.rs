@@ -27,8 +27,102 @@ pub(crate) fn migrations() -> Vec<Migration> {
         .chain(citypay_bills::MIGRATIONS)
         .chain(citypay_settlement::MIGRATIONS)
         .chain(citypay_api::routes::MIGRATIONS)
+        .chain(&[KEY_SET_MIGRATION])
         .copied()
         .collect()
+}
+
+/// Which key set the city's data was written under: the check value of its journal key,
+/// which every key set has, never rotates, and does not reveal the key.
+const KEY_SET_MIGRATION: Migration = Migration {
+    component: "city",
+    version: 1,
+    name: "the key set's check value",
+    sqlite: "CREATE TABLE city_key_set (singleton INTEGER PRIMARY KEY CHECK (singleton = 1), journal_check TEXT NOT NULL);",
+    postgres: "CREATE TABLE city_key_set (singleton BIGINT PRIMARY KEY CHECK (singleton = 1), journal_check TEXT NOT NULL);",
+};
+
+/// Every line a city's key set holds, by its start: a server of a city on several servers
+/// takes them all from the one key file and mints none.
+const KEY_SET_LINES: [(&str, &str); 8] = [
+    ("sealing=", "the vault's sealing keys"),
+    ("index=", "the blind-index keys"),
+    ("tokens=", "the token keys"),
+    ("ride", "the ride-code key"),
+    ("receipt=", "the receipt key"),
+    ("journal=", "the journal's seal key"),
+    ("gateway.", "the gateway's RSA key"),
+    ("cluster=", "the cluster CA key"),
+];
+
+/// Writes a city's whole key set to `path`, which must not exist: every server of the city
+/// gets a copy of this one file.
+pub(crate) fn new_key_set(path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(!path.exists(), "{} exists already: a city has one key set", path.display());
+    load_keys(path)?;
+    load_ride_keys(path)?;
+    anyhow::ensure!(load_gateway_keys(path)?.newest().is_some(), "no gateway key: install openssl");
+    let ca = citypay_cluster::ClusterTls::new_ca_key()?;
+    append_private(path, &format!("cluster={}\n", base64::engine::general_purpose::STANDARD.encode(ca))).with_context(|| format!("adding the cluster key to {}", path.display()))?;
+    Ok(())
+}
+
+/// A city's key set for one of several servers: read from `path`, never minted; a key set
+/// that lacks a key is refused, naming it.
+pub(crate) fn load_key_set(path: &Path) -> anyhow::Result<(DirectoryKeys, SigningKeys, Vec<u8>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the city's key set {} (make one with `citypay keys new`, and give every server a copy)", path.display()))?;
+    for (start, what) in KEY_SET_LINES {
+        anyhow::ensure!(text.lines().any(|l| l.starts_with(start)), "{} has no {what}: every server of a city needs the whole key set (`citypay keys new`)", path.display());
+    }
+    let cluster = text.lines().find_map(|l| l.strip_prefix("cluster=")).context("no cluster key")?;
+    let cluster = base64::engine::general_purpose::STANDARD.decode(cluster.trim()).context("the cluster key must be base64")?;
+    Ok((load_keys(path)?, load_ride_keys(path)?, cluster))
+}
+
+/// Whether the database holds a ledger with anything in it (a server must not mint keys for
+/// such a database: the data was sealed and indexed under keys it would not have).
+pub(crate) fn holds_data(db: &DbUrl) -> bool {
+    let has_file = match db {
+        DbUrl::Sqlite(path) => path.exists(),
+        DbUrl::Postgres(_) => true,
+    };
+    has_file
+        && open_reader(db)
+            .and_then(|reader| Ok(reader.query("SELECT last_batch FROM ledger_meta", &[])?))
+            .is_ok_and(|rows| rows.first().and_then(|r| r.first()).is_some_and(|v| matches!(v, citypay_store::Value::Int(n) if *n > 0)))
+}
+
+/// Checks that `journal` is the key set the database's data was written under, recording it
+/// (through the directory's shard) when none is recorded yet and `record` is set: the writer
+/// records. A mismatch is an error: this server would not open what the others sealed, nor
+/// find what they indexed.
+pub(crate) async fn check_key_set(directory: &Directory, record: bool, journal: Option<[u8; 32]>) -> anyhow::Result<()> {
+    let Some(journal) = journal else { return Ok(()) };
+    let ours = citypay_vault::hex::encode(&citypay_shard::seal::SealKey::new(journal).check_value());
+    // A database not yet migrated has no record: nothing to compare with.
+    let recorded = directory.read("SELECT journal_check FROM city_key_set WHERE singleton = 1", Vec::new()).await.unwrap_or_default();
+    match recorded.first().and_then(|r| r.first()) {
+        Some(citypay_store::Value::Text(theirs)) if *theirs == ours => Ok(()),
+        Some(_) => anyhow::bail!("this key set is not the one the city's data was written under: give every server the same key file"),
+        None => {
+            if !record {
+                return Ok(());
+            }
+            let key = vec![("singleton", citypay_store::Value::Int(1))];
+            let row = citypay_store::ServiceRow {
+                table: "city_key_set",
+                key: key.clone(),
+                columns: vec![("journal_check", citypay_store::Value::Text(ours))],
+                on_conflict: citypay_store::OnConflict::Ignore,
+            };
+            let command = citypay_shard::Command { event: None, guards: vec![citypay_shard::Guard::Absent { table: "city_key_set", key }], rows: vec![row], always_rows: Vec::new() };
+            match directory.shard().submit(command).await {
+                // Recorded now, or by another server meanwhile: check again.
+                Ok(_) | Err(citypay_shard::SubmitError::GuardFailed { .. }) => Box::pin(check_key_set(directory, false, Some(journal))).await,
+                Err(error) => Err(error).context("recording the key set's check value"),
+            }
+        }
+    }
 }
 
 /// A running city: its writer and the services over it.
@@ -527,41 +621,72 @@ pub(crate) async fn open_with(
     let (journal, head) = (ride_keys.journal, ride_keys.head.clone());
     let (shard, reader) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Shard, Arc<dyn ServiceReader>)> {
         let store = crate::open::writer(&db, &migrations())?;
-        let reader: Arc<dyn ServiceReader> = match &db {
-            DbUrl::Sqlite(path) => Arc::new(SqliteReader::open(path)?),
-            DbUrl::Postgres(url) => Arc::new(PostgresReader::connect(url)?),
-        };
-        let shard = match (journal, head) {
-            (Some(key), Some(path)) => {
-                let last = stored_seals(reader.as_ref(), Seals::Newest)?.pop();
-                let first = stored_seals(reader.as_ref(), Seals::Oldest)?.pop().map(|s| s.batch);
-                let key = citypay_shard::seal::SealKey::new(key);
-                // Never seal under another key than the journal's: a key file that lost its
-                // journal key would make every later seal fail the audit.
-                if let Some(head) = read_seal_head(&path)?
-                    && head.key_check != key.check_value()
-                {
-                    anyhow::bail!("the key file's journal key is not the one that sealed this database ({}): restore the key file", path.display());
-                }
-                let temporary = path.with_extension("head-new");
-                let head = Box::new(HeadFile { path, temporary, key_check: key.check_value() });
-                let sealer = citypay_shard::seal::Sealer::new(key, last, first, head);
-                Shard::start_sealed(store, ShardConfig::DEFAULT, shard_clock, sealer)?
-            }
-            _ => Shard::start(store, ShardConfig::DEFAULT, shard_clock)?,
-        };
+        let reader = open_reader(&db)?;
+        let shard = start_writer(store, reader.as_ref(), journal, head, shard_clock)?;
         Ok((shard, reader))
     })
     .await??;
-    let mut directory = Directory::new(shard.handle(), reader, keys, clock, passwords);
+    let state = services(shard.handle(), reader, keys, ride_keys, passwords, clock, seed);
+    state.directory.open_platform_accounts().await?;
+    Ok(City { shard, state })
+}
+
+/// The services' pooled reader of the database.
+pub(crate) fn open_reader(db: &DbUrl) -> anyhow::Result<Arc<dyn ServiceReader>> {
+    Ok(match db {
+        DbUrl::Sqlite(path) => Arc::new(SqliteReader::open(path)?),
+        DbUrl::Postgres(url) => Arc::new(PostgresReader::connect(url)?),
+    })
+}
+
+/// Starts the writer on `store`, sealing the journal under `journal` with the head at `head`
+/// when both are given, chained to the newest seal the database holds. Blocking.
+pub(crate) fn start_writer(
+    store: Box<dyn citypay_store::LedgerStore>,
+    reader: &dyn ServiceReader,
+    journal: Option<[u8; 32]>,
+    head: Option<PathBuf>,
+    shard_clock: Arc<dyn Clock + Sync>,
+) -> anyhow::Result<Shard> {
+    Ok(match (journal, head) {
+        (Some(key), Some(path)) => {
+            let last = stored_seals(reader, Seals::Newest)?.pop();
+            let first = stored_seals(reader, Seals::Oldest)?.pop().map(|s| s.batch);
+            let key = citypay_shard::seal::SealKey::new(key);
+            // Never seal under another key than the journal's: a key file that lost its
+            // journal key would make every later seal fail the audit.
+            if let Some(head) = read_seal_head(&path)?
+                && head.key_check != key.check_value()
+            {
+                anyhow::bail!("the key file's journal key is not the one that sealed this database ({}): restore the key file", path.display());
+            }
+            let temporary = path.with_extension("head-new");
+            let head = Box::new(HeadFile { path, temporary, key_check: key.check_value() });
+            let sealer = citypay_shard::seal::Sealer::new(key, last, first, head);
+            Shard::start_sealed(store, ShardConfig::DEFAULT, shard_clock, sealer)?
+        }
+        _ => Shard::start(store, ShardConfig::DEFAULT, shard_clock)?,
+    })
+}
+
+/// The services over `shard` (a writer of this process, or a relay to the city's writer).
+pub(crate) fn services(
+    shard: citypay_shard::ShardHandle,
+    reader: Arc<dyn ServiceReader>,
+    keys: DirectoryKeys,
+    ride_keys: SigningKeys,
+    passwords: PasswordPolicy,
+    clock: Arc<dyn Clock + Sync>,
+    seed: Option<[u8; 32]>,
+) -> AppState {
+    let mut directory = Directory::new(shard, reader, keys, clock, passwords);
     if let Some(seed) = seed {
         directory = directory.seeded(seed);
     }
-    directory.open_platform_accounts().await?;
     let sandbox = SandboxBank::new();
     let bank: Arc<dyn citypay_directory::BankConnector> = Arc::new(sandbox.clone());
     let receipt_signer = citypay_bills::ReceiptSigner::from_seed(1, ride_keys.receipt);
-    let state = AppState::new(citypay_api::routes::AppServices {
+    AppState::new(citypay_api::routes::AppServices {
         wallet: Wallet::new(directory.clone(), bank.clone()),
         settlement: citypay_settlement::Settlement::new(directory.clone(), bank),
         bills: citypay_bills::Bills::new(directory.clone(), receipt_signer),
@@ -571,8 +696,7 @@ pub(crate) async fn open_with(
         token_ttl_s: 3_600,
         sandbox_bank: Some(sandbox),
         gateway: citypay_api::routes::GatewaySettings { keys: ride_keys.gateway, allow_private_notify: allow_private_notify() },
-    });
-    Ok(City { shard, state })
+    })
 }
 
 /// A benchmark's resident made class III (checked at a counter by the set-up, operator 0) with

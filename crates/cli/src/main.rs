@@ -38,6 +38,7 @@ mod bench_payments;
 mod bench_settlement;
 mod bench_transit;
 mod city;
+mod cluster_serve;
 mod crash_child;
 mod gateway_cmd;
 mod inspect;
@@ -65,6 +66,17 @@ use citypay_store::DbUrl;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What `citypay keys` does.
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Makes a city's whole key set (vault, indexes, tokens, ride, receipt, journal, gateway,
+    /// cluster CA) in a new file, mode 0600.
+    New {
+        /// The file to write; it must not exist.
+        path: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +114,23 @@ enum Command {
         /// client; from any other peer the header is ignored. Also CITYPAY_TRUSTED_PROXIES.
         #[arg(long, env = "CITYPAY_TRUSTED_PROXIES", default_value = "")]
         trusted_proxies: String,
+        /// Serve as one of several servers of a city on PostgreSQL: take the other servers'
+        /// commands here (TLS, the key set's cluster CA) while this server is the writer, and
+        /// forward to the writer while another is. Needs the whole key set (`citypay keys new`).
+        #[arg(long, env = "CITYPAY_CLUSTER_LISTEN")]
+        cluster_listen: Option<std::net::SocketAddr>,
+        /// The address the other servers reach --cluster-listen at (default: the same).
+        #[arg(long, env = "CITYPAY_CLUSTER_ADVERTISE")]
+        cluster_advertise: Option<String>,
+        /// The writer lease's time to live, in milliseconds: a writer that stops renewing it is
+        /// replaced this long after its last renewal.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(200..=2000))]
+        lease_ttl_ms: u64,
+    },
+    /// A city's key set: `keys new FILE` makes one, to copy to every server of the city.
+    Keys {
+        #[command(subcommand)]
+        what: KeysCommand,
     },
     /// Transit: a ride code as a picture, an offline validator, the fare run of a day.
     Transit {
@@ -175,7 +204,17 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Gateway(args) } => bench_gateway::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::GatewayLoad(args) } => bench_gateway::load_run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json } => audit_cmd::run(&db, keys.as_deref(), json),
-        Command::Serve { db, addr, keys, trusted_proxies } => serve::run(&db, addr, keys, &trusted_proxies).map(|()| ExitCode::SUCCESS),
+        Command::Serve { db, addr, keys, trusted_proxies, cluster_listen, cluster_advertise, lease_ttl_ms } => {
+            let cluster = cluster_listen.map(|listen| cluster_serve::ClusterOptions {
+                listen,
+                advertise: cluster_advertise.unwrap_or_else(|| listen.to_string()),
+                lease_ttl: std::time::Duration::from_millis(lease_ttl_ms),
+            });
+            serve::run(&db, addr, keys, &trusted_proxies, cluster).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Keys { what: KeysCommand::New { path } } => city::new_key_set(&path)
+            .and_then(|()| say!("wrote a new key set to {} (mode 0600): copy it to every server of the city, and back it up apart from the database", path.display()))
+            .map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Transit { what } => transit_cmd::run(&what),
         Command::Gateway { what } => gateway_cmd::run(&what),

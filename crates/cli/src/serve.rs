@@ -17,6 +17,9 @@ use citypay_api::{Api, ApiConfig};
 use citypay_checkout::notify::{Answered, DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
 use citypay_directory::PasswordPolicy;
 use citypay_store::DbUrl;
+use std::sync::Arc;
+
+use crate::cluster_serve::{ClusterOptions, Membership, WriterParts};
 
 /// Posts notifications over HTTP or HTTPS. HTTPS certificates are checked against the
 /// system's trusted roots, and the PEM certificates in the file `CITYPAY_WEBHOOK_CA` when set
@@ -128,21 +131,43 @@ impl Deliver for HttpDeliver {
     }
 }
 
-pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_proxies: &str) -> anyhow::Result<()> {
+pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_proxies: &str, cluster: Option<ClusterOptions>) -> anyhow::Result<()> {
     let trusted_proxies = TrustedProxies::parse(trusted_proxies).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
     init_logs();
+    let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
-        let state = city.state.clone();
+        let (state, shard, membership) = match cluster {
+            None => {
+                // Keys are minted only for a new city: never beside data sealed under others.
+                let from_env = std::env::var_os("CITYPAY_INDEX_KEYS").is_some();
+                if !from_env && !keys_path.exists() && crate::city::holds_data(db) {
+                    anyhow::bail!("{} holds a city's data but its key set {} is missing: restore the key file (new keys would not open it)", db.redacted(), keys_path.display());
+                }
+                let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
+                crate::city::check_key_set(&city.state.directory, true, crate::city::journal_key(&keys_path)?).await?;
+                (city.state, Some(city.shard), None)
+            }
+            Some(options) => {
+                let (state, membership) = join_cluster(db, &keys_path, &options).await?;
+                (state, None, Some(membership))
+            }
+        };
         let dispatcher = Dispatcher::new(state.directory.clone(), HttpDeliver::new(state.gateway.allow_private_notify)?, DEFAULT_SCHEDULE_S.to_vec())
             .with_gateway_keys(state.gateway.keys.clone());
         let checkout = state.checkout.clone();
         let wallet = state.wallet.clone();
+        let jobs_here = membership.clone();
         tokio::spawn(async move {
             let mut tick = 0u64;
             loop {
+                // On a city on several servers only the writer runs the jobs, so two servers
+                // never deliver the same notification or close the same trade at once.
+                if jobs_here.as_ref().is_some_and(|m| !m.is_writer()) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 tick += 1;
                 if tick % 60 == 0
                     && let Err(error) = wallet.finish_interrupted(200).await
@@ -162,13 +187,50 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        reload_ride_keys_on_hangup(state.transit.clone(), keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db)));
-        let api = Api::new(ApiConfig::new(env!("CARGO_PKG_VERSION")))?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state));
+        reload_ride_keys_on_hangup(state.transit.clone(), keys_path);
+        let mut config = ApiConfig::new(env!("CARGO_PKG_VERSION"));
+        config.role = membership.as_ref().map(|m| m.role.clone());
+        let api = Api::new(config)?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state));
         eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
         citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension())).await?;
-        city.shard.shutdown();
+        if let Some(shard) = shard {
+            shard.shutdown();
+        }
         anyhow::Ok(())
     })
+}
+
+/// The services of one of a city's several servers: the whole key set from the key file (never
+/// minted), the database's reader, and the cluster's transport and lease watch.
+async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &ClusterOptions) -> anyhow::Result<(citypay_api::routes::AppState, Membership)> {
+    let DbUrl::Postgres(url) = db else { anyhow::bail!("a city on several servers keeps its data in PostgreSQL (--db postgres://...)") };
+    let (directory_keys, signing_keys, cluster_key) = crate::city::load_key_set(keys_path)?;
+    let tls = citypay_cluster::ClusterTls::from_ca_key(&cluster_key).context("the key set's cluster key")?;
+    let reader_db = db.clone();
+    let reader = tokio::task::spawn_blocking(move || crate::city::open_reader(&reader_db)).await??;
+    let journal = signing_keys.journal;
+    let parts = WriterParts { url: url.clone(), reader: reader.clone(), journal, head: signing_keys.head.clone() };
+    let directory: Arc<std::sync::OnceLock<citypay_directory::Directory>> = Arc::default();
+    let found = directory.clone();
+    let on_writer = move || {
+        let Some(directory) = found.get().cloned() else { return };
+        tokio::spawn(async move {
+            // Idempotent: the first writer of the city opened them; each new one checks.
+            if let Err(error) = directory.open_platform_accounts().await {
+                tracing::warn!(%error, "opening the platform's accounts failed");
+            }
+            if let Err(error) = crate::city::check_key_set(&directory, true, journal).await {
+                tracing::error!(error = %format!("{error:#}"), "the key set does not match the city's data");
+            }
+        });
+    };
+    let (handle, membership) = crate::cluster_serve::join(options, &tls, parts, on_writer).await?;
+    let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
+    let state = crate::city::services(handle, reader, directory_keys, signing_keys, PasswordPolicy::PRODUCTION, clock, None);
+    let _ = directory.set(state.directory.clone());
+    crate::city::check_key_set(&state.directory, false, journal).await?;
+    eprintln!("citypay: one of the city's servers; taking the other servers' commands on {} while the writer", options.listen);
+    Ok((state, membership))
 }
 
 /// Logs to stderr: structured (JSON, one object per line, with each event's target) for log
