@@ -3,9 +3,10 @@
 # a Patroni cluster of three PostgreSQL 15 nodes (pg1 pg2 pg3) with strict synchronous
 # replication. Everything lives under DIR; nothing outside it is written.
 #
-#   scripts/city-cluster.sh start DIR [--fast]    etcd + 3 nodes, waits until healthy, creates
-#                                                 database citypay, writes DIR/cluster.env;
-#                                                 on a stopped DIR it restarts that cluster
+#   scripts/city-cluster.sh start DIR [--fast] [--netns]  etcd + 3 nodes, waits until healthy,
+#                                                 creates database citypay, writes
+#                                                 DIR/cluster.env; on a stopped DIR it restarts
+#                                                 that cluster
 #   scripts/city-cluster.sh stop DIR [--remove]   stops everything; keeps DIR unless --remove
 #   scripts/city-cluster.sh status DIR            patronictl list and show-config, etcd health
 #   scripts/city-cluster.sh leader DIR            prints "NAME PGPORT" of the leader
@@ -17,13 +18,21 @@
 #                                                 agent again, waits until the cluster is healthy
 #   scripts/city-cluster.sh wait-healthy DIR [SECONDS]  leader + 2 streaming replicas, 1 sync
 #   scripts/city-cluster.sh etcdctl DIR ARGS...   etcdctl (v3 API) on this cluster's etcd
+#   scripts/city-cluster.sh partition DIR NAME    (--netns) cuts NAME off from etcd and the
+#                                                 other nodes, not from clients (nftables)
+#   scripts/city-cluster.sh heal DIR NAME         (--netns) undoes partition
+#
+# --netns (root): etcd and each node run in a network namespace of their own, on a bridge
+# 10.213.N.0/24 (the first N free) whose .254 is this machine's side, so that a node can be cut
+# off. The addresses are in cluster.env; stop deletes the namespaces and the bridge.
 #
 # DIR/cluster.env (mode 0600, shell `export` lines) gives clients:
-#   CITYPAY_ETCD            http://127.0.0.1:PORT
+#   CITYPAY_ETCD            http://127.0.0.1:PORT (10.213.N.1 with --netns)
 #   CITYPAY_PATRONI         REST URLs of pg1,pg2,pg3 (GET /primary answers 200 on the leader)
 #   CITYPAY_PATRONI_NAMES   pg1,pg2,pg3, in the same order
 #   CITYPAY_PATRONI_AUTH    user:password for the REST API's unsafe calls (POST, PATCH...)
-#   CITYPAY_PG_NODES        127.0.0.1:PORT of pg1,pg2,pg3, in the same order
+#   CITYPAY_PG_NODES        HOST:PORT of pg1,pg2,pg3, in the same order (`leader` prints
+#                           the port only; the host is 127.0.0.1 unless --netns)
 #   CITYPAY_PG_USER, CITYPAY_PG_PASSWORD  role `citypay`: owns database citypay, so it creates
 #                           tables, and may pg_terminate_backend() its own sessions
 #   CITYPAY_PG_SUPERUSER, CITYPAY_PG_SUPERUSER_PASSWORD  for tests that need more
@@ -106,7 +115,10 @@ procs_under() {
         cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || continue
         case "$cwd" in "$root" | "$root"/*) ;; *) continue ;; esac
         comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
-        case "$comm" in postgres | postmaster | patroni | runuser | etcd | pg_*) ;; *) continue ;; esac
+        case "$comm" in
+        postgres | postmaster | patroni | runuser | etcd | pg_*) ;;
+        *) continue ;;
+        esac
         alive "$pid" && echo "$pid"
     done
     return 0
@@ -197,7 +209,8 @@ netns_up() {
     for name in etcd "${NODES[@]}"; do
         ns=$(ns_of "$name")
         link=$NS_PREFIX${name: -1}
-        if [ "$name" = etcd ]; then addr=$ETCD_HOST; else addr=${NODE_HOSTS[$(node_index "$name")]}; fi
+        addr=$ETCD_HOST
+        if [ "$name" != etcd ]; then addr=${NODE_HOSTS[$(node_index "$name")]}; fi
         ip netns add "$ns"
         ip link add "$link" type veth peer name eth0 netns "$ns"
         ip link set "$link" master "$bridge" up
@@ -389,7 +402,8 @@ netns_name() {
 }
 
 launch_etcd() {
-    launch etcd etcd etcd.log "$(netns_name etcd)" /usr/bin/etcd --name "$SCOPE" --data-dir "$DIR/etcd/data" \
+    launch etcd etcd etcd.log "$(netns_name etcd)" \
+        /usr/bin/etcd --name "$SCOPE" --data-dir "$DIR/etcd/data" \
         --listen-client-urls "http://$ETCD_HOST:$ETCD_PORT" \
         --advertise-client-urls "http://$ETCD_HOST:$ETCD_PORT" \
         --listen-peer-urls "http://$ETCD_HOST:$ETCD_PEER_PORT" \
@@ -444,16 +458,18 @@ leader_index() {
 psql_super() {
     local i=$1
     shift
-    PGPASSWORD=$SUPER_PASSWORD PGCONNECT_TIMEOUT=3 "$PGBIN/psql" -h "${NODE_HOSTS[$i]}" -p "${PG_PORTS[$i]}" \
+    PGPASSWORD=$SUPER_PASSWORD PGCONNECT_TIMEOUT=3 "$PGBIN/psql" \
+        -h "${NODE_HOSTS[$i]}" -p "${PG_PORTS[$i]}" \
         -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1 "$@"
 }
 
 # Prints one line describing the cluster; succeeds when it is healthy: one leader, the two
 # others streaming to it, one of them the synchronous standby in PostgreSQL and in Patroni.
 health() {
-    local li members repl expected i
+    local li members repl expected i url
     li=$(leader_index) || { echo "no leader"; return 1; }
-    members=$(curl -s --max-time 2 "http://${NODE_HOSTS[$li]}:${REST_PORTS[$li]}/cluster" | "$PY" -c '
+    url=http://${NODE_HOSTS[$li]}:${REST_PORTS[$li]}/cluster
+    members=$(curl -s --max-time 2 "$url" | "$PY" -c '
 import json, sys
 c = json.load(sys.stdin)
 print(" ".join(sorted("%s:%s:%s" % (m["name"], m.get("role"), m.get("state"))
@@ -565,7 +581,9 @@ cmd_start() {
     if [ "$restart" -eq 1 ]; then
         say "ready after $((SECONDS - t0)) s (settings as first started); env in $DIR/cluster.env"
     else
-        say "ready after $((SECONDS - t0)) s ($([ "$FAST" -eq 1 ] && echo "fsync off" || echo durable));" \
+        local mode=durable
+        if [ "$FAST" -eq 1 ]; then mode="fsync off"; fi
+        say "ready after $((SECONDS - t0)) s ($mode);" \
             "env in $DIR/cluster.env"
     fi
 }
