@@ -20,10 +20,12 @@ use citypay_store::{
     StoredRow, Value,
 };
 use postgres::{Client, NoTls};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use rustc_hash::FxHashMap;
 
 pub use lease::{LeaseState, LeaseTerms};
-pub use reader::PostgresReader;
+pub use reader::{Locate, PostgresReader};
 
 /// A PostgreSQL ledger store. Open it with [`PostgresStore::open_writer`] for the shard's
 /// writer or [`PostgresStore::open_reader`] for a consistent read-only view.
@@ -64,6 +66,22 @@ fn connect(url: &str) -> Result<Client, StoreError> {
     Client::connect(url, NoTls).map_err(|e| StoreError::Backend(format!("cannot connect: {}", describe(&e))))
 }
 
+/// A writer's connection, whose warnings that a commit stopped waiting for its synchronous
+/// standby ("canceling wait for synchronous replication ... already committed locally") are
+/// counted: such a COMMIT answers success, yet the batch may exist on this node only.
+fn connect_writer(url: &str) -> Result<(Client, Arc<AtomicU64>), StoreError> {
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| StoreError::Backend(format!("the database URL: {}", describe(&e))))?;
+    let cancelled = Arc::new(AtomicU64::new(0));
+    let seen = cancelled.clone();
+    config.notice_callback(move |notice| {
+        if notice.message().contains("synchronous replication") {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let client = config.connect(NoTls).map_err(|e| StoreError::Backend(format!("cannot connect: {}", describe(&e))))?;
+    Ok((client, cancelled))
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` as its one writer, on a lease of
     /// [`LeaseTerms::local`]: see [`PostgresStore::take_over`].
@@ -77,14 +95,14 @@ impl PostgresStore {
     /// session of a writer whose lease ran out; and takes a new fencing epoch, with a lease on
     /// `terms`.
     pub fn take_over(url: &str, extra: &[Migration], terms: &LeaseTerms) -> Result<PostgresStore, StoreError> {
-        let mut client = connect(url)?;
+        let (mut client, cancelled) = connect_writer(url)?;
         client.batch_execute("SET synchronous_commit = on").map_err(backend)?;
         migrate::run(&mut client, LEDGER_MIGRATIONS)?;
         migrate::run(&mut client, extra)?;
         let epoch = lease::acquire(&mut client, terms)?;
         // From here on, dropping the store releases the lock, on error paths too.
         let mut store = PostgresStore { client, writer: None, holds_lock: true };
-        store.writer = Some(write::Writer::prepare(&mut store.client, epoch, terms.ttl_ms())?);
+        store.writer = Some(write::Writer::prepare(&mut store.client, epoch, terms.ttl_ms(), cancelled)?);
         Ok(store)
     }
 

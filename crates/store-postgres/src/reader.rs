@@ -1,6 +1,6 @@
 //! Connections for the services' own queries, pooled, beside the writer's.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use citypay_store::{ServiceReader, StoreError, Value, rewrite_placeholders};
 use postgres::types::{ToSql, Type};
@@ -8,11 +8,17 @@ use postgres::{Client, Row};
 
 use crate::{backend, connect};
 
+/// Where the database is now: one fixed URL, or the URL of a cluster's current primary (a
+/// Patroni leader), `None` while there is none.
+pub type Locate = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// A small pool of connections to one database for reads. Each query runs on its own
-/// (autocommit), so it sees everything committed before it started.
+/// (autocommit), so it sees everything committed before it started. Located on a cluster, it
+/// reads only from the current primary: a connection to a node that is no longer it is
+/// closed rather than used.
 pub struct PostgresReader {
-    url: String,
-    idle: Mutex<Vec<Client>>,
+    locate: Locate,
+    idle: Mutex<Vec<(String, Client)>>,
 }
 
 impl std::fmt::Debug for PostgresReader {
@@ -27,26 +33,38 @@ const IDLE_MAX: usize = 8;
 impl PostgresReader {
     /// A reader of the database at `url`.
     pub fn connect(url: &str) -> Result<PostgresReader, StoreError> {
-        let reader = PostgresReader { url: url.to_owned(), idle: Mutex::new(Vec::new()) };
-        let client = connect(url)?;
-        reader.give_back(client);
+        let url = url.to_owned();
+        let reader = PostgresReader { locate: Arc::new(move || Some(url.clone())), idle: Mutex::new(Vec::new()) };
+        let taken = reader.take()?;
+        reader.give_back(taken);
         Ok(reader)
     }
 
-    fn take(&self) -> Result<Client, StoreError> {
-        let idle = self.idle.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?.pop();
-        match idle {
-            Some(client) if !client.is_closed() => Ok(client),
-            _ => connect(&self.url),
+    /// A reader of whatever database `locate` names at each query (the current primary).
+    pub fn located(locate: Locate) -> PostgresReader {
+        PostgresReader { locate, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn take(&self) -> Result<(String, Client), StoreError> {
+        let url = (self.locate)().ok_or_else(|| StoreError::Backend("no primary database now".into()))?;
+        let mut idle = self.idle.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?;
+        // Connections to a node that stopped being the primary are dropped, not read from.
+        let stale: Vec<(String, Client)> = idle.extract_if(.., |(at, client)| *at != url || client.is_closed()).collect();
+        let found = idle.pop();
+        drop(idle);
+        drop(stale);
+        match found {
+            Some(taken) => Ok(taken),
+            None => Ok((url.clone(), connect(&url)?)),
         }
     }
 
-    fn give_back(&self, client: Client) {
+    fn give_back(&self, (url, client): (String, Client)) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < IDLE_MAX
             && !client.is_closed()
         {
-            idle.push(client);
+            idle.push((url, client));
         }
     }
 }
@@ -112,9 +130,9 @@ fn value(row: &Row, i: usize) -> Result<Value, StoreError> {
 
 impl ServiceReader for PostgresReader {
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
-        let mut client = self.take()?;
+        let (url, mut client) = self.take()?;
         let rows = run(&mut client, sql, params);
-        self.give_back(client);
+        self.give_back((url, client));
         rows
     }
 }

@@ -77,6 +77,8 @@ pub(crate) struct Writer {
     pub(crate) epoch: i64,
     /// How long each renewal of the lease lasts.
     pub(crate) ttl_ms: i64,
+    /// Warnings of a cancelled wait for the synchronous standby seen on this connection.
+    cancelled: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(crate) statements: Statements,
     /// Prepared upserts of service rows, by SQL text.
     service: FxHashMap<String, Statement>,
@@ -84,7 +86,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Prepares the writer's statements on `client`, whose schema is migrated.
-    pub(crate) fn prepare(client: &mut Client, epoch: i64, ttl_ms: i64) -> Result<Writer, StoreError> {
+    pub(crate) fn prepare(client: &mut Client, epoch: i64, ttl_ms: i64, cancelled: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Result<Writer, StoreError> {
         let mut prepare = |sql: &str| client.prepare(sql).map_err(backend);
         let statements = Statements {
             lookup: prepare(read::LOOKUP)?,
@@ -96,7 +98,7 @@ impl Writer {
             rejections: prepare(INSERT_REJECTIONS)?,
             meta: prepare(ADVANCE_META)?,
         };
-        Ok(Writer { epoch, ttl_ms, statements, service: FxHashMap::default() })
+        Ok(Writer { epoch, ttl_ms, cancelled, statements, service: FxHashMap::default() })
     }
 
     /// Renews the lease of an idle writer (a commit renews it too).
@@ -110,7 +112,14 @@ impl Writer {
         let mut tx = client.transaction().map_err(backend)?;
         lease::check(&mut tx, &self.statements.renew, self.epoch, self.ttl_ms)?;
         self.write(&mut tx, batch)?;
-        tx.commit().map_err(commit_failed)
+        let before = self.cancelled.load(std::sync::atomic::Ordering::SeqCst);
+        tx.commit().map_err(commit_failed)?;
+        // Committed here, but its wait for the standby was cancelled: it may be lost in a
+        // failover, so it is not acknowledged (the writer reloads and the callers retry).
+        if self.cancelled.load(std::sync::atomic::Ordering::SeqCst) != before {
+            return Err(StoreError::OutcomeUnknown("the commit's wait for the synchronous standby was cancelled".into()));
+        }
+        Ok(())
     }
 
     fn write(&mut self, tx: &mut Transaction<'_>, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
