@@ -71,10 +71,15 @@ fn seals(db: &DbUrl, keys: &Path, head: Option<citypay_shard::seal::Head>, sourc
     Ok(Some((stored.len(), problems)))
 }
 
-pub(crate) fn run(db: &DbUrl, keys: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(db: &DbUrl, keys: Option<&Path>, etcd: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let key_path = keys.map_or_else(|| crate::city::default_keys_path(db), Path::to_path_buf);
+    let head_store = match (etcd, db) {
+        (Some(etcd), DbUrl::Postgres(url)) => crate::seal_head::HeadStore::etcd(crate::etcd::Etcd::new(etcd)?, url),
+        (Some(_), DbUrl::Sqlite(_)) => anyhow::bail!("--etcd holds the seal head of a city on PostgreSQL"),
+        (None, _) => crate::seal_head::HeadStore::File(crate::city::seal_head_path(&key_path)),
+    };
     // The head before the journal's snapshot begins (see `seals`).
-    let head = crate::city::read_seal_head(&crate::city::seal_head_path(&key_path))?;
+    let head = head_store.read()?;
     let mut source = crate::open::reader(db)?;
     let mut report = citypay_store::audit(source.as_mut())?;
     let custody = custody(&source.accounts()?);

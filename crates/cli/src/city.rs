@@ -200,7 +200,7 @@ pub(crate) struct SigningKeys {
     /// Seals the journal (see `citypay_shard::seal`); `None` leaves it unsealed.
     pub(crate) journal: Option<[u8; 32]>,
     /// Where the newest seal is kept, outside the database.
-    pub(crate) head: Option<PathBuf>,
+    pub(crate) head: Option<crate::seal_head::HeadStore>,
     /// The Alipay-compatible gateway's RSA key pairs.
     pub(crate) gateway: Arc<citypay_gateway::PlatformKeys>,
 }
@@ -244,7 +244,7 @@ fn env_signing_keys() -> anyhow::Result<Option<[[u8; 32]; 3]>> {
 /// seal key: `CITYPAY_JOURNAL_KEY`, else the line `journal=SEED` (added on first use); the
 /// newest seal goes to the file beside the key file ([`seal_head_path`]).
 pub(crate) fn load_ride_keys(path: &Path) -> anyhow::Result<SigningKeys> {
-    let head = Some(seal_head_path(path));
+    let head = Some(crate::seal_head::HeadStore::File(seal_head_path(path)));
     if let Some([seed, receipt, journal]) = env_signing_keys()? {
         let keys = vec![citypay_ride::PlatformKey::from_seed(1, seed, forever()?)];
         let gateway = load_gateway_keys(path)?;
@@ -413,48 +413,6 @@ pub(crate) fn seal_head_path(keys: &Path) -> PathBuf {
     let mut path = keys.as_os_str().to_owned();
     path.push(".head");
     PathBuf::from(path)
-}
-
-/// Keeps the newest seal in a file: `BATCH ROWS MAC FIRST CHECK` (MAC in hex; FIRST the first
-/// sealed batch; CHECK the key's check value, in hex), replaced whole after every batch
-/// (written, then renamed over the old one). Not synced: after a power cut it may name an
-/// earlier batch than the database holds, never a later one.
-struct HeadFile {
-    path: PathBuf,
-    temporary: PathBuf,
-    key_check: [u8; 8],
-}
-
-impl citypay_shard::seal::SealHead for HeadFile {
-    fn sealed(&mut self, seal: &citypay_shard::seal::Seal, first: u64) {
-        let text = format!(
-            "{} {} {} {first} {}\n",
-            seal.batch,
-            seal.rows,
-            citypay_vault::hex::encode(&seal.mac),
-            citypay_vault::hex::encode(&self.key_check)
-        );
-        // A head that cannot be written is reported by the audit as a mismatch, never silently
-        // trusted; the batch itself is committed already.
-        if std::fs::write(&self.temporary, text).is_ok() {
-            let _ = std::fs::rename(&self.temporary, &self.path);
-        }
-    }
-}
-
-/// The head in a head file, if there is one.
-pub(crate) fn read_seal_head(path: &Path) -> anyhow::Result<Option<citypay_shard::seal::Head>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut parts = text.split_whitespace();
-    let (Some(batch), Some(rows), Some(mac), Some(first), Some(check)) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) else {
-        anyhow::bail!("{}: BATCH ROWS MAC FIRST CHECK", path.display())
-    };
-    let seal = citypay_shard::seal::Seal { batch: batch.parse()?, rows: rows.parse()?, mac: citypay_vault::hex::decode(mac).context("the head's MAC")? };
-    Ok(Some(citypay_shard::seal::Head { seal, first: first.parse()?, key_check: citypay_vault::hex::decode(check).context("the head's key check")? }))
 }
 
 /// Which of the database's journal seals to read.
@@ -643,30 +601,30 @@ pub(crate) fn open_reader(db: &DbUrl) -> anyhow::Result<Arc<dyn ServiceReader>> 
     })
 }
 
-/// Starts the writer on `store`, sealing the journal under `journal` with the head at `head`
-/// when both are given, chained to the newest seal the database holds. Blocking.
+/// Starts the writer on `store`, sealing the journal under `journal` with the head in `head`
+/// when both are given, chained to the newest seal the database holds. Blocking (and, for a
+/// head in etcd, on a thread of a runtime).
 pub(crate) fn start_writer(
     store: Box<dyn citypay_store::LedgerStore>,
     reader: &dyn ServiceReader,
     journal: Option<[u8; 32]>,
-    head: Option<PathBuf>,
+    head: Option<crate::seal_head::HeadStore>,
     shard_clock: Arc<dyn Clock + Sync>,
 ) -> anyhow::Result<Shard> {
     Ok(match (journal, head) {
-        (Some(key), Some(path)) => {
+        (Some(key), Some(head)) => {
             let last = stored_seals(reader, Seals::Newest)?.pop();
             let first = stored_seals(reader, Seals::Oldest)?.pop().map(|s| s.batch);
             let key = citypay_shard::seal::SealKey::new(key);
             // Never seal under another key than the journal's: a key file that lost its
             // journal key would make every later seal fail the audit.
-            if let Some(head) = read_seal_head(&path)?
-                && head.key_check != key.check_value()
+            if let Some(newest) = head.read()?
+                && newest.key_check != key.check_value()
             {
-                anyhow::bail!("the key file's journal key is not the one that sealed this database ({}): restore the key file", path.display());
+                anyhow::bail!("the key file's journal key is not the one that sealed this database ({head}): restore the key file");
             }
-            let temporary = path.with_extension("head-new");
-            let head = Box::new(HeadFile { path, temporary, key_check: key.check_value() });
-            let sealer = citypay_shard::seal::Sealer::new(key, last, first, head);
+            let writer = head.writer(key.check_value());
+            let sealer = citypay_shard::seal::Sealer::new(key, last, first, writer);
             Shard::start_sealed(store, ShardConfig::DEFAULT, shard_clock, sealer)?
         }
         _ => Shard::start(store, ShardConfig::DEFAULT, shard_clock)?,

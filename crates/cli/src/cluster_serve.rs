@@ -28,6 +28,11 @@ pub(crate) struct ClusterOptions {
     pub(crate) advertise: String,
     /// The writer lease's time to live.
     pub(crate) lease_ttl: Duration,
+    /// etcd's endpoints: the seal head, and the Patroni leader. `None`: the head stays in the
+    /// file beside the key file (servers on one machine).
+    pub(crate) etcd: Option<String>,
+    /// The Patroni cluster's prefix in etcd. `None`: the `--db` URL is the primary.
+    pub(crate) patroni_scope: Option<String>,
 }
 
 /// What the background jobs and the API see of this server's part.
@@ -44,13 +49,13 @@ impl Membership {
     }
 }
 
-/// Everything a writer needs that the lease does not give: the database, the migrations,
-/// the journal's seal key and head.
+/// Everything a writer needs that the lease does not give: where the database's primary is
+/// now, the journal's seal key and head.
 pub(crate) struct WriterParts {
-    pub(crate) url: String,
+    pub(crate) locate: citypay_store_postgres::Locate,
     pub(crate) reader: Arc<dyn ServiceReader>,
     pub(crate) journal: Option<[u8; 32]>,
-    pub(crate) head: Option<std::path::PathBuf>,
+    pub(crate) head: Option<crate::seal_head::HeadStore>,
 }
 
 /// Starts the transport and the watch of the lease; answers the handle the services submit
@@ -86,40 +91,36 @@ async fn watch_lease(
     on_writer: Arc<dyn Fn() + Send + Sync>,
 ) {
     let parts = Arc::new(parts);
-    let mut writer: Option<Shard> = None;
-    let mut watcher: Option<PostgresStore> = None;
+    // This server's writer, its epoch, and the primary it writes to.
+    let mut writer: Option<(Shard, i64, String)> = None;
+    let mut watcher: Option<(String, PostgresStore)> = None;
     loop {
-        if let Some(shard) = &writer {
-            if shard.is_running() {
+        let Some(url) = (parts.locate)() else {
+            // No primary now (a failover under way): a writer here cannot commit either.
+            tokio::time::sleep(WATCH_EVERY).await;
+            continue;
+        };
+        let lease = read_lease(&mut watcher, &url).await;
+        if let Some((shard, epoch, at)) = &writer {
+            // Deposed: fenced or its lease lost (the thread stopped), a later epoch on the
+            // primary, or the primary moved (this writer's commits cannot be acknowledged there).
+            let superseded = lease.as_ref().is_ok_and(|l| l.epoch > *epoch);
+            if shard.is_running() && !superseded && *at == url {
                 tokio::time::sleep(WATCH_EVERY).await;
                 continue;
             }
-            // Fenced, its lease lost, or its database gone: it acknowledges nothing more.
-            tracing::warn!("this server's writer stopped; looking for the next writer");
+            tracing::warn!(epoch, superseded, moved = *at != url, "this server's writer stopped or was deposed; looking for the next writer");
             metrics::counter!("citypay_writer_stops_total").increment(1);
             local.send_replace(None);
             routes.send_replace(Route::Nowhere);
             role.set("no_writer", None);
-            if let Some(shard) = writer.take() {
-                let _ = tokio::task::spawn_blocking(move || drop(shard)).await;
+            if let Some((shard, _, _)) = writer.take() {
+                // Its thread may be stuck in a COMMIT that never returns (an isolated primary):
+                // nothing waits for it.
+                std::thread::spawn(move || drop(shard));
             }
+            continue;
         }
-        let url = parts.url.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut store = match watcher.take() {
-                Some(store) => store,
-                None => match PostgresStore::open_lease_reader(&url) {
-                    Ok(store) => store,
-                    Err(error) => return (None, Err(error)),
-                },
-            };
-            let lease = store.lease();
-            // A failed read may have broken the connection: connect afresh next time.
-            (lease.is_ok().then_some(store), lease)
-        })
-        .await;
-        let Ok((kept, lease)) = read else { return };
-        watcher = kept;
         let lease = match lease {
             Ok(lease) => lease,
             Err(error) => {
@@ -146,9 +147,9 @@ async fn watch_lease(
         }
         // No writer whose lease runs: take over.
         let started = std::time::Instant::now();
-        let (taking, terms_now) = (parts.clone(), terms.clone());
+        let (taking, terms_now, primary) = (parts.clone(), terms.clone(), url.clone());
         let taken = tokio::task::spawn_blocking(move || -> anyhow::Result<(Shard, i64)> {
-            let store = PostgresStore::take_over(&taking.url, &crate::city::migrations(), &terms_now)?;
+            let store = PostgresStore::take_over(&primary, &crate::city::migrations(), &terms_now)?;
             let epoch = store.epoch().context("a writer has an epoch")?;
             let shard = crate::city::start_writer(Box::new(store), taking.reader.as_ref(), taking.journal, taking.head.clone(), Arc::new(SystemClock))?;
             Ok((shard, epoch))
@@ -162,7 +163,7 @@ async fn watch_lease(
                 local.send_replace(Some((shard.handle(), epoch)));
                 routes.send_replace(Route::Local { handle: shard.handle(), epoch });
                 role.set("writer", Some(epoch));
-                writer = Some(shard);
+                writer = Some((shard, epoch, url));
                 on_writer();
             }
             Ok(Err(error)) if error.chain().any(|e| matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked { .. }))) => {}
@@ -170,5 +171,33 @@ async fn watch_lease(
             Err(_) => return,
         }
         tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+/// Reads the lease on the primary at `url`, keeping one connection for it (a new one when the
+/// primary moves, or after an error).
+async fn read_lease(watcher: &mut Option<(String, PostgresStore)>, url: &str) -> Result<citypay_store_postgres::LeaseState, StoreError> {
+    let kept = watcher.take();
+    let url = url.to_owned();
+    // Connections open and close on a blocking thread: the synchronous client runs a runtime.
+    let read = tokio::task::spawn_blocking(move || {
+        let mut store = match kept.filter(|(at, _)| *at == url) {
+            Some((_, store)) => store,
+            None => match PostgresStore::open_lease_reader(&url) {
+                Ok(store) => store,
+                Err(error) => return (None, Err(error)),
+            },
+        };
+        let lease = store.lease();
+        // A failed read may have broken the connection: connect afresh next time.
+        (lease.is_ok().then_some((url, store)), lease)
+    })
+    .await;
+    match read {
+        Ok((kept, lease)) => {
+            *watcher = kept;
+            lease
+        }
+        Err(error) => Err(StoreError::Backend(format!("reading the lease: {error}"))),
     }
 }

@@ -39,12 +39,15 @@ mod bench_settlement;
 mod bench_transit;
 mod city;
 mod cluster_serve;
+mod etcd;
 mod crash_child;
 mod gateway_cmd;
 mod inspect;
 mod naive;
 mod open;
+mod patroni;
 mod remote;
+mod seal_head;
 mod serve;
 mod settle_cmd;
 mod simulate;
@@ -98,6 +101,9 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The seal head of a city on several servers is in etcd: its endpoints.
+        #[arg(long, env = "CITYPAY_ETCD")]
+        etcd: Option<String>,
     },
     /// Serves the HTTP API (and delivers notifications, closes expired trades).
     Serve {
@@ -126,6 +132,14 @@ enum Command {
         /// replaced this long after its last renewal.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(200..=2000))]
         lease_ttl_ms: u64,
+        /// With --cluster-listen: etcd's endpoints (comma-separated), where the servers keep
+        /// the journal's seal head (and Patroni its leader).
+        #[arg(long, env = "CITYPAY_ETCD", requires = "cluster_listen")]
+        etcd: Option<String>,
+        /// The database is a Patroni cluster with this prefix in etcd (its namespace and scope,
+        /// such as /service/citypay): its leader's address replaces --db's host and port.
+        #[arg(long, env = "CITYPAY_PATRONI_SCOPE", requires = "etcd")]
+        patroni_scope: Option<String>,
     },
     /// A city's key set: `keys new FILE` makes one, to copy to every server of the city.
     Keys {
@@ -203,12 +217,14 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Gateway(args) } => bench_gateway::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::GatewayLoad(args) } => bench_gateway::load_run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Audit { db, keys, json } => audit_cmd::run(&db, keys.as_deref(), json),
-        Command::Serve { db, addr, keys, trusted_proxies, cluster_listen, cluster_advertise, lease_ttl_ms } => {
+        Command::Audit { db, keys, json, etcd } => audit_cmd::run(&db, keys.as_deref(), etcd.as_deref(), json),
+        Command::Serve { db, addr, keys, trusted_proxies, cluster_listen, cluster_advertise, lease_ttl_ms, etcd, patroni_scope } => {
             let cluster = cluster_listen.map(|listen| cluster_serve::ClusterOptions {
                 listen,
                 advertise: cluster_advertise.unwrap_or_else(|| listen.to_string()),
                 lease_ttl: std::time::Duration::from_millis(lease_ttl_ms),
+                etcd,
+                patroni_scope,
             });
             serve::run(&db, addr, keys, &trusted_proxies, cluster).map(|()| ExitCode::SUCCESS)
         }

@@ -206,10 +206,24 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
     let DbUrl::Postgres(url) = db else { anyhow::bail!("a city on several servers keeps its data in PostgreSQL (--db postgres://...)") };
     let (directory_keys, signing_keys, cluster_key) = crate::city::load_key_set(keys_path)?;
     let tls = citypay_cluster::ClusterTls::from_ca_key(&cluster_key).context("the key set's cluster key")?;
-    let reader_db = db.clone();
-    let reader = tokio::task::spawn_blocking(move || crate::city::open_reader(&reader_db)).await??;
+    let etcd = options.etcd.as_deref().map(crate::etcd::Etcd::new).transpose()?;
+    let locate: citypay_store_postgres::Locate = match (&etcd, &options.patroni_scope) {
+        (Some(etcd), Some(scope)) => {
+            let primary = crate::patroni::Primary::follow(etcd.clone(), scope, url).await?;
+            Arc::new(move || primary.url())
+        }
+        _ => {
+            let url = url.clone();
+            Arc::new(move || Some(url.clone()))
+        }
+    };
+    let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(locate.clone()));
     let journal = signing_keys.journal;
-    let parts = WriterParts { url: url.clone(), reader: reader.clone(), journal, head: signing_keys.head.clone() };
+    let head = match etcd {
+        Some(etcd) => Some(crate::seal_head::HeadStore::etcd(etcd, url)),
+        None => signing_keys.head.clone(),
+    };
+    let parts = WriterParts { locate, reader: reader.clone(), journal, head };
     let directory: Arc<std::sync::OnceLock<citypay_directory::Directory>> = Arc::default();
     let found = directory.clone();
     let on_writer = move || {

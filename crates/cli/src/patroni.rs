@@ -1,0 +1,107 @@
+//! Finding the primary of a Patroni cluster: the leader key Patroni keeps in etcd names the
+//! member, whose record gives its address. Never found by trying hosts: a PostgreSQL that
+//! accepts writes may be an orphan whose Patroni agent died (it looks like a primary, and its
+//! commits hang once a new leader is promoted).
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::etcd::Etcd;
+
+/// How often the leader key is read.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// The primary's URL as last seen, kept fresh by a background task.
+#[derive(Debug, Clone)]
+pub(crate) struct Primary(Arc<RwLock<Option<String>>>);
+
+impl Primary {
+    /// The current primary's URL; `None` while the cluster has no leader.
+    pub(crate) fn url(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, now: Option<String>) {
+        let mut current = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != now {
+            tracing::info!(primary = now.as_deref().map(redacted).unwrap_or_default(), "the Patroni leader changed");
+            *current = now;
+        }
+    }
+
+    /// Follows the leader of the Patroni cluster `scope` (its etcd prefix, such as
+    /// `/service/citypay`) from now on; `template` is the database URL whose host and port
+    /// are replaced by the leader's. Waits (at most 60 s) until there is one.
+    pub(crate) async fn follow(etcd: Etcd, scope: &str, template: &str) -> anyhow::Result<Primary> {
+        let primary = Primary(Arc::default());
+        let (found, prefix, template) = (primary.clone(), scope.trim_end_matches('/').to_owned(), template.to_owned());
+        tokio::spawn(async move {
+            loop {
+                let now = match leader(&etcd, &prefix).await {
+                    Ok(Some(address)) => Some(with_address(&template, &address)),
+                    Ok(None) => None,
+                    // etcd out of reach: keep what was known (the commits themselves are the
+                    // fence; a stale address only fails them).
+                    Err(error) => {
+                        tracing::debug!(error = %format!("{error:#}"), "reading the Patroni leader failed");
+                        tokio::time::sleep(LOOK_EVERY).await;
+                        continue;
+                    }
+                };
+                found.set(now);
+                tokio::time::sleep(LOOK_EVERY).await;
+            }
+        });
+        let started = std::time::Instant::now();
+        while primary.url().is_none() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the Patroni cluster {scope:?} has no leader in etcd");
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+        Ok(primary)
+    }
+}
+
+/// `host:port` of the leader, from its member record's `conn_url`.
+async fn leader(etcd: &Etcd, scope: &str) -> anyhow::Result<Option<String>> {
+    let Some(name) = etcd.get(&format!("{scope}/leader")).await? else { return Ok(None) };
+    let name = String::from_utf8(name).context("the leader key")?;
+    let Some(member) = etcd.get(&format!("{scope}/members/{name}")).await? else { return Ok(None) };
+    let member: serde_json::Value = serde_json::from_slice(&member).context("the leader's member record")?;
+    let url = member["conn_url"].as_str().context("the leader's member record has no conn_url")?;
+    Ok(Some(authority(url).to_owned()))
+}
+
+/// The `host:port` of a `postgres://[user[:password]@]host:port/...` URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
+    rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+}
+
+/// `template` with its host and port replaced by `address`.
+pub(crate) fn with_address(template: &str, address: &str) -> String {
+    let (scheme, rest) = template.split_once("://").unwrap_or(("postgres", template));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority.rsplit_once('@').map(|(user, _)| format!("{user}@")).unwrap_or_default();
+    format!("{scheme}://{user}{address}{tail}")
+}
+
+fn redacted(url: &str) -> String {
+    citypay_store::DbUrl::Postgres(url.to_owned()).redacted()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_leaders_address_replaces_the_templates() {
+        assert_eq!(authority("postgres://127.0.0.1:57005/postgres"), "127.0.0.1:57005");
+        assert_eq!(authority("postgres://u:p@10.213.1.11:5432/x?sslmode=disable"), "10.213.1.11:5432");
+        assert_eq!(with_address("postgres://citypay:pw@leader/citypay", "127.0.0.1:57005"), "postgres://citypay:pw@127.0.0.1:57005/citypay");
+        assert_eq!(with_address("postgres://h:1/db?x=1", "10.0.0.1:2"), "postgres://10.0.0.1:2/db?x=1");
+    }
+}
