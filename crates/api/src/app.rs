@@ -410,11 +410,13 @@ fn with_middleware(router: Router, config: &ApiConfig) -> Router {
         .layer(middleware::map_response(rejections_as_json));
     let router = router.layer(stack);
     match config.role.clone() {
-        // Outermost: read as the answer leaves, after the commit it reports.
-        Some(role) => router.layer(middleware::map_response(move |mut response: axum::response::Response| {
-            let epoch = role.get().1;
+        // Outermost: the epoch of the writer that answered the request's commands, else of
+        // the writer this server sends to now.
+        Some(role) => router.layer(middleware::from_fn(move |request: axum::extract::Request, next: middleware::Next| {
+            let role = role.clone();
             async move {
-                if let Some(epoch) = epoch {
+                let (mut response, answered) = citypay_shard::watch_epoch(next.run(request)).await;
+                if let Some(epoch) = answered.or(role.get().1) {
                     response.headers_mut().insert(WRITER_EPOCH_HEADER, HeaderValue::from(epoch));
                 }
                 response

@@ -60,7 +60,7 @@ impl Connection {
         let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for (_, (waiting, _permit)) in waiting {
             if let Waiting::Reply(responder) = waiting {
-                responder.answer(Err(SubmitError::CommitFailed(LOST.to_owned())));
+                responder.answer(Err(SubmitError::CommitFailed(LOST.to_owned())), self.epoch);
             }
         }
     }
@@ -164,9 +164,9 @@ impl Forwarder {
             let mut buffer = Vec::new();
             loop {
                 match frame::read::<_, Tell>(&mut reading, &mut buffer).await {
-                    Ok(Some(Tell::Reply { id, reply })) => {
+                    Ok(Some(Tell::Reply { id, reply, epoch })) => {
                         if let Some((Waiting::Reply(responder), _permit)) = receiver.take(id) {
-                            responder.answer(reply);
+                            responder.answer(reply, epoch);
                         }
                     }
                     Ok(Some(Tell::Account { id, account })) => {
@@ -197,7 +197,7 @@ impl Connection {
 /// Answers a request that was never sent: the writer is unavailable.
 pub(crate) fn refuse(request: Relayed) {
     match request {
-        Relayed::Command(_, responder) => responder.answer(Err(SubmitError::Unavailable)),
+        Relayed::Command(_, responder) => responder.answer(Err(SubmitError::Unavailable), 0),
         Relayed::Account(_, responder) => responder.answer(Err(SubmitError::Unavailable)),
     }
 }

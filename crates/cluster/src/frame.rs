@@ -23,8 +23,8 @@ pub(crate) enum Ask {
 pub(crate) enum Tell {
     /// First frame of a connection: the writer's fencing epoch.
     Hello { epoch: i64 },
-    /// The answer to a command.
-    Reply { id: u64, reply: Reply },
+    /// The answer to a command, and the epoch of the writer that gave it.
+    Reply { id: u64, reply: Reply, epoch: i64 },
     /// The answer to an account read.
     Account { id: u64, account: Option<Account> },
 }

@@ -97,7 +97,10 @@ async fn serve(stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>, m
         let (handle, answers) = (handle.clone(), answers.clone());
         tokio::spawn(async move {
             let tell = match ask {
-                Ask::Command { id, command } => Tell::Reply { id, reply: handle.submit(command).await },
+                Ask::Command { id, command } => {
+                    let (reply, answered) = citypay_shard::watch_epoch(handle.submit(command)).await;
+                    Tell::Reply { id, reply, epoch: answered.unwrap_or(epoch) }
+                }
                 Ask::Account { id, account } => match handle.account(account).await {
                     Ok(account) => Tell::Account { id, account },
                     // The writer stopped: the member sees the connection end.

@@ -53,6 +53,7 @@ pub fn router(mut relay: Relay, routes: watch::Receiver<Route>, forwarder: Arc<F
             match route {
                 Route::Local { handle, .. } => request.pass_to(&handle).await,
                 Route::Remote { address, .. } => {
+                    metrics::counter!("citypay_forwarded_commands_total").increment(1);
                     let Ok(permit) = permits.clone().acquire_owned().await else { return };
                     let forwarder = forwarder.clone();
                     tokio::spawn(async move { forwarder.forward(&address, request, permit).await });

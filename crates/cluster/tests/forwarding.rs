@@ -43,6 +43,7 @@ async fn forwarded_commands_get_the_writers_answers() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open_writer(&dir.path().join("city.db"), &[NOTES]).unwrap();
     let shard = Shard::start(Box::new(store), ShardConfig::DEFAULT, SystemClock).unwrap();
+    shard.set_epoch(7);
     let ca = ClusterTls::new_ca_key().unwrap();
     let writer_tls = ClusterTls::from_ca_key(&ca).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -51,7 +52,9 @@ async fn forwarded_commands_get_the_writers_answers() {
     CommandListener::spawn(listener, &writer_tls, roles);
 
     let forwarding = member(&ClusterTls::from_ca_key(&ca).unwrap(), address.clone(), 7);
-    assert_eq!(forwarding.submit(account(1, AccountFlags::NONE)).await.unwrap().status, Status::Ok);
+    // Each answer names the epoch of the writer that gave it.
+    let (opened, epoch) = citypay_shard::watch_epoch(forwarding.submit(account(1, AccountFlags::NONE))).await;
+    assert_eq!((opened.unwrap().status, epoch), (Status::Ok, Some(7)));
     assert_eq!(forwarding.submit(account(2, AccountFlags::NONE)).await.unwrap().status, Status::Ok);
     // A transfer with a row and a guard, many at once.
     let mut waiting = Vec::new();

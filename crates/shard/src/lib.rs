@@ -170,8 +170,34 @@ pub enum SubmitError {
 /// The answer to one command.
 pub type Reply = Result<Outcome, SubmitError>;
 
+/// A reply and the fencing epoch of the writer that gave it (0 for a writer without one).
+pub(crate) type Answered = (Reply, i64);
+
+tokio::task_local! {
+    /// The largest epoch of the writers that answered this task's commands, while a caller
+    /// watches ([`watch_epoch`]).
+    static ANSWERED_EPOCH: std::cell::Cell<Option<i64>>;
+}
+
+/// Runs `work`, answering also the largest fencing epoch of the writers that answered its
+/// commands (`None` when none did): the API puts it on every answer, so a client can tell
+/// which writer committed what it was told.
+pub async fn watch_epoch<T>(work: impl Future<Output = T>) -> (T, Option<i64>) {
+    ANSWERED_EPOCH
+        .scope(std::cell::Cell::new(None), async move {
+            let out = work.await;
+            (out, ANSWERED_EPOCH.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Notes that a writer of `epoch` answered a command of this task.
+fn answered_by(epoch: i64) {
+    let _ = ANSWERED_EPOCH.try_with(|seen| seen.set(Some(seen.get().map_or(epoch, |e| e.max(epoch)))));
+}
+
 enum Request {
-    Command(Command, oneshot::Sender<Reply>),
+    Command(Command, oneshot::Sender<Answered>),
     Account(AccountId, oneshot::Sender<Option<Account>>),
     Stop,
 }
@@ -200,6 +226,7 @@ pub struct Shard {
     handle: ShardHandle,
     thread: Option<JoinHandle<()>>,
     stats: Arc<ShardStats>,
+    epoch: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for Request {
@@ -235,18 +262,25 @@ impl Shard {
         let (ledger, last_batch) = load(store.as_mut(), config)?;
         let (sender, receiver) = mpsc::channel(config.queue_max);
         let stats = Arc::new(ShardStats::default());
-        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone(), sealer, ack_before_commit: false };
+        let epoch = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone(), sealer, ack_before_commit: false, epoch: epoch.clone() };
         let thread = std::thread::Builder::new()
             .name("shard-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         let handle = ShardHandle { sender, reply_timeout: config.reply_timeout };
-        Ok(Shard { handle, thread: Some(thread), stats })
+        Ok(Shard { handle, thread: Some(thread), stats, epoch })
     }
 
     /// A handle for sending commands.
     pub fn handle(&self) -> ShardHandle {
         self.handle.clone()
+    }
+
+    /// Names the fencing epoch of the writer's store, which every reply then carries (see
+    /// [`watch_epoch`]).
+    pub fn set_epoch(&self, epoch: i64) {
+        self.epoch.store(epoch, Ordering::SeqCst);
     }
 
     /// Whether the writer still runs. It stops when told to, or on its own when it may no
@@ -287,7 +321,11 @@ impl ShardHandle {
         let (tx, rx) = oneshot::channel();
         let wait = async {
             self.sender.send(Request::Command(command, tx)).await.map_err(|_| SubmitError::Unavailable)?;
-            rx.await.map_err(|_| SubmitError::Unavailable)?
+            let (reply, epoch) = rx.await.map_err(|_| SubmitError::Unavailable)?;
+            if reply.is_ok() {
+                answered_by(epoch);
+            }
+            reply
         };
         match tokio::time::timeout(self.reply_timeout, wait).await {
             Ok(reply) => reply,
@@ -299,7 +337,7 @@ impl ShardHandle {
     pub fn submit_blocking(&self, command: Command) -> Reply {
         let (tx, rx) = oneshot::channel();
         self.sender.blocking_send(Request::Command(command, tx)).map_err(|_| SubmitError::Unavailable)?;
-        rx.blocking_recv().map_err(|_| SubmitError::Unavailable)?
+        rx.blocking_recv().map_err(|_| SubmitError::Unavailable)?.0
     }
 
     /// An account's committed state, read in order with the commands before it.
@@ -346,15 +384,15 @@ pub struct Responder<T>(ResponderKind<T>);
 
 #[derive(Debug)]
 enum ResponderKind<T> {
-    Reply(oneshot::Sender<Reply>, std::marker::PhantomData<T>),
+    Reply(oneshot::Sender<Answered>, std::marker::PhantomData<T>),
     Account(oneshot::Sender<Option<Account>>),
 }
 
 impl Responder<Reply> {
-    /// Sends the reply.
-    pub fn answer(self, reply: Reply) {
+    /// Sends the reply of the writer of `epoch`.
+    pub fn answer(self, reply: Reply, epoch: i64) {
         if let ResponderKind::Reply(sender, _) = self.0 {
-            let _ = sender.send(reply);
+            let _ = sender.send((reply, epoch));
         }
     }
 }
@@ -427,13 +465,15 @@ struct Writer {
     /// out before the commit, so a failed commit leaves acknowledged work undone. The
     /// simulator must find it.
     ack_before_commit: bool,
+    /// The fencing epoch this writer's store took (set once it is known; 0 without one).
+    epoch: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// One batch being processed: the commands, and where to answer.
 #[derive(Default)]
 struct Batch {
     commands: Vec<Command>,
-    replies: Vec<oneshot::Sender<Reply>>,
+    replies: Vec<oneshot::Sender<Answered>>,
     reads: Vec<(AccountId, oneshot::Sender<Option<Account>>)>,
 }
 
@@ -483,6 +523,10 @@ impl<'a> WrittenRows<'a> {
 }
 
 impl Writer {
+    fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build();
         let Ok(runtime) = runtime else { return };
@@ -585,17 +629,21 @@ impl Writer {
         let write = BatchWrite { batch: batch_number, effects: &effects, rows: &rows };
         if self.ack_before_commit {
             for (reply, answer) in batch.replies.drain(..).zip(answers.iter().cloned()) {
-                let _ = reply.send(answer);
+                let _ = reply.send((answer, self.epoch()));
             }
         }
-        match self.store.commit(&write) {
+        let committing = std::time::Instant::now();
+        let committed = self.store.commit(&write);
+        metrics::histogram!("citypay_commit_seconds").record(committing.elapsed().as_secs_f64());
+        match committed {
             Ok(()) => {
                 tracing::trace!(batch = batch_number, commands = batch.replies.len(), events = events.len(), rows = rows.len(), "batch committed");
                 self.last_batch += 1;
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
+                let epoch = self.epoch();
                 for (reply, answer) in batch.replies.drain(..).zip(answers) {
-                    let _ = reply.send(answer);
+                    let _ = reply.send((answer, epoch));
                 }
                 // The head outside the database may lag a batch (the audit allows that); the
                 // answers need not wait for it.
@@ -701,7 +749,7 @@ impl Writer {
         self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
         let message = error.to_string();
         for reply in batch.replies.drain(..) {
-            let _ = reply.send(Err(SubmitError::CommitFailed(message.clone())));
+            let _ = reply.send((Err(SubmitError::CommitFailed(message.clone())), self.epoch()));
         }
         batch.clear();
         !matches!(error, StoreError::Fenced { .. } | StoreError::Locked { .. } | StoreError::Corrupt(_))

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 pub struct SteppedShard {
     writer: Writer,
     receiver: mpsc::Receiver<Request>,
-    waiting: Vec<(Command, oneshot::Sender<Reply>)>,
+    waiting: Vec<(Command, oneshot::Sender<crate::Answered>)>,
     handle: ShardHandle,
 }
 
@@ -47,7 +47,7 @@ impl SteppedShard {
         let (ledger, last_batch) = load(store.as_mut(), config)?;
         let (sender, receiver) = mpsc::channel(config.queue_max);
         let stats = Arc::new(ShardStats::default());
-        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats, sealer, ack_before_commit: false };
+        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats, sealer, ack_before_commit: false, epoch: Default::default() };
         Ok(SteppedShard { writer, receiver, waiting: Vec::new(), handle: ShardHandle { sender, reply_timeout: config.reply_timeout } })
     }
 
@@ -81,7 +81,7 @@ impl SteppedShard {
     /// bound are taken), and answers them. An empty pick still runs the batch that expires
     /// pending transfers when one is due.
     pub fn step(&mut self, pick: &[usize]) -> Step {
-        let mut slots: Vec<Option<(Command, oneshot::Sender<Reply>)>> = self.waiting.drain(..).map(Some).collect();
+        let mut slots: Vec<Option<(Command, oneshot::Sender<crate::Answered>)>> = self.waiting.drain(..).map(Some).collect();
         let mut batch = Batch::default();
         let (mut ids, mut answers, mut clients) = (Vec::new(), Vec::new(), Vec::new());
         for &index in pick {
@@ -103,8 +103,8 @@ impl SteppedShard {
             .zip(answers)
             .zip(clients)
             .map(|((id, mut answer), client)| {
-                let answer = answer.try_recv().unwrap_or(Err(SubmitError::Unavailable));
-                let _ = client.send(answer.clone());
+                let (answer, epoch) = answer.try_recv().unwrap_or((Err(SubmitError::Unavailable), 0));
+                let _ = client.send((answer.clone(), epoch));
                 (id, answer)
             })
             .collect();
