@@ -98,6 +98,10 @@ impl DirectoryError {
 
 impl From<citypay_store::StoreError> for DirectoryError {
     fn from(error: citypay_store::StoreError) -> DirectoryError {
-        DirectoryError::Storage(error.to_string())
+        match error {
+            // A database failing over: retry in a moment.
+            citypay_store::StoreError::Unavailable(_) => DirectoryError::Unavailable(error.to_string()),
+            _ => DirectoryError::Storage(error.to_string()),
+        }
     }
 }

@@ -6,7 +6,24 @@ use citypay_store::{ServiceReader, StoreError, Value, rewrite_placeholders};
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Row};
 
-use crate::{backend, connect};
+use crate::{backend, connect, describe};
+
+/// Whether a failed query says the database cannot be reached now rather than that the query
+/// is wrong: the connection closed or broke, the server is shutting down or starting, or the
+/// node is no longer the primary (it refuses writes).
+fn unreachable(error: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    if error.is_closed() {
+        return true;
+    }
+    match error.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::READ_ONLY_SQL_TRANSACTION].contains(code)
+        }
+        None => std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>()),
+    }
+}
 
 /// Where the database is now: one fixed URL, or the URL of a cluster's current primary (a
 /// Patroni leader), `None` while there is none.
@@ -46,7 +63,7 @@ impl PostgresReader {
     }
 
     fn take(&self) -> Result<(String, Client), StoreError> {
-        let url = (self.locate)().ok_or_else(|| StoreError::Backend("no primary database now".into()))?;
+        let url = (self.locate)().ok_or_else(|| StoreError::Unavailable("no primary database now".into()))?;
         let mut idle = self.idle.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?;
         // Connections to a node that stopped being the primary are dropped, not read from.
         let stale: Vec<(String, Client)> = idle.extract_if(.., |(at, client)| *at != url || client.is_closed()).collect();
@@ -55,7 +72,10 @@ impl PostgresReader {
         drop(stale);
         match found {
             Some(taken) => Ok(taken),
-            None => Ok((url.clone(), connect(&url)?)),
+            None => match connect(&url) {
+                Ok(client) => Ok((url, primary_only(client)?)),
+                Err(error) => Err(StoreError::Unavailable(error.to_string())),
+            },
         }
     }
 
@@ -67,6 +87,20 @@ impl PostgresReader {
             idle.push((url, client));
         }
     }
+}
+
+/// `client` if its node is a primary. A node that Patroni demoted (it lost etcd, and restarts
+/// as a standby, every connection closed) may still be named the leader for a while, and still
+/// show rows it committed locally that never reached a standby and will be rewound away: never
+/// read those. Checked once per connection: a demotion ends every connection.
+fn primary_only(mut client: Client) -> Result<Client, StoreError> {
+    let row = client.query_one("SELECT pg_is_in_recovery()", &[]).map_err(|e| StoreError::Unavailable(describe(&e)))?;
+    if row.try_get::<_, bool>(0).map_err(backend)? {
+        // Closed off the caller's thread for the same reason as in `drop`.
+        std::thread::spawn(move || drop(client));
+        return Err(StoreError::Unavailable("the node named the primary is a standby now".into()));
+    }
+    Ok(client)
 }
 
 impl Drop for PostgresReader {
@@ -140,6 +174,6 @@ impl ServiceReader for PostgresReader {
 /// Runs one query with `?N` placeholders on `client`.
 pub(crate) fn run(client: &mut Client, sql: &str, params: &[Value]) -> Result<Vec<Vec<Value>>, StoreError> {
     let (sql, bound) = typed_sql(sql, params);
-    let rows = client.query(sql.as_str(), &bound).map_err(backend)?;
+    let rows = client.query(sql.as_str(), &bound).map_err(|e| if unreachable(&e) { StoreError::Unavailable(describe(&e)) } else { backend(e) })?;
     rows.iter().map(|row| (0..row.len()).map(|i| value(row, i)).collect()).collect()
 }

@@ -52,6 +52,10 @@ pub enum StoreError {
     /// The commit may or may not have reached the disk (the connection broke during COMMIT).
     #[error("commit outcome unknown: {0}")]
     OutcomeUnknown(String),
+    /// The database cannot be reached now (a connection lost or refused, a node shutting down or
+    /// no longer the primary): nothing was done, and the same request may succeed in a moment.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// Any other backend error.
     #[error("storage error: {0}")]
     Backend(String),
