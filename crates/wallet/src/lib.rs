@@ -79,8 +79,11 @@ const HOLD_REFUSED: &str = "hold_refused";
 /// Requests without an answer for this long are finished by the sweeper: their client has
 /// had time to retry.
 pub const SWEEP_AFTER_S: i64 = 300;
-/// How long an attempt holds its request: longer than any bank call, shorter than the sweep.
-const CLAIM_S: i64 = 120;
+/// How long an attempt holds its request: longer than any attempt lives (the API gives up on a
+/// request after 10 s, which drops its attempt; a bank call repeated under the request's
+/// reference moves nothing twice), shorter than the sweep. A retry after an attempt that died
+/// with its server (a takeover) goes ahead after this long.
+const CLAIM_S: i64 = 30;
 
 /// Ledger transfer codes of wallet movements.
 pub mod codes {
