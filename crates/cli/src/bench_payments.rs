@@ -23,19 +23,24 @@ use serde::Serialize;
 pub(crate) struct PaymentsBenchArgs {
     /// Database (must be new); default: a fresh SQLite file in a temporary directory.
     #[arg(long)]
-    db: Option<DbUrl>,
+    pub(crate) db: Option<DbUrl>,
     /// Payments to make (at most twice the residents).
     #[arg(long, default_value_t = 20_000)]
-    payments: u64,
+    pub(crate) payments: u64,
     /// Merchants.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
-    merchants: u64,
+    pub(crate) merchants: u64,
     /// Concurrent HTTP clients (tills).
     #[arg(long, default_value_t = 64)]
-    clients: u64,
+    pub(crate) clients: u64,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+    /// Run the city on this many `citypay serve` processes of a city on several servers (a
+    /// PostgreSQL --db), this process only the load generator: payments go by turns to the
+    /// writer (direct) and to another server (forwarded to the writer), in rounds.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=8), requires = "db")]
+    servers: Option<u64>,
 }
 
 /// What the benchmark measured.
@@ -61,6 +66,9 @@ pub(crate) struct Payer {
 
 #[allow(clippy::float_arithmetic)]
 pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
+    if let Some(servers) = args.servers {
+        return crate::bench_servers::run(args, servers);
+    }
     let scratch = tempfile::Builder::new().prefix("citypay-bench-payments").tempdir()?;
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
     let keys = scratch.path().join("keys");
@@ -79,7 +87,7 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
             let _ = stopped.await;
         }));
         let base = format!("http://{addr}");
-        let payments = drive_payments(&base, &merchants, payers, args).await?;
+        let payments = drive_payments(&base, &merchants, payers, args.payments.div_ceil(2), args.clients).await?;
         let noop = drive_noop(&base, args.clients, payments.0.len().max(1_000) as u64).await?;
         let _ = stop.send(());
         server.await??;
@@ -198,16 +206,16 @@ async fn enrol(state: &AppState, i: u64) -> anyhow::Result<Payer> {
 
 /// Each client takes the next resident and pays twice with them, with the code of this step and
 /// then of the next, so no two requests race for one device.
-async fn drive_payments(base: &str, merchants: &[(u64, String)], payers: Vec<Payer>, args: &PaymentsBenchArgs) -> anyhow::Result<(Vec<u64>, u64, f64)> {
+pub(crate) async fn drive_payments(base: &str, merchants: &[(u64, String)], payers: Vec<Payer>, pairs: u64, clients: u64) -> anyhow::Result<(Vec<u64>, u64, f64)> {
     let payers = Arc::new(payers);
     let merchants = Arc::new(merchants.to_vec());
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let total = (args.payments.div_ceil(2)).min(payers.len() as u64);
+    let total = pairs.min(payers.len() as u64);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..args.clients {
+    for _ in 0..clients {
         let (payers, merchants, next, failed, base) = (payers.clone(), merchants.clone(), next.clone(), failed.clone(), base.to_owned());
         tasks.spawn(async move {
             let client = reqwest::Client::new();
@@ -223,7 +231,7 @@ async fn drive_payments(base: &str, merchants: &[(u64, String)], payers: Vec<Pay
                     let (_, key) = &merchants[usize::try_from(i).unwrap_or(0) % merchants.len()];
                     let code = PaymentCode::generate(payer.device, &payer.secret, now + 30 * step);
                     let body = serde_json::json!({
-                        "out_trade_no": format!("B{i}"),
+                        "out_trade_no": format!("B{}-{i}", payer.device),
                         "amount": {"amount": 100 + i64::try_from(i % 900).unwrap_or(0), "currency": "CNY"},
                         "subject": "bench",
                         "auth_code": code,

@@ -35,6 +35,7 @@ mod audit_cmd;
 mod bench;
 mod bench_gateway;
 mod bench_payments;
+mod bench_servers;
 mod bench_settlement;
 mod bench_transit;
 mod city;
