@@ -93,14 +93,14 @@ async fn watch_lease(
     let parts = Arc::new(parts);
     // This server's writer, its epoch, and the primary it writes to.
     let mut writer: Option<(Shard, i64, String)> = None;
-    let mut watcher: Option<(String, PostgresStore)> = None;
+    let mut watcher = Watcher(None);
     loop {
         let Some(url) = (parts.locate)() else {
             // No primary now (a failover under way): a writer here cannot commit either.
             tokio::time::sleep(WATCH_EVERY).await;
             continue;
         };
-        let lease = read_lease(&mut watcher, &url).await;
+        let lease = read_lease(&mut watcher.0, &url).await;
         if let Some((shard, epoch, at)) = &writer {
             // Deposed: fenced or its lease lost (the thread stopped), a later epoch on the
             // primary, or the primary moved (this writer's commits cannot be acknowledged there).
@@ -113,7 +113,8 @@ async fn watch_lease(
             metrics::counter!("citypay_writer_stops_total").increment(1);
             local.send_replace(None);
             routes.send_replace(Route::Nowhere);
-            role.set("no_writer", None);
+            // Answers read from storage meanwhile name the last writer known.
+            role.set("no_writer", Some(*epoch));
             if let Some((shard, _, _)) = writer.take() {
                 // Its thread may be stuck in a COMMIT that never returns (an isolated primary):
                 // nothing waits for it.
@@ -152,6 +153,7 @@ async fn watch_lease(
             let store = PostgresStore::take_over(&primary, &crate::city::migrations(), &terms_now)?;
             let epoch = store.epoch().context("a writer has an epoch")?;
             let shard = crate::city::start_writer(Box::new(store), taking.reader.as_ref(), taking.journal, taking.head.clone(), Arc::new(SystemClock))?;
+            shard.set_epoch(epoch);
             Ok((shard, epoch))
         })
         .await;
@@ -199,5 +201,18 @@ async fn read_lease(watcher: &mut Option<(String, PostgresStore)>, url: &str) ->
             lease
         }
         Err(error) => Err(StoreError::Backend(format!("reading the lease: {error}"))),
+    }
+}
+
+/// The connection that reads the lease. The synchronous client closes on a runtime of its own,
+/// which must not happen on the async threads: when the task ends (the server stops), it is
+/// dropped on a thread of its own.
+struct Watcher(Option<(String, PostgresStore)>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(kept) = self.0.take() {
+            std::thread::spawn(move || drop(kept));
+        }
     }
 }

@@ -47,6 +47,19 @@ impl Etcd {
         Ok(Some(base64::engine::general_purpose::STANDARD.decode(value).context("etcd's value")?))
     }
 
+    /// Every key under `prefix` with its value.
+    pub(crate) async fn get_prefix(&self, prefix: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+        // The range's end: the prefix with its last byte raised by one.
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let answer = self.call("/v3/kv/range", json!({"key": b64(prefix.as_bytes()), "range_end": b64(&end)})).await?;
+        let decode = |field: &Value| base64::engine::general_purpose::STANDARD.decode(field.as_str().unwrap_or_default());
+        let kvs = answer["kvs"].as_array().cloned().unwrap_or_default();
+        kvs.iter().map(|kv| Ok((String::from_utf8(decode(&kv["key"])?)?, decode(&kv["value"])?))).collect()
+    }
+
     /// Sets `key` to `value` only while `guard` holds a value that sorts before `below`
     /// (or is unset), setting `guard` to `below` in the same transaction. Answers whether it
     /// was set. Keeps a value that only moves forward: a later writer's never goes back.

@@ -38,7 +38,12 @@ impl Primary {
         let primary = Primary(Arc::default());
         let (found, prefix, template) = (primary.clone(), scope.trim_end_matches('/').to_owned(), template.to_owned());
         tokio::spawn(async move {
+            let mut round = 0u64;
             loop {
+                round += 1;
+                if round % 10 == 0 {
+                    report_members(&etcd, &prefix).await;
+                }
                 let now = match leader(&etcd, &prefix).await {
                     Ok(Some(address)) => Some(with_address(&template, &address)),
                     Ok(None) => None,
@@ -60,6 +65,24 @@ impl Primary {
             tokio::time::sleep(LOOK_EVERY).await;
         }
         Ok(primary)
+    }
+}
+
+/// The replication state Patroni records, as metrics: members running, and whether a
+/// synchronous standby is named (strict synchronous mode writes nothing without one).
+async fn report_members(etcd: &Etcd, scope: &str) {
+    if let Ok(members) = etcd.get_prefix(&format!("{scope}/members/")).await {
+        let running = members
+            .iter()
+            .filter(|(_, value)| serde_json::from_slice::<serde_json::Value>(value).is_ok_and(|m| m["state"] == "running"))
+            .count();
+        metrics::gauge!("citypay_patroni_members_running").set(running as f64);
+    }
+    if let Ok(sync) = etcd.get(&format!("{scope}/sync")).await {
+        let named = sync
+            .and_then(|value| serde_json::from_slice::<serde_json::Value>(&value).ok())
+            .is_some_and(|s| s["sync_standby"].as_str().is_some_and(|name| !name.is_empty()));
+        metrics::gauge!("citypay_patroni_sync_standby").set(if named { 1.0 } else { 0.0 });
     }
 }
 
