@@ -21,6 +21,9 @@
 #   scripts/city-cluster.sh partition DIR NAME    (--netns) cuts NAME off from etcd and the
 #                                                 other nodes, not from clients (nftables)
 #   scripts/city-cluster.sh heal DIR NAME         (--netns) undoes partition
+#   scripts/city-cluster.sh serve DIR [N]         N (default 3) `citypay serve` of the city on
+#                                                 this cluster, on 127.0.0.1:8081.. (the first
+#                                                 run makes DIR/keys, Hangzhou and operator root)
 #
 # --netns (root): etcd and each node run in a network namespace of their own, on a bridge
 # 10.213.N.0/24 (the first N free) whose .254 is this machine's side, so that a node can be cut
@@ -804,6 +807,35 @@ cmd_wait_healthy() {
     wait_healthy "${1:-60}"
 }
 
+# Starts N `citypay serve` (default 3) of the city on this cluster: the first run makes the
+# city's key set (DIR/keys; every server takes it, none mints keys) and the city Hangzhou with
+# the platform operator `root` (password $CITYPAY_OPERATOR_PASSWORD, default "choose one").
+# Server i listens on 127.0.0.1:$((8080 + i)) (HTTP; $CITYPAY_SERVE_PORT_BASE moves it) and
+# 127.0.0.1:$((7080 + i)) (the other servers' commands). stop ends them first.
+cmd_serve() {
+    local count=${1:-3} bin=${CITYPAY_BIN:-citypay} i template leader_url name port
+    load_env
+    command -v "$bin" >/dev/null || die "no citypay binary: put it on PATH or set CITYPAY_BIN"
+    bin=$(command -v "$bin")
+    template=${CITYPAY_PG_URL_TEMPLATE//\{node\}/leader}
+    if [ ! -e "$DIR/keys" ]; then
+        "$bin" keys new "$DIR/keys" >/dev/null
+        read -r name port < <(cmd_leader)
+        leader_url=${CITYPAY_PG_URL_TEMPLATE//\{node\}/${NODE_HOSTS[$(node_index "$name")]}:$port}
+        "$bin" admin onboard-city --db "$leader_url" --keys "$DIR/keys" --code 330100 --name Hangzhou >/dev/null
+        CITYPAY_OPERATOR_PASSWORD=${CITYPAY_OPERATOR_PASSWORD:-choose one} \
+            "$bin" admin create-operator --db "$leader_url" --keys "$DIR/keys" --username root >/dev/null
+    fi
+    mkdir -p "$DIR/serve"
+    for ((i = 1; i <= count; i++)); do
+        launch "serve-$i" serve "serve-$i.log" "" "$bin" serve --db "$template" --keys "$DIR/keys" \
+            --addr "127.0.0.1:$((${CITYPAY_SERVE_PORT_BASE:-8080} + i))" \
+            --cluster-listen "127.0.0.1:$((${CITYPAY_SERVE_PORT_BASE:-8080} - 1000 + i))" \
+            --etcd "$CITYPAY_ETCD" --patroni-scope "/service/$SCOPE"
+        say "server $i: http://127.0.0.1:$((${CITYPAY_SERVE_PORT_BASE:-8080} + i)) (log $DIR/logs/serve-$i.log)"
+    done
+}
+
 case "$COMMAND" in
 start) cmd_start "$@" ;;
 stop) cmd_stop "$@" ;;
@@ -816,6 +848,7 @@ rejoin) cmd_rejoin "$@" ;;
 wait-healthy) cmd_wait_healthy "$@" ;;
 partition) cmd_partition "$@" ;;
 heal) cmd_heal "$@" ;;
+serve) cmd_serve "$@" ;;
 etcdctl)
     load_env
     etcdctl_here "$@"

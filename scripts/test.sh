@@ -25,6 +25,15 @@ if ! command -v chromium >/dev/null; then
     fi
 fi
 
+# A city on several servers: the chaos test runs etcd and a Patroni cluster of three
+# PostgreSQL nodes in network namespaces, cut apart with nftables (Debian's packages).
+if ! command -v patroni >/dev/null || ! command -v etcd >/dev/null || ! command -v nft >/dev/null; then
+    echo "test.sh: installing Patroni, etcd and nftables for the chaos test (apt-get install patroni etcd-server nftables)..." >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patroni etcd-server etcd-client nftables iproute2; } >/dev/null 2>&1; then
+        echo "test.sh: could not install Patroni and etcd; the chaos test will be skipped (or fail under CI=true)" >&2
+    fi
+fi
+
 # The OpenAPI test generates a Python client with openapi-python-client (PyPI), installed
 # into a virtual environment of the build folder; python3-venv comes from Debian when missing.
 venv=target/openapi-client-venv

@@ -83,7 +83,7 @@ async fn servers_forward_to_the_writer_and_take_over_when_it_dies_or_freezes() {
     let mut a = spawn(&target, &logs[0], ports[0], cluster_ports[0]);
     let (writer, _) = wait_role(&base[0], "writer", Duration::from_secs(30)).await;
     let first_epoch = writer["writer_epoch"].as_i64().unwrap();
-    let mut b = spawn(&target, &logs[1], ports[1], cluster_ports[1]);
+    let b = spawn(&target, &logs[1], ports[1], cluster_ports[1]);
     let (forwarding, _) = wait_role(&base[1], "forwarding", Duration::from_secs(30)).await;
     assert_eq!(forwarding["writer_epoch"].as_i64(), Some(first_epoch));
 

@@ -118,6 +118,14 @@ fn claim(client: &mut Client, terms: &LeaseTerms) -> Result<i64, StoreError> {
         if lease.live {
             return Err(StoreError::Locked { holder: described(&lease.holder) });
         }
+        // A writer whose commit waits for the synchronous standby is not frozen: the primary
+        // lost its standby (cut off, say). Ending that session would make its batch visible
+        // here though no standby has it, and a failover would then lose what was read. Patroni
+        // fails over or the standby comes back; either ends the wait.
+        let row = client.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'", &[&pid]).map_err(backend)?;
+        if row.try_get::<_, i64>(0).map_err(backend)? > 0 {
+            return Err(StoreError::Locked { holder: format!("{} (its last commit waits for the synchronous standby)", described(&lease.holder)) });
+        }
         // Frozen, or cut off from the database: its lease ran out, so it may not write any
         // more, and ending its session frees the lock (and rolls back a batch it had begun).
         client.execute("SELECT pg_terminate_backend($1)", &[&pid]).map_err(backend)?;

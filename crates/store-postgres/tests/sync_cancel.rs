@@ -1,7 +1,8 @@
 //! A COMMIT whose wait for the synchronous standby is cancelled answers success with only a
 //! warning, yet the batch may exist on this node only: the writer reports its outcome as
-//! unknown, never as done. Its own test binary: it sets the server's
-//! `synchronous_standby_names` (to a standby that never comes) for the time of the test.
+//! unknown, never as done; and a writer whose commit waits for its standby is never ended by
+//! the next. Their own test binary, one test at a time: they set the server's
+//! `synchronous_standby_names` (to a standby that never comes) for the time of each test.
 //! Needs a server (`scripts/with-postgres.sh`).
 
 mod common;
@@ -13,6 +14,9 @@ use citypay_store::{BatchWrite, LedgerStore, StoreError};
 use citypay_store_postgres::PostgresStore;
 use common::Server;
 use rustc_hash::FxHashMap;
+
+/// The tests here change one server-wide setting: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Puts the server's standby setting back however the test ends.
 struct Standbys(String);
@@ -27,6 +31,7 @@ impl Drop for Standbys {
 
 #[test]
 fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_acknowledged() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(mut server) = Server::connect() else { return };
     let url = server.create_database("citypay_sync_cancel");
     let mut writer = PostgresStore::open_writer(&url, &[]).unwrap();
@@ -63,4 +68,40 @@ fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_acknowledged() {
     // It did commit here, which is why it must be reported as unknown rather than failed.
     let accounts: i64 = admin.query_one("SELECT count(*) FROM accounts", &[]).unwrap().get(0);
     assert_eq!(accounts, 1);
+}
+
+/// A writer whose commit waits for the synchronous standby has a lease that runs out (it
+/// cannot renew), yet nobody ends its session: that would make its batch visible on this node
+/// only. The next writer is refused until the wait ends.
+#[test]
+fn a_writer_waiting_for_its_standby_is_not_ended() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some(mut server) = Server::connect() else { return };
+    let url = server.create_database("citypay_sync_wait");
+    let short = citypay_store_postgres::LeaseTerms { ttl: Duration::from_millis(200), address: String::new() };
+    let mut writer = PostgresStore::take_over(&url, &[], &short).unwrap();
+    let _reset = Standbys(url.clone());
+    let mut settings = common::client(&url);
+    settings.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
+    settings.batch_execute("SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let committing = std::thread::spawn(move || {
+        let snapshot = writer.load().unwrap();
+        let mut ledger = Ledger::restore(LedgerConfig::DEFAULT, snapshot.accounts, snapshot.open_pending, snapshot.stored_id_max, snapshot.last_timestamp);
+        let account = NewAccount { id: 1, currency: Currency::CNY, flags: AccountFlags::NONE, code: 1, limits: Limits::NONE };
+        let fx = ledger.apply(&[Event::CreateAccount(account)], Timestamp::from_unix_seconds(1_795_500_000), &FxHashMap::default());
+        writer.commit(&BatchWrite { batch: snapshot.last_batch + 1, effects: &fx, rows: &[] })
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    // The lease ran out while the commit waits: still refused, and the batch still unseen.
+    match PostgresStore::open_writer(&url, &[]) {
+        Err(StoreError::Locked { holder }) => assert!(holder.contains("synchronous standby"), "{holder}"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let mut admin = common::client(&url);
+    let accounts: i64 = admin.query_one("SELECT count(*) FROM accounts", &[]).unwrap().get(0);
+    assert_eq!(accounts, 0, "a batch waiting for its standby is not visible");
+    // The standby requirement goes (a failover tool, or the standby back): the commit ends.
+    drop(_reset);
+    assert!(committing.join().unwrap().is_ok());
 }
