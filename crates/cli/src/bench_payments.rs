@@ -231,17 +231,25 @@ pub(crate) async fn drive_payments(base: &str, merchants: &[(u64, String)], paye
                     let (_, key) = &merchants[usize::try_from(i).unwrap_or(0) % merchants.len()];
                     let code = PaymentCode::generate(payer.device, &payer.secret, now + 30 * step);
                     let body = serde_json::json!({
-                        "out_trade_no": format!("B{}-{i}", payer.device),
+                        "out_trade_no": format!("B{}_{i}", payer.device),
                         "amount": {"amount": 100 + i64::try_from(i % 900).unwrap_or(0), "currency": "CNY"},
                         "subject": "bench",
                         "auth_code": code,
                     });
                     let sent = Instant::now();
                     let response = client.post(format!("{base}/v1/trades/pay")).header("authorization", key).json(&body).send().await;
-                    if matches!(&response, Ok(r) if r.status().is_success()) {
-                        latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
+                    match response {
+                        Ok(r) if r.status().is_success() => latencies.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                        answered => {
+                            // The first failure says why, for whoever reads the benchmark.
+                            if failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                                let why = match answered {
+                                    Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                                    Err(e) => e.to_string(),
+                                };
+                                eprintln!("a payment failed: {why}");
+                            }
+                        }
                     }
                 }
             }

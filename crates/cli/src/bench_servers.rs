@@ -76,7 +76,9 @@ async fn role(http: &reqwest::Client, base: &str) -> Option<String> {
 pub(crate) fn run(args: &PaymentsBenchArgs, servers: u64) -> anyhow::Result<()> {
     let Some(DbUrl::Postgres(url)) = args.db.clone() else { anyhow::bail!("--servers needs --db postgres://... (a new database)") };
     let scratch = tempfile::Builder::new().prefix("citypay-bench-servers").tempdir()?;
-    let keys = scratch.path().join("keys");
+    // Kept when asked, for the servers' logs.
+    let scratch_path = if std::env::var_os("CITYPAY_BENCH_KEEP").is_some() { scratch.keep() } else { scratch.path().to_path_buf() };
+    let keys = scratch_path.as_path().join("keys");
     crate::city::new_key_set(&keys)?;
     let db = DbUrl::Postgres(url.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -92,7 +94,7 @@ pub(crate) fn run(args: &PaymentsBenchArgs, servers: u64) -> anyhow::Result<()> 
         let mut bases = Vec::new();
         for i in 0..servers {
             let (port, cluster) = (free_port()?, free_port()?);
-            let log = std::fs::File::create(scratch.path().join(format!("serve-{i}.log")))?;
+            let log = std::fs::File::create(scratch_path.as_path().join(format!("serve-{i}.log")))?;
             let child = Command::new(&bin)
                 .args(["serve", "--db", &url, "--keys"])
                 .arg(&keys)
@@ -119,7 +121,7 @@ pub(crate) fn run(args: &PaymentsBenchArgs, servers: u64) -> anyhow::Result<()> 
             {
                 break (w, f);
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the servers did not start (logs in {})", scratch.path().display());
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the servers did not start (logs in {})", scratch_path.as_path().display());
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         // Equal shares of the payers for each path and round.
