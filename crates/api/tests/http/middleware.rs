@@ -39,9 +39,36 @@ async fn health_answers_ok_with_the_version() {
         health,
         Health {
             status: "ok".into(),
-            version: "9.9.9-test".into()
+            version: "9.9.9-test".into(),
+            role: None,
+            writer_epoch: None,
         }
     );
+    assert!(!response_has_epoch(app()).await, "a single server names no writer epoch");
+}
+
+async fn response_has_epoch(app: axum::Router) -> bool {
+    get(app, "/health").await.headers().contains_key(citypay_api::WRITER_EPOCH_HEADER)
+}
+
+/// A server of a city on several servers: `/health` tells a load balancer its part, and is 503
+/// while it knows no writer; every answer names the writer's epoch.
+#[tokio::test]
+async fn a_cluster_servers_health_says_its_part_and_its_writers_epoch() {
+    let role = citypay_api::WriterRole::default();
+    let mut config = citypay_api::ApiConfig::new("9.9.9-test");
+    config.role = Some(role.clone());
+    let app = citypay_api::Api::new(config).expect("metrics recorder").into_router();
+    role.set("forwarding", Some(7));
+    let response = get(app.clone(), "/health").await;
+    assert_eq!((response.status(), response.headers()[citypay_api::WRITER_EPOCH_HEADER].to_str().unwrap()), (StatusCode::OK, "7"));
+    let health: Health = body_json(response).await;
+    assert_eq!((health.status.as_str(), health.role.as_deref(), health.writer_epoch), ("ok", Some("forwarding"), Some(7)));
+    role.set("no_writer", Some(7));
+    let response = get(app, "/health").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health: Health = body_json(response).await;
+    assert_eq!((health.status.as_str(), health.role.as_deref()), ("no_writer", Some("no_writer")));
 }
 
 #[tokio::test]
