@@ -170,7 +170,8 @@ async fn watch_lease(
             }
             Ok(Err(error)) if error.chain().any(|e| matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked { .. }))) => {}
             Ok(Err(error)) => tracing::warn!(error = %format!("{error:#}"), "taking over as the writer failed"),
-            Err(_) => return,
+            // A panic while taking over: logged, and tried again.
+            Err(error) => tracing::error!(%error, "taking over as the writer panicked"),
         }
         tokio::time::sleep(WATCH_EVERY).await;
     }

@@ -13,29 +13,36 @@ use crate::etcd::Etcd;
 /// How often the leader key is read.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// The primary's URL as last seen, kept fresh by a background task.
+/// How long a leader read from etcd stays believed when etcd cannot be read again: Patroni's
+/// ttl (`scripts/city-cluster.sh`), after which that leader may have been replaced unseen.
+const BELIEVED_FOR: Duration = Duration::from_secs(10);
+
+/// The primary's URL as last seen, and when, kept fresh by a background task.
 #[derive(Debug, Clone)]
-pub(crate) struct Primary(Arc<RwLock<Option<String>>>);
+pub(crate) struct Primary(Arc<RwLock<(Option<String>, std::time::Instant)>>);
 
 impl Primary {
-    /// The current primary's URL; `None` while the cluster has no leader.
+    /// The current primary's URL; `None` while the cluster has no leader, or while etcd has
+    /// not confirmed one for longer than a leader's key lives.
     pub(crate) fn url(&self) -> Option<String> {
-        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        let (url, seen) = &*self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        url.clone().filter(|_| seen.elapsed() < BELIEVED_FOR)
     }
 
     fn set(&self, now: Option<String>) {
         let mut current = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if *current != now {
+        if current.0 != now {
             tracing::info!(primary = now.as_deref().map(redacted).unwrap_or_default(), "the Patroni leader changed");
-            *current = now;
+            current.0 = now;
         }
+        current.1 = std::time::Instant::now();
     }
 
     /// Follows the leader of the Patroni cluster `scope` (its etcd prefix, such as
     /// `/service/citypay`) from now on; `template` is the database URL whose host and port
     /// are replaced by the leader's. Waits (at most 60 s) until there is one.
     pub(crate) async fn follow(etcd: Etcd, scope: &str, template: &str) -> anyhow::Result<Primary> {
-        let primary = Primary(Arc::default());
+        let primary = Primary(Arc::new(RwLock::new((None, std::time::Instant::now()))));
         let (found, prefix, template) = (primary.clone(), scope.trim_end_matches('/').to_owned(), template.to_owned());
         tokio::spawn(async move {
             let mut round = 0u64;

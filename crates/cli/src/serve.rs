@@ -227,8 +227,15 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
     let directory: Arc<std::sync::OnceLock<citypay_directory::Directory>> = Arc::default();
     let found = directory.clone();
     let on_writer = move || {
-        let Some(directory) = found.get().cloned() else { return };
+        let found = found.clone();
         tokio::spawn(async move {
+            // The services are made once the transport runs: a first takeover may come first.
+            let directory = loop {
+                if let Some(directory) = found.get() {
+                    break directory.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
             // Idempotent: the first writer of the city opened them; each new one checks.
             if let Err(error) = directory.open_platform_accounts().await {
                 tracing::warn!(%error, "opening the platform's accounts failed");

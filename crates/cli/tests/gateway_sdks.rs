@@ -277,11 +277,14 @@ async fn merchants_unchanged_sdk_code_takes_and_refunds_payments() {
 
         // A payment code at the till; the amount as a number.
         let code_order = format!("{name}_code_1");
-        let charged = call("alipay.trade.pay", json!({"out_trade_no": code_order, "scene": "bar_code", "auth_code": payment_code(&device), "subject": "noodles", "total_amount": 20}));
+        // One code for both calls: computed again it may fall in the next 30-second step, a
+        // new code that would rightly pay.
+        let auth_code = payment_code(&device);
+        let charged = call("alipay.trade.pay", json!({"out_trade_no": code_order, "scene": "bar_code", "auth_code": auth_code, "subject": "noodles", "total_amount": 20}));
         assert_eq!(code(&charged), "10000", "{name}: {charged}");
         assert_eq!(sdk.field(&charged, "total_amount"), "20.00");
         // The same code again is refused as used.
-        let again = call("alipay.trade.pay", json!({"out_trade_no": format!("{name}_code_2"), "scene": "bar_code", "auth_code": payment_code(&device), "subject": "noodles", "total_amount": "1.00"}));
+        let again = call("alipay.trade.pay", json!({"out_trade_no": format!("{name}_code_2"), "scene": "bar_code", "auth_code": auth_code, "subject": "noodles", "total_amount": "1.00"}));
         assert_eq!((code(&again).as_str(), sub_code(&again).as_str()), ("40004", "ACQ.PAYMENT_AUTH_CODE_INVALID"), "{name}: {again}");
 
         // Two partial refunds, a repeat, a repeat with another amount, too much.

@@ -47,7 +47,8 @@ struct Connection {
     address: String,
     /// The writer's epoch, from its hello.
     epoch: i64,
-    asks: mpsc::Sender<Ask>,
+    /// Taken out when the connection closes, which ends its sending task.
+    asks: std::sync::Mutex<Option<mpsc::Sender<Ask>>>,
     waiting: std::sync::Mutex<FxHashMap<u64, (Waiting, OwnedSemaphorePermit)>>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -57,6 +58,7 @@ impl Connection {
     /// Answers everything still waiting: "unknown" for commands, unavailable for reads.
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        drop(self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
         let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for (_, (waiting, _permit)) in waiting {
             if let Waiting::Reply(responder) = waiting {
@@ -74,7 +76,8 @@ impl Forwarder {
 
     /// Sends `request` to the writer at `address` (connecting first if needed); its answer
     /// goes to its responder when it comes. `permit` is held until then, bounding what is in
-    /// flight. A writer that cannot be reached answers unavailable: nothing was sent.
+    /// flight. A writer that cannot be reached answers unavailable: nothing was sent. Once the
+    /// request is on its way, a lost connection answers it "outcome unknown".
     pub async fn forward(&self, address: &str, request: Relayed, permit: OwnedSemaphorePermit) {
         let connection = match self.connection(address).await {
             Ok(connection) => connection,
@@ -91,7 +94,12 @@ impl Forwarder {
         };
         connection.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, (waiting, permit));
         // A connection that closed meanwhile has answered (or will answer) what waits on it.
-        if connection.asks.send(ask).await.is_err() || connection.closed.load(Ordering::SeqCst) {
+        let asks = connection.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let sent = match asks {
+            Some(asks) => asks.send(ask).await.is_ok(),
+            None => false,
+        };
+        if !sent || connection.closed.load(Ordering::SeqCst) {
             connection.close();
         }
     }
@@ -132,12 +140,12 @@ impl Forwarder {
         let connection = Arc::new(Connection {
             address: address.to_owned(),
             epoch,
-            asks,
+            asks: std::sync::Mutex::new(Some(asks)),
             waiting: std::sync::Mutex::new(FxHashMap::default()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
         });
-        let sender = connection.clone();
+        let sender = Arc::downgrade(&connection);
         tokio::spawn(async move {
             let mut buffer = Vec::with_capacity(WRITE_BUFFER);
             let sent: std::io::Result<()> = async {
@@ -157,7 +165,11 @@ impl Forwarder {
             if let Err(error) = sent {
                 tracing::warn!(%error, "sending to the writer failed");
             }
-            sender.close();
+            // Closing our side tells the writer, which closes its side: the reading task ends.
+            let _ = writing.shutdown().await;
+            if let Some(connection) = sender.upgrade() {
+                connection.close();
+            }
         });
         let receiver = connection.clone();
         tokio::spawn(async move {

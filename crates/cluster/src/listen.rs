@@ -16,6 +16,12 @@ use crate::frame::{self, Ask, Tell};
 /// (TCP pushes back on the member).
 const IN_FLIGHT_PER_CONNECTION: usize = 8_192;
 
+/// Connections served at once (members are a handful of servers, each with one).
+const CONNECTIONS_MAX: usize = 256;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Answers written in one go when several are ready.
 const WRITE_BUFFER: usize = 64 << 10;
 
@@ -33,8 +39,10 @@ impl CommandListener {
     /// unknown"). A connection that comes while this process is not the writer is closed.
     pub fn spawn(listener: TcpListener, tls: &ClusterTls, writer: watch::Receiver<LocalWriter>) -> tokio::task::JoinHandle<()> {
         let acceptor = TlsAcceptor::from(tls.server.clone());
+        let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
         tokio::spawn(async move {
             loop {
+                let Ok(slot) = connections.clone().acquire_owned().await else { return };
                 let (tcp, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -47,10 +55,13 @@ impl CommandListener {
                 let acceptor = acceptor.clone();
                 let writer = writer.clone();
                 tokio::spawn(async move {
-                    match acceptor.accept(tcp).await {
-                        Ok(stream) => serve(stream, writer).await,
-                        Err(error) => tracing::warn!(%error, %peer, "a member's TLS handshake failed"),
+                    // Without a member's certificate in time, the connection is dropped.
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve(stream, writer).await,
+                        Ok(Err(error)) => tracing::warn!(%error, %peer, "a member's TLS handshake failed"),
+                        Err(_) => tracing::warn!(%peer, "a member's TLS handshake timed out"),
                     }
+                    drop(slot);
                 });
             }
         })
@@ -81,6 +92,11 @@ async fn serve(stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>, m
     let permits = Arc::new(Semaphore::new(IN_FLIGHT_PER_CONNECTION));
     let mut buffer = Vec::new();
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            _ = writer.changed() => break,
+        };
+        let Ok(permit) = permit else { break };
         let asked = tokio::select! {
             asked = frame::read::<_, Ask>(&mut reading, &mut buffer) => asked,
             _ = writer.changed() => break,
@@ -93,7 +109,6 @@ async fn serve(stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>, m
                 break;
             }
         };
-        let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let (handle, answers) = (handle.clone(), answers.clone());
         tokio::spawn(async move {
             let tell = match ask {

@@ -12,6 +12,9 @@ use crate::forward::refuse;
 /// (backpressure), and past their own timeout they answer "unavailable".
 const FORWARDED_IN_FLIGHT: usize = 16_384;
 
+/// How long a command waits for room in this process's writer's queue.
+const LOCAL_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Where commands go.
 #[derive(Debug, Clone)]
 pub enum Route {
@@ -51,12 +54,22 @@ pub fn router(mut relay: Relay, routes: watch::Receiver<Route>, forwarder: Arc<F
         while let Some(request) = relay.next().await {
             let route = routes.borrow().clone();
             match route {
-                Route::Local { handle, .. } => request.pass_to(&handle).await,
-                Route::Remote { address, .. } => {
+                // A writer stuck in a COMMIT stops taking commands; the router must not stop
+                // with it. A command it did not take in time was never sent: unavailable.
+                Route::Local { handle, .. } => {
+                    let _ = tokio::time::timeout(LOCAL_QUEUE_WAIT, request.pass_to(&handle)).await;
+                }
+                Route::Remote { address, epoch } => {
                     metrics::counter!("citypay_forwarded_commands_total").increment(1);
                     let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                    let forwarder = forwarder.clone();
-                    tokio::spawn(async move { forwarder.forward(&address, request, permit).await });
+                    let (forwarder, routes) = (forwarder.clone(), routes.clone());
+                    tokio::spawn(async move {
+                        // Routed before a takeover, sent after it: refused (nothing was sent)
+                        // rather than sent to the old writer, which would end the connection to
+                        // the new one.
+                        let still = matches!(&*routes.borrow(), Route::Remote { address: now, epoch: e } if *now == address && *e == epoch);
+                        if still { forwarder.forward(&address, request, permit).await } else { refuse(request) }
+                    });
                 }
                 Route::Nowhere => refuse(request),
             }

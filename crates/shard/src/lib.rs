@@ -532,7 +532,8 @@ impl Writer {
         let Ok(runtime) = runtime else { return };
         let mut batch = Batch::default();
         let keep_alive_every = self.store.keep_alive_every();
-        let mut renewed = std::time::Instant::now();
+        // Renewed at once: a new writer's first lease covered its load, not its time to live.
+        let mut renewed = keep_alive_every.and_then(|every| std::time::Instant::now().checked_sub(every)).unwrap_or_else(std::time::Instant::now);
         loop {
             let deadline = self.ledger.next_deadline().map(|deadline| {
                 let now = self.clock.now();

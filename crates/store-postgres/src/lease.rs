@@ -28,6 +28,10 @@ const LOCK_HOLDER: &str = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' 
     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
     AND ((classid::int8 << 32) | objid::int8) = $1 AND pid <> pg_backend_pid()";
 
+/// How long the first lease of a new writer lasts, at least: long enough to load a city's
+/// ledger (a frozen new writer holds the city that long; one that dies, not at all).
+const LOAD_GRACE_MS: i64 = 60_000;
+
 /// What a writer asks of its lease.
 #[derive(Debug, Clone)]
 pub struct LeaseTerms {
@@ -121,7 +125,9 @@ fn claim(client: &mut Client, terms: &LeaseTerms) -> Result<i64, StoreError> {
         // A writer whose commit waits for the synchronous standby is not frozen: the primary
         // lost its standby (cut off, say). Ending that session would make its batch visible
         // here though no standby has it, and a failover would then lose what was read. Patroni
-        // fails over or the standby comes back; either ends the wait.
+        // fails over or the standby comes back; either ends the wait. (A commit that begins
+        // its wait between this check and the end of the session is not seen: the window is a
+        // few milliseconds, and its writer still reports it unknown, never done.)
         let row = client.query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'SyncRep'", &[&pid]).map_err(backend)?;
         if row.try_get::<_, i64>(0).map_err(backend)? > 0 {
             return Err(StoreError::Locked { holder: format!("{} (its last commit waits for the synchronous standby)", described(&lease.holder)) });
@@ -164,11 +170,15 @@ pub(crate) fn release(client: &mut Client) -> Result<(), postgres::Error> {
 /// Records this process as the holder and takes the next epoch, superseding any earlier
 /// writer, with a lease on `terms`.
 fn take_epoch(client: &mut Client, terms: &LeaseTerms) -> Result<i64, StoreError> {
+    // The first lease covers loading the ledger, which can take longer than a renewal lasts;
+    // the writer renews at its own time to live as soon as it runs. A new writer that dies
+    // while loading frees the lock with its session at once.
+    let first_ms = terms.ttl_ms().max(LOAD_GRACE_MS);
     let row = client
         .query_opt(
             "UPDATE writer_lease SET epoch = epoch + 1, holder = $1, address = $2, \
              expires_at = clock_timestamp() + $3::int8 * interval '1 millisecond' WHERE singleton = 1 RETURNING epoch",
-            &[&citypay_store::writer_description(), &terms.address, &terms.ttl_ms()],
+            &[&citypay_store::writer_description(), &terms.address, &first_ms],
         )
         .map_err(backend)?;
     let row = row.ok_or_else(|| StoreError::Corrupt("writer_lease has no row".into()))?;

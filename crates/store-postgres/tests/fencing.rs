@@ -103,6 +103,9 @@ fn a_writer_whose_lease_ran_out_is_ended_and_replaced() {
     let url = server.create_database("citypay_fence");
     let short = LeaseTerms { ttl: Duration::from_millis(300), address: "10.0.0.1:7000".into() };
     let mut a = PostgresStore::take_over(&url, &[], &short).unwrap();
+    // A new writer's first lease covers its load: held even past its time to live.
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(matches!(PostgresStore::take_over(&url, &[], &short), Err(StoreError::Locked { .. })));
     open_account(&mut a, 1).unwrap();
     // A renews while B tries: B is refused each time, and told who writes and where.
     for _ in 0..6 {

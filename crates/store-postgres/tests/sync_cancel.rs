@@ -80,6 +80,8 @@ fn a_writer_waiting_for_its_standby_is_not_ended() {
     let url = server.create_database("citypay_sync_wait");
     let short = citypay_store_postgres::LeaseTerms { ttl: Duration::from_millis(200), address: String::new() };
     let mut writer = PostgresStore::take_over(&url, &[], &short).unwrap();
+    // Renewed once, as a running writer does at once: from here the lease lasts 200 ms.
+    writer.keep_alive().unwrap();
     let _reset = Standbys(url.clone());
     let mut settings = common::client(&url);
     settings.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
