@@ -20,9 +20,6 @@ use crate::frame::{self, Ask, Tell};
 /// as unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Asks written in one go when several are waiting.
-const WRITE_BUFFER: usize = 64 << 10;
-
 /// What a command whose answer was lost is told.
 const LOST: &str = "the connection to the writer was lost before its answer came: the outcome is unknown; retry with the same id";
 
@@ -147,22 +144,7 @@ impl Forwarder {
         });
         let sender = Arc::downgrade(&connection);
         tokio::spawn(async move {
-            let mut buffer = Vec::with_capacity(WRITE_BUFFER);
-            let sent: std::io::Result<()> = async {
-                while let Some(first) = to_send.recv().await {
-                    buffer.clear();
-                    frame::encode(&first, &mut buffer)?;
-                    while buffer.len() < WRITE_BUFFER {
-                        let Ok(more) = to_send.try_recv() else { break };
-                        frame::encode(&more, &mut buffer)?;
-                    }
-                    writing.write_all(&buffer).await?;
-                    writing.flush().await?;
-                }
-                Ok(())
-            }
-            .await;
-            if let Err(error) = sent {
+            if let Err(error) = frame::write_all(&mut to_send, &mut writing).await {
                 tracing::warn!(%error, "sending to the writer failed");
             }
             // Closing our side tells the writer, which closes its side: the reading task ends.

@@ -4,7 +4,8 @@ use citypay_ledger::{Account, AccountId};
 use citypay_shard::{Command, Reply};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 /// The largest frame either side accepts (a batch-sized command is far smaller).
 const FRAME_MAX: usize = 16 << 20;
@@ -37,6 +38,26 @@ pub(crate) fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> std::io::Res
     *out = body;
     let length = u32::try_from(out.len() - start - 4).map_err(std::io::Error::other)?;
     out[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    Ok(())
+}
+
+/// Frames written in one go when several are waiting.
+const WRITE_BUFFER: usize = 64 << 10;
+
+/// Writes every frame that comes from `queue` until it closes, those waiting at once in one
+/// write, so a busy connection costs few system calls.
+pub(crate) async fn write_all<W: AsyncWrite + Unpin, T: Serialize>(queue: &mut mpsc::Receiver<T>, writer: &mut W) -> std::io::Result<()> {
+    let mut buffer = Vec::with_capacity(WRITE_BUFFER);
+    while let Some(first) = queue.recv().await {
+        buffer.clear();
+        encode(&first, &mut buffer)?;
+        while buffer.len() < WRITE_BUFFER {
+            let Ok(more) = queue.try_recv() else { break };
+            encode(&more, &mut buffer)?;
+        }
+        writer.write_all(&buffer).await?;
+        writer.flush().await?;
+    }
     Ok(())
 }
 

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use citypay_shard::ShardHandle;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -21,9 +20,6 @@ const CONNECTIONS_MAX: usize = 256;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Answers written in one go when several are ready.
-const WRITE_BUFFER: usize = 64 << 10;
 
 /// Serves members' commands while this process is the writer.
 #[derive(Debug)]
@@ -72,20 +68,7 @@ async fn serve(stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>, m
     let Some((handle, epoch)) = writer.borrow_and_update().clone() else { return };
     let (mut reading, mut writing) = tokio::io::split(stream);
     let (answers, mut to_write) = mpsc::channel::<Tell>(IN_FLIGHT_PER_CONNECTION);
-    let sending = tokio::spawn(async move {
-        let mut buffer = Vec::with_capacity(WRITE_BUFFER);
-        while let Some(first) = to_write.recv().await {
-            buffer.clear();
-            frame::encode(&first, &mut buffer)?;
-            while buffer.len() < WRITE_BUFFER {
-                let Ok(more) = to_write.try_recv() else { break };
-                frame::encode(&more, &mut buffer)?;
-            }
-            writing.write_all(&buffer).await?;
-            writing.flush().await?;
-        }
-        std::io::Result::Ok(())
-    });
+    let sending = tokio::spawn(async move { frame::write_all(&mut to_write, &mut writing).await });
     if answers.send(Tell::Hello { epoch }).await.is_err() {
         return;
     }

@@ -15,6 +15,15 @@ use citypay_store_postgres::PostgresStore;
 use common::Server;
 use rustc_hash::FxHashMap;
 
+/// Commits the next batch of `writer`: it opens account 1.
+fn open_account(writer: &mut PostgresStore) -> Result<(), StoreError> {
+    let snapshot = writer.load()?;
+    let mut ledger = Ledger::restore(LedgerConfig::DEFAULT, snapshot.accounts, snapshot.open_pending, snapshot.stored_id_max, snapshot.last_timestamp);
+    let account = NewAccount { id: 1, currency: Currency::CNY, flags: AccountFlags::NONE, code: 1, limits: Limits::NONE };
+    let fx = ledger.apply(&[Event::CreateAccount(account)], Timestamp::from_unix_seconds(1_795_500_000), &FxHashMap::default());
+    writer.commit(&BatchWrite { batch: snapshot.last_batch + 1, effects: &fx, rows: &[] })
+}
+
 /// The tests here change one server-wide setting: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -41,13 +50,7 @@ fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_acknowledged() {
     settings.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
-    let committing = std::thread::spawn(move || {
-        let snapshot = writer.load().unwrap();
-        let mut ledger = Ledger::restore(LedgerConfig::DEFAULT, snapshot.accounts, snapshot.open_pending, snapshot.stored_id_max, snapshot.last_timestamp);
-        let account = NewAccount { id: 1, currency: Currency::CNY, flags: AccountFlags::NONE, code: 1, limits: Limits::NONE };
-        let fx = ledger.apply(&[Event::CreateAccount(account)], Timestamp::from_unix_seconds(1_795_500_000), &FxHashMap::default());
-        writer.commit(&BatchWrite { batch: snapshot.last_batch + 1, effects: &fx, rows: &[] })
-    });
+    let committing = std::thread::spawn(move || open_account(&mut writer));
     // The commit waits for the standby; an operator (or a failover tool) cancels the wait.
     let mut admin = common::client(&url);
     let started = Instant::now();
@@ -87,13 +90,7 @@ fn a_writer_waiting_for_its_standby_is_not_ended() {
     settings.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
     settings.batch_execute("SELECT pg_reload_conf()").unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let committing = std::thread::spawn(move || {
-        let snapshot = writer.load().unwrap();
-        let mut ledger = Ledger::restore(LedgerConfig::DEFAULT, snapshot.accounts, snapshot.open_pending, snapshot.stored_id_max, snapshot.last_timestamp);
-        let account = NewAccount { id: 1, currency: Currency::CNY, flags: AccountFlags::NONE, code: 1, limits: Limits::NONE };
-        let fx = ledger.apply(&[Event::CreateAccount(account)], Timestamp::from_unix_seconds(1_795_500_000), &FxHashMap::default());
-        writer.commit(&BatchWrite { batch: snapshot.last_batch + 1, effects: &fx, rows: &[] })
-    });
+    let committing = std::thread::spawn(move || open_account(&mut writer));
     std::thread::sleep(Duration::from_millis(600));
     // The lease ran out while the commit waits: still refused, and the batch still unseen.
     match PostgresStore::open_writer(&url, &[]) {
