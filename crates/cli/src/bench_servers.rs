@@ -92,8 +92,13 @@ pub(crate) fn run(args: &PaymentsBenchArgs, servers: u64) -> anyhow::Result<()> 
         let bin = std::env::current_exe()?;
         let mut children = Servers(Vec::new());
         let mut bases = Vec::new();
+        // All bound at once before any is let go: distinct.
+        let held: Vec<std::net::TcpListener> = (0..2 * servers).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+        let ports: Vec<u16> = held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
+        drop(held);
         for i in 0..servers {
-            let (port, cluster) = (free_port()?, free_port()?);
+            let index = usize::try_from(i)?;
+            let (port, cluster) = (ports[2 * index], ports[2 * index + 1]);
             let log = std::fs::File::create(scratch_path.as_path().join(format!("serve-{i}.log")))?;
             let child = Command::new(&bin)
                 .args(["serve", "--db", &url, "--keys"])
@@ -162,8 +167,4 @@ pub(crate) fn run(args: &PaymentsBenchArgs, servers: u64) -> anyhow::Result<()> 
         )?;
     }
     Ok(())
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

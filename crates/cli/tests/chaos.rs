@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, free_port};
+use support::{BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, free_ports};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/city-cluster.sh");
 const SERVERS: usize = 3;
@@ -408,12 +408,13 @@ async fn the_city_keeps_its_books_through_kills_freezes_failovers_and_partitions
     // The servers' logs outlive the run, for a failure's reading.
     let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos");
     std::fs::create_dir_all(&logs).unwrap();
+    let ports = free_ports(2 * SERVERS);
     let mut nodes: Vec<Node> = (0..SERVERS)
         .map(|i| {
-            let port = free_port();
+            let (port, cluster_port) = (ports[2 * i], ports[2 * i + 1]);
             let log = logs.join(format!("serve-{i}.log"));
             let _ = std::fs::remove_file(&log);
-            Node { child: None, base: format!("http://127.0.0.1:{port}"), port, cluster_port: free_port(), log }
+            Node { child: None, base: format!("http://127.0.0.1:{port}"), port, cluster_port, log }
         })
         .collect();
     eprintln!("chaos: the servers log to {}", logs.display());

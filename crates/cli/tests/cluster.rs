@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Api, BIN, GATEWAY_TEST_KEY, Server, Target, admin, free_port};
+use support::{Api, BIN, GATEWAY_TEST_KEY, Server, Target, admin, free_ports};
 
 const ID_NUMBER: &str = "11010519491231002X";
 const CARD: &str = "6222021234567890128";
@@ -77,7 +77,8 @@ async fn servers_forward_to_the_writer_and_take_over_when_it_dies_or_freezes() {
     admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
     admin(&target, &["create-operator", "--username", "root", "--role", "platform"]);
 
-    let (ports, cluster_ports) = ([free_port(), free_port()], [free_port(), free_port()]);
+    let free = free_ports(4);
+    let (ports, cluster_ports) = ([free[0], free[1]], [free[2], free[3]]);
     let base = ports.map(|p| format!("http://127.0.0.1:{p}"));
     let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
     let mut a = spawn(&target, &logs[0], ports[0], cluster_ports[0]);
