@@ -30,6 +30,17 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Puts the server's standby setting back however the test ends.
 struct Standbys(String);
 
+impl Standbys {
+    /// From now until the guard goes, every commit waits for a standby that never comes.
+    fn required(url: &str) -> Standbys {
+        let mut settings = common::client(url);
+        settings.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
+        settings.batch_execute("SELECT pg_reload_conf()").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        Standbys(url.to_owned())
+    }
+}
+
 impl Drop for Standbys {
     fn drop(&mut self) {
         let mut client = common::client(&self.0);
@@ -44,11 +55,7 @@ fn a_commit_whose_wait_for_the_standby_was_cancelled_is_not_acknowledged() {
     let Some(mut server) = Server::connect() else { return };
     let url = server.create_database("citypay_sync_cancel");
     let mut writer = PostgresStore::open_writer(&url, &[]).unwrap();
-    let _reset = Standbys(url.clone());
-    let mut settings = common::client(&url);
-    settings.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
-    settings.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let _reset = Standbys::required(&url);
 
     let committing = std::thread::spawn(move || open_account(&mut writer));
     // The commit waits for the standby; an operator (or a failover tool) cancels the wait.
@@ -85,11 +92,7 @@ fn a_writer_waiting_for_its_standby_is_not_ended() {
     let mut writer = PostgresStore::take_over(&url, &[], &short).unwrap();
     // Renewed once, as a running writer does at once: from here the lease lasts 200 ms.
     writer.keep_alive().unwrap();
-    let _reset = Standbys(url.clone());
-    let mut settings = common::client(&url);
-    settings.batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'").unwrap();
-    settings.batch_execute("SELECT pg_reload_conf()").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let _reset = Standbys::required(&url);
     let committing = std::thread::spawn(move || open_account(&mut writer));
     std::thread::sleep(Duration::from_millis(600));
     // The lease ran out while the commit waits: still refused, and the batch still unseen.
