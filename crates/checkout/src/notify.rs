@@ -158,6 +158,12 @@ pub(crate) fn alipay_body(trade: &Trade, notify: &GatewayNotify, now: u64, refun
 /// Marks an event given up: it is never due again.
 const GIVEN_UP_AT: i64 = i64::MAX;
 
+/// Seconds a dispatcher holds an event it is sending: longer than one attempt can take (10 s to
+/// answer and 10 s for the body), so no other dispatcher (a deposed writer's, another server's)
+/// sends the same event while it is in flight. A dispatcher that dies holding one frees it when
+/// the hold runs out, and the event is sent again: delivery is at least once.
+pub const CLAIM_S: u64 = 60;
+
 /// The signature header value for `body` at `timestamp`.
 pub fn signature(secret: &str, timestamp: u64, body: &str) -> String {
     format!("t={timestamp},v1={}", hmac_hex(secret.as_bytes(), format!("{timestamp}.{body}").as_bytes()))
@@ -180,6 +186,8 @@ pub struct DispatchReport {
     pub given_up: usize,
     /// The merchant has no notification URL; nothing sent.
     pub skipped: usize,
+    /// Due, but another dispatcher took it first; nothing sent.
+    pub held_elsewhere: usize,
     /// Each failed attempt, for the server's log and metrics.
     pub failures: Vec<DeliveryFailure>,
 }
@@ -221,6 +229,7 @@ struct Due {
     kind: String,
     body: String,
     attempts: i64,
+    next_attempt_at: i64,
 }
 
 impl<D: Deliver> Dispatcher<D> {
@@ -242,23 +251,28 @@ impl<D: Deliver> Dispatcher<D> {
         let rows = self
             .directory
             .read(
-                "SELECT id, merchant_id, kind, body, attempts FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, merchant_id, kind, body, attempts, next_attempt_at FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
                 vec![Value::Int(i64::try_from(now).unwrap_or(i64::MAX)), Value::Int(i64::try_from(limit).unwrap_or(100))],
             )
             .await?;
         let mut report = DispatchReport::default();
         for row in rows {
             let due = match row.as_slice() {
-                [Value::Blob(id), Value::Int(merchant), Value::Text(kind), Value::Text(body), Value::Int(attempts)] => Due {
+                [Value::Blob(id), Value::Int(merchant), Value::Text(kind), Value::Text(body), Value::Int(attempts), Value::Int(next_attempt_at)] => Due {
                     id: id.clone(),
                     merchant: u64::try_from(*merchant).map_err(|_| DirectoryError::Storage("merchant".into()))?,
                     kind: kind.clone(),
                     body: body.clone(),
                     attempts: *attempts,
+                    next_attempt_at: *next_attempt_at,
                 },
                 _ => return Err(DirectoryError::Storage("outbox row".into())),
             };
-            self.deliver_one(due, now, &mut report).await?;
+            if self.claim(&due, now).await? {
+                self.deliver_one(due, now, &mut report).await?;
+            } else {
+                report.held_elsewhere += 1;
+            }
         }
         Ok(report)
     }
@@ -343,6 +357,32 @@ impl<D: Deliver> Dispatcher<D> {
             return Ok(Err(format!("no platform key {} to sign with", app.platform_key)));
         };
         Ok(Ok((url, citypay_gateway::notification_form(&fields, key))))
+    }
+
+    /// Holds `due` for [`CLAIM_S`] through the writer, guarded on the attempt it was read at:
+    /// whether this dispatcher holds it now (false: another took it first).
+    async fn claim(&self, due: &Due, now: u64) -> Result<bool, DirectoryError> {
+        let key = vec![("id", Value::Blob(due.id.clone()))];
+        let command = Command {
+            event: None,
+            guards: vec![Guard::Matches {
+                table: "outbox",
+                key: key.clone(),
+                expect: vec![("attempts", Value::Int(due.attempts)), ("next_attempt_at", Value::Int(due.next_attempt_at))],
+            }],
+            rows: vec![ServiceRow {
+                table: "outbox",
+                key,
+                columns: vec![("next_attempt_at", Value::Int(i64::try_from(now + CLAIM_S).unwrap_or(GIVEN_UP_AT)))],
+                on_conflict: OnConflict::UpdateOnly,
+            }],
+            always_rows: Vec::new(),
+        };
+        match self.directory.shard().submit(command).await {
+            Ok(_) => Ok(true),
+            Err(citypay_shard::SubmitError::GuardFailed { .. }) => Ok(false),
+            Err(other) => Err(DirectoryError::Unavailable(other.to_string())),
+        }
     }
 
     /// Writes the attempt through the writer, guarded on the attempt count so two dispatchers

@@ -502,6 +502,71 @@ fn notifications_are_signed_retried_and_stop_at_2xx() {
     });
 }
 
+/// Answers 200 after a while, counting each event's posts in flight at once.
+#[derive(Clone, Default)]
+struct SlowReceiver {
+    posts: Arc<std::sync::atomic::AtomicUsize>,
+    in_flight: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    most_at_once: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl citypay_checkout::notify::Deliver for SlowReceiver {
+    fn post(&self, _url: &str, headers: Vec<(&'static str, String)>, _body: String) -> impl std::future::Future<Output = Result<citypay_checkout::notify::Answered, String>> + Send {
+        use std::sync::atomic::Ordering::SeqCst;
+        let this = self.clone();
+        let event = headers.into_iter().find(|(name, _)| *name == "citypay-event-id").map(|(_, id)| id).unwrap_or_default();
+        async move {
+            this.posts.fetch_add(1, SeqCst);
+            let now = {
+                let mut in_flight = this.in_flight.lock().unwrap();
+                let count = in_flight.entry(event.clone()).or_default();
+                *count += 1;
+                *count
+            };
+            this.most_at_once.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            *this.in_flight.lock().unwrap().get_mut(&event).unwrap() -= 1;
+            Ok(citypay_checkout::notify::Answered { status: 200, body: String::new() })
+        }
+    }
+}
+
+#[test]
+fn two_dispatchers_never_send_one_event_at_once() {
+    use citypay_checkout::notify::Dispatcher;
+    use std::sync::atomic::Ordering::SeqCst;
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    w.rt.block_on(async {
+        let (m, _) = w
+            .directory
+            .onboard_merchant(&NewMerchant {
+                city: 330100,
+                name: "Notified Shop".into(),
+                uscc: SHOP_A.into(),
+                mcc: "5411".into(),
+                category: Category::Retail,
+                settlement_account: "6222020200112233446".into(),
+                notify_url: Some("http://127.0.0.1:9/hook".into()),
+            })
+            .await
+            .unwrap();
+        let (_, payload) = w.checkout.create_trade(m.id, &order("D1", 700)).await.unwrap();
+        w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        // Two dispatchers (a deposed writer's and the new one's) read the same due events.
+        let receiver = SlowReceiver::default();
+        let one = Dispatcher::new(w.directory.clone(), receiver.clone(), vec![0]);
+        let two = Dispatcher::new(w.directory.clone(), receiver.clone(), vec![0]);
+        let (a, b) = tokio::join!(one.run_once(100), two.run_once(100));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(receiver.most_at_once.load(SeqCst), 1, "{a:?} {b:?}");
+        assert_eq!(a.delivered + b.delivered, receiver.posts.load(SeqCst), "each event sent by one of them: {a:?} {b:?}");
+        assert!(a.delivered + b.delivered >= 1);
+        // Delivered, the events are not due to either again.
+        assert_eq!(one.run_once(100).await.unwrap().delivered + two.run_once(100).await.unwrap().delivered, 0);
+    });
+}
+
 #[test]
 fn an_old_database_gets_refund_records_and_refund_periods() {
     // A trade paid and partly refunded before refunds had records and trades had periods.

@@ -162,8 +162,9 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
         tokio::spawn(async move {
             let mut tick = 0u64;
             loop {
-                // On a city on several servers only the writer runs the jobs, so two servers
-                // never deliver the same notification or close the same trade at once.
+                // On a city on several servers only the writer runs the jobs. A deposed one
+                // notices here within a second; until then its commands are guarded (each
+                // notification is claimed through the writer before it is posted).
                 if jobs_here.as_ref().is_some_and(|m| !m.is_writer()) {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;

@@ -6,8 +6,12 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -62,6 +66,53 @@ async fn pay(base: &str, resident: &str, key: &str, payload: &str) -> (StatusCod
         .unwrap();
     let epoch = response.headers().get("citypay-writer-epoch").and_then(|v| v.to_str().ok()?.parse().ok());
     (response.status(), response.json().await.unwrap_or(Value::Null), epoch)
+}
+
+/// A merchant's endpoint that holds every notification until released, counting each event's
+/// posts in flight at once: `(url, arrivals, most posts of one event at once, release)`.
+async fn holding_receiver() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (arrived, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let in_flight: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (arrived_, most_) = (arrived.clone(), most.clone());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (arrived, most, in_flight, mut released) = (arrived_.clone(), most_.clone(), in_flight.clone(), released.clone());
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                let event = loop {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).to_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end].lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                        if data.len() >= end + 4 + length {
+                            break text[..end].lines().find_map(|l| l.strip_prefix("citypay-event-id:")).unwrap_or("").trim().to_owned();
+                        }
+                    }
+                };
+                arrived.fetch_add(1, SeqCst);
+                let now = {
+                    let mut in_flight = in_flight.lock().unwrap();
+                    let count = in_flight.entry(event.clone()).or_default();
+                    *count += 1;
+                    *count
+                };
+                most.fetch_max(now, SeqCst);
+                let _ = released.wait_for(|r| *r).await;
+                *in_flight.lock().unwrap().get_mut(&event).unwrap() -= 1;
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+            });
+        }
+    });
+    (url, arrived, most, release)
 }
 
 fn signal(child: &Child, name: &str) {
@@ -149,6 +200,29 @@ async fn servers_forward_to_the_writer_and_take_over_when_it_dies_or_freezes() {
     assert_eq!(first, second);
     let (_, wallet, _) = api_a.call("GET", "/v1/wallet", Some(&resident), None, None).await;
     assert_eq!(wallet["balance"]["amount"].as_i64(), Some(10_000 - 2_372 - 500), "{wallet}");
+
+    // Two servers never send one notification at once. A, the writer, posts one and freezes
+    // while the merchant's endpoint holds it; B takes over and runs the jobs, and leaves the
+    // event alone while A's attempt may still be answered.
+    let (hook, arrived, most_at_once, release) = holding_receiver().await;
+    let (_, notified) = api_a.merchant(&operator, &support::uscc("M0000002"), "retail", Some(&hook)).await;
+    let trade = json!({"out_trade_no": "N1", "amount": {"amount": 100, "currency": "CNY"}, "subject": "water"});
+    let (_, created, _) = api_a.call("POST", "/v1/trades", Some(&notified), None, Some(trade)).await;
+    let (status, paid, _) = pay(&base[1], &resident, "pay-3", created["qr_payload"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let posted = Instant::now();
+    while arrived.load(SeqCst) == 0 {
+        assert!(posted.elapsed() < Duration::from_secs(10), "the writer posted no notification");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&a, "STOP");
+    wait_role(&base[1], "writer", Duration::from_secs(10)).await;
+    // B's dispatcher runs every second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (seen, most) = (arrived.load(SeqCst), most_at_once.load(SeqCst));
+    release.send(true).unwrap();
+    signal(&a, "CONT");
+    assert_eq!(most, 1, "an event was posted again while its first post was in flight ({seen} posts)");
 
     for mut server in [a, b] {
         let _ = server.kill();
