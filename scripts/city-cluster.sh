@@ -46,8 +46,10 @@
 # DIR/logs/{etcd.log,patroni-pgN.log,pgN/postgresql.log}, DIR/pids/*.pid. A test may record its
 # own processes (a server under test) as DIR/pids/NAME.pid; stop ends those first.
 #
-# Ports: the first free block of 8 from $CITYPAY_CLUSTER_PORT_BASE (default 57000), in steps of
-# 10: etcd client, etcd peer, REST pg1..pg3, PostgreSQL pg1..pg3.
+# Ports: the first free block of 8 from $CITYPAY_CLUSTER_PORT_BASE (default 27000), in steps of
+# 10: etcd client, etcd peer, REST pg1..pg3, PostgreSQL pg1..pg3. The default lies below the
+# kernel's ephemeral ports: a client reconnecting to a killed node's port in that range can be
+# given that very port as its own (a TCP self-connect) and hold it, and the node could not rejoin.
 #
 # Timing: ttl/loop_wait/retry_timeout default to 10/1/3 s ($CITYPAY_CLUSTER_TTL,
 # $CITYPAY_CLUSTER_LOOP_WAIT, $CITYPAY_CLUSTER_RETRY_TIMEOUT). Patroni 3.0.2 checks only that they
@@ -234,7 +236,7 @@ netns_down() {
 }
 
 choose_ports() {
-    local base=${CITYPAY_CLUSTER_PORT_BASE:-57000} tries offset busy
+    local base=${CITYPAY_CLUSTER_PORT_BASE:-27000} tries offset busy
     for ((tries = 0; tries < 100; tries++, base += 10)); do
         busy=0
         for ((offset = 0; offset < 8; offset++)); do
@@ -242,7 +244,7 @@ choose_ports() {
         done
         if [ "$busy" -eq 0 ]; then set_ports "$base"; return 0; fi
     done
-    die "no 8 free ports from ${CITYPAY_CLUSTER_PORT_BASE:-57000}; set CITYPAY_CLUSTER_PORT_BASE"
+    die "no 8 free ports from ${CITYPAY_CLUSTER_PORT_BASE:-27000}; set CITYPAY_CLUSTER_PORT_BASE"
 }
 
 # Reads DIR/cluster.env into the variables the commands use.

@@ -4,7 +4,9 @@
 #   scripts/with-postgres.sh CMD [ARGS...]
 #
 # The cluster lives in a fresh temporary directory and listens on 127.0.0.1 only, on port
-# $PGPORT when set, else on the first free port from 55432. The command sees
+# $PGPORT when set, else on the first free port from 15432 (below the kernel's ephemeral ports:
+# a client reconnecting to a stopped server on an ephemeral port can connect to itself and hold
+# the port, and the next server there fails to bind). The command sees
 #   CITYPAY_TEST_PG=postgres://postgres@127.0.0.1:PORT/postgres
 # and its exit status is the script's. The cluster is stopped and deleted on any exit.
 #
@@ -49,10 +51,10 @@ if [ -n "${PGPORT:-}" ]; then
     PORT=$PGPORT
     port_in_use "$PORT" && die "port $PORT (from PGPORT) is already in use"
 else
-    PORT=55432
+    PORT=15432
     while port_in_use "$PORT"; do
         PORT=$((PORT + 1))
-        [ "$PORT" -lt 55532 ] || die "no free port in 55432..55531; set PGPORT"
+        [ "$PORT" -lt 15532 ] || die "no free port in 15432..15531; set PGPORT"
     done
 fi
 
