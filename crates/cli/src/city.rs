@@ -653,12 +653,29 @@ pub(crate) fn services(
         settlement: citypay_settlement::Settlement::new(directory.clone(), bank),
         bills: citypay_bills::Bills::new(directory.clone(), receipt_signer),
         checkout: Checkout::new(directory.clone()),
-        transit: citypay_transit::Transit::with_keys(directory.clone(), citypay_fares::Feed::tianjin(), ride_keys.keys, ride_keys.revoked),
+        transit: {
+            let transit = citypay_transit::Transit::with_keys(directory.clone(), citypay_fares::Feed::tianjin(), ride_keys.keys, ride_keys.revoked);
+            match ride_keys.journal {
+                Some(journal) => transit.with_derived_keys(Arc::new(move |id| Some(derived_ride_seed(&journal, id)))),
+                None => transit,
+            }
+        },
         directory,
         token_ttl_s: 3_600,
         sandbox_bank: Some(sandbox),
         gateway: citypay_api::routes::GatewaySettings { keys: ride_keys.gateway, allow_private_notify: allow_private_notify() },
     })
+}
+
+/// The seed of ride key `id` of a city-wide rotation: every server derives it from the key set
+/// they share (HMAC-SHA256 under the journal key, which every server of a city holds and the
+/// database checks), so a rotation sends no secret anywhere.
+pub(crate) fn derived_ride_seed(journal: &[u8; 32], id: u16) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(journal).expect("HMAC takes any key length");
+    mac.update(b"citypay ride key ");
+    mac.update(&id.to_be_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// A benchmark's resident made class III (checked at a counter by the set-up, operator 0) with

@@ -189,6 +189,7 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
             }
         });
         reload_ride_keys_on_hangup(state.transit.clone(), keys_path);
+        follow_ride_key_schedule(state.transit.clone());
         let mut config = ApiConfig::new(env!("CARGO_PKG_VERSION"));
         config.role = membership.as_ref().map(|m| m.role.clone());
         let api = Api::new(config)?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state));
@@ -329,6 +330,33 @@ fn reload_ride_keys_on_hangup(transit: citypay_transit::Transit, path: PathBuf) 
                     transit.set_keys(keys, revoked);
                 }
                 Err(error) => tracing::warn!(%error, "reloading the ride keys failed; the previous keys stay"),
+            }
+        }
+    });
+}
+
+/// Every 2 s, takes the city's ride-key schedule (a rotation or revocation made through any
+/// server) from the database.
+fn follow_ride_key_schedule(transit: citypay_transit::Transit) {
+    tokio::spawn(async move {
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match transit.refresh_keys().await {
+                Ok(true) => {
+                    let keys = transit.key_schedule();
+                    let key_ids: Vec<u16> = keys.iter().map(|k| k.key_id).collect();
+                    let revoked: Vec<u16> = keys.iter().filter(|k| k.revoked).map(|k| k.key_id).collect();
+                    tracing::info!(?key_ids, ?revoked, "ride keys taken from the city's schedule");
+                    last_error.clear();
+                }
+                Ok(false) => last_error.clear(),
+                // Said once, not every 2 s, until it changes.
+                Err(error) if error.to_string() != last_error => {
+                    last_error = error.to_string();
+                    tracing::warn!(%error, "the city's ride-key schedule was not taken; the previous keys stay");
+                }
+                Err(_) => {}
             }
         }
     });

@@ -46,22 +46,29 @@ pub(crate) enum Transit {
     /// Rotates the platform's ride key: a new key signs from now on; the previous one still
     /// verifies during the overlap (credentials live a day, so a day or more).
     RotateKey {
-        /// Key file.
+        /// Key file (a city of one server; with `--server`, unused).
         #[arg(long, default_value = "citypay.db.keys")]
         keys: PathBuf,
         /// Hours the previous key keeps verifying.
         #[arg(long, default_value_t = 48)]
         overlap_hours: u32,
+        /// Rotate for the whole city through this server: every server takes the new key
+        /// from the database within seconds, and no key file changes.
+        #[command(flatten)]
+        remote: crate::remote::ServerArgs,
     },
     /// Revokes a ride key: validators refuse every credential it signed from their next
     /// download of the ride keys.
     RevokeKey {
-        /// Key file.
+        /// Key file (a city of one server; with `--server`, unused).
         #[arg(long, default_value = "citypay.db.keys")]
         keys: PathBuf,
         /// The key id.
         #[arg(long)]
         id: u16,
+        /// Revoke for the whole city through this server.
+        #[command(flatten)]
+        remote: crate::remote::ServerArgs,
     },
     /// Fares a closed service day: every rider's taps priced and debited (a re-run moves only
     /// what changed).
@@ -158,12 +165,21 @@ pub(crate) fn run(command: &Transit) -> anyhow::Result<ExitCode> {
             say!("{}: a {}-byte ride code, QR version {version} at level M, valid for 60 s; in hex:", out.display(), code.encode().len())?;
             say!("{}", citypay_directory::hex::encode(&code.encode())).map(|()| ExitCode::SUCCESS)
         }
-        Transit::RotateKey { keys, overlap_hours } => {
+        Transit::RotateKey { keys, overlap_hours, remote } => {
+            if let Some(server) = &remote.server {
+                let key = crate::remote::post_as_operator(server, &remote.operator, "/v1/transit/ride-keys", &serde_json::json!({"overlap_hours": overlap_hours}))?;
+                return say!("ride key {} signs from now on on every server of the city; the previous key verifies for {overlap_hours} more hours", key["key_id"])
+                    .map(|()| ExitCode::SUCCESS);
+            }
             existing_key_file(keys, false)?;
             let id = crate::city::rotate_ride_key(keys, now(), overlap_hours.saturating_mul(3_600))?;
             say!("ride key {id} signs from now on; the previous key verifies for {overlap_hours} more hours; send the server SIGHUP (or restart it) to use it").map(|()| ExitCode::SUCCESS)
         }
-        Transit::RevokeKey { keys, id } => {
+        Transit::RevokeKey { keys, id, remote } => {
+            if let Some(server) = &remote.server {
+                crate::remote::post_as_operator(server, &remote.operator, &format!("/v1/transit/ride-keys/{id}/revocation"), &serde_json::json!({}))?;
+                return say!("ride key {id} revoked on every server of the city; validators refuse it from their next download").map(|()| ExitCode::SUCCESS);
+            }
             existing_key_file(keys, false)?;
             crate::city::revoke_ride_key(keys, *id)?;
             say!("ride key {id} revoked; send the server SIGHUP (or restart it); validators refuse it from their next download").map(|()| ExitCode::SUCCESS)

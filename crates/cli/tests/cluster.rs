@@ -21,9 +21,22 @@ use support::{Api, BIN, GATEWAY_TEST_KEY, Server, Target, admin, free_ports};
 const ID_NUMBER: &str = "11010519491231002X";
 const CARD: &str = "6222021234567890128";
 
+/// A server process, killed when the test ends, passed or not (a frozen one is woken first).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// One server of the city, with its cluster port.
-fn spawn(target: &Target, log: &Path, port: u16, cluster_port: u16) -> Child {
-    Command::new(BIN)
+fn spawn(target: &Target, log: &Path, port: u16, cluster_port: u16) -> Running {
+    Running(Command::new(BIN)
         .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--db", &target.db, "--keys"])
         .arg(&target.keys)
         .args(["--cluster-listen", &format!("127.0.0.1:{cluster_port}"), "--lease-ttl-ms", "1000"])
@@ -32,7 +45,7 @@ fn spawn(target: &Target, log: &Path, port: u16, cluster_port: u16) -> Child {
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap())
 }
 
 async fn health(base: &str) -> Option<Value> {
@@ -115,8 +128,8 @@ async fn holding_receiver() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>, toki
     (url, arrived, most, release)
 }
 
-fn signal(child: &Child, name: &str) {
-    assert!(Command::new("kill").args([&format!("-{name}"), &child.id().to_string()]).status().unwrap().success());
+fn signal(server: &Running, name: &str) {
+    assert!(Command::new("kill").args([&format!("-{name}"), &server.0.id().to_string()]).status().unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +172,7 @@ async fn servers_forward_to_the_writer_and_take_over_when_it_dies_or_freezes() {
 
     // A dies: B takes over within the lease's bound, and the retry gets the first answer.
     signal(&a, "KILL");
-    let _ = a.wait();
+    let _ = a.0.wait();
     let (writer, took) = wait_role(&base[1], "writer", Duration::from_secs(5)).await;
     let second_epoch = writer["writer_epoch"].as_i64().unwrap();
     assert!(second_epoch > first_epoch);
@@ -224,9 +237,34 @@ async fn servers_forward_to_the_writer_and_take_over_when_it_dies_or_freezes() {
     signal(&a, "CONT");
     assert_eq!(most, 1, "an event was posted again while its first post was in flight ({seen} posts)");
 
-    for mut server in [a, b] {
-        let _ = server.kill();
-        let _ = server.wait();
+    // A ride-key rotation sent to one server reaches every server of the city: each signs
+    // riders' credentials with the new key within seconds, and no key file changed.
+    let keys_before = std::fs::read(&target.keys).unwrap();
+    let rotated = Command::new(BIN)
+        .args(["transit", "rotate-key", "--server", &base[0], "--overlap-hours", "24"])
+        .env("CITYPAY_OPERATOR_PASSWORD", support::OPERATOR_PASSWORD)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    eprintln!("{}", String::from_utf8_lossy(&rotated.stdout).trim());
+    for (i, base) in base.iter().enumerate() {
+        let asked = Instant::now();
+        loop {
+            let (status, issued, _) = Api::new(&Server { child: Command::new("true").spawn().unwrap(), base: base.clone() })
+                .call("POST", "/v1/ride-credentials", Some(&resident), Some(&format!("ride-{i}-{}", asked.elapsed().as_millis())), Some(json!({"rider_key": "ab".repeat(32)})))
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{issued}");
+            let credential = citypay_ride::Credential::from_bytes(&support::unhex(issued["credential"].as_str().unwrap())).unwrap();
+            if credential.key_id == 2 {
+                eprintln!("{base} signs with the new ride key {:?} after the rotation", asked.elapsed());
+                break;
+            }
+            assert!(asked.elapsed() < Duration::from_secs(5), "{base} still signs with key {} 5 s after the rotation", credential.key_id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
+    assert_eq!(std::fs::read(&target.keys).unwrap(), keys_before);
+
+    drop((a, b));
     target.assert_audit_clean();
 }

@@ -96,6 +96,11 @@ impl PlatformKey {
         self.validity
     }
 
+    /// The same key over another window (a rotation ends the previous key's window early).
+    pub fn with_validity(&self, validity: Validity) -> Self {
+        Self { key_id: self.key_id, signing: self.signing.clone(), validity }
+    }
+
     /// The public half, as distributed to validators.
     pub fn public(&self) -> PlatformPublicKey {
         PlatformPublicKey {

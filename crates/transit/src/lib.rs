@@ -17,6 +17,7 @@
 //!   cannot pay gets an arrears record, which puts the rider on the deny list that validators
 //!   download until [`Transit::pay_arrears`] settles it.
 
+mod rotation;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,6 +32,7 @@ use citypay_ride::{Credential, CredentialTerms, PlatformKey, PlatformKeyring};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 
+pub use rotation::{DeriveSeed, MAX_OVERLAP_S, ScheduledKey};
 pub use schema::MIGRATIONS;
 
 /// Ledger transfer codes of transit movements.
@@ -89,6 +91,18 @@ pub enum TransitError {
     /// The writer is unavailable; retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The city's ride keys cannot be rotated or used here (see the message).
+    #[error("{0}")]
+    RideKeysNotShared(String),
+    /// Another rotation changed the city's ride keys first; read them again.
+    #[error("another rotation changed the ride keys first")]
+    KeyScheduleChanged,
+    /// No such ride key.
+    #[error("no ride key {0}")]
+    UnknownRideKey(u16),
+    /// Revoking this key would leave no key to sign credentials with: rotate first.
+    #[error("ride key {0} is the only one that can sign now: rotate first, then revoke it")]
+    LastRideKey(u16),
 }
 
 impl TransitError {
@@ -104,6 +118,10 @@ impl TransitError {
             TransitError::DayNotClosed(_) => "day_not_closed",
             TransitError::Refused(status) => status.name(),
             TransitError::Unavailable(_) => "unavailable",
+            TransitError::RideKeysNotShared(_) => "ride_keys_not_shared",
+            TransitError::KeyScheduleChanged => "key_schedule_changed",
+            TransitError::UnknownRideKey(_) => "unknown_ride_key",
+            TransitError::LastRideKey(_) => "last_ride_key",
         }
     }
 }
@@ -247,6 +265,8 @@ pub struct Transit {
     feed: Arc<Feed>,
     /// Replaced whole by [`Transit::set_keys`]; readers take the current set.
     keys: Arc<RwLock<Arc<RideKeys>>>,
+    /// New keys' seeds for city-wide rotations (see [`Transit::with_derived_keys`]).
+    derive: Option<DeriveSeed>,
 }
 
 impl std::fmt::Debug for Transit {
@@ -462,7 +482,7 @@ impl Transit {
     /// signs, the older ones still verify until their validity ends) and the ids of revoked
     /// keys, which validators refuse.
     pub fn with_keys(directory: Directory, feed: Feed, keys: Vec<PlatformKey>, revoked: Vec<u16>) -> Transit {
-        let transit = Transit { directory, feed: Arc::new(feed), keys: Arc::new(RwLock::new(Arc::new(RideKeys { keys: Vec::new(), revoked: Vec::new() }))) };
+        let transit = Transit { directory, feed: Arc::new(feed), keys: Arc::new(RwLock::new(Arc::new(RideKeys { keys: Vec::new(), revoked: Vec::new() }))), derive: None };
         transit.set_keys(keys, revoked);
         transit
     }

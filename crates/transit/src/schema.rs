@@ -77,6 +77,22 @@ const TRANSIT_V2: &str = "CREATE TABLE transit_shares (
 /// validators with one key from before would refuse to build).
 const TRANSIT_V3: &str = "CREATE INDEX validators_by_device_key ON validators (device_key);";
 
+/// The city's ride-key schedule, public halves only: every server reads it and signs with the
+/// newest key valid now, whose secret half it derives from the city's one key set.
+macro_rules! transit_v4 {
+    ($blob:literal) => {
+        concat!(
+            "CREATE TABLE ride_keys (
+                key_id BIGINT PRIMARY KEY,
+                public_key ", $blob, " NOT NULL,
+                not_before BIGINT NOT NULL,
+                not_after BIGINT NOT NULL,
+                revoked BIGINT NOT NULL
+            );"
+        )
+    };
+}
+
 /// Transit's migrations, for every backend.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -88,4 +104,5 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { component: "transit", version: 2, name: "each operator's part of a rider's day", sqlite: TRANSIT_V2, postgres: TRANSIT_V2 },
     Migration { component: "transit", version: 3, name: "validators by device key", sqlite: TRANSIT_V3, postgres: TRANSIT_V3 },
+    Migration { component: "transit", version: 4, name: "the city's ride-key schedule", sqlite: transit_v4!("BLOB"), postgres: transit_v4!("BYTEA") },
 ];

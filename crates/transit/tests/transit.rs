@@ -353,6 +353,61 @@ fn the_newest_valid_key_signs_and_revoked_keys_leave_the_keyring() {
     assert_eq!(clone.revoked_keys(), vec![2]);
 }
 
+/// Derives new ride keys as every server of one city does (any function of the id will do).
+fn derive(city: u8) -> citypay_transit::DeriveSeed {
+    Arc::new(move |id: u16| Some([city ^ u8::try_from(id % 256).unwrap(); 32]))
+}
+
+#[test]
+fn a_rotation_made_on_one_server_reaches_the_others_and_a_stranger_key_set_is_refused() {
+    let w = world();
+    let (alice, _) = resident(&w, ALICE.0, ALICE.1, 0);
+    let first_key = || PlatformKey::from_seed(1, [7; 32], Validity::new(0, u32::MAX).unwrap());
+    // Two servers of one city: the same key file, the same derivation.
+    let server = |d| Transit::new(w.directory.clone(), citypay_fares::Feed::tianjin(), first_key()).with_derived_keys(d);
+    let (a, b) = (server(derive(40)), server(derive(40)));
+    assert!(!w.rt.block_on(b.refresh_keys()).unwrap(), "no schedule yet: the key file's keys stand");
+    let added = w.rt.block_on(a.rotate_key(24 * 3_600)).unwrap();
+    assert_eq!(added.key_id, 2);
+    assert_eq!(w.rt.block_on(a.issue_credential(&alice, [5; 32])).unwrap().key_id, 2);
+    // B signs with the old key until it reads the schedule, then with the new one.
+    assert_eq!(w.rt.block_on(b.issue_credential(&alice, [5; 32])).unwrap().key_id, 1);
+    assert!(w.rt.block_on(b.refresh_keys()).unwrap());
+    assert_eq!(w.rt.block_on(b.issue_credential(&alice, [5; 32])).unwrap().key_id, 2);
+    assert_eq!(a.key_schedule(), b.key_schedule());
+    let old = b.key_schedule().into_iter().find(|k| k.key_id == 1).unwrap();
+    assert_eq!(old.validity.not_after, u32::try_from(MORNING).unwrap() + 24 * 3_600, "the previous key verifies for the overlap");
+    assert_eq!(b.keyring().len(), 2);
+    assert!(!w.rt.block_on(b.refresh_keys()).unwrap(), "nothing new");
+
+    // A revocation through B reaches A: A signs with the previous key again.
+    w.rt.block_on(b.revoke_key(2)).unwrap();
+    assert!(w.rt.block_on(a.refresh_keys()).unwrap());
+    assert_eq!((a.revoked_keys(), a.keyring().len()), (vec![2], 1));
+    assert_eq!(w.rt.block_on(a.issue_credential(&alice, [5; 32])).unwrap().key_id, 1);
+    assert!(matches!(w.rt.block_on(a.revoke_key(9)), Err(TransitError::UnknownRideKey(9))));
+    assert!(matches!(w.rt.block_on(a.revoke_key(1)), Err(TransitError::LastRideKey(1))), "no city is left without a key that signs");
+
+    // A server whose key set derives other keys refuses the schedule and keeps its keys.
+    let stranger = server(derive(99));
+    let next = w.rt.block_on(a.rotate_key(0)).unwrap();
+    assert_eq!(next.key_id, 3);
+    assert!(matches!(w.rt.block_on(stranger.refresh_keys()), Err(TransitError::RideKeysNotShared(_))));
+    assert_eq!(w.rt.block_on(stranger.issue_credential(&alice, [5; 32])).unwrap().key_id, 1);
+    // Two rotations from one schedule: the second finds key 4 taken and is refused.
+    let (c, d) = (server(derive(40)), server(derive(40)));
+    w.rt.block_on(async {
+        assert!(c.refresh_keys().await.unwrap() && d.refresh_keys().await.unwrap());
+        let (one, two) = tokio::join!(c.rotate_key(3_600), d.rotate_key(3_600));
+        let ids: Vec<_> = [&one, &two].iter().map(|r| r.as_ref().map(|k| k.key_id).map_err(TransitError::code)).collect();
+        assert!(ids.contains(&Ok(4)) && ids.iter().filter(|r| r.is_ok()).count() >= 1, "{ids:?}");
+        assert!(ids.iter().all(|r| matches!(r, Ok(4 | 5) | Err("key_schedule_changed"))), "{ids:?}");
+    });
+    // Without a way to derive keys a server cannot rotate for the city.
+    let alone = Transit::new(w.directory.clone(), citypay_fares::Feed::tianjin(), first_key());
+    assert!(matches!(w.rt.block_on(alone.rotate_key(0)), Err(TransitError::RideKeysNotShared(_))));
+}
+
 #[test]
 fn each_operator_is_paid_for_its_own_legs_and_arrears_are_split_the_same_way() {
     let w = world();

@@ -94,7 +94,10 @@ impl From<TransitError> for ApiError {
             TransitError::InvalidField { .. } | TransitError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             TransitError::NotTransitOperator => StatusCode::FORBIDDEN,
             TransitError::UnknownValidator => StatusCode::NOT_FOUND,
-            TransitError::InArrears | TransitError::DayNotClosed(_) | TransitError::DeviceKeyRegistered(_) => StatusCode::CONFLICT,
+            TransitError::InArrears | TransitError::DayNotClosed(_) | TransitError::DeviceKeyRegistered(_) | TransitError::RideKeysNotShared(_) | TransitError::KeyScheduleChanged | TransitError::LastRideKey(_) => {
+                StatusCode::CONFLICT
+            }
+            TransitError::UnknownRideKey(_) => StatusCode::NOT_FOUND,
             TransitError::Unavailable(_) => return ApiError::unavailable(message, RETRY),
         };
         ApiError::new(status, code, message)

@@ -34,6 +34,7 @@ pub const REQUEST_BODIES: &[(&str, ReadBody)] = &[
     ("ValidatorRequest", parse::<transit::ValidatorRequest>),
     ("TapUpload", |b| parse_json::<transit::TapUpload>(b)?.taps(1).map(drop)),
     ("FareRunRequest", parse::<transit::FareRunRequest>),
+    ("RotationRequest", parse::<transit::RotationRequest>),
     ("BillRequest", parse::<bills::BillRequest>),
     ("PayRequest", parse::<bills::PayRequest>),
     ("CashRequest", parse::<bills::CashRequest>),

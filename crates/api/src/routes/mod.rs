@@ -141,6 +141,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(transit::deny_list))
         .routes(routes!(transit::ride_keys))
         .routes(routes!(transit::fare_run))
+        .routes(routes!(transit::key_schedule, transit::rotate_key))
+        .routes(routes!(transit::revoke_key))
         .routes(routes!(transit::revenue))
         .routes(routes!(transit::operator_legs))
         .routes(routes!(transit::my_day))

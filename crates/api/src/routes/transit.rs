@@ -381,6 +381,81 @@ pub(crate) async fn fare_run(State(state): State<AppState>, operator: OperatorCa
     .await
 }
 
+/// A rotation of the city's ride key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotationRequest {
+    /// How long the previous key keeps verifying, in hours (credentials live a day: 24 or more
+    /// keeps every credential it signed good to its end).
+    overlap_hours: u32,
+}
+
+/// One key of the city's ride-key schedule.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ScheduledKeyView {
+    key_id: u16,
+    /// Ed25519 public key, 64 hex digits.
+    public_key: String,
+    not_before: u32,
+    not_after: u32,
+    revoked: bool,
+}
+
+/// The city's ride keys, as every server signs and verifies with them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct KeyScheduleView {
+    keys: Vec<ScheduledKeyView>,
+}
+
+fn schedule_view(keys: Vec<citypay_transit::ScheduledKey>) -> KeyScheduleView {
+    let keys = keys
+        .into_iter()
+        .map(|k| ScheduledKeyView { key_id: k.key_id, public_key: hex::encode(&k.public_key), not_before: k.validity.not_before, not_after: k.validity.not_after, revoked: k.revoked })
+        .collect();
+    KeyScheduleView { keys }
+}
+
+fn platform_only(operator: &OperatorCaller) -> Result<(), ApiError> {
+    if operator.role == Role::PlatformOperator { Ok(()) } else { Err(ApiError::forbidden("only platform operators manage ride keys")) }
+}
+
+/// The city's ride keys (platform operators), read fresh from the city's schedule.
+#[utoipa::path(get, path = "/v1/transit/ride-keys", security(("operator" = [])), tag = "transit",
+    responses((status = OK, body = KeyScheduleView), (status = FORBIDDEN, body = ErrorBody)))]
+pub(crate) async fn key_schedule(State(state): State<AppState>, operator: OperatorCaller) -> Result<AppJson<KeyScheduleView>, ApiError> {
+    platform_only(&operator)?;
+    state.transit.refresh_keys().await?;
+    Ok(AppJson(schedule_view(state.transit.key_schedule())))
+}
+
+/// Rotates the city's ride key (platform operators): a new key signs from now on, on every
+/// server of the city within seconds, and the previous one verifies for the overlap.
+#[utoipa::path(post, path = "/v1/transit/ride-keys", security(("operator" = [])), tag = "transit", params(IdempotencyKey), request_body = RotationRequest,
+    responses((status = CREATED, body = ScheduledKeyView), (status = CONFLICT, body = ErrorBody)))]
+pub(crate) async fn rotate_key(State(state): State<AppState>, operator: OperatorCaller, request: Idempotent<RotationRequest>) -> Result<Response, ApiError> {
+    platform_only(&operator)?;
+    let caller = Caller::Operator(operator.id);
+    once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
+        let overlap_s = request.body.overlap_hours.saturating_mul(3_600);
+        let key = state.transit.rotate_key(overlap_s).await?;
+        tracing::info!(operator = operator.id, key_id = key.key_id, "ride key rotated");
+        Ok(schedule_view(vec![key]).keys.remove(0))
+    })
+    .await
+}
+
+/// Revokes a ride key for the city (platform operators): no server signs with it, and
+/// validators refuse what it signed from their next download.
+#[utoipa::path(post, path = "/v1/transit/ride-keys/{id}/revocation", security(("operator" = [])), tag = "transit",
+    params(("id" = u16, Path, description = "The key id")),
+    responses((status = OK, body = KeyScheduleView), (status = NOT_FOUND, body = ErrorBody)))]
+pub(crate) async fn revoke_key(State(state): State<AppState>, operator: OperatorCaller, Path(id): Path<u16>) -> Result<AppJson<KeyScheduleView>, ApiError> {
+    platform_only(&operator)?;
+    state.transit.revoke_key(id).await?;
+    tracing::info!(operator = operator.id, key_id = id, "ride key revoked");
+    Ok(AppJson(schedule_view(state.transit.key_schedule())))
+}
+
 /// A service day.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

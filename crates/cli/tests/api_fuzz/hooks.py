@@ -476,6 +476,10 @@ OPERATIONS = {
     "POST /v1/contribution-windows": (lambda: PLATFORM, new_window),
     "POST /v1/settlement-runs": (lambda: PLATFORM, body(date=today(-2))),
     "POST /v1/transit/fare-runs": (lambda: PLATFORM, body(date=RIDE_DAY)),
+    "GET /v1/transit/ride-keys": (lambda: PLATFORM, nothing),
+    "POST /v1/transit/ride-keys": (lambda: PLATFORM, body(overlap_hours=48)),
+    # An id no key has: revoking real ones is the cluster test's.
+    "POST /v1/transit/ride-keys/{id}/revocation": (lambda: PLATFORM, path(id=65000)),
 }
 generated = {}
 
