@@ -1,6 +1,7 @@
 //! Connections for the services' own queries, pooled, beside the writer's.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use citypay_store::{ServiceReader, StoreError, Value, rewrite_placeholders};
 use postgres::types::{ToSql, Type};
@@ -32,10 +33,21 @@ pub type Locate = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 /// A small pool of connections to one database for reads. Each query runs on its own
 /// (autocommit), so it sees everything committed before it started. Located on a cluster, it
 /// reads only from the current primary: a connection to a node that is no longer it is
-/// closed rather than used.
+/// closed rather than used. At most `OPEN_MAX` (24) are open: a burst of reads waits for one
+/// rather than opening connections until PostgreSQL refuses everyone ("too many clients"),
+/// the writer's reconnection included.
 pub struct PostgresReader {
     locate: Locate,
-    idle: Mutex<Vec<(String, Client)>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is given back or closed.
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<(String, Client)>,
+    /// Idle and in use.
+    open: usize,
 }
 
 impl std::fmt::Debug for PostgresReader {
@@ -44,14 +56,18 @@ impl std::fmt::Debug for PostgresReader {
     }
 }
 
-/// Connections kept idle; more are opened under load and closed after use.
-const IDLE_MAX: usize = 8;
+/// Connections open at most, per reader (one per server): three servers stay well under
+/// PostgreSQL's default `max_connections` of 100. All of them are kept once opened.
+const OPEN_MAX: usize = 24;
+
+/// How long a read waits for a connection before it is answered unavailable.
+const WAIT_MAX: Duration = Duration::from_secs(10);
 
 impl PostgresReader {
     /// A reader of the database at `url`.
     pub fn connect(url: &str) -> Result<PostgresReader, StoreError> {
         let url = url.to_owned();
-        let reader = PostgresReader { locate: Arc::new(move || Some(url.clone())), idle: Mutex::new(Vec::new()) };
+        let reader = PostgresReader::located(Arc::new(move || Some(url.clone())));
         let taken = reader.take()?;
         reader.give_back(taken);
         Ok(reader)
@@ -59,33 +75,66 @@ impl PostgresReader {
 
     /// A reader of whatever database `locate` names at each query (the current primary).
     pub fn located(locate: Locate) -> PostgresReader {
-        PostgresReader { locate, idle: Mutex::new(Vec::new()) }
+        PostgresReader { locate, pool: Mutex::new(Pool::default()), freed: Condvar::new() }
     }
 
     fn take(&self) -> Result<(String, Client), StoreError> {
         let url = (self.locate)().ok_or_else(|| StoreError::Unavailable("no primary database now".into()))?;
-        let mut idle = self.idle.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?;
-        // Connections to a node that stopped being the primary are dropped, not read from.
-        let stale: Vec<(String, Client)> = idle.extract_if(.., |(at, client)| *at != url || client.is_closed()).collect();
-        let found = idle.pop();
-        drop(idle);
-        drop(stale);
-        match found {
-            Some(taken) => Ok(taken),
-            None => match connect(&url) {
-                Ok(client) => Ok((url, primary_only(client)?)),
-                Err(error) => Err(StoreError::Unavailable(error.to_string())),
-            },
+        let deadline = Instant::now() + WAIT_MAX;
+        let mut pool = self.pool.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?;
+        loop {
+            // Connections to a node that stopped being the primary are dropped, not read from.
+            let stale: Vec<(String, Client)> = pool.idle.extract_if(.., |(at, client)| *at != url || client.is_closed()).collect();
+            pool.open -= stale.len();
+            if !stale.is_empty() {
+                self.freed.notify_all();
+            }
+            if let Some(found) = pool.idle.pop() {
+                drop(pool);
+                drop(stale);
+                return Ok(found);
+            }
+            if pool.open < OPEN_MAX {
+                pool.open += 1;
+                drop(pool);
+                drop(stale);
+                let opened = connect(&url).map_err(|error| StoreError::Unavailable(error.to_string())).and_then(primary_only);
+                return match opened {
+                    Ok(client) => Ok((url, client)),
+                    Err(error) => {
+                        self.closed();
+                        Err(error)
+                    }
+                };
+            }
+            drop(stale);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Unavailable(format!("all {OPEN_MAX} read connections busy for {} s", WAIT_MAX.as_secs())));
+            }
+            pool = self.freed.wait_timeout(pool, left).map_err(|_| StoreError::Backend("reader pool poisoned".into()))?.0;
         }
     }
 
     fn give_back(&self, (url, client): (String, Client)) {
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < IDLE_MAX
-            && !client.is_closed()
-        {
-            idle.push((url, client));
+        if client.is_closed() {
+            self.closed();
+            // Closed off the caller's thread for the same reason as in `drop`.
+            std::thread::spawn(move || drop(client));
+            return;
         }
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.idle.push((url, client));
+        }
+        self.freed.notify_one();
+    }
+
+    /// One connection fewer is open.
+    fn closed(&self) {
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.open = pool.open.saturating_sub(1);
+        }
+        self.freed.notify_one();
     }
 }
 
@@ -107,7 +156,7 @@ impl Drop for PostgresReader {
     /// The synchronous client blocks on its own runtime when it closes, which panics inside an
     /// async task: close the idle connections on a plain thread instead.
     fn drop(&mut self) {
-        let idle = self.idle.get_mut().map(std::mem::take).unwrap_or_default();
+        let idle = self.pool.get_mut().map(|pool| std::mem::take(&mut pool.idle)).unwrap_or_default();
         if !idle.is_empty() {
             let _ = std::thread::spawn(move || drop(idle)).join();
         }
