@@ -194,7 +194,10 @@ impl Load {
     async fn send(&self, server: usize, method: &str, path: &str, auth: &str, key: Option<&str>, body: &Value) -> Attempt {
         let url = format!("{}{path}", self.bases[server]);
         let mut request = if method == "GET" { self.http.get(url) } else { self.http.post(url).json(body) };
-        request = request.header("authorization", auth).timeout(Duration::from_secs(15));
+        if !auth.is_empty() {
+            request = request.header("authorization", auth);
+        }
+        request = request.timeout(Duration::from_secs(15));
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
@@ -247,6 +250,17 @@ impl Load {
         let mut op = Operation { kind: "top_up", resident: who, amount, attempts: Vec::new() };
         let body = json!({"card_id": self.residents[who].card, "amount": {"amount": amount, "currency": "CNY"}});
         self.until_known(&mut op, "POST", "/v1/wallet/top-ups", &self.residents[who].token, Some(&format!("t{n}")), &body).await;
+        op
+    }
+
+    /// A registration of an identity and mobile number no other operation uses: any refusal
+    /// means an earlier attempt registered it and the retry was not given the first answer.
+    async fn register(&self, who: usize, n: u64) -> Operation {
+        let body = format!("330102{}0505{:03}", 1960 + (n / 1_000) % 40, n % 1_000);
+        let id_number = format!("{body}{}", citypay_identity::resident_id::check_character(&body).unwrap());
+        let request = json!({"city": 330100, "name": "Chaos Rider", "mobile": format!("17{n:09}"), "id_number": id_number, "password": "chaos password", "account_class": "I"});
+        let mut op = Operation { kind: "registration", resident: who, amount: 0, attempts: Vec::new() };
+        self.until_known(&mut op, "POST", "/v1/residents", "", Some(&format!("r{n}")), &request).await;
         op
     }
 
@@ -310,6 +324,7 @@ impl Load {
                         }
                     }
                 }
+                _ if n % 8 == 3 => done.push(self.register(who, n).await),
                 _ => done.push(self.top_up(who, n).await),
             }
             self.operations.lock().unwrap().extend(done);
@@ -624,6 +639,13 @@ async fn the_city_keeps_its_books_through_kills_freezes_failovers_and_partitions
             }
         }
     }
+    // A registration of a fresh identity is never refused: a refusal means an attempt that
+    // went unanswered registered it, and the retry did not get that attempt's answer.
+    for op in operations.iter().filter(|o| o.kind == "registration" && o.ok().is_none()) {
+        if let Some(refused) = op.attempts.iter().find(|a| a.status.is_some_and(|s| s.is_client_error())) {
+            problems.push(format!("a registration was refused after {} attempts: {}", op.attempts.len(), refused.body));
+        }
+    }
     // The frozen writer acknowledged nothing of what it had in hand under its old epoch.
     for (old, attempt) in &in_hand {
         if attempt.status.is_some_and(|s| s.is_success()) && attempt.epoch <= Some(*old) {
@@ -655,13 +677,14 @@ async fn the_city_keeps_its_books_through_kills_freezes_failovers_and_partitions
     }
     let by_kind = |kind: &str| acked.iter().filter(|o| o.kind == kind).count();
     eprintln!(
-        "chaos: {} operations: {} acknowledged (top-ups {}, QR {}, code {}, refunds {}), {failed} refused, {unknown} unknown; {repeats} repeats answered as first; {epoch_checked} epochs checked; {crossed} retries crossed a takeover; epochs {:?}",
+        "chaos: {} operations: {} acknowledged (top-ups {}, QR {}, code {}, refunds {}, registrations {}), {failed} refused, {unknown} unknown; {repeats} repeats answered as first; {epoch_checked} epochs checked; {crossed} retries crossed a takeover; epochs {:?}",
         operations.len(),
         acked.len(),
         by_kind("top_up"),
         by_kind("qr"),
         by_kind("code"),
         by_kind("refund"),
+        by_kind("registration"),
         epochs.keys().collect::<Vec<_>>()
     );
     for window in &windows {

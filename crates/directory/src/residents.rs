@@ -107,6 +107,14 @@ impl Directory {
     /// ([`Directory::record_verification`]). One identity (and one mobile number) has one
     /// wallet.
     pub async fn register_resident(&self, new: &NewResident) -> Result<Resident, DirectoryError> {
+        self.register_resident_keeping(new, |_| Vec::new()).await
+    }
+
+    /// [`Directory::register_resident`], writing `answer`'s rows for the new resident in the
+    /// registration's own transaction: the API keeps its answer to the request there, so a
+    /// retry after an outcome that was never heard (a failover mid-commit) gets the first
+    /// answer, not "identity registered".
+    pub async fn register_resident_keeping(&self, new: &NewResident, answer: impl Fn(&Resident) -> Vec<ServiceRow>) -> Result<Resident, DirectoryError> {
         self.city(new.city).await?;
         let today = self.today();
         let id_number = ResidentId::parse(new.id_number.trim(), today).map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
@@ -123,18 +131,14 @@ impl Directory {
         let password_hash = self.passwords.hash(&new.password)?;
         for attempt in 0..ID_ATTEMPTS_MAX {
             let id = self.entity_id(&["resident", id_number.normalized(), &attempt.to_string()]);
-            let command = self.registration(id, new, &id_number, &name, &mobile, &password_hash);
+            let resident = Resident { id, city: new.city, wallet: account_id(AccountKind::Wallet, id), id_masked: id_number.masked(), class: AccountClass::I };
+            let mut command = self.registration(id, new, &id_number, &name, &mobile, &password_hash);
+            command.rows.extend(answer(&resident));
             let identity_guards = self.keys.index.ids().len();
             match self.submit(command).await? {
                 Ok(outcome) if outcome.status == Status::Ok => {
                     tracing::debug!(resident = id, city = new.city, "resident registered");
-                    return Ok(Resident {
-                        id,
-                        city: new.city,
-                        wallet: account_id(AccountKind::Wallet, id),
-                        id_masked: id_number.masked(),
-                        class: AccountClass::I,
-                    });
+                    return Ok(resident);
                 }
                 Ok(outcome) => return Err(DirectoryError::Ledger(outcome.status)),
                 Err(guard) if guard < identity_guards => {

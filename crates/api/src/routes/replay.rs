@@ -83,8 +83,23 @@ fn replayed(status: i64, body: &str) -> Response {
 
 /// Keeps the answer. If this fails the answer is simply rebuilt on a retry.
 async fn keep(state: &AppState, scope: String, key: &IdempotencyKey, fingerprint: [u8; 32], status: StatusCode, body: &serde_json::Value) {
+    let row = kept_answer(state, scope, key, fingerprint, status, body);
+    let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
+    if let Err(error) = state.directory.shard().submit(command).await {
+        tracing::warn!(%error, "could not keep an idempotent answer");
+    }
+}
+
+/// The row that keeps an answer to `key` of `caller`, for a command that writes it in its own
+/// transaction (one whose retry could not rebuild the answer, as a registration's).
+pub(crate) fn answer_row<T: Serialize>(state: &AppState, caller: &Caller, key: &IdempotencyKey, fingerprint: [u8; 32], status: StatusCode, answer: &T) -> ServiceRow {
+    let body = serde_json::to_value(answer).unwrap_or(serde_json::Value::Null);
+    kept_answer(state, caller.scope(), key, fingerprint, status, &body)
+}
+
+fn kept_answer(state: &AppState, scope: String, key: &IdempotencyKey, fingerprint: [u8; 32], status: StatusCode, body: &serde_json::Value) -> ServiceRow {
     let now = citypay_directory::Directory::clock(&state.directory).now().unix_seconds();
-    let row = ServiceRow {
+    ServiceRow {
         table: "idempotency_keys",
         key: vec![("scope", Value::Text(scope)), ("idem_key", Value::Text(key.as_str().to_owned()))],
         columns: vec![
@@ -94,9 +109,5 @@ async fn keep(state: &AppState, scope: String, key: &IdempotencyKey, fingerprint
             ("created_at", Value::Int(i64::try_from(now).unwrap_or(0))),
         ],
         on_conflict: OnConflict::Ignore,
-    };
-    let command = Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() };
-    if let Err(error) = state.directory.shard().submit(command).await {
-        tracing::warn!(%error, "could not keep an idempotent answer");
     }
 }

@@ -80,14 +80,18 @@ pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<
         }
     }
     let new = NewResident { city: body.city, name: body.name, mobile: body.mobile, id_number: body.id_number, password: body.password };
+    let view = |r: &citypay_directory::Resident| ResidentView {
+        resident_id: r.id.to_string(),
+        city: r.city,
+        id_masked: r.id_masked.clone(),
+        account_class: r.class.code().to_owned(),
+    };
     once(&state, &scope, &request.key, request.fingerprint, StatusCode::CREATED, async {
-        let r = state.directory.register_resident(&new).await?;
-        Ok(ResidentView {
-            resident_id: r.id.to_string(),
-            city: r.city,
-            id_masked: r.id_masked,
-            account_class: r.class.code().to_owned(),
-        })
+        // The answer is kept with the registration: a retry could not rebuild it (the identity
+        // would be registered by then).
+        let keep = |r: &citypay_directory::Resident| vec![super::replay::answer_row(&state, &scope, &request.key, request.fingerprint, StatusCode::CREATED, &view(r))];
+        let r = state.directory.register_resident_keeping(&new, keep).await?;
+        Ok(view(&r))
     })
     .await
 }
