@@ -59,6 +59,7 @@ pub(crate) struct PaymentsBenchReport {
     audit_clean: bool,
 }
 
+#[derive(Clone)]
 pub(crate) struct Payer {
     pub(crate) device: u32,
     pub(crate) secret: Vec<u8>,

@@ -38,7 +38,7 @@ struct ServersReport {
 }
 
 /// Kills the servers however the benchmark ends.
-struct Servers(Vec<Child>);
+pub(crate) struct Servers(pub(crate) Vec<Child>);
 
 impl Drop for Servers {
     fn drop(&mut self) {
@@ -67,9 +67,29 @@ fn path_report(runs: &[(Vec<u64>, u64, f64)]) -> PathReport {
     }
 }
 
-async fn role(http: &reqwest::Client, base: &str) -> Option<String> {
+pub(crate) async fn role(http: &reqwest::Client, base: &str) -> Option<String> {
     let health: serde_json::Value = http.get(format!("{base}/health")).send().await.ok()?.json().await.ok()?;
     health["role"].as_str().map(str::to_owned)
+}
+
+/// Ports that were free all at once: `n` distinct ones.
+pub(crate) fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    Ok(held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?)
+}
+
+/// One server of a city on several servers, logging (warnings and up) to `log` (appended).
+pub(crate) fn spawn_server(bin: &std::path::Path, url: &str, keys: &std::path::Path, port: u16, cluster: u16, log: &std::path::Path) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Command::new(bin)
+        .args(["serve", "--db", url, "--keys"])
+        .arg(keys)
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--cluster-listen", &format!("127.0.0.1:{cluster}")])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("starting citypay serve")
 }
 
 #[allow(clippy::float_arithmetic)]
@@ -92,24 +112,11 @@ pub(crate) fn run(args: &PaymentsBenchArgs, servers: u64) -> anyhow::Result<()> 
         let bin = std::env::current_exe()?;
         let mut children = Servers(Vec::new());
         let mut bases = Vec::new();
-        // All bound at once before any is let go: distinct.
-        let held: Vec<std::net::TcpListener> = (0..2 * servers).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-        let ports: Vec<u16> = held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?;
-        drop(held);
+        let ports = free_ports(2 * usize::try_from(servers)?)?;
         for i in 0..servers {
             let index = usize::try_from(i)?;
             let (port, cluster) = (ports[2 * index], ports[2 * index + 1]);
-            let log = std::fs::File::create(scratch_path.as_path().join(format!("serve-{i}.log")))?;
-            let child = Command::new(&bin)
-                .args(["serve", "--db", &url, "--keys"])
-                .arg(&keys)
-                .args(["--addr", &format!("127.0.0.1:{port}"), "--cluster-listen", &format!("127.0.0.1:{cluster}")])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting citypay serve")?;
-            children.0.push(child);
+            children.0.push(spawn_server(&bin, &url, &keys, port, cluster, &scratch_path.as_path().join(format!("serve-{i}.log")))?);
             bases.push(format!("http://127.0.0.1:{port}"));
         }
         let http = reqwest::Client::new();

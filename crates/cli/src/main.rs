@@ -36,6 +36,7 @@ mod bench;
 mod bench_gateway;
 mod bench_payments;
 mod bench_servers;
+mod bench_takeover;
 mod bench_settlement;
 mod bench_transit;
 mod city;
@@ -204,6 +205,10 @@ enum BenchCommand {
     /// bare RSA-2048 signing loop: the server's CPU per payment, the maximum rate, the latency
     /// at half of it.
     Gateway(bench_gateway::GatewayBenchArgs),
+    /// Writer takeover on a city of several servers: two servers on the city's PostgreSQL
+    /// database, the writer killed again and again under payments, each time from the kill to
+    /// the first payment the new writer acknowledges.
+    Takeover(bench_takeover::TakeoverBenchArgs),
     /// The load generator `bench gateway` runs in a child process.
     #[command(hide = true)]
     GatewayLoad(bench_gateway::GatewayLoadArgs),
@@ -217,6 +222,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Gateway(args) } => bench_gateway::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { what: BenchCommand::Takeover(args) } => bench_takeover::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::GatewayLoad(args) } => bench_gateway::load_run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json, etcd } => audit_cmd::run(&db, keys.as_deref(), etcd.as_deref(), json),
         Command::Serve { db, addr, keys, trusted_proxies, cluster_listen, cluster_advertise, lease_ttl_ms, etcd, patroni_scope } => {
