@@ -306,9 +306,17 @@ impl Ledger {
         }
         fx.outcomes.reserve(events.len());
         self.expire_due(now, &mut fx);
-        for event in events {
+        for (i, event) in events.iter().enumerate() {
+            let first_row = fx.journal.len();
             let outcome = self.apply_event(event, now, stored, &mut fx);
             fx.outcomes.push(outcome);
+            // Each event's rows carry their own instant, a nanosecond apart in the batch's
+            // order, so the journal orders a batch's events as they were applied (a wallet
+            // statement's balance after each line). The ledger's logic keeps the batch's time.
+            let at = Timestamp(now.0.saturating_add(i as u64));
+            for row in &mut fx.journal[first_row..] {
+                row.timestamp = at;
+            }
         }
         self.collect_accounts(&mut fx);
         assert_eq!(fx.outcomes.len(), events.len());
