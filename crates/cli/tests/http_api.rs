@@ -201,6 +201,45 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
     let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(&resident), None, None).await;
     assert_eq!(wallet["balance"]["amount"], 10_000 - 1_500);
 
+    // The statement: every movement newest first with the balance after it, the shop named;
+    // a page at a time; by kind; a period as CSV. It is the resident's alone.
+    let (status, statement, _) = api.call("GET", "/v1/wallet/statement", Some(&resident), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{statement}");
+    let lines = statement["lines"].as_array().unwrap();
+    let seen: Vec<(&str, i64, i64)> = lines.iter().map(|l| (l["kind"].as_str().unwrap(), l["amount"]["amount"].as_i64().unwrap(), l["balance_after"]["amount"].as_i64().unwrap())).collect();
+    // The cancel refunded what the two refunds left.
+    let expected = vec![("payment", -1_500, 8_500), ("refund", 1_000, 10_000), ("refund", 372, 9_000), ("refund", 1_000, 8_628), ("payment", -2_372, 7_628), ("top_up", 10_000, 10_000)];
+    assert_eq!(seen, expected, "{statement}");
+    assert_eq!(lines[0]["counterparty"], "West Lake Noodles");
+    assert_eq!(lines[5]["counterparty"], "bank card");
+    assert_eq!((statement["balance"]["amount"].as_i64(), statement["available"]["amount"].as_i64()), (Some(8_500), Some(8_500)));
+    let mut paged = Vec::new();
+    let mut path = "/v1/wallet/statement?limit=2".to_owned();
+    loop {
+        let (status, page, _) = api.call("GET", &path, Some(&resident), None, None).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        paged.extend(page["lines"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/v1/wallet/statement?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(&paged, lines);
+    let (_, refunds, _) = api.call("GET", "/v1/wallet/statement?kind=refund,top_up", Some(&resident), None, None).await;
+    assert_eq!(refunds["lines"].as_array().unwrap().iter().map(|l| l["balance_after"]["amount"].as_i64().unwrap()).collect::<Vec<_>>(), vec![10_000, 9_000, 8_628, 10_000]);
+    let today = citypay_ledger::Timestamp::from_unix_seconds(now).local_date().to_string();
+    let csv = api.client.get(format!("{}/v1/wallet/statement?format=csv&from={today}&to={today}", api.base)).header("authorization", &resident).send().await.unwrap();
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = csv.text().await.unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 7, "{csv}");
+    assert!(rows[1].contains(",top_up,100.00,100.00,bank card,") && rows[6].contains(",payment,-15.00,85.00,West Lake Noodles,"), "{csv}");
+    for bad in ["kind=lottery", "from=2026-13-01", "format=pdf", "cursor=garbage", "from=2026-12-02&to=2026-12-01"] {
+        assert_eq!(api.call("GET", &format!("/v1/wallet/statement?{bad}"), Some(&resident), None, None).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(api.call("GET", "/v1/wallet/statement", Some(&shop_key), None, None).await.0, StatusCode::FORBIDDEN);
+
     // The merchant lists its trades a page at a time; the other merchant sees none of them.
     let mut seen = Vec::new();
     let mut path = "/v1/trades?limit=2".to_owned();

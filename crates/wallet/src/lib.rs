@@ -8,6 +8,10 @@
 //! the first attempt died between the bank and the ledger; the same key with another body is
 //! refused as a conflict.
 
+mod statement;
+
+pub use statement::{Cursor, Hold, PAGE_MAX, Statement, StatementLine, StatementQuery};
+
 use std::sync::Arc;
 
 use citypay_directory::{BankConnector, BankError, CardHolder, Directory, DirectoryError, Resident, SandboxBank, Verification};

@@ -322,3 +322,59 @@ fn the_sweeper_finishes_requests_a_crash_left_open() {
     });
     city.assert_books_balance();
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 8, ..proptest::prelude::ProptestConfig::default() })]
+
+    /// The statement always adds up: each line's balance after is the older line's plus its
+    /// amount, the newest is the balance now, and paging (any page size) and filters (a kind)
+    /// see the same lines with the same balances.
+    #[test]
+    fn the_statement_always_adds_up(moves in proptest::collection::vec((proptest::bool::ANY, 1i64..5_000), 1..40), page in 1usize..7) {
+        let w = world();
+        let me = register(&w, "11010519491231002X", "13800138000");
+        let card = w.runtime.block_on(link(&w, &me, "6222020200112233446")).unwrap();
+        let mut expected = 0;
+        let mut moved = 0;
+        w.runtime.block_on(async {
+            for (i, (top_up, amount)) in moves.iter().enumerate() {
+                let key = format!("k{i}");
+                let done = if *top_up { w.wallet.top_up(&me, card.id, *amount, &key).await } else { w.wallet.withdraw(&me, card.id, *amount, &key).await };
+                if done.is_ok() {
+                    expected += if *top_up { *amount } else { -*amount };
+                    moved += 1;
+                }
+            }
+        });
+        let all = statement(&w, &me, &[], page);
+        proptest::prop_assert_eq!(all.len(), moved);
+        proptest::prop_assert_eq!(all.first().map_or(0, |l| l.balance_after), expected);
+        for pair in all.windows(2) {
+            proptest::prop_assert_eq!(pair[0].balance_after, pair[1].balance_after + pair[0].amount);
+        }
+        proptest::prop_assert_eq!(all.last().map_or(0, |l| l.balance_after - l.amount), 0, "the oldest line starts from an empty wallet");
+        proptest::prop_assert_eq!(all.iter().map(|l| l.amount).sum::<i64>(), expected);
+        let top_ups = statement(&w, &me, &[citypay_directory::transfer_codes::TOP_UP], page);
+        let expected_top_ups: Vec<_> = all.iter().filter(|l| l.code == citypay_directory::transfer_codes::TOP_UP).cloned().collect();
+        proptest::prop_assert_eq!(top_ups, expected_top_ups);
+        check_books(&w, &[&me]);
+    }
+}
+
+/// The whole statement of `me`, read `page` lines at a time.
+fn statement(w: &World, me: &Resident, codes: &[u16], page: usize) -> Vec<citypay_wallet::StatementLine> {
+    w.runtime.block_on(async {
+        let mut lines = Vec::new();
+        let mut before = None;
+        loop {
+            let query = citypay_wallet::StatementQuery { codes: codes.to_vec(), before, limit: page, ..Default::default() };
+            let got = w.wallet.statement(me, &query).await.unwrap();
+            assert!(got.lines.len() <= page);
+            lines.extend(got.lines);
+            match got.next {
+                Some(next) => before = Some(next),
+                None => return lines,
+            }
+        }
+    })
+}

@@ -15,6 +15,7 @@ mod operators;
 mod replay;
 mod residents;
 mod trades;
+mod statement;
 mod transit;
 mod verifications;
 
@@ -101,6 +102,7 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(residents::register))
         .routes(routes!(residents::sign_in))
         .routes(routes!(residents::wallet))
+        .routes(routes!(statement::statement))
         .routes(routes!(residents::link_card))
         .routes(routes!(residents::top_up))
         .routes(routes!(residents::withdraw))

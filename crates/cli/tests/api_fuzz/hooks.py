@@ -425,6 +425,7 @@ OPERATIONS = {
     "POST /v1/ride-credentials": (ALICE_T, lambda case: setattr(case, "body", {"rider_key": public_hex(Ed25519PrivateKey.generate())})),
     "POST /v1/transit/arrears-payments": (ALICE_T, nothing),
     "GET /v1/transit/my-day": (ALICE_T, query(date=RIDE_DAY)),
+    "GET /v1/wallet/statement": (ALICE_T, query(limit=5)),
     "GET /v1/my/sessions": (KEEPER_T, nothing),
     "DELETE /v1/my/sessions/{session_id}": (KEEPER_T, keeper_session),
     "POST /v1/my/sessions/end-others": (KEEPER_T, nothing),

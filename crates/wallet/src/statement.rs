@@ -1,0 +1,235 @@
+//! A resident's wallet statement: every posted movement of the wallet, newest first, each with
+//! the posted balance after it in the ledger's order of application; holds (open pending
+//! transfers) apart, with the available balance.
+//!
+//! One SQL statement reads a page: the wallet's journal lines (found through the journal's
+//! per-account indexes), each line's balance after it computed as the posted balance now less
+//! every newer line (a window sum), so the balance and the lines come from one snapshot and
+//! always add up. The journal only grows at its newest end, so a cursor (a line's timestamp
+//! and leg) pages back through it unchanged.
+
+use citypay_directory::{AccountKind, DirectoryError, Resident, entity_of, transfer_codes};
+use citypay_ledger::Timestamp;
+use citypay_store::{Value, u64_from_column, u64_to_column};
+
+use crate::{Wallet, WalletError};
+
+/// Lines a page holds at most.
+pub const PAGE_MAX: usize = 200;
+
+/// Which lines: a time range, some kinds, after a cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatementQuery {
+    /// From this instant on (inclusive).
+    pub from: Option<Timestamp>,
+    /// Before this instant (exclusive).
+    pub until: Option<Timestamp>,
+    /// Only these transfer codes ([`transfer_codes`]); empty: all.
+    pub codes: Vec<u16>,
+    /// Older than this line (a page's cursor).
+    pub before: Option<Cursor>,
+    /// At most this many lines (capped at [`PAGE_MAX`]).
+    pub limit: usize,
+}
+
+/// Where a page ends: its last line's timestamp, transfer and leg (the journal's order; each
+/// event of a batch has its own nanosecond, and the transfer breaks ties between batches).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The line's timestamp (nanoseconds).
+    pub timestamp: u64,
+    /// The line's transfer id.
+    pub transfer: [u8; 16],
+    /// The line's leg in its transfer.
+    pub leg: u16,
+}
+
+impl Cursor {
+    /// The cursor as the API hands it out: `<timestamp>.<transfer hex>.<leg>`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}.{}", self.timestamp, citypay_directory::hex::encode(&self.transfer), self.leg)
+    }
+
+    /// Parses [`Cursor::encode`]'s form.
+    pub fn parse(text: &str) -> Option<Cursor> {
+        let mut parts = text.split('.');
+        let cursor = Cursor { timestamp: parts.next()?.parse().ok()?, transfer: citypay_directory::hex::decode(parts.next()?)?, leg: parts.next()?.parse().ok()? };
+        parts.next().is_none().then_some(cursor)
+    }
+
+    /// Before every line.
+    fn newest() -> Cursor {
+        Cursor { timestamp: i64::MAX.unsigned_abs(), transfer: [0xff; 16], leg: u16::MAX }
+    }
+}
+
+/// One movement of the wallet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementLine {
+    /// When the ledger applied it.
+    pub at: Timestamp,
+    /// Its transfer code ([`transfer_codes::name`] names it).
+    pub code: u16,
+    /// Fen into the wallet (negative: out of it).
+    pub amount: i64,
+    /// The posted balance right after it.
+    pub balance_after: i64,
+    /// The other side: a merchant's or biller's name, or what the account is.
+    pub counterparty: String,
+    /// The ledger transfer (hex) and leg: a reference for support.
+    pub reference: String,
+    /// The cursor of this line.
+    pub cursor: Cursor,
+}
+
+/// Money held on the wallet: an open pending transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// When it was placed.
+    pub at: Timestamp,
+    /// Its transfer code.
+    pub code: u16,
+    /// Fen held.
+    pub amount: i64,
+    /// When it is voided unless posted first, if it has a deadline.
+    pub until: Option<Timestamp>,
+}
+
+/// A page of the statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    /// The posted balance now.
+    pub balance: i64,
+    /// What can be spent now: the posted balance less the holds.
+    pub available: i64,
+    /// Open holds, newest first.
+    pub holds: Vec<Hold>,
+    /// The page's lines, newest first.
+    pub lines: Vec<StatementLine>,
+    /// Where the next (older) page starts, if there are older lines.
+    pub next: Option<Cursor>,
+}
+
+/// The page's lines with their balance after: a window sum over the wallet's posted lines
+/// (both of the journal's per-account indexes), filtered after it is computed (cast back to
+/// BIGINT: PostgreSQL sums BIGINTs as NUMERIC). `?7` is empty
+/// (every code) or a comma-separated list of codes.
+const LINES: &str = "SELECT id, leg, code, debit_account, credit_account, amount, timestamp, balance_after FROM (
+    SELECT id, leg, code, debit_account, credit_account, amount, timestamp,
+        CAST((SELECT credits_posted - debits_posted FROM accounts WHERE id = ?1)
+        - COALESCE(SUM(CASE WHEN credit_account = ?1 THEN amount ELSE -amount END)
+            OVER (ORDER BY timestamp DESC, id DESC, leg DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS BIGINT) AS balance_after
+    FROM (
+        SELECT id, leg, code, debit_account, credit_account, amount, timestamp FROM transfers WHERE debit_account = ?1 AND kind IN (0, 2)
+        UNION ALL
+        SELECT id, leg, code, debit_account, credit_account, amount, timestamp FROM transfers WHERE credit_account = ?1 AND kind IN (0, 2)
+    ) wallet_lines
+) numbered
+WHERE (timestamp < ?2 OR (timestamp = ?2 AND (id < ?3 OR (id = ?3 AND leg < ?4)))) AND timestamp >= ?5
+    AND (?7 = '' OR ',' || ?7 || ',' LIKE '%,' || CAST(code AS TEXT) || ',%')
+ORDER BY timestamp DESC, id DESC, leg DESC
+LIMIT ?6";
+
+impl Wallet {
+    /// A page of `resident`'s statement.
+    pub async fn statement(&self, resident: &Resident, query: &StatementQuery) -> Result<Statement, WalletError> {
+        let wallet = Value::Int(u64_to_column(resident.wallet));
+        let limit = query.limit.clamp(1, PAGE_MAX);
+        // Before the cursor and before `until`, whichever comes first.
+        let until = query.until.map(|t| Cursor { timestamp: t.0, transfer: [0; 16], leg: 0 });
+        let before = match (query.before.clone(), until) {
+            (Some(cursor), Some(until)) => if (cursor.timestamp, cursor.transfer, cursor.leg) < (until.timestamp, until.transfer, until.leg) { cursor } else { until },
+            (Some(cursor), None) => cursor,
+            (None, Some(until)) => until,
+            (None, None) => Cursor::newest(),
+        };
+        let codes = query.codes.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        let params = vec![
+            wallet.clone(),
+            Value::Int(i64::try_from(before.timestamp).unwrap_or(i64::MAX)),
+            Value::Blob(before.transfer.to_vec()),
+            Value::Int(i64::from(before.leg)),
+            Value::Int(query.from.map_or(0, |t| i64::try_from(t.0).unwrap_or(i64::MAX))),
+            // One more than asked: whether an older page exists.
+            Value::Int(i64::try_from(limit + 1).unwrap_or(i64::MAX)),
+            Value::Text(codes),
+        ];
+        let rows = self.directory.read(LINES, params).await?;
+        let balances = self
+            .directory
+            .read(
+                "SELECT credits_posted - debits_posted, credits_posted - debits_posted - debits_pending FROM accounts WHERE id = ?1",
+                vec![wallet.clone()],
+            )
+            .await?;
+        let holds = self
+            .directory
+            .read(
+                "SELECT code, amount, timestamp, deadline FROM transfers WHERE debit_account = ?1 AND kind = 1 AND state = 1 ORDER BY timestamp DESC",
+                vec![wallet],
+            )
+            .await?;
+        let bad = |what: &str| WalletError::Directory(DirectoryError::Storage(format!("statement: {what}")));
+        let int = |v: &Value| match v {
+            Value::Int(n) => Ok(*n),
+            _ => Err(bad("a number")),
+        };
+        let (balance, available) = match balances.first().map(Vec::as_slice) {
+            Some([balance, available]) => (int(balance)?, int(available)?),
+            _ => (0, 0),
+        };
+        let mut lines = Vec::with_capacity(rows.len().min(limit));
+        for row in rows.iter().take(limit) {
+            let [Value::Blob(id), leg, code, debit, credit, amount, timestamp, balance_after] = row.as_slice() else { return Err(bad("a line")) };
+            let (debit, credit) = (u64_from_column(int(debit)?), u64_from_column(int(credit)?));
+            let amount = int(amount)?;
+            let (signed, other) = if credit == resident.wallet { (amount, debit) } else { (-amount, credit) };
+            let leg = u16::try_from(int(leg)?).map_err(|_| bad("leg"))?;
+            let timestamp = u64::try_from(int(timestamp)?).map_err(|_| bad("timestamp"))?;
+            lines.push(StatementLine {
+                at: Timestamp(timestamp),
+                code: u16::try_from(int(code)?).map_err(|_| bad("code"))?,
+                amount: signed,
+                balance_after: int(balance_after)?,
+                counterparty: self.counterparty(other).await,
+                reference: format!("{}:{leg}", citypay_directory::hex::encode(id)),
+                cursor: Cursor { timestamp, transfer: id.as_slice().try_into().map_err(|_| bad("transfer id"))?, leg },
+            });
+        }
+        let next = if rows.len() > limit { lines.last().map(|l| l.cursor.clone()) } else { None };
+        let holds = holds
+            .iter()
+            .map(|row| match row.as_slice() {
+                [code, amount, timestamp, deadline] => Ok(Hold {
+                    at: Timestamp(u64::try_from(int(timestamp)?).map_err(|_| bad("timestamp"))?),
+                    code: u16::try_from(int(code)?).map_err(|_| bad("code"))?,
+                    amount: int(amount)?,
+                    until: match deadline {
+                        Value::Int(t) => Some(Timestamp(u64::try_from(*t).map_err(|_| bad("deadline"))?)),
+                        _ => None,
+                    },
+                }),
+                _ => Err(bad("a hold")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Statement { balance, available, holds, lines, next })
+    }
+
+    /// What the other side of a line is: a merchant's (or biller's) name, else its kind.
+    async fn counterparty(&self, account: u64) -> String {
+        let kind = account >> 56;
+        if kind == AccountKind::Merchant as u64 {
+            if let Ok(merchant) = self.directory.merchant(entity_of(account)).await {
+                return merchant.name;
+            }
+            return "merchant".into();
+        }
+        match kind {
+            k if k == AccountKind::Custody as u64 => "bank card".into(),
+            k if k == AccountKind::Wallet as u64 => "another wallet".into(),
+            k if k == AccountKind::InsuranceFund as u64 => "medical insurance fund".into(),
+            k if k == AccountKind::FeeRevenue as u64 => "platform fee".into(),
+            _ => transfer_codes::name(0).into(),
+        }
+    }
+}
