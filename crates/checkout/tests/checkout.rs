@@ -452,27 +452,34 @@ impl citypay_checkout::notify::Deliver for Recorder {
     }
 }
 
+/// A shop with a notification URL, and `alice`'s payment of its trade `out_trade_no` (its
+/// events are due).
+async fn notified_shop_paid(w: &World, alice: &Resident, out_trade_no: &str) -> (citypay_directory::Merchant, citypay_directory::MerchantCredentials) {
+    let (m, credentials) = w
+        .directory
+        .onboard_merchant(&NewMerchant {
+            city: 330100,
+            name: "Notified Shop".into(),
+            uscc: SHOP_A.into(),
+            mcc: "5411".into(),
+            category: Category::Retail,
+            settlement_account: "6222020200112233446".into(),
+            notify_url: Some("http://127.0.0.1:9/hook".into()),
+        })
+        .await
+        .unwrap();
+    let (_, payload) = w.checkout.create_trade(m.id, &order(out_trade_no, 700)).await.unwrap();
+    w.checkout.pay_qr(alice, &payload, None, "k").await.unwrap();
+    (m, credentials)
+}
+
 #[test]
 fn notifications_are_signed_retried_and_stop_at_2xx() {
     use citypay_checkout::notify::{Dispatcher, signature};
     let w = world();
     let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
     w.rt.block_on(async {
-        let (m, credentials) = w
-            .directory
-            .onboard_merchant(&NewMerchant {
-                city: 330100,
-                name: "Notified Shop".into(),
-                uscc: SHOP_A.into(),
-                mcc: "5411".into(),
-                category: Category::Retail,
-                settlement_account: "6222020200112233446".into(),
-                notify_url: Some("http://127.0.0.1:9/hook".into()),
-            })
-            .await
-            .unwrap();
-        let (_, payload) = w.checkout.create_trade(m.id, &order("N1", 700)).await.unwrap();
-        w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        let (m, credentials) = notified_shop_paid(&w, &alice, "N1").await;
         let recorder = Recorder::default();
         // The first post of each event fails with 500, the retry (later) succeeds.
         recorder.statuses.lock().unwrap().extend([200, 200, 500, 500]);
@@ -538,21 +545,7 @@ fn two_dispatchers_never_send_one_event_at_once() {
     let w = world();
     let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
     w.rt.block_on(async {
-        let (m, _) = w
-            .directory
-            .onboard_merchant(&NewMerchant {
-                city: 330100,
-                name: "Notified Shop".into(),
-                uscc: SHOP_A.into(),
-                mcc: "5411".into(),
-                category: Category::Retail,
-                settlement_account: "6222020200112233446".into(),
-                notify_url: Some("http://127.0.0.1:9/hook".into()),
-            })
-            .await
-            .unwrap();
-        let (_, payload) = w.checkout.create_trade(m.id, &order("D1", 700)).await.unwrap();
-        w.checkout.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        notified_shop_paid(&w, &alice, "D1").await;
         // Two dispatchers (a deposed writer's and the new one's) read the same due events.
         let receiver = SlowReceiver::default();
         let one = Dispatcher::new(w.directory.clone(), receiver.clone(), vec![0]);
