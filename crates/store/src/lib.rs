@@ -244,13 +244,6 @@ pub const LEDGER_MIGRATIONS: &[Migration] = &[
         sqlite: "-- SQLite has one writer process, held by its lock file: nothing to lease.\n",
         postgres: include_str!("schema/ledger_v2.postgres.sql"),
     },
-    Migration {
-        component: "ledger",
-        version: 3,
-        name: "each account's journal lines in time order",
-        sqlite: include_str!("schema/ledger_v3.sql"),
-        postgres: include_str!("schema/ledger_v3.sql"),
-    },
 ];
 
 #[cfg(test)]

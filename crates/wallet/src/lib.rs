@@ -73,6 +73,7 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "ALTER TABLE wallet_requests ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;
             ALTER TABLE wallet_requests ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0;",
     },
+    Migration { component: "wallet", version: 5, name: "each wallet's journal lines in time order", sqlite: statement::INDEXES, postgres: statement::INDEXES },
 ];
 
 /// What a request's `outcome` holds once the bank accepted it.
