@@ -129,7 +129,8 @@ fn cursor_of(page: &crate::PageRequest) -> Result<Option<citypay_wallet::Cursor>
 /// The caller's wallet statement, newest first, a page at a time (`?format=csv`: the period's
 /// lines as a file).
 #[utoipa::path(get, path = "/v1/wallet/statement", security(("resident" = [])), tag = "wallet", params(StatementParams, crate::PageQuery),
-    responses((status = OK, body = StatementView), (status = OK, content_type = "text/csv", body = String), (status = BAD_REQUEST, body = ErrorBody)))]
+    responses((status = OK, description = "A page of the statement, or with `format=csv` the period as a file", content((StatementView = "application/json"), (String = "text/csv"))),
+        (status = BAD_REQUEST, body = ErrorBody)))]
 pub(crate) async fn statement(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(params): Query<StatementParams>, page: crate::PageRequest) -> Result<Response, ApiError> {
     let mut query = query_of(&params)?;
     match params.format.as_deref() {
