@@ -36,6 +36,7 @@ mod bench;
 mod bench_gateway;
 mod bench_payments;
 mod bench_servers;
+mod bench_statement;
 mod bench_takeover;
 mod bench_settlement;
 mod bench_transit;
@@ -205,6 +206,8 @@ enum BenchCommand {
     /// bare RSA-2048 signing loop: the server's CPU per payment, the maximum rate, the latency
     /// at half of it.
     Gateway(bench_gateway::GatewayBenchArgs),
+    /// A page of a resident's wallet statement with a big journal (10 million rows).
+    Statement(bench_statement::StatementBenchArgs),
     /// Writer takeover on a city of several servers: two servers on the city's PostgreSQL
     /// database, the writer killed again and again under payments, each time from the kill to
     /// the first payment the new writer acknowledges.
@@ -222,6 +225,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Gateway(args) } => bench_gateway::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { what: BenchCommand::Statement(args) } => bench_statement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Takeover(args) } => bench_takeover::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::GatewayLoad(args) } => bench_gateway::load_run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json, etcd } => audit_cmd::run(&db, keys.as_deref(), etcd.as_deref(), json),
