@@ -227,8 +227,10 @@ async fn a_city_pays_through_the_api(target: Target, dir: &Path) {
     assert_eq!(&paged, lines);
     let (_, refunds, _) = api.call("GET", "/v1/wallet/statement?kind=refund,top_up", Some(&resident), None, None).await;
     assert_eq!(refunds["lines"].as_array().unwrap().iter().map(|l| l["balance_after"]["amount"].as_i64().unwrap()).collect::<Vec<_>>(), vec![10_000, 9_000, 8_628, 10_000]);
-    let today = citypay_ledger::Timestamp::from_unix_seconds(now).local_date().to_string();
-    let csv = api.client.get(format!("{}/v1/wallet/statement?format=csv&from={today}&to={today}", api.base)).header("authorization", &resident).send().await.unwrap();
+    // Yesterday to tomorrow: the test may cross midnight in Beijing.
+    let yesterday = citypay_ledger::Timestamp::from_unix_seconds(now - 86_400).local_date();
+    let tomorrow = citypay_ledger::Timestamp::from_unix_seconds(now + 86_400).local_date();
+    let csv = api.client.get(format!("{}/v1/wallet/statement?format=csv&from={yesterday}&to={tomorrow}", api.base)).header("authorization", &resident).send().await.unwrap();
     assert_eq!(csv.status(), StatusCode::OK);
     assert!(csv.headers()["content-type"].to_str().unwrap().starts_with("text/csv"));
     let csv = csv.text().await.unwrap();
