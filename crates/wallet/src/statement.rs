@@ -8,20 +8,31 @@
 //! always add up. The journal only grows at its newest end, so a cursor (a line's timestamp
 //! and leg) pages back through it unchanged.
 
-use citypay_directory::{AccountKind, DirectoryError, Resident, entity_of, transfer_codes};
+use citypay_directory::{AccountKind, DirectoryError, Resident, blob_at, entity_of, int_at};
 use citypay_ledger::Timestamp;
 use citypay_store::{Value, u64_from_column, u64_to_column};
 
 use crate::{Wallet, WalletError};
 
-/// The journal's lines of wallets (accounts of kind 1: ids from 2^56 to 2^57), by the side the
+/// `column` names a wallet (an account of kind 1: ids from 2^56 to 2^57), as a literal range so
+/// that both planners see the partial indexes below apply.
+macro_rules! wallets {
+    ($column:literal) => {
+        concat!($column, " >= 72057594037927936 AND ", $column, " < 144115188075855872")
+    };
+}
+
+/// The journal's lines of wallets, by the side the
 /// wallet is on, in time order. Partial: a shop payment adds one entry (its wallet leg), not
 /// one per leg and side (measured: indexes of every account cost the writer about a fifth of
 /// its payments). The statement's queries repeat the range so the planner may use them.
-pub(crate) const INDEXES: &str = "CREATE INDEX transfers_wallet_debits ON transfers (debit_account, timestamp)
-        WHERE debit_account >= 72057594037927936 AND debit_account < 144115188075855872;
-    CREATE INDEX transfers_wallet_credits ON transfers (credit_account, timestamp)
-        WHERE credit_account >= 72057594037927936 AND credit_account < 144115188075855872;";
+pub(crate) const INDEXES: &str = concat!(
+    "CREATE INDEX transfers_wallet_debits ON transfers (debit_account, timestamp) WHERE ",
+    wallets!("debit_account"),
+    "; CREATE INDEX transfers_wallet_credits ON transfers (credit_account, timestamp) WHERE ",
+    wallets!("credit_account"),
+    ";"
+);
 
 /// Lines a page holds at most.
 pub const PAGE_MAX: usize = 200;
@@ -33,7 +44,7 @@ pub struct StatementQuery {
     pub from: Option<Timestamp>,
     /// Before this instant (exclusive).
     pub until: Option<Timestamp>,
-    /// Only these transfer codes ([`transfer_codes`]); empty: all.
+    /// Only these transfer codes ([`citypay_directory::transfer_codes`]); empty: all.
     pub codes: Vec<u16>,
     /// Older than this line (a page's cursor).
     pub before: Option<Cursor>,
@@ -77,7 +88,7 @@ impl Cursor {
 pub struct StatementLine {
     /// When the ledger applied it.
     pub at: Timestamp,
-    /// Its transfer code ([`transfer_codes::name`] names it).
+    /// Its transfer code (`transfer_codes::name` names it).
     pub code: u16,
     /// Fen into the wallet (negative: out of it).
     pub amount: i64,
@@ -123,23 +134,30 @@ pub struct Statement {
 /// (both wallet indexes), filtered after it is computed (cast back to
 /// BIGINT: PostgreSQL sums BIGINTs as NUMERIC). `?7` is empty
 /// (every code) or a comma-separated list of codes.
-const LINES: &str = "SELECT id, leg, code, debit_account, credit_account, amount, timestamp, balance_after FROM (
+const LINES: &str = concat!("SELECT id, leg, code, debit_account, credit_account, amount, timestamp, balance_after FROM (
     SELECT id, leg, code, debit_account, credit_account, amount, timestamp,
         CAST((SELECT credits_posted - debits_posted FROM accounts WHERE id = ?1)
         - COALESCE(SUM(CASE WHEN credit_account = ?1 THEN amount ELSE -amount END)
             OVER (ORDER BY timestamp DESC, id DESC, leg DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS BIGINT) AS balance_after
     FROM (
         SELECT id, leg, code, debit_account, credit_account, amount, timestamp FROM transfers
-            WHERE debit_account = ?1 AND debit_account >= 72057594037927936 AND debit_account < 144115188075855872 AND kind IN (0, 2)
+            WHERE debit_account = ?1 AND ", wallets!("debit_account"), " AND kind IN (0, 2)
         UNION ALL
         SELECT id, leg, code, debit_account, credit_account, amount, timestamp FROM transfers
-            WHERE credit_account = ?1 AND credit_account >= 72057594037927936 AND credit_account < 144115188075855872 AND kind IN (0, 2)
+            WHERE credit_account = ?1 AND ", wallets!("credit_account"), " AND kind IN (0, 2)
     ) wallet_lines
 ) numbered
 WHERE (timestamp < ?2 OR (timestamp = ?2 AND (id < ?3 OR (id = ?3 AND leg < ?4)))) AND timestamp >= ?5
     AND (?7 = '' OR ',' || ?7 || ',' LIKE '%,' || CAST(code AS TEXT) || ',%')
 ORDER BY timestamp DESC, id DESC, leg DESC
-LIMIT ?6";
+LIMIT ?6");
+
+/// The wallet's open holds, newest first.
+const HOLDS: &str = concat!(
+    "SELECT code, amount, timestamp, deadline FROM transfers WHERE debit_account = ?1 AND ",
+    wallets!("debit_account"),
+    " AND kind = 1 AND state = 1 ORDER BY timestamp DESC"
+);
 
 impl Wallet {
     /// A page of `resident`'s statement.
@@ -173,58 +191,43 @@ impl Wallet {
                 vec![wallet.clone()],
             )
             .await?;
-        let holds = self
-            .directory
-            .read(
-                "SELECT code, amount, timestamp, deadline FROM transfers
-                 WHERE debit_account = ?1 AND debit_account >= 72057594037927936 AND debit_account < 144115188075855872 AND kind = 1 AND state = 1
-                 ORDER BY timestamp DESC",
-                vec![wallet],
-            )
-            .await?;
+        let holds = self.directory.read(HOLDS, vec![wallet]).await?;
         let bad = |what: &str| WalletError::Directory(DirectoryError::Storage(format!("statement: {what}")));
-        let int = |v: &Value| match v {
-            Value::Int(n) => Ok(*n),
-            _ => Err(bad("a number")),
+        let (balance, available) = match balances.first() {
+            Some(row) => (int_at(row, 0)?, int_at(row, 1)?),
+            None => (0, 0),
         };
-        let (balance, available) = match balances.first().map(Vec::as_slice) {
-            Some([balance, available]) => (int(balance)?, int(available)?),
-            _ => (0, 0),
-        };
+        let time = |row: &[Value], i| u64::try_from(int_at(row, i)?).map(Timestamp).map_err(|_| bad("a time"));
+        let code = |row: &[Value], i| u16::try_from(int_at(row, i)?).map_err(|_| bad("a code"));
         let mut lines = Vec::with_capacity(rows.len().min(limit));
         for row in rows.iter().take(limit) {
-            let [Value::Blob(id), leg, code, debit, credit, amount, timestamp, balance_after] = row.as_slice() else { return Err(bad("a line")) };
-            let (debit, credit) = (u64_from_column(int(debit)?), u64_from_column(int(credit)?));
-            let amount = int(amount)?;
+            let (debit, credit, amount) = (u64_from_column(int_at(row, 3)?), u64_from_column(int_at(row, 4)?), int_at(row, 5)?);
             let (signed, other) = if credit == resident.wallet { (amount, debit) } else { (-amount, credit) };
-            let leg = u16::try_from(int(leg)?).map_err(|_| bad("leg"))?;
-            let timestamp = u64::try_from(int(timestamp)?).map_err(|_| bad("timestamp"))?;
+            let transfer: [u8; 16] = blob_at(row, 0)?.as_slice().try_into().map_err(|_| bad("transfer id"))?;
+            let leg = code(row, 1)?;
+            let at = time(row, 6)?;
             lines.push(StatementLine {
-                at: Timestamp(timestamp),
-                code: u16::try_from(int(code)?).map_err(|_| bad("code"))?,
+                at,
+                code: code(row, 2)?,
                 amount: signed,
-                balance_after: int(balance_after)?,
+                balance_after: int_at(row, 7)?,
                 counterparty: self.counterparty(other).await,
-                reference: format!("{}:{leg}", citypay_directory::hex::encode(id)),
-                cursor: Cursor { timestamp, transfer: id.as_slice().try_into().map_err(|_| bad("transfer id"))?, leg },
+                reference: format!("{}:{leg}", citypay_directory::hex::encode(&transfer)),
+                cursor: Cursor { timestamp: at.0, transfer, leg },
             });
         }
         let next = if rows.len() > limit { lines.last().map(|l| l.cursor.clone()) } else { None };
         let holds = holds
             .iter()
-            .map(|row| match row.as_slice() {
-                [code, amount, timestamp, deadline] => Ok(Hold {
-                    at: Timestamp(u64::try_from(int(timestamp)?).map_err(|_| bad("timestamp"))?),
-                    code: u16::try_from(int(code)?).map_err(|_| bad("code"))?,
-                    amount: int(amount)?,
-                    until: match deadline {
-                        Value::Int(t) => Some(Timestamp(u64::try_from(*t).map_err(|_| bad("deadline"))?)),
-                        _ => None,
-                    },
-                }),
-                _ => Err(bad("a hold")),
+            .map(|row| {
+                Ok(Hold {
+                    at: time(row, 2)?,
+                    code: code(row, 0)?,
+                    amount: int_at(row, 1)?,
+                    until: if matches!(row.get(3), Some(Value::Int(_))) { Some(time(row, 3)?) } else { None },
+                })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, WalletError>>()?;
         Ok(Statement { balance, available, holds, lines, next })
     }
 
@@ -242,7 +245,7 @@ impl Wallet {
             k if k == AccountKind::Wallet as u64 => "another wallet".into(),
             k if k == AccountKind::InsuranceFund as u64 => "medical insurance fund".into(),
             k if k == AccountKind::FeeRevenue as u64 => "platform fee".into(),
-            _ => transfer_codes::name(0).into(),
+            _ => "other".into(),
         }
     }
 }

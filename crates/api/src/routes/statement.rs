@@ -149,12 +149,6 @@ pub(crate) async fn statement(State(state): State<AppState>, ResidentCaller(me):
     Ok(AppJson(StatementView { balance: money(balance), available: money(available), holds, lines: lines.iter().map(line_view).collect(), next_cursor }).into_response())
 }
 
-/// Fen as yuan with two decimals, signed.
-fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", fen.unsigned_abs() / 100, fen.unsigned_abs() % 100)
-}
-
 /// Every line of the period, oldest first, as CSV.
 async fn csv(state: &AppState, me: &citypay_directory::Resident, mut query: StatementQuery, params: &StatementParams) -> Result<Response, ApiError> {
     query.limit = citypay_wallet::PAGE_MAX;
@@ -178,8 +172,8 @@ async fn csv(state: &AppState, me: &citypay_directory::Resident, mut query: Stat
             "{},{},{},{},{},{}\n",
             view.at,
             view.kind,
-            yuan(line.amount),
-            yuan(line.balance_after),
+            citypay_gateway::money::yuan(line.amount),
+            citypay_gateway::money::yuan(line.balance_after),
             field(&view.counterparty),
             view.reference
         ));
