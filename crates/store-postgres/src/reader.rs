@@ -81,46 +81,42 @@ impl PostgresReader {
     fn take(&self) -> Result<(String, Client), StoreError> {
         let url = (self.locate)().ok_or_else(|| StoreError::Unavailable("no primary database now".into()))?;
         let deadline = Instant::now() + WAIT_MAX;
-        let mut pool = self.pool.lock().map_err(|_| StoreError::Backend("reader pool poisoned".into()))?;
+        let poisoned = || StoreError::Backend("reader pool poisoned".into());
+        let mut pool = self.pool.lock().map_err(|_| poisoned())?;
         loop {
-            // Connections to a node that stopped being the primary are dropped, not read from.
+            // Connections to a node that stopped being the primary are closed, not read from,
+            // and outside the lock (closing one talks to its server).
             let stale: Vec<(String, Client)> = pool.idle.extract_if(.., |(at, client)| *at != url || client.is_closed()).collect();
-            pool.open -= stale.len();
             if !stale.is_empty() {
-                self.freed.notify_all();
-            }
-            if let Some(found) = pool.idle.pop() {
+                pool.open -= stale.len();
                 drop(pool);
                 drop(stale);
+                self.freed.notify_all();
+                pool = self.pool.lock().map_err(|_| poisoned())?;
+                continue;
+            }
+            if let Some(found) = pool.idle.pop() {
                 return Ok(found);
             }
             if pool.open < OPEN_MAX {
                 pool.open += 1;
                 drop(pool);
-                drop(stale);
                 let opened = connect(&url).map_err(|error| StoreError::Unavailable(error.to_string())).and_then(primary_only);
-                return match opened {
-                    Ok(client) => Ok((url, client)),
-                    Err(error) => {
-                        self.closed();
-                        Err(error)
-                    }
-                };
+                return opened.map(|client| (url, client)).inspect_err(|_| self.closed());
             }
-            drop(stale);
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(StoreError::Unavailable(format!("all {OPEN_MAX} read connections busy for {} s", WAIT_MAX.as_secs())));
             }
-            pool = self.freed.wait_timeout(pool, left).map_err(|_| StoreError::Backend("reader pool poisoned".into()))?.0;
+            pool = self.freed.wait_timeout(pool, left).map_err(|_| poisoned())?.0;
         }
     }
 
     fn give_back(&self, (url, client): (String, Client)) {
         if client.is_closed() {
+            // Its connection is gone: dropping it sends nothing.
+            drop(client);
             self.closed();
-            // Closed off the caller's thread for the same reason as in `drop`.
-            std::thread::spawn(move || drop(client));
             return;
         }
         if let Ok(mut pool) = self.pool.lock() {
