@@ -84,8 +84,10 @@ impl Transit {
 
     /// Rotates the city's ride key: a new key (the next id, derived from the shared key set)
     /// signs from now on, and the previous one verifies for `overlap_s` more seconds. Two
-    /// rotations at once: one is refused (`KeyScheduleChanged`).
-    pub async fn rotate_key(&self, overlap_s: u32) -> Result<ScheduledKey, TransitError> {
+    /// rotations at once: one is refused (`KeyScheduleChanged`). `answer`'s rows for the new
+    /// key are written in the rotation's own transaction (the API keeps its answer there: a
+    /// retry after an unheard outcome must not rotate again).
+    pub async fn rotate_key(&self, overlap_s: u32, answer: impl Fn(&ScheduledKey) -> Vec<ServiceRow>) -> Result<ScheduledKey, TransitError> {
         if overlap_s > MAX_OVERLAP_S {
             return Err(TransitError::InvalidField { field: "overlap_hours", message: format!("at most {} hours", MAX_OVERLAP_S / 3_600) });
         }
@@ -105,6 +107,7 @@ impl Transit {
             rows.push(update(newest, "not_after", Value::Int(i64::from(until))));
         }
         rows.push(row(&added, OnConflict::Fail));
+        rows.extend(answer(&added));
         let guard = Guard::Absent { table: "ride_keys", key: vec![("key_id", Value::Int(i64::from(next)))] };
         self.write_schedule(rows, vec![guard]).await?;
         tracing::info!(key_id = next, overlap_s, "ride key rotated for the city");

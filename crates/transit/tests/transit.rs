@@ -11,7 +11,7 @@ use citypay_identity::AccountClass;
 use citypay_ledger::Timestamp;
 use citypay_ride::{Gate, PlatformKey, Policy, RiderDevice, RiderKey, Validator, Validity};
 use citypay_shard::{ManualClock, Shard, ShardConfig};
-use citypay_store::{Migration, Value};
+use citypay_store::{Migration, OnConflict, ServiceRow, Value};
 use citypay_store_sqlite::{SqliteReader, SqliteStore};
 use citypay_transit::{Transit, TransitError, ValidatorInfo};
 use citypay_vault::{IndexKeys, SealingKeys};
@@ -367,7 +367,7 @@ fn a_rotation_made_on_one_server_reaches_the_others_and_a_stranger_key_set_is_re
     let server = |d| Transit::new(w.directory.clone(), citypay_fares::Feed::tianjin(), first_key()).with_derived_keys(d);
     let (a, b) = (server(derive(40)), server(derive(40)));
     assert!(!w.rt.block_on(b.refresh_keys()).unwrap(), "no schedule yet: the key file's keys stand");
-    let added = w.rt.block_on(a.rotate_key(24 * 3_600)).unwrap();
+    let added = w.rt.block_on(a.rotate_key(24 * 3_600, |_| Vec::new())).unwrap();
     assert_eq!(added.key_id, 2);
     assert_eq!(w.rt.block_on(a.issue_credential(&alice, [5; 32])).unwrap().key_id, 2);
     // B signs with the old key until it reads the schedule, then with the new one.
@@ -390,7 +390,7 @@ fn a_rotation_made_on_one_server_reaches_the_others_and_a_stranger_key_set_is_re
 
     // A server whose key set derives other keys refuses the schedule and keeps its keys.
     let stranger = server(derive(99));
-    let next = w.rt.block_on(a.rotate_key(0)).unwrap();
+    let next = w.rt.block_on(a.rotate_key(0, |_| Vec::new())).unwrap();
     assert_eq!(next.key_id, 3);
     assert!(matches!(w.rt.block_on(stranger.refresh_keys()), Err(TransitError::RideKeysNotShared(_))));
     assert_eq!(w.rt.block_on(stranger.issue_credential(&alice, [5; 32])).unwrap().key_id, 1);
@@ -398,14 +398,28 @@ fn a_rotation_made_on_one_server_reaches_the_others_and_a_stranger_key_set_is_re
     let (c, d) = (server(derive(40)), server(derive(40)));
     w.rt.block_on(async {
         assert!(c.refresh_keys().await.unwrap() && d.refresh_keys().await.unwrap());
-        let (one, two) = tokio::join!(c.rotate_key(3_600), d.rotate_key(3_600));
+        // Each rotation's answer rows (here a row naming the server) commit with it, or not at all.
+        let answer = |server: i64| {
+            move |_: &citypay_transit::ScheduledKey| {
+                vec![ServiceRow {
+                    table: "ride_accounts",
+                    key: vec![("account_ref", Value::Int(900 + server))],
+                    columns: vec![("resident_id", Value::Int(server)), ("created_at", Value::Int(0))],
+                    on_conflict: OnConflict::Fail,
+                }]
+            }
+        };
+        let (one, two) = tokio::join!(c.rotate_key(3_600, answer(1)), d.rotate_key(3_600, answer(2)));
         let ids: Vec<_> = [&one, &two].iter().map(|r| r.as_ref().map(|k| k.key_id).map_err(TransitError::code)).collect();
         assert!(ids.contains(&Ok(4)) && ids.iter().filter(|r| r.is_ok()).count() >= 1, "{ids:?}");
         assert!(ids.iter().all(|r| matches!(r, Ok(4 | 5) | Err("key_schedule_changed"))), "{ids:?}");
+        let kept = w.directory.read("SELECT resident_id FROM ride_accounts WHERE account_ref IN (901, 902) ORDER BY resident_id", Vec::new()).await.unwrap();
+        let rotated: Vec<Vec<Value>> = [(1, &one), (2, &two)].into_iter().filter(|(_, r)| r.is_ok()).map(|(s, _)| vec![Value::Int(s)]).collect();
+        assert_eq!(kept, rotated, "answer rows only for the rotations that happened");
     });
     // Without a way to derive keys a server cannot rotate for the city.
     let alone = Transit::new(w.directory.clone(), citypay_fares::Feed::tianjin(), first_key());
-    assert!(matches!(w.rt.block_on(alone.rotate_key(0)), Err(TransitError::RideKeysNotShared(_))));
+    assert!(matches!(w.rt.block_on(alone.rotate_key(0, |_| Vec::new())), Err(TransitError::RideKeysNotShared(_))));
 }
 
 #[test]

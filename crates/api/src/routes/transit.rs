@@ -407,12 +407,12 @@ pub(crate) struct KeyScheduleView {
     keys: Vec<ScheduledKeyView>,
 }
 
-fn schedule_view(keys: Vec<citypay_transit::ScheduledKey>) -> KeyScheduleView {
-    let keys = keys
-        .into_iter()
-        .map(|k| ScheduledKeyView { key_id: k.key_id, public_key: hex::encode(&k.public_key), not_before: k.validity.not_before, not_after: k.validity.not_after, revoked: k.revoked })
-        .collect();
-    KeyScheduleView { keys }
+fn key_view(k: &citypay_transit::ScheduledKey) -> ScheduledKeyView {
+    ScheduledKeyView { key_id: k.key_id, public_key: hex::encode(&k.public_key), not_before: k.validity.not_before, not_after: k.validity.not_after, revoked: k.revoked }
+}
+
+fn schedule_view(keys: &[citypay_transit::ScheduledKey]) -> KeyScheduleView {
+    KeyScheduleView { keys: keys.iter().map(key_view).collect() }
 }
 
 fn platform_only(operator: &OperatorCaller) -> Result<(), ApiError> {
@@ -425,7 +425,7 @@ fn platform_only(operator: &OperatorCaller) -> Result<(), ApiError> {
 pub(crate) async fn key_schedule(State(state): State<AppState>, operator: OperatorCaller) -> Result<AppJson<KeyScheduleView>, ApiError> {
     platform_only(&operator)?;
     state.transit.refresh_keys().await?;
-    Ok(AppJson(schedule_view(state.transit.key_schedule())))
+    Ok(AppJson(schedule_view(&state.transit.key_schedule())))
 }
 
 /// Rotates the city's ride key (platform operators): a new key signs from now on, on every
@@ -437,9 +437,11 @@ pub(crate) async fn rotate_key(State(state): State<AppState>, operator: Operator
     let caller = Caller::Operator(operator.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
         let overlap_s = request.body.overlap_hours.saturating_mul(3_600);
-        let key = state.transit.rotate_key(overlap_s).await?;
+        // The answer is kept with the rotation: a retry running it again would rotate twice.
+        let keep = |k: &citypay_transit::ScheduledKey| vec![super::replay::answer_row(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, &key_view(k))];
+        let key = state.transit.rotate_key(overlap_s, keep).await?;
         tracing::info!(operator = operator.id, key_id = key.key_id, "ride key rotated");
-        Ok(schedule_view(vec![key]).keys.remove(0))
+        Ok(key_view(&key))
     })
     .await
 }
@@ -453,7 +455,7 @@ pub(crate) async fn revoke_key(State(state): State<AppState>, operator: Operator
     platform_only(&operator)?;
     state.transit.revoke_key(id).await?;
     tracing::info!(operator = operator.id, key_id = id, "ride key revoked");
-    Ok(AppJson(schedule_view(state.transit.key_schedule())))
+    Ok(AppJson(schedule_view(&state.transit.key_schedule())))
 }
 
 /// A service day.
