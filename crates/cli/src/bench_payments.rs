@@ -199,9 +199,14 @@ async fn enrol(state: &AppState, i: u64) -> anyhow::Result<Payer> {
             password: "bench password".into(),
         })
         .await?;
-    let card = crate::city::bench_wallet(state, &resident).await?;
-    state.wallet.top_up(&resident, card, 1_000_000, "bench").await?;
-    let (device, secret) = state.checkout.enroll_device(&resident).await?;
+    payer(state, &resident).await
+}
+
+/// `resident` made a payer: a linked card, 10,000 yuan topped up, an enrolled device.
+pub(crate) async fn payer(state: &AppState, resident: &citypay_directory::Resident) -> anyhow::Result<Payer> {
+    let card = crate::city::bench_wallet(state, resident).await?;
+    state.wallet.top_up(resident, card, 1_000_000, "bench").await?;
+    let (device, secret) = state.checkout.enroll_device(resident).await?;
     Ok(Payer { device, secret: secret.expose().clone() })
 }
 

@@ -236,10 +236,7 @@ async fn set_up(state: &AppState, payers: u64) -> anyhow::Result<(String, Vec<Pa
             Err(DirectoryError::IdentityTaken | DirectoryError::MobileTaken) => continue,
             Err(other) => return Err(other.into()),
         };
-        let card = crate::city::bench_wallet(state, &resident).await?;
-        state.wallet.top_up(&resident, card, 1_000_000, "bench").await?;
-        let (device, secret) = state.checkout.enroll_device(&resident).await?;
-        enrolled.push(Payer { device, secret: secret.expose().clone() });
+        enrolled.push(crate::bench_payments::payer(state, &resident).await?);
     }
     Ok((shop, enrolled))
 }
