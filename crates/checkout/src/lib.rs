@@ -730,7 +730,11 @@ impl Checkout {
             Ok(trade) => Ok(trade),
             Err(error) => match self.trade(merchant_id, &new.out_trade_no).await {
                 Ok(existing) => answer_existing(existing, new),
-                Err(_) => Err(error),
+                Err(CheckoutError::TradeNotFound) => Err(error),
+                // The order may exist but cannot be read now (a failover): its answer is not
+                // known, and a refusal ("out_trade_no reused", meaning "it exists") would
+                // contradict the payment already acknowledged.
+                Err(unreadable) => Err(unreadable),
             },
         }
     }
