@@ -841,8 +841,12 @@ impl Checkout {
     /// expired) is answered from the order and counts against nothing; anything else counts
     /// against the merchant's budget and, when it names an enrolled device, the device's.
     async fn wrong_code(&self, merchant_id: u64, new: &NewTrade, device: Option<DeviceCount>, why: &str) -> Result<Trade, CheckoutError> {
-        if let Ok(existing) = self.trade(merchant_id, &new.out_trade_no).await {
-            return answer_existing(existing, new);
+        match self.trade(merchant_id, &new.out_trade_no).await {
+            Ok(existing) => return answer_existing(existing, new),
+            Err(CheckoutError::TradeNotFound) => {}
+            // Unreadable now (a failover): whether this is a till's retry is not known, so
+            // nothing is counted and nothing refused.
+            Err(unreadable) => return Err(unreadable),
         }
         // The code itself stays out of the log: a code that failed here may still be good.
         tracing::debug!(merchant = merchant_id, device = device.as_ref().map(|d| d.slot), why, "wrong payment code");
