@@ -40,6 +40,9 @@ pub struct ApiConfig {
     /// On a city on several servers, this server's part (see [`WriterRole`]); `None` on a
     /// single server.
     pub role: Option<WriterRole>,
+    /// Whether the server answers HTTPS: its answers then carry `Strict-Transport-Security`,
+    /// so a browser that has seen HTTPS here never falls back to HTTP.
+    pub https: bool,
 }
 
 /// What a server of a city on several servers is now: the writer, forwarding to the writer
@@ -73,6 +76,7 @@ impl ApiConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             role: None,
+            https: false,
         }
     }
 }
@@ -408,7 +412,10 @@ fn with_middleware(router: Router, config: &ApiConfig) -> Router {
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(middleware::map_response(rejections_as_json));
-    let router = router.layer(stack);
+    let mut router = router.layer(stack);
+    if config.https {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000")));
+    }
     match config.role.clone() {
         // Outermost: the epoch of the writer that answered the request's commands, else of
         // the writer this server sends to now.

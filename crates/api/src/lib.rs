@@ -33,7 +33,7 @@ pub use metrics::{Metrics, MetricsError, REQUEST_DURATION_SECONDS, REQUESTS_TOTA
 pub use pagination::{
     CURSOR_ID_MAX_LEN, Cursor, DEFAULT_LIMIT, MAX_LIMIT, PageQuery, PageRequest, parse_limit,
 };
-pub use serve::{serve, serve_until, shutdown_signal};
+pub use serve::{TlsFiles, serve, serve_tls_until, serve_until, shutdown_signal};
 pub use trace::REQUEST_ID_HEADER;
 /// Re-exported so service crates build routers with the same versions.
 pub use utoipa_axum::router::OpenApiRouter;

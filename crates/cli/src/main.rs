@@ -123,6 +123,13 @@ enum Command {
         /// client; from any other peer the header is ignored. Also CITYPAY_TRUSTED_PROXIES.
         #[arg(long, env = "CITYPAY_TRUSTED_PROXIES", default_value = "")]
         trusted_proxies: String,
+        /// Answer HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. The
+        /// resident's app and the till work only over HTTPS (or behind a proxy that ends TLS).
+        #[arg(long, env = "CITYPAY_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, env = "CITYPAY_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
         /// Serve as one of several servers of a city on PostgreSQL: take the other servers'
         /// commands here (TLS, the key set's cluster CA) while this server is the writer, and
         /// forward to the writer while another is. Needs the whole key set (`citypay keys new`).
@@ -229,7 +236,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Takeover(args) } => bench_takeover::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::GatewayLoad(args) } => bench_gateway::load_run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json, etcd } => audit_cmd::run(&db, keys.as_deref(), etcd.as_deref(), json),
-        Command::Serve { db, addr, keys, trusted_proxies, cluster_listen, cluster_advertise, lease_ttl_ms, etcd, patroni_scope } => {
+        Command::Serve { db, addr, keys, trusted_proxies, tls_cert, tls_key, cluster_listen, cluster_advertise, lease_ttl_ms, etcd, patroni_scope } => {
             let cluster = cluster_listen.map(|listen| cluster_serve::ClusterOptions {
                 listen,
                 advertise: cluster_advertise.unwrap_or_else(|| listen.to_string()),
@@ -237,7 +244,8 @@ fn main() -> ExitCode {
                 etcd,
                 patroni_scope,
             });
-            serve::run(&db, addr, keys, &trusted_proxies, cluster).map(|()| ExitCode::SUCCESS)
+            let tls = tls_cert.zip(tls_key).map(|(cert, key)| citypay_api::TlsFiles { cert, key });
+            serve::run(&db, addr, keys, &trusted_proxies, tls, cluster).map(|()| ExitCode::SUCCESS)
         }
         Command::Keys { what: KeysCommand::New { path } } => city::new_key_set(&path)
             .and_then(|()| say!("wrote a new key set to {} (mode 0600): copy it to every server of the city, and back it up apart from the database", path.display()))

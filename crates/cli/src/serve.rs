@@ -131,8 +131,17 @@ impl Deliver for HttpDeliver {
     }
 }
 
-pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_proxies: &str, cluster: Option<ClusterOptions>) -> anyhow::Result<()> {
+pub(crate) fn run(
+    db: &DbUrl,
+    addr: SocketAddr,
+    keys: Option<PathBuf>,
+    trusted_proxies: &str,
+    tls: Option<citypay_api::TlsFiles>,
+    cluster: Option<ClusterOptions>,
+) -> anyhow::Result<()> {
     let trusted_proxies = TrustedProxies::parse(trusted_proxies).map_err(|e| anyhow::anyhow!("--trusted-proxies: {e}"))?;
+    // Read before anything is opened, so a wrong path fails at once.
+    let tls = tls.map(|files| files.server_config()).transpose().context("--tls-cert/--tls-key")?;
     init_logs();
     let keys_path = keys.clone().unwrap_or_else(|| crate::city::default_keys_path(db));
 
@@ -192,9 +201,11 @@ pub(crate) fn run(db: &DbUrl, addr: SocketAddr, keys: Option<PathBuf>, trusted_p
         follow_ride_key_schedule(state.transit.clone());
         let mut config = ApiConfig::new(env!("CARGO_PKG_VERSION"));
         config.role = membership.as_ref().map(|m| m.role.clone());
+        config.https = tls.is_some();
         let api = Api::new(config)?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state));
-        eprintln!("citypay serving {} on http://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
-        citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension())).await?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        eprintln!("citypay serving {} on {scheme}://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
+        citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension()), tls).await?;
         if let Some(shard) = shard {
             shard.shutdown();
         }

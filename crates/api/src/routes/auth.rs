@@ -1,6 +1,11 @@
 //! Who is calling. Residents and operators send `Authorization: Bearer <token>` (from sign-in);
-//! merchants send `Authorization: ApiKey <key id>:<secret>`. Nothing else is accepted, and the
-//! header itself is never logged.
+//! merchants send `Authorization: ApiKey <key id>:<secret>`. The resident's app and the till
+//! (pages served here) send the same token in the `__Host-citypay_session` cookie instead
+//! (`HttpOnly`, `Secure`, `SameSite=Strict`), and every mutating call with it must carry an
+//! `Origin` that is this server's own: another site can neither read the token nor spend it.
+//! A cookie and a bearer token are the same signed token over the same session row, so ending
+//! the session ends either. `ApiKey` routes read only the `Authorization` header: a cookie
+//! never speaks for a merchant. Neither header nor cookie is ever logged.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -69,10 +74,77 @@ fn credentials<'a>(parts: &'a Parts, scheme: &str) -> Result<&'a str, ApiError> 
     Ok(rest.trim())
 }
 
-/// The principal and session of the caller's bearer token (genuine, current, not ended).
+/// The cookie that carries a browser page's session token.
+pub const SESSION_COOKIE: &str = "__Host-citypay_session";
+
+/// The value of the cookie `name`, if the request carries it.
+pub(crate) fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// A call made with the session cookie changes nothing unless the browser says it comes from
+/// a page of this server: its `Origin` names the host the call was sent to. Browsers send
+/// `Origin` on every call that is not a GET or HEAD, so its absence there means no browser
+/// page of ours made it.
+fn check_origin(parts: &Parts) -> Result<(), ApiError> {
+    use axum::http::Method;
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let refused = || ApiError::new(axum::http::StatusCode::FORBIDDEN, "origin_refused", "a call with the session cookie must come from this server's own pages (Origin)");
+    let origin = parts.headers.get(axum::http::header::ORIGIN).and_then(|v| v.to_str().ok()).ok_or_else(refused)?;
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()))
+        .ok_or_else(refused)?;
+    let own = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")).is_some_and(|rest| rest.eq_ignore_ascii_case(host));
+    if own { Ok(()) } else { Err(refused()) }
+}
+
+/// The token the caller presents: the `Authorization: Bearer` header, or else the session
+/// cookie (with its `Origin` checked).
+fn presented_token(parts: &Parts) -> Result<&str, ApiError> {
+    if parts.headers.contains_key(AUTHORIZATION) {
+        return credentials(parts, "Bearer");
+    }
+    match cookie(&parts.headers, SESSION_COOKIE) {
+        Some(token) => {
+            check_origin(parts)?;
+            Ok(token)
+        }
+        None => Err(ApiError::unauthorized("this call needs an Authorization header or a session cookie")),
+    }
+}
+
+/// The principal and session of the caller's token (genuine, current, not ended).
 async fn principal(parts: &Parts, state: &AppState) -> Result<(Principal, String), ApiError> {
-    let token = credentials(parts, "Bearer")?;
+    let token = presented_token(parts)?;
     state.directory.authenticate_token(token).await?.ok_or_else(|| ApiError::unauthorized("the token is invalid, expired or ended"))
+}
+
+/// Any signed-in caller (resident, operator, cashier) and the session of their token.
+#[derive(Clone, Debug)]
+pub struct SessionCaller {
+    /// Who.
+    pub principal: Principal,
+    /// The session.
+    pub session: String,
+}
+
+impl FromRequestParts<AppState> for SessionCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (principal, session) = principal(parts, state).await?;
+        Ok(SessionCaller { principal, session })
+    }
 }
 
 /// A signed-in resident and the session their token belongs to.

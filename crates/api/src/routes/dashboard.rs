@@ -5,7 +5,7 @@
 //! same numbers as JSON to a `Bearer` token.
 
 use axum::extract::{Query, State};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -89,12 +89,7 @@ pub(crate) async fn city_stats(
 }
 
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE_NAME)?.strip_prefix('='))
+    super::auth::cookie(headers, COOKIE_NAME)
 }
 
 fn html(status: StatusCode, body: String) -> Response {
@@ -179,6 +174,7 @@ mod tests {
 
     #[test]
     fn the_session_cookie_is_found_among_others() {
+        use axum::http::header::COOKIE;
         let mut headers = HeaderMap::new();
         headers.insert(COOKIE, HeaderValue::from_static("a=1; citypay_dashboard=tok.en; b=2"));
         assert_eq!(session_cookie(&headers), Some("tok.en"));

@@ -5,6 +5,7 @@
 mod account;
 mod auth;
 mod bills;
+mod cookie_sessions;
 mod dashboard;
 mod errors;
 mod gateway;
@@ -26,7 +27,7 @@ use citypay_wallet::Wallet;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{Caller, ClientAddress, MerchantCaller, OperatorCaller, ResidentCaller, ResidentSession, TrustedProxies};
+pub use auth::{Caller, ClientAddress, MerchantCaller, OperatorCaller, ResidentCaller, ResidentSession, SESSION_COOKIE, SessionCaller, TrustedProxies};
 pub use dashboard::dashboard_pages;
 
 /// What the handlers share.
@@ -101,6 +102,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
     OpenApiRouter::new()
         .routes(routes!(residents::register))
         .routes(routes!(residents::sign_in))
+        .routes(routes!(cookie_sessions::sign_in))
+        .routes(routes!(cookie_sessions::sign_out))
         .routes(routes!(residents::wallet))
         .routes(routes!(statement::statement))
         .routes(routes!(residents::link_card))

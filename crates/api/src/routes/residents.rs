@@ -101,12 +101,12 @@ pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignInRequest {
     /// Mobile number.
-    mobile: String,
+    pub(crate) mobile: String,
     /// Password.
-    password: String,
+    pub(crate) password: String,
     /// The `client_ticket` of this client's last successful sign-in to this account: its wrong
     /// passwords are then counted for this client alone, so strangers' cannot lock it out.
-    client_ticket: Option<String>,
+    pub(crate) client_ticket: Option<String>,
 }
 
 /// A bearer token and its session.

@@ -401,6 +401,9 @@ OPERATIONS = {
     "GET /v1/gateway/public-key": (None, query()),
     "POST /v1/residents": (None, new_resident),
     "POST /v1/sessions": (None, lambda case: setattr(case, "body", {"mobile": ALICE.mobile, "password": PASSWORD, "client_ticket": ALICE.ticket})),
+    "POST /v1/cookie-sessions": (None, lambda case: setattr(case, "body", {"mobile": ALICE.mobile, "password": PASSWORD, "client_ticket": ALICE.ticket})),
+    # Signs out a session of its own, fresh for each case.
+    "DELETE /v1/cookie-sessions/current": (lambda: KEEPER.sign_in()[0], nothing),
     "POST /v1/operator-sessions": (None, lambda case: setattr(case, "body", {"username": "root", "password": OPERATOR_PASSWORD, "client_ticket": TICKETS["root"]})),
     # Residents.
     "GET /v1/wallet": (ALICE_T, nothing),
@@ -512,7 +515,7 @@ def after_call(context, case, response):
     # A sign-in's ticket keeps the next one out of the guessers' budget; the keeper's new
     # password is the one to send next.
     if 200 <= response.status_code < 300 and isinstance(case.body, dict):
-        if label == "POST /v1/sessions" and case.body.get("mobile") == ALICE.mobile:
+        if label in ("POST /v1/sessions", "POST /v1/cookie-sessions") and case.body.get("mobile") == ALICE.mobile:
             ALICE.ticket = json.loads(response.content)["client_ticket"]
         elif label == "POST /v1/operator-sessions" and case.body.get("username") == "root":
             TICKETS["root"] = json.loads(response.content)["client_ticket"]

@@ -362,3 +362,102 @@ pub(crate) fn uscc(organization: &str) -> String {
     let body = format!("91330100{organization}{check}");
     format!("{body}{}", citypay_identity::uscc::check_character(&body).unwrap())
 }
+
+/// A test certificate authority and a server certificate it issued for `host`, written as PEM
+/// files in `dir`: `(CA certificate PEM, server certificate path, server key path)`.
+pub(crate) fn test_certificates(dir: &Path, host: &str) -> (String, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "citypay test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec![host.to_owned()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert, server.pem()).unwrap();
+    std::fs::write(&key, server_key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    (ca.pem(), cert, key)
+}
+
+/// A client of a server that answers HTTPS at `host` (a name that is not localhost) on
+/// 127.0.0.1: the certificate is checked against the test CA alone and must name `host`, and
+/// every request carries `Host: host:port`, as a browser's would.
+pub(crate) struct HttpsApi {
+    client: hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, http_body_util::Full<hyper::body::Bytes>>,
+    /// `https://127.0.0.1:port`.
+    pub(crate) base: String,
+    /// `host:port`.
+    pub(crate) authority: String,
+}
+
+impl HttpsApi {
+    pub(crate) fn new(ca_pem: &str, host: &str, port: u16) -> HttpsApi {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(host.to_owned()).unwrap();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            .enable_http1()
+            .build();
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        HttpsApi { client, base: format!("https://127.0.0.1:{port}"), authority: format!("{host}:{port}") }
+    }
+
+    /// One call with `headers`: (status, answer headers, JSON body or Null).
+    pub(crate) async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> Result<(StatusCode, reqwest::header::HeaderMap, Value), String> {
+        let mut request = hyper::Request::builder().method(method).uri(format!("{}{path}", self.base)).header("host", &self.authority);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let bytes = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                serde_json::to_vec(&body).unwrap()
+            }
+            None => Vec::new(),
+        };
+        let response = self.client.request(request.body(http_body_util::Full::new(hyper::body::Bytes::from(bytes))).unwrap()).await.map_err(|e| format!("{e:?}"))?;
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+        let mut answer_headers = reqwest::header::HeaderMap::new();
+        for (name, value) in response.headers() {
+            answer_headers.append(reqwest::header::HeaderName::from_bytes(name.as_str().as_bytes()).unwrap(), reqwest::header::HeaderValue::from_bytes(value.as_bytes()).unwrap());
+        }
+        let collected = http_body_util::BodyExt::collect(response.into_body()).await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((status, answer_headers, serde_json::from_slice(&collected).unwrap_or(Value::Null)))
+    }
+}
+
+/// `citypay serve` over HTTPS on 127.0.0.1:`port` with `cert` and `key`, once `/health` answers
+/// through `api`.
+pub(crate) async fn start_https(target: &Target, log: &Path, cert: &Path, key: &Path, api: &HttpsApi, port: u16) -> Server {
+    let child = Command::new(BIN)
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--db", &target.db, "--keys"])
+        .arg(&target.keys)
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.send("GET", "/health", &[], None).await.is_err() {
+        assert!(Instant::now() < deadline, "the server did not start over HTTPS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Server { child, base: api.base.clone() }
+}
