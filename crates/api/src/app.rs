@@ -186,6 +186,10 @@ impl utoipa::Modify for SecuritySchemes {
         components.add_security_scheme("resident", bearer("`POST /v1/sessions` (a resident)"));
         components.add_security_scheme("operator", bearer("`POST /v1/operator-sessions` (a platform or city operator)"));
         components.add_security_scheme(
+            "cashier",
+            bearer("a cashier's till session (`POST /v1/till/sessions`; the till's pages send it in the `__Host-citypay_session` cookie)"),
+        );
+        components.add_security_scheme(
             "merchant",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "Authorization",

@@ -180,6 +180,8 @@ pub struct NewTrade {
     pub timeout_s: Option<u64>,
     /// Where the trade's changes are notified in Alipay's form (a gateway trade), if anywhere.
     pub notify: Option<GatewayNotify>,
+    /// The cashier who rang it up at the till, if it was rung up there.
+    pub cashier: Option<u64>,
 }
 
 /// A gateway trade's notification target: Alipay's `trade_status_sync` form posts, signed with
@@ -403,6 +405,16 @@ impl Checkout {
         rows.iter().map(|row| Trade::from_row(row)).collect()
     }
 
+    /// The trades `cashier` rang up at `merchant_id`'s till from `from` to before `to` (unix
+    /// seconds), newest first, at most `limit`.
+    pub async fn cashier_trades(&self, merchant_id: u64, cashier: u64, from: u64, to: u64, limit: u32) -> Result<Vec<Trade>, CheckoutError> {
+        let rows = self
+            .directory
+            .read(trade::SELECT_BY_CASHIER, vec![uint(cashier), uint(merchant_id), uint(from), uint(to), Value::Int(i64::from(limit))])
+            .await?;
+        rows.iter().map(|row| Trade::from_row(row)).collect()
+    }
+
     /// A merchant's trade by citypay's trade number (another merchant's trades are not found).
     pub async fn trade_by_no(&self, merchant_id: u64, trade_no: u64) -> Result<Trade, CheckoutError> {
         let trade = self.trade_by_id(trade_no).await?;
@@ -519,6 +531,38 @@ impl Checkout {
         Event::Entry(Entry { id, legs })
     }
 
+    /// What a scanned QR payload would pay, for the payer to confirm: the merchant's registered
+    /// name (never the name printed in the payload, which a sticker over the real code could
+    /// change) and the amount, or `None` for a counter code whose amount the payer types.
+    pub async fn qr_preview(&self, payload: &str) -> Result<(Merchant, Option<i64>), CheckoutError> {
+        let payload = Payload::decode(payload.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+        let Some(merchant) = payload.citypay_merchant() else {
+            let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
+            return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
+        };
+        payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+        if payload.currency() != Some("156") {
+            return Err(CheckoutError::InvalidQr("citypay takes payments in CNY (currency 156)".into()));
+        }
+        let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
+        let merchant = self.directory.merchant(merchant_id).await.map_err(|e| match e {
+            DirectoryError::NotFound => CheckoutError::InvalidQr("unknown merchant".into()),
+            other => CheckoutError::Directory(other),
+        })?;
+        let amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
+        if let Some(reference) = payload.additional_data().and_then(|a| a.reference_label.clone()) {
+            let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
+            let trade = self.as_of_now(self.trade_by_id(id).await?).await?;
+            if trade.merchant_id != merchant.id || amount != Some(trade.amount) {
+                return Err(CheckoutError::InvalidQr("the payload does not match its order".into()));
+            }
+            if trade.status != TradeStatus::WaitBuyerPay {
+                return Err(CheckoutError::TradeClosed);
+            }
+        }
+        Ok((merchant, amount))
+    }
+
     /// Pays the trade a scanned QR payload names, from the resident's wallet. A static QR needs
     /// the amount the resident typed; its trade's number derives from the payer's idempotency
     /// key, so a retry pays it once.
@@ -560,6 +604,7 @@ impl Checkout {
                 let digest = Sha256::digest(format!("{}\u{0}{idempotency_key}", payer.id).as_bytes());
                 let new = NewTrade {
                     notify: None,
+                    cashier: None,
                     out_trade_no: format!("S{}", citypay_directory::hex::encode(&digest[..12])),
                     amount,
                     subject: "counter payment".into(),
@@ -1070,7 +1115,7 @@ impl Checkout {
                 Err(other) => return Err(other),
             }
             let merchant = self.directory.merchant(merchant_id).await?;
-            let new = NewTrade { out_trade_no: out_trade_no.to_owned(), amount: 0, subject: "cancelled before payment".into(), timeout_s: None, notify: None };
+            let new = NewTrade { out_trade_no: out_trade_no.to_owned(), amount: 0, subject: "cancelled before payment".into(), timeout_s: None, notify: None, cashier: None };
             let trade = Trade::new(self.trade_id(merchant_id, &new), &merchant, &new, Method::PaymentCode, self.now_s()).closed();
             let command = Command { event: None, guards: vec![trade.absent_guard()], rows: vec![trade.row(OnConflict::Fail)], always_rows: Vec::new() };
             // Made meanwhile: the next turn cancels that one instead.

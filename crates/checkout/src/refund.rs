@@ -61,6 +61,8 @@ pub struct Refund {
     pub status: RefundStatus,
     /// When it was made (unix seconds).
     pub created_at: u64,
+    /// The cashier who made it at the till, if it was made there.
+    pub cashier: Option<u64>,
 }
 
 /// The answer to a refund request or query: the refund, its trade as it is now (with the
@@ -96,6 +98,7 @@ impl Refund {
                 ("amount", Value::Int(self.amount)),
                 ("created_at", uint(self.created_at)),
                 ("status", Value::Text(self.status.code().to_owned())),
+                ("cashier", self.cashier.map_or(Value::Null, uint)),
             ],
             on_conflict: OnConflict::Fail,
         }
@@ -107,6 +110,11 @@ impl Checkout {
     /// `out_request_no` (unique per trade): the same request again answers its record with
     /// `fund_change` false; refunds never exceed what was paid.
     pub async fn refund(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str, amount: i64) -> Result<RefundAnswer, CheckoutError> {
+        self.refund_by(merchant_id, out_trade_no, out_request_no, amount, None).await
+    }
+
+    /// [`Checkout::refund`], made by `cashier` at the till (kept on the refund's record).
+    pub async fn refund_by(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str, amount: i64, cashier: Option<u64>) -> Result<RefundAnswer, CheckoutError> {
         check_request_no(out_request_no)?;
         if amount <= 0 {
             return Err(CheckoutError::InvalidField { field: "amount", message: "greater than zero".into() });
@@ -130,7 +138,7 @@ impl Checkout {
             if amount > trade.amount - trade.refunded {
                 return Err(CheckoutError::RefundExceedsPaid);
             }
-            if let Some(answer) = self.try_refund(&trade, out_request_no, amount).await? {
+            if let Some(answer) = self.try_refund(&trade, out_request_no, amount, cashier).await? {
                 return answer;
             }
         }
@@ -146,11 +154,11 @@ impl Checkout {
     }
 
     /// One attempt under the trade's version guard; `None` when the trade changed meanwhile.
-    async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64) -> Result<Option<Result<RefundAnswer, CheckoutError>>, CheckoutError> {
+    async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64, cashier: Option<u64>) -> Result<Option<Result<RefundAnswer, CheckoutError>>, CheckoutError> {
         let merchant = self.directory.merchant(trade.merchant_id).await?;
         let now = self.now_s();
         let after = trade.refunded_by(amount);
-        let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundSuccess, created_at: now };
+        let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundSuccess, created_at: now, cashier };
         let refund_row = refund.row(trade.id);
         let guards = vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_row.key.clone() }];
         let rows: Vec<ServiceRow> = [after.row(OnConflict::UpdateOnly), refund_row].into_iter().chain(self.outbox_rows(&merchant, &after, now, Some(out_request_no))).collect();
@@ -186,7 +194,7 @@ impl Checkout {
         let rows = self
             .directory
             .read(
-                "SELECT amount, created_at, status FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2",
+                "SELECT amount, created_at, status, cashier FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2",
                 vec![uint(trade_id), Value::Text(out_request_no.to_owned())],
             )
             .await?;
@@ -197,6 +205,10 @@ impl Checkout {
             amount: int_at(row, 0)?,
             created_at: u64::try_from(int_at(row, 1)?).map_err(|_| bad("created_at"))?,
             status: RefundStatus::from_code(&text_at(row, 2)?).ok_or_else(|| bad("status"))?,
+            cashier: match row.get(3) {
+                Some(Value::Int(id)) => Some(u64::try_from(*id).map_err(|_| bad("cashier"))?),
+                _ => None,
+            },
         }))
     }
 

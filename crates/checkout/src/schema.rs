@@ -139,7 +139,19 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "ALTER TABLE payment_devices ADD COLUMN last_trade BIGINT; ALTER TABLE payment_devices ADD COLUMN last_order TEXT;",
         postgres: "ALTER TABLE payment_devices ADD COLUMN last_trade BIGINT; ALTER TABLE payment_devices ADD COLUMN last_order TEXT;",
     },
+    // Every till action names the cashier who did it; a cashier lists their shift's trades.
+    Migration {
+        component: "checkout",
+        version: 10,
+        name: "the cashier of each trade and refund made at the till",
+        sqlite: CHECKOUT_V10,
+        postgres: CHECKOUT_V10,
+    },
 ];
+
+const CHECKOUT_V10: &str = "ALTER TABLE trades ADD COLUMN cashier BIGINT;
+    ALTER TABLE refunds ADD COLUMN cashier BIGINT;
+    CREATE INDEX trades_by_cashier ON trades (cashier, created_at, id) WHERE cashier IS NOT NULL;";
 
 /// A device's `failures` now count its wrong codes in the hour `failures_hour` (a cool-down,
 /// never a lock); `device_code_failures` counts them per merchant too.

@@ -102,6 +102,8 @@ pub struct Trade {
     pub finishes_at: Option<u64>,
     /// Where a gateway trade's changes are notified in Alipay's form.
     pub notify: Option<GatewayNotify>,
+    /// The cashier who rang it up at the till.
+    pub cashier: Option<u64>,
 }
 
 /// `SELECT` every column of `trades`, then `$tail`.
@@ -109,7 +111,7 @@ macro_rules! select_trades {
     ($tail:literal) => {
         concat!(
             "SELECT id, merchant_id, city_code, out_trade_no, amount, subject, status, method, ",
-            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee, finishes_at, notify_app, notify_url FROM trades ",
+            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee, finishes_at, notify_app, notify_url, cashier FROM trades ",
             $tail
         )
     };
@@ -119,6 +121,9 @@ pub(crate) const SELECT_BY_MERCHANT: &str = select_trades!("WHERE merchant_id = 
 pub(crate) const SELECT_BY_ID: &str = select_trades!("WHERE id = ?1");
 pub(crate) const SELECT_PAGE: &str = select_trades!(
     "WHERE merchant_id = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3)) ORDER BY created_at DESC, id DESC LIMIT ?4"
+);
+pub(crate) const SELECT_BY_CASHIER: &str = select_trades!(
+    "WHERE cashier = ?1 AND merchant_id = ?2 AND created_at >= ?3 AND created_at < ?4 ORDER BY created_at DESC, id DESC LIMIT ?5"
 );
 pub(crate) const SELECT_EXPIRED: &str =
     select_trades!("WHERE status = 'WAIT_BUYER_PAY' AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2");
@@ -150,6 +155,7 @@ impl Trade {
             paid_at: None,
             finishes_at: None,
             notify: new.notify.clone(),
+            cashier: new.cashier,
         }
     }
 
@@ -223,6 +229,7 @@ impl Trade {
                 ("finishes_at", opt(self.finishes_at)),
                 ("notify_app", opt(self.notify.as_ref().map(|n| n.app_id))),
                 ("notify_url", self.notify.as_ref().map_or(Value::Null, |n| Value::Text(n.url.clone()))),
+                ("cashier", opt(self.cashier)),
             ],
             on_conflict,
         }
@@ -264,6 +271,7 @@ impl Trade {
                 (Some(app_id), Some(Value::Text(url))) => Some(GatewayNotify { app_id, url: url.clone() }),
                 _ => None,
             },
+            cashier: optional(18)?,
         })
     }
 }

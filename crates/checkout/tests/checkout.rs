@@ -108,7 +108,7 @@ fn merchant(w: &World, uscc: &str) -> (u64, u64) {
 }
 
 fn order(no: &str, fen: i64) -> NewTrade {
-    NewTrade { out_trade_no: no.into(), amount: fen, subject: "beef noodles".into(), timeout_s: None, notify: None }
+    NewTrade { out_trade_no: no.into(), amount: fen, subject: "beef noodles".into(), timeout_s: None, notify: None, cashier: None }
 }
 
 /// Wrong codes are counted per hour: a check of the counts waits out an hour about to end.

@@ -8,7 +8,7 @@ use citypay_shard::Clock;
 use citypay_testkit::TestCity;
 
 fn order(no: &str, fen: i64) -> NewTrade {
-    NewTrade { out_trade_no: no.into(), amount: fen, subject: "goods".into(), timeout_s: None, notify: None }
+    NewTrade { out_trade_no: no.into(), amount: fen, subject: "goods".into(), timeout_s: None, notify: None, cashier: None }
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 mod accounts;
 mod bank;
+mod cashiers;
 mod cities;
 mod error;
 mod fees;
@@ -31,6 +32,7 @@ use citypay_vault::{IndexKeys, SealingKeys};
 
 pub use accounts::{AccountKind, BALANCE_PAYMENT, PlatformAccounts, SANDBOX_BANK, account_id, entity_of};
 pub use bank::{BankConnector, BankError, BankReceipt, CardHolder, CardIssuedToAnother, HolderConfirmed, SandboxBank};
+pub use cashiers::{CASHIERS_MAX, Cashier, TillRole};
 pub use cities::{City, PRESET_CITIES};
 pub use error::DirectoryError;
 pub use fees::{RATE_MAX_BP, fee_for, fee_returned};

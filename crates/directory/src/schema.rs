@@ -123,7 +123,28 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: GATEWAY_APPS_V6,
         postgres: GATEWAY_APPS_V6,
     },
+    Migration {
+        component: "directory",
+        version: 7,
+        name: "merchants' cashiers",
+        sqlite: CASHIERS_V7,
+        postgres: CASHIERS_V7,
+    },
 ];
+
+/// A merchant's till credentials: the 8-digit cashier number, role, refund limit (fen) and
+/// password hash; a disabled one keeps its row (its trades and refunds name it).
+const CASHIERS_V7: &str = "CREATE TABLE cashiers (
+        id BIGINT PRIMARY KEY,
+        merchant_id BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        refund_limit BIGINT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        disabled_at BIGINT
+    );
+    CREATE INDEX cashiers_by_merchant ON cashiers (merchant_id);";
 
 /// A merchant's gateway apps: the 16-digit app id, its RSA public key (SubjectPublicKeyInfo,
 /// base64), its default notification URL and the platform key that signs for it.

@@ -58,6 +58,7 @@ fn owner(principal: Principal) -> String {
     match principal {
         Principal::Resident { id, .. } => format!("resident:{id}"),
         Principal::Operator { id, .. } => format!("operator:{id}"),
+        Principal::Cashier { id, .. } => format!("cashier:{id}"),
     }
 }
 

@@ -29,6 +29,13 @@ pub enum Principal {
         /// The city of a city operator.
         city: Option<u32>,
     },
+    /// A merchant's cashier at the till.
+    Cashier {
+        /// Cashier number.
+        id: u64,
+        /// Whose till.
+        merchant: u64,
+    },
 }
 
 /// The keys that sign tokens (HMAC-SHA256 with key ids, so they rotate like the vault's).
@@ -99,6 +106,7 @@ fn encode(principal: Principal, expires: u64) -> String {
         Principal::Operator { id, role, city } => {
             format!("o:{id}:{}:{}:{expires}", role.code(), city.unwrap_or(0))
         }
+        Principal::Cashier { id, merchant } => format!("c:{id}:{merchant}:{expires}"),
     }
 }
 
@@ -117,6 +125,7 @@ fn decode(payload: &str) -> Option<(Principal, u64)> {
             };
             Some((principal, expires.parse().ok()?))
         }
+        ["c", id, merchant, expires] => Some((Principal::Cashier { id: id.parse().ok()?, merchant: merchant.parse().ok()? }, expires.parse().ok()?)),
         _ => None,
     }
 }
@@ -147,6 +156,8 @@ mod tests {
         assert_eq!(k.verify("", 10), None);
         let op = Principal::Operator { id: 7, role: Role::CityOperator, city: Some(120000) };
         assert_eq!(k.verify(&k.issue(op, "s2", 50), 10), Some((op, "s2".to_owned())));
+        let cashier = Principal::Cashier { id: 12_345_678, merchant: 9 };
+        assert_eq!(k.verify(&k.issue(cashier, "s3", 50), 10), Some((cashier, "s3".to_owned())));
         // After rotation a token signed by key 1 still verifies; new ones use key 2.
         let rotated = keys(K12);
         assert_eq!(rotated.verify(&token, 10), Some((who, "s1".to_owned())));

@@ -37,7 +37,7 @@ impl BankConnector for FlakyBank {
 }
 
 fn order(no: &str, fen: i64) -> NewTrade {
-    NewTrade { out_trade_no: no.into(), amount: fen, subject: "goods".into(), timeout_s: None, notify: None }
+    NewTrade { out_trade_no: no.into(), amount: fen, subject: "goods".into(), timeout_s: None, notify: None, cashier: None }
 }
 
 /// The file adds up: opening plus lines is the closing balance.

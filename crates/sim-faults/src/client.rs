@@ -423,7 +423,7 @@ async fn perform(services: &Services, resident: &Resident, card: u64, id_number:
 }
 
 fn new_trade(out_trade_no: &str, amount: i64) -> NewTrade {
-    NewTrade { out_trade_no: out_trade_no.to_owned(), amount, subject: "goods".into(), timeout_s: None, notify: None }
+    NewTrade { out_trade_no: out_trade_no.to_owned(), amount, subject: "goods".into(), timeout_s: None, notify: None, cashier: None }
 }
 
 /// A payment's answer: paid (it moved the amount), or a trade that is not paid.

@@ -386,7 +386,7 @@ pub(crate) async fn act(
             let merchant = &context.businesses[person.city][&kind][business];
             let category = category_code(kind);
             let out_trade_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
-            let new = NewTrade { out_trade_no, amount, subject: subject(kind).to_owned(), timeout_s: None, notify: None };
+            let new = NewTrade { out_trade_no, amount, subject: subject(kind).to_owned(), timeout_s: None, notify: None, cashier: None };
             let paid_by_phone = match (tender, account.as_mut()) {
                 (Tender::Cash, _) | (_, None) => false,
                 (tender, Some(account)) => {

@@ -215,6 +215,7 @@ pub(crate) async fn journey(
                 subject: "车票".into(),
                 timeout_s: None,
                 notify: None,
+                cashier: None,
             };
             match context.services.checkout.record_cash_sale(network.operator, &sale).await {
                 Ok(_) => outcomes.push(Ok(Outcome::Payment { category: "transit", method: "cash", amount: cash_fen })),

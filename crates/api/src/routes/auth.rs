@@ -169,7 +169,7 @@ impl FromRequestParts<AppState> for ResidentSession {
                 })?;
                 Ok(ResidentSession { resident, session })
             }
-            (Principal::Operator { .. }, _) => Err(ApiError::forbidden("residents only")),
+            (Principal::Operator { .. } | Principal::Cashier { .. }, _) => Err(ApiError::forbidden("residents only")),
         }
     }
 }
@@ -188,8 +188,34 @@ impl FromRequestParts<AppState> for OperatorCaller {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match principal(parts, state).await?.0 {
             Principal::Operator { id, role, city } => Ok(OperatorCaller { id, role, city }),
-            Principal::Resident { .. } => Err(ApiError::forbidden("operators only")),
+            Principal::Resident { .. } | Principal::Cashier { .. } => Err(ApiError::forbidden("operators only")),
         }
+    }
+}
+
+/// A signed-in cashier as their record reads now (role, refund limit), and their session. A
+/// cashier the merchant disabled is refused even before their sessions are ended.
+#[derive(Clone, Debug)]
+pub struct CashierCaller {
+    /// The cashier.
+    pub cashier: citypay_directory::Cashier,
+    /// The session of the token they called with.
+    pub session: String,
+}
+
+impl FromRequestParts<AppState> for CashierCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (Principal::Cashier { id, merchant }, session) = principal(parts, state).await? else {
+            return Err(ApiError::forbidden("cashiers only"));
+        };
+        let cashier = match state.directory.cashier(id).await {
+            Ok(cashier) if cashier.merchant == merchant && !cashier.disabled => cashier,
+            Ok(_) | Err(DirectoryError::NotFound) => return Err(ApiError::unauthorized("this cashier's credential was disabled")),
+            Err(other) => return Err(ApiError::from(other)),
+        };
+        Ok(CashierCaller { cashier, session })
     }
 }
 

@@ -32,7 +32,7 @@ fn payer_kind(code: &str) -> Result<PayerKind, ApiError> {
     PayerKind::from_code(code).ok_or_else(|| ApiError::bad_request("invalid_field", "payer_kind: id_number, student_number or account_number"))
 }
 
-fn csv(body: String) -> Response {
+pub(crate) fn csv(body: String) -> Response {
     ([(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
 

@@ -252,6 +252,7 @@ fn new_trade(state: &AppState, request: &Request, app: &GatewayApp, biz: &Map<St
         subject: field(biz, "subject")?.to_owned(),
         timeout_s: timeout(biz)?,
         notify: notify_target(state, request, app)?,
+        cashier: None,
     })
 }
 

@@ -8,7 +8,7 @@ use citypay_gateway::Failure;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{account, bills, gateway, gateway_apps, operators, residents, trades, transit, verifications};
+use super::{account, bills, gateway, gateway_apps, operators, residents, till, trades, transit, verifications};
 use crate::ApiError;
 use crate::json::parse_json;
 
@@ -23,11 +23,15 @@ pub const REQUEST_BODIES: &[(&str, ReadBody)] = &[
     ("LinkCardRequest", parse::<residents::LinkCardRequest>),
     ("MovementRequest", parse::<residents::MovementRequest>),
     ("PayQrRequest", parse::<residents::PayQrRequest>),
+    ("QrPreviewRequest", parse::<residents::QrPreviewRequest>),
     ("TradeRequest", |b| parse_json::<trades::TradeRequest>(b)?.new_trade().map(drop)),
     ("CodePaymentRequest", parse::<trades::CodePaymentRequest>),
     ("RefundRequest", parse::<trades::RefundRequest>),
     ("RefundPeriod", parse::<trades::RefundPeriod>),
     ("StaticQr", parse::<trades::StaticQr>),
+    ("NewCashier", parse::<till::NewCashier>),
+    ("CashierChange", parse::<till::CashierChange>),
+    ("TillSignIn", parse::<till::TillSignIn>),
     ("NewGatewayApp", parse::<gateway_apps::NewGatewayApp>),
     ("GatewayAppUpdate", parse::<gateway_apps::GatewayAppUpdate>),
     ("CredentialRequest", parse::<transit::CredentialRequest>),

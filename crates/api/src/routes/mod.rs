@@ -17,6 +17,7 @@ mod replay;
 mod residents;
 mod trades;
 mod statement;
+mod till;
 mod transit;
 mod verifications;
 
@@ -27,7 +28,7 @@ use citypay_wallet::Wallet;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{Caller, ClientAddress, MerchantCaller, OperatorCaller, ResidentCaller, ResidentSession, SESSION_COOKIE, SessionCaller, TrustedProxies};
+pub use auth::{Caller, CashierCaller, ClientAddress, MerchantCaller, OperatorCaller, ResidentCaller, ResidentSession, SESSION_COOKIE, SessionCaller, TrustedProxies};
 pub use dashboard::dashboard_pages;
 
 /// What the handlers share.
@@ -106,11 +107,12 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(cookie_sessions::sign_out))
         .routes(routes!(residents::wallet))
         .routes(routes!(statement::statement))
-        .routes(routes!(residents::link_card))
+        .routes(routes!(residents::link_card, residents::cards))
         .routes(routes!(residents::top_up))
         .routes(routes!(residents::withdraw))
         .routes(routes!(residents::enroll_device))
         .routes(routes!(residents::pay_qr))
+        .routes(routes!(residents::preview_qr))
         .routes(routes!(account::sessions))
         .routes(routes!(account::end_session))
         .routes(routes!(account::end_other_sessions))
@@ -138,6 +140,17 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(trades::static_qr))
         .routes(routes!(trades::list))
         .routes(routes!(trades::issue_key))
+        .routes(routes!(till::create_cashier, till::cashiers))
+        .routes(routes!(till::update_cashier))
+        .routes(routes!(till::sign_in))
+        .routes(routes!(till::me))
+        .routes(routes!(till::create))
+        .routes(routes!(till::pay_with_code))
+        .routes(routes!(till::cash_sale))
+        .routes(routes!(till::get))
+        .routes(routes!(till::shift))
+        .routes(routes!(till::refund))
+        .routes(routes!(till::settlement_file))
         .routes(routes!(trades::revoke_key))
         .routes(routes!(transit::issue_credential))
         .routes(routes!(transit::pay_arrears))

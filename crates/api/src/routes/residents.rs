@@ -191,6 +191,28 @@ pub(crate) struct CardView {
     account_class: String,
 }
 
+/// A linked card as its owner sees it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkedCardView {
+    card_id: String,
+    masked: String,
+    brand: String,
+}
+
+/// The caller's linked cards.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct LinkedCardsView {
+    cards: Vec<LinkedCardView>,
+}
+
+/// The cards linked to the caller's wallet (masked), for top-ups and withdrawals.
+#[utoipa::path(get, path = "/v1/wallet/cards", security(("resident" = [])), tag = "wallet", responses((status = OK, body = LinkedCardsView)))]
+pub(crate) async fn cards(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<AppJson<LinkedCardsView>, ApiError> {
+    let cards = state.wallet.cards(&me).await?;
+    let cards = cards.into_iter().map(|c| LinkedCardView { card_id: c.id.to_string(), masked: c.masked, brand: c.brand }).collect();
+    Ok(AppJson(LinkedCardsView { cards }))
+}
+
 /// Links a bank card to the caller's wallet once the card's bank confirms it issued the card to
 /// the caller's registered name and ID number (422 `card_holder_mismatch` otherwise). Each
 /// issuing bank that confirms counts towards the account class.
@@ -280,6 +302,32 @@ pub(crate) struct PayQrRequest {
     payload: String,
     /// For a static (counter) QR: the amount the payer typed.
     amount: Option<Money>,
+}
+
+/// A scanned QR code to look at before paying.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QrPreviewRequest {
+    /// The text inside the QR code.
+    payload: String,
+}
+
+/// Whom a QR code pays, and how much.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct QrPreview {
+    /// The merchant's registered name (not the name printed in the code).
+    merchant_name: String,
+    /// The amount a dynamic QR asks for; absent for a counter code (the payer types it).
+    amount: Option<Money>,
+}
+
+/// What a scanned QR code would pay, for the payer to confirm; changes nothing. A paid or
+/// closed order's code is refused (409 `trade_closed`).
+#[utoipa::path(post, path = "/v1/payments/qr/preview", security(("resident" = [])), tag = "payments", request_body = QrPreviewRequest,
+    responses((status = OK, body = QrPreview), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
+pub(crate) async fn preview_qr(State(state): State<AppState>, ResidentCaller(_): ResidentCaller, AppJson(body): AppJson<QrPreviewRequest>) -> Result<AppJson<QrPreview>, ApiError> {
+    let (merchant, amount) = state.checkout.qr_preview(&body.payload).await?;
+    Ok(AppJson(QrPreview { merchant_name: merchant.name, amount: amount.map(money) }))
 }
 
 /// Pays the merchant a scanned QR code names.

@@ -33,6 +33,8 @@ pub(crate) struct TradeView {
     created_at: u64,
     /// Unix seconds; absent until paid.
     paid_at: Option<u64>,
+    /// The cashier who rang it up at the till; absent for trades made through the API.
+    cashier_number: Option<u64>,
 }
 
 impl From<&Trade> for TradeView {
@@ -47,6 +49,7 @@ impl From<&Trade> for TradeView {
             subject: t.subject.clone(),
             created_at: t.created_at,
             paid_at: t.paid_at,
+            cashier_number: t.cashier,
         }
     }
 }
@@ -56,11 +59,11 @@ impl From<&Trade> for TradeView {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TradeRequest {
     /// Unique per merchant: 1 to 64 letters, digits or `_`.
-    out_trade_no: String,
-    amount: Money,
-    subject: String,
+    pub(crate) out_trade_no: String,
+    pub(crate) amount: Money,
+    pub(crate) subject: String,
     /// Seconds until an unpaid trade closes itself (default 900).
-    timeout_s: Option<u64>,
+    pub(crate) timeout_s: Option<u64>,
 }
 
 impl TradeRequest {
@@ -71,6 +74,7 @@ impl TradeRequest {
             subject: self.subject.clone(),
             timeout_s: self.timeout_s,
             notify: None,
+            cashier: None,
         })
     }
 }
@@ -78,9 +82,9 @@ impl TradeRequest {
 /// A created trade and its dynamic QR payload.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct CreatedTrade {
-    trade: TradeView,
+    pub(crate) trade: TradeView,
     /// EMVCo merchant-presented payload to render as a QR code.
-    qr_payload: String,
+    pub(crate) qr_payload: String,
 }
 
 /// Creates a trade waiting for payment, with its QR payload.
@@ -103,18 +107,18 @@ pub(crate) async fn get(State(state): State<AppState>, MerchantCaller(merchant):
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CodePaymentRequest {
-    out_trade_no: String,
-    amount: Money,
-    subject: String,
+    pub(crate) out_trade_no: String,
+    pub(crate) amount: Money,
+    pub(crate) subject: String,
     /// The 18-digit code the customer shows.
-    auth_code: String,
+    pub(crate) auth_code: String,
 }
 
 /// Charges a customer's payment code at the till (the merchant scans it).
 #[utoipa::path(post, path = "/v1/trades/pay", security(("merchant" = [])), tag = "trades", request_body = CodePaymentRequest,
     responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn pay_with_code(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<CodePaymentRequest>) -> Result<AppJson<TradeView>, ApiError> {
-    let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None, notify: None };
+    let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None, notify: None, cashier: None };
     let trade = state.checkout.pay_with_code(merchant, &new, &body.auth_code).await?;
     Ok(AppJson(TradeView::from(&trade)))
 }
@@ -124,8 +128,8 @@ pub(crate) async fn pay_with_code(State(state): State<AppState>, MerchantCaller(
 #[serde(deny_unknown_fields)]
 pub(crate) struct RefundRequest {
     /// Unique per trade: the refund's idempotency key.
-    out_request_no: String,
-    amount: Money,
+    pub(crate) out_request_no: String,
+    pub(crate) amount: Money,
 }
 
 /// One refund's record.
@@ -138,6 +142,8 @@ pub(crate) struct RefundRecordView {
     status: String,
     /// Unix seconds.
     created_at: u64,
+    /// The cashier who made it at the till; absent for refunds made through the API.
+    cashier_number: Option<u64>,
 }
 
 /// A refund and its trade as it is now.
@@ -159,6 +165,7 @@ impl From<&RefundAnswer> for RefundView {
                 amount: money(a.refund.amount),
                 status: a.refund.status.code().to_owned(),
                 created_at: a.refund.created_at,
+                cashier_number: a.refund.cashier,
             },
             trade: TradeView::from(&a.trade),
             fund_change: a.fund_change,

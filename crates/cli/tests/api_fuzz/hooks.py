@@ -226,6 +226,23 @@ call("POST", "/v1/trades/%s/refunds" % PAID_TRADE, auth=SHOP, body={"out_request
 SETUP_BILL_NO, SETUP_BILL = bill()
 RECEIPT = call("POST", "/v1/my/bills/%s/payments" % SETUP_BILL, auth=ALICE.token, body={}, key=fresh("pay"))["receipt_no"]
 APP_ID = call("POST", "/v1/gateway/apps", auth=SHOP, body={"public_key": APP_PUBLIC_KEY})["app_id"]
+# The shop's till: a cashier, a manager and a spare credential the fuzzer may change.
+
+
+def cashier(role):
+    body = {"name": "Cashier " + role, "role": role, "refund_limit": cny(100_000), "password": PASSWORD}
+    return call("POST", "/v1/cashiers", auth=SHOP, body=body)["cashier_number"]
+
+
+def till_token(number):
+    # Not through `session`: the cookie is the token, sent here as a bearer token instead.
+    answer = requests.post(BASE + "/v1/till/sessions", json={"cashier_number": str(number), "password": PASSWORD}, timeout=30)
+    answer.raise_for_status()
+    return "Bearer " + answer.headers["set-cookie"].split(";")[0].split("=", 1)[1]
+
+
+CASHIER, MANAGER, SPARE_CASHIER = cashier("cashier"), cashier("manager"), cashier("cashier")
+CASHIER_TOKEN, MANAGER_TOKEN = till_token(CASHIER), till_token(MANAGER)
 # A validator installed three days ago, Alice's ride credential, her ride two days ago, fared.
 DEVICE = Ed25519PrivateKey.generate()
 registration = {"route_id": "824", "stop_id": "B_XIZHAN", "device_key": public_hex(DEVICE)}
@@ -408,12 +425,14 @@ OPERATIONS = {
     # Residents.
     "GET /v1/wallet": (ALICE_T, nothing),
     "POST /v1/wallet/cards": (ALICE_T, link_card),
+    "GET /v1/wallet/cards": (ALICE_T, nothing),
     "POST /v1/wallet/top-ups": (ALICE_T, lambda case: setattr(case, "body", {"card_id": ALICE_CARD, "amount": cny(1000)})),
     "POST /v1/wallet/withdrawals": (ALICE_T, lambda case: setattr(case, "body", {"card_id": ALICE_CARD, "amount": cny(100)})),
     "GET /v1/payment-devices": (ALICE_T, nothing),
     "POST /v1/payment-devices": (ALICE_T, nothing),
     "DELETE /v1/payment-devices/{device}": (ALICE_T, revoke_device),
     "POST /v1/payments/qr": (ALICE_T, pay_qr),
+    "POST /v1/payments/qr/preview": (ALICE_T, pay_qr),
     "GET /v1/my/bills": (ALICE_T, query(limit=10)),
     "POST /v1/my/bills/{bill_no}/payments": (ALICE_T, pay_bill),
     "POST /v1/my/bills/{bill_no}/fund-consent": (ALICE_T, consent),
@@ -445,6 +464,18 @@ OPERATIONS = {
     "POST /v1/trades/{out_trade_no}/close": (lambda: SHOP, open_trade),
     "POST /v1/trades/{out_trade_no}/cancel": (lambda: SHOP, open_trade),
     "POST /v1/cash-sales": (lambda: SHOP, new_trade),
+    "POST /v1/cashiers": (lambda: SHOP, lambda case: setattr(case, "body", {"name": "Li Na", "role": "cashier", "refund_limit": cny(5000), "password": PASSWORD})),
+    "GET /v1/cashiers": (lambda: SHOP, nothing),
+    "PATCH /v1/cashiers/{cashier_number}": (lambda: SHOP, lambda case: (path(cashier_number=SPARE_CASHIER)(case), setattr(case, "body", {"refund_limit": cny(2000)}))),
+    "POST /v1/till/sessions": (None, lambda case: setattr(case, "body", {"cashier_number": str(CASHIER), "password": PASSWORD})),
+    "GET /v1/till/me": (lambda: CASHIER_TOKEN, nothing),
+    "POST /v1/till/trades": (lambda: CASHIER_TOKEN, new_trade),
+    "POST /v1/till/code-payments": (lambda: CASHIER_TOKEN, pay_by_code),
+    "POST /v1/till/cash-sales": (lambda: CASHIER_TOKEN, new_trade),
+    "GET /v1/till/trades/{out_trade_no}": (lambda: CASHIER_TOKEN, path(out_trade_no=PAID_TRADE)),
+    "GET /v1/till/shift": (lambda: CASHIER_TOKEN, query(date=today())),
+    "POST /v1/till/trades/{out_trade_no}/refunds": (lambda: MANAGER_TOKEN, refund),
+    "GET /v1/till/settlement-files/{date}": (lambda: MANAGER_TOKEN, path(date=today())),
     "GET /v1/merchant/qr": (lambda: SHOP, nothing),
     "GET /v1/merchant/refund-period": (lambda: SHOP, nothing),
     "PUT /v1/merchant/refund-period": (lambda: SHOP2, body(refund_period_s=30 * 86400)),

@@ -169,6 +169,20 @@ impl Api {
         (status, value, replayed)
     }
 
+    /// One call with any headers (a cookie, an `Origin`): `(status, JSON body or Null)`.
+    pub(crate) async fn call_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.client.request(method.parse().unwrap(), format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
     /// The error code of a body, or "" when it has none.
     pub(crate) fn code(body: &Value) -> &str {
         body["error"]["code"].as_str().unwrap_or("")
