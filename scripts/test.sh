@@ -17,11 +17,12 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-# The dashboard's browser test needs Chromium (Debian's package; never a downloaded browser).
-if ! command -v chromium >/dev/null; then
-    echo "test.sh: installing Chromium for the dashboard's browser test (apt-get install chromium)..." >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; then
-        echo "test.sh: could not install Chromium; the browser test will be skipped (or fail under CI=true)" >&2
+# The browser tests need Chromium (Debian's package; never a downloaded browser), and the
+# pages' test drives it through chromedriver; a Chinese font makes the screenshots readable.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! fc-list 2>/dev/null | grep -qi wqy; then
+    echo "test.sh: installing Chromium, chromedriver and a Chinese font for the browser tests (apt-get install chromium chromium-driver fonts-wqy-microhei)..." >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-wqy-microhei fontconfig; } >/dev/null 2>&1; then
+        echo "test.sh: could not install Chromium and chromedriver; the browser tests will be skipped (or fail under CI=true)" >&2
     fi
 fi
 

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use citypay_api::routes::{TrustedProxies, business_routes, dashboard_pages, gateway_pages};
+use citypay_api::routes::{TrustedProxies, business_routes, dashboard_pages, gateway_pages, people_pages};
 use citypay_api::{Api, ApiConfig};
 use citypay_checkout::notify::{Answered, DEFAULT_SCHEDULE_S, Deliver, Dispatcher};
 use citypay_directory::PasswordPolicy;
@@ -202,9 +202,9 @@ pub(crate) fn run(
         let mut config = ApiConfig::new(env!("CARGO_PKG_VERSION"));
         config.role = membership.as_ref().map(|m| m.role.clone());
         config.https = tls.is_some();
-        let api = Api::new(config)?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state));
+        let api = Api::new(config)?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state)).pages(people_pages());
         let scheme = if tls.is_some() { "https" } else { "http" };
-        eprintln!("citypay serving {} on {scheme}://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard)", db.redacted());
+        eprintln!("citypay serving {} on {scheme}://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard, the resident's app at /app/, the till at /till/)", db.redacted());
         citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension()), tls).await?;
         if let Some(shard) = shard {
             shard.shutdown();

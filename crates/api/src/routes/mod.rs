@@ -13,6 +13,7 @@ mod gateway_apps;
 pub mod inputs;
 mod notify_urls;
 mod operators;
+mod pages;
 mod replay;
 mod residents;
 mod trades;
@@ -30,6 +31,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Caller, CashierCaller, ClientAddress, MerchantCaller, OperatorCaller, ResidentCaller, ResidentSession, SESSION_COOKIE, SessionCaller, TrustedProxies};
 pub use dashboard::dashboard_pages;
+pub use pages::people_pages;
 
 /// What the handlers share.
 #[derive(Debug)]

@@ -393,6 +393,11 @@ pub(crate) fn test_certificates(dir: &Path, host: &str) -> (String, PathBuf, Pat
     std::fs::write(&cert, server.pem()).unwrap();
     std::fs::write(&key, server_key.serialize_pem()).unwrap();
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    // What Chromium's --ignore-certificate-errors-spki-list names: base64 SHA-256 of the key.
+    use base64::Engine;
+    use sha2::Digest;
+    let spki = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&server_key)));
+    std::fs::write(dir.join("server.spki"), spki).unwrap();
     (ca.pem(), cert, key)
 }
 
