@@ -380,4 +380,6 @@ async fn a_resident_and_a_cashier_pay_ride_and_refund_in_a_browser() {
     till.close().await.unwrap();
     drop(server);
     target.assert_audit_clean();
+    let found = support::secrets_in_log(&log, &["correct horse", "till password", ID_NUMBER, CARD]);
+    assert!(found.is_empty(), "the server's log holds secrets: numbers {found:?}");
 }
