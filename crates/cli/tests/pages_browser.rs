@@ -221,6 +221,7 @@ async fn a_resident_and_a_cashier_pay_ride_and_refund_in_a_browser() {
     let dir = tempfile::tempdir().unwrap();
     let target = Target::sqlite(dir.path());
     admin(&target, &["onboard-city", "--code", "330100", "--name", "Hangzhou"]);
+    admin(&target, &["onboard-city", "--code", "350100", "--name", "Fuzhou"]);
     admin(&target, &["create-operator", "--username", "root", "--role", "platform"]);
     let (ca, cert, key) = test_certificates(dir.path(), HOST);
     let spki = std::fs::read_to_string(dir.path().join("server.spki")).unwrap();
@@ -366,6 +367,21 @@ async fn a_resident_and_a_cashier_pay_ride_and_refund_in_a_browser() {
     find(&till, "#sale-state[data-status=TRADE_SUCCESS]").await;
     click(&phone, "#tab-home").await;
     wait_text(&phone, "#balance", "455.00").await;
+
+    // Money to his mother in Fuzhou, found by her mobile number: her name shows masked first.
+    let mother = json!({"city": 350100, "name": "李梅", "mobile": "13700137000", "id_number": "350102195501010022", "password": "her password"});
+    call(&api, "POST", "/v1/residents", "", mother).await;
+    click(&phone, "#send-money").await;
+    fill(&phone, "#send-mobile", "13700137000").await;
+    click(&phone, "#send-find").await;
+    wait_text(&phone, "#send-name", "*梅").await;
+    fill(&phone, "#send-amount", "20").await;
+    fill(&phone, "#send-note", "生日快乐").await;
+    screen(&phone, "app-send").await;
+    click(&phone, "#send-confirm").await;
+    wait_text(&phone, "#status", "已转账 ¥20.00 给 *梅").await;
+    wait_text(&phone, "#statement li[data-kind=transfer]", "*梅").await;
+    wait_text(&phone, "#balance", "435.00").await;
 
     // The language switch.
     click(&phone, "#language").await;

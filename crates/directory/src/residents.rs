@@ -236,6 +236,24 @@ impl Directory {
         resident_from_row(rows.first().ok_or(DirectoryError::NotFound)?)
     }
 
+    /// The resident a mobile number reaches, found by blind index (someone sending money), if
+    /// registered; `None` for a number that is not a mobile number.
+    pub async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<Resident>, DirectoryError> {
+        let Ok(mobile) = normalize_mobile(mobile) else { return Ok(None) };
+        for candidate in self.keys.index.candidates(MOBILE_KIND, &mobile) {
+            let rows = self
+                .read(
+                    "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE mobile_index = ?1",
+                    vec![Value::Blob(index_bytes(&candidate))],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                return resident_from_row(row).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// The resident whose ID number is `id_number`, found by blind index (a biller addressing
     /// a bill by ID number), if registered.
     pub async fn resident_by_id_number(&self, id_number: &str) -> Result<Option<Resident>, DirectoryError> {

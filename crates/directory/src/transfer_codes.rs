@@ -29,6 +29,8 @@ pub const FUND_DEPOSIT: u16 = 42;
 pub const FUND_CLAIM: u16 = 43;
 /// A merchant's settlement payout to its bank account.
 pub const PAYOUT: u16 = 50;
+/// Money a resident sends another.
+pub const TRANSFER: u16 = 60;
 
 /// The name of a code, for files and reports.
 pub fn name(code: u16) -> &'static str {
@@ -47,6 +49,7 @@ pub fn name(code: u16) -> &'static str {
         FUND_DEPOSIT => "fund_deposit",
         FUND_CLAIM => "fund_claim",
         PAYOUT => "payout",
+        TRANSFER => "transfer",
         _ => "other",
     }
 }

@@ -9,8 +9,10 @@
 //! refused as a conflict.
 
 mod statement;
+mod transfers;
 
 pub use statement::{Cursor, Hold, PAGE_MAX, Statement, StatementLine, StatementQuery};
+pub use transfers::{Direction, LOOKUPS_PER_HOUR, NOTE_MAX_CHARS, Recipient, TRANSFERS_LISTED_MAX, TransferLine, mask_name};
 
 use std::sync::Arc;
 
@@ -74,6 +76,13 @@ pub const MIGRATIONS: &[Migration] = &[
             ALTER TABLE wallet_requests ADD COLUMN claimed_until BIGINT NOT NULL DEFAULT 0;",
     },
     Migration { component: "wallet", version: 5, name: "each wallet's journal lines in time order", sqlite: statement::INDEXES, postgres: statement::INDEXES },
+    Migration {
+        component: "wallet",
+        version: 6,
+        name: "money residents send each other; recipient lookups per sender and hour",
+        sqlite: transfers::TRANSFERS_TABLE,
+        postgres: transfers::TRANSFERS_TABLE,
+    },
 ];
 
 /// What a request's `outcome` holds once the bank accepted it.
@@ -127,6 +136,21 @@ pub enum WalletError {
     /// The writer is unavailable; retrying with the same key is safe.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// No resident has this mobile number.
+    #[error("no resident has this mobile number")]
+    RecipientNotFound,
+    /// Money sent to one's own wallet.
+    #[error("this is your own wallet")]
+    OwnWallet,
+    /// Too many recipients looked up this hour.
+    #[error("too many recipients looked up this hour; try again in {retry_after_s} s")]
+    TooManyLookups {
+        /// Seconds until the next hour.
+        retry_after_s: u64,
+    },
+    /// The note is too long or holds control characters.
+    #[error("note: {0}")]
+    InvalidNote(String),
 }
 
 impl WalletError {
@@ -141,6 +165,10 @@ impl WalletError {
             WalletError::Refused(status) => status.name(),
             WalletError::KeyReused => "idempotency_key_reused",
             WalletError::Unavailable(_) => "unavailable",
+            WalletError::RecipientNotFound => "recipient_not_found",
+            WalletError::OwnWallet => "own_wallet",
+            WalletError::TooManyLookups { .. } => "rate_limited",
+            WalletError::InvalidNote(_) => "invalid_field",
         }
     }
 }

@@ -242,7 +242,10 @@ impl Wallet {
         }
         match kind {
             k if k == AccountKind::Custody as u64 => "bank card".into(),
-            k if k == AccountKind::Wallet as u64 => "another wallet".into(),
+            k if k == AccountKind::Wallet as u64 => match self.directory.resident_name(entity_of(account)).await {
+                Ok(name) => crate::mask_name(name.expose()),
+                Err(_) => "another wallet".into(),
+            },
             k if k == AccountKind::InsuranceFund as u64 => "medical insurance fund".into(),
             k if k == AccountKind::FeeRevenue as u64 => "platform fee".into(),
             _ => "other".into(),

@@ -49,7 +49,10 @@ impl From<WalletError> for ApiError {
             }
             WalletError::Bank(citypay_directory::BankError::HolderMismatch) => StatusCode::UNPROCESSABLE_ENTITY,
             WalletError::Bank(_) => StatusCode::PAYMENT_REQUIRED,
-            WalletError::CardNotFound => StatusCode::NOT_FOUND,
+            WalletError::CardNotFound | WalletError::RecipientNotFound => StatusCode::NOT_FOUND,
+            WalletError::OwnWallet => StatusCode::UNPROCESSABLE_ENTITY,
+            WalletError::InvalidNote(_) => StatusCode::BAD_REQUEST,
+            WalletError::TooManyLookups { retry_after_s } => return ApiError::too_many_requests(std::time::Duration::from_secs(retry_after_s)),
             WalletError::KeyReused => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.code(), e.to_string())

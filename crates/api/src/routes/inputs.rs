@@ -8,7 +8,7 @@ use citypay_gateway::Failure;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{account, bills, gateway, gateway_apps, operators, residents, till, trades, transit, verifications};
+use super::{account, bills, gateway, gateway_apps, operators, residents, till, trades, transfers, transit, verifications};
 use crate::ApiError;
 use crate::json::parse_json;
 
@@ -24,6 +24,8 @@ pub const REQUEST_BODIES: &[(&str, ReadBody)] = &[
     ("MovementRequest", parse::<residents::MovementRequest>),
     ("PayQrRequest", parse::<residents::PayQrRequest>),
     ("QrPreviewRequest", parse::<residents::QrPreviewRequest>),
+    ("RecipientQuery", parse::<transfers::RecipientQuery>),
+    ("SendRequest", parse::<transfers::SendRequest>),
     ("TradeRequest", |b| parse_json::<trades::TradeRequest>(b)?.new_trade().map(drop)),
     ("CodePaymentRequest", parse::<trades::CodePaymentRequest>),
     ("RefundRequest", parse::<trades::RefundRequest>),

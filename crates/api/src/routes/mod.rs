@@ -17,6 +17,7 @@ mod pages;
 mod replay;
 mod residents;
 mod trades;
+mod transfers;
 mod statement;
 mod till;
 mod transit;
@@ -114,6 +115,8 @@ pub fn business_routes(state: AppState) -> OpenApiRouter {
         .routes(routes!(residents::withdraw))
         .routes(routes!(residents::enroll_device))
         .routes(routes!(residents::pay_qr))
+        .routes(routes!(transfers::find_recipient))
+        .routes(routes!(transfers::send, transfers::list))
         .routes(routes!(residents::preview_qr))
         .routes(routes!(account::sessions))
         .routes(routes!(account::end_session))

@@ -31,6 +31,7 @@ const KINDS: &[u16] = &[
     transfer_codes::ARREARS,
     transfer_codes::BILL,
     transfer_codes::FUND_CLAIM,
+    transfer_codes::TRANSFER,
 ];
 
 /// Which lines, and how.

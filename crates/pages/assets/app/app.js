@@ -126,7 +126,14 @@
       kind_arrears: "补缴车费",
       kind_bill: "缴费",
       kind_fund_claim: "医保报销",
+      kind_transfer: "转账",
       kind_other: "其他",
+      send: "转账",
+      send_mobile: "收款人手机号",
+      find: "查找",
+      send_to: "转给 {0}",
+      note: "留言（可选）",
+      sent: "已转账 {0} 给 {1}",
     },
     en: {
       app_name: "citypay",
@@ -245,7 +252,14 @@
       kind_arrears: "Arrears",
       kind_bill: "Bill",
       kind_fund_claim: "Insurance claim",
+      kind_transfer: "Transfer",
       kind_other: "Other",
+      send: "Send money",
+      send_mobile: "Recipient's mobile number",
+      find: "Find",
+      send_to: "To {0}",
+      note: "Note (optional)",
+      sent: "Sent {0} to {1}",
     },
   });
   const t = i18n.t;
@@ -381,6 +395,7 @@
       el("button", { type: "button", className: "primary", id: "top-up", onclick: () => movementForm("top_up") }, t("top_up")),
       el("button", { type: "button", id: "withdraw", onclick: () => movementForm("withdraw") }, t("withdraw")),
       el("button", { type: "button", id: "link-card", onclick: linkCardForm }, t("link_card")),
+      el("button", { type: "button", id: "send-money", onclick: sendForm }, t("send")),
     );
     const form = el("div", { id: "home-form" });
     const lines = el("ul", { className: "lines", id: "statement" });
@@ -475,6 +490,61 @@
     );
     holder.replaceChildren(form);
     amount.focus();
+  }
+
+  /** Sending money to someone: find them by mobile number, confirm the masked name, send. */
+  function sendForm() {
+    const holder = document.getElementById("home-form");
+    const key = newKey();
+    const mobile = el("input", { id: "send-mobile", type: "tel", inputmode: "numeric", autocomplete: "off", required: true });
+    const found = el("div", { id: "send-recipient", "aria-live": "polite" });
+    const find = el(
+      "form",
+      {
+        className: "card",
+        onsubmit: async (event) => {
+          event.preventDefault();
+          try {
+            const recipient = await api("POST", "/v1/transfer-recipients", { mobile: mobile.value.trim() });
+            const amount = el("input", { id: "send-amount", inputmode: "decimal", required: true, autocomplete: "off" });
+            const note = el("input", { id: "send-note", maxlength: 50, autocomplete: "off" });
+            const confirm = el(
+              "form",
+              {
+                onsubmit: async (submitted) => {
+                  submitted.preventDefault();
+                  const fen = parseYuan(amount.value);
+                  if (fen === null) return announce(t("bad_amount"), "bad");
+                  try {
+                    const sent = await api("POST", "/v1/transfers", { mobile: mobile.value.trim(), amount: { amount: fen, currency: "CNY" }, note: note.value }, key);
+                    await showHome();
+                    announce(t("sent", money(sent.amount), sent.counterparty), "good");
+                  } catch (error) {
+                    fail(error);
+                  }
+                },
+              },
+              el("p", { className: "big", id: "send-name" }, t("send_to", recipient.masked_name)),
+              el("label", { for: "send-amount" }, t("amount")),
+              amount,
+              el("label", { for: "send-note" }, t("note")),
+              note,
+              el("button", { type: "submit", className: "primary", id: "send-confirm" }, t("send")),
+            );
+            found.replaceChildren(confirm);
+            amount.focus();
+          } catch (error) {
+            fail(error);
+          }
+        },
+      },
+      el("h3", {}, t("send")),
+      el("label", { for: "send-mobile" }, t("send_mobile")),
+      mobile,
+      el("button", { type: "submit", id: "send-find" }, t("find")),
+    );
+    holder.replaceChildren(find, found);
+    mobile.focus();
   }
 
   function linkCardForm() {

@@ -51,9 +51,9 @@ const citypay = (() => {
     return sign + whole + "." + String(abs % 100).padStart(2, "0");
   }
 
-  /** Money as the API writes it ({amount, currency}) as "¥1,234.56". */
+  /** Money as the API writes it ({amount, currency}) as "¥1,234.56" (or "-¥8.00"). */
   function money(m) {
-    return "¥" + yuan(m.amount);
+    return (m.amount < 0 ? "-¥" : "¥") + yuan(Math.abs(m.amount));
   }
 
   /** Typed yuan ("12", "12.5", "12.50") as fen, or null: read as text, never as a float. */

@@ -1,0 +1,259 @@
+//! Sending money to someone: a resident sends from their wallet to another real-name
+//! resident's, found by mobile number, with a note. Before sending, the sender sees the
+//! recipient's name masked (`*磊`) to confirm it is the right person; finding a recipient is
+//! limited per sender ([`LOOKUPS_PER_HOUR`]), so nobody can walk the mobile numbers to learn
+//! who is registered. The money moves as one ledger transfer wallet → wallet (code
+//! `TRANSFER`), under the sender's class caps and the freeze, with its id derived from the
+//! sender's idempotency key: a retry sends it once. Both residents see it in their lists and
+//! their statements.
+//!
+//! Both wallets are on this database's shard; between shards the same call will go through
+//! `citypay-crossshard` (issue 14).
+
+use citypay_directory::{DirectoryError, Resident, derived_event_id, transfer_codes};
+use citypay_ledger::{Entry, Event, Status};
+use citypay_shard::{Command, Guard, SubmitError};
+use citypay_store::{OnConflict, ServiceRow, Value};
+
+use crate::{Wallet, WalletError, cny_leg};
+use citypay_directory::int_at;
+
+/// Recipients a sender may look up in an hour (found or not).
+pub const LOOKUPS_PER_HOUR: i64 = 20;
+/// The longest note, in characters.
+pub const NOTE_MAX_CHARS: usize = 50;
+/// Most transfers listed at once.
+pub const TRANSFERS_LISTED_MAX: u32 = 100;
+
+/// Whom a mobile number reaches, as the sender may see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// The recipient's resident id (never shown to the sender).
+    pub resident: u64,
+    /// Their name with all but its last character hidden.
+    pub masked_name: String,
+    /// Their home city.
+    pub city: u32,
+}
+
+/// Which way a transfer went, for the resident looking at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The resident sent it.
+    Sent,
+    /// The resident received it.
+    Received,
+}
+
+/// A transfer as one of its two residents sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferLine {
+    /// The transfer's id (hex).
+    pub id: String,
+    /// Sent or received.
+    pub direction: Direction,
+    /// The other resident's masked name.
+    pub counterparty: String,
+    /// In fen.
+    pub amount: i64,
+    /// The sender's note.
+    pub note: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// The wallet's table of transfers between residents.
+pub(crate) const TRANSFERS_TABLE: &str = "CREATE TABLE p2p_transfers (id TEXT PRIMARY KEY, sender BIGINT NOT NULL,
+        recipient BIGINT NOT NULL, amount BIGINT NOT NULL, note TEXT NOT NULL, created_at BIGINT NOT NULL);
+    CREATE INDEX p2p_transfers_sent ON p2p_transfers (sender, created_at, id);
+    CREATE INDEX p2p_transfers_received ON p2p_transfers (recipient, created_at, id);
+    CREATE TABLE recipient_lookups (sender BIGINT NOT NULL, hour BIGINT NOT NULL, lookups BIGINT NOT NULL,
+        PRIMARY KEY (sender, hour));";
+
+/// A name with all but its last character hidden: 李磊 → `*磊`, 张建军 → `**军`.
+pub fn mask_name(name: &str) -> String {
+    let letters: Vec<char> = name.chars().filter(|c| !c.is_whitespace()).collect();
+    match letters.split_last() {
+        Some((last, rest)) => "*".repeat(rest.len().max(1)) + &last.to_string(),
+        None => "*".into(),
+    }
+}
+
+fn check_note(note: &str) -> Result<String, WalletError> {
+    let note = note.trim();
+    if note.chars().count() > NOTE_MAX_CHARS || note.chars().any(char::is_control) {
+        return Err(WalletError::InvalidNote(format!("at most {NOTE_MAX_CHARS} characters, none of them control characters")));
+    }
+    Ok(note.to_owned())
+}
+
+impl Wallet {
+    async fn masked_name(&self, resident: u64) -> Result<String, WalletError> {
+        Ok(mask_name(self.directory.resident_name(resident).await?.expose()))
+    }
+
+    /// Counts one lookup of `sender`'s in this hour; past [`LOOKUPS_PER_HOUR`], refuses.
+    async fn count_lookup(&self, sender: u64) -> Result<(), WalletError> {
+        let now = self.directory.clock().now().unix_seconds();
+        let hour = now / 3600;
+        let key = vec![("sender", Value::Int(i64::try_from(sender).unwrap_or(-1))), ("hour", Value::Int(i64::try_from(hour).unwrap_or(0)))];
+        for _ in 0..5 {
+            let rows = self
+                .directory
+                .read("SELECT lookups FROM recipient_lookups WHERE sender = ?1 AND hour = ?2", key.iter().map(|(_, v)| v.clone()).collect())
+                .await?;
+            let counted = rows.first().map(|row| int_at(row, 0)).transpose()?;
+            if counted.unwrap_or(0) >= LOOKUPS_PER_HOUR {
+                return Err(WalletError::TooManyLookups { retry_after_s: 3600 - now % 3600 });
+            }
+            let guard = match counted {
+                None => Guard::Absent { table: "recipient_lookups", key: key.clone() },
+                Some(n) => Guard::Matches { table: "recipient_lookups", key: key.clone(), expect: vec![("lookups", Value::Int(n))] },
+            };
+            let row = ServiceRow { table: "recipient_lookups", key: key.clone(), columns: vec![("lookups", Value::Int(counted.unwrap_or(0) + 1))], on_conflict: OnConflict::Update };
+            match self.directory.shard().submit(Command { event: None, guards: vec![guard], rows: vec![row], always_rows: Vec::new() }).await {
+                Ok(_) => return Ok(()),
+                Err(SubmitError::GuardFailed { .. }) => continue,
+                Err(other) => return Err(WalletError::Unavailable(other.to_string())),
+            }
+        }
+        Err(WalletError::Unavailable("too many lookups at once; retry".into()))
+    }
+
+    /// The resident `mobile` reaches, counted against `sender`'s lookups; never the sender.
+    pub async fn find_recipient(&self, sender: &Resident, mobile: &str) -> Result<Recipient, WalletError> {
+        self.count_lookup(sender.id).await?;
+        let found = self.directory.resident_by_mobile(mobile).await?.ok_or(WalletError::RecipientNotFound)?;
+        if found.id == sender.id {
+            return Err(WalletError::OwnWallet);
+        }
+        Ok(Recipient { resident: found.id, masked_name: self.masked_name(found.id).await?, city: found.city })
+    }
+
+    /// Sends `amount` fen from `sender`'s wallet to the resident `mobile` reaches, with `note`.
+    /// The transfer's id derives from `idempotency_key`: the same key sends once, and answers
+    /// the first transfer again.
+    pub async fn send(&self, sender: &Resident, mobile: &str, amount: i64, note: &str, idempotency_key: &str) -> Result<TransferLine, WalletError> {
+        if amount <= 0 {
+            return Err(WalletError::InvalidAmount("more than zero".into()));
+        }
+        let note = check_note(note)?;
+        let id = derived_event_id(&["p2p", &sender.id.to_string(), idempotency_key]);
+        let id_text = format!("{id:032x}");
+        if let Some(done) = self.transfer(sender, &id_text).await? {
+            return Ok(done);
+        }
+        let recipient = self.directory.resident_by_mobile(mobile).await?.ok_or(WalletError::RecipientNotFound)?;
+        if recipient.id == sender.id {
+            return Err(WalletError::OwnWallet);
+        }
+        let now = self.directory.clock().now().unix_seconds();
+        let key = vec![("id", Value::Text(id_text.clone()))];
+        let row = ServiceRow {
+            table: "p2p_transfers",
+            key: key.clone(),
+            columns: vec![
+                ("sender", Value::Int(i64::try_from(sender.id).unwrap_or(-1))),
+                ("recipient", Value::Int(i64::try_from(recipient.id).unwrap_or(-1))),
+                ("amount", Value::Int(amount)),
+                ("note", Value::Text(note.clone())),
+                ("created_at", Value::Int(i64::try_from(now).unwrap_or(i64::MAX))),
+            ],
+            on_conflict: OnConflict::Fail,
+        };
+        let leg = cny_leg(sender.wallet, recipient.wallet, amount, transfer_codes::TRANSFER, 0);
+        let command = Command {
+            event: Some(Event::Entry(Entry { id, legs: vec![leg] })),
+            guards: vec![Guard::Absent { table: "p2p_transfers", key }, citypay_directory::Directory::wallet_not_frozen(sender.id)],
+            rows: vec![row],
+            always_rows: Vec::new(),
+        };
+        match self.directory.shard().submit(command).await {
+            Ok(outcome) if outcome.status == Status::Ok => {
+                tracing::debug!(sender = sender.id, recipient = recipient.id, amount, "sent");
+                let counterparty = self.masked_name(recipient.id).await?;
+                Ok(TransferLine { id: id_text, direction: Direction::Sent, counterparty, amount, note, created_at: now })
+            }
+            Ok(outcome) => Err(WalletError::Refused(outcome.status)),
+            // Sent meanwhile by a retry of the same key: its record answers.
+            Err(SubmitError::GuardFailed { guard: 0 }) => self.transfer(sender, &id_text).await?.ok_or_else(|| WalletError::Unavailable("retry".into())),
+            Err(SubmitError::GuardFailed { .. }) => Err(DirectoryError::WalletFrozen.into()),
+            Err(other) => Err(WalletError::Unavailable(other.to_string())),
+        }
+    }
+
+    fn line(&self, resident: u64, row: &[Value]) -> Result<(TransferLine, u64), WalletError> {
+        let bad = |what: &str| WalletError::Unavailable(format!("transfer row: {what}"));
+        let text = |i: usize| match row.get(i) {
+            Some(Value::Text(t)) => Ok(t.clone()),
+            _ => Err(bad("text")),
+        };
+        let sender = u64::try_from(int_at(row, 1)?).map_err(|_| bad("sender"))?;
+        let recipient = u64::try_from(int_at(row, 2)?).map_err(|_| bad("recipient"))?;
+        let (direction, other) = if sender == resident { (Direction::Sent, recipient) } else { (Direction::Received, sender) };
+        let line = TransferLine {
+            id: text(0)?,
+            direction,
+            counterparty: String::new(),
+            amount: int_at(row, 3)?,
+            note: text(4)?,
+            created_at: u64::try_from(int_at(row, 5)?).map_err(|_| bad("created_at"))?,
+        };
+        Ok((line, other))
+    }
+
+    /// One transfer of `resident`'s (sent or received) by id.
+    async fn transfer(&self, resident: &Resident, id: &str) -> Result<Option<TransferLine>, WalletError> {
+        let rows = self
+            .directory
+            .read("SELECT id, sender, recipient, amount, note, created_at FROM p2p_transfers WHERE id = ?1", vec![Value::Text(id.to_owned())])
+            .await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let (mut line, other) = self.line(resident.id, row)?;
+        if line.direction == Direction::Received && other == resident.id {
+            return Ok(None);
+        }
+        line.counterparty = self.masked_name(other).await?;
+        Ok(Some(line))
+    }
+
+    /// `resident`'s transfers, sent and received, newest first, after `before` (the created_at
+    /// and id of the last one of the previous page), at most `limit`.
+    pub async fn transfers(&self, resident: &Resident, before: Option<(u64, String)>, limit: u32) -> Result<Vec<TransferLine>, WalletError> {
+        let limit = limit.clamp(1, TRANSFERS_LISTED_MAX);
+        let (at, id) = before.unwrap_or((u64::MAX >> 1, "~".into()));
+        let me = Value::Int(i64::try_from(resident.id).unwrap_or(-1));
+        let rows = self
+            .directory
+            .read(
+                "SELECT id, sender, recipient, amount, note, created_at FROM (
+                    SELECT id, sender, recipient, amount, note, created_at FROM p2p_transfers WHERE sender = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
+                    UNION ALL
+                    SELECT id, sender, recipient, amount, note, created_at FROM p2p_transfers WHERE recipient = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
+                 ) AS mine ORDER BY created_at DESC, id DESC LIMIT ?4",
+                vec![me, Value::Int(i64::try_from(at).unwrap_or(i64::MAX)), Value::Text(id), Value::Int(i64::from(limit))],
+            )
+            .await?;
+        let mut lines = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (mut line, other) = self.line(resident.id, row)?;
+            line.counterparty = self.masked_name(other).await?;
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_name;
+
+    #[test]
+    fn names_are_masked_but_their_last_character() {
+        assert_eq!(mask_name("李磊"), "*磊");
+        assert_eq!(mask_name("张建军"), "**军");
+        assert_eq!(mask_name("磊"), "*磊");
+        assert_eq!(mask_name("Li Lei"), "****i");
+        assert_eq!(mask_name(""), "*");
+    }
+}
