@@ -22,6 +22,10 @@ pub enum AccountKind {
     /// A city's medical-insurance fund, the part of hospital bills it pays (owner: the city's
     /// code). Funded by the insurance bureau's deposits; never below zero.
     InsuranceFund = 5,
+    /// A shard's clearing account for a peer shard (owner: the peer's shard number): what
+    /// crossed between the two. It may go either way; with its mirror on the peer it sums to
+    /// what is decided and not yet applied.
+    Clearing = 6,
 }
 
 /// Ledger transfer class of balance payments (a wallet paying a shop or a bill). The PBOC
