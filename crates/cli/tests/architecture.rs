@@ -119,7 +119,7 @@ fn sources(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn the_pure_crates_do_no_io_and_read_no_clock() {
-    for krate in ["ledger", "identity", "codes", "ride", "crossshard"] {
+    for krate in ["ledger", "identity", "codes", "ride", "crossshard", "routing"] {
         let files = sources(&root().join("crates").join(krate).join("src"));
         assert!(!files.is_empty(), "crates/{krate}/src has no sources");
         for path in files {

@@ -35,21 +35,51 @@ impl Directory {
         }
         let key = vec![("code", Value::Int(i64::from(code)))];
         let now = i64::try_from(self.now().unix_seconds()).unwrap_or(0);
-        let command = Command {
-            event: None,
-            guards: vec![Guard::Absent { table: "cities", key: key.clone() }],
-            rows: vec![ServiceRow {
-                table: "cities",
-                key,
-                columns: vec![("name", Value::Text(name.to_owned())), ("created_at", Value::Int(now))],
-                on_conflict: OnConflict::Fail,
-            }],
-            always_rows: Vec::new(),
-        };
-        match self.submit(command).await? {
-            Ok(_) => Ok(City { code, name: name.to_owned() }),
-            Err(_) => Err(DirectoryError::CityExists(code)),
+        // The city's group of buckets: the next free one (of two cities onboarded at once,
+        // one takes it and the other the one after).
+        for _ in 0..5 {
+            let rows = self.read("SELECT COUNT(*) FROM bucket_groups", Vec::new()).await?;
+            let taken = rows.first().map(|row| int(&row[0])).transpose()?.unwrap_or(0);
+            let group = u16::try_from(taken)
+                .ok()
+                .and_then(citypay_routing::city_group)
+                .ok_or_else(|| DirectoryError::InvalidField { field: "code", message: "every bucket is given to a city: no room for another".into() })?;
+            let group_key = vec![("first_bucket", Value::Int(i64::from(group.start)))];
+            let command = Command {
+                event: None,
+                guards: vec![Guard::Absent { table: "cities", key: key.clone() }, Guard::Absent { table: "bucket_groups", key: group_key.clone() }],
+                rows: vec![
+                    ServiceRow {
+                        table: "cities",
+                        key: key.clone(),
+                        columns: vec![("name", Value::Text(name.to_owned())), ("created_at", Value::Int(now))],
+                        on_conflict: OnConflict::Fail,
+                    },
+                    ServiceRow {
+                        table: "bucket_groups",
+                        key: group_key,
+                        columns: vec![("city", Value::Int(i64::from(code))), ("buckets", Value::Int(i64::from(group.end - group.start)))],
+                        on_conflict: OnConflict::Fail,
+                    },
+                ],
+                always_rows: Vec::new(),
+            };
+            match self.submit(command).await? {
+                Ok(_) => return Ok(City { code, name: name.to_owned() }),
+                Err(0) => return Err(DirectoryError::CityExists(code)),
+                Err(_) => continue,
+            }
         }
+        Err(DirectoryError::Unavailable("cities kept being onboarded at once; retry".into()))
+    }
+
+    /// The buckets of `city`'s residents and merchants.
+    pub async fn bucket_group(&self, city: u32) -> Result<std::ops::Range<u16>, DirectoryError> {
+        let rows = self.read("SELECT first_bucket, buckets FROM bucket_groups WHERE city = ?1", vec![Value::Int(i64::from(city))]).await?;
+        let row = rows.first().ok_or(DirectoryError::NotFound)?;
+        let first = u16::try_from(int(&row[0])?).map_err(|_| DirectoryError::Storage("bucket group".into()))?;
+        let count = u16::try_from(int(&row[1])?).map_err(|_| DirectoryError::Storage("bucket group".into()))?;
+        Ok(first..first + count)
     }
 
     /// An onboarded city (cities never change once onboarded, so each is read once).

@@ -138,9 +138,18 @@ impl Directory {
         }
     }
 
-    /// A new id below 2^48 and above 0, for residents, merchants and operators.
+    /// A new id below 2^48 and above 0, for operators (who own no account).
     pub(crate) fn entity_id(&self, purpose: &[&str]) -> u64 {
         (u64::from_le_bytes(self.draw(purpose)) & ((1 << 48) - 1)).max(1)
+    }
+
+    /// A new id for a resident or merchant of `city`: in one of the city's buckets (spread by
+    /// the draw), so that its accounts live where the city's do (`citypay-routing`).
+    pub(crate) async fn entity_id_in(&self, city: u32, purpose: &[&str]) -> Result<u64, DirectoryError> {
+        let drawn = u64::from_le_bytes(self.draw(purpose));
+        let group = self.bucket_group(city).await?;
+        let bucket = citypay_routing::bucket_in(group, drawn >> citypay_routing::BUCKET_SHIFT);
+        Ok(citypay_routing::owner_in(bucket, drawn))
     }
 
     /// The shard this directory writes through.

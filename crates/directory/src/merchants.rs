@@ -169,7 +169,7 @@ impl Directory {
         let uscc = check_new(new)?;
         self.city(new.city).await?;
         let fee_rate_bp = self.fee_rate(new.category).await?;
-        let id = self.entity_id(&["merchant", uscc.as_str()]);
+        let id = self.entity_id_in(new.city, &["merchant", uscc.as_str()]).await?;
         let key = vec![("id", Value::Int(i64::try_from(id).unwrap_or(i64::MAX)))];
         let context = format!("merchant:{id}:settlement_account");
         let sealed = self.keys.sealing.seal(new.settlement_account.as_bytes(), context.as_bytes()).to_bytes();

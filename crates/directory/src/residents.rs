@@ -130,7 +130,7 @@ impl Directory {
         let mobile = normalize_mobile(&new.mobile)?;
         let password_hash = self.passwords.hash(&new.password)?;
         for attempt in 0..ID_ATTEMPTS_MAX {
-            let id = self.entity_id(&["resident", id_number.normalized(), &attempt.to_string()]);
+            let id = self.entity_id_in(new.city, &["resident", id_number.normalized(), &attempt.to_string()]).await?;
             let resident = Resident { id, city: new.city, wallet: account_id(AccountKind::Wallet, id), id_masked: id_number.masked(), class: AccountClass::I };
             let mut command = self.registration(id, new, &id_number, &name, &mobile, &password_hash);
             command.rows.extend(answer(&resident));

@@ -130,7 +130,22 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: CASHIERS_V7,
         postgres: CASHIERS_V7,
     },
+    Migration {
+        component: "directory",
+        version: 8,
+        name: "each city's group of buckets",
+        sqlite: BUCKET_GROUPS_V8,
+        postgres: BUCKET_GROUPS_V8,
+    },
 ];
+
+/// The buckets each city's residents and merchants get (`citypay-routing`): a group of 4 per
+/// city, past the 4 legacy buckets, given in the order of the cities' codes to the cities of
+/// a database from before buckets, and in the order they are onboarded after.
+const BUCKET_GROUPS_V8: &str = "CREATE TABLE bucket_groups (first_bucket BIGINT PRIMARY KEY, city BIGINT NOT NULL, buckets BIGINT NOT NULL);
+    CREATE INDEX bucket_groups_by_city ON bucket_groups (city);
+    INSERT INTO bucket_groups (first_bucket, city, buckets)
+        SELECT 4 + 4 * (SELECT COUNT(*) FROM cities c2 WHERE c2.code < c1.code), c1.code, 4 FROM cities c1;";
 
 /// A merchant's till credentials: the 8-digit cashier number, role, refund limit (fen) and
 /// password hash; a disabled one keeps its row (its trades and refunds name it).

@@ -66,6 +66,33 @@ fn cities_are_onboarded_once() {
 }
 
 #[test]
+fn a_city_s_residents_and_merchants_live_in_its_buckets() {
+    use citypay_routing::{bucket_of_account, bucket_of_owner};
+    let w = world();
+    let d = &w.directory;
+    w.runtime.block_on(async {
+        // Hangzhou was onboarded first, Tianjin second: the first two groups past the legacy ones.
+        d.onboard_city(120000, "Tianjin").await.unwrap();
+        assert_eq!(d.bucket_group(330100).await.unwrap(), 4..8);
+        assert_eq!(d.bucket_group(120000).await.unwrap(), 8..12);
+        let mut seen = std::collections::BTreeSet::new();
+        for n in 0..12u32 {
+            let body = format!("11010519800101{n:03}");
+            let id = format!("{body}{}", citypay_identity::resident_id::check_character(&body).unwrap());
+            let city = if n % 2 == 0 { 330100 } else { 120000 };
+            let r = d.register_resident(&NewResident { city, ..resident(&id, &format!("1380013{n:04}")) }).await.unwrap();
+            let bucket = bucket_of_owner(r.id).0;
+            assert!(d.bucket_group(city).await.unwrap().contains(&bucket), "{n}: bucket {bucket} is not the city's");
+            assert_eq!(bucket_of_account(r.wallet).map(|b| b.0), Some(bucket), "the wallet is where its owner is");
+            seen.insert(bucket);
+        }
+        assert!(seen.len() >= 4, "residents spread over the cities' buckets: {seen:?}");
+        let (merchant, _) = d.onboard_merchant(&shop()).await.unwrap();
+        assert!((4..8).contains(&bucket_of_owner(merchant.id).0));
+    });
+}
+
+#[test]
 fn residents_register_once_under_their_real_name() {
     let w = world();
     let d = &w.directory;

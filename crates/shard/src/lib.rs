@@ -165,6 +165,16 @@ pub enum SubmitError {
         /// Index of the failed guard in [`Command::guards`].
         guard: usize,
     },
+    /// The command touches an account of a bucket this shard does not hold (the sender's map
+    /// is older than `map_version`, or the bucket is moving): nothing was applied; send it to
+    /// the bucket's shard.
+    #[error("bucket {bucket} is not on this shard (map version {map_version}): nothing was applied; send it to its shard")]
+    NotOwned {
+        /// The bucket.
+        bucket: u16,
+        /// The version of the map this shard holds its buckets by.
+        map_version: u64,
+    },
 }
 
 /// The answer to one command.
@@ -218,7 +228,12 @@ pub struct ShardStats {
 pub struct ShardHandle {
     sender: mpsc::Sender<Request>,
     reply_timeout: Duration,
+    owned: Owned,
 }
+
+/// The buckets this shard's writer holds; `None`: every bucket (one shard, or a city's
+/// database from before buckets).
+pub(crate) type Owned = Arc<std::sync::RwLock<Option<citypay_routing::OwnedBuckets>>>;
 
 /// A running shard writer.
 #[derive(Debug)]
@@ -263,12 +278,24 @@ impl Shard {
         let (sender, receiver) = mpsc::channel(config.queue_max);
         let stats = Arc::new(ShardStats::default());
         let epoch = Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats: stats.clone(), sealer, ack_before_commit: false, epoch: epoch.clone() };
+        let owned = Owned::default();
+        let writer = Writer {
+            store,
+            ledger,
+            last_batch,
+            config,
+            clock: Box::new(clock),
+            stats: stats.clone(),
+            sealer,
+            ack_before_commit: false,
+            epoch: epoch.clone(),
+            owned: owned.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name("shard-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
-        let handle = ShardHandle { sender, reply_timeout: config.reply_timeout };
+        let handle = ShardHandle { sender, reply_timeout: config.reply_timeout, owned };
         Ok(Shard { handle, thread: Some(thread), stats, epoch })
     }
 
@@ -316,6 +343,12 @@ impl Drop for Shard {
 }
 
 impl ShardHandle {
+    /// From now on the writer holds only the buckets of `owned` (a shard of a country, by the
+    /// map version it names); `None`: every bucket.
+    pub fn hold_buckets(&self, owned: Option<citypay_routing::OwnedBuckets>) {
+        *self.owned.write().unwrap_or_else(std::sync::PoisonError::into_inner) = owned;
+    }
+
     /// Submits one command and waits for its durable outcome, at most the reply timeout.
     pub async fn submit(&self, command: Command) -> Reply {
         let (tx, rx) = oneshot::channel();
@@ -360,7 +393,8 @@ impl ShardHandle {
 /// to the writer of another. The services hold the handle and never know which.
 pub fn relay(queue_max: usize, reply_timeout: Duration) -> (ShardHandle, Relay) {
     let (sender, receiver) = mpsc::channel(queue_max);
-    (ShardHandle { sender, reply_timeout }, Relay { receiver })
+    // A relay's handle holds nothing itself: the writer it forwards to checks the buckets.
+    (ShardHandle { sender, reply_timeout, owned: Owned::default() }, Relay { receiver })
 }
 
 /// Where the requests sent to a [`relay`] handle come out.
@@ -467,6 +501,8 @@ struct Writer {
     ack_before_commit: bool,
     /// The fencing epoch this writer's store took (set once it is known; 0 without one).
     epoch: Arc<std::sync::atomic::AtomicI64>,
+    /// The buckets it holds (see [`ShardHandle::hold_buckets`]).
+    owned: Owned,
 }
 
 /// One batch being processed: the commands, and where to answer.
@@ -590,7 +626,26 @@ impl Writer {
         keep_running
     }
 
+    /// Answers, and takes out of the batch, every command that touches an account of a bucket
+    /// this shard does not hold: a server with a stale map never writes on the wrong shard.
+    fn refuse_foreign(&self, batch: &mut Batch) {
+        let owned = self.owned.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(owned) = owned.as_ref() else { return };
+        let mut i = 0;
+        while i < batch.commands.len() {
+            match batch.commands[i].event.as_ref().and_then(|event| owned.first_foreign(accounts_named(event))) {
+                Some(bucket) => {
+                    batch.commands.remove(i);
+                    let reply = batch.replies.remove(i);
+                    let _ = reply.send((Err(SubmitError::NotOwned { bucket: bucket.0, map_version: owned.version }), self.epoch()));
+                }
+                None => i += 1,
+            }
+        }
+    }
+
     fn commit_batch(&mut self, batch: &mut Batch) -> bool {
+        self.refuse_foreign(batch);
         if batch.commands.is_empty() && self.ledger.next_deadline().is_none_or(|d| d > self.clock.now()) {
             return true;
         }
@@ -754,6 +809,18 @@ impl Writer {
         }
         batch.clear();
         !matches!(error, StoreError::Fenced { .. } | StoreError::Locked { .. } | StoreError::Corrupt(_))
+    }
+}
+
+/// The accounts an event names. A post or void names none: its pending transfer was checked
+/// when it was made (a bucket moves only once its pending transfers are drained).
+fn accounts_named(event: &Event) -> Vec<AccountId> {
+    match event {
+        Event::CreateAccount(account) => vec![account.id],
+        Event::Transfer(transfer) => vec![transfer.leg.debit, transfer.leg.credit],
+        Event::Entry(entry) => entry.legs.iter().flat_map(|leg| [leg.debit, leg.credit]).collect(),
+        Event::SetLimits(limits) => vec![limits.account],
+        Event::PostPending(_) | Event::VoidPending(_) => Vec::new(),
     }
 }
 

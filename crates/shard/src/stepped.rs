@@ -47,8 +47,9 @@ impl SteppedShard {
         let (ledger, last_batch) = load(store.as_mut(), config)?;
         let (sender, receiver) = mpsc::channel(config.queue_max);
         let stats = Arc::new(ShardStats::default());
-        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats, sealer, ack_before_commit: false, epoch: Default::default() };
-        Ok(SteppedShard { writer, receiver, waiting: Vec::new(), handle: ShardHandle { sender, reply_timeout: config.reply_timeout } })
+        let owned = crate::Owned::default();
+        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats, sealer, ack_before_commit: false, epoch: Default::default(), owned: owned.clone() };
+        Ok(SteppedShard { writer, receiver, waiting: Vec::new(), handle: ShardHandle { sender, reply_timeout: config.reply_timeout, owned } })
     }
 
     /// A handle for sending commands, as a running shard's.

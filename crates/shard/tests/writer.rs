@@ -331,3 +331,36 @@ fn a_guard_sees_the_rows_of_an_unguarded_command_earlier_in_its_batch() {
     assert!(matches!(second, Err(SubmitError::GuardFailed { guard: 0 })), "{second:?}");
     shard.shutdown();
 }
+
+#[test]
+fn a_writer_refuses_what_touches_a_bucket_it_does_not_hold() {
+    use citypay_routing::{Bucket, BucketMap, owner_in};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shard = Shard::start(Box::new(open(&path)), config(), SystemClock).unwrap();
+    let handle = shard.handle();
+    // Custody is the shard's own; two wallets (kind 1) in buckets 4 and 8.
+    let here = (1 << 56) | owner_in(Bucket(4), 11);
+    let there = (1 << 56) | owner_in(Bucket(8), 12);
+    assert_eq!(handle.submit_blocking(account(CUSTODY, AccountFlags::NONE)).unwrap().status, Status::Ok);
+    for wallet in [here, there] {
+        assert_eq!(handle.submit_blocking(account(wallet, AccountFlags::NONE)).unwrap().status, Status::Ok);
+    }
+    // Bucket 8 moves to shard 1: this writer, shard 0, holds everything else.
+    let map = BucketMap::single(0).moved([Bucket(8)], 1);
+    handle.hold_buckets(Some(map.owned_by(0)));
+    assert_eq!(handle.submit_blocking(transfer(EventId::from(100u64), CUSTODY, here, 500)).unwrap().status, Status::Ok);
+    let refused = handle.submit_blocking(transfer(EventId::from(101u64), here, there, 100));
+    assert_eq!(refused, Err(SubmitError::NotOwned { bucket: 8, map_version: map.version }));
+    let refused = handle.submit_blocking(account((1 << 56) | owner_in(Bucket(8), 13), AccountFlags::NONE));
+    assert!(matches!(refused, Err(SubmitError::NotOwned { bucket: 8, .. })), "{refused:?}");
+    // Nothing of a refused command was applied; the next one goes through.
+    assert_eq!(handle.submit_blocking(transfer(EventId::from(102u64), here, CUSTODY, 200)).unwrap().status, Status::Ok);
+    assert_eq!(handle.account_blocking(here).unwrap().unwrap().balance.net_posted(), 300);
+    assert_eq!(handle.account_blocking(there).unwrap().unwrap().balance.net_posted(), 0);
+    // Holding every bucket again (a one-shard city), the transfer goes.
+    handle.hold_buckets(None);
+    assert_eq!(handle.submit_blocking(transfer(EventId::from(101u64), here, there, 100)).unwrap().status, Status::Ok);
+    shard.shutdown();
+    audit_clean(&path);
+}

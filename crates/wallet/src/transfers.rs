@@ -58,15 +58,17 @@ pub struct TransferLine {
     pub amount: i64,
     /// The sender's note.
     pub note: String,
-    /// Unix seconds.
-    pub created_at: u64,
+    /// Unix nanoseconds.
+    pub created_ns: u64,
 }
 
 /// The wallet's table of transfers between residents.
+/// `created_ns` is the writer's clock in nanoseconds: two transfers of one resident in one
+/// second still list in the order they were made.
 pub(crate) const TRANSFERS_TABLE: &str = "CREATE TABLE p2p_transfers (id TEXT PRIMARY KEY, sender BIGINT NOT NULL,
-        recipient BIGINT NOT NULL, amount BIGINT NOT NULL, note TEXT NOT NULL, created_at BIGINT NOT NULL);
-    CREATE INDEX p2p_transfers_sent ON p2p_transfers (sender, created_at, id);
-    CREATE INDEX p2p_transfers_received ON p2p_transfers (recipient, created_at, id);
+        recipient BIGINT NOT NULL, amount BIGINT NOT NULL, note TEXT NOT NULL, created_ns BIGINT NOT NULL);
+    CREATE INDEX p2p_transfers_sent ON p2p_transfers (sender, created_ns, id);
+    CREATE INDEX p2p_transfers_received ON p2p_transfers (recipient, created_ns, id);
     CREATE TABLE recipient_lookups (sender BIGINT NOT NULL, hour BIGINT NOT NULL, lookups BIGINT NOT NULL,
         PRIMARY KEY (sender, hour));";
 
@@ -147,7 +149,7 @@ impl Wallet {
         if recipient.id == sender.id {
             return Err(WalletError::OwnWallet);
         }
-        let now = self.directory.clock().now().unix_seconds();
+        let now = self.directory.clock().now().0;
         let key = vec![("id", Value::Text(id_text.clone()))];
         let row = ServiceRow {
             table: "p2p_transfers",
@@ -157,7 +159,7 @@ impl Wallet {
                 ("recipient", Value::Int(i64::try_from(recipient.id).unwrap_or(-1))),
                 ("amount", Value::Int(amount)),
                 ("note", Value::Text(note.clone())),
-                ("created_at", Value::Int(i64::try_from(now).unwrap_or(i64::MAX))),
+                ("created_ns", Value::Int(i64::try_from(now).unwrap_or(i64::MAX))),
             ],
             on_conflict: OnConflict::Fail,
         };
@@ -172,7 +174,7 @@ impl Wallet {
             Ok(outcome) if outcome.status == Status::Ok => {
                 tracing::debug!(sender = sender.id, recipient = recipient.id, amount, "sent");
                 let counterparty = self.masked_name(recipient.id).await?;
-                Ok(TransferLine { id: id_text, direction: Direction::Sent, counterparty, amount, note, created_at: now })
+                Ok(TransferLine { id: id_text, direction: Direction::Sent, counterparty, amount, note, created_ns: now })
             }
             Ok(outcome) => Err(WalletError::Refused(outcome.status)),
             // Sent meanwhile by a retry of the same key: its record answers.
@@ -197,7 +199,7 @@ impl Wallet {
             counterparty: String::new(),
             amount: int_at(row, 3)?,
             note: text(4)?,
-            created_at: u64::try_from(int_at(row, 5)?).map_err(|_| bad("created_at"))?,
+            created_ns: u64::try_from(int_at(row, 5)?).map_err(|_| bad("created_ns"))?,
         };
         Ok((line, other))
     }
@@ -206,7 +208,7 @@ impl Wallet {
     async fn transfer(&self, resident: &Resident, id: &str) -> Result<Option<TransferLine>, WalletError> {
         let rows = self
             .directory
-            .read("SELECT id, sender, recipient, amount, note, created_at FROM p2p_transfers WHERE id = ?1", vec![Value::Text(id.to_owned())])
+            .read("SELECT id, sender, recipient, amount, note, created_ns FROM p2p_transfers WHERE id = ?1", vec![Value::Text(id.to_owned())])
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
         let (mut line, other) = self.line(resident.id, row)?;
@@ -217,7 +219,7 @@ impl Wallet {
         Ok(Some(line))
     }
 
-    /// `resident`'s transfers, sent and received, newest first, after `before` (the created_at
+    /// `resident`'s transfers, sent and received, newest first, after `before` (the created_ns
     /// and id of the last one of the previous page), at most `limit`.
     pub async fn transfers(&self, resident: &Resident, before: Option<(u64, String)>, limit: u32) -> Result<Vec<TransferLine>, WalletError> {
         let limit = limit.clamp(1, TRANSFERS_LISTED_MAX);
@@ -226,11 +228,11 @@ impl Wallet {
         let rows = self
             .directory
             .read(
-                "SELECT id, sender, recipient, amount, note, created_at FROM (
-                    SELECT id, sender, recipient, amount, note, created_at FROM p2p_transfers WHERE sender = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
+                "SELECT id, sender, recipient, amount, note, created_ns FROM (
+                    SELECT id, sender, recipient, amount, note, created_ns FROM p2p_transfers WHERE sender = ?1 AND (created_ns < ?2 OR (created_ns = ?2 AND id < ?3))
                     UNION ALL
-                    SELECT id, sender, recipient, amount, note, created_at FROM p2p_transfers WHERE recipient = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
-                 ) AS mine ORDER BY created_at DESC, id DESC LIMIT ?4",
+                    SELECT id, sender, recipient, amount, note, created_ns FROM p2p_transfers WHERE recipient = ?1 AND (created_ns < ?2 OR (created_ns = ?2 AND id < ?3))
+                 ) AS mine ORDER BY created_ns DESC, id DESC LIMIT ?4",
                 vec![me, Value::Int(i64::try_from(at).unwrap_or(i64::MAX)), Value::Text(id), Value::Int(i64::from(limit))],
             )
             .await?;

@@ -78,7 +78,7 @@ impl From<&TransferLine> for TransferView {
             counterparty: line.counterparty.clone(),
             amount: money(line.amount),
             note: line.note.clone(),
-            created_at: line.created_at,
+            created_at: line.created_ns / 1_000_000_000,
         }
     }
 }
@@ -112,6 +112,6 @@ pub(crate) async fn list(State(state): State<AppState>, ResidentCaller(me): Resi
     let next_cursor = (lines.len() == usize::try_from(page.limit).unwrap_or(usize::MAX))
         .then(|| lines.last())
         .flatten()
-        .map(|l| crate::Cursor::new(i64::try_from(l.created_at).unwrap_or(i64::MAX), l.id.clone()).encode());
+        .map(|l| crate::Cursor::new(i64::try_from(l.created_ns).unwrap_or(i64::MAX), l.id.clone()).encode());
     Ok(AppJson(citypay_api_types::Page { items: lines.iter().map(TransferView::from).collect(), next_cursor }))
 }
