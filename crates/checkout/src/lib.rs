@@ -194,6 +194,24 @@ pub struct GatewayNotify {
     pub url: String,
 }
 
+/// A scanned payload that citypay pays, and the merchant it names. A scanner's line ending is
+/// no part of the payload. Other schemes' payloads are read as their banks' apps read them
+/// (incomplete ones too) to say whose they are; citypay's own must be complete, as citypay
+/// writes them, and in yuan (amounts are read in the payload's own currency's minor units).
+fn citypay_payload(text: &str) -> Result<(Payload, u64), CheckoutError> {
+    let payload = Payload::decode(text.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+    let Some(merchant) = payload.citypay_merchant() else {
+        let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
+        return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
+    };
+    payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
+    if payload.currency() != Some("156") {
+        return Err(CheckoutError::InvalidQr("citypay takes payments in CNY (currency 156)".into()));
+    }
+    let merchant_id = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
+    Ok((payload, merchant_id))
+}
+
 /// The checkout service.
 #[derive(Clone)]
 pub struct Checkout {
@@ -535,16 +553,7 @@ impl Checkout {
     /// name (never the name printed in the payload, which a sticker over the real code could
     /// change) and the amount, or `None` for a counter code whose amount the payer types.
     pub async fn qr_preview(&self, payload: &str) -> Result<(Merchant, Option<i64>), CheckoutError> {
-        let payload = Payload::decode(payload.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
-        let Some(merchant) = payload.citypay_merchant() else {
-            let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
-            return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
-        };
-        payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
-        if payload.currency() != Some("156") {
-            return Err(CheckoutError::InvalidQr("citypay takes payments in CNY (currency 156)".into()));
-        }
-        let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
+        let (payload, merchant_id) = citypay_payload(payload)?;
         let merchant = self.directory.merchant(merchant_id).await.map_err(|e| match e {
             DirectoryError::NotFound => CheckoutError::InvalidQr("unknown merchant".into()),
             other => CheckoutError::Directory(other),
@@ -567,20 +576,7 @@ impl Checkout {
     /// the amount the resident typed; its trade's number derives from the payer's idempotency
     /// key, so a retry pays it once.
     pub async fn pay_qr(&self, payer: &Resident, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Trade, CheckoutError> {
-        // A scanner's line ending is no part of the payload. Other schemes' payloads are read
-        // as their banks' apps read them (incomplete ones too) to say whose they are; citypay's
-        // own must be complete, as citypay writes them.
-        let payload = Payload::decode(payload.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
-        let Some(merchant) = payload.citypay_merchant() else {
-            let schemes: Vec<String> = payload.schemes().iter().map(|s| format!("{s:?}")).collect();
-            return Err(CheckoutError::SchemeNotAccepted(schemes.join(", ")));
-        };
-        payload.require_complete().map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
-        // Amounts are read in the payload's own currency's minor units: only yuan are yuan.
-        if payload.currency() != Some("156") {
-            return Err(CheckoutError::InvalidQr("citypay takes payments in CNY (currency 156)".into()));
-        }
-        let merchant_id: u64 = merchant.parse().map_err(|_| CheckoutError::InvalidQr("unknown merchant".into()))?;
+        let (payload, merchant_id) = citypay_payload(payload)?;
         let reference = payload.additional_data().and_then(|a| a.reference_label.clone());
         let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
         // An amount sent beside a QR code that names its own must agree with it: the payer

@@ -240,13 +240,13 @@ impl Directory {
     /// registered; `None` for a number that is not a mobile number.
     pub async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<Resident>, DirectoryError> {
         let Ok(mobile) = normalize_mobile(mobile) else { return Ok(None) };
-        for candidate in self.keys.index.candidates(MOBILE_KIND, &mobile) {
-            let rows = self
-                .read(
-                    "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE mobile_index = ?1",
-                    vec![Value::Blob(index_bytes(&candidate))],
-                )
-                .await?;
+        self.resident_by_index(MOBILE_KIND, &mobile, "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE mobile_index = ?1").await
+    }
+
+    /// The resident found under any key's blind index of `normalized` (of `kind`), by `sql`.
+    async fn resident_by_index(&self, kind: &str, normalized: &str, sql: &'static str) -> Result<Option<Resident>, DirectoryError> {
+        for candidate in self.keys.index.candidates(kind, normalized) {
+            let rows = self.read(sql, vec![Value::Blob(index_bytes(&candidate))]).await?;
             if let Some(row) = rows.first() {
                 return resident_from_row(row).map(Some);
             }
@@ -259,18 +259,7 @@ impl Directory {
     pub async fn resident_by_id_number(&self, id_number: &str) -> Result<Option<Resident>, DirectoryError> {
         let id_number = ResidentId::parse(id_number.trim(), self.today())
             .map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
-        for candidate in self.keys.index.candidates(ID_KIND, id_number.normalized()) {
-            let rows = self
-                .read(
-                    "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE identity_index = ?1",
-                    vec![Value::Blob(index_bytes(&candidate))],
-                )
-                .await?;
-            if let Some(row) = rows.first() {
-                return resident_from_row(row).map(Some);
-            }
-        }
-        Ok(None)
+        self.resident_by_index(ID_KIND, id_number.normalized(), "SELECT id, city_code, wallet_account, id_masked, account_class FROM residents WHERE identity_index = ?1").await
     }
 
     /// The blind index under which a PRC ID number is found (as residents store it, under the
