@@ -17,6 +17,10 @@
 //! their own; across shards, each pair's clearing accounts mirror each other up to what is
 //! decided and not yet applied.
 
+mod claims;
+
+pub use claims::{ClaimAnswer, ClaimPeer, ClaimRequest, Claims, home_of, register_in_country};
+
 use std::future::Future;
 use std::pin::Pin;
 
@@ -28,7 +32,10 @@ use citypay_store::{Migration, OnConflict, ServiceRow, Value, u64_from_column, u
 
 /// The clearing tables: what this shard sent (as the payer's) and what it decided (as the
 /// payee's).
-pub const MIGRATIONS: &[Migration] = &[Migration { component: "clearing", version: 1, name: "cross-shard transfers sent and decided", sqlite: TABLES, postgres: TABLES }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { component: "clearing", version: 1, name: "cross-shard transfers sent and decided", sqlite: TABLES, postgres: TABLES },
+    Migration { component: "clearing", version: 2, name: "claims of what is unique in the country", sqlite: claims::CLAIMS_TABLE, postgres: claims::CLAIMS_TABLE },
+];
 
 const TABLES: &str = "CREATE TABLE crossings_out (id TEXT PRIMARY KEY, payee_shard BIGINT NOT NULL, payer BIGINT NOT NULL,
         payee BIGINT NOT NULL, amount BIGINT NOT NULL, status TEXT NOT NULL, reserved_at BIGINT NOT NULL, decision TEXT);

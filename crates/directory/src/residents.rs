@@ -236,6 +236,14 @@ impl Directory {
         resident_from_row(rows.first().ok_or(DirectoryError::NotFound)?)
     }
 
+    /// What makes `new` unique in the country, as blind indexes under the active key: its ID
+    /// number's and its mobile number's (refused as registration refuses them when invalid).
+    pub fn uniqueness_keys(&self, new: &NewResident) -> Result<[(&'static str, Vec<u8>); 2], DirectoryError> {
+        let id_number = ResidentId::parse(new.id_number.trim(), self.today()).map_err(|e| DirectoryError::InvalidResidentId(e.to_string()))?;
+        let mobile = normalize_mobile(&new.mobile)?;
+        Ok([(ID_KIND, self.blind_index(ID_KIND, id_number.normalized())), (MOBILE_KIND, self.blind_index(MOBILE_KIND, &mobile))])
+    }
+
     /// The resident a mobile number reaches, found by blind index (someone sending money), if
     /// registered; `None` for a number that is not a mobile number.
     pub async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<Resident>, DirectoryError> {

@@ -49,9 +49,15 @@ impl TestCity {
     /// A city on a fresh embedded database with the directory's and wallet's tables and those
     /// of `migrations`.
     pub fn new(migrations: &[&[Migration]]) -> TestCity {
+        TestCity::sharing(migrations, &KeyConfigs::generate())
+    }
+
+    /// A shard of a country, on a fresh embedded database, with the key set `keys` that every
+    /// shard of the country shares (blind indexes must agree across shards).
+    pub fn sharing(migrations: &[&[Migration]], keys: &KeyConfigs) -> TestCity {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("city.db");
-        TestCity::on(Backend::Sqlite(path), dir, migrations)
+        TestCity::on(Backend::Sqlite(path), dir, migrations, keys)
     }
 
     /// The same on a fresh PostgreSQL database of the server in `CITYPAY_TEST_PG`; `None`
@@ -75,10 +81,10 @@ impl TestCity {
         .expect("creating the database");
         let (base, _) = server.rsplit_once('/').expect("CITYPAY_TEST_PG names a database");
         let dir = tempfile::tempdir().expect("a temporary directory");
-        Some(TestCity::on(Backend::Postgres(format!("{base}/{name}")), dir, migrations))
+        Some(TestCity::on(Backend::Postgres(format!("{base}/{name}")), dir, migrations, &KeyConfigs::generate()))
     }
 
-    fn on(db: Backend, dir: tempfile::TempDir, migrations: &[&[Migration]]) -> TestCity {
+    fn on(db: Backend, dir: tempfile::TempDir, migrations: &[&[Migration]], key_configs: &KeyConfigs) -> TestCity {
         let all: Vec<Migration> = [citypay_directory::MIGRATIONS, citypay_wallet::MIGRATIONS]
             .iter()
             .chain(migrations)
@@ -102,9 +108,9 @@ impl TestCity {
         let clock = ManualClock::new(START);
         let shard = Shard::start(store, ShardConfig::DEFAULT, clock.clone()).expect("the shard starts");
         let keys = DirectoryKeys {
-            sealing: SealingKeys::from_config(SealingKeys::generate_config().expose()).expect("sealing keys"),
-            index: IndexKeys::from_config(IndexKeys::generate_config().expose()).expect("index keys"),
-            tokens: TokenKeys::from_config(IndexKeys::generate_config().expose()).expect("token keys"),
+            sealing: SealingKeys::from_config(&key_configs.sealing).expect("sealing keys"),
+            index: IndexKeys::from_config(&key_configs.index).expect("index keys"),
+            tokens: TokenKeys::from_config(&key_configs.tokens).expect("token keys"),
         };
         let directory = Directory::new(shard.handle(), reader, keys, Arc::new(clock.clone()), PasswordPolicy::FAST_INSECURE);
         let bank = SandboxBank::new();
@@ -182,6 +188,25 @@ impl TestCity {
         .join()
         .expect("auditing");
         assert!(report.is_clean(), "{:?}", report.violations);
+    }
+}
+
+/// A directory key set, as configuration text: shards of one country share one.
+#[derive(Clone, Debug)]
+pub struct KeyConfigs {
+    sealing: String,
+    index: String,
+    tokens: String,
+}
+
+impl KeyConfigs {
+    /// A fresh key set.
+    pub fn generate() -> KeyConfigs {
+        KeyConfigs {
+            sealing: SealingKeys::generate_config().expose().clone(),
+            index: IndexKeys::generate_config().expose().clone(),
+            tokens: IndexKeys::generate_config().expose().clone(),
+        }
     }
 }
 
