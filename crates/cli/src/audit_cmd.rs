@@ -24,6 +24,9 @@ struct Custody {
     insurance_funds: i128,
     /// The platform's own fees, still in custody.
     fees: i128,
+    /// What crossed to and from other shards, net (`citypay-clearing`): money a payer here
+    /// sent to another shard is in this shard's custody still, in its clearing account.
+    clearing: i128,
     /// Custody less everything held against it: zero when they agree.
     difference: i128,
 }
@@ -38,10 +41,11 @@ fn custody(accounts: &[citypay_ledger::Account]) -> Custody {
             code if code == AccountKind::Merchant.code() => c.merchants += net,
             code if code == AccountKind::InsuranceFund.code() => c.insurance_funds += net,
             code if code == AccountKind::FeeRevenue.code() => c.fees += net,
+            code if code == AccountKind::Clearing.code() => c.clearing += net,
             _ => {}
         }
     }
-    c.difference = c.custody - (c.wallets + c.merchants + c.insurance_funds + c.fees);
+    c.difference = c.custody - (c.wallets + c.merchants + c.insurance_funds + c.fees + c.clearing);
     c
 }
 
@@ -108,8 +112,8 @@ pub(crate) fn run(db: &DbUrl, keys: Option<&Path>, etcd: Option<&str>, json: boo
             say!("  {currency}: balances sum to {sum}")?;
         }
         say!(
-            "  custody {} fen = wallets {} + merchants {} + insurance funds {} + fees {} (difference {})",
-            custody.custody, custody.wallets, custody.merchants, custody.insurance_funds, custody.fees, custody.difference
+            "  custody {} fen = wallets {} + merchants {} + insurance funds {} + fees {} + clearing with other shards {} (difference {})",
+            custody.custody, custody.wallets, custody.merchants, custody.insurance_funds, custody.fees, custody.clearing, custody.difference
         )?;
         match &sealed {
             Some((n, _)) => say!("  journal seals: {n} batches checked against the key and the head")?,
@@ -125,4 +129,35 @@ pub(crate) fn run(db: &DbUrl, keys: Option<&Path>, etcd: Option<&str>, json: boo
         }
     }
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use citypay_directory::AccountKind;
+    use citypay_ledger::{Account, AccountFlags, Balance, Currency, Limits, Timestamp};
+
+    fn account(kind: AccountKind, debits: i64, credits: i64) -> Account {
+        Account {
+            id: citypay_directory::account_id(kind, 1),
+            currency: Currency::CNY,
+            flags: AccountFlags::NONE,
+            code: kind.code(),
+            limits: Limits::NONE,
+            opened_at: Timestamp(0),
+            balance: Balance { debits_posted: debits, credits_posted: credits, ..Balance::default() },
+            usage: Default::default(),
+        }
+    }
+
+    #[test]
+    fn money_sent_to_another_shard_is_custody_held_in_clearing() {
+        // A top-up of 100 here; 30 of it sent to a resident of another shard (wallet → clearing).
+        let payer_shard = [account(AccountKind::Custody, 100, 0), account(AccountKind::Wallet, 30, 100), account(AccountKind::Clearing, 0, 30)];
+        let c = super::custody(&payer_shard);
+        assert_eq!((c.custody, c.wallets, c.clearing, c.difference), (100, 70, 30, 0));
+        // The other shard credited its resident from its clearing account: no custody moved.
+        let payee_shard = [account(AccountKind::Wallet, 0, 30), account(AccountKind::Clearing, 30, 0)];
+        let c = super::custody(&payee_shard);
+        assert_eq!((c.custody, c.wallets, c.clearing, c.difference), (0, 30, -30, 0));
+    }
 }
