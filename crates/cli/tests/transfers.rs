@@ -60,6 +60,18 @@ async fn sends_money_to_family(city: City) {
         let (status, refused, _) = api.call("POST", "/v1/transfers", Some(&daughter), Some(&format!("bad-{n}")), Some(body.clone())).await;
         assert_eq!(status, expected, "{body}: {refused}");
     }
+    // Money sent counts against the sender's class cap as any balance payment does: a class I
+    // wallet pays at most 1,000.00 yuan from its balance since opening, 200.00 of it sent.
+    let (_, cards, _) = api.call("GET", "/v1/wallet/cards", Some(&daughter), None, None).await;
+    let top_up = json!({"card_id": cards["cards"][0]["card_id"], "amount": cny(100_000)});
+    let (status, topped, _) = api.call("POST", "/v1/wallet/top-ups", Some(&daughter), Some("top-2"), Some(top_up)).await;
+    assert_eq!(status, StatusCode::CREATED, "{topped}");
+    let over = json!({"mobile": "13700137000", "amount": cny(80_001)});
+    let (status, capped, _) = api.call("POST", "/v1/transfers", Some(&daughter), Some("over-cap"), Some(over)).await;
+    assert_eq!((status, Api::code(&capped)), (StatusCode::UNPROCESSABLE_ENTITY, "exceeds_window_cap"), "{capped}");
+    let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(&daughter), None, None).await;
+    assert_eq!(wallet["balance"]["amount"], 130_000, "nothing moved: {wallet}");
+
     // A frozen wallet sends nothing; the mother can still receive and send back.
     api.call("POST", "/v1/wallet/freeze", Some(&daughter), None, None).await;
     let (status, frozen, _) = api.call("POST", "/v1/transfers", Some(&daughter), Some("gift-2"), Some(json!({"mobile": "13700137000", "amount": cny(100)}))).await;
@@ -99,6 +111,11 @@ async fn sends_money_to_family(city: City) {
     }
     let (n, body) = limited.expect("lookups are limited");
     assert_eq!((n, Api::code(&body)), (20, "rate_limited"), "{body}");
+    // Sending to a number tells whether it is registered as a lookup would: past the limit, a
+    // send that would move nothing is refused the same way.
+    let probe = json!({"mobile": "13900139999", "amount": cny(100)});
+    let (status, body, _) = api.call("POST", "/v1/transfers", Some(&mother), Some("probe-1"), Some(probe)).await;
+    assert_eq!((status, Api::code(&body)), (StatusCode::TOO_MANY_REQUESTS, "rate_limited"), "{body}");
     city.finish(&["correct horse", "11010519491231002X", "350102195501010022"]);
 }
 

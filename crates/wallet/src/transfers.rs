@@ -2,16 +2,18 @@
 //! resident's, found by mobile number, with a note. Before sending, the sender sees the
 //! recipient's name masked (`*磊`) to confirm it is the right person; finding a recipient is
 //! limited per sender ([`LOOKUPS_PER_HOUR`]), so nobody can walk the mobile numbers to learn
-//! who is registered. The money moves as one ledger transfer wallet → wallet (code
-//! `TRANSFER`), under the sender's class caps and the freeze, with its id derived from the
-//! sender's idempotency key: a retry sends it once. Both residents see it in their lists and
+//! who is registered; a send that moves nothing (no such resident, one's own number, refused)
+//! counts as a lookup too, since its answer tells as much. The money moves as one ledger
+//! transfer wallet → wallet (code `TRANSFER`, a balance payment, so the sender's class caps
+//! count it) under the freeze, with its id derived from the sender's idempotency key: a
+//! retry sends it once. Both residents see it in their lists and
 //! their statements.
 //!
 //! Both wallets are on this database's shard; between shards the same call will go through
 //! `citypay-crossshard` (issue 14).
 
-use citypay_directory::{DirectoryError, Resident, derived_event_id, transfer_codes};
-use citypay_ledger::{Entry, Event, Status};
+use citypay_directory::{BALANCE_PAYMENT, DirectoryError, Resident, derived_event_id, transfer_codes};
+use citypay_ledger::{Entry, Event, Leg, Status};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 
@@ -145,10 +147,13 @@ impl Wallet {
         if let Some(done) = self.transfer(sender, &id_text).await? {
             return Ok(done);
         }
-        let recipient = self.directory.resident_by_mobile(mobile).await?.ok_or(WalletError::RecipientNotFound)?;
-        if recipient.id == sender.id {
-            return Err(WalletError::OwnWallet);
-        }
+        let recipient = match self.directory.resident_by_mobile(mobile).await? {
+            Some(found) if found.id != sender.id => found,
+            found => {
+                self.count_lookup(sender.id).await?;
+                return Err(if found.is_some() { WalletError::OwnWallet } else { WalletError::RecipientNotFound });
+            }
+        };
         let now = self.directory.clock().now().0;
         let key = vec![("id", Value::Text(id_text.clone()))];
         let row = ServiceRow {
@@ -163,7 +168,7 @@ impl Wallet {
             ],
             on_conflict: OnConflict::Fail,
         };
-        let leg = cny_leg(sender.wallet, recipient.wallet, amount, transfer_codes::TRANSFER, 0);
+        let leg = Leg { class: BALANCE_PAYMENT, ..cny_leg(sender.wallet, recipient.wallet, amount, transfer_codes::TRANSFER, 0) };
         let command = Command {
             event: Some(Event::Entry(Entry { id, legs: vec![leg] })),
             guards: vec![Guard::Absent { table: "p2p_transfers", key }, citypay_directory::Directory::wallet_not_frozen(sender.id)],
@@ -176,10 +181,16 @@ impl Wallet {
                 let counterparty = self.masked_name(recipient.id).await?;
                 Ok(TransferLine { id: id_text, direction: Direction::Sent, counterparty, amount, note, created_ns: now })
             }
-            Ok(outcome) => Err(WalletError::Refused(outcome.status)),
+            Ok(outcome) => {
+                self.count_lookup(sender.id).await?;
+                Err(WalletError::Refused(outcome.status))
+            }
             // Sent meanwhile by a retry of the same key: its record answers.
             Err(SubmitError::GuardFailed { guard: 0 }) => self.transfer(sender, &id_text).await?.ok_or_else(|| WalletError::Unavailable("retry".into())),
-            Err(SubmitError::GuardFailed { .. }) => Err(DirectoryError::WalletFrozen.into()),
+            Err(SubmitError::GuardFailed { .. }) => {
+                self.count_lookup(sender.id).await?;
+                Err(DirectoryError::WalletFrozen.into())
+            }
             Err(other) => Err(WalletError::Unavailable(other.to_string())),
         }
     }
@@ -212,7 +223,10 @@ impl Wallet {
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
         let (mut line, other) = self.line(resident.id, row)?;
-        if line.direction == Direction::Received && other == resident.id {
+        // A received line names its sender: the row is another's when the resident is not
+        // its recipient either.
+        let recipient = u64::try_from(int_at(row, 2)?).unwrap_or(0);
+        if line.direction == Direction::Received && recipient != resident.id {
             return Ok(None);
         }
         line.counterparty = self.masked_name(other).await?;
