@@ -28,6 +28,9 @@ pub enum AccountKind {
     Clearing = 6,
 }
 
+// The routing layer puts wallets and merchant accounts in buckets by their kind's number.
+const _: () = assert!(citypay_routing::BUCKETED_KINDS[0] == AccountKind::Wallet as u64 && citypay_routing::BUCKETED_KINDS[1] == AccountKind::Merchant as u64);
+
 /// Ledger transfer class of balance payments (a wallet paying a shop or a bill). The PBOC
 /// account-class caps count only these; a top-up or a refund is not one.
 pub const BALANCE_PAYMENT: u8 = 1;
