@@ -180,6 +180,23 @@ pub async fn register_in_country(
     new: &citypay_directory::NewResident,
     owner: &str,
 ) -> Result<citypay_directory::Resident, ClearingError> {
+    register_in_country_with(directory, shard, map, peer, new, owner, || directory.register_resident(new)).await
+}
+
+/// [`register_in_country`], registering with `register` once the keys are granted (the API
+/// keeps its answer with the registration).
+pub async fn register_in_country_with<F>(
+    directory: &Directory,
+    shard: ShardId,
+    map: &BucketMap,
+    peer: &dyn ClaimPeer,
+    new: &citypay_directory::NewResident,
+    owner: &str,
+    register: impl FnOnce() -> F,
+) -> Result<citypay_directory::Resident, ClearingError>
+where
+    F: Future<Output = Result<citypay_directory::Resident, DirectoryError>>,
+{
     let keys = directory.uniqueness_keys(new)?;
     let mut granted = Vec::new();
     for (kind, key) in &keys {
@@ -193,7 +210,7 @@ pub async fn register_in_country(
             }
         }
     }
-    match directory.register_resident(new).await {
+    match register().await {
         Ok(resident) => Ok(resident),
         // Refused before anything was written: the keys go back. Any other failure keeps
         // them: the registration may have been made (an outcome not heard), or be this

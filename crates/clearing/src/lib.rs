@@ -19,7 +19,7 @@
 
 mod claims;
 
-pub use claims::{ClaimAnswer, ClaimPeer, ClaimRequest, Claims, home_of, register_in_country};
+pub use claims::{ClaimAnswer, ClaimPeer, ClaimRequest, Claims, home_of, register_in_country, register_in_country_with};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -68,13 +68,36 @@ pub enum ClearingError {
     /// No such transfer here.
     #[error("no such cross-shard transfer")]
     NotFound,
+    /// A guard of the [`Purpose`] failed (its index there): nothing was reserved.
+    #[error("the purpose's guard {0} failed")]
+    Guard(usize),
 }
 
 /// How one shard's clearing reaches another's: asks a [`Message::Decide`] or
 /// [`Message::Resolve`] and gets the [`Message::Decided`] answer, or cannot reach it.
 pub trait Peer: Send + Sync {
-    /// Asks the peer; `Err` when it could not be reached (the ask may or may not have arrived).
-    fn ask(&self, message: Message) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>>;
+    /// Asks the peer, with the rows a posted decision writes there (a [`Purpose`]'s
+    /// `payee_rows`; none from the resolver, whose asks never post); `Err` when it could not
+    /// be reached (the ask may or may not have arrived).
+    fn ask(&self, message: Message, payee_rows: Vec<ServiceRow>) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>>;
+}
+
+/// What a crossing is for, beyond the money: the service's own rows and checks, written in the
+/// same local transaction as each side's step (a transfer between residents records itself on
+/// both shards this way).
+#[derive(Clone, Debug, Default)]
+pub struct Purpose {
+    /// The ledger code of the payer's reservation (0: `TRANSFER`).
+    pub code: u16,
+    /// Its class, which the payer's caps count.
+    pub class: u8,
+    /// Checked with the reservation, after the crossing's own guard: one that fails refuses
+    /// the reservation ([`ClearingError::Guard`] names which).
+    pub payer_guards: Vec<Guard>,
+    /// Written with the reservation.
+    pub payer_rows: Vec<ServiceRow>,
+    /// Written with a posted decision on the payee's shard.
+    pub payee_rows: Vec<ServiceRow>,
 }
 
 /// A shard's half of the cross-shard protocol.
@@ -171,6 +194,11 @@ impl Clearing {
     /// The payer's shard's first step: reserves `crossing` (idempotent by its id) and returns
     /// the ask to send the payee's shard.
     pub async fn reserve(&self, crossing: &Crossing) -> Result<Message, ClearingError> {
+        self.reserve_for(crossing, &Purpose::default()).await
+    }
+
+    /// [`Clearing::reserve`], with `purpose`'s code, class, guards and rows.
+    pub async fn reserve_for(&self, crossing: &Crossing, purpose: &Purpose) -> Result<Message, ClearingError> {
         if crossing.payer_shard != self.shard {
             return Err(ClearingError::Unavailable(format!("shard {} reserves only for payers of its own", self.shard)));
         }
@@ -198,18 +226,26 @@ impl Clearing {
             ],
             on_conflict: OnConflict::Fail,
         };
+        let mut leg = cny(crossing.payer, Self::clearing_account(crossing.payee_shard), amount);
+        if purpose.code != 0 {
+            leg.code = purpose.code;
+        }
+        leg.class = purpose.class;
         let hold = Transfer {
             id: event_id(crossing.id, "reserve"),
-            leg: cny(crossing.payer, Self::clearing_account(crossing.payee_shard), amount),
+            leg,
             // A reservation has no timeout of its own: only the payee's shard decides.
             pending_timeout_s: Some(0),
         };
-        let command = Command { event: Some(Event::Transfer(hold)), guards: vec![Guard::Absent { table: "crossings_out", key }], rows: vec![row], always_rows: Vec::new() };
+        let guards = std::iter::once(Guard::Absent { table: "crossings_out", key }).chain(purpose.payer_guards.iter().cloned()).collect();
+        let rows = std::iter::once(row).chain(purpose.payer_rows.iter().cloned()).collect();
+        let command = Command { event: Some(Event::Transfer(hold)), guards, rows, always_rows: Vec::new() };
         match self.submit(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(reserved.send),
             Ok(outcome) => Err(ClearingError::Ledger(outcome.status)),
             // Reserved meanwhile by a retry of the same transfer.
-            Err(_) => Ok(Message::Decide(*crossing)),
+            Err(0) => Ok(Message::Decide(*crossing)),
+            Err(guard) => Err(ClearingError::Guard(guard - 1)),
         }
     }
 
@@ -260,6 +296,12 @@ impl Clearing {
     /// the first ask (the decision row is unique on the transfer id, so of two asks at once
     /// one writes and both answer what it wrote).
     pub async fn decide(&self, ask: Message) -> Result<Message, ClearingError> {
+        self.decide_with(ask, Vec::new()).await
+    }
+
+    /// [`Clearing::decide`], writing `payee_rows` with a posted decision (never with a
+    /// rejection).
+    pub async fn decide_with(&self, ask: Message, payee_rows: Vec<ServiceRow>) -> Result<Message, ClearingError> {
         let (Message::Decide(crossing) | Message::Resolve(crossing)) = ask else { return Err(ClearingError::NotFound) };
         if crossing.payee_shard != self.shard {
             return Err(ClearingError::NotFound);
@@ -288,7 +330,11 @@ impl Clearing {
                 Event::Transfer(Transfer { id: event_id(crossing.id, "credit"), leg, pending_timeout_s: None })
             });
             let guards = vec![Guard::Absent { table: "crossings_in", key: key.clone() }];
-            match self.submit(Command { event, guards: guards.clone(), rows: vec![row(decision)], always_rows: Vec::new() }).await? {
+            let mut rows = vec![row(decision)];
+            if decision == Decision::Posted {
+                rows.extend(payee_rows.iter().cloned());
+            }
+            match self.submit(Command { event, guards: guards.clone(), rows, always_rows: Vec::new() }).await? {
                 Ok(outcome) if outcome.status == Status::Ok => {
                     tracing::debug!(transfer = %id_text(crossing.id), decision = %decision_text(decision), "decided");
                     return Ok(step.send);
@@ -346,8 +392,13 @@ impl Clearing {
     /// durable on the payee's shard; when the peer cannot be reached the outcome is unknown
     /// (the resolver finishes it), and so is the answer.
     pub async fn send(&self, crossing: &Crossing, peer: &dyn Peer) -> Result<Decision, ClearingError> {
-        let ask = self.reserve(crossing).await?;
-        let answer = peer.ask(ask).await.map_err(ClearingError::Unknown)?;
+        self.send_for(crossing, Purpose::default(), peer).await
+    }
+
+    /// [`Clearing::send`] for `purpose`.
+    pub async fn send_for(&self, crossing: &Crossing, purpose: Purpose, peer: &dyn Peer) -> Result<Decision, ClearingError> {
+        let ask = self.reserve_for(crossing, &purpose).await?;
+        let answer = peer.ask(ask, purpose.payee_rows).await.map_err(ClearingError::Unknown)?;
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
         self.apply(answer).await?;
         Ok(decision)
@@ -379,7 +430,7 @@ impl Clearing {
     pub async fn resolve_once(&self, peer: &dyn Peer, limit: u32) -> Result<usize, ClearingError> {
         let mut finished = 0;
         for crossing in self.due(limit).await? {
-            match peer.ask(citypay_crossshard::resolve(&crossing)).await {
+            match peer.ask(citypay_crossshard::resolve(&crossing), Vec::new()).await {
                 Ok(answer) => {
                     self.apply(answer).await?;
                     finished += 1;
@@ -388,6 +439,11 @@ impl Clearing {
             }
         }
         Ok(finished)
+    }
+
+    /// The transfer this shard sent under `id`, its status and its decision.
+    pub async fn crossing(&self, id: TransferId) -> Result<(Crossing, PayerStatus, Option<Decision>), ClearingError> {
+        self.sent(id).await?.ok_or(ClearingError::NotFound)
     }
 
     /// The transfer this shard sent under `id`: its status and decision (for a client asking

@@ -27,6 +27,7 @@ pub(crate) fn migrations() -> Vec<Migration> {
         .chain(citypay_bills::MIGRATIONS)
         .chain(citypay_settlement::MIGRATIONS)
         .chain(citypay_api::routes::MIGRATIONS)
+        .chain(citypay_clearing::MIGRATIONS)
         .chain(&[KEY_SET_MIGRATION])
         .copied()
         .collect()
@@ -664,6 +665,7 @@ pub(crate) fn services(
         token_ttl_s: 3_600,
         sandbox_bank: Some(sandbox),
         gateway: citypay_api::routes::GatewaySettings { keys: ride_keys.gateway, allow_private_notify: allow_private_notify() },
+        country: std::sync::OnceLock::new(),
     })
 }
 

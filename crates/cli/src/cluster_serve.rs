@@ -33,6 +33,8 @@ pub(crate) struct ClusterOptions {
     pub(crate) etcd: Option<String>,
     /// The Patroni cluster's prefix in etcd. `None`: the `--db` URL is the primary.
     pub(crate) patroni_scope: Option<String>,
+    /// The country's catalog and this server's shard, when the city is a shard of a country.
+    pub(crate) country: Option<(String, u16)>,
 }
 
 /// What the background jobs and the API see of this server's part.
@@ -47,6 +49,11 @@ impl Membership {
     pub(crate) fn is_writer(&self) -> bool {
         self.local.borrow().is_some()
     }
+
+    /// This server's writer, while it is the writer.
+    pub(crate) fn writer(&self) -> Option<citypay_shard::ShardHandle> {
+        self.local.borrow().as_ref().map(|(handle, _)| handle.clone())
+    }
 }
 
 /// Everything a writer needs that the lease does not give: where the database's primary is
@@ -56,6 +63,9 @@ pub(crate) struct WriterParts {
     pub(crate) reader: Arc<dyn ServiceReader>,
     pub(crate) journal: Option<[u8; 32]>,
     pub(crate) head: Option<crate::seal_head::HeadStore>,
+    /// What a writer of a shard of a country holds, asked at each takeover (`None`: every
+    /// bucket, a city on its own).
+    pub(crate) buckets: Option<Arc<dyn Fn() -> citypay_routing::OwnedBuckets + Send + Sync>>,
 }
 
 /// Starts the transport and the watch of the lease; answers the handle the services submit
@@ -154,6 +164,8 @@ async fn watch_lease(
             let epoch = store.epoch().context("a writer has an epoch")?;
             let shard = crate::city::start_writer(Box::new(store), taking.reader.as_ref(), taking.journal, taking.head.clone(), Arc::new(SystemClock))?;
             shard.set_epoch(epoch);
+            // Before it takes a command: a writer of a shard holds only the shard's buckets.
+            shard.handle().hold_buckets(taking.buckets.as_ref().map(|held| held()));
             Ok((shard, epoch))
         })
         .await;
@@ -216,4 +228,40 @@ impl Drop for Watcher {
             std::thread::spawn(move || drop(kept));
         }
     }
+}
+
+/// A handle on another shard's writer, from this server: the commands go wherever that shard's
+/// lease says its writer is (over the cluster's mutual TLS), and are refused as unavailable
+/// while it has none. This server never becomes that shard's writer.
+pub(crate) fn follow(url: String, tls: &ClusterTls) -> citypay_shard::ShardHandle {
+    let (handle, relay) = citypay_shard::relay(ShardConfig::DEFAULT.queue_max, ShardConfig::DEFAULT.reply_timeout);
+    let (routes, route) = watch::channel(Route::Nowhere);
+    citypay_cluster::router(relay, route, Arc::new(Forwarder::new(tls)));
+    tokio::spawn(async move {
+        let mut watcher = Watcher(None);
+        loop {
+            let next = match read_lease(&mut watcher.0, &url).await {
+                Ok(lease) if lease.locked && lease.live => Route::Remote { address: lease.address.clone(), epoch: lease.epoch },
+                Ok(_) => Route::Nowhere,
+                // Not reachable from here now: keep the route (the writer may well be fine).
+                Err(_) => {
+                    tokio::time::sleep(WATCH_EVERY).await;
+                    continue;
+                }
+            };
+            routes.send_if_modified(|now| {
+                let changed = match (&*now, &next) {
+                    (Route::Remote { address, epoch }, Route::Remote { address: a, epoch: e }) => address != a || epoch != e,
+                    (Route::Nowhere, Route::Nowhere) => false,
+                    _ => true,
+                };
+                if changed {
+                    *now = next.clone();
+                }
+                changed
+            });
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+    });
+    handle
 }

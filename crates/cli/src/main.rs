@@ -42,6 +42,7 @@ mod bench_settlement;
 mod bench_transit;
 mod city;
 mod cluster_serve;
+mod country_cmd;
 mod etcd;
 mod crash_child;
 mod gateway_cmd;
@@ -150,6 +151,18 @@ enum Command {
         /// such as /service/citypay): its leader's address replaces --db's host and port.
         #[arg(long, env = "CITYPAY_PATRONI_SCOPE", requires = "etcd")]
         patroni_scope: Option<String>,
+        /// With --cluster-listen: the country's catalog (PostgreSQL URL) this shard is part of
+        /// (see `citypay country`); needs --shard.
+        #[arg(long, env = "CITYPAY_CATALOG", requires_all = ["cluster_listen", "shard"])]
+        catalog: Option<String>,
+        /// This server's shard of the country (its database is --db).
+        #[arg(long, env = "CITYPAY_SHARD", requires = "catalog")]
+        shard: Option<u16>,
+    },
+    /// A country of shards: its catalog, its shards, where each city lives.
+    Country {
+        #[command(subcommand)]
+        what: country_cmd::CountryCommand,
     },
     /// A city's key set: `keys new FILE` makes one, to copy to every server of the city.
     Keys {
@@ -236,13 +249,14 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Takeover(args) } => bench_takeover::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::GatewayLoad(args) } => bench_gateway::load_run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json, etcd } => audit_cmd::run(&db, keys.as_deref(), etcd.as_deref(), json),
-        Command::Serve { db, addr, keys, trusted_proxies, tls_cert, tls_key, cluster_listen, cluster_advertise, lease_ttl_ms, etcd, patroni_scope } => {
+        Command::Serve { db, addr, keys, trusted_proxies, tls_cert, tls_key, cluster_listen, cluster_advertise, lease_ttl_ms, etcd, patroni_scope, catalog, shard } => {
             let cluster = cluster_listen.map(|listen| cluster_serve::ClusterOptions {
                 listen,
                 advertise: cluster_advertise.unwrap_or_else(|| listen.to_string()),
                 lease_ttl: std::time::Duration::from_millis(lease_ttl_ms),
                 etcd,
                 patroni_scope,
+                country: catalog.zip(shard),
             });
             let tls = tls_cert.zip(tls_key).map(|(cert, key)| citypay_api::TlsFiles { cert, key });
             serve::run(&db, addr, keys, &trusted_proxies, tls, cluster).map(|()| ExitCode::SUCCESS)
@@ -251,6 +265,7 @@ fn main() -> ExitCode {
             .and_then(|()| say!("wrote a new key set to {} (mode 0600): copy it to every server of the city, and back it up apart from the database", path.display()))
             .map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
+        Command::Country { what } => country_cmd::run(&what).map(|()| ExitCode::SUCCESS),
         Command::Transit { what } => transit_cmd::run(&what),
         Command::Gateway { what } => gateway_cmd::run(&what),
         Command::Inspect { what } => inspect::run(&what),

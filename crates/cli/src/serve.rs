@@ -167,6 +167,7 @@ pub(crate) fn run(
             .with_gateway_keys(state.gateway.keys.clone());
         let checkout = state.checkout.clone();
         let wallet = state.wallet.clone();
+        let country = state.country.get().cloned();
         let jobs_here = membership.clone();
         tokio::spawn(async move {
             let mut tick = 0u64;
@@ -179,6 +180,9 @@ pub(crate) fn run(
                     continue;
                 }
                 tick += 1;
+                if let Some(country) = &country {
+                    resolve(country, tick).await;
+                }
                 if tick % 60 == 0
                     && let Err(error) = wallet.finish_interrupted(200).await
                 {
@@ -236,7 +240,25 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
         Some(etcd) => Some(crate::seal_head::HeadStore::etcd(etcd, url)),
         None => signing_keys.head.clone(),
     };
-    let parts = WriterParts { locate, reader: reader.clone(), journal, head };
+    // A shard of a country: the catalog's shards and map, read before anything starts.
+    let country = match &options.country {
+        Some((catalog, shard)) => {
+            let url = catalog.clone();
+            let (shards, map) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let mut catalog = citypay_country::Catalog::open(&url)?;
+                Ok((catalog.shards()?, catalog.map()?))
+            })
+            .await??;
+            anyhow::ensure!(shards.iter().any(|(s, _)| s == shard), "shard {shard} is not in the catalog (`citypay country add-shard`)");
+            Some((catalog.clone(), *shard, shards, Arc::new(std::sync::RwLock::new(map))))
+        }
+        None => None,
+    };
+    let buckets = country.as_ref().map(|(_, shard, _, map)| {
+        let (map, shard) = (map.clone(), *shard);
+        Arc::new(move || map.read().unwrap_or_else(std::sync::PoisonError::into_inner).owned_by(shard)) as Arc<dyn Fn() -> citypay_routing::OwnedBuckets + Send + Sync>
+    });
+    let parts = WriterParts { locate, reader: reader.clone(), journal, head, buckets };
     let directory: Arc<std::sync::OnceLock<citypay_directory::Directory>> = Arc::default();
     let found = directory.clone();
     let on_writer = move || {
@@ -260,8 +282,23 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
     };
     let (handle, membership) = crate::cluster_serve::join(options, &tls, parts, on_writer).await?;
     let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
-    let state = crate::city::services(handle, reader, directory_keys, signing_keys, PasswordPolicy::PRODUCTION, clock, None);
+    let state = crate::city::services(handle, reader, directory_keys, signing_keys, PasswordPolicy::PRODUCTION, clock.clone(), None);
     let _ = directory.set(state.directory.clone());
+    if let Some((catalog, shard, shards, map)) = country {
+        let mut peers = Vec::new();
+        for (peer, db) in shards.into_iter().filter(|(peer, _)| *peer != shard) {
+            // Every shard of a country shares the key set: its seals, indexes and cluster CA.
+            let (keys, _, _) = crate::city::load_key_set(keys_path)?;
+            let handle = crate::cluster_serve::follow(db.clone(), &tls);
+            let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(Arc::new(move || Some(db.clone()))));
+            peers.push((peer, citypay_directory::Directory::new(handle, reader, keys, clock.clone(), PasswordPolicy::PRODUCTION)));
+        }
+        let now = map.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let country = citypay_country::Country::new(shard, catalog, now, state.directory.clone(), peers);
+        let _ = state.country.set(country.clone());
+        follow_the_map(country, map, membership.clone());
+        eprintln!("citypay: shard {shard} of a country");
+    }
     crate::city::check_key_set(&state.directory, false, journal).await?;
     eprintln!("citypay: one of the city's servers; taking the other servers' commands on {} while the writer", options.listen);
     Ok((state, membership))
@@ -270,6 +307,27 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
 /// Logs to stderr: structured (JSON, one object per line, with each event's target) for log
 /// collectors, readable text on a terminal. `RUST_LOG` picks the levels (`info` when unset),
 /// as `citypay_wallet=trace,info`; see [`log_filter`].
+/// Reads the catalog's map every 2 s: a newer one routes this server's requests from then on,
+/// and a writer here holds the buckets it gives the shard.
+fn follow_the_map(country: citypay_country::Country, held: Arc<std::sync::RwLock<citypay_routing::BucketMap>>, membership: Membership) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match country.with_catalog(citypay_country::Catalog::map).await {
+                Ok(map) if country.set_map(map.clone()) => {
+                    tracing::info!(version = map.version, "the country's map changed");
+                    *held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map.clone();
+                    if let Some(writer) = membership.writer() {
+                        writer.hold_buckets(Some(map.owned_by(country.shard())));
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "reading the country's map failed; routing by the last one"),
+            }
+        }
+    });
+}
+
 fn init_logs() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -302,6 +360,21 @@ fn log_filter(rust_log: Option<&str>) -> (tracing_subscriber::filter::Targets, O
 
 /// Logs each failed notification (never its URL, which can carry a token) and counts every
 /// outcome in `citypay_notifications_total{outcome}`: delivered, retried, given_up, skipped.
+/// A shard's writer's part of the country, each second: its clearing accounts for every other
+/// shard opened (at the first tick and each minute: a replay), and the resolver's round.
+async fn resolve(country: &citypay_country::Country, tick: u64) {
+    if tick % 60 == 1
+        && let Err(error) = country.open_clearing_accounts().await
+    {
+        tracing::warn!(%error, "opening the clearing accounts failed");
+    }
+    match country.resolve_once(500).await {
+        Ok(0) => {}
+        Ok(finished) => tracing::info!(finished, "the resolver finished transfers between shards"),
+        Err(error) => tracing::warn!(%error, "the resolver's round failed"),
+    }
+}
+
 fn count_notifications(report: &citypay_checkout::notify::DispatchReport) {
     for failure in &report.failures {
         match failure.retry_in_s {

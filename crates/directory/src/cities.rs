@@ -22,6 +22,13 @@ pub const PRESET_CITIES: &[(u32, &str)] =
 impl Directory {
     /// Onboards a city: a prefecture-level city or a municipality, by its GB/T 2260 code in use.
     pub async fn onboard_city(&self, code: u32, name: &str) -> Result<City, DirectoryError> {
+        self.onboard_city_in(code, name, None).await
+    }
+
+    /// [`Directory::onboard_city`] with the city's group of buckets given (a country's catalog
+    /// allocates them, so no two shards give one group to two cities); `None`: the next free
+    /// one of this database.
+    pub async fn onboard_city_in(&self, code: u32, name: &str, given: Option<std::ops::Range<u16>>) -> Result<City, DirectoryError> {
         let name = name.trim();
         let is_city = citypay_identity::Region::find(code).is_some_and(|region| region.in_use() && region.is_city());
         if !is_city {
@@ -38,12 +45,17 @@ impl Directory {
         // The city's group of buckets: the next free one (of two cities onboarded at once,
         // one takes it and the other the one after).
         for _ in 0..5 {
-            let rows = self.read("SELECT COUNT(*) FROM bucket_groups", Vec::new()).await?;
-            let taken = rows.first().map(|row| int(&row[0])).transpose()?.unwrap_or(0);
-            let group = u16::try_from(taken)
-                .ok()
-                .and_then(citypay_routing::city_group)
-                .ok_or_else(|| DirectoryError::InvalidField { field: "code", message: "every bucket is given to a city: no room for another".into() })?;
+            let group = match &given {
+                Some(group) => group.clone(),
+                None => {
+                    let rows = self.read("SELECT COUNT(*) FROM bucket_groups", Vec::new()).await?;
+                    let taken = rows.first().map(|row| int(&row[0])).transpose()?.unwrap_or(0);
+                    u16::try_from(taken)
+                        .ok()
+                        .and_then(citypay_routing::city_group)
+                        .ok_or_else(|| DirectoryError::InvalidField { field: "code", message: "every bucket is given to a city: no room for another".into() })?
+                }
+            };
             let group_key = vec![("first_bucket", Value::Int(i64::from(group.start)))];
             let command = Command {
                 event: None,
@@ -67,6 +79,7 @@ impl Directory {
             match self.submit(command).await? {
                 Ok(_) => return Ok(City { code, name: name.to_owned() }),
                 Err(0) => return Err(DirectoryError::CityExists(code)),
+                Err(_) if given.is_some() => return Err(DirectoryError::Storage("the group of buckets the catalog gave this city is another city's here".into())),
                 Err(_) => continue,
             }
         }

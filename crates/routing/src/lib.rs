@@ -86,6 +86,17 @@ impl BucketMap {
         BucketMap { version: 1, shards: vec![shard; usize::from(BUCKETS)] }
     }
 
+    /// A map of `version` from each bucket's shard (`None` unless there is one for every
+    /// bucket).
+    pub fn from_shards(version: u64, shards: Vec<ShardId>) -> Option<BucketMap> {
+        (shards.len() == usize::from(BUCKETS)).then_some(BucketMap { version, shards })
+    }
+
+    /// Every shard named in the map.
+    pub fn shards(&self) -> std::collections::BTreeSet<ShardId> {
+        self.shards.iter().copied().collect()
+    }
+
     /// The shard that holds `bucket`.
     pub fn shard_of(&self, bucket: Bucket) -> ShardId {
         self.shards[usize::from(bucket.0 % BUCKETS)]

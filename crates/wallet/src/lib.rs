@@ -12,7 +12,10 @@ mod statement;
 mod transfers;
 
 pub use statement::{Cursor, Hold, PAGE_MAX, Statement, StatementLine, StatementQuery};
-pub use transfers::{Direction, LOOKUPS_PER_HOUR, NOTE_MAX_CHARS, Recipient, TRANSFERS_LISTED_MAX, TransferLine, mask_name};
+pub use transfers::{
+    Direction, LOOKUPS_PER_HOUR, NOTE_MAX_CHARS, Recipient, TRANSFERS_LISTED_MAX, TransferLine, TransferStatus, check_transfer, mask_name, transfer_id, transfer_key,
+    transfer_row,
+};
 
 use std::sync::Arc;
 
@@ -83,6 +86,15 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: transfers::TRANSFERS_TABLE,
         postgres: transfers::TRANSFERS_TABLE,
     },
+    // A transfer between residents of two shards is recorded on both, each naming the other
+    // resident, whose name lives on the other shard.
+    Migration {
+        component: "wallet",
+        version: 7,
+        name: "transfers between shards: the other resident's masked name",
+        sqlite: "ALTER TABLE p2p_transfers ADD COLUMN sender_name TEXT; ALTER TABLE p2p_transfers ADD COLUMN recipient_name TEXT;",
+        postgres: "ALTER TABLE p2p_transfers ADD COLUMN sender_name TEXT; ALTER TABLE p2p_transfers ADD COLUMN recipient_name TEXT;",
+    },
 ];
 
 /// What a request's `outcome` holds once the bank accepted it.
@@ -151,6 +163,14 @@ pub enum WalletError {
     /// The note is too long or holds control characters.
     #[error("note: {0}")]
     InvalidNote(String),
+    /// The recipient's shard refused the transfer (the reason's code): the money stayed with
+    /// the sender.
+    #[error("the recipient's wallet did not take the transfer ({0}); nothing was sent")]
+    Returned(&'static str),
+    /// Sent to another shard and its answer not heard: it will be completed or returned, never
+    /// both; asking again with the same Idempotency-Key tells which.
+    #[error("the transfer's outcome is not known yet; retry with the same Idempotency-Key")]
+    OutcomeUnknown,
 }
 
 impl WalletError {
@@ -169,6 +189,8 @@ impl WalletError {
             WalletError::OwnWallet => "own_wallet",
             WalletError::TooManyLookups { .. } => "rate_limited",
             WalletError::InvalidNote(_) => "invalid_field",
+            WalletError::Returned(_) => "transfer_returned",
+            WalletError::OutcomeUnknown => "outcome_unknown",
         }
     }
 }

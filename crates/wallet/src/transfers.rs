@@ -9,8 +9,10 @@
 //! retry sends it once. Both residents see it in their lists and
 //! their statements.
 //!
-//! Both wallets are on this database's shard; between shards the same call will go through
-//! `citypay-crossshard` (issue 14).
+//! [`Wallet::send`] moves money between two wallets of this database's shard. Between shards
+//! (`citypay-country`) the money crosses through `citypay-clearing`, and the transfer is
+//! recorded on both shards with the rows this module makes ([`transfer_row`]), each naming the
+//! other resident by their masked name, since that name lives on the other shard.
 
 use citypay_directory::{BALANCE_PAYMENT, DirectoryError, Resident, derived_event_id, transfer_codes};
 use citypay_ledger::{Entry, Event, Leg, Status};
@@ -47,6 +49,17 @@ pub enum Direction {
     Received,
 }
 
+/// Where a transfer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransferStatus {
+    /// The money arrived.
+    Completed,
+    /// Sent to another shard, its answer not yet known (held from the sender's balance).
+    Pending,
+    /// The other shard refused it: the money is back with the sender.
+    Returned,
+}
+
 /// A transfer as one of its two residents sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferLine {
@@ -62,6 +75,50 @@ pub struct TransferLine {
     pub note: String,
     /// Unix nanoseconds.
     pub created_ns: u64,
+    /// Where it stands (set by the country for transfers to other shards).
+    pub status: TransferStatus,
+    /// Whether the other resident lives on another shard.
+    pub crosses_shards: bool,
+}
+
+/// The id of the transfer `sender` sends under `idempotency_key`.
+pub fn transfer_id(sender: u64, idempotency_key: &str) -> u128 {
+    derived_event_id(&["p2p", &sender.to_string(), idempotency_key])
+}
+
+/// The record of a transfer, on one shard. `names`: the sender's and the recipient's masked
+/// names, for a transfer between shards.
+#[allow(clippy::too_many_arguments)]
+pub fn transfer_row(id: u128, sender: u64, recipient: u64, amount: i64, note: &str, created_ns: u64, names: Option<(&str, &str)>) -> ServiceRow {
+    let text = |name: Option<&str>| name.map_or(Value::Null, |n| Value::Text(n.to_owned()));
+    ServiceRow {
+        table: "p2p_transfers",
+        key: transfer_key(id),
+        columns: vec![
+            ("sender", Value::Int(i64::try_from(sender).unwrap_or(-1))),
+            ("recipient", Value::Int(i64::try_from(recipient).unwrap_or(-1))),
+            ("amount", Value::Int(amount)),
+            ("note", Value::Text(note.to_owned())),
+            ("created_ns", Value::Int(i64::try_from(created_ns).unwrap_or(i64::MAX))),
+            ("sender_name", text(names.map(|n| n.0))),
+            ("recipient_name", text(names.map(|n| n.1))),
+        ],
+        on_conflict: OnConflict::Fail,
+    }
+}
+
+/// The key of a transfer's record.
+pub fn transfer_key(id: u128) -> Vec<(&'static str, Value)> {
+    vec![("id", Value::Text(format!("{id:032x}")))]
+}
+
+/// Checks a transfer before it moves anything: an amount above zero, a note within bounds
+/// (trimmed).
+pub fn check_transfer(amount: i64, note: &str) -> Result<String, WalletError> {
+    if amount <= 0 {
+        return Err(WalletError::InvalidAmount("more than zero".into()));
+    }
+    check_note(note)
 }
 
 /// The wallet's table of transfers between residents.
@@ -92,12 +149,13 @@ fn check_note(note: &str) -> Result<String, WalletError> {
 }
 
 impl Wallet {
-    async fn masked_name(&self, resident: u64) -> Result<String, WalletError> {
+    /// `resident`'s name, masked, as another resident may see it.
+    pub async fn masked_name(&self, resident: u64) -> Result<String, WalletError> {
         Ok(mask_name(self.directory.resident_name(resident).await?.expose()))
     }
 
     /// Counts one lookup of `sender`'s in this hour; past [`LOOKUPS_PER_HOUR`], refuses.
-    async fn count_lookup(&self, sender: u64) -> Result<(), WalletError> {
+    pub async fn count_lookup(&self, sender: u64) -> Result<(), WalletError> {
         let now = self.directory.clock().now().unix_seconds();
         let hour = now / 3600;
         let key = vec![("sender", Value::Int(i64::try_from(sender).unwrap_or(-1))), ("hour", Value::Int(i64::try_from(hour).unwrap_or(0)))];
@@ -138,11 +196,8 @@ impl Wallet {
     /// The transfer's id derives from `idempotency_key`: the same key sends once, and answers
     /// the first transfer again.
     pub async fn send(&self, sender: &Resident, mobile: &str, amount: i64, note: &str, idempotency_key: &str) -> Result<TransferLine, WalletError> {
-        if amount <= 0 {
-            return Err(WalletError::InvalidAmount("more than zero".into()));
-        }
-        let note = check_note(note)?;
-        let id = derived_event_id(&["p2p", &sender.id.to_string(), idempotency_key]);
+        let note = check_transfer(amount, note)?;
+        let id = transfer_id(sender.id, idempotency_key);
         let id_text = format!("{id:032x}");
         if let Some(done) = self.transfer(sender, &id_text).await? {
             return Ok(done);
@@ -155,19 +210,8 @@ impl Wallet {
             }
         };
         let now = self.directory.clock().now().0;
-        let key = vec![("id", Value::Text(id_text.clone()))];
-        let row = ServiceRow {
-            table: "p2p_transfers",
-            key: key.clone(),
-            columns: vec![
-                ("sender", Value::Int(i64::try_from(sender.id).unwrap_or(-1))),
-                ("recipient", Value::Int(i64::try_from(recipient.id).unwrap_or(-1))),
-                ("amount", Value::Int(amount)),
-                ("note", Value::Text(note.clone())),
-                ("created_ns", Value::Int(i64::try_from(now).unwrap_or(i64::MAX))),
-            ],
-            on_conflict: OnConflict::Fail,
-        };
+        let key = transfer_key(id);
+        let row = transfer_row(id, sender.id, recipient.id, amount, &note, now, None);
         let leg = Leg { class: BALANCE_PAYMENT, ..cny_leg(sender.wallet, recipient.wallet, amount, transfer_codes::TRANSFER, 0) };
         let command = Command {
             event: Some(Event::Entry(Entry { id, legs: vec![leg] })),
@@ -179,7 +223,7 @@ impl Wallet {
             Ok(outcome) if outcome.status == Status::Ok => {
                 tracing::debug!(sender = sender.id, recipient = recipient.id, amount, "sent");
                 let counterparty = self.masked_name(recipient.id).await?;
-                Ok(TransferLine { id: id_text, direction: Direction::Sent, counterparty, amount, note, created_ns: now })
+                Ok(TransferLine { id: id_text, direction: Direction::Sent, counterparty, amount, note, created_ns: now, status: TransferStatus::Completed, crosses_shards: false })
             }
             Ok(outcome) => {
                 self.count_lookup(sender.id).await?;
@@ -195,6 +239,8 @@ impl Wallet {
         }
     }
 
+    /// A line from a row of `p2p_transfers` (id, sender, recipient, amount, note, created_ns,
+    /// sender_name, recipient_name), with the other resident's id.
     fn line(&self, resident: u64, row: &[Value]) -> Result<(TransferLine, u64), WalletError> {
         let bad = |what: &str| WalletError::Unavailable(format!("transfer row: {what}"));
         let text = |i: usize| match row.get(i) {
@@ -211,15 +257,24 @@ impl Wallet {
             amount: int_at(row, 3)?,
             note: text(4)?,
             created_ns: u64::try_from(int_at(row, 5)?).map_err(|_| bad("created_ns"))?,
+            status: TransferStatus::Completed,
+            crosses_shards: false,
         };
+        // Between shards the record names the other resident.
+        let stored = row.get(if direction == Direction::Sent { 7 } else { 6 });
+        let mut line = line;
+        if let Some(Value::Text(name)) = stored {
+            line.counterparty = name.clone();
+            line.crosses_shards = true;
+        }
         Ok((line, other))
     }
 
     /// One transfer of `resident`'s (sent or received) by id.
-    async fn transfer(&self, resident: &Resident, id: &str) -> Result<Option<TransferLine>, WalletError> {
+    pub async fn transfer(&self, resident: &Resident, id: &str) -> Result<Option<TransferLine>, WalletError> {
         let rows = self
             .directory
-            .read("SELECT id, sender, recipient, amount, note, created_ns FROM p2p_transfers WHERE id = ?1", vec![Value::Text(id.to_owned())])
+            .read("SELECT id, sender, recipient, amount, note, created_ns, sender_name, recipient_name FROM p2p_transfers WHERE id = ?1", vec![Value::Text(id.to_owned())])
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
         let (mut line, other) = self.line(resident.id, row)?;
@@ -229,7 +284,9 @@ impl Wallet {
         if line.direction == Direction::Received && recipient != resident.id {
             return Ok(None);
         }
-        line.counterparty = self.masked_name(other).await?;
+        if !line.crosses_shards {
+            line.counterparty = self.masked_name(other).await?;
+        }
         Ok(Some(line))
     }
 
@@ -242,10 +299,10 @@ impl Wallet {
         let rows = self
             .directory
             .read(
-                "SELECT id, sender, recipient, amount, note, created_ns FROM (
-                    SELECT id, sender, recipient, amount, note, created_ns FROM p2p_transfers WHERE sender = ?1 AND (created_ns < ?2 OR (created_ns = ?2 AND id < ?3))
+                "SELECT id, sender, recipient, amount, note, created_ns, sender_name, recipient_name FROM (
+                    SELECT id, sender, recipient, amount, note, created_ns, sender_name, recipient_name FROM p2p_transfers WHERE sender = ?1 AND (created_ns < ?2 OR (created_ns = ?2 AND id < ?3))
                     UNION ALL
-                    SELECT id, sender, recipient, amount, note, created_ns FROM p2p_transfers WHERE recipient = ?1 AND (created_ns < ?2 OR (created_ns = ?2 AND id < ?3))
+                    SELECT id, sender, recipient, amount, note, created_ns, sender_name, recipient_name FROM p2p_transfers WHERE recipient = ?1 AND (created_ns < ?2 OR (created_ns = ?2 AND id < ?3))
                  ) AS mine ORDER BY created_ns DESC, id DESC LIMIT ?4",
                 vec![me, Value::Int(i64::try_from(at).unwrap_or(i64::MAX)), Value::Text(id), Value::Int(i64::from(limit))],
             )
@@ -253,7 +310,9 @@ impl Wallet {
         let mut lines = Vec::with_capacity(rows.len());
         for row in &rows {
             let (mut line, other) = self.line(resident.id, row)?;
-            line.counterparty = self.masked_name(other).await?;
+            if !line.crosses_shards {
+                line.counterparty = self.masked_name(other).await?;
+            }
             lines.push(line);
         }
         Ok(lines)

@@ -47,6 +47,8 @@ impl From<WalletError> for ApiError {
             WalletError::Bank(citypay_directory::BankError::Unavailable) | WalletError::Unavailable(_) => {
                 return ApiError::unavailable(e.to_string(), RETRY);
             }
+            WalletError::OutcomeUnknown => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()).with_retry_after(RETRY),
+            WalletError::Returned(_) => StatusCode::CONFLICT,
             WalletError::Bank(citypay_directory::BankError::HolderMismatch) => StatusCode::UNPROCESSABLE_ENTITY,
             WalletError::Bank(_) => StatusCode::PAYMENT_REQUIRED,
             WalletError::CardNotFound | WalletError::RecipientNotFound => StatusCode::NOT_FOUND,
@@ -133,6 +135,22 @@ impl From<citypay_settlement::SettlementError> for ApiError {
             SettlementError::Directory(inner) => ApiError::from(inner),
             SettlementError::DayNotClosed(_) => ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string()),
             SettlementError::Unavailable(_) => ApiError::unavailable(e.to_string(), RETRY),
+        }
+    }
+}
+
+impl From<citypay_clearing::ClearingError> for ApiError {
+    fn from(e: citypay_clearing::ClearingError) -> ApiError {
+        use citypay_clearing::ClearingError;
+        match e {
+            ClearingError::Directory(inner) => ApiError::from(inner),
+            // A claim asked of another shard and not answered: the registration did not happen
+            // yet, and the same key's retry claims again.
+            ClearingError::Unknown(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", "another shard did not answer; retry with the same Idempotency-Key").with_retry_after(RETRY)
+            }
+            ClearingError::Unavailable(_) => ApiError::unavailable(e.to_string(), RETRY),
+            other => ApiError::internal(&other),
         }
     }
 }

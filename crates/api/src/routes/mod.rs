@@ -56,6 +56,9 @@ pub struct AppServices {
     pub sandbox_bank: Option<citypay_directory::SandboxBank>,
     /// The Alipay-compatible gateway's keys and settings.
     pub gateway: GatewaySettings,
+    /// The country of shards this server's shard is part of (unset: a city on its own). Set
+    /// once, after the services are made (the country holds their directory).
+    pub country: std::sync::OnceLock<citypay_country::Country>,
 }
 
 /// The Alipay-compatible gateway's keys and settings.

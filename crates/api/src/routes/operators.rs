@@ -52,7 +52,14 @@ pub(crate) async fn onboard_city(State(state): State<AppState>, operator: Operat
     }
     let caller = Caller::Operator(operator.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
-        let city = state.directory.onboard_city(request.body.code, &request.body.name).await?;
+        let city = match state.country.get() {
+            // The catalog gives the city its group of buckets, and says it lives on this shard.
+            Some(country) => {
+                let group = country.city_group(request.body.code).await.map_err(ApiError::from)?;
+                state.directory.onboard_city_in(request.body.code, &request.body.name, Some(group)).await?
+            }
+            None => state.directory.onboard_city(request.body.code, &request.body.name).await?,
+        };
         Ok(CityView { code: city.code, name: city.name })
     })
     .await

@@ -90,7 +90,14 @@ pub(crate) async fn register(State(state): State<AppState>, request: Idempotent<
         // The answer is kept with the registration: a retry could not rebuild it (the identity
         // would be registered by then).
         let keep = |r: &citypay_directory::Resident| vec![super::replay::answer_row(&state, &scope, &request.key, request.fingerprint, StatusCode::CREATED, &view(r))];
-        let r = state.directory.register_resident_keeping(&new, keep).await?;
+        let r = match state.country.get() {
+            // Claimed in the country first: one ID number and one mobile number in the country.
+            Some(country) => {
+                let owner = format!("{}:{}", scope.scope(), request.key.as_str());
+                country.register(&new, &owner, || state.directory.register_resident_keeping(&new, keep)).await.map_err(ApiError::from)?
+            }
+            None => state.directory.register_resident_keeping(&new, keep).await?,
+        };
         Ok(view(&r))
     })
     .await

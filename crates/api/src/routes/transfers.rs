@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use citypay_api_types::{ErrorBody, Money};
-use citypay_wallet::{Direction, TransferLine};
+use citypay_wallet::{Direction, TransferLine, TransferStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -37,7 +37,10 @@ pub(crate) struct RecipientView {
 #[utoipa::path(post, path = "/v1/transfer-recipients", security(("resident" = [])), tag = "transfers", request_body = RecipientQuery,
     responses((status = OK, body = RecipientView), (status = NOT_FOUND, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn find_recipient(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, AppJson(body): AppJson<RecipientQuery>) -> Result<AppJson<RecipientView>, ApiError> {
-    let recipient = state.wallet.find_recipient(&me, &body.mobile).await?;
+    let recipient = match state.country.get() {
+        Some(country) => country.find_recipient(&state.wallet, &me, &body.mobile).await?,
+        None => state.wallet.find_recipient(&me, &body.mobile).await?,
+    };
     Ok(AppJson(RecipientView { masked_name: recipient.masked_name, city: recipient.city }))
 }
 
@@ -64,6 +67,9 @@ pub(crate) struct TransferView {
     note: String,
     /// Unix seconds.
     created_at: u64,
+    /// `completed`; for a transfer to a resident of another shard also `pending` (its answer
+    /// not yet heard; the money is held) or `returned` (refused there; the money is back).
+    status: String,
 }
 
 impl From<&TransferLine> for TransferView {
@@ -79,6 +85,12 @@ impl From<&TransferLine> for TransferView {
             amount: money(line.amount),
             note: line.note.clone(),
             created_at: line.created_ns / 1_000_000_000,
+            status: match line.status {
+                TransferStatus::Completed => "completed",
+                TransferStatus::Pending => "pending",
+                TransferStatus::Returned => "returned",
+            }
+            .to_owned(),
         }
     }
 }
@@ -94,7 +106,10 @@ pub(crate) async fn send(State(state): State<AppState>, ResidentCaller(me): Resi
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
         let amount = cny(&request.body.amount)?;
         let note = request.body.note.as_deref().unwrap_or("");
-        let sent = state.wallet.send(&me, &request.body.mobile, amount, note, &key).await?;
+        let sent = match state.country.get() {
+            Some(country) => country.send(&state.wallet, &me, &request.body.mobile, amount, note, &key).await?,
+            None => state.wallet.send(&me, &request.body.mobile, amount, note, &key).await?,
+        };
         Ok(TransferView::from(&sent))
     })
     .await
@@ -108,7 +123,10 @@ pub(crate) async fn list(State(state): State<AppState>, ResidentCaller(me): Resi
         Some(cursor) => Some((u64::try_from(cursor.sort_key).map_err(|_| ApiError::bad_request("invalid_cursor", "cursor out of range"))?, cursor.id.clone())),
         None => None,
     };
-    let lines = state.wallet.transfers(&me, before, page.limit).await?;
+    let lines = match state.country.get() {
+        Some(country) => country.transfers(&state.wallet, &me, before, page.limit).await?,
+        None => state.wallet.transfers(&me, before, page.limit).await?,
+    };
     let next_cursor = (lines.len() == usize::try_from(page.limit).unwrap_or(usize::MAX))
         .then(|| lines.last())
         .flatten()

@@ -1,0 +1,301 @@
+//! A server's view of a country of shards (`../shared/guide/scale-out.md` §4): its own shard,
+//! the bucket map from the [`Catalog`], and every other shard, reached through that shard's
+//! writer (commands forwarded over the cluster's mutual TLS) and its database (reads). Money
+//! sent to a resident of another shard crosses through `citypay-clearing` with the transfer's
+//! record written on both shards in the same local transactions as the money; registrations
+//! claim what must be unique in the country at its home shard; the resolver finishes what a
+//! crash or a partition left undecided.
+//!
+//! Every step runs in one shard's writer, so it does not matter which server runs it: a step
+//! run twice, or by two servers at once, is answered once (the clearing's guards).
+
+pub mod catalog;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use citypay_clearing::{ClaimAnswer, ClaimPeer, ClaimRequest, Claims, Clearing, ClearingError, Peer, Purpose};
+use citypay_crossshard::{Crossing, Decision, Message, PayerStatus, Refusal};
+use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, NewResident, Resident, transfer_codes};
+use citypay_ledger::Status;
+use citypay_routing::{BucketMap, ShardId};
+use citypay_wallet::{Direction, Recipient, TransferLine, TransferStatus, Wallet, WalletError};
+
+pub use catalog::{Catalog, CatalogError};
+
+/// One shard as this server reaches it.
+struct Side {
+    directory: Directory,
+    clearing: Clearing,
+    claims: Claims,
+}
+
+impl Side {
+    fn new(directory: Directory, shard: ShardId) -> Side {
+        Side { clearing: Clearing::new(directory.clone(), shard), claims: Claims::new(directory.clone()), directory }
+    }
+}
+
+struct Inner {
+    shard: ShardId,
+    catalog: String,
+    map: RwLock<BucketMap>,
+    here: Side,
+    peers: BTreeMap<ShardId, Side>,
+}
+
+/// This server's country (cheap to clone).
+#[derive(Clone)]
+pub struct Country(Arc<Inner>);
+
+impl std::fmt::Debug for Country {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Country").field("shard", &self.0.shard).field("peers", &self.0.peers.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+fn unknown(error: impl std::fmt::Display) -> String {
+    error.to_string()
+}
+
+impl Country {
+    /// Shard `shard` over `here` (this server's directory), with the map and every other
+    /// shard's directory.
+    /// `catalog` is the catalog's URL.
+    pub fn new(shard: ShardId, catalog: String, map: BucketMap, here: Directory, peers: Vec<(ShardId, Directory)>) -> Country {
+        let peers = peers.into_iter().filter(|(id, _)| *id != shard).map(|(id, directory)| (id, Side::new(directory, id))).collect();
+        Country(Arc::new(Inner { shard, catalog, map: RwLock::new(map), here: Side::new(here, shard), peers }))
+    }
+
+    /// Runs `work` on the catalog, on a blocking thread.
+    pub async fn with_catalog<T: Send + 'static>(&self, work: impl FnOnce(&mut Catalog) -> Result<T, CatalogError> + Send + 'static) -> Result<T, CatalogError> {
+        let url = self.0.catalog.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut catalog = Catalog::open(&url)?;
+            let answer = work(&mut catalog);
+            drop(catalog);
+            answer
+        })
+        .await
+        .map_err(|e| CatalogError::Refused(format!("the catalog's thread: {e}")))?
+    }
+
+    /// The group of buckets the catalog gave `city`, which must live on this shard.
+    pub async fn city_group(&self, city: u32) -> Result<std::ops::Range<u16>, DirectoryError> {
+        let placed = self.with_catalog(move |catalog| catalog.city(city)).await.map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+        match placed {
+            Some((group, shard)) if shard == self.0.shard => Ok(group),
+            Some((_, shard)) => Err(DirectoryError::InvalidField { field: "code", message: format!("this city lives on shard {shard}: onboard it on a server of that shard") }),
+            None => Err(DirectoryError::InvalidField { field: "code", message: "this city is not placed in the country's catalog yet (`citypay country place-city`)".into() }),
+        }
+    }
+
+    /// This server's shard.
+    pub fn shard(&self) -> ShardId {
+        self.0.shard
+    }
+
+    /// The bucket map this server routes by.
+    pub fn map(&self) -> BucketMap {
+        self.0.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Takes `map` when it is newer than the one held; whether it was.
+    pub fn set_map(&self, map: BucketMap) -> bool {
+        let mut held = self.0.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let newer = map.version > held.version;
+        if newer {
+            *held = map;
+        }
+        newer
+    }
+
+    /// The other shards.
+    pub fn peers(&self) -> impl Iterator<Item = ShardId> + '_ {
+        self.0.peers.keys().copied()
+    }
+
+    /// This shard's half of the clearing.
+    pub fn clearing(&self) -> &Clearing {
+        &self.0.here.clearing
+    }
+
+    /// Opens this shard's clearing account for every other shard (again: a replay).
+    pub async fn open_clearing_accounts(&self) -> Result<(), ClearingError> {
+        for peer in self.0.peers.keys() {
+            self.0.here.clearing.open_clearing_account(*peer).await?;
+        }
+        Ok(())
+    }
+
+    fn side(&self, shard: ShardId) -> Option<&Side> {
+        if shard == self.0.shard { Some(&self.0.here) } else { self.0.peers.get(&shard) }
+    }
+
+    /// Registers a resident on this shard once the country grants its ID number and mobile
+    /// number to the request `owner`; `register` writes it (keeping the API's answer with it).
+    pub async fn register<F>(&self, new: &NewResident, owner: &str, register: impl FnOnce() -> F) -> Result<Resident, ClearingError>
+    where
+        F: Future<Output = Result<Resident, DirectoryError>>,
+    {
+        let map = self.map();
+        citypay_clearing::register_in_country_with(&self.0.here.directory, self.0.shard, &map, self, new, owner, register).await
+    }
+
+    /// The resident `mobile` reaches, and their shard: this shard's first, then the others'.
+    async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<(ShardId, Resident)>, WalletError> {
+        if let Some(found) = self.0.here.directory.resident_by_mobile(mobile).await? {
+            return Ok(Some((self.0.shard, found)));
+        }
+        for (shard, side) in &self.0.peers {
+            if let Some(found) = side.directory.resident_by_mobile(mobile).await? {
+                return Ok(Some((*shard, found)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn masked_name(&self, shard: ShardId, resident: u64) -> Result<String, WalletError> {
+        let side = self.side(shard).ok_or_else(|| WalletError::Unavailable(format!("shard {shard} is not known here")))?;
+        Ok(citypay_wallet::mask_name(side.directory.resident_name(resident).await?.expose()))
+    }
+
+    /// [`Wallet::find_recipient`] across the country.
+    pub async fn find_recipient(&self, wallet: &Wallet, sender: &Resident, mobile: &str) -> Result<Recipient, WalletError> {
+        wallet.count_lookup(sender.id).await?;
+        let (shard, found) = self.resident_by_mobile(mobile).await?.ok_or(WalletError::RecipientNotFound)?;
+        if found.id == sender.id {
+            return Err(WalletError::OwnWallet);
+        }
+        Ok(Recipient { resident: found.id, masked_name: self.masked_name(shard, found.id).await?, city: found.city })
+    }
+
+    /// [`Wallet::send`] across the country: to a resident of this shard, as the wallet sends;
+    /// to one of another, through the clearing, answered once the other shard's decision is
+    /// durable. A retry with the same key answers the first transfer (and finishes it, when
+    /// its answer was not heard).
+    pub async fn send(&self, wallet: &Wallet, sender: &Resident, mobile: &str, amount: i64, note: &str, idempotency_key: &str) -> Result<TransferLine, WalletError> {
+        let note = citypay_wallet::check_transfer(amount, note)?;
+        let id = citypay_wallet::transfer_id(sender.id, idempotency_key);
+        let id_text = format!("{id:032x}");
+        let recipient = match wallet.transfer(sender, &id_text).await? {
+            Some(done) if !done.crosses_shards => return Ok(done),
+            Some(_) => None,
+            None => match self.resident_by_mobile(mobile).await? {
+                Some((shard, _)) if shard == self.0.shard => return wallet.send(sender, mobile, amount, note.as_str(), idempotency_key).await,
+                Some((shard, found)) if found.id != sender.id => Some((shard, found)),
+                found => {
+                    wallet.count_lookup(sender.id).await?;
+                    return Err(if found.is_some() { WalletError::OwnWallet } else { WalletError::RecipientNotFound });
+                }
+            },
+        };
+        let crossing = match recipient {
+            // A retry of a transfer sent before: the same crossing, from what was stored.
+            None => {
+                let (crossing, _, _) = self.sent(id).await?;
+                crossing
+            }
+            Some((shard, found)) => {
+                let now = self.0.here.directory.clock().now().0;
+                let names = (self.masked_name(self.0.shard, sender.id).await?, self.masked_name(shard, found.id).await?);
+                let row = citypay_wallet::transfer_row(id, sender.id, found.id, amount, &note, now, Some((&names.0, &names.1)));
+                let crossing = Crossing { id, payer_shard: self.0.shard, payee_shard: shard, payer: sender.wallet, payee: found.wallet, amount };
+                let purpose = Purpose {
+                    code: transfer_codes::TRANSFER,
+                    class: BALANCE_PAYMENT,
+                    payer_guards: vec![Directory::wallet_not_frozen(sender.id)],
+                    payer_rows: vec![row.clone()],
+                    payee_rows: vec![row],
+                };
+                return self.finish(wallet, sender, &id_text, self.0.here.clearing.send_for(&crossing, purpose, self).await).await;
+            }
+        };
+        // Reserved before (the first try's rows are there): ask again, apply what is decided.
+        let answer = self.0.here.clearing.send(&crossing, self).await;
+        self.finish(wallet, sender, &id_text, answer).await
+    }
+
+    async fn sent(&self, id: u128) -> Result<(Crossing, PayerStatus, Option<Decision>), WalletError> {
+        self.0.here.clearing.crossing(id).await.map_err(|e| WalletError::Unavailable(e.to_string()))
+    }
+
+    async fn finish(&self, wallet: &Wallet, sender: &Resident, id: &str, sent: Result<Decision, ClearingError>) -> Result<TransferLine, WalletError> {
+        match sent {
+            Ok(Decision::Posted) => {
+                let mut line = wallet.transfer(sender, id).await?.ok_or_else(|| WalletError::Unavailable("the transfer's record is missing".into()))?;
+                line.status = TransferStatus::Completed;
+                Ok(line)
+            }
+            Ok(Decision::Rejected(reason)) => Err(WalletError::Returned(reason.code())),
+            Err(ClearingError::Refused(Refusal::InsufficientFunds)) => Err(WalletError::Refused(Status::InsufficientFunds)),
+            Err(ClearingError::Refused(_)) => Err(WalletError::InvalidAmount("more than zero".into())),
+            Err(ClearingError::Ledger(status)) => {
+                wallet.count_lookup(sender.id).await?;
+                Err(WalletError::Refused(status))
+            }
+            Err(ClearingError::Guard(_)) => {
+                wallet.count_lookup(sender.id).await?;
+                Err(DirectoryError::WalletFrozen.into())
+            }
+            Err(ClearingError::Unknown(error)) => {
+                tracing::warn!(transfer = id, %error, "the recipient's shard did not answer; the resolver will finish the transfer");
+                Err(WalletError::OutcomeUnknown)
+            }
+            Err(ClearingError::Directory(error)) => Err(error.into()),
+            Err(other) => Err(WalletError::Unavailable(other.to_string())),
+        }
+    }
+
+    /// [`Wallet::transfers`], with where each transfer sent to another shard stands.
+    pub async fn transfers(&self, wallet: &Wallet, resident: &Resident, before: Option<(u64, String)>, limit: u32) -> Result<Vec<TransferLine>, WalletError> {
+        let mut lines = wallet.transfers(resident, before, limit).await?;
+        for line in &mut lines {
+            self.mark(line).await?;
+        }
+        Ok(lines)
+    }
+
+    /// Sets where `line` stands, when it was sent to another shard.
+    pub async fn mark(&self, line: &mut TransferLine) -> Result<(), WalletError> {
+        if !(line.crosses_shards && line.direction == Direction::Sent) {
+            return Ok(());
+        }
+        let Ok(id) = u128::from_str_radix(&line.id, 16) else { return Ok(()) };
+        line.status = match self.0.here.clearing.status(id).await {
+            Ok((PayerStatus::Posted, _)) => TransferStatus::Completed,
+            Ok((PayerStatus::Voided, _)) => TransferStatus::Returned,
+            Ok((PayerStatus::Prepared, _)) => TransferStatus::Pending,
+            Err(ClearingError::NotFound) => TransferStatus::Pending,
+            Err(error) => return Err(WalletError::Unavailable(error.to_string())),
+        };
+        Ok(())
+    }
+
+    /// The resolver, once: asks the payee's shard about every transfer this shard sent that is
+    /// still undecided past its time, and applies the answers. How many it finished.
+    pub async fn resolve_once(&self, limit: u32) -> Result<usize, ClearingError> {
+        self.0.here.clearing.resolve_once(self, limit).await
+    }
+}
+
+impl Peer for Country {
+    fn ask(&self, message: Message, payee_rows: Vec<citypay_store::ServiceRow>) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
+        Box::pin(async move {
+            let (Message::Decide(crossing) | Message::Resolve(crossing)) = &message else { return Err("only asks are sent".into()) };
+            let side = self.0.peers.get(&crossing.payee_shard).ok_or_else(|| format!("shard {} is not known here", crossing.payee_shard))?;
+            side.clearing.decide_with(message, payee_rows).await.map_err(unknown)
+        })
+    }
+}
+
+impl ClaimPeer for Country {
+    fn ask(&self, home: ShardId, request: ClaimRequest) -> Pin<Box<dyn Future<Output = Result<ClaimAnswer, String>> + Send + '_>> {
+        Box::pin(async move {
+            let side = self.side(home).ok_or_else(|| format!("shard {home} is not known here"))?;
+            side.claims.answer(request).await.map_err(unknown)
+        })
+    }
+}
