@@ -261,8 +261,11 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
     let parts = WriterParts { locate, reader: reader.clone(), journal, head, buckets };
     let directory: Arc<std::sync::OnceLock<citypay_directory::Directory>> = Arc::default();
     let found = directory.clone();
+    let country_cell: Arc<std::sync::OnceLock<citypay_country::Country>> = Arc::default();
+    let (country_found, in_country) = (country_cell.clone(), country.is_some());
     let on_writer = move || {
         let found = found.clone();
+        let country_found = country_found.clone();
         tokio::spawn(async move {
             // The services are made once the transport runs: a first takeover may come first.
             let directory = loop {
@@ -277,6 +280,18 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
             }
             if let Err(error) = crate::city::check_key_set(&directory, true, journal).await {
                 tracing::error!(error = %format!("{error:#}"), "the key set does not match the city's data");
+            }
+            // A shard's clearing accounts, before the first transfer between shards needs them.
+            if in_country {
+                let country = loop {
+                    if let Some(country) = country_found.get() {
+                        break country.clone();
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                };
+                if let Err(error) = country.open_clearing_accounts().await {
+                    tracing::warn!(%error, "opening the clearing accounts failed; the resolver's round tries again");
+                }
             }
         });
     };
@@ -295,7 +310,17 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
         }
         let now = map.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let country = citypay_country::Country::new(shard, catalog, now, state.directory.clone(), peers);
+        // A fault test stops this server after a step of a transfer between shards.
+        if let Ok(at) = std::env::var("CITYPAY_TEST_CRASH_AFTER") {
+            country.after_step(move |step| {
+                if format!("{step:?}").eq_ignore_ascii_case(&at) {
+                    eprintln!("citypay: stopping after {step:?}, as CITYPAY_TEST_CRASH_AFTER asks");
+                    std::process::abort();
+                }
+            });
+        }
         let _ = state.country.set(country.clone());
+        let _ = country_cell.set(country.clone());
         follow_the_map(country, map, membership.clone());
         eprintln!("citypay: shard {shard} of a country");
     }
@@ -363,7 +388,7 @@ fn log_filter(rust_log: Option<&str>) -> (tracing_subscriber::filter::Targets, O
 /// A shard's writer's part of the country, each second: its clearing accounts for every other
 /// shard opened (at the first tick and each minute: a replay), and the resolver's round.
 async fn resolve(country: &citypay_country::Country, tick: u64) {
-    if tick % 60 == 1
+    if tick % 60 == 0
         && let Err(error) = country.open_clearing_accounts().await
     {
         tracing::warn!(%error, "opening the clearing accounts failed");

@@ -38,9 +38,22 @@ impl Side {
     }
 }
 
+/// A step of a transfer between shards, as this server sends it: what a fault test stops the
+/// server after ([`Country::after_step`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The reservation is durable on this shard; the other shard not yet asked.
+    Reserved,
+    /// The other shard's decision was heard; not yet applied here.
+    Decided,
+}
+
+type StepHook = Arc<dyn Fn(Step) + Send + Sync>;
+
 struct Inner {
     shard: ShardId,
     catalog: String,
+    after_step: std::sync::OnceLock<StepHook>,
     map: RwLock<BucketMap>,
     here: Side,
     peers: BTreeMap<ShardId, Side>,
@@ -66,7 +79,7 @@ impl Country {
     /// `catalog` is the catalog's URL.
     pub fn new(shard: ShardId, catalog: String, map: BucketMap, here: Directory, peers: Vec<(ShardId, Directory)>) -> Country {
         let peers = peers.into_iter().filter(|(id, _)| *id != shard).map(|(id, directory)| (id, Side::new(directory, id))).collect();
-        Country(Arc::new(Inner { shard, catalog, map: RwLock::new(map), here: Side::new(here, shard), peers }))
+        Country(Arc::new(Inner { shard, catalog, after_step: std::sync::OnceLock::new(), map: RwLock::new(map), here: Side::new(here, shard), peers }))
     }
 
     /// Runs `work` on the catalog, on a blocking thread.
@@ -90,6 +103,31 @@ impl Country {
             Some((_, shard)) => Err(DirectoryError::InvalidField { field: "code", message: format!("this city lives on shard {shard}: onboard it on a server of that shard") }),
             None => Err(DirectoryError::InvalidField { field: "code", message: "this city is not placed in the country's catalog yet (`citypay country place-city`)".into() }),
         }
+    }
+
+    /// Calls `hook` after each [`Step`] of every transfer this server sends to another shard
+    /// (a fault test stops the process there); set once.
+    pub fn after_step(&self, hook: impl Fn(Step) + Send + Sync + 'static) {
+        let _ = self.0.after_step.set(Arc::new(hook));
+    }
+
+    fn reached(&self, step: Step) {
+        if let Some(hook) = self.0.after_step.get() {
+            hook(step);
+        }
+    }
+
+    /// Reserve here, ask the payee's shard, apply its answer here: the clearing's
+    /// [`Clearing::send_for`], step by step.
+    async fn cross(&self, crossing: &Crossing, purpose: Purpose) -> Result<Decision, ClearingError> {
+        let clearing = &self.0.here.clearing;
+        let ask = clearing.reserve_for(crossing, &purpose).await?;
+        self.reached(Step::Reserved);
+        let answer = Peer::ask(self, ask, purpose.payee_rows).await.map_err(ClearingError::Unknown)?;
+        let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
+        self.reached(Step::Decided);
+        clearing.apply(answer).await?;
+        Ok(decision)
     }
 
     /// This server's shard.
@@ -210,11 +248,11 @@ impl Country {
                     payer_rows: vec![row.clone()],
                     payee_rows: vec![row],
                 };
-                return self.finish(wallet, sender, &id_text, self.0.here.clearing.send_for(&crossing, purpose, self).await).await;
+                return self.finish(wallet, sender, &id_text, self.cross(&crossing, purpose).await).await;
             }
         };
         // Reserved before (the first try's rows are there): ask again, apply what is decided.
-        let answer = self.0.here.clearing.send(&crossing, self).await;
+        let answer = self.cross(&crossing, Purpose::default()).await;
         self.finish(wallet, sender, &id_text, answer).await
     }
 

@@ -1,0 +1,302 @@
+//! A country of two shards, each a PostgreSQL database with its own server and writer, and a
+//! catalog: cities placed on shards and onboarded there, one ID number registered once in the
+//! country, money sent from a resident of Hangzhou (shard 1) to one of Fuzhou (shard 2) through
+//! the real servers. Then the faults of `scale-out.md` §5 scenario 5 that processes can show:
+//! the payee's writer killed (the answer unknown, never acknowledged; the resolver returns the
+//! money), the payer's server killed right after the reservation and right after the decision
+//! (the resolver finishes each the way the payee's shard decided), duplicate asks (retries
+//! with the same key). After all, every transfer ended one way on both shards, each shard's
+//! books balance, the two clearing accounts mirror each other, nothing is left undecided, and
+//! `citypay audit` of each shard is clean. Skipped without `CITYPAY_TEST_PG`, except under CI.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Api, BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, Target, free_ports};
+
+const DAUGHTER_ID: &str = "11010519491231002X";
+const MOTHER_ID: &str = "350102195501010022";
+const CARD: &str = "6222021234567890128";
+
+/// A server process, killed when the test ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// One shard: its database, its key file (a copy of the country's), its server's ports.
+struct Shard {
+    number: u16,
+    target: Target,
+    port: u16,
+    cluster_port: u16,
+    log: PathBuf,
+}
+
+impl Shard {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn api(&self) -> Api {
+        Api { client: reqwest::Client::new(), base: self.base() }
+    }
+
+    fn spawn(&self, catalog: &str, crash_after: Option<&str>) -> Running {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--addr", &format!("127.0.0.1:{}", self.port), "--db", &self.target.db, "--keys"])
+            .arg(&self.target.keys)
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster_port), "--lease-ttl-ms", "1000"])
+            .args(["--catalog", catalog, "--shard", &self.number.to_string()])
+            .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
+            .env("CITYPAY_OPERATOR_PASSWORD", OPERATOR_PASSWORD)
+            .stdout(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap());
+        if let Some(step) = crash_after {
+            command.env("CITYPAY_TEST_CRASH_AFTER", step);
+        }
+        Running(command.spawn().unwrap())
+    }
+
+    async fn wait_writer(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(response) = reqwest::get(format!("{}/health", self.base())).await
+                && let Ok(health) = response.json::<Value>().await
+                && health["role"] == "writer"
+            {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "shard {} has no writer", self.number);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `sql` on this shard's database (on a thread of its own: the synchronous client
+    /// must not run on the test's runtime).
+    fn query(&self, sql: &'static str) -> Vec<Vec<i64>> {
+        let url = self.target.db.clone();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let rows = client.query(sql, &[]).unwrap();
+            rows.iter().map(|row| (0..row.len()).map(|i| row.get::<_, i64>(i)).collect()).collect()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// Σ credits − debits over every account (zero: the shard's books balance), what is
+    /// pending, and the clearing account's net for `peer`.
+    fn books(&self, peer: u16) -> (i64, i64, i64) {
+        let total = self.query("SELECT COALESCE(SUM(credits_posted - debits_posted), 0)::BIGINT, COALESCE(SUM(debits_pending + credits_pending), 0)::BIGINT FROM accounts");
+        let clearing: i64 = (6 << 56) | i64::from(peer);
+        let rows = {
+            let url = self.target.db.clone();
+            std::thread::spawn(move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                client.query_one("SELECT credits_posted - debits_posted FROM accounts WHERE id = $1", &[&clearing]).unwrap().get::<_, i64>(0)
+            })
+            .join()
+            .unwrap()
+        };
+        (total[0][0], total[0][1], rows)
+    }
+}
+
+fn country_command(args: &[&str]) {
+    let output = Command::new(BIN).arg("country").args(args).output().unwrap();
+    assert!(output.status.success(), "country {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn cny(amount: i64) -> Value {
+    json!({"amount": amount, "currency": "CNY"})
+}
+
+async fn balance(api: &Api, resident: &str) -> (i64, i64) {
+    let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(resident), None, None).await;
+    (wallet["balance"]["amount"].as_i64().unwrap(), wallet["available"]["amount"].as_i64().unwrap_or(-1))
+}
+
+/// The status of transfer `id` in `resident`'s list.
+async fn listed(api: &Api, resident: &str, id: &str) -> Value {
+    let (_, list, _) = api.call("GET", "/v1/transfers?limit=100", Some(resident), None, None).await;
+    list["items"].as_array().unwrap().iter().find(|t| t["transfer_id"] == id).cloned().unwrap_or(Value::Null)
+}
+
+/// Waits until `resident`'s transfer `id` is no longer pending; answers its status.
+async fn settled(api: &Api, resident: &str, id: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let line = listed(api, resident, id).await;
+        if let Some(status) = line["status"].as_str().filter(|s| *s != "pending") {
+            return status.to_owned();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "transfer {id} stayed pending: {line}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn wait_exit(server: &mut Running) {
+    let started = Instant::now();
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the server did not stop where it was told to");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (Some(one), Some(two), Some(catalog)) = (
+        Target::postgres(&dir.path().join("one"), "citypay_country_one"),
+        Target::postgres(&dir.path().join("two"), "citypay_country_two"),
+        Target::postgres(dir.path(), "citypay_country_catalog"),
+    ) else {
+        return;
+    };
+    // One key set for the country; each shard's servers keep their own copy (and the journal's
+    // seal head beside it).
+    for sub in ["one", "two"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    let made = Command::new(BIN).args(["keys", "new"]).arg(&one.keys).env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::copy(&one.keys, &two.keys).unwrap();
+    let catalog = catalog.db;
+    country_command(&["add-shard", "--catalog", &catalog, "--shard", "1", "--db", &one.db]);
+    country_command(&["add-shard", "--catalog", &catalog, "--shard", "2", "--db", &two.db]);
+    country_command(&["place-city", "--catalog", &catalog, "--city", "330100", "--shard", "1"]);
+    country_command(&["place-city", "--catalog", &catalog, "--city", "350100", "--shard", "2"]);
+    for target in [&one, &two] {
+        support::admin(target, &["create-operator", "--username", "root", "--role", "platform"]);
+    }
+    let ports = free_ports(4);
+    let shards = [
+        Shard { number: 1, target: one, port: ports[0], cluster_port: ports[1], log: dir.path().join("one.log") },
+        Shard { number: 2, target: two, port: ports[2], cluster_port: ports[3], log: dir.path().join("two.log") },
+    ];
+    let [hangzhou, fuzhou] = &shards;
+    let mut servers = [Some(hangzhou.spawn(&catalog, None)), Some(fuzhou.spawn(&catalog, None))];
+    hangzhou.wait_writer().await;
+    fuzhou.wait_writer().await;
+    let (a, b) = (hangzhou.api(), fuzhou.api());
+
+    // Each city is onboarded on its shard, with the group of buckets the catalog gave it; a
+    // city of another shard is refused.
+    let (operator_a, operator_b) = (a.operator().await, b.operator().await);
+    let (status, city, _) = a.call("POST", "/v1/cities", Some(&operator_a), Some("city-hz"), Some(json!({"code": 330100, "name": "Hangzhou"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{city}");
+    let (status, city, _) = b.call("POST", "/v1/cities", Some(&operator_b), Some("city-fz"), Some(json!({"code": 350100, "name": "Fuzhou"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{city}");
+    let (status, refused, _) = a.call("POST", "/v1/cities", Some(&operator_a), Some("city-fz-a"), Some(json!({"code": 350100, "name": "Fuzhou"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+
+    // One ID number, one registration in the country: the same person in the other city is
+    // refused, and of two registrations of one new number at once, on the two shards, one wins.
+    let register = |city: u32, name: &str, mobile: &str, id: &str| {
+        json!({"city": city, "name": name, "mobile": mobile, "id_number": id, "password": "correct horse", "account_class": "I"})
+    };
+    let (status, daughter_me, _) = a.call("POST", "/v1/residents", None, Some("reg-d"), Some(register(330100, "李娜", "13800138000", DAUGHTER_ID))).await;
+    assert_eq!(status, StatusCode::CREATED, "{daughter_me}");
+    let (status, mother_me, _) = b.call("POST", "/v1/residents", None, Some("reg-m"), Some(register(350100, "王秀英", "13700137000", MOTHER_ID))).await;
+    assert_eq!(status, StatusCode::CREATED, "{mother_me}");
+    let (status, taken, _) = b.call("POST", "/v1/residents", None, Some("reg-d2"), Some(register(350100, "李娜", "13900139000", DAUGHTER_ID))).await;
+    assert_eq!((status, Api::code(&taken)), (StatusCode::CONFLICT, "identity_already_registered"), "{taken}");
+    let twice = "110105194912310038";
+    let (first, second) = tokio::join!(
+        a.call("POST", "/v1/residents", None, Some("reg-t1"), Some(register(330100, "张伟", "13600136000", twice))),
+        b.call("POST", "/v1/residents", None, Some("reg-t2"), Some(register(350100, "张伟", "13500135000", twice))),
+    );
+    let created = [first.0, second.0].iter().filter(|s| **s == StatusCode::CREATED).count();
+    assert_eq!(created, 1, "one of two registrations at once: {first:?} {second:?}");
+
+    let daughter = a.sign_in("13800138000", "correct horse").await;
+    let mother = b.sign_in("13700137000", "correct horse").await;
+    a.issue_card(&operator_a, CARD, "李娜", DAUGHTER_ID).await;
+    a.top_up(&daughter, CARD, 50_000).await;
+
+    // Found across the country, masked; sent; both see it.
+    let (status, found, _) = a.call("POST", "/v1/transfer-recipients", Some(&daughter), None, Some(json!({"mobile": "13700137000"}))).await;
+    assert_eq!((status, found["masked_name"].as_str(), found["city"].as_u64()), (StatusCode::OK, Some("**英"), Some(350100)), "{found}");
+    let gift = json!({"mobile": "13700137000", "amount": cny(10_000), "note": "妈妈生日快乐"});
+    let (status, sent, _) = a.call("POST", "/v1/transfers", Some(&daughter), Some("gift-1"), Some(gift.clone())).await;
+    assert_eq!((status, sent["status"].as_str(), sent["counterparty"].as_str()), (StatusCode::CREATED, Some("completed"), Some("**英")), "{sent}");
+    let (status, again, replayed) = a.call("POST", "/v1/transfers", Some(&daughter), Some("gift-1"), Some(gift)).await;
+    assert_eq!((status, &again, replayed), (StatusCode::CREATED, &sent, true), "a retry answers the first transfer");
+    assert_eq!(balance(&a, &daughter).await, (40_000, 40_000));
+    assert_eq!(balance(&b, &mother).await.0, 10_000);
+    let received = listed(&b, &mother, sent["transfer_id"].as_str().unwrap()).await;
+    assert_eq!((received["direction"].as_str(), received["counterparty"].as_str(), received["note"].as_str()), (Some("received"), Some("*娜"), Some("妈妈生日快乐")), "{received}");
+    // And back the other way.
+    let (status, back, _) = b.call("POST", "/v1/transfers", Some(&mother), Some("back-1"), Some(json!({"mobile": "13800138000", "amount": cny(1_000)}))).await;
+    assert_eq!((status, back["status"].as_str()), (StatusCode::CREATED, Some("completed")), "{back}");
+    assert_eq!(balance(&a, &daughter).await.0, 41_000);
+
+    // The payee's writer is dead: the answer is not known, so it is not given; the money is
+    // held; the resolver returns it once the payee's shard is back (it decides "timeout").
+    drop(servers[1].take());
+    let (status, unknown, _) = a.call("POST", "/v1/transfers", Some(&daughter), Some("gift-2"), Some(json!({"mobile": "13700137000", "amount": cny(2_000)}))).await;
+    assert_eq!((status, Api::code(&unknown)), (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"), "{unknown}");
+    assert_eq!(balance(&a, &daughter).await, (41_000, 39_000), "held while undecided");
+    servers[1] = Some(fuzhou.spawn(&catalog, None));
+    fuzhou.wait_writer().await;
+    let (_, mine, _) = a.call("GET", "/v1/transfers?limit=1", Some(&daughter), None, None).await;
+    let pending = mine["items"][0]["transfer_id"].as_str().unwrap().to_owned();
+    assert_eq!(settled(&a, &daughter, &pending).await, "returned");
+    assert_eq!(balance(&a, &daughter).await, (41_000, 41_000), "given back");
+    let (status, returned, _) = a.call("POST", "/v1/transfers", Some(&daughter), Some("gift-2"), Some(json!({"mobile": "13700137000", "amount": cny(2_000)}))).await;
+    assert_eq!((status, Api::code(&returned)), (StatusCode::CONFLICT, "transfer_returned"), "{returned}");
+
+    // The payer's server dies right after the reservation, then right after hearing the
+    // decision: no answer either time; the resolver finishes each as the payee's shard decided
+    // (nothing decided yet: returned; posted: completed, credited once).
+    for (step, key, amount, ends) in [("reserved", "gift-3", 3_000, "returned"), ("decided", "gift-4", 4_000, "completed")] {
+        drop(servers[0].take());
+        let mut crashing = hangzhou.spawn(&catalog, Some(step));
+        hangzhou.wait_writer().await;
+        let body = json!({"mobile": "13700137000", "amount": cny(amount)});
+        let cut = a.client.post(format!("{}/v1/transfers", a.base)).header("authorization", &daughter).header("idempotency-key", key).json(&body).send().await;
+        assert!(cut.is_err(), "{step}: the server stopped before answering: {cut:?}");
+        wait_exit(&mut crashing);
+        servers[0] = Some(hangzhou.spawn(&catalog, None));
+        hangzhou.wait_writer().await;
+        let (_, mine, _) = a.call("GET", "/v1/transfers?limit=1", Some(&daughter), None, None).await;
+        let id = mine["items"][0]["transfer_id"].as_str().unwrap().to_owned();
+        assert_eq!(mine["items"][0]["amount"]["amount"].as_i64(), Some(amount), "{mine}");
+        assert_eq!(settled(&a, &daughter, &id).await, ends, "{step}");
+        // The retry of the same key answers the same end.
+        let (status, retried, _) = a.call("POST", "/v1/transfers", Some(&daughter), Some(key), Some(body)).await;
+        let expected = if ends == "completed" { StatusCode::CREATED } else { StatusCode::CONFLICT };
+        assert_eq!(status, expected, "{step}: {retried}");
+    }
+    assert_eq!(balance(&a, &daughter).await, (37_000, 37_000));
+    assert_eq!(balance(&b, &mother).await, (13_000, 13_000), "credited once");
+
+    // Every transfer ended one way on both shards; each shard's books balance; the clearing
+    // accounts mirror each other; nothing is left undecided.
+    drop(servers);
+    let (total_one, pending_one, clearing_one) = hangzhou.books(2);
+    let (total_two, pending_two, clearing_two) = fuzhou.books(1);
+    assert_eq!((total_one, total_two, pending_one, pending_two), (0, 0, 0, 0), "each shard's books balance, nothing pending");
+    assert_eq!(clearing_one, -clearing_two, "the clearing accounts mirror each other");
+    assert_eq!(clearing_one, 14_000 - 1_000, "what crossed from shard 1 to shard 2, net");
+    let undecided = hangzhou.query("SELECT COUNT(*) FROM crossings_out WHERE status = 'prepared'");
+    assert_eq!(undecided[0][0], 0);
+    for shard in &shards {
+        shard.target.assert_audit_clean();
+    }
+    let log = std::fs::read_to_string(&hangzhou.log).unwrap();
+    assert!(!log.contains(DAUGHTER_ID) && !log.contains(MOTHER_ID), "no ID number in the log");
+}
