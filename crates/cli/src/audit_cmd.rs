@@ -12,7 +12,7 @@ use citypay_store::{DbUrl, ServiceReader};
 
 /// Custody against the money held in it, from the stored balances (posted), in fen.
 #[derive(Debug, Default, serde::Serialize)]
-struct Custody {
+pub(crate) struct Custody {
     /// What the platform's custody accounts at the banks hold (the negated balance of their
     /// mirrors in the ledger).
     custody: i128,
@@ -28,10 +28,10 @@ struct Custody {
     /// sent to another shard is in this shard's custody still, in its clearing account.
     clearing: i128,
     /// Custody less everything held against it: zero when they agree.
-    difference: i128,
+    pub(crate) difference: i128,
 }
 
-fn custody(accounts: &[citypay_ledger::Account]) -> Custody {
+pub(crate) fn custody(accounts: &[citypay_ledger::Account]) -> Custody {
     let mut c = Custody::default();
     for account in accounts {
         let net = i128::from(account.balance.net_posted());

@@ -31,6 +31,19 @@ pub(crate) enum CountryCommand {
         #[arg(long)]
         shard: u16,
     },
+    /// Audits the country: each shard's books and custody; across shards, that every
+    /// currency's balances sum to zero, that each pair's clearing accounts mirror each other
+    /// (up to what is decided and not yet applied), and that no transfer between shards is left
+    /// undecided. (Each shard's journal seals: `citypay audit` on it.) Exit status 1 when not
+    /// clean.
+    Audit {
+        /// The catalog's PostgreSQL URL.
+        #[arg(long, env = "CITYPAY_CATALOG")]
+        catalog: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the shards, the map's version and how many buckets each shard holds.
     Show {
         /// The catalog's PostgreSQL URL.
@@ -43,8 +56,9 @@ fn open(url: &str) -> anyhow::Result<Catalog> {
     Catalog::open(url).context("opening the country's catalog")
 }
 
-pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<()> {
+pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<std::process::ExitCode> {
     match what {
+        CountryCommand::Audit { catalog, json } => return audit(catalog, *json),
         CountryCommand::AddShard { catalog, shard, db } => {
             open(catalog)?.add_shard(*shard, db)?;
             say!("shard {shard} is in the catalog")?;
@@ -63,5 +77,171 @@ pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A transfer between shards a payer's shard still holds undecided: older than this is one
+/// the resolver should have finished (it asks after `RESOLVE_AFTER_MS`, every second).
+const UNRESOLVED_AFTER_MS: u64 = citypay_crossshard::RESOLVE_AFTER_MS + 55_000;
+
+/// What one shard holds of the country's money.
+#[derive(Debug, serde::Serialize)]
+struct ShardBooks {
+    shard: u16,
+    accounts: usize,
+    journal_rows: usize,
+    currency_sums: std::collections::BTreeMap<String, i128>,
+    custody: crate::audit_cmd::Custody,
+    /// Net of its clearing account for each other shard.
+    clearing: std::collections::BTreeMap<u16, i128>,
+    /// Transfers it sent still undecided here: (id, payee's shard, amount, reserved at ms).
+    #[serde(skip)]
+    prepared: Vec<(String, u16, i64, u64)>,
+    in_flight: usize,
+    violations: Vec<String>,
+}
+
+fn int(value: Option<&citypay_store::Value>) -> i64 {
+    match value {
+        Some(citypay_store::Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn shard_books(shard: u16, db: &str) -> anyhow::Result<(ShardBooks, Box<dyn citypay_store::ServiceReader>)> {
+    let url = citypay_store::DbUrl::parse(db).with_context(|| format!("shard {shard}'s database URL"))?;
+    let mut source = crate::open::reader(&url)?;
+    let report = citypay_store::audit(source.as_mut())?;
+    let accounts = source.accounts()?;
+    let custody = crate::audit_cmd::custody(&accounts);
+    let mut violations: Vec<String> = report.violations.iter().map(|v| format!("shard {shard}: {v}")).collect();
+    if custody.difference != 0 {
+        violations.push(format!("shard {shard}: custody differs from what is held against it by {} fen", custody.difference));
+    }
+    let clearing = accounts
+        .iter()
+        .filter(|a| a.code == citypay_directory::AccountKind::Clearing.code())
+        .map(|a| (u16::try_from(a.id & 0xFFFF).unwrap_or(u16::MAX), i128::from(a.balance.net_posted())))
+        .collect();
+    let reader: Box<dyn citypay_store::ServiceReader> = match &url {
+        citypay_store::DbUrl::Postgres(url) => Box::new(citypay_store_postgres::PostgresReader::connect(url)?),
+        citypay_store::DbUrl::Sqlite(path) => Box::new(citypay_store_sqlite::SqliteReader::open(path)?),
+    };
+    let rows = reader.query("SELECT id, payee_shard, amount, reserved_at FROM crossings_out WHERE status = 'prepared'", &[])?;
+    let prepared = rows
+        .iter()
+        .map(|row| {
+            let id = match row.first() {
+                Some(citypay_store::Value::Text(id)) => id.clone(),
+                _ => String::new(),
+            };
+            (id, u16::try_from(int(row.get(1))).unwrap_or(u16::MAX), int(row.get(2)), u64::try_from(int(row.get(3))).unwrap_or(0))
+        })
+        .collect();
+    let books = ShardBooks {
+        shard,
+        accounts: report.accounts,
+        journal_rows: report.journal_rows,
+        currency_sums: report.currency_sums,
+        custody,
+        clearing,
+        prepared,
+        in_flight: 0,
+        violations,
+    };
+    Ok((books, reader))
+}
+
+/// One reading of the whole country: each shard's books, and what is wrong across them.
+fn read_country(shards: &[(u16, String)]) -> anyhow::Result<(Vec<ShardBooks>, Vec<String>)> {
+    let mut books = Vec::new();
+    let mut readers = std::collections::BTreeMap::new();
+    for (shard, db) in shards {
+        let (read, reader) = shard_books(*shard, db)?;
+        books.push(read);
+        readers.insert(*shard, reader);
+    }
+    let mut problems: Vec<String> = books.iter().flat_map(|b| b.violations.clone()).collect();
+    let mut sums: std::collections::BTreeMap<String, i128> = std::collections::BTreeMap::new();
+    for b in &books {
+        for (currency, sum) in &b.currency_sums {
+            *sums.entry(currency.clone()).or_default() += sum;
+        }
+    }
+    for (currency, sum) in &sums {
+        if *sum != 0 {
+            problems.push(format!("{currency}: balances across the shards sum to {sum}, not zero"));
+        }
+    }
+    let now_ms = u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis()).unwrap_or(u64::MAX);
+    // What each payer's shard holds prepared that its payee's shard decided posted: credited
+    // there, not yet applied here (the mirror's allowance).
+    let mut decided_posted: std::collections::BTreeMap<(u16, u16), i128> = std::collections::BTreeMap::new();
+    for b in &mut books {
+        b.in_flight = b.prepared.len();
+        for (id, payee, amount, reserved_at) in &b.prepared {
+            let Some(reader) = readers.get(payee) else {
+                problems.push(format!("shard {}: transfer {id} names shard {payee}, which is not in the catalog", b.shard));
+                continue;
+            };
+            let decision = reader.query("SELECT decision FROM crossings_in WHERE id = ?1", &[citypay_store::Value::Text(id.clone())])?;
+            if matches!(decision.first().and_then(|r| r.first()), Some(citypay_store::Value::Text(d)) if d == "posted") {
+                *decided_posted.entry((b.shard, *payee)).or_default() += i128::from(*amount);
+            }
+            if now_ms.saturating_sub(*reserved_at) > UNRESOLVED_AFTER_MS {
+                problems.push(format!("shard {}: transfer {id} to shard {payee} is undecided after {} s", b.shard, now_ms.saturating_sub(*reserved_at) / 1000));
+            }
+        }
+    }
+    for (i, a) in books.iter().enumerate() {
+        for b in &books[i + 1..] {
+            let here = a.clearing.get(&b.shard).copied().unwrap_or(0);
+            let there = b.clearing.get(&a.shard).copied().unwrap_or(0);
+            let allowance = decided_posted.get(&(a.shard, b.shard)).copied().unwrap_or(0) + decided_posted.get(&(b.shard, a.shard)).copied().unwrap_or(0);
+            if here + there + allowance != 0 {
+                problems.push(format!(
+                    "shards {} and {}: the clearing accounts do not mirror ({here} and {there}, {allowance} decided and not yet applied)",
+                    a.shard, b.shard
+                ));
+            }
+        }
+    }
+    Ok((books, problems))
+}
+
+fn audit(catalog: &str, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    let shards = open(catalog)?.shards()?;
+    anyhow::ensure!(!shards.is_empty(), "the catalog has no shard");
+    // The shards are read one after the other while money may be moving: a difference is
+    // reported only if it is still there on a second and a third reading.
+    let mut reading = read_country(&shards)?;
+    for _ in 0..2 {
+        if reading.1.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        reading = read_country(&shards)?;
+    }
+    let (books, problems) = reading;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&serde_json::json!({"clean": problems.is_empty(), "shards": books, "violations": problems}))?)?;
+    } else {
+        for b in &books {
+            let sums: Vec<String> = b.currency_sums.iter().map(|(c, s)| format!("{c} {s}")).collect();
+            let clearing: Vec<String> = b.clearing.iter().map(|(peer, net)| format!("for shard {peer} {net}")).collect();
+            say!(
+                "shard {}: {} accounts, {} journal rows, balances sum to {}; clearing {}; {} transfers in flight",
+                b.shard, b.accounts, b.journal_rows, sums.join(", "), if clearing.is_empty() { "none".into() } else { clearing.join(", ") }, b.in_flight
+            )?;
+        }
+        if problems.is_empty() {
+            say!("the country's books are clean: every shard balances, the clearing accounts mirror each other, nothing is left undecided")?;
+        } else {
+            say!("{} violations:", problems.len())?;
+            for p in &problems {
+                say!("  {p}")?;
+            }
+        }
+    }
+    Ok(if problems.is_empty() { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
 }

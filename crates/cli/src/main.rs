@@ -265,7 +265,7 @@ fn main() -> ExitCode {
             .and_then(|()| say!("wrote a new key set to {} (mode 0600): copy it to every server of the city, and back it up apart from the database", path.display()))
             .map(|()| ExitCode::SUCCESS),
         Command::Admin { what } => admin::run(&what).map(|()| ExitCode::SUCCESS),
-        Command::Country { what } => country_cmd::run(&what).map(|()| ExitCode::SUCCESS),
+        Command::Country { what } => country_cmd::run(&what),
         Command::Transit { what } => transit_cmd::run(&what),
         Command::Gateway { what } => gateway_cmd::run(&what),
         Command::Inspect { what } => inspect::run(&what),

@@ -7,7 +7,8 @@
 //! (the resolver finishes each the way the payee's shard decided), duplicate asks (retries
 //! with the same key). After all, every transfer ended one way on both shards, each shard's
 //! books balance, the two clearing accounts mirror each other, nothing is left undecided, and
-//! `citypay audit` of each shard is clean. Skipped without `CITYPAY_TEST_PG`, except under CI.
+//! `citypay audit` of each shard and `citypay country audit` are clean (and the latter finds a
+//! transfer left undecided). Skipped without `CITYPAY_TEST_PG`, except under CI.
 
 mod support;
 
@@ -297,6 +298,14 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     for shard in &shards {
         shard.target.assert_audit_clean();
     }
+    let audit = Command::new(BIN).args(["country", "audit", "--catalog", &catalog]).output().unwrap();
+    let said = String::from_utf8_lossy(&audit.stdout).into_owned();
+    assert!(audit.status.success() && said.contains("the country's books are clean"), "{said}{}", String::from_utf8_lossy(&audit.stderr));
+    // A transfer left undecided (its row set back, long ago) is what the country's audit finds.
+    hangzhou.query("UPDATE crossings_out SET status = 'prepared', reserved_at = 0 WHERE decision LIKE 'rejected%' RETURNING 0::BIGINT");
+    let audit = Command::new(BIN).args(["country", "audit", "--catalog", &catalog]).output().unwrap();
+    let said = String::from_utf8_lossy(&audit.stdout).into_owned();
+    assert!(!audit.status.success() && said.contains("undecided after"), "{said}");
     let log = std::fs::read_to_string(&hangzhou.log).unwrap();
     assert!(!log.contains(DAUGHTER_ID) && !log.contains(MOTHER_ID), "no ID number in the log");
 }
