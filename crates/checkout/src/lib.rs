@@ -28,6 +28,22 @@ use sha2::{Digest, Sha256};
 pub use refund::{DEFAULT_REFUND_PERIOD_S, MAX_REFUND_PERIOD_S, Refund, RefundAnswer, RefundStatus};
 pub use schema::MIGRATIONS;
 pub use trade::{Method, Trade, TradeStatus};
+
+/// A trade's payment as the merchant's shard writes it when the money comes from another
+/// shard ([`Checkout::payment_from_elsewhere`]).
+#[derive(Clone, Debug)]
+pub struct PaymentHere {
+    /// The trade as paid.
+    pub trade: Trade,
+    /// The merchant's account, which the money is credited to.
+    pub merchant_account: u64,
+    /// The trade's row and its notifications.
+    pub rows: Vec<ServiceRow>,
+    /// That the trade is still the one read (waiting for its payment).
+    pub guards: Vec<Guard>,
+    /// The fee, merchant → fee revenue, in the credit's entry.
+    pub legs: Vec<Leg>,
+}
 pub use notify::ALIPAY_NOTIFICATION;
 
 /// Ledger transfer codes of checkout movements.
@@ -136,6 +152,13 @@ pub enum CheckoutError {
     /// Unavailable; retrying with the same keys is safe.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// Sent to the merchant's shard and its answer not heard: it will be paid or given back,
+    /// never both; asking again with the same Idempotency-Key tells which.
+    #[error("the payment's outcome is not known yet; retry with the same Idempotency-Key")]
+    OutcomeUnknown,
+    /// The merchant's shard did not take the payment (the reason's code): nothing was paid.
+    #[error("the merchant's shard did not take the payment ({0}); nothing was paid")]
+    Returned(&'static str),
 }
 
 impl CheckoutError {
@@ -163,6 +186,8 @@ impl CheckoutError {
             CheckoutError::TooManyAttempts => "too_many_attempts",
             CheckoutError::Refused(status) => status.name(),
             CheckoutError::Unavailable(_) => "unavailable",
+            CheckoutError::OutcomeUnknown => "outcome_unknown",
+            CheckoutError::Returned(_) => "payment_returned",
         }
     }
 }
@@ -198,6 +223,11 @@ pub struct GatewayNotify {
 /// no part of the payload. Other schemes' payloads are read as their banks' apps read them
 /// (incomplete ones too) to say whose they are; citypay's own must be complete, as citypay
 /// writes them, and in yuan (amounts are read in the payload's own currency's minor units).
+/// The merchant a citypay QR payload names (to find its shard).
+pub fn payload_merchant(text: &str) -> Result<u64, CheckoutError> {
+    citypay_payload(text).map(|(_, merchant)| merchant)
+}
+
 fn citypay_payload(text: &str) -> Result<(Payload, u64), CheckoutError> {
     let payload = Payload::decode(text.trim()).map_err(|e| CheckoutError::InvalidQr(e.to_string()))?;
     let Some(merchant) = payload.citypay_merchant() else {
@@ -534,19 +564,63 @@ impl Checkout {
             class: BALANCE_PAYMENT,
             user_data: trade.id,
         }];
-        if trade.fee > 0 {
-            legs.push(Leg {
-                debit: merchant_account,
-                credit: PlatformAccounts::CNY.fee_revenue,
-                amount: trade.fee,
-                currency: Currency::CNY,
-                code: codes::FEE,
-                class: 0,
-                user_data: trade.id,
-            });
-        }
+        legs.extend(Self::fee_leg(trade, merchant_account));
         let id = derived_event_id(&["trade", &trade.id.to_string(), "pay", &wallet.to_string(), &attempt.to_string()]);
         Event::Entry(Entry { id, legs })
+    }
+
+    /// The fee of a paid trade, merchant → the platform's fee revenue (none when zero).
+    fn fee_leg(trade: &Trade, merchant_account: u64) -> Option<Leg> {
+        (trade.fee > 0).then(|| Leg {
+            debit: merchant_account,
+            credit: PlatformAccounts::CNY.fee_revenue,
+            amount: trade.fee,
+            currency: Currency::CNY,
+            code: codes::FEE,
+            class: 0,
+            user_data: trade.id,
+        })
+    }
+
+    /// What paying the trade `payload` names takes on this, the merchant's, shard when the
+    /// payer (`payer`) lives on another: the money arrives from the clearing account of the
+    /// payer's shard, and the trade's change goes with it (see `citypay-country`). A dynamic
+    /// trade only: a counter code's trade is made by the payer's idempotency key, which this
+    /// shard does not see. `Ok(Err(trade))`: nothing to pay, the trade is this payer's already.
+    pub async fn payment_from_elsewhere(&self, payer: u64, payload: &str, typed_amount: Option<i64>) -> Result<Result<PaymentHere, Trade>, CheckoutError> {
+        let (payload, merchant_id) = citypay_payload(payload)?;
+        let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
+        if let (Some(qr), Some(sent)) = (qr_amount, typed_amount)
+            && qr != sent
+        {
+            return Err(CheckoutError::AmountMismatch { qr, sent });
+        }
+        let Some(reference) = payload.additional_data().and_then(|a| a.reference_label.clone()) else {
+            return Err(CheckoutError::InvalidQr("a counter code of a merchant of another city's shard: ask the merchant for the order's code".into()));
+        };
+        let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
+        let trade = self.trade_by_id(id).await?;
+        if trade.merchant_id != merchant_id || qr_amount != Some(trade.amount) {
+            return Err(CheckoutError::InvalidQr("the payload does not match its order".into()));
+        }
+        let trade = self.as_of_now(trade).await?;
+        match trade.status {
+            TradeStatus::WaitBuyerPay => {}
+            TradeStatus::TradeSuccess | TradeStatus::TradeFinished if trade.payer_resident == Some(payer) => return Ok(Err(trade)),
+            TradeStatus::TradeSuccess | TradeStatus::TradeFinished => return Err(CheckoutError::AlreadyPaid),
+            TradeStatus::TradeClosed => return Err(CheckoutError::TradeClosed),
+        }
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let period = self.refund_period(trade.merchant_id).await?;
+        let now = self.now_s();
+        let paid = trade.paid(payer, now, period);
+        let rows = [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &paid, now, None)).collect();
+        Ok(Ok(PaymentHere { guards: vec![trade.version_guard()], legs: Self::fee_leg(&trade, merchant.account).into_iter().collect(), trade: paid, merchant_account: merchant.account, rows }))
+    }
+
+    /// A trade of this shard's by its number (for a payer of another shard, after paying).
+    pub async fn trade_numbered(&self, id: u64) -> Result<Trade, CheckoutError> {
+        self.trade_by_id(id).await
     }
 
     /// What a scanned QR payload would pay, for the payer to confirm: the merchant's registered

@@ -79,7 +79,24 @@ pub trait Peer: Send + Sync {
     /// Asks the peer, with the rows a posted decision writes there (a [`Purpose`]'s
     /// `payee_rows`; none from the resolver, whose asks never post); `Err` when it could not
     /// be reached (the ask may or may not have arrived).
-    fn ask(&self, message: Message, payee_rows: Vec<ServiceRow>) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>>;
+    fn ask(&self, message: Message, payee: PayeeSide) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>>;
+}
+
+/// What a posted decision writes on the payee's shard beyond the credit: a service's rows, the
+/// guards they need (one that fails makes the decision `Rejected(Refused)`, with nothing
+/// moved), and more legs in the same entry (a fee).
+#[derive(Clone, Debug, Default)]
+pub struct PayeeSide {
+    /// Written with a posted decision.
+    pub rows: Vec<ServiceRow>,
+    /// Checked before posting.
+    pub guards: Vec<Guard>,
+    /// More legs of the credit's entry (on the payee's shard's accounts).
+    pub legs: Vec<Leg>,
+    /// The credit's ledger code (0: `TRANSFER`) and `user_data` (a trade's number).
+    pub credit_code: u16,
+    /// See `credit_code`.
+    pub credit_user_data: u64,
 }
 
 /// What a crossing is for, beyond the money: the service's own rows and checks, written in the
@@ -96,8 +113,10 @@ pub struct Purpose {
     pub payer_guards: Vec<Guard>,
     /// Written with the reservation.
     pub payer_rows: Vec<ServiceRow>,
-    /// Written with a posted decision on the payee's shard.
-    pub payee_rows: Vec<ServiceRow>,
+    /// The ledger's `user_data` of the reservation (a trade's number).
+    pub user_data: u64,
+    /// What a posted decision writes on the payee's shard.
+    pub payee: PayeeSide,
 }
 
 /// A shard's half of the cross-shard protocol.
@@ -231,6 +250,7 @@ impl Clearing {
             leg.code = purpose.code;
         }
         leg.class = purpose.class;
+        leg.user_data = purpose.user_data;
         let hold = Transfer {
             id: event_id(crossing.id, "reserve"),
             leg,
@@ -296,12 +316,12 @@ impl Clearing {
     /// the first ask (the decision row is unique on the transfer id, so of two asks at once
     /// one writes and both answer what it wrote).
     pub async fn decide(&self, ask: Message) -> Result<Message, ClearingError> {
-        self.decide_with(ask, Vec::new()).await
+        self.decide_with(ask, PayeeSide::default()).await
     }
 
-    /// [`Clearing::decide`], writing `payee_rows` with a posted decision (never with a
-    /// rejection).
-    pub async fn decide_with(&self, ask: Message, payee_rows: Vec<ServiceRow>) -> Result<Message, ClearingError> {
+    /// [`Clearing::decide`], writing `payee`'s rows and legs with a posted decision (never with
+    /// a rejection), under its guards.
+    pub async fn decide_with(&self, ask: Message, payee: PayeeSide) -> Result<Message, ClearingError> {
         let (Message::Decide(crossing) | Message::Resolve(crossing)) = ask else { return Err(ClearingError::NotFound) };
         if crossing.payee_shard != self.shard {
             return Err(ClearingError::NotFound);
@@ -326,15 +346,26 @@ impl Clearing {
             };
             let event = movement.map(|movement| {
                 let Movement::Post { amount, .. } = movement else { unreachable!("a decision posts") };
-                let leg = cny(Self::clearing_account(crossing.payer_shard), crossing.payee, amount);
-                Event::Transfer(Transfer { id: event_id(crossing.id, "credit"), leg, pending_timeout_s: None })
+                let mut leg = cny(Self::clearing_account(crossing.payer_shard), crossing.payee, amount);
+                if payee.credit_code != 0 {
+                    leg.code = payee.credit_code;
+                }
+                leg.user_data = payee.credit_user_data;
+                let id = event_id(crossing.id, "credit");
+                if payee.legs.is_empty() {
+                    Event::Transfer(Transfer { id, leg, pending_timeout_s: None })
+                } else {
+                    Event::Entry(citypay_ledger::Entry { id, legs: std::iter::once(leg).chain(payee.legs.iter().cloned()).collect() })
+                }
             });
             let guards = vec![Guard::Absent { table: "crossings_in", key: key.clone() }];
             let mut rows = vec![row(decision)];
+            let mut all_guards = guards.clone();
             if decision == Decision::Posted {
-                rows.extend(payee_rows.iter().cloned());
+                rows.extend(payee.rows.iter().cloned());
+                all_guards.extend(payee.guards.iter().cloned());
             }
-            match self.submit(Command { event, guards: guards.clone(), rows, always_rows: Vec::new() }).await? {
+            match self.submit(Command { event, guards: all_guards, rows, always_rows: Vec::new() }).await? {
                 Ok(outcome) if outcome.status == Status::Ok => {
                     tracing::debug!(transfer = %id_text(crossing.id), decision = %decision_text(decision), "decided");
                     return Ok(step.send);
@@ -344,6 +375,14 @@ impl Clearing {
                 Ok(outcome) => {
                     tracing::debug!(transfer = %id_text(crossing.id), status = outcome.status.name(), "the credit was refused");
                     let rejected = Decision::Rejected(Rejection::OverLimit);
+                    if self.submit(Command { event: None, guards, rows: vec![row(rejected)], always_rows: Vec::new() }).await?.is_ok() {
+                        return Ok(Message::Decided { id: crossing.id, decision: rejected });
+                    }
+                }
+                // The service's guard failed: refused, and written as such.
+                Err(guard) if guard > 0 => {
+                    tracing::debug!(transfer = %id_text(crossing.id), guard, "the payee's service refused it");
+                    let rejected = Decision::Rejected(Rejection::Refused);
                     if self.submit(Command { event: None, guards, rows: vec![row(rejected)], always_rows: Vec::new() }).await?.is_ok() {
                         return Ok(Message::Decided { id: crossing.id, decision: rejected });
                     }
@@ -398,7 +437,7 @@ impl Clearing {
     /// [`Clearing::send`] for `purpose`.
     pub async fn send_for(&self, crossing: &Crossing, purpose: Purpose, peer: &dyn Peer) -> Result<Decision, ClearingError> {
         let ask = self.reserve_for(crossing, &purpose).await?;
-        let answer = peer.ask(ask, purpose.payee_rows).await.map_err(ClearingError::Unknown)?;
+        let answer = peer.ask(ask, purpose.payee).await.map_err(ClearingError::Unknown)?;
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
         self.apply(answer).await?;
         Ok(decision)
@@ -430,7 +469,7 @@ impl Clearing {
     pub async fn resolve_once(&self, peer: &dyn Peer, limit: u32) -> Result<usize, ClearingError> {
         let mut finished = 0;
         for crossing in self.due(limit).await? {
-            match peer.ask(citypay_crossshard::resolve(&crossing), Vec::new()).await {
+            match peer.ask(citypay_crossshard::resolve(&crossing), PayeeSide::default()).await {
                 Ok(answer) => {
                     self.apply(answer).await?;
                     finished += 1;

@@ -35,19 +35,19 @@ struct Link {
 }
 
 impl Peer for Link {
-    fn ask(&self, message: Message, rows: Vec<citypay_store::ServiceRow>) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
+    fn ask(&self, message: Message, payee: citypay_clearing::PayeeSide) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
         Box::pin(async move {
             let fate = self.fates.lock().unwrap().pop().unwrap_or(Fate::Delivered);
             match fate {
                 Fate::AskLost => Err("connection reset before the ask arrived".into()),
-                Fate::Delivered => self.payee.decide_with(message, rows.clone()).await.map_err(|e| e.to_string()),
+                Fate::Delivered => self.payee.decide_with(message, payee.clone()).await.map_err(|e| e.to_string()),
                 Fate::AnswerLost => {
-                    self.payee.decide_with(message, rows.clone()).await.map_err(|e| e.to_string())?;
+                    self.payee.decide_with(message, payee.clone()).await.map_err(|e| e.to_string())?;
                     Err("connection reset before the answer arrived".into())
                 }
                 Fate::Twice => {
-                    let first = self.payee.decide_with(message, rows.clone()).await.map_err(|e| e.to_string())?;
-                    let second = self.payee.decide_with(message, rows.clone()).await.map_err(|e| e.to_string())?;
+                    let first = self.payee.decide_with(message, payee.clone()).await.map_err(|e| e.to_string())?;
+                    let second = self.payee.decide_with(message, payee.clone()).await.map_err(|e| e.to_string())?;
                     assert_eq!(first, second, "a second ask gets the first answer");
                     Ok(second)
                 }

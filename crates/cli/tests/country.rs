@@ -5,7 +5,8 @@
 //! the payee's writer killed (the answer unknown, never acknowledged; the resolver returns the
 //! money), the payer's server killed right after the reservation and right after the decision
 //! (the resolver finishes each the way the payee's shard decided), duplicate asks (retries
-//! with the same key). After all, every transfer ended one way on both shards, each shard's
+//! with the same key). A resident pays a shop of the other shard by its order's QR code, with the
+//! shop's shard down once. After all, every transfer ended one way on both shards, each shard's
 //! books balance, the two clearing accounts mirror each other, nothing is left undecided, and
 //! `citypay audit` of each shard and `citypay country audit` are clean (and the latter finds a
 //! transfer left undecided). Skipped without `CITYPAY_TEST_PG`, except under CI.
@@ -285,6 +286,43 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     assert_eq!(balance(&a, &daughter).await, (37_000, 37_000));
     assert_eq!(balance(&b, &mother).await, (13_000, 13_000), "credited once");
 
+    // The daughter, in Fuzhou, buys fish balls from a Fuzhou shop (shard 2) by scanning its
+    // order's code: previewed and paid through her own shard's server, the trade paid on the
+    // merchant's shard with the money. With the shop's shard down the answer is not known and
+    // not given; the resolver gives the money back, the same key's retry says so, and a new
+    // key pays.
+    let shop = json!({"city": 350100, "name": "鱼丸店", "uscc": support::uscc("M0000001"), "mcc": "5812", "category": "restaurant",
+                      "settlement_account": "6222020200112233446", "notify_url": null});
+    let (status, shop, _) = b.call("POST", "/v1/merchants", Some(&operator_b), Some("shop-1"), Some(shop)).await;
+    assert_eq!(status, StatusCode::CREATED, "{shop}");
+    let shop_key = format!("ApiKey {}:{}", shop["api_key_id"].as_str().unwrap(), shop["api_key_secret"].as_str().unwrap());
+    let order = json!({"out_trade_no": "F1", "amount": cny(2_372), "subject": "鱼丸"});
+    let (status, created, _) = b.call("POST", "/v1/trades", Some(&shop_key), None, Some(order)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let scanned = json!({"payload": created["qr_payload"]});
+    let (status, shown, _) = a.call("POST", "/v1/payments/qr/preview", Some(&daughter), None, Some(scanned.clone())).await;
+    assert_eq!((status, shown["merchant_name"].as_str(), shown["amount"]["amount"].as_i64()), (StatusCode::OK, Some("鱼丸店"), Some(2_372)), "{shown}");
+    drop(servers[1].take());
+    let (status, unknown, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("fish-1"), Some(scanned.clone())).await;
+    assert_eq!((status, Api::code(&unknown)), (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"), "{unknown}");
+    assert_eq!(balance(&a, &daughter).await, (37_000, 37_000 - 2_372), "held while undecided");
+    servers[1] = Some(fuzhou.spawn(&catalog, None));
+    fuzhou.wait_writer().await;
+    let started = Instant::now();
+    while balance(&a, &daughter).await.1 != 37_000 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the resolver did not give the money back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, returned, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("fish-1"), Some(scanned.clone())).await;
+    assert_eq!((status, Api::code(&returned)), (StatusCode::CONFLICT, "payment_returned"), "{returned}");
+    let (status, paid, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("fish-2"), Some(scanned.clone())).await;
+    assert_eq!((status, paid["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{paid}");
+    let (_, seen, _) = b.call("GET", "/v1/trades/F1", Some(&shop_key), None, None).await;
+    assert_eq!(seen["status"], "TRADE_SUCCESS", "the shop sees it paid: {seen}");
+    let (status, again, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("fish-3"), Some(scanned)).await;
+    assert_eq!(status, StatusCode::OK, "paid already by her: the same trade, not a second payment: {again}");
+    assert_eq!(balance(&a, &daughter).await, (37_000 - 2_372, 37_000 - 2_372), "paid once");
+
     // Every transfer ended one way on both shards; each shard's books balance; the clearing
     // accounts mirror each other; nothing is left undecided.
     drop(servers);
@@ -292,7 +330,7 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (total_two, pending_two, clearing_two) = fuzhou.books(1);
     assert_eq!((total_one, total_two, pending_one, pending_two), (0, 0, 0, 0), "each shard's books balance, nothing pending");
     assert_eq!(clearing_one, -clearing_two, "the clearing accounts mirror each other");
-    assert_eq!(clearing_one, 14_000 - 1_000, "what crossed from shard 1 to shard 2, net");
+    assert_eq!(clearing_one, 14_000 + 2_372 - 1_000, "what crossed from shard 1 to shard 2, net");
     let undecided = hangzhou.query("SELECT COUNT(*) FROM crossings_out WHERE status = 'prepared'");
     assert_eq!(undecided[0][0], 0);
     for shard in &shards {

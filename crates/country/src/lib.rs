@@ -21,6 +21,7 @@ use citypay_crossshard::{Crossing, Decision, Message, PayerStatus, Refusal};
 use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, NewResident, Resident, transfer_codes};
 use citypay_ledger::Status;
 use citypay_routing::{BucketMap, ShardId};
+use citypay_checkout::{Checkout, CheckoutError, Trade};
 use citypay_wallet::{Direction, Recipient, TransferLine, TransferStatus, Wallet, WalletError};
 
 pub use catalog::{Catalog, CatalogError};
@@ -30,11 +31,12 @@ struct Side {
     directory: Directory,
     clearing: Clearing,
     claims: Claims,
+    checkout: Checkout,
 }
 
 impl Side {
     fn new(directory: Directory, shard: ShardId) -> Side {
-        Side { clearing: Clearing::new(directory.clone(), shard), claims: Claims::new(directory.clone()), directory }
+        Side { clearing: Clearing::new(directory.clone(), shard), claims: Claims::new(directory.clone()), checkout: Checkout::new(directory.clone()), directory }
     }
 }
 
@@ -123,7 +125,7 @@ impl Country {
         let clearing = &self.0.here.clearing;
         let ask = clearing.reserve_for(crossing, &purpose).await?;
         self.reached(Step::Reserved);
-        let answer = Peer::ask(self, ask, purpose.payee_rows).await.map_err(ClearingError::Unknown)?;
+        let answer = Peer::ask(self, ask, purpose.payee).await.map_err(ClearingError::Unknown)?;
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
         self.reached(Step::Decided);
         clearing.apply(answer).await?;
@@ -246,7 +248,8 @@ impl Country {
                     class: BALANCE_PAYMENT,
                     payer_guards: vec![Directory::wallet_not_frozen(sender.id)],
                     payer_rows: vec![row.clone()],
-                    payee_rows: vec![row],
+                    user_data: 0,
+                    payee: citypay_clearing::PayeeSide { rows: vec![row], ..Default::default() },
                 };
                 return self.finish(wallet, sender, &id_text, self.cross(&crossing, purpose).await).await;
             }
@@ -287,6 +290,64 @@ impl Country {
         }
     }
 
+    /// The checkout of the shard of the merchant a QR payload names (`here` for this shard's).
+    pub fn checkout_for<'a>(&'a self, here: &'a Checkout, payload: &str) -> Result<&'a Checkout, CheckoutError> {
+        let merchant = citypay_checkout::payload_merchant(payload)?;
+        let shard = self.map().shard_of(citypay_routing::bucket_of_owner(merchant));
+        Ok(self.0.peers.get(&shard).map_or(here, |side| &side.checkout))
+    }
+
+    /// [`Checkout::pay_qr`] across the country: a merchant of this shard is paid as checkout
+    /// pays; one of another shard through the clearing, the trade's change going with the
+    /// credit there (under the guard that the trade still waits), answered once that shard's
+    /// decision is durable. The crossing's id derives from the trade, the payer and the
+    /// idempotency key: a retry with the same key finishes the same crossing; of two crossings
+    /// for one trade, the trade's guard lets one pay.
+    pub async fn pay_qr(&self, checkout: &Checkout, payer: &Resident, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Trade, CheckoutError> {
+        let merchant = citypay_checkout::payload_merchant(payload)?;
+        let shard = self.map().shard_of(citypay_routing::bucket_of_owner(merchant));
+        let Some(side) = self.0.peers.get(&shard) else { return checkout.pay_qr(payer, payload, typed_amount, idempotency_key).await };
+        let here = match side.checkout.payment_from_elsewhere(payer.id, payload, typed_amount).await? {
+            Ok(here) => here,
+            Err(paid) => return Ok(paid),
+        };
+        let trade = here.trade.id;
+        let id = citypay_directory::derived_event_id(&["trade", &trade.to_string(), "crossing", &payer.id.to_string(), idempotency_key]);
+        let crossing = Crossing { id, payer_shard: self.0.shard, payee_shard: shard, payer: payer.wallet, payee: here.merchant_account, amount: here.trade.amount };
+        let purpose = Purpose {
+            code: citypay_checkout::codes::PAYMENT,
+            class: BALANCE_PAYMENT,
+            payer_guards: vec![Directory::wallet_not_frozen(payer.id)],
+            payer_rows: Vec::new(),
+            user_data: trade,
+            payee: citypay_clearing::PayeeSide {
+                rows: here.rows,
+                guards: here.guards,
+                legs: here.legs,
+                credit_code: citypay_checkout::codes::PAYMENT,
+                credit_user_data: trade,
+            },
+        };
+        match self.cross(&crossing, purpose).await {
+            Ok(Decision::Posted) => side.checkout.trade_numbered(trade).await,
+            // The trade changed before the money arrived: paid by someone else, or closed.
+            Ok(Decision::Rejected(citypay_crossshard::Rejection::Refused)) => {
+                let now = side.checkout.trade_numbered(trade).await?;
+                Err(if now.status == citypay_checkout::TradeStatus::TradeClosed { CheckoutError::TradeClosed } else { CheckoutError::AlreadyPaid })
+            }
+            Ok(Decision::Rejected(reason)) => Err(CheckoutError::Returned(reason.code())),
+            Err(ClearingError::Refused(Refusal::InsufficientFunds)) => Err(CheckoutError::Refused(Status::InsufficientFunds)),
+            Err(ClearingError::Ledger(status)) => Err(CheckoutError::Refused(status)),
+            Err(ClearingError::Guard(_)) => Err(DirectoryError::WalletFrozen.into()),
+            Err(ClearingError::Unknown(error)) => {
+                tracing::warn!(trade, %error, "the merchant's shard did not answer; the resolver will finish the payment");
+                Err(CheckoutError::OutcomeUnknown)
+            }
+            Err(ClearingError::Directory(error)) => Err(error.into()),
+            Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
+        }
+    }
+
     /// [`Wallet::transfers`], with where each transfer sent to another shard stands.
     pub async fn transfers(&self, wallet: &Wallet, resident: &Resident, before: Option<(u64, String)>, limit: u32) -> Result<Vec<TransferLine>, WalletError> {
         let mut lines = wallet.transfers(resident, before, limit).await?;
@@ -320,11 +381,11 @@ impl Country {
 }
 
 impl Peer for Country {
-    fn ask(&self, message: Message, payee_rows: Vec<citypay_store::ServiceRow>) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
+    fn ask(&self, message: Message, payee: citypay_clearing::PayeeSide) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
         Box::pin(async move {
             let (Message::Decide(crossing) | Message::Resolve(crossing)) = &message else { return Err("only asks are sent".into()) };
             let side = self.0.peers.get(&crossing.payee_shard).ok_or_else(|| format!("shard {} is not known here", crossing.payee_shard))?;
-            side.clearing.decide_with(message, payee_rows).await.map_err(unknown)
+            side.clearing.decide_with(message, payee).await.map_err(unknown)
         })
     }
 }

@@ -104,6 +104,9 @@ pub enum Rejection {
     PayeeFrozen,
     /// The payee would go past a limit of their account class.
     OverLimit,
+    /// The payee's service refused what the transfer is for (a trade no longer waiting for
+    /// its payment).
+    Refused,
 }
 
 impl Rejection {
@@ -114,12 +117,13 @@ impl Rejection {
             Rejection::PayeeUnknown => "payee_unknown",
             Rejection::PayeeFrozen => "payee_frozen",
             Rejection::OverLimit => "over_limit",
+            Rejection::Refused => "refused",
         }
     }
 
     /// Inverse of [`Rejection::code`].
     pub fn from_code(code: &str) -> Option<Rejection> {
-        [Rejection::Timeout, Rejection::PayeeUnknown, Rejection::PayeeFrozen, Rejection::OverLimit].into_iter().find(|r| r.code() == code)
+        [Rejection::Timeout, Rejection::PayeeUnknown, Rejection::PayeeFrozen, Rejection::OverLimit, Rejection::Refused].into_iter().find(|r| r.code() == code)
     }
 }
 
@@ -309,7 +313,7 @@ mod tests {
         assert!(apply(PayerStatus::Voided, Decision::Posted).is_err());
         assert!(apply(PayerStatus::Posted, Decision::Rejected(Rejection::Timeout)).is_err());
         assert_eq!(decide(None, &Message::Decided { id: 7, decision: Decision::Posted }, Ok(())), None);
-        for rejection in [Rejection::Timeout, Rejection::PayeeUnknown, Rejection::PayeeFrozen, Rejection::OverLimit] {
+        for rejection in [Rejection::Timeout, Rejection::PayeeUnknown, Rejection::PayeeFrozen, Rejection::OverLimit, Rejection::Refused] {
             assert_eq!(Rejection::from_code(rejection.code()), Some(rejection));
         }
     }

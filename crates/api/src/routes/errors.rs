@@ -86,6 +86,8 @@ impl From<CheckoutError> for ApiError {
                 return ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.code(), message).with_retry_after(Duration::from_secs(retry_after_s));
             }
             CheckoutError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
+            CheckoutError::OutcomeUnknown => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()).with_retry_after(RETRY),
+            CheckoutError::Returned(_) => StatusCode::CONFLICT,
         };
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -288,7 +288,10 @@ fn failure(error: &CheckoutError, method: &str) -> Failure {
         CheckoutError::Directory(DirectoryError::WalletFrozen) => business("ACQ.BUYER_ENABLE_STATUS_FORBID", "买家状态非法 (the wallet is frozen)"),
         CheckoutError::Directory(DirectoryError::NotFound) => business("ACQ.TRADE_NOT_EXIST", "交易不存在 (not found)"),
         // Unknown outcome: the merchant queries, then retries or cancels.
-        CheckoutError::Unavailable(_) | CheckoutError::Directory(_) => Failure::system("ACQ.SYSTEM_ERROR", "系统错误，请查询后重试 (query, then retry)"),
+        CheckoutError::Returned(_) => Failure::business("ACQ.PAYMENT_FAIL", format!("支付失败 ({error})")),
+        CheckoutError::Unavailable(_) | CheckoutError::OutcomeUnknown | CheckoutError::Directory(_) => {
+            Failure::system("ACQ.SYSTEM_ERROR", "系统错误，请查询后重试 (query, then retry)")
+        }
     }
 }
 

@@ -333,7 +333,10 @@ pub(crate) struct QrPreview {
 #[utoipa::path(post, path = "/v1/payments/qr/preview", security(("resident" = [])), tag = "payments", request_body = QrPreviewRequest,
     responses((status = OK, body = QrPreview), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody)))]
 pub(crate) async fn preview_qr(State(state): State<AppState>, ResidentCaller(_): ResidentCaller, AppJson(body): AppJson<QrPreviewRequest>) -> Result<AppJson<QrPreview>, ApiError> {
-    let (merchant, amount) = state.checkout.qr_preview(&body.payload).await?;
+    let (merchant, amount) = match state.country.get() {
+        Some(country) => country.checkout_for(&state.checkout, &body.payload)?.qr_preview(&body.payload).await?,
+        None => state.checkout.qr_preview(&body.payload).await?,
+    };
     Ok(AppJson(QrPreview { merchant_name: merchant.name, amount: amount.map(money) }))
 }
 
@@ -345,7 +348,10 @@ pub(crate) async fn pay_qr(State(state): State<AppState>, ResidentCaller(me): Re
     let key = request.key.as_str().to_owned();
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::OK, async {
         let typed = request.body.amount.as_ref().map(cny).transpose()?;
-        let trade = state.checkout.pay_qr(&me, &request.body.payload, typed, &key).await?;
+        let trade = match state.country.get() {
+            Some(country) => country.pay_qr(&state.checkout, &me, &request.body.payload, typed, &key).await?,
+            None => state.checkout.pay_qr(&me, &request.body.payload, typed, &key).await?,
+        };
         Ok(TradeView::from(&trade))
     })
     .await
