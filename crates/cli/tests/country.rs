@@ -323,6 +323,18 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     assert_eq!(status, StatusCode::OK, "paid already by her: the same trade, not a second payment: {again}");
     assert_eq!(balance(&a, &daughter).await, (37_000 - 2_372, 37_000 - 2_372), "paid once");
 
+    // One national view: an operator of either shard sees both cities, each with its own
+    // shard's payments (the fish balls in Fuzhou, where the shop is).
+    let (status, stats, _) = a.call("GET", "/v1/city-stats", Some(&operator_a), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
+    let cities = stats["days"][0]["cities"].as_array().unwrap();
+    let codes: Vec<u64> = cities.iter().map(|c| c["city_code"].as_u64().unwrap()).collect();
+    assert_eq!(codes, [330100, 350100], "{stats}");
+    let paid_in = |city: &Value| -> i64 {
+        city["payments"].as_object().unwrap().values().flat_map(|methods| methods.as_object().unwrap().values()).map(|c| c["amount"].as_i64().unwrap()).sum()
+    };
+    assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372), "{stats}");
+
     // Every transfer ended one way on both shards; each shard's books balance; the clearing
     // accounts mirror each other; nothing is left undecided.
     drop(servers);

@@ -157,6 +157,11 @@ impl Country {
         self.0.peers.keys().copied()
     }
 
+    /// Every shard's directory, this one's first (a national view reads them all).
+    pub fn directories(&self) -> Vec<Directory> {
+        std::iter::once(&self.0.here).chain(self.0.peers.values()).map(|side| side.directory.clone()).collect()
+    }
+
     /// This shard's half of the clearing.
     pub fn clearing(&self) -> &Clearing {
         &self.0.here.clearing

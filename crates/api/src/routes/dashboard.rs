@@ -65,7 +65,13 @@ async fn report_for(state: &AppState, role: Role, city: Option<u32>, date: Optio
         Role::PlatformOperator => None,
         Role::CityOperator => Some(city.ok_or_else(|| ApiError::forbidden("a city operator without a city"))?),
     };
-    let cities = citypay_dashboard::collect(&state.directory, from, to, only).await?;
+    // A country's view reads every shard: each city lives on one, so their cities add up.
+    let mut cities = Vec::new();
+    let shards = state.country.get().map_or_else(|| vec![state.directory.clone()], citypay_country::Country::directories);
+    for directory in &shards {
+        cities.extend(citypay_dashboard::collect(directory, from, to, only).await?);
+    }
+    cities.sort_by_key(|city| city.city_code);
     Ok(Report {
         title: "citypay: how the cities pay".into(),
         subtitle: format!("Live, {date} (Asia/Shanghai); reloads every {REFRESH_S} s"),
