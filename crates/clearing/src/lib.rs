@@ -221,14 +221,10 @@ impl Clearing {
         if crossing.payer_shard != self.shard {
             return Err(ClearingError::Unavailable(format!("shard {} reserves only for payers of its own", self.shard)));
         }
-        if let Some((_, status, _)) = self.sent(crossing.id).await? {
-            // A retry: reserved already (and perhaps decided), the ask is the same.
-            tracing::debug!(transfer = %id_text(crossing.id), status = status_text(status), "reserved already");
-            return Ok(Message::Decide(*crossing));
-        }
-        let account = self.directory.shard().account(crossing.payer).await.map_err(|e| ClearingError::Unavailable(e.to_string()))?;
-        let available = account.map_or(0, |a| a.balance.available());
-        let reserved = citypay_crossshard::reserve(crossing, available).map_err(ClearingError::Refused)?;
+        // Written at once, with no read first: a retry's guard fails (reserved already, and
+        // perhaps decided: the ask is the same), and the ledger refuses what the payer's
+        // available balance does not cover, in the same transaction.
+        let reserved = citypay_crossshard::reserve(crossing, i64::MAX).map_err(ClearingError::Refused)?;
         let Movement::Reserve { amount, .. } = reserved.movement else { unreachable!("a reservation reserves") };
         let key = vec![("id", Value::Text(id_text(crossing.id)))];
         let row = ServiceRow {
@@ -262,9 +258,13 @@ impl Clearing {
         let command = Command { event: Some(Event::Transfer(hold)), guards, rows, always_rows: Vec::new() };
         match self.submit(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => Ok(reserved.send),
+            Ok(outcome) if outcome.status == Status::InsufficientFunds => Err(ClearingError::Refused(citypay_crossshard::Refusal::InsufficientFunds)),
             Ok(outcome) => Err(ClearingError::Ledger(outcome.status)),
-            // Reserved meanwhile by a retry of the same transfer.
-            Err(0) => Ok(Message::Decide(*crossing)),
+            // Reserved before, or meanwhile, by a retry of the same transfer.
+            Err(0) => {
+                tracing::debug!(transfer = %id_text(crossing.id), "reserved already");
+                Ok(Message::Decide(*crossing))
+            }
             Err(guard) => Err(ClearingError::Guard(guard - 1)),
         }
     }
@@ -326,9 +326,18 @@ impl Clearing {
         if crossing.payee_shard != self.shard {
             return Err(ClearingError::NotFound);
         }
-        for _ in 0..3 {
-            let stored = self.decided(crossing.id).await?;
-            let receivable = if stored.is_some() { Ok(()) } else { self.receivable(&crossing).await? };
+        for round in 0..4 {
+            // The first round writes at once, as if nothing were decided and the payee could be
+            // credited: the guard on the decision row and the ledger check both in the same
+            // transaction (a decision stored before fails the guard; a payee not here fails the
+            // credit). Later rounds read first.
+            let (stored, receivable) = if round == 0 {
+                (None, Ok(()))
+            } else {
+                let stored = self.decided(crossing.id).await?;
+                let receivable = if stored.is_some() { Ok(()) } else { self.receivable(&crossing).await? };
+                (stored, receivable)
+            };
             let step = citypay_crossshard::decide(stored, &ask, receivable).ok_or(ClearingError::NotFound)?;
             let Some((decision, movement)) = step.write else { return Ok(step.send) };
             let key = vec![("id", Value::Text(id_text(crossing.id)))];
@@ -370,11 +379,12 @@ impl Clearing {
                     tracing::debug!(transfer = %id_text(crossing.id), decision = %decision_text(decision), "decided");
                     return Ok(step.send);
                 }
-                // The ledger would not credit the payee (a cap, a closed account): that is the
-                // decision, and it is written as such.
+                // The ledger would not credit the payee (no such account here, a cap): that is
+                // the decision, and it is written as such.
                 Ok(outcome) => {
                     tracing::debug!(transfer = %id_text(crossing.id), status = outcome.status.name(), "the credit was refused");
-                    let rejected = Decision::Rejected(Rejection::OverLimit);
+                    let reason = if outcome.status == Status::AccountNotFound { Rejection::PayeeUnknown } else { Rejection::OverLimit };
+                    let rejected = Decision::Rejected(reason);
                     if self.submit(Command { event: None, guards, rows: vec![row(rejected)], always_rows: Vec::new() }).await?.is_ok() {
                         return Ok(Message::Decided { id: crossing.id, decision: rejected });
                     }
@@ -397,9 +407,19 @@ impl Clearing {
     /// The payer's shard's last step: posts or voids the reservation as `answer` decides (a
     /// decision applied before is applied once). The transfer's status after it.
     pub async fn apply(&self, answer: Message) -> Result<PayerStatus, ClearingError> {
+        self.apply_expecting(answer, None).await
+    }
+
+    /// [`Clearing::apply`] from the status `expected` without reading it first (the sender,
+    /// which has just reserved, knows it is `Prepared`); the guard checks it, and a status
+    /// changed meanwhile is read as `apply` reads it.
+    pub async fn apply_expecting(&self, answer: Message, expected: Option<PayerStatus>) -> Result<PayerStatus, ClearingError> {
         let Message::Decided { id, decision } = answer else { return Err(ClearingError::NotFound) };
-        for _ in 0..3 {
-            let (_, status, _) = self.sent(id).await?.ok_or(ClearingError::NotFound)?;
+        for round in 0..4 {
+            let status = match expected.filter(|_| round == 0) {
+                Some(status) => status,
+                None => self.sent(id).await?.ok_or(ClearingError::NotFound)?.1,
+            };
             let Some((next, movement)) = citypay_crossshard::apply(status, decision).map_err(ClearingError::Conflict)? else { return Ok(status) };
             let event = match movement {
                 Movement::PostReserved => Event::PostPending(PostPending { id: event_id(id, "post"), pending_id: event_id(id, "reserve"), amount: None }),

@@ -33,6 +33,7 @@ fn stdout_line(line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
 mod admin;
 mod audit_cmd;
 mod bench;
+mod bench_country;
 mod bench_gateway;
 mod bench_payments;
 mod bench_servers;
@@ -232,6 +233,10 @@ enum BenchCommand {
     /// database, the writer killed again and again under payments, each time from the kill to
     /// the first payment the new writer acknowledges.
     Takeover(bench_takeover::TakeoverBenchArgs),
+    /// Money sent between residents on a country of two shards, at several shares across
+    /// shards: transfers per second, CPU per transfer (this process and PostgreSQL), and what a
+    /// transfer across shards costs against a local one.
+    Country(bench_country::CountryBenchArgs),
     /// The load generator `bench gateway` runs in a child process.
     #[command(hide = true)]
     GatewayLoad(bench_gateway::GatewayLoadArgs),
@@ -242,6 +247,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench { what: BenchCommand::Ledger(args) } => bench::run(&args).map(|_| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Payments(args) } => bench_payments::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { what: BenchCommand::Country(args) } => bench_country::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Transit(args) } => bench_transit::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Settlement(args) } => bench_settlement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Gateway(args) } => bench_gateway::run(&args).map(|()| ExitCode::SUCCESS),

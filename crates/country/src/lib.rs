@@ -128,7 +128,7 @@ impl Country {
         let answer = Peer::ask(self, ask, purpose.payee).await.map_err(ClearingError::Unknown)?;
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
         self.reached(Step::Decided);
-        clearing.apply(answer).await?;
+        clearing.apply_expecting(answer, Some(PayerStatus::Prepared)).await?;
         Ok(decision)
     }
 

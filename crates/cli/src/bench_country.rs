@@ -1,0 +1,253 @@
+//! `citypay bench country`: money sent between residents on a country of two shards (two
+//! databases, two writers, in this process), at several shares of transfers that cross shards
+//! (`--cross`, in percent). Each run reports transfers per second and the CPU time per transfer,
+//! summed over this process (both writers and the services) and every PostgreSQL process (from
+//! `/proc`); from the 0% and 100% runs, what a transfer across shards costs against a local one.
+//! Senders are on both shards; a transfer across shards runs the clearing's three steps
+//! (reserve, decide, apply) as `citypay-country` sends it, the peer reached in this process.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use citypay_directory::{NewResident, PasswordPolicy, Resident};
+use citypay_routing::{Bucket, BucketMap};
+use citypay_store::DbUrl;
+use serde::Serialize;
+
+/// Options of `citypay bench country`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CountryBenchArgs {
+    /// Shard 1's database (must be new); default: a fresh SQLite file in a temporary directory.
+    #[arg(long)]
+    db_one: Option<DbUrl>,
+    /// Shard 2's database (must be new).
+    #[arg(long)]
+    db_two: Option<DbUrl>,
+    /// Residents on each shard.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(2..=5_000))]
+    residents: u64,
+    /// Transfers per run.
+    #[arg(long, default_value_t = 2_000)]
+    transfers: u64,
+    /// Concurrent senders.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    clients: u64,
+    /// The shares of transfers across shards to run, in percent.
+    #[arg(long, value_delimiter = ',', default_value = "0,5,20,100")]
+    cross: Vec<u32>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One run.
+#[derive(Debug, Serialize)]
+struct Run {
+    cross_percent: u32,
+    transfers: u64,
+    across_shards: u64,
+    failed: u64,
+    seconds: f64,
+    transfers_per_second: f64,
+    cpu_us_per_transfer: f64,
+    process_cpu_us_per_transfer: f64,
+    postgres_cpu_us_per_transfer: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    shards: u32,
+    residents_per_shard: u64,
+    clients: u64,
+    runs: Vec<Run>,
+    /// CPU of a transfer across shards over a local one (from the 0% and 100% runs).
+    cross_vs_local_cpu: Option<f64>,
+    books_clean: bool,
+    clearing_mirrors: bool,
+}
+
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
+}
+
+/// CPU time of every PostgreSQL process (`/proc/PID/stat`, user and system, in clock ticks of
+/// 10 ms, Linux's `USER_HZ`).
+fn postgres_cpu() -> Duration {
+    let mut ticks = 0u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Duration::ZERO };
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if !stat[open + 1..close].starts_with("postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // After the name: state is field 3; utime and stime are fields 14 and 15.
+        ticks += fields.get(11).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+struct ShardSide {
+    state: citypay_api::routes::AppState,
+    country: citypay_country::Country,
+    residents: Vec<(Resident, String)>,
+}
+
+async fn residents(state: &citypay_api::routes::AppState, city: u32, region: &str, mobile_prefix: &str, n: u64) -> anyhow::Result<Vec<(Resident, String)>> {
+    let mut made = Vec::new();
+    for i in 0..n {
+        let body = format!("{region}{}0101{:03}", 1950 + (i / 1_000) % 50, i % 1_000);
+        let id = format!("{body}{}", citypay_identity::resident_id::check_character(&body).context("check")?);
+        let mobile = format!("{mobile_prefix}{i:09}");
+        let resident = state
+            .directory
+            .register_resident(&NewResident { city, name: format!("居民{i}"), mobile: mobile.clone(), id_number: id, password: "bench password".into() })
+            .await?;
+        let card = crate::city::bench_wallet(state, &resident).await?;
+        state.wallet.top_up(&resident, card, 1_000_000, "bench").await?;
+        made.push((resident, mobile));
+    }
+    Ok(made)
+}
+
+/// `n` transfers of 1 fen from `clients` senders on both shards, `cross` percent of them to the
+/// other shard: (latencies are not kept) transfers made, across shards, failed, seconds.
+async fn drive(sides: &Arc<[ShardSide; 2]>, n: u64, clients: u64, cross: u32) -> (u64, u64, u64, f64) {
+    let (next, across, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let (sides, next, across, failed) = (sides.clone(), next.clone(), across.clone(), failed.clone());
+        tasks.spawn(async move {
+            loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n {
+                    return;
+                }
+                // A fixed spread (no random source): which side sends, who, to whom.
+                let mix = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+                let from = usize::try_from(client % 2).unwrap_or(0);
+                let goes_across = mix % 100 < u64::from(cross);
+                let to = if goes_across { 1 - from } else { from };
+                let senders = &sides[from].residents;
+                let recipients = &sides[to].residents;
+                let sender = usize::try_from(k % senders.len() as u64).unwrap_or(0);
+                let mut recipient = usize::try_from((mix >> 8) % recipients.len() as u64).unwrap_or(0);
+                if to == from && recipient == sender {
+                    recipient = (recipient + 1) % recipients.len();
+                }
+                let side = &sides[from];
+                let key = format!("bench-{cross}-{k}");
+                match side.country.send(&side.state.wallet, &senders[sender].0, &recipients[recipient].1, 1, "", &key).await {
+                    Ok(_) if goes_across => {
+                        across.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("a transfer failed: {error}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let failed = failed.load(Ordering::Relaxed);
+    (n - failed, across.load(Ordering::Relaxed), failed, started.elapsed().as_secs_f64())
+}
+
+#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
+    let scratch = tempfile::Builder::new().prefix("citypay-bench-country").tempdir()?;
+    let db_one = args.db_one.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("one.db")));
+    let db_two = args.db_two.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("two.db")));
+    let keys = scratch.path().join("keys");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (runs, mirrors) = runtime.block_on(async {
+        // One key set for the country; each shard its own database and writer.
+        let one = crate::city::open_from_files(&db_one, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
+        let two = crate::city::open_from_files(&db_two, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
+        let (hangzhou, fuzhou) = (citypay_routing::city_group(0).context("group")?, citypay_routing::city_group(1).context("group")?);
+        one.state.directory.onboard_city_in(330100, "Hangzhou", Some(hangzhou)).await?;
+        two.state.directory.onboard_city_in(350100, "Fuzhou", Some(fuzhou.clone())).await?;
+        let map = BucketMap::single(1).moved(fuzhou.map(Bucket), 2);
+        one.shard.handle().hold_buckets(Some(map.owned_by(1)));
+        two.shard.handle().hold_buckets(Some(map.owned_by(2)));
+        let country_one = citypay_country::Country::new(1, String::new(), map.clone(), one.state.directory.clone(), vec![(2, two.state.directory.clone())]);
+        let country_two = citypay_country::Country::new(2, String::new(), map, two.state.directory.clone(), vec![(1, one.state.directory.clone())]);
+        country_one.open_clearing_accounts().await?;
+        country_two.open_clearing_accounts().await?;
+        eprintln!("setting up {} residents on each of two shards...", args.residents);
+        let people_one = residents(&one.state, 330100, "330106", "13", args.residents).await?;
+        let people_two = residents(&two.state, 350100, "350102", "15", args.residents).await?;
+        let sides = Arc::new([
+            ShardSide { state: one.state.clone(), country: country_one, residents: people_one },
+            ShardSide { state: two.state.clone(), country: country_two, residents: people_two },
+        ]);
+        // A warm-up at the first share, not counted.
+        drive(&sides, args.transfers.min(500), args.clients, args.cross.first().copied().unwrap_or(0)).await;
+        let mut runs = Vec::new();
+        for cross in &args.cross {
+            let (cpu, pg) = (process_cpu(), postgres_cpu());
+            let (made, across, failed, seconds) = drive(&sides, args.transfers, args.clients, *cross).await;
+            let (cpu, pg) = (process_cpu().saturating_sub(cpu), postgres_cpu().saturating_sub(pg));
+            let per = |d: Duration| d.as_secs_f64() * 1e6 / made.max(1) as f64;
+            runs.push(Run {
+                cross_percent: *cross,
+                transfers: made,
+                across_shards: across,
+                failed,
+                seconds,
+                transfers_per_second: made as f64 / seconds.max(1e-9),
+                cpu_us_per_transfer: per(cpu + pg),
+                process_cpu_us_per_transfer: per(cpu),
+                postgres_cpu_us_per_transfer: per(pg),
+            });
+        }
+        let clearing = |state: &citypay_api::routes::AppState, peer| {
+            let directory = state.directory.clone();
+            async move { directory.shard().account(citypay_clearing::Clearing::clearing_account(peer)).await.ok().flatten().map_or(0, |a| a.balance.net_posted()) }
+        };
+        let mirrors = clearing(&sides[0].state, 2).await + clearing(&sides[1].state, 1).await == 0;
+        drop(sides);
+        one.shard.shutdown();
+        two.shard.shutdown();
+        anyhow::Ok((runs, mirrors))
+    })?;
+    // Off the runtime: the PostgreSQL client blocks on a runtime of its own.
+    let mut clean = true;
+    for db in [&db_one, &db_two] {
+        let mut source = crate::open::reader(db)?;
+        clean &= citypay_store::audit(source.as_mut())?.is_clean();
+    }
+    let cost = |percent| runs.iter().find(|r| r.cross_percent == percent).map(|r| r.cpu_us_per_transfer);
+    let report = Report {
+        shards: 2,
+        residents_per_shard: args.residents,
+        clients: args.clients,
+        cross_vs_local_cpu: cost(100).zip(cost(0)).map(|(cross, local)| cross / local.max(1e-9)),
+        runs,
+        books_clean: clean,
+        clearing_mirrors: mirrors,
+    };
+    if args.json {
+        say!("{}", serde_json::to_string_pretty(&report)?)?;
+    } else {
+        for r in &report.runs {
+            say!(
+                "{:>3}% across shards: {:.0} transfers/s, {:.0} µs CPU each ({:.0} this process, {:.0} PostgreSQL), {} failed",
+                r.cross_percent, r.transfers_per_second, r.cpu_us_per_transfer, r.process_cpu_us_per_transfer, r.postgres_cpu_us_per_transfer, r.failed
+            )?;
+        }
+        if let Some(ratio) = report.cross_vs_local_cpu {
+            say!("a transfer across shards costs {ratio:.2} local ones in CPU")?;
+        }
+        say!("books {}, clearing accounts {}", if report.books_clean { "clean" } else { "NOT CLEAN" }, if report.clearing_mirrors { "mirror each other" } else { "DO NOT MIRROR" })?;
+    }
+    Ok(())
+}
