@@ -489,15 +489,27 @@ impl Clearing {
     pub async fn resolve_once(&self, peer: &dyn Peer, limit: u32) -> Result<usize, ClearingError> {
         let mut finished = 0;
         for crossing in self.due(limit).await? {
-            match peer.ask(citypay_crossshard::resolve(&crossing), PayeeSide::default()).await {
-                Ok(answer) => {
-                    self.apply(answer).await?;
-                    finished += 1;
-                }
-                Err(error) => tracing::warn!(transfer = %id_text(crossing.id), %error, "the payee's shard did not answer; asking again later"),
+            if self.resolve_one(&crossing, peer).await? {
+                finished += 1;
             }
         }
         Ok(finished)
+    }
+
+    /// The resolver's step for one due transfer: asks the payee's shard and applies the
+    /// answer. Whether it finished (false: the payee's shard did not answer; asked again
+    /// later).
+    pub async fn resolve_one(&self, crossing: &Crossing, peer: &dyn Peer) -> Result<bool, ClearingError> {
+        match peer.ask(citypay_crossshard::resolve(crossing), PayeeSide::default()).await {
+            Ok(answer) => {
+                self.apply(answer).await?;
+                Ok(true)
+            }
+            Err(error) => {
+                tracing::warn!(transfer = %id_text(crossing.id), %error, "the payee's shard did not answer; asking again later");
+                Ok(false)
+            }
+        }
     }
 
     /// The transfer this shard sent under `id`, its status and its decision.

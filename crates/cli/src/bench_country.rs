@@ -5,6 +5,8 @@
 //! `/proc`); from the 0% and 100% runs, what a transfer across shards costs against a local one.
 //! Senders are on both shards; a transfer across shards runs the clearing's three steps
 //! (reserve, decide, apply) as `citypay-country` sends it, the peer reached in this process.
+//! Last, `--backlog` transfers are left undecided behind a cut link (shard 2's writer out of
+//! reach) and the resolver's time to finish them, once the link is back, is measured.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,10 @@ pub(crate) struct CountryBenchArgs {
     /// The shares of transfers across shards to run, in percent.
     #[arg(long, value_delimiter = ',', default_value = "0,5,20,100")]
     cross: Vec<u32>,
+    /// Transfers to leave undecided behind a cut link (shard 1 → shard 2) before timing how
+    /// long the resolver takes to finish them once the link is back (0: none).
+    #[arg(long, default_value_t = 2_000)]
+    backlog: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -64,6 +70,10 @@ struct Report {
     runs: Vec<Run>,
     /// CPU of a transfer across shards over a local one (from the 0% and 100% runs).
     cross_vs_local_cpu: Option<f64>,
+    /// Transfers left undecided behind the cut link, and how fast the resolver finished them.
+    backlog: u64,
+    backlog_drain_seconds: f64,
+    backlog_drained_per_second: f64,
     books_clean: bool,
     clearing_mirrors: bool,
 }
@@ -168,7 +178,7 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
     let db_two = args.db_two.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("two.db")));
     let keys = scratch.path().join("keys");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (runs, mirrors) = runtime.block_on(async {
+    let (runs, mirrors, backlog, drain_seconds) = runtime.block_on(async {
         // One key set for the country; each shard its own database and writer.
         let one = crate::city::open_from_files(&db_one, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
         let two = crate::city::open_from_files(&db_two, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
@@ -209,6 +219,38 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
                 postgres_cpu_us_per_transfer: per(pg),
             });
         }
+        // A cut link: shard 2's writer unreachable from shard 1 (its reads still work), so each
+        // transfer across it is reserved and its outcome unknown. Then the link is back and the
+        // resolver finishes them all, once they are due.
+        let (dead, relay) = citypay_shard::relay(16, Duration::from_secs(1));
+        drop(relay);
+        let cut = citypay_country::Country::new(1, String::new(), sides[0].country.map(), sides[0].state.directory.clone(), vec![(2, sides[1].state.directory.through(dead))]);
+        let mut left = 0u64;
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in 0..args.backlog {
+            let (cut, sides) = (cut.clone(), sides.clone());
+            tasks.spawn(async move {
+                let (from, to) = (&sides[0].residents, &sides[1].residents);
+                let sender = &from[usize::try_from(k % from.len() as u64).unwrap_or(0)].0;
+                let recipient = &to[usize::try_from((k * 7) % to.len() as u64).unwrap_or(0)].1;
+                matches!(cut.send(&sides[0].state.wallet, sender, recipient, 1, "", &format!("cut-{k}")).await, Err(citypay_wallet::WalletError::OutcomeUnknown))
+            });
+            while tasks.len() >= usize::try_from(args.clients).unwrap_or(16) {
+                left += u64::from(tasks.join_next().await.is_some_and(|r| r.unwrap_or(false)));
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            left += u64::from(r.unwrap_or(false));
+        }
+        tokio::time::sleep(Duration::from_millis(citypay_crossshard::RESOLVE_AFTER_MS + 200)).await;
+        let drain = Instant::now();
+        let mut finished = 0u64;
+        while finished < left {
+            let round = sides[0].country.resolve_once(1_000).await?;
+            anyhow::ensure!(round > 0, "the resolver finished nothing with {} transfers left", left - finished);
+            finished += round as u64;
+        }
+        let drain_seconds = drain.elapsed().as_secs_f64();
         let clearing = |state: &citypay_api::routes::AppState, peer| {
             let directory = state.directory.clone();
             async move { directory.shard().account(citypay_clearing::Clearing::clearing_account(peer)).await.ok().flatten().map_or(0, |a| a.balance.net_posted()) }
@@ -217,7 +259,7 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
         drop(sides);
         one.shard.shutdown();
         two.shard.shutdown();
-        anyhow::Ok((runs, mirrors))
+        anyhow::Ok((runs, mirrors, left, drain_seconds))
     })?;
     // Off the runtime: the PostgreSQL client blocks on a runtime of its own.
     let mut clean = true;
@@ -232,6 +274,9 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
         clients: args.clients,
         cross_vs_local_cpu: cost(100).zip(cost(0)).map(|(cross, local)| cross / local.max(1e-9)),
         runs,
+        backlog,
+        backlog_drain_seconds: drain_seconds,
+        backlog_drained_per_second: if drain_seconds > 0.0 { backlog as f64 / drain_seconds } else { 0.0 },
         books_clean: clean,
         clearing_mirrors: mirrors,
     };
@@ -243,6 +288,9 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
                 "{:>3}% across shards: {:.0} transfers/s, {:.0} µs CPU each ({:.0} this process, {:.0} PostgreSQL), {} failed",
                 r.cross_percent, r.transfers_per_second, r.cpu_us_per_transfer, r.process_cpu_us_per_transfer, r.postgres_cpu_us_per_transfer, r.failed
             )?;
+        }
+        if report.backlog > 0 {
+            say!("{} transfers left undecided behind a cut link: the resolver finished them in {:.2} s ({:.0}/s)", report.backlog, report.backlog_drain_seconds, report.backlog_drained_per_second)?;
         }
         if let Some(ratio) = report.cross_vs_local_cpu {
             say!("a transfer across shards costs {ratio:.2} local ones in CPU")?;

@@ -52,6 +52,9 @@ pub enum Step {
 
 type StepHook = Arc<dyn Fn(Step) + Send + Sync>;
 
+/// Transfers the resolver finishes at once.
+pub const RESOLVING_AT_ONCE: usize = 64;
+
 struct Inner {
     shard: ShardId,
     catalog: String,
@@ -380,8 +383,27 @@ impl Country {
 
     /// The resolver, once: asks the payee's shard about every transfer this shard sent that is
     /// still undecided past its time, and applies the answers. How many it finished.
+    /// Up to [`RESOLVING_AT_ONCE`] at a time: each is two commits, one per shard, and the
+    /// writers batch what arrives together.
     pub async fn resolve_once(&self, limit: u32) -> Result<usize, ClearingError> {
-        self.0.here.clearing.resolve_once(self, limit).await
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut finished = 0;
+        let mut count = |joined: Option<Result<Result<bool, ClearingError>, tokio::task::JoinError>>| match joined {
+            Some(Ok(Ok(true))) => finished += 1,
+            Some(Ok(Err(error))) => tracing::warn!(%error, "the resolver could not finish a transfer; it asks again later"),
+            _ => {}
+        };
+        for crossing in self.0.here.clearing.due(limit).await? {
+            let country = self.clone();
+            tasks.spawn(async move { country.0.here.clearing.resolve_one(&crossing, &country).await });
+            while tasks.len() >= RESOLVING_AT_ONCE {
+                count(tasks.join_next().await);
+            }
+        }
+        while !tasks.is_empty() {
+            count(tasks.join_next().await);
+        }
+        Ok(finished)
     }
 }
 

@@ -107,6 +107,13 @@ impl Directory {
         Directory { shard, reader, keys: Arc::new(keys), clock, passwords, entropy: Entropy::Os, merchants: Arc::default(), api_keys: Arc::default(), sessions: Arc::default(), gateway_apps: Arc::default(), cities: Arc::default() }
     }
 
+    /// The same directory (keys, reader, clock) with its commands going to `shard` instead: a
+    /// link cut off in a benchmark, a writer reached another way.
+    #[must_use]
+    pub fn through(&self, shard: ShardHandle) -> Directory {
+        Directory { shard, ..self.clone() }
+    }
+
     /// The same directory drawing ids and secrets from `seed` instead of the OS. For seeded
     /// simulations only: anyone who knows the seed knows every secret drawn from it.
     #[must_use]
