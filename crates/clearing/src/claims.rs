@@ -233,3 +233,36 @@ async fn release(peer: &dyn ClaimPeer, owner: &str, granted: &[(ShardId, &str, S
         }
     }
 }
+
+/// Onboards a merchant on `directory`'s shard (`shard`) once the country grants its USCC to
+/// this shard: claimed at its home shard first (the claim's owner is the shard and the USCC,
+/// so a retry on this shard is granted again and onboarding on another is refused), given back
+/// if the onboarding was refused before writing anything.
+pub async fn onboard_merchant_in_country(
+    directory: &Directory,
+    shard: ShardId,
+    map: &BucketMap,
+    peer: &dyn ClaimPeer,
+    new: &citypay_directory::NewMerchant,
+) -> Result<(citypay_directory::Merchant, citypay_directory::MerchantCredentials), ClearingError> {
+    let uscc = new.uscc.trim().to_ascii_uppercase();
+    let key = directory.blind_index(USCC_KIND, &uscc);
+    let owner = format!("merchant:{shard}:{uscc}");
+    let home = home_of(&key, map);
+    let request = ClaimRequest::Claim { kind: USCC_KIND.to_owned(), key: hex(&key), shard, owner: owner.clone() };
+    match peer.ask(home, request).await.map_err(ClearingError::Unknown)? {
+        ClaimAnswer::Granted => {}
+        ClaimAnswer::Held { .. } | ClaimAnswer::Released => return Err(DirectoryError::MerchantExists.into()),
+    }
+    match directory.onboard_merchant(new).await {
+        Ok(onboarded) => Ok(onboarded),
+        Err(error @ (DirectoryError::InvalidField { .. } | DirectoryError::InvalidUscc(_) | DirectoryError::UnknownCity(_))) => {
+            release(peer, &owner, &[(home, USCC_KIND, hex(&key))]).await;
+            Err(error.into())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The claims' kind for a merchant's Unified Social Credit Code.
+pub const USCC_KIND: &str = "uscc";

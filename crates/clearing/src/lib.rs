@@ -19,7 +19,7 @@
 
 mod claims;
 
-pub use claims::{ClaimAnswer, ClaimPeer, ClaimRequest, Claims, home_of, register_in_country, register_in_country_with};
+pub use claims::{ClaimAnswer, ClaimPeer, ClaimRequest, Claims, USCC_KIND, home_of, onboard_merchant_in_country, register_in_country, register_in_country_with};
 
 use std::future::Future;
 use std::pin::Pin;

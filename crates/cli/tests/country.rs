@@ -296,6 +296,11 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (status, shop, _) = b.call("POST", "/v1/merchants", Some(&operator_b), Some("shop-1"), Some(shop)).await;
     assert_eq!(status, StatusCode::CREATED, "{shop}");
     let shop_key = format!("ApiKey {}:{}", shop["api_key_id"].as_str().unwrap(), shop["api_key_secret"].as_str().unwrap());
+    // One USCC, one merchant in the country: the same company onboarded in Hangzhou is refused.
+    let again = json!({"city": 330100, "name": "鱼丸店", "uscc": support::uscc("M0000001"), "mcc": "5812", "category": "restaurant",
+                       "settlement_account": "6222020200112233446", "notify_url": null});
+    let (status, refused, _) = a.call("POST", "/v1/merchants", Some(&operator_a), None, Some(again)).await;
+    assert_eq!((status, Api::code(&refused)), (StatusCode::CONFLICT, "merchant_already_onboarded"), "{refused}");
     let order = json!({"out_trade_no": "F1", "amount": cny(2_372), "subject": "鱼丸"});
     let (status, created, _) = b.call("POST", "/v1/trades", Some(&shop_key), None, Some(order)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");

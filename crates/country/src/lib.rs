@@ -192,6 +192,12 @@ impl Country {
         citypay_clearing::register_in_country_with(&self.0.here.directory, self.0.shard, &map, self, new, owner, register).await
     }
 
+    /// Onboards a merchant on this shard once the country grants its USCC to it.
+    pub async fn onboard_merchant(&self, new: &citypay_directory::NewMerchant) -> Result<(citypay_directory::Merchant, citypay_directory::MerchantCredentials), ClearingError> {
+        let map = self.map();
+        citypay_clearing::onboard_merchant_in_country(&self.0.here.directory, self.0.shard, &map, self, new).await
+    }
+
     /// The resident `mobile` reaches, and their shard: this shard's first, then the others'.
     async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<(ShardId, Resident)>, WalletError> {
         if let Some(found) = self.0.here.directory.resident_by_mobile(mobile).await? {

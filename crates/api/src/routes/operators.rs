@@ -115,7 +115,11 @@ pub(crate) async fn onboard_merchant(State(state): State<AppState>, operator: Op
         settlement_account: body.settlement_account,
         notify_url: body.notify_url,
     };
-    let (merchant, credentials) = state.directory.onboard_merchant(&new).await?;
+    let (merchant, credentials) = match state.country.get() {
+        // One USCC, one merchant in the country: claimed at its home shard first.
+        Some(country) => country.onboard_merchant(&new).await?,
+        None => state.directory.onboard_merchant(&new).await?,
+    };
     let view = OnboardedMerchant {
         merchant_id: merchant.id.to_string(),
         api_key_id: credentials.key_id,
