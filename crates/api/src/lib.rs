@@ -19,6 +19,7 @@ mod json;
 mod metrics;
 mod pagination;
 pub mod routes;
+pub mod shards;
 mod serve;
 mod trace;
 

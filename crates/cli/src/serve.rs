@@ -147,7 +147,7 @@ pub(crate) fn run(
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let (state, shard, membership) = match cluster {
+        let (state, peer_states, shard, membership) = match cluster {
             None => {
                 // Keys are minted only for a new city: never beside data sealed under others.
                 let from_env = std::env::var_os("CITYPAY_INDEX_KEYS").is_some();
@@ -156,11 +156,11 @@ pub(crate) fn run(
                 }
                 let city = crate::city::open_from_files(db, keys.as_deref(), PasswordPolicy::PRODUCTION).await?;
                 crate::city::check_key_set(&city.state.directory, true, crate::city::journal_key(&keys_path)?).await?;
-                (city.state, Some(city.shard), None)
+                (city.state, Vec::new(), Some(city.shard), None)
             }
             Some(options) => {
-                let (state, membership) = join_cluster(db, &keys_path, &options).await?;
-                (state, None, Some(membership))
+                let (state, peer_states, membership) = join_cluster(db, &keys_path, &options).await?;
+                (state, peer_states, None, Some(membership))
             }
         };
         let dispatcher = Dispatcher::new(state.directory.clone(), HttpDeliver::new(state.gateway.allow_private_notify)?, DEFAULT_SCHEDULE_S.to_vec())
@@ -206,10 +206,24 @@ pub(crate) fn run(
         let mut config = ApiConfig::new(env!("CARGO_PKG_VERSION"));
         config.role = membership.as_ref().map(|m| m.role.clone());
         config.https = tls.is_some();
-        let api = Api::new(config)?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state)).pages(people_pages());
+        let router = |state: citypay_api::routes::AppState| -> anyhow::Result<axum::Router> {
+            let api = Api::new(config.clone())?.routes(business_routes(state.clone())).pages(dashboard_pages(state.clone())).pages(gateway_pages(state)).pages(people_pages());
+            Ok(api.into_router())
+        };
+        let router = match state.country.get().cloned() {
+            None => router(state)?,
+            // A shard of a country: each caller's requests go to their shard's services.
+            Some(country) => {
+                let mut routes = vec![citypay_api::shards::ShardRoute { shard: country.shard(), state: state.clone(), router: router(state)? }];
+                for (shard, peer_state) in peer_states {
+                    routes.push(citypay_api::shards::ShardRoute { shard, state: peer_state.clone(), router: router(peer_state)? });
+                }
+                citypay_api::shards::by_caller(routes, Arc::new(move || country.map()))
+            }
+        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         eprintln!("citypay serving {} on {scheme}://{addr} (OpenAPI at /openapi.json, the dashboard at /dashboard, the resident's app at /app/, the till at /till/)", db.redacted());
-        citypay_api::serve(addr, api.into_router().layer(trusted_proxies.extension()), tls).await?;
+        citypay_api::serve(addr, router.layer(trusted_proxies.extension()), tls).await?;
         if let Some(shard) = shard {
             shard.shutdown();
         }
@@ -219,7 +233,11 @@ pub(crate) fn run(
 
 /// The services of one of a city's several servers: the whole key set from the key file (never
 /// minted), the database's reader, and the cluster's transport and lease watch.
-async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &ClusterOptions) -> anyhow::Result<(citypay_api::routes::AppState, Membership)> {
+/// This server's shard's services, every other shard's (a shard of a country), and its part in
+/// the cluster.
+type Joined = (citypay_api::routes::AppState, Vec<(u16, citypay_api::routes::AppState)>, Membership);
+
+async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &ClusterOptions) -> anyhow::Result<Joined> {
     let DbUrl::Postgres(url) = db else { anyhow::bail!("a city on several servers keeps its data in PostgreSQL (--db postgres://...)") };
     let (directory_keys, signing_keys, cluster_key) = crate::city::load_key_set(keys_path)?;
     let tls = citypay_cluster::ClusterTls::from_ca_key(&cluster_key).context("the key set's cluster key")?;
@@ -299,17 +317,25 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
     let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
     let state = crate::city::services(handle, reader, directory_keys, signing_keys, PasswordPolicy::PRODUCTION, clock.clone(), None);
     let _ = directory.set(state.directory.clone());
+    let mut peer_states = Vec::new();
     if let Some((catalog, shard, shards, map)) = country {
-        let mut peers = Vec::new();
+        // Every other shard's services in this server, over that shard's writer (followed) and
+        // database: a caller of any shard is answered here (`citypay_api::shards`). Every shard
+        // of a country shares the key set: its seals, indexes and cluster CA.
         for (peer, db) in shards.into_iter().filter(|(peer, _)| *peer != shard) {
-            // Every shard of a country shares the key set: its seals, indexes and cluster CA.
-            let (keys, _, _) = crate::city::load_key_set(keys_path)?;
+            let (keys, signing, _) = crate::city::load_key_set(keys_path)?;
             let handle = crate::cluster_serve::follow(db.clone(), &tls);
             let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(Arc::new(move || Some(db.clone()))));
-            peers.push((peer, citypay_directory::Directory::new(handle, reader, keys, clock.clone(), PasswordPolicy::PRODUCTION)));
+            peer_states.push((peer, crate::city::services(handle, reader, keys, signing, PasswordPolicy::PRODUCTION, clock.clone(), None)));
         }
         let now = map.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let country = citypay_country::Country::new(shard, catalog, now, state.directory.clone(), peers);
+        let directories: Vec<(u16, citypay_directory::Directory)> =
+            std::iter::once((shard, state.directory.clone())).chain(peer_states.iter().map(|(peer, s)| (*peer, s.directory.clone()))).collect();
+        let view = |of: u16, here: &citypay_directory::Directory| {
+            let others = directories.iter().filter(|(s, _)| *s != of).cloned().collect();
+            citypay_country::Country::new(of, catalog.clone(), now.clone(), here.clone(), others)
+        };
+        let country = view(shard, &state.directory);
         // A fault test stops this server after a step of a transfer between shards.
         if let Ok(at) = std::env::var("CITYPAY_TEST_CRASH_AFTER") {
             country.after_step(move |step| {
@@ -319,28 +345,35 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
                 }
             });
         }
+        let mut views = vec![country.clone()];
+        for (peer, peer_state) in &peer_states {
+            let peer_view = view(*peer, &peer_state.directory);
+            let _ = peer_state.country.set(peer_view.clone());
+            views.push(peer_view);
+        }
         let _ = state.country.set(country.clone());
         let _ = country_cell.set(country.clone());
-        follow_the_map(country, map, membership.clone());
+        follow_the_map(views, map, membership.clone());
         eprintln!("citypay: shard {shard} of a country");
     }
     crate::city::check_key_set(&state.directory, false, journal).await?;
     eprintln!("citypay: one of the city's servers; taking the other servers' commands on {} while the writer", options.listen);
-    Ok((state, membership))
+    Ok((state, peer_states, membership))
 }
 
-/// Logs to stderr: structured (JSON, one object per line, with each event's target) for log
-/// collectors, readable text on a terminal. `RUST_LOG` picks the levels (`info` when unset),
-/// as `citypay_wallet=trace,info`; see [`log_filter`].
 /// Reads the catalog's map every 2 s: a newer one routes this server's requests from then on,
 /// and a writer here holds the buckets it gives the shard.
-fn follow_the_map(country: citypay_country::Country, held: Arc<std::sync::RwLock<citypay_routing::BucketMap>>, membership: Membership) {
+fn follow_the_map(views: Vec<citypay_country::Country>, held: Arc<std::sync::RwLock<citypay_routing::BucketMap>>, membership: Membership) {
     tokio::spawn(async move {
+        let Some(country) = views.first().cloned() else { return };
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             match country.with_catalog(citypay_country::Catalog::map).await {
                 Ok(map) if country.set_map(map.clone()) => {
                     tracing::info!(version = map.version, "the country's map changed");
+                    for view in &views[1..] {
+                        view.set_map(map.clone());
+                    }
                     *held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map.clone();
                     if let Some(writer) = membership.writer() {
                         writer.hold_buckets(Some(map.owned_by(country.shard())));
@@ -353,6 +386,9 @@ fn follow_the_map(country: citypay_country::Country, held: Arc<std::sync::RwLock
     });
 }
 
+/// Logs to stderr: structured (JSON, one object per line, with each event's target) for log
+/// collectors, readable text on a terminal. `RUST_LOG` picks the levels (`info` when unset),
+/// as `citypay_wallet=trace,info`; see [`log_filter`].
 fn init_logs() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

@@ -5,7 +5,7 @@
 //! the payee's writer killed (the answer unknown, never acknowledged; the resolver returns the
 //! money), the payer's server killed right after the reservation and right after the decision
 //! (the resolver finishes each the way the payee's shard decided), duplicate asks (retries
-//! with the same key). A resident pays a shop of the other shard by its order's QR code, with the
+//! with the same key). Either shard's server answers any caller. A resident pays a shop of the other shard by its order's QR code, with the
 //! shop's shard down once. After all, every transfer ended one way on both shards, each shard's
 //! books balance, the two clearing accounts mirror each other, nothing is left undecided, and
 //! `citypay audit` of each shard and `citypay country audit` are clean (and the latter finds a
@@ -339,6 +339,23 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
         city["payments"].as_object().unwrap().values().flat_map(|methods| methods.as_object().unwrap().values()).map(|c| c["amount"].as_i64().unwrap()).sum()
     };
     assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372), "{stats}");
+
+    // Any server answers any caller, with the services of the caller's shard: a Fuzhou
+    // resident registers and signs in through Hangzhou's server; the mother, the shop and
+    // Fuzhou's operator are answered there too.
+    let (status, niece, _) = a.call("POST", "/v1/residents", None, Some("reg-n"), Some(register(350100, "陈静", "13300133000", "350102199001010024"))).await;
+    assert_eq!((status, niece["city"].as_u64()), (StatusCode::CREATED, Some(350100)), "{niece}");
+    let niece = a.sign_in("13300133000", "correct horse").await;
+    for api in [&a, &b] {
+        let (status, wallet, _) = api.call("GET", "/v1/wallet", Some(&niece), None, None).await;
+        assert_eq!((status, wallet["balance"]["amount"].as_i64()), (StatusCode::OK, Some(0)), "{wallet}");
+    }
+    let (status, hers, _) = a.call("GET", "/v1/transfers", Some(&mother), None, None).await;
+    assert_eq!((status, hers["items"][0]["direction"].as_str()), (StatusCode::OK, Some("received")), "{hers}");
+    let (status, seen, _) = a.call("GET", "/v1/trades/F1", Some(&shop_key), None, None).await;
+    assert_eq!((status, seen["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{seen}");
+    let (status, stats, _) = a.call("GET", "/v1/city-stats", Some(&operator_b), None, None).await;
+    assert_eq!(status, StatusCode::OK, "{stats}");
 
     // Every transfer ended one way on both shards; each shard's books balance; the clearing
     // accounts mirror each other; nothing is left undecided.

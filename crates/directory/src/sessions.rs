@@ -94,6 +94,13 @@ impl Directory {
         Err(DirectoryError::Unavailable("could not draw a free session id".into()))
     }
 
+    /// Who a token speaks for, by its signature and expiry alone (no session read): where a
+    /// country's server sends the request. Never enough to act on: [`Directory::authenticate_token`]
+    /// checks the session.
+    pub fn token_principal(&self, token: &str) -> Option<Principal> {
+        self.keys.tokens.verify(token, self.now().unix_seconds()).map(|(principal, _)| principal)
+    }
+
     /// Who a bearer token speaks for, and its session: the token is genuine and current, and
     /// its session has not been ended (as this server last read it, at most
     /// [`SESSION_CACHE_TTL`] ago; a session ended here is known at once).

@@ -1,0 +1,160 @@
+//! A server of a country of shards answers any caller: each request goes to the services of
+//! the caller's shard, which reach that shard's writer and database (`citypay-country`). The
+//! caller's shard is found without trusting anything unchecked: a resident's or a cashier's
+//! token names an id whose bucket the map places; an operator's token, or a merchant's API
+//! key, is the shard's that authenticates it; a registration goes to the shard its city was
+//! onboarded on; a resident's sign-in to the shard that knows the mobile number. Anything else
+//! is this server's own shard's. The chosen shard's router then authenticates the request as
+//! ever.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::http::header::AUTHORIZATION;
+use axum::response::{IntoResponse, Response};
+use citypay_directory::Principal;
+use citypay_routing::{BucketMap, ShardId, bucket_of_owner};
+use tower::ServiceExt;
+
+use crate::ApiError;
+use crate::routes::AppState;
+use crate::routes::SESSION_COOKIE;
+
+/// The largest body read to find its shard (a registration, a sign-in).
+const ROUTING_BODY_MAX: usize = 64 * 1024;
+
+/// One shard's services and its full router.
+#[derive(Debug)]
+pub struct ShardRoute {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its services (their directory finds callers).
+    pub state: AppState,
+    /// Its router, with every route, page and layer.
+    pub router: Router,
+}
+
+struct Shards {
+    routes: Vec<ShardRoute>,
+    map: Arc<dyn Fn() -> BucketMap + Send + Sync>,
+}
+
+/// A router sending each request to its caller's shard's router; `routes[0]` is this server's
+/// own shard's, and takes what names no shard.
+pub fn by_caller(routes: Vec<ShardRoute>, map: Arc<dyn Fn() -> BucketMap + Send + Sync>) -> Router {
+    let shards = Arc::new(Shards { routes, map });
+    Router::new().fallback(move |request: Request| {
+        let shards = shards.clone();
+        async move { shards.dispatch(request).await }
+    })
+}
+
+fn header_credentials<'a>(request: &'a Request, scheme: &str) -> Option<&'a str> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (given, rest) = value.split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
+}
+
+impl Shards {
+    fn index_of(&self, shard: ShardId) -> usize {
+        self.routes.iter().position(|r| r.shard == shard).unwrap_or(0)
+    }
+
+    async fn dispatch(&self, request: Request) -> Response {
+        let (index, request) = match self.find(request).await {
+            Ok(found) => found,
+            Err(error) => return error.into_response(),
+        };
+        match self.routes[index].router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The index of the request's shard, and the request (its body read back in when it was
+    /// read to route it).
+    async fn find(&self, request: Request) -> Result<(usize, Request), ApiError> {
+        let token = header_credentials(&request, "Bearer")
+            .or_else(|| crate::routes::cookie(request.headers(), SESSION_COOKIE))
+            .or_else(|| crate::routes::cookie(request.headers(), "citypay_dashboard"))
+            .map(str::to_owned);
+        if let Some(token) = token {
+            return Ok((self.by_token(&token).await, request));
+        }
+        if let Some(key) = header_credentials(&request, "ApiKey").map(str::to_owned) {
+            return Ok((self.by_api_key(&key).await, request));
+        }
+        let path = request.uri().path();
+        let by_body = request.method() == Method::POST && matches!(path, "/v1/residents" | "/v1/sessions" | "/v1/cookie-sessions");
+        if !by_body {
+            return Ok((0, request));
+        }
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, ROUTING_BODY_MAX)
+            .await
+            .map_err(|_| ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the body is too large"))?;
+        let fields: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let index = if parts.uri.path() == "/v1/residents" {
+            match fields["city"].as_u64().and_then(|c| u32::try_from(c).ok()) {
+                Some(city) => self.by_city(city).await,
+                None => 0,
+            }
+        } else {
+            match fields["mobile"].as_str() {
+                Some(mobile) => self.by_mobile(mobile).await,
+                None => 0,
+            }
+        };
+        Ok((index, Request::from_parts(parts, Body::from(bytes))))
+    }
+
+    async fn by_token(&self, token: &str) -> usize {
+        let here = &self.routes[0].state.directory;
+        let owner = match here.token_principal(token) {
+            Some(Principal::Resident { id, .. }) => Some(id),
+            Some(Principal::Cashier { merchant, .. }) => Some(merchant),
+            Some(Principal::Operator { .. }) => None,
+            None => return 0,
+        };
+        if let Some(owner) = owner {
+            return self.index_of((self.map)().shard_of(bucket_of_owner(owner)));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if matches!(route.state.directory.authenticate_token(token).await, Ok(Some(_))) {
+                return i;
+            }
+        }
+        0
+    }
+
+    async fn by_api_key(&self, key: &str) -> usize {
+        let Some((key_id, secret)) = key.split_once(':') else { return 0 };
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.state.directory.authenticate_api_key(key_id, secret).await.is_ok() {
+                return i;
+            }
+        }
+        0
+    }
+
+    async fn by_city(&self, city: u32) -> usize {
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.state.directory.city(city).await.is_ok() {
+                return i;
+            }
+        }
+        0
+    }
+
+    async fn by_mobile(&self, mobile: &str) -> usize {
+        for (i, route) in self.routes.iter().enumerate() {
+            if matches!(route.state.directory.resident_by_mobile(mobile).await, Ok(Some(_))) {
+                return i;
+            }
+        }
+        0
+    }
+}
