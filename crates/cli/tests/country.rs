@@ -275,6 +275,11 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (status, back, _) = b.call("POST", "/v1/transfers", Some(&mother), Some("back-1"), Some(json!({"mobile": "13800138000", "amount": cny(1_000)}))).await;
     assert_eq!((status, back["status"].as_str()), (StatusCode::CREATED, Some("completed")), "{back}");
     assert_eq!(balance(&a, &daughter).await.0, 41_000);
+    let (_, statement, _) = b.call("GET", "/v1/wallet/statement?kind=transfer", Some(&mother), None, None).await;
+    let lines = statement["lines"].as_array().unwrap();
+    let amounts: Vec<i64> = lines.iter().map(|l| l["amount"]["amount"].as_i64().unwrap()).collect();
+    assert_eq!(amounts, [-1_000, 10_000], "{statement}");
+    assert!(lines.iter().all(|l| l["counterparty"] == "another city"), "{statement}");
 
     // The payee's writer is dead: the answer is not known, so it is not given; the money is
     // held; the resolver returns it once the payee's shard is back (it decides "timeout").

@@ -248,6 +248,8 @@ impl Wallet {
             },
             k if k == AccountKind::InsuranceFund as u64 => "medical insurance fund".into(),
             k if k == AccountKind::FeeRevenue as u64 => "platform fee".into(),
+            // Money to or from a wallet or a shop whose city lives on another shard.
+            k if k == AccountKind::Clearing as u64 => "another city".into(),
             _ => "other".into(),
         }
     }
