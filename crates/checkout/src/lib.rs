@@ -223,6 +223,20 @@ pub struct GatewayNotify {
 /// no part of the payload. Other schemes' payloads are read as their banks' apps read them
 /// (incomplete ones too) to say whose they are; citypay's own must be complete, as citypay
 /// writes them, and in yuan (amounts are read in the payload's own currency's minor units).
+/// The trade a counter (static) QR payment makes: numbered by the payer and their idempotency
+/// key, so a retry finds it.
+fn counter_trade(payer: u64, idempotency_key: &str, amount: i64) -> NewTrade {
+    let digest = Sha256::digest(format!("{payer}\u{0}{idempotency_key}").as_bytes());
+    NewTrade {
+        notify: None,
+        cashier: None,
+        out_trade_no: format!("S{}", citypay_directory::hex::encode(&digest[..12])),
+        amount,
+        subject: "counter payment".into(),
+        timeout_s: None,
+    }
+}
+
 /// The merchant a citypay QR payload names (to find its shard).
 pub fn payload_merchant(text: &str) -> Result<u64, CheckoutError> {
     citypay_payload(text).map(|(_, merchant)| merchant)
@@ -586,8 +600,10 @@ impl Checkout {
     /// payer (`payer`) lives on another: the money arrives from the clearing account of the
     /// payer's shard, and the trade's change goes with it (see `citypay-country`). A dynamic
     /// trade only: a counter code's trade is made by the payer's idempotency key, which this
-    /// shard does not see. `Ok(Err(trade))`: nothing to pay, the trade is this payer's already.
-    pub async fn payment_from_elsewhere(&self, payer: u64, payload: &str, typed_amount: Option<i64>) -> Result<Result<PaymentHere, Trade>, CheckoutError> {
+    /// A counter code's trade is made paid, numbered by the payer and their idempotency key as
+    /// [`Checkout::pay_qr`] numbers it. `Ok(Err(trade))`: nothing to pay, the trade is this
+    /// payer's already.
+    pub async fn payment_from_elsewhere(&self, payer: u64, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Result<PaymentHere, Trade>, CheckoutError> {
         let (payload, merchant_id) = citypay_payload(payload)?;
         let qr_amount = payload.amount_minor_units().and_then(|a| i64::try_from(a).ok());
         if let (Some(qr), Some(sent)) = (qr_amount, typed_amount)
@@ -596,7 +612,22 @@ impl Checkout {
             return Err(CheckoutError::AmountMismatch { qr, sent });
         }
         let Some(reference) = payload.additional_data().and_then(|a| a.reference_label.clone()) else {
-            return Err(CheckoutError::InvalidQr("a counter code of a merchant of another city's shard: ask the merchant for the order's code".into()));
+            let amount = typed_amount.ok_or_else(|| CheckoutError::InvalidField { field: "amount", message: "a static QR needs the amount".into() })?;
+            let new = counter_trade(payer, idempotency_key, amount);
+            check_new_trade(&new)?;
+            match self.existing_same(merchant_id, &new, Method::Qr).await {
+                Ok(existing) if existing.payer_resident == Some(payer) => return Ok(Err(existing)),
+                Ok(_) => return Err(CheckoutError::OutTradeNoReused),
+                Err(CheckoutError::TradeNotFound) => {}
+                Err(other) => return Err(other),
+            }
+            let merchant = self.directory.merchant(merchant_id).await?;
+            let period = self.refund_period(merchant_id).await?;
+            let now = self.now_s();
+            let trade = Trade::new(self.trade_id(merchant_id, &new), &merchant, &new, Method::Qr, now).paid(payer, now, period);
+            let rows = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect();
+            let legs = Self::fee_leg(&trade, merchant.account).into_iter().collect();
+            return Ok(Ok(PaymentHere { guards: vec![trade.absent_guard()], legs, merchant_account: merchant.account, rows, trade }));
         };
         let id: u64 = reference.parse().map_err(|_| CheckoutError::InvalidQr("unknown order".into()))?;
         let trade = self.trade_by_id(id).await?;
@@ -671,15 +702,7 @@ impl Checkout {
                 self.pay_waiting(payer, self.as_of_now(trade).await?).await
             }
             (None, Some(amount)) => {
-                let digest = Sha256::digest(format!("{}\u{0}{idempotency_key}", payer.id).as_bytes());
-                let new = NewTrade {
-                    notify: None,
-                    cashier: None,
-                    out_trade_no: format!("S{}", citypay_directory::hex::encode(&digest[..12])),
-                    amount,
-                    subject: "counter payment".into(),
-                    timeout_s: None,
-                };
+                let new = counter_trade(payer.id, idempotency_key, amount);
                 check_new_trade(&new)?;
                 self.pay_counter(payer, merchant_id, &new).await
             }

@@ -385,6 +385,14 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (status, again, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("fish-3"), Some(scanned)).await;
     assert_eq!(status, StatusCode::OK, "paid already by her: the same trade, not a second payment: {again}");
     assert_eq!(balance(&a, &daughter).await, (37_000 - crossed - 2_372, 37_000 - crossed - 2_372), "paid once");
+    // The shop's counter code: she types 8.00; her retry pays nothing more.
+    let (_, counter, _) = b.call("GET", "/v1/merchant/qr", Some(&shop_key), None, None).await;
+    let typed = json!({"payload": counter["qr_payload"], "amount": cny(800)});
+    let (status, paid, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("tea-1"), Some(typed.clone())).await;
+    assert_eq!((status, paid["status"].as_str(), paid["amount"]["amount"].as_i64()), (StatusCode::OK, Some("TRADE_SUCCESS"), Some(800)), "{paid}");
+    let (status, again, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("tea-1"), Some(typed)).await;
+    assert_eq!((status, &again["trade_no"]), (StatusCode::OK, &paid["trade_no"]), "{again}");
+    assert_eq!(balance(&a, &daughter).await.0, 37_000 - crossed - 2_372 - 800);
 
     // One national view: an operator of either shard sees both cities, each with its own
     // shard's payments (the fish balls in Fuzhou, where the shop is).
@@ -396,7 +404,7 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let paid_in = |city: &Value| -> i64 {
         city["payments"].as_object().unwrap().values().flat_map(|methods| methods.as_object().unwrap().values()).map(|c| c["amount"].as_i64().unwrap()).sum()
     };
-    assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372), "{stats}");
+    assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372 + 800), "{stats}");
 
     // Any server answers any caller, with the services of the caller's shard: a Fuzhou
     // resident registers and signs in through Hangzhou's server; the mother, the shop and
@@ -422,7 +430,7 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (total_two, pending_two, clearing_two) = fuzhou.books(1);
     assert_eq!((total_one, total_two, pending_one, pending_two), (0, 0, 0, 0), "each shard's books balance, nothing pending");
     assert_eq!(clearing_one, -clearing_two, "the clearing accounts mirror each other");
-    assert_eq!(clearing_one, 14_000 + crossed + 2_372 - 1_000, "what crossed from shard 1 to shard 2, net");
+    assert_eq!(clearing_one, 14_000 + crossed + 2_372 + 800 - 1_000, "what crossed from shard 1 to shard 2, net");
     let undecided = hangzhou.query("SELECT COUNT(*) FROM crossings_out WHERE status = 'prepared'");
     assert_eq!(undecided[0][0], 0);
     for shard in &shards {

@@ -321,7 +321,7 @@ impl Country {
         let merchant = citypay_checkout::payload_merchant(payload)?;
         let shard = self.map().shard_of(citypay_routing::bucket_of_owner(merchant));
         let Some(side) = self.0.peers.get(&shard) else { return checkout.pay_qr(payer, payload, typed_amount, idempotency_key).await };
-        let here = match side.checkout.payment_from_elsewhere(payer.id, payload, typed_amount).await? {
+        let here = match side.checkout.payment_from_elsewhere(payer.id, payload, typed_amount, idempotency_key).await? {
             Ok(here) => here,
             Err(paid) => return Ok(paid),
         };
