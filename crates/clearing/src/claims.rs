@@ -108,6 +108,12 @@ impl Claims {
         Ok(Some((shard, owner.clone(), !matches!(row.get(2), Some(Value::Null) | None))))
     }
 
+    /// The shard where `key` (bytes) of `kind` is used, as its home shard holds it (none when
+    /// not claimed, or released).
+    pub async fn used_on(&self, kind: &str, key: &[u8]) -> Result<Option<ShardId>, ClearingError> {
+        Ok(self.holder(kind, &hex(key)).await?.and_then(|(shard, _, released)| (!released).then_some(shard)))
+    }
+
     /// Answers a request, as the key's home shard.
     pub async fn answer(&self, request: ClaimRequest) -> Result<ClaimAnswer, ClearingError> {
         let now = Value::Int(i64::try_from(self.directory.clock().now().unix_seconds()).unwrap_or(i64::MAX));

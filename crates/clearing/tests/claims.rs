@@ -61,6 +61,11 @@ fn one_id_number_registers_once_in_the_country() {
         assert!(matches!(retry, Err(ClearingError::Directory(DirectoryError::IdentityTaken))), "{retry:?}");
         let mine = ClaimRequest::Claim { kind: kind.into(), key: hex, shard: winner_shard, owner: owner.into() };
         assert_eq!(homes.ask(home, mine).await.unwrap(), ClaimAnswer::Granted);
+        // The mobile number's home says where it is used (how a sender finds the recipient).
+        let (mobile_kind, mobile_key) = winner.directory.mobile_key(&new.mobile).unwrap();
+        let mobile_home = usize::from(home_of(&mobile_key, &map) - 1);
+        assert_eq!(homes.0[mobile_home].used_on(mobile_kind, &mobile_key).await.unwrap(), Some(winner_shard));
+        assert_eq!(homes.0[mobile_home].used_on(mobile_kind, &[0xAB; 32]).await.unwrap(), None);
 
         // A mobile number held elsewhere refuses the registration; its ID number is given
         // back, and registers with another number.

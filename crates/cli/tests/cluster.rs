@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
@@ -16,23 +16,10 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Api, BIN, GATEWAY_TEST_KEY, Server, Target, admin, free_ports};
+use support::{Api, BIN, GATEWAY_TEST_KEY, Running, Server, Target, admin, free_ports};
 
 const ID_NUMBER: &str = "11010519491231002X";
 const CARD: &str = "6222021234567890128";
-
-/// A server process, killed when the test ends, passed or not (a frozen one is woken first).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// One server of the city, with its cluster port.
 fn spawn(target: &Target, log: &Path, port: u16, cluster_port: u16) -> Running {

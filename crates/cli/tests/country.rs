@@ -15,28 +15,16 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Api, BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, Target, free_ports};
+use support::{Api, BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, Running, Target, free_ports};
 
 const DAUGHTER_ID: &str = "11010519491231002X";
 const MOTHER_ID: &str = "350102195501010022";
 const CARD: &str = "6222021234567890128";
-
-/// A server process, killed when the test ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 /// One shard: its database, its key file (a copy of the country's), its server's ports.
 struct Shard {

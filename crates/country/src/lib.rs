@@ -198,10 +198,21 @@ impl Country {
         citypay_clearing::onboard_merchant_in_country(&self.0.here.directory, self.0.shard, &map, self, new).await
     }
 
-    /// The resident `mobile` reaches, and their shard: this shard's first, then the others'.
+    /// The resident `mobile` reaches, and their shard: this shard's first; then the shard the
+    /// number's claim names at its home shard (two reads, however many shards); then, for
+    /// residents registered before their shard joined the country (who hold no claim), every
+    /// other shard.
     async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<(ShardId, Resident)>, WalletError> {
         if let Some(found) = self.0.here.directory.resident_by_mobile(mobile).await? {
             return Ok(Some((self.0.shard, found)));
+        }
+        if let Some((kind, key)) = self.0.here.directory.mobile_key(mobile)
+            && let Some(home) = self.side(citypay_clearing::home_of(&key, &self.map()))
+            && let Some(shard) = home.claims.used_on(kind, &key).await.map_err(|e| WalletError::Unavailable(e.to_string()))?
+            && let Some(side) = self.side(shard)
+            && let Some(found) = side.directory.resident_by_mobile(mobile).await?
+        {
+            return Ok(Some((shard, found)));
         }
         for (shard, side) in &self.0.peers {
             if let Some(found) = side.directory.resident_by_mobile(mobile).await? {

@@ -244,6 +244,14 @@ impl Directory {
         Ok([(ID_KIND, self.blind_index(ID_KIND, id_number.normalized())), (MOBILE_KIND, self.blind_index(MOBILE_KIND, &mobile))])
     }
 
+    /// A mobile number's key in the country's claims (its blind index under the active key,
+    /// as [`Directory::uniqueness_keys`] gives it, with its kind); `None` for a number that is
+    /// not a mobile number.
+    pub fn mobile_key(&self, mobile: &str) -> Option<(&'static str, Vec<u8>)> {
+        let mobile = normalize_mobile(mobile).ok()?;
+        Some((MOBILE_KIND, self.blind_index(MOBILE_KIND, &mobile)))
+    }
+
     /// The resident a mobile number reaches, found by blind index (someone sending money), if
     /// registered; `None` for a number that is not a mobile number.
     pub async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<Resident>, DirectoryError> {

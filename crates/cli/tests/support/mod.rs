@@ -10,6 +10,19 @@ use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_citypay");
+
+/// A server process, killed when the test ends, passed or not (a frozen one is woken first).
+pub(crate) struct Running(pub(crate) Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill").args(["-CONT", &self.0.id().to_string()]).status();
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 pub(crate) const OPERATOR_PASSWORD: &str = "operator secret";
 
 /// A running `citypay serve`, killed when dropped.
