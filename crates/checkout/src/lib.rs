@@ -159,6 +159,10 @@ pub enum CheckoutError {
     /// The merchant's shard did not take the payment (the reason's code): nothing was paid.
     #[error("the merchant's shard did not take the payment ({0}); nothing was paid")]
     Returned(&'static str),
+    /// The command names an account another shard holds: a refund of a payment made from a
+    /// wallet of another city's shard, which is not built yet. Nothing moved.
+    #[error("the payment was made from a wallet on another city's shard; refunding it there is not supported yet (refund it over the counter)")]
+    AccountElsewhere,
 }
 
 impl CheckoutError {
@@ -188,6 +192,7 @@ impl CheckoutError {
             CheckoutError::Unavailable(_) => "unavailable",
             CheckoutError::OutcomeUnknown => "outcome_unknown",
             CheckoutError::Returned(_) => "payment_returned",
+            CheckoutError::AccountElsewhere => "account_on_another_shard",
         }
     }
 }
@@ -358,6 +363,8 @@ impl Checkout {
         match self.directory.shard().submit(command).await {
             Ok(outcome) => Ok(Ok(outcome)),
             Err(SubmitError::GuardFailed { guard }) => Ok(Err(guard)),
+            // Definite: the writer applied nothing, and would not on a retry.
+            Err(SubmitError::NotOwned { .. }) => Err(CheckoutError::AccountElsewhere),
             Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
         }
     }

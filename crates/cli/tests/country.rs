@@ -373,6 +373,11 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (status, again, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("fish-3"), Some(scanned)).await;
     assert_eq!(status, StatusCode::OK, "paid already by her: the same trade, not a second payment: {again}");
     assert_eq!(balance(&a, &daughter).await, (37_000 - crossed - 2_372, 37_000 - crossed - 2_372), "paid once");
+    // Refunding a payment made from another shard's wallet is not built yet: refused, typed,
+    // and nothing moves.
+    let refund = json!({"out_request_no": "R1", "amount": cny(500)});
+    let (status, refused, _) = b.call("POST", "/v1/trades/F1/refunds", Some(&shop_key), None, Some(refund)).await;
+    assert_eq!((status, Api::code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "account_on_another_shard"), "{refused}");
     // The shop's counter code: she types 8.00; her retry pays nothing more.
     let (_, counter, _) = b.call("GET", "/v1/merchant/qr", Some(&shop_key), None, None).await;
     let typed = json!({"payload": counter["qr_payload"], "amount": cny(800)});
