@@ -78,11 +78,6 @@ struct Report {
     clearing_mirrors: bool,
 }
 
-fn process_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
-}
-
 /// CPU time of every PostgreSQL process (`/proc/PID/stat`, user and system, in clock ticks of
 /// 10 ms, Linux's `USER_HZ`).
 fn postgres_cpu() -> Duration {
@@ -203,9 +198,9 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
         drive(&sides, args.transfers.min(500), args.clients, args.cross.first().copied().unwrap_or(0)).await;
         let mut runs = Vec::new();
         for cross in &args.cross {
-            let (cpu, pg) = (process_cpu(), postgres_cpu());
+            let (cpu, pg) = (crate::bench_gateway::cpu_time(), postgres_cpu());
             let (made, across, failed, seconds) = drive(&sides, args.transfers, args.clients, *cross).await;
-            let (cpu, pg) = (process_cpu().saturating_sub(cpu), postgres_cpu().saturating_sub(pg));
+            let (cpu, pg) = (crate::bench_gateway::cpu_time().saturating_sub(cpu), postgres_cpu().saturating_sub(pg));
             let per = |d: Duration| d.as_secs_f64() * 1e6 / made.max(1) as f64;
             runs.push(Run {
                 cross_percent: *cross,

@@ -109,7 +109,8 @@ pub(crate) struct GatewayBenchReport {
     audit_clean: bool,
 }
 
-fn cpu_time() -> Duration {
+/// This process's CPU time so far (every thread, user and system).
+pub(crate) fn cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
     Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
