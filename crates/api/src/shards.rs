@@ -3,7 +3,8 @@
 //! caller's shard is found without trusting anything unchecked: a resident's or a cashier's
 //! token names an id whose bucket the map places; an operator's token, or a merchant's API
 //! key, is the shard's that authenticates it; a registration goes to the shard its city was
-//! onboarded on; a resident's sign-in to the shard that knows the mobile number. Anything else
+//! onboarded on; a resident's sign-in to the shard that knows the mobile number; an Alipay
+//! SDK's call to `/gateway.do` to the shard that holds its app. Anything else
 //! is this server's own shard's. The chosen shard's router then authenticates the request as
 //! ever.
 
@@ -88,6 +89,9 @@ impl Shards {
             return Ok((self.by_api_key(&key).await, request));
         }
         let path = request.uri().path();
+        if path == "/gateway.do" {
+            return self.by_gateway_app(request).await;
+        }
         let by_body = request.method() == Method::POST && matches!(path, "/v1/residents" | "/v1/sessions" | "/v1/cookie-sessions");
         if !by_body {
             return Ok((0, request));
@@ -128,6 +132,26 @@ impl Shards {
             }
         }
         0
+    }
+
+    /// An Alipay SDK's call: the shard that holds its app (`app_id`, in the query or the form).
+    async fn by_gateway_app(&self, request: Request) -> Result<(usize, Request), ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, ROUTING_BODY_MAX)
+            .await
+            .map_err(|_| ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the body is too large"))?;
+        let query = parts.uri.query().unwrap_or_default().as_bytes();
+        let app = citypay_gateway::Request::parse(query, &bytes).get("app_id").and_then(|id| id.parse::<u64>().ok());
+        let mut index = 0;
+        if let Some(app) = app {
+            for (i, route) in self.routes.iter().enumerate() {
+                if route.state.directory.gateway_app(app).await.is_ok() {
+                    index = i;
+                    break;
+                }
+            }
+        }
+        Ok((index, Request::from_parts(parts, Body::from(bytes))))
     }
 
     async fn by_api_key(&self, key: &str) -> usize {

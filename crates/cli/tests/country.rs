@@ -415,6 +415,14 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     assert_eq!((status, seen["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{seen}");
     let (status, stats, _) = a.call("GET", "/v1/city-stats", Some(&operator_b), None, None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
+    // The shop's Alipay SDK code, pointed at Hangzhou's server, reaches its app in Fuzhou.
+    let public = include_str!("../../gateway/tests/test-key.pub.pem");
+    let (status, app, _) = b.call("POST", "/v1/gateway/apps", Some(&shop_key), None, Some(json!({"public_key": public}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{app}");
+    let app_key = citypay_gateway::PlatformKey::from_pkcs8(1, &support::base64_decode(GATEWAY_TEST_KEY)).unwrap();
+    let query = [("method", "alipay.trade.query"), ("biz_content", r#"{"out_trade_no":"F1"}"#)];
+    let queried = support::signed_call(&a.base, app["app_id"].as_str().unwrap(), &app_key, &query).await;
+    assert_eq!((queried["code"].as_str(), queried["trade_status"].as_str()), (Some("10000"), Some("TRADE_SUCCESS")), "{queried}");
 
     // Every transfer ended one way on both shards; each shard's books balance; the clearing
     // accounts mirror each other; nothing is left undecided.
