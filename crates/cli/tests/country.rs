@@ -440,6 +440,11 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let audit = Command::new(BIN).args(["country", "audit", "--catalog", &catalog]).output().unwrap();
     let said = String::from_utf8_lossy(&audit.stdout).into_owned();
     assert!(audit.status.success() && said.contains("the country's books are clean"), "{said}{}", String::from_utf8_lossy(&audit.stderr));
+    // Two cities placed: the map's third version; each shard holds its city's four buckets
+    // (the first shard also every bucket no city holds).
+    let shown = Command::new(BIN).args(["country", "show", "--catalog", &catalog]).output().unwrap();
+    let said = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(said.contains("map version 3") && said.contains("shard 1: 1020 buckets") && said.contains("shard 2: 4 buckets"), "{said}");
     // A transfer left undecided (its row set back, long ago) is what the country's audit finds.
     hangzhou.query("UPDATE crossings_out SET status = 'prepared', reserved_at = 0 WHERE decision LIKE 'rejected%' RETURNING 0::BIGINT");
     let audit = Command::new(BIN).args(["country", "audit", "--catalog", &catalog]).output().unwrap();
