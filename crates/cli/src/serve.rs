@@ -277,46 +277,36 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
         Arc::new(move || map.read().unwrap_or_else(std::sync::PoisonError::into_inner).owned_by(shard)) as Arc<dyn Fn() -> citypay_routing::OwnedBuckets + Send + Sync>
     });
     let parts = WriterParts { locate, reader: reader.clone(), journal, head, buckets };
-    let directory: Arc<std::sync::OnceLock<citypay_directory::Directory>> = Arc::default();
-    let found = directory.clone();
-    let country_cell: Arc<std::sync::OnceLock<citypay_country::Country>> = Arc::default();
-    let (country_found, in_country) = (country_cell.clone(), country.is_some());
+    // The services, once made: the transport runs first, and a first takeover may come first.
+    let made: Arc<std::sync::OnceLock<citypay_api::routes::AppState>> = Arc::default();
+    let found = made.clone();
     let on_writer = move || {
         let found = found.clone();
-        let country_found = country_found.clone();
         tokio::spawn(async move {
-            // The services are made once the transport runs: a first takeover may come first.
-            let directory = loop {
-                if let Some(directory) = found.get() {
-                    break directory.clone();
+            let state = loop {
+                if let Some(state) = found.get() {
+                    break state.clone();
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             };
             // Idempotent: the first writer of the city opened them; each new one checks.
-            if let Err(error) = directory.open_platform_accounts().await {
+            if let Err(error) = state.directory.open_platform_accounts().await {
                 tracing::warn!(%error, "opening the platform's accounts failed");
             }
-            if let Err(error) = crate::city::check_key_set(&directory, true, journal).await {
+            if let Err(error) = crate::city::check_key_set(&state.directory, true, journal).await {
                 tracing::error!(error = %format!("{error:#}"), "the key set does not match the city's data");
             }
             // A shard's clearing accounts, before the first transfer between shards needs them.
-            if in_country {
-                let country = loop {
-                    if let Some(country) = country_found.get() {
-                        break country.clone();
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                };
-                if let Err(error) = country.open_clearing_accounts().await {
-                    tracing::warn!(%error, "opening the clearing accounts failed; the resolver's round tries again");
-                }
+            if let Some(country) = state.country.get()
+                && let Err(error) = country.open_clearing_accounts().await
+            {
+                tracing::warn!(%error, "opening the clearing accounts failed; the resolver's round tries again");
             }
         });
     };
     let (handle, membership) = crate::cluster_serve::join(options, &tls, parts, on_writer).await?;
     let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
     let state = crate::city::services(handle, reader, directory_keys, signing_keys, PasswordPolicy::PRODUCTION, clock.clone(), None);
-    let _ = directory.set(state.directory.clone());
     let mut peer_states = Vec::new();
     if let Some((catalog, shard, shards, map)) = country {
         // Every other shard's services in this server, over that shard's writer (followed) and
@@ -352,10 +342,11 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
             views.push(peer_view);
         }
         let _ = state.country.set(country.clone());
-        let _ = country_cell.set(country.clone());
         follow_the_map(views, map, membership.clone());
         eprintln!("citypay: shard {shard} of a country");
     }
+    // Made whole (with its country, if any): the writer's first tasks may run.
+    let _ = made.set(state.clone());
     crate::city::check_key_set(&state.directory, false, journal).await?;
     eprintln!("citypay: one of the city's servers; taking the other servers' commands on {} while the writer", options.listen);
     Ok((state, peer_states, membership))

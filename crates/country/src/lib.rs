@@ -249,7 +249,7 @@ impl Country {
             Some(done) if !done.crosses_shards => return Ok(done),
             Some(_) => None,
             None => match self.resident_by_mobile(mobile).await? {
-                Some((shard, _)) if shard == self.0.shard => return wallet.send(sender, mobile, amount, note.as_str(), idempotency_key).await,
+                Some((shard, found)) if shard == self.0.shard && found.id != sender.id => return wallet.send_found(sender, &found, amount, note, id).await,
                 Some((shard, found)) if found.id != sender.id => Some((shard, found)),
                 found => {
                     wallet.count_lookup(sender.id).await?;

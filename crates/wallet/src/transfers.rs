@@ -209,6 +209,14 @@ impl Wallet {
                 return Err(if found.is_some() { WalletError::OwnWallet } else { WalletError::RecipientNotFound });
             }
         };
+        self.send_found(sender, &recipient, amount, note, id).await
+    }
+
+    /// [`Wallet::send`]'s write, once the transfer's id (`id`, not sent before), the note
+    /// (checked) and the recipient (of this shard, not the sender) are known: the country's
+    /// send looks the recipient up itself, and does not read anything twice.
+    pub async fn send_found(&self, sender: &Resident, recipient: &Resident, amount: i64, note: String, id: u128) -> Result<TransferLine, WalletError> {
+        let id_text = format!("{id:032x}");
         let now = self.directory.clock().now().0;
         let key = transfer_key(id);
         let row = transfer_row(id, sender.id, recipient.id, amount, &note, now, None);
