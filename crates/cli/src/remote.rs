@@ -42,20 +42,34 @@ pub(crate) fn call_as_operator(base: &str, operator: &str, method: reqwest::Meth
     })
 }
 
+/// How long a call is retried while the server answers 503 (a writer being taken over, for
+/// at most a few seconds).
+const UNAVAILABLE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
 async fn call(client: &reqwest::Client, method: reqwest::Method, url: &str, token: Option<&str>, key: Option<&str>, body: &Value) -> anyhow::Result<Value> {
-    let mut request = client.request(method.clone(), url);
-    if method != reqwest::Method::GET {
-        request = request.json(body);
-    }
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(key) = key {
-        request = request.header("idempotency-key", key);
-    }
-    let response = request.send().await.with_context(|| format!("calling {url}"))?;
-    let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    let started = std::time::Instant::now();
+    let (status, answer) = loop {
+        let mut request = client.request(method.clone(), url);
+        if method != reqwest::Method::GET {
+            request = request.json(body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.with_context(|| format!("calling {url}"))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        // Unavailable: nothing was done, or the same idempotency key answers what was (a
+        // sign-in is safe to repeat).
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && started.elapsed() < UNAVAILABLE_RETRY_FOR {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            continue;
+        }
+        break (status, answer);
+    };
     if !status.is_success() {
         let error = &answer["error"];
         bail!("{url}: {status} {}: {}", error["code"].as_str().unwrap_or("?"), error["message"].as_str().unwrap_or(""));
