@@ -38,6 +38,18 @@ pub struct ShardRoute {
     pub router: Router,
 }
 
+/// Where a request goes: the index of its shard's route, and the owner it names, when it
+/// names one.
+struct Found {
+    index: usize,
+    owner: Option<u64>,
+}
+
+impl Found {
+    /// This server's own shard, for a request that names none.
+    const HERE: Found = Found { index: 0, owner: None };
+}
+
 struct Shards {
     routes: Vec<ShardRoute>,
     map: Arc<dyn Fn() -> BucketMap + Send + Sync>,
@@ -65,19 +77,37 @@ impl Shards {
     }
 
     async fn dispatch(&self, request: Request) -> Response {
-        let (index, request) = match self.find(request).await {
+        let (Found { index, owner }, request) = match self.find(request).await {
             Ok(found) => found,
             Err(error) => return error.into_response(),
         };
+        // The caller's city is being moved to another shard: its writes wait for the move
+        // (seconds); its reads are answered, from rows that cannot change meanwhile.
+        let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
+        if writes && owner.is_some_and(|owner| (self.map)().moving_to(bucket_of_owner(owner)).is_some()) {
+            let mut response = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "city_moving",
+                "your city is moving to another shard; nothing was done: retry in a few seconds with the same idempotency key",
+            )
+            .into_response();
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            return response;
+        }
         match self.routes[index].router.clone().oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
     }
 
-    /// The index of the request's shard, and the request (its body read back in when it was
-    /// read to route it).
-    async fn find(&self, request: Request) -> Result<(usize, Request), ApiError> {
+    /// The shard of an owner (a resident's, a merchant's id).
+    fn of_owner(&self, owner: u64) -> Found {
+        Found { index: self.index_of((self.map)().shard_of(bucket_of_owner(owner))), owner: Some(owner) }
+    }
+
+    /// The request's shard, and the request (its body read back in when it was read to route
+    /// it).
+    async fn find(&self, request: Request) -> Result<(Found, Request), ApiError> {
         let token = header_credentials(&request, "Bearer")
             .or_else(|| crate::routes::cookie(request.headers(), SESSION_COOKIE))
             .or_else(|| crate::routes::cookie(request.headers(), "citypay_dashboard"))
@@ -94,74 +124,76 @@ impl Shards {
         }
         let by_body = request.method() == Method::POST && matches!(path, "/v1/residents" | "/v1/sessions" | "/v1/cookie-sessions");
         if !by_body {
-            return Ok((0, request));
+            return Ok((Found::HERE, request));
         }
         let (parts, body) = request.into_parts();
         let bytes = axum::body::to_bytes(body, ROUTING_BODY_MAX)
             .await
             .map_err(|_| ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the body is too large"))?;
         let fields: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let index = if parts.uri.path() == "/v1/residents" {
+        let found = if parts.uri.path() == "/v1/residents" {
             match fields["city"].as_u64().and_then(|c| u32::try_from(c).ok()) {
-                Some(city) => self.by_city(city).await,
-                None => 0,
+                Some(city) => Found { index: self.by_city(city).await, owner: None },
+                None => Found::HERE,
             }
         } else {
             match fields["mobile"].as_str() {
                 Some(mobile) => self.by_mobile(mobile).await,
-                None => 0,
+                None => Found::HERE,
             }
         };
-        Ok((index, Request::from_parts(parts, Body::from(bytes))))
+        Ok((found, Request::from_parts(parts, Body::from(bytes))))
     }
 
-    async fn by_token(&self, token: &str) -> usize {
+    async fn by_token(&self, token: &str) -> Found {
         let here = &self.routes[0].state.directory;
         let owner = match here.token_principal(token) {
             Some(Principal::Resident { id, .. }) => Some(id),
             Some(Principal::Cashier { merchant, .. }) => Some(merchant),
             Some(Principal::Operator { .. }) => None,
-            None => return 0,
+            None => return Found::HERE,
         };
         if let Some(owner) = owner {
-            return self.index_of((self.map)().shard_of(bucket_of_owner(owner)));
+            return self.of_owner(owner);
         }
         for (i, route) in self.routes.iter().enumerate() {
             if matches!(route.state.directory.authenticate_token(token).await, Ok(Some(_))) {
-                return i;
+                return Found { index: i, owner: None };
             }
         }
-        0
+        Found::HERE
     }
 
     /// An Alipay SDK's call: the shard that holds its app (`app_id`, in the query or the form).
-    async fn by_gateway_app(&self, request: Request) -> Result<(usize, Request), ApiError> {
+    async fn by_gateway_app(&self, request: Request) -> Result<(Found, Request), ApiError> {
         let (parts, body) = request.into_parts();
         let bytes = axum::body::to_bytes(body, ROUTING_BODY_MAX)
             .await
             .map_err(|_| ApiError::new(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the body is too large"))?;
         let query = parts.uri.query().unwrap_or_default().as_bytes();
         let app = citypay_gateway::Request::parse(query, &bytes).get("app_id").and_then(|id| id.parse::<u64>().ok());
-        let mut index = 0;
+        let mut found = Found::HERE;
         if let Some(app) = app {
-            for (i, route) in self.routes.iter().enumerate() {
-                if route.state.directory.gateway_app(app).await.is_ok() {
-                    index = i;
+            for route in &self.routes {
+                if let Ok(app) = route.state.directory.gateway_app(app).await {
+                    found = self.of_owner(app.merchant);
                     break;
                 }
             }
         }
-        Ok((index, Request::from_parts(parts, Body::from(bytes))))
+        Ok((found, Request::from_parts(parts, Body::from(bytes))))
     }
 
-    async fn by_api_key(&self, key: &str) -> usize {
-        let Some((key_id, secret)) = key.split_once(':') else { return 0 };
-        for (i, route) in self.routes.iter().enumerate() {
-            if route.state.directory.authenticate_api_key(key_id, secret).await.is_ok() {
-                return i;
+    /// A merchant's key: the shard of the merchant that a shard authenticates it for (by its
+    /// id's bucket, so a key still in the cache of a shard its city left routes right).
+    async fn by_api_key(&self, key: &str) -> Found {
+        let Some((key_id, secret)) = key.split_once(':') else { return Found::HERE };
+        for route in &self.routes {
+            if let Ok(merchant) = route.state.directory.authenticate_api_key(key_id, secret).await {
+                return self.of_owner(merchant);
             }
         }
-        0
+        Found::HERE
     }
 
     async fn by_city(&self, city: u32) -> usize {
@@ -173,12 +205,12 @@ impl Shards {
         0
     }
 
-    async fn by_mobile(&self, mobile: &str) -> usize {
-        for (i, route) in self.routes.iter().enumerate() {
-            if matches!(route.state.directory.resident_by_mobile(mobile).await, Ok(Some(_))) {
-                return i;
+    async fn by_mobile(&self, mobile: &str) -> Found {
+        for route in &self.routes {
+            if let Ok(Some(resident)) = route.state.directory.resident_by_mobile(mobile).await {
+                return self.of_owner(resident.id);
             }
         }
-        0
+        Found::HERE
     }
 }

@@ -364,7 +364,7 @@ impl Checkout {
             Ok(outcome) => Ok(Ok(outcome)),
             Err(SubmitError::GuardFailed { guard }) => Ok(Err(guard)),
             // Definite: the writer applied nothing, and would not on a retry.
-            Err(SubmitError::NotOwned { .. }) => Err(CheckoutError::AccountElsewhere),
+            Err(SubmitError::NotOwned { moving: false, .. }) => Err(CheckoutError::AccountElsewhere),
             Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
         }
     }

@@ -177,6 +177,11 @@ impl Clearing {
         Clearing { directory, shard }
     }
 
+    /// The shard this half is.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
     /// This shard's clearing account for `peer`.
     pub const fn clearing_account(peer: ShardId) -> u64 {
         account_id(AccountKind::Clearing, peer as u64)
@@ -260,10 +265,15 @@ impl Clearing {
             Ok(outcome) if outcome.status == Status::Ok => Ok(reserved.send),
             Ok(outcome) if outcome.status == Status::InsufficientFunds => Err(ClearingError::Refused(citypay_crossshard::Refusal::InsufficientFunds)),
             Ok(outcome) => Err(ClearingError::Ledger(outcome.status)),
-            // Reserved before, or meanwhile, by a retry of the same transfer.
+            // Reserved before, or meanwhile, by a retry of the same transfer: the ask again, or
+            // the decision when it was applied already (the payee's shard need not be asked:
+            // its rows may have moved on with its city).
             Err(0) => {
                 tracing::debug!(transfer = %id_text(crossing.id), "reserved already");
-                Ok(Message::Decide(*crossing))
+                match self.sent(crossing.id).await? {
+                    Some((_, status, Some(decision))) if status != PayerStatus::Prepared => Ok(Message::Decided { id: crossing.id, decision }),
+                    _ => Ok(Message::Decide(*crossing)),
+                }
             }
             Err(guard) => Err(ClearingError::Guard(guard - 1)),
         }
@@ -374,16 +384,24 @@ impl Clearing {
                 rows.extend(payee.rows.iter().cloned());
                 all_guards.extend(payee.guards.iter().cloned());
             }
-            match self.submit(Command { event, guards: all_guards, rows, always_rows: Vec::new() }).await? {
-                Ok(outcome) if outcome.status == Status::Ok => {
+            let submitted = match self.directory.shard().submit(Command { event, guards: all_guards, rows, always_rows: Vec::new() }).await {
+                Ok(outcome) => Ok(outcome.status),
+                Err(SubmitError::GuardFailed { guard }) => Err(guard),
+                // The payee's bucket left this shard (its city moved on): this shard, the
+                // transfer's one decider, cannot credit it, and never will.
+                Err(SubmitError::NotOwned { moving: false, .. }) => Ok(Status::AccountNotFound),
+                Err(other) => return Err(ClearingError::Unavailable(other.to_string())),
+            };
+            match submitted {
+                Ok(Status::Ok) => {
                     tracing::debug!(transfer = %id_text(crossing.id), decision = %decision_text(decision), "decided");
                     return Ok(step.send);
                 }
                 // The ledger would not credit the payee (no such account here, a cap): that is
                 // the decision, and it is written as such.
-                Ok(outcome) => {
-                    tracing::debug!(transfer = %id_text(crossing.id), status = outcome.status.name(), "the credit was refused");
-                    let reason = if outcome.status == Status::AccountNotFound { Rejection::PayeeUnknown } else { Rejection::OverLimit };
+                Ok(status) => {
+                    tracing::debug!(transfer = %id_text(crossing.id), status = status.name(), "the credit was refused");
+                    let reason = if status == Status::AccountNotFound { Rejection::PayeeUnknown } else { Rejection::OverLimit };
                     let rejected = Decision::Rejected(reason);
                     if self.submit(Command { event: None, guards, rows: vec![row(rejected)], always_rows: Vec::new() }).await?.is_ok() {
                         return Ok(Message::Decided { id: crossing.id, decision: rejected });
@@ -457,7 +475,8 @@ impl Clearing {
     /// [`Clearing::send`] for `purpose`.
     pub async fn send_for(&self, crossing: &Crossing, purpose: Purpose, peer: &dyn Peer) -> Result<Decision, ClearingError> {
         let ask = self.reserve_for(crossing, &purpose).await?;
-        let answer = peer.ask(ask, purpose.payee).await.map_err(ClearingError::Unknown)?;
+        // A transfer finished before answers its decision without asking again.
+        let answer = if matches!(ask, Message::Decided { .. }) { ask } else { peer.ask(ask, purpose.payee).await.map_err(ClearingError::Unknown)? };
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
         self.apply(answer).await?;
         Ok(decision)

@@ -44,6 +44,28 @@ pub(crate) enum CountryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Moves a city to another shard, under load: freezes its buckets (its callers' writes
+    /// answer a retryable 503 meanwhile), drains what crosses shards, copies its rows, sends
+    /// each balance across through the clearing protocol, checks the sums and flips the map.
+    /// A move stopped anywhere is finished by running it again.
+    Move {
+        /// The catalog's PostgreSQL URL.
+        #[arg(long, env = "CITYPAY_CATALOG")]
+        catalog: String,
+        /// The country's key set (the servers' --keys): the move reaches each shard's writer
+        /// over the cluster's mutual TLS.
+        #[arg(long, env = "CITYPAY_KEYS")]
+        keys: std::path::PathBuf,
+        /// The city's GB/T 2260 code.
+        #[arg(long)]
+        city: u32,
+        /// The shard it moves to.
+        #[arg(long)]
+        to: u16,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the shards, the map's version and how many buckets each shard holds.
     Show {
         /// The catalog's PostgreSQL URL.
@@ -59,6 +81,7 @@ fn open(url: &str) -> anyhow::Result<Catalog> {
 pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<std::process::ExitCode> {
     match what {
         CountryCommand::Audit { catalog, json } => return audit(catalog, *json),
+        CountryCommand::Move { catalog, keys, city, to, json } => return move_city(catalog, keys, *city, *to, *json),
         CountryCommand::AddShard { catalog, shard, db } => {
             open(catalog)?.add_shard(*shard, db)?;
             say!("shard {shard} is in the catalog")?;
@@ -76,6 +99,59 @@ pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<std::process::ExitCod
                 say!("shard {shard}: {held} buckets, {}", citypay_store::DbUrl::parse(&db).map_or_else(|_| "(a URL that does not parse)".to_owned(), |url| url.redacted()))?;
             }
         }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `citypay country move` (or `citypay cluster move`).
+fn move_city(catalog: &str, keys: &std::path::Path, city: u32, to: u16, json: bool) -> anyhow::Result<std::process::ExitCode> {
+    use std::sync::Arc;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let (_, _, cluster_key) = crate::city::load_key_set(keys)?;
+        let tls = citypay_cluster::ClusterTls::from_ca_key(&cluster_key).context("the key set's cluster key")?;
+        let url = catalog.to_string();
+        let shards = tokio::task::spawn_blocking(move || open(&url)?.shards().context("reading the catalog's shards")).await??;
+        let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
+        let mut reached = std::collections::BTreeMap::new();
+        for (shard, db) in shards {
+            let (directory_keys, signing, _) = crate::city::load_key_set(keys)?;
+            let handle = crate::cluster_serve::follow(db.clone(), &tls);
+            let located = db.clone();
+            let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(Arc::new(move || Some(located.clone()))));
+            let state = crate::city::services(handle, reader, directory_keys, signing, citypay_directory::PasswordPolicy::PRODUCTION, clock.clone(), None);
+            reached.insert(shard, citypay_country::moving::MovingShard { directory: state.directory.clone(), db });
+        }
+        // A fault test stops the move after a step; running it again finishes it.
+        let stop_after = std::env::var("CITYPAY_TEST_MOVE_STOP_AFTER").ok();
+        let after = move |step: citypay_country::moving::MoveStep| {
+            eprintln!("citypay: the move is past {step:?}");
+            if stop_after.as_deref().is_some_and(|at| format!("{step:?}").eq_ignore_ascii_case(at)) {
+                eprintln!("citypay: stopping after {step:?}, as CITYPAY_TEST_MOVE_STOP_AFTER asks");
+                std::process::abort();
+            }
+        };
+        citypay_country::moving::move_city(catalog, city, to, &reached, &after).await.context("moving the city (run the move again to finish it)")
+    })?;
+    if json {
+        let steps: serde_json::Map<String, serde_json::Value> = report.steps.iter().map(|(name, ms)| ((*name).to_owned(), (*ms).into())).collect();
+        say!(
+            "{}",
+            serde_json::json!({"city": city, "from": report.from, "to": report.to, "accounts": report.accounts, "amount_fen": report.amount,
+                "rows": report.rows, "frozen_ms": report.frozen_ms, "steps_ms": steps})
+        )?;
+    } else if report.from == report.to {
+        say!("city {city} is on shard {to}; {} of its rows left elsewhere were deleted", report.rows)?;
+    } else {
+        say!(
+            "city {city} moved from shard {} to shard {to}: {} accounts holding {} fen, {} rows; frozen {} ms ({})",
+            report.from,
+            report.accounts,
+            report.amount,
+            report.rows,
+            report.frozen_ms,
+            report.steps.iter().map(|(name, ms)| format!("{name} {ms} ms")).collect::<Vec<_>>().join(", ")
+        )?;
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -160,7 +160,9 @@ enum Command {
         #[arg(long, env = "CITYPAY_SHARD", requires = "catalog")]
         shard: Option<u16>,
     },
-    /// A country of shards: its catalog, its shards, where each city lives.
+    /// A country of shards: its catalog, its shards, where each city lives, moving a city
+    /// (`citypay cluster move` is `citypay country move`).
+    #[command(alias = "cluster")]
     Country {
         #[command(subcommand)]
         what: country_cmd::CountryCommand,

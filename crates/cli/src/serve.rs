@@ -352,26 +352,52 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
     Ok((state, peer_states, membership))
 }
 
-/// Reads the catalog's map every 2 s: a newer one routes this server's requests from then on,
-/// and a writer here holds the buckets it gives the shard.
+/// Reads the catalog's map version every [`citypay_country::moving::MAP_POLL`] (one row, on
+/// one connection kept open; the whole map only when it changed): a newer map routes this
+/// server's requests from then on, and a writer here holds the buckets it gives the shard. A
+/// city being moved waits on this: its pause is the move plus one poll.
 fn follow_the_map(views: Vec<citypay_country::Country>, held: Arc<std::sync::RwLock<citypay_routing::BucketMap>>, membership: Membership) {
-    tokio::spawn(async move {
-        let Some(country) = views.first().cloned() else { return };
+    let Some(country) = views.first().cloned() else { return };
+    let (maps, mut changed) = tokio::sync::watch::channel(country.map());
+    let url = country.catalog_url().to_owned();
+    let mut known = country.map().version;
+    std::thread::spawn(move || {
+        let mut catalog = None;
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            match country.with_catalog(citypay_country::Catalog::map).await {
-                Ok(map) if country.set_map(map.clone()) => {
-                    tracing::info!(version = map.version, "the country's map changed");
-                    for view in &views[1..] {
-                        view.set_map(map.clone());
-                    }
-                    *held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map.clone();
-                    if let Some(writer) = membership.writer() {
-                        writer.hold_buckets(Some(map.owned_by(country.shard())));
+            std::thread::sleep(citypay_country::moving::MAP_POLL);
+            if catalog.is_none() {
+                catalog = citypay_country::Catalog::open(&url).map_err(|error| tracing::warn!(%error, "the country's catalog is out of reach; routing by the last map")).ok();
+            }
+            let Some(open) = catalog.as_mut() else { continue };
+            let read = open.version().and_then(|version| if version > known { open.map().map(Some) } else { Ok(None) });
+            match read {
+                Ok(Some(map)) => {
+                    known = map.version;
+                    if maps.send(map).is_err() {
+                        return;
                     }
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "reading the country's map failed; routing by the last one"),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "reading the country's map failed; routing by the last one");
+                    catalog = None;
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while changed.changed().await.is_ok() {
+            let map = changed.borrow_and_update().clone();
+            if !country.set_map(map.clone()) {
+                continue;
+            }
+            tracing::info!(version = map.version, "the country's map changed");
+            for view in &views[1..] {
+                view.set_map(map.clone());
+            }
+            *held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map.clone();
+            if let Some(writer) = membership.writer() {
+                writer.hold_buckets(Some(map.owned_by(country.shard())));
             }
         }
     });

@@ -176,20 +176,21 @@ fn wait_exit(server: &mut Running) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths() {
-    let dir = tempfile::tempdir().unwrap();
+/// Two shards and a catalog (`{prefix}_one`, `_two`, `_catalog`), sharing one key set:
+/// Hangzhou placed on shard 1 and Fuzhou on shard 2, a platform operator on each. `None`
+/// where PostgreSQL is not to be used.
+fn two_shards(dir: &std::path::Path, prefix: &str) -> Option<([Shard; 2], String)> {
     let (Some(one), Some(two), Some(catalog)) = (
-        Target::postgres(&dir.path().join("one"), "citypay_country_one"),
-        Target::postgres(&dir.path().join("two"), "citypay_country_two"),
-        Target::postgres(dir.path(), "citypay_country_catalog"),
+        Target::postgres(&dir.join("one"), &format!("{prefix}_one")),
+        Target::postgres(&dir.join("two"), &format!("{prefix}_two")),
+        Target::postgres(dir, &format!("{prefix}_catalog")),
     ) else {
-        return;
+        return None;
     };
     // One key set for the country; each shard's servers keep their own copy (and the journal's
     // seal head beside it).
     for sub in ["one", "two"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
     let made = Command::new(BIN).args(["keys", "new"]).arg(&one.keys).env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim()).output().unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
@@ -204,9 +205,16 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     }
     let ports = free_ports(4);
     let shards = [
-        Shard { number: 1, target: one, port: ports[0], cluster_port: ports[1], log: dir.path().join("one.log") },
-        Shard { number: 2, target: two, port: ports[2], cluster_port: ports[3], log: dir.path().join("two.log") },
+        Shard { number: 1, target: one, port: ports[0], cluster_port: ports[1], log: dir.join("one.log") },
+        Shard { number: 2, target: two, port: ports[2], cluster_port: ports[3], log: dir.join("two.log") },
     ];
+    Some((shards, catalog))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((shards, catalog)) = two_shards(dir.path(), "citypay_country") else { return };
     let [hangzhou, fuzhou] = &shards;
     let mut servers = [Some(hangzhou.spawn(&catalog, None)), Some(fuzhou.spawn(&catalog, None))];
     hangzhou.wait_writer().await;
@@ -452,4 +460,192 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     assert!(!audit.status.success() && said.contains("undecided after"), "{said}");
     let log = std::fs::read_to_string(&hangzhou.log).unwrap();
     assert!(!log.contains(DAUGHTER_ID) && !log.contains(MOTHER_ID), "no ID number in the log");
+}
+
+/// An ID number of the test's Fuzhou residents (GB 11643's check character).
+fn fuzhou_id(i: u32) -> String {
+    let body = format!("35010219800101{i:03}");
+    format!("{body}{}", citypay_identity::resident_id::check_character(&body).unwrap())
+}
+
+/// A card number with its Luhn digit.
+fn card(i: u32) -> String {
+    let payload = format!("622202000000{i:06}");
+    format!("{payload}{}", citypay_identity::card::luhn_check_digit(&payload).unwrap())
+}
+
+/// What one stream of the load saw: each request's answer and how long its retries took.
+#[derive(Default)]
+struct Seen {
+    acknowledged: i64,
+    returned: i64,
+    slowest: Duration,
+}
+
+/// Sends one fen after another until `stop`, each retried under its key while the answer is a
+/// 503 (the city moving, a writer away, the outcome not known yet), as a client does.
+async fn stream(api: Api, token: String, path: &'static str, body: Value, name: &'static str, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Seen {
+    let mut seen = Seen::default();
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let key = format!("{name}-{n}");
+        let started = Instant::now();
+        loop {
+            let (status, answer, _) = api.call("POST", path, Some(&token), Some(&key), Some(body.clone())).await;
+            match status {
+                StatusCode::CREATED | StatusCode::OK => seen.acknowledged += 1,
+                StatusCode::CONFLICT => seen.returned += 1,
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert!(started.elapsed() < Duration::from_secs(60), "{name}: no answer for a minute: {answer}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                other => panic!("{name}: {other} {answer}"),
+            }
+            break;
+        }
+        seen.slowest = seen.slowest.max(started.elapsed());
+    }
+    seen
+}
+
+/// Runs `citypay country move`; its JSON report.
+fn move_city(catalog: &str, keys: &std::path::Path, to: u16, stop_after: Option<&str>) -> Option<Value> {
+    let mut command = Command::new(BIN);
+    command.args(["cluster", "move", "--catalog", catalog, "--city", "350100", "--to", &to.to_string(), "--json", "--keys"]).arg(keys);
+    command.env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim());
+    if let Some(step) = stop_after {
+        command.env("CITYPAY_TEST_MOVE_STOP_AFTER", step);
+    }
+    let output = command.output().unwrap();
+    if stop_after.is_some() {
+        assert!(!output.status.success(), "the move stopped after {stop_after:?}: {}", String::from_utf8_lossy(&output.stderr));
+        return None;
+    }
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    Some(serde_json::from_slice(&output.stdout).unwrap())
+}
+
+/// A city moves between shards under load, three times, then four more times with the move's
+/// coordinator killed after each of its steps (and run again): payments to, from and within
+/// the moving city pause for at most 5 s; none is lost or doubled; both shards' books balance,
+/// the clearing accounts mirror, and the city's residents, shop and keys work on the shard it
+/// moved to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_moves_between_shards_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((shards, catalog)) = two_shards(dir.path(), "citypay_move") else { return };
+    let [hangzhou, fuzhou] = &shards;
+    let _servers = [hangzhou.spawn(&catalog, None), fuzhou.spawn(&catalog, None)];
+    hangzhou.wait_writer().await;
+    fuzhou.wait_writer().await;
+    let (a, b) = (hangzhou.api(), fuzhou.api());
+    let (operator_a, operator_b) = (a.operator().await, b.operator().await);
+    for (api, operator, code, name) in [(&a, &operator_a, 330100, "Hangzhou"), (&b, &operator_b, 350100, "Fuzhou")] {
+        let (status, city, _) = api.call("POST", "/v1/cities", Some(operator), Some(name), Some(json!({"code": code, "name": name}))).await;
+        assert_eq!(status, StatusCode::CREATED, "{city}");
+    }
+    // A daughter in Hangzhou; in Fuzhou her mother, a friend of hers and a shop.
+    let people = [(330100, "李娜", "13800138000", DAUGHTER_ID.to_owned()), (350100, "王秀英", "13700137000", MOTHER_ID.to_owned()), (350100, "陈静", "13300133000", fuzhou_id(1))];
+    let mut tokens = Vec::new();
+    for (i, (city, name, mobile, id)) in people.iter().enumerate() {
+        let body = json!({"city": city, "name": name, "mobile": mobile, "id_number": id, "password": "correct horse", "account_class": "I"});
+        let (status, made, _) = a.call("POST", "/v1/residents", None, Some(&format!("reg-{i}")), Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        let token = a.sign_in(mobile, "correct horse").await;
+        let number = card(u32::try_from(i).unwrap());
+        // The sandbox bank's register is in its shard's server, the resident's.
+        let (api, operator) = if *city == 330100 { (&a, &operator_a) } else { (&b, &operator_b) };
+        api.issue_card(operator, &number, name, id).await;
+        api.top_up(&token, &number, 100_000).await;
+        tokens.push(token);
+    }
+    let shop = json!({"city": 350100, "name": "鱼丸店", "uscc": support::uscc("M0000002"), "mcc": "5812", "category": "restaurant",
+                      "settlement_account": "6222020200112233446", "notify_url": null});
+    let (status, shop, _) = b.call("POST", "/v1/merchants", Some(&operator_b), Some("shop"), Some(shop)).await;
+    assert_eq!(status, StatusCode::CREATED, "{shop}");
+    let shop_key = format!("ApiKey {}:{}", shop["api_key_id"].as_str().unwrap(), shop["api_key_secret"].as_str().unwrap());
+    let (_, counter, _) = a.call("GET", "/v1/merchant/qr", Some(&shop_key), None, None).await;
+
+    // The load, through Hangzhou's server: money into the city, out of it, within it, and a
+    // shop of the city paid by its counter code.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fen = |mobile: &str| json!({"mobile": mobile, "amount": cny(1)});
+    let streams = [
+        tokio::spawn(stream(a.clone(), tokens[0].clone(), "/v1/transfers", fen("13700137000"), "in", stop.clone())),
+        tokio::spawn(stream(a.clone(), tokens[1].clone(), "/v1/transfers", fen("13800138000"), "out", stop.clone())),
+        tokio::spawn(stream(a.clone(), tokens[1].clone(), "/v1/transfers", fen("13300133000"), "within", stop.clone())),
+        tokio::spawn(stream(a.clone(), tokens[2].clone(), "/v1/payments/qr", json!({"payload": counter["qr_payload"], "amount": cny(1)}), "shop", stop.clone())),
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Three moves, back and forth; then four, each stopped after one of its steps and run again.
+    let keys = hangzhou.target.keys.clone();
+    let mut frozen = Vec::new();
+    let mut to = 1;
+    for stop_after in [None, None, None, Some("frozen"), Some("copied"), Some("crossed"), Some("flipped")] {
+        let (catalog, keys) = (catalog.clone(), keys.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            if let Some(step) = stop_after {
+                move_city(&catalog, &keys, to, Some(step));
+            }
+            move_city(&catalog, &keys, to, None).unwrap()
+        })
+        .await
+        .unwrap();
+        if stop_after.is_none() {
+            assert_eq!((report["from"].as_u64(), report["to"].as_u64()), (Some(u64::from(3 - to)), Some(u64::from(to))), "{report}");
+            assert!(report["accounts"].as_u64().unwrap() >= 3, "{report}");
+            frozen.push(report["frozen_ms"].as_u64().unwrap());
+        }
+        eprintln!("move to shard {to} (stopped after {stop_after:?} first): {report}");
+        to = 3 - to;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for s in streams {
+        seen.push(s.await.unwrap());
+    }
+    let slowest = seen.iter().map(|s| s.slowest).max().unwrap();
+    eprintln!("moves frozen for {frozen:?} ms; the slowest payment took {slowest:?}; acknowledged {:?}", seen.iter().map(|s| s.acknowledged).collect::<Vec<_>>());
+    assert!(slowest < Duration::from_secs(5), "a payment waited {slowest:?} for a move");
+    assert!(seen.iter().all(|s| s.acknowledged > 10), "every stream paid through the moves");
+
+    // The city is on shard 1 (seven moves from 2). Nothing was lost or doubled: each
+    // resident holds what the acknowledged payments left.
+    let [inward, out, within, paid] = &seen[..] else { unreachable!() };
+    let (daughter, _) = balance(&a, &tokens[0]).await;
+    let (mother, _) = balance(&a, &tokens[1]).await;
+    let (friend, _) = balance(&a, &tokens[2]).await;
+    assert_eq!(daughter, 100_000 - inward.acknowledged + out.acknowledged);
+    assert_eq!(mother, 100_000 + inward.acknowledged - out.acknowledged - within.acknowledged);
+    assert_eq!(friend, 100_000 + within.acknowledged - paid.acknowledged);
+    // The shop of the city takes payments, and answers for them, on the shard it moved to.
+    let (status, sold, _) = a.call("POST", "/v1/trades", Some(&shop_key), None, Some(json!({"out_trade_no": "after_moves", "amount": cny(100), "subject": "鱼丸"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{sold}");
+    let (status, paid_again, _) = a.call("POST", "/v1/payments/qr", Some(&tokens[2]), Some("after-moves"), Some(json!({"payload": sold["qr_payload"]}))).await;
+    assert_eq!((status, paid_again["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{paid_again}");
+    // The mother's statement on the shard her city moved to carries her balance over; the
+    // lines before each move stay with the shard she left.
+    let (_, statement, _) = a.call("GET", "/v1/wallet/statement?kind=moved", Some(&tokens[1]), None, None).await;
+    let carried = statement["lines"].as_array().unwrap();
+    assert!(!carried.is_empty() && carried.iter().all(|l| l["kind"] == "moved"), "{statement}");
+    drop(_servers);
+    let (total_one, pending_one, clearing_one) = hangzhou.books(2);
+    let (total_two, pending_two, clearing_two) = fuzhou.books(1);
+    assert_eq!((total_one, total_two, pending_one, pending_two), (0, 0, 0, 0), "each shard's books balance, nothing pending");
+    assert_eq!(clearing_one, -clearing_two, "the clearing accounts mirror each other");
+    let shown = Command::new(BIN).args(["country", "show", "--catalog", &catalog]).output().unwrap();
+    let said = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(said.contains("shard 1: 1024 buckets") && said.contains("shard 2: 0 buckets"), "{said}");
+    let residents = |shard: &Shard| shard.query("SELECT COUNT(*) FROM residents")[0][0];
+    assert_eq!((residents(hangzhou), residents(fuzhou)), (3, 0), "the city's rows are on its shard only");
+    for shard in &shards {
+        shard.target.assert_audit_clean();
+    }
+    let audit = Command::new(BIN).args(["country", "audit", "--catalog", &catalog]).output().unwrap();
+    let said = String::from_utf8_lossy(&audit.stdout).into_owned();
+    assert!(audit.status.success() && said.contains("the country's books are clean"), "{said}{}", String::from_utf8_lossy(&audit.stderr));
 }

@@ -7,13 +7,15 @@
 //!
 //! The synchronous client: call it on a blocking thread, never an async one.
 
-use citypay_routing::{BUCKETS, Bucket, BucketMap, LEGACY_BUCKETS, ShardId, city_group};
+use citypay_routing::{BUCKETS, Bucket, BucketMap, ShardId, city_group};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS catalog_shards (shard INT PRIMARY KEY, db TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS catalog_map (singleton INT PRIMARY KEY CHECK (singleton = 1), version BIGINT NOT NULL);
     CREATE TABLE IF NOT EXISTS catalog_buckets (bucket INT PRIMARY KEY, shard INT NOT NULL);
     CREATE TABLE IF NOT EXISTS catalog_cities (city INT PRIMARY KEY, first_bucket INT NOT NULL UNIQUE, buckets INT NOT NULL);
-    INSERT INTO catalog_map (singleton, version) VALUES (1, 1) ON CONFLICT DO NOTHING;";
+    INSERT INTO catalog_map (singleton, version) VALUES (1, 1) ON CONFLICT DO NOTHING;
+    ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_to INT;
+    ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_since BIGINT;";
 
 /// Why the catalog could not answer.
 #[derive(Debug)]
@@ -39,6 +41,17 @@ impl From<postgres::Error> for CatalogError {
     fn from(error: postgres::Error) -> CatalogError {
         CatalogError::Database(error)
     }
+}
+
+/// A city frozen for a move.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Freezing {
+    /// The city's buckets.
+    pub group: std::ops::Range<u16>,
+    /// The shard it leaves.
+    pub from: ShardId,
+    /// The map version that froze it: the move's number (a resumed move keeps it).
+    pub since: u64,
 }
 
 /// A connection to the catalog.
@@ -94,19 +107,96 @@ impl Catalog {
         let first = shard_id(first.ok_or_else(|| CatalogError::Refused("the catalog has no shard yet".into()))?)?;
         let version = tx.query_one("SELECT version FROM catalog_map WHERE singleton = 1", &[])?.get::<_, i64>(0);
         let mut shards = vec![first; usize::from(BUCKETS)];
-        for row in tx.query("SELECT bucket, shard FROM catalog_buckets", &[])? {
+        let mut moving = Vec::new();
+        for row in tx.query("SELECT bucket, shard, moving_to FROM catalog_buckets", &[])? {
             let bucket = usize::try_from(row.get::<_, i32>(0)).unwrap_or(usize::MAX);
             if let Some(slot) = shards.get_mut(bucket) {
                 *slot = shard_id(row.get(1))?;
             }
+            if let Some(to) = row.get::<_, Option<i32>>(2) {
+                moving.push((Bucket(u16::try_from(bucket).unwrap_or(u16::MAX)), shard_id(to)?));
+            }
         }
         tx.commit()?;
-        BucketMap::from_shards(u64::try_from(version).unwrap_or(0), shards).ok_or_else(|| CatalogError::Refused("the map has the wrong size".into()))
+        let map = BucketMap::from_shards(u64::try_from(version).unwrap_or(0), shards).ok_or_else(|| CatalogError::Refused("the map has the wrong size".into()))?;
+        Ok(moving.into_iter().fold(map, |map, (bucket, to)| map.with_moving(bucket, to)))
+    }
+
+    /// The map's version now (one row: what a server reads often, the whole map only when it
+    /// changed).
+    pub fn version(&mut self) -> Result<u64, CatalogError> {
+        let version = self.client.query_one("SELECT version FROM catalog_map WHERE singleton = 1", &[])?.get::<_, i64>(0);
+        Ok(u64::try_from(version).unwrap_or(0))
+    }
+
+    /// Freezes `city`'s buckets for a move to shard `to`, under the next map version: neither
+    /// shard takes a command touching them from then on but the move's own. Freezing it again
+    /// for the same shard (a move resumed) answers the same; a city moving elsewhere, or on
+    /// `to` already, is refused. Answers the [`Freezing`].
+    pub fn freeze_city(&mut self, city: u32, to: ShardId) -> Result<Freezing, CatalogError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute("LOCK TABLE catalog_cities, catalog_buckets, catalog_map IN EXCLUSIVE MODE", &[])?;
+        if tx.query_opt("SELECT 1 FROM catalog_shards WHERE shard = $1", &[&i32::from(to)])?.is_none() {
+            return Err(CatalogError::Refused(format!("no shard {to} in the catalog")));
+        }
+        let code = i32::try_from(city).map_err(|_| CatalogError::Refused(format!("{city} is no city code")))?;
+        let Some(row) = tx.query_opt(
+            "SELECT c.first_bucket, c.buckets, b.shard, b.moving_to, b.moving_since FROM catalog_cities c JOIN catalog_buckets b ON b.bucket = c.first_bucket WHERE c.city = $1",
+            &[&code],
+        )?
+        else {
+            return Err(CatalogError::Refused(format!("city {city} is not placed in the catalog")));
+        };
+        let (first, count, from, moving) = (row.get::<_, i32>(0), row.get::<_, i32>(1), shard_id(row.get(2))?, row.get::<_, Option<i32>>(3));
+        let group = u16::try_from(first).unwrap_or(0)..u16::try_from(first + count).unwrap_or(0);
+        match moving {
+            Some(already) if already == i32::from(to) => {
+                let since = u64::try_from(row.get::<_, Option<i64>>(4).unwrap_or(0)).unwrap_or(0);
+                return Ok(Freezing { group, from, since });
+            }
+            Some(other) => return Err(CatalogError::Refused(format!("city {city} is moving to shard {other}"))),
+            None if from == to => return Err(CatalogError::Refused(format!("city {city} is on shard {to} already"))),
+            None => {}
+        }
+        let since = tx.query_one("UPDATE catalog_map SET version = version + 1 WHERE singleton = 1 RETURNING version", &[])?.get::<_, i64>(0);
+        tx.execute(
+            "UPDATE catalog_buckets SET moving_to = $1, moving_since = $4 WHERE bucket >= $2 AND bucket < $3",
+            &[&i32::from(to), &first, &(first + count), &since],
+        )?;
+        tx.commit()?;
+        Ok(Freezing { group, from, since: u64::try_from(since).unwrap_or(0) })
+    }
+
+    /// Ends `city`'s move: its buckets are on the shard they moved to, under the next map
+    /// version. A city not moving is left as it is.
+    pub fn finish_move(&mut self, city: u32) -> Result<(), CatalogError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute("LOCK TABLE catalog_cities, catalog_buckets, catalog_map IN EXCLUSIVE MODE", &[])?;
+        let code = i32::try_from(city).unwrap_or(i32::MAX);
+        let Some(row) = tx.query_opt("SELECT first_bucket, buckets FROM catalog_cities WHERE city = $1", &[&code])? else {
+            return Err(CatalogError::Refused(format!("city {city} is not placed in the catalog")));
+        };
+        let (first, count) = (row.get::<_, i32>(0), row.get::<_, i32>(1));
+        let changed = tx.execute(
+            "UPDATE catalog_buckets SET shard = moving_to, moving_to = NULL, moving_since = NULL WHERE bucket >= $1 AND bucket < $2 AND moving_to IS NOT NULL",
+            &[&first, &(first + count)],
+        )?;
+        if changed > 0 {
+            tx.execute("UPDATE catalog_map SET version = version + 1 WHERE singleton = 1", &[])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The database of shard `shard`.
+    pub fn shard_db(&mut self, shard: ShardId) -> Result<String, CatalogError> {
+        let row = self.client.query_opt("SELECT db FROM catalog_shards WHERE shard = $1", &[&i32::from(shard)])?;
+        row.map(|row| row.get(0)).ok_or_else(|| CatalogError::Refused(format!("no shard {shard} in the catalog")))
     }
 
     /// Places `city` on `shard`: gives it the next free group of buckets and points them at the
     /// shard under the next map version. Placing it again answers its group; a city placed on
-    /// another shard is refused (moving it is `move_buckets`'s).
+    /// another shard is refused (moving it is `freeze_city` and `finish_move`'s).
     pub fn place_city(&mut self, city: u32, shard: ShardId) -> Result<std::ops::Range<u16>, CatalogError> {
         let mut tx = self.client.transaction()?;
         tx.execute("LOCK TABLE catalog_cities, catalog_buckets, catalog_map IN EXCLUSIVE MODE", &[])?;
@@ -150,28 +240,5 @@ impl Catalog {
         let (first, count) = (row.get::<_, i32>(0), row.get::<_, i32>(1));
         let group = u16::try_from(first).unwrap_or(0)..u16::try_from(first + count).unwrap_or(0);
         Ok(Some((group, shard_id(row.get(2))?)))
-    }
-
-    /// Points `buckets` at `shard` under the next map version, if the map is still at
-    /// `expected` (a move that raced another is refused, not applied twice). The new map.
-    pub fn move_buckets(&mut self, buckets: &[Bucket], shard: ShardId, expected: u64) -> Result<BucketMap, CatalogError> {
-        let mut tx = self.client.transaction()?;
-        tx.execute("LOCK TABLE catalog_buckets, catalog_map IN EXCLUSIVE MODE", &[])?;
-        let version = tx.query_one("SELECT version FROM catalog_map WHERE singleton = 1", &[])?.get::<_, i64>(0);
-        if u64::try_from(version).ok() != Some(expected) {
-            return Err(CatalogError::Refused(format!("the map is at version {version}, not {expected}")));
-        }
-        for bucket in buckets {
-            if LEGACY_BUCKETS.contains(&bucket.0) {
-                return Err(CatalogError::Refused("the legacy buckets stay on the first shard".into()));
-            }
-            tx.execute(
-                "INSERT INTO catalog_buckets (bucket, shard) VALUES ($1, $2) ON CONFLICT (bucket) DO UPDATE SET shard = EXCLUDED.shard",
-                &[&i32::from(bucket.0), &i32::from(shard)],
-            )?;
-        }
-        tx.execute("UPDATE catalog_map SET version = version + 1 WHERE singleton = 1", &[])?;
-        tx.commit()?;
-        self.map()
     }
 }

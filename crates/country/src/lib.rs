@@ -10,6 +10,7 @@
 //! run twice, or by two servers at once, is answered once (the clearing's guards).
 
 pub mod catalog;
+pub mod moving;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -127,6 +128,11 @@ impl Country {
     async fn cross(&self, crossing: &Crossing, purpose: Purpose) -> Result<Decision, ClearingError> {
         let clearing = &self.0.here.clearing;
         let ask = clearing.reserve_for(crossing, &purpose).await?;
+        if let Message::Decided { decision, .. } = ask {
+            // A retry of a transfer finished before: its decision, applied once.
+            clearing.apply(ask).await?;
+            return Ok(decision);
+        }
         self.reached(Step::Reserved);
         let answer = Peer::ask(self, ask, purpose.payee).await.map_err(ClearingError::Unknown)?;
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
@@ -138,6 +144,11 @@ impl Country {
     /// This server's shard.
     pub fn shard(&self) -> ShardId {
         self.0.shard
+    }
+
+    /// The catalog's URL.
+    pub fn catalog_url(&self) -> &str {
+        &self.0.catalog
     }
 
     /// The bucket map this server routes by.
@@ -202,9 +213,21 @@ impl Country {
     /// number's claim names at its home shard (two reads, however many shards); then, for
     /// residents registered before their shard joined the country (who hold no claim), every
     /// other shard.
+    /// The resident a mobile number reaches, and the shard the map places them on now (a
+    /// claim names the shard they registered on; their city may have moved since).
     async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<(ShardId, Resident)>, WalletError> {
+        let Some(found) = self.find_by_mobile(mobile).await? else { return Ok(None) };
+        let bucket = citypay_routing::bucket_of_owner(found.id);
+        let map = self.map();
+        if map.moving_to(bucket).is_some() {
+            return Err(WalletError::Unavailable("the recipient's city is moving to another shard; retry in a few seconds with the same key".into()));
+        }
+        Ok(Some((map.shard_of(bucket), found)))
+    }
+
+    async fn find_by_mobile(&self, mobile: &str) -> Result<Option<Resident>, WalletError> {
         if let Some(found) = self.0.here.directory.resident_by_mobile(mobile).await? {
-            return Ok(Some((self.0.shard, found)));
+            return Ok(Some(found));
         }
         if let Some((kind, key)) = self.0.here.directory.mobile_key(mobile)
             && let Some(home) = self.side(citypay_clearing::home_of(&key, &self.map()))
@@ -212,11 +235,11 @@ impl Country {
             && let Some(side) = self.side(shard)
             && let Some(found) = side.directory.resident_by_mobile(mobile).await?
         {
-            return Ok(Some((shard, found)));
+            return Ok(Some(found));
         }
-        for (shard, side) in &self.0.peers {
+        for side in self.0.peers.values() {
             if let Some(found) = side.directory.resident_by_mobile(mobile).await? {
-                return Ok(Some((*shard, found)));
+                return Ok(Some(found));
             }
         }
         Ok(None)
@@ -317,9 +340,19 @@ impl Country {
 
     /// The checkout of the shard of the merchant a QR payload names (`here` for this shard's).
     pub fn checkout_for<'a>(&'a self, here: &'a Checkout, payload: &str) -> Result<&'a Checkout, CheckoutError> {
-        let merchant = citypay_checkout::payload_merchant(payload)?;
-        let shard = self.map().shard_of(citypay_routing::bucket_of_owner(merchant));
+        let shard = self.merchant_shard(payload)?;
         Ok(self.0.peers.get(&shard).map_or(here, |side| &side.checkout))
+    }
+
+    /// The shard of the merchant a QR payload names; a merchant whose city is moving is paid
+    /// once it has moved.
+    fn merchant_shard(&self, payload: &str) -> Result<ShardId, CheckoutError> {
+        let bucket = citypay_routing::bucket_of_owner(citypay_checkout::payload_merchant(payload)?);
+        let map = self.map();
+        if map.moving_to(bucket).is_some() {
+            return Err(CheckoutError::Unavailable("the shop's city is moving to another shard; retry in a few seconds with the same key".into()));
+        }
+        Ok(map.shard_of(bucket))
     }
 
     /// [`Checkout::pay_qr`] across the country: a merchant of this shard is paid as checkout
@@ -329,8 +362,7 @@ impl Country {
     /// idempotency key: a retry with the same key finishes the same crossing; of two crossings
     /// for one trade, the trade's guard lets one pay.
     pub async fn pay_qr(&self, checkout: &Checkout, payer: &Resident, payload: &str, typed_amount: Option<i64>, idempotency_key: &str) -> Result<Trade, CheckoutError> {
-        let merchant = citypay_checkout::payload_merchant(payload)?;
-        let shard = self.map().shard_of(citypay_routing::bucket_of_owner(merchant));
+        let shard = self.merchant_shard(payload)?;
         let Some(side) = self.0.peers.get(&shard) else { return checkout.pay_qr(payer, payload, typed_amount, idempotency_key).await };
         let here = match side.checkout.payment_from_elsewhere(payer.id, payload, typed_amount, idempotency_key).await? {
             Ok(here) => here,

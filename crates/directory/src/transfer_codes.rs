@@ -31,6 +31,8 @@ pub const FUND_CLAIM: u16 = 43;
 pub const PAYOUT: u16 = 50;
 /// Money a resident sends another.
 pub const TRANSFER: u16 = 60;
+/// A balance carried to the account's new shard when its city moved (`citypay cluster move`).
+pub const MOVED: u16 = 70;
 
 /// The name of a code, for files and reports.
 pub fn name(code: u16) -> &'static str {
@@ -50,6 +52,7 @@ pub fn name(code: u16) -> &'static str {
         FUND_CLAIM => "fund_claim",
         PAYOUT => "payout",
         TRANSFER => "transfer",
+        MOVED => "moved",
         _ => "other",
     }
 }

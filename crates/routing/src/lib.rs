@@ -72,24 +72,51 @@ pub fn bucket_in(group: std::ops::Range<u16>, spread: u64) -> Bucket {
     Bucket(group.start + u16::try_from(spread % size).unwrap_or(0))
 }
 
-/// Which shard holds each bucket, and the version of that answer.
+/// Which shard holds each bucket, and the version of that answer. A bucket being moved is
+/// **frozen**: it stays on its shard in the map, names the shard it moves to, and neither
+/// shard's writer takes a command that touches it, except the move's own
+/// ([`OwnedBuckets::holds_for_move`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketMap {
     /// Raised by every change.
     pub version: u64,
     shards: Vec<ShardId>,
+    moving: Vec<Option<ShardId>>,
 }
 
 impl BucketMap {
     /// Every bucket on `shard` (a country of one shard, or a city's database from before).
     pub fn single(shard: ShardId) -> BucketMap {
-        BucketMap { version: 1, shards: vec![shard; usize::from(BUCKETS)] }
+        BucketMap { version: 1, shards: vec![shard; usize::from(BUCKETS)], moving: vec![None; usize::from(BUCKETS)] }
     }
 
     /// A map of `version` from each bucket's shard (`None` unless there is one for every
     /// bucket).
     pub fn from_shards(version: u64, shards: Vec<ShardId>) -> Option<BucketMap> {
-        (shards.len() == usize::from(BUCKETS)).then_some(BucketMap { version, shards })
+        (shards.len() == usize::from(BUCKETS)).then_some(BucketMap { version, shards, moving: vec![None; usize::from(BUCKETS)] })
+    }
+
+    /// This map with `bucket` frozen, moving to `to` (same version: the catalog's reading).
+    #[must_use]
+    pub fn with_moving(mut self, bucket: Bucket, to: ShardId) -> BucketMap {
+        self.moving[usize::from(bucket.0 % BUCKETS)] = Some(to);
+        self
+    }
+
+    /// Where `bucket` is moving, while it is frozen.
+    pub fn moving_to(&self, bucket: Bucket) -> Option<ShardId> {
+        self.moving[usize::from(bucket.0 % BUCKETS)]
+    }
+
+    /// The map with `buckets` frozen, moving to `shard`: the next version.
+    #[must_use]
+    pub fn frozen(&self, buckets: impl IntoIterator<Item = Bucket>, shard: ShardId) -> BucketMap {
+        let mut next = self.clone();
+        for bucket in buckets {
+            next.moving[usize::from(bucket.0 % BUCKETS)] = Some(shard);
+        }
+        next.version += 1;
+        next
     }
 
     /// Every shard named in the map.
@@ -113,14 +140,18 @@ impl BucketMap {
         let mut next = self.clone();
         for bucket in buckets {
             next.shards[usize::from(bucket.0 % BUCKETS)] = shard;
+            next.moving[usize::from(bucket.0 % BUCKETS)] = None;
         }
         next.version += 1;
         next
     }
 
-    /// What `shard` holds in this map.
+    /// What `shard` holds in this map: its buckets, less the frozen ones, which both the
+    /// shard they leave and the shard they move to hold for the move's commands only.
     pub fn owned_by(&self, shard: ShardId) -> OwnedBuckets {
-        OwnedBuckets { version: self.version, owned: self.shards.iter().map(|s| *s == shard).collect() }
+        let owned = self.shards.iter().zip(&self.moving).map(|(s, moving)| *s == shard && moving.is_none()).collect();
+        let frozen = self.shards.iter().zip(&self.moving).map(|(s, moving)| moving.is_some_and(|to| to == shard || *s == shard)).collect();
+        OwnedBuckets { version: self.version, owned, frozen }
     }
 }
 
@@ -130,6 +161,7 @@ pub struct OwnedBuckets {
     /// The map version this comes from.
     pub version: u64,
     owned: Vec<bool>,
+    frozen: Vec<bool>,
 }
 
 impl OwnedBuckets {
@@ -138,10 +170,27 @@ impl OwnedBuckets {
         self.owned.get(usize::from(bucket.0)).copied().unwrap_or(false)
     }
 
+    /// Whether `bucket` is frozen here: moving to or from this shard.
+    pub fn is_frozen(&self, bucket: Bucket) -> bool {
+        self.frozen.get(usize::from(bucket.0)).copied().unwrap_or(false)
+    }
+
+    /// Whether a command of a move may touch `bucket` here: held, or frozen here.
+    pub fn holds_for_move(&self, bucket: Bucket) -> bool {
+        self.holds(bucket) || self.is_frozen(bucket)
+    }
+
     /// The first bucket of `accounts` not held here, if any (the platform's accounts are
     /// always held).
     pub fn first_foreign(&self, accounts: impl IntoIterator<Item = u64>) -> Option<Bucket> {
         accounts.into_iter().filter_map(bucket_of_account).find(|bucket| !self.holds(*bucket))
+    }
+
+    /// [`OwnedBuckets::first_foreign`] for a command of a move (`during_move`), which frozen
+    /// buckets take too.
+    pub fn first_foreign_for(&self, accounts: impl IntoIterator<Item = u64>, during_move: bool) -> Option<Bucket> {
+        let held = |bucket: &Bucket| if during_move { self.holds_for_move(*bucket) } else { self.holds(*bucket) };
+        accounts.into_iter().filter_map(bucket_of_account).find(|bucket| !held(bucket))
     }
 }
 
@@ -187,5 +236,23 @@ mod tests {
         assert_eq!(zero.first_foreign([wallet_in_6, wallet_in_4]), Some(Bucket(4)));
         assert_eq!(moved.owned_by(1).first_foreign([wallet_in_4, 3 << 56]), None);
         assert_eq!(moved.shard_of_account(wallet_in_4), Some(1));
+    }
+
+    #[test]
+    fn a_frozen_bucket_takes_only_the_move_s_commands_on_both_shards() {
+        let map = BucketMap::single(0).moved([Bucket(8)], 1);
+        let frozen = map.frozen([Bucket(8)], 2);
+        assert_eq!((frozen.version, frozen.shard_of(Bucket(8)), frozen.moving_to(Bucket(8))), (map.version + 1, 1, Some(2)));
+        let wallet = (1 << 56) | owner_in(Bucket(8), 5);
+        for shard in [1, 2] {
+            let held = frozen.owned_by(shard);
+            assert_eq!(held.first_foreign([wallet]), Some(Bucket(8)), "shard {shard} takes no payment");
+            assert_eq!(held.first_foreign_for([wallet], true), None, "shard {shard} takes the move's commands");
+        }
+        assert_eq!(frozen.owned_by(0).first_foreign_for([wallet], true), Some(Bucket(8)), "a third shard takes nothing");
+        let done = frozen.moved([Bucket(8)], 2);
+        assert_eq!((done.shard_of(Bucket(8)), done.moving_to(Bucket(8))), (2, None));
+        assert_eq!(done.owned_by(1).first_foreign_for([wallet], true), Some(Bucket(8)), "the shard it left takes nothing more");
+        assert_eq!(done.owned_by(2).first_foreign([wallet]), None);
     }
 }

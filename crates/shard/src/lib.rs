@@ -141,6 +141,10 @@ pub enum Guard {
         /// Columns and the values they must have.
         expect: Vec<(&'static str, Value)>,
     },
+    /// The command belongs to a move of the buckets it touches between shards: the writer
+    /// takes it while those buckets are frozen here (and only a move's commands then). It
+    /// always holds.
+    DuringMove,
 }
 
 /// Why a command got no outcome. In every case retrying with the same id is safe.
@@ -174,6 +178,9 @@ pub enum SubmitError {
         bucket: u16,
         /// The version of the map this shard holds its buckets by.
         map_version: u64,
+        /// The bucket is frozen for a move: it will be held again (here or on the shard it
+        /// moves to) in seconds, so a retry will succeed.
+        moving: bool,
     },
 }
 
@@ -530,6 +537,7 @@ impl<'a> WrittenRows<'a> {
             .flat_map(|c| &c.guards)
             .filter_map(|g| match g {
                 Guard::Absent { table, key } | Guard::Matches { table, key, .. } => key.first().map(|(name, _)| (*table, *name)),
+                Guard::DuringMove => None,
             })
             .collect();
         WrittenRows { rows: Vec::new(), by_value: FxHashMap::default(), looked_up }
@@ -633,11 +641,14 @@ impl Writer {
         let Some(owned) = owned.as_ref() else { return };
         let mut i = 0;
         while i < batch.commands.len() {
-            match batch.commands[i].event.as_ref().and_then(|event| owned.first_foreign(accounts_named(event))) {
+            let command = &batch.commands[i];
+            let during_move = command.guards.contains(&Guard::DuringMove);
+            match command.event.as_ref().and_then(|event| owned.first_foreign_for(accounts_named(event), during_move)) {
                 Some(bucket) => {
                     batch.commands.remove(i);
                     let reply = batch.replies.remove(i);
-                    let _ = reply.send((Err(SubmitError::NotOwned { bucket: bucket.0, map_version: owned.version }), self.epoch()));
+                    let moving = owned.is_frozen(bucket);
+                    let _ = reply.send((Err(SubmitError::NotOwned { bucket: bucket.0, map_version: owned.version, moving }), self.epoch()));
                 }
                 None => i += 1,
             }
@@ -796,6 +807,7 @@ impl Writer {
                 }
                 Ok(true)
             }
+            Guard::DuringMove => Ok(true),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::Guard;
 pub(crate) enum WireGuard {
     Absent { table: String, key: Vec<(String, Value)> },
     Matches { table: String, key: Vec<(String, Value)>, expect: Vec<(String, Value)> },
+    DuringMove,
 }
 
 impl TryFrom<WireGuard> for Guard {
@@ -18,6 +19,7 @@ impl TryFrom<WireGuard> for Guard {
         Ok(match guard {
             WireGuard::Absent { table, key } => Guard::Absent { table: intern(&table)?, key: columns(key)? },
             WireGuard::Matches { table, key, expect } => Guard::Matches { table: intern(&table)?, key: columns(key)?, expect: columns(expect)? },
+            WireGuard::DuringMove => Guard::DuringMove,
         })
     }
 }

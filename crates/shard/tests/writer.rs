@@ -351,7 +351,7 @@ fn a_writer_refuses_what_touches_a_bucket_it_does_not_hold() {
     handle.hold_buckets(Some(map.owned_by(0)));
     assert_eq!(handle.submit_blocking(transfer(EventId::from(100u64), CUSTODY, here, 500)).unwrap().status, Status::Ok);
     let refused = handle.submit_blocking(transfer(EventId::from(101u64), here, there, 100));
-    assert_eq!(refused, Err(SubmitError::NotOwned { bucket: 8, map_version: map.version }));
+    assert_eq!(refused, Err(SubmitError::NotOwned { bucket: 8, map_version: map.version, moving: false }));
     let refused = handle.submit_blocking(account((1 << 56) | owner_in(Bucket(8), 13), AccountFlags::NONE));
     assert!(matches!(refused, Err(SubmitError::NotOwned { bucket: 8, .. })), "{refused:?}");
     // Nothing of a refused command was applied; the next one goes through.

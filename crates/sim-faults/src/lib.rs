@@ -614,6 +614,6 @@ fn reply_code(reply: &citypay_shard::Reply) -> String {
         Err(SubmitError::Timeout(_)) => "timeout".into(),
         Err(SubmitError::Unavailable) => "unavailable".into(),
         Err(SubmitError::GuardFailed { guard }) => format!("guard {guard}"),
-        Err(SubmitError::NotOwned { bucket, map_version }) => format!("bucket {bucket} not held (map {map_version})"),
+        Err(SubmitError::NotOwned { bucket, map_version, .. }) => format!("bucket {bucket} not held (map {map_version})"),
     }
 }

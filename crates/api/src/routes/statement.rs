@@ -32,6 +32,7 @@ const KINDS: &[u16] = &[
     transfer_codes::BILL,
     transfer_codes::FUND_CLAIM,
     transfer_codes::TRANSFER,
+    transfer_codes::MOVED,
 ];
 
 /// Which lines, and how.
@@ -45,7 +46,8 @@ pub(crate) struct StatementParams {
     #[param(format = Date)]
     to: Option<String>,
     /// Only these kinds, comma-separated: top_up, withdrawal, payment, refund, fare,
-    /// fare_refund, arrears, bill, fund_claim.
+    /// fare_refund, arrears, bill, fund_claim, transfer, moved (a balance carried to the
+    /// wallet's new shard when its city moved).
     kind: Option<String>,
     /// `csv` for the period's lines as a file (no paging); JSON otherwise.
     format: Option<String>,

@@ -146,6 +146,7 @@ pub(crate) async fn start_at(target: &Target, log: &Path, port: u16, env: &[(&st
 }
 
 /// A JSON client of one server.
+#[derive(Clone)]
 pub(crate) struct Api {
     pub(crate) client: Client,
     pub(crate) base: String,
