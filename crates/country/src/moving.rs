@@ -129,7 +129,6 @@ pub const STAYING: &[&str] = &[
     "moved_in",
     "schema_migrations",
     "journal_seals",
-    "seal_head",
 ];
 
 /// The rows of `table` that are the city's, as a `WHERE` clause (numbers only: `COPY` takes no

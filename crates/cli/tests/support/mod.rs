@@ -39,6 +39,7 @@ impl Drop for Server {
 }
 
 /// Where the city lives: a database URL and its key file.
+#[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) db: String,
     pub(crate) keys: PathBuf,
