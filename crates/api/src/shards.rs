@@ -1,12 +1,13 @@
 //! A server of a country of shards answers any caller: each request goes to the services of
 //! the caller's shard, which reach that shard's writer and database (`citypay-country`). The
 //! caller's shard is found without trusting anything unchecked: a resident's or a cashier's
-//! token names an id whose bucket the map places; an operator's token, or a merchant's API
-//! key, is the shard's that authenticates it; a registration goes to the shard its city was
-//! onboarded on; a resident's sign-in to the shard that knows the mobile number; an Alipay
-//! SDK's call to `/gateway.do` to the shard that holds its app. Anything else
-//! is this server's own shard's. The chosen shard's router then authenticates the request as
-//! ever.
+//! token names an id whose bucket the map places; an operator's token is the shard's that
+//! authenticates it; a merchant's API key, an Alipay SDK's call to `/gateway.do` (by its app)
+//! and a resident's sign-in (by the mobile number) go to the shard the map places the merchant
+//! or resident a shard finds for them; a registration goes to the shard its city was
+//! onboarded on. Anything else is this server's own shard's. The chosen shard's router then
+//! authenticates the request as ever. A write of a caller whose city is moving between shards
+//! waits (`503 city_moving`).
 
 use std::sync::Arc;
 
