@@ -1,6 +1,7 @@
-//! `citypay bench country`: money sent between residents on a country of two shards (two
-//! databases, two writers, in this process), at several shares of transfers that cross shards
-//! (`--cross`, in percent). Each run reports transfers per second and the CPU time per transfer,
+//! `citypay bench country`: money sent between residents on a country of `--shards` shards
+//! (1 to 4 databases, one writer each, in this process; a city each), at several shares of
+//! transfers that cross shards (`--cross`, in percent; a transfer across goes to another shard
+//! than its sender's, spread evenly). Each run reports transfers per second and the CPU time per transfer,
 //! summed over this process (both writers and the services) and every PostgreSQL process (from
 //! `/proc`); from the 0% and 100% runs, what a transfer across shards costs against a local one.
 //! Senders are on both shards; a transfer across shards runs the clearing's three steps
@@ -21,12 +22,13 @@ use serde::Serialize;
 /// Options of `citypay bench country`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CountryBenchArgs {
-    /// Shard 1's database (must be new); default: a fresh SQLite file in a temporary directory.
-    #[arg(long)]
-    db_one: Option<DbUrl>,
-    /// Shard 2's database (must be new).
-    #[arg(long)]
-    db_two: Option<DbUrl>,
+    /// Shards (each a city: Hangzhou, Fuzhou, Wuhan, Tianjin).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=4))]
+    shards: u16,
+    /// Each shard's database (new), comma-separated, one per shard; default: a fresh SQLite
+    /// file each in a temporary directory.
+    #[arg(long, value_delimiter = ',')]
+    db: Vec<DbUrl>,
     /// Residents on each shard.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(2..=5_000))]
     residents: u64,
@@ -40,7 +42,8 @@ pub(crate) struct CountryBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "0,5,20,100")]
     cross: Vec<u32>,
     /// Transfers to leave undecided behind a cut link (shard 1 → shard 2) before timing how
-    /// long the resolver takes to finish them once the link is back (0: none).
+    /// long the resolver takes to finish them once the link is back (0: none; none on one
+    /// shard).
     #[arg(long, default_value_t = 2_000)]
     backlog: u64,
     /// Print JSON.
@@ -119,12 +122,14 @@ async fn residents(state: &citypay_api::routes::AppState, city: u32, region: &st
     Ok(made)
 }
 
-/// `n` transfers of 1 fen from `clients` senders on both shards, `cross` percent of them to the
-/// other shard: (latencies are not kept) transfers made, across shards, failed, seconds.
-async fn drive(sides: &Arc<[ShardSide; 2]>, n: u64, clients: u64, cross: u32) -> (u64, u64, u64, f64) {
+/// `n` transfers of 1 fen from `clients` senders spread over the shards, `cross` percent of
+/// them to another shard: (latencies are not kept) transfers made, across shards, failed,
+/// seconds.
+async fn drive(sides: &Arc<Vec<ShardSide>>, n: u64, clients: u64, cross: u32) -> (u64, u64, u64, f64) {
     let (next, across, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let shards = sides.len() as u64;
     for client in 0..clients {
         let (sides, next, across, failed) = (sides.clone(), next.clone(), across.clone(), failed.clone());
         tasks.spawn(async move {
@@ -135,9 +140,10 @@ async fn drive(sides: &Arc<[ShardSide; 2]>, n: u64, clients: u64, cross: u32) ->
                 }
                 // A fixed spread (no random source): which side sends, who, to whom.
                 let mix = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-                let from = usize::try_from(client % 2).unwrap_or(0);
-                let goes_across = mix % 100 < u64::from(cross);
-                let to = if goes_across { 1 - from } else { from };
+                let from = client % shards;
+                let goes_across = shards > 1 && mix % 100 < u64::from(cross);
+                let to = if goes_across { (from + 1 + (mix >> 20) % (shards - 1)) % shards } else { from };
+                let (from, to) = (usize::try_from(from).unwrap_or(0), usize::try_from(to).unwrap_or(0));
                 let senders = &sides[from].residents;
                 let recipients = &sides[to].residents;
                 let sender = usize::try_from(k % senders.len() as u64).unwrap_or(0);
@@ -166,38 +172,48 @@ async fn drive(sides: &Arc<[ShardSide; 2]>, n: u64, clients: u64, cross: u32) ->
     (n - failed, across.load(Ordering::Relaxed), failed, started.elapsed().as_secs_f64())
 }
 
+/// The cities of the campaign, a shard each: code, name, region of its residents' ID numbers,
+/// first digits of their mobile numbers.
+const CITIES: [(u32, &str, &str, &str); 4] = [(330100, "Hangzhou", "330106", "13"), (350100, "Fuzhou", "350102", "15"), (420100, "Wuhan", "420102", "17"), (120100, "Tianjin", "120101", "18")];
+
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new().prefix("citypay-bench-country").tempdir()?;
-    let db_one = args.db_one.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("one.db")));
-    let db_two = args.db_two.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("two.db")));
+    let count = usize::from(args.shards);
+    anyhow::ensure!(args.db.is_empty() || args.db.len() == count, "--db names {} databases for {count} shards", args.db.len());
+    let dbs: Vec<DbUrl> = (0..count).map(|i| args.db.get(i).cloned().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join(format!("shard{}.db", i + 1))))).collect();
     let keys = scratch.path().join("keys");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (runs, mirrors, backlog, drain_seconds) = runtime.block_on(async {
-        // One key set for the country; each shard its own database and writer.
-        let one = crate::city::open_from_files(&db_one, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
-        let two = crate::city::open_from_files(&db_two, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
-        let (hangzhou, fuzhou) = (citypay_routing::city_group(0).context("group")?, citypay_routing::city_group(1).context("group")?);
-        one.state.directory.onboard_city_in(330100, "Hangzhou", Some(hangzhou)).await?;
-        two.state.directory.onboard_city_in(350100, "Fuzhou", Some(fuzhou.clone())).await?;
-        let map = BucketMap::single(1).moved(fuzhou.map(Bucket), 2);
-        one.shard.handle().hold_buckets(Some(map.owned_by(1)));
-        two.shard.handle().hold_buckets(Some(map.owned_by(2)));
-        let country_one = citypay_country::Country::new(1, String::new(), map.clone(), one.state.directory.clone(), vec![(2, two.state.directory.clone())]);
-        let country_two = citypay_country::Country::new(2, String::new(), map, two.state.directory.clone(), vec![(1, one.state.directory.clone())]);
-        country_one.open_clearing_accounts().await?;
-        country_two.open_clearing_accounts().await?;
-        eprintln!("setting up {} residents on each of two shards...", args.residents);
-        let people_one = residents(&one.state, 330100, "330106", "13", args.residents).await?;
-        let people_two = residents(&two.state, 350100, "350102", "15", args.residents).await?;
-        let sides = Arc::new([
-            ShardSide { state: one.state.clone(), country: country_one, residents: people_one },
-            ShardSide { state: two.state.clone(), country: country_two, residents: people_two },
-        ]);
+        // One key set for the country; each shard its own database, writer and city.
+        let mut cities = Vec::new();
+        let mut map = BucketMap::single(1);
+        for (i, db) in dbs.iter().enumerate() {
+            let city = crate::city::open_from_files(db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
+            let (code, name, _, _) = CITIES[i];
+            let group = citypay_routing::city_group(u16::try_from(i)?).context("group")?;
+            city.state.directory.onboard_city_in(code, name, Some(group.clone())).await?;
+            map = map.moved(group.map(Bucket), u16::try_from(i + 1)?);
+            cities.push(city);
+        }
+        let directories: Vec<(u16, citypay_directory::Directory)> = cities.iter().enumerate().map(|(i, c)| (u16::try_from(i + 1).unwrap_or(0), c.state.directory.clone())).collect();
+        let mut sides = Vec::new();
+        for (i, city) in cities.iter().enumerate() {
+            let shard = u16::try_from(i + 1)?;
+            city.shard.handle().hold_buckets(Some(map.owned_by(shard)));
+            let others = directories.iter().filter(|(s, _)| *s != shard).cloned().collect();
+            let country = citypay_country::Country::new(shard, String::new(), map.clone(), city.state.directory.clone(), others);
+            country.open_clearing_accounts().await?;
+            let (code, _, region, mobile) = CITIES[i];
+            eprintln!("setting up {} residents on shard {shard}...", args.residents);
+            let people = residents(&city.state, code, region, mobile, args.residents).await?;
+            sides.push(ShardSide { state: city.state.clone(), country, residents: people });
+        }
+        let sides = Arc::new(sides);
         // A warm-up at the first share, not counted.
         drive(&sides, args.transfers.min(500), args.clients, args.cross.first().copied().unwrap_or(0)).await;
         let mut runs = Vec::new();
-        for cross in &args.cross {
+        for cross in args.cross.iter().filter(|c| count > 1 || **c == 0) {
             let (cpu, pg) = (crate::bench_gateway::cpu_time(), postgres_cpu());
             let (made, across, failed, seconds) = drive(&sides, args.transfers, args.clients, *cross).await;
             let (cpu, pg) = (crate::bench_gateway::cpu_time().saturating_sub(cpu), postgres_cpu().saturating_sub(pg));
@@ -217,12 +233,13 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
         // A cut link: shard 2's writer unreachable from shard 1 (its reads still work), so each
         // transfer across it is reserved and its outcome unknown. Then the link is back and the
         // resolver finishes them all, once they are due.
+        let backlog = if count > 1 { args.backlog } else { 0 };
         let (dead, relay) = citypay_shard::relay(16, Duration::from_secs(1));
         drop(relay);
-        let cut = citypay_country::Country::new(1, String::new(), sides[0].country.map(), sides[0].state.directory.clone(), vec![(2, sides[1].state.directory.through(dead))]);
+        let cut = citypay_country::Country::new(1, String::new(), sides[0].country.map(), sides[0].state.directory.clone(), vec![(2, sides[sides.len().min(2) - 1].state.directory.through(dead))]);
         let mut left = 0u64;
         let mut tasks = tokio::task::JoinSet::new();
-        for k in 0..args.backlog {
+        for k in 0..backlog {
             let (cut, sides) = (cut.clone(), sides.clone());
             tasks.spawn(async move {
                 let (from, to) = (&sides[0].residents, &sides[1].residents);
@@ -237,7 +254,9 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
         while let Some(r) = tasks.join_next().await {
             left += u64::from(r.unwrap_or(false));
         }
-        tokio::time::sleep(Duration::from_millis(citypay_crossshard::RESOLVE_AFTER_MS + 200)).await;
+        if left > 0 {
+            tokio::time::sleep(Duration::from_millis(citypay_crossshard::RESOLVE_AFTER_MS + 200)).await;
+        }
         let drain = Instant::now();
         let mut finished = 0u64;
         while finished < left {
@@ -250,21 +269,28 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
             let directory = state.directory.clone();
             async move { directory.shard().account(citypay_clearing::Clearing::clearing_account(peer)).await.ok().flatten().map_or(0, |a| a.balance.net_posted()) }
         };
-        let mirrors = clearing(&sides[0].state, 2).await + clearing(&sides[1].state, 1).await == 0;
+        let mut mirrors = true;
+        for i in 0..sides.len() {
+            for j in i + 1..sides.len() {
+                let (a, b) = (u16::try_from(i + 1)?, u16::try_from(j + 1)?);
+                mirrors &= clearing(&sides[i].state, b).await + clearing(&sides[j].state, a).await == 0;
+            }
+        }
         drop(sides);
-        one.shard.shutdown();
-        two.shard.shutdown();
+        for city in cities {
+            city.shard.shutdown();
+        }
         anyhow::Ok((runs, mirrors, left, drain_seconds))
     })?;
     // Off the runtime: the PostgreSQL client blocks on a runtime of its own.
     let mut clean = true;
-    for db in [&db_one, &db_two] {
+    for db in &dbs {
         let mut source = crate::open::reader(db)?;
         clean &= citypay_store::audit(source.as_mut())?.is_clean();
     }
     let cost = |percent| runs.iter().find(|r| r.cross_percent == percent).map(|r| r.cpu_us_per_transfer);
     let report = Report {
-        shards: 2,
+        shards: u32::from(args.shards),
         residents_per_shard: args.residents,
         clients: args.clients,
         cross_vs_local_cpu: cost(100).zip(cost(0)).map(|(cross, local)| cross / local.max(1e-9)),
@@ -280,8 +306,8 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
     } else {
         for r in &report.runs {
             say!(
-                "{:>3}% across shards: {:.0} transfers/s, {:.0} µs CPU each ({:.0} this process, {:.0} PostgreSQL), {} failed",
-                r.cross_percent, r.transfers_per_second, r.cpu_us_per_transfer, r.process_cpu_us_per_transfer, r.postgres_cpu_us_per_transfer, r.failed
+                "{} shards, {:>3}% across shards: {:.0} transfers/s, {:.0} µs CPU each ({:.0} this process, {:.0} PostgreSQL), {} failed",
+                report.shards, r.cross_percent, r.transfers_per_second, r.cpu_us_per_transfer, r.process_cpu_us_per_transfer, r.postgres_cpu_us_per_transfer, r.failed
             )?;
         }
         if report.backlog > 0 {
