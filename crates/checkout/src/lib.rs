@@ -25,7 +25,7 @@ use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
 use sha2::{Digest, Sha256};
 
-pub use refund::{DEFAULT_REFUND_PERIOD_S, MAX_REFUND_PERIOD_S, Refund, RefundAnswer, RefundStatus};
+pub use refund::{DEFAULT_REFUND_PERIOD_S, MAX_REFUND_PERIOD_S, Refund, RefundAnswer, RefundFuture, RefundHold, RefundStatus, RefundsElsewhere, SentRefund};
 pub use schema::MIGRATIONS;
 pub use trade::{Method, Trade, TradeStatus};
 
@@ -159,10 +159,15 @@ pub enum CheckoutError {
     /// The merchant's shard did not take the payment (the reason's code): nothing was paid.
     #[error("the merchant's shard did not take the payment ({0}); nothing was paid")]
     Returned(&'static str),
-    /// The command names an account another shard holds: a refund of a payment made from a
-    /// wallet of another city's shard, which is not built yet. Nothing moved.
-    #[error("the payment was made from a wallet on another city's shard; refunding it there is not supported yet (refund it over the counter)")]
+    /// The command names an account another shard holds, and this server reaches no other
+    /// shard (it is not a server of a country). Nothing moved.
+    #[error("the payment was made from a wallet on another city's shard, which this server does not reach; nothing moved")]
     AccountElsewhere,
+    /// The payer's shard did not take the refund (its reason's code): the money is back with
+    /// the merchant and the refund's record says `REFUND_FAILED`; refund again under a new
+    /// `out_request_no`.
+    #[error("the payer's shard did not take the refund ({0}); the money is back with the merchant: refund again under a new out_request_no")]
+    RefundReturned(&'static str),
 }
 
 impl CheckoutError {
@@ -193,6 +198,7 @@ impl CheckoutError {
             CheckoutError::OutcomeUnknown => "outcome_unknown",
             CheckoutError::Returned(_) => "payment_returned",
             CheckoutError::AccountElsewhere => "account_on_another_shard",
+            CheckoutError::RefundReturned(_) => "refund_returned",
         }
     }
 }
@@ -273,6 +279,8 @@ pub struct Checkout {
     /// A device's code is read, checked and (when wrong) counted in its turn, so one server
     /// never checks two guesses at one device against the same count.
     device_turns: Arc<[tokio::sync::Mutex<()>]>,
+    /// How a refund reaches a wallet of another shard, in a server of a country.
+    elsewhere: Arc<std::sync::OnceLock<Arc<dyn refund::RefundsElsewhere>>>,
 }
 
 /// A resident's payment device, as its owner sees it.
@@ -347,7 +355,13 @@ impl Checkout {
     /// The checkout service over the directory.
     pub fn new(directory: Directory) -> Checkout {
         let device_turns = (0..DEVICE_TURNS).map(|_| tokio::sync::Mutex::new(())).collect();
-        Checkout { directory, failures: Arc::new(Mutex::new(HashMap::new())), periods: Arc::new(Mutex::new(HashMap::new())), device_turns }
+        Checkout {
+            directory,
+            failures: Arc::new(Mutex::new(HashMap::new())),
+            periods: Arc::new(Mutex::new(HashMap::new())),
+            device_turns,
+            elsewhere: Arc::default(),
+        }
     }
 
     /// A new trade's id (below 2^63, so it fits a signed column).

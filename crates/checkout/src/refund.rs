@@ -12,6 +12,19 @@
 //! (`TRADE_FINISHED`), when it is next read or by the sweeper, and refuses refunds. A cash
 //! sale's refund is recorded the same way and moves nothing in the ledger: its cash never
 //! entered it and goes back over the counter.
+//!
+//! A refund to a wallet of another shard (the payer's city lives there) crosses shards through
+//! [`RefundsElsewhere`] (the country's clearing): the merchant's balance is held for the
+//! wallet's shard in the same transaction that records the refund `REFUND_PROCESSING` and
+//! counts it in the trade's refunded total; the wallet's shard decides; then, posted, the
+//! fee's part comes back to the merchant and the refund becomes `REFUND_SUCCESS` (with the
+//! merchant's notification), or, returned, the trade gives the amount back to refund and the
+//! refund becomes `REFUND_FAILED`. A retry of the request, or the resolver's round
+//! ([`Checkout::finish_refunds_elsewhere`]), finishes one whose answer was not heard.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use citypay_directory::{AccountKind, PlatformAccounts, account_id, derived_event_id, int_at, text_at, uint};
 use citypay_ledger::{Currency, Entry, Event, Leg, Status};
@@ -34,6 +47,10 @@ pub(crate) const PERIOD_CACHE_S: u64 = 30;
 pub enum RefundStatus {
     /// Done: the money went back to the payer's wallet (or the cash over the counter).
     RefundSuccess,
+    /// On its way to a wallet of another shard: the merchant's money is held for it.
+    RefundProcessing,
+    /// The wallet's shard did not take it: the money is back with the merchant.
+    RefundFailed,
 }
 
 impl RefundStatus {
@@ -41,13 +58,65 @@ impl RefundStatus {
     pub const fn code(self) -> &'static str {
         match self {
             RefundStatus::RefundSuccess => "REFUND_SUCCESS",
+            RefundStatus::RefundProcessing => "REFUND_PROCESSING",
+            RefundStatus::RefundFailed => "REFUND_FAILED",
         }
     }
 
     /// Inverse of [`RefundStatus::code`].
     pub fn from_code(code: &str) -> Option<RefundStatus> {
-        (code == "REFUND_SUCCESS").then_some(RefundStatus::RefundSuccess)
+        [RefundStatus::RefundSuccess, RefundStatus::RefundProcessing, RefundStatus::RefundFailed].into_iter().find(|s| s.code() == code)
     }
+}
+
+/// A refund's hold on the merchant's balance for a wallet of another shard: what
+/// [`RefundsElsewhere::send`] reserves, with the guards and rows of the same transaction.
+#[derive(Clone, Debug)]
+pub struct RefundHold {
+    /// The crossing's id (from the trade and the refund's number: a retry sends the same).
+    pub id: u128,
+    /// The merchant's account, held.
+    pub merchant_account: u64,
+    /// The payer's wallet, credited on its shard.
+    pub wallet: u64,
+    /// The refund's amount.
+    pub amount: i64,
+    /// The trade's id (the ledger's `user_data`).
+    pub trade: u64,
+    /// Checked with the hold (the trade's version, no refund under this number yet).
+    pub guards: Vec<Guard>,
+    /// Written with the hold (the trade's refunded total, the refund `REFUND_PROCESSING`).
+    pub rows: Vec<ServiceRow>,
+}
+
+/// How a refund's hold ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentRefund {
+    /// The wallet was credited on its shard; the hold is posted.
+    Posted,
+    /// The wallet's shard did not take it (the reason's code); the hold is voided.
+    Returned(&'static str),
+    /// A guard of the hold failed (its index): nothing was held.
+    Guard(usize),
+}
+
+/// A boxed future, as the trait's methods return.
+pub type RefundFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CheckoutError>> + Send + 'a>>;
+
+/// How a refund reaches a wallet of another shard: the country's clearing.
+pub trait RefundsElsewhere: Send + Sync {
+    /// Holds the merchant's money for the wallet's shard (or finds the hold made before under
+    /// `hold.id`), asks that shard, applies its decision. `OutcomeUnknown` when it was not
+    /// heard: the hold stays until a retry or the resolver finishes it.
+    fn send(&self, hold: RefundHold) -> RefundFuture<'_, SentRefund>;
+    /// How the hold made under `id` ended: `Some(true)` posted, `Some(false)` returned,
+    /// `None` not decided yet.
+    fn outcome(&self, id: u128) -> RefundFuture<'_, Option<bool>>;
+}
+
+/// The id of the crossing that carries a refund to another shard.
+fn refund_crossing_id(trade_id: u64, out_request_no: &str) -> u128 {
+    derived_event_id(&["trade", &trade_id.to_string(), "refund", out_request_no, "crossing"])
 }
 
 /// One refund of a trade.
@@ -121,9 +190,12 @@ impl Checkout {
         }
         for _ in 0..CAS_ATTEMPTS_MAX {
             let trade = self.trade(merchant_id, out_trade_no).await?;
-            if let Some(refund) = self.refund_record(trade.id, out_request_no).await? {
+            if let Some((refund, _)) = self.refund_record(trade.id, out_request_no).await? {
                 if refund.amount != amount {
                     return Err(CheckoutError::RefundRequestReused);
+                }
+                if refund.status == RefundStatus::RefundProcessing {
+                    return self.resume_refund_elsewhere(&trade, &refund).await;
                 }
                 return Ok(RefundAnswer { trade, refund, fund_change: false });
             }
@@ -138,7 +210,12 @@ impl Checkout {
             if amount > trade.amount - trade.refunded {
                 return Err(CheckoutError::RefundExceedsPaid);
             }
-            if let Some(answer) = self.try_refund(&trade, out_request_no, amount, cashier).await? {
+            let tried = match self.try_refund(&trade, out_request_no, amount, cashier).await {
+                // The payer's wallet is on another shard: the refund crosses to it.
+                Err(CheckoutError::AccountElsewhere) if self.elsewhere.get().is_some() => self.refund_elsewhere(&trade, out_request_no, amount, cashier).await?,
+                tried => tried?,
+            };
+            if let Some(answer) = tried {
                 return answer;
             }
         }
@@ -149,7 +226,7 @@ impl Checkout {
     pub async fn refund_query(&self, merchant_id: u64, out_trade_no: &str, out_request_no: &str) -> Result<RefundAnswer, CheckoutError> {
         check_request_no(out_request_no)?;
         let trade = self.trade(merchant_id, out_trade_no).await?;
-        let refund = self.refund_record(trade.id, out_request_no).await?.ok_or(CheckoutError::RefundNotFound)?;
+        let (refund, _) = self.refund_record(trade.id, out_request_no).await?.ok_or(CheckoutError::RefundNotFound)?;
         Ok(RefundAnswer { trade, refund, fund_change: false })
     }
 
@@ -190,17 +267,18 @@ impl Checkout {
         })
     }
 
-    async fn refund_record(&self, trade_id: u64, out_request_no: &str) -> Result<Option<Refund>, CheckoutError> {
+    /// A refund's record, and the fee it gives back.
+    async fn refund_record(&self, trade_id: u64, out_request_no: &str) -> Result<Option<(Refund, i64)>, CheckoutError> {
         let rows = self
             .directory
             .read(
-                "SELECT amount, created_at, status, cashier FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2",
+                "SELECT amount, created_at, status, cashier, fee_back FROM refunds WHERE trade_id = ?1 AND out_request_no = ?2",
                 vec![uint(trade_id), Value::Text(out_request_no.to_owned())],
             )
             .await?;
         let Some(row) = rows.first() else { return Ok(None) };
         let bad = |what: &str| CheckoutError::Directory(citypay_directory::DirectoryError::Storage(format!("refund row: {what}")));
-        Ok(Some(Refund {
+        let refund = Refund {
             out_request_no: out_request_no.to_owned(),
             amount: int_at(row, 0)?,
             created_at: u64::try_from(int_at(row, 1)?).map_err(|_| bad("created_at"))?,
@@ -209,7 +287,151 @@ impl Checkout {
                 Some(Value::Int(id)) => Some(u64::try_from(*id).map_err(|_| bad("cashier"))?),
                 _ => None,
             },
-        }))
+        };
+        Ok(Some((refund, int_at(row, 4)?)))
+    }
+
+    /// Makes refunds to wallets of other shards cross through `elsewhere` (set once, by a
+    /// server of a country).
+    pub fn refund_elsewhere_through(&self, elsewhere: Arc<dyn RefundsElsewhere>) {
+        let _ = self.elsewhere.set(elsewhere);
+    }
+
+    /// One attempt of a refund to a wallet of another shard; `None` when the trade changed
+    /// (or the refund was recorded) meanwhile.
+    async fn refund_elsewhere(&self, trade: &Trade, out_request_no: &str, amount: i64, cashier: Option<u64>) -> Result<Option<Result<RefundAnswer, CheckoutError>>, CheckoutError> {
+        let Some(elsewhere) = self.elsewhere.get() else { return Err(CheckoutError::AccountElsewhere) };
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
+        let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
+        let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundProcessing, created_at: self.now_s(), cashier };
+        let mut row = refund.row(trade.id);
+        row.columns.push(("fee_back", Value::Int(fee_back)));
+        let hold = RefundHold {
+            id: refund_crossing_id(trade.id, out_request_no),
+            merchant_account: merchant.account,
+            wallet: account_id(AccountKind::Wallet, payer),
+            amount,
+            trade: trade.id,
+            guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: row.key.clone() }],
+            rows: vec![trade.refunded_by(amount).row(OnConflict::UpdateOnly), row],
+        };
+        match elsewhere.send(hold).await? {
+            SentRefund::Guard(_) => Ok(None),
+            SentRefund::Posted => Ok(Some(self.finish_refund_elsewhere(trade.id, out_request_no, None).await)),
+            SentRefund::Returned(reason) => Ok(Some(self.finish_refund_elsewhere(trade.id, out_request_no, Some(reason)).await)),
+        }
+    }
+
+    /// A refund held for another shard whose end this server did not hear: sent again (the
+    /// same crossing: its decision, or a new ask), then finished.
+    async fn resume_refund_elsewhere(&self, trade: &Trade, refund: &Refund) -> Result<RefundAnswer, CheckoutError> {
+        let Some(elsewhere) = self.elsewhere.get() else { return Err(CheckoutError::AccountElsewhere) };
+        let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
+        let merchant = self.directory.merchant(trade.merchant_id).await?;
+        let hold = RefundHold {
+            id: refund_crossing_id(trade.id, &refund.out_request_no),
+            merchant_account: merchant.account,
+            wallet: account_id(AccountKind::Wallet, payer),
+            amount: refund.amount,
+            trade: trade.id,
+            guards: Vec::new(),
+            rows: Vec::new(),
+        };
+        match elsewhere.send(hold).await? {
+            SentRefund::Returned(reason) => self.finish_refund_elsewhere(trade.id, &refund.out_request_no, Some(reason)).await,
+            _ => self.finish_refund_elsewhere(trade.id, &refund.out_request_no, None).await,
+        }
+    }
+
+    /// Finishes a refund whose hold for another shard ended: posted (`returned` is `None`),
+    /// the fee's part back to the merchant, `REFUND_SUCCESS` and the notification; returned,
+    /// the amount refundable again and `REFUND_FAILED`. Once: a refund finished before answers
+    /// as it is.
+    async fn finish_refund_elsewhere(&self, trade_id: u64, out_request_no: &str, returned: Option<&'static str>) -> Result<RefundAnswer, CheckoutError> {
+        for _ in 0..CAS_ATTEMPTS_MAX {
+            let trade = self.trade_numbered(trade_id).await?;
+            let (refund, fee_back) = self.refund_record(trade_id, out_request_no).await?.ok_or(CheckoutError::RefundNotFound)?;
+            if refund.status != RefundStatus::RefundProcessing {
+                return match refund.status {
+                    RefundStatus::RefundFailed => Err(CheckoutError::RefundReturned(returned.unwrap_or("returned"))),
+                    _ => Ok(RefundAnswer { trade, refund, fund_change: false }),
+                };
+            }
+            let key = vec![("trade_id", uint(trade_id)), ("out_request_no", Value::Text(out_request_no.to_owned()))];
+            let processing = Guard::Matches { table: "refunds", key: key.clone(), expect: vec![("status", Value::Text(RefundStatus::RefundProcessing.code().into()))] };
+            let status_row = |status: RefundStatus| ServiceRow {
+                table: "refunds",
+                key: key.clone(),
+                columns: vec![("status", Value::Text(status.code().into()))],
+                on_conflict: OnConflict::UpdateOnly,
+            };
+            let command = match returned {
+                None => {
+                    let merchant = self.directory.merchant(trade.merchant_id).await?;
+                    let event = (fee_back > 0).then(|| {
+                        let leg = Leg {
+                            debit: PlatformAccounts::CNY.fee_revenue,
+                            credit: merchant.account,
+                            amount: fee_back,
+                            currency: Currency::CNY,
+                            code: codes::FEE_RETURNED,
+                            class: 0,
+                            user_data: trade.id,
+                        };
+                        Event::Entry(Entry { id: derived_event_id(&["trade", &trade.id.to_string(), "refund", out_request_no, "fee back"]), legs: vec![leg] })
+                    });
+                    let rows = std::iter::once(status_row(RefundStatus::RefundSuccess)).chain(self.outbox_rows(&merchant, &trade, self.now_s(), Some(out_request_no))).collect();
+                    Command { event, guards: vec![processing], rows, always_rows: Vec::new() }
+                }
+                Some(_) => {
+                    let refunded = trade.refunded - refund.amount;
+                    let status = if trade.status == TradeStatus::TradeClosed && trade.refunded == trade.amount { TradeStatus::TradeSuccess } else { trade.status };
+                    let after = Trade { refunded, status, version: trade.version + 1, ..trade.clone() };
+                    Command { event: None, guards: vec![trade.version_guard(), processing], rows: vec![after.row(OnConflict::UpdateOnly), status_row(RefundStatus::RefundFailed)], always_rows: Vec::new() }
+                }
+            };
+            match self.submit(command).await? {
+                Ok(outcome) if outcome.status == Status::Ok => {
+                    let Some(reason) = returned else {
+                        let trade = self.trade_numbered(trade_id).await?;
+                        tracing::debug!(trade = trade.id, amount = refund.amount, "refunded to another shard");
+                        return Ok(RefundAnswer { trade, refund: Refund { status: RefundStatus::RefundSuccess, ..refund }, fund_change: true });
+                    };
+                    return Err(CheckoutError::RefundReturned(reason));
+                }
+                Ok(outcome) => return Err(CheckoutError::Refused(outcome.status)),
+                // Finished meanwhile, or the trade changed: read again.
+                Err(_) => {}
+            }
+        }
+        Err(CheckoutError::Unavailable("the refund kept changing; retry".into()))
+    }
+
+    /// Finishes refunds held for other shards whose holds have ended (a crash or a lost answer
+    /// left them `REFUND_PROCESSING`): the resolver's round calls it after finishing the
+    /// crossings. How many.
+    pub async fn finish_refunds_elsewhere(&self, limit: u32) -> Result<usize, CheckoutError> {
+        let Some(elsewhere) = self.elsewhere.get() else { return Ok(0) };
+        let rows = self
+            .directory
+            .read("SELECT trade_id, out_request_no FROM refunds WHERE status = 'REFUND_PROCESSING' LIMIT ?1", vec![Value::Int(i64::from(limit))])
+            .await?;
+        let mut finished = 0;
+        for row in rows {
+            let (trade_id, no) = (u64::try_from(int_at(&row, 0)?).unwrap_or(0), text_at(&row, 1)?);
+            let ended = match elsewhere.outcome(refund_crossing_id(trade_id, &no)).await? {
+                Some(true) => self.finish_refund_elsewhere(trade_id, &no, None).await.map(|_| ()),
+                Some(false) => match self.finish_refund_elsewhere(trade_id, &no, Some("timeout")).await {
+                    Err(CheckoutError::RefundReturned(_)) => Ok(()),
+                    other => other.map(|_| ()),
+                },
+                None => continue,
+            };
+            ended?;
+            finished += 1;
+        }
+        Ok(finished)
     }
 
     /// The merchant's refund period in seconds (the default unless it set one).

@@ -147,6 +147,15 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: CHECKOUT_V10,
         postgres: CHECKOUT_V10,
     },
+    // A refund to a wallet of another shard is held first (`REFUND_PROCESSING`), with the part
+    // of the fee it gives back when it succeeds.
+    Migration {
+        component: "checkout",
+        version: 11,
+        name: "the fee a refund gives back, kept while it crosses shards",
+        sqlite: "ALTER TABLE refunds ADD COLUMN fee_back BIGINT NOT NULL DEFAULT 0;",
+        postgres: "ALTER TABLE refunds ADD COLUMN fee_back BIGINT NOT NULL DEFAULT 0; CREATE INDEX refunds_processing ON refunds (status) WHERE status = 'REFUND_PROCESSING';",
+    },
 ];
 
 const CHECKOUT_V10: &str = "ALTER TABLE trades ADD COLUMN cashier BIGINT;

@@ -182,6 +182,12 @@ pub(crate) fn run(
                 tick += 1;
                 if let Some(country) = &country {
                     resolve(country, tick).await;
+                    // Refunds to other shards whose end a request did not hear.
+                    match checkout.finish_refunds_elsewhere(100).await {
+                        Ok(0) => {}
+                        Ok(finished) => tracing::info!(finished, "finished refunds to other shards"),
+                        Err(error) => tracing::warn!(%error, "finishing refunds to other shards failed"),
+                    }
                 }
                 if tick % 60 == 0
                     && let Err(error) = wallet.finish_interrupted(200).await
@@ -336,9 +342,11 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
             });
         }
         let mut views = vec![country.clone()];
+        state.checkout.refund_elsewhere_through(Arc::new(country.clone()));
         for (peer, peer_state) in &peer_states {
             let peer_view = view(*peer, &peer_state.directory);
             let _ = peer_state.country.set(peer_view.clone());
+            peer_state.checkout.refund_elsewhere_through(Arc::new(peer_view.clone()));
             views.push(peer_view);
         }
         let _ = state.country.set(country.clone());

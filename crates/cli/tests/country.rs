@@ -7,7 +7,7 @@
 //! (the resolver finishes each the way the payee's shard decided), a partition between the
 //! payer's server and the payee's writer (nftables), duplicate asks (retries
 //! with the same key). Either shard's server answers any caller. A resident pays a shop of the other shard by its order's QR code, with the
-//! shop's shard down once. After all, every transfer ended one way on both shards, each shard's
+//! shop's shard down once, and the shop refunds her across shards (once with her shard down). After all, every transfer ended one way on both shards, each shard's
 //! books balance, the two clearing accounts mirror each other, nothing is left undecided, and
 //! `citypay audit` of each shard and `citypay country audit` are clean (and the latter finds a
 //! transfer left undecided). Skipped without `CITYPAY_TEST_PG`, except under CI.
@@ -396,11 +396,43 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (status, again, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("fish-3"), Some(scanned)).await;
     assert_eq!(status, StatusCode::OK, "paid already by her: the same trade, not a second payment: {again}");
     assert_eq!(balance(&a, &daughter).await, (37_000 - crossed - 2_372, 37_000 - crossed - 2_372), "paid once");
-    // Refunding a payment made from another shard's wallet is not built yet: refused, typed,
-    // and nothing moves.
+    // The shop refunds part of it: the money crosses back to her wallet on her shard, with the
+    // fee's part back to the shop; asked again, the same refund is answered, nothing moved.
+    let (held_before, _) = balance(&a, &daughter).await;
     let refund = json!({"out_request_no": "R1", "amount": cny(500)});
-    let (status, refused, _) = b.call("POST", "/v1/trades/F1/refunds", Some(&shop_key), None, Some(refund)).await;
-    assert_eq!((status, Api::code(&refused)), (StatusCode::UNPROCESSABLE_ENTITY, "account_on_another_shard"), "{refused}");
+    let (status, refunded, _) = b.call("POST", "/v1/trades/F1/refunds", Some(&shop_key), None, Some(refund.clone())).await;
+    assert!(status.is_success() && refunded["refund"]["status"] == "REFUND_SUCCESS" && refunded["fund_change"] == true, "{status} {refunded}");
+    assert_eq!(balance(&a, &daughter).await.0, held_before + 500);
+    let (status, again, _) = b.call("POST", "/v1/trades/F1/refunds", Some(&shop_key), None, Some(refund)).await;
+    assert!(status.is_success() && again["fund_change"] == false, "{again}");
+    // With her shard's server down the refund's end is not known (503), and not given; once
+    // it is back, the same request ends it one way: credited, or returned to the shop.
+    servers[0] = None;
+    let refund = json!({"out_request_no": "R2", "amount": cny(300)});
+    let (status, unknown, _) = b.call("POST", "/v1/trades/F1/refunds", Some(&shop_key), None, Some(refund.clone())).await;
+    assert_eq!((status, Api::code(&unknown)), (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"), "{unknown}");
+    let (_, processing, _) = b.call("GET", "/v1/trades/F1/refunds/R2", Some(&shop_key), None, None).await;
+    assert_eq!(processing["refund"]["status"], "REFUND_PROCESSING", "{processing}");
+    servers[0] = Some(hangzhou.spawn(&catalog, None));
+    hangzhou.wait_writer().await;
+    let started = Instant::now();
+    let (status, ended) = loop {
+        let (status, ended, _) = b.call("POST", "/v1/trades/F1/refunds", Some(&shop_key), None, Some(refund.clone())).await;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            break (status, ended);
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{ended}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let refunded_late = if status.is_success() {
+        assert_eq!(ended["refund"]["status"], "REFUND_SUCCESS", "{ended}");
+        300
+    } else {
+        assert_eq!((status, Api::code(&ended)), (StatusCode::CONFLICT, "refund_returned"), "{ended}");
+        0
+    };
+    eprintln!("the refund sent while her shard was down ended {}", if refunded_late > 0 { "credited" } else { "returned" });
+    assert_eq!(balance(&a, &daughter).await.0, held_before + 500 + refunded_late);
     // The shop's counter code: she types 8.00; her retry pays nothing more.
     let (_, counter, _) = b.call("GET", "/v1/merchant/qr", Some(&shop_key), None, None).await;
     let typed = json!({"payload": counter["qr_payload"], "amount": cny(800)});
@@ -408,7 +440,7 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     assert_eq!((status, paid["status"].as_str(), paid["amount"]["amount"].as_i64()), (StatusCode::OK, Some("TRADE_SUCCESS"), Some(800)), "{paid}");
     let (status, again, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("tea-1"), Some(typed)).await;
     assert_eq!((status, &again["trade_no"]), (StatusCode::OK, &paid["trade_no"]), "{again}");
-    assert_eq!(balance(&a, &daughter).await.0, 37_000 - crossed - 2_372 - 800);
+    assert_eq!(balance(&a, &daughter).await.0, 37_000 - crossed - 2_372 - 800 + 500 + refunded_late);
 
     // One national view: an operator of either shard sees both cities, each with its own
     // shard's payments (the fish balls in Fuzhou, where the shop is).
@@ -454,9 +486,11 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (total_two, pending_two, clearing_two) = fuzhou.books(1);
     assert_eq!((total_one, total_two, pending_one, pending_two), (0, 0, 0, 0), "each shard's books balance, nothing pending");
     assert_eq!(clearing_one, -clearing_two, "the clearing accounts mirror each other");
-    assert_eq!(clearing_one, 14_000 + crossed + 2_372 + 800 - 1_000, "what crossed from shard 1 to shard 2, net");
-    let undecided = hangzhou.query("SELECT COUNT(*) FROM crossings_out WHERE status = 'prepared'");
-    assert_eq!(undecided[0][0], 0);
+    assert_eq!(clearing_one, 14_000 + crossed + 2_372 + 800 - 1_000 - 500 - refunded_late, "what crossed from shard 1 to shard 2, net");
+    for shard in &shards {
+        let undecided = shard.query("SELECT COUNT(*) FROM crossings_out WHERE status = 'prepared'");
+        assert_eq!(undecided[0][0], 0);
+    }
     for shard in &shards {
         shard.target.assert_audit_clean();
     }

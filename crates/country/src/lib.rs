@@ -466,6 +466,63 @@ impl Peer for Country {
     }
 }
 
+/// Refunds of this shard's merchants to wallets of other shards: the merchant's money crosses
+/// like any transfer (the hold with the refund's rows on this shard, the credit on the
+/// wallet's), started by the merchant's request and finished by it or by the resolver.
+impl citypay_checkout::RefundsElsewhere for Country {
+    fn send(&self, hold: citypay_checkout::RefundHold) -> citypay_checkout::RefundFuture<'_, citypay_checkout::SentRefund> {
+        Box::pin(async move {
+            use citypay_checkout::SentRefund;
+            let clearing = &self.0.here.clearing;
+            // Sent before: the same crossing as stored (the wallet's city may have moved since).
+            let crossing = match clearing.crossing(hold.id).await {
+                Ok((crossing, _, _)) => crossing,
+                Err(ClearingError::NotFound) => {
+                    let bucket = citypay_routing::bucket_of_account(hold.wallet).ok_or(CheckoutError::AccountElsewhere)?;
+                    let map = self.map();
+                    if map.moving_to(bucket).is_some() {
+                        return Err(CheckoutError::Unavailable("the payer's city is moving to another shard; retry in a few seconds".into()));
+                    }
+                    Crossing { id: hold.id, payer_shard: self.0.shard, payee_shard: map.shard_of(bucket), payer: hold.merchant_account, payee: hold.wallet, amount: hold.amount }
+                }
+                Err(error) => return Err(CheckoutError::Unavailable(error.to_string())),
+            };
+            let purpose = Purpose {
+                code: citypay_checkout::codes::REFUND,
+                class: 0,
+                payer_guards: hold.guards,
+                payer_rows: hold.rows,
+                user_data: hold.trade,
+                payee: citypay_clearing::PayeeSide { credit_code: citypay_checkout::codes::REFUND, credit_user_data: hold.trade, ..Default::default() },
+            };
+            match self.cross(&crossing, purpose).await {
+                Ok(Decision::Posted) => Ok(SentRefund::Posted),
+                Ok(Decision::Rejected(reason)) => Ok(SentRefund::Returned(reason.code())),
+                Err(ClearingError::Guard(guard)) => Ok(SentRefund::Guard(guard)),
+                Err(ClearingError::Refused(Refusal::InsufficientFunds)) => Err(CheckoutError::Refused(Status::InsufficientFunds)),
+                Err(ClearingError::Ledger(status)) => Err(CheckoutError::Refused(status)),
+                Err(ClearingError::Unknown(error)) => {
+                    tracing::warn!(trade = hold.trade, %error, "the payer's shard did not answer; the resolver will finish the refund");
+                    Err(CheckoutError::OutcomeUnknown)
+                }
+                Err(ClearingError::Directory(error)) => Err(error.into()),
+                Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
+            }
+        })
+    }
+
+    fn outcome(&self, id: u128) -> citypay_checkout::RefundFuture<'_, Option<bool>> {
+        Box::pin(async move {
+            match self.0.here.clearing.crossing(id).await {
+                Ok((_, PayerStatus::Posted, _)) => Ok(Some(true)),
+                Ok((_, PayerStatus::Voided, _)) => Ok(Some(false)),
+                Ok((_, PayerStatus::Prepared, _)) | Err(ClearingError::NotFound) => Ok(None),
+                Err(error) => Err(CheckoutError::Unavailable(error.to_string())),
+            }
+        })
+    }
+}
+
 impl ClaimPeer for Country {
     fn ask(&self, home: ShardId, request: ClaimRequest) -> Pin<Box<dyn Future<Output = Result<ClaimAnswer, String>> + Send + '_>> {
         Box::pin(async move {

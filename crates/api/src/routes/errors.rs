@@ -87,7 +87,7 @@ impl From<CheckoutError> for ApiError {
             }
             CheckoutError::Unavailable(_) => return ApiError::unavailable(e.to_string(), RETRY),
             CheckoutError::OutcomeUnknown => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()).with_retry_after(RETRY),
-            CheckoutError::Returned(_) => StatusCode::CONFLICT,
+            CheckoutError::Returned(_) | CheckoutError::RefundReturned(_) => StatusCode::CONFLICT,
             CheckoutError::AccountElsewhere => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.code(), e.to_string())

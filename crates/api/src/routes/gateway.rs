@@ -289,6 +289,8 @@ fn failure(error: &CheckoutError, method: &str) -> Failure {
         CheckoutError::Directory(DirectoryError::NotFound) => business("ACQ.TRADE_NOT_EXIST", "交易不存在 (not found)"),
         // Unknown outcome: the merchant queries, then retries or cancels.
         CheckoutError::Returned(_) => Failure::business("ACQ.PAYMENT_FAIL", format!("支付失败 ({error})")),
+        // The money is back with the merchant: a new refund request number may try again.
+        CheckoutError::RefundReturned(_) => Failure::business("ACQ.SYSTEM_ERROR", format!("退款失败 ({error})")),
         CheckoutError::AccountElsewhere => Failure::business("ACQ.TRADE_STATUS_ERROR", format!("交易状态不合法 ({error})")),
         CheckoutError::Unavailable(_) | CheckoutError::OutcomeUnknown | CheckoutError::Directory(_) => {
             Failure::system("ACQ.SYSTEM_ERROR", "系统错误，请查询后重试 (query, then retry)")

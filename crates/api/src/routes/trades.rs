@@ -138,7 +138,9 @@ pub(crate) struct RefundRecordView {
     out_request_no: String,
     /// This refund's amount.
     amount: Money,
-    /// REFUND_SUCCESS (a refund is recorded only once it is done).
+    /// REFUND_SUCCESS; REFUND_PROCESSING while it crosses to the payer's wallet on another
+    /// city's shard; REFUND_FAILED when that shard did not take it (the money is back with the
+    /// merchant).
     status: String,
     /// Unix seconds.
     created_at: u64,
