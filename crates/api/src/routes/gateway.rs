@@ -392,6 +392,9 @@ async fn refund_query(state: &AppState, app: &GatewayApp, biz: &Map<String, Valu
     let request_no = optional(biz, "out_request_no")?.unwrap_or(&trade.out_trade_no).to_owned();
     let base = Answer::success().str("trade_no", &trade.id.to_string()).str("out_trade_no", &trade.out_trade_no);
     match state.checkout.refund_query(app.merchant, &trade.out_trade_no, &request_no).await {
+        // Still crossing to the payer's shard, or returned from it: not made, as Alipay says of
+        // a refund it has not made (the same request number finishes one still crossing).
+        Ok(answer) if answer.refund.status != citypay_checkout::RefundStatus::RefundSuccess => Ok(base.str("out_request_no", &request_no)),
         Ok(answer) => Ok(base
             .str("out_request_no", &request_no)
             .str("total_amount", &yuan(answer.trade.amount))
