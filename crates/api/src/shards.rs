@@ -197,10 +197,12 @@ impl Shards {
         Found::HERE
     }
 
+    /// A registration: the shard the map places the city's buckets on (a shard that knows
+    /// the city's group; a city that moved is known where it was until its rows are gone).
     async fn by_city(&self, city: u32) -> usize {
-        for (i, route) in self.routes.iter().enumerate() {
-            if route.state.directory.city(city).await.is_ok() {
-                return i;
+        for route in &self.routes {
+            if let Ok(group) = route.state.directory.bucket_group(city).await {
+                return self.index_of((self.map)().shard_of(citypay_routing::Bucket(group.start)));
             }
         }
         0

@@ -707,6 +707,10 @@ async fn a_city_moves_between_shards_under_load() {
     assert_eq!(status, StatusCode::CREATED, "{sold}");
     let (status, paid_again, _) = a.call("POST", "/v1/payments/qr", Some(&tokens[2]), Some("after-moves"), Some(json!({"payload": sold["qr_payload"]}))).await;
     assert_eq!((status, paid_again["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{paid_again}");
+    // A newcomer to the city registers on the shard it moved to.
+    let newcomer = json!({"city": 350100, "name": "林峰", "mobile": "13600136000", "id_number": fuzhou_id(2), "password": "correct horse", "account_class": "I"});
+    let (status, made, _) = b.call("POST", "/v1/residents", None, Some("reg-new"), Some(newcomer)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
     // The mother's statement on the shard her city moved to carries her balance over; the
     // lines before each move stay with the shard she left.
     let (_, statement, _) = a.call("GET", "/v1/wallet/statement?kind=moved", Some(&tokens[1]), None, None).await;
@@ -728,7 +732,7 @@ async fn a_city_moves_between_shards_under_load() {
     let said = String::from_utf8_lossy(&shown.stdout).into_owned();
     assert!(said.contains("shard 1: 1024 buckets") && said.contains("shard 2: 0 buckets"), "{said}");
     let residents = |shard: &Shard| shard.query("SELECT COUNT(*) FROM residents")[0][0];
-    assert_eq!((residents(hangzhou), residents(fuzhou)), (3, 0), "the city's rows are on its shard only");
+    assert_eq!((residents(hangzhou), residents(fuzhou)), (4, 0), "the city's rows are on its shard only");
     for shard in &shards {
         shard.target.assert_audit_clean();
     }
