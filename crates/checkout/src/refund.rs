@@ -194,8 +194,11 @@ impl Checkout {
                 if refund.amount != amount {
                     return Err(CheckoutError::RefundRequestReused);
                 }
-                if refund.status == RefundStatus::RefundProcessing {
-                    return self.resume_refund_elsewhere(&trade, &refund).await;
+                match refund.status {
+                    RefundStatus::RefundProcessing => return self.resume_refund_elsewhere(&trade, &refund).await,
+                    // Asked again after it was returned: the same answer as when it was.
+                    RefundStatus::RefundFailed => return Err(CheckoutError::RefundReturned("returned")),
+                    RefundStatus::RefundSuccess => {}
                 }
                 return Ok(RefundAnswer { trade, refund, fund_change: false });
             }
