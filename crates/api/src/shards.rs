@@ -175,8 +175,12 @@ impl Shards {
         let app = citypay_gateway::Request::parse(query, &bytes).get("app_id").and_then(|id| id.parse::<u64>().ok());
         let mut found = Found::HERE;
         if let Some(app) = app {
-            for route in &self.routes {
-                if let Ok(app) = route.state.directory.gateway_app(app).await {
+            // The shard its id's bucket names first (an id drawn since ids carry buckets is
+            // there), then every shard (an id drawn before).
+            let named = citypay_directory::bucket_of_app(app).map(|bucket| self.index_of((self.map)().shard_of(bucket)));
+            let order = named.into_iter().chain(0..self.routes.len());
+            for index in order {
+                if let Ok(app) = self.routes[index].state.directory.gateway_app(app).await {
                     found = self.of_owner(app.merchant);
                     break;
                 }

@@ -82,6 +82,25 @@ fn opt_text(value: Option<&str>) -> Value {
     value.map_or(Value::Null, |v| Value::Text(v.to_owned()))
 }
 
+/// The smallest app id: 16 digits, never starting with 0, as Alipay's.
+const APP_ID_MIN: u64 = 1_000_000_000_000_000;
+
+/// An app id drawn for a merchant of `bucket`: 16 digits whose rest modulo 1,024 (past
+/// [`APP_ID_MIN`]) is the bucket. The id names the shard that holds its app (the bucket's, by
+/// the map, with no read), and two shards never draw the same one: each draws only in buckets
+/// it holds, and a bucket is held by one shard at a time (its apps move with it).
+pub fn app_id_in(bucket: citypay_routing::Bucket, drawn: u64) -> u64 {
+    let buckets = u64::from(citypay_routing::BUCKETS);
+    APP_ID_MIN + (drawn % (9 * APP_ID_MIN / buckets)) * buckets + u64::from(bucket.0)
+}
+
+/// The bucket an app id drawn by [`app_id_in`] names (ids drawn before name a bucket by chance:
+/// look for them on every shard when the bucket's does not know them).
+pub fn bucket_of_app(app_id: u64) -> Option<citypay_routing::Bucket> {
+    let rest = app_id.checked_sub(APP_ID_MIN)?;
+    u16::try_from(rest % u64::from(citypay_routing::BUCKETS)).ok().map(citypay_routing::Bucket)
+}
+
 impl Directory {
     /// Registers an app for `merchant`, signed for by platform key `platform_key`.
     pub async fn register_gateway_app(&self, merchant: u64, public_key: &AppKey, notify_url: Option<&str>, platform_key: u32) -> Result<GatewayApp, DirectoryError> {
@@ -91,9 +110,8 @@ impl Directory {
         }
         let now = self.now().unix_seconds();
         for attempt in 0..4u32 {
-            // 16 digits, never starting with 0, as Alipay's app ids.
             let drawn = u64::from_le_bytes(self.draw(&["gateway_app", &merchant.to_string(), &now.to_string(), &attempt.to_string()]));
-            let app_id = 1_000_000_000_000_000 + drawn % 9_000_000_000_000_000;
+            let app_id = app_id_in(citypay_routing::bucket_of_owner(merchant), drawn);
             let key = vec![("app_id", uint(app_id))];
             let command = Command {
                 event: None,
@@ -215,5 +233,20 @@ impl Directory {
             cache.remove(&app_id);
         }
         self.gateway_app(app_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_app_id_has_sixteen_digits_and_names_its_merchant_s_bucket() {
+        for (bucket, drawn) in [(0u16, 0u64), (517, u64::MAX), (1023, 123_456_789), (4, 9 * APP_ID_MIN)] {
+            let id = app_id_in(citypay_routing::Bucket(bucket), drawn);
+            assert_eq!(id.to_string().len(), 16, "{id}");
+            assert_eq!(bucket_of_app(id), Some(citypay_routing::Bucket(bucket)));
+        }
+        assert_eq!(bucket_of_app(42), None);
     }
 }

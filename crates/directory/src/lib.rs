@@ -36,7 +36,7 @@ pub use cashiers::{CASHIERS_MAX, Cashier, TillRole};
 pub use cities::{City, PRESET_CITIES};
 pub use error::DirectoryError;
 pub use fees::{RATE_MAX_BP, fee_for, fee_returned};
-pub use gateway_apps::{GATEWAY_APP_CACHE_TTL, GATEWAY_APPS_MAX, GatewayApp, GatewayAppChange};
+pub use gateway_apps::{GATEWAY_APP_CACHE_TTL, GATEWAY_APPS_MAX, GatewayApp, GatewayAppChange, app_id_in, bucket_of_app};
 pub use merchants::{API_KEY_CACHE_TTL, Category, MERCHANT_CACHE_TTL, Merchant, MerchantCredentials, NewMerchant};
 pub use operators::{Operator, Role};
 pub use passwords::PasswordPolicy;
