@@ -29,6 +29,11 @@ pub use refund::{DEFAULT_REFUND_PERIOD_S, MAX_REFUND_PERIOD_S, Refund, RefundAns
 pub use schema::MIGRATIONS;
 pub use trade::{Method, Trade, TradeStatus};
 
+/// A till's retry of an order that exists: answered from it (or refused, when it is another).
+pub fn answer_existing_order(existing: Trade, new: &NewTrade) -> Result<Trade, CheckoutError> {
+    answer_existing(existing, new)
+}
+
 /// A trade's payment as the merchant's shard writes it when the money comes from another
 /// shard ([`Checkout::payment_from_elsewhere`]).
 #[derive(Clone, Debug)]
@@ -807,8 +812,11 @@ impl Checkout {
     pub async fn enroll_device(&self, resident: &Resident) -> Result<(u32, Secret<Vec<u8>>), CheckoutError> {
         let resident_text = resident.id.to_string();
         for attempt in 0..3 {
+            // The slot carries the resident's bucket (see `bucket_of_device`).
             let draw = u64::from_le_bytes(self.directory.draw(&["device-slot", &resident_text, &attempt.to_string()]));
-            let slot = u32::try_from(draw % u64::from(citypay_codes::payment_code::DEVICE_LIMIT)).unwrap_or(1).max(1);
+            let buckets = u64::from(citypay_routing::BUCKETS);
+            let bucket = u64::from(citypay_routing::bucket_of_owner(resident.id).0);
+            let slot = u32::try_from((draw % (u64::from(citypay_codes::payment_code::DEVICE_LIMIT) / buckets)) * buckets + bucket).unwrap_or(1).max(1);
             let secret: [u8; 32] = self.directory.draw(&["device-secret", &slot.to_string()]);
             let row = ServiceRow {
                 table: "payment_devices",
@@ -898,7 +906,10 @@ impl Checkout {
         }
     }
 
-    async fn pay_new_code(&self, merchant_id: u64, new: &NewTrade, code: &str) -> Result<Trade, CheckoutError> {
+    /// Checks a payment code shown for a merchant's order: the device's budget of wrong codes,
+    /// then the code (one at a time per device on this server). `Ok(Err(trade))`: a till's
+    /// retry of an order paid before, answered from it.
+    async fn verify_code(&self, merchant_id: u64, new: &NewTrade, code: &str) -> Result<Result<VerifiedCode, Trade>, CheckoutError> {
         if self.too_many_failures(merchant_id) {
             return Err(CheckoutError::TooManyAttempts);
         }
@@ -906,7 +917,7 @@ impl Checkout {
         let turn = self.device_turns[usize::try_from(parsed.device).unwrap_or(0) % DEVICE_TURNS].lock().await;
         let device = match self.device(parsed.device).await? {
             Some(device) if device.revoked_at.is_none() => device,
-            _ => return self.wrong_code(merchant_id, new, None, "unknown or revoked device").await,
+            _ => return self.wrong_code(merchant_id, new, None, "unknown or revoked device").await.map(Err),
         };
         // Bounded before the code is checked: a refused guess is no guess.
         let now = self.now_s();
@@ -935,58 +946,112 @@ impl Checkout {
             .or_else(|| spent_on_this_order().then(|| u64::try_from(device.last_step).unwrap_or(0)));
         let Some(step) = verified else {
             let count = DeviceCount { slot: parsed.device, hour, device: (device.failures, device.failures_hour), merchant: merchant_failures };
-            return self.wrong_code(merchant_id, new, Some(count), "wrong or expired code").await;
+            return self.wrong_code(merchant_id, new, Some(count), "wrong or expired code").await.map(Err);
         };
         drop(turn);
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         let retry = same_order && step == device.last_step;
-        let trade_id = match device.last_trade.and_then(|id| u64::try_from(id).ok()) {
-            Some(id) if retry => id,
-            _ => self.trade_id(merchant_id, new),
-        };
         if step <= device.last_step && !retry {
             return Err(CheckoutError::CodeUsed);
         }
+        Ok(Ok(VerifiedCode { slot: parsed.device, device, step, retry, order }))
+    }
+
+    /// The device's guard and its row spending the code on `trade_id`.
+    fn spend_code(verified: &VerifiedCode, trade_id: u64) -> (Guard, ServiceRow) {
+        let device_key = vec![("id", Value::Int(i64::from(verified.slot)))];
+        let guard = Guard::Matches {
+            table: "payment_devices",
+            key: device_key.clone(),
+            expect: vec![
+                ("last_step", int(verified.device.last_step)),
+                ("last_order", verified.device.last_order.clone().map_or(Value::Null, Value::Text)),
+                ("revoked_at", Value::Null),
+            ],
+        };
+        let row = ServiceRow {
+            table: "payment_devices",
+            key: device_key,
+            columns: vec![("last_step", int(verified.step)), ("last_trade", uint(trade_id)), ("last_order", Value::Text(verified.order.clone()))],
+            on_conflict: OnConflict::UpdateOnly,
+        };
+        (guard, row)
+    }
+
+    /// The payer's side of a payment code shown to a merchant of another shard (this is the
+    /// device's shard): the code checked here, counted here when wrong, and what the hold on
+    /// the payer's wallet must check and write (the code spent on `trade_id`, the wallet not
+    /// frozen). `Ok(Err(_))`: the till's retry of an order this device paid before.
+    pub async fn code_for_elsewhere(&self, merchant_id: u64, new: &NewTrade, code: &str, trade_id: u64) -> Result<Result<CodePayer, Trade>, CheckoutError> {
+        check_new_trade(new)?;
+        let verified = match self.verify_code(merchant_id, new, code).await? {
+            Ok(verified) => verified,
+            Err(trade) => return Ok(Err(trade)),
+        };
+        let (device_guard, spent) = Self::spend_code(&verified, trade_id);
+        let resident = verified.device.resident_id;
+        Ok(Ok(CodePayer {
+            resident,
+            wallet: account_id(AccountKind::Wallet, resident),
+            guards: vec![device_guard, Directory::wallet_not_frozen(resident)],
+            rows: vec![spent],
+        }))
+    }
+
+    /// What a payment code's order takes on this, the merchant's, shard when the device is on
+    /// another: the order made paid by `payer` under `trade_id`, with its fee and notification,
+    /// provided no order of that number exists.
+    pub async fn code_payment_from_elsewhere(&self, merchant_id: u64, new: &NewTrade, payer: u64, trade_id: u64) -> Result<PaymentHere, CheckoutError> {
+        check_new_trade(new)?;
+        let merchant = self.directory.merchant(merchant_id).await?;
+        let period = self.refund_period(merchant_id).await?;
+        let now = self.now_s();
+        let trade = Trade::new(trade_id, &merchant, new, Method::PaymentCode, now).paid(payer, now, period);
+        let rows = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect();
+        let legs = Self::fee_leg(&trade, merchant.account).into_iter().collect();
+        Ok(PaymentHere { guards: vec![trade.absent_guard()], legs, merchant_account: merchant.account, rows, trade })
+    }
+
+    /// Whether this shard enrolled device `slot` (one enrolled before slots carried buckets).
+    pub async fn knows_device(&self, slot: u32) -> Result<bool, CheckoutError> {
+        Ok(self.device(slot).await?.is_some())
+    }
+
+    async fn pay_new_code(&self, merchant_id: u64, new: &NewTrade, code: &str) -> Result<Trade, CheckoutError> {
+        let verified = match self.verify_code(merchant_id, new, code).await? {
+            Ok(verified) => verified,
+            Err(trade) => return Ok(trade),
+        };
+        let trade_id = match verified.device.last_trade.and_then(|id| u64::try_from(id).ok()) {
+            Some(id) if verified.retry => id,
+            _ => self.trade_id(merchant_id, new),
+        };
+        let (device, step) = (&verified.device, verified.step);
+        let parsed_device = verified.slot;
+        let now = self.now_s();
         // The device names the payer; their wallet's id follows from it, no read needed.
         let payer_wallet = account_id(AccountKind::Wallet, device.resident_id);
         let merchant = self.directory.merchant(merchant_id).await?;
         let period = self.refund_period(merchant_id).await?;
         let trade = Trade::new(trade_id, &merchant, new, Method::PaymentCode, now).paid(device.resident_id, now, period);
-        let device_key = vec![("id", Value::Int(i64::from(parsed.device)))];
+        let (device_guard, spent) = Self::spend_code(&verified, trade_id);
         // Each code is a new attempt (a refused one is spent too), so its step numbers the entry.
         let attempt = u32::try_from(step).unwrap_or(u32::MAX);
         let command = Command {
             event: Some(self.payment_event(&trade, payer_wallet, merchant.account, attempt)),
-            guards: vec![
-                trade.absent_guard(),
-                Guard::Matches {
-                    table: "payment_devices",
-                    key: device_key.clone(),
-                    expect: vec![
-                        ("last_step", int(device.last_step)),
-                        ("last_order", device.last_order.clone().map_or(Value::Null, Value::Text)),
-                        ("revoked_at", Value::Null),
-                    ],
-                },
-                Directory::wallet_not_frozen(device.resident_id),
-            ],
+            guards: vec![trade.absent_guard(), device_guard, Directory::wallet_not_frozen(device.resident_id)],
             rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect(),
             // The code is spent even when the wallet cannot pay: it never works twice. Wrong
             // codes stay counted: a payment between guesses must not give the guesser more.
-            always_rows: vec![ServiceRow {
-                table: "payment_devices",
-                key: device_key,
-                columns: vec![("last_step", int(step)), ("last_trade", uint(trade_id)), ("last_order", Value::Text(order))],
-                on_conflict: OnConflict::UpdateOnly,
-            }],
+            always_rows: vec![spent],
         };
         match self.submit(command).await? {
             Ok(outcome) if outcome.status == Status::Ok => {
-                tracing::debug!(merchant = merchant_id, device = parsed.device, trade = trade.id, amount = trade.amount, "paid by payment code");
+                tracing::debug!(merchant = merchant_id, device = parsed_device, trade = trade.id, amount = trade.amount, "paid by payment code");
                 Ok(trade)
             }
             Ok(outcome) => {
-                tracing::debug!(merchant = merchant_id, device = parsed.device, status = outcome.status.name(), "payment code payment refused");
+                tracing::debug!(merchant = merchant_id, device = parsed_device, status = outcome.status.name(), "payment code payment refused");
                 Err(CheckoutError::Refused(outcome.status))
             }
             // The order exists (made before, or meanwhile): answered from it by the caller.
@@ -1334,6 +1399,49 @@ impl Device {
 
 /// A wrong code's counts as read: the device's (failures, their hour), and the merchant's for
 /// the device this hour (`None`: no row yet).
+/// A payment code that verified for an order.
+struct VerifiedCode {
+    slot: u32,
+    device: Device,
+    step: i64,
+    /// The till retrying the order the device's last code was spent on.
+    retry: bool,
+    /// `merchant:out_trade_no`.
+    order: String,
+}
+
+/// The payer's side of a payment code shown to a merchant of another shard
+/// ([`Checkout::code_for_elsewhere`]).
+#[derive(Clone, Debug)]
+pub struct CodePayer {
+    /// The device's resident.
+    pub resident: u64,
+    /// Their wallet.
+    pub wallet: u64,
+    /// Checked with the hold: the device as read (the code not spent since), the wallet not
+    /// frozen.
+    pub guards: Vec<Guard>,
+    /// Written with the hold: the code spent.
+    pub rows: Vec<ServiceRow>,
+}
+
+/// The trade id of a payment code's order paid from another shard: derived from the order,
+/// so every attempt of it names the same trade.
+pub fn code_trade_id(merchant_id: u64, out_trade_no: &str) -> u64 {
+    u64::try_from(derived_event_id(&["code order", &merchant_id.to_string(), out_trade_no]) >> 65).unwrap_or(1).max(1)
+}
+
+/// The device slot a payment code names, if it parses.
+pub fn code_device(code: &str) -> Option<u32> {
+    PaymentCode::parse(code.trim()).ok().map(|parsed| parsed.device)
+}
+
+/// The bucket a device slot enrolled since slots carry buckets names (its slot modulo 1,024):
+/// the shard that holds the device's resident, found without a read.
+pub fn bucket_of_device(slot: u32) -> citypay_routing::Bucket {
+    citypay_routing::Bucket(u16::try_from(slot % u32::from(citypay_routing::BUCKETS)).unwrap_or(0))
+}
+
 struct DeviceCount {
     slot: u32,
     hour: u64,

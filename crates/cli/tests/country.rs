@@ -8,7 +8,7 @@
 //! payer's server and the payee's writer (nftables), duplicate asks (retries
 //! with the same key). Either shard's server answers any caller. A resident pays a shop of the other shard by its order's QR code, with the
 //! shop's shard down once, and the shop refunds her across shards (once with her shard down: the
-//! resolver returns it). After all, every transfer ended one way on both shards, each shard's
+//! resolver returns it); her payment code pays at that shop's till. After all, every transfer ended one way on both shards, each shard's
 //! books balance, the two clearing accounts mirror each other, nothing is left undecided, and
 //! `citypay audit` of each shard and `citypay country audit` are clean (and the latter finds a
 //! transfer left undecided). Skipped without `CITYPAY_TEST_PG`, except under CI.
@@ -442,7 +442,21 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     assert_eq!((status, paid["status"].as_str(), paid["amount"]["amount"].as_i64()), (StatusCode::OK, Some("TRADE_SUCCESS"), Some(800)), "{paid}");
     let (status, again, _) = a.call("POST", "/v1/payments/qr", Some(&daughter), Some("tea-1"), Some(typed)).await;
     assert_eq!((status, &again["trade_no"]), (StatusCode::OK, &paid["trade_no"]), "{again}");
-    assert_eq!(balance(&a, &daughter).await.0, 37_000 - crossed - 2_372 - 800 + 500 + refunded_late);
+    // Her payment code at the Fuzhou shop's till: its device is on her shard (the slot names
+    // her bucket); the code is checked and spent there with the hold, and the order made paid
+    // here with the credit. The till's retry answers the same trade; the code works once.
+    let (status, device, _) = a.call("POST", "/v1/payment-devices", Some(&daughter), Some("phone"), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{device}");
+    let code = support::payment_code(&device);
+    let order = json!({"out_trade_no": "F2", "amount": cny(1_200), "subject": "茶", "auth_code": code});
+    let (status, by_code, _) = b.call("POST", "/v1/trades/pay", Some(&shop_key), None, Some(order.clone())).await;
+    assert_eq!((status, by_code["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{by_code}");
+    let (status, again, _) = b.call("POST", "/v1/trades/pay", Some(&shop_key), None, Some(order)).await;
+    assert_eq!((status, &again["trade_no"]), (StatusCode::OK, &by_code["trade_no"]), "{again}");
+    let reused = json!({"out_trade_no": "F3", "amount": cny(100), "subject": "茶", "auth_code": code});
+    let (status, used, _) = b.call("POST", "/v1/trades/pay", Some(&shop_key), None, Some(reused)).await;
+    assert_eq!((status.is_client_error(), Api::code(&used)), (true, "payment_code_used"), "{used}");
+    assert_eq!(balance(&a, &daughter).await.0, 37_000 - crossed - 2_372 - 800 + 500 + refunded_late - 1_200);
 
     // One national view: an operator of either shard sees both cities, each with its own
     // shard's payments (the fish balls in Fuzhou, where the shop is).
@@ -454,7 +468,7 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let paid_in = |city: &Value| -> i64 {
         city["payments"].as_object().unwrap().values().flat_map(|methods| methods.as_object().unwrap().values()).map(|c| c["amount"].as_i64().unwrap()).sum()
     };
-    assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372 + 800), "{stats}");
+    assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372 + 800 + 1_200), "{stats}");
 
     // Any server answers any caller, with the services of the caller's shard: a Fuzhou
     // resident registers and signs in through Hangzhou's server; the mother, the shop and
@@ -488,7 +502,7 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (total_two, pending_two, clearing_two) = fuzhou.books(1);
     assert_eq!((total_one, total_two, pending_one, pending_two), (0, 0, 0, 0), "each shard's books balance, nothing pending");
     assert_eq!(clearing_one, -clearing_two, "the clearing accounts mirror each other");
-    assert_eq!(clearing_one, 14_000 + crossed + 2_372 + 800 - 1_000 - 500 - refunded_late, "what crossed from shard 1 to shard 2, net");
+    assert_eq!(clearing_one, 14_000 + crossed + 2_372 + 800 - 1_000 - 500 - refunded_late + 1_200, "what crossed from shard 1 to shard 2, net");
     for shard in &shards {
         let undecided = shard.query("SELECT COUNT(*) FROM crossings_out WHERE status = 'prepared'");
         assert_eq!(undecided[0][0], 0);

@@ -355,6 +355,97 @@ impl Country {
         Ok(map.shard_of(bucket))
     }
 
+    /// [`Checkout::pay_with_code`] across the country: a code of a device enrolled on another
+    /// shard (its slot names its resident's bucket) is checked there, and the payment crosses
+    /// from that shard's wallet to this shard's merchant as [`Country::pay_qr`]'s does, the code
+    /// spent with the hold and the order made paid with the credit. The crossing's id and the
+    /// trade's derive from the order: a till's retry finishes the same payment.
+    pub async fn pay_with_code(&self, checkout: &Checkout, merchant_id: u64, new: &citypay_checkout::NewTrade, code: &str) -> Result<Trade, CheckoutError> {
+        let Some(slot) = citypay_checkout::code_device(code) else { return checkout.pay_with_code(merchant_id, new, code).await };
+        let bucket = citypay_checkout::bucket_of_device(slot);
+        let map = self.map();
+        let shard = map.shard_of(bucket);
+        let Some(side) = self.0.peers.get(&shard) else { return checkout.pay_with_code(merchant_id, new, code).await };
+        // A device enrolled before slots carried buckets, on this shard.
+        if checkout.knows_device(slot).await? {
+            return checkout.pay_with_code(merchant_id, new, code).await;
+        }
+        if map.moving_to(bucket).is_some() {
+            return Err(CheckoutError::Unavailable("the payer's city is moving to another shard; retry in a few seconds".into()));
+        }
+        // The till's retry of an order paid before: answered from it.
+        match checkout.trade(merchant_id, &new.out_trade_no).await {
+            Ok(existing) => return citypay_checkout::answer_existing_order(existing, new),
+            Err(CheckoutError::TradeNotFound) => {}
+            Err(other) => return Err(other),
+        }
+        let trade = citypay_checkout::code_trade_id(merchant_id, &new.out_trade_no);
+        let id = citypay_directory::derived_event_id(&["code order", &merchant_id.to_string(), &new.out_trade_no, "crossing"]);
+        let (payer, here, crossing) = match side.clearing.crossing(id).await {
+            // Held before (the till retrying): the same crossing, asked again with the same
+            // order (a posting must make it).
+            Ok((crossing, _, _)) => {
+                if crossing.amount != new.amount {
+                    return Err(CheckoutError::OutTradeNoReused);
+                }
+                let here = checkout.code_payment_from_elsewhere(merchant_id, new, citypay_directory::entity_of(crossing.payer), trade).await?;
+                (None, Some(here), crossing)
+            }
+            Err(ClearingError::NotFound) => {
+                let payer = match side.checkout.code_for_elsewhere(merchant_id, new, code, trade).await? {
+                    Ok(payer) => payer,
+                    Err(paid) => return Ok(paid),
+                };
+                let here = checkout.code_payment_from_elsewhere(merchant_id, new, payer.resident, trade).await?;
+                let crossing = Crossing { id, payer_shard: shard, payee_shard: self.0.shard, payer: payer.wallet, payee: here.merchant_account, amount: here.trade.amount };
+                (Some(payer), Some(here), crossing)
+            }
+            Err(error) => return Err(CheckoutError::Unavailable(error.to_string())),
+        };
+        let purpose = Purpose {
+            code: citypay_checkout::codes::PAYMENT,
+            class: BALANCE_PAYMENT,
+            payer_guards: payer.as_ref().map(|p| p.guards.clone()).unwrap_or_default(),
+            payer_rows: payer.map(|p| p.rows).unwrap_or_default(),
+            user_data: trade,
+            payee: here.map_or_else(Default::default, |here| citypay_clearing::PayeeSide {
+                rows: here.rows,
+                guards: here.guards,
+                legs: here.legs,
+                credit_code: citypay_checkout::codes::PAYMENT,
+                credit_user_data: trade,
+            }),
+        };
+        // Reserved on the payer's shard, decided here, applied there.
+        let decided = async {
+            let ask = side.clearing.reserve_for(&crossing, &purpose).await?;
+            let answer = if matches!(ask, Message::Decided { .. }) { ask } else { self.0.here.clearing.decide_with(ask, purpose.payee.clone()).await? };
+            let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("no decision".into())) };
+            side.clearing.apply(answer).await?;
+            Ok(decision)
+        };
+        match decided.await {
+            Ok(Decision::Posted) => checkout.trade_numbered(trade).await,
+            // The order was made meanwhile (another attempt): answered from it.
+            Ok(Decision::Rejected(citypay_crossshard::Rejection::Refused)) => match checkout.trade(merchant_id, &new.out_trade_no).await {
+                Ok(existing) => citypay_checkout::answer_existing_order(existing, new),
+                Err(_) => Err(CheckoutError::OutTradeNoReused),
+            },
+            Ok(Decision::Rejected(reason)) => Err(CheckoutError::Returned(reason.code())),
+            Err(ClearingError::Refused(Refusal::InsufficientFunds)) => Err(CheckoutError::Refused(Status::InsufficientFunds)),
+            Err(ClearingError::Ledger(status)) => Err(CheckoutError::Refused(status)),
+            // The device changed since it was read (its code spent meanwhile), or the wallet is frozen.
+            Err(ClearingError::Guard(0)) => Err(CheckoutError::CodeUsed),
+            Err(ClearingError::Guard(_)) => Err(DirectoryError::WalletFrozen.into()),
+            Err(ClearingError::Unavailable(error) | ClearingError::Unknown(error)) => {
+                tracing::warn!(trade, %error, "a payment code's payment across shards was not finished; the resolver will");
+                Err(CheckoutError::OutcomeUnknown)
+            }
+            Err(ClearingError::Directory(error)) => Err(error.into()),
+            Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
+        }
+    }
+
     /// [`Checkout::pay_qr`] across the country: a merchant of this shard is paid as checkout
     /// pays; one of another shard through the clearing, the trade's change going with the
     /// credit there (under the guard that the trade still waits), answered once that shard's

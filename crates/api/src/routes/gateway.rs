@@ -356,7 +356,7 @@ async fn pay(state: &AppState, request: &Request, app: &GatewayApp, biz: &Map<St
     }
     let new = new_trade(state, request, app, biz)?;
     let code = field(biz, "auth_code")?;
-    let trade = state.checkout.pay_with_code(app.merchant, &new, code).await.map_err(|e| failure(&e, "alipay.trade.pay"))?;
+    let trade = super::trades::pay_with_code_in_country(state, app.merchant, &new, code).await.map_err(|e| failure(&e, "alipay.trade.pay"))?;
     let answer = Answer::success().str("trade_no", &trade.id.to_string()).str("out_trade_no", &trade.out_trade_no);
     Ok(paid_fields(answer, &trade, "gmt_payment"))
 }

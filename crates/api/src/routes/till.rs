@@ -186,7 +186,7 @@ pub(crate) async fn pay_with_code(State(state): State<AppState>, caller: Cashier
         notify: None,
         cashier: Some(caller.cashier.id),
     };
-    let trade = state.checkout.pay_with_code(caller.cashier.merchant, &new, &body.auth_code).await?;
+    let trade = super::trades::pay_with_code_in_country(&state, caller.cashier.merchant, &new, &body.auth_code).await?;
     Ok(AppJson(TradeView::from(&trade)))
 }
 

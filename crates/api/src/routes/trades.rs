@@ -119,7 +119,7 @@ pub(crate) struct CodePaymentRequest {
     responses((status = OK, body = TradeView), (status = CONFLICT, body = ErrorBody), (status = UNPROCESSABLE_ENTITY, body = ErrorBody), (status = TOO_MANY_REQUESTS, body = ErrorBody)))]
 pub(crate) async fn pay_with_code(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, AppJson(body): AppJson<CodePaymentRequest>) -> Result<AppJson<TradeView>, ApiError> {
     let new = NewTrade { out_trade_no: body.out_trade_no, amount: cny(&body.amount)?, subject: body.subject, timeout_s: None, notify: None, cashier: None };
-    let trade = state.checkout.pay_with_code(merchant, &new, &body.auth_code).await?;
+    let trade = pay_with_code_in_country(&state, merchant, &new, &body.auth_code).await?;
     Ok(AppJson(TradeView::from(&trade)))
 }
 
@@ -308,4 +308,13 @@ pub(crate) struct RevokedKey {
 pub(crate) async fn revoke_key(State(state): State<AppState>, MerchantCaller(merchant): MerchantCaller, Path(key_id): Path<String>) -> Result<AppJson<RevokedKey>, ApiError> {
     state.directory.revoke_api_key(merchant, &key_id).await?;
     Ok(AppJson(RevokedKey { revoked: key_id }))
+}
+
+/// A payment code shown to a merchant: in a country, the code of a device of another shard is
+/// paid across shards.
+pub(crate) async fn pay_with_code_in_country(state: &AppState, merchant: u64, new: &citypay_checkout::NewTrade, code: &str) -> Result<citypay_checkout::Trade, citypay_checkout::CheckoutError> {
+    match state.country.get() {
+        Some(country) => country.pay_with_code(&state.checkout, merchant, new, code).await,
+        None => state.checkout.pay_with_code(merchant, new, code).await,
+    }
 }
