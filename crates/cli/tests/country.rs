@@ -723,6 +723,10 @@ async fn a_city_moves_between_shards_under_load() {
     assert_eq!(status, StatusCode::CREATED, "{sold}");
     let (status, paid_again, _) = a.call("POST", "/v1/payments/qr", Some(&tokens[2]), Some("after-moves"), Some(json!({"payload": sold["qr_payload"]}))).await;
     assert_eq!((status, paid_again["status"].as_str()), (StatusCode::OK, Some("TRADE_SUCCESS")), "{paid_again}");
+    // What she sent across shards before the moves reads as it ended, where she is now.
+    let (_, sent, _) = a.call("GET", "/v1/transfers?limit=100", Some(&tokens[1]), None, None).await;
+    let items = sent["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.iter().all(|t| t["status"] != "pending"), "{sent}");
     // A newcomer to the city registers on the shard it moved to.
     let newcomer = json!({"city": 350100, "name": "林峰", "mobile": "13600136000", "id_number": fuzhou_id(2), "password": "correct horse", "account_class": "I"});
     let (status, made, _) = b.call("POST", "/v1/residents", None, Some("reg-new"), Some(newcomer)).await;

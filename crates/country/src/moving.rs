@@ -93,6 +93,9 @@ pub const MOVED: &[(&str, &str)] = &[
     // The decisions on payments to the city's accounts: a late or repeated ask is answered
     // by the decision already made, on whichever shard it arrives.
     ("crossings_in", "(payee >> 56) IN (1, 2) AND {G:payee}"),
+    // What the city's accounts sent (all applied once drained): a transfer's status, a
+    // refund's or a retry's answer, read where the sender now is.
+    ("crossings_out", "(payer >> 56) IN (1, 2) AND {G:payer}"),
 ];
 
 /// Tables whose rows are shared by every city of a shard: copied where missing, never
@@ -101,7 +104,7 @@ pub const MERGED: &[&str] = &["ride_keys"];
 
 /// Moved tables whose rows the target shard may hold already, the same: a transfer between
 /// residents of two shards is recorded on both; a decision copied by an earlier move.
-const SHARED_ROWS: &[&str] = &["p2p_transfers", "crossings_in"];
+const SHARED_ROWS: &[&str] = &["p2p_transfers", "crossings_in", "crossings_out"];
 
 /// What is deleted from the shard a city left, where it differs from what was copied: a
 /// transfer's record stays while the other resident is still there.
@@ -112,7 +115,7 @@ const KEPT_BEHIND: &[(&str, &str)] = &[(
 
 /// Tables that stay with their shard: the ledger (a balance moves by a transfer; its history
 /// stays), the shard's own accounts and rates, the claims (at their home shard by hash),
-/// what the shard sent, failed sign-ins (windows of minutes), the writer's and seal's own
+/// failed sign-ins (windows of minutes), the writer's and seal's own
 /// records, the key-set check and the migrations.
 pub const STAYING: &[&str] = &[
     "accounts",
@@ -123,7 +126,6 @@ pub const STAYING: &[&str] = &[
     "platform_accounts",
     "fee_rates",
     "unique_claims",
-    "crossings_out",
     "sign_in_failures",
     "city_key_set",
     "moved_in",
