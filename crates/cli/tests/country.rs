@@ -586,6 +586,12 @@ struct Flags {
     measure: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Runs `sql` on the database at `url` (on a thread of its own).
+fn execute(url: &str, sql: String) {
+    let url = url.to_owned();
+    std::thread::spawn(move || postgres::Client::connect(&url, postgres::NoTls).unwrap().batch_execute(&sql).unwrap()).join().unwrap();
+}
+
 /// Runs `citypay country move`; its JSON report.
 fn move_city(catalog: &str, keys: &std::path::Path, to: u16, stop_after: Option<&str>) -> Option<Value> {
     let mut command = Command::new(BIN);
@@ -609,7 +615,7 @@ fn move_city(catalog: &str, keys: &std::path::Path, to: u16, stop_after: Option<
 /// within the moving city pause for at most 5 s in the plain moves; none is lost or doubled;
 /// both shards' books balance, the clearing accounts mirror, every table of a shard is either
 /// moved or the shard's own, and the city's residents, shop and keys work on the shard it
-/// moved to.
+/// moved to. First, a move that meets a conflicting row on the target stops and thaws the city.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_city_moves_between_shards_under_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -662,6 +668,35 @@ async fn a_city_moves_between_shards_under_load() {
         tokio::spawn(stream(way_in.clone(), tokens[2].clone(), "/v1/payments/qr", json!({"payload": counter["qr_payload"], "amount": cny(1)}), "shop", flags.clone())),
     ];
     tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // A move that meets a row already on the target under the same key (the shop's key id,
+    // planted there) stops before any money crossed, copies nothing and thaws the city.
+    let key_id = shop["api_key_id"].as_str().unwrap().to_owned();
+    execute(&hangzhou.target.db, format!("INSERT INTO api_keys (key_id, merchant_id, secret_hash, created_at) VALUES ('{key_id}', 1, '\\x00', 0)"));
+    let conflicted = {
+        let (catalog, keys) = (catalog.clone(), hangzhou.target.keys.clone());
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(["cluster", "move", "--catalog", &catalog, "--city", "350100", "--to", "1", "--keys"])
+                .arg(&keys)
+                .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let said = String::from_utf8_lossy(&conflicted.stderr).into_owned();
+    assert!(!conflicted.status.success() && said.contains("there already under the same key"), "{said}");
+    let frozen_left = {
+        let url = catalog.clone();
+        std::thread::spawn(move || postgres::Client::connect(&url, postgres::NoTls).unwrap().query_one("SELECT COUNT(*) FROM catalog_buckets WHERE moving_to IS NOT NULL", &[]).unwrap().get::<_, i64>(0))
+            .join()
+            .unwrap()
+    };
+    assert_eq!(frozen_left, 0, "the city is thawed");
+    assert_eq!(fuzhou.query("SELECT COUNT(*) FROM residents")[0][0], 2, "nothing left the city's shard");
+    execute(&hangzhou.target.db, format!("DELETE FROM api_keys WHERE key_id = '{key_id}'"));
 
     // Three moves, back and forth; then four, each stopped after one of its steps and run again.
     let keys = hangzhou.target.keys.clone();

@@ -188,6 +188,23 @@ impl Catalog {
         Ok(())
     }
 
+    /// Gives up `city`'s move before any of its money crossed: its buckets stay where they
+    /// are and take commands again, under the next map version.
+    pub fn thaw_city(&mut self, city: u32) -> Result<(), CatalogError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute("LOCK TABLE catalog_cities, catalog_buckets, catalog_map IN EXCLUSIVE MODE", &[])?;
+        let changed = tx.execute(
+            "UPDATE catalog_buckets SET moving_to = NULL, moving_since = NULL FROM catalog_cities c
+             WHERE c.city = $1 AND bucket >= c.first_bucket AND bucket < c.first_bucket + c.buckets AND moving_to IS NOT NULL",
+            &[&i32::try_from(city).unwrap_or(i32::MAX)],
+        )?;
+        if changed > 0 {
+            tx.execute("UPDATE catalog_map SET version = version + 1 WHERE singleton = 1", &[])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The database of shard `shard`.
     pub fn shard_db(&mut self, shard: ShardId) -> Result<String, CatalogError> {
         let row = self.client.query_opt("SELECT db FROM catalog_shards WHERE shard = $1", &[&i32::from(shard)])?;

@@ -32,11 +32,14 @@
 //! balance carried over (`transfer_codes::MOVED`).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use citypay_clearing::{Clearing, ClearingError, PayeeSide, Purpose};
-use citypay_crossshard::{Crossing, Message, PayerStatus};
+use citypay_clearing::{Clearing, ClearingError, PayeeSide, Peer, Purpose};
+use citypay_crossshard::{Crossing, Decision, Message, PayerStatus};
 use citypay_directory::{Directory, derived_event_id, int_at, transfer_codes};
 use citypay_ledger::{Currency, Event, Leg, NewAccount, Status, Transfer};
 use citypay_routing::ShardId;
@@ -268,39 +271,44 @@ pub async fn move_city(catalog: &str, city: u32, to: ShardId, shards: &BTreeMap<
 
     // The writer the city leaves refuses its commands; the one it goes to takes the move's.
     let probe = probe_account(&group);
+    let reach = Reach(Arc::new(shards.clone()));
     wait_for(&format!("shard {from}'s writer to refuse the city"), || async {
         matches!(probe_writer(&source.directory, probe, false).await, Err(SubmitError::NotOwned { moving: true, map_version, .. }) if map_version >= since)
     })
     .await?;
-    wait_for(&format!("shard {to}'s writer to take the move"), || async { !matches!(probe_writer(&target.directory, probe, true).await, Err(SubmitError::NotOwned { .. }) | Err(SubmitError::Unavailable) | Err(SubmitError::Timeout(_))) }).await?;
+    wait_for(&format!("shard {to}'s writer to take the move"), || takes(&target.directory, probe, true)).await?;
     step(&mut report, "fence");
     after(MoveStep::Frozen);
 
-    wait_for("the transfers between shards that touch the city to finish", || drained(shards, &group)).await?;
+    wait_for("the transfers between shards that touch the city to finish", || drained(&reach, &group)).await?;
     let accounts = accounts_of(source, from, &group).await?;
     step(&mut report, "drain");
 
     if !copied(target, to, city, since).await? {
         // No server still routes a write by the map from before the freeze.
         tokio::time::sleep(MAP_POLL * 4).await;
-        report.rows = copy_rows(from, &source.db, to, &target.db, &group, city, since).await?;
+        match copy_rows(from, &source.db, to, &target.db, &group, city, since).await {
+            Ok(rows) => report.rows = rows,
+            // Nothing copied and no money crossed yet: the city stays where it is, unfrozen.
+            Err(error) => {
+                let url = catalog.clone();
+                tokio::task::spawn_blocking(move || Catalog::open(&url)?.thaw_city(city)).await.map_err(|e| MoveError::Waited(e.to_string()))??;
+                return Err(error);
+            }
+        }
     }
     step(&mut report, "copy");
     after(MoveStep::Copied);
 
-    let (amount, count) = cross_balances(source, from, target, to, city, since, &accounts).await?;
-    report.accounts = count;
-    report.amount = amount;
+    report.amount = cross_balances(source, from, target, to, &reach, city, since, &accounts).await?;
+    report.accounts = accounts.len();
     step(&mut report, "balances");
     after(MoveStep::Crossed);
 
     let url = catalog.clone();
     tokio::task::spawn_blocking(move || Catalog::open(&url)?.finish_move(city)).await.map_err(|e| MoveError::Waited(e.to_string()))??;
     after(MoveStep::Flipped);
-    wait_for(&format!("shard {to}'s writer to take the city's payments"), || async {
-        !matches!(probe_writer(&target.directory, probe, false).await, Err(SubmitError::NotOwned { .. }) | Err(SubmitError::Unavailable) | Err(SubmitError::Timeout(_)))
-    })
-    .await?;
+    wait_for(&format!("shard {to}'s writer to take the city's payments"), || takes(&target.directory, probe, false)).await?;
     report.frozen_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     step(&mut report, "flip");
 
@@ -336,6 +344,11 @@ async fn probe_writer(directory: &Directory, account: u64, during_move: bool) ->
     directory.shard().submit(Command { event: Some(event), guards, rows: Vec::new(), always_rows: Vec::new() }).await
 }
 
+/// Whether the writer takes a probe (of the move, or any command) for the city's buckets.
+async fn takes(directory: &Directory, account: u64, during_move: bool) -> bool {
+    !matches!(probe_writer(directory, account, during_move).await, Err(SubmitError::NotOwned { .. } | SubmitError::Unavailable | SubmitError::Timeout(_)))
+}
+
 const GROUP_ACCOUNTS: &str =
     "SELECT id FROM accounts WHERE (id >> 56) IN (1, 2) AND ((id >> 46) & 1023) >= ?1 AND ((id >> 46) & 1023) < ?2 ORDER BY id";
 const SENT_BY_GROUP: &str = "SELECT id FROM crossings_out WHERE status = 'prepared' AND (payer >> 56) IN (1, 2) \
@@ -358,25 +371,18 @@ fn ids(rows: Vec<Vec<Value>>) -> Vec<u128> {
 /// now: the payee's shard decides (a transfer not decided yet is decided `Rejected(Timeout)`,
 /// never posted: only the sender has the rows a posting writes), and the payer's shard
 /// applies. Deciding and applying name no account a freeze holds back. Whether none is left.
-async fn drained(shards: &BTreeMap<ShardId, MovingShard>, group: &std::ops::Range<u16>) -> bool {
-    let clearing = |shard: ShardId| shards.get(&shard).map(|side| Clearing::new(side.directory.clone(), shard));
+async fn drained(reach: &Reach, group: &std::ops::Range<u16>) -> bool {
     let mut open = 0;
-    for (shard, side) in shards {
-        let Some(payer) = clearing(*shard) else { return false };
+    for (shard, side) in reach.0.iter() {
+        let payer = Clearing::new(side.directory.clone(), *shard);
         let (Ok(by), Ok(to)) = (side.directory.read(SENT_BY_GROUP, range_params(group)).await, side.directory.read(SENT_TO_GROUP, range_params(group)).await) else {
             return false;
         };
         for id in ids(by).into_iter().chain(ids(to)) {
             open += 1;
             let Ok((crossing, PayerStatus::Prepared, _)) = payer.crossing(id).await else { continue };
-            let Some(payee) = clearing(crossing.payee_shard) else { continue };
-            match payee.decide(Message::Resolve(crossing)).await {
-                Ok(answer) => {
-                    if let Err(error) = payer.apply(answer).await {
-                        tracing::warn!(%error, "applying a decision for the move failed; trying again");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "deciding a transfer for the move failed; trying again"),
+            if let Err(error) = payer.resolve_one(&crossing, reach).await {
+                tracing::warn!(%error, "finishing a transfer for the move failed; trying again");
             }
         }
     }
@@ -425,7 +431,7 @@ const MOVED_IN: &str = "CREATE TABLE IF NOT EXISTS moved_in (city BIGINT NOT NUL
 
 /// Copies the city's rows to the target shard in one transaction, with the record that they
 /// were. A row that is there already under the same key is a conflict the move cannot settle
-/// (an id drawn on both shards): it stops, nothing copied.
+/// (an id drawn on both shards): it stops, nothing copied (and the move thaws the city).
 async fn copy_rows(from: ShardId, source: &str, to: ShardId, target: &str, group: &std::ops::Range<u16>, city: u32, since: u64) -> Result<u64, MoveError> {
     let (source, target, group) = (source.to_string(), target.to_string(), group.clone());
     tokio::task::spawn_blocking(move || -> Result<u64, MoveError> {
@@ -485,25 +491,42 @@ async fn delete_rows(shard: ShardId, db: &str, group: &std::ops::Range<u16>, cit
     .map_err(|e| MoveError::Database(shard, e.to_string()))
 }
 
-/// Opens each account on the target shard and sends its balance across; checks the sums.
-/// The amount and the accounts.
-async fn cross_balances(
-    source: &MovingShard,
-    from: ShardId,
-    target: &MovingShard,
-    to: ShardId,
-    city: u32,
-    since: u64,
-    accounts: &[citypay_ledger::Account],
-) -> Result<(i64, usize), MoveError> {
-    let (leaving, arriving) = (Clearing::new(source.directory.clone(), from), Clearing::new(target.directory.clone(), to));
+/// The shards as the clearing's [`Peer`]: an ask goes to its payee's shard's writer.
+#[derive(Clone)]
+struct Reach(Arc<BTreeMap<ShardId, MovingShard>>);
+
+impl Peer for Reach {
+    fn ask(&self, message: Message, payee: PayeeSide) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
+        Box::pin(async move {
+            let (Message::Decide(crossing) | Message::Resolve(crossing)) = &message else { return Err("only asks are sent".into()) };
+            let shard = crossing.payee_shard;
+            let side = self.0.get(&shard).ok_or_else(|| format!("shard {shard} is not reached from here"))?;
+            Clearing::new(side.directory.clone(), shard).decide_with(message, payee).await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// What `account` holds on `directory`'s shard (nothing when it is not there).
+async fn held(directory: &Directory, shard: ShardId, account: u64) -> Result<Option<citypay_ledger::Account>, MoveError> {
+    directory.shard().account(account).await.map_err(|e| MoveError::Database(shard, e.to_string()))
+}
+
+/// Opens each account on the target shard and sends its balance across; checks that each
+/// left nothing behind and that the target holds what both shards held before. The amount.
+async fn cross_balances(source: &MovingShard, from: ShardId, target: &MovingShard, to: ShardId, reach: &Reach, city: u32, since: u64, accounts: &[citypay_ledger::Account]) -> Result<i64, MoveError> {
+    // Before: what each account holds on both shards (a move run again finds some moved).
+    let mut before = 0i64;
+    for account in accounts {
+        before += net(account) + held(&target.directory, to, account.id).await?.as_ref().map_or(0, net);
+    }
+    let leaving = Clearing::new(source.directory.clone(), from);
     let mut tasks = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for account in accounts.iter().cloned() {
-        let (leaving, arriving, target) = (leaving.clone(), arriving.clone(), target.directory.clone());
+        let (leaving, reach, source, target) = (leaving.clone(), reach.clone(), source.directory.clone(), target.directory.clone());
         tasks.spawn(async move {
             let id = account.id;
-            cross_one(&leaving, &arriving, &target, city, since, account).await.map_err(|e| MoveError::Clearing(id, e))
+            cross_one(&leaving, &reach, &source, (&target, to), city, since, account).await.map_err(|e| MoveError::Clearing(id, e))
         });
         while tasks.len() >= CROSSING_AT_ONCE {
             results.push(tasks.join_next().await);
@@ -512,37 +535,36 @@ async fn cross_balances(
     while !tasks.is_empty() {
         results.push(tasks.join_next().await);
     }
-    let mut amount = 0i64;
     for result in results.into_iter().flatten() {
-        amount += result.map_err(|e| MoveError::Waited(e.to_string()))??;
+        result.map_err(|e| MoveError::Waited(e.to_string()))??;
     }
-    // Verify: nothing left behind, everything arrived.
-    let mut expected = 0i64;
     let mut arrived = 0i64;
     for account in accounts {
-        let left = source.directory.shard().account(account.id).await.map_err(|e| MoveError::Database(from, e.to_string()))?;
-        let now = target.directory.shard().account(account.id).await.map_err(|e| MoveError::Database(to, e.to_string()))?;
-        let (Some(left), Some(now)) = (left, now) else { return Err(MoveError::Sums(format!("account {:#x} is missing", account.id))) };
+        let (Some(left), Some(now)) = (held(&source.directory, from, account.id).await?, held(&target.directory, to, account.id).await?) else {
+            return Err(MoveError::Sums(format!("account {:#x} is missing", account.id)));
+        };
         if net(&left) != 0 || left.balance.debits_pending != 0 {
             return Err(MoveError::Sums(format!("account {:#x} still holds {} on shard {from}", account.id, net(&left))));
         }
-        expected += net(account);
         arrived += net(&now);
     }
-    // An account found part-way moved (a move run again) counts what it held on both shards.
-    if arrived < expected {
-        return Err(MoveError::Sums(format!("{arrived} fen arrived of {expected}")));
+    if arrived != before {
+        return Err(MoveError::Sums(format!("{arrived} fen arrived of {before}")));
     }
-    Ok((arrived.max(amount), accounts.len()))
+    Ok(before)
 }
 
 fn net(account: &citypay_ledger::Account) -> i64 {
     account.balance.credits_posted - account.balance.debits_posted
 }
 
-/// One account: opened on the target shard as it is on the source, its balance reserved there,
-/// decided here, applied there. What crossed.
-async fn cross_one(leaving: &Clearing, arriving: &Clearing, target: &Directory, city: u32, since: u64, account: citypay_ledger::Account) -> Result<i64, ClearingError> {
+/// Attempts at one balance's crossing (a crossing returned, by a stop in the middle and the
+/// drain of the move run again, is sent again under the next number).
+const CROSSING_ATTEMPTS: u32 = 8;
+
+/// One account: opened on the target shard as it is on the source, then its balance sent
+/// across as a crossing of the move (reserved there, decided here, applied there).
+async fn cross_one(leaving: &Clearing, reach: &Reach, source: &Directory, (target, to): (&Directory, ShardId), city: u32, since: u64, account: citypay_ledger::Account) -> Result<(), ClearingError> {
     let open = NewAccount { id: account.id, currency: account.currency, flags: account.flags, code: account.code, limits: account.limits };
     let command = Command { event: Some(Event::CreateAccount(open)), guards: vec![Guard::DuringMove], rows: Vec::new(), always_rows: Vec::new() };
     match target.shard().submit(command).await {
@@ -550,28 +572,34 @@ async fn cross_one(leaving: &Clearing, arriving: &Clearing, target: &Directory, 
         Ok(outcome) => return Err(ClearingError::Ledger(outcome.status)),
         Err(error) => return Err(ClearingError::Unavailable(error.to_string())),
     }
-    let id = derived_event_id(&["move", &city.to_string(), &since.to_string(), &account.id.to_string()]);
-    let crossing = match leaving.crossing(id).await {
-        Ok((crossing, PayerStatus::Posted, _)) => return Ok(crossing.amount),
-        Ok((crossing, _, _)) => crossing,
-        Err(ClearingError::NotFound) => {
-            let amount = net(&account);
-            if amount <= 0 {
-                return Ok(0);
+    for attempt in 0..CROSSING_ATTEMPTS {
+        let id = derived_event_id(&["move", &city.to_string(), &since.to_string(), &account.id.to_string(), &attempt.to_string()]);
+        let crossing = match leaving.crossing(id).await {
+            Ok((_, PayerStatus::Posted, _)) => return Ok(()),
+            Ok((_, PayerStatus::Voided, _)) => continue,
+            Ok((crossing, PayerStatus::Prepared, _)) => crossing,
+            Err(ClearingError::NotFound) => {
+                let now = source.shard().account(account.id).await.map_err(|e| ClearingError::Unavailable(e.to_string()))?;
+                let amount = now.as_ref().map_or(0, net);
+                if amount <= 0 {
+                    return Ok(());
+                }
+                Crossing { id, payer_shard: leaving.shard(), payee_shard: to, payer: account.id, payee: account.id, amount }
             }
-            let crossing = Crossing { id, payer_shard: leaving.shard(), payee_shard: arriving.shard(), payer: account.id, payee: account.id, amount };
-            let purpose = Purpose { code: transfer_codes::MOVED, payer_guards: vec![Guard::DuringMove], ..Purpose::default() };
-            leaving.reserve_for(&crossing, &purpose).await?;
-            crossing
+            Err(error) => return Err(error),
+        };
+        let purpose = Purpose {
+            code: transfer_codes::MOVED,
+            payer_guards: vec![Guard::DuringMove],
+            payee: PayeeSide { guards: vec![Guard::DuringMove], credit_code: transfer_codes::MOVED, ..PayeeSide::default() },
+            ..Purpose::default()
+        };
+        match leaving.send_for(&crossing, purpose, reach).await? {
+            Decision::Posted => return Ok(()),
+            Decision::Rejected(reason) => tracing::warn!(account = account.id, reason = reason.code(), "a balance's crossing was returned; sending it again"),
         }
-        Err(error) => return Err(error),
-    };
-    let payee = PayeeSide { guards: vec![Guard::DuringMove], credit_code: transfer_codes::MOVED, ..PayeeSide::default() };
-    let answer = arriving.decide_with(Message::Decide(crossing), payee).await?;
-    match leaving.apply(answer).await? {
-        PayerStatus::Posted => Ok(crossing.amount),
-        status => Err(ClearingError::Unknown(format!("the balance's crossing ended {status:?}, not posted"))),
     }
+    Err(ClearingError::Unknown(format!("the balance's crossing was returned {CROSSING_ATTEMPTS} times")))
 }
 
 #[cfg(test)]
