@@ -39,16 +39,16 @@ pub struct ShardRoute {
     pub router: Router,
 }
 
-/// Where a request goes: the index of its shard's route, and the owner it names, when it
-/// names one.
+/// Where a request goes: the index of its shard's route, and whether the owner it names (if
+/// any) is in a city being moved.
 struct Found {
     index: usize,
-    owner: Option<u64>,
+    moving: bool,
 }
 
 impl Found {
     /// This server's own shard, for a request that names none.
-    const HERE: Found = Found { index: 0, owner: None };
+    const HERE: Found = Found { index: 0, moving: false };
 }
 
 struct Shards {
@@ -78,14 +78,14 @@ impl Shards {
     }
 
     async fn dispatch(&self, request: Request) -> Response {
-        let (Found { index, owner }, request) = match self.find(request).await {
+        let (Found { index, moving }, request) = match self.find(request).await {
             Ok(found) => found,
             Err(error) => return error.into_response(),
         };
         // The caller's city is being moved to another shard: its writes wait for the move
         // (seconds); its reads are answered, from rows that cannot change meanwhile.
         let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
-        if writes && owner.is_some_and(|owner| (self.map)().moving_to(bucket_of_owner(owner)).is_some()) {
+        if writes && moving {
             let mut response = ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "city_moving",
@@ -101,9 +101,10 @@ impl Shards {
         }
     }
 
-    /// The shard of an owner (a resident's, a merchant's id).
+    /// The shard of an owner (a resident's, a merchant's id), by one reading of the map.
     fn of_owner(&self, owner: u64) -> Found {
-        Found { index: self.index_of((self.map)().shard_of(bucket_of_owner(owner))), owner: Some(owner) }
+        let (map, bucket) = ((self.map)(), bucket_of_owner(owner));
+        Found { index: self.index_of(map.shard_of(bucket)), moving: map.moving_to(bucket).is_some() }
     }
 
     /// The request's shard, and the request (its body read back in when it was read to route
@@ -134,7 +135,7 @@ impl Shards {
         let fields: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let found = if parts.uri.path() == "/v1/residents" {
             match fields["city"].as_u64().and_then(|c| u32::try_from(c).ok()) {
-                Some(city) => Found { index: self.by_city(city).await, owner: None },
+                Some(city) => Found { index: self.by_city(city).await, moving: false },
                 None => Found::HERE,
             }
         } else {
@@ -159,7 +160,7 @@ impl Shards {
         }
         for (i, route) in self.routes.iter().enumerate() {
             if matches!(route.state.directory.authenticate_token(token).await, Ok(Some(_))) {
-                return Found { index: i, owner: None };
+                return Found { index: i, moving: false };
             }
         }
         Found::HERE

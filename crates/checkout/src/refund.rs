@@ -304,21 +304,12 @@ impl Checkout {
     /// (or the refund was recorded) meanwhile.
     async fn refund_elsewhere(&self, trade: &Trade, out_request_no: &str, amount: i64, cashier: Option<u64>) -> Result<Option<Result<RefundAnswer, CheckoutError>>, CheckoutError> {
         let Some(elsewhere) = self.elsewhere.get() else { return Err(CheckoutError::AccountElsewhere) };
-        let merchant = self.directory.merchant(trade.merchant_id).await?;
-        let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
         let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
         let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundProcessing, created_at: self.now_s(), cashier };
         let mut row = refund.row(trade.id);
         row.columns.push(("fee_back", Value::Int(fee_back)));
-        let hold = RefundHold {
-            id: refund_crossing_id(trade.id, out_request_no),
-            merchant_account: merchant.account,
-            wallet: account_id(AccountKind::Wallet, payer),
-            amount,
-            trade: trade.id,
-            guards: vec![trade.version_guard(), Guard::Absent { table: "refunds", key: row.key.clone() }],
-            rows: vec![trade.refunded_by(amount).row(OnConflict::UpdateOnly), row],
-        };
+        let guards = vec![trade.version_guard(), Guard::Absent { table: "refunds", key: row.key.clone() }];
+        let hold = self.refund_hold(trade, &refund, guards, vec![trade.refunded_by(amount).row(OnConflict::UpdateOnly), row]).await?;
         match elsewhere.send(hold).await? {
             SentRefund::Guard(_) => Ok(None),
             SentRefund::Posted => Ok(Some(self.finish_refund_elsewhere(trade.id, out_request_no, None).await)),
@@ -326,21 +317,27 @@ impl Checkout {
         }
     }
 
-    /// A refund held for another shard whose end this server did not hear: sent again (the
-    /// same crossing: its decision, or a new ask), then finished.
-    async fn resume_refund_elsewhere(&self, trade: &Trade, refund: &Refund) -> Result<RefundAnswer, CheckoutError> {
-        let Some(elsewhere) = self.elsewhere.get() else { return Err(CheckoutError::AccountElsewhere) };
+    /// The hold of `refund` of `trade`'s on the merchant's balance for the payer's wallet.
+    async fn refund_hold(&self, trade: &Trade, refund: &Refund, guards: Vec<Guard>, rows: Vec<ServiceRow>) -> Result<RefundHold, CheckoutError> {
         let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
         let merchant = self.directory.merchant(trade.merchant_id).await?;
-        let hold = RefundHold {
+        Ok(RefundHold {
             id: refund_crossing_id(trade.id, &refund.out_request_no),
             merchant_account: merchant.account,
             wallet: account_id(AccountKind::Wallet, payer),
             amount: refund.amount,
             trade: trade.id,
-            guards: Vec::new(),
-            rows: Vec::new(),
-        };
+            guards,
+            rows,
+        })
+    }
+
+    /// A refund held for another shard whose end this server did not hear: sent again (the
+    /// same crossing: its decision, or a new ask), then finished.
+    async fn resume_refund_elsewhere(&self, trade: &Trade, refund: &Refund) -> Result<RefundAnswer, CheckoutError> {
+        let Some(elsewhere) = self.elsewhere.get() else { return Err(CheckoutError::AccountElsewhere) };
+        // Held already: its guards and rows were written with the hold.
+        let hold = self.refund_hold(trade, refund, Vec::new(), Vec::new()).await?;
         match elsewhere.send(hold).await? {
             SentRefund::Returned(reason) => self.finish_refund_elsewhere(trade.id, &refund.out_request_no, Some(reason)).await,
             _ => self.finish_refund_elsewhere(trade.id, &refund.out_request_no, None).await,

@@ -166,6 +166,16 @@ impl Country {
         newer
     }
 
+    /// The shard the map places `bucket` on now; while it moves, why not (`whose` city is
+    /// moving), for a retryable answer: nothing is sent to a frozen bucket.
+    fn shard_now(&self, bucket: citypay_routing::Bucket, whose: &str) -> Result<ShardId, String> {
+        let map = self.map();
+        match map.moving_to(bucket) {
+            Some(_) => Err(format!("{whose} city is moving to another shard; retry in a few seconds with the same key")),
+            None => Ok(map.shard_of(bucket)),
+        }
+    }
+
     /// The other shards.
     pub fn peers(&self) -> impl Iterator<Item = ShardId> + '_ {
         self.0.peers.keys().copied()
@@ -217,12 +227,8 @@ impl Country {
     /// claim names the shard they registered on; their city may have moved since).
     async fn resident_by_mobile(&self, mobile: &str) -> Result<Option<(ShardId, Resident)>, WalletError> {
         let Some(found) = self.find_by_mobile(mobile).await? else { return Ok(None) };
-        let bucket = citypay_routing::bucket_of_owner(found.id);
-        let map = self.map();
-        if map.moving_to(bucket).is_some() {
-            return Err(WalletError::Unavailable("the recipient's city is moving to another shard; retry in a few seconds with the same key".into()));
-        }
-        Ok(Some((map.shard_of(bucket), found)))
+        let shard = self.shard_now(citypay_routing::bucket_of_owner(found.id), "the recipient's").map_err(WalletError::Unavailable)?;
+        Ok(Some((shard, found)))
     }
 
     async fn find_by_mobile(&self, mobile: &str) -> Result<Option<Resident>, WalletError> {
@@ -348,11 +354,7 @@ impl Country {
     /// once it has moved.
     fn merchant_shard(&self, payload: &str) -> Result<ShardId, CheckoutError> {
         let bucket = citypay_routing::bucket_of_owner(citypay_checkout::payload_merchant(payload)?);
-        let map = self.map();
-        if map.moving_to(bucket).is_some() {
-            return Err(CheckoutError::Unavailable("the shop's city is moving to another shard; retry in a few seconds with the same key".into()));
-        }
-        Ok(map.shard_of(bucket))
+        self.shard_now(bucket, "the shop's").map_err(CheckoutError::Unavailable)
     }
 
     /// [`Checkout::pay_with_code`] across the country: a code of a device enrolled on another
@@ -370,9 +372,7 @@ impl Country {
         if checkout.knows_device(slot).await? {
             return checkout.pay_with_code(merchant_id, new, code).await;
         }
-        if map.moving_to(bucket).is_some() {
-            return Err(CheckoutError::Unavailable("the payer's city is moving to another shard; retry in a few seconds".into()));
-        }
+        self.shard_now(bucket, "the payer's").map_err(CheckoutError::Unavailable)?;
         // The till's retry of an order paid before: answered from it.
         match checkout.trade(merchant_id, &new.out_trade_no).await {
             Ok(existing) => return citypay_checkout::answer_existing_order(existing, new),
@@ -417,14 +417,7 @@ impl Country {
             }),
         };
         // Reserved on the payer's shard, decided here, applied there.
-        let decided = async {
-            let ask = side.clearing.reserve_for(&crossing, &purpose).await?;
-            let answer = if matches!(ask, Message::Decided { .. }) { ask } else { self.0.here.clearing.decide_with(ask, purpose.payee.clone()).await? };
-            let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("no decision".into())) };
-            side.clearing.apply(answer).await?;
-            Ok(decision)
-        };
-        match decided.await {
+        match side.clearing.send_for(&crossing, purpose, self).await {
             Ok(Decision::Posted) => checkout.trade_numbered(trade).await,
             // The order was made meanwhile (another attempt): answered from it.
             Ok(Decision::Rejected(citypay_crossshard::Rejection::Refused)) => match checkout.trade(merchant_id, &new.out_trade_no).await {
@@ -551,7 +544,7 @@ impl Peer for Country {
     fn ask(&self, message: Message, payee: citypay_clearing::PayeeSide) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
         Box::pin(async move {
             let (Message::Decide(crossing) | Message::Resolve(crossing)) = &message else { return Err("only asks are sent".into()) };
-            let side = self.0.peers.get(&crossing.payee_shard).ok_or_else(|| format!("shard {} is not known here", crossing.payee_shard))?;
+            let side = self.side(crossing.payee_shard).ok_or_else(|| format!("shard {} is not known here", crossing.payee_shard))?;
             side.clearing.decide_with(message, payee).await.map_err(unknown)
         })
     }
@@ -570,11 +563,8 @@ impl citypay_checkout::RefundsElsewhere for Country {
                 Ok((crossing, _, _)) => crossing,
                 Err(ClearingError::NotFound) => {
                     let bucket = citypay_routing::bucket_of_account(hold.wallet).ok_or(CheckoutError::AccountElsewhere)?;
-                    let map = self.map();
-                    if map.moving_to(bucket).is_some() {
-                        return Err(CheckoutError::Unavailable("the payer's city is moving to another shard; retry in a few seconds".into()));
-                    }
-                    Crossing { id: hold.id, payer_shard: self.0.shard, payee_shard: map.shard_of(bucket), payer: hold.merchant_account, payee: hold.wallet, amount: hold.amount }
+                    let payee_shard = self.shard_now(bucket, "the payer's").map_err(CheckoutError::Unavailable)?;
+                    Crossing { id: hold.id, payer_shard: self.0.shard, payee_shard, payer: hold.merchant_account, payee: hold.wallet, amount: hold.amount }
                 }
                 Err(error) => return Err(CheckoutError::Unavailable(error.to_string())),
             };

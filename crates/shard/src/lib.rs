@@ -642,8 +642,13 @@ impl Writer {
         let mut i = 0;
         while i < batch.commands.len() {
             let command = &batch.commands[i];
-            let during_move = command.guards.contains(&Guard::DuringMove);
-            match command.event.as_ref().and_then(|event| owned.first_foreign_for(accounts_named(event), during_move)) {
+            // A move's own command may touch the buckets frozen here; only it looks.
+            let foreign = command.event.as_ref().and_then(|event| {
+                let accounts = accounts_named(event);
+                owned.first_foreign(accounts.iter().copied())?;
+                owned.first_foreign_for(accounts, command.guards.contains(&Guard::DuringMove))
+            });
+            match foreign {
                 Some(bucket) => {
                     batch.commands.remove(i);
                     let reply = batch.replies.remove(i);
