@@ -233,13 +233,18 @@ impl Drop for Watcher {
 /// A handle on another shard's writer, from this server: the commands go wherever that shard's
 /// lease says its writer is (over the cluster's mutual TLS), and are refused as unavailable
 /// while it has none. This server never becomes that shard's writer.
-pub(crate) fn follow(url: String, tls: &ClusterTls) -> citypay_shard::ShardHandle {
+pub(crate) fn follow(locate: citypay_store_postgres::Locate, tls: &ClusterTls) -> citypay_shard::ShardHandle {
     let (handle, relay) = citypay_shard::relay(ShardConfig::DEFAULT.queue_max, ShardConfig::DEFAULT.reply_timeout);
     let (routes, route) = watch::channel(Route::Nowhere);
     citypay_cluster::router(relay, route, Arc::new(Forwarder::new(tls)));
     tokio::spawn(async move {
         let mut watcher = Watcher(None);
         loop {
+            // No primary known now (its Patroni cluster fails over): the route stays.
+            let Some(url) = locate() else {
+                tokio::time::sleep(WATCH_EVERY).await;
+                continue;
+            };
             let next = match read_lease(&mut watcher.0, &url).await {
                 Ok(lease) if lease.locked && lease.live => Route::Remote { address: lease.address.clone(), epoch: lease.epoch },
                 Ok(_) => Route::Nowhere,

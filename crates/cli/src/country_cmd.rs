@@ -14,9 +14,16 @@ pub(crate) enum CountryCommand {
         /// The shard's number.
         #[arg(long)]
         shard: u16,
-        /// Its database (the URL its servers' --db names).
+        /// Its database (the URL its servers' --db names; on Patroni, the URL whose host and
+        /// port are replaced by the leader's).
         #[arg(long)]
         db: String,
+        /// The shard is a Patroni cluster: its etcd's endpoints (comma-separated).
+        #[arg(long, requires = "patroni_scope")]
+        etcd: Option<String>,
+        /// The Patroni cluster's prefix in etcd (its namespace and scope: /service/citypay).
+        #[arg(long, requires = "etcd")]
+        patroni_scope: Option<String>,
     },
     /// Places a city on a shard: gives it a group of buckets under the next map version. Then
     /// onboard it (`POST /v1/cities`) on a server of that shard.
@@ -82,8 +89,9 @@ pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<std::process::ExitCod
     match what {
         CountryCommand::Audit { catalog, json } => return audit(catalog, *json),
         CountryCommand::Move { catalog, keys, city, to, json } => return move_city(catalog, keys, *city, *to, *json),
-        CountryCommand::AddShard { catalog, shard, db } => {
-            open(catalog)?.add_shard(*shard, db)?;
+        CountryCommand::AddShard { catalog, shard, db, etcd, patroni_scope } => {
+            let patroni = etcd.clone().zip(patroni_scope.clone()).map(|(etcd, scope)| citypay_country::Patroni { etcd, scope });
+            open(catalog)?.add_shard(&citypay_country::ShardDatabase { shard: *shard, db: db.clone(), patroni })?;
             say!("shard {shard} is in the catalog")?;
         }
         CountryCommand::PlaceCity { catalog, city, shard } => {
@@ -94,9 +102,12 @@ pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<std::process::ExitCod
             let mut catalog = open(catalog)?;
             let map = catalog.map()?;
             say!("map version {}", map.version)?;
-            for (shard, db) in catalog.shards()? {
+            for place in catalog.shards()? {
+                let shard = place.shard;
                 let held = (0..citypay_routing::BUCKETS).filter(|b| map.shard_of(citypay_routing::Bucket(*b)) == shard).count();
-                say!("shard {shard}: {held} buckets, {}", citypay_store::DbUrl::parse(&db).map_or_else(|_| "(a URL that does not parse)".to_owned(), |url| url.redacted()))?;
+                let db = citypay_store::DbUrl::parse(&place.db).map_or_else(|_| "(a URL that does not parse)".to_owned(), |url| url.redacted());
+                let patroni = place.patroni.map(|p| format!(", the primary of Patroni cluster {} (etcd {})", p.scope, p.etcd)).unwrap_or_default();
+                say!("shard {shard}: {held} buckets, {db}{patroni}")?;
             }
         }
     }
@@ -114,13 +125,16 @@ fn move_city(catalog: &str, keys: &std::path::Path, city: u32, to: u16, json: bo
         let shards = tokio::task::spawn_blocking(move || open(&url)?.shards().context("reading the catalog's shards")).await??;
         let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
         let mut reached = std::collections::BTreeMap::new();
-        for (shard, db) in shards {
+        for place in shards {
             let (directory_keys, signing, _) = crate::city::load_key_set(keys)?;
-            let handle = crate::cluster_serve::follow(db.clone(), &tls);
+            // A shard's primary as it is now: a failover during the move fails it (run again).
+            let db = crate::patroni::primary_now(&place).await?;
             let located = db.clone();
-            let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(Arc::new(move || Some(located.clone()))));
+            let locate: citypay_store_postgres::Locate = Arc::new(move || Some(located.clone()));
+            let handle = crate::cluster_serve::follow(locate.clone(), &tls);
+            let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(locate));
             let state = crate::city::services(handle, reader, directory_keys, signing, citypay_directory::PasswordPolicy::PRODUCTION, clock.clone(), None);
-            reached.insert(shard, citypay_country::moving::MovingShard { directory: state.directory.clone(), db });
+            reached.insert(place.shard, citypay_country::moving::MovingShard { directory: state.directory.clone(), db });
         }
         // A fault test stops the move after a step; running it again finishes it.
         let stop_after = std::env::var("CITYPAY_TEST_MOVE_STOP_AFTER").ok();
@@ -286,7 +300,7 @@ fn read_country(shards: &[(u16, String)]) -> anyhow::Result<(Vec<ShardBooks>, Ve
 }
 
 fn audit(catalog: &str, json: bool) -> anyhow::Result<std::process::ExitCode> {
-    let shards = open(catalog)?.shards()?;
+    let shards = crate::patroni::primaries_now(&open(catalog)?.shards()?)?;
     anyhow::ensure!(!shards.is_empty(), "the catalog has no shard");
     // The shards are read one after the other while money may be moving: a difference is
     // reported only if it is still there on a second and a third reading.

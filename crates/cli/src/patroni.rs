@@ -42,6 +42,18 @@ impl Primary {
     /// `/service/citypay`) from now on; `template` is the database URL whose host and port
     /// are replaced by the leader's. Waits (at most 60 s) until there is one.
     pub(crate) async fn follow(etcd: Etcd, scope: &str, template: &str) -> anyhow::Result<Primary> {
+        let primary = Primary::watch(etcd, scope, template);
+        let started = std::time::Instant::now();
+        while primary.url().is_none() {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the Patroni cluster {scope:?} has no leader in etcd");
+            tokio::time::sleep(LOOK_EVERY).await;
+        }
+        Ok(primary)
+    }
+
+    /// Follows the leader as [`Primary::follow`] does, without waiting for one: another
+    /// shard's cluster, which this server must not wait on to start.
+    pub(crate) fn watch(etcd: Etcd, scope: &str, template: &str) -> Primary {
         let primary = Primary(Arc::new(RwLock::new((None, std::time::Instant::now()))));
         let (found, prefix, template) = (primary.clone(), scope.trim_end_matches('/').to_owned(), template.to_owned());
         tokio::spawn(async move {
@@ -66,13 +78,48 @@ impl Primary {
                 tokio::time::sleep(LOOK_EVERY).await;
             }
         });
-        let started = std::time::Instant::now();
-        while primary.url().is_none() {
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the Patroni cluster {scope:?} has no leader in etcd");
-            tokio::time::sleep(LOOK_EVERY).await;
-        }
-        Ok(primary)
+        primary
     }
+}
+
+/// Where a shard of the country keeps its data from now on: its database's URL, or the
+/// primary of its Patroni cluster, followed.
+pub(crate) fn locate(shard: &citypay_country::ShardDatabase) -> anyhow::Result<citypay_store_postgres::Locate> {
+    Ok(match &shard.patroni {
+        Some(patroni) => {
+            let primary = Primary::watch(Etcd::new(&patroni.etcd)?, &patroni.scope, &shard.db);
+            Arc::new(move || primary.url())
+        }
+        None => {
+            let url = shard.db.clone();
+            Arc::new(move || Some(url.clone()))
+        }
+    })
+}
+
+/// The URL of a shard's database now (of its Patroni cluster's primary, read once): for a
+/// command that runs for seconds, which fails, and is run again, if the primary moves meanwhile.
+pub(crate) async fn primary_now(shard: &citypay_country::ShardDatabase) -> anyhow::Result<String> {
+    let Some(patroni) = &shard.patroni else { return Ok(shard.db.clone()) };
+    let address = leader(&Etcd::new(&patroni.etcd)?, patroni.scope.trim_end_matches('/'))
+        .await?
+        .with_context(|| format!("shard {}'s Patroni cluster has no leader now", shard.shard))?;
+    Ok(with_address(&shard.db, &address))
+}
+
+/// Every shard's database URL now ([`primary_now`]), from synchronous code.
+pub(crate) fn primaries_now(shards: &[citypay_country::ShardDatabase]) -> anyhow::Result<Vec<(u16, String)>> {
+    if shards.iter().all(|s| s.patroni.is_none()) {
+        return Ok(shards.iter().map(|s| (s.shard, s.db.clone())).collect());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut found = Vec::new();
+        for shard in shards {
+            found.push((shard.shard, primary_now(shard).await?));
+        }
+        Ok(found)
+    })
 }
 
 /// The replication state Patroni records, as metrics: members running, and whether a

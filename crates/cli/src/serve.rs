@@ -273,7 +273,7 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
                 Ok((catalog.shards()?, catalog.map()?))
             })
             .await??;
-            anyhow::ensure!(shards.iter().any(|(s, _)| s == shard), "shard {shard} is not in the catalog (`citypay country add-shard`)");
+            anyhow::ensure!(shards.iter().any(|s| s.shard == *shard), "shard {shard} is not in the catalog (`citypay country add-shard`)");
             Some((catalog.clone(), *shard, shards, Arc::new(std::sync::RwLock::new(map))))
         }
         None => None,
@@ -318,11 +318,12 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
         // Every other shard's services in this server, over that shard's writer (followed) and
         // database: a caller of any shard is answered here (`citypay_api::shards`). Every shard
         // of a country shares the key set: its seals, indexes and cluster CA.
-        for (peer, db) in shards.into_iter().filter(|(peer, _)| *peer != shard) {
+        for peer in shards.iter().filter(|peer| peer.shard != shard) {
             let (keys, signing, _) = crate::city::load_key_set(keys_path)?;
-            let handle = crate::cluster_serve::follow(db.clone(), &tls);
-            let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(Arc::new(move || Some(db.clone()))));
-            peer_states.push((peer, crate::city::services(handle, reader, keys, signing, PasswordPolicy::PRODUCTION, clock.clone(), None)));
+            let locate = crate::patroni::locate(peer)?;
+            let handle = crate::cluster_serve::follow(locate.clone(), &tls);
+            let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(locate));
+            peer_states.push((peer.shard, crate::city::services(handle, reader, keys, signing, PasswordPolicy::PRODUCTION, clock.clone(), None)));
         }
         let now = map.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let directories: Vec<(u16, citypay_directory::Directory)> =

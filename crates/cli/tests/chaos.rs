@@ -26,68 +26,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, free_ports};
+use support::{BIN, GATEWAY_TEST_KEY, PatroniCluster as Cluster, city_cluster as cluster, free_ports, installed};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/city-cluster.sh");
 const SERVERS: usize = 3;
 const RESIDENTS: usize = 12;
 const LEASE_TTL_MS: u64 = 2_000;
-
-/// `scripts/city-cluster.sh ARGS`, which must succeed; answers its standard output.
-fn cluster(args: &[&str]) -> String {
-    let output = Command::new("bash").arg(SCRIPT).args(args).stdin(Stdio::null()).output().unwrap();
-    assert!(output.status.success(), "city-cluster {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// The cluster's environment file, as a map.
-fn environment(dir: &Path) -> HashMap<String, String> {
-    let text = std::fs::read_to_string(dir.join("cluster.env")).unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim_matches(|c| c == '\'' || c == '"').to_owned()))
-        .collect()
-}
-
-/// Stops the cluster (and the servers recorded in its pids) however the test ends.
-struct Cluster {
-    dir: PathBuf,
-    env: HashMap<String, String>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(SCRIPT).arg("stop").arg(&self.dir).stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
-}
-
-impl Cluster {
-    /// The URL of the database on the node named `name`.
-    fn url_of(&self, name: &str) -> String {
-        let names: Vec<&str> = self.env["CITYPAY_PATRONI_NAMES"].split(',').collect();
-        let nodes: Vec<&str> = self.env["CITYPAY_PG_NODES"].split(',').collect();
-        let node = nodes[names.iter().position(|n| *n == name).unwrap()];
-        self.env["CITYPAY_PG_URL_TEMPLATE"].replace("{node}", node)
-    }
-
-    fn leader(&self) -> String {
-        cluster(&["leader", self.dir.to_str().unwrap()]).split_whitespace().next().unwrap().to_owned()
-    }
-
-    /// `citypay ARGS` on the current primary.
-    fn citypay(&self, keys: &Path, args: &[&str]) -> std::process::Output {
-        let url = self.url_of(&self.leader());
-        Command::new(BIN)
-            .args(args)
-            .args(["--db", &url, "--keys"])
-            .arg(keys)
-            .env("CITYPAY_OPERATOR_PASSWORD", OPERATOR_PASSWORD)
-            .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
-            .output()
-            .unwrap()
-    }
-}
 
 /// One `citypay serve` of the city.
 struct Node {
@@ -100,7 +43,7 @@ struct Node {
 
 impl Node {
     fn spawn(&mut self, cluster: &Cluster, keys: &Path) {
-        let template = cluster.env["CITYPAY_PG_URL_TEMPLATE"].replace("{node}", "leader");
+        let template = cluster.template();
         let child = Command::new(BIN)
             .args(["serve", "--addr", &format!("127.0.0.1:{}", self.port), "--db", &template, "--keys"])
             .arg(keys)
@@ -381,10 +324,6 @@ async fn watch_epochs(http: reqwest::Client, bases: Vec<String>, seen: Arc<Mutex
     }
 }
 
-fn installed(program: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {program}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
 fn id_number(index: usize) -> String {
     citypay_sim::people::resident_id_number(330_100, 9_000 + index as u64)
 }
@@ -410,8 +349,7 @@ async fn the_city_keeps_its_books_through_kills_freezes_failovers_and_partitions
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("cluster");
     let started = Instant::now();
-    cluster(&["start", dir.to_str().unwrap(), "--fast", "--netns"]);
-    let city = Cluster { env: environment(&dir), dir: dir.clone() };
+    let city = Cluster::start(&dir, &["--fast", "--netns"]);
     eprintln!("cluster up in {:.1} s", started.elapsed().as_secs_f64());
     let keys = work.path().join("keys");
     let made = Command::new(BIN).args(["keys", "new"]).arg(&keys).env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim()).output().unwrap();

@@ -15,112 +15,17 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Api, BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, Running, Target, free_ports};
+use support::country::{Shard, balance, cny, country_command, listed, settled, wait_exit};
+use support::{Api, BIN, GATEWAY_TEST_KEY, Target, free_ports};
 
 const DAUGHTER_ID: &str = "11010519491231002X";
 const MOTHER_ID: &str = "350102195501010022";
 const CARD: &str = "6222021234567890128";
-
-/// One shard: its database, its key file (a copy of the country's), its server's ports.
-struct Shard {
-    number: u16,
-    target: Target,
-    port: u16,
-    cluster_port: u16,
-    log: PathBuf,
-}
-
-impl Shard {
-    fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn api(&self) -> Api {
-        Api { client: reqwest::Client::new(), base: self.base() }
-    }
-
-    fn spawn(&self, catalog: &str, crash_after: Option<&str>) -> Running {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--addr", &format!("127.0.0.1:{}", self.port), "--db", &self.target.db, "--keys"])
-            .arg(&self.target.keys)
-            .args(["--cluster-listen", &format!("127.0.0.1:{}", self.cluster_port), "--lease-ttl-ms", "1000"])
-            .args(["--catalog", catalog, "--shard", &self.number.to_string()])
-            .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
-            .env("CITYPAY_OPERATOR_PASSWORD", OPERATOR_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap());
-        if let Some(step) = crash_after {
-            command.env("CITYPAY_TEST_CRASH_AFTER", step);
-        }
-        Running(command.spawn().unwrap())
-    }
-
-    async fn is_writer(&self) -> bool {
-        match reqwest::get(format!("{}/health", self.base())).await {
-            Ok(response) => response.json::<Value>().await.is_ok_and(|health| health["role"] == "writer"),
-            Err(_) => false,
-        }
-    }
-
-    async fn wait_writer(&self) {
-        let started = Instant::now();
-        loop {
-            if self.is_writer().await {
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "shard {} has no writer", self.number);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Runs `sql` on this shard's database (on a thread of its own: the synchronous client
-    /// must not run on the test's runtime).
-    fn query(&self, sql: &'static str) -> Vec<Vec<i64>> {
-        let url = self.target.db.clone();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            let rows = client.query(sql, &[]).unwrap();
-            rows.iter().map(|row| (0..row.len()).map(|i| row.get::<_, i64>(i)).collect()).collect()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// The text column of `sql`'s rows.
-    fn names(&self, sql: &'static str) -> Vec<String> {
-        let url = self.target.db.clone();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            client.query(sql, &[]).unwrap().iter().map(|row| row.get::<_, String>(0)).collect()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// Σ credits − debits over every account (zero: the shard's books balance), what is
-    /// pending, and the clearing account's net for `peer`.
-    fn books(&self, peer: u16) -> (i64, i64, i64) {
-        let total = self.query("SELECT COALESCE(SUM(credits_posted - debits_posted), 0)::BIGINT, COALESCE(SUM(debits_pending + credits_pending), 0)::BIGINT FROM accounts");
-        let clearing: i64 = (6 << 56) | i64::from(peer);
-        let rows = {
-            let url = self.target.db.clone();
-            std::thread::spawn(move || {
-                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                client.query_one("SELECT credits_posted - debits_posted FROM accounts WHERE id = $1", &[&clearing]).unwrap().get::<_, i64>(0)
-            })
-            .join()
-            .unwrap()
-        };
-        (total[0][0], total[0][1], rows)
-    }
-}
 
 /// Packets to a local port dropped (nftables, as root): a partition between the servers that
 /// reach that port and what listens there. Healed when dropped. `None` where nftables cannot be
@@ -148,47 +53,6 @@ impl Cut {
 impl Drop for Cut {
     fn drop(&mut self) {
         let _ = Command::new("nft").args(["delete", "table", "inet", &self.0]).status();
-    }
-}
-
-fn country_command(args: &[&str]) {
-    let output = Command::new(BIN).arg("country").args(args).output().unwrap();
-    assert!(output.status.success(), "country {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-}
-
-fn cny(amount: i64) -> Value {
-    json!({"amount": amount, "currency": "CNY"})
-}
-
-async fn balance(api: &Api, resident: &str) -> (i64, i64) {
-    let (_, wallet, _) = api.call("GET", "/v1/wallet", Some(resident), None, None).await;
-    (wallet["balance"]["amount"].as_i64().unwrap(), wallet["available"]["amount"].as_i64().unwrap_or(-1))
-}
-
-/// The status of transfer `id` in `resident`'s list.
-async fn listed(api: &Api, resident: &str, id: &str) -> Value {
-    let (_, list, _) = api.call("GET", "/v1/transfers?limit=100", Some(resident), None, None).await;
-    list["items"].as_array().unwrap().iter().find(|t| t["transfer_id"] == id).cloned().unwrap_or(Value::Null)
-}
-
-/// Waits until `resident`'s transfer `id` is no longer pending; answers its status.
-async fn settled(api: &Api, resident: &str, id: &str) -> String {
-    let started = Instant::now();
-    loop {
-        let line = listed(api, resident, id).await;
-        if let Some(status) = line["status"].as_str().filter(|s| *s != "pending") {
-            return status.to_owned();
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "transfer {id} stayed pending: {line}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn wait_exit(server: &mut Running) {
-    let started = Instant::now();
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(10), "the server did not stop where it was told to");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -221,8 +85,8 @@ fn two_shards(dir: &std::path::Path, prefix: &str) -> Option<([Shard; 2], String
     }
     let ports = free_ports(4);
     let shards = [
-        Shard { number: 1, target: one, port: ports[0], cluster_port: ports[1], log: dir.join("one.log") },
-        Shard { number: 2, target: two, port: ports[2], cluster_port: ports[3], log: dir.join("two.log") },
+        Shard { number: 1, target: one, port: ports[0], cluster_port: ports[1], log: dir.join("one.log"), patroni: None },
+        Shard { number: 2, target: two, port: ports[2], cluster_port: ports[3], log: dir.join("two.log"), patroni: None },
     ];
     Some((shards, catalog))
 }
@@ -623,7 +487,7 @@ async fn a_city_moves_between_shards_under_load() {
     let [hangzhou, fuzhou] = &shards;
     // Shard 1 has a second server, the load's way in: its writer can die under the load.
     let ports = free_ports(2);
-    let entry = Shard { number: 1, target: hangzhou.target.clone(), port: ports[0], cluster_port: ports[1], log: dir.path().join("one-entry.log") };
+    let entry = Shard { number: 1, target: hangzhou.target.clone(), port: ports[0], cluster_port: ports[1], log: dir.path().join("one-entry.log"), patroni: None };
     let mut servers = [Some(hangzhou.spawn(&catalog, None)), Some(fuzhou.spawn(&catalog, None))];
     hangzhou.wait_writer().await;
     fuzhou.wait_writer().await;

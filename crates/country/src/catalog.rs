@@ -15,7 +15,27 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS catalog_shards (shard INT PRIMA
     CREATE TABLE IF NOT EXISTS catalog_cities (city INT PRIMARY KEY, first_bucket INT NOT NULL UNIQUE, buckets INT NOT NULL);
     INSERT INTO catalog_map (singleton, version) VALUES (1, 1) ON CONFLICT DO NOTHING;
     ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_to INT;
-    ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_since BIGINT;";
+    ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_since BIGINT;
+    ALTER TABLE catalog_shards ADD COLUMN IF NOT EXISTS patroni_etcd TEXT;
+    ALTER TABLE catalog_shards ADD COLUMN IF NOT EXISTS patroni_scope TEXT;";
+
+/// A shard and where its database is: at `db`, or, on a Patroni cluster, on whichever node
+/// is its primary now (`db`'s host and port then stand for it and are replaced by the
+/// leader's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardDatabase {
+    pub shard: ShardId,
+    pub db: String,
+    pub patroni: Option<Patroni>,
+}
+
+/// A Patroni cluster: its etcd's endpoints (comma-separated) and its scope's prefix there
+/// (`/service/citypay`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patroni {
+    pub etcd: String,
+    pub scope: String,
+}
 
 /// Why the catalog could not answer.
 #[derive(Debug)]
@@ -65,6 +85,14 @@ impl std::fmt::Debug for Catalog {
     }
 }
 
+fn shard_database(row: &postgres::Row) -> Result<ShardDatabase, CatalogError> {
+    let patroni = match (row.get::<_, Option<String>>(2), row.get::<_, Option<String>>(3)) {
+        (Some(etcd), Some(scope)) => Some(Patroni { etcd, scope }),
+        _ => None,
+    };
+    Ok(ShardDatabase { shard: shard_id(row.get(0))?, db: row.get(1), patroni })
+}
+
 fn shard_id(value: i32) -> Result<ShardId, CatalogError> {
     ShardId::try_from(value).map_err(|_| CatalogError::Refused(format!("shard {value} is out of range")))
 }
@@ -77,26 +105,28 @@ impl Catalog {
         Ok(Catalog { client })
     }
 
-    /// Adds shard `shard` with its database at `db` (again: the same answer; another
-    /// database for it is refused).
-    pub fn add_shard(&mut self, shard: ShardId, db: &str) -> Result<(), CatalogError> {
+    /// Adds a shard with its database (again: the same answer; another database for it is
+    /// refused).
+    pub fn add_shard(&mut self, shard: &ShardDatabase) -> Result<(), CatalogError> {
         let mut tx = self.client.transaction()?;
         tx.execute("LOCK TABLE catalog_shards IN EXCLUSIVE MODE", &[])?;
-        let known = tx.query_opt("SELECT db FROM catalog_shards WHERE shard = $1", &[&i32::from(shard)])?;
-        match known {
-            Some(row) if row.get::<_, String>(0) == db => return Ok(()),
-            Some(_) => return Err(CatalogError::Refused(format!("shard {shard} has another database already"))),
+        let number = i32::from(shard.shard);
+        let known = tx.query_opt("SELECT shard, db, patroni_etcd, patroni_scope FROM catalog_shards WHERE shard = $1", &[&number])?;
+        match known.map(|row| shard_database(&row)).transpose()? {
+            Some(known) if known == *shard => return Ok(()),
+            Some(_) => return Err(CatalogError::Refused(format!("shard {} has another database already", shard.shard))),
             None => {}
         }
-        tx.execute("INSERT INTO catalog_shards (shard, db) VALUES ($1, $2)", &[&i32::from(shard), &db])?;
+        let (etcd, scope) = (shard.patroni.as_ref().map(|p| &p.etcd), shard.patroni.as_ref().map(|p| &p.scope));
+        tx.execute("INSERT INTO catalog_shards (shard, db, patroni_etcd, patroni_scope) VALUES ($1, $2, $3, $4)", &[&number, &shard.db, &etcd, &scope])?;
         tx.commit()?;
         Ok(())
     }
 
     /// Every shard and its database.
-    pub fn shards(&mut self) -> Result<Vec<(ShardId, String)>, CatalogError> {
-        let rows = self.client.query("SELECT shard, db FROM catalog_shards ORDER BY shard", &[])?;
-        rows.iter().map(|row| Ok((shard_id(row.get(0))?, row.get(1)))).collect()
+    pub fn shards(&mut self) -> Result<Vec<ShardDatabase>, CatalogError> {
+        let rows = self.client.query("SELECT shard, db, patroni_etcd, patroni_scope FROM catalog_shards ORDER BY shard", &[])?;
+        rows.iter().map(shard_database).collect()
     }
 
     /// The bucket map now. Buckets no city was given (the legacy ones among them) are on the
@@ -203,12 +233,6 @@ impl Catalog {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// The database of shard `shard`.
-    pub fn shard_db(&mut self, shard: ShardId) -> Result<String, CatalogError> {
-        let row = self.client.query_opt("SELECT db FROM catalog_shards WHERE shard = $1", &[&i32::from(shard)])?;
-        row.map(|row| row.get(0)).ok_or_else(|| CatalogError::Refused(format!("no shard {shard} in the catalog")))
     }
 
     /// Places `city` on `shard`: gives it the next free group of buckets and points them at the

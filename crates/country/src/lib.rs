@@ -25,7 +25,7 @@ use citypay_routing::{BucketMap, ShardId};
 use citypay_checkout::{Checkout, CheckoutError, Trade};
 use citypay_wallet::{Direction, Recipient, TransferLine, TransferStatus, Wallet, WalletError};
 
-pub use catalog::{Catalog, CatalogError};
+pub use catalog::{Catalog, CatalogError, Patroni, ShardDatabase};
 
 /// One shard as this server reaches it.
 struct Side {

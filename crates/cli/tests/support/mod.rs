@@ -23,6 +23,8 @@ impl Drop for Running {
         }
     }
 }
+pub(crate) mod country;
+
 pub(crate) const OPERATOR_PASSWORD: &str = "operator secret";
 
 /// A running `citypay serve`, killed when dropped.
@@ -494,4 +496,80 @@ pub(crate) async fn start_https(target: &Target, log: &Path, cert: &Path, key: &
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Server { child, base: api.base.clone() }
+}
+
+const CITY_CLUSTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/city-cluster.sh");
+
+/// Whether `program` is on the path.
+pub(crate) fn installed(program: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {program}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// `scripts/city-cluster.sh ARGS`, which must succeed; answers its standard output.
+pub(crate) fn city_cluster(args: &[&str]) -> String {
+    let output = Command::new("bash").arg(CITY_CLUSTER).args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(output.status.success(), "city-cluster {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A Patroni cluster of three PostgreSQL nodes and etcd (`scripts/city-cluster.sh`), stopped
+/// (with the servers recorded in its pids) however the test ends.
+pub(crate) struct PatroniCluster {
+    pub(crate) dir: PathBuf,
+    pub(crate) env: std::collections::HashMap<String, String>,
+}
+
+impl Drop for PatroniCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(CITY_CLUSTER).arg("stop").arg(&self.dir).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+impl PatroniCluster {
+    /// Starts one in `dir` (`options`: `--fast`, `--netns`), waiting until it is healthy.
+    pub(crate) fn start(dir: &Path, options: &[&str]) -> PatroniCluster {
+        let mut args = vec!["start", dir.to_str().unwrap()];
+        args.extend_from_slice(options);
+        city_cluster(&args);
+        // The environment file's `export` lines, as a map.
+        let text = std::fs::read_to_string(dir.join("cluster.env")).unwrap();
+        let env = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches(|c| c == '\'' || c == '"').to_owned()))
+            .collect();
+        PatroniCluster { dir: dir.to_owned(), env }
+    }
+
+    /// The URL of the database on the node named `name`.
+    pub(crate) fn url_of(&self, name: &str) -> String {
+        let names: Vec<&str> = self.env["CITYPAY_PATRONI_NAMES"].split(',').collect();
+        let nodes: Vec<&str> = self.env["CITYPAY_PG_NODES"].split(',').collect();
+        let node = nodes[names.iter().position(|n| *n == name).unwrap()];
+        self.env["CITYPAY_PG_URL_TEMPLATE"].replace("{node}", node)
+    }
+
+    /// The database URL that stands for whichever node leads (its host is replaced).
+    pub(crate) fn template(&self) -> String {
+        self.env["CITYPAY_PG_URL_TEMPLATE"].replace("{node}", "leader")
+    }
+
+    /// The leader's name.
+    pub(crate) fn leader(&self) -> String {
+        city_cluster(&["leader", self.dir.to_str().unwrap()]).split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// `citypay ARGS` on the current primary.
+    pub(crate) fn citypay(&self, keys: &Path, args: &[&str]) -> std::process::Output {
+        let url = self.url_of(&self.leader());
+        Command::new(BIN)
+            .args(args)
+            .args(["--db", &url, "--keys"])
+            .arg(keys)
+            .env("CITYPAY_OPERATOR_PASSWORD", OPERATOR_PASSWORD)
+            .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
+            .output()
+            .unwrap()
+    }
 }
