@@ -176,10 +176,10 @@ const UNRESOLVED_AFTER_MS: u64 = citypay_crossshard::RESOLVE_AFTER_MS + 55_000;
 
 /// What one shard holds of the country's money.
 #[derive(Debug, serde::Serialize)]
-struct ShardBooks {
+pub(crate) struct ShardBooks {
     shard: u16,
-    accounts: usize,
-    journal_rows: usize,
+    pub(crate) accounts: usize,
+    pub(crate) journal_rows: usize,
     currency_sums: std::collections::BTreeMap<String, i128>,
     custody: crate::audit_cmd::Custody,
     /// Net of its clearing account for each other shard.
@@ -243,7 +243,7 @@ fn shard_books(shard: u16, db: &str) -> anyhow::Result<(ShardBooks, Box<dyn city
 }
 
 /// One reading of the whole country: each shard's books, and what is wrong across them.
-fn read_country(shards: &[(u16, String)]) -> anyhow::Result<(Vec<ShardBooks>, Vec<String>)> {
+pub(crate) fn read_country(shards: &[(u16, String)]) -> anyhow::Result<(Vec<ShardBooks>, Vec<String>)> {
     let mut books = Vec::new();
     let mut readers = std::collections::BTreeMap::new();
     for (shard, db) in shards {

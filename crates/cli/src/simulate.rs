@@ -29,9 +29,15 @@ pub(crate) struct SimulateArgs {
     /// The seed: the same seed builds the same city and the same books.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Database (must hold no data). Default: a fresh embedded database in the report directory.
-    #[arg(long, conflicts_with = "server")]
-    db: Option<DbUrl>,
+    /// Database (must hold no data); with --shards, one per shard, comma-separated. Default: a
+    /// fresh embedded database in the report directory (`city.db`, or `shardN.db` each).
+    #[arg(long, conflicts_with = "server", value_delimiter = ',')]
+    db: Vec<DbUrl>,
+    /// Run the cities on this many shards, a database and writer each, in this process (a
+    /// country: the cities placed on the shards in turn; travellers' payments and money sent
+    /// to family between cities of two shards cross them through the clearing).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=4), conflicts_with_all = ["server", "continue_run"])]
+    shards: u16,
     /// Drive a running `citypay serve` over its HTTP API instead (its live dashboard shows the
     /// city), as the platform operator `--operator` whose password is in
     /// CITYPAY_OPERATOR_PASSWORD. Days are lived now, back to back; journeys, contributions and
@@ -56,7 +62,7 @@ pub(crate) struct SimulateArgs {
 impl SimulateArgs {
     /// The demo's run: the four preset cities for one day.
     pub(crate) fn demo(report: PathBuf) -> SimulateArgs {
-        SimulateArgs { cities: Vec::new(), residents: 50_000, days: 1, seed: 42, db: None, server: None, operator: "root".into(), continue_run: false, report, json: false }
+        SimulateArgs { cities: Vec::new(), residents: 50_000, days: 1, seed: 42, db: Vec::new(), shards: 1, server: None, operator: "root".into(), continue_run: false, report, json: false }
     }
 }
 
@@ -100,8 +106,11 @@ struct Summary {
     set_up: Tally,
     simulated: Tally,
     audits: Vec<DayAudit>,
-    /// SHA-256 over every account's balances, in id order: equal runs have equal books.
+    /// SHA-256 over every account's balances, in id order (shard by shard): equal runs have
+    /// equal books.
     books_digest: String,
+    /// The shards the cities ran on (1: one database).
+    shards: u16,
     report: String,
     timing: Timing,
 }
@@ -195,79 +204,98 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
         return run_on_server(args, server, cities);
     }
     std::fs::create_dir_all(&args.report).with_context(|| format!("creating {}", args.report.display()))?;
-    let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(args.report.join("city.db")));
+    let shards = usize::from(args.shards);
+    anyhow::ensure!(args.db.is_empty() || args.db.len() == shards, "--db names {} databases for {shards} shard(s)", args.db.len());
+    let dbs: Vec<DbUrl> = (0..shards)
+        .map(|i| args.db.get(i).cloned().unwrap_or_else(|| DbUrl::Sqlite(args.report.join(if shards == 1 { "city.db".to_owned() } else { format!("shard{}.db", i + 1) }))))
+        .collect();
     // The keys live with the report: beside an embedded database, else in the report directory.
-    let key_file = match &db {
-        DbUrl::Sqlite(_) => crate::city::default_keys_path(&db),
-        DbUrl::Postgres(_) => args.report.join("citypay.keys"),
-    };
-    let keys = crate::city::load_keys(&key_file)?;
+    // The shards of a country share one key set; each has its own file for its journal's seal
+    // head.
+    let key_files: Vec<PathBuf> = dbs
+        .iter()
+        .enumerate()
+        .map(|(i, db)| match db {
+            DbUrl::Sqlite(_) => crate::city::default_keys_path(db),
+            DbUrl::Postgres(_) if i == 0 => args.report.join("citypay.keys"),
+            DbUrl::Postgres(_) => args.report.join(format!("shard{}.keys", i + 1)),
+        })
+        .collect();
+    crate::city::load_keys(&key_files[0])?;
     // The ride and receipt keys come from the seed, so runs replay exactly; the journal's seal
     // key and head live beside the database, as `citypay audit` expects.
-    let stored = crate::city::load_ride_keys(&key_file)?;
+    let mut stored = vec![crate::city::load_ride_keys(&key_files[0])?];
+    for file in &key_files[1..] {
+        if !file.exists() {
+            std::fs::copy(&key_files[0], file).with_context(|| format!("writing {}", file.display()))?;
+        }
+        stored.push(crate::city::load_ride_keys(file)?);
+    }
     let first_day = through + 1;
     let clock = ManualClock::new(citypay_ledger::Timestamp::from_unix_seconds(Simulation::day_start(first_day) - 7_200));
-    let mut seed = [0u8; 32];
-    seed.copy_from_slice(&sha2::Sha256::digest(format!("citypay simulate {}", args.seed).as_bytes()));
+    // Each shard draws its ids from a seed of its own (the first as one database does).
+    let shard_seed = |shard: usize| {
+        let text = if shard == 0 { format!("citypay simulate {}", args.seed) } else { format!("citypay simulate {} shard {}", args.seed, shard + 1) };
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&sha2::Sha256::digest(text.as_bytes()));
+        seed
+    };
     let bars = Bars { bar: Mutex::new(None), visible: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(async {
-        let city = crate::city::open_with(
-            &db,
-            keys,
-            crate::city::SigningKeys {
-                keys: vec![ride_key(args.seed)?],
-                revoked: Vec::new(),
-                receipt: seed_key("receipt", args.seed),
-                journal: stored.journal,
-                head: stored.head,
-                gateway: std::sync::Arc::default(),
-            },
-            PasswordPolicy::FAST_INSECURE,
-            Arc::new(clock.clone()),
-            Arc::new(ActionClock::new(clock.clone())),
-            Some(seed),
-        ).await?;
-        let directory = city.state.directory.clone();
-        let already = directory.read("SELECT COUNT(*) FROM residents", Vec::new()).await?;
-        let fresh = already.first().and_then(|r| r.first()) == Some(&Value::Int(0));
-        if !fresh && through == 0 {
-            bail!("{} already holds residents; simulate needs a fresh database (pass another --db or --report, or --continue)", db.redacted());
+        let mut opened = Vec::new();
+        for (shard, (db, stored)) in dbs.iter().zip(stored).enumerate() {
+            let keys = crate::city::load_keys(&key_files[shard])?;
+            let city = crate::city::open_with(
+                db,
+                keys,
+                crate::city::SigningKeys {
+                    keys: vec![ride_key(args.seed)?],
+                    revoked: Vec::new(),
+                    receipt: seed_key("receipt", args.seed),
+                    journal: stored.journal,
+                    head: stored.head,
+                    gateway: std::sync::Arc::default(),
+                },
+                PasswordPolicy::FAST_INSECURE,
+                Arc::new(clock.clone()),
+                Arc::new(ActionClock::new(clock.clone())),
+                Some(shard_seed(shard)),
+            )
+            .await?;
+            check_fresh(&city.state.directory, db, through, first_day).await?;
+            opened.push(city);
         }
-        if fresh && through > 0 {
-            bail!("{} holds no simulated city to continue", db.redacted());
-        }
-        if through > 0 {
-            // A continued run that stopped part-way left the next day's payments and rides
-            // behind: living that day again would ride and pay twice.
-            let latest = directory
-                .read("SELECT COALESCE((SELECT MAX(created_at) FROM trades), 0), COALESCE((SELECT MAX(at) FROM taps), 0)", Vec::new())
-                .await?;
-            let row = latest.first().context("no answer")?;
-            let lived = citypay_directory::int_at(row, 0)?.max(citypay_directory::int_at(row, 1)?);
-            if u64::try_from(lived).unwrap_or(0) >= Simulation::day_start(first_day) {
-                bail!("{} already holds day {first_day} (a continued run that did not finish?); its report's summary.json is older than the database", db.redacted());
-            }
-        }
-        let services = Services {
-            wallet: city.state.wallet.clone(),
-            bank: city.state.sandbox_bank.clone().context("the simulator needs the sandbox bank")?,
-            checkout: city.state.checkout.clone(),
-            transit: city.state.transit.clone(),
-            bills: city.state.bills.clone(),
-            settlement: city.state.settlement.clone(),
-            directory: directory.clone(),
-            clock: clock.clone(),
-        };
+        let city_shard: Vec<usize> = (0..cities.len()).map(|i| i % shards).collect();
+        let countries = if shards > 1 { place_cities(&opened, &cities, &city_shard).await? } else { vec![None] };
+        let services = opened
+            .iter()
+            .zip(countries)
+            .map(|(city, country)| {
+                Ok(Services {
+                    wallet: city.state.wallet.clone(),
+                    bank: city.state.sandbox_bank.clone().context("the simulator needs the sandbox bank")?,
+                    checkout: city.state.checkout.clone(),
+                    transit: city.state.transit.clone(),
+                    bills: city.state.bills.clone(),
+                    settlement: city.state.settlement.clone(),
+                    directory: city.state.directory.clone(),
+                    clock: clock.clone(),
+                    country,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let directories: Vec<citypay_directory::Directory> = opened.iter().map(|c| c.state.directory.clone()).collect();
         let config = SimConfig { cities: cities.clone(), residents: args.residents, days: args.days, seed: args.seed, continues_after: through };
-        let mut simulation = Simulation::new(services, config);
+        let mut simulation = Simulation::on_shards(services, city_shard, config);
         if !args.json {
             eprintln!(
-                "simulating {} for {} day(s) with {} residents, seed {}",
+                "simulating {} for {} day(s) with {} residents, seed {}{}",
                 cities.iter().map(|c| c.name).collect::<Vec<_>>().join(", "),
                 args.days,
                 args.residents,
-                args.seed
+                args.seed,
+                if shards > 1 { format!(", on {shards} shards") } else { String::new() }
             );
         }
         let started = Instant::now();
@@ -291,9 +319,7 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
         };
         // The report shows the earlier run's days too, read back from the database.
         for day in 1..first_day {
-            let from = Simulation::day_start(day);
-            let stats = citypay_dashboard::collect(&directory, from, from + 86_400, None).await?;
-            report.days.push(ReportDay { date: Simulation::date(day), cities: stats });
+            report.days.push(ReportDay { date: Simulation::date(day), cities: day_stats(&directories, day).await? });
         }
         for day in first_day..first_day + args.days {
             let started = Instant::now();
@@ -301,14 +327,13 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
             seconds += started.elapsed().as_secs_f64();
             simulated.merge(&tally);
             let started = Instant::now();
-            audits.push(audit_day(&db, day).await?);
+            audits.push(audit_day(&dbs, day).await?);
             audit_seconds += started.elapsed().as_secs_f64();
-            let from = Simulation::day_start(day);
-            let stats = citypay_dashboard::collect(&directory, from, from + 86_400, None).await?;
-            report.days.push(ReportDay { date: Simulation::date(day), cities: stats });
+            report.days.push(ReportDay { date: Simulation::date(day), cities: day_stats(&directories, day).await? });
         }
-        let books_digest = books_digest(&directory).await?;
+        let books_digest = books_digest(&directories).await?;
         let transactions = simulated.transactions();
+        let writer = |count: fn(&citypay_shard::ShardStats) -> u64| opened.iter().map(|c| count(c.shard.stats())).sum::<u64>();
         let summary = Summary {
             seed: args.seed,
             days: args.days,
@@ -324,19 +349,20 @@ fn simulate(args: &SimulateArgs, through: u32) -> anyhow::Result<()> {
             simulated,
             audits,
             books_digest,
+            shards: args.shards,
             report: args.report.join("index.html").display().to_string(),
             timing: Timing {
                 setup_seconds,
                 seconds,
                 transactions_per_second: if seconds > 0.0 { transactions as f64 / seconds } else { 0.0 },
                 audit_seconds,
-                writer_batches: city.shard.stats().batches.load(std::sync::atomic::Ordering::Relaxed),
-                writer_commands: city.shard.stats().commands.load(std::sync::atomic::Ordering::Relaxed),
+                writer_batches: writer(|stats| stats.batches.load(std::sync::atomic::Ordering::Relaxed)),
+                writer_commands: writer(|stats| stats.commands.load(std::sync::atomic::Ordering::Relaxed)),
                 phases: simulation.phase_seconds().clone(),
             },
         };
         write_report(&args.report, &report, &summary)?;
-        drop(city);
+        drop(opened);
         anyhow::Ok(summary)
     })?;
     if args.json {
@@ -425,32 +451,102 @@ pub(crate) fn demo(report: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn audit_day(db: &DbUrl, day: u32) -> anyhow::Result<DayAudit> {
-    let db = db.clone();
-    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<citypay_store::AuditReport> {
-        let mut source = crate::open::reader(&db)?;
-        Ok(citypay_store::audit(source.as_mut())?)
-    })
-    .await??;
-    Ok(DayAudit {
-        day,
-        date: Simulation::date(day),
-        clean: report.is_clean(),
-        accounts: report.accounts,
-        journal_rows: report.journal_rows,
-        violations: report.violations.iter().map(ToString::to_string).collect(),
-    })
+/// Refuses a database that holds residents for a fresh run, or none to continue, or the next
+/// day already (a continued run that stopped part-way left its payments and rides behind:
+/// living that day again would ride and pay twice).
+async fn check_fresh(directory: &citypay_directory::Directory, db: &DbUrl, through: u32, first_day: u32) -> anyhow::Result<()> {
+    let already = directory.read("SELECT COUNT(*) FROM residents", Vec::new()).await?;
+    let fresh = already.first().and_then(|r| r.first()) == Some(&Value::Int(0));
+    if !fresh && through == 0 {
+        bail!("{} already holds residents; simulate needs a fresh database (pass another --db or --report, or --continue)", db.redacted());
+    }
+    if fresh && through > 0 {
+        bail!("{} holds no simulated city to continue", db.redacted());
+    }
+    if through > 0 {
+        let latest = directory
+            .read("SELECT COALESCE((SELECT MAX(created_at) FROM trades), 0), COALESCE((SELECT MAX(at) FROM taps), 0)", Vec::new())
+            .await?;
+        let row = latest.first().context("no answer")?;
+        let lived = citypay_directory::int_at(row, 0)?.max(citypay_directory::int_at(row, 1)?);
+        if u64::try_from(lived).unwrap_or(0) >= Simulation::day_start(first_day) {
+            bail!("{} already holds day {first_day} (a continued run that did not finish?); its report's summary.json is older than the database", db.redacted());
+        }
+    }
+    Ok(())
 }
 
-async fn books_digest(directory: &citypay_directory::Directory) -> anyhow::Result<String> {
-    let rows = directory
-        .read("SELECT id, debits_posted, debits_pending, credits_posted, credits_pending FROM accounts ORDER BY id", Vec::new())
-        .await?;
+/// A country of the opened shards: city number `i` gets the `i`-th group of buckets on shard
+/// `city_shard[i]` (onboarded there), each writer holds its shard's buckets, and each shard's
+/// country view reaches the others in this process; answers each shard's view.
+async fn place_cities(opened: &[crate::city::City], cities: &[&'static citypay_sim::CityPreset], city_shard: &[usize]) -> anyhow::Result<Vec<Option<citypay_country::Country>>> {
+    let number = |shard: usize| u16::try_from(shard + 1).unwrap_or(u16::MAX);
+    let mut map = citypay_routing::BucketMap::single(1);
+    for (i, (preset, shard)) in cities.iter().zip(city_shard).enumerate() {
+        let group = citypay_routing::city_group(u16::try_from(i)?).context("a city's group of buckets")?;
+        opened[*shard].state.directory.onboard_city_in(preset.code, preset.name, Some(group.clone())).await?;
+        map = map.moved(group.map(citypay_routing::Bucket), number(*shard));
+    }
+    let directories: Vec<(u16, citypay_directory::Directory)> = opened.iter().enumerate().map(|(i, c)| (number(i), c.state.directory.clone())).collect();
+    let mut countries = Vec::new();
+    for (i, city) in opened.iter().enumerate() {
+        city.shard.handle().hold_buckets(Some(map.owned_by(number(i))));
+        let others = directories.iter().filter(|(s, _)| *s != number(i)).cloned().collect();
+        // No catalog: the cities were placed here, and nothing moves.
+        let country = citypay_country::Country::new(number(i), String::new(), map.clone(), city.state.directory.clone(), others);
+        country.open_clearing_accounts().await?;
+        city.state.checkout.refund_elsewhere_through(Arc::new(country.clone()));
+        countries.push(Some(country));
+    }
+    Ok(countries)
+}
+
+/// The dashboard's numbers of day `day`, read from every shard (each city lives on one).
+async fn day_stats(directories: &[citypay_directory::Directory], day: u32) -> anyhow::Result<Vec<citypay_dashboard::CityStats>> {
+    let from = Simulation::day_start(day);
+    let mut cities = Vec::new();
+    for directory in directories {
+        cities.extend(citypay_dashboard::collect(directory, from, from + 86_400, None).await?);
+    }
+    cities.sort_by_key(|city| city.city_code);
+    Ok(cities)
+}
+
+/// The audit after day `day`: of the one database, or of the country (each shard's books and
+/// custody, every currency summing to zero across the shards, the clearing accounts mirroring
+/// each other, nothing left undecided).
+async fn audit_day(dbs: &[DbUrl], day: u32) -> anyhow::Result<DayAudit> {
+    let dbs = dbs.to_vec();
+    let (accounts, journal_rows, violations) = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize, Vec<String>)> {
+        if let [db] = dbs.as_slice() {
+            let mut source = crate::open::reader(db)?;
+            let report = citypay_store::audit(source.as_mut())?;
+            return Ok((report.accounts, report.journal_rows, report.violations.iter().map(ToString::to_string).collect()));
+        }
+        let url = |db: &DbUrl| match db {
+            DbUrl::Postgres(url) => url.clone(),
+            DbUrl::Sqlite(path) => format!("sqlite:{}", path.display()),
+        };
+        let shards: Vec<(u16, String)> = dbs.iter().enumerate().map(|(i, db)| (u16::try_from(i + 1).unwrap_or(u16::MAX), url(db))).collect();
+        let (books, violations) = crate::country_cmd::read_country(&shards)?;
+        Ok((books.iter().map(|b| b.accounts).sum(), books.iter().map(|b| b.journal_rows).sum(), violations))
+    })
+    .await??;
+    Ok(DayAudit { day, date: Simulation::date(day), clean: violations.is_empty(), accounts, journal_rows, violations })
+}
+
+/// SHA-256 over every account's balances, shard by shard, in id order.
+async fn books_digest(directories: &[citypay_directory::Directory]) -> anyhow::Result<String> {
     let mut hash = sha2::Sha256::new();
-    for row in rows {
-        for value in row {
-            if let Value::Int(v) = value {
-                hash.update(v.to_le_bytes());
+    for directory in directories {
+        let rows = directory
+            .read("SELECT id, debits_posted, debits_pending, credits_posted, credits_pending FROM accounts ORDER BY id", Vec::new())
+            .await?;
+        for row in rows {
+            for value in row {
+                if let Value::Int(v) = value {
+                    hash.update(v.to_le_bytes());
+                }
             }
         }
     }
@@ -483,6 +579,17 @@ fn print_summary(summary: &Summary) -> anyhow::Result<()> {
             "  {:<9} {:>7} residents ({:>7} real-name): {:>8} phone payments ({:>14} yuan), {:>7} cash ({:>12} yuan)",
             city.name, thousands(city.simulated_residents), thousands(registered), thousands(mobile.count), yuan(mobile.amount), thousands(cash.count), yuan(cash.amount)
         )?;
+    }
+    let total = |counters: &std::collections::BTreeMap<String, citypay_dashboard::Counter>| {
+        counters.values().fold(citypay_dashboard::Counter::default(), |mut all, c| {
+            all.merge(*c);
+            all
+        })
+    };
+    let (away, family, across) = (total(&summary.simulated.paid_away), total(&summary.simulated.sent_to_family), total(&summary.simulated.across_shards));
+    say!("  travellers paid {} times in another city ({} yuan); {} sums sent to family elsewhere ({} yuan)", thousands(away.count), yuan(away.amount), thousands(family.count), yuan(family.amount))?;
+    if summary.shards > 1 {
+        say!("  on {} shards: {} payments and transfers crossed shards ({} yuan)", summary.shards, thousands(across.count), yuan(across.amount))?;
     }
     for audit in &summary.audits {
         say!("audit after {}: {} ({} accounts, {} journal rows)", audit.date, if audit.clean { "clean" } else { "VIOLATIONS" }, audit.accounts, audit.journal_rows)?;

@@ -126,6 +126,43 @@ fn the_report_shows_what_the_simulation_did() {
     assert!(!output.status.success());
 }
 
+/// The four cities on two shards (placed on them in turn): travellers paying at shops of
+/// other cities and money sent to family elsewhere cross the shards. The same seed gives the
+/// same books; the country's audit (each shard, the sums across shards, the clearing accounts)
+/// is clean after every day; everything that happened is what happens on one database, and
+/// some of it crossed shards; the dashboard counts a traveller's payment in the shop's city.
+#[test]
+fn the_cities_on_two_shards_do_what_they_do_on_one_database() {
+    let scratch = tempfile::tempdir().unwrap();
+    let args = ["--residents", "900", "--days", "2", "--seed", "7"];
+    let (code, one, stderr) = simulate(&scratch.path().join("one"), &args);
+    assert_eq!(code, 0, "{stderr}");
+    let on_two: Vec<&str> = args.iter().copied().chain(["--shards", "2"]).collect();
+    let (code, first, stderr) = simulate(&scratch.path().join("a"), &on_two);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, second, stderr) = simulate(&scratch.path().join("b"), &on_two);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(outcome(&first), outcome(&second), "the same seed, the same books on two shards");
+    assert_eq!(first["shards"], 2);
+    assert!(scratch.path().join("a").join("shard2.db").exists());
+    let audits = first["audits"].as_array().unwrap();
+    assert!(audits.len() == 2 && audits.iter().all(|a| a["clean"] == true), "{audits:?}");
+    let count = |summary: &Value, what: &str| -> u64 { summary["simulated"][what].as_object().unwrap().values().map(|c| c["count"].as_u64().unwrap()).sum() };
+    assert!(count(&first, "across_shards") > 0, "some payments and transfers crossed shards: {}", first["simulated"]);
+    assert!(count(&first, "paid_away") > 0 && count(&first, "sent_to_family") > 0, "{}", first["simulated"]);
+    assert_eq!(count(&one, "across_shards"), 0, "nothing crosses on one database");
+    for part in ["set_up", "simulated"] {
+        let (mut a, mut b) = (one[part].clone(), first[part].clone());
+        a.as_object_mut().unwrap().remove("across_shards");
+        b.as_object_mut().unwrap().remove("across_shards");
+        assert_eq!(a, b, "{part}: what happened on two shards happens on one database");
+    }
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(scratch.path().join("a").join("report.json")).unwrap()).unwrap();
+    for day in report["days"].as_array().unwrap() {
+        assert_eq!(day["cities"].as_array().unwrap().len(), 4, "every shard's cities are in the report");
+    }
+}
+
 /// The same seed on PostgreSQL gives the same summary and the same books as on SQLite.
 /// Skipped without `CITYPAY_TEST_PG`, except under CI.
 #[test]

@@ -51,7 +51,16 @@ pub(crate) enum Action {
     Contribute { for_relative: bool },
     /// A parent pays the child's tuition bill: one item, or all that is left.
     PayTuition { item: Option<usize> },
+    /// A traveller buys at a shop or restaurant of city number `city` (another than theirs).
+    Travel { city: usize, kind: BusinessKind, business: usize, amount: i64, tender: Tender, number: u32 },
+    /// Money sent to a relative in city number `city`, found by their mobile number.
+    SendMoney { city: usize, mobile: String, amount: i64, number: u32 },
 }
+
+/// Per thousand registered people a day: how many pay at a shop of another city.
+const TRAVEL_PER_MILLE: u32 = 30;
+/// Per thousand registered people a day: how many send money to a relative in another city.
+const FAMILY_PER_MILLE: u32 = 40;
 
 /// What a day's plan draws from besides the people: the run's seed and, per city, how many
 /// businesses of each kind and which transit lines there are.
@@ -118,6 +127,12 @@ fn binomial(rng: &mut fastrand::Rng, n: u32, per_mille: u32) -> u32 {
 /// people are visited in.
 pub(crate) fn plan(shape: &Shape<'_>, people: &[Person], day: u32) -> Vec<(usize, Vec<Planned>)> {
     let mut everyone = Vec::new();
+    // Each city's people, by index (they are drawn city by city).
+    let mut of_city = vec![0..0; shape.cities.len()];
+    for (index, person) in people.iter().enumerate() {
+        let range = &mut of_city[person.city];
+        *range = if range.end == range.start { index..index + 1 } else { range.start..index + 1 };
+    }
     for (index, person) in people.iter().enumerate() {
         let mut planned = Vec::new();
         let preset = shape.cities[person.city];
@@ -229,6 +244,44 @@ pub(crate) fn plan(shape: &Shape<'_>, people: &[Person], day: u32) -> Vec<(usize
                 actions.push((minute, Action::Journey { legs, by_phone, number }));
             }
         }
+        // Travellers and family elsewhere, drawn apart from the rest of the day (adding them
+        // changed no one's other actions): a few pay at a shop or restaurant of another city,
+        // a few send money to a relative there (one whose wallet takes any amount: class I).
+        if shape.cities.len() > 1 && registered_from == Some(0) {
+            let mut away = rng_for(shape.seed, &[tag::AWAY, u64::from(day), u64::from(preset.code), person.index]);
+            let others = shape.cities.len() - 1;
+            let elsewhere = |rng: &mut fastrand::Rng| (person.city + 1 + rng.usize(..others)) % shape.cities.len();
+            if away.u32(0..1000) < TRAVEL_PER_MILLE {
+                let city = elsewhere(&mut away);
+                let (kind, hours) = if away.bool() { (BusinessKind::Shop, &SHOP_HOURS) } else { (BusinessKind::Restaurant, &MEAL_HOURS) };
+                if let Some(&count) = shape.businesses[city].get(&kind).filter(|n| **n > 0) {
+                    let business = away.usize(..count);
+                    let minute = minute_in(&mut away, hours);
+                    let amount = away.i64(1_500..20_000);
+                    let tender = if away.u32(0..1000) < person.cash_per_mille {
+                        Tender::Cash
+                    } else if person.shows_code {
+                        Tender::Code
+                    } else {
+                        Tender::DynamicQr
+                    };
+                    number += 1;
+                    actions.push((minute, Action::Travel { city, kind, business, amount, tender, number }));
+                }
+            }
+            if away.u32(0..1000) < FAMILY_PER_MILLE {
+                let city = elsewhere(&mut away);
+                let range = of_city[city].clone();
+                if range.end > range.start {
+                    let relative = &people[range.start + away.usize(..range.len())];
+                    if relative.registration == Registration::Before && relative.class == citypay_identity::AccountClass::I {
+                        let minute = minute_in(&mut away, &SHOP_HOURS);
+                        number += 1;
+                        actions.push((minute, Action::SendMoney { city, mobile: relative.mobile(), amount: 100 * away.i64(50..500), number }));
+                    }
+                }
+            }
+        }
         // One action per slot, in the order drawn by time; what no longer fits the day is dropped.
         actions.sort_by_key(|(minute, _)| *minute);
         let mut next_free = 0u16;
@@ -269,7 +322,7 @@ fn checkout_outcome(what: &'static str, error: &CheckoutError) -> Result<Outcome
 /// Registers a person: a real-name wallet, a linked card, a phone for payment codes if they
 /// use them, and a first top-up.
 pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
-    let services = &context.services;
+    let services = context.at(person.city);
     let preset = context.cities[person.city];
     let mut outcomes = Vec::new();
     let resident = match services.directory.register_resident(&person.new_resident(preset, context.seed)).await {
@@ -286,7 +339,7 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
         }
     };
     let device = enrol_phone(context, person, &resident, &mut outcomes).await;
-    let mut account = Account { resident, card, device, balance: 0, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
+    let mut account = Account { resident, home: person.city, card, device, balance: 0, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
     let first = first_top_up(context.seed, preset, person.index);
     outcomes.push(top_up(context, &mut account, first, "first").await);
     if person.commutes {
@@ -298,7 +351,7 @@ pub(crate) async fn register(context: &Context, person: &Person) -> (Option<Acco
 /// Links the person's cards, one per bank their class takes (the sandbox bank issues each to
 /// them first; linking a card again changes nothing); answers the first card's id.
 async fn link_cards(context: &Context, person: &Person, resident: &Resident) -> Result<u64, WalletError> {
-    let services = &context.services;
+    let services = context.at(person.city);
     let (name, id_number) = services.directory.resident_identity(resident.id).await?;
     let id_number = citypay_identity::ResidentId::parse(id_number.expose(), services.directory.today())
         .map_err(|e| WalletError::Directory(citypay_directory::DirectoryError::InvalidResidentId(e.to_string())))?;
@@ -317,7 +370,7 @@ async fn enrol_phone(context: &Context, person: &Person, resident: &Resident, ou
     if !person.shows_code {
         return None;
     }
-    match context.services.checkout.enroll_device(resident).await {
+    match context.at(person.city).checkout.enroll_device(resident).await {
         Ok((slot, secret)) => Some((slot, Arc::from(secret.expose().as_slice()))),
         Err(e) => {
             outcomes.push(checkout_outcome("enrol device", &e));
@@ -330,7 +383,7 @@ async fn enrol_phone(context: &Context, person: &Person, resident: &Resident, ou
 /// linked, a phone enrolled anew for payment codes (the old phone's secret was not kept), the
 /// balance from the ledger, and a ride credential for commuters.
 pub(crate) async fn adopt(context: &Context, person: &Person) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
-    let services = &context.services;
+    let services = context.at(person.city);
     let preset = context.cities[person.city];
     let id_number = crate::world::resident_id_number(preset.code, person.index);
     let resident = match services.directory.resident_by_id_number(&id_number).await {
@@ -349,7 +402,7 @@ pub(crate) async fn adopt(context: &Context, person: &Person) -> (Option<Account
         Err(e) => return (None, vec![wallet_outcome("read the wallet", &e)]),
     };
     let device = enrol_phone(context, person, &resident, &mut outcomes).await;
-    let mut account = Account { resident, card, device, balance, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
+    let mut account = Account { resident, home: person.city, card, device, balance, rider: None, rider_seed: None, ride_until: 0, account_ref: 0 };
     if person.commutes {
         outcomes.push(crate::transit::enrol(context, &mut account, preset, person.index).await);
     }
@@ -358,7 +411,7 @@ pub(crate) async fn adopt(context: &Context, person: &Person) -> (Option<Account
 
 pub(crate) async fn top_up(context: &Context, account: &mut Account, amount: i64, key: &str) -> Result<Outcome, SimError> {
     let key = format!("sim-top-up-{key}");
-    match context.services.wallet.top_up(&account.resident, account.card, amount, &key).await {
+    match context.at(account.home).wallet.top_up(&account.resident, account.card, amount, &key).await {
         Ok(movement) => {
             account.balance += movement.amount;
             Ok(Outcome::TopUp { amount: movement.amount })
@@ -393,7 +446,7 @@ pub(crate) async fn act(
                     if let Some(topped) = top_up_for(context, account, amount, &format!("d{day}n{number}")).await {
                         outcomes.push(topped);
                     }
-                    let result = pay(context, account, merchant, &new, tender).await;
+                    let result = pay(context, person.city, account, merchant, &new, tender).await;
                     match result {
                         Ok(()) => {
                             account.balance -= amount;
@@ -410,7 +463,7 @@ pub(crate) async fn act(
             // Whoever cannot or will not pay by phone pays cash: the till always takes it.
             if !paid_by_phone {
                 let cash = NewTrade { out_trade_no: format!("{}x", new.out_trade_no), ..new };
-                match context.services.checkout.record_cash_sale(merchant.id, &cash).await {
+                match context.at(person.city).checkout.record_cash_sale(merchant.id, &cash).await {
                     Ok(_) => outcomes.push(Ok(Outcome::Payment { category, method: "cash", amount })),
                     Err(e) => outcomes.push(checkout_outcome("cash sale", &e)),
                 }
@@ -419,18 +472,20 @@ pub(crate) async fn act(
         }
         Action::Journey { legs, by_phone, number } => {
             let mut account = account;
-            let now = context.services.directory.clock().now().unix_seconds();
+            let now = context.at(person.city).directory.clock().now().unix_seconds();
             let prefix = format!("d{day}c{}p{}j{number}", person.city, person.index);
             let outcomes = crate::transit::journey(context, person.city, &mut account, by_phone, &legs, now, &prefix).await;
             (account, outcomes)
         }
         Action::Contribute { for_relative } => contribute(context, person, account, for_relative, day).await,
         Action::PayTuition { item } => pay_tuition(context, person, account, item, day).await,
+        Action::Travel { city, kind, business, amount, tender, number } => travel(context, person, account, (city, kind, business), amount, tender, (day, number)).await,
+        Action::SendMoney { city, mobile, amount, number } => send_to_family(context, person, account, city, &mobile, amount, (day, number)).await,
         Action::Refund { kind, business, amount, number } => {
             let mut account = account;
             let merchant = &context.businesses[person.city][&kind][business];
             let out_trade_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
-            let outcome = match context.services.checkout.refund(merchant.id, &out_trade_no, "r1", amount).await {
+            let outcome = match context.at(person.city).checkout.refund(merchant.id, &out_trade_no, "r1", amount).await {
                 Ok(_) => {
                     if let Some(account) = account.as_mut() {
                         account.balance += amount;
@@ -442,6 +497,91 @@ pub(crate) async fn act(
             (account, vec![outcome])
         }
     }
+}
+
+/// A traveller's purchase at a business of another city (`at`: city, kind, index): paid by
+/// phone (across shards when that city lives on another) or in cash at that city's till.
+async fn travel(
+    context: &Context,
+    person: &Person,
+    account: Option<Account>,
+    at: (usize, BusinessKind, usize),
+    amount: i64,
+    tender: Tender,
+    (day, number): (u32, u32),
+) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let (city, kind, business) = at;
+    let mut account = account;
+    let mut outcomes = Vec::new();
+    let merchant = &context.businesses[city][&kind][business];
+    let (category, shop_city) = (category_code(kind), context.cities[city].name);
+    let out_trade_no = format!("d{day}c{}p{}t{number}", person.city, person.index);
+    let new = NewTrade { out_trade_no, amount, subject: subject(kind).to_owned(), timeout_s: None, notify: None, cashier: None };
+    let paid_by_phone = match (tender, account.as_mut()) {
+        (Tender::Cash, _) | (_, None) => false,
+        (tender, Some(account)) => {
+            if let Some(topped) = top_up_for(context, account, amount, &format!("d{day}n{number}")).await {
+                outcomes.push(topped);
+            }
+            match pay(context, city, account, merchant, &new, tender).await {
+                Ok(()) => {
+                    account.balance -= amount;
+                    outcomes.push(Ok(Outcome::PaidAway { city: shop_city, category, method: method_code(tender), amount }));
+                    if context.apart(person.city, city) {
+                        outcomes.push(Ok(Outcome::AcrossShards { amount }));
+                    }
+                    true
+                }
+                Err(e) => {
+                    outcomes.push(checkout_outcome("pay away", &e));
+                    false
+                }
+            }
+        }
+    };
+    if !paid_by_phone {
+        let cash = NewTrade { out_trade_no: format!("{}x", new.out_trade_no), ..new };
+        match context.at(city).checkout.record_cash_sale(merchant.id, &cash).await {
+            Ok(_) => outcomes.push(Ok(Outcome::PaidAway { city: shop_city, category, method: "cash", amount })),
+            Err(e) => outcomes.push(checkout_outcome("cash sale", &e)),
+        }
+    }
+    (account, outcomes)
+}
+
+/// Money sent to a relative in city number `city` by their mobile number, as the app sends it
+/// (`POST /v1/transfers`): across shards when that city lives on another.
+async fn send_to_family(
+    context: &Context,
+    person: &Person,
+    account: Option<Account>,
+    city: usize,
+    mobile: &str,
+    amount: i64,
+    (day, number): (u32, u32),
+) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
+    let Some(mut account) = account else { return (None, Vec::new()) };
+    let mut outcomes = Vec::new();
+    if let Some(topped) = top_up_for(context, &mut account, amount, &format!("d{day}n{number}")).await {
+        outcomes.push(topped);
+    }
+    let services = context.at(person.city);
+    let key = format!("sim-family-d{day}n{number}");
+    let sent = match &services.country {
+        Some(country) => country.send(&services.wallet, &account.resident, mobile, amount, "家用", &key).await,
+        None => services.wallet.send(&account.resident, mobile, amount, "家用", &key).await,
+    };
+    match sent {
+        Ok(_) => {
+            account.balance -= amount;
+            outcomes.push(Ok(Outcome::SentToFamily { amount }));
+            if context.apart(person.city, city) {
+                outcomes.push(Ok(Outcome::AcrossShards { amount }));
+            }
+        }
+        Err(e) => outcomes.push(wallet_outcome("send to family", &e)),
+    }
+    (Some(account), outcomes)
 }
 
 /// A hospital visit: the hospital bills the patient by ID number (a registration fee and the
@@ -460,13 +600,13 @@ async fn hospital_visit(
 ) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
     let mut account = account;
     let mut outcomes = Vec::new();
-    let bills = &context.services.bills;
+    let bills = &context.at(person.city).bills;
     let hospital = &context.businesses[person.city][&BusinessKind::Hospital][business];
     let preset = context.cities[person.city];
     let by_phone = tender != Tender::Cash && account.is_some();
     let (registration, medicine, insured) = visit_parts(amount, by_phone);
     let out_bill_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
-    let now = context.services.directory.clock().now().unix_seconds();
+    let now = context.at(person.city).directory.clock().now().unix_seconds();
     let new = NewBill {
         out_bill_no: out_bill_no.clone(),
         payer: Payer { kind: PayerKind::IdNumber, identifier: crate::world::resident_id_number(preset.code, person.index) },
@@ -549,7 +689,7 @@ async fn contribute(context: &Context, person: &Person, account: Option<Account>
     if let Some(topped) = top_up_for(context, &mut account, crate::CONTRIBUTION_FEN, &format!("d{day}ss")).await {
         outcomes.push(topped);
     }
-    match context.services.bills.contribute(&account.resident, preset.code, &insured, crate::CONTRIBUTION_YEAR).await {
+    match context.at(person.city).bills.contribute(&account.resident, preset.code, &insured, crate::CONTRIBUTION_YEAR).await {
         Ok(payment) => {
             account.balance -= payment.amount;
             outcomes.push(Ok(Outcome::BillPaid { category: Category::SocialSecurity.code(), method: "bill", amount: payment.amount }));
@@ -570,7 +710,7 @@ async fn pay_tuition(context: &Context, person: &Person, account: Option<Account
         outcomes.push(topped);
     }
     let items = item.map(|i| [i]);
-    match context.services.bills.pay(&account.resident, bill, items.as_ref().map(|i| i.as_slice())).await {
+    match context.at(person.city).bills.pay(&account.resident, bill, items.as_ref().map(|i| i.as_slice())).await {
         Ok(payment) => {
             account.balance -= payment.amount;
             outcomes.push(Ok(Outcome::BillPaid { category: Category::School.code(), method: "bill", amount: payment.amount }));
@@ -587,29 +727,45 @@ fn bill_outcome(what: &'static str, error: &BillError) -> Result<Outcome, SimErr
     Ok(Outcome::Refused { what, code: error.code() })
 }
 
+/// Pays `merchant` of city number `city` from `account`'s wallet (of its own city, on its own
+/// shard): at the merchant's till by payment code, or by scanning a QR code on the phone. Across
+/// shards, through the country (`citypay-country`), as the API pays.
 async fn pay(
     context: &Context,
+    city: usize,
     account: &Account,
     merchant: &crate::Business,
     new: &NewTrade,
     tender: Tender,
 ) -> Result<(), CheckoutError> {
-    let checkout = &context.services.checkout;
+    let (home, till) = (context.at(account.home), context.at(city));
     let key = format!("sim-pay-{}", new.out_trade_no);
+    let scan = |payload: &str, typed: Option<i64>| {
+        let (payload, resident) = (payload.to_owned(), account.resident.clone());
+        async move {
+            match &home.country {
+                Some(country) => country.pay_qr(&home.checkout, &resident, &payload, typed, &key).await,
+                None => home.checkout.pay_qr(&resident, &payload, typed, &key).await,
+            }
+        }
+    };
     match tender {
         Tender::Code => {
             let Some((device, secret)) = &account.device else {
                 return Err(CheckoutError::InvalidCode("no enrolled phone".into()));
             };
-            let now = context.services.directory.clock().now().unix_seconds();
+            let now = till.directory.clock().now().unix_seconds();
             let code = PaymentCode::generate(*device, secret, now);
-            checkout.pay_with_code(merchant.id, new, &code).await.map(|_| ())
+            match &till.country {
+                Some(country) => country.pay_with_code(&till.checkout, merchant.id, new, &code).await.map(|_| ()),
+                None => till.checkout.pay_with_code(merchant.id, new, &code).await.map(|_| ()),
+            }
         }
         Tender::DynamicQr => {
-            let (_, payload) = checkout.create_trade(merchant.id, new).await?;
-            checkout.pay_qr(&account.resident, &payload, None, &key).await.map(|_| ())
+            let (_, payload) = till.checkout.create_trade(merchant.id, new).await?;
+            scan(&payload, None).await.map(|_| ())
         }
-        Tender::StaticQr => checkout.pay_qr(&account.resident, &merchant.static_qr, Some(new.amount), &key).await.map(|_| ()),
+        Tender::StaticQr => scan(&merchant.static_qr, Some(new.amount)).await.map(|_| ()),
         Tender::Cash => Ok(()),
     }
 }

@@ -58,8 +58,12 @@ pub struct Services {
     pub bills: citypay_bills::Bills,
     /// The merchants' payouts of each day.
     pub settlement: citypay_settlement::Settlement,
-    /// The writer's clock: the simulation sets it to the day being simulated.
+    /// The writer's clock: the simulation sets it to the day being simulated (every shard's
+    /// services share one).
     pub clock: ManualClock,
+    /// This shard's view of a country of shards (`None`: one database holds every city).
+    /// Payments and transfers whose other side lives on another shard go through it.
+    pub country: Option<citypay_country::Country>,
 }
 
 /// What to simulate.
@@ -142,6 +146,8 @@ struct Business {
 #[derive(Debug)]
 struct Account {
     resident: Resident,
+    /// The person's city (its index): their wallet lives on that city's shard.
+    home: usize,
     card: u64,
     device: Option<(u32, Arc<[u8]>)>,
     /// What the wallet should hold: only its owner's actions change it (and the fare run).
@@ -158,15 +164,35 @@ struct Account {
 /// What every action of a run can see.
 #[derive(Debug)]
 struct Context {
-    services: Services,
+    /// Each shard's services (one: every city in one database).
+    shards: Vec<Services>,
+    /// The shard of each city of the run, by its index.
+    city_shard: Vec<usize>,
     seed: u64,
     cities: Vec<&'static CityPreset>,
     businesses: Vec<HashMap<BusinessKind, Vec<Business>>>,
     transit: Vec<transit::CityTransit>,
-    /// The deny list the validators were last given.
-    denied: std::sync::Mutex<Vec<u64>>,
+    /// The deny list each city's validators were last given, by city.
+    denied: std::sync::Mutex<HashMap<usize, Vec<u64>>>,
     /// Each parent's child's tuition bill: (city, person) → bill.
     tuition: std::sync::Mutex<HashMap<(usize, u64), u64>>,
+}
+
+impl Context {
+    /// The services of the shard city number `city` lives on.
+    fn at(&self, city: usize) -> &Services {
+        &self.shards[self.city_shard.get(city).copied().unwrap_or(0)]
+    }
+
+    /// Whether two cities live on different shards.
+    fn apart(&self, a: usize, b: usize) -> bool {
+        self.city_shard.get(a) != self.city_shard.get(b)
+    }
+
+    /// The clock every shard's services read.
+    fn clock(&self) -> &ManualClock {
+        &self.shards[0].clock
+    }
 }
 
 /// A simulation in progress.
@@ -184,6 +210,14 @@ pub struct Simulation {
 impl Simulation {
     /// Draws the cities' people from the seed; nothing is written yet.
     pub fn new(services: Services, config: SimConfig) -> Simulation {
+        let cities = config.cities.len();
+        Simulation::on_shards(vec![services], vec![0; cities], config)
+    }
+
+    /// A simulation of a country of shards: `shards` holds each shard's services (sharing one
+    /// clock), `city_shard` the shard of each city of `config`, by index. Travellers' payments
+    /// and transfers to family between cities of two shards cross them.
+    pub fn on_shards(shards: Vec<Services>, city_shard: Vec<usize>, config: SimConfig) -> Simulation {
         let residents_per_city = split_residents(&config.cities, config.residents);
         let mut people = Vec::new();
         // People are drawn as the first run drew them (over its days).
@@ -193,12 +227,13 @@ impl Simulation {
         }
         let accounts = (0..people.len()).map(|_| None).collect();
         let context = Arc::new(Context {
-            services,
+            shards,
+            city_shard,
             seed: config.seed,
             cities: config.cities.clone(),
             businesses: Vec::new(),
             transit: Vec::new(),
-            denied: std::sync::Mutex::new(Vec::new()),
+            denied: std::sync::Mutex::new(HashMap::new()),
             tuition: std::sync::Mutex::new(HashMap::new()),
         });
         Simulation { context, config, people, accounts, residents_per_city, phase_seconds: std::collections::BTreeMap::new() }
@@ -231,11 +266,11 @@ impl Simulation {
     /// A continued run (see [`SimConfig::continues_after`]) finds what the first run created,
     /// and picks up every wallet it opened (cards as linked, phones enrolled anew).
     pub async fn set_up(&mut self, progress: &dyn Progress) -> Result<Tally, SimError> {
-        let services = &self.context.services;
         let first_day = self.config.continues_after + 1;
-        services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(first_day) - 3_600));
+        self.context.clock().set(citypay_ledger::Timestamp::from_unix_seconds(day_start(first_day) - 3_600));
         let mut businesses = Vec::new();
         for (city, (preset, residents)) in self.config.cities.iter().zip(&self.residents_per_city).enumerate() {
+            let services = self.context.at(city);
             match services.directory.onboard_city(preset.code, preset.name).await {
                 Ok(_) | Err(DirectoryError::CityExists(_)) => {}
                 Err(e) => return Err(service("onboarding a city", &e)),
@@ -259,14 +294,16 @@ impl Simulation {
         }
         // Each city's medical-insurance fund, funded by the bureau for the whole run: about
         // twenty yuan a resident a day (hospital bills' insured parts come out of it).
-        for (preset, residents) in self.config.cities.iter().zip(&self.residents_per_city) {
+        for (city, (preset, residents)) in self.config.cities.iter().zip(&self.residents_per_city).enumerate() {
+            let services = self.context.at(city);
             services.bills.open_insurance_fund(preset.code).await.map_err(|e| service("opening an insurance fund", &e))?;
             let amount = fund_deposit(*residents, self.config.days);
             // Each run's deposit covers its own days.
             let reference = if first_day == 1 { format!("sim-fund-{}", preset.code) } else { format!("sim-fund-{}-{first_day}", preset.code) };
             services.bills.deposit_to_fund(preset.code, amount, &reference).await.map_err(|e| service("funding an insurance fund", &e))?;
         }
-        for (preset, kinds) in self.config.cities.iter().zip(&businesses) {
+        for (city, (preset, kinds)) in self.config.cities.iter().zip(&businesses).enumerate() {
+            let services = self.context.at(city);
             let Some(bureau) = kinds.get(&BusinessKind::Bureau).and_then(|b| b.first()) else { continue };
             let window = citypay_bills::ContributionWindow {
                 city: preset.code,
@@ -320,7 +357,7 @@ impl Simulation {
             let payer = citypay_bills::Payer { kind: citypay_bills::PayerKind::StudentNumber, identifier: world::student_number(preset, person.index) };
             let due_at = day_start(1) + 30 * 86_400;
             tasks.spawn(async move {
-                let bills = &context.services.bills;
+                let bills = &context.at(key.0).bills;
                 let new = citypay_bills::NewBill {
                     out_bill_no: format!("T{CONTRIBUTION_YEAR}-{}-{}", preset.code, key.1),
                     payer: payer.clone(),
@@ -362,7 +399,7 @@ impl Simulation {
 
     /// Runs day `day` (1-based): everyone lives their planned day, concurrently.
     pub async fn run_day(&mut self, day: u32, progress: &dyn Progress) -> Result<Tally, SimError> {
-        self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day)));
+        self.context.clock().set(citypay_ledger::Timestamp::from_unix_seconds(day_start(day)));
         clock::at(day_start(day) + 5 * 3_600, transit::download_deny_list(&self.context)).await?;
         let started = std::time::Instant::now();
         let shape = day::Shape {
@@ -395,19 +432,33 @@ impl Simulation {
         let mut tally = tally;
         self.close_transit_day(day, &mut tally).await?;
         self.settle_day(day, &mut tally).await?;
+        self.drain_crossings().await?;
         Ok(tally)
+    }
+
+    /// Each shard's resolver finishes what crosses shards and is still undecided (nothing,
+    /// unless a shard failed to answer in time): the books of the day are final.
+    async fn drain_crossings(&self) -> Result<(), SimError> {
+        for services in &self.context.shards {
+            let Some(country) = &services.country else { continue };
+            while country.resolve_once(1_000).await.map_err(|e| service("resolving crossings", &e))? > 0 {}
+        }
+        Ok(())
     }
 
     /// After the fare run, every merchant's day is paid out to its bank account.
     async fn settle_day(&mut self, day: u32, tally: &mut Tally) -> Result<(), SimError> {
         let started = std::time::Instant::now();
         let at = day_start(day + 1) + 6 * 3_600 + 30 * 60;
-        self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(at));
+        self.context.clock().set(citypay_ledger::Timestamp::from_unix_seconds(at));
         let (y, m, d) = world::add_days(START_DATE, i64::from(day) - 1);
         let date = citypay_ledger::LocalDate::parse(&citypay_dashboard::dates::format_date((y, m, d))).ok_or_else(|| service("the settlement date", &"not a date"))?;
-        let settlement = &self.context.services.settlement;
-        clock::at(at, settlement.settle(date)).await.map_err(|e| service("the settlement run", &e))?;
-        let payouts = settlement.payouts(date).await.map_err(|e| service("reading payouts", &e))?;
+        let mut payouts = Vec::new();
+        for services in &self.context.shards {
+            let settlement = &services.settlement;
+            clock::at(at, settlement.settle(date)).await.map_err(|e| service("the settlement run", &e))?;
+            payouts.extend(settlement.payouts(date).await.map_err(|e| service("reading payouts", &e))?);
+        }
         let city_of: HashMap<u64, &str> = self
             .context
             .businesses
@@ -433,20 +484,26 @@ impl Simulation {
         self.timed("tap_upload", started);
         let started = std::time::Instant::now();
         let fare_time = day_start(day + 1) + 6 * 3_600 + 60;
-        self.context.services.clock.set(citypay_ledger::Timestamp::from_unix_seconds(fare_time));
+        self.context.clock().set(citypay_ledger::Timestamp::from_unix_seconds(fare_time));
         let service_day = i64::try_from((day_start(day) + 8 * 3_600) / 86_400).unwrap_or(0);
-        let run = clock::at(fare_time, self.context.services.transit.fare_day(service_day))
-            .await
-            .map_err(|e| service("the fare run", &e))?;
+        // Each shard fares its own riders (their account references are its own).
+        let mut days = Vec::new();
+        for (shard, services) in self.context.shards.iter().enumerate() {
+            let run = clock::at(fare_time, services.transit.fare_day(service_day)).await.map_err(|e| service("the fare run", &e))?;
+            days.extend(run.days.into_iter().map(|rider| (shard, rider)));
+        }
         self.timed("fare_run", started);
-        let riders: HashMap<u64, usize> = self
+        let riders: HashMap<(usize, u64), usize> = self
             .accounts
             .iter()
             .enumerate()
-            .filter_map(|(index, account)| account.as_ref().filter(|a| a.account_ref != 0).map(|a| (a.account_ref, index)))
+            .filter_map(|(index, account)| {
+                let shard = self.context.city_shard.get(self.people[index].city).copied().unwrap_or(0);
+                account.as_ref().filter(|a| a.account_ref != 0).map(|a| ((shard, a.account_ref), index))
+            })
             .collect();
-        for rider in &run.days {
-            let Some(&index) = riders.get(&rider.account_ref) else { continue };
+        for (shard, rider) in &days {
+            let Some(&index) = riders.get(&(*shard, rider.account_ref)) else { continue };
             let city = self.context.cities[self.people[index].city].name;
             tally.add(city, tally::Outcome::Fares { count: rider.trips, amount: rider.due });
             if rider.in_arrears {

@@ -362,6 +362,8 @@ async fn act(
         Action::Journey { .. } => Ok(Some("journey")),
         Action::Contribute { .. } => Ok(Some("contribution")),
         Action::PayTuition { .. } => Ok(Some("tuition")),
+        Action::Travel { .. } => Ok(Some("purchase in another city")),
+        Action::SendMoney { .. } => Ok(Some("money sent to family")),
     }
 }
 

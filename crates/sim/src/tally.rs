@@ -30,6 +30,14 @@ pub struct Tally {
     pub bills_paid: BTreeMap<String, Counter>,
     /// Merchants' payouts: city → counter.
     pub settled: BTreeMap<String, Counter>,
+    /// Payments of travellers at shops of another city, by their home city: city → counter.
+    /// (Their payments are in `payments` under the shop's city.)
+    pub paid_away: BTreeMap<String, Counter>,
+    /// Money sent to family in another city: sender's city → counter.
+    pub sent_to_family: BTreeMap<String, Counter>,
+    /// Payments and transfers whose two sides live on different shards, by the payer's city:
+    /// city → counter.
+    pub across_shards: BTreeMap<String, Counter>,
 }
 
 /// The outcome of one step of a simulated action.
@@ -49,6 +57,12 @@ pub(crate) enum Outcome {
     BillPaid { category: &'static str, method: &'static str, amount: i64 },
     /// A merchant's payout.
     Settled { amount: i64 },
+    /// A payment at a shop of city `city`, by a traveller.
+    PaidAway { city: &'static str, category: &'static str, method: &'static str, amount: i64 },
+    /// Money sent to family in another city.
+    SentToFamily { amount: i64 },
+    /// A payment or transfer that crossed shards.
+    AcrossShards { amount: i64 },
 }
 
 impl Tally {
@@ -83,6 +97,12 @@ impl Tally {
                 self.add(city, Outcome::Payment { category, method, amount });
             }
             Outcome::Settled { amount } => self.settled.entry(city.to_owned()).or_default().add(amount),
+            Outcome::PaidAway { city: shop_city, category, method, amount } => {
+                self.paid_away.entry(city.to_owned()).or_default().add(amount);
+                self.add(shop_city, Outcome::Payment { category, method, amount });
+            }
+            Outcome::SentToFamily { amount } => self.sent_to_family.entry(city.to_owned()).or_default().add(amount),
+            Outcome::AcrossShards { amount } => self.across_shards.entry(city.to_owned()).or_default().add(amount),
             Outcome::Refused { what, code } => {
                 *self.refused.entry(city.to_owned()).or_default().entry(format!("{what}: {code}")).or_default() += 1;
             }
@@ -126,8 +146,10 @@ impl Tally {
         for (city, counter) in &other.bills_paid {
             self.bills_paid.entry(city.clone()).or_default().merge(*counter);
         }
-        for (city, counter) in &other.settled {
-            self.settled.entry(city.clone()).or_default().merge(*counter);
+        for (field, theirs) in [(&mut self.settled, &other.settled), (&mut self.paid_away, &other.paid_away), (&mut self.sent_to_family, &other.sent_to_family), (&mut self.across_shards, &other.across_shards)] {
+            for (city, counter) in theirs {
+                field.entry(city.clone()).or_default().merge(*counter);
+            }
         }
         for (city, codes) in &other.refused {
             for (code, n) in codes {
@@ -140,6 +162,9 @@ impl Tally {
     /// refunds and top-ups.
     pub fn transactions(&self) -> u64 {
         let payments: u64 = self.payments.values().flat_map(|c| c.values()).flat_map(|m| m.values()).map(|c| c.count).sum();
-        payments + self.refunds.values().map(|c| c.count).sum::<u64>() + self.top_ups.values().map(|c| c.count).sum::<u64>()
+        payments
+            + self.refunds.values().map(|c| c.count).sum::<u64>()
+            + self.top_ups.values().map(|c| c.count).sum::<u64>()
+            + self.sent_to_family.values().map(|c| c.count).sum::<u64>()
     }
 }

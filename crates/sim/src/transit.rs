@@ -50,7 +50,7 @@ pub(crate) enum RideLeg {
 
 /// Onboards the city's transit operator and a validator at every stop of every line.
 pub(crate) async fn build(context: &Context, city: usize, preset: &CityPreset) -> Result<CityTransit, SimError> {
-    let services = &context.services;
+    let services = context.at(city);
     let transit = &services.transit;
     let new = crate::world::new_merchant(preset, city, crate::world::BusinessKind::Shop, 999_999);
     let operator = NewMerchant {
@@ -103,7 +103,7 @@ pub(crate) async fn enrol(context: &Context, account: &mut Account, city: &CityP
     let seed = seed_bytes(context.seed, &[crate::world::tag::RIDER_KEY, u64::from(city.code), index]);
     let key = RiderKey::from_seed(seed);
     account.rider_seed = Some(seed);
-    match context.services.transit.issue_credential(&account.resident, key.public_bytes()).await {
+    match context.at(account.home).transit.issue_credential(&account.resident, key.public_bytes()).await {
         Ok(credential) => {
             account.ride_until = credential.terms.valid_until;
             account.account_ref = credential.terms.account_ref;
@@ -126,7 +126,7 @@ async fn renew(context: &Context, account: &mut Account, now: u32, outcomes: &mu
     if account.ride_until > now.saturating_add(16 * 3600) {
         return;
     }
-    let transit = &context.services.transit;
+    let transit = &context.at(account.home).transit;
     let Some(key_seed) = account.rider_seed else { return };
     let key = RiderKey::from_seed(key_seed);
     let mut issued = transit.issue_credential(&account.resident, key.public_bytes()).await;
@@ -217,7 +217,7 @@ pub(crate) async fn journey(
                 notify: None,
                 cashier: None,
             };
-            match context.services.checkout.record_cash_sale(network.operator, &sale).await {
+            match context.at(city).checkout.record_cash_sale(network.operator, &sale).await {
                 Ok(_) => outcomes.push(Ok(Outcome::Payment { category: "transit", method: "cash", amount: cash_fen })),
                 Err(e) => outcomes.push(Ok(Outcome::Refused { what: "cash fare", code: e.code() })),
             }
@@ -237,11 +237,13 @@ fn tap(validator: &SimValidator, device: &mut RiderDevice, t: u32, direction: Di
     }
 }
 
-/// Gives every validator of every city the current deny list (they download it each morning).
+/// Gives every validator of every city its shard's current deny list (they download it each
+/// morning).
 pub(crate) async fn download_deny_list(context: &Context) -> Result<(), SimError> {
-    let denied = context.services.transit.deny_list().await.map_err(|e| service("the deny list", &e))?;
-    let Ok(mut before) = context.denied.lock() else { return Ok(()) };
-    for city in &context.transit {
+    for (index, city) in context.transit.iter().enumerate() {
+        let denied = context.at(index).transit.deny_list().await.map_err(|e| service("the deny list", &e))?;
+        let Ok(mut lists) = context.denied.lock() else { return Ok(()) };
+        let before = lists.entry(index).or_default();
         for validator in &city.validators {
             if let Ok(mut device) = validator.device.lock() {
                 // Riders who paid since the last list travel again.
@@ -253,15 +255,15 @@ pub(crate) async fn download_deny_list(context: &Context) -> Result<(), SimError
                 }
             }
         }
+        *before = denied;
     }
-    *before = denied;
     Ok(())
 }
 
 /// At night: every validator uploads the taps it queued.
 pub(crate) async fn upload_taps(context: &Context) -> Result<u64, SimError> {
     let mut stored = 0;
-    for city in &context.transit {
+    for (index, city) in context.transit.iter().enumerate() {
         for validator in &city.validators {
             let taps = match validator.device.lock() {
                 Ok(mut device) => device.drain_taps(),
@@ -270,7 +272,7 @@ pub(crate) async fn upload_taps(context: &Context) -> Result<u64, SimError> {
             if taps.is_empty() {
                 continue;
             }
-            let report = context.services.transit.upload_taps(&validator.info, &taps).await.map_err(|e| service("uploading taps", &e))?;
+            let report = context.at(index).transit.upload_taps(&validator.info, &taps).await.map_err(|e| service("uploading taps", &e))?;
             // A simulated validator's taps are all true: a refusal is the platform's bug.
             if let Some((sequence, refusal)) = report.refused.first() {
                 return Err(SimError::Service { action: "uploading taps", message: format!("tap {sequence} refused: {}", refusal.code()) });

@@ -26,6 +26,7 @@ pub(crate) mod tag {
     pub(crate) const VALIDATOR_KEY: u64 = 3;
     pub(crate) const RIDER_KEY: u64 = 4;
     pub(crate) const PARENT: u64 = 5;
+    pub(crate) const AWAY: u64 = 6;
 }
 
 /// Per hundred people, how many have a child at school.
@@ -105,10 +106,15 @@ impl Person {
         NewResident {
             city: preset.code,
             name,
-            mobile: format!("1{}{:09}", 3 + self.city % 7, self.index),
+            mobile: self.mobile(),
             id_number: resident_id_number(preset.code, self.index),
             password: format!("sim-{:08}", self.index),
         }
+    }
+
+    /// Their mobile number, unique in the country.
+    pub fn mobile(&self) -> String {
+        format!("1{}{:09}", 3 + self.city % 7, self.index)
     }
 
     /// How many banks' cards they link: the verifications that earn their class (one external
