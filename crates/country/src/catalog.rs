@@ -9,15 +9,24 @@
 
 use citypay_routing::{BUCKETS, Bucket, BucketMap, ShardId, city_group};
 
+/// Made on first use. The columns added since are added only where missing: an `ALTER TABLE`
+/// locks its table exclusively even when it changes nothing, and servers open the catalog
+/// while others read the map (two tables locked in opposite orders: a deadlock).
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS catalog_shards (shard INT PRIMARY KEY, db TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS catalog_map (singleton INT PRIMARY KEY CHECK (singleton = 1), version BIGINT NOT NULL);
     CREATE TABLE IF NOT EXISTS catalog_buckets (bucket INT PRIMARY KEY, shard INT NOT NULL);
     CREATE TABLE IF NOT EXISTS catalog_cities (city INT PRIMARY KEY, first_bucket INT NOT NULL UNIQUE, buckets INT NOT NULL);
     INSERT INTO catalog_map (singleton, version) VALUES (1, 1) ON CONFLICT DO NOTHING;
-    ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_to INT;
-    ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_since BIGINT;
-    ALTER TABLE catalog_shards ADD COLUMN IF NOT EXISTS patroni_etcd TEXT;
-    ALTER TABLE catalog_shards ADD COLUMN IF NOT EXISTS patroni_scope TEXT;";
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'catalog_buckets' AND column_name = 'moving_since') THEN
+            ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_to INT;
+            ALTER TABLE catalog_buckets ADD COLUMN IF NOT EXISTS moving_since BIGINT;
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'catalog_shards' AND column_name = 'patroni_scope') THEN
+            ALTER TABLE catalog_shards ADD COLUMN IF NOT EXISTS patroni_etcd TEXT;
+            ALTER TABLE catalog_shards ADD COLUMN IF NOT EXISTS patroni_scope TEXT;
+        END IF;
+    END $$;";
 
 /// A shard and where its database is: at `db`, or, on a Patroni cluster, on whichever node
 /// is its primary now (`db`'s host and port then stand for it and are replaced by the

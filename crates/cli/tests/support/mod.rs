@@ -102,14 +102,30 @@ pub(crate) fn admin(target: &Target, args: &[&str]) {
 }
 
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports(1)[0]
 }
 
-/// `n` distinct free ports: all bound at once before any is let go (one at a time, the system
-/// may hand the same port out twice).
+/// `n` distinct free ports for servers a test starts. They are drawn below the kernel's
+/// ephemeral ports (32768 up by default), from 20000 to 26999 (`scripts/city-cluster.sh`
+/// takes 27000 up): a port of the ephemeral range, free when drawn, can be handed to an
+/// outgoing connection (the test's, or another server's, to PostgreSQL) before the server
+/// meant for it binds it, and that server then fails to start. Each process starts at an
+/// offset of its own and never draws a port twice; a port in use is skipped.
 pub(crate) fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    static DRAWN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 7_000;
+    let offset = std::process::id().wrapping_mul(97) % COUNT;
+    let mut found = Vec::new();
+    while found.len() < n {
+        let k = DRAWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(k < COUNT, "no free port left for the test's servers");
+        let port = u16::try_from(FIRST + (offset + k) % COUNT).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            found.push(port);
+        }
+    }
+    found
 }
 
 pub(crate) async fn start(target: &Target, log: &Path) -> Server {
