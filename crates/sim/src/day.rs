@@ -434,41 +434,8 @@ pub(crate) async fn act(
             hospital_visit(context, person, account, business, amount, tender, day, number).await
         }
         Action::Purchase { kind, business, amount, tender, number } => {
-            let mut account = account;
-            let mut outcomes = Vec::new();
-            let merchant = &context.businesses[person.city][&kind][business];
-            let category = category_code(kind);
             let out_trade_no = format!("d{day}c{}p{}n{number}", person.city, person.index);
-            let new = NewTrade { out_trade_no, amount, subject: subject(kind).to_owned(), timeout_s: None, notify: None, cashier: None };
-            let paid_by_phone = match (tender, account.as_mut()) {
-                (Tender::Cash, _) | (_, None) => false,
-                (tender, Some(account)) => {
-                    if let Some(topped) = top_up_for(context, account, amount, &format!("d{day}n{number}")).await {
-                        outcomes.push(topped);
-                    }
-                    let result = pay(context, person.city, account, merchant, &new, tender).await;
-                    match result {
-                        Ok(()) => {
-                            account.balance -= amount;
-                            outcomes.push(Ok(Outcome::Payment { category, method: method_code(tender), amount }));
-                            true
-                        }
-                        Err(e) => {
-                            outcomes.push(checkout_outcome("pay", &e));
-                            false
-                        }
-                    }
-                }
-            };
-            // Whoever cannot or will not pay by phone pays cash: the till always takes it.
-            if !paid_by_phone {
-                let cash = NewTrade { out_trade_no: format!("{}x", new.out_trade_no), ..new };
-                match context.at(person.city).checkout.record_cash_sale(merchant.id, &cash).await {
-                    Ok(_) => outcomes.push(Ok(Outcome::Payment { category, method: "cash", amount })),
-                    Err(e) => outcomes.push(checkout_outcome("cash sale", &e)),
-                }
-            }
-            (account, outcomes)
+            purchase(context, person, account, (person.city, kind, business), amount, tender, out_trade_no, (day, number)).await
         }
         Action::Journey { legs, by_phone, number } => {
             let mut account = account;
@@ -479,7 +446,10 @@ pub(crate) async fn act(
         }
         Action::Contribute { for_relative } => contribute(context, person, account, for_relative, day).await,
         Action::PayTuition { item } => pay_tuition(context, person, account, item, day).await,
-        Action::Travel { city, kind, business, amount, tender, number } => travel(context, person, account, (city, kind, business), amount, tender, (day, number)).await,
+        Action::Travel { city, kind, business, amount, tender, number } => {
+            let out_trade_no = format!("d{day}c{}p{}t{number}", person.city, person.index);
+            purchase(context, person, account, (city, kind, business), amount, tender, out_trade_no, (day, number)).await
+        }
         Action::SendMoney { city, mobile, amount, number } => send_to_family(context, person, account, city, &mobile, amount, (day, number)).await,
         Action::Refund { kind, business, amount, number } => {
             let mut account = account;
@@ -499,23 +469,33 @@ pub(crate) async fn act(
     }
 }
 
-/// A traveller's purchase at a business of another city (`at`: city, kind, index): paid by
-/// phone (across shards when that city lives on another) or in cash at that city's till.
-async fn travel(
+/// A purchase at a business (`at`: city, kind, index), at home or by a traveller in another
+/// city: paid by phone (across shards when that city lives on another) when the person can
+/// and will, else in cash at the till, which always takes it. A traveller's payment counts
+/// in the shop's city.
+#[allow(clippy::too_many_arguments)]
+async fn purchase(
     context: &Context,
     person: &Person,
     account: Option<Account>,
     at: (usize, BusinessKind, usize),
     amount: i64,
     tender: Tender,
+    out_trade_no: String,
     (day, number): (u32, u32),
 ) -> (Option<Account>, Vec<Result<Outcome, SimError>>) {
     let (city, kind, business) = at;
     let mut account = account;
     let mut outcomes = Vec::new();
     let merchant = &context.businesses[city][&kind][business];
-    let (category, shop_city) = (category_code(kind), context.cities[city].name);
-    let out_trade_no = format!("d{day}c{}p{}t{number}", person.city, person.index);
+    let category = category_code(kind);
+    let paid = |method: &'static str| {
+        if city == person.city {
+            Outcome::Payment { category, method, amount }
+        } else {
+            Outcome::PaidAway { city: context.cities[city].name, category, method, amount }
+        }
+    };
     let new = NewTrade { out_trade_no, amount, subject: subject(kind).to_owned(), timeout_s: None, notify: None, cashier: None };
     let paid_by_phone = match (tender, account.as_mut()) {
         (Tender::Cash, _) | (_, None) => false,
@@ -526,14 +506,14 @@ async fn travel(
             match pay(context, city, account, merchant, &new, tender).await {
                 Ok(()) => {
                     account.balance -= amount;
-                    outcomes.push(Ok(Outcome::PaidAway { city: shop_city, category, method: method_code(tender), amount }));
+                    outcomes.push(Ok(paid(method_code(tender))));
                     if context.apart(person.city, city) {
                         outcomes.push(Ok(Outcome::AcrossShards { amount }));
                     }
                     true
                 }
                 Err(e) => {
-                    outcomes.push(checkout_outcome("pay away", &e));
+                    outcomes.push(checkout_outcome("pay", &e));
                     false
                 }
             }
@@ -542,7 +522,7 @@ async fn travel(
     if !paid_by_phone {
         let cash = NewTrade { out_trade_no: format!("{}x", new.out_trade_no), ..new };
         match context.at(city).checkout.record_cash_sale(merchant.id, &cash).await {
-            Ok(_) => outcomes.push(Ok(Outcome::PaidAway { city: shop_city, category, method: "cash", amount })),
+            Ok(_) => outcomes.push(Ok(paid("cash"))),
             Err(e) => outcomes.push(checkout_outcome("cash sale", &e)),
         }
     }
