@@ -73,6 +73,19 @@ pub(crate) enum CountryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Finishes now what crosses shards and is left undecided past its time: each shard's
+    /// resolver round, run from here as each writer runs it every second (running it beside
+    /// them, or twice at once, is harmless: each transfer has one decision). Prints how many
+    /// it finished on each shard.
+    Resolve {
+        /// The catalog's PostgreSQL URL.
+        #[arg(long, env = "CITYPAY_CATALOG")]
+        catalog: String,
+        /// The country's key set (the servers' --keys): each shard's writer is reached over
+        /// the cluster's mutual TLS.
+        #[arg(long, env = "CITYPAY_KEYS")]
+        keys: std::path::PathBuf,
+    },
     /// Prints the shards, the map's version and how many buckets each shard holds.
     Show {
         /// The catalog's PostgreSQL URL.
@@ -89,6 +102,7 @@ pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<std::process::ExitCod
     match what {
         CountryCommand::Audit { catalog, json } => return audit(catalog, *json),
         CountryCommand::Move { catalog, keys, city, to, json } => return move_city(catalog, keys, *city, *to, *json),
+        CountryCommand::Resolve { catalog, keys } => return resolve(catalog, keys),
         CountryCommand::AddShard { catalog, shard, db, etcd, patroni_scope } => {
             let patroni = etcd.clone().zip(patroni_scope.clone()).map(|(etcd, scope)| citypay_country::Patroni { etcd, scope });
             open(catalog)?.add_shard(&citypay_country::ShardDatabase { shard: *shard, db: db.clone(), patroni })?;
@@ -114,28 +128,65 @@ pub(crate) fn run(what: &CountryCommand) -> anyhow::Result<std::process::ExitCod
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Every shard of the catalog, reached from this process: its directory, over its writer
+/// (followed, over the cluster's mutual TLS) and its database, and its database's URL now (a
+/// Patroni shard's primary as it is now: a failover meanwhile fails the command, which is run
+/// again).
+async fn reach(catalog: &str, keys: &std::path::Path) -> anyhow::Result<std::collections::BTreeMap<u16, citypay_country::moving::MovingShard>> {
+    use std::sync::Arc;
+    let (_, _, cluster_key) = crate::city::load_key_set(keys)?;
+    let tls = citypay_cluster::ClusterTls::from_ca_key(&cluster_key).context("the key set's cluster key")?;
+    let url = catalog.to_string();
+    let shards = tokio::task::spawn_blocking(move || open(&url)?.shards().context("reading the catalog's shards")).await??;
+    let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
+    let mut reached = std::collections::BTreeMap::new();
+    for place in shards {
+        let (directory_keys, signing, _) = crate::city::load_key_set(keys)?;
+        let db = crate::patroni::primary_now(&place).await?;
+        let located = db.clone();
+        let locate: citypay_store_postgres::Locate = Arc::new(move || Some(located.clone()));
+        let handle = crate::cluster_serve::follow(locate.clone(), &tls);
+        let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(locate));
+        let state = crate::city::services(handle, reader, directory_keys, signing, citypay_directory::PasswordPolicy::PRODUCTION, clock.clone(), None);
+        reached.insert(place.shard, citypay_country::moving::MovingShard { directory: state.directory.clone(), db });
+    }
+    Ok(reached)
+}
+
+/// `citypay country resolve`: each shard's resolver round, until a round finishes nothing.
+fn resolve(catalog: &str, keys: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let finished = runtime.block_on(async {
+        let reached = reach(catalog, keys).await?;
+        let url = catalog.to_string();
+        let map = tokio::task::spawn_blocking(move || open(&url)?.map().context("reading the catalog's map")).await??;
+        let mut finished = Vec::new();
+        for (shard, here) in &reached {
+            let others = reached.iter().filter(|(s, _)| *s != shard).map(|(s, r)| (*s, r.directory.clone())).collect();
+            let country = citypay_country::Country::new(*shard, catalog.to_owned(), map.clone(), here.directory.clone(), others);
+            let mut total = 0;
+            loop {
+                let round = country.resolve_once(1_000).await.with_context(|| format!("the resolver's round on shard {shard}"))?;
+                if round == 0 {
+                    break;
+                }
+                total += round;
+            }
+            finished.push((*shard, total));
+        }
+        anyhow::Ok(finished)
+    })?;
+    for (shard, total) in finished {
+        say!("shard {shard}: {total} transfers finished")?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// `citypay country move` (or `citypay cluster move`).
 fn move_city(catalog: &str, keys: &std::path::Path, city: u32, to: u16, json: bool) -> anyhow::Result<std::process::ExitCode> {
-    use std::sync::Arc;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let (_, _, cluster_key) = crate::city::load_key_set(keys)?;
-        let tls = citypay_cluster::ClusterTls::from_ca_key(&cluster_key).context("the key set's cluster key")?;
-        let url = catalog.to_string();
-        let shards = tokio::task::spawn_blocking(move || open(&url)?.shards().context("reading the catalog's shards")).await??;
-        let clock: Arc<dyn citypay_shard::Clock + Sync> = Arc::new(citypay_shard::SystemClock);
-        let mut reached = std::collections::BTreeMap::new();
-        for place in shards {
-            let (directory_keys, signing, _) = crate::city::load_key_set(keys)?;
-            // A shard's primary as it is now: a failover during the move fails it (run again).
-            let db = crate::patroni::primary_now(&place).await?;
-            let located = db.clone();
-            let locate: citypay_store_postgres::Locate = Arc::new(move || Some(located.clone()));
-            let handle = crate::cluster_serve::follow(locate.clone(), &tls);
-            let reader: Arc<dyn citypay_store::ServiceReader> = Arc::new(citypay_store_postgres::PostgresReader::located(locate));
-            let state = crate::city::services(handle, reader, directory_keys, signing, citypay_directory::PasswordPolicy::PRODUCTION, clock.clone(), None);
-            reached.insert(place.shard, citypay_country::moving::MovingShard { directory: state.directory.clone(), db });
-        }
+        let reached = reach(catalog, keys).await?;
         // A fault test stops the move after a step; running it again finishes it.
         let stop_after = std::env::var("CITYPAY_TEST_MOVE_STOP_AFTER").ok();
         let after = move |step: citypay_country::moving::MoveStep| {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::country::{Shard, balance, cny, country_command, listed, settled, wait_exit};
-use support::{Api, BIN, GATEWAY_TEST_KEY, Target, free_ports};
+use support::country::{Shard, balance, cny, listed, settled, two_shards, wait_exit};
+use support::{Api, BIN, GATEWAY_TEST_KEY, free_ports};
 
 const DAUGHTER_ID: &str = "11010519491231002X";
 const MOTHER_ID: &str = "350102195501010022";
@@ -54,41 +54,6 @@ impl Drop for Cut {
     fn drop(&mut self) {
         let _ = Command::new("nft").args(["delete", "table", "inet", &self.0]).status();
     }
-}
-
-/// Two shards and a catalog (`{prefix}_one`, `_two`, `_catalog`), sharing one key set:
-/// Hangzhou placed on shard 1 and Fuzhou on shard 2, a platform operator on each. `None`
-/// where PostgreSQL is not to be used.
-fn two_shards(dir: &std::path::Path, prefix: &str) -> Option<([Shard; 2], String)> {
-    let (Some(one), Some(two), Some(catalog)) = (
-        Target::postgres(&dir.join("one"), &format!("{prefix}_one")),
-        Target::postgres(&dir.join("two"), &format!("{prefix}_two")),
-        Target::postgres(dir, &format!("{prefix}_catalog")),
-    ) else {
-        return None;
-    };
-    // One key set for the country; each shard's servers keep their own copy (and the journal's
-    // seal head beside it).
-    for sub in ["one", "two"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    let made = Command::new(BIN).args(["keys", "new"]).arg(&one.keys).env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim()).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    std::fs::copy(&one.keys, &two.keys).unwrap();
-    let catalog = catalog.db;
-    country_command(&["add-shard", "--catalog", &catalog, "--shard", "1", "--db", &one.db]);
-    country_command(&["add-shard", "--catalog", &catalog, "--shard", "2", "--db", &two.db]);
-    country_command(&["place-city", "--catalog", &catalog, "--city", "330100", "--shard", "1"]);
-    country_command(&["place-city", "--catalog", &catalog, "--city", "350100", "--shard", "2"]);
-    for target in [&one, &two] {
-        support::admin(target, &["create-operator", "--username", "root", "--role", "platform"]);
-    }
-    let ports = free_ports(4);
-    let shards = [
-        Shard { number: 1, target: one, port: ports[0], cluster_port: ports[1], log: dir.join("one.log"), patroni: None },
-        Shard { number: 2, target: two, port: ports[2], cluster_port: ports[3], log: dir.join("two.log"), patroni: None },
-    ];
-    Some((shards, catalog))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,14 +41,19 @@ impl Side {
     }
 }
 
-/// A step of a transfer between shards, as this server sends it: what a fault test stops the
-/// server after ([`Country::after_step`]).
+/// A step of a transfer between shards, as this server sends it or its resolver finishes it:
+/// what a fault test stops the server after ([`Country::after_step`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     /// The reservation is durable on this shard; the other shard not yet asked.
     Reserved,
     /// The other shard's decision was heard; not yet applied here.
     Decided,
+    /// The decision is applied here; the client not yet answered.
+    Applied,
+    /// The resolver heard the other shard's decision on a transfer left undecided; not yet
+    /// applied here.
+    Heard,
 }
 
 type StepHook = Arc<dyn Fn(Step) + Send + Sync>;
@@ -138,6 +143,7 @@ impl Country {
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
         self.reached(Step::Decided);
         clearing.apply_expecting(answer, Some(PayerStatus::Prepared)).await?;
+        self.reached(Step::Applied);
         Ok(decision)
     }
 
@@ -544,8 +550,13 @@ impl Peer for Country {
     fn ask(&self, message: Message, payee: citypay_clearing::PayeeSide) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
         Box::pin(async move {
             let (Message::Decide(crossing) | Message::Resolve(crossing)) = &message else { return Err("only asks are sent".into()) };
+            let resolving = matches!(message, Message::Resolve(_));
             let side = self.side(crossing.payee_shard).ok_or_else(|| format!("shard {} is not known here", crossing.payee_shard))?;
-            side.clearing.decide_with(message, payee).await.map_err(unknown)
+            let answer = side.clearing.decide_with(message, payee).await.map_err(unknown)?;
+            if resolving {
+                self.reached(Step::Heard);
+            }
+            Ok(answer)
         })
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Api, BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, PatroniCluster, Running, Target};
+use super::{Api, BIN, GATEWAY_TEST_KEY, OPERATOR_PASSWORD, PatroniCluster, Running, Target, free_ports};
 
 /// One shard: its database, its key file (a copy of the country's), its server's ports; on a
 /// Patroni cluster, that cluster (the database is its primary, whichever node that is).
@@ -158,3 +158,37 @@ pub(crate) fn wait_exit(server: &mut Running) {
     }
 }
 
+/// Two shards and a catalog (`{prefix}_one`, `_two`, `_catalog`), sharing one key set:
+/// Hangzhou placed on shard 1 and Fuzhou on shard 2, a platform operator on each. `None`
+/// where PostgreSQL is not to be used.
+pub(crate) fn two_shards(dir: &std::path::Path, prefix: &str) -> Option<([Shard; 2], String)> {
+    let (Some(one), Some(two), Some(catalog)) = (
+        Target::postgres(&dir.join("one"), &format!("{prefix}_one")),
+        Target::postgres(&dir.join("two"), &format!("{prefix}_two")),
+        Target::postgres(dir, &format!("{prefix}_catalog")),
+    ) else {
+        return None;
+    };
+    // One key set for the country; each shard's servers keep their own copy (and the journal's
+    // seal head beside it).
+    for sub in ["one", "two"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let made = Command::new(BIN).args(["keys", "new"]).arg(&one.keys).env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    std::fs::copy(&one.keys, &two.keys).unwrap();
+    let catalog = catalog.db;
+    country_command(&["add-shard", "--catalog", &catalog, "--shard", "1", "--db", &one.db]);
+    country_command(&["add-shard", "--catalog", &catalog, "--shard", "2", "--db", &two.db]);
+    country_command(&["place-city", "--catalog", &catalog, "--city", "330100", "--shard", "1"]);
+    country_command(&["place-city", "--catalog", &catalog, "--city", "350100", "--shard", "2"]);
+    for target in [&one, &two] {
+        super::admin(target, &["create-operator", "--username", "root", "--role", "platform"]);
+    }
+    let ports = free_ports(4);
+    let shards = [
+        Shard { number: 1, target: one, port: ports[0], cluster_port: ports[1], log: dir.join("one.log"), patroni: None },
+        Shard { number: 2, target: two, port: ports[2], cluster_port: ports[3], log: dir.join("two.log"), patroni: None },
+    ];
+    Some((shards, catalog))
+}
