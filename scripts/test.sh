@@ -99,5 +99,8 @@ fi
 phase "the demo"
 "$bin" demo --report target/citypay-demo >/dev/null
 test -s target/citypay-demo/index.html
+# The README's country: two shards, money across them, a city moved, the national view.
+CITYPAY_BIN="$PWD/$bin" CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh bash scripts/country-demo.sh 2>target/country-demo.log \
+    || { tail -20 target/country-demo.log >&2; exit 1; }
 phase done
 echo "test.sh: all tests passed in $((SECONDS / 60)) min"
