@@ -601,11 +601,33 @@ async fn a_city_moves_between_shards_under_load() {
     let newcomer = json!({"city": 350100, "name": "林峰", "mobile": "13600136000", "id_number": fuzhou_id(2), "password": "correct horse", "account_class": "I"});
     let (status, made, _) = b.call("POST", "/v1/residents", None, Some("reg-new"), Some(newcomer)).await;
     assert_eq!(status, StatusCode::CREATED, "{made}");
-    // The mother's statement on the shard her city moved to carries her balance over; the
-    // lines before each move stay with the shard she left.
+    // The mother's statement on the shard her city moved to carries her balance over (the
+    // lines before each move stay in the ledger of the shard she left).
     let (_, statement, _) = a.call("GET", "/v1/wallet/statement?kind=moved", Some(&tokens[1]), None, None).await;
     let carried = statement["lines"].as_array().unwrap();
     assert!(!carried.is_empty() && carried.iter().all(|l| l["kind"] == "moved"), "{statement}");
+    // Her whole statement reads from every shard she lived on, newest first: her top-up on
+    // shard 2 before the moves is there, every line once (pages of 7 give what one page of
+    // 200 does), and the lines add up to her balance (each move's line out and line in cancel).
+    let pages = |limit: usize| {
+        let (a, token) = (a.clone(), tokens[1].clone());
+        async move {
+            let (mut lines, mut cursor) = (Vec::new(), String::new());
+            loop {
+                let path = format!("/v1/wallet/statement?limit={limit}{cursor}");
+                let (status, page, _) = a.call("GET", &path, Some(&token), None, None).await;
+                assert_eq!(status, StatusCode::OK, "{page}");
+                lines.extend(page["lines"].as_array().unwrap().iter().map(|l| (l["reference"].as_str().unwrap().to_owned() + " " + l["kind"].as_str().unwrap(), l["amount"]["amount"].as_i64().unwrap())));
+                let Some(next) = page["next_cursor"].as_str() else { break };
+                cursor = format!("&cursor={next}");
+            }
+            lines
+        }
+    };
+    let (whole, paged) = (pages(200).await, pages(7).await);
+    assert_eq!(whole, paged, "pages across shards");
+    assert!(whole.iter().any(|(line, _)| line.ends_with(" top_up")), "her first top-up, on shard 2: {whole:?}");
+    assert_eq!(whole.iter().map(|(_, amount)| amount).sum::<i64>(), mother, "the lines add up to her balance");
     // Every table of a shard is moved with its city or stays with the shard.
     let tables = hangzhou.names("SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public'");
     let moving = citypay_country::moving::MOVED.iter().map(|(t, _)| *t).chain(citypay_country::moving::MERGED.iter().copied()).chain(citypay_country::moving::STAYING.iter().copied());

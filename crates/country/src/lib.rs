@@ -495,6 +495,32 @@ impl Country {
         }
     }
 
+    /// [`Wallet::statement`] across the country. A wallet moved between shards has lines on
+    /// each shard it lived on (the ledger's history stays where it was written, and each
+    /// shard's lines carry the balance there): they are read from every shard and merged,
+    /// newest first. A wallet that never moved (no `moved` line here) is read here only.
+    pub async fn statement(&self, wallet: &Wallet, resident: &Resident, query: &citypay_wallet::StatementQuery) -> Result<citypay_wallet::Statement, WalletError> {
+        let here = wallet.statement(resident, query).await?;
+        let moved = citypay_wallet::StatementQuery { codes: vec![transfer_codes::MOVED], limit: 1, ..Default::default() };
+        if self.0.peers.is_empty() || wallet.statement(resident, &moved).await?.lines.is_empty() {
+            return Ok(here);
+        }
+        let citypay_wallet::Statement { balance, available, holds, mut lines, next } = here;
+        let mut more = next.is_some();
+        for side in self.0.peers.values() {
+            let there = citypay_wallet::statement_in(&side.directory, resident, query).await?;
+            more |= there.next.is_some();
+            lines.extend(there.lines);
+        }
+        let order = |line: &citypay_wallet::StatementLine| (line.cursor.timestamp, line.cursor.transfer, line.cursor.leg);
+        lines.sort_by(|a, b| order(b).cmp(&order(a)));
+        let limit = query.limit.clamp(1, citypay_wallet::PAGE_MAX);
+        more |= lines.len() > limit;
+        lines.truncate(limit);
+        let next = if more { lines.last().map(|line| line.cursor.clone()) } else { None };
+        Ok(citypay_wallet::Statement { balance, available, holds, lines, next })
+    }
+
     /// [`Wallet::transfers`], with where each transfer sent to another shard stands.
     pub async fn transfers(&self, wallet: &Wallet, resident: &Resident, before: Option<(u64, String)>, limit: u32) -> Result<Vec<TransferLine>, WalletError> {
         let mut lines = wallet.transfers(resident, before, limit).await?;

@@ -11,7 +11,7 @@
 mod statement;
 mod transfers;
 
-pub use statement::{Cursor, Hold, PAGE_MAX, Statement, StatementLine, StatementQuery};
+pub use statement::{Cursor, Hold, PAGE_MAX, Statement, StatementLine, StatementQuery, statement_in};
 pub use transfers::{
     Direction, LOOKUPS_PER_HOUR, NOTE_MAX_CHARS, Recipient, TRANSFERS_LISTED_MAX, TransferLine, TransferStatus, check_transfer, mask_name, transfer_id, transfer_key,
     transfer_row,

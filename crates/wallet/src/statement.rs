@@ -162,6 +162,22 @@ const HOLDS: &str = concat!(
 impl Wallet {
     /// A page of `resident`'s statement.
     pub async fn statement(&self, resident: &Resident, query: &StatementQuery) -> Result<Statement, WalletError> {
+        statement_in(&self.directory, resident, query).await
+    }
+}
+
+/// A page of `resident`'s statement from the ledger of `directory`'s shard: on a country, the
+/// shard their city lives on, or one it lived on before a move (its lines of that time).
+pub async fn statement_in(directory: &citypay_directory::Directory, resident: &Resident, query: &StatementQuery) -> Result<Statement, WalletError> {
+    Reader { directory }.statement(resident, query).await
+}
+
+struct Reader<'a> {
+    directory: &'a citypay_directory::Directory,
+}
+
+impl Reader<'_> {
+    async fn statement(&self, resident: &Resident, query: &StatementQuery) -> Result<Statement, WalletError> {
         let wallet = Value::Int(u64_to_column(resident.wallet));
         let limit = query.limit.clamp(1, PAGE_MAX);
         // Before the cursor and before `until`, whichever comes first.

@@ -143,7 +143,7 @@ pub(crate) async fn statement(State(state): State<AppState>, ResidentCaller(me):
     }
     query.before = cursor_of(&page)?;
     query.limit = usize::try_from(page.limit).unwrap_or(citypay_wallet::PAGE_MAX);
-    let Statement { balance, available, holds, lines, next } = state.wallet.statement(&me, &query).await?;
+    let Statement { balance, available, holds, lines, next } = statement_page(&state, &me, &query).await?;
     let next_cursor = next.map(|c| crate::Cursor::new(i64::try_from(c.timestamp).unwrap_or(i64::MAX), format!("{}.{}", citypay_directory::hex::encode(&c.transfer), c.leg)).encode());
     let holds = holds
         .iter()
@@ -152,12 +152,20 @@ pub(crate) async fn statement(State(state): State<AppState>, ResidentCaller(me):
     Ok(AppJson(StatementView { balance: money(balance), available: money(available), holds, lines: lines.iter().map(line_view).collect(), next_cursor }).into_response())
 }
 
+/// A page of the statement: on a country, from every shard the wallet lived on.
+async fn statement_page(state: &AppState, me: &citypay_directory::Resident, query: &StatementQuery) -> Result<Statement, ApiError> {
+    Ok(match state.country.get() {
+        Some(country) => country.statement(&state.wallet, me, query).await?,
+        None => state.wallet.statement(me, query).await?,
+    })
+}
+
 /// Every line of the period, oldest first, as CSV.
 async fn csv(state: &AppState, me: &citypay_directory::Resident, mut query: StatementQuery, params: &StatementParams) -> Result<Response, ApiError> {
     query.limit = citypay_wallet::PAGE_MAX;
     let mut lines = Vec::new();
     loop {
-        let page = state.wallet.statement(me, &query).await?;
+        let page = statement_page(state, me, &query).await?;
         lines.extend(page.lines);
         if lines.len() > CSV_LINES_MAX {
             return Err(ApiError::unprocessable("too_many_lines", format!("more than {CSV_LINES_MAX} lines: ask for a shorter period")));
