@@ -465,11 +465,12 @@ async fn a_city_moves_between_shards_under_load() {
     }
     // A daughter in Hangzhou; in Fuzhou her mother, a friend of hers and a shop.
     let people = [(330100, "李娜", "13800138000", DAUGHTER_ID.to_owned()), (350100, "王秀英", "13700137000", MOTHER_ID.to_owned()), (350100, "陈静", "13300133000", fuzhou_id(1))];
-    let mut tokens = Vec::new();
+    let (mut tokens, mut wallets) = (Vec::new(), Vec::new());
     for (i, (city, name, mobile, id)) in people.iter().enumerate() {
         let body = json!({"city": city, "name": name, "mobile": mobile, "id_number": id, "password": "correct horse", "account_class": "I"});
         let (status, made, _) = a.call("POST", "/v1/residents", None, Some(&format!("reg-{i}")), Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{made}");
+        wallets.push(citypay_directory::account_id(citypay_directory::AccountKind::Wallet, made["resident_id"].as_str().unwrap().parse().unwrap()));
         let token = a.sign_in(mobile, "correct horse").await;
         let number = card(u32::try_from(i).unwrap());
         // The sandbox bank's register is in its shard's server, the resident's.
@@ -566,6 +567,14 @@ async fn a_city_moves_between_shards_under_load() {
             frozen.push(report["frozen_ms"].as_u64().unwrap());
         }
         eprintln!("move to shard {to} (stopped after {stop_after:?} first): {report}");
+        // After the first move, on shard 1, the friend is verified in person (class III, new
+        // limits): the next move meets her old account on shard 2 with the old ones, and
+        // gives it the new.
+        if frozen.len() == 1 && stop_after.is_none() {
+            let (_, name, _, id) = &people[2];
+            let (status, verified, _) = a.call("POST", "/v1/in-person-verifications", Some(&operator_a), Some("in-person-friend"), Some(json!({"id_number": id, "name": name}))).await;
+            assert!(status.is_success(), "{verified}");
+        }
         to = 3 - to;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -628,6 +637,16 @@ async fn a_city_moves_between_shards_under_load() {
     assert_eq!(whole, paged, "pages across shards");
     assert!(whole.iter().any(|(line, _)| line.ends_with(" top_up")), "her first top-up, on shard 2: {whole:?}");
     assert_eq!(whole.iter().map(|(_, amount)| amount).sum::<i64>(), mother, "the lines add up to her balance");
+    // Her wallet's cap on the year's balance payments counts every one she made, on whichever
+    // shard: each move carried what the caps had counted.
+    let counted = hangzhou.query(&format!("SELECT cap2_used FROM accounts WHERE id = {}", i64::try_from(wallets[1]).unwrap()))[0][0];
+    assert_eq!(counted, out.acknowledged + within.acknowledged, "her year's balance payments, counted across the moves");
+    // The friend's wallet has her class III's limits on both shards (on shard 2 her account of
+    // before took them on the way back), not the class I limits the daughter's still has.
+    let limits = |wallet: u64| format!("SELECT COALESCE(cap1_window, -1), COALESCE(cap1_max, -1), COALESCE(cap2_window, -1), COALESCE(cap2_max, -1) FROM accounts WHERE id = {}", i64::try_from(wallet).unwrap());
+    let (friend_here, friend_there, daughter) = (hangzhou.query(&limits(wallets[2])), fuzhou.query(&limits(wallets[2])), hangzhou.query(&limits(wallets[0])));
+    assert_eq!(friend_here, friend_there, "the friend's limits on both shards");
+    assert_ne!(friend_here, daughter, "class III's limits are not class I's");
     // Every table of a shard is moved with its city or stays with the shard.
     let tables = hangzhou.names("SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = 'public'");
     let moving = citypay_country::moving::MOVED.iter().map(|(t, _)| *t).chain(citypay_country::moving::MERGED.iter().copied()).chain(citypay_country::moving::STAYING.iter().copied());

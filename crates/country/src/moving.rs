@@ -558,6 +558,17 @@ fn net(account: &citypay_ledger::Account) -> i64 {
     account.balance.credits_posted - account.balance.debits_posted
 }
 
+/// Submits one of the move's account events to `target`'s writer; its status (account
+/// creation may answer `ConflictingReplay`, which the caller handles).
+async fn during_move(target: &Directory, event: Event) -> Result<Status, ClearingError> {
+    let command = Command { event: Some(event), guards: vec![Guard::DuringMove], rows: Vec::new(), always_rows: Vec::new() };
+    match target.shard().submit(command).await {
+        Ok(outcome) if matches!(outcome.status, Status::Ok | Status::ConflictingReplay) => Ok(outcome.status),
+        Ok(outcome) => Err(ClearingError::Ledger(outcome.status)),
+        Err(error) => Err(ClearingError::Unavailable(error.to_string())),
+    }
+}
+
 /// Attempts at one balance's crossing (a crossing returned, by a stop in the middle and the
 /// drain of the move run again, is sent again under the next number).
 const CROSSING_ATTEMPTS: u32 = 8;
@@ -566,11 +577,22 @@ const CROSSING_ATTEMPTS: u32 = 8;
 /// across as a crossing of the move (reserved there, decided here, applied there).
 async fn cross_one(leaving: &Clearing, reach: &Reach, source: &Directory, (target, to): (&Directory, ShardId), city: u32, since: u64, account: citypay_ledger::Account) -> Result<(), ClearingError> {
     let open = NewAccount { id: account.id, currency: account.currency, flags: account.flags, code: account.code, limits: account.limits };
-    let command = Command { event: Some(Event::CreateAccount(open)), guards: vec![Guard::DuringMove], rows: Vec::new(), always_rows: Vec::new() };
-    match target.shard().submit(command).await {
-        Ok(outcome) if outcome.status == Status::Ok => {}
-        Ok(outcome) => return Err(ClearingError::Ledger(outcome.status)),
-        Err(error) => return Err(ClearingError::Unavailable(error.to_string())),
+    // An account that lived here before (the city moved away and back) has the limits it had
+    // then: it takes today's.
+    if during_move(target, Event::CreateAccount(open)).await? == Status::ConflictingReplay {
+        let limits = citypay_ledger::SetLimits { account: account.id, limits: account.limits };
+        match during_move(target, Event::SetLimits(limits)).await? {
+            Status::Ok => {}
+            status => return Err(ClearingError::Ledger(status)),
+        }
+    }
+    // Its caps go on counting what it used on the shard it leaves (again: nothing changes).
+    if account.usage.iter().any(|usage| usage.used > 0) {
+        let carry = citypay_ledger::CarryUsage { account: account.id, usage: account.usage };
+        match during_move(target, Event::CarryUsage(carry)).await? {
+            Status::Ok => {}
+            status => return Err(ClearingError::Ledger(status)),
+        }
     }
     for attempt in 0..CROSSING_ATTEMPTS {
         let id = derived_event_id(&["move", &city.to_string(), &since.to_string(), &account.id.to_string(), &attempt.to_string()]);

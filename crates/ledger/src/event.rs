@@ -38,6 +38,19 @@ pub struct SetLimits {
     pub limits: Limits,
 }
 
+/// Carries an account's window usage from another ledger: the account moved here (its city
+/// moved to this shard) and its caps go on counting what it used there. Slot for slot with the
+/// account's window caps; a slot keeps the later window, and of the same window the larger
+/// use, so the same usage again changes nothing (idempotent by state, like [`SetLimits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CarryUsage {
+    /// The account.
+    pub account: AccountId,
+    /// What it used, index for index with its limits' window caps.
+    pub usage: [crate::WindowUsage; 3],
+}
+
 /// One movement of `amount` from `debit` to `credit`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -120,6 +133,8 @@ pub enum Event {
     VoidPending(VoidPending),
     /// Replaces an account's limits.
     SetLimits(SetLimits),
+    /// Carries an account's window usage from another ledger.
+    CarryUsage(CarryUsage),
 }
 
 impl Event {
@@ -132,6 +147,7 @@ impl Event {
             Event::PostPending(p) => p.id,
             Event::VoidPending(v) => v.id,
             Event::SetLimits(s) => EventId::from(s.account),
+            Event::CarryUsage(c) => EventId::from(c.account),
         }
     }
 
@@ -173,6 +189,12 @@ impl Event {
             Event::SetLimits(s) => {
                 buf.u8(6).u64(s.account);
                 encode_limits(&mut buf, &s.limits);
+            }
+            Event::CarryUsage(c) => {
+                buf.u8(7).u64(c.account);
+                for used in &c.usage {
+                    buf.u64(u64::from(used.window)).i64(used.used);
+                }
             }
         }
         buf.finish()

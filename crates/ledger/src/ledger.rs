@@ -7,7 +7,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::account::{Account, AccountFlags, WindowUsage};
 use crate::event::{
-    AccountId, Entry, Event, EventId, Leg, NewAccount, PostPending, SetLimits, Transfer,
+    AccountId, CarryUsage, Entry, Event, EventId, Leg, NewAccount, PostPending, SetLimits, Transfer,
 };
 use crate::limits::{BATCH_EVENTS_MAX, ENTRY_LEGS_MAX, EXPIRIES_PER_BATCH_MAX, RECENT_IDS_DEFAULT};
 use crate::recent::RecentIds;
@@ -270,7 +270,7 @@ impl Ledger {
         let mut ids = Vec::new();
         for event in events {
             let id = event.id();
-            let is_account = matches!(event, Event::CreateAccount(_) | Event::SetLimits(_));
+            let is_account = matches!(event, Event::CreateAccount(_) | Event::SetLimits(_) | Event::CarryUsage(_));
             if !is_account && self.recent.must_look_up(id) {
                 ids.push(id);
             }
@@ -366,6 +366,7 @@ impl Ledger {
         match event {
             Event::CreateAccount(spec) => return self.create_account(spec, now, fx),
             Event::SetLimits(set) => return self.set_limits(set, fx),
+            Event::CarryUsage(carry) => return self.carry_usage(carry, fx),
             _ => {}
         }
         let id = event.id();
@@ -390,7 +391,7 @@ impl Ledger {
                 let as_post = PostPending { id: v.id, pending_id: v.pending_id, amount: None };
                 self.resolve(&as_post, hash, now, stored, fx, PendingState::Voided)
             }
-            Event::CreateAccount(_) | Event::SetLimits(_) => unreachable!("handled above"),
+            Event::CreateAccount(_) | Event::SetLimits(_) | Event::CarryUsage(_) => unreachable!("handled above"),
         };
         if status != Status::Ok {
             fx.rejections.push(Rejection { id, hash, status, timestamp: now });
@@ -398,6 +399,29 @@ impl Ledger {
         self.recent.push(id, hash, status);
         fx.undo.recent_pushed += 1;
         Outcome::new(status)
+    }
+
+    /// Carries window usage from another ledger ([`CarryUsage`]): each slot keeps the later
+    /// window, and of the same window the larger use. Idempotent by state; no journal row.
+    fn carry_usage(&mut self, carry: &CarryUsage, fx: &mut Effects) -> Outcome {
+        let Some(existing) = self.accounts.get(&carry.account) else {
+            return Outcome::new(Status::AccountNotFound);
+        };
+        if carry.usage.iter().any(|u| u.used < 0) {
+            return Outcome::new(Status::InvalidAccount);
+        }
+        let mut account = *existing;
+        for (slot, carried) in account.usage.iter_mut().zip(&carry.usage) {
+            if carried.window > slot.window || (carried.window == slot.window && carried.used > slot.used) {
+                *slot = *carried;
+            }
+        }
+        if account.usage == existing.usage {
+            return Outcome { status: Status::Ok, replay: true };
+        }
+        self.touch_account(carry.account, fx);
+        self.accounts.insert(carry.account, account);
+        Outcome::new(Status::Ok)
     }
 
     /// Replaces an account's limits; like account creation it is idempotent by state and

@@ -16,8 +16,8 @@ mod time;
 pub use account::{Account, AccountFlags, Balance, Cap, Limits, Window, WindowCap, WindowUsage};
 pub use currency::{Currency, CurrencyError};
 pub use event::{
-    AccountId, Entry, Event, EventId, Leg, NewAccount, PostPending, SetLimits, Transfer,
-    VoidPending,
+    AccountId, CarryUsage, Entry, Event, EventId, Leg, NewAccount, PostPending, SetLimits,
+    Transfer, VoidPending,
 };
 pub use ledger::{
     Effects, JournalKind, JournalRow, Ledger, LedgerConfig, OpenPending, PendingState,

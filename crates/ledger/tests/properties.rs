@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use citypay_ledger::{
-    Account, AccountFlags, Cap, Currency, Effects, Entry, Event, EventId, JournalKind, Leg, Ledger,
+    Account, AccountFlags, Cap, CarryUsage, Currency, Effects, Entry, Event, EventId, JournalKind, Leg, Ledger,
     LedgerConfig, Limits, NewAccount, PendingState, PostPending, SetLimits, Status, StoredEvent, Timestamp,
-    Transfer, VoidPending, Window, WindowCap,
+    Transfer, VoidPending, Window, WindowCap, WindowUsage,
 };
 use proptest::prelude::*;
 use rustc_hash::FxHashMap;
@@ -309,7 +309,7 @@ impl Harness {
         // The model's expectation for every id it has seen committed.
         let mut tentative = self.first.clone();
         for (event, outcome) in events.iter().zip(&fx.outcomes) {
-            if matches!(event, Event::CreateAccount(_) | Event::SetLimits(_)) || outcome.status == Status::BatchTooLarge {
+            if matches!(event, Event::CreateAccount(_) | Event::SetLimits(_) | Event::CarryUsage(_)) || outcome.status == Status::BatchTooLarge {
                 continue;
             }
             let hash = event.body_hash();
@@ -459,6 +459,36 @@ fn raised_limits_keep_the_usage_of_windows_they_keep() {
     assert_eq!(h.ledger.account(2).unwrap().usage[1].used, 2_000);
     assert_eq!(h.ledger.account(2).unwrap().usage[0].used, 0);
     assert_eq!(apply_one(&mut h, pay(6, 1_001)), Status::ExceedsWindowCap);
+}
+
+#[test]
+fn carried_usage_counts_against_the_caps_of_an_account_that_moved() {
+    let pay = |id, amount| Event::Transfer(Transfer { id, leg: cny_leg(2, 1, amount, CLASS_PAYMENT), pending_timeout_s: None });
+    let mut there = Harness::new(1 << 20);
+    assert_eq!(apply_one(&mut there, pay(1, 500)), Status::Ok);
+    let used = there.ledger.account(2).unwrap().usage;
+    // The same account on another ledger: what it used there counts here, once.
+    let mut here = Harness::new(1 << 20);
+    let carry = Event::CarryUsage(CarryUsage { account: 2, usage: used });
+    assert_eq!(here.apply(std::slice::from_ref(&carry), false).unwrap()[0], citypay_ledger::Outcome { status: Status::Ok, replay: false });
+    assert_eq!(here.apply(std::slice::from_ref(&carry), false).unwrap()[0], citypay_ledger::Outcome { status: Status::Ok, replay: true });
+    assert_eq!(here.ledger.account(2).unwrap().usage, used);
+    assert_eq!(apply_one(&mut here, pay(2, 500)), Status::Ok);
+    assert_eq!(apply_one(&mut here, pay(3, 1)), Status::ExceedsWindowCap, "the day's 1,000 are spent over both ledgers");
+    // An older window, or less of the same, changes nothing; a failed commit undoes a carry.
+    let mut older = used;
+    older[0] = WindowUsage { window: used[0].window - 1, used: 10_000 };
+    older[1].used = 0;
+    assert_eq!(here.apply(&[Event::CarryUsage(CarryUsage { account: 2, usage: older })], false).unwrap()[0].replay, true);
+    let mut other = Harness::new(1 << 20);
+    other.apply(std::slice::from_ref(&carry), true).unwrap();
+    assert_eq!(other.ledger.account(2).unwrap().usage, [WindowUsage::default(); 3]);
+    // Unknown accounts and negative usage are refused.
+    assert_eq!(apply_one(&mut here, Event::CarryUsage(CarryUsage { account: 7, usage: used })), Status::AccountNotFound);
+    let mut negative = used;
+    negative[0].used = -1;
+    negative[0].window += 1;
+    assert_eq!(apply_one(&mut here, Event::CarryUsage(CarryUsage { account: 2, usage: negative })), Status::InvalidAccount);
 }
 
 #[test]

@@ -837,6 +837,7 @@ fn accounts_named(event: &Event) -> Vec<AccountId> {
         Event::Transfer(transfer) => vec![transfer.leg.debit, transfer.leg.credit],
         Event::Entry(entry) => entry.legs.iter().flat_map(|leg| [leg.debit, leg.credit]).collect(),
         Event::SetLimits(limits) => vec![limits.account],
+        Event::CarryUsage(carry) => vec![carry.account],
         Event::PostPending(_) | Event::VoidPending(_) => Vec::new(),
     }
 }

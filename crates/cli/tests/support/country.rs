@@ -77,11 +77,11 @@ impl Shard {
 
     /// Runs `sql` on this shard's database (on a thread of its own: the synchronous client
     /// must not run on the test's runtime).
-    pub(crate) fn query(&self, sql: &'static str) -> Vec<Vec<i64>> {
-        let url = self.db_now();
+    pub(crate) fn query(&self, sql: &str) -> Vec<Vec<i64>> {
+        let (url, sql) = (self.db_now(), sql.to_owned());
         std::thread::spawn(move || {
             let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            let rows = client.query(sql, &[]).unwrap();
+            let rows = client.query(&sql, &[]).unwrap();
             rows.iter().map(|row| (0..row.len()).map(|i| row.get::<_, i64>(i)).collect()).collect()
         })
         .join()
