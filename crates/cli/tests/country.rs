@@ -20,12 +20,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::country::{Shard, balance, cny, listed, settled, two_shards, wait_exit};
+use support::country::{DAUGHTER_CARD as CARD, DAUGHTER_ID, MOTHER_ID, Shard, balance, cny, listed, settled, two_shards, wait_exit};
 use support::{Api, BIN, GATEWAY_TEST_KEY, free_ports};
 
-const DAUGHTER_ID: &str = "11010519491231002X";
-const MOTHER_ID: &str = "350102195501010022";
-const CARD: &str = "6222021234567890128";
 
 /// Packets to a local port dropped (nftables, as root): a partition between the servers that
 /// reach that port and what listens there. Healed when dropped. `None` where nftables cannot be

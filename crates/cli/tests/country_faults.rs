@@ -19,12 +19,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::country::{balance, cny, listed, settled, two_shards};
+use support::country::{Family, balance, cny, family, listed, settled, two_shards};
 use support::{Api, BIN, GATEWAY_TEST_KEY, Running};
 
-const DAUGHTER_ID: &str = "11010519491231002X";
-const MOTHER_ID: &str = "350102195501010022";
-const CARD: &str = "6222021234567890128";
 
 /// How many times the servers logging to `log` said they stop after `step` (several tasks
 /// may reach it at once, each saying so before the process ends).
@@ -60,22 +57,7 @@ async fn whatever_a_kill_leaves_between_two_shards_ends_one_way() {
     hangzhou.wait_writer().await;
     fuzhou.wait_writer().await;
     let (a, b) = (hangzhou.api(), fuzhou.api());
-    let (operator_a, operator_b) = (a.operator().await, b.operator().await);
-    for (api, operator, code, name) in [(&a, &operator_a, 330100, "Hangzhou"), (&b, &operator_b, 350100, "Fuzhou")] {
-        let (status, city, _) = api.call("POST", "/v1/cities", Some(operator), Some(name), Some(json!({"code": code, "name": name}))).await;
-        assert_eq!(status, StatusCode::CREATED, "{city}");
-    }
-    let register = |city: u32, name: &str, mobile: &str, id: &str| {
-        json!({"city": city, "name": name, "mobile": mobile, "id_number": id, "password": "correct horse", "account_class": "I"})
-    };
-    let (status, body, _) = a.call("POST", "/v1/residents", None, Some("reg-d"), Some(register(330100, "李娜", "13800138000", DAUGHTER_ID))).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body, _) = b.call("POST", "/v1/residents", None, Some("reg-m"), Some(register(350100, "王秀英", "13700137000", MOTHER_ID))).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let daughter = a.sign_in("13800138000", "correct horse").await;
-    let mother = b.sign_in("13700137000", "correct horse").await;
-    a.issue_card(&operator_a, CARD, "李娜", DAUGHTER_ID).await;
-    a.top_up(&daughter, CARD, 100_000).await;
+    let Family { daughter, mother, .. } = family(&a, &b, &b, 100_000).await;
 
     let rounds: usize = if std::env::var("CITYPAY_CHAOS").as_deref() == Ok("long") { 5 } else { 1 };
     let mut sent = 0;

@@ -17,11 +17,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::json;
-use support::country::{Shard, balance, cny, country_command};
+use support::country::{Family, Shard, balance, cny, country_command, family};
 use support::{Api, BIN, GATEWAY_TEST_KEY, PatroniCluster, Target, city_cluster, free_ports, installed};
 
-const DAUGHTER_ID: &str = "11010519491231002X";
-const MOTHER_ID: &str = "350102195501010022";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn money_crosses_to_a_shard_on_patroni_through_its_failover() {
@@ -67,24 +65,9 @@ async fn money_crosses_to_a_shard_on_patroni_through_its_failover() {
     hangzhou.wait_writer().await;
     fuzhou.wait_writer().await;
     let (a, b) = (hangzhou.api(), fuzhou.api());
-    let (operator_a, operator_b) = (a.operator().await, b.operator().await);
-    for (api, operator, code, name) in [(&a, &operator_a, 330100, "Hangzhou"), (&b, &operator_b, 350100, "Fuzhou")] {
-        let (status, city, _) = api.call("POST", "/v1/cities", Some(operator), Some(name), Some(json!({"code": code, "name": name}))).await;
-        assert_eq!(status, StatusCode::CREATED, "{city}");
-    }
-    let register = |city: u32, name: &str, mobile: &str, id: &str| {
-        json!({"city": city, "name": name, "mobile": mobile, "id_number": id, "password": "correct horse", "account_class": "I"})
-    };
-    let (status, body, _) = a.call("POST", "/v1/residents", None, Some("reg-d"), Some(register(330100, "李娜", "13800138000", DAUGHTER_ID))).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    // Registered through Hangzhou's server: her ID number's and mobile's claims are made on
-    // their home shards, and her rows on Fuzhou's, over its primary found through etcd.
-    let (status, body, _) = a.call("POST", "/v1/residents", None, Some("reg-m"), Some(register(350100, "王秀英", "13700137000", MOTHER_ID))).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let daughter = a.sign_in("13800138000", "correct horse").await;
-    let mother = b.sign_in("13700137000", "correct horse").await;
-    a.issue_card(&operator_a, "6222021234567890128", "李娜", DAUGHTER_ID).await;
-    a.top_up(&daughter, "6222021234567890128", 50_000).await;
+    // The mother registers through Hangzhou's server: her ID number's and mobile's claims are
+    // made on their home shards, and her rows on Fuzhou's, over its primary found through etcd.
+    let Family { daughter, mother, .. } = family(&a, &b, &a, 50_000).await;
 
     let send = |api: &Api, from: &str, key: &str, mobile: &str, amount: i64| {
         let (api, from, key, body) = (api.clone(), from.to_owned(), key.to_owned(), json!({"mobile": mobile, "amount": cny(amount)}));

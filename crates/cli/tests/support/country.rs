@@ -192,3 +192,39 @@ pub(crate) fn two_shards(dir: &std::path::Path, prefix: &str) -> Option<([Shard;
     ];
     Some((shards, catalog))
 }
+
+pub(crate) const DAUGHTER_ID: &str = "11010519491231002X";
+pub(crate) const MOTHER_ID: &str = "350102195501010022";
+pub(crate) const DAUGHTER_CARD: &str = "6222021234567890128";
+
+/// The country's people: each shard's operator, a daughter in Hangzhou and her mother in
+/// Fuzhou (their `Bearer` headers).
+pub(crate) struct Family {
+    pub(crate) operator_a: String,
+    pub(crate) operator_b: String,
+    pub(crate) daughter: String,
+    pub(crate) mother: String,
+}
+
+/// Hangzhou onboarded through `a` (shard 1's server) and Fuzhou through `b` (shard 2's); the
+/// daughter registered in Hangzhou through `a`, the mother in Fuzhou through `mother_via`;
+/// both signed in; the daughter's card issued and `top_up` fen topped up from it.
+pub(crate) async fn family(a: &Api, b: &Api, mother_via: &Api, top_up: i64) -> Family {
+    let (operator_a, operator_b) = (a.operator().await, b.operator().await);
+    for (api, operator, code, name) in [(a, &operator_a, 330100, "Hangzhou"), (b, &operator_b, 350100, "Fuzhou")] {
+        let (status, city, _) = api.call("POST", "/v1/cities", Some(operator), Some(name), Some(json!({"code": code, "name": name}))).await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{city}");
+    }
+    let register = |city: u32, name: &str, mobile: &str, id: &str| {
+        json!({"city": city, "name": name, "mobile": mobile, "id_number": id, "password": "correct horse", "account_class": "I"})
+    };
+    let (status, body, _) = a.call("POST", "/v1/residents", None, Some("reg-d"), Some(register(330100, "李娜", "13800138000", DAUGHTER_ID))).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let (status, body, _) = mother_via.call("POST", "/v1/residents", None, Some("reg-m"), Some(register(350100, "王秀英", "13700137000", MOTHER_ID))).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let daughter = a.sign_in("13800138000", "correct horse").await;
+    let mother = b.sign_in("13700137000", "correct horse").await;
+    a.issue_card(&operator_a, DAUGHTER_CARD, "李娜", DAUGHTER_ID).await;
+    a.top_up(&daughter, DAUGHTER_CARD, top_up).await;
+    Family { operator_a, operator_b, daughter, mother }
+}
