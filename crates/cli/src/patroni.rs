@@ -42,7 +42,7 @@ impl Primary {
     /// `/service/citypay`) from now on; `template` is the database URL whose host and port
     /// are replaced by the leader's. Waits (at most 60 s) until there is one.
     pub(crate) async fn follow(etcd: Etcd, scope: &str, template: &str) -> anyhow::Result<Primary> {
-        let primary = Primary::watch(etcd, scope, template);
+        let primary = Primary::watch(etcd, scope, template, true);
         let started = std::time::Instant::now();
         while primary.url().is_none() {
             anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "the Patroni cluster {scope:?} has no leader in etcd");
@@ -52,15 +52,16 @@ impl Primary {
     }
 
     /// Follows the leader as [`Primary::follow`] does, without waiting for one: another
-    /// shard's cluster, which this server must not wait on to start.
-    pub(crate) fn watch(etcd: Etcd, scope: &str, template: &str) -> Primary {
+    /// shard's cluster, which this server must not wait on to start. `own`: the cluster is
+    /// this server's, whose replication state its metrics report.
+    pub(crate) fn watch(etcd: Etcd, scope: &str, template: &str, own: bool) -> Primary {
         let primary = Primary(Arc::new(RwLock::new((None, std::time::Instant::now()))));
         let (found, prefix, template) = (primary.clone(), scope.trim_end_matches('/').to_owned(), template.to_owned());
         tokio::spawn(async move {
             let mut round = 0u64;
             loop {
                 round += 1;
-                if round % 10 == 0 {
+                if own && round % 10 == 0 {
                     report_members(&etcd, &prefix).await;
                 }
                 let now = match leader(&etcd, &prefix).await {
@@ -87,7 +88,7 @@ impl Primary {
 pub(crate) fn locate(shard: &citypay_country::ShardDatabase) -> anyhow::Result<citypay_store_postgres::Locate> {
     Ok(match &shard.patroni {
         Some(patroni) => {
-            let primary = Primary::watch(Etcd::new(&patroni.etcd)?, &patroni.scope, &shard.db);
+            let primary = Primary::watch(Etcd::new(&patroni.etcd)?, &patroni.scope, &shard.db, false);
             Arc::new(move || primary.url())
         }
         None => {
