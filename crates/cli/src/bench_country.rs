@@ -201,8 +201,7 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
         for (i, city) in cities.iter().enumerate() {
             let shard = u16::try_from(i + 1)?;
             city.shard.handle().hold_buckets(Some(map.owned_by(shard)));
-            let others = directories.iter().filter(|(s, _)| *s != shard).cloned().collect();
-            let country = citypay_country::Country::new(shard, String::new(), map.clone(), city.state.directory.clone(), others);
+            let country = citypay_country::Country::new(shard, String::new(), map.clone(), city.state.directory.clone(), directories.clone());
             country.open_clearing_accounts().await?;
             let (code, _, region, mobile) = CITIES[i];
             eprintln!("setting up {} residents on shard {shard}...", args.residents);
@@ -258,12 +257,8 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(citypay_crossshard::RESOLVE_AFTER_MS + 200)).await;
         }
         let drain = Instant::now();
-        let mut finished = 0u64;
-        while finished < left {
-            let round = sides[0].country.resolve_once(1_000).await?;
-            anyhow::ensure!(round > 0, "the resolver finished nothing with {} transfers left", left - finished);
-            finished += round as u64;
-        }
+        let finished = sides[0].country.drain(1_000).await? as u64;
+        anyhow::ensure!(finished == left, "the resolver finished {finished} of {left} transfers");
         let drain_seconds = drain.elapsed().as_secs_f64();
         let clearing = |state: &citypay_api::routes::AppState, peer| {
             let directory = state.directory.clone();

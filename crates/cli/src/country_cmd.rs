@@ -161,17 +161,10 @@ fn resolve(catalog: &str, keys: &std::path::Path) -> anyhow::Result<std::process
         let url = catalog.to_string();
         let map = tokio::task::spawn_blocking(move || open(&url)?.map().context("reading the catalog's map")).await??;
         let mut finished = Vec::new();
+        let every: Vec<_> = reached.iter().map(|(s, r)| (*s, r.directory.clone())).collect();
         for (shard, here) in &reached {
-            let others = reached.iter().filter(|(s, _)| *s != shard).map(|(s, r)| (*s, r.directory.clone())).collect();
-            let country = citypay_country::Country::new(*shard, catalog.to_owned(), map.clone(), here.directory.clone(), others);
-            let mut total = 0;
-            loop {
-                let round = country.resolve_once(1_000).await.with_context(|| format!("the resolver's round on shard {shard}"))?;
-                if round == 0 {
-                    break;
-                }
-                total += round;
-            }
+            let country = citypay_country::Country::new(*shard, catalog.to_owned(), map.clone(), here.directory.clone(), every.clone());
+            let total = country.drain(1_000).await.with_context(|| format!("the resolver's round on shard {shard}"))?;
             finished.push((*shard, total));
         }
         anyhow::Ok(finished)

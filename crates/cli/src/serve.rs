@@ -329,8 +329,7 @@ async fn join_cluster(db: &DbUrl, keys_path: &std::path::Path, options: &Cluster
         let directories: Vec<(u16, citypay_directory::Directory)> =
             std::iter::once((shard, state.directory.clone())).chain(peer_states.iter().map(|(peer, s)| (*peer, s.directory.clone()))).collect();
         let view = |of: u16, here: &citypay_directory::Directory| {
-            let others = directories.iter().filter(|(s, _)| *s != of).cloned().collect();
-            citypay_country::Country::new(of, catalog.clone(), now.clone(), here.clone(), others)
+            citypay_country::Country::new(of, catalog.clone(), now.clone(), here.clone(), directories.clone())
         };
         let country = view(shard, &state.directory);
         // A fault test stops this server after a step of a transfer between shards.

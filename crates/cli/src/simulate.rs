@@ -168,6 +168,7 @@ pub(crate) fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         let text = std::fs::read_to_string(&path).with_context(|| format!("--continue reads the earlier run's {}", path.display()))?;
         let earlier: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{} is not a summary", path.display()))?;
         let number = |field: &str| earlier[field].as_u64().with_context(|| format!("{}: no {field}", path.display()));
+        anyhow::ensure!(earlier["shards"].as_u64().unwrap_or(1) == 1, "--continue lives on a run of one database; {} ran on several shards", path.display());
         let through = u32::try_from(number("first_day").unwrap_or(1) + number("days")? - 1)?;
         let cities = earlier["cities"].as_array().map(Vec::as_slice).unwrap_or_default();
         let continued = SimulateArgs {
@@ -491,9 +492,8 @@ async fn place_cities(opened: &[crate::city::City], cities: &[&'static citypay_s
     let mut countries = Vec::new();
     for (i, city) in opened.iter().enumerate() {
         city.shard.handle().hold_buckets(Some(map.owned_by(number(i))));
-        let others = directories.iter().filter(|(s, _)| *s != number(i)).cloned().collect();
         // No catalog: the cities were placed here, and nothing moves.
-        let country = citypay_country::Country::new(number(i), String::new(), map.clone(), city.state.directory.clone(), others);
+        let country = citypay_country::Country::new(number(i), String::new(), map.clone(), city.state.directory.clone(), directories.clone());
         country.open_clearing_accounts().await?;
         city.state.checkout.refund_elsewhere_through(Arc::new(country.clone()));
         countries.push(Some(country));

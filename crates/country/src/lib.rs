@@ -85,9 +85,8 @@ fn unknown(error: impl std::fmt::Display) -> String {
 }
 
 impl Country {
-    /// Shard `shard` over `here` (this server's directory), with the map and every other
-    /// shard's directory.
-    /// `catalog` is the catalog's URL.
+    /// Shard `shard` over `here` (this server's directory), with the map and every shard's
+    /// directory (its own among them is left out). `catalog` is the catalog's URL.
     pub fn new(shard: ShardId, catalog: String, map: BucketMap, here: Directory, peers: Vec<(ShardId, Directory)>) -> Country {
         let peers = peers.into_iter().filter(|(id, _)| *id != shard).map(|(id, directory)| (id, Side::new(directory, id))).collect();
         Country(Arc::new(Inner { shard, catalog, after_step: std::sync::OnceLock::new(), map: RwLock::new(map), here: Side::new(here, shard), peers }))
@@ -544,6 +543,18 @@ impl Country {
             Err(error) => return Err(WalletError::Unavailable(error.to_string())),
         };
         Ok(())
+    }
+
+    /// The resolver's rounds until one finishes nothing (a shard that does not answer leaves
+    /// its transfers for later); how many they finished.
+    pub async fn drain(&self, limit: u32) -> Result<usize, ClearingError> {
+        let mut finished = 0;
+        loop {
+            match self.resolve_once(limit).await? {
+                0 => return Ok(finished),
+                round => finished += round,
+            }
+        }
     }
 
     /// The resolver, once: asks the payee's shard about every transfer this shard sent that is

@@ -441,7 +441,7 @@ impl Simulation {
     async fn drain_crossings(&self) -> Result<(), SimError> {
         for services in &self.context.shards {
             let Some(country) = &services.country else { continue };
-            while country.resolve_once(1_000).await.map_err(|e| service("resolving crossings", &e))? > 0 {}
+            country.drain(1_000).await.map_err(|e| service("resolving crossings", &e))?;
         }
         Ok(())
     }
