@@ -816,7 +816,10 @@ impl Checkout {
             let draw = u64::from_le_bytes(self.directory.draw(&["device-slot", &resident_text, &attempt.to_string()]));
             let buckets = u64::from(citypay_routing::BUCKETS);
             let bucket = u64::from(citypay_routing::bucket_of_owner(resident.id).0);
-            let slot = u32::try_from((draw % (u64::from(citypay_codes::payment_code::DEVICE_LIMIT) / buckets)) * buckets + bucket).unwrap_or(1).max(1);
+            // Never slot 0 (not a device), and never another bucket's: the multiple of the
+            // bucket count starts at 1.
+            let multiples = u64::from(citypay_codes::payment_code::DEVICE_LIMIT) / buckets;
+            let Ok(slot) = u32::try_from((draw % (multiples - 1) + 1) * buckets + bucket) else { continue };
             let secret: [u8; 32] = self.directory.draw(&["device-secret", &slot.to_string()]);
             let row = ServiceRow {
                 table: "payment_devices",

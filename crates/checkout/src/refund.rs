@@ -340,7 +340,9 @@ impl Checkout {
         let hold = self.refund_hold(trade, refund, Vec::new(), Vec::new()).await?;
         match elsewhere.send(hold).await? {
             SentRefund::Returned(reason) => self.finish_refund_elsewhere(trade.id, &refund.out_request_no, Some(reason)).await,
-            _ => self.finish_refund_elsewhere(trade.id, &refund.out_request_no, None).await,
+            SentRefund::Posted => self.finish_refund_elsewhere(trade.id, &refund.out_request_no, None).await,
+            // No guards go with a resumed hold: a guard's refusal is not a posting.
+            SentRefund::Guard(_) => Err(CheckoutError::Unavailable("the refund's hold was refused; retry".into())),
         }
     }
 
@@ -413,23 +415,32 @@ impl Checkout {
     /// crossings. How many.
     pub async fn finish_refunds_elsewhere(&self, limit: u32) -> Result<usize, CheckoutError> {
         let Some(elsewhere) = self.elsewhere.get() else { return Ok(0) };
+        // Oldest first, all of them: those still crossing are passed over, not in the way of
+        // those behind them; one that cannot be finished now is left for the next round.
         let rows = self
             .directory
-            .read("SELECT trade_id, out_request_no FROM refunds WHERE status = 'REFUND_PROCESSING' LIMIT ?1", vec![Value::Int(i64::from(limit))])
+            .read(
+                "SELECT trade_id, out_request_no FROM refunds WHERE status = 'REFUND_PROCESSING' ORDER BY created_at, trade_id, out_request_no LIMIT ?1",
+                vec![Value::Int(i64::from(limit))],
+            )
             .await?;
         let mut finished = 0;
         for row in rows {
-            let (trade_id, no) = (u64::try_from(int_at(&row, 0)?).unwrap_or(0), text_at(&row, 1)?);
-            let ended = match elsewhere.outcome(refund_crossing_id(trade_id, &no)).await? {
-                Some(true) => self.finish_refund_elsewhere(trade_id, &no, None).await.map(|_| ()),
-                Some(false) => match self.finish_refund_elsewhere(trade_id, &no, Some("timeout")).await {
+            let Ok(trade_id) = u64::try_from(int_at(&row, 0)?) else { continue };
+            let no = text_at(&row, 1)?;
+            let ended = match elsewhere.outcome(refund_crossing_id(trade_id, &no)).await {
+                Ok(Some(true)) => self.finish_refund_elsewhere(trade_id, &no, None).await.map(|_| ()),
+                Ok(Some(false)) => match self.finish_refund_elsewhere(trade_id, &no, Some("timeout")).await {
                     Err(CheckoutError::RefundReturned(_)) => Ok(()),
                     other => other.map(|_| ()),
                 },
-                None => continue,
+                Ok(None) => continue,
+                Err(error) => Err(error),
             };
-            ended?;
-            finished += 1;
+            match ended {
+                Ok(()) => finished += 1,
+                Err(error) => tracing::warn!(trade = trade_id, %error, "a refund held for another shard could not be finished; the next round tries again"),
+            }
         }
         Ok(finished)
     }

@@ -153,7 +153,7 @@ const PAYMENTS: &str = "SELECT t.city_code, m.category, t.method, COUNT(*), CAST
     GROUP BY t.city_code, m.category, t.method";
 const REFUNDS: &str = "SELECT t.city_code, COUNT(*), CAST(SUM(r.amount) AS BIGINT)
     FROM refunds r JOIN trades t ON t.id = r.trade_id
-    WHERE r.created_at >= ?1 AND r.created_at < ?2
+    WHERE r.created_at >= ?1 AND r.created_at < ?2 AND r.status = 'REFUND_SUCCESS'
     GROUP BY t.city_code";
 const RESIDENTS: &str = "SELECT city_code, account_class, COUNT(*) FROM residents WHERE created_at < ?1
     GROUP BY city_code, account_class";
