@@ -290,6 +290,9 @@ pub async fn move_city(catalog: &str, city: u32, to: ShardId, shards: &BTreeMap<
         match copy_rows(from, &source.db, to, &target.db, &group, city, since).await {
             Ok(rows) => report.rows = rows,
             // Nothing copied and no money crossed yet: the city stays where it is, unfrozen.
+            // (Unless the copy did commit and only its answer was lost: then the move goes on
+            // when run again.)
+            Err(error) if copied(target, to, city, since).await? => return Err(error),
             Err(error) => {
                 let url = catalog.clone();
                 tokio::task::spawn_blocking(move || Catalog::open(&url)?.thaw_city(city)).await.map_err(|e| MoveError::Waited(e.to_string()))??;
