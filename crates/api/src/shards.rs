@@ -53,12 +53,12 @@ impl Found {
 
 struct Shards {
     routes: Vec<ShardRoute>,
-    map: Arc<dyn Fn() -> BucketMap + Send + Sync>,
+    map: Arc<dyn Fn() -> Arc<BucketMap> + Send + Sync>,
 }
 
 /// A router sending each request to its caller's shard's router; `routes[0]` is this server's
 /// own shard's, and takes what names no shard.
-pub fn by_caller(routes: Vec<ShardRoute>, map: Arc<dyn Fn() -> BucketMap + Send + Sync>) -> Router {
+pub fn by_caller(routes: Vec<ShardRoute>, map: Arc<dyn Fn() -> Arc<BucketMap> + Send + Sync>) -> Router {
     let shards = Arc::new(Shards { routes, map });
     Router::new().fallback(move |request: Request| {
         let shards = shards.clone();

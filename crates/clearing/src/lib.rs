@@ -475,8 +475,12 @@ impl Clearing {
     /// [`Clearing::send`] for `purpose`.
     pub async fn send_for(&self, crossing: &Crossing, purpose: Purpose, peer: &dyn Peer) -> Result<Decision, ClearingError> {
         let ask = self.reserve_for(crossing, &purpose).await?;
-        // A transfer finished before answers its decision without asking again.
-        let answer = if matches!(ask, Message::Decided { .. }) { ask } else { peer.ask(ask, purpose.payee).await.map_err(ClearingError::Unknown)? };
+        // A transfer finished before answers its decision, applied already, without asking
+        // again.
+        if let Message::Decided { decision, .. } = ask {
+            return Ok(decision);
+        }
+        let answer = peer.ask(ask, purpose.payee).await.map_err(ClearingError::Unknown)?;
         let Message::Decided { decision, .. } = answer else { return Err(ClearingError::Unknown("the peer answered something else".into())) };
         self.apply(answer).await?;
         Ok(decision)

@@ -235,7 +235,7 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
         let backlog = if count > 1 { args.backlog } else { 0 };
         let (dead, relay) = citypay_shard::relay(16, Duration::from_secs(1));
         drop(relay);
-        let cut = citypay_country::Country::new(1, String::new(), sides[0].country.map(), sides[0].state.directory.clone(), vec![(2, sides[sides.len().min(2) - 1].state.directory.through(dead))]);
+        let cut = citypay_country::Country::new(1, String::new(), (*sides[0].country.map()).clone(), sides[0].state.directory.clone(), vec![(2, sides[sides.len().min(2) - 1].state.directory.through(dead))]);
         let mut left = 0u64;
         let mut tasks = tokio::task::JoinSet::new();
         for k in 0..backlog {

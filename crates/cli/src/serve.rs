@@ -370,18 +370,28 @@ fn follow_the_map(views: Vec<citypay_country::Country>, held: Arc<std::sync::RwL
     let url = country.catalog_url().to_owned();
     let mut known = country.map().version;
     std::thread::spawn(move || {
-        let mut catalog = None;
+        let (mut catalog, mut said) = (None, false);
         loop {
             std::thread::sleep(citypay_country::moving::MAP_POLL);
             if catalog.is_none() {
-                catalog = citypay_country::Catalog::open(&url).map_err(|error| tracing::warn!(%error, "the country's catalog is out of reach; routing by the last map")).ok();
+                // Said once per outage, not at every poll.
+                catalog = match citypay_country::Catalog::open(&url) {
+                    Ok(open) => Some(open),
+                    Err(error) if !said => {
+                        tracing::warn!(%error, "the country's catalog is out of reach; routing by the last map");
+                        said = true;
+                        None
+                    }
+                    Err(_) => None,
+                };
+                said &= catalog.is_none();
             }
             let Some(open) = catalog.as_mut() else { continue };
             let read = open.version().and_then(|version| if version > known { open.map().map(Some) } else { Ok(None) });
             match read {
                 Ok(Some(map)) => {
                     known = map.version;
-                    if maps.send(map).is_err() {
+                    if maps.send(Arc::new(map)).is_err() {
                         return;
                     }
                 }
@@ -403,7 +413,7 @@ fn follow_the_map(views: Vec<citypay_country::Country>, held: Arc<std::sync::RwL
             for view in &views[1..] {
                 view.set_map(map.clone());
             }
-            *held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = map.clone();
+            *held.write().unwrap_or_else(std::sync::PoisonError::into_inner) = (*map).clone();
             if let Some(writer) = membership.writer() {
                 writer.hold_buckets(Some(map.owned_by(country.shard())));
             }

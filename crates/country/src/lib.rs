@@ -65,7 +65,8 @@ struct Inner {
     shard: ShardId,
     catalog: String,
     after_step: std::sync::OnceLock<StepHook>,
-    map: RwLock<BucketMap>,
+    /// Shared, not copied: the router reads it on every request.
+    map: RwLock<Arc<BucketMap>>,
     here: Side,
     peers: BTreeMap<ShardId, Side>,
 }
@@ -89,7 +90,7 @@ impl Country {
     /// directory (its own among them is left out). `catalog` is the catalog's URL.
     pub fn new(shard: ShardId, catalog: String, map: BucketMap, here: Directory, peers: Vec<(ShardId, Directory)>) -> Country {
         let peers = peers.into_iter().filter(|(id, _)| *id != shard).map(|(id, directory)| (id, Side::new(directory, id))).collect();
-        Country(Arc::new(Inner { shard, catalog, after_step: std::sync::OnceLock::new(), map: RwLock::new(map), here: Side::new(here, shard), peers }))
+        Country(Arc::new(Inner { shard, catalog, after_step: std::sync::OnceLock::new(), map: RwLock::new(Arc::new(map)), here: Side::new(here, shard), peers }))
     }
 
     /// Runs `work` on the catalog, on a blocking thread.
@@ -133,8 +134,7 @@ impl Country {
         let clearing = &self.0.here.clearing;
         let ask = clearing.reserve_for(crossing, &purpose).await?;
         if let Message::Decided { decision, .. } = ask {
-            // A retry of a transfer finished before: its decision, applied once.
-            clearing.apply(ask).await?;
+            // A retry of a transfer finished before: its decision, applied already.
             return Ok(decision);
         }
         self.reached(Step::Reserved);
@@ -157,12 +157,12 @@ impl Country {
     }
 
     /// The bucket map this server routes by.
-    pub fn map(&self) -> BucketMap {
+    pub fn map(&self) -> Arc<BucketMap> {
         self.0.map.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Takes `map` when it is newer than the one held; whether it was.
-    pub fn set_map(&self, map: BucketMap) -> bool {
+    pub fn set_map(&self, map: Arc<BucketMap>) -> bool {
         let mut held = self.0.map.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let newer = map.version > held.version;
         if newer {
