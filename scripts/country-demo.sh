@@ -49,6 +49,8 @@ db() {
 field() { python3 -c 'import json,sys; v=json.loads(sys.argv[1])
 for k in sys.argv[2].split("."): v=v[int(k)] if k.isdigit() else v[k]
 print(v)' "$1" "$2"; }
+# Fails the demo unless $1 equals $2 ($3 says what).
+expect() { [ "$1" = "$2" ] || die "$3: $1, not $2"; }
 # call METHOD PORT PATH [AUTH] [KEY] [BODY]: the JSON answer; fails on an HTTP error.
 call() {
     local args=(-sS --fail-with-body -X "$1" "http://127.0.0.1:$2$3" -H 'content-type: application/json')
@@ -105,19 +107,24 @@ say "the daughter (Hangzhou, shard 1) topped up 1,000.00 yuan"
 found=$(call POST $a /v1/transfer-recipients "$daughter" '' '{"mobile":"13700137000"}')
 say "13700137000 is $(field "$found" masked_name) in city $(field "$found" city)"
 sent=$(call POST $a /v1/transfers "$daughter" gift-1 '{"mobile":"13700137000","amount":{"amount":50000,"currency":"CNY"},"note":"妈妈生日快乐"}')
-say "sent 500.00 yuan across shards: $(field "$sent" status)"
-say "the mother (Fuzhou, shard 2) holds $(field "$(call GET $b /v1/wallet "$mother")" balance.amount) fen"
+expect "$(field "$sent" status)" completed "the transfer across shards"
+say "sent 500.00 yuan across shards: completed"
+expect "$(field "$(call GET $b /v1/wallet "$mother")" balance.amount)" 50000 "the mother's balance in fen"
+say "the mother (Fuzhou, shard 2) holds 500.00 yuan"
 
 shop=$(call POST $b /v1/merchants "$op_b" shop-1 '{"city":350100,"name":"鱼丸店","uscc":"91350100M00000094M","mcc":"5812","category":"restaurant","settlement_account":"6222020200112233446","notify_url":null}')
 key="ApiKey $(field "$shop" api_key_id):$(field "$shop" api_key_secret)"
 order=$(call POST $b /v1/trades "$key" '' '{"out_trade_no":"F1","amount":{"amount":2372,"currency":"CNY"},"subject":"鱼丸"}')
 paid=$(call POST $a /v1/payments/qr "$daughter" fish-1 "{\"payload\":\"$(field "$order" qr_payload)\"}")
-say "the daughter paid the Fuzhou shop 23.72 yuan from her Hangzhou wallet: $(field "$paid" status)"
+expect "$(field "$paid" status)" TRADE_SUCCESS "the payment at the Fuzhou shop"
+say "the daughter paid the Fuzhou shop 23.72 yuan from her Hangzhou wallet"
 
 say "moving Fuzhou to shard 1..."
 "$bin" cluster move --catalog "$catalog" --keys "$dir/one/keys" --city 350100 --to 1 >&2
 back=$(call POST $a /v1/transfers "$mother" back-1 '{"mobile":"13800138000","amount":{"amount":10000,"currency":"CNY"},"note":"收到了"}')
-say "the mother, now on shard 1, sent 100.00 yuan back: $(field "$back" status)"
+expect "$(field "$back" status)" completed "the transfer back"
+expect "$(field "$(call GET $a /v1/wallet "$daughter")" balance.amount)" $((100000 - 50000 - 2372 + 10000)) "the daughter's balance in fen"
+say "the mother, now on shard 1, sent 100.00 yuan back; the daughter holds 576.28 yuan"
 
 stats=$(call GET $a /v1/city-stats "$op_a")
 python3 -c 'import json,sys
