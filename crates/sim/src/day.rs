@@ -245,8 +245,9 @@ pub(crate) fn plan(shape: &Shape<'_>, people: &[Person], day: u32) -> Vec<(usize
             }
         }
         // Travellers and family elsewhere, drawn apart from the rest of the day (adding them
-        // changed no one's other actions): a few pay at a shop or restaurant of another city,
-        // a few send money to a relative there (one whose wallet takes any amount: class I).
+        // changed no one's other draws, though they take slots of the day): a few pay at a shop
+        // or restaurant of another city, a few send money to a relative there (a class I
+        // wallet, drawn by the seed).
         if shape.cities.len() > 1 && registered_from == Some(0) {
             let mut away = rng_for(shape.seed, &[tag::AWAY, u64::from(day), u64::from(preset.code), person.index]);
             let others = shape.cities.len() - 1;

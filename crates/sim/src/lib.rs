@@ -7,9 +7,10 @@
 //! day is planned in five-minute slots and lived in order by one task; the services read the
 //! time from an [`ActionClock`], which answers the planned time of the action asking, while the
 //! writer's [`ManualClock`] shows the day. People live their days concurrently, and no outcome
-//! depends on how the writer batched them: a wallet is only touched by its owner's actions (and
-//! refunds of its owner's payments), a merchant's balance only shrinks by a refund of a payment
-//! it already holds, and the ledger's day windows are the day's.
+//! depends on how the writer batched them: a wallet is debited only by its owner's actions
+//! (and credited by refunds of its owner's payments and by money sent to them, which only add
+//! to what its payments find), a merchant's balance only shrinks by a refund of a payment it
+//! already holds, and the ledger's day windows are the day's.
 
 mod clock;
 mod day;
@@ -150,7 +151,8 @@ struct Account {
     home: usize,
     card: u64,
     device: Option<(u32, Arc<[u8]>)>,
-    /// What the wallet should hold: only its owner's actions change it (and the fare run).
+    /// What the wallet holds at least: what its owner's actions (and the fare run) leave, the
+    /// money sent to them by family not counted (the owner tops up by this figure).
     balance: i64,
     /// The phone's ride-code app, for commuters.
     rider: Option<citypay_ride::RiderDevice>,
