@@ -159,7 +159,8 @@ fn refund_entry_id(trade_id: u64, out_request_no: &str, attempt: u32) -> u128 {
 }
 
 impl Refund {
-    fn row(&self, trade_id: u64) -> ServiceRow {
+    /// Its row, with the part of the fee it gives back.
+    fn row(&self, trade_id: u64, fee_back: i64) -> ServiceRow {
         ServiceRow {
             table: "refunds",
             key: vec![("trade_id", uint(trade_id)), ("out_request_no", Value::Text(self.out_request_no.clone()))],
@@ -168,6 +169,7 @@ impl Refund {
                 ("created_at", uint(self.created_at)),
                 ("status", Value::Text(self.status.code().to_owned())),
                 ("cashier", self.cashier.map_or(Value::Null, uint)),
+                ("fee_back", Value::Int(fee_back)),
             ],
             on_conflict: OnConflict::Fail,
         }
@@ -237,9 +239,9 @@ impl Checkout {
     async fn try_refund(&self, trade: &Trade, out_request_no: &str, amount: i64, cashier: Option<u64>) -> Result<Option<Result<RefundAnswer, CheckoutError>>, CheckoutError> {
         let merchant = self.directory.merchant(trade.merchant_id).await?;
         let now = self.now_s();
-        let after = trade.refunded_by(amount);
+        let (after, fee_back) = trade.refunded_by(amount);
         let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundSuccess, created_at: now, cashier };
-        let refund_row = refund.row(trade.id);
+        let refund_row = refund.row(trade.id, fee_back);
         let guards = vec![trade.version_guard(), Guard::Absent { table: "refunds", key: refund_row.key.clone() }];
         let rows: Vec<ServiceRow> = [after.row(OnConflict::UpdateOnly), refund_row].into_iter().chain(self.outbox_rows(&merchant, &after, now, Some(out_request_no))).collect();
         let answer = RefundAnswer { trade: after, refund, fund_change: true };
@@ -248,7 +250,7 @@ impl Checkout {
             self.submit(Command { event: None, guards, rows, always_rows: Vec::new() }).await?
         } else {
             let payer = trade.payer_resident.ok_or(CheckoutError::NotPaid)?;
-            let legs = refund_legs(trade, merchant.account, account_id(AccountKind::Wallet, payer), amount);
+            let legs = refund_legs(trade, merchant.account, account_id(AccountKind::Wallet, payer), amount, fee_back);
             let command = |attempt| Command {
                 event: Some(Event::Entry(Entry { id: refund_entry_id(trade.id, out_request_no, attempt), legs: legs.clone() })),
                 guards: guards.clone(),
@@ -304,12 +306,11 @@ impl Checkout {
     /// (or the refund was recorded) meanwhile.
     async fn refund_elsewhere(&self, trade: &Trade, out_request_no: &str, amount: i64, cashier: Option<u64>) -> Result<Option<Result<RefundAnswer, CheckoutError>>, CheckoutError> {
         let Some(elsewhere) = self.elsewhere.get() else { return Err(CheckoutError::AccountElsewhere) };
-        let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
+        let (after, fee_back) = trade.refunded_by(amount);
         let refund = Refund { out_request_no: out_request_no.to_owned(), amount, status: RefundStatus::RefundProcessing, created_at: self.now_s(), cashier };
-        let mut row = refund.row(trade.id);
-        row.columns.push(("fee_back", Value::Int(fee_back)));
+        let row = refund.row(trade.id, fee_back);
         let guards = vec![trade.version_guard(), Guard::Absent { table: "refunds", key: row.key.clone() }];
-        let hold = self.refund_hold(trade, &refund, guards, vec![trade.refunded_by(amount).row(OnConflict::UpdateOnly), row]).await?;
+        let hold = self.refund_hold(trade, &refund, guards, vec![after.row(OnConflict::UpdateOnly), row]).await?;
         match elsewhere.send(hold).await? {
             SentRefund::Guard(_) => Ok(None),
             SentRefund::Posted => Ok(Some(self.finish_refund_elsewhere(trade.id, out_request_no, None).await)),
@@ -387,9 +388,11 @@ impl Checkout {
                     Command { event, guards: vec![processing], rows, always_rows: Vec::new() }
                 }
                 Some(_) => {
+                    // Its amount is refundable again, and the fee it held is no longer given.
                     let refunded = trade.refunded - refund.amount;
+                    let fee_returned = trade.fee_returned - fee_back;
                     let status = if trade.status == TradeStatus::TradeClosed && trade.refunded == trade.amount { TradeStatus::TradeSuccess } else { trade.status };
-                    let after = Trade { refunded, status, version: trade.version + 1, ..trade.clone() };
+                    let after = Trade { refunded, fee_returned, status, version: trade.version + 1, ..trade.clone() };
                     Command { event: None, guards: vec![trade.version_guard(), processing], rows: vec![after.row(OnConflict::UpdateOnly), status_row(RefundStatus::RefundFailed)], always_rows: Vec::new() }
                 }
             };
@@ -504,9 +507,8 @@ impl Checkout {
 
 /// The refund's legs: the fee back to the merchant first (so a merchant holding only the net
 /// of the payment can still refund all of it), then the amount back to the payer.
-fn refund_legs(trade: &Trade, merchant_account: u64, wallet: u64, amount: i64) -> Vec<Leg> {
+fn refund_legs(trade: &Trade, merchant_account: u64, wallet: u64, amount: i64, fee_back: i64) -> Vec<Leg> {
     let mut legs = Vec::with_capacity(2);
-    let fee_back = citypay_directory::fee_returned(trade.fee, trade.amount, trade.refunded, amount);
     if fee_back > 0 {
         legs.push(Leg {
             debit: PlatformAccounts::CNY.fee_revenue,

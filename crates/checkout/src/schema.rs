@@ -165,6 +165,19 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "CREATE INDEX IF NOT EXISTS refunds_processing ON refunds (status) WHERE status = 'REFUND_PROCESSING';",
         postgres: "CREATE INDEX IF NOT EXISTS refunds_processing ON refunds (status) WHERE status = 'REFUND_PROCESSING';",
     },
+    // A refund returned by another shard gives back the fee it held: later refunds must know
+    // what was given, not work it out from the amount refunded. Trades refunded before were
+    // refunded locally, one refund after another, and gave back the proportional share of
+    // what they refunded.
+    Migration {
+        component: "checkout",
+        version: 13,
+        name: "the part of the fee each trade gave back",
+        sqlite: "ALTER TABLE trades ADD COLUMN fee_returned BIGINT NOT NULL DEFAULT 0;
+            UPDATE trades SET fee_returned = CAST(fee * refunded / amount AS INTEGER) WHERE refunded > 0 AND amount > 0;",
+        postgres: "ALTER TABLE trades ADD COLUMN fee_returned BIGINT NOT NULL DEFAULT 0;
+            UPDATE trades SET fee_returned = div(fee::numeric * refunded, amount)::bigint WHERE refunded > 0 AND amount > 0;",
+    },
 ];
 
 const CHECKOUT_V10: &str = "ALTER TABLE trades ADD COLUMN cashier BIGINT;

@@ -88,8 +88,10 @@ pub struct Trade {
     pub payer_resident: Option<u64>,
     /// The platform's fee, in fen (kept, so refunds give back the fee that was charged).
     pub fee: i64,
-    /// Refunded so far, in fen.
+    /// Refunded so far, in fen (refunds still crossing shards included).
     pub refunded: i64,
+    /// The part of the fee given back so far, or held to be by refunds still crossing.
+    pub fee_returned: i64,
     /// Bumped by every change: the compare-and-swap guard.
     pub version: i64,
     /// Unix seconds.
@@ -111,7 +113,7 @@ macro_rules! select_trades {
     ($tail:literal) => {
         concat!(
             "SELECT id, merchant_id, city_code, out_trade_no, amount, subject, status, method, ",
-            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee, finishes_at, notify_app, notify_url, cashier FROM trades ",
+            "payer_resident, refunded, version, created_at, expires_at, paid_at, fee, finishes_at, notify_app, notify_url, cashier, fee_returned FROM trades ",
             $tail
         )
     };
@@ -149,6 +151,7 @@ impl Trade {
             payer_resident: None,
             fee: if method == Method::Cash { 0 } else { citypay_directory::fee_for(new.amount, merchant.fee_rate_bp) },
             refunded: 0,
+            fee_returned: 0,
             version: 1,
             created_at: now,
             expires_at: now + new.timeout_s.unwrap_or(DEFAULT_TIMEOUT_S),
@@ -184,10 +187,12 @@ impl Trade {
         Trade { status: TradeStatus::TradeFinished, version: self.version + 1, ..self.clone() }
     }
 
-    pub(crate) fn refunded_by(&self, amount: i64) -> Trade {
+    /// Refunded `amount` more, and the part of the fee that refund gives back.
+    pub(crate) fn refunded_by(&self, amount: i64) -> (Trade, i64) {
         let refunded = self.refunded + amount;
+        let fee_back = citypay_directory::fee_returned(self.fee, self.amount, refunded, self.fee_returned);
         let status = if refunded == self.amount { TradeStatus::TradeClosed } else { self.status };
-        Trade { refunded, status, version: self.version + 1, ..self.clone() }
+        (Trade { refunded, fee_returned: self.fee_returned + fee_back, status, version: self.version + 1, ..self.clone() }, fee_back)
     }
 
     pub(crate) fn closed(&self) -> Trade {
@@ -221,6 +226,7 @@ impl Trade {
                 ("method", Value::Text(self.method.code().to_owned())),
                 ("payer_resident", opt(self.payer_resident)),
                 ("refunded", Value::Int(self.refunded)),
+                ("fee_returned", Value::Int(self.fee_returned)),
                 ("version", Value::Int(self.version)),
                 ("created_at", uint(self.created_at)),
                 ("expires_at", uint(self.expires_at)),
@@ -272,6 +278,7 @@ impl Trade {
                 _ => None,
             },
             cashier: optional(18)?,
+            fee_returned: int(19)?,
         })
     }
 }

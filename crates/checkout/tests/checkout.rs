@@ -610,7 +610,88 @@ fn an_old_database_gets_refund_records_and_refund_periods() {
         assert_eq!((answer.refund.amount, answer.refund.status, answer.fund_change), (400, RefundStatus::RefundSuccess, false));
         assert_eq!(answer.trade.finishes_at, Some(now - 86_400 + DEFAULT_REFUND_PERIOD_S));
         assert_eq!((answer.trade.status, answer.trade.refunded), (TradeStatus::TradeSuccess, 400));
+        // It gave back the fee's share of 400: floor(6 * 400 / 1000).
+        assert_eq!(answer.trade.fee_returned, 2);
     });
+}
+
+/// The wallet's shard, as the checkout sees it through [`citypay_checkout::RefundsElsewhere`]:
+/// each hold is written (its guards and rows, no money: the wallet is not on this shard) and
+/// answered as the test says, one answer per `send`; `outcome` answers what the test set.
+struct WalletShard {
+    directory: Directory,
+    answers: std::sync::Mutex<std::collections::VecDeque<Option<citypay_checkout::SentRefund>>>,
+    outcomes: std::sync::Mutex<std::collections::HashMap<u128, bool>>,
+}
+
+impl citypay_checkout::RefundsElsewhere for WalletShard {
+    fn send(&self, hold: citypay_checkout::RefundHold) -> citypay_checkout::RefundFuture<'_, citypay_checkout::SentRefund> {
+        Box::pin(async move {
+            if !hold.rows.is_empty() {
+                let command = Command { event: None, guards: hold.guards, rows: hold.rows, always_rows: Vec::new() };
+                match self.directory.shard().submit(command).await {
+                    Ok(_) => {}
+                    Err(citypay_shard::SubmitError::GuardFailed { guard }) => return Ok(citypay_checkout::SentRefund::Guard(guard)),
+                    Err(other) => panic!("{other}"),
+                }
+            }
+            let answer = self.answers.lock().unwrap().pop_front().expect("an answer for every send");
+            answer.ok_or(CheckoutError::OutcomeUnknown)
+        })
+    }
+
+    fn outcome(&self, id: u128) -> citypay_checkout::RefundFuture<'_, Option<bool>> {
+        Box::pin(async move { Ok(self.outcomes.lock().unwrap().get(&id).copied()) })
+    }
+}
+
+/// Refunds to a wallet of another shard, one of them returned after a later one went
+/// through: the fee the returned one held is given back once in all, by the refunds that
+/// stand, never twice (it was when each refund's part was worked out from the amount
+/// refunded, which counted the one still crossing).
+#[test]
+fn a_refund_returned_by_another_shard_gives_no_fee_back_twice() {
+    use citypay_checkout::SentRefund;
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 100);
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    let buckets = |account| citypay_routing::bucket_of_account(account).unwrap();
+    assert_ne!(buckets(alice.wallet), buckets(shop_account), "the test needs them apart");
+    let wallet_shard = Arc::new(WalletShard { directory: w.directory.clone(), answers: Default::default(), outcomes: Default::default() });
+    w.checkout.refund_elsewhere_through(wallet_shard.clone());
+    let answer = |a: Option<SentRefund>| wallet_shard.answers.lock().unwrap().push_back(a);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let d = &w.directory;
+        let (_, payload) = c.create_trade(shop, &order("T1", 2_372)).await.unwrap();
+        assert_eq!(c.pay_qr(&alice, &payload, None, "k").await.unwrap().fee, 14);
+        // Alice's wallet leaves this shard: her bucket is held elsewhere from now on.
+        let mut map = citypay_routing::BucketMap::single(1);
+        map = map.moved([buckets(alice.wallet)], 2);
+        w.shard.handle().hold_buckets(Some(map.owned_by(1)));
+        // A: 1 fen, its answer lost (its part of the fee: floor(14 / 2372) = 0).
+        answer(None);
+        assert!(matches!(c.refund(shop, "T1", "A", 1).await, Err(CheckoutError::OutcomeUnknown)));
+        // B: the rest, through: all of the fee back.
+        answer(Some(SentRefund::Posted));
+        let b = c.refund(shop, "T1", "B", 2_371).await.unwrap();
+        assert_eq!((b.trade.refunded, b.trade.fee_returned), (2_372, 14));
+        assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 0);
+        // A is returned by the wallet's shard: 1 fen is refundable again, no fee is owed.
+        let a_id = citypay_directory::derived_event_id(&["trade", &b.trade.id.to_string(), "refund", "A", "crossing"]);
+        wallet_shard.outcomes.lock().unwrap().insert(a_id, false);
+        assert_eq!(c.finish_refunds_elsewhere(10).await.unwrap(), 1);
+        let a = c.refund_query(shop, "T1", "A").await.unwrap();
+        assert_eq!((a.refund.status, a.trade.refunded, a.trade.fee_returned), (RefundStatus::RefundFailed, 2_371, 14));
+        // C: that fen again, through: no fee back (before, it gave 1 fen more than was charged).
+        answer(Some(SentRefund::Posted));
+        let c_ = c.refund(shop, "T1", "C", 1).await.unwrap();
+        assert_eq!((c_.trade.refunded, c_.trade.fee_returned, c_.trade.status), (2_372, 14, TradeStatus::TradeClosed));
+        assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 0, "the fee given back once");
+        w.shard.handle().hold_buckets(None);
+    });
+    check_books(&w, &[alice.wallet, shop_account]);
+    audit_clean(w);
 }
 
 /// A refund refused while the merchant's balance was paid out is retried with the same

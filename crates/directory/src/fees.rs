@@ -6,6 +6,10 @@
 //! proportion to what has been refunded in total, rounded down: after refunds of `r` out of
 //! `amount`, the merchant has been given back `floor(fee * r / amount)`. So partial refunds
 //! never give back more than the fee, and a full refund gives back exactly all of it.
+//!
+//! A refund crossing shards can be returned after others were made. What the trade gave back
+//! (or holds to give back) is kept on it, so a refund gives back only what is still owed: a
+//! returned refund's fee is given again by the refunds that replace it, never twice.
 
 use citypay_shard::Command;
 use citypay_store::{OnConflict, ServiceRow, Value};
@@ -21,15 +25,15 @@ pub fn fee_for(amount: i64, rate_bp: u32) -> i64 {
     i64::try_from((exact + 5_000) / 10_000).unwrap_or(i64::MAX)
 }
 
-/// The part of `fee` a refund of `refund` gives back, when `refunded_before` of `amount` was
-/// refunded already: the proportional share of everything refunded, rounded down, less what
-/// earlier refunds gave back.
-pub fn fee_returned(fee: i64, amount: i64, refunded_before: i64, refund: i64) -> i64 {
+/// The part of `fee` a refund gives back, when `refunded` of `amount` is refunded with it and
+/// `returned_before` was given back (or is held to be) by the refunds before it that still
+/// stand: the proportional share of everything refunded, rounded down, less what was given.
+pub fn fee_returned(fee: i64, amount: i64, refunded: i64, returned_before: i64) -> i64 {
     if amount <= 0 {
         return 0;
     }
-    let share = |refunded: i64| (i128::from(fee) * i128::from(refunded.clamp(0, amount)) / i128::from(amount)) as i64;
-    share(refunded_before + refund) - share(refunded_before)
+    let share = (i128::from(fee) * i128::from(refunded.clamp(0, amount)) / i128::from(amount)) as i64;
+    (share - returned_before).max(0)
 }
 
 impl Directory {
@@ -93,32 +97,56 @@ mod tests {
     #[test]
     fn refunds_give_back_in_proportion_rounded_down() {
         // 100 yuan at 0.6%: 60 fen of fee.
-        assert_eq!(fee_returned(60, 10_000, 0, 3_333), 19); // 19.998
-        assert_eq!(fee_returned(60, 10_000, 3_333, 3_333), 20); // 39.996 - 19
-        assert_eq!(fee_returned(60, 10_000, 6_666, 3_334), 21); // the rest
-        assert_eq!(fee_returned(60, 10_000, 0, 10_000), 60);
+        assert_eq!(fee_returned(60, 10_000, 3_333, 0), 19); // 19.998
+        assert_eq!(fee_returned(60, 10_000, 6_666, 19), 20); // 39.996 - 19
+        assert_eq!(fee_returned(60, 10_000, 10_000, 39), 21); // the rest
+        assert_eq!(fee_returned(60, 10_000, 10_000, 0), 60);
+    }
+
+    #[test]
+    fn a_returned_refund_does_not_let_its_fee_be_given_twice() {
+        // 1 fen of fee on 2 fen. A (1 fen) crosses shards and gives back 0; B (1 fen) gives
+        // back 1. A is returned: 1 fen refunded, 1 fen of fee given. C (1 fen) gives none.
+        let a = fee_returned(1, 2, 1, 0);
+        let b = fee_returned(1, 2, 2, a);
+        assert_eq!((a, b), (0, 1));
+        let given = a + b - a; // A returned
+        assert_eq!(fee_returned(1, 2, 2, given), 0);
     }
 
     proptest! {
-        /// Any sequence of refunds gives back at most the fee, and exactly the fee once the
-        /// whole amount is refunded.
+        /// Any sequence of refunds, some of them returned later, gives back at most the fee,
+        /// and exactly the fee once the whole amount is refunded.
         #[test]
-        fn refunds_never_return_more_than_the_fee(amount in 1i64..10_000_000, rate in 0u32..=RATE_MAX_BP, cuts in proptest::collection::vec(1i64..10_000_000, 0..8)) {
+        fn refunds_never_return_more_than_the_fee(
+            amount in 1i64..10_000_000,
+            rate in 0u32..=RATE_MAX_BP,
+            cuts in proptest::collection::vec((1i64..10_000_000, proptest::bool::ANY), 0..8),
+        ) {
             let fee = fee_for(amount, rate);
             prop_assert!(fee <= amount);
-            let mut refunded = 0;
-            let mut returned = 0;
-            for cut in cuts {
+            // Refunds that stand: (amount, fee given back). `given` is what the merchant got.
+            let mut standing: Vec<(i64, i64)> = Vec::new();
+            let mut given = 0;
+            for (cut, returned_later) in cuts {
+                let refunded: i64 = standing.iter().map(|r| r.0).sum();
                 let refund = (cut % amount).max(1).min(amount - refunded);
                 if refund == 0 { break; }
-                let back = fee_returned(fee, amount, refunded, refund);
+                let returned_before: i64 = standing.iter().map(|r| r.1).sum();
+                let back = fee_returned(fee, amount, refunded + refund, returned_before);
                 prop_assert!(back >= 0);
-                returned += back;
-                refunded += refund;
-                prop_assert!(returned <= fee);
+                standing.push((refund, back));
+                given += back;
+                prop_assert!(given <= fee);
+                // A crossing refund returned: its amount and its fee come back.
+                if returned_later {
+                    let (_, back) = standing.remove(0);
+                    given -= back;
+                }
             }
-            returned += fee_returned(fee, amount, refunded, amount - refunded);
-            prop_assert_eq!(returned, fee);
+            let returned_before: i64 = standing.iter().map(|r| r.1).sum();
+            given += fee_returned(fee, amount, amount, returned_before);
+            prop_assert_eq!(given, fee);
         }
     }
 }
