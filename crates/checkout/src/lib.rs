@@ -810,6 +810,16 @@ impl Checkout {
     /// Enrols a payment device for a resident: its slot and the secret it derives codes from
     /// (shown once; stored sealed).
     pub async fn enroll_device(&self, resident: &Resident) -> Result<(u32, Secret<Vec<u8>>), CheckoutError> {
+        self.enroll_device_avoiding(resident, |_| std::future::ready(Ok(false))).await
+    }
+
+    /// [`Checkout::enroll_device`], drawing again a slot that `taken` says is used elsewhere
+    /// (in a country: by a device enrolled on another shard before slots carried buckets).
+    pub async fn enroll_device_avoiding<Taken, Asked>(&self, resident: &Resident, taken: Taken) -> Result<(u32, Secret<Vec<u8>>), CheckoutError>
+    where
+        Taken: Fn(u32) -> Asked,
+        Asked: std::future::Future<Output = Result<bool, CheckoutError>>,
+    {
         let resident_text = resident.id.to_string();
         for attempt in 0..3 {
             // The slot carries the resident's bucket (see `bucket_of_device`).
@@ -820,6 +830,9 @@ impl Checkout {
             // bucket count starts at 1.
             let multiples = u64::from(citypay_codes::payment_code::DEVICE_LIMIT) / buckets;
             let Ok(slot) = u32::try_from((draw % (multiples - 1) + 1) * buckets + bucket) else { continue };
+            if taken(slot).await? {
+                continue;
+            }
             let secret: [u8; 32] = self.directory.draw(&["device-secret", &slot.to_string()]);
             let row = ServiceRow {
                 table: "payment_devices",
@@ -1015,9 +1028,12 @@ impl Checkout {
         Ok(PaymentHere { guards: vec![trade.absent_guard()], legs, merchant_account: merchant.account, rows, trade })
     }
 
-    /// Whether this shard enrolled device `slot` (one enrolled before slots carried buckets).
-    pub async fn knows_device(&self, slot: u32) -> Result<bool, CheckoutError> {
-        Ok(self.device(slot).await?.is_some())
+    /// The resident of device `slot` if this shard holds it and it was enrolled before slots
+    /// carried buckets (its slot names another bucket than its resident's): it lives with its
+    /// resident, wherever the slot's bucket is.
+    pub async fn device_from_before_buckets(&self, slot: u32) -> Result<Option<u64>, CheckoutError> {
+        let device = self.device(slot).await?;
+        Ok(device.map(|d| d.resident_id).filter(|resident| citypay_routing::bucket_of_owner(*resident) != bucket_of_device(slot)))
     }
 
     async fn pay_new_code(&self, merchant_id: u64, new: &NewTrade, code: &str) -> Result<Trade, CheckoutError> {

@@ -398,6 +398,51 @@ fn payment_codes_work_once_and_guessing_is_limited() {
     audit_clean(w);
 }
 
+/// In a country a device's slot names its resident's bucket, and a slot that a device
+/// enrolled before slots carried buckets has on another shard is drawn again: a code names
+/// one device. Such a device is told apart by its slot naming another bucket.
+#[test]
+fn a_device_slot_taken_elsewhere_is_drawn_again() {
+    let w = world();
+    let alice = resident(&w, ALICE.0, ALICE.1, AccountClass::II, 0);
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let asked = std::sync::Mutex::new(Vec::new());
+        let first_taken = |slot| {
+            let mut asked = asked.lock().unwrap();
+            asked.push(slot);
+            std::future::ready(Ok(asked.len() == 1))
+        };
+        let (slot, _) = c.enroll_device_avoiding(&alice, first_taken).await.unwrap();
+        let asked = asked.into_inner().unwrap();
+        assert_eq!((asked.len(), slot), (2, asked[1]), "{asked:?}");
+        assert_ne!(asked[0], asked[1]);
+        assert_eq!(citypay_checkout::bucket_of_device(slot), citypay_routing::bucket_of_owner(alice.id));
+        assert_eq!(c.device_from_before_buckets(slot).await.unwrap(), None, "it carries its bucket");
+        // Every slot drawn taken: refused, nothing enrolled.
+        let always = |_| std::future::ready(Ok(true));
+        assert!(matches!(c.enroll_device_avoiding(&alice, always).await, Err(CheckoutError::Unavailable(_))));
+        assert_eq!(c.devices(&alice).await.unwrap().len(), 1);
+        // A device from before: its slot names a bucket its resident is not in.
+        let old_slot = slot + 1;
+        let row = ServiceRow {
+            table: "payment_devices",
+            key: vec![("id", Value::Int(i64::from(old_slot)))],
+            columns: vec![
+                ("resident_id", Value::Int(i64::try_from(alice.id).unwrap())),
+                ("secret_sealed", Value::Blob(vec![0; 48])),
+                ("last_step", Value::Int(0)),
+                ("failures", Value::Int(0)),
+                ("created_at", Value::Int(0)),
+            ],
+            on_conflict: OnConflict::Fail,
+        };
+        w.shard.handle().submit(Command { event: None, guards: Vec::new(), rows: vec![row], always_rows: Vec::new() }).await.unwrap();
+        assert_eq!(c.device_from_before_buckets(old_slot).await.unwrap(), Some(alice.id));
+        assert_eq!(c.device_from_before_buckets(old_slot + 1).await.unwrap(), None, "no such device");
+    });
+}
+
 #[test]
 fn account_class_caps_limit_balance_payments() {
     let w = world();

@@ -362,6 +362,29 @@ impl Country {
         self.shard_now(bucket, "the shop's").map_err(CheckoutError::Unavailable)
     }
 
+    /// The resident of device `slot` if it was enrolled before slots carried buckets: such
+    /// devices are with residents of the legacy buckets, on the shards that hold them (most
+    /// often one; this one, or a peer's reader).
+    async fn device_from_before_buckets(&self, checkout: &Checkout, slot: u32, map: &BucketMap) -> Result<Option<u64>, CheckoutError> {
+        let shards: std::collections::BTreeSet<ShardId> = citypay_routing::LEGACY_BUCKETS.map(|b| map.shard_of(citypay_routing::Bucket(b))).collect();
+        for shard in shards {
+            let holder = if shard == self.0.shard { checkout } else if let Some(side) = self.0.peers.get(&shard) { &side.checkout } else { continue };
+            if let Some(resident) = holder.device_from_before_buckets(slot).await? {
+                return Ok(Some(resident));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Checkout::enroll_device`] in a country: a slot drawn that a device enrolled before
+    /// slots carried buckets has, on any shard, is drawn again, so a code always names one
+    /// device in the country.
+    pub async fn enroll_device(&self, checkout: &Checkout, resident: &Resident) -> Result<(u32, citypay_directory::Secret<Vec<u8>>), CheckoutError> {
+        let map = self.map();
+        let map = &map;
+        checkout.enroll_device_avoiding(resident, |slot| async move { Ok(self.device_from_before_buckets(checkout, slot, map).await?.is_some()) }).await
+    }
+
     /// [`Checkout::pay_with_code`] across the country: a code of a device enrolled on another
     /// shard (its slot names its resident's bucket) is checked there, and the payment crosses
     /// from that shard's wallet to this shard's merchant as [`Country::pay_qr`]'s does, the code
@@ -369,14 +392,14 @@ impl Country {
     /// trade's derive from the order: a till's retry finishes the same payment.
     pub async fn pay_with_code(&self, checkout: &Checkout, merchant_id: u64, new: &citypay_checkout::NewTrade, code: &str) -> Result<Trade, CheckoutError> {
         let Some(slot) = citypay_checkout::code_device(code) else { return checkout.pay_with_code(merchant_id, new, code).await };
-        let bucket = citypay_checkout::bucket_of_device(slot);
         let map = self.map();
+        // A device enrolled before slots carried buckets lives with its resident.
+        let bucket = match self.device_from_before_buckets(checkout, slot, &map).await? {
+            Some(resident) => citypay_routing::bucket_of_owner(resident),
+            None => citypay_checkout::bucket_of_device(slot),
+        };
         let shard = map.shard_of(bucket);
         let Some(side) = self.0.peers.get(&shard) else { return checkout.pay_with_code(merchant_id, new, code).await };
-        // A device enrolled before slots carried buckets, on this shard.
-        if checkout.knows_device(slot).await? {
-            return checkout.pay_with_code(merchant_id, new, code).await;
-        }
         self.shard_now(bucket, "the payer's").map_err(CheckoutError::Unavailable)?;
         // The till's retry of an order paid before: answered from it.
         match checkout.trade(merchant_id, &new.out_trade_no).await {
@@ -430,17 +453,11 @@ impl Country {
                 Err(_) => Err(CheckoutError::OutTradeNoReused),
             },
             Ok(Decision::Rejected(reason)) => Err(CheckoutError::Returned(reason.code())),
-            Err(ClearingError::Refused(Refusal::InsufficientFunds)) => Err(CheckoutError::Refused(Status::InsufficientFunds)),
-            Err(ClearingError::Ledger(status)) => Err(CheckoutError::Refused(status)),
-            // The device changed since it was read (its code spent meanwhile), or the wallet is frozen.
+            // The device changed since it was read (its code spent meanwhile).
             Err(ClearingError::Guard(0)) => Err(CheckoutError::CodeUsed),
-            Err(ClearingError::Guard(_)) => Err(DirectoryError::WalletFrozen.into()),
-            Err(ClearingError::Unavailable(error) | ClearingError::Unknown(error)) => {
-                tracing::warn!(trade, %error, "a payment code's payment across shards was not finished; the resolver will");
-                Err(CheckoutError::OutcomeUnknown)
-            }
-            Err(ClearingError::Directory(error)) => Err(error.into()),
-            Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
+            // The code may be spent with a hold: its end is the resolver's to find.
+            Err(ClearingError::Unavailable(error)) => Err(not_finished(ClearingError::Unknown(error), "a payment code's payment", trade)),
+            Err(error) => Err(not_finished(error, "a payment code's payment", trade)),
         }
     }
 
@@ -482,15 +499,7 @@ impl Country {
                 Err(if now.status == citypay_checkout::TradeStatus::TradeClosed { CheckoutError::TradeClosed } else { CheckoutError::AlreadyPaid })
             }
             Ok(Decision::Rejected(reason)) => Err(CheckoutError::Returned(reason.code())),
-            Err(ClearingError::Refused(Refusal::InsufficientFunds)) => Err(CheckoutError::Refused(Status::InsufficientFunds)),
-            Err(ClearingError::Ledger(status)) => Err(CheckoutError::Refused(status)),
-            Err(ClearingError::Guard(_)) => Err(DirectoryError::WalletFrozen.into()),
-            Err(ClearingError::Unknown(error)) => {
-                tracing::warn!(trade, %error, "the merchant's shard did not answer; the resolver will finish the payment");
-                Err(CheckoutError::OutcomeUnknown)
-            }
-            Err(ClearingError::Directory(error)) => Err(error.into()),
-            Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
+            Err(error) => Err(not_finished(error, "a payment", trade)),
         }
     }
 
@@ -583,6 +592,23 @@ impl Country {
     }
 }
 
+/// How a payment or a refund of `trade` across shards that got no decision answers: refused
+/// here with nothing held, or not heard (the resolver finishes it; never acknowledged).
+fn not_finished(error: ClearingError, what: &str, trade: u64) -> CheckoutError {
+    match error {
+        ClearingError::Refused(Refusal::InsufficientFunds) => CheckoutError::Refused(Status::InsufficientFunds),
+        ClearingError::Ledger(status) => CheckoutError::Refused(status),
+        // A guard of the wallet's: it is frozen.
+        ClearingError::Guard(_) => DirectoryError::WalletFrozen.into(),
+        ClearingError::Unknown(error) => {
+            tracing::warn!(trade, %error, "{what} across shards was not heard back; the resolver will finish it");
+            CheckoutError::OutcomeUnknown
+        }
+        ClearingError::Directory(error) => error.into(),
+        other => CheckoutError::Unavailable(other.to_string()),
+    }
+}
+
 impl Peer for Country {
     fn ask(&self, message: Message, payee: citypay_clearing::PayeeSide) -> Pin<Box<dyn Future<Output = Result<Message, String>> + Send + '_>> {
         Box::pin(async move {
@@ -628,14 +654,7 @@ impl citypay_checkout::RefundsElsewhere for Country {
                 Ok(Decision::Posted) => Ok(SentRefund::Posted),
                 Ok(Decision::Rejected(reason)) => Ok(SentRefund::Returned(reason.code())),
                 Err(ClearingError::Guard(guard)) => Ok(SentRefund::Guard(guard)),
-                Err(ClearingError::Refused(Refusal::InsufficientFunds)) => Err(CheckoutError::Refused(Status::InsufficientFunds)),
-                Err(ClearingError::Ledger(status)) => Err(CheckoutError::Refused(status)),
-                Err(ClearingError::Unknown(error)) => {
-                    tracing::warn!(trade = hold.trade, %error, "the payer's shard did not answer; the resolver will finish the refund");
-                    Err(CheckoutError::OutcomeUnknown)
-                }
-                Err(ClearingError::Directory(error)) => Err(error.into()),
-                Err(other) => Err(CheckoutError::Unavailable(other.to_string())),
+                Err(error) => Err(not_finished(error, "a refund", hold.trade)),
             }
         })
     }

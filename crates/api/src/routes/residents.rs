@@ -297,7 +297,11 @@ pub(crate) struct DeviceView {
 /// not kept for replay: a retry enrols another device.
 #[utoipa::path(post, path = "/v1/payment-devices", security(("resident" = [])), tag = "wallet", responses((status = CREATED, body = DeviceView)))]
 pub(crate) async fn enroll_device(State(state): State<AppState>, ResidentCaller(me): ResidentCaller) -> Result<Response, ApiError> {
-    let (device, secret) = state.checkout.enroll_device(&me).await?;
+    // In a country, a slot of a device enrolled before slots carried buckets is not drawn.
+    let (device, secret) = match state.country.get() {
+        Some(country) => country.enroll_device(&state.checkout, &me).await?,
+        None => state.checkout.enroll_device(&me).await?,
+    };
     Ok((StatusCode::CREATED, AppJson(DeviceView { device, secret: hex::encode(secret.expose()) })).into_response())
 }
 
