@@ -7,7 +7,8 @@
 //! or resident a shard finds for them; a registration goes to the shard its city was
 //! onboarded on. Anything else is this server's own shard's. The chosen shard's router then
 //! authenticates the request as ever. A write of a caller whose city is moving between shards
-//! waits (`503 city_moving`).
+//! waits (`503 city_moving`; through `/gateway.do`, Alipay's `ACQ.SYSTEM_ERROR`, while its
+//! queries are answered).
 
 use std::sync::Arc;
 
@@ -83,9 +84,16 @@ impl Shards {
             Err(error) => return error.into_response(),
         };
         // The caller's city is being moved to another shard: its writes wait for the move
-        // (seconds); its reads are answered, from rows that cannot change meanwhile.
+        // (seconds); its reads are answered, from rows that cannot change meanwhile. An
+        // Alipay SDK's calls are all POSTs: the gateway tells its queries from its writes, and
+        // refuses a write in Alipay's form.
+        let mut request = request;
+        let gateway = request.uri().path() == "/gateway.do";
+        if gateway && moving {
+            request.extensions_mut().insert(crate::routes::CityMoving);
+        }
         let writes = !matches!(*request.method(), Method::GET | Method::HEAD);
-        if writes && moving {
+        if writes && moving && !gateway {
             let mut response = ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "city_moving",

@@ -482,6 +482,15 @@ async fn a_city_moves_between_shards_under_load() {
     assert_eq!(status, StatusCode::CREATED, "{shop}");
     let shop_key = format!("ApiKey {}:{}", shop["api_key_id"].as_str().unwrap(), shop["api_key_secret"].as_str().unwrap());
     let (_, counter, _) = a.call("GET", "/v1/merchant/qr", Some(&shop_key), None, None).await;
+    // The shop's Alipay SDK code: its app, and an order made through it.
+    let public = include_str!("../../gateway/tests/test-key.pub.pem");
+    let (status, app, _) = b.call("POST", "/v1/gateway/apps", Some(&shop_key), None, Some(json!({"public_key": public}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{app}");
+    let (app_id, app_key) = (app["app_id"].as_str().unwrap().to_owned(), citypay_gateway::PlatformKey::from_pkcs8(1, &support::base64_decode(GATEWAY_TEST_KEY)).unwrap());
+    let precreate = |no: &str| [("method", "alipay.trade.precreate"), ("biz_content", Box::leak(format!(r#"{{"out_trade_no":"{no}","total_amount":"1.00","subject":"鱼丸"}}"#).into_boxed_str()))];
+    let made = support::signed_call(&a.base, &app_id, &app_key, &precreate("sdk_1")).await;
+    assert_eq!(made["code"].as_str(), Some("10000"), "{made}");
+    let query = [("method", "alipay.trade.query"), ("biz_content", r#"{"out_trade_no":"sdk_1"}"#)];
 
     // The load, through shard 1's second server: money into the city, out of it, within it,
     // and a shop of the city paid by its counter code.
@@ -555,6 +564,22 @@ async fn a_city_moves_between_shards_under_load() {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+            // Frozen, the city's shop's SDK calls that write are refused in Alipay's form (the
+            // SDK queries, then retries), once the server has read the map; its queries are
+            // answered.
+            if step == "frozen" {
+                let started = Instant::now();
+                loop {
+                    let refused = support::signed_call(&a.base, &app_id, &app_key, &precreate("sdk_frozen")).await;
+                    if refused["sub_code"] == "ACQ.SYSTEM_ERROR" {
+                        break;
+                    }
+                    assert!(started.elapsed() < Duration::from_secs(10), "a write went through while the city was frozen: {refused}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let queried = support::signed_call(&a.base, &app_id, &app_key, &query).await;
+                assert_eq!((queried["code"].as_str(), queried["trade_status"].as_str()), (Some("10000"), Some("WAIT_BUYER_PAY")), "{queried}");
+            }
         }
         let (catalog_url, keys_path) = (catalog.clone(), keys.clone());
         let report = tokio::task::spawn_blocking(move || move_city(&catalog_url, &keys_path, to, None).unwrap()).await.unwrap();
@@ -594,7 +619,12 @@ async fn a_city_moves_between_shards_under_load() {
     assert_eq!(daughter, 100_000 - inward.acknowledged + out.acknowledged);
     assert_eq!(mother, 100_000 + inward.acknowledged - out.acknowledged - within.acknowledged);
     assert_eq!(friend, 100_000 + within.acknowledged - paid.acknowledged);
-    // The shop of the city takes payments, and answers for them, on the shard it moved to.
+    // The shop of the city takes payments, and answers for them, on the shard it moved to;
+    // its SDK too.
+    let made = support::signed_call(&a.base, &app_id, &app_key, &precreate("sdk_frozen")).await;
+    assert_eq!(made["code"].as_str(), Some("10000"), "{made}");
+    let queried = support::signed_call(&b.base, &app_id, &app_key, &query).await;
+    assert_eq!(queried["trade_status"].as_str(), Some("WAIT_BUYER_PAY"), "{queried}");
     let (status, sold, _) = a.call("POST", "/v1/trades", Some(&shop_key), None, Some(json!({"out_trade_no": "after_moves", "amount": cny(100), "subject": "鱼丸"}))).await;
     assert_eq!(status, StatusCode::CREATED, "{sold}");
     let (status, paid_again, _) = a.call("POST", "/v1/payments/qr", Some(&tokens[2]), Some("after-moves"), Some(json!({"payload": sold["qr_payload"]}))).await;

@@ -9,7 +9,7 @@
 //! Every answer is HTTP 200, signed, under `<method>_response`: SDKs raise on anything else.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use citypay_checkout::{CheckoutError, GatewayNotify, NewTrade, Trade, TradeStatus};
@@ -31,6 +31,13 @@ const METHODS: &[&str] = &[
     "alipay.trade.close",
     "alipay.trade.cancel",
 ];
+
+/// The methods that only read: answered while the merchant's city moves between shards.
+const QUERIES: &[&str] = &["alipay.trade.query", "alipay.trade.fastpay.refund.query"];
+
+/// Set by a country's router on a call of a merchant whose city is moving between shards.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CityMoving;
 
 /// How far a request's timestamp may be from now, read as Beijing time or as UTC (SDKs stamp
 /// the machine's local time without a zone; CI machines and many servers run on UTC).
@@ -69,7 +76,7 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
 }
 
 /// `/gateway.do`, GET or POST: the query string and a form body merged.
-pub(crate) async fn gateway_do(State(state): State<AppState>, uri: Uri, body: Bytes) -> Response {
+pub(crate) async fn gateway_do(State(state): State<AppState>, moving: Option<Extension<CityMoving>>, uri: Uri, body: Bytes) -> Response {
     let request = Request::parse(uri.query().unwrap_or_default().as_bytes(), &body);
     let method = request.get("method");
     let known = method.filter(|m| METHODS.contains(m));
@@ -82,6 +89,11 @@ pub(crate) async fn gateway_do(State(state): State<AppState>, uri: Uri, body: By
         Ok(app) => {
             tracing::debug!(app = app.app_id, merchant = app.merchant, method = logged_method, "gateway call");
             let reply = match known {
+                // Nothing is written while the merchant's city moves between shards (seconds):
+                // as for any outage, the SDK is told to query, then retry.
+                Some(known) if moving.is_some() && !QUERIES.contains(&known) => {
+                    Failure::system("ACQ.SYSTEM_ERROR", "系统错误，请查询后重试 (the merchant's city is moving between shards: query, then retry in a few seconds)").answer()
+                }
                 Some(known) => serve(&state, &request, &app, known).await,
                 None => Failure::invalid("isv.invalid-method", "不支持的方法 (method not supported)").answer(),
             };

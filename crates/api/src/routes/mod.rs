@@ -32,6 +32,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Caller, CashierCaller, ClientAddress, MerchantCaller, OperatorCaller, ResidentCaller, ResidentSession, SESSION_COOKIE, SessionCaller, TrustedProxies};
 pub(crate) use auth::cookie;
+pub(crate) use gateway::CityMoving;
 pub use dashboard::dashboard_pages;
 pub use pages::people_pages;
 
