@@ -533,6 +533,28 @@ async fn a_city_moves_between_shards_under_load() {
     assert_eq!(frozen_left, 0, "the city is thawed");
     assert_eq!(fuzhou.query("SELECT COUNT(*) FROM residents")[0][0], 2, "nothing left the city's shard");
     execute(&hangzhou.target.db, format!("DELETE FROM api_keys WHERE key_id = '{key_id}'"));
+    // A move of the city run while another runs (here: holds its lock) is refused, and leaves
+    // the city as it was.
+    let beside = {
+        let (catalog, keys) = (catalog.clone(), hangzhou.target.keys.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut running = postgres::Client::connect(&catalog, postgres::NoTls).unwrap();
+            running.execute("SELECT pg_advisory_lock(1836021349, 350100)", &[]).unwrap();
+            let refused = Command::new(BIN)
+                .args(["cluster", "move", "--catalog", &catalog, "--city", "350100", "--to", "1", "--keys"])
+                .arg(&keys)
+                .env("CITYPAY_GATEWAY_KEY", GATEWAY_TEST_KEY.trim())
+                .output()
+                .unwrap();
+            let frozen: i64 = running.query_one("SELECT COUNT(*) FROM catalog_buckets WHERE moving_to IS NOT NULL", &[]).unwrap().get(0);
+            (refused, frozen)
+        })
+        .await
+        .unwrap()
+    };
+    let said = String::from_utf8_lossy(&beside.0.stderr).into_owned();
+    assert!(!beside.0.status.success() && said.contains("being moved by another run"), "{said}");
+    assert_eq!(beside.1, 0, "nothing frozen");
 
     // Three moves, back and forth; then four, each stopped after one of its steps and run again
     // (under CITYPAY_CHAOS=long, nine plain moves and five rounds of the four stops). An odd

@@ -106,6 +106,14 @@ fn shard_id(value: i32) -> Result<ShardId, CatalogError> {
     ShardId::try_from(value).map_err(|_| CatalogError::Refused(format!("shard {value} is out of range")))
 }
 
+/// The advisory lock class of moves (its second key is the city's code).
+const MOVE_LOCK: i32 = 0x6d6f7665;
+
+/// A city's move lock, held while this lives: see [`Catalog::lock_move`]. It holds a blocking
+/// connection: drop it off the async runtime's threads.
+#[derive(Debug)]
+pub struct MoveLock(#[allow(dead_code)] Catalog);
+
 impl Catalog {
     /// Connects to the catalog at `url`, creating its tables the first time.
     pub fn open(url: &str) -> Result<Catalog, CatalogError> {
@@ -227,15 +235,27 @@ impl Catalog {
         Ok(())
     }
 
-    /// Gives up `city`'s move before any of its money crossed: its buckets stay where they
-    /// are and take commands again, under the next map version.
-    pub fn thaw_city(&mut self, city: u32) -> Result<(), CatalogError> {
+    /// Holds `city` for one move at a time: a second `cluster move` of it, run while one
+    /// runs, is refused rather than copying, crossing or thawing beside it. The lock is the
+    /// connection's: it ends with the move, or with the process that ran it.
+    pub fn lock_move(mut self, city: u32) -> Result<MoveLock, CatalogError> {
+        let held: bool = self.client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&MOVE_LOCK, &i32::try_from(city).unwrap_or(i32::MAX)])?.get(0);
+        if !held {
+            return Err(CatalogError::Refused(format!("city {city} is being moved by another run; wait for it to end, then run the move again if it stopped")));
+        }
+        Ok(MoveLock(self))
+    }
+
+    /// Gives up `city`'s move frozen at map version `since`, before any of its money crossed:
+    /// its buckets stay where they are and take commands again, under the next map version.
+    /// A later move's freeze is not undone.
+    pub fn thaw_city(&mut self, city: u32, since: u64) -> Result<(), CatalogError> {
         let mut tx = self.client.transaction()?;
         tx.execute("LOCK TABLE catalog_cities, catalog_buckets, catalog_map IN EXCLUSIVE MODE", &[])?;
         let changed = tx.execute(
             "UPDATE catalog_buckets SET moving_to = NULL, moving_since = NULL FROM catalog_cities c
-             WHERE c.city = $1 AND bucket >= c.first_bucket AND bucket < c.first_bucket + c.buckets AND moving_to IS NOT NULL",
-            &[&i32::try_from(city).unwrap_or(i32::MAX)],
+             WHERE c.city = $1 AND bucket >= c.first_bucket AND bucket < c.first_bucket + c.buckets AND moving_to IS NOT NULL AND moving_since = $2",
+            &[&i32::try_from(city).unwrap_or(i32::MAX), &i64::try_from(since).unwrap_or(i64::MAX)],
         )?;
         if changed > 0 {
             tx.execute("UPDATE catalog_map SET version = version + 1 WHERE singleton = 1", &[])?;

@@ -234,6 +234,14 @@ fn blocking_error(shard: ShardId) -> impl Fn(tokio::task::JoinError) -> MoveErro
 /// Moves `city` to shard `to`; `shards` reaches every shard of the country. `after` is told
 /// each step as it is done.
 pub async fn move_city(catalog: &str, city: u32, to: ShardId, shards: &BTreeMap<ShardId, MovingShard>, after: &(dyn Fn(MoveStep) + Sync)) -> Result<MoveReport, MoveError> {
+    let url = catalog.to_string();
+    let lock = tokio::task::spawn_blocking(move || Catalog::open(&url)?.lock_move(city)).await.map_err(|e| MoveError::Waited(e.to_string()))??;
+    let moved = move_city_locked(catalog, city, to, shards, after).await;
+    tokio::task::spawn_blocking(move || drop(lock)).await.map_err(|e| MoveError::Waited(e.to_string()))?;
+    moved
+}
+
+async fn move_city_locked(catalog: &str, city: u32, to: ShardId, shards: &BTreeMap<ShardId, MovingShard>, after: &(dyn Fn(MoveStep) + Sync)) -> Result<MoveReport, MoveError> {
     let started = Instant::now();
     let mut report = MoveReport { to, ..MoveReport::default() };
     let mut lap = Instant::now();
@@ -295,7 +303,7 @@ pub async fn move_city(catalog: &str, city: u32, to: ShardId, shards: &BTreeMap<
             Err(error) if copied(target, to, city, since).await? => return Err(error),
             Err(error) => {
                 let url = catalog.clone();
-                tokio::task::spawn_blocking(move || Catalog::open(&url)?.thaw_city(city)).await.map_err(|e| MoveError::Waited(e.to_string()))??;
+                tokio::task::spawn_blocking(move || Catalog::open(&url)?.thaw_city(city, since)).await.map_err(|e| MoveError::Waited(e.to_string()))??;
                 return Err(error);
             }
         }
