@@ -99,6 +99,15 @@ pub enum BillError {
     /// No such link request to the caller's own ID number.
     #[error("link request not found")]
     LinkNotFound,
+    /// A payment to a biller of another shard was sent and its end not heard: it is not
+    /// acknowledged; the resolver finishes it one way, and asking again with the same
+    /// idempotency key answers it.
+    #[error("the payment's end is not known yet; ask again with the same idempotency key")]
+    OutcomeUnknown,
+    /// The biller's shard returned a payment sent to it (the reason's code); nothing was
+    /// charged.
+    #[error("the payment was returned ({0}); nothing was charged")]
+    Returned(&'static str),
     /// Unavailable; retrying is safe.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
@@ -121,13 +130,17 @@ impl BillError {
             BillError::LinkNotFound => "link_not_found",
             BillError::NothingToClaim => "nothing_to_claim",
             BillError::TooManyLinkRequests => "too_many_link_requests",
+            BillError::OutcomeUnknown => "outcome_unknown",
+            BillError::Returned(_) => "payment_returned",
             BillError::Unavailable(_) => "unavailable",
         }
     }
 }
 
-/// The blind indexes a resident's bills are found by.
-struct PayerKeys {
+/// The blind indexes a resident's bills are found by (read on the resident's shard; in a
+/// country, bills are also found by them on the billers' shards).
+#[derive(Clone, Debug)]
+pub struct PayerKeys {
     /// Their own ID number's (one per index key).
     own: Vec<Vec<u8>>,
     /// The family members' whose links stand.
@@ -275,6 +288,34 @@ pub struct BillPayment {
     pub receipt: Receipt,
 }
 
+/// What a biller's shard writes when a payer of another shard pays one of its bills (see
+/// [`Bills::payment_from_elsewhere`]).
+#[derive(Clone, Debug)]
+pub struct BillPaymentHere {
+    /// The payment as it is made.
+    pub payment: BillPayment,
+    /// What crosses from the payer's wallet: the bill's amount less the fund's part.
+    pub payer_part: i64,
+    /// The biller's account, credited.
+    pub biller_account: u64,
+    /// That the bill is still the one read.
+    pub guards: Vec<Guard>,
+    /// The bill paid, and the payment with its receipt.
+    pub rows: Vec<ServiceRow>,
+    /// The fund's part and the fee, in the credit's entry.
+    pub legs: Vec<Leg>,
+    /// The bill's version the payment was made against.
+    pub bill_version: i64,
+}
+
+/// Sorts bills newest first, each once, and keeps the first `limit` (at most [`LIST_MAX`]).
+pub fn newest_first(bills: &mut Vec<Bill>, limit: u32) {
+    bills.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    // A key both one's own and linked (one's own number linked) lists its bills once.
+    bills.dedup_by_key(|b| b.id);
+    bills.truncate(limit.clamp(1, LIST_MAX) as usize);
+}
+
 /// The fund's part of a bill paid wholly in cash, paid to the patient's wallet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FundClaim {
@@ -345,6 +386,12 @@ impl Bills {
     /// The bills service over the directory, signing receipts with `signer`.
     pub fn new(directory: Directory, signer: ReceiptSigner) -> Bills {
         Bills { directory, signer: Arc::new(signer) }
+    }
+
+    /// The same service on another shard's `directory` (in a country: a biller's shard),
+    /// signing receipts with the same key.
+    pub fn on(&self, directory: Directory) -> Bills {
+        Bills { directory, signer: self.signer.clone() }
     }
 
     /// The public key receipts are verified with.
@@ -470,7 +517,7 @@ impl Bills {
     /// The payer keys a resident may see and pay bills of: their own ID number's, and those of
     /// the links that were consented to (an ID number's) or confirmed by the biller (a student
     /// or account number's).
-    async fn keys_of(&self, resident: &Resident) -> Result<PayerKeys, BillError> {
+    pub async fn payer_keys(&self, resident: &Resident) -> Result<PayerKeys, BillError> {
         let own = self.directory.resident_id_keys(resident.id).await?;
         let links = self.links_with_keys(resident.id, &own).await?;
         let linked = links.into_iter().filter(|(_, link)| link.status == LinkStatus::Approved).map(|(key, _)| key).collect();
@@ -671,26 +718,34 @@ impl Bills {
     /// consent, or the biller's confirmation), newest first, in full: the payer sees what
     /// they are choosing.
     pub async fn bills_of(&self, resident: &Resident, limit: u32) -> Result<Vec<Bill>, BillError> {
+        let keys = self.payer_keys(resident).await?;
+        let mut bills = self.bills_with_keys(&keys, limit).await?;
+        newest_first(&mut bills, limit);
+        Ok(bills)
+    }
+
+    /// The bills of this shard addressed to `keys` (at most `limit` per key).
+    pub async fn bills_with_keys(&self, keys: &PayerKeys, limit: u32) -> Result<Vec<Bill>, BillError> {
         let limit = limit.clamp(1, LIST_MAX);
-        let keys = self.keys_of(resident).await?;
         let mut bills = Vec::new();
-        for key in keys.own.into_iter().chain(keys.linked) {
-            let rows = self.directory.read(bill::SELECT_BY_PAYER, vec![Value::Blob(key), Value::Int(i64::from(limit))]).await?;
+        for key in keys.own.iter().chain(&keys.linked) {
+            let rows = self.directory.read(bill::SELECT_BY_PAYER, vec![Value::Blob(key.clone()), Value::Int(i64::from(limit))]).await?;
             for row in &rows {
                 bills.push(Bill::from_row(row)?);
             }
         }
-        bills.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
-        // A key both one's own and linked (one's own number linked) lists its bills once.
-        bills.dedup_by_key(|b| b.id);
-        bills.truncate(limit as usize);
         Ok(bills)
     }
 
     /// A bill a resident may see (theirs, or a linked family member's); else not found.
     pub async fn bill_for(&self, resident: &Resident, bill_id: u64) -> Result<Bill, BillError> {
+        self.bill_with_keys(&self.payer_keys(resident).await?, bill_id).await
+    }
+
+    /// A bill of this shard addressed to `keys`; else not found.
+    pub async fn bill_with_keys(&self, keys: &PayerKeys, bill_id: u64) -> Result<Bill, BillError> {
         let bill = self.bill_by_id(bill_id).await?;
-        if !self.keys_of(resident).await?.contains(&bill.payer_key) {
+        if !keys.contains(&bill.payer_key) {
             return Err(BillError::BillNotFound);
         }
         Ok(bill)
@@ -701,22 +756,50 @@ impl Bills {
     pub async fn pay(&self, payer: &Resident, bill_id: u64, items: Option<&[usize]>) -> Result<BillPayment, BillError> {
         let mut bill = self.bill_for(payer, bill_id).await?;
         for _ in 0..CAS_ATTEMPTS_MAX {
-            let mask = self.chosen(&bill, items)?;
-            if let Some(done) = self.paid_before(&bill, payer, mask).await? {
-                return Ok(done);
-            }
-            if bill.paid_items & mask != 0 {
-                return Err(BillError::AlreadyPaid);
-            }
-            if !bill.late_allowed && self.now_s() > bill.due_at {
-                return Err(BillError::Overdue);
-            }
+            let mask = match self.payable(&bill, payer, items).await? {
+                Ok(mask) => mask,
+                Err(done) => return Ok(done),
+            };
             match self.try_pay_with(&bill, Some(payer), mask, true, Vec::new(), Vec::new()).await? {
                 Some(result) => return result,
                 None => bill = self.bill_by_id(bill_id).await?,
             }
         }
         Err(BillError::Unavailable("the bill kept changing; retry".into()))
+    }
+
+    /// The items of `bill` a payment by `payer` covers, if it may pay them now; the payment
+    /// this payer made before for them (a retry).
+    async fn payable(&self, bill: &Bill, payer: &Resident, items: Option<&[usize]>) -> Result<Result<u64, BillPayment>, BillError> {
+        let mask = self.chosen(bill, items)?;
+        if let Some(done) = self.paid_before(bill, payer, mask).await? {
+            return Ok(Err(done));
+        }
+        if bill.paid_items & mask != 0 {
+            return Err(BillError::AlreadyPaid);
+        }
+        if !bill.late_allowed && self.now_s() > bill.due_at {
+            return Err(BillError::Overdue);
+        }
+        Ok(Ok(mask))
+    }
+
+    /// A bill of this shard paid by a resident of another shard (in a country): its checks as
+    /// [`Bills::pay`] makes them, and what its shard writes when the payer's money arrives
+    /// through the clearing; or the payment made before (a retry). The payer's wallet is
+    /// guarded and debited on its own shard.
+    pub async fn payment_from_elsewhere(&self, keys: &PayerKeys, payer: &Resident, bill_id: u64, items: Option<&[usize]>) -> Result<Result<BillPaymentHere, BillPayment>, BillError> {
+        let bill = self.bill_with_keys(keys, bill_id).await?;
+        let mask = match self.payable(&bill, payer, items).await? {
+            Ok(mask) => mask,
+            Err(done) => return Ok(Err(done)),
+        };
+        let biller = self.directory.merchant(bill.biller_id).await?;
+        let (payment, rows) = self.payment_rows(&bill, &biller, Some(payer), mask, true);
+        // The payer's part arrives as the clearing's credit; the fund's part, then the fee, go
+        // with it.
+        let legs = self.payment_legs(&bill, &biller, None, payment.amount, payment.insured, payment.fee);
+        Ok(Ok(BillPaymentHere { payer_part: payment.amount - payment.insured, biller_account: biller.account, guards: vec![bill.version_guard()], rows, legs, bill_version: bill.version, payment }))
     }
 
     /// The items a payment covers.
@@ -770,39 +853,12 @@ impl Bills {
         extra_rows: Vec<ServiceRow>,
     ) -> Result<Option<Result<BillPayment, BillError>>, BillError> {
         let biller = self.directory.merchant(bill.biller_id).await?;
-        let amount = bill.amount_of(mask);
-        let whole = mask | bill.paid_items == bill.all_items() && bill.paid_items == 0;
-        let insured = if whole && fund { bill.insured } else { 0 };
-        let method = if payer.is_some() { PaidBy::Wallet } else { PaidBy::Cash };
-        let fee = if payer.is_some() { citypay_directory::fee_for(amount, biller.fee_rate_bp) } else { 0 };
-        let after = bill.paid(mask);
-        let now = self.now_s();
-        let payment_id = derived_id(&["bill-payment", &bill.id.to_string(), &bill.version.to_string()]);
-        let receipt = self.receipt(payment_id, &biller, &after, mask, amount, insured, method, now);
-
-        let payment_row = ServiceRow {
-            table: "bill_payments",
-            key: vec![("id", uint(payment_id))],
-            columns: vec![
-                ("bill_id", uint(bill.id)),
-                ("biller_id", uint(bill.biller_id)),
-                ("payer_resident", payer.map_or(Value::Null, |p| uint(p.id))),
-                ("method", Value::Text(method.code().to_owned())),
-                ("items", Value::Int(mask as i64)),
-                ("amount", Value::Int(amount)),
-                ("insured", Value::Int(insured)),
-                ("fee", Value::Int(fee)),
-                ("paid_at", uint(now)),
-                ("receipt", Value::Text(receipt.text.clone())),
-                ("signature", Value::Blob(receipt.signature.to_vec())),
-            ],
-            on_conflict: OnConflict::Fail,
-        };
-        let rows: Vec<ServiceRow> = [after.payment_row(), payment_row].into_iter().chain(extra_rows).collect();
+        let (payment, rows) = self.payment_rows(bill, &biller, payer, mask, fund);
+        let rows: Vec<ServiceRow> = rows.into_iter().chain(extra_rows).collect();
+        let (amount, insured, fee) = (payment.amount, payment.insured, payment.fee);
         // A frozen wallet pays nothing: the writer checks it in the payment's own batch.
         let frozen_guard = payer.map(|p| Directory::wallet_not_frozen(p.id));
         let guards: Vec<Guard> = [bill.version_guard()].into_iter().chain(frozen_guard).chain(guards).collect();
-        let payment = BillPayment { id: payment_id, bill: after, items: mask, amount, insured, fee, method, paid_at: now, receipt };
         // The version guard makes a payment happen once. The entry's id is numbered by attempt:
         // the ledger answers a refused id again with its first refusal (a replay), and a refusal
         // (the wallet was short) must not stop a later payment, so a replayed refusal moves on
@@ -828,6 +884,42 @@ impl Bills {
         Err(BillError::Unavailable("too many refused attempts at this bill; retry later".into()))
     }
 
+    /// A payment of `mask` of `bill` by `payer` (`None`: cash) as it would be made now, and
+    /// the rows it writes: the bill paid, the payment with its signed receipt. With `fund`,
+    /// the insurance fund pays its part of a whole bill.
+    fn payment_rows(&self, bill: &Bill, biller: &Merchant, payer: Option<&Resident>, mask: u64, fund: bool) -> (BillPayment, Vec<ServiceRow>) {
+        let amount = bill.amount_of(mask);
+        let whole = mask | bill.paid_items == bill.all_items() && bill.paid_items == 0;
+        let insured = if whole && fund { bill.insured } else { 0 };
+        let method = if payer.is_some() { PaidBy::Wallet } else { PaidBy::Cash };
+        let fee = if payer.is_some() { citypay_directory::fee_for(amount, biller.fee_rate_bp) } else { 0 };
+        let after = bill.paid(mask);
+        let now = self.now_s();
+        let payment_id = derived_id(&["bill-payment", &bill.id.to_string(), &bill.version.to_string()]);
+        let receipt = self.receipt(payment_id, biller, &after, mask, amount, insured, method, now);
+
+        let payment_row = ServiceRow {
+            table: "bill_payments",
+            key: vec![("id", uint(payment_id))],
+            columns: vec![
+                ("bill_id", uint(bill.id)),
+                ("biller_id", uint(bill.biller_id)),
+                ("payer_resident", payer.map_or(Value::Null, |p| uint(p.id))),
+                ("method", Value::Text(method.code().to_owned())),
+                ("items", Value::Int(mask as i64)),
+                ("amount", Value::Int(amount)),
+                ("insured", Value::Int(insured)),
+                ("fee", Value::Int(fee)),
+                ("paid_at", uint(now)),
+                ("receipt", Value::Text(receipt.text.clone())),
+                ("signature", Value::Blob(receipt.signature.to_vec())),
+            ],
+            on_conflict: OnConflict::Fail,
+        };
+        let rows = vec![after.payment_row(), payment_row];
+        (BillPayment { id: payment_id, bill: after, items: mask, amount, insured, fee, method, paid_at: now, receipt }, rows)
+    }
+
     /// Why a payment with a fund part was refused: the ledger's status names no account, so a
     /// fund that was never opened (`account_not_found`) or holds too little is named here.
     async fn refusal(&self, city: u32, insured: i64, status: Status) -> BillError {
@@ -849,6 +941,21 @@ impl Bills {
     /// nothing moves in the ledger (cash for a bill without an insured part).
     #[allow(clippy::too_many_arguments)]
     fn payment_entry(&self, bill: &Bill, biller: &Merchant, payer: Option<&Resident>, amount: i64, insured: i64, fee: i64, attempt: u32) -> Option<Event> {
+        let legs = self.payment_legs(bill, biller, payer, amount, insured, fee);
+        if legs.is_empty() {
+            return None;
+        }
+        let who = payer.map_or_else(|| "cash".to_owned(), |p| p.id.to_string());
+        // Everything the entry moves is in its id: a refused attempt's id is never reused for
+        // other terms (a changed fee rate), which the ledger would answer as a conflict.
+        let terms = [amount, insured, fee].map(|v| v.to_string());
+        let id = derived_event_id(&["bill", &bill.id.to_string(), "pay", &bill.version.to_string(), &who, &terms[0], &terms[1], &terms[2], &attempt.to_string()]);
+        Some(Event::Entry(Entry { id, legs }))
+    }
+
+    /// The payment's legs, in order: the payer's part (none for cash), the fund's part, the
+    /// fee.
+    fn payment_legs(&self, bill: &Bill, biller: &Merchant, payer: Option<&Resident>, amount: i64, insured: i64, fee: i64) -> Vec<Leg> {
         let leg = |debit, credit, amount, code, class| Leg { debit, credit, amount, currency: Currency::CNY, code, class, user_data: bill.id };
         let mut legs = Vec::new();
         if let Some(payer) = payer
@@ -862,15 +969,7 @@ impl Bills {
         if fee > 0 {
             legs.push(leg(biller.account, PlatformAccounts::CNY.fee_revenue, fee, transfer_codes::FEE, 0));
         }
-        if legs.is_empty() {
-            return None;
-        }
-        let who = payer.map_or_else(|| "cash".to_owned(), |p| p.id.to_string());
-        // Everything the entry moves is in its id: a refused attempt's id is never reused for
-        // other terms (a changed fee rate), which the ledger would answer as a conflict.
-        let terms = [amount, insured, fee].map(|v| v.to_string());
-        let id = derived_event_id(&["bill", &bill.id.to_string(), "pay", &bill.version.to_string(), &who, &terms[0], &terms[1], &terms[2], &attempt.to_string()]);
-        Some(Event::Entry(Entry { id, legs }))
+        legs
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1052,8 +1151,14 @@ impl Bills {
 
     /// A receipt a resident may see: they paid it, or the bill is their own.
     pub async fn receipt_for(&self, resident: &Resident, number: u64) -> Result<Receipt, BillError> {
+        self.receipt_with_keys(resident, &self.payer_keys(resident).await?, number).await
+    }
+
+    /// A receipt of this shard's for `resident`, whose payer keys are `keys`: of a payment
+    /// they made, or of a bill addressed to them.
+    pub async fn receipt_with_keys(&self, resident: &Resident, keys: &PayerKeys, number: u64) -> Result<Receipt, BillError> {
         let (payment, payer) = self.payment_and_payer(number).await?;
-        if payer != Some(resident.id) && !self.keys_of(resident).await?.own.contains(&payment.bill.payer_key) {
+        if payer != Some(resident.id) && !keys.own.contains(&payment.bill.payer_key) {
             return Err(BillError::BillNotFound);
         }
         Ok(payment.receipt)

@@ -283,9 +283,47 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (status, used, _) = b.call("POST", "/v1/trades/pay", Some(&shop_key), None, Some(reused)).await;
     assert_eq!((status.is_client_error(), Api::code(&used)), (true, "payment_code_used"), "{used}");
     assert_eq!(balance(&a, &daughter).await.0, 37_000 - crossed - 2_372 - 800 + 500 + refunded_late - 1_200);
+    // A Fuzhou hospital bills her (by her ID number): she sees the bill among hers through her
+    // own shard's server, and pays it from her wallet there; the money crosses to the
+    // hospital with the bill's change. Her retry, under the same key or a new one, answers
+    // the same payment; its receipt reads from where the hospital is.
+    let hospital = json!({"city": 350100, "name": "福州市第一医院", "uscc": support::uscc("M0000003"), "mcc": "8062", "category": "hospital",
+                          "settlement_account": "6222020200112233446", "notify_url": null});
+    let (status, hospital, _) = b.call("POST", "/v1/merchants", Some(&operator_b), Some("hospital-1"), Some(hospital)).await;
+    assert_eq!(status, StatusCode::CREATED, "{hospital}");
+    let hospital_key = format!("ApiKey {}:{}", hospital["api_key_id"].as_str().unwrap(), hospital["api_key_secret"].as_str().unwrap());
+    let due = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 30 * 86_400;
+    let bill = json!({"out_bill_no": "H-1", "payer_kind": "id_number", "payer": DAUGHTER_ID, "title": "门诊",
+                      "items": [{"name": "门诊", "amount": cny(1_500)}], "pick_items": false, "insured": cny(0), "due_at": due});
+    let (status, bill, _) = b.call("POST", "/v1/bills", Some(&hospital_key), None, Some(bill)).await;
+    assert_eq!(status, StatusCode::CREATED, "{bill}");
+    let bill_no = bill["bill_no"].as_str().unwrap();
+    let (status, mine, _) = a.call("GET", "/v1/my/bills", Some(&daughter), None, None).await;
+    assert_eq!((status, mine["bills"][0]["bill_no"].as_str()), (StatusCode::OK, Some(bill_no)), "{mine}");
+    let pay = format!("/v1/my/bills/{bill_no}/payments");
+    let (status, paid, _) = a.call("POST", &pay, Some(&daughter), Some("bill-1"), Some(json!({}))).await;
+    assert_eq!((status, paid["bill"]["status"].as_str()), (StatusCode::CREATED, Some("paid")), "{paid}");
+    for key in ["bill-1", "bill-2"] {
+        let (status, again, _) = a.call("POST", &pay, Some(&daughter), Some(key), Some(json!({}))).await;
+        assert_eq!((status, &again["receipt_no"]), (StatusCode::CREATED, &paid["receipt_no"]), "{again}");
+    }
+    let (status, receipt, _) = a.call("GET", &format!("/v1/receipts/{}", paid["receipt_no"].as_str().unwrap()), Some(&daughter), None, None).await;
+    assert_eq!((status, &receipt["text"]), (StatusCode::OK, &paid["receipt"]["text"]), "{receipt}");
+    let (_, seen, _) = b.call("GET", "/v1/bills/H-1", Some(&hospital_key), None, None).await;
+    assert_eq!(seen["status"], "paid", "{seen}");
+    assert_eq!(balance(&a, &daughter).await.0, 37_000 - crossed - 2_372 - 800 + 500 + refunded_late - 1_200 - 1_500, "paid once");
+    // A bill more than her wallet holds: refused on her shard, nothing held or paid.
+    let ward = json!({"out_bill_no": "H-2", "payer_kind": "id_number", "payer": DAUGHTER_ID, "title": "住院",
+                      "items": [{"name": "住院", "amount": cny(50_000)}], "pick_items": false, "insured": cny(0), "due_at": due});
+    let (_, ward, _) = b.call("POST", "/v1/bills", Some(&hospital_key), None, Some(ward)).await;
+    let (status, short, _) = a.call("POST", &format!("/v1/my/bills/{}/payments", ward["bill_no"].as_str().unwrap()), Some(&daughter), Some("ward-1"), Some(json!({}))).await;
+    assert_eq!((status, Api::code(&short)), (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"), "{short}");
+    let (_, seen, _) = b.call("GET", "/v1/bills/H-2", Some(&hospital_key), None, None).await;
+    assert_eq!(seen["status"], "open", "{seen}");
 
     // One national view: an operator of either shard sees both cities, each with its own
-    // shard's payments (the fish balls in Fuzhou, where the shop is).
+    // shard's payments (the fish balls and the hospital's bill in Fuzhou, where the shop and
+    // the hospital are).
     let (status, stats, _) = a.call("GET", "/v1/city-stats", Some(&operator_a), None, None).await;
     assert_eq!(status, StatusCode::OK, "{stats}");
     let cities = stats["days"][0]["cities"].as_array().unwrap();
@@ -294,7 +332,8 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let paid_in = |city: &Value| -> i64 {
         city["payments"].as_object().unwrap().values().flat_map(|methods| methods.as_object().unwrap().values()).map(|c| c["amount"].as_i64().unwrap()).sum()
     };
-    assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372 + 800 + 1_200), "{stats}");
+    assert_eq!((paid_in(&cities[0]), paid_in(&cities[1])), (0, 2_372 + 800 + 1_200 + 1_500), "{stats}");
+    assert_eq!(cities[1]["bills_paid"]["amount"], 1_500, "the hospital's bill, in Fuzhou: {stats}");
 
     // Any server answers any caller, with the services of the caller's shard: a Fuzhou
     // resident registers and signs in through Hangzhou's server; the mother, the shop and
@@ -328,7 +367,7 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     let (total_two, pending_two, clearing_two) = fuzhou.books(1);
     assert_eq!((total_one, total_two, pending_one, pending_two), (0, 0, 0, 0), "each shard's books balance, nothing pending");
     assert_eq!(clearing_one, -clearing_two, "the clearing accounts mirror each other");
-    assert_eq!(clearing_one, 14_000 + crossed + 2_372 + 800 - 1_000 - 500 - refunded_late + 1_200, "what crossed from shard 1 to shard 2, net");
+    assert_eq!(clearing_one, 14_000 + crossed + 2_372 + 800 - 1_000 - 500 - refunded_late + 1_200 + 1_500, "what crossed from shard 1 to shard 2, net");
     for shard in &shards {
         let undecided = shard.query("SELECT COUNT(*) FROM crossings_out WHERE status = 'prepared'");
         assert_eq!(undecided[0][0], 0);

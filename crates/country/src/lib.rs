@@ -22,6 +22,7 @@ use citypay_crossshard::{Crossing, Decision, Message, PayerStatus, Refusal};
 use citypay_directory::{BALANCE_PAYMENT, Directory, DirectoryError, NewResident, Resident, transfer_codes};
 use citypay_ledger::Status;
 use citypay_routing::{BucketMap, ShardId};
+use citypay_bills::{Bill, BillError, BillPayment, Bills};
 use citypay_checkout::{Checkout, CheckoutError, Trade};
 use citypay_wallet::{Direction, Recipient, TransferLine, TransferStatus, Wallet, WalletError};
 
@@ -589,6 +590,92 @@ impl Country {
             count(tasks.join_next().await);
         }
         Ok(finished)
+    }
+}
+
+impl Country {
+    /// [`Bills::bills_of`] across the country: the bills addressed to the resident and to the
+    /// family members whose links stand, from billers of every shard (the resident's payer
+    /// keys are read on their own shard, the bills where their billers are).
+    pub async fn bills_of(&self, bills: &Bills, resident: &Resident, limit: u32) -> Result<Vec<Bill>, BillError> {
+        let keys = bills.payer_keys(resident).await?;
+        let mut all = bills.bills_with_keys(&keys, limit).await?;
+        for side in self.0.peers.values() {
+            all.extend(bills.on(side.directory.clone()).bills_with_keys(&keys, limit).await?);
+        }
+        citypay_bills::newest_first(&mut all, limit);
+        Ok(all)
+    }
+
+    /// A receipt for the resident of a payment made on any shard (a bill of another shard's
+    /// biller is paid there).
+    pub async fn receipt_for(&self, bills: &Bills, resident: &Resident, number: u64) -> Result<citypay_bills::Receipt, BillError> {
+        let keys = bills.payer_keys(resident).await?;
+        let peers = self.0.peers.values().map(|side| bills.on(side.directory.clone()));
+        for there in std::iter::once(bills.clone()).chain(peers) {
+            match there.receipt_with_keys(resident, &keys, number).await {
+                Err(BillError::BillNotFound) => {}
+                found => return found,
+            }
+        }
+        Err(BillError::BillNotFound)
+    }
+
+    /// [`Bills::pay`] across the country: a bill of this shard's biller is paid as the bills
+    /// service pays it; one of another shard's through the clearing, the payer's part held on
+    /// the wallet's shard and credited to the biller with the bill's change, the fund's part
+    /// and the fee on the biller's (under the guard that the bill is still the one read),
+    /// answered once that shard's decision is durable. The crossing's id derives from the
+    /// bill's version, the payer, the items and the idempotency key: a retry with the same key
+    /// finishes the same crossing; of two crossings for the same items, the bill's guard lets
+    /// one pay.
+    pub async fn pay_bill(&self, bills: &Bills, payer: &Resident, bill_id: u64, items: Option<&[usize]>, idempotency_key: &str) -> Result<BillPayment, BillError> {
+        let keys = bills.payer_keys(payer).await?;
+        match bills.bill_with_keys(&keys, bill_id).await {
+            Ok(_) => return bills.pay(payer, bill_id, items).await,
+            Err(BillError::BillNotFound) => {}
+            Err(other) => return Err(other),
+        }
+        for (shard, side) in &self.0.peers {
+            let there = bills.on(side.directory.clone());
+            let here = match there.payment_from_elsewhere(&keys, payer, bill_id, items).await {
+                Ok(Ok(here)) => here,
+                // Paid before by this payer (a retry after the crossing ended).
+                Ok(Err(done)) => return Ok(done),
+                Err(BillError::BillNotFound) => continue,
+                Err(other) => return Err(other),
+            };
+            // Nothing is sent to a biller whose city is moving; the shard found must be its.
+            let biller_bucket = citypay_routing::bucket_of_owner(here.payment.bill.biller_id);
+            if self.shard_now(biller_bucket, "the biller's").map_err(BillError::Unavailable)? != *shard {
+                return Err(BillError::Unavailable("the biller's city moved; retry".into()));
+            }
+            let items_paid = here.payment.items.to_string();
+            let id = citypay_directory::derived_event_id(&["bill", &bill_id.to_string(), "crossing", &here.bill_version.to_string(), &payer.id.to_string(), &items_paid, idempotency_key]);
+            let crossing = Crossing { id, payer_shard: self.0.shard, payee_shard: *shard, payer: payer.wallet, payee: here.biller_account, amount: here.payer_part };
+            let purpose = Purpose {
+                code: transfer_codes::BILL,
+                class: BALANCE_PAYMENT,
+                payer_guards: vec![Directory::wallet_not_frozen(payer.id)],
+                payer_rows: Vec::new(),
+                user_data: bill_id,
+                payee: citypay_clearing::PayeeSide { rows: here.rows, guards: here.guards, legs: here.legs, credit_code: transfer_codes::BILL, credit_user_data: bill_id },
+            };
+            return match self.cross(&crossing, purpose).await {
+                Ok(Decision::Posted) => Ok(here.payment),
+                // The bill changed before the money arrived: paid meanwhile (by someone, or these
+                // items).
+                Ok(Decision::Rejected(citypay_crossshard::Rejection::Refused)) => Err(BillError::AlreadyPaid),
+                Ok(Decision::Rejected(reason)) => Err(BillError::Returned(reason.code())),
+                Err(error) => Err(match not_finished(error, "a bill's payment", bill_id) {
+                    CheckoutError::Refused(status) => BillError::Refused(status),
+                    CheckoutError::OutcomeUnknown => BillError::OutcomeUnknown,
+                    CheckoutError::Directory(error) => BillError::Directory(error),
+                    other => BillError::Unavailable(other.to_string()),
+                }),
+            };
+        }
+        Err(BillError::BillNotFound)
     }
 }
 

@@ -242,7 +242,12 @@ pub(crate) struct ListQuery {
 /// first.
 #[utoipa::path(get, path = "/v1/my/bills", security(("resident" = [])), tag = "bills", params(ListQuery), responses((status = OK, body = BillList)))]
 pub(crate) async fn my_bills(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Query(query): Query<ListQuery>) -> Result<AppJson<BillList>, ApiError> {
-    let bills = state.bills.bills_of(&me, query.limit.unwrap_or(50)).await?;
+    let limit = query.limit.unwrap_or(50);
+    // In a country, billers of every shard's cities.
+    let bills = match state.country.get() {
+        Some(country) => country.bills_of(&state.bills, &me, limit).await?,
+        None => state.bills.bills_of(&me, limit).await?,
+    };
     Ok(AppJson(BillList { bills: bills.iter().map(BillView::from).collect() }))
 }
 
@@ -266,7 +271,11 @@ pub(crate) async fn pay(
     let caller = Caller::Resident(me.id);
     once(&state, &caller, &request.key, request.fingerprint, StatusCode::CREATED, async {
         let bill_id = bill_no.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "bill not found"))?;
-        let payment = state.bills.pay(&me, bill_id, request.body.items.as_deref()).await?;
+        let items = request.body.items.as_deref();
+        let payment = match state.country.get() {
+            Some(country) => country.pay_bill(&state.bills, &me, bill_id, items, request.key.as_str()).await?,
+            None => state.bills.pay(&me, bill_id, items).await?,
+        };
         Ok(PaymentView::from(&payment))
     })
     .await
@@ -506,7 +515,11 @@ pub(crate) async fn contribute(State(state): State<AppState>, ResidentCaller(me)
     responses((status = OK, body = ReceiptView), (status = NOT_FOUND, body = ErrorBody)))]
 pub(crate) async fn receipt(State(state): State<AppState>, ResidentCaller(me): ResidentCaller, Path(number): Path<String>) -> Result<AppJson<ReceiptView>, ApiError> {
     let number = number.parse().map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "bill_not_found", "receipt not found"))?;
-    Ok(AppJson(ReceiptView::from(&state.bills.receipt_for(&me, number).await?)))
+    let receipt = match state.country.get() {
+        Some(country) => country.receipt_for(&state.bills, &me, number).await?,
+        None => state.bills.receipt_for(&me, number).await?,
+    };
+    Ok(AppJson(ReceiptView::from(&receipt)))
 }
 
 /// A receipt-signing public key.

@@ -119,7 +119,8 @@ impl From<citypay_bills::BillError> for ApiError {
             BillError::Directory(inner) => return ApiError::from(inner),
             BillError::InvalidField { .. } | BillError::AmountMismatch(_) | BillError::Refused(_) | BillError::FundShort(_) => StatusCode::UNPROCESSABLE_ENTITY,
             BillError::BillNotFound | BillError::LinkNotFound => StatusCode::NOT_FOUND,
-            BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed | BillError::NothingToClaim => StatusCode::CONFLICT,
+            BillError::OutBillNoReused | BillError::AlreadyPaid | BillError::Overdue | BillError::WindowClosed | BillError::NothingToClaim | BillError::Returned(_) => StatusCode::CONFLICT,
+            BillError::OutcomeUnknown => return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string()).with_retry_after(RETRY),
             // The oldest unanswered request leaves the week's count within a week.
             BillError::TooManyLinkRequests => {
                 let week = std::time::Duration::from_secs(citypay_bills::LINK_REQUESTS_WINDOW_S);
