@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use citypay_directory::{NewResident, PasswordPolicy, Resident};
-use citypay_routing::{Bucket, BucketMap};
 use citypay_store::DbUrl;
 use serde::Serialize;
 
@@ -174,7 +173,7 @@ async fn drive(sides: &Arc<Vec<ShardSide>>, n: u64, clients: u64, cross: u32) ->
 
 /// The cities of the campaign, a shard each: code, name, region of its residents' ID numbers,
 /// first digits of their mobile numbers.
-const CITIES: [(u32, &str, &str, &str); 4] = [(330100, "Hangzhou", "330106", "13"), (350100, "Fuzhou", "350102", "15"), (420100, "Wuhan", "420102", "17"), (120100, "Tianjin", "120101", "18")];
+const CITIES: [(u32, &str, &str, &str); 4] = [(330100, "Hangzhou", "330106", "13"), (350100, "Fuzhou", "350102", "15"), (420100, "Wuhan", "420102", "17"), (120000, "Tianjin", "120101", "18")];
 
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
 pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
@@ -187,22 +186,15 @@ pub(crate) fn run(args: &CountryBenchArgs) -> anyhow::Result<()> {
     let (runs, mirrors, backlog, drain_seconds) = runtime.block_on(async {
         // One key set for the country; each shard its own database, writer and city.
         let mut cities = Vec::new();
-        let mut map = BucketMap::single(1);
-        for (i, db) in dbs.iter().enumerate() {
-            let city = crate::city::open_from_files(db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
-            let (code, name, _, _) = CITIES[i];
-            let group = citypay_routing::city_group(u16::try_from(i)?).context("group")?;
-            city.state.directory.onboard_city_in(code, name, Some(group.clone())).await?;
-            map = map.moved(group.map(Bucket), u16::try_from(i + 1)?);
-            cities.push(city);
+        for db in &dbs {
+            cities.push(crate::city::open_from_files(db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?);
         }
-        let directories: Vec<(u16, citypay_directory::Directory)> = cities.iter().enumerate().map(|(i, c)| (u16::try_from(i + 1).unwrap_or(0), c.state.directory.clone())).collect();
+        let directories: Vec<citypay_directory::Directory> = cities.iter().map(|c| c.state.directory.clone()).collect();
+        let placed: Vec<(u32, &str, usize)> = (0..count).map(|i| (CITIES[i].0, CITIES[i].1, i)).collect();
+        let countries = citypay_country::Country::on_one_machine(&directories, &placed).await?;
         let mut sides = Vec::new();
-        for (i, city) in cities.iter().enumerate() {
-            let shard = u16::try_from(i + 1)?;
-            city.shard.handle().hold_buckets(Some(map.owned_by(shard)));
-            let country = citypay_country::Country::new(shard, String::new(), map.clone(), city.state.directory.clone(), directories.clone());
-            country.open_clearing_accounts().await?;
+        for (i, (city, country)) in cities.iter().zip(countries).enumerate() {
+            let shard = country.shard();
             let (code, _, region, mobile) = CITIES[i];
             eprintln!("setting up {} residents on shard {shard}...", args.residents);
             let people = residents(&city.state, code, region, mobile, args.residents).await?;

@@ -481,24 +481,13 @@ async fn check_fresh(directory: &citypay_directory::Directory, db: &DbUrl, throu
 /// `city_shard[i]` (onboarded there), each writer holds its shard's buckets, and each shard's
 /// country view reaches the others in this process; answers each shard's view.
 async fn place_cities(opened: &[crate::city::City], cities: &[&'static citypay_sim::CityPreset], city_shard: &[usize]) -> anyhow::Result<Vec<Option<citypay_country::Country>>> {
-    let number = |shard: usize| u16::try_from(shard + 1).unwrap_or(u16::MAX);
-    let mut map = citypay_routing::BucketMap::single(1);
-    for (i, (preset, shard)) in cities.iter().zip(city_shard).enumerate() {
-        let group = citypay_routing::city_group(u16::try_from(i)?).context("a city's group of buckets")?;
-        opened[*shard].state.directory.onboard_city_in(preset.code, preset.name, Some(group.clone())).await?;
-        map = map.moved(group.map(citypay_routing::Bucket), number(*shard));
-    }
-    let directories: Vec<(u16, citypay_directory::Directory)> = opened.iter().enumerate().map(|(i, c)| (number(i), c.state.directory.clone())).collect();
-    let mut countries = Vec::new();
-    for (i, city) in opened.iter().enumerate() {
-        city.shard.handle().hold_buckets(Some(map.owned_by(number(i))));
-        // No catalog: the cities were placed here, and nothing moves.
-        let country = citypay_country::Country::new(number(i), String::new(), map.clone(), city.state.directory.clone(), directories.clone());
-        country.open_clearing_accounts().await?;
+    let directories: Vec<citypay_directory::Directory> = opened.iter().map(|c| c.state.directory.clone()).collect();
+    let placed: Vec<(u32, &str, usize)> = cities.iter().zip(city_shard).map(|(preset, shard)| (preset.code, preset.name, *shard)).collect();
+    let countries = citypay_country::Country::on_one_machine(&directories, &placed).await?;
+    for (city, country) in opened.iter().zip(&countries) {
         city.state.checkout.refund_elsewhere_through(Arc::new(country.clone()));
-        countries.push(Some(country));
     }
-    Ok(countries)
+    Ok(countries.into_iter().map(Some).collect())
 }
 
 /// The dashboard's numbers of day `day`, read from every shard (each city lives on one).

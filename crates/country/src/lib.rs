@@ -87,6 +87,30 @@ fn unknown(error: impl std::fmt::Display) -> String {
 }
 
 impl Country {
+    /// A country on one machine with no catalog (a simulation, a benchmark): shard `i + 1`
+    /// over `directories[i]`; each city of `cities` (code, name, the index of its shard's
+    /// directory) onboarded there with the next group of buckets; each shard's writer holding
+    /// its buckets; a `Country` per shard, its clearing accounts open. Nothing moves.
+    pub async fn on_one_machine(directories: &[Directory], cities: &[(u32, &str, usize)]) -> Result<Vec<Country>, DirectoryError> {
+        let number = |i: usize| ShardId::try_from(i + 1).unwrap_or(ShardId::MAX);
+        let mut map = BucketMap::single(1);
+        for (i, (code, name, on)) in cities.iter().enumerate() {
+            let group = u16::try_from(i).ok().and_then(citypay_routing::city_group).ok_or_else(|| DirectoryError::InvalidField { field: "cities", message: format!("no group of buckets for city {i}") })?;
+            let directory = directories.get(*on).ok_or_else(|| DirectoryError::InvalidField { field: "cities", message: format!("no shard {on} for city {code}") })?;
+            directory.onboard_city_in(*code, name, Some(group.clone())).await?;
+            map = map.moved(group.map(citypay_routing::Bucket), number(*on));
+        }
+        let all: Vec<(ShardId, Directory)> = directories.iter().enumerate().map(|(i, d)| (number(i), d.clone())).collect();
+        let mut countries = Vec::new();
+        for (i, directory) in directories.iter().enumerate() {
+            directory.shard().hold_buckets(Some(map.owned_by(number(i))));
+            let country = Country::new(number(i), String::new(), map.clone(), directory.clone(), all.clone());
+            country.open_clearing_accounts().await.map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+            countries.push(country);
+        }
+        Ok(countries)
+    }
+
     /// Shard `shard` over `here` (this server's directory), with the map and every shard's
     /// directory (its own among them is left out). `catalog` is the catalog's URL.
     pub fn new(shard: ShardId, catalog: String, map: BucketMap, here: Directory, peers: Vec<(ShardId, Directory)>) -> Country {
