@@ -166,19 +166,25 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: "CREATE INDEX IF NOT EXISTS refunds_processing ON refunds (status) WHERE status = 'REFUND_PROCESSING';",
     },
     // A refund returned by another shard gives back the fee it held: later refunds must know
-    // what was given, not work it out from the amount refunded. Trades refunded before were
-    // refunded locally, one refund after another, and gave back the proportional share of
-    // what they refunded.
+    // what was given, not work it out from the amount refunded. What each trade gave back is
+    // read from the ledger (its `fee_returned` legs carry the trade's id), with what refunds
+    // still crossing hold.
     Migration {
         component: "checkout",
         version: 13,
         name: "the part of the fee each trade gave back",
-        sqlite: "ALTER TABLE trades ADD COLUMN fee_returned BIGINT NOT NULL DEFAULT 0;
-            UPDATE trades SET fee_returned = CAST(fee * refunded / amount AS INTEGER) WHERE refunded > 0 AND amount > 0;",
-        postgres: "ALTER TABLE trades ADD COLUMN fee_returned BIGINT NOT NULL DEFAULT 0;
-            UPDATE trades SET fee_returned = div(fee::numeric * refunded, amount)::bigint WHERE refunded > 0 AND amount > 0;",
+        sqlite: CHECKOUT_V13,
+        postgres: CHECKOUT_V13,
     },
 ];
+
+const CHECKOUT_V13: &str = "ALTER TABLE trades ADD COLUMN fee_returned BIGINT NOT NULL DEFAULT 0;
+    UPDATE trades SET fee_returned = given.amount
+        FROM (SELECT user_data, SUM(amount) AS amount FROM transfers WHERE code = 23 GROUP BY user_data) AS given
+        WHERE given.user_data = trades.id;
+    UPDATE trades SET fee_returned = fee_returned + held.amount
+        FROM (SELECT trade_id, SUM(fee_back) AS amount FROM refunds WHERE status = 'REFUND_PROCESSING' GROUP BY trade_id) AS held
+        WHERE held.trade_id = trades.id;";
 
 const CHECKOUT_V10: &str = "ALTER TABLE trades ADD COLUMN cashier BIGINT;
     ALTER TABLE refunds ADD COLUMN cashier BIGINT;
@@ -192,3 +198,11 @@ const CHECKOUT_V6: &str = "ALTER TABLE payment_devices ADD COLUMN revoked_at BIG
     CREATE INDEX payment_devices_by_resident ON payment_devices (resident_id);
     CREATE TABLE device_code_failures (device_id BIGINT NOT NULL, merchant_id BIGINT NOT NULL, hour BIGINT NOT NULL,
         failures BIGINT NOT NULL, PRIMARY KEY (device_id, merchant_id, hour));";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migration_13_reads_the_fee_returned_code() {
+        assert_eq!(citypay_directory::transfer_codes::FEE_RETURNED, 23, "CHECKOUT_V13 names the code by number");
+    }
+}

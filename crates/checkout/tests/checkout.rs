@@ -644,6 +644,20 @@ fn an_old_database_gets_refund_records_and_refund_periods() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let command = Command { event: None, guards: Vec::new(), rows: vec![trade, refund], always_rows: Vec::new() };
     rt.block_on(shard.handle().submit(command)).unwrap();
+    // The ledger's record of the fee that refund gave back: 2 fen, under the trade's id.
+    let platform = PlatformAccounts::CNY;
+    let leg = |id: u128, debit, credit, amount, code, user_data| {
+        let leg = citypay_ledger::Leg { debit, credit, amount, currency: citypay_ledger::Currency::CNY, code, class: 0, user_data };
+        citypay_ledger::Event::Transfer(citypay_ledger::Transfer { id, leg, pending_timeout_s: None })
+    };
+    let fee_returned = citypay_directory::transfer_codes::FEE_RETURNED;
+    let events = platform.opening_events().into_iter().chain([
+        leg(1, platform.sandbox_custody, platform.fee_revenue, 6, citypay_directory::transfer_codes::FEE, 11),
+        leg(2, platform.fee_revenue, platform.sandbox_custody, 2, fee_returned, 11),
+    ]);
+    for event in events {
+        assert_eq!(rt.block_on(shard.handle().submit(event.into())).unwrap().status, citypay_ledger::Status::Ok);
+    }
     shard.shutdown();
     drop(rt);
 
@@ -655,7 +669,7 @@ fn an_old_database_gets_refund_records_and_refund_periods() {
         assert_eq!((answer.refund.amount, answer.refund.status, answer.fund_change), (400, RefundStatus::RefundSuccess, false));
         assert_eq!(answer.trade.finishes_at, Some(now - 86_400 + DEFAULT_REFUND_PERIOD_S));
         assert_eq!((answer.trade.status, answer.trade.refunded), (TradeStatus::TradeSuccess, 400));
-        // It gave back the fee's share of 400: floor(6 * 400 / 1000).
+        // What it gave back, as the ledger has it.
         assert_eq!(answer.trade.fee_returned, 2);
     });
 }

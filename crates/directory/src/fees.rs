@@ -8,8 +8,10 @@
 //! never give back more than the fee, and a full refund gives back exactly all of it.
 //!
 //! A refund crossing shards can be returned after others were made. What the trade gave back
-//! (or holds to give back) is kept on it, so a refund gives back only what is still owed: a
-//! returned refund's fee is given again by the refunds that replace it, never twice.
+//! (or holds to give back) is kept on it, and a refund gives back only what is still owed:
+//! the fee is never given twice. When a refund others counted on is returned, the fee they
+//! gave stays given (more than the rounded-down share of what stands, never more than the
+//! fee), and the refunds that replace it give none of it again.
 
 use citypay_shard::Command;
 use citypay_store::{OnConflict, ServiceRow, Value};
