@@ -320,6 +320,16 @@ async fn money_crosses_two_shards_through_the_servers_and_survives_their_deaths(
     assert_eq!((status, Api::code(&short)), (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_funds"), "{short}");
     let (_, seen, _) = b.call("GET", "/v1/bills/H-2", Some(&hospital_key), None, None).await;
     assert_eq!(seen["status"], "open", "{seen}");
+    // A bill the medical-insurance fund pays part of, with Fuzhou's fund never opened: the
+    // hospital's shard refuses it, her hold comes back, the bill stays open.
+    let insured = json!({"out_bill_no": "H-3", "payer_kind": "id_number", "payer": DAUGHTER_ID, "title": "检查",
+                         "items": [{"name": "检查", "amount": cny(1_000)}], "pick_items": false, "insured": cny(500), "due_at": due});
+    let (_, insured, _) = b.call("POST", "/v1/bills", Some(&hospital_key), None, Some(insured)).await;
+    let (status, short, _) = a.call("POST", &format!("/v1/my/bills/{}/payments", insured["bill_no"].as_str().unwrap()), Some(&daughter), Some("scan-1"), Some(json!({}))).await;
+    assert_eq!((status, Api::code(&short)), (StatusCode::UNPROCESSABLE_ENTITY, "insurance_fund_short"), "{short}");
+    let (_, seen, _) = b.call("GET", "/v1/bills/H-3", Some(&hospital_key), None, None).await;
+    assert_eq!(seen["status"], "open", "{seen}");
+    assert_eq!(balance(&a, &daughter).await, (37_000 - crossed - 2_372 - 800 + 500 + refunded_late - 1_200 - 1_500, 37_000 - crossed - 2_372 - 800 + 500 + refunded_late - 1_200 - 1_500), "nothing held");
 
     // One national view: an operator of either shard sees both cities, each with its own
     // shard's payments (the fish balls and the hospital's bill in Fuzhou, where the shop and

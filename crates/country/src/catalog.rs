@@ -109,10 +109,19 @@ fn shard_id(value: i32) -> Result<ShardId, CatalogError> {
 /// The advisory lock class of moves (its second key is the city's code).
 const MOVE_LOCK: i32 = 0x6d6f7665;
 
-/// A city's move lock, held while this lives: see [`Catalog::lock_move`]. It holds a blocking
-/// connection: drop it off the async runtime's threads.
+/// A city's move lock, held while this lives: see [`Catalog::lock_move`].
 #[derive(Debug)]
-pub struct MoveLock(#[allow(dead_code)] Catalog);
+pub struct MoveLock(Option<Catalog>);
+
+impl Drop for MoveLock {
+    fn drop(&mut self) {
+        // A blocking connection is closed off the async runtime's threads, wherever the move
+        // ends (done, failed, or cancelled).
+        if let Some(catalog) = self.0.take() {
+            std::thread::spawn(move || drop(catalog));
+        }
+    }
+}
 
 impl Catalog {
     /// Connects to the catalog at `url`, creating its tables the first time.
@@ -243,7 +252,7 @@ impl Catalog {
         if !held {
             return Err(CatalogError::Refused(format!("city {city} is being moved by another run; wait for it to end, then run the move again if it stopped")));
         }
-        Ok(MoveLock(self))
+        Ok(MoveLock(Some(self)))
     }
 
     /// Gives up `city`'s move frozen at map version `since`, before any of its money crossed:

@@ -387,15 +387,22 @@ impl Country {
         self.shard_now(bucket, "the shop's").map_err(CheckoutError::Unavailable)
     }
 
-    /// The resident of device `slot` if it was enrolled before slots carried buckets: such
-    /// devices are with residents of the legacy buckets, on the shards that hold them (most
-    /// often one; this one, or a peer's reader).
+    /// The resident of device `slot` if it was enrolled before slots carried buckets. Such a
+    /// device is with its resident: on this shard (looked for first, as it costs one local
+    /// read), or with a resident of the legacy buckets, on the shards that hold them (most
+    /// often one). A legacy shard out of reach is passed over (logged): the slot's bucket
+    /// still names where a device enrolled since is.
     async fn device_from_before_buckets(&self, checkout: &Checkout, slot: u32, map: &BucketMap) -> Result<Option<u64>, CheckoutError> {
+        if let Some(resident) = checkout.device_from_before_buckets(slot).await? {
+            return Ok(Some(resident));
+        }
         let shards: std::collections::BTreeSet<ShardId> = citypay_routing::LEGACY_BUCKETS.map(|b| map.shard_of(citypay_routing::Bucket(b))).collect();
-        for shard in shards {
-            let holder = if shard == self.0.shard { checkout } else if let Some(side) = self.0.peers.get(&shard) { &side.checkout } else { continue };
-            if let Some(resident) = holder.device_from_before_buckets(slot).await? {
-                return Ok(Some(resident));
+        for shard in shards.into_iter().filter(|s| *s != self.0.shard) {
+            let Some(side) = self.0.peers.get(&shard) else { continue };
+            match side.checkout.device_from_before_buckets(slot).await {
+                Ok(Some(resident)) => return Ok(Some(resident)),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(shard, %error, "a shard of the legacy buckets could not be asked about a device"),
             }
         }
         Ok(None)
@@ -669,10 +676,11 @@ impl Country {
                 Err(BillError::BillNotFound) => continue,
                 Err(other) => return Err(other),
             };
-            // Nothing is sent to a biller whose city is moving; the shard found must be its.
+            // Nothing is sent to a biller whose city is moving; a copy left on the shard its
+            // city moved from (until the move cleans it up) is passed over.
             let biller_bucket = citypay_routing::bucket_of_owner(here.payment.bill.biller_id);
             if self.shard_now(biller_bucket, "the biller's").map_err(BillError::Unavailable)? != *shard {
-                return Err(BillError::Unavailable("the biller's city moved; retry".into()));
+                continue;
             }
             let items_paid = here.payment.items.to_string();
             let id = citypay_directory::derived_event_id(&["bill", &bill_id.to_string(), "crossing", &here.bill_version.to_string(), &payer.id.to_string(), &items_paid, idempotency_key]);
@@ -690,6 +698,10 @@ impl Country {
                 // The bill changed before the money arrived: paid meanwhile (by someone, or these
                 // items).
                 Ok(Decision::Rejected(citypay_crossshard::Rejection::Refused)) => Err(BillError::AlreadyPaid),
+                // The biller's shard refused the fund's part (never opened, or short).
+                Ok(Decision::Rejected(citypay_crossshard::Rejection::OverLimit | citypay_crossshard::Rejection::PayeeUnknown)) if here.payment.insured > 0 => {
+                    Err(BillError::FundShort(here.payment.insured))
+                }
                 Ok(Decision::Rejected(reason)) => Err(BillError::Returned(reason.code())),
                 Err(error) => Err(match not_finished(error, "a bill's payment", bill_id) {
                     CheckoutError::Refused(status) => BillError::Refused(status),
