@@ -115,6 +115,46 @@ pub(crate) fn cpu_time() -> Duration {
     Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
+/// CPU time of this process's threads, split: those named `load` (a prefix of their
+/// names), those named `writer`, and the whole process. Threads are read from
+/// `/proc/self/task` (their run time in nanoseconds, `schedstat`); a thread that ended is not
+/// counted in its part, only in the process's.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CpuSplit {
+    pub(crate) process: Duration,
+    pub(crate) load: Duration,
+    pub(crate) writer: Duration,
+}
+
+impl CpuSplit {
+    pub(crate) fn now(load: &str, writer: &str) -> CpuSplit {
+        let mut split = CpuSplit { process: cpu_time(), ..CpuSplit::default() };
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return split };
+        for task in tasks.flatten() {
+            let path = task.path();
+            let (Ok(name), Ok(stat)) = (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("schedstat"))) else { continue };
+            let ran = Duration::from_nanos(stat.split_whitespace().next().and_then(|ns| ns.parse().ok()).unwrap_or(0));
+            let name = name.trim_end();
+            if name.starts_with(load) {
+                split.load += ran;
+            } else if name == writer {
+                split.writer += ran;
+            }
+        }
+        split
+    }
+
+    /// What was spent since `before`.
+    pub(crate) fn since(self, before: CpuSplit) -> CpuSplit {
+        CpuSplit { process: self.process.saturating_sub(before.process), load: self.load.saturating_sub(before.load), writer: self.writer.saturating_sub(before.writer) }
+    }
+
+    /// The process's time less the load's: what the server spent.
+    pub(crate) fn server(self) -> Duration {
+        self.process.saturating_sub(self.load)
+    }
+}
+
 fn thread_cpu_time() -> Duration {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))

@@ -4,12 +4,18 @@
 //! the same run the same generator measures the server's no-op endpoint, as the HTTP ceiling.
 //! Every resident has an enrolled device and pays at most twice (the current and the next
 //! 30-second code), so codes stay valid and unused without touching the clock.
+//!
+//! The load generator runs on a runtime of its own (threads `bench-load`), so the CPU the
+//! server spends per payment, and its writer's (thread `shard-writer`), are told apart from
+//! the generator's and do not depend on how busy the machine is.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+
+use crate::bench_gateway::CpuSplit;
 use citypay_api::routes::{AppState, business_routes};
 use citypay_api::{Api, ApiConfig};
 use citypay_codes::payment_code::PaymentCode;
@@ -56,8 +62,19 @@ pub(crate) struct PaymentsBenchReport {
     noop_requests_per_second: f64,
     noop_p99_us: u64,
     payments_vs_noop: f64,
+    /// CPU per payment: the server's (everything but the load generator), its writer
+    /// thread's, the generator's.
+    server_cpu_us_per_payment: f64,
+    writer_cpu_us_per_payment: f64,
+    load_cpu_us_per_payment: f64,
+    /// The server's CPU per no-op request.
+    noop_server_cpu_us_per_request: f64,
     audit_clean: bool,
 }
+
+/// The load generator's threads, and the writer's, as named.
+const LOAD_THREADS: &str = "bench-load";
+const WRITER_THREAD: &str = "shard-writer";
 
 #[derive(Clone)]
 pub(crate) struct Payer {
@@ -74,7 +91,8 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
     let db = args.db.clone().unwrap_or_else(|| DbUrl::Sqlite(scratch.path().join("city.db")));
     let keys = scratch.path().join("keys");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (payments, noop) = runtime.block_on(async {
+    let load = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name(LOAD_THREADS).enable_all().build()?;
+    let (payments, noop, cpu) = runtime.block_on(async {
         let city = crate::city::open_from_files(&db, Some(&keys), PasswordPolicy::FAST_INSECURE).await?;
         let state = city.state.clone();
         let residents = args.payments.div_ceil(2).max(1);
@@ -88,21 +106,31 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
             let _ = stopped.await;
         }));
         let base = format!("http://{addr}");
-        let payments = drive_payments(&base, &merchants, payers, args.payments.div_ceil(2), args.clients).await?;
-        let noop = drive_noop(&base, args.clients, payments.0.len().max(1_000) as u64).await?;
+        let (pairs, clients) = (args.payments.div_ceil(2), args.clients);
+        let before = CpuSplit::now(LOAD_THREADS, WRITER_THREAD);
+        let driven = load.spawn({
+            let base = base.clone();
+            async move { drive_payments(&base, &merchants, payers, pairs, clients).await }
+        });
+        let payments = driven.await??;
+        let between = CpuSplit::now(LOAD_THREADS, WRITER_THREAD);
+        let requests = payments.0.len().max(1_000) as u64;
+        let noop = load.spawn(async move { drive_noop(&base, clients, requests).await }).await??;
+        let after = CpuSplit::now(LOAD_THREADS, WRITER_THREAD);
         let _ = stop.send(());
         server.await??;
         city.shard.shutdown();
-        anyhow::Ok((payments, noop))
+        anyhow::Ok((payments, noop, (between.since(before), after.since(between))))
     })?;
+    drop(load);
     // Off the runtime: the PostgreSQL client blocks on a runtime of its own.
     let mut source = crate::open::reader(&db)?;
-    let report = report(payments, noop, citypay_store::audit(source.as_mut())?.is_clean());
+    let report = report(payments, noop, cpu, citypay_store::audit(source.as_mut())?.is_clean());
     if args.json {
         say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         say!(
-            "{} payment-code payments over HTTP: {:.0}/s (p50 {} µs, p99 {} µs), {} failed; no-op endpoint {:.0}/s (p99 {} µs); payments are {:.0}% of the no-op rate; audit {}",
+            "{} payment-code payments over HTTP: {:.0}/s (p50 {} µs, p99 {} µs), {} failed; no-op endpoint {:.0}/s (p99 {} µs); payments are {:.0}% of the no-op rate; CPU per payment: server {:.0} µs, its writer {:.0} µs, load generator {:.0} µs; audit {}",
             report.payments,
             report.payments_per_second,
             report.p50_us,
@@ -111,6 +139,9 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
             report.noop_requests_per_second,
             report.noop_p99_us,
             report.payments_vs_noop * 100.0,
+            report.server_cpu_us_per_payment,
+            report.writer_cpu_us_per_payment,
+            report.load_cpu_us_per_payment,
             if report.audit_clean { "clean" } else { "VIOLATIONS" }
         )?;
     }
@@ -118,7 +149,7 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
-fn report(payments: (Vec<u64>, u64, f64), noop: (Vec<u64>, f64), audit_clean: bool) -> PaymentsBenchReport {
+fn report(payments: (Vec<u64>, u64, f64), noop: (Vec<u64>, f64), cpu: (CpuSplit, CpuSplit), audit_clean: bool) -> PaymentsBenchReport {
     let histogram = |values: &[u64]| {
         let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
         for v in values {
@@ -126,6 +157,7 @@ fn report(payments: (Vec<u64>, u64, f64), noop: (Vec<u64>, f64), audit_clean: bo
         }
         h
     };
+    let per = |spent: std::time::Duration, count: u64| spent.as_secs_f64() * 1e6 / count.max(1) as f64;
     let (latencies, failed, seconds) = payments;
     let ok = latencies.len() as u64;
     let h = histogram(&latencies);
@@ -143,6 +175,10 @@ fn report(payments: (Vec<u64>, u64, f64), noop: (Vec<u64>, f64), audit_clean: bo
         noop_requests_per_second: nps,
         noop_p99_us: n.value_at_quantile(0.99),
         payments_vs_noop: if nps > 0.0 { pps / nps } else { 0.0 },
+        server_cpu_us_per_payment: per(cpu.0.server(), ok),
+        writer_cpu_us_per_payment: per(cpu.0.writer, ok),
+        load_cpu_us_per_payment: per(cpu.0.load, ok),
+        noop_server_cpu_us_per_request: per(cpu.1.server(), noop.0.len() as u64),
         audit_clean,
     }
 }
