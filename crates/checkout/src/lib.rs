@@ -821,7 +821,9 @@ impl Checkout {
         Asked: std::future::Future<Output = Result<bool, CheckoutError>>,
     {
         let resident_text = resident.id.to_string();
-        for attempt in 0..3 {
+        // A bucket has DEVICE_LIMIT / 1,024 (97,655) slots, and a city four buckets: a city
+        // of many devices fills them, and each draw may meet a taken slot.
+        for attempt in 0..SLOT_DRAWS_MAX {
             // The slot carries the resident's bucket (see `bucket_of_device`).
             let draw = u64::from_le_bytes(self.directory.draw(&["device-slot", &resident_text, &attempt.to_string()]));
             let buckets = u64::from(citypay_routing::BUCKETS);
@@ -1454,6 +1456,10 @@ pub fn code_trade_id(merchant_id: u64, out_trade_no: &str) -> u64 {
 pub fn code_device(code: &str) -> Option<u32> {
     PaymentCode::parse(code.trim()).ok().map(|parsed| parsed.device)
 }
+
+/// Slots drawn for a new device before giving up: with a bucket's slots a quarter taken, 16
+/// draws all meet taken ones about once in 4 billion enrolments.
+const SLOT_DRAWS_MAX: u32 = 16;
 
 /// The bucket a device slot enrolled since slots carry buckets names (its slot modulo 1,024):
 /// the shard that holds the device's resident, found without a read.
