@@ -315,10 +315,8 @@ impl LedgerStore for SqliteStore {
                 write_service_row(&tx, row)?;
             }
             let meta = tx
-                .execute(
-                    "UPDATE ledger_meta SET last_batch = ?1, last_timestamp = ?2 WHERE last_batch = ?1 - 1",
-                    params![batch_column, u64_to_column(fx.timestamp.0)],
-                )
+                .prepare_cached("UPDATE ledger_meta SET last_batch = ?1, last_timestamp = ?2 WHERE last_batch = ?1 - 1")
+                .and_then(|mut meta| meta.execute(params![batch_column, u64_to_column(fx.timestamp.0)]))
                 .map_err(backend)?;
             if meta != 1 {
                 return Err(StoreError::Corrupt(format!("batch {} does not follow the stored one", batch.batch)));
