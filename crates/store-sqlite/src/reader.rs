@@ -34,6 +34,7 @@ impl SqliteReader {
         // memory map of the file (the OS cache) instead.
         conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = 64; PRAGMA mmap_size = 17179869184;")
             .map_err(crate::backend)?;
+        crate::stable_plans(&conn)?;
         Ok(conn)
     }
 
