@@ -40,9 +40,9 @@ pub(crate) fn backend(error: rusqlite::Error) -> StoreError {
 }
 
 /// One plan per statement, whatever is bound to it: without this SQLite prepares a cached
-/// statement again whenever a bound `LIMIT` moves to or from 1 (about 3% of a simulated day's
-/// CPU went to re-preparing), and every query here is by key, so no value would change its
-/// plan.
+/// statement again whenever the value bound to its `LIMIT` changes (about 3% of a simulated
+/// day's CPU went to re-preparing), and every query here is by key, so no value would change
+/// its plan.
 pub(crate) fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(|_| ()).map_err(backend)
 }
