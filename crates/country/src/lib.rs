@@ -425,6 +425,11 @@ impl Country {
     pub async fn pay_with_code(&self, checkout: &Checkout, merchant_id: u64, new: &citypay_checkout::NewTrade, code: &str) -> Result<Trade, CheckoutError> {
         let Some(slot) = citypay_checkout::code_device(code) else { return checkout.pay_with_code(merchant_id, new, code).await };
         let map = self.map();
+        // A device whose slot names a bucket of this shard is paid here, as on one shard,
+        // with no read elsewhere first.
+        if map.shard_of(citypay_checkout::bucket_of_device(slot)) == self.0.shard {
+            return checkout.pay_with_code(merchant_id, new, code).await;
+        }
         // A device enrolled before slots carried buckets lives with its resident.
         let bucket = match self.device_from_before_buckets(checkout, slot, &map).await? {
             Some(resident) => citypay_routing::bucket_of_owner(resident),
@@ -662,10 +667,9 @@ impl Country {
     /// one pay.
     pub async fn pay_bill(&self, bills: &Bills, payer: &Resident, bill_id: u64, items: Option<&[usize]>, idempotency_key: &str) -> Result<BillPayment, BillError> {
         let keys = bills.payer_keys(payer).await?;
-        match bills.bill_with_keys(&keys, bill_id).await {
-            Ok(_) => return bills.pay(payer, bill_id, items).await,
+        match bills.pay_with_keys(&keys, payer, bill_id, items).await {
             Err(BillError::BillNotFound) => {}
-            Err(other) => return Err(other),
+            paid => return paid,
         }
         for (shard, side) in &self.0.peers {
             let there = bills.on(side.directory.clone());
