@@ -754,7 +754,13 @@ impl Bills {
     /// Pays a bill from the resident's wallet: all of it, or (when the payer picks) the items
     /// `items` names (indexes). The fund's part of a hospital bill moves in the same entry.
     pub async fn pay(&self, payer: &Resident, bill_id: u64, items: Option<&[usize]>) -> Result<BillPayment, BillError> {
-        let mut bill = self.bill_for(payer, bill_id).await?;
+        self.pay_with_keys(&self.payer_keys(payer).await?, payer, bill_id, items).await
+    }
+
+    /// [`Bills::pay`] of a bill of this shard addressed to `keys` (the payer's, read on
+    /// their shard); not found when none is.
+    pub async fn pay_with_keys(&self, keys: &PayerKeys, payer: &Resident, bill_id: u64, items: Option<&[usize]>) -> Result<BillPayment, BillError> {
+        let mut bill = self.bill_with_keys(keys, bill_id).await?;
         for _ in 0..CAS_ATTEMPTS_MAX {
             let mask = match self.payable(&bill, payer, items).await? {
                 Ok(mask) => mask,
