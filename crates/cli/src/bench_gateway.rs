@@ -4,25 +4,22 @@
 //! is the gateway's floor.
 //!
 //! The server runs in this process; the load comes from a child process (`citypay bench
-//! gateway-load`) whose requests are signed before timing starts, so this process's CPU clock
+//! load`) whose requests are signed before timing starts, so this process's CPU clock
 //! (CLOCK_PROCESS_CPUTIME_ID: getrusage's user + system time) counts only the server. Two runs:
 //! as fast as `--clients` tills can go (the maximum rate, and the server's CPU time per
 //! payment), then paced at half that rate (the latency a till sees under a steady load).
 
-use std::io::{BufRead, Write};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
+use crate::bench_load::{LoadRequest, Pacing, load};
 use citypay_api::routes::{AppState, business_routes, gateway_pages};
 use citypay_api::{Api, ApiConfig};
 use citypay_codes::payment_code::PaymentCode;
 use citypay_directory::PasswordPolicy;
 use citypay_gateway::{AppKey, PlatformKey, Request};
 use hdrhistogram::Histogram;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Options of `citypay bench gateway`.
 #[derive(Debug, clap::Args)]
@@ -42,42 +39,6 @@ pub(crate) struct GatewayBenchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-/// Options of the load generator (`citypay bench gateway-load`), run by the benchmark.
-#[derive(Debug, clap::Args)]
-pub(crate) struct GatewayLoadArgs {
-    /// The server, e.g. http://127.0.0.1:8080.
-    #[arg(long)]
-    url: String,
-    /// A JSON file of requests, in pairs (each resident pays twice, in order).
-    #[arg(long)]
-    requests: std::path::PathBuf,
-    /// Concurrent tills.
-    #[arg(long)]
-    clients: u64,
-    /// Payments per second to pace at; as fast as possible without.
-    #[arg(long)]
-    rate: Option<f64>,
-}
-
-/// One request of a load run.
-#[derive(Debug, Serialize, Deserialize)]
-struct LoadRequest {
-    /// Path on the server.
-    path: String,
-    content_type: String,
-    /// An `Authorization` header (the JSON API's merchants).
-    authorization: Option<String>,
-    body: String,
-}
-
-/// What one load run measured.
-#[derive(Debug, Serialize, Deserialize)]
-struct LoadResult {
-    latencies_us: Vec<u64>,
-    failed: u64,
-    seconds: f64,
 }
 
 /// What the benchmark measured.
@@ -195,7 +156,7 @@ fn signed_pay(app_id: u64, key: &PlatformKey, out_trade_no: &str, code: &str, fe
 }
 
 /// The same payment through the JSON API.
-fn json_pay(api_key: &str, out_trade_no: &str, code: &str, fen: u64) -> LoadRequest {
+pub(crate) fn json_pay(api_key: &str, out_trade_no: &str, code: &str, fen: u64) -> LoadRequest {
     let body = serde_json::json!({"out_trade_no": out_trade_no, "amount": {"amount": fen, "currency": "CNY"}, "subject": "bench", "auth_code": code});
     LoadRequest { path: "/v1/trades/pay".into(), content_type: "application/json".into(), authorization: Some(api_key.to_owned()), body: body.to_string() }
 }
@@ -238,11 +199,11 @@ pub(crate) fn run(args: &GatewayBenchArgs) -> anyhow::Result<()> {
             let _ = stopped.await;
         }));
         let bare_us = bare_signature_us(&state, args.signatures)?;
-        let (max, max_cpu) = load(scratch.path(), &url, first, args.clients, None).await?;
+        let (max, max_cpu) = load(scratch.path(), &url, first, args.clients, Pacing::Closed(None)).await?;
         let rate = max.latencies_us.len() as f64 / max.seconds / 2.0;
-        let (half, _) = load(scratch.path(), &url, second, args.clients, Some(rate)).await?;
+        let (half, _) = load(scratch.path(), &url, second, args.clients, Pacing::Closed(Some(rate))).await?;
         // Paced at the gateway's maximum rate: the writer batches as it did for the gateway.
-        let (json, json_cpu) = load(scratch.path(), &url, third, args.clients, Some(2.0 * rate)).await?;
+        let (json, json_cpu) = load(scratch.path(), &url, third, args.clients, Pacing::Closed(Some(2.0 * rate))).await?;
         let _ = stop.send(());
         server.await??;
         city.shard.shutdown();
@@ -319,104 +280,4 @@ fn bare_signature_us(state: &AppState, signatures: u64) -> anyhow::Result<f64> {
             .join()
             .map_err(|_| anyhow::anyhow!("the signing loop panicked"))
     })
-}
-
-/// Runs the load generator over `bodies`; what it measured and this process's CPU time while
-/// it ran (the server's).
-async fn load(dir: &std::path::Path, url: &str, bodies: &[LoadRequest], clients: u64, rate: Option<f64>) -> anyhow::Result<(LoadResult, Duration)> {
-    let file = dir.join("requests.json");
-    std::fs::write(&file, serde_json::to_vec(bodies)?)?;
-    let mut command = Command::new(std::env::current_exe()?);
-    command.args(["bench", "gateway-load", "--url", url, "--clients", &clients.to_string(), "--requests"]).arg(&file);
-    if let Some(rate) = rate {
-        command.args(["--rate", &format!("{rate:.1}")]);
-    }
-    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?;
-    let mut stdout = std::io::BufReader::new(child.stdout.take().context("stdout")?);
-    let mut ready = String::new();
-    // The child says "ready" when its requests are loaded and its connections open.
-    let (ready, stdout) = tokio::task::spawn_blocking(move || stdout.read_line(&mut ready).map(|_| (ready, stdout))).await??;
-    anyhow::ensure!(ready.trim() == "ready", "the load generator said {ready:?}");
-    let started = cpu_time();
-    child.stdin.take().context("stdin")?.write_all(b"go\n")?;
-    let (output, child) = tokio::task::spawn_blocking(move || {
-        let mut stdout = stdout;
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut text).map(|_| (text, child))
-    })
-    .await??;
-    let cpu = cpu_time() - started;
-    let mut child = child;
-    anyhow::ensure!(child.wait()?.success(), "the load generator failed");
-    Ok((serde_json::from_str(&output).context("the load generator's answer")?, cpu))
-}
-
-/// `citypay bench gateway-load`: loads the requests, opens its connections, says `ready`,
-/// waits for `go` on stdin, then sends each pair of requests in order and prints the
-/// latencies as JSON.
-#[allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
-pub(crate) fn load_run(args: &GatewayLoadArgs) -> anyhow::Result<()> {
-    let bodies: Vec<LoadRequest> = serde_json::from_slice(&std::fs::read(&args.requests)?)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let result = runtime.block_on(async {
-        let clients: Vec<reqwest::Client> = (0..args.clients).map(|_| reqwest::Client::new()).collect();
-        for client in &clients {
-            let _ = client.get(format!("{}/health", args.url)).send().await;
-        }
-        say!("ready")?;
-        let mut go = String::new();
-        std::io::stdin().read_line(&mut go)?;
-        let bodies = Arc::new(bodies);
-        let next = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let pairs = bodies.len() as u64 / 2;
-        let start = Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for client in clients {
-            let (bodies, next, failed, url, rate) = (bodies.clone(), next.clone(), failed.clone(), args.url.clone(), args.rate);
-            tasks.spawn(async move {
-                let mut latencies = Vec::new();
-                loop {
-                    let p = next.fetch_add(1, Ordering::Relaxed);
-                    if p >= pairs {
-                        return latencies;
-                    }
-                    for step in 0..2u64 {
-                        let i = 2 * p + step;
-                        // Paced: each payment has its time; its latency counts from then.
-                        let due = match rate {
-                            Some(rate) => {
-                                let due = start + Duration::from_secs_f64(i as f64 / rate);
-                                tokio::time::sleep_until(due.into()).await;
-                                due
-                            }
-                            None => Instant::now(),
-                        };
-                        let request = &bodies[usize::try_from(i).unwrap_or(0)];
-                        let mut post = client.post(format!("{url}{}", request.path)).header("content-type", &request.content_type).body(request.body.clone());
-                        if let Some(authorization) = &request.authorization {
-                            post = post.header("authorization", authorization);
-                        }
-                        let paid = match post.send().await {
-                            // A gateway answer is HTTP 200 whatever happened: its code says.
-                            Ok(response) if response.status().is_success() => response.text().await.is_ok_and(|t| request.authorization.is_some() || t.contains("\"code\":\"10000\"")),
-                            _ => false,
-                        };
-                        if paid {
-                            latencies.push(u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX));
-                        } else {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            });
-        }
-        let mut latencies = Vec::new();
-        while let Some(done) = tasks.join_next().await {
-            latencies.extend(done?);
-        }
-        anyhow::Ok(LoadResult { latencies_us: latencies, failed: failed.load(Ordering::Relaxed), seconds: start.elapsed().as_secs_f64() })
-    })?;
-    say!("{}", serde_json::to_string(&result)?)?;
-    Ok(())
 }

@@ -47,6 +47,12 @@ pub(crate) struct PaymentsBenchArgs {
     /// writer (direct) and to another server (forwarded to the writer), in rounds.
     #[arg(long, value_parser = clap::value_parser!(u64).range(2..=8), requires = "db")]
     servers: Option<u64>,
+    /// Offer the payments at this rate (per second) from a load generator in a process of its
+    /// own (`bench load --open-loop`): each is sent at its time whatever the others' answers,
+    /// its latency timed from then. Without it, `--clients` tills in this process pay as fast
+    /// as they can.
+    #[arg(long, conflicts_with = "servers")]
+    rate: Option<f64>,
 }
 
 /// What the benchmark measured.
@@ -62,6 +68,9 @@ pub(crate) struct PaymentsBenchReport {
     noop_requests_per_second: f64,
     noop_p99_us: u64,
     payments_vs_noop: f64,
+    /// The rate offered by the open-loop generator (`--rate`); none when tills went as fast
+    /// as they could.
+    offered_per_second: Option<f64>,
     /// CPU per payment: the server's (everything but the load generator), its writer
     /// thread's, the generator's.
     server_cpu_us_per_payment: f64,
@@ -108,11 +117,21 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
         let base = format!("http://{addr}");
         let (pairs, clients) = (args.payments.div_ceil(2), args.clients);
         let before = CpuSplit::now(LOAD_THREADS, WRITER_THREAD);
-        let driven = load.spawn({
-            let base = base.clone();
-            async move { drive_payments(&base, &merchants, payers, pairs, clients).await }
-        });
-        let payments = driven.await??;
+        let (payments, load_cpu) = match args.rate {
+            Some(rate) => {
+                let bodies = open_loop_requests(&merchants, &payers, pairs)?;
+                let (result, _) = crate::bench_load::load(scratch.path(), &base, &bodies, clients, crate::bench_load::Pacing::Open(rate)).await?;
+                anyhow::ensure!(!result.latencies_us.is_empty(), "no payment succeeded");
+                ((result.latencies_us, result.failed, result.seconds), Some(std::time::Duration::from_secs_f64(result.cpu_seconds)))
+            }
+            None => {
+                let driven = load.spawn({
+                    let base = base.clone();
+                    async move { drive_payments(&base, &merchants, payers, pairs, clients).await }
+                });
+                (driven.await??, None)
+            }
+        };
         let between = CpuSplit::now(LOAD_THREADS, WRITER_THREAD);
         let requests = payments.0.len().max(1_000) as u64;
         let noop = load.spawn(async move { drive_noop(&base, clients, requests).await }).await??;
@@ -120,12 +139,17 @@ pub(crate) fn run(args: &PaymentsBenchArgs) -> anyhow::Result<()> {
         let _ = stop.send(());
         server.await??;
         city.shard.shutdown();
-        anyhow::Ok((payments, noop, (between.since(before), after.since(between))))
+        let mut cpu = between.since(before);
+        if let Some(spent) = load_cpu {
+            cpu.load = spent;
+        }
+        anyhow::Ok((payments, noop, (cpu, after.since(between))))
     })?;
     drop(load);
     // Off the runtime: the PostgreSQL client blocks on a runtime of its own.
     let mut source = crate::open::reader(&db)?;
-    let report = report(payments, noop, cpu, citypay_store::audit(source.as_mut())?.is_clean());
+    let mut report = report(payments, noop, cpu, citypay_store::audit(source.as_mut())?.is_clean());
+    report.offered_per_second = args.rate;
     if args.json {
         say!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -175,6 +199,7 @@ fn report(payments: (Vec<u64>, u64, f64), noop: (Vec<u64>, f64), cpu: (CpuSplit,
         noop_requests_per_second: nps,
         noop_p99_us: n.value_at_quantile(0.99),
         payments_vs_noop: if nps > 0.0 { pps / nps } else { 0.0 },
+        offered_per_second: None,
         server_cpu_us_per_payment: per(cpu.0.server(), ok),
         writer_cpu_us_per_payment: per(cpu.0.writer, ok),
         load_cpu_us_per_payment: per(cpu.0.load, ok),
@@ -244,6 +269,24 @@ pub(crate) async fn payer(state: &AppState, resident: &citypay_directory::Reside
     state.wallet.top_up(resident, card, 1_000_000, "bench").await?;
     let (device, secret) = state.checkout.enroll_device(resident).await?;
     Ok(Payer { device, secret: secret.expose().clone() })
+}
+
+/// The payments of the open loop: every payer's first (this 30-second step's code), then every
+/// payer's second (the next step's), so a resident's two payments are far apart in time and
+/// never race for the device.
+fn open_loop_requests(merchants: &[(u64, String)], payers: &[Payer], pairs: u64) -> anyhow::Result<Vec<crate::bench_load::LoadRequest>> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let payers = &payers[..usize::try_from(pairs)?.min(payers.len())];
+    let mut bodies = Vec::with_capacity(2 * payers.len());
+    for step in 0..2u64 {
+        for payer in payers {
+            let i = bodies.len();
+            let (_, key) = &merchants[i % merchants.len()];
+            let code = PaymentCode::generate(payer.device, &payer.secret, now + 30 * step).to_string();
+            bodies.push(crate::bench_gateway::json_pay(key, &format!("B{}_{step}", payer.device), &code, 100 + u64::try_from(i % 900)?));
+        }
+    }
+    Ok(bodies)
 }
 
 /// Each client takes the next resident and pays twice with them, with the code of this step and

@@ -35,6 +35,7 @@ mod audit_cmd;
 mod bench;
 mod bench_country;
 mod bench_gateway;
+mod bench_load;
 mod bench_payments;
 mod bench_servers;
 mod bench_statement;
@@ -239,9 +240,10 @@ enum BenchCommand {
     /// shards: transfers per second, CPU per transfer (this process and PostgreSQL), and what a
     /// transfer across shards costs against a local one.
     Country(bench_country::CountryBenchArgs),
-    /// The load generator `bench gateway` runs in a child process.
-    #[command(hide = true)]
-    GatewayLoad(bench_gateway::GatewayLoadArgs),
+    /// A load generator in a process of its own: sends a file of HTTP requests to a server,
+    /// in a closed loop of tills or an open loop at a rate, and prints the latencies as JSON
+    /// (`bench gateway` and `bench payments --rate` run it as a child).
+    Load(bench_load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -255,7 +257,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchCommand::Gateway(args) } => bench_gateway::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Statement(args) } => bench_statement::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Bench { what: BenchCommand::Takeover(args) } => bench_takeover::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Bench { what: BenchCommand::GatewayLoad(args) } => bench_gateway::load_run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Bench { what: BenchCommand::Load(args) } => bench_load::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Audit { db, keys, json, etcd } => audit_cmd::run(&db, keys.as_deref(), etcd.as_deref(), json),
         Command::Serve { db, addr, keys, trusted_proxies, tls_cert, tls_key, cluster_listen, cluster_advertise, lease_ttl_ms, etcd, patroni_scope, catalog, shard } => {
             let cluster = cluster_listen.map(|listen| cluster_serve::ClusterOptions {
