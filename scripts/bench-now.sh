@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The speed measures of the performance work, each once, in one run on this machine: the
-# payments over HTTP, the ledger at saturation (400,000 and 1,000,000 transfers) and at
+# payments over HTTP (as fast as tills go, and 10,000/s offered by an open-loop generator in
+# its own process), the ledger at saturation (400,000 and 1,000,000 transfers) and at
 # 20,000/s offered, the ledger on durable PostgreSQL, a city's day of ~1,000,000 transactions
 # and the fare run. Each run's JSON goes to target/bench-now/, and one line each to standard
 # output. Figures move with the machine's load: compare binaries within one run of this
@@ -41,6 +42,8 @@ measure() {
 }
 measure payments payments_per_second,p99_us,noop_requests_per_second,payments_vs_noop,server_cpu_us_per_payment,writer_cpu_us_per_payment \
     "$bin" bench payments --json
+measure payments-10k-offered payments_per_second,offered_per_second,p50_us,p99_us,server_cpu_us_per_payment,writer_cpu_us_per_payment \
+    "$bin" bench payments --payments 40000 --rate 10000 --json
 measure ledger-400k transfers_per_second,p99_us "$bin" bench ledger --transfers 400000 --json
 measure ledger-1m transfers_per_second,p99_us "$bin" bench ledger --transfers 1000000 --json
 measure ledger-20k-offered transfers_per_second,p99_us "$bin" bench ledger --transfers 400000 --rate 20000 --json
