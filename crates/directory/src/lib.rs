@@ -237,6 +237,14 @@ pub fn derived_event_id(parts: &[&str]) -> citypay_ledger::EventId {
     citypay_ledger::EventId::from_be_bytes(bytes).max(1)
 }
 
+/// [`derived_event_id`] with `order` in its top 64 bits and the digest's first 64 below it.
+/// The journal is keyed by id: ids written together (a day's fares, in account order) then
+/// land on a few pages of it, where digest-only ids dirty a page each. Two ids collide only
+/// with the same `order` and the same 64-bit digest prefix.
+pub fn ordered_event_id(order: u64, parts: &[&str]) -> citypay_ledger::EventId {
+    ((citypay_ledger::EventId::from(order) << 64) | (derived_event_id(parts) >> 64)).max(1)
+}
+
 /// Random bytes from the OS. A failing OS random source is fatal: nothing here can be keyed
 /// or sealed without it.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -289,3 +297,20 @@ pub(crate) fn blob(value: &Value) -> Result<Vec<u8>, DirectoryError> {
         other => Err(DirectoryError::Storage(format!("expected bytes, found {other:?}"))),
     }
 }
+
+#[cfg(test)]
+mod ordered_ids {
+    use super::{derived_event_id, ordered_event_id};
+
+    #[test]
+    fn an_ordered_id_sorts_by_its_order_and_keeps_the_digest_below() {
+        let early = ordered_event_id(7, &["transit-day", "1", "2"]);
+        let late = ordered_event_id(8, &["transit-day", "0", "0"]);
+        assert!(early < late, "ids follow their order whatever the parts");
+        assert_eq!(early >> 64, 7);
+        assert_eq!(early & u128::from(u64::MAX), derived_event_id(&["transit-day", "1", "2"]) >> 64);
+        assert_ne!(ordered_event_id(7, &["transit-day", "1", "3"]), early, "other parts, another id");
+        assert_eq!(ordered_event_id(0, &[""]).max(1), ordered_event_id(0, &[""]), "never zero");
+    }
+}
+

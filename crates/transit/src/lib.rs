@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use citypay_directory::{
-    AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, blob_at, derived_event_id, int_at, text_at, uint,
+    AccountKind, BALANCE_PAYMENT, Category, Directory, DirectoryError, Resident, account_id, blob_at, derived_event_id, int_at, ordered_event_id, text_at, uint,
 };
 use citypay_fares::Feed;
 use citypay_ledger::{Currency, Entry, Event, Leg, Status, Transfer};
@@ -436,6 +436,12 @@ fn share_row(account_ref: u64, service_day: i64, operator: u64, share: &Share) -
         columns: vec![("legs", int(share.legs)), ("due", int(share.due)), ("charged", int(share.charged))],
         on_conflict: OnConflict::Update,
     }
+}
+
+/// Where a rider's fare entries of a day go in the journal: by day, then account (the fare
+/// run's order), so a run's entries fill pages of the journal one after another.
+fn fare_order(service_day: i64, account_ref: u64) -> u64 {
+    (u64::try_from(service_day).unwrap_or(0) << 48) | (account_ref >> 16)
 }
 
 /// Groups [`DAY_TAPS`] rows (ordered by rider, then time) by rider. A code is good for one
@@ -981,7 +987,7 @@ impl Transit {
             None => Guard::Absent { table: "transit_charges", key: key.clone() },
             Some(_) => Guard::Matches { table: "transit_charges", key: key.clone(), expect: vec![("revision", int(revision))] },
         };
-        let id = derived_event_id(&["transit-day", &c.account_ref.to_string(), &c.service_day.to_string(), &(revision + 1).to_string()]);
+        let id = ordered_event_id(fare_order(c.service_day, c.account_ref), &["transit-day", &c.account_ref.to_string(), &c.service_day.to_string(), &(revision + 1).to_string()]);
         let event = movement(id, movement_legs(wallet, c.account_ref, &shares, codes::FARE));
         let mut rows = rows_at(true);
         if arrears_open {
