@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use citypay_codes::mpm::{Charge, CitypayQr, Payload};
 use citypay_codes::payment_code::PaymentCode;
-use citypay_directory::{AccountKind, BALANCE_PAYMENT, Directory, DirectoryError, Merchant, PlatformAccounts, Resident, Secret, account_id, derived_event_id, uint};
+use citypay_directory::{AccountKind, BALANCE_PAYMENT, Directory, DirectoryError, Merchant, PlatformAccounts, Resident, Secret, account_id, derived_event_id, ordered_event_id, uint};
 use citypay_ledger::{Currency, Entry, Event, Leg, Status};
 use citypay_shard::{Command, Guard, SubmitError};
 use citypay_store::{OnConflict, ServiceRow, Value};
@@ -605,7 +605,10 @@ impl Checkout {
             user_data: trade.id,
         }];
         legs.extend(Self::fee_leg(trade, merchant_account));
-        let id = derived_event_id(&["trade", &trade.id.to_string(), "pay", &wallet.to_string(), &attempt.to_string()]);
+        // In the journal by the trade's second, then the trade: a second's payments fill a few
+        // pages of it rather than one page each.
+        let order = (trade.created_at << 32) | (trade.id >> 31);
+        let id = ordered_event_id(order, &["trade", &trade.id.to_string(), "pay", &wallet.to_string(), &attempt.to_string()]);
         Event::Entry(Entry { id, legs })
     }
 
