@@ -13,7 +13,7 @@ use citypay_ledger::{
 };
 use citypay_store::{
     ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, JournalSource,
-    LEDGER_MIGRATIONS, LedgerStore, Migration, ServiceRow, Snapshot, StoreError, StoredRow, Value,
+    LEDGER_MIGRATIONS, LedgerStore, Migration, RowShape, ServiceRow, Snapshot, StoreError, StoredRow, Value,
     id_from_bytes, id_to_bytes, u64_from_column, u64_to_column,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::ToSqlOutput};
@@ -33,6 +33,16 @@ pub struct SqliteStore {
     _checkpointer: Option<checkpoint::Checkpointer>,
     /// Held for as long as the store lives; dropping it (or dying) releases the writer lock.
     _lock: Option<File>,
+    texts: StatementTexts,
+}
+
+/// The text of the writer's per-row statements, by shape: a batch of thousands of service
+/// rows and guards would otherwise format each one's SQL before the statement cache could look
+/// it up. Shapes are the services' constants, so the maps stay small.
+#[derive(Debug, Default)]
+struct StatementTexts {
+    upserts: FxHashMap<RowShape, String>,
+    reads: FxHashMap<(&'static str, Vec<&'static str>, Vec<&'static str>), String>,
 }
 
 pub(crate) fn backend(error: rusqlite::Error) -> StoreError {
@@ -72,7 +82,7 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend(format!("journal_mode is {mode}, WAL is required")));
         }
-        let mut store = SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: Some(lock) };
+        let mut store = SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: Some(lock), texts: StatementTexts::default() };
         store.migrate(LEDGER_MIGRATIONS)?;
         store.migrate(extra)?;
         store._checkpointer = Some(checkpoint::Checkpointer::start(path)?);
@@ -90,7 +100,7 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA busy_timeout = 5000; BEGIN;").map_err(backend)?;
         conn.query_row("SELECT count(*) FROM ledger_meta", [], |r| r.get::<_, i64>(0))
             .map_err(backend)?;
-        Ok(SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: None })
+        Ok(SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: None, texts: StatementTexts::default() })
     }
 
     /// The database file.
@@ -192,9 +202,9 @@ fn value_to_sql(value: &Value) -> ToSqlOutput<'_> {
     }
 }
 
-fn write_service_row(tx: &rusqlite::Transaction<'_>, row: &ServiceRow) -> Result<(), StoreError> {
-    let sql = row.upsert_sql(|i| format!("?{i}"));
-    let mut stmt = tx.prepare_cached(&sql).map_err(backend)?;
+fn write_service_row(tx: &rusqlite::Transaction<'_>, texts: &mut FxHashMap<RowShape, String>, row: &ServiceRow) -> Result<(), StoreError> {
+    let sql = texts.entry(row.shape()).or_insert_with(|| row.upsert_sql(|i| format!("?{i}")));
+    let mut stmt = tx.prepare_cached(sql).map_err(backend)?;
     let values: Vec<ToSqlOutput<'_>> = row.values().map(value_to_sql).collect();
     stmt.execute(rusqlite::params_from_iter(values)).map_err(backend)?;
     Ok(())
@@ -321,7 +331,7 @@ impl LedgerStore for SqliteStore {
                     .map_err(backend)?;
             }
             for row in batch.rows {
-                write_service_row(&tx, row)?;
+                write_service_row(&tx, &mut self.texts.upserts, row)?;
             }
             let meta = tx
                 .prepare_cached("UPDATE ledger_meta SET last_batch = ?1, last_timestamp = ?2 WHERE last_batch = ?1 - 1")
@@ -336,12 +346,14 @@ impl LedgerStore for SqliteStore {
 
     fn read_row(
         &mut self,
-        table: &str,
+        table: &'static str,
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
-        let (sql, values) = citypay_store::read_row_query(table, key, columns);
-        Ok(reader::run(&self.conn, &sql, &values)?.into_iter().next())
+        let shape = (table, key.iter().map(|(n, _)| *n).collect(), columns.to_vec());
+        let sql = self.texts.reads.entry(shape).or_insert_with(|| citypay_store::read_row_query(table, key, columns).0);
+        let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
+        Ok(reader::run(&self.conn, sql, &values)?.into_iter().next())
     }
 }
 
