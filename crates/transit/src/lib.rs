@@ -295,11 +295,26 @@ enum Charged {
     Unchanged,
 }
 
-/// A service day's taps, with each rider's resident and each validator's operator.
+/// A service day's taps of the riders whose account references are in a range, with each
+/// rider's resident and each validator's operator.
 const DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.direction, t.at, t.code_hash, t.validator_id,
         t.sequence, t.flagged, r.resident_id, v.operator_id
     FROM taps t JOIN ride_accounts r ON r.account_ref = t.account_ref JOIN validators v ON v.id = t.validator_id
-    WHERE t.service_day = ?1 ORDER BY t.account_ref, t.at, t.validator_id, t.sequence";
+    WHERE t.service_day = ?1 AND t.account_ref BETWEEN ?2 AND ?3 ORDER BY t.account_ref, t.at, t.validator_id, t.sequence";
+
+/// The fare run reads a day's taps in this many ranges of account references: the next range
+/// is read while the riders of one are debited, where reading the whole day first left the
+/// writer idle (about a fifth of the run).
+const FARE_RANGES: i64 = 32;
+
+/// The ranges of account references the fare run reads in turn, in order, covering every value
+/// (references are drawn below 2^63; the first range takes any other).
+fn fare_ranges() -> Vec<(i64, i64)> {
+    let step = i64::MAX / FARE_RANGES;
+    let mut ranges = vec![(i64::MIN, -1)];
+    ranges.extend((0..FARE_RANGES).map(|k| (k * step, if k == FARE_RANGES - 1 { i64::MAX } else { (k + 1) * step - 1 })));
+    ranges
+}
 
 /// [`DAY_TAPS`] for one rider.
 const RIDER_DAY_TAPS: &str = "SELECT t.account_ref, t.route_id, t.stop_id, t.direction, t.at, t.code_hash, t.validator_id,
@@ -843,18 +858,29 @@ impl Transit {
         if i64::try_from(self.now_s()).unwrap_or(i64::MAX) < day_end + FARE_CUTOFF_S {
             return Err(TransitError::DayNotClosed(service_day));
         }
-        let rows = self.directory.read(DAY_TAPS, vec![int(service_day)]).await?;
         let mut run = FareRun::default();
-        let (riders, copies) = riders_of(&rows)?;
-        run.duplicates = u64::try_from(copies.len()).unwrap_or(0);
-        self.flag_copies(&copies).await?;
-        let mut riders = riders.into_iter();
+        let read = |(low, high): (i64, i64)| {
+            let this = self.clone();
+            tokio::spawn(async move { this.directory.read(DAY_TAPS, vec![int(service_day), int(low), int(high)]).await })
+        };
+        let mut ranges = fare_ranges().into_iter();
+        let mut reading = ranges.next().map(read);
+        let mut riders = std::collections::VecDeque::new();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             while tasks.len() < RIDERS_IN_FLIGHT {
-                let Some(rider) = riders.next() else { break };
-                let this = self.clone();
-                tasks.spawn(async move { this.fare_rider(service_day, rider).await });
+                if let Some(rider) = riders.pop_front() {
+                    let this = self.clone();
+                    tasks.spawn(async move { this.fare_rider(service_day, rider).await });
+                    continue;
+                }
+                let Some(range) = reading.take() else { break };
+                let rows = range.await.map_err(|e| TransitError::Unavailable(format!("reading the day's taps: {e}")))??;
+                reading = ranges.next().map(read);
+                let (more, copies) = riders_of(&rows)?;
+                run.duplicates += u64::try_from(copies.len()).unwrap_or(0);
+                self.flag_copies(&copies).await?;
+                riders.extend(more);
             }
             let Some(joined) = tasks.join_next().await else { break };
             // One rider's failure (a conflicting run, storage trouble) must not stop the others;
@@ -1228,5 +1254,21 @@ impl Transit {
             .await?;
         let row = rows.first().ok_or_else(|| DirectoryError::Storage("no sum".into()))?;
         Ok((u64::try_from(int_at(row, 0)?).unwrap_or(0), int_at(row, 1)?))
+    }
+}
+
+#[cfg(test)]
+mod fare_run_ranges {
+    use super::fare_ranges;
+
+    #[test]
+    fn the_ranges_cover_every_reference_once_in_order() {
+        let ranges = fare_ranges();
+        assert_eq!(ranges.first().map(|r| r.0), Some(i64::MIN));
+        assert_eq!(ranges.last().map(|r| r.1), Some(i64::MAX));
+        for pair in ranges.windows(2) {
+            assert!(pair[0].0 <= pair[0].1, "{pair:?}");
+            assert_eq!(pair[0].1 + 1, pair[1].0, "no gap, no overlap: {pair:?}");
+        }
     }
 }
