@@ -283,7 +283,7 @@ fn int(v: i64) -> Value {
 
 
 /// Riders fared at once by a fare run.
-const RIDERS_IN_FLIGHT: usize = 4_096;
+const RIDERS_IN_FLIGHT: usize = 16_384;
 
 /// What charging one rider's day did.
 enum Charged {
