@@ -594,7 +594,9 @@ impl Checkout {
 
     /// The payment: the amount from the wallet to the merchant, and the fee from the merchant
     /// to the platform's fee revenue, in one all-or-nothing entry.
-    fn payment_event(&self, trade: &Trade, wallet: u64, merchant_account: u64, attempt: u32) -> Event {
+    /// `order`, from stored state only (every retry must derive the same id), places the
+    /// entry in the journal; none leaves the id a plain digest.
+    fn payment_event(&self, trade: &Trade, wallet: u64, merchant_account: u64, attempt: u32, order: Option<u64>) -> Event {
         let mut legs = vec![Leg {
             debit: wallet,
             credit: merchant_account,
@@ -605,10 +607,11 @@ impl Checkout {
             user_data: trade.id,
         }];
         legs.extend(Self::fee_leg(trade, merchant_account));
-        // In the journal by the trade's second, then the trade: a second's payments fill a few
-        // pages of it rather than one page each.
-        let order = (trade.created_at << 32) | (trade.id >> 31);
-        let id = ordered_event_id(order, &["trade", &trade.id.to_string(), "pay", &wallet.to_string(), &attempt.to_string()]);
+        let parts = ["trade", &trade.id.to_string(), "pay", &wallet.to_string(), &attempt.to_string()];
+        let id = match order {
+            Some(order) => ordered_event_id(order, &parts),
+            None => derived_event_id(&parts),
+        };
         Event::Entry(Entry { id, legs })
     }
 
@@ -747,8 +750,9 @@ impl Checkout {
         let now = self.now_s();
         let trade = Trade::new(self.trade_id(merchant_id, new), &merchant, new, Method::Qr, now).paid(payer.id, now, period);
         let rows: Vec<ServiceRow> = [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect();
+        // No order: this trade's time is this request's, and a retry must meet the same ids.
         let command = |attempt| Command {
-            event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
+            event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt, None)),
             guards: vec![trade.absent_guard(), Directory::wallet_not_frozen(payer.id)],
             rows: rows.clone(),
             always_rows: Vec::new(),
@@ -783,7 +787,9 @@ impl Checkout {
         let paid = trade.paid(payer.id, now, period);
         let rows: Vec<ServiceRow> = [paid.row(OnConflict::UpdateOnly)].into_iter().chain(self.outbox_rows(&merchant, &paid, now, None)).collect();
         let command = |attempt| Command {
-            event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt)),
+            // In the journal by the stored trade's second, then the trade: a second's payments
+            // fill a few pages of it rather than one page each.
+            event: Some(self.payment_event(&trade, payer.wallet, merchant.account, attempt, Some(journal_order(trade.created_at, trade.id)))),
             guards: vec![trade.version_guard(), Directory::wallet_not_frozen(payer.id)],
             rows: rows.clone(),
             always_rows: Vec::new(),
@@ -1062,7 +1068,8 @@ impl Checkout {
         // Each code is a new attempt (a refused one is spent too), so its step numbers the entry.
         let attempt = u32::try_from(step).unwrap_or(u32::MAX);
         let command = Command {
-            event: Some(self.payment_event(&trade, payer_wallet, merchant.account, attempt)),
+            // Ordered by the code's step (its 30 seconds), which a retry of the code shares.
+            event: Some(self.payment_event(&trade, payer_wallet, merchant.account, attempt, Some(journal_order(u64::try_from(step).unwrap_or(0), trade_id)))),
             guards: vec![trade.absent_guard(), device_guard, Directory::wallet_not_frozen(device.resident_id)],
             rows: [trade.row(OnConflict::Fail)].into_iter().chain(self.outbox_rows(&merchant, &trade, now, None)).collect(),
             // The code is spent even when the wallet cannot pay: it never works twice. Wrong
@@ -1447,6 +1454,12 @@ pub struct CodePayer {
     pub guards: Vec<Guard>,
     /// Written with the hold: the code spent.
     pub rows: Vec<ServiceRow>,
+}
+
+/// Where a payment's entry goes in the journal: by a time (a second, or a code's step), then
+/// by trade (trade ids are below 2^63, so their top 32 bits fit below the time's).
+fn journal_order(time: u64, trade_id: u64) -> u64 {
+    (time << 32) | (trade_id >> 31)
 }
 
 /// The trade id of a payment code's order paid from another shard: derived from the order,

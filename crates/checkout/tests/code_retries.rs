@@ -26,6 +26,15 @@ fn a_refused_code_payment_retried_gets_the_same_refusal_even_once_the_code_expir
     // used", and still does once the code has expired.
     let again = city.rt.block_on(checkout.pay_with_code(shop, &order("P1", 500), &code)).expect_err("refused again");
     assert_eq!(again.code(), first.code());
+    // Seconds later, with the wallet topped up meanwhile: the same code's retry is the same
+    // ledger entry, so the refusal is replayed, never judged again.
+    city.advance(7);
+    city.rt.block_on(async {
+        let cards = city.wallet.cards(&alice).await.expect("cards");
+        city.wallet.top_up(&alice, cards[0].id, 10_000, "refill").await.expect("topped up");
+    });
+    let topped_up = city.rt.block_on(checkout.pay_with_code(shop, &order("P1", 500), &code)).expect_err("still refused");
+    assert_eq!(topped_up.code(), first.code());
     city.advance(3_600);
     let later = city.rt.block_on(checkout.pay_with_code(shop, &order("P1", 500), &code)).expect_err("refused again");
     assert_eq!(later.code(), first.code());
