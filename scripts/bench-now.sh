@@ -42,7 +42,7 @@ measure() {
 }
 measure payments payments_per_second,p99_us,noop_requests_per_second,payments_vs_noop,server_cpu_us_per_payment,writer_cpu_us_per_payment \
     "$bin" bench payments --json
-measure payments-10k-offered payments_per_second,offered_per_second,p50_us,p99_us,server_cpu_us_per_payment,writer_cpu_us_per_payment \
+measure payments-10k-offered payments_per_second,offered_per_second,failed,p50_us,p99_us,server_cpu_us_per_payment,writer_cpu_us_per_payment \
     "$bin" bench payments --payments 40000 --rate 10000 --json
 measure ledger-400k transfers_per_second,p99_us "$bin" bench ledger --transfers 400000 --json
 measure ledger-1m transfers_per_second,p99_us "$bin" bench ledger --transfers 1000000 --json

@@ -87,10 +87,12 @@ CITYPAY_PG_FAST=1 bash scripts/with-postgres.sh bash -c \
     "$bin bench ledger --db \"\$CITYPAY_TEST_PG\" --accounts 1000 --transfers 20000 --clients 512 --json >/dev/null"
 "$bin" bench gateway --payments 100 --merchants 2 --clients 4 --signatures 20 --json >/dev/null
 "$bin" bench payments --payments 200 --merchants 2 --clients 4 --rate 400 --json >target/bench-payments.json
-grep -q '"failed": 0' target/bench-payments.json && grep -q '"audit_clean": true' target/bench-payments.json
+grep -q '"failed": 0' target/bench-payments.json
+grep -q '"audit_clean": true' target/bench-payments.json
 "$bin" bench statement --rows 20000 --wallets 1000 --pages 20 --json >/dev/null
 "$bin" bench country --residents 10 --transfers 100 --cross 0,100 --json >target/bench-country.json
-grep -q '"books_clean": true' target/bench-country.json && grep -q '"clearing_mirrors": true' target/bench-country.json
+grep -q '"books_clean": true' target/bench-country.json
+grep -q '"clearing_mirrors": true' target/bench-country.json
 # Coverage-guided fuzzing only when asked for (the workspace's tests above replay every
 # target's corpus): CITYPAY_FUZZ_SECS seconds per target.
 if [ -n "${CITYPAY_FUZZ_SECS:-}" ]; then

@@ -96,7 +96,11 @@ pub(crate) async fn load(dir: &std::path::Path, url: &str, bodies: &[LoadRequest
     let mut ready = String::new();
     // The child says "ready" when its requests are loaded and its connections open.
     let (ready, stdout) = tokio::task::spawn_blocking(move || stdout.read_line(&mut ready).map(|_| (ready, stdout))).await??;
-    anyhow::ensure!(ready.trim() == "ready", "the load generator said {ready:?}");
+    if ready.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::bail!("the load generator said {ready:?}");
+    }
     let started = crate::bench_gateway::cpu_time();
     child.stdin.take().context("stdin")?.write_all(b"go\n")?;
     let (output, child) = tokio::task::spawn_blocking(move || {
@@ -132,6 +136,7 @@ pub(crate) fn run(args: &LoadArgs) -> anyhow::Result<()> {
         say!("ready")?;
         let mut go = String::new();
         std::io::stdin().read_line(&mut go)?;
+        anyhow::ensure!(go.trim() == "go", "expected \"go\" on standard input");
         let cpu_before = crate::bench_gateway::cpu_time();
         let start = Instant::now();
         let (latencies, failed) = match open {
