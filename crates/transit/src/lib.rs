@@ -867,6 +867,7 @@ impl Transit {
         let mut reading = ranges.next().map(read);
         let mut riders = std::collections::VecDeque::new();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut stopped = None;
         loop {
             while tasks.len() < RIDERS_IN_FLIGHT {
                 if let Some(rider) = riders.pop_front() {
@@ -875,12 +876,22 @@ impl Transit {
                     continue;
                 }
                 let Some(range) = reading.take() else { break };
-                let rows = range.await.map_err(|e| TransitError::Unavailable(format!("reading the day's taps: {e}")))??;
-                reading = ranges.next().map(read);
-                let (more, copies) = riders_of(&rows)?;
-                run.duplicates += u64::try_from(copies.len()).unwrap_or(0);
-                self.flag_copies(&copies).await?;
-                riders.extend(more);
+                let next = async {
+                    let rows = range.await.map_err(|e| TransitError::Unavailable(format!("reading the day's taps: {e}")))??;
+                    let (more, copies) = riders_of(&rows)?;
+                    self.flag_copies(&copies).await?;
+                    Ok::<_, TransitError>((more, copies.len()))
+                };
+                match next.await {
+                    Ok((more, copies)) => {
+                        run.duplicates += u64::try_from(copies).unwrap_or(0);
+                        riders.extend(more);
+                        reading = ranges.next().map(read);
+                    }
+                    // No more riders are started; those in flight finish (and are counted)
+                    // before the error is answered, so nothing is cut off half-way.
+                    Err(error) => stopped = Some(error),
+                }
             }
             let Some(joined) = tasks.join_next().await else { break };
             // One rider's failure (a conflicting run, storage trouble) must not stop the others;
@@ -900,6 +911,9 @@ impl Transit {
                 Charged::Unchanged => run.unchanged += 1,
             }
             run.days.push(day);
+        }
+        if let Some(error) = stopped {
+            return Err(error);
         }
         run.days.sort_by_key(|d| d.account_ref);
         tracing::debug!(service_day, riders = run.riders, trips = run.trips, charged = run.charged, arrears = run.arrears, failed = run.failed, "fare run");
