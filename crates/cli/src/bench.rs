@@ -64,6 +64,12 @@ pub(crate) struct LedgerBenchReport {
     failed: u64,
     seconds: f64,
     transfers_per_second: f64,
+    /// The rate of each window of [`WINDOW`] transfers in completion order, the first
+    /// included (the last may be shorter), and the slowest of them: a run's average hides a
+    /// slow start or a stall.
+    window_transfers: u64,
+    windows_per_second: Vec<f64>,
+    slowest_window_per_second: f64,
     p50_us: u64,
     p99_us: u64,
     p999_us: u64,
@@ -78,6 +84,9 @@ pub(crate) struct LedgerBenchReport {
 }
 
 const FUNDING: i64 = 1_000_000_000_000;
+
+/// Transfers in each window whose rate the report gives.
+const WINDOW: u64 = 100_000;
 
 pub(crate) fn run(args: &LedgerBenchArgs) -> anyhow::Result<LedgerBenchReport> {
     let scratch = tempfile::Builder::new().prefix("citypay-bench").tempdir()?;
@@ -107,7 +116,7 @@ fn measure(args: &LedgerBenchArgs, db: &DbUrl, scratch: &Path) -> anyhow::Result
         .build()?;
     runtime.block_on(open_accounts(&shard.handle(), args.accounts))?;
     let batches_before = shard.stats().batches.load(Ordering::Relaxed);
-    let (histogram, failed, seconds) = runtime.block_on(drive(args, shard.handle()))?;
+    let (histogram, failed, seconds, windows) = runtime.block_on(drive(args, shard.handle()))?;
     let batches = shard.stats().batches.load(Ordering::Relaxed) - batches_before;
     shard.shutdown();
     let mut source = crate::open::reader(db)?;
@@ -126,6 +135,9 @@ fn measure(args: &LedgerBenchArgs, db: &DbUrl, scratch: &Path) -> anyhow::Result
         failed,
         seconds,
         transfers_per_second: per_second(args.transfers, seconds),
+        window_transfers: WINDOW,
+        slowest_window_per_second: windows.iter().copied().reduce(f64::min).unwrap_or(0.0),
+        windows_per_second: windows,
         p50_us: histogram.value_at_quantile(0.50),
         p99_us: histogram.value_at_quantile(0.99),
         p999_us: histogram.value_at_quantile(0.999),
@@ -212,18 +224,21 @@ async fn expect_ok(tasks: Vec<tokio::task::JoinHandle<citypay_shard::Reply>>) ->
     Ok(())
 }
 
-/// Runs the clients; returns the latency histogram (µs), the count of non-ok outcomes, and the
-/// wall time of the run.
-async fn drive(args: &LedgerBenchArgs, handle: ShardHandle) -> anyhow::Result<(Histogram<u64>, u64, f64)> {
+/// Runs the clients; returns the latency histogram (µs), the count of non-ok outcomes, the
+/// wall time of the run and the rate of each window of [`WINDOW`] transfers.
+#[allow(clippy::float_arithmetic)]
+async fn drive(args: &LedgerBenchArgs, handle: ShardHandle) -> anyhow::Result<(Histogram<u64>, u64, f64, Vec<f64>)> {
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
+    // When each window's last transfer was answered: (transfers done, seconds since start).
+    let window_ends = Arc::new(std::sync::Mutex::new(Vec::new()));
     let failed = Arc::new(AtomicU64::new(0));
     let progress = progress_bar(args.transfers, done.clone());
     let start = tokio::time::Instant::now();
     let first_id = EventId::from(args.accounts) + 1;
     let mut tasks = Vec::with_capacity(args.clients);
     for client in 0..args.clients {
-        let (handle, next, done, failed) = (handle.clone(), next.clone(), done.clone(), failed.clone());
+        let (handle, next, done, failed, window_ends) = (handle.clone(), next.clone(), done.clone(), failed.clone(), window_ends.clone());
         let (total, accounts, hot, rate) = (args.transfers, args.accounts, args.hot, args.rate);
         tasks.push(tokio::spawn(async move {
             // A plain vector per client: a histogram each would cost more than the clients.
@@ -256,7 +271,10 @@ async fn drive(args: &LedgerBenchArgs, handle: ShardHandle) -> anyhow::Result<(H
                 if !matches!(reply, Ok(o) if o.status == Status::Ok) {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
-                done.fetch_add(1, Ordering::Relaxed);
+                let finished = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if finished % WINDOW == 0 || finished == total {
+                    window_ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((finished, start.elapsed().as_secs_f64()));
+                }
             }
             latencies_us
         }));
@@ -273,7 +291,15 @@ async fn drive(args: &LedgerBenchArgs, handle: ShardHandle) -> anyhow::Result<(H
     if let Some(bar) = progress {
         bar.abort();
     }
-    Ok((histogram, failed.load(Ordering::Relaxed), seconds))
+    let mut ends = std::mem::take(&mut *window_ends.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    ends.sort_by_key(|(finished, _)| *finished);
+    let mut windows = Vec::new();
+    let mut last = (0, 0.0);
+    for (finished, at) in ends {
+        windows.push(per_second(finished - last.0, at - last.1));
+        last = (finished, at);
+    }
+    Ok((histogram, failed.load(Ordering::Relaxed), seconds, windows))
 }
 
 /// A progress bar on stderr, only when stderr is a terminal.
@@ -317,6 +343,7 @@ fn print(report: &LedgerBenchReport, json: bool) -> anyhow::Result<()> {
         "  latency p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; {} batches of {:.0} on average; {} not ok",
         report.p50_us, report.p99_us, report.p999_us, report.max_us, report.batches, report.mean_batch, report.failed
     )?;
+    say!("  the slowest window of {} transfers: {:.0} transfers/s", report.window_transfers, report.slowest_window_per_second)?;
     say!("  audit: {}", if report.audit_clean { "the books are clean" } else { "VIOLATIONS" })?;
     if let (Some(tps), Some(ratio)) = (report.baseline_transfers_per_second, report.ratio) {
         say!("  naive ledger (one SQL transaction per transfer, same backend and durability): {tps:.0} transfers/s; citypay is {ratio:.1}x faster")?;
