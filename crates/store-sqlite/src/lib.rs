@@ -38,7 +38,11 @@ pub struct SqliteStore {
 
 /// The text of the writer's per-row statements, by shape: a batch of thousands of service
 /// rows and guards would otherwise format each one's SQL before the statement cache could look
-/// it up. Shapes are the services' constants, so the maps stay small.
+/// it up. Shapes are the services' constants, so the maps stay small; a map that passes
+/// [`SHAPES_MAX`] anyway (commands forwarded by other servers name their own columns) starts
+/// again empty.
+const SHAPES_MAX: usize = 4_096;
+
 #[derive(Debug, Default)]
 struct StatementTexts {
     upserts: FxHashMap<RowShape, String>,
@@ -203,6 +207,9 @@ fn value_to_sql(value: &Value) -> ToSqlOutput<'_> {
 }
 
 fn write_service_row(tx: &rusqlite::Transaction<'_>, texts: &mut FxHashMap<RowShape, String>, row: &ServiceRow) -> Result<(), StoreError> {
+    if texts.len() >= SHAPES_MAX {
+        texts.clear();
+    }
     let sql = texts.entry(row.shape()).or_insert_with(|| row.upsert_sql(|i| format!("?{i}")));
     let mut stmt = tx.prepare_cached(sql).map_err(backend)?;
     let values: Vec<ToSqlOutput<'_>> = row.values().map(value_to_sql).collect();
@@ -350,6 +357,9 @@ impl LedgerStore for SqliteStore {
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
+        if self.texts.reads.len() >= SHAPES_MAX {
+            self.texts.reads.clear();
+        }
         let shape = (table, key.iter().map(|(n, _)| *n).collect(), columns.to_vec());
         let sql = self.texts.reads.entry(shape).or_insert_with(|| citypay_store::read_row_query(table, key, columns).0);
         let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
