@@ -15,6 +15,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $backend;
             round_trip_restores_the_ledger,
             lookup_answers_for_old_ids,
+            a_wide_batch_round_trips,
             audit_is_clean_and_catches_tampering,
             service_rows_commit_with_their_batch,
             failed_commit_writes_nothing,
@@ -25,7 +26,7 @@ macro_rules! conformance_tests {
 
         #[test]
         fn every_conformance_case_has_a_test() {
-            assert_eq!($crate::CASES.len(), 9, "add the new case to conformance_tests!");
+            assert_eq!($crate::CASES.len(), 10, "add the new case to conformance_tests!");
         }
     };
     (@cases $backend:expr; $($name:ident),*) => {
