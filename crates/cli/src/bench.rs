@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::bench_gateway::CpuSplit;
+
 use anyhow::{Context, bail};
 use citypay_ledger::{AccountFlags, Currency, Event, EventId, Leg, Limits, NewAccount, Status, Transfer};
 use citypay_shard::{Command, Shard, ShardConfig, ShardHandle, SystemClock};
@@ -74,6 +76,12 @@ pub(crate) struct LedgerBenchReport {
     p99_us: u64,
     p999_us: u64,
     max_us: u64,
+    /// CPU time per transfer (from each thread's run time, so it holds however busy the
+    /// machine is): the writer thread's, the clients' (the runtime's worker threads) and the
+    /// whole process's.
+    writer_cpu_us_per_transfer: f64,
+    clients_cpu_us_per_transfer: f64,
+    process_cpu_us_per_transfer: f64,
     batches: u64,
     mean_batch: f64,
     audit_clean: bool,
@@ -84,6 +92,11 @@ pub(crate) struct LedgerBenchReport {
 }
 
 const FUNDING: i64 = 1_000_000_000_000;
+
+/// The threads whose CPU time the report gives apart: the shard's writer, and the runtime's
+/// workers that run the clients.
+const WRITER_THREAD: &str = "shard-writer";
+const CLIENT_THREADS: &str = "bench-client";
 
 /// Transfers in each window whose rate the report gives.
 const WINDOW: u64 = 100_000;
@@ -112,11 +125,15 @@ fn measure(args: &LedgerBenchArgs, db: &DbUrl, scratch: &Path) -> anyhow::Result
     let shard = Shard::start(store, config, SystemClock)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
+        .thread_name(CLIENT_THREADS)
         .enable_all()
         .build()?;
     runtime.block_on(open_accounts(&shard.handle(), args.accounts))?;
     let batches_before = shard.stats().batches.load(Ordering::Relaxed);
+    let cpu_before = CpuSplit::now(CLIENT_THREADS, WRITER_THREAD);
     let (histogram, failed, seconds, windows) = runtime.block_on(drive(args, shard.handle()))?;
+    let cpu = CpuSplit::now(CLIENT_THREADS, WRITER_THREAD).since(cpu_before);
+    let per_transfer = |spent: std::time::Duration| spent.as_secs_f64() * 1e6 / args.transfers as f64;
     let batches = shard.stats().batches.load(Ordering::Relaxed) - batches_before;
     shard.shutdown();
     let mut source = crate::open::reader(db)?;
@@ -142,6 +159,9 @@ fn measure(args: &LedgerBenchArgs, db: &DbUrl, scratch: &Path) -> anyhow::Result
         p99_us: histogram.value_at_quantile(0.99),
         p999_us: histogram.value_at_quantile(0.999),
         max_us: histogram.max(),
+        writer_cpu_us_per_transfer: per_transfer(cpu.writer),
+        clients_cpu_us_per_transfer: per_transfer(cpu.load),
+        process_cpu_us_per_transfer: per_transfer(cpu.process),
         batches,
         mean_batch: ratio_of(args.transfers, batches),
         audit_clean: audit.is_clean(),
@@ -344,6 +364,10 @@ fn print(report: &LedgerBenchReport, json: bool) -> anyhow::Result<()> {
         report.p50_us, report.p99_us, report.p999_us, report.max_us, report.batches, report.mean_batch, report.failed
     )?;
     say!("  the slowest window of {} transfers: {:.0} transfers/s", report.window_transfers, report.slowest_window_per_second)?;
+    say!(
+        "  CPU per transfer: writer {:.2} µs, clients {:.2} µs, the whole process {:.2} µs",
+        report.writer_cpu_us_per_transfer, report.clients_cpu_us_per_transfer, report.process_cpu_us_per_transfer
+    )?;
     say!("  audit: {}", if report.audit_clean { "the books are clean" } else { "VIOLATIONS" })?;
     if let (Some(tps), Some(ratio)) = (report.baseline_transfers_per_second, report.ratio) {
         say!("  naive ledger (one SQL transaction per transfer, same backend and durability): {tps:.0} transfers/s; citypay is {ratio:.1}x faster")?;
