@@ -44,10 +44,10 @@ measure payments payments_per_second,p99_us,noop_requests_per_second,payments_vs
     "$bin" bench payments --json
 measure payments-10k-offered payments_per_second,offered_per_second,failed,p50_us,p99_us,server_cpu_us_per_payment,writer_cpu_us_per_payment \
     "$bin" bench payments --payments 40000 --rate 10000 --json
-measure ledger-400k transfers_per_second,p99_us "$bin" bench ledger --transfers 400000 --json
-measure ledger-1m transfers_per_second,slowest_window_per_second,p99_us "$bin" bench ledger --transfers 1000000 --json
+measure ledger-400k transfers_per_second,p99_us,writer_cpu_us_per_transfer "$bin" bench ledger --transfers 400000 --json
+measure ledger-1m transfers_per_second,slowest_window_per_second,p99_us,writer_cpu_us_per_transfer "$bin" bench ledger --transfers 1000000 --json
 measure ledger-20k-offered transfers_per_second,p99_us "$bin" bench ledger --transfers 400000 --rate 20000 --json
-measure ledger-postgres transfers_per_second,p99_us \
+measure ledger-postgres transfers_per_second,p99_us,writer_cpu_us_per_transfer \
     bash scripts/with-postgres.sh bash -c '"$0" bench ledger --db "$CITYPAY_TEST_PG" --transfers 400000 --json' "$bin"
 report=$(mktemp -d)
 measure day-290k timing.seconds,timing.setup_seconds,transactions,timing.transactions_per_second "$bin" simulate --residents 290000 --report "$report" --json
