@@ -2,7 +2,7 @@
 //! (rows passed as arrays and expanded with `unnest`), so a batch costs a handful of round
 //! trips however many events it holds.
 
-use citypay_ledger::{Account, Effects, EventId, JournalKind, JournalRow, PendingState, Rejection, Timestamp};
+use citypay_ledger::{Account, Effects, EventId, JournalRow, Rejection, Timestamp};
 use citypay_store::{
     ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, ServiceRow, StoreError,
     Value, id_to_bytes, u64_to_column,
@@ -208,27 +208,24 @@ struct JournalColumns<'a> {
 
 impl<'a> JournalColumns<'a> {
     fn of(rows: &'a [JournalRow]) -> JournalColumns<'a> {
-        let column = |f: &dyn Fn(&JournalRow) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
+        let rows: Vec<citypay_store::JournalColumns<'a>> = rows.iter().map(citypay_store::JournalColumns::of).collect();
+        let column = |f: &dyn Fn(&citypay_store::JournalColumns<'a>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
         JournalColumns {
-            id: rows.iter().map(|r| key(r.id)).collect(),
-            leg: column(&|r| i64::from(r.leg_index)),
-            kind: column(&|r| r.kind as i64),
-            debit: column(&|r| u64_to_column(r.leg.debit)),
-            credit: column(&|r| u64_to_column(r.leg.credit)),
-            amount: column(&|r| r.leg.amount),
-            currency: rows.iter().map(|r| r.leg.currency.code()).collect(),
-            code: column(&|r| i64::from(r.leg.code)),
-            class: column(&|r| i64::from(r.leg.class)),
-            user_data: column(&|r| u64_to_column(r.leg.user_data)),
-            pending_id: rows.iter().map(|r| (r.pending_id != 0).then(|| key(r.pending_id))).collect(),
-            deadline: rows.iter().map(|r| r.deadline.map(|d| u64_to_column(d.0))).collect(),
-            // A pending row starts open; storage keeps its state from then on.
-            state: rows
-                .iter()
-                .map(|r| (r.kind == JournalKind::Pending).then_some(PendingState::Open as i64))
-                .collect(),
-            timestamp: column(&|r| u64_to_column(r.timestamp.0)),
-            hash: column(&|r| u64_to_column(r.hash)),
+            id: rows.iter().map(|c| c.id.to_vec()).collect(),
+            leg: column(&|c| c.leg),
+            kind: column(&|c| c.kind),
+            debit: column(&|c| c.debit),
+            credit: column(&|c| c.credit),
+            amount: column(&|c| c.amount),
+            currency: rows.iter().map(|c| c.currency).collect(),
+            code: column(&|c| c.code),
+            class: column(&|c| c.class),
+            user_data: column(&|c| c.user_data),
+            pending_id: rows.iter().map(|c| c.pending_id.map(|id| id.to_vec())).collect(),
+            deadline: rows.iter().map(|c| c.deadline).collect(),
+            state: rows.iter().map(|c| c.state).collect(),
+            timestamp: column(&|c| c.timestamp),
+            hash: column(&|c| c.hash),
         }
     }
 
@@ -246,29 +243,9 @@ impl<'a> JournalColumns<'a> {
 /// Writes `rows` by binary COPY ([`COPY_JOURNAL`]).
 fn copy_journal(tx: &mut Transaction<'_>, statement: &Statement, rows: &[JournalRow], batch: i64) -> Result<(), StoreError> {
     let mut writer = BinaryCopyInWriter::new(tx.copy_in(statement).map_err(backend)?, &COPY_JOURNAL_TYPES);
-    for r in rows {
-        let id = id_to_bytes(r.id);
-        let pending_id = (r.pending_id != 0).then(|| id_to_bytes(r.pending_id));
-        // A pending row starts open; storage keeps its state from then on.
-        let state = (r.kind == JournalKind::Pending).then_some(PendingState::Open as i64);
-        let values: [Param<'_>; 16] = [
-            &&id[..],
-            &i64::from(r.leg_index),
-            &(r.kind as i64),
-            &u64_to_column(r.leg.debit),
-            &u64_to_column(r.leg.credit),
-            &r.leg.amount,
-            &r.leg.currency.code(),
-            &i64::from(r.leg.code),
-            &i64::from(r.leg.class),
-            &u64_to_column(r.leg.user_data),
-            &pending_id.as_ref().map(|b| &b[..]),
-            &r.deadline.map(|d| u64_to_column(d.0)),
-            &state,
-            &u64_to_column(r.timestamp.0),
-            &batch,
-            &u64_to_column(r.hash),
-        ];
+    for row in rows {
+        let c = citypay_store::JournalColumns::of(row);
+        let values: [Param<'_>; 16] = citypay_store::journal_values!(c, batch);
         writer.write(&values).map_err(backend)?;
     }
     let copied = writer.finish().map_err(backend)?;

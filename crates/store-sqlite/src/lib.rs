@@ -12,7 +12,7 @@ use citypay_ledger::{
     Timestamp,
 };
 use citypay_store::{
-    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, JournalSource,
+    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, JOURNAL_COLUMNS, JournalColumns, JournalSource,
     LEDGER_MIGRATIONS, LedgerStore, Migration, RowShape, ServiceRow, Snapshot, StoreError, StoredRow, Value,
     id_from_bytes, id_to_bytes, u64_from_column, u64_to_column,
 };
@@ -78,16 +78,11 @@ pub(crate) fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
 /// stepping and resetting as in the rows themselves. The rest of a batch (fewer than this)
 /// goes one row per statement, so only two statement texts are ever cached.
 const JOURNAL_ROWS_PER_INSERT: usize = 32;
-const JOURNAL_COLUMNS: usize = 16;
 
 /// `INSERT INTO transfers (...) VALUES (...), ...` of `rows` rows.
 fn insert_transfers_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; JOURNAL_COLUMNS].join(", "));
-    format!(
-        "INSERT INTO transfers (id, leg, kind, debit_account, credit_account, amount, currency, code, class, \
-         user_data, pending_id, deadline, state, timestamp, batch, hash) VALUES {}",
-        vec![row; rows].join(", ")
-    )
+    let row = format!("({})", vec!["?"; JOURNAL_COLUMNS.len()].join(", "));
+    format!("INSERT INTO transfers ({}) VALUES {}", JOURNAL_COLUMNS.join(", "), vec![row; rows].join(", "))
 }
 
 impl SqliteStore {
@@ -340,7 +335,7 @@ impl LedgerStore for SqliteStore {
                 let mut insert = tx.prepare_cached(&self.texts.insert_transfers).map_err(backend)?;
                 for chunk in chunks {
                     for (i, row) in chunk.iter().enumerate() {
-                        bind_journal_row(&mut insert, i * JOURNAL_COLUMNS, row, batch_column)?;
+                        bind_journal_row(&mut insert, i * JOURNAL_COLUMNS.len(), row, batch_column)?;
                     }
                     insert.raw_execute().map_err(backend)?;
                 }
@@ -406,27 +401,8 @@ impl LedgerStore for SqliteStore {
 
 /// Binds `row` to the sixteen parameters after `offset` of a journal insert.
 fn bind_journal_row(stmt: &mut rusqlite::CachedStatement<'_>, offset: usize, row: &JournalRow, batch: i64) -> Result<(), StoreError> {
-    let pending_id = (row.pending_id != 0).then(|| id_to_bytes(row.pending_id));
-    let state = (row.kind == JournalKind::Pending).then_some(PendingState::Open as u8);
-    let id = id_to_bytes(row.id);
-    let values: [&dyn rusqlite::ToSql; JOURNAL_COLUMNS] = [
-        &&id[..],
-        &row.leg_index,
-        &(row.kind as u8),
-        &u64_to_column(row.leg.debit),
-        &u64_to_column(row.leg.credit),
-        &row.leg.amount,
-        &row.leg.currency.code(),
-        &row.leg.code,
-        &row.leg.class,
-        &u64_to_column(row.leg.user_data),
-        &pending_id.as_ref().map(|b| &b[..]),
-        &row.deadline.map(|d| u64_to_column(d.0)),
-        &state,
-        &u64_to_column(row.timestamp.0),
-        &batch,
-        &u64_to_column(row.hash),
-    ];
+    let c = JournalColumns::of(row);
+    let values: [&dyn rusqlite::ToSql; JOURNAL_COLUMNS.len()] = citypay_store::journal_values!(c, batch);
     for (i, value) in values.into_iter().enumerate() {
         stmt.raw_bind_parameter(offset + i + 1, value).map_err(backend)?;
     }

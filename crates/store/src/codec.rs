@@ -1,10 +1,73 @@
 //! How ledger records map to columns, shared by every backend so they cannot drift apart.
 
 use citypay_ledger::{
-    Account, AccountFlags, Balance, Cap, Currency, Limits, Timestamp, Window, WindowCap, WindowUsage,
+    Account, AccountFlags, Balance, Cap, Currency, JournalKind, JournalRow, Limits, PendingState, Timestamp, Window,
+    WindowCap, WindowUsage,
 };
 
 use crate::StoreError;
+
+/// The transfers table's columns, in the order of [`JournalColumns`] (`batch` is the batch's).
+pub const JOURNAL_COLUMNS: [&str; 16] = [
+    "id", "leg", "kind", "debit_account", "credit_account", "amount", "currency", "code", "class",
+    "user_data", "pending_id", "deadline", "state", "timestamp", "batch", "hash",
+];
+
+/// A journal row's column values, as every backend stores them.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalColumns<'a> {
+    pub id: [u8; 16],
+    pub leg: i64,
+    pub kind: i64,
+    pub debit: i64,
+    pub credit: i64,
+    pub amount: i64,
+    pub currency: &'a str,
+    pub code: i64,
+    pub class: i64,
+    pub user_data: i64,
+    pub pending_id: Option<[u8; 16]>,
+    pub deadline: Option<i64>,
+    /// A pending row starts open; storage keeps its state from then on.
+    pub state: Option<i64>,
+    pub timestamp: i64,
+    pub hash: i64,
+}
+
+impl<'a> JournalColumns<'a> {
+    pub fn of(r: &'a JournalRow) -> JournalColumns<'a> {
+        JournalColumns {
+            id: crate::id_to_bytes(r.id),
+            leg: i64::from(r.leg_index),
+            kind: r.kind as i64,
+            debit: u64_to_column(r.leg.debit),
+            credit: u64_to_column(r.leg.credit),
+            amount: r.leg.amount,
+            currency: r.leg.currency.code(),
+            code: i64::from(r.leg.code),
+            class: i64::from(r.leg.class),
+            user_data: u64_to_column(r.leg.user_data),
+            pending_id: (r.pending_id != 0).then(|| crate::id_to_bytes(r.pending_id)),
+            deadline: r.deadline.map(|d| u64_to_column(d.0)),
+            state: (r.kind == JournalKind::Pending).then_some(PendingState::Open as i64),
+            timestamp: u64_to_column(r.timestamp.0),
+            hash: u64_to_column(r.hash),
+        }
+    }
+}
+
+/// References to the values of `$c` (a [`JournalColumns`]) and of `$batch`, in
+/// [`JOURNAL_COLUMNS`] order: an array of whichever parameter type the backend binds.
+#[macro_export]
+macro_rules! journal_values {
+    ($c:expr, $batch:expr) => {
+        [
+            &&$c.id[..], &$c.leg, &$c.kind, &$c.debit, &$c.credit, &$c.amount, &$c.currency, &$c.code,
+            &$c.class, &$c.user_data, &$c.pending_id.as_ref().map(|b| &b[..]), &$c.deadline, &$c.state,
+            &$c.timestamp, &$batch, &$c.hash,
+        ]
+    };
+}
 
 /// The accounts table's columns, in the order of [`AccountColumns`] (`currency` second).
 pub const ACCOUNT_COLUMNS: [&str; 26] = [

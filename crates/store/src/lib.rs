@@ -14,7 +14,8 @@ use rustc_hash::FxHashMap;
 
 pub use audit::{AuditReport, audit};
 pub use codec::{
-    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, u64_from_column, u64_to_column,
+    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, JOURNAL_COLUMNS, JournalColumns,
+    u64_from_column, u64_to_column,
 };
 pub use row::{Migration, OnConflict, RowShape, ServiceRow, Value};
 pub use url::{DbUrl, DbUrlError};
