@@ -52,7 +52,7 @@ impl<S: LedgerStore> LedgerStore for FaultyStore<S> {
 
     fn read_row(
         &mut self,
-        table: &str,
+        table: &'static str,
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError> {

@@ -185,7 +185,7 @@ impl LedgerStore for PostgresStore {
 
     fn read_row(
         &mut self,
-        table: &str,
+        table: &'static str,
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError> {

@@ -13,7 +13,7 @@ use citypay_ledger::{
 };
 use citypay_store::{
     ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, JOURNAL_COLUMNS, JournalColumns, JournalSource,
-    LEDGER_MIGRATIONS, LedgerStore, Migration, ServiceRow, Snapshot, StoreError, StoredRow, Value,
+    LEDGER_MIGRATIONS, LedgerStore, Migration, RowShape, ServiceRow, Snapshot, StoreError, StoredRow, Value,
     id_from_bytes, id_to_bytes, u64_from_column, u64_to_column,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::ToSqlOutput};
@@ -36,11 +36,19 @@ pub struct SqliteStore {
     texts: StatementTexts,
 }
 
-/// The texts of the writer's journal inserts, built once.
+/// The text of the writer's per-row statements, by shape: a batch of thousands of service
+/// rows and guards would otherwise format each one's SQL before the statement cache could look
+/// it up. Shapes are the services' constants, so the maps stay small; a map that passes
+/// [`SHAPES_MAX`] anyway (commands forwarded by other servers name their own columns) starts
+/// again empty.
+const SHAPES_MAX: usize = 4_096;
+
 #[derive(Debug)]
 struct StatementTexts {
     insert_transfers: String,
     insert_transfer: String,
+    upserts: FxHashMap<RowShape, String>,
+    reads: FxHashMap<(&'static str, Vec<&'static str>, Vec<&'static str>), String>,
 }
 
 impl Default for StatementTexts {
@@ -48,6 +56,8 @@ impl Default for StatementTexts {
         StatementTexts {
             insert_transfers: insert_transfers_sql(JOURNAL_ROWS_PER_INSERT),
             insert_transfer: insert_transfers_sql(1),
+            upserts: FxHashMap::default(),
+            reads: FxHashMap::default(),
         }
     }
 }
@@ -216,9 +226,12 @@ fn value_to_sql(value: &Value) -> ToSqlOutput<'_> {
     }
 }
 
-fn write_service_row(tx: &rusqlite::Transaction<'_>, row: &ServiceRow) -> Result<(), StoreError> {
-    let sql = row.upsert_sql(|i| format!("?{i}"));
-    let mut stmt = tx.prepare_cached(&sql).map_err(backend)?;
+fn write_service_row(tx: &rusqlite::Transaction<'_>, texts: &mut FxHashMap<RowShape, String>, row: &ServiceRow) -> Result<(), StoreError> {
+    if texts.len() >= SHAPES_MAX {
+        texts.clear();
+    }
+    let sql = texts.entry(row.shape()).or_insert_with(|| row.upsert_sql(|i| format!("?{i}")));
+    let mut stmt = tx.prepare_cached(sql).map_err(backend)?;
     let values: Vec<ToSqlOutput<'_>> = row.values().map(value_to_sql).collect();
     stmt.execute(rusqlite::params_from_iter(values)).map_err(backend)?;
     Ok(())
@@ -359,7 +372,7 @@ impl LedgerStore for SqliteStore {
                     .map_err(backend)?;
             }
             for row in batch.rows {
-                write_service_row(&tx, row)?;
+                write_service_row(&tx, &mut self.texts.upserts, row)?;
             }
             let meta = tx
                 .prepare_cached("UPDATE ledger_meta SET last_batch = ?1, last_timestamp = ?2 WHERE last_batch = ?1 - 1")
@@ -374,12 +387,17 @@ impl LedgerStore for SqliteStore {
 
     fn read_row(
         &mut self,
-        table: &str,
+        table: &'static str,
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
-        let (sql, values) = citypay_store::read_row_query(table, key, columns);
-        Ok(reader::run(&self.conn, &sql, &values)?.into_iter().next())
+        if self.texts.reads.len() >= SHAPES_MAX {
+            self.texts.reads.clear();
+        }
+        let shape = (table, key.iter().map(|(n, _)| *n).collect(), columns.to_vec());
+        let sql = self.texts.reads.entry(shape).or_insert_with(|| citypay_store::read_row_query(table, key, columns).0);
+        let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
+        Ok(reader::run(&self.conn, sql, &values)?.into_iter().next())
     }
 }
 

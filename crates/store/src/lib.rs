@@ -17,7 +17,7 @@ pub use codec::{
     ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, JOURNAL_COLUMNS, JournalColumns,
     u64_from_column, u64_to_column,
 };
-pub use row::{Migration, OnConflict, ServiceRow, Value};
+pub use row::{Migration, OnConflict, RowShape, ServiceRow, Value};
 pub use url::{DbUrl, DbUrlError};
 
 /// Why storage failed.
@@ -127,7 +127,7 @@ pub trait LedgerStore: Send {
     /// command's guards. Table and column names are the services' constants.
     fn read_row(
         &mut self,
-        table: &str,
+        table: &'static str,
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError>;

@@ -16,7 +16,7 @@ pub enum Value {
 }
 
 /// What to do when a row with the same key exists.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum OnConflict {
     /// Fail the whole batch (a bug in the caller: the key should be new).
@@ -83,10 +83,30 @@ impl ServiceRow {
         sql
     }
 
+    /// What this row's statement depends on: rows of one shape share one statement, so a
+    /// store can keep its text rather than build it for every row.
+    pub fn shape(&self) -> RowShape {
+        RowShape {
+            table: self.table,
+            names: self.key.iter().chain(&self.columns).map(|(n, _)| *n).collect(),
+            keys: self.key.len(),
+            on_conflict: self.on_conflict,
+        }
+    }
+
     /// Key then column values, in placeholder order.
     pub fn values(&self) -> impl Iterator<Item = &Value> {
         self.key.iter().chain(&self.columns).map(|(_, v)| v)
     }
+}
+
+/// A [`ServiceRow`]'s table, column names (key first), key count and conflict rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RowShape {
+    table: &'static str,
+    names: Vec<&'static str>,
+    keys: usize,
+    on_conflict: OnConflict,
 }
 
 /// A schema change of one component (the ledger itself, or a service), applied once, in
