@@ -80,6 +80,9 @@ pub(crate) fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
 const JOURNAL_ROWS_PER_INSERT: usize = 32;
 
 /// `INSERT INTO transfers (...) VALUES (...), ...` of `rows` rows.
+/// Statements the writer keeps compiled (rusqlite keeps 16 by default).
+const WRITER_STATEMENTS_CACHED: usize = 512;
+
 fn insert_transfers_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; JOURNAL_COLUMNS.len()].join(", "));
     format!("INSERT INTO transfers ({}) VALUES {}", JOURNAL_COLUMNS.join(", "), vec![row; rows].join(", "))
@@ -102,6 +105,9 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         stable_plans(&conn)?;
+        // The writer runs a few dozen statements (the ledger's, each service row's upsert,
+        // each guard's read): past the cache, each would be compiled again every batch.
+        conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS_CACHED);
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).map_err(backend)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend(format!("journal_mode is {mode}, WAL is required")));
