@@ -79,7 +79,7 @@ impl HeadStore {
     /// the head is set by a task of that runtime, off the writer's thread.
     pub(crate) fn writer(&self, key_check: [u8; 8]) -> Box<dyn SealHead> {
         match self {
-            HeadStore::File(path) => Box::new(HeadFile { path: path.clone(), temporary: path.with_extension("head-new"), key_check }),
+            HeadStore::File(path) => Box::new(HeadFile::new(path.clone(), key_check)),
             HeadStore::Etcd { etcd, key } => {
                 let (latest, mut waiting) = tokio::sync::watch::channel::<Option<(u64, String)>>(None);
                 let (etcd, key) = (etcd.clone(), key.clone());
@@ -100,20 +100,73 @@ impl HeadStore {
     }
 }
 
-/// Replaced whole after every batch (written, then renamed over the old one). Not synced:
-/// after a power cut it may name an earlier batch than the database holds, never a later one.
+/// Replaced whole after batches (written, then renamed over the old one) by a thread of its
+/// own, so the writer never waits on the file system: it hands the text over and goes on, and
+/// when several wait only the newest is written. The first head is written before the writer
+/// goes on, so a sealed journal is never without one; dropping the head writes the last.
+/// Not synced: after a power cut it may name an earlier batch than the database holds, never
+/// a later one.
 struct HeadFile {
     path: PathBuf,
     temporary: PathBuf,
     key_check: [u8; 8],
+    /// The head thread, once the first head is written.
+    thread: Option<(std::sync::mpsc::Sender<String>, std::thread::JoinHandle<()>)>,
+}
+
+impl HeadFile {
+    fn new(path: PathBuf, key_check: [u8; 8]) -> HeadFile {
+        HeadFile { temporary: path.with_extension("head-new"), path, key_check, thread: None }
+    }
+
+    fn start_thread(&self) -> Option<(std::sync::mpsc::Sender<String>, std::thread::JoinHandle<()>)> {
+        let (send, receive) = std::sync::mpsc::channel::<String>();
+        let (path, temporary) = (self.path.clone(), self.temporary.clone());
+        let thread = std::thread::Builder::new()
+            .name("seal-head".into())
+            .spawn(move || {
+                while let Ok(mut text) = receive.recv() {
+                    while let Ok(newer) = receive.try_recv() {
+                        text = newer;
+                    }
+                    replace(&path, &temporary, &text);
+                }
+            })
+            .ok()?;
+        Some((send, thread))
+    }
+}
+
+/// A head that cannot be written is reported by the audit as a mismatch, never silently
+/// trusted; the batch itself is committed already.
+fn replace(path: &std::path::Path, temporary: &std::path::Path, text: &str) {
+    if std::fs::write(temporary, text).is_ok() {
+        let _ = std::fs::rename(temporary, path);
+    }
 }
 
 impl SealHead for HeadFile {
     fn sealed(&mut self, seal: &Seal, first: u64) {
-        // A head that cannot be written is reported by the audit as a mismatch, never silently
-        // trusted; the batch itself is committed already.
-        if std::fs::write(&self.temporary, text(seal, first, &self.key_check)).is_ok() {
-            let _ = std::fs::rename(&self.temporary, &self.path);
+        let text = text(seal, first, &self.key_check);
+        match &self.thread {
+            Some((send, _)) => {
+                if let Err(unsent) = send.send(text) {
+                    replace(&self.path, &self.temporary, &unsent.0);
+                }
+            }
+            None => {
+                replace(&self.path, &self.temporary, &text);
+                self.thread = self.start_thread();
+            }
+        }
+    }
+}
+
+impl Drop for HeadFile {
+    fn drop(&mut self) {
+        if let Some((send, thread)) = self.thread.take() {
+            drop(send);
+            let _ = thread.join();
         }
     }
 }
