@@ -520,49 +520,60 @@ struct Batch {
     reads: Vec<(AccountId, oneshot::Sender<Option<Account>>)>,
 }
 
-/// The rows written by earlier commands of a batch, findable by any column value, so a guard
-/// on a unique column (not only the key) sees them.
+/// The rows written by earlier commands of a batch, findable by the columns of any guard's
+/// key (not only a table's key: a guard on a unique column sees them too). Each row is indexed
+/// under every key shape the batch's guards look up in its table, by the values of those
+/// columns, so a guard finds the latest such row in one lookup however many rows share a
+/// column with it (a busy shop's trades share its merchant id).
 #[derive(Default)]
 struct WrittenRows<'a> {
     rows: Vec<&'a ServiceRow>,
-    /// Only the columns some guard of the batch looks rows up by (its key's first column).
-    by_value: FxHashMap<(&'static str, &'static str, &'a Value), Vec<usize>>,
-    looked_up: rustc_hash::FxHashSet<(&'static str, &'static str)>,
+    /// Each key shape (table, column names) some guard of the batch looks rows up by.
+    shapes: Vec<(&'static str, Vec<&'static str>)>,
+    /// (shape, the row's values of its columns) → the latest row with them.
+    latest: FxHashMap<(usize, Vec<&'a Value>), usize>,
 }
 
 impl<'a> WrittenRows<'a> {
     fn new(commands: &[Command]) -> WrittenRows<'a> {
-        let looked_up = commands
-            .iter()
-            .flat_map(|c| &c.guards)
-            .filter_map(|g| match g {
-                Guard::Absent { table, key } | Guard::Matches { table, key, .. } => key.first().map(|(name, _)| (*table, *name)),
-                Guard::DuringMove => None,
-            })
-            .collect();
-        WrittenRows { rows: Vec::new(), by_value: FxHashMap::default(), looked_up }
+        let mut shapes: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for guard in commands.iter().flat_map(|c| &c.guards) {
+            let (Guard::Absent { table, key } | Guard::Matches { table, key, .. }) = guard else { continue };
+            let names: Vec<&'static str> = key.iter().map(|(name, _)| *name).collect();
+            if !names.is_empty() && !shapes.iter().any(|(t, n)| t == table && *n == names) {
+                shapes.push((table, names));
+            }
+        }
+        WrittenRows { rows: Vec::new(), shapes, latest: FxHashMap::default() }
     }
 
     fn add(&mut self, row: &'a ServiceRow) {
-        if !self.looked_up.iter().any(|(table, _)| *table == row.table) {
-            return;
-        }
         let index = self.rows.len();
-        for (name, value) in row.key.iter().chain(&row.columns) {
-            if self.looked_up.contains(&(row.table, *name)) {
-                self.by_value.entry((row.table, name, value)).or_default().push(index);
+        let mut indexed = false;
+        for (shape, (table, names)) in self.shapes.iter().enumerate() {
+            if *table != row.table {
+                continue;
+            }
+            let values: Option<Vec<&'a Value>> = names
+                .iter()
+                .map(|name| row.key.iter().chain(&row.columns).find(|(n, _)| n == name).map(|(_, value)| value))
+                .collect();
+            if let Some(values) = values {
+                self.latest.insert((shape, values), index);
+                indexed = true;
             }
         }
-        self.rows.push(row);
+        // Rows no guard of the batch can find are not kept.
+        if indexed {
+            self.rows.push(row);
+        }
     }
 
     /// The latest written row of `table` whose columns include all of `key`.
     fn latest(&self, table: &'static str, key: &[(&'static str, Value)]) -> Option<&'a ServiceRow> {
-        let (first_name, first_value) = key.first()?;
-        let candidates = self.by_value.get(&(table, *first_name, first_value))?;
-        candidates.iter().rev().map(|i| self.rows[*i]).find(|row| {
-            key.iter().all(|(name, value)| row.key.iter().chain(&row.columns).any(|(n, v)| n == name && v == value))
-        })
+        let shape = self.shapes.iter().position(|(t, names)| *t == table && names.len() == key.len() && names.iter().zip(key).all(|(n, (name, _))| n == name))?;
+        let values: Vec<&Value> = key.iter().map(|(_, value)| value).collect();
+        self.latest.get(&(shape, values)).map(|index| self.rows[*index])
     }
 }
 
@@ -880,4 +891,57 @@ fn answers(has_event: &[bool], verdicts: &[Option<usize>], outcomes: &[Outcome])
         .collect();
     assert!(outcomes.next().is_none(), "every outcome belongs to a command");
     answers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use citypay_store::OnConflict;
+
+    fn trade(id: i64, merchant: i64, number: &str, status: &str) -> ServiceRow {
+        ServiceRow {
+            table: "trades",
+            key: vec![("id", Value::Int(id))],
+            columns: vec![("merchant_id", Value::Int(merchant)), ("out_trade_no", Value::Text(number.into())), ("status", Value::Text(status.into()))],
+            on_conflict: OnConflict::Update,
+        }
+    }
+
+    fn guarded(guard: Guard) -> Command {
+        Command { event: None, guards: vec![guard], rows: Vec::new(), always_rows: Vec::new() }
+    }
+
+    fn by_number(merchant: i64, number: &str) -> Vec<(&'static str, Value)> {
+        vec![("merchant_id", Value::Int(merchant)), ("out_trade_no", Value::Text(number.into()))]
+    }
+
+    #[test]
+    fn written_rows_are_found_by_every_guard_key_the_batch_uses() {
+        let commands = [
+            guarded(Guard::Absent { table: "trades", key: by_number(1, "x") }),
+            guarded(Guard::Matches { table: "trades", key: vec![("id", Value::Int(1_002))], expect: Vec::new() }),
+        ];
+        // A busy shop: many rows share its merchant id, one of them has the number asked for.
+        let rows: Vec<ServiceRow> = (0..500)
+            .map(|i| trade(i, 1, &format!("n{i}"), "WAIT"))
+            .chain([trade(1_002, 1, "ab", "WAIT"), trade(1_002, 1, "ab", "PAID"), trade(2_002, 2, "ab", "WAIT")])
+            .collect();
+        let notes = ServiceRow { table: "notes", key: vec![("id", Value::Int(1))], columns: Vec::new(), on_conflict: OnConflict::Fail };
+        let mut written = WrittenRows::new(&commands);
+        for row in rows.iter().chain([&notes]) {
+            written.add(row);
+        }
+        // The latest row with both columns, of the right merchant, however many share one.
+        let found = written.latest("trades", &by_number(1, "ab")).unwrap();
+        assert_eq!(found.columns[2].1, Value::Text("PAID".into()));
+        assert_eq!(written.latest("trades", &by_number(2, "ab")).unwrap().columns[2].1, Value::Text("WAIT".into()));
+        assert!(written.latest("trades", &by_number(1, "nope")).is_none());
+        assert!(written.latest("trades", &by_number(3, "ab")).is_none());
+        // By the table's key too; a key shape no guard of the
+        // batch uses, and a table none reads, are not indexed.
+        assert_eq!(written.latest("trades", &[("id", Value::Int(1_002))]).unwrap().columns[2].1, Value::Text("PAID".into()));
+        assert!(written.latest("trades", &[("out_trade_no", Value::Text("ab".into()))]).is_none());
+        assert!(written.latest("notes", &[("id", Value::Int(1))]).is_none());
+        assert!(written.latest("trades", &[]).is_none());
+    }
 }
