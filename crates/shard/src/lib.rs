@@ -297,6 +297,7 @@ impl Shard {
             ack_before_commit: false,
             epoch: epoch.clone(),
             owned: owned.clone(),
+            answerer: Some(Answerer::start()?),
         };
         let thread = std::thread::Builder::new()
             .name("shard-writer".into())
@@ -510,6 +511,57 @@ struct Writer {
     epoch: Arc<std::sync::atomic::AtomicI64>,
     /// The buckets it holds (see [`ShardHandle::hold_buckets`]).
     owned: Owned,
+    /// Sends a committed batch's answers off the writer's thread (a running shard's); without
+    /// it, the writer sends them itself (a stepped shard, whose answers arrive with its step).
+    answerer: Option<Answerer>,
+}
+
+/// The largest batch the writer answers itself: a small one (light load) is answered sooner
+/// without a hand-over, a larger one (the writer saturated) frees the writer sooner with it.
+const ANSWERED_HERE_MAX: usize = 128;
+
+/// A thread that sends committed batches' answers, in order: waking each caller of a large
+/// batch costs the writer's thread more than handing the batch over once.
+struct Answerer {
+    batches: std::sync::mpsc::Sender<Vec<(oneshot::Sender<Answered>, Answered)>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Answerer {
+    fn start() -> Result<Answerer, StoreError> {
+        let (batches, receive) = std::sync::mpsc::channel::<Vec<(oneshot::Sender<Answered>, Answered)>>();
+        let thread = std::thread::Builder::new()
+            .name("shard-answers".into())
+            .spawn(move || {
+                for batch in receive {
+                    for (reply, answer) in batch {
+                        let _ = reply.send(answer);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the answering thread: {e}")))?;
+        Ok(Answerer { batches, thread: Some(thread) })
+    }
+
+    /// Hands the answers over; sends them here if the thread is gone.
+    fn answer(&self, answers: Vec<(oneshot::Sender<Answered>, Answered)>) {
+        if let Err(unsent) = self.batches.send(answers) {
+            for (reply, answer) in unsent.0 {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+impl Drop for Answerer {
+    /// Every answer handed over is sent before the writer's thread ends.
+    fn drop(&mut self) {
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(&mut self.batches, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// One batch being processed: the commands, and where to answer.
@@ -725,8 +777,12 @@ impl Writer {
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.commands.fetch_add(batch.replies.len() as u64, Ordering::Relaxed);
                 let epoch = self.epoch();
-                for (reply, answer) in batch.replies.drain(..).zip(answers) {
-                    let _ = reply.send((answer, epoch));
+                let answered = batch.replies.drain(..).zip(answers.into_iter().map(|answer| (answer, epoch)));
+                match &self.answerer {
+                    Some(answerer) if batch.commands.len() > ANSWERED_HERE_MAX => answerer.answer(answered.collect()),
+                    _ => answered.for_each(|(reply, answer)| {
+                        let _ = reply.send(answer);
+                    }),
                 }
                 // The head outside the database may lag a batch (the audit allows that); the
                 // answers need not wait for it.

@@ -48,7 +48,7 @@ impl SteppedShard {
         let (sender, receiver) = mpsc::channel(config.queue_max);
         let stats = Arc::new(ShardStats::default());
         let owned = crate::Owned::default();
-        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats, sealer, ack_before_commit: false, epoch: Default::default(), owned: owned.clone() };
+        let writer = Writer { store, ledger, last_batch, config, clock: Box::new(clock), stats, sealer, ack_before_commit: false, epoch: Default::default(), owned: owned.clone(), answerer: None };
         Ok(SteppedShard { writer, receiver, waiting: Vec::new(), handle: ShardHandle { sender, reply_timeout: config.reply_timeout, owned } })
     }
 

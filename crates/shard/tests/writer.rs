@@ -2,6 +2,7 @@
 //! restart, injected commit failures, service rows, expiry and the one-writer rule.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use citypay_ledger::{
@@ -309,6 +310,92 @@ fn guards_let_exactly_one_of_racing_commands_through() {
         rows,
         vec![vec![Value::Int(1), Value::Text("second".into())], vec![Value::Int(7), Value::Text("event 3001".into())]]
     );
+    audit_clean(&path);
+}
+
+/// A store whose commits wait while its gate is shut, so callers queue up meanwhile.
+struct GatedStore {
+    inner: SqliteStore,
+    shut: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl citypay_store::LedgerStore for GatedStore {
+    fn load(&mut self) -> Result<citypay_store::Snapshot, StoreError> {
+        self.inner.load()
+    }
+
+    fn lookup(&mut self, ids: &[EventId]) -> Result<rustc_hash::FxHashMap<EventId, citypay_ledger::StoredEvent>, StoreError> {
+        self.inner.lookup(ids)
+    }
+
+    fn commit(&mut self, batch: &citypay_store::BatchWrite<'_>) -> Result<(), StoreError> {
+        let (shut, opened) = &*self.shut;
+        let mut shut = shut.lock().unwrap();
+        while *shut {
+            shut = opened.wait(shut).unwrap();
+        }
+        drop(shut);
+        self.inner.commit(batch)
+    }
+
+    fn read_row(&mut self, table: &'static str, key: &[(&'static str, Value)], columns: &[&'static str]) -> Result<Option<Vec<Value>>, StoreError> {
+        self.inner.read_row(table, key, columns)
+    }
+}
+
+#[test]
+fn large_batches_are_answered_in_full_off_the_writers_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let shut = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let store = GatedStore { inner: open(&path), shut: shut.clone() };
+    let config = ShardConfig { batch_max: 1_024, queue_max: 4_096, ..ShardConfig::DEFAULT };
+    let shard = Shard::start(Box::new(store), config, SystemClock).unwrap();
+    set_up(&shard);
+    let handle = shard.handle();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // 2,000 callers queue up while the writer's commit waits on the gate; then the writer
+    // takes them in batches of up to 1,024, whose answers a thread of their own sends. Every
+    // caller gets its own answer.
+    *shut.0.lock().unwrap() = true;
+    let plug = handle.clone();
+    let plugged = std::thread::spawn(move || plug.submit_blocking(transfer(4_999, 2, CUSTODY, 1)));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..2_000u128)
+        .map(|n| {
+            let (handle, sent) = (handle.clone(), sent.clone());
+            let debit = 2 + u64::try_from(n % u128::from(WALLETS)).unwrap();
+            let amount = if n % 10 == 0 { 1_000_000 } else { 3 };
+            runtime.spawn(async move {
+                // Polled once, the command is in the writer's queue (it has room for all).
+                let mut reply = std::pin::pin!(handle.submit(transfer(5_000 + n, debit, CUSTODY, amount)));
+                let first = std::future::poll_fn(|cx| std::task::Poll::Ready(reply.as_mut().poll(cx))).await;
+                sent.fetch_add(1, Ordering::SeqCst);
+                match first {
+                    std::task::Poll::Ready(done) => (n, done),
+                    std::task::Poll::Pending => (n, reply.await),
+                }
+            })
+        })
+        .collect();
+    while sent.load(Ordering::SeqCst) < 2_000 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (batches, commands) = (shard.stats().batches.load(Ordering::Relaxed), shard.stats().commands.load(Ordering::Relaxed));
+    *shut.0.lock().unwrap() = false;
+    shut.1.notify_all();
+    assert_eq!(plugged.join().unwrap().unwrap().status, Status::Ok);
+    for task in tasks {
+        let (n, reply) = runtime.block_on(task).unwrap();
+        let expected = if n % 10 == 0 { Status::InsufficientFunds } else { Status::Ok };
+        assert_eq!(reply.unwrap().status, expected, "transfer {n}");
+    }
+    let batched = shard.stats().batches.load(Ordering::Relaxed) - batches;
+    assert_eq!(shard.stats().commands.load(Ordering::Relaxed) - commands, 2_001);
+    assert!(batched <= 4, "{batched} batches for 2,001 queued commands");
+    // The plug's 1 and 1,800 transfers of 3 went back from the 20 wallets to custody.
+    assert_eq!(handle.account_blocking(CUSTODY).unwrap().unwrap().balance.net_posted(), -(10_000 * 20) + 1 + 1_800 * 3);
+    shard.shutdown();
     audit_clean(&path);
 }
 
