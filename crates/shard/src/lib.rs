@@ -523,7 +523,8 @@ const ANSWERED_HERE_MAX: usize = 128;
 /// A thread that sends committed batches' answers, in order: waking each caller of a large
 /// batch costs the writer's thread more than handing the batch over once.
 struct Answerer {
-    batches: std::sync::mpsc::Sender<Vec<(oneshot::Sender<Answered>, Answered)>>,
+    /// Taken when the answerer is dropped, which ends the thread once it has sent the rest.
+    batches: Option<std::sync::mpsc::Sender<Vec<(oneshot::Sender<Answered>, Answered)>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -540,15 +541,17 @@ impl Answerer {
                 }
             })
             .map_err(|e| StoreError::Backend(format!("cannot start the answering thread: {e}")))?;
-        Ok(Answerer { batches, thread: Some(thread) })
+        Ok(Answerer { batches: Some(batches), thread: Some(thread) })
     }
 
     /// Hands the answers over; sends them here if the thread is gone.
     fn answer(&self, answers: Vec<(oneshot::Sender<Answered>, Answered)>) {
-        if let Err(unsent) = self.batches.send(answers) {
-            for (reply, answer) in unsent.0 {
-                let _ = reply.send(answer);
-            }
+        let unsent = match &self.batches {
+            Some(batches) => batches.send(answers).err().map(|e| e.0),
+            None => Some(answers),
+        };
+        for (reply, answer) in unsent.into_iter().flatten() {
+            let _ = reply.send(answer);
         }
     }
 }
@@ -556,8 +559,7 @@ impl Answerer {
 impl Drop for Answerer {
     /// Every answer handed over is sent before the writer's thread ends.
     fn drop(&mut self) {
-        let (closed, _) = std::sync::mpsc::channel();
-        drop(std::mem::replace(&mut self.batches, closed));
+        drop(self.batches.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

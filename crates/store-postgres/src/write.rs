@@ -4,7 +4,7 @@
 
 use citypay_ledger::{Account, Effects, EventId, JournalRow, Rejection, Timestamp};
 use citypay_store::{
-    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, ServiceRow, StoreError,
+    ACCOUNT_COLUMNS, ACCOUNT_LIMIT_COLUMNS, ACCOUNT_UPDATE_COLUMNS, AccountColumns, BatchWrite, JOURNAL_COLUMNS, ServiceRow, StoreError,
     Value, id_to_bytes, u64_to_column,
 };
 use postgres::binary_copy::BinaryCopyInWriter;
@@ -16,27 +16,38 @@ use crate::{backend, describe, lease, read};
 
 type Param<'a> = &'a (dyn ToSql + Sync);
 
-const INSERT_JOURNAL: &str = "INSERT INTO transfers (id, leg, kind, debit_account, \
-    credit_account, amount, currency, code, class, user_data, pending_id, deadline, state, \
-    timestamp, batch, hash) \
-    SELECT u.id, u.leg, u.kind, u.debit_account, u.credit_account, u.amount, u.currency, u.code, \
-    u.class, u.user_data, u.pending_id, u.deadline, u.state, u.timestamp, $16::int8, u.hash \
-    FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
-    $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::bytea[], $12::int8[], $13::int8[], \
-    $14::int8[], $15::int8[]) AS u(id, leg, kind, debit_account, credit_account, amount, \
-    currency, code, class, user_data, pending_id, deadline, state, timestamp, hash)";
+/// The type of each of [`JOURNAL_COLUMNS`], as binary COPY writes it.
+const JOURNAL_TYPES: [Type; 16] = [
+    Type::BYTEA, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::INT8,
+    Type::INT8, Type::INT8, Type::BYTEA, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::INT8,
+];
+
+/// `INSERT INTO transfers (...) SELECT ... FROM unnest(...)`: one array per column but
+/// `batch`, in [`JOURNAL_COLUMNS`] order (`$1`..`$15`), and the batch as `$16`.
+fn insert_journal_sql() -> String {
+    let unnested: Vec<(&str, &Type)> = JOURNAL_COLUMNS.iter().zip(&JOURNAL_TYPES).filter(|(c, _)| **c != "batch").map(|(c, t)| (*c, t)).collect();
+    let arrays: Vec<String> = unnested.iter().enumerate().map(|(i, (_, t))| format!("${}::{}[]", i + 1, t.name())).collect();
+    let names: Vec<&str> = unnested.iter().map(|(c, _)| *c).collect();
+    let select: Vec<String> = JOURNAL_COLUMNS
+        .iter()
+        .map(|c| if *c == "batch" { format!("${}::int8", unnested.len() + 1) } else { format!("u.{c}") })
+        .collect();
+    format!(
+        "INSERT INTO transfers ({}) SELECT {} FROM unnest({}) AS u({})",
+        JOURNAL_COLUMNS.join(", "),
+        select.join(", "),
+        arrays.join(", "),
+        names.join(", ")
+    )
+}
 
 /// The same rows by binary COPY, for batches of at least [`COPY_ROWS_MIN`] rows: the server
 /// reads them straight into the table where `unnest` materialised every array first. Fewer
 /// rows go by INSERT, which answers in one round trip where COPY takes two.
-const COPY_JOURNAL: &str = "COPY transfers (id, leg, kind, debit_account, credit_account, amount, \
-    currency, code, class, user_data, pending_id, deadline, state, timestamp, batch, hash) \
-    FROM STDIN (FORMAT binary)";
+fn copy_journal_sql() -> String {
+    format!("COPY transfers ({}) FROM STDIN (FORMAT binary)", JOURNAL_COLUMNS.join(", "))
+}
 const COPY_ROWS_MIN: usize = 64;
-const COPY_JOURNAL_TYPES: [Type; 16] = [
-    Type::BYTEA, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::INT8,
-    Type::INT8, Type::INT8, Type::BYTEA, Type::INT8, Type::INT8, Type::INT8, Type::INT8, Type::INT8,
-];
 
 const UPDATE_PENDING: &str = "UPDATE transfers AS t SET state = u.state \
     FROM unnest($1::bytea[], $2::int8[]) AS u(id, state) \
@@ -105,8 +116,8 @@ impl Writer {
         let statements = Statements {
             lookup: prepare(read::LOOKUP)?,
             renew: prepare(lease::RENEW)?,
-            journal: prepare(INSERT_JOURNAL)?,
-            copy_journal: prepare(COPY_JOURNAL)?,
+            journal: prepare(&insert_journal_sql())?,
+            copy_journal: prepare(&copy_journal_sql())?,
             pending: prepare(UPDATE_PENDING)?,
             insert_accounts: prepare(&insert_accounts_sql())?,
             update_accounts: prepare(&update_accounts_sql())?,
@@ -144,7 +155,7 @@ impl Writer {
         if fx.journal.len() >= COPY_ROWS_MIN {
             copy_journal(tx, &s.copy_journal, &fx.journal, batch_column)?;
         } else if !fx.journal.is_empty() {
-            JournalColumns::of(&fx.journal).insert(tx, &s.journal, batch_column)?;
+            JournalArrays::of(&fx.journal).insert(tx, &s.journal, batch_column)?;
         }
         update_pending(tx, &s.pending, fx)?;
         if !fx.accounts_created.is_empty() {
@@ -188,7 +199,7 @@ fn commit_failed(error: postgres::Error) -> StoreError {
 }
 
 /// The journal rows of a batch as one array per column.
-struct JournalColumns<'a> {
+struct JournalArrays<'a> {
     id: Vec<Vec<u8>>,
     leg: Vec<i64>,
     kind: Vec<i64>,
@@ -206,11 +217,11 @@ struct JournalColumns<'a> {
     hash: Vec<i64>,
 }
 
-impl<'a> JournalColumns<'a> {
-    fn of(rows: &'a [JournalRow]) -> JournalColumns<'a> {
+impl<'a> JournalArrays<'a> {
+    fn of(rows: &'a [JournalRow]) -> JournalArrays<'a> {
         let rows: Vec<citypay_store::JournalColumns<'a>> = rows.iter().map(citypay_store::JournalColumns::of).collect();
         let column = |f: &dyn Fn(&citypay_store::JournalColumns<'a>) -> i64| rows.iter().map(f).collect::<Vec<i64>>();
-        JournalColumns {
+        JournalArrays {
             id: rows.iter().map(|c| c.id.to_vec()).collect(),
             leg: column(&|c| c.leg),
             kind: column(&|c| c.kind),
@@ -240,9 +251,9 @@ impl<'a> JournalColumns<'a> {
     }
 }
 
-/// Writes `rows` by binary COPY ([`COPY_JOURNAL`]).
+/// Writes `rows` by binary COPY ([`copy_journal_sql`]).
 fn copy_journal(tx: &mut Transaction<'_>, statement: &Statement, rows: &[JournalRow], batch: i64) -> Result<(), StoreError> {
-    let mut writer = BinaryCopyInWriter::new(tx.copy_in(statement).map_err(backend)?, &COPY_JOURNAL_TYPES);
+    let mut writer = BinaryCopyInWriter::new(tx.copy_in(statement).map_err(backend)?, &JOURNAL_TYPES);
     for row in rows {
         let c = citypay_store::JournalColumns::of(row);
         let values: [Param<'_>; 16] = citypay_store::journal_values!(c, batch);
@@ -366,4 +377,28 @@ fn service_row(row: &ServiceRow) -> (String, Vec<Param<'_>>) {
         .collect();
     let sql = row.upsert_sql(|i| marks.get(i - 1).cloned().unwrap_or_default());
     (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The journal's statements come from its column list; this is the text they replace.
+    #[test]
+    fn the_journal_statements_name_every_column_in_order() {
+        assert_eq!(
+            super::insert_journal_sql(),
+            "INSERT INTO transfers (id, leg, kind, debit_account, credit_account, amount, currency, code, class, \
+             user_data, pending_id, deadline, state, timestamp, batch, hash) \
+             SELECT u.id, u.leg, u.kind, u.debit_account, u.credit_account, u.amount, u.currency, u.code, \
+             u.class, u.user_data, u.pending_id, u.deadline, u.state, u.timestamp, $16::int8, u.hash \
+             FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+             $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::bytea[], $12::int8[], $13::int8[], \
+             $14::int8[], $15::int8[]) AS u(id, leg, kind, debit_account, credit_account, amount, \
+             currency, code, class, user_data, pending_id, deadline, state, timestamp, hash)"
+        );
+        assert_eq!(
+            super::copy_journal_sql(),
+            "COPY transfers (id, leg, kind, debit_account, credit_account, amount, currency, code, class, \
+             user_data, pending_id, deadline, state, timestamp, batch, hash) FROM STDIN (FORMAT binary)"
+        );
+    }
 }

@@ -79,10 +79,10 @@ pub(crate) fn stable_plans(conn: &Connection) -> Result<(), StoreError> {
 /// goes one row per statement, so only two statement texts are ever cached.
 const JOURNAL_ROWS_PER_INSERT: usize = 32;
 
-/// `INSERT INTO transfers (...) VALUES (...), ...` of `rows` rows.
 /// Statements the writer keeps compiled (rusqlite keeps 16 by default).
 const WRITER_STATEMENTS_CACHED: usize = 512;
 
+/// `INSERT INTO transfers (...) VALUES (...), ...` of `rows` rows.
 fn insert_transfers_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; JOURNAL_COLUMNS.len()].join(", "));
     format!("INSERT INTO transfers ({}) VALUES {}", JOURNAL_COLUMNS.join(", "), vec![row; rows].join(", "))
