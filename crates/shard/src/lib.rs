@@ -520,17 +520,20 @@ struct Writer {
 /// without a hand-over, a larger one (the writer saturated) frees the writer sooner with it.
 const ANSWERED_HERE_MAX: usize = 128;
 
+/// A committed batch's callers, each with its answer.
+type AnsweredBatch = Vec<(oneshot::Sender<Answered>, Answered)>;
+
 /// A thread that sends committed batches' answers, in order: waking each caller of a large
 /// batch costs the writer's thread more than handing the batch over once.
 struct Answerer {
     /// Taken when the answerer is dropped, which ends the thread once it has sent the rest.
-    batches: Option<std::sync::mpsc::Sender<Vec<(oneshot::Sender<Answered>, Answered)>>>,
+    batches: Option<std::sync::mpsc::Sender<AnsweredBatch>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Answerer {
     fn start() -> Result<Answerer, StoreError> {
-        let (batches, receive) = std::sync::mpsc::channel::<Vec<(oneshot::Sender<Answered>, Answered)>>();
+        let (batches, receive) = std::sync::mpsc::channel::<AnsweredBatch>();
         let thread = std::thread::Builder::new()
             .name("shard-answers".into())
             .spawn(move || {
@@ -545,7 +548,7 @@ impl Answerer {
     }
 
     /// Hands the answers over; sends them here if the thread is gone.
-    fn answer(&self, answers: Vec<(oneshot::Sender<Answered>, Answered)>) {
+    fn answer(&self, answers: AnsweredBatch) {
         let unsent = match &self.batches {
             Some(batches) => batches.send(answers).err().map(|e| e.0),
             None => Some(answers),
