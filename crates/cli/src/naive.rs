@@ -39,6 +39,8 @@ fn pick(rng: &mut fastrand::Rng, accounts: i64, hot: bool) -> (i64, i64, i64) {
 }
 
 fn sqlite(path: &Path, accounts: i64, hot: bool) -> anyhow::Result<NaiveRun> {
+    // The same page cache as the ledger's store, whichever opens SQLite first.
+    citypay_store_sqlite::page_cache::install();
     let mut conn = rusqlite::Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;

@@ -95,10 +95,27 @@ fn the_pure_core_uses_only_its_allowed_outside_crates() {
     }
 }
 
+/// The one crate whose job is unsafe code (an FFI shim): it keeps every workspace lint, with
+/// `unsafe_code` denied instead of forbidden so that one module can allow it.
+const UNSAFE_SHIM: &str = "citypay-sqlite-page-cache";
+
 #[test]
 fn every_crate_uses_the_workspace_lints() {
+    let workspace_manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let lints = &workspace_manifest[workspace_manifest.find("[workspace.lints.rust]").unwrap()..];
+    let lints: Vec<&str> = lints.lines().take_while(|l| !l.starts_with("[profile")).filter(|l| l.contains(" = ")).collect();
     for (name, package) in workspace() {
         let manifest = std::fs::read_to_string(&package.manifest).unwrap();
+        if name == UNSAFE_SHIM {
+            for lint in &lints {
+                let expected = if lint.starts_with("unsafe_code") { "unsafe_code = \"deny\"" } else { lint };
+                assert!(manifest.lines().any(|l| l == expected), "{name} must keep the workspace lint {lint:?} (as {expected:?})");
+            }
+            let allowed: Vec<PathBuf> =
+                sources(&package.manifest.with_file_name("src")).into_iter().filter(|f| std::fs::read_to_string(f).unwrap().contains("allow(unsafe_code)")).collect();
+            assert_eq!(allowed.len(), 1, "{name} allows unsafe code in one file: {allowed:?}");
+            continue;
+        }
         assert!(manifest.contains("[lints]\nworkspace = true"), "{name} must set [lints] workspace = true");
     }
 }

@@ -20,6 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::ToSqlOut
 
 mod checkpoint;
 mod reader;
+pub use citypay_sqlite_page_cache as page_cache;
 pub use reader::SqliteReader;
 use rustc_hash::FxHashMap;
 
@@ -93,6 +94,7 @@ impl SqliteStore {
     /// ledger's migrations and then `extra` (the services' own), each at most once.
     pub fn open_writer(path: &Path, extra: &[Migration]) -> Result<SqliteStore, StoreError> {
         let lock = acquire_writer_lock(path)?;
+        page_cache::install();
         let conn = Connection::open(path).map_err(backend)?;
         // WAL with synchronous=FULL: a commit returns only after the WAL is fsynced.
         conn.execute_batch(
@@ -125,6 +127,7 @@ impl SqliteStore {
         if !path.exists() {
             return Err(StoreError::Backend(format!("{} does not exist", path.display())));
         }
+        page_cache::install();
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000; BEGIN;").map_err(backend)?;

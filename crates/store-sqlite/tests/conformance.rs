@@ -55,3 +55,15 @@ fn the_file_is_in_wal_mode_with_full_sync() {
     let sync: i64 = store.connection().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
     assert_eq!((mode.as_str(), sync), ("wal", 2));
 }
+
+#[test]
+fn the_store_runs_on_the_wrapped_page_cache() {
+    let backend = SqliteBackend::new();
+    let path = backend.dir.path().join("x.db");
+    let store = SqliteStore::open_writer(&path, &[]).unwrap();
+    // Opening a store installs it before SQLite first initialises; it then stays installed.
+    assert!(citypay_store_sqlite::page_cache::install());
+    let before = citypay_store_sqlite::page_cache::truncates();
+    store.connection().execute_batch("CREATE TABLE t (k BLOB PRIMARY KEY); INSERT INTO t VALUES (x'01');").unwrap();
+    assert!(citypay_store_sqlite::page_cache::truncates().skipped > before.skipped);
+}
