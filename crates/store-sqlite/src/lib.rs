@@ -35,6 +35,9 @@ pub struct SqliteStore {
     /// Held for as long as the store lives; dropping it (or dying) releases the writer lock.
     _lock: Option<File>,
     texts: StatementTexts,
+    /// A batch's reads (its guards, its lookups) run in the transaction its commit ends: one
+    /// read lock for the batch, where each read in autocommit took and dropped its own.
+    batch_open: bool,
 }
 
 /// The text of the writer's per-row statements, by shape: a batch of thousands of service
@@ -114,7 +117,7 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend(format!("journal_mode is {mode}, WAL is required")));
         }
-        let mut store = SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: Some(lock), texts: StatementTexts::default() };
+        let mut store = SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: Some(lock), texts: StatementTexts::default(), batch_open: false };
         store.migrate(LEDGER_MIGRATIONS)?;
         store.migrate(extra)?;
         store._checkpointer = Some(checkpoint::Checkpointer::start(path)?);
@@ -133,12 +136,42 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA busy_timeout = 5000; BEGIN;").map_err(backend)?;
         conn.query_row("SELECT count(*) FROM ledger_meta", [], |r| r.get::<_, i64>(0))
             .map_err(backend)?;
-        Ok(SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: None, texts: StatementTexts::default() })
+        Ok(SqliteStore { conn, path: path.to_owned(), _checkpointer: None, _lock: None, texts: StatementTexts::default(), batch_open: false })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opens the batch's transaction at its first read (a reader's connection is in one
+    /// already). Immediate: it takes the write lock now, waiting (the busy timeout) while a
+    /// checkpoint restarts the log; a read transaction that wanted it only at its first write
+    /// would get SQLITE_BUSY at once.
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        if !self.batch_open && self.conn.is_autocommit() {
+            self.conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut begin| begin.execute([])).map_err(backend)?;
+            self.batch_open = true;
+        }
+        Ok(())
+    }
+
+    /// Ends the batch's transaction, if one is open, without writing: after a read failed
+    /// (the writer answers the batch with the error and commits nothing) and before a load.
+    fn abandon_batch(&mut self) {
+        if std::mem::take(&mut self.batch_open) && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// `read` inside the batch's transaction; a failed read ends it.
+    fn in_batch<T>(&mut self, read: impl FnOnce(&mut SqliteStore) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.begin_batch()?;
+        let result = read(self);
+        if result.is_err() {
+            self.abandon_batch();
+        }
+        result
     }
 
     /// Direct access for service queries that read their own tables.
@@ -235,7 +268,7 @@ fn value_to_sql(value: &Value) -> ToSqlOutput<'_> {
     }
 }
 
-fn write_service_row(tx: &rusqlite::Transaction<'_>, texts: &mut FxHashMap<RowShape, String>, row: &ServiceRow) -> Result<(), StoreError> {
+fn write_service_row(tx: &Connection, texts: &mut FxHashMap<RowShape, String>, row: &ServiceRow) -> Result<(), StoreError> {
     if texts.len() >= SHAPES_MAX {
         texts.clear();
     }
@@ -248,6 +281,7 @@ fn write_service_row(tx: &rusqlite::Transaction<'_>, texts: &mut FxHashMap<RowSh
 
 impl LedgerStore for SqliteStore {
     fn load(&mut self) -> Result<Snapshot, StoreError> {
+        self.abandon_batch();
         let accounts = read_accounts(&self.conn)?;
         let mut stmt = self
             .conn
@@ -297,101 +331,18 @@ impl LedgerStore for SqliteStore {
     }
 
     fn lookup(&mut self, ids: &[EventId]) -> Result<FxHashMap<EventId, StoredEvent>, StoreError> {
-        let mut found = FxHashMap::default();
-        let mut transfer = self
-            .conn
-            .prepare_cached("SELECT hash, kind, state FROM transfers WHERE id = ?1 AND leg = 0")
-            .map_err(backend)?;
-        let mut rejection = self
-            .conn
-            .prepare_cached("SELECT hash, status FROM rejections WHERE id = ?1")
-            .map_err(backend)?;
-        for id in ids {
-            let key = id_to_bytes(*id);
-            let row = transfer
-                .query_row([&key[..]], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u8>(1)?, r.get::<_, Option<u8>>(2)?)))
-                .optional()
-                .map_err(backend)?;
-            if let Some((hash, kind, state)) = row {
-                let pending_state = if kind == JournalKind::Pending as u8 {
-                    Some(state.and_then(PendingState::from_code).ok_or_else(|| corrupt("pending state"))?)
-                } else {
-                    None
-                };
-                found.insert(*id, StoredEvent { hash: u64_from_column(hash), status: Status::Ok, pending_state });
-                continue;
-            }
-            let row = rejection
-                .query_row([&key[..]], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u8>(1)?)))
-                .optional()
-                .map_err(backend)?;
-            if let Some((hash, status)) = row {
-                let status = Status::from_code(status).ok_or_else(|| corrupt("rejection status"))?;
-                found.insert(*id, StoredEvent { hash: u64_from_column(hash), status, pending_state: None });
-            }
-        }
-        Ok(found)
+        self.in_batch(|store| lookup(&store.conn, ids))
     }
 
     fn commit(&mut self, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
-        let fx = batch.effects;
-        let batch_column = u64_to_column(batch.batch);
-        let tx = self.conn.transaction().map_err(backend)?;
-        {
-            let chunks = fx.journal.chunks_exact(JOURNAL_ROWS_PER_INSERT);
-            let rest = chunks.remainder();
-            if chunks.len() > 0 {
-                let mut insert = tx.prepare_cached(&self.texts.insert_transfers).map_err(backend)?;
-                for chunk in chunks {
-                    for (i, row) in chunk.iter().enumerate() {
-                        bind_journal_row(&mut insert, i * JOURNAL_COLUMNS.len(), row, batch_column)?;
-                    }
-                    insert.raw_execute().map_err(backend)?;
-                }
-            }
-            if !rest.is_empty() {
-                let mut insert = tx.prepare_cached(&self.texts.insert_transfer).map_err(backend)?;
-                for row in rest {
-                    bind_journal_row(&mut insert, 0, row, batch_column)?;
-                    insert.raw_execute().map_err(backend)?;
-                }
-            }
-            let mut update = tx
-                .prepare_cached("UPDATE transfers SET state = ?2 WHERE id = ?1 AND leg = 0 AND kind = 1")
-                .map_err(backend)?;
-            for u in &fx.pending_updates {
-                let changed = update.execute(params![&id_to_bytes(u.pending_id)[..], u.state as u8]).map_err(backend)?;
-                if changed != 1 {
-                    return Err(StoreError::Corrupt(format!("pending transfer {} not stored", u.pending_id)));
-                }
-            }
-            write_accounts(&tx, fx)?;
-            let mut reject = tx
-                .prepare_cached("INSERT INTO rejections (id, hash, status, timestamp, batch) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .map_err(backend)?;
-            for r in &fx.rejections {
-                reject
-                    .execute(params![
-                        &id_to_bytes(r.id)[..],
-                        u64_to_column(r.hash),
-                        r.status.code(),
-                        u64_to_column(r.timestamp.0),
-                        batch_column
-                    ])
-                    .map_err(backend)?;
-            }
-            for row in batch.rows {
-                write_service_row(&tx, &mut self.texts.upserts, row)?;
-            }
-            let meta = tx
-                .prepare_cached("UPDATE ledger_meta SET last_batch = ?1, last_timestamp = ?2 WHERE last_batch = ?1 - 1")
-                .and_then(|mut meta| meta.execute(params![batch_column, u64_to_column(fx.timestamp.0)]))
-                .map_err(backend)?;
-            if meta != 1 {
-                return Err(StoreError::Corrupt(format!("batch {} does not follow the stored one", batch.batch)));
-            }
+        self.begin_batch()?;
+        self.batch_open = false;
+        let written = write_batch(&self.conn, &mut self.texts, batch)
+            .and_then(|()| self.conn.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])).map_err(backend));
+        if written.is_err() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        tx.commit().map_err(backend)
+        written.map(|_| ())
     }
 
     fn read_row(
@@ -400,14 +351,108 @@ impl LedgerStore for SqliteStore {
         key: &[(&'static str, Value)],
         columns: &[&'static str],
     ) -> Result<Option<Vec<Value>>, StoreError> {
-        if self.texts.reads.len() >= SHAPES_MAX {
-            self.texts.reads.clear();
-        }
-        let shape = (table, key.iter().map(|(n, _)| *n).collect(), columns.to_vec());
-        let sql = self.texts.reads.entry(shape).or_insert_with(|| citypay_store::read_row_query(table, key, columns).0);
-        let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
-        Ok(reader::run(&self.conn, sql, &values)?.into_iter().next())
+        self.in_batch(|store| {
+            if store.texts.reads.len() >= SHAPES_MAX {
+                store.texts.reads.clear();
+            }
+            let shape = (table, key.iter().map(|(n, _)| *n).collect(), columns.to_vec());
+            let sql = store.texts.reads.entry(shape).or_insert_with(|| citypay_store::read_row_query(table, key, columns).0);
+            let values: Vec<Value> = key.iter().map(|(_, v)| v.clone()).collect();
+            Ok(reader::run(&store.conn, sql, &values)?.into_iter().next())
+        })
     }
+}
+
+/// The stored answers for `ids` (see [`LedgerStore::lookup`]).
+fn lookup(conn: &Connection, ids: &[EventId]) -> Result<FxHashMap<EventId, StoredEvent>, StoreError> {
+    let mut found = FxHashMap::default();
+    let mut transfer =
+        conn.prepare_cached("SELECT hash, kind, state FROM transfers WHERE id = ?1 AND leg = 0").map_err(backend)?;
+    let mut rejection = conn.prepare_cached("SELECT hash, status FROM rejections WHERE id = ?1").map_err(backend)?;
+    for id in ids {
+        let key = id_to_bytes(*id);
+        let row = transfer
+            .query_row([&key[..]], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u8>(1)?, r.get::<_, Option<u8>>(2)?)))
+            .optional()
+            .map_err(backend)?;
+        if let Some((hash, kind, state)) = row {
+            let pending_state = if kind == JournalKind::Pending as u8 {
+                Some(state.and_then(PendingState::from_code).ok_or_else(|| corrupt("pending state"))?)
+            } else {
+                None
+            };
+            found.insert(*id, StoredEvent { hash: u64_from_column(hash), status: Status::Ok, pending_state });
+            continue;
+        }
+        let row = rejection
+            .query_row([&key[..]], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u8>(1)?)))
+            .optional()
+            .map_err(backend)?;
+        if let Some((hash, status)) = row {
+            let status = Status::from_code(status).ok_or_else(|| corrupt("rejection status"))?;
+            found.insert(*id, StoredEvent { hash: u64_from_column(hash), status, pending_state: None });
+        }
+    }
+    Ok(found)
+}
+
+/// Every write of a batch, in the transaction the caller opened and commits.
+fn write_batch(tx: &Connection, texts: &mut StatementTexts, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
+    let fx = batch.effects;
+    let batch_column = u64_to_column(batch.batch);
+    let chunks = fx.journal.chunks_exact(JOURNAL_ROWS_PER_INSERT);
+    let rest = chunks.remainder();
+    if chunks.len() > 0 {
+        let mut insert = tx.prepare_cached(&texts.insert_transfers).map_err(backend)?;
+        for chunk in chunks {
+            for (i, row) in chunk.iter().enumerate() {
+                bind_journal_row(&mut insert, i * JOURNAL_COLUMNS.len(), row, batch_column)?;
+            }
+            insert.raw_execute().map_err(backend)?;
+        }
+    }
+    if !rest.is_empty() {
+        let mut insert = tx.prepare_cached(&texts.insert_transfer).map_err(backend)?;
+        for row in rest {
+            bind_journal_row(&mut insert, 0, row, batch_column)?;
+            insert.raw_execute().map_err(backend)?;
+        }
+    }
+    let mut update = tx
+        .prepare_cached("UPDATE transfers SET state = ?2 WHERE id = ?1 AND leg = 0 AND kind = 1")
+        .map_err(backend)?;
+    for u in &fx.pending_updates {
+        let changed = update.execute(params![&id_to_bytes(u.pending_id)[..], u.state as u8]).map_err(backend)?;
+        if changed != 1 {
+            return Err(StoreError::Corrupt(format!("pending transfer {} not stored", u.pending_id)));
+        }
+    }
+    write_accounts(tx, fx)?;
+    let mut reject = tx
+        .prepare_cached("INSERT INTO rejections (id, hash, status, timestamp, batch) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(backend)?;
+    for r in &fx.rejections {
+        reject
+            .execute(params![
+                &id_to_bytes(r.id)[..],
+                u64_to_column(r.hash),
+                r.status.code(),
+                u64_to_column(r.timestamp.0),
+                batch_column
+            ])
+            .map_err(backend)?;
+    }
+    for row in batch.rows {
+        write_service_row(tx, &mut texts.upserts, row)?;
+    }
+    let meta = tx
+        .prepare_cached("UPDATE ledger_meta SET last_batch = ?1, last_timestamp = ?2 WHERE last_batch = ?1 - 1")
+        .and_then(|mut meta| meta.execute(params![batch_column, u64_to_column(fx.timestamp.0)]))
+        .map_err(backend)?;
+    if meta != 1 {
+        return Err(StoreError::Corrupt(format!("batch {} does not follow the stored one", batch.batch)));
+    }
+    Ok(())
 }
 
 /// Binds `row` to the sixteen parameters after `offset` of a journal insert.
@@ -420,7 +465,7 @@ fn bind_journal_row(stmt: &mut rusqlite::CachedStatement<'_>, offset: usize, row
     Ok(())
 }
 
-fn write_accounts(tx: &rusqlite::Transaction<'_>, fx: &citypay_ledger::Effects) -> Result<(), StoreError> {
+fn write_accounts(tx: &Connection, fx: &citypay_ledger::Effects) -> Result<(), StoreError> {
     if !fx.accounts_created.is_empty() {
         let marks: Vec<String> = (1..=ACCOUNT_COLUMNS.len()).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO accounts ({}) VALUES ({})", ACCOUNT_COLUMNS.join(", "), marks.join(", "));
