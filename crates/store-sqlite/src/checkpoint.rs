@@ -14,7 +14,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use citypay_store::StoreError;
-use rusqlite::Connection;
 
 use crate::backend;
 
@@ -32,7 +31,7 @@ pub(crate) struct Checkpointer {
 
 impl Checkpointer {
     pub(crate) fn start(path: &Path) -> Result<Checkpointer, StoreError> {
-        let conn = Connection::open(path).map_err(backend)?;
+        let conn = crate::open(path, rusqlite::OpenFlags::default())?;
         conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(backend)?;
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = stop.clone();

@@ -86,6 +86,13 @@ const JOURNAL_ROWS_PER_INSERT: usize = 32;
 /// Statements the writer keeps compiled (rusqlite keeps 16 by default).
 const WRITER_STATEMENTS_CACHED: usize = 512;
 
+/// Opens a connection to the database at `path`; every connection of the store opens here,
+/// so SQLite's page cache wrapper is installed before SQLite first initialises.
+pub(crate) fn open(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    page_cache::install();
+    Connection::open_with_flags(path, flags).map_err(backend)
+}
+
 /// `INSERT INTO transfers (...) VALUES (...), ...` of `rows` rows.
 fn insert_transfers_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; JOURNAL_COLUMNS.len()].join(", "));
@@ -97,8 +104,7 @@ impl SqliteStore {
     /// ledger's migrations and then `extra` (the services' own), each at most once.
     pub fn open_writer(path: &Path, extra: &[Migration]) -> Result<SqliteStore, StoreError> {
         let lock = acquire_writer_lock(path)?;
-        page_cache::install();
-        let conn = Connection::open(path).map_err(backend)?;
+        let conn = open(path, OpenFlags::default())?;
         // WAL with synchronous=FULL: a commit returns only after the WAL is fsynced.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -130,9 +136,7 @@ impl SqliteStore {
         if !path.exists() {
             return Err(StoreError::Backend(format!("{} does not exist", path.display())));
         }
-        page_cache::install();
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(backend)?;
+        let conn = open(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         conn.execute_batch("PRAGMA busy_timeout = 5000; BEGIN;").map_err(backend)?;
         conn.query_row("SELECT count(*) FROM ledger_meta", [], |r| r.get::<_, i64>(0))
             .map_err(backend)?;
@@ -336,13 +340,13 @@ impl LedgerStore for SqliteStore {
 
     fn commit(&mut self, batch: &BatchWrite<'_>) -> Result<(), StoreError> {
         self.begin_batch()?;
-        self.batch_open = false;
         let written = write_batch(&self.conn, &mut self.texts, batch)
-            .and_then(|()| self.conn.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])).map_err(backend));
-        if written.is_err() && !self.conn.is_autocommit() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            .and_then(|()| self.conn.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])).map(drop).map_err(backend));
+        if written.is_err() {
+            self.abandon_batch();
         }
-        written.map(|_| ())
+        self.batch_open = false;
+        written
     }
 
     fn read_row(

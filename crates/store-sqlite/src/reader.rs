@@ -27,9 +27,7 @@ impl SqliteReader {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
-        crate::page_cache::install();
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(crate::backend)?;
+        let conn = crate::open(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         // Every commit of the writer empties a reader's private page cache at its next read,
         // and emptying walks the whole cache; so the cache stays small and pages come from a
         // memory map of the file (the OS cache) instead.
