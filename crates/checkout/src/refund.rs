@@ -313,7 +313,12 @@ impl Checkout {
         let hold = self.refund_hold(trade, &refund, guards, vec![after.row(OnConflict::UpdateOnly), row]).await?;
         match elsewhere.send(hold).await? {
             SentRefund::Guard(_) => Ok(None),
-            SentRefund::Posted => Ok(Some(self.finish_refund_elsewhere(trade.id, out_request_no, None).await)),
+            // This request's hold moved the money, whoever writes the record's end: the
+            // resolver's round may finish it first, once the crossing is posted.
+            SentRefund::Posted => {
+                let finished = self.finish_refund_elsewhere(trade.id, out_request_no, None).await;
+                Ok(Some(finished.map(|answer| RefundAnswer { fund_change: true, ..answer })))
+            }
             SentRefund::Returned(reason) => Ok(Some(self.finish_refund_elsewhere(trade.id, out_request_no, Some(reason)).await)),
         }
     }

@@ -685,6 +685,9 @@ struct WalletShard {
     directory: Directory,
     answers: std::sync::Mutex<std::collections::VecDeque<Option<citypay_checkout::SentRefund>>>,
     outcomes: std::sync::Mutex<std::collections::HashMap<u128, bool>>,
+    /// When set, a posted hold's crossing is finished by the resolver's round before `send`
+    /// answers (the race of a resolver that saw the crossing posted first).
+    resolver_first: std::sync::OnceLock<citypay_checkout::Checkout>,
 }
 
 impl citypay_checkout::RefundsElsewhere for WalletShard {
@@ -699,6 +702,10 @@ impl citypay_checkout::RefundsElsewhere for WalletShard {
                 }
             }
             let answer = self.answers.lock().unwrap().pop_front().expect("an answer for every send");
+            if let (Some(checkout), Some(citypay_checkout::SentRefund::Posted)) = (self.resolver_first.get(), &answer) {
+                self.outcomes.lock().unwrap().insert(hold.id, true);
+                assert_eq!(checkout.finish_refunds_elsewhere(10).await.unwrap(), 1, "the resolver finished it first");
+            }
             answer.ok_or(CheckoutError::OutcomeUnknown)
         })
     }
@@ -722,7 +729,7 @@ fn a_refund_returned_by_another_shard_gives_no_fee_back_twice() {
     let (shop, shop_account) = merchant(&w, SHOP_A);
     let buckets = |account| citypay_routing::bucket_of_account(account).unwrap();
     assert_ne!(buckets(alice.wallet), buckets(shop_account));
-    let wallet_shard = Arc::new(WalletShard { directory: w.directory.clone(), answers: Default::default(), outcomes: Default::default() });
+    let wallet_shard = Arc::new(WalletShard { directory: w.directory.clone(), answers: Default::default(), outcomes: Default::default(), resolver_first: Default::default() });
     w.checkout.refund_elsewhere_through(wallet_shard.clone());
     let answer = |a: Option<SentRefund>| wallet_shard.answers.lock().unwrap().push_back(a);
     w.rt.block_on(async {
@@ -753,6 +760,37 @@ fn a_refund_returned_by_another_shard_gives_no_fee_back_twice() {
         let c_ = c.refund(shop, "T1", "C", 1).await.unwrap();
         assert_eq!((c_.trade.refunded, c_.trade.fee_returned, c_.trade.status), (2_372, 14, TradeStatus::TradeClosed));
         assert_eq!(bal(d, PlatformAccounts::CNY.fee_revenue).await, 0, "the fee given back once");
+        w.shard.handle().hold_buckets(None);
+    });
+    check_books(&w, &[alice.wallet, shop_account]);
+    audit_clean(w);
+}
+
+/// A refund to a wallet of another shard whose crossing the resolver's round finished before
+/// the request that made it heard the answer: that request moved the money, so it answers
+/// `fund_change` true; asked again, false.
+#[test]
+fn a_refund_the_resolver_finished_first_still_answers_its_fund_change() {
+    use citypay_checkout::SentRefund;
+    let w = world();
+    w.rt.block_on(w.directory.onboard_city(350100, "Fuzhou")).unwrap();
+    let alice = resident_in(&w, 350100, ALICE.0, ALICE.1, AccountClass::II, 100);
+    let (shop, shop_account) = merchant(&w, SHOP_A);
+    let buckets = |account| citypay_routing::bucket_of_account(account).unwrap();
+    let wallet_shard = Arc::new(WalletShard { directory: w.directory.clone(), answers: Default::default(), outcomes: Default::default(), resolver_first: Default::default() });
+    let _ = wallet_shard.resolver_first.set(w.checkout.clone());
+    w.checkout.refund_elsewhere_through(wallet_shard.clone());
+    w.rt.block_on(async {
+        let c = &w.checkout;
+        let (_, payload) = c.create_trade(shop, &order("T1", 2_372)).await.unwrap();
+        c.pay_qr(&alice, &payload, None, "k").await.unwrap();
+        let map = citypay_routing::BucketMap::single(1).moved([buckets(alice.wallet)], 2);
+        w.shard.handle().hold_buckets(Some(map.owned_by(1)));
+        wallet_shard.answers.lock().unwrap().push_back(Some(SentRefund::Posted));
+        let first = c.refund(shop, "T1", "R1", 500).await.unwrap();
+        assert_eq!((first.refund.status, first.trade.refunded, first.fund_change), (RefundStatus::RefundSuccess, 500, true));
+        let again = c.refund(shop, "T1", "R1", 500).await.unwrap();
+        assert_eq!((again.refund.status, again.trade.refunded, again.fund_change), (RefundStatus::RefundSuccess, 500, false));
         w.shard.handle().hold_buckets(None);
     });
     check_books(&w, &[alice.wallet, shop_account]);
